@@ -1,0 +1,23 @@
+"""attnkit: the Transformer family end to end, in readable PyTorch.
+
+>>> import attnkit
+>>> model = attnkit.Transformer(attnkit.preset("transformer-tiny"))
+>>> model.save_pretrained("ckpt"); model = attnkit.load("ckpt")
+"""
+
+from attnkit.errors import AttnkitError, CheckpointError, ConfigError, DataError
+from attnkit.models import PRESETS, Transformer, TransformerConfig, load, preset
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "AttnkitError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Transformer",
+    "TransformerConfig",
+    "load",
+    "preset",
+]

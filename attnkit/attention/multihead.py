@@ -1,0 +1,109 @@
+"""Multi-head attention (Vaswani et al. 2017, section 3.2.2).
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V),   d_k = d_v = d_model / h
+
+Self-attention projects Q, K and V with one fused ``(d_model, 3 d_model)`` matrix (the
+layout of ``torch.nn.MultiheadAttention.in_proj_weight``); cross-attention projects the
+queries from the decoder and K/V (fused) from the encoder output. The score-and-mix step
+is any registered kernel (:mod:`attnkit.attention.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache, StaticKV
+from attnkit.attention.registry import build
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections, heads, caches and output projection around an attention kernel.
+
+    Args:
+        d_model: model width.
+        n_heads: number of heads h; ``d_model`` must be divisible by it.
+        cross: cross-attention (queries from ``x``, keys/values from ``context``).
+        kind: kernel name from the registry; ``kernel_params`` are passed to it.
+        dropout: attention-weight dropout inside the kernel.
+        bias: whether the projections have biases.
+        d_context: width of ``context`` for cross-attention (default ``d_model``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        cross: bool = False,
+        kind: str = "scaled_dot",
+        kernel_params: dict[str, Any] | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        d_context: int | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.head_dim, self.cross = d_model, n_heads, d_model // n_heads, cross
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.kv_proj = nn.Linear(d_context or d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        params = dict(kernel_params or {})
+        if dropout:
+            params.setdefault("dropout", dropout)
+        self.kernel = build(kind, head_dim=self.head_dim, n_heads=n_heads, params=params)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_k)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | StaticKV | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``x: (B, Tq, d_model)`` to itself or to ``context: (B, Tk, d_context)``.
+
+        Args:
+            mask: boolean, broadcastable to ``(B, H, Tq, Tk)``, True = may attend.
+            bias: float score bias broadcastable to ``(B, H, Tq, Tk)``.
+            causal: apply the (bottom-right aligned) causal mask.
+            cache: a :class:`KVCache` (self-attention: the new keys are appended) or a
+                :class:`StaticKV` (cross-attention: filled on the first call, then reused).
+            need_weights: also return the ``(B, H, Tq, Tk)`` attention weights.
+
+        Returns:
+            ``(out: (B, Tq, d_model), weights or None)``.
+        """
+        b, tq, _ = x.shape
+        if self.cross:
+            q = self._heads(self.q_proj(x))  # (B, H, Tq, d_k)
+            if isinstance(cache, StaticKV) and cache.filled:
+                k, v = cache.k, cache.v
+            else:
+                if context is None:
+                    raise ValueError("cross-attention needs a context (the encoder output)")
+                k, v = self.kv_proj(context).chunk(2, dim=-1)
+                k, v = self._heads(k), self._heads(v)  # (B, H, Tk, d_k)
+                if isinstance(cache, StaticKV):
+                    cache.set(k, v)
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, T, d_k)
+            if isinstance(cache, KVCache):
+                k, v = cache.append(k, v)  # (B, H, T_past + T, d_k)
+        res = self.kernel(q, k, v, mask=mask, bias=bias, causal=causal, need_weights=need_weights)
+        out, weights = res if need_weights else (res, None)
+        out = out.transpose(1, 2).reshape(b, tq, self.d_model)  # (B, Tq, d_model)
+        return self.out_proj(out), weights

@@ -1,0 +1,75 @@
+"""Scaled dot-product attention and its unscaled variant.
+
+Vaswani et al. 2017, section 3.2.1, eq. (1):
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+``dot`` drops the 1/sqrt(d_k) factor (Luong et al. 2015's "dot" score), which the
+paper notes grows with d_k and pushes the softmax into regions of small gradient.
+
+Fast path: ``torch.nn.functional.scaled_dot_product_attention`` (FlashAttention /
+memory-efficient kernels on GPU, fused math on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.attention.base import AttentionKernel
+from attnkit.attention.masks import combine
+from attnkit.attention.registry import register
+
+
+@register("scaled_dot")
+class ScaledDotProduct(AttentionKernel):
+    """softmax(QK^T / sqrt(d_k)) V, eq. (1); ``scale`` overrides 1/sqrt(d_k)."""
+
+    def __init__(self, dropout: float = 0.0, scale: float | None = None) -> None:
+        super().__init__(dropout)
+        if scale is not None and not scale > 0:
+            raise ValueError(f"scale={scale!r} must be positive")
+        self.scale = scale
+
+    def _scale(self, d: int) -> float:
+        return self.scale if self.scale is not None else 1.0 / math.sqrt(d)
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return torch.matmul(q, k.transpose(-2, -1)) * self._scale(q.shape[-1])  # (B, H, Tq, Tk)
+
+    def fast(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, causal: bool
+    ) -> Tensor | None:
+        tq, tk = q.shape[-2], k.shape[-2]
+        p = self.dropout if self.training else 0.0
+        scale = self._scale(q.shape[-1])
+        if mask is None and bias is None:
+            # SDPA's is_causal is top-left aligned; ours is bottom-right, equal only when Tq == Tk.
+            if not causal or tq == tk:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal, scale=scale)
+        allowed = combine(mask, causal, tq, tk, q.device)
+        empty = None
+        if allowed is not None:
+            # Rows with no allowed key would be NaN in SDPA: let them attend anywhere, zero them after.
+            empty = ~allowed.any(dim=-1, keepdim=True)  # (..., Tq, 1)
+            allowed = allowed | empty
+        attn_mask: Tensor | None = allowed
+        if bias is not None:
+            b = bias.to(q.dtype)
+            attn_mask = b if allowed is None else b.masked_fill(~allowed, float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, scale=scale)
+        if empty is not None:
+            out = out.masked_fill(empty, 0.0)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}, scale={self.scale}"
+
+
+@register("dot")
+class DotProduct(ScaledDotProduct):
+    """softmax(QK^T) V: dot-product attention without the 1/sqrt(d_k) scale (section 3.2.1)."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__(dropout, scale=1.0)

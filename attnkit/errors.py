@@ -1,0 +1,17 @@
+"""Exceptions a user can cause. The CLI prints them as one line and exits non-zero."""
+
+
+class AttnkitError(Exception):
+    """Base class for errors that come from the user's input, not from a bug."""
+
+
+class ConfigError(AttnkitError, ValueError):
+    """An unknown config key or an invalid value; the message names the field."""
+
+
+class CheckpointError(AttnkitError, ValueError):
+    """A missing, truncated or mismatched checkpoint file or directory."""
+
+
+class DataError(AttnkitError, ValueError):
+    """Missing, empty or malformed data."""

@@ -1,0 +1,167 @@
+"""Encoder and decoder layers and their stacks (Vaswani et al. 2017, section 3.1, figure 1).
+
+Encoder layer: self-attention, then the position-wise FFN, each wrapped in a residual
+connection with LayerNorm. Decoder layer: masked (causal) self-attention, cross-attention
+whose keys and values are the encoder output, then the FFN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnkit.attention.cache import LayerCache
+from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.layers.ffn import FeedForward
+from attnkit.layers.residual import Residual
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """The sizes and choices shared by every layer of a stack."""
+
+    d_model: int
+    n_heads: int
+    d_ff: int
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: str = "relu"
+    norm_position: str = "post"
+    norm_eps: float = 1e-5
+    attention_kind: str = "scaled_dot"
+    attention_params: dict[str, Any] | None = None
+    bias: bool = True
+
+    def attention(self, cross: bool = False) -> MultiHeadAttention:
+        return MultiHeadAttention(
+            self.d_model,
+            self.n_heads,
+            cross=cross,
+            kind=self.attention_kind,
+            kernel_params=self.attention_params,
+            dropout=self.attention_dropout,
+            bias=self.bias,
+        )
+
+    def ffn(self) -> FeedForward:
+        return FeedForward(self.d_model, self.d_ff, self.activation, self.activation_dropout, self.bias)
+
+    def residual(self) -> Residual:
+        return Residual(self.d_model, self.dropout, self.norm_position, self.norm_eps)
+
+
+class EncoderLayer(nn.Module):
+    """x -> Residual(SelfAttention) -> Residual(FFN)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.self_attn = spec.attention()
+        self.ffn = spec.ffn()
+        self.res_attn = spec.residual()
+        self.res_ffn = spec.residual()
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        weights: list[Tensor | None] = [None]
+
+        def attend(h: Tensor) -> Tensor:
+            out, weights[0] = self.self_attn(h, mask=mask, causal=causal, need_weights=need_weights)
+            return out
+
+        x = self.res_attn(x, attend)  # (B, T, d_model)
+        x = self.res_ffn(x, self.ffn)
+        return x, weights[0]
+
+
+class DecoderLayer(nn.Module):
+    """x -> Residual(causal SelfAttention) -> Residual(CrossAttention to memory) -> Residual(FFN)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.self_attn = spec.attention()
+        self.cross_attn = spec.attention(cross=True)
+        self.ffn = spec.ffn()
+        self.res_self = spec.residual()
+        self.res_cross = spec.residual()
+        self.res_ffn = spec.residual()
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        *,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+        w: list[Tensor | None] = [None, None]
+
+        def self_attend(h: Tensor) -> Tensor:
+            kv = cache.self_attn if cache is not None else None
+            out, w[0] = self.self_attn(h, mask=self_mask, causal=True, cache=kv, need_weights=need_weights)
+            return out
+
+        def cross_attend(h: Tensor) -> Tensor:
+            kv = cache.cross_attn if cache is not None else None
+            out, w[1] = self.cross_attn(h, memory, mask=memory_mask, cache=kv, need_weights=need_weights)
+            return out
+
+        x = self.res_self(x, self_attend)  # (B, T, d_model)
+        x = self.res_cross(x, cross_attend)
+        x = self.res_ffn(x, self.ffn)
+        return x, (w[0], w[1])
+
+
+class Encoder(nn.Module):
+    """N encoder layers; a pre-norm stack ends with a LayerNorm."""
+
+    def __init__(self, spec: LayerSpec, n_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_position == "pre" else nn.Identity()
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        weights = []
+        for layer in self.layers:
+            x, w = layer(x, mask, causal=causal, need_weights=need_weights)
+            weights.append(w)
+        return self.norm(x), weights
+
+
+class Decoder(nn.Module):
+    """N decoder layers; a pre-norm stack ends with a LayerNorm."""
+
+    def __init__(self, spec: LayerSpec, n_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_position == "pre" else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        *,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        caches: list[LayerCache] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
+        weights = []
+        for i, layer in enumerate(self.layers):
+            x, w = layer(
+                x,
+                memory,
+                self_mask=self_mask,
+                memory_mask=memory_mask,
+                cache=caches[i] if caches is not None else None,
+                need_weights=need_weights,
+            )
+            weights.append(w)
+        return self.norm(x), weights

@@ -1,0 +1,31 @@
+"""Residual connection around a sublayer, with layer normalisation.
+
+* ``post`` (the paper, section 3.1): LayerNorm(x + Dropout(Sublayer(x)))
+* ``pre`` (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"):
+  x + Dropout(Sublayer(LayerNorm(x))); a stack of pre-norm layers ends with a final LayerNorm.
+
+Dropout on each sublayer output before the residual sum is the paper's section 5.4.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+
+class Residual(nn.Module):
+    """Holds the LayerNorm and dropout of one sublayer connection."""
+
+    def __init__(self, d_model: int, dropout: float, norm_position: str = "post", eps: float = 1e-5) -> None:
+        super().__init__()
+        if norm_position not in ("post", "pre"):
+            raise ValueError(f"norm_position={norm_position!r} is not one of 'post', 'pre'")
+        self.norm_position = norm_position
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.norm_position == "pre":
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))

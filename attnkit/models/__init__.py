@@ -1,0 +1,17 @@
+"""Models: assemblies of the shared layers, each with a config, presets and save/load."""
+
+from attnkit.models.base import PretrainedModel, load, model_types, register_model
+from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
+
+__all__ = [
+    "PRESETS",
+    "AttentionConfig",
+    "PretrainedModel",
+    "Seq2SeqOutput",
+    "Transformer",
+    "TransformerConfig",
+    "load",
+    "model_types",
+    "preset",
+    "register_model",
+]

@@ -1,0 +1,5 @@
+"""Training objectives: losses that sit on top of the models' logits."""
+
+from attnkit.objectives.label_smoothing import label_smoothed_cross_entropy, seq2seq_loss
+
+__all__ = ["label_smoothed_cross_entropy", "seq2seq_loss"]
