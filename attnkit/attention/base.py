@@ -26,7 +26,7 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
     Computed in float32 for half-precision inputs, returned in the input dtype.
     """
     dtype = scores.dtype
-    s = scores.float()
+    s = scores.float() if dtype in (torch.float16, torch.bfloat16) else scores  # keep float64 as float64
     if allowed is None:
         return torch.softmax(s, dim=-1).to(dtype)
     s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)

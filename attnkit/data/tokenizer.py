@@ -1,0 +1,48 @@
+"""Tokenizers, built on the Hugging Face ``tokenizers`` library and saved as ``tokenizer.json``.
+
+Every attnkit tokenizer reserves the same special tokens at the same ids, which the
+model configs rely on: ``<pad>`` = 0, ``<s>`` (BOS) = 1, ``</s>`` (EOS) = 2, ``<unk>`` = 3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+from attnkit.errors import CheckpointError
+
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+def char_tokenizer(alphabet: str) -> Tokenizer:
+    """A character-level tokenizer over ``alphabet`` (one token per character)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for ch in alphabet:
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return tok
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load ``tokenizer.json`` from a file or a checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; the model directory has no tokenizer (save it with tokenizer=...)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+        raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
+
+
+def check_specials(tok: Tokenizer) -> None:
+    """Raise unless the tokenizer has attnkit's special tokens at the expected ids."""
+    for i, s in enumerate(SPECIALS):
+        if tok.token_to_id(s) != i:
+            raise CheckpointError(f"tokenizer has {s!r} at id {tok.token_to_id(s)}, expected {i}; it was not made for this model")

@@ -1,0 +1,11 @@
+"""Decoding for the encoder-decoder Transformer: greedy search and beam search.
+
+>>> model.eval()
+>>> out = greedy_decode(model, src)                      # (B, T_out), no BOS/EOS, pad-filled
+>>> out, scores = beam_search(model, src, beam_size=4, length_penalty=0.6, return_scores=True)
+"""
+
+from attnkit.generation.beam import beam_search, gnmt_length_penalty
+from attnkit.generation.seq2seq import greedy_decode
+
+__all__ = ["beam_search", "gnmt_length_penalty", "greedy_decode"]

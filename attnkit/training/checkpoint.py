@@ -1,0 +1,79 @@
+"""Training checkpoints that survive being killed at any moment.
+
+Layout under ``<out>/checkpoints/``::
+
+    step-00000100/   config.json  model.safetensors  tokenizer.json  trainer_state.pt
+    step-00000200/   ...
+    latest           text file naming the newest complete step directory
+
+Each step directory is built under a temporary name and renamed into place, and
+``latest`` is replaced atomically afterwards, so ``latest`` always names a complete
+checkpoint. ``trainer_state.pt`` holds only tensors and plain Python values (optimizer
+and scheduler state, RNG states, data position) and is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnkit.errors import CheckpointError
+from attnkit.io import atomic_write_text
+from attnkit.models.base import PretrainedModel
+
+STATE_NAME = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def save_checkpoint(out: Path, step: int, model: PretrainedModel, state: dict[str, Any], *, tokenizer: Any = None, keep: int = 5) -> Path:
+    """Write ``step-XXXXXXXX`` atomically, point ``latest`` at it, keep the newest ``keep`` checkpoints."""
+    root = checkpoint_dir(out)
+    name = f"step-{step:08d}"
+    raw = model._orig_mod if hasattr(model, "_orig_mod") else model  # unwrap torch.compile
+    path = raw.save_pretrained(root / name, tokenizer=tokenizer)
+    torch.save(state, path / (STATE_NAME + ".tmp"))
+    (path / (STATE_NAME + ".tmp")).replace(path / STATE_NAME)
+    atomic_write_text(root / "latest", name + "\n")
+    for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """Complete step directories, oldest first."""
+    root = checkpoint_dir(out)
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / STATE_NAME).is_file()]
+    return sorted(dirs, key=lambda p: p.name)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The directory ``latest`` names (or the newest complete one if ``latest`` is missing)."""
+    root = checkpoint_dir(out)
+    pointer = root / "latest"
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / STATE_NAME).is_file():
+            return path
+    found = list_checkpoints(out)
+    return found[-1] if found else None
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """Read ``trainer_state.pt`` with ``weights_only=True`` (no arbitrary pickles)."""
+    f = Path(path) / STATE_NAME
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{f} does not exist; {path} is not a resumable checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file for the user
+        raise CheckpointError(f"{f} cannot be read ({str(e).splitlines()[0][:200]}); the file is corrupt") from None

@@ -1,0 +1,61 @@
+"""The training recipe as a config (defaults: the paper's section 5.3-5.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from attnkit.config import Config, check
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    """How to train. Defaults follow Vaswani et al. 2017: Adam(0.9, 0.98, 1e-9), Noam schedule
+    with 4000 warm-up steps, label smoothing 0.1.
+
+    ``stop_at`` ends training once the validation ``metric`` reaches that value.
+    ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
+    the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    grad_accum: int = 1
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    schedule: Literal["noam", "linear", "cosine", "constant"] = "noam"
+    warmup: int = 4000
+    label_smoothing: float = 0.1
+    clip_norm: float = 0.0
+    eval_every: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 5
+    early_stopping_patience: int = 0
+    metric: str = "loss"
+    metric_mode: Literal["min", "max"] = "min"
+    stop_at: float | None = None
+    log_every: int = 10
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        for name in ("warmup", "eval_every", "save_every", "keep_checkpoints", "early_stopping_patience", "log_every"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        check(self.lr > 0, "lr", self.lr, "must be positive")
+        check(all(0.0 <= b < 1.0 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
+        check(self.eps > 0, "eps", self.eps, "must be positive")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        if self.stop_at is not None:
+            check(self.eval_every > 0, "stop_at", self.stop_at, "needs eval_every > 0 (it is checked at evaluations)")
+        check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0 disables clipping)")
+        check(self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda"), "device", self.device, "use auto, cpu, cuda, cuda:N or mps")
+        if self.schedule in ("linear", "cosine"):
+            check(self.steps > self.warmup, "warmup", self.warmup, f"must be below steps={self.steps} for the {self.schedule} schedule")

@@ -1,0 +1,299 @@
+"""The training loop, readable top to bottom.
+
+One optimizer step = ``grad_accum`` micro-batches. The loss is averaged over target
+tokens across all micro-batches of the step (each micro-batch's mean is weighted by its
+token count), then gradients are clipped, Adam steps and the schedule advances.
+
+Resuming (``Trainer(..., resume=True)``) restores the weights, the optimizer and scheduler
+state, the RNG states and the position in the data, so ``N`` steps + resume + ``N`` steps
+reproduces ``2N`` straight steps exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from attnkit.errors import CheckpointError
+from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
+from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from attnkit.training.config import TrainConfig
+from attnkit.training.optim import build_optimizer
+from attnkit.training.schedules import build_scheduler
+from attnkit.training.tasks import Task
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)  # training loss of every step run in this call
+    evals: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Train ``model`` on ``task`` following ``config``, writing everything under ``out``.
+
+    Files: ``metrics.jsonl`` (one JSON record per log/eval), ``loss.png`` (if matplotlib is
+    installed), ``checkpoints/`` (see :mod:`attnkit.training.checkpoint`), ``model/`` (the
+    best model by the validation metric, or the last one without evaluation).
+
+    Args:
+        hooks: callables ``hook(trainer, step, record)`` run after each logged step.
+    """
+
+    def __init__(
+        self,
+        model: PretrainedModel,
+        task: Task,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        tokenizer: Any = None,
+        progress: bool = True,
+        hooks: list[Callable[["Trainer", int, dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.model, self.task, self.config, self.out = model, task, config, Path(out)
+        self.tokenizer, self.progress, self.hooks = tokenizer, progress, hooks or []
+        self.device = pick_device(config.device)
+        self.model.to(self.device)
+        c = config
+        self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay)
+        d_model = getattr(model.config, "d_model", None)
+        self.scheduler = build_scheduler(
+            self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model, factor=c.lr if c.schedule == "noam" else 1.0
+        )
+        self.step, self.epoch, self.batch_index = 0, 0, 0
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        self.forward_model: nn.Module = torch.compile(model) if c.compile else model
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_index": self.batch_index,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "train_config": self.config.to_dict(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint under ``out``; return False if there is none."""
+        path = latest_checkpoint(self.out)
+        if path is None:
+            return False
+        state = load_trainer_state(path)
+        load_state_strict(self.model, {k: v.to(self.device) for k, v in load_weights(path / "model.safetensors").items()}, str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        for k in ("step", "epoch", "batch_index", "best", "best_step", "bad_evals"):
+            setattr(self, k, state[k])
+        self._truncate_metrics(self.step)
+        return True
+
+    # -- data ------------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[Any]:
+        """Endless micro-batches from the saved position, epoch after epoch."""
+        while True:
+            produced = False
+            for i, batch in enumerate(self.task.batches(self.epoch, self.config.seed)):
+                produced = True
+                if i < self.batch_index:
+                    continue
+                self.batch_index = i + 1
+                yield batch
+            if not produced:
+                raise CheckpointError("the training data produced no batches; is the dataset empty?")
+            self.epoch, self.batch_index = self.epoch + 1, 0
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        c = self.config
+        if resume:
+            if not self.resume():
+                raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
+        else:
+            torch.manual_seed(c.seed)
+            self._truncate_metrics(0)
+        result = TrainResult(step=self.step, best=self.best, best_step=self.best_step)
+        data = self._micro_batches()
+        bar = _progress(self.progress, c.steps, self.step)
+        start = time.perf_counter()
+        window_tokens, window_start = 0, time.perf_counter()
+        self.model.train()
+        while self.step < c.steps:
+            # 1. forward/backward over grad_accum micro-batches, weighting by token count
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, tokens = torch.zeros((), device=self.device), 0
+            for _ in range(c.grad_accum):
+                batch = next(data)
+                with self.autocast():
+                    loss, n = self.task.loss(self.forward_model, batch)
+                n = int(n)
+                (loss * n).backward()
+                loss_sum += loss.detach() * n
+                tokens += n
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(max(tokens, 1))
+            # 2. clip, step, schedule
+            if c.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            step_loss = float(loss_sum) / max(tokens, 1)
+            result.losses.append(step_loss)
+            window_tokens += tokens
+            # 3. log
+            if c.log_every and (self.step % c.log_every == 0 or self.step == c.steps):
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens_per_s": window_tokens / elapsed}
+                self._log(record)
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+                window_tokens, window_start = 0, time.perf_counter()
+                for hook in self.hooks:
+                    hook(self, self.step, record)
+            bar.update(1)
+            if not math.isfinite(step_loss):
+                bar.close()
+                raise FloatingPointError(f"training loss became {step_loss} at step {self.step}; lower the learning rate")
+            # 4. evaluate, keep the best, stop early
+            last = self.step == c.steps
+            if (c.eval_every and self.step % c.eval_every == 0) or (last and c.eval_every):
+                if self._evaluate(result):
+                    result.stopped_early = True
+                    last = True
+            # 5. checkpoint
+            if (c.save_every and self.step % c.save_every == 0) or last:
+                save_checkpoint(self.out, self.step, self.model, self.state_dict(), tokenizer=self.tokenizer, keep=c.keep_checkpoints)
+            if result.stopped_early:
+                break
+        bar.close()
+        if not c.eval_every:
+            self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
+        result.step, result.best, result.best_step = self.step, self.best, self.best_step
+        result.seconds = time.perf_counter() - start
+        plot_losses(self.out / "metrics.jsonl", self.out / "loss.png")
+        return result
+
+    def _evaluate(self, result: TrainResult) -> bool:
+        """Run the task's evaluation; save the best model; return True to stop early."""
+        c = self.config
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            metrics = self.task.evaluate(self.model)
+        self.model.train()
+        self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        result.evals.append({"step": self.step, **metrics})
+        if c.metric not in metrics:
+            raise KeyError(f"metric={c.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
+        value = metrics[c.metric]
+        better = self.best is None or (value < self.best if c.metric_mode == "min" else value > self.best)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
+            self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
+        else:
+            self.bad_evals += 1
+        if c.stop_at is not None and (value <= c.stop_at if c.metric_mode == "min" else value >= c.stop_at):
+            return True
+        return bool(c.early_stopping_patience and self.bad_evals >= c.early_stopping_patience)
+
+    # -- files -----------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records after ``step`` (they belong to a run that is being replayed)."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def _progress(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def set_postfix(self, **kw: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def plot_losses(metrics: Path, png: Path) -> Path | None:
+    """Plot training loss (and eval loss if logged) against step; ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not metrics.exists():
+        return None
+    recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    evals = [(r["step"], r["eval/loss"]) for r in recs if "eval/loss" in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(*zip(*train), label="train (label-smoothed)")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per token")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

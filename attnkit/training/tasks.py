@@ -1,0 +1,97 @@
+"""Tasks tell the training loop what a batch is, what the loss is and how to evaluate.
+
+A task is any object with
+
+* ``batches(epoch, seed) -> Iterator[batch]``: the micro-batches of one epoch, in an
+  order fixed by ``(seed, epoch)`` so that a resumed run sees the same data;
+* ``loss(model, batch) -> (mean loss over tokens, number of tokens)``;
+* ``evaluate(model) -> dict[str, float]`` (the model is in eval mode, gradients off).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.data.seq2seq import PairDataset, Seq2SeqBatch
+from attnkit.objectives import seq2seq_loss
+
+
+class Task(Protocol):
+    def batches(self, epoch: int, seed: int) -> Iterator[Any]: ...
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]: ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+
+class Seq2SeqTask:
+    """Teacher-forced encoder-decoder training with label smoothing (paper section 5.4).
+
+    Evaluation reports the validation loss (no smoothing) and, when held-out source/answer
+    strings and a tokenizer are given, greedy-decoding exact match.
+    """
+
+    def __init__(
+        self,
+        train: PairDataset,
+        *,
+        batch_size: int,
+        label_smoothing: float = 0.1,
+        valid: PairDataset | None = None,
+        heldout: tuple[list[str], list[str]] | None = None,
+        tokenizer: Any = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.train, self.valid, self.heldout, self.tokenizer = train, valid, heldout, tokenizer
+        self.batch_size, self.label_smoothing = batch_size, label_smoothing
+        self.device = torch.device(device)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
+        for b in self.train.batches(self.batch_size, epoch=epoch, seed=seed):
+            yield b.to(self.device)
+
+    def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
+        logits = model(batch.src, batch.tgt_in).logits  # (B, Tt, V)
+        eps = self.label_smoothing if epsilon is None else epsilon
+        return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=model.config.pad_id)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.valid is not None:
+            total, count = 0.0, 0
+            for b in self.valid.batches(self.batch_size, shuffle=False):
+                loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
+                total += float(loss) * int(n)
+                count += int(n)
+            out["loss"] = total / max(count, 1)
+        if self.heldout is not None and self.tokenizer is not None:
+            inputs, answers = self.heldout
+            preds = translate_strings(model, self.tokenizer, inputs, device=self.device, batch_size=256)
+            out["exact_match"] = sum(p == a for p, a in zip(preds, answers)) / max(len(answers), 1)
+        return out
+
+
+@torch.no_grad()
+def translate_strings(
+    model: nn.Module, tokenizer: Any, inputs: list[str], *, device: torch.device | str = "cpu", batch_size: int = 64, beam_size: int = 1
+) -> list[str]:
+    """Tokenize, decode (greedy or beam search, KV-cached) and detokenize a list of strings."""
+    from attnkit.data.seq2seq import pad
+    from attnkit.generation import beam_search, greedy_decode
+
+    was_training = model.training
+    model.eval()
+    outs: list[str] = []
+    for i in range(0, len(inputs), batch_size):
+        chunk = inputs[i : i + batch_size]
+        src = pad([tokenizer.encode(s).ids for s in chunk], model.config.pad_id).to(device)
+        if beam_size > 1:
+            ids = beam_search(model, src, beam_size=beam_size)
+        else:
+            ids = greedy_decode(model, src)
+        outs.extend(tokenizer.decode([t for t in row if t != model.config.pad_id]) for row in ids.tolist())
+    model.train(was_training)
+    return outs

@@ -1,0 +1,279 @@
+"""Shared helpers for attnkit benchmarks: environment metadata, timing, memory, profiles, JSON.
+
+Every benchmark script in this folder follows the same recipe (see BENCHMARKS.md):
+
+* the implementations being compared live in one process and see the same inputs;
+* each step function is warmed up, then timed in interleaved rounds (A, B, A, B, ...)
+  so that clock or thermal drift hits every implementation alike; on CUDA each step is
+  bracketed by CUDA events, on the CPU by ``time.perf_counter`` after a synchronise;
+* the reported time is the median over all timed steps, with the spread of the
+  per-round medians kept to tell a real difference from noise;
+* peak memory is ``torch.cuda.max_memory_allocated`` during one step, minus what was
+  allocated when the step began (so other models alive in the process do not count);
+* results go to ``benchmarks/results/<name>-<device-slug>-<date>.json`` together with
+  the device, the software versions, the attnkit commit and the command line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+Step = Callable[[int], None]  # one step of an implementation; the argument picks the input set
+
+
+# -- device and environment ---------------------------------------------------------------
+def pick_device(name: str | None) -> torch.device:
+    """``"cuda"``, ``"cuda:1"``, ``"cpu"`` or ``None`` (CUDA when present, else CPU).
+
+    Raises:
+        SystemExit: CUDA was asked for and is not available.
+    """
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for, but torch {torch.__version__} sees no CUDA device")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """The marketing name of the GPU, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return model or platform.processor() or "cpu"
+
+
+def device_slug(device: torch.device) -> str:
+    """A file-name-safe device tag: ``nvidia-h100-80gb-hbm3`` on a GPU, ``cpu`` on the CPU."""
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def git_commit() -> dict[str, Any]:
+    """The attnkit commit being measured.
+
+    Falls back to the ``ATTNKIT_COMMIT`` environment variable where the tree has no
+    ``.git`` (the copy of the working tree on a lent GPU machine). ``source_sha256``
+    hashes every ``attnkit/**/*.py`` file, so uncommitted edits are identified too.
+    """
+    commit, dirty = os.environ.get("ATTNKIT_COMMIT", "unknown"), None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "attnkit"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "attnkit").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"commit": commit, "dirty": dirty, "source_sha256": digest.hexdigest()}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Everything needed to tell where and how numbers were taken."""
+    env: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", *sys.argv]),
+        "device": str(device),
+        "device_name": device_name(device),
+        "device_slug": device_slug(device),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "attnkit": git_commit(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu"] = {
+            "multiprocessors": props.multi_processor_count,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+        }
+    return env
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- timing ---------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    """Step times of one implementation, in milliseconds."""
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    round_medians_ms: list[float]
+    n: int
+
+    @property
+    def spread_ms(self) -> float:
+        """Largest minus smallest per-round median: differences below this are noise."""
+        return max(self.round_medians_ms) - min(self.round_medians_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "spread_ms": self.spread_ms}
+
+
+def _time_steps(step: Step, device: torch.device, iters: int, first: int) -> list[float]:
+    """Milliseconds of ``iters`` consecutive steps, each timed on its own."""
+    if device.type == "cuda":
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        for i in range(iters):
+            starts[i].record()
+            step(first + i)
+            ends[i].record()
+        torch.cuda.synchronize(device)
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    out = []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        step(first + i)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def time_interleaved(
+    steps: dict[str, Step], device: torch.device, *, warmup: int, iters: int, rounds: int
+) -> dict[str, Timing]:
+    """Warm every step up, then time ``rounds`` rounds of ``iters`` steps each, alternating.
+
+    Args:
+        steps: name -> step function; ``step(i)`` runs step ``i`` (rotate inputs with it).
+        warmup: untimed steps per implementation first (allocator, cuBLAS handles, autotuning).
+        iters: timed steps per implementation and round.
+        rounds: rounds; implementations take turns within each round.
+
+    Returns:
+        name -> :class:`Timing` over all ``rounds * iters`` timed steps.
+    """
+    for step in steps.values():
+        for i in range(warmup):
+            step(i)
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    medians: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(rounds):
+        for name, step in steps.items():
+            ms = _time_steps(step, device, iters, first=r * iters)
+            samples[name] += ms
+            medians[name].append(statistics.median(ms))
+    return {
+        name: Timing(
+            median_ms=statistics.median(s),
+            mean_ms=statistics.fmean(s),
+            min_ms=min(s),
+            max_ms=max(s),
+            round_medians_ms=medians[name],
+            n=len(s),
+        )
+        for name, s in samples.items()
+    }
+
+
+# -- memory ---------------------------------------------------------------------------------
+def step_peak_memory(step: Step, device: torch.device) -> int | None:
+    """Bytes allocated at the peak of one step above what was allocated when it began.
+
+    Returns ``None`` off CUDA. Gradients count when the step allocates them (steps should
+    leave ``.grad`` as ``None`` when they finish); weights and optimizer state made
+    earlier do not.
+    """
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step(0)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+# -- profiles -------------------------------------------------------------------------------
+def profile_top(step: Step, device: torch.device, *, steps: int = 3, top: int = 8) -> dict[str, Any]:
+    """The most expensive kernels (CUDA) or operators (CPU) of a few steps, per step.
+
+    Returns:
+        ``{"busy_ms_per_step", "top": [{"name", "ms_per_step", "calls_per_step"}, ...]}``;
+        on CUDA ``busy_ms_per_step`` is the summed kernel time, which, set against the
+        measured step time, shows how much of a step the GPU sits idle (launch or sync bound).
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            step(i)
+        synchronize(device)
+    if device.type == "cuda":
+        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        cost = lambda e: e.self_device_time_total  # noqa: E731 (microseconds)
+    else:
+        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CPU]
+        cost = lambda e: e.self_cpu_time_total  # noqa: E731
+    events.sort(key=cost, reverse=True)
+    return {
+        "busy_ms_per_step": sum(cost(e) for e in events) / 1e3 / steps,
+        "top": [
+            {"name": e.key[:120], "ms_per_step": cost(e) / 1e3 / steps, "calls_per_step": e.count / steps}
+            for e in events[:top]
+        ],
+    }
+
+
+# -- results --------------------------------------------------------------------------------
+def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> Path:
+    """Write ``<out_dir>/<name>-<device-slug>-<YYYY-MM-DD><suffix>.json`` and return its path."""
+    env = payload["environment"]
+    out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}-{env['device_slug']}-{env['date'][:10]}{suffix}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

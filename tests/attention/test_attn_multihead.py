@@ -1,0 +1,171 @@
+"""MultiHeadAttention against torch.nn.MultiheadAttention with copied weights, and its KV caches.
+
+torch's ``in_proj_weight`` stacks W^Q, W^K, W^V row-wise, the layout of attnkit's fused
+``qkv_proj`` (self-attention) and of ``q_proj`` + ``kv_proj`` (cross-attention).
+torch masks say True = *blocked*; attnkit's say True = *may attend*.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from attnkit.attention import KVCache, MultiHeadAttention, StaticKV, padding_mask
+
+D_MODEL, N_HEADS = 16, 4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: extra intra-op threads only add synchronisation."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def pair(cross: bool, seed: int = 0) -> tuple[MultiHeadAttention, nn.MultiheadAttention]:
+    torch.manual_seed(seed)
+    theirs = nn.MultiheadAttention(D_MODEL, N_HEADS, batch_first=True, dtype=torch.float64)
+    nn.init.normal_(theirs.in_proj_bias)
+    nn.init.normal_(theirs.out_proj.bias)
+    mine = MultiHeadAttention(D_MODEL, N_HEADS, cross=cross).double()
+    with torch.no_grad():
+        if cross:
+            mine.q_proj.weight.copy_(theirs.in_proj_weight[:D_MODEL])
+            mine.q_proj.bias.copy_(theirs.in_proj_bias[:D_MODEL])
+            mine.kv_proj.weight.copy_(theirs.in_proj_weight[D_MODEL:])
+            mine.kv_proj.bias.copy_(theirs.in_proj_bias[D_MODEL:])
+        else:
+            mine.qkv_proj.weight.copy_(theirs.in_proj_weight)
+            mine.qkv_proj.bias.copy_(theirs.in_proj_bias)
+        mine.out_proj.load_state_dict(theirs.out_proj.state_dict())
+    return mine.eval(), theirs.eval()
+
+
+def randn(*shape: int, seed: int = 1) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+LENGTHS = torch.tensor([5, 3, 1])  # (B,): batch rows padded to T=5
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_self_attention_matches_torch(causal: bool, padded: bool) -> None:
+    mine, theirs = pair(cross=False)
+    x = randn(3, 5, D_MODEL)
+    mask = padding_mask(LENGTHS, max_len=5) if padded else None  # (B, 1, 1, T)
+    out, w = mine(x, mask=mask, causal=causal, need_weights=True)
+    ref, ref_w = theirs(
+        x, x, x,
+        key_padding_mask=~mask[:, 0, 0] if padded else None,
+        attn_mask=torch.ones(5, 5, dtype=torch.bool).triu(1) if causal else None,
+        need_weights=True,
+        average_attn_weights=True,
+    )
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(w.mean(dim=1), ref_w)  # torch averages the heads
+    fast, none = mine(x, mask=mask, causal=causal)
+    assert none is None
+    torch.testing.assert_close(fast, out)
+
+
+def test_self_attention_per_head_weights_match_torch() -> None:
+    mine, theirs = pair(cross=False)
+    x = randn(2, 4, D_MODEL)
+    _, w = mine(x, need_weights=True)
+    _, ref_w = theirs(x, x, x, need_weights=True, average_attn_weights=False)
+    assert w.shape == (2, N_HEADS, 4, 4)
+    torch.testing.assert_close(w, ref_w)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_cross_attention_matches_torch(padded: bool) -> None:
+    mine, theirs = pair(cross=True)
+    x, memory = randn(3, 4, D_MODEL, seed=2), randn(3, 5, D_MODEL, seed=3)  # Tq=4 != Tk=5
+    mask = padding_mask(LENGTHS, max_len=5) if padded else None
+    out, w = mine(x, memory, mask=mask, need_weights=True)
+    ref, ref_w = theirs(x, memory, memory, key_padding_mask=~mask[:, 0, 0] if padded else None)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(w.mean(dim=1), ref_w)
+
+
+def test_cross_attention_needs_a_context() -> None:
+    mine, _ = pair(cross=True)
+    with pytest.raises(ValueError, match="context"):
+        mine(randn(1, 2, D_MODEL))
+
+
+def test_d_model_not_divisible_by_heads_is_refused() -> None:
+    with pytest.raises(ValueError, match="n_heads=3"):
+        MultiHeadAttention(16, 3)
+
+
+def test_kernel_kind_and_params_reach_the_kernel() -> None:
+    mha = MultiHeadAttention(16, 4, kind="additive", kernel_params={"attn_dim": 5})
+    assert mha.kernel.kind == "additive" and mha.kernel.w_q.weight.shape == (5, 4)
+
+
+# -- KV caches -----------------------------------------------------------------------------
+@pytest.mark.parametrize("chunks", [[1] * 6, [2, 1, 3], [6]])
+def test_kv_cache_matches_the_full_causal_pass(chunks: list[int]) -> None:
+    mine, _ = pair(cross=False)
+    x = randn(2, 6, D_MODEL)
+    full, _ = mine(x, causal=True)
+    cache = KVCache(max_len=8)
+    outs, start = [], 0
+    for n in chunks:
+        out, _ = mine(x[:, start : start + n], causal=True, cache=cache)  # Tq = n over Tk = start + n keys
+        outs.append(out)
+        start += n
+    assert cache.length == 6
+    torch.testing.assert_close(torch.cat(outs, dim=1), full)
+
+
+def test_kv_cache_with_padding_mask_matches_full_pass() -> None:
+    mine, _ = pair(cross=False)
+    x = randn(3, 5, D_MODEL)
+    keep = padding_mask(LENGTHS, max_len=5)  # (B, 1, 1, 5)
+    full, _ = mine(x, mask=keep, causal=True)
+    cache = KVCache(max_len=5)
+    steps = [mine(x[:, t : t + 1], mask=keep[..., : t + 1], causal=True, cache=cache)[0] for t in range(5)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+def test_kv_cache_overflow_is_a_clear_error() -> None:
+    mine, _ = pair(cross=False)
+    cache = KVCache(max_len=2)
+    mine(randn(1, 2, D_MODEL), causal=True, cache=cache)
+    with pytest.raises(ValueError, match="overflow"):
+        mine(randn(1, 1, D_MODEL), causal=True, cache=cache)
+    with pytest.raises(ValueError, match="max_len"):
+        KVCache(0)
+
+
+def test_kv_cache_reorder_follows_the_batch_index() -> None:
+    mine, _ = pair(cross=False)
+    x = randn(3, 4, D_MODEL)
+    full, _ = mine(x[[2, 0]], causal=True)
+    cache = KVCache(max_len=4)
+    mine(x[:, :2], causal=True, cache=cache)
+    cache.reorder(torch.tensor([2, 0]))
+    out, _ = mine(x[[2, 0], 2:], causal=True, cache=cache)
+    torch.testing.assert_close(out, full[:, 2:])
+
+
+def test_static_kv_is_filled_once_and_reused() -> None:
+    mine, _ = pair(cross=True)
+    x, memory = randn(2, 3, D_MODEL, seed=4), randn(2, 5, D_MODEL, seed=5)
+    full, _ = mine(x, memory)
+    cache = StaticKV()
+    assert not cache.filled
+    first, _ = mine(x[:, :1], memory, cache=cache)
+    assert cache.filled
+    k = cache.k
+    rest = [mine(x[:, t : t + 1], None, cache=cache)[0] for t in (1, 2)]  # no context needed any more
+    assert cache.k is k
+    torch.testing.assert_close(torch.cat([first, *rest], dim=1), full)
