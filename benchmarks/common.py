@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -81,7 +82,8 @@ def git_commit() -> dict[str, Any]:
 
     Falls back to the ``ATTNKIT_COMMIT`` environment variable where the tree has no
     ``.git`` (the copy of the working tree on a lent GPU machine). ``source_sha256``
-    hashes every ``attnkit/**/*.py`` file, so uncommitted edits are identified too.
+    hashes every ``attnkit/**/*.py`` file, so uncommitted edits are identified too, and
+    ``source_files`` gives each file's own hash, to find which file differed from a commit.
     """
     commit, dirty = os.environ.get("ATTNKIT_COMMIT", "unknown"), None
     try:
@@ -94,10 +96,12 @@ def git_commit() -> dict[str, Any]:
         dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass
-    digest = hashlib.sha256()
+    digest, files = hashlib.sha256(), {}
     for path in sorted((ROOT / "attnkit").rglob("*.py")):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return {"commit": commit, "dirty": dirty, "source_sha256": digest.hexdigest()}
+        name, data = str(path.relative_to(ROOT)), path.read_bytes()
+        digest.update(name.encode() + b"\0" + data + b"\0")
+        files[name] = hashlib.sha256(data).hexdigest()[:12]
+    return {"commit": commit, "dirty": dirty, "source_sha256": digest.hexdigest(), "source_files": files}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -232,28 +236,35 @@ def profile_top(step: Step, device: torch.device, *, steps: int = 3, top: int = 
     """The most expensive kernels (CUDA) or operators (CPU) of a few steps, per step.
 
     Returns:
-        ``{"busy_ms_per_step", "top": [{"name", "ms_per_step", "calls_per_step"}, ...]}``;
-        on CUDA ``busy_ms_per_step`` is the summed kernel time, which, set against the
-        measured step time, shows how much of a step the GPU sits idle (launch or sync bound).
+        ``{"busy_ms_per_step", "host_reads_per_step", "top": [{"name", "ms_per_step",
+        "calls_per_step"}, ...]}``. On CUDA ``busy_ms_per_step`` is the summed kernel time,
+        which, set against the measured step time, shows how long the GPU sits idle per step
+        (launch or sync bound). ``host_reads_per_step`` counts ``aten::_local_scalar_dense``
+        (``.item()``, ``int(t)``, ``if t:``): on CUDA each one blocks until the GPU catches up.
     """
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     synchronize(device)
-    with profile(activities=activities) as prof:
-        for i in range(steps):
-            step(i)
-        synchronize(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.11: "Profiler clears events at the end of each cycle"
+        with profile(activities=activities) as prof:
+            for i in range(steps):
+                step(i)
+            synchronize(device)
+    averages = prof.key_averages()
+    reads = sum(e.count for e in averages if e.key == "aten::_local_scalar_dense")
     if device.type == "cuda":
-        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        events = [e for e in averages if e.device_type == DeviceType.CUDA]
         cost = lambda e: e.self_device_time_total  # noqa: E731 (microseconds)
     else:
-        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CPU]
+        events = [e for e in averages if e.device_type == DeviceType.CPU]
         cost = lambda e: e.self_cpu_time_total  # noqa: E731
     events.sort(key=cost, reverse=True)
     return {
         "busy_ms_per_step": sum(cost(e) for e in events) / 1e3 / steps,
+        "host_reads_per_step": reads / steps,
         "top": [
             {"name": e.key[:120], "ms_per_step": cost(e) / 1e3 / steps, "calls_per_step": e.count / steps}
             for e in events[:top]

@@ -562,8 +562,11 @@ def profile_hints(cases: list[dict[str, Any]]) -> str:
         lines.append(f"\n{c['name']}: attnkit {a['median_ms']:.2f} ms vs torch {t['median_ms']:.2f} ms (noise {noise:.2f} ms)")
         for impl in ("attnkit", "torch"):
             p = c[impl]["profile"]
-            busy = p["busy_ms_per_step"]
-            lines.append(f"  {impl}: busy {busy:.2f} ms of {c[impl]['median_ms']:.2f} ms per step")
+            busy, reads = p["busy_ms_per_step"], p.get("host_reads_per_step", 0)
+            lines.append(
+                f"  {impl}: GPU busy {busy:.2f} ms of {c[impl]['median_ms']:.2f} ms per step; "
+                f"{reads:.0f} blocking host reads (.item()/int()) per step"
+            )
             for k in p["top"][:6]:
                 lines.append(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name'][:90]}")
     return "\n".join(lines)

@@ -36,12 +36,19 @@ class SinusoidalPositions(nn.Module):
         self.d_model = d_model
         self.register_buffer("table", sinusoid_table(max_len, d_model), persistent=False)
 
-    def forward(self, positions: Tensor) -> Tensor:
-        """``positions: (T,)`` or ``(B, T)`` -> ``(..., T, d_model)``."""
-        need = int(positions.max()) + 1 if positions.numel() else 0
+    def _grow(self, need: int) -> None:
         if need > self.table.shape[0]:  # grow on demand: the formula has no length limit
             self.table = sinusoid_table(max(need, 2 * self.table.shape[0]), self.d_model).to(self.table.device)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        """``positions: (T,)`` or ``(B, T)`` -> ``(..., T, d_model)``."""
+        self._grow(int(positions.max()) + 1 if positions.numel() else 0)
         return self.table[positions]
+
+    def span(self, start: int, length: int) -> Tensor:
+        """Encodings of positions ``start .. start+length-1`` as ``(T, d_model)``, without a device sync."""
+        self._grow(start + length)
+        return self.table[start : start + length]
 
 
 class LearnedPositions(nn.Module):
@@ -60,6 +67,15 @@ class LearnedPositions(nn.Module):
                 "of the learned position embeddings; truncate the input or build the model with a larger max_len"
             )
         return self.embedding(positions)
+
+    def span(self, start: int, length: int) -> Tensor:
+        """Embeddings of positions ``start .. start+length-1`` as ``(T, d_model)``."""
+        if start + length > self.max_len:
+            raise ValueError(
+                f"sequence of {start + length} positions is longer than max_len={self.max_len} "
+                "of the learned position embeddings; truncate the input or build the model with a larger max_len"
+            )
+        return self.embedding.weight[start : start + length]
 
 
 def build_positions(kind: str, d_model: int, max_len: int) -> nn.Module:
@@ -83,6 +99,5 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """``ids: (B, T)`` -> ``(B, T, d_model)``; ``offset`` is the first position (cached decoding)."""
-        pos = torch.arange(offset, offset + ids.shape[1], device=ids.device)  # (T,)
-        x = self.embedding(ids) * self.scale + self.positions(pos)  # (B, T, d_model)
+        x = self.embedding(ids) * self.scale + self.positions.span(offset, ids.shape[1])  # (B, T, d_model)
         return self.dropout(x)

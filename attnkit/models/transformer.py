@@ -188,13 +188,16 @@ class Transformer(PretrainedModel):
         src_mask: Tensor | None,
         *,
         caches: list[LayerCache] | None = None,
+        offset: int | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor, list]:
         """``tgt: (B, Tt)`` new target tokens -> ``(logits (B, Tt, V), hidden, weights)``.
 
-        With ``caches``, ``tgt`` holds only the tokens after those already cached.
+        With ``caches``, ``tgt`` holds only the tokens after those already cached; ``offset``
+        (the position of ``tgt[:, 0]``) defaults to the cached length.
         """
-        offset = caches[0].self_attn.length if caches else 0
+        if offset is None:
+            offset = caches[0].self_attn.length if caches else 0
         # Targets are right-padded, so under the causal mask a real token never sees a pad
         # key; no padding mask is needed, which keeps SDPA on its causal (flash) path.
         h, weights = self.decoder(
