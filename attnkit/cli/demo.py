@@ -1,8 +1,10 @@
 """``attnkit demo``: train a small encoder-decoder Transformer from scratch on CPU in about a minute.
 
 The task is generated in-process: reverse a random string of 3-10 digits. The model is a
-2+2-layer Transformer trained with the paper's recipe (Adam with beta2 = 0.98, the Noam
-warm-up schedule, label smoothing 0.1). Held-out strings never appear in training;
+2+2-layer Transformer (d_model = 64) trained with the paper's optimizer and regulariser
+(Adam with beta2 = 0.98 and eps = 1e-9, label smoothing 0.1) and a linear warm-up with
+cosine decay, which settles a model this small faster than the Noam schedule
+(``attnkit train`` uses Noam). Training stops once all validation strings come out right. Held-out strings never appear in training;
 the demo prints some of them with the model's greedy decodings and the exact-match rate,
 and saves the checkpoint and the loss curve under ``--out``.
 """
@@ -14,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_MODEL = dict(d_model=64, n_heads=4, d_ff=256, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0, max_len=64)
-DEMO_TRAIN = dict(steps=1500, batch_size=64, warmup=200, lr=3.0, eval_every=100, metric="exact_match", metric_mode="max", stop_at=1.0, log_every=10, clip_norm=1.0)
+DEMO_MODEL = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0, max_len=64)
+DEMO_TRAIN = dict(steps=1200, batch_size=64, warmup=100, lr=3e-3, schedule="cosine", eval_every=100, metric="exact_match", metric_mode="max", stop_at=1.0, log_every=10, clip_norm=1.0)
 
 
 def add_parser(sub: Any) -> None:
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps={args.steps} must be >= 1")
     start = time.perf_counter()
     torch.manual_seed(args.seed)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # 64-wide matrices: threads cost more in synchronisation than they save
     train, test_in, test_out, tok = synthetic_task(args.task, n_train=20000, n_valid=700, seed=args.seed)
     valid_in, valid_out = test_in[:200], test_out[:200]  # for evaluation during training
     test_in, test_out = test_in[200:], test_out[200:]  # never seen before the final report
