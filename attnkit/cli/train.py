@@ -15,7 +15,7 @@ from typing import Any
 from attnkit.cli.common import add_set_argument, apply_overrides
 from attnkit.errors import ConfigError
 
-DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=2.0, eval_every=250, log_every=20, metric="exact_match", metric_mode="max")
+DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=0.5, eval_every=250, log_every=20, metric="exact_match", metric_mode="max")
 
 
 def add_parser(sub: Any) -> None:
