@@ -131,7 +131,7 @@ class Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(
-                f"unknown config key {prefix}{unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(names))}"
+                f"unknown config key {prefix + unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(names))}"
             )
         try:
             return cls(**data)

@@ -44,6 +44,8 @@ class ScaledDotProduct(AttentionKernel):
         tq, tk = q.shape[-2], k.shape[-2]
         p = self.dropout if self.training else 0.0
         scale = self._scale(q.shape[-1])
+        if causal and tq == 1:
+            causal = False  # one new query (cached decoding) sees every key: bottom-right causal is no mask
         if mask is None and bias is None:
             # SDPA's is_causal is top-left aligned; ours is bottom-right, equal only when Tq == Tk.
             if not causal or tq == tk:

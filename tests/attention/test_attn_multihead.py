@@ -94,6 +94,22 @@ def test_cross_attention_matches_torch(padded: bool) -> None:
     torch.testing.assert_close(w.mean(dim=1), ref_w)
 
 
+def test_cross_attention_with_a_narrower_context_matches_torch() -> None:
+    """d_context != d_model: torch keeps separate k/v projections, attnkit fuses them in kv_proj."""
+    torch.manual_seed(0)
+    theirs = nn.MultiheadAttention(D_MODEL, N_HEADS, batch_first=True, kdim=6, vdim=6, dtype=torch.float64).eval()
+    nn.init.normal_(theirs.in_proj_bias)
+    mine = MultiHeadAttention(D_MODEL, N_HEADS, cross=True, d_context=6).double().eval()
+    with torch.no_grad():
+        mine.q_proj.weight.copy_(theirs.q_proj_weight)
+        mine.kv_proj.weight.copy_(torch.cat([theirs.k_proj_weight, theirs.v_proj_weight]))
+        mine.q_proj.bias.copy_(theirs.in_proj_bias[:D_MODEL])
+        mine.kv_proj.bias.copy_(theirs.in_proj_bias[D_MODEL:])
+        mine.out_proj.load_state_dict(theirs.out_proj.state_dict())
+    x, memory = randn(2, 3, D_MODEL, seed=6), randn(2, 4, 6, seed=7)
+    torch.testing.assert_close(mine(x, memory)[0], theirs(x, memory, memory)[0])
+
+
 def test_cross_attention_needs_a_context() -> None:
     mine, _ = pair(cross=True)
     with pytest.raises(ValueError, match="context"):

@@ -59,6 +59,21 @@ def test_learned_positions_refuse_positions_past_max_len() -> None:
     assert "\n" not in msg
 
 
+def test_sinusoidal_span_equals_indexing_and_grows() -> None:
+    enc = SinusoidalPositions(8, max_len=4)
+    span = enc.span(3, 6)  # positions 3..8, past max_len
+    assert span.shape == (6, 8)
+    torch.testing.assert_close(span, enc(torch.arange(3, 9)))
+    torch.testing.assert_close(span[-1], torch.tensor([pe(8, j, 8) for j in range(8)]))
+
+
+def test_learned_span_equals_indexing_and_refuses_past_max_len() -> None:
+    enc = LearnedPositions(8, max_len=5)
+    torch.testing.assert_close(enc.span(1, 4), enc(torch.arange(1, 5)))
+    with pytest.raises(ValueError, match="6 positions .* max_len=5"):
+        enc.span(2, 4)
+
+
 def test_build_positions_unknown_kind() -> None:
     assert isinstance(build_positions("learned", 8, 4), LearnedPositions)
     assert isinstance(build_positions("sinusoidal", 8, 4), SinusoidalPositions)

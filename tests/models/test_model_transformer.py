@@ -81,6 +81,13 @@ def test_embeddings_are_scaled_by_sqrt_d_model(scale: bool) -> None:
     torch.testing.assert_close(out[0, :, :2], table[5:8, :2] * factor + pos)
 
 
+def test_learned_positions_past_max_len_are_a_clear_error() -> None:
+    model = build(positional="learned", max_len=8)
+    src, tgt = torch.full((1, 9), 5), torch.full((1, 3), 5)
+    with pytest.raises(ValueError, match="9 positions .* max_len=8"):
+        model(src, tgt)
+
+
 def test_pad_embedding_is_zero() -> None:
     model = build()
     assert (model.src_embed.embedding.weight[model.config.pad_id] == 0).all()
@@ -104,9 +111,10 @@ def test_tied_weights_share_storage_and_are_counted_once() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"share_embeddings": False, "tie_output": False, "tgt_vocab_size": 33},
+     {"share_embeddings": False, "tie_output": True},
      {"positional": "learned", "norm_position": "pre", "activation": "gelu"},
      {"attention": {"kind": "additive"}}],
-    ids=["tied", "untied", "learned-prenorm", "additive"],
+    ids=["tied", "untied", "output-tied", "learned-prenorm", "additive"],
 )
 def test_save_and_load_round_trip(tmp_path: Path, overrides: dict) -> None:
     model = build(**overrides)
@@ -176,6 +184,13 @@ def test_load_unknown_config_key(checkpoint: Path) -> None:
     _expect_checkpoint_error(checkpoint, "d_modle", CONFIG_NAME)
 
 
+def test_load_invalid_config_value(checkpoint: Path) -> None:
+    data = json.loads((checkpoint / CONFIG_NAME).read_text())
+    data["n_heads"] = 5
+    (checkpoint / CONFIG_NAME).write_text(json.dumps(data))
+    _expect_checkpoint_error(checkpoint, "n_heads=5", CONFIG_NAME)
+
+
 def test_load_unknown_model_type(checkpoint: Path) -> None:
     data = json.loads((checkpoint / CONFIG_NAME).read_text())
     data["model_type"] = "gpt7"
@@ -232,6 +247,20 @@ def test_cached_decoding_matches_teacher_forcing(overrides: dict) -> None:
         caches = model.new_caches(max_len=tgt.shape[1])
         steps = [model.decode(tgt[:, t : t + 1], memory, src_mask, caches=caches)[0] for t in range(tgt.shape[1])]
     torch.testing.assert_close(torch.cat(steps, dim=1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_decode_offset_defaults_to_the_cached_length() -> None:
+    model = build()
+    src, tgt = batch(model.config)
+    torch.testing.assert_close(model.tgt_embed(tgt[:, 2:], offset=2), model.tgt_embed(tgt)[:, 2:])
+    with torch.no_grad():
+        src_mask = model.source_mask(src)
+        memory, _ = model.encode(src, src_mask)
+        implicit, explicit = model.new_caches(6), model.new_caches(6)
+        for t in range(tgt.shape[1]):
+            a = model.decode(tgt[:, t : t + 1], memory, src_mask, caches=implicit)[0]
+            b = model.decode(tgt[:, t : t + 1], memory, src_mask, caches=explicit, offset=t)[0]
+            assert torch.equal(a, b)
 
 
 def test_cached_decoding_in_two_chunks_and_after_reorder() -> None:
