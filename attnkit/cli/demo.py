@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     vocab = tok.get_vocab_size()
     model = Transformer(TransformerConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, **DEMO_MODEL))
     device = pick_device(args.device)
-    cfg = TrainConfig(**{**DEMO_TRAIN, "steps": args.steps, "warmup": min(DEMO_TRAIN["warmup"], args.steps), "seed": args.seed, "device": str(device)})
+    cfg = TrainConfig(**{**DEMO_TRAIN, "steps": args.steps, "warmup": min(DEMO_TRAIN["warmup"], args.steps // 2), "seed": args.seed, "device": str(device)})
     task = Seq2SeqTask(
         train,
         batch_size=cfg.batch_size,

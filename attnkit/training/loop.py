@@ -287,7 +287,7 @@ def plot_losses(metrics: Path, png: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(*zip(*train), label="train (label-smoothed)")
     if evals:
-        ax.plot(*zip(*evals), marker="o", label="validation")
+        ax.plot(*zip(*evals), marker="o", label="validation (no smoothing)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per token")
     ax.set_yscale("log")
