@@ -1,4 +1,4 @@
-"""The ``attnkit`` command line: ``attnkit demo | train | info`` (``--help`` on each).
+"""The ``attnkit`` command line: ``attnkit demo | train | train lm | generate | convert | info`` (``--help`` on each).
 
 User mistakes (missing files, bad config keys or values, corrupt checkpoints) print one
 line, ``attnkit: error: ...``, and exit with status 2; no traceback.
@@ -13,7 +13,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import demo, info, train
+    from attnkit.cli import convert, demo, generate, info, train, train_lm
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, train, info):
+    for module in (demo, train, train_lm, generate, convert, info):
         module.add_parser(sub)
     return parser
 
@@ -34,6 +34,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["train", "lm"]:  # `attnkit train lm` is the language-model trainer, attnkit.cli.train_lm
+        argv = ["train-lm", *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -23,7 +23,8 @@ def char_tokenizer(alphabet: str) -> Tokenizer:
     for ch in alphabet:
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # "[\s\S]", not ".": the regex "." does not match "\n", which left "\n\n" as one unknown piece.
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return tok
 

@@ -1,4 +1,4 @@
-"""Decoding for the encoder-decoder Transformer: greedy search and beam search.
+"""Decoding: greedy and beam search for the encoder-decoder Transformer; sampling for GPT.
 
 >>> model.eval()
 >>> out = greedy_decode(model, src)                      # (B, T_out), no BOS/EOS, pad-filled
@@ -6,6 +6,10 @@
 """
 
 from attnkit.generation.beam import beam_search, gnmt_length_penalty
+from attnkit.generation.sampling import SamplingConfig, StaticKVCache, decode_one_token, generate, prefill, static_caches
 from attnkit.generation.seq2seq import greedy_decode
 
-__all__ = ["beam_search", "gnmt_length_penalty", "greedy_decode"]
+__all__ = [
+    "SamplingConfig", "StaticKVCache", "beam_search", "decode_one_token", "generate", "gnmt_length_penalty",
+    "greedy_decode", "prefill", "static_caches",
+]

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnkit.attention.cache import LayerCache
+from attnkit.attention.cache import KVCache, LayerCache
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.layers.ffn import FeedForward
 from attnkit.layers.residual import Residual
@@ -64,12 +64,19 @@ class EncoderLayer(nn.Module):
         self.res_ffn = spec.residual()
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False, need_weights: bool = False
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
+        """``cache``: the self-attention KV cache of a causal (decoder-only) stack."""
         weights: list[Tensor | None] = [None]
 
         def attend(h: Tensor) -> Tensor:
-            out, weights[0] = self.self_attn(h, mask=mask, causal=causal, need_weights=need_weights)
+            out, weights[0] = self.self_attn(h, mask=mask, causal=causal, cache=cache, need_weights=need_weights)
             return out
 
         x = self.res_attn(x, attend)  # (B, T, d_model)
@@ -126,11 +133,19 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_position == "pre" else nn.Identity()
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False, need_weights: bool = False
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        causal: bool = False,
+        caches: list[KVCache] | None = None,
+        need_weights: bool = False,
     ) -> tuple[Tensor, list[Tensor | None]]:
+        """``caches``: one self-attention KV cache per layer (a causal stack decoding incrementally)."""
         weights = []
-        for layer in self.layers:
-            x, w = layer(x, mask, causal=causal, need_weights=need_weights)
+        for i, layer in enumerate(self.layers):
+            cache = caches[i] if caches is not None else None
+            x, w = layer(x, mask, causal=causal, cache=cache, need_weights=need_weights)
             weights.append(w)
         return self.norm(x), weights
 

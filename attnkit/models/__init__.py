@@ -1,9 +1,15 @@
 """Models: assemblies of the shared layers, each with a config, presets and save/load."""
 
 from attnkit.models.base import PretrainedModel, load, model_types, register_model
+from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset
 from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
 
 __all__ = [
+    "GPT",
+    "GPTConfig",
+    "GPT_PRESETS",
+    "LMOutput",
+    "gpt_preset",
     "PRESETS",
     "AttentionConfig",
     "PretrainedModel",

@@ -133,8 +133,16 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> PretrainedModel:
-    """Rebuild a saved model from its directory (config + safetensors), checking every key and shape."""
+    """Rebuild a saved model from its directory (config + safetensors), checking every key and shape.
+
+    A Hugging Face GPT-2 directory (``"model_type": "gpt2"``) is detected and converted by
+    :mod:`attnkit.hub.gpt2`.
+    """
     path = Path(path)
+    from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2  # late import: hub depends on models
+
+    if is_hf_gpt2(path):
+        return load_hf_gpt2(path).to(map_location)
     model_type, data = read_config(path)
     cls = _MODELS[model_type]
     try:

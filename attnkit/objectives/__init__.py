@@ -1,5 +1,6 @@
 """Training objectives: losses that sit on top of the models' logits."""
 
+from attnkit.objectives.causal_lm import causal_lm_loss
 from attnkit.objectives.label_smoothing import label_smoothed_cross_entropy, seq2seq_loss
 
-__all__ = ["label_smoothed_cross_entropy", "seq2seq_loss"]
+__all__ = ["causal_lm_loss", "label_smoothed_cross_entropy", "seq2seq_loss"]

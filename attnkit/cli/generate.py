@@ -1,0 +1,123 @@
+"""``attnkit generate --model DIR --prompt TEXT``: continue text with a GPT model.
+
+One prompt streams its continuation to the terminal token by token; several ``--prompt``
+are decoded together as one left-padded batch and printed when done. ``--temperature 0``
+(or ``--greedy``) picks the most likely token; otherwise tokens are sampled, optionally
+restricted to the ``--top-k`` most likely and to the ``--top-p`` nucleus.
+
+Rows stop at the tokenizer's end-of-text token (``<|endoftext|>`` or ``</s>``) or a ``--stop`` string.
+
+Limits: a prompt longer than the model's context is an error; generation stops early when
+prompt + new tokens fill the context (no sliding window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from attnkit.errors import CheckpointError, ConfigError, DataError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate text with a GPT model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="model directory (attnkit or Hugging Face GPT-2) with tokenizer.json")
+    p.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default: 0.8)")
+    p.add_argument("--greedy", action="store_true", help="same as --temperature 0")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set with probability >= p, p in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
+    p.add_argument("--stop", action="append", default=[], help="stop a row when its text contains this string (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--compile", action="store_true", help="compile the decode step (CUDA graphs); pays off for long outputs")
+    p.set_defaults(run=run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad sampling values with one-line ConfigErrors naming the option."""
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise ConfigError(f"--top-p {args.top_p} is outside (0, 1]; use e.g. --top-p 0.9 (1 disables it)")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k} must be >= 1")
+    if args.temperature < 0:
+        raise ConfigError(f"--temperature {args.temperature} must be >= 0 (0 = greedy)")
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from attnkit.data.text import encode
+    from attnkit.data.tokenizer import load_tokenizer
+    from attnkit.generation.sampling import SamplingConfig, generate
+    from attnkit.models.base import load
+    from attnkit.models.gpt import GPT
+    from attnkit.training.loop import pick_device
+
+    check_args(args)
+    model = load(args.model)
+    if not isinstance(model, GPT):
+        raise CheckpointError(f"{args.model} holds a {type(model).__name__}; generate needs a GPT language model")
+    tok = load_tokenizer(args.model)
+    context = model.config.context
+    prompts = []
+    for i, text in enumerate(args.prompt):
+        if not text:
+            raise DataError(f"--prompt number {i + 1} is empty; give some text to continue")
+        ids = encode(tok, text, what=f"prompt {text[:20]!r}")
+        if len(ids) > context:
+            raise DataError(f"the prompt is {len(ids)} tokens, longer than the model's context of {context}; shorten it")
+        prompts.append(ids)
+    room = context - max(map(len, prompts))
+    if room <= 0:
+        raise DataError(f"the prompt fills the model's context of {context} tokens; no room to generate; shorten it")
+    if room < args.max_new_tokens:
+        print(f"attnkit: note: the context of {context} tokens leaves room for {room} new tokens", file=sys.stderr)
+    device = pick_device(args.device)
+    model.to(device)
+    cfg = SamplingConfig(
+        max_new_tokens=min(args.max_new_tokens, room),
+        temperature=0.0 if args.greedy else args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        eos_id=next((i for i in map(tok.token_to_id, ("<|endoftext|>", "</s>")) if i is not None), None),
+        stop=tuple(args.stop),
+    )
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=False)  # noqa: E731
+    streaming = len(prompts) == 1
+    state: dict[str, Any] = {"ids": [], "shown": ""}
+    hold = max((len(s) for s in args.stop), default=1) - 1  # keep back what may start a stop string
+
+    def on_token(step: int, token: torch.Tensor) -> None:
+        state["ids"].append(int(token[0]))
+        text = decode(state["ids"])
+        if text.endswith("\ufffd") or not text.startswith(state["shown"]):
+            return  # an incomplete UTF-8 sequence of byte-level BPE: wait for the next byte
+        if args.stop and any(s in text for s in args.stop):
+            return
+        text = text[: len(text) - hold]
+        if len(text) <= len(state["shown"]):
+            return
+        sys.stdout.write(text[len(state["shown"]) :])
+        sys.stdout.flush()
+        state["shown"] = text
+
+    if streaming:
+        sys.stdout.write(args.prompt[0])
+    out = generate(model, prompts, cfg, decode=decode, on_token=on_token if streaming else None, compile=args.compile)
+    assert out.texts is not None
+    if streaming:
+        final = out.texts[0]
+        sys.stdout.write(final[len(state["shown"]) :] if final.startswith(state["shown"]) else "")
+        sys.stdout.write("\n")
+    else:
+        for prompt, text in zip(args.prompt, out.texts):
+            print(prompt + text)
+            print("-" * 40)
+    return 0

@@ -1,0 +1,73 @@
+"""Causal language modelling on one token stream, as a task for :class:`attnkit.training.Trainer`.
+
+Training batches are windows of ``context + 1`` tokens at random offsets of the training
+part (as nanoGPT samples them); the inputs are the first ``context`` tokens and the targets
+the last ``context``. An "epoch" is ``len(train) // (batch_size * context)`` batches whose
+offsets are fixed by ``(seed, epoch)``, so a resumed run sees the same data.
+
+Evaluation is the mean next-token loss over non-overlapping ``context``-token windows of
+the validation part (deterministic, unlike nanoGPT's random estimate), then an optional
+sample of text printed through ``log``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.objectives.causal_lm import causal_lm_loss
+
+
+class LMTask:
+    """Next-token prediction on ``train``/``valid`` token tensors (1-D, int64).
+
+    Args:
+        sample: ``model -> text`` run after each evaluation; its text is passed to ``log``.
+        max_eval_windows: evaluate on at most this many validation windows.
+    """
+
+    def __init__(
+        self,
+        train: Tensor,
+        valid: Tensor,
+        *,
+        context: int,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        sample: Callable[[nn.Module], str] | None = None,
+        log: Callable[[str], None] = print,
+        max_eval_windows: int = 4096,
+    ) -> None:
+        self.device = torch.device(device)
+        self.train, self.valid = train.to(self.device), valid.to(self.device)
+        self.context, self.batch_size = context, batch_size
+        self.sample, self.log, self.max_eval_windows = sample, log, max_eval_windows
+        self.offsets = torch.arange(context + 1, device=self.device)  # (T+1,)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[Tensor]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        per_epoch = max(1, len(self.train) // (self.batch_size * self.context))
+        for _ in range(per_epoch):
+            starts = torch.randint(0, len(self.train) - self.context, (self.batch_size,), generator=g)  # (B,)
+            yield self.train[starts.to(self.device)[:, None] + self.offsets]  # (B, T+1)
+
+    def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+        logits = model(batch[:, :-1]).logits  # (B, T, V)
+        loss, _ = causal_lm_loss(logits, batch[:, 1:])
+        return loss, batch[:, 1:].numel()  # every target counts; a Python int needs no device sync
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        n = min((len(self.valid) - 1) // self.context, self.max_eval_windows)
+        starts = torch.arange(n, device=self.device) * self.context  # (n,)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, n, self.batch_size):
+            windows = self.valid[starts[i : i + self.batch_size, None] + self.offsets]  # (b, T+1)
+            loss, count = self.loss(model, windows)
+            total += loss.float() * count
+        out = {"loss": float(total) / (n * self.context)}
+        self.log(f"validation loss {out['loss']:.4f}")
+        if self.sample is not None:
+            self.log(self.sample(model))
+        return out

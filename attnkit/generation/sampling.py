@@ -1,0 +1,240 @@
+"""Sampling from decoder-only language models over a fixed-size KV cache (gpt-fast style).
+
+Decoding is split into two plain functions over pre-allocated ``(B, H, max_len, D)``
+buffers (:class:`StaticKVCache`):
+
+* :func:`prefill` runs the (left-padded) prompts once and fills cache slots ``0 .. T-1``;
+* :func:`decode_one_token` runs one new token per row at cache slot ``slot`` (a 1-element
+  tensor), attending to the whole buffer through a mask built from tensors only.
+
+Every shape in :func:`decode_one_token` is fixed for a given batch and cache size and no
+value goes back to Python, so it compiles once with ``torch.compile(mode="reduce-overhead")``
+(CUDA graphs) and is replayed for every token. :func:`generate` drives them: greedy,
+temperature, top-k and nucleus (top-p, Holtzman et al. 2020) sampling, a seed, EOS and stop
+strings, batched prompts with left padding, and a per-token callback for streaming.
+
+Context limit: a prompt longer than the model's context is an error; generation stops
+when prompt + new tokens fill the context (no sliding window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from attnkit.attention.cache import KVCache
+from attnkit.models.gpt import GPT
+
+
+class StaticKVCache(KVCache):
+    """``(B, H, max_len, D)`` key/value buffers written at the cache slots in ``self.slots``.
+
+    Unlike :class:`KVCache` (which appends and returns a growing slice), :meth:`append`
+    writes with ``index_copy_`` and returns the full buffers, so shapes never change;
+    which slots may be attended is the caller's mask. It is driven by :func:`prefill` and
+    :func:`decode_one_token` (``GPT.forward`` expects the growing :class:`KVCache`).
+    """
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__(max_len)
+        self.k = torch.zeros(batch, n_heads, max_len, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros(batch, n_heads, max_len, head_dim, dtype=dtype, device=device)
+        for t in (self.k, self.v):  # fixed addresses: CUDA graphs may capture writes into them
+            torch._dynamo.mark_static_address(t)
+        self.slots = torch.arange(0, device=device)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``k, v: (B, H, T, D)`` at cache slots ``self.slots: (T,)``; return the full buffers."""
+        self.k.index_copy_(2, self.slots, k.to(self.k.dtype))
+        self.v.index_copy_(2, self.slots, v.to(self.v.dtype))
+        return self.k, self.v  # (B, H, max_len, D)
+
+    def reorder(self, index: Tensor) -> None:
+        self.k.copy_(self.k.index_select(0, index))
+        self.v.copy_(self.v.index_select(0, index))
+
+
+def static_caches(model: GPT, batch: int, max_len: int) -> list[StaticKVCache]:
+    """One :class:`StaticKVCache` per layer, in the model's dtype and device."""
+    p = next(model.parameters())
+    c = model.config
+    return [StaticKVCache(batch, c.n_heads, max_len, c.head_dim, dtype=p.dtype, device=p.device) for _ in range(c.n_layers)]
+
+
+def prefill(model: GPT, ids: Tensor, pad: Tensor, caches: list[StaticKVCache]) -> Tensor:
+    """Run left-padded prompts ``ids: (B, T)`` with ``pad: (B,)`` pad tokens each; fill slots 0..T-1.
+
+    Returns:
+        next-token logits ``(B, V)``.
+    """
+    t, max_len = ids.shape[1], caches[0].max_len
+    slots = torch.arange(t, device=ids.device)  # (T,)
+    for c in caches:
+        c.slots = slots
+    positions = (slots[None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+    keys = torch.arange(max_len, device=ids.device)  # (max_len,)
+    mask = (keys[None, None, :] >= pad[:, None, None]) & (keys[None, None, :] <= slots[None, :, None])  # (B, T, max_len)
+    return model.next_token_logits(ids, positions, mask[:, None], caches)  # type: ignore[arg-type]
+
+
+def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, caches: list[StaticKVCache]) -> Tensor:
+    """One decoding step: ``token: (B, 1)`` at cache slot ``slot: (1,)``; returns logits ``(B, V)``.
+
+    Fixed shapes, no host synchronisation: compile it once and replay it.
+    """
+    for c in caches:
+        c.slots = slot
+    positions = (slot[None, :] - pad[:, None]).clamp(min=0)  # (B, 1)
+    keys = torch.arange(caches[0].max_len, device=token.device)  # (max_len,)
+    mask = (keys[None, :] >= pad[:, None]) & (keys[None, :] <= slot)  # (B, max_len)
+    return model.next_token_logits(token, positions, mask[:, None, None, :], caches)  # type: ignore[arg-type]
+
+
+_COMPILED: list[Callable[..., Tensor]] = []
+
+
+def compiled_decode_one_token() -> Callable[..., Tensor]:
+    """:func:`decode_one_token` under ``torch.compile(mode="reduce-overhead", fullgraph=True)``, built once."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True))
+    return _COMPILED[0]
+
+
+# -- choosing the next token ---------------------------------------------------------------
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set logits outside the top-k and outside the smallest top-p nucleus to -inf. ``logits: (B, V)``."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(-1) - probs  # mass of the better tokens; the first always stays
+        drop_sorted = before >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def choose(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> Tensor:
+    """Next tokens ``(B,)``: argmax when ``temperature == 0``, else a sample from the filtered softmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick tokens. ``temperature=0`` is greedy; ``top_p`` must be in (0, 1]."""
+
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    eos_id: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k} must be >= 1")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+@dataclass
+class Generation:
+    """New tokens per prompt (stopped rows cut after EOS / before a stop string) and their text."""
+
+    tokens: list[list[int]]
+    texts: list[str] | None = None
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    prompts: list[list[int]],
+    config: SamplingConfig = SamplingConfig(),
+    *,
+    decode: Callable[[list[int]], str] | None = None,
+    on_token: Callable[[int, Tensor], None] | None = None,
+    compile: bool = False,
+) -> Generation:
+    """Continue each prompt (a list of token ids); prompts of different lengths are left-padded.
+
+    Args:
+        decode: ids -> text; needed for ``config.stop`` and to fill ``Generation.texts``.
+        on_token: called as ``on_token(step, tokens (B,))`` after each new token (streaming).
+        compile: compile the decode step with ``torch.compile(mode="reduce-overhead")``.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if config.stop and decode is None:
+        raise ValueError("stop strings need a decode function (ids -> text)")
+    context = model.config.context
+    longest = max(len(p) for p in prompts)
+    if longest > context:
+        raise ValueError(f"a prompt of {longest} tokens is longer than the model's context of {context}; shorten it")
+    n_new = min(config.max_new_tokens, context - longest)
+    device = next(model.parameters()).device
+    b = len(prompts)
+    ids = torch.zeros(b, longest, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+    ids = ids.to(device)
+    pad = torch.tensor([longest - len(p) for p in prompts], device=device)  # (B,)
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+    was_training = model.training
+    model.eval()
+    caches = static_caches(model, b, longest + n_new)
+    step_fn = compiled_decode_one_token() if compile else decode_one_token
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = [False] * b
+    try:
+        # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
+        with torch.autocast(device.type, enabled=False):
+            logits = prefill(model, ids, pad, caches)  # (B, V)
+            for step in range(n_new):
+                token = choose(logits, config.temperature, config.top_k, config.top_p, generator)  # (B,)
+                if on_token is not None:
+                    on_token(step, token)
+                _record(token.tolist(), out, done, config, decode)
+                if all(done) or step == n_new - 1:
+                    break
+                slot = torch.full((1,), longest + step, dtype=torch.long, device=device)
+                logits = step_fn(model, token[:, None], slot, pad, caches)
+    finally:
+        model.train(was_training)
+    texts = None
+    if decode is not None:
+        texts = [cut_at_stop(decode(t), config.stop) for t in out]
+    return Generation(tokens=out, texts=texts)
+
+
+def _record(tokens: list[int], out: list[list[int]], done: list[bool], config: SamplingConfig, decode: Callable[[list[int]], str] | None) -> None:
+    """Append each running row's new token; stop rows at EOS (not kept) or once their text holds a stop string."""
+    for i, t in enumerate(tokens):
+        if done[i]:
+            continue
+        if config.eos_id is not None and t == config.eos_id:
+            done[i] = True
+            continue
+        out[i].append(t)
+        if config.stop and decode is not None and any(s in decode(out[i]) for s in config.stop):
+            done[i] = True
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to (not including) the earliest stop string."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]

@@ -1,0 +1,108 @@
+"""Declarative weight-name maps between foreign checkpoints and attnkit models.
+
+A :class:`KeyMap` is a list of :class:`Rule` s, each a source pattern, a target pattern and
+an optional named transform. ``{i}`` in a pattern stands for a layer index:
+
+    Rule("h.{i}.attn.c_attn.weight", "decoder.layers.{i}.self_attn.qkv_proj.weight", "transpose")
+
+Conversion is strict: every source key must match a rule (or an ``ignore`` pattern), every
+target key of the model must be produced (tied copies excepted), and every shape must
+match; each error names the key. Maps run both ways (:meth:`KeyMap.to_attnkit`,
+:meth:`KeyMap.from_attnkit`); the transforms are their own inverses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import Tensor
+
+from attnkit.errors import CheckpointError
+
+TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
+    "identity": lambda t: t,
+    # Hugging Face GPT-2 stores linear layers as Conv1D with weight (in, out); nn.Linear is (out, in).
+    "transpose": lambda t: t.t().contiguous(),
+}
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``source`` <-> ``target`` with an optional transform from :data:`TRANSFORMS`."""
+
+    source: str
+    target: str
+    transform: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform={self.transform!r} is not one of {', '.join(TRANSFORMS)}")
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """A set of rules plus source patterns that are known and deliberately dropped."""
+
+    rules: tuple[Rule, ...]
+    ignore: tuple[str, ...] = field(default=())
+
+    def _convert(self, state: dict[str, Tensor], forward: bool, source: str, prefix: str = "") -> dict[str, tuple[str, Tensor]]:
+        """``{converted name: (original key, converted tensor)}``; unknown keys raise."""
+        out: dict[str, tuple[str, Tensor]] = {}
+        ignored = [_compile(p) for p in self.ignore] if forward else []
+        for full_key, tensor in state.items():
+            key = full_key.removeprefix(prefix)
+            hit = self._translate(key, forward)
+            if hit is not None:
+                name, rule = hit
+                out[name] = (full_key, TRANSFORMS[rule.transform](tensor))
+            elif not any(p.match(key) for p in ignored):
+                raise CheckpointError(f"{source}: key {full_key!r} is not in the {'import' if forward else 'export'} key map; unsupported checkpoint variant")
+        return out
+
+    def _translate(self, key: str, forward: bool) -> tuple[str, Rule] | None:
+        """The other side's name of ``key`` and the rule that maps it, or None."""
+        for rule in self.rules:
+            m = _compile(rule.source if forward else rule.target).match(key)
+            if m:
+                dest = rule.target if forward else rule.source
+                return (dest.replace("{i}", m.group("i")) if "i" in m.groupdict() else dest), rule
+        return None
+
+    def to_attnkit(
+        self, state: dict[str, Tensor], expected: dict[str, Tensor], source: str, *, optional: set[str] = frozenset(), prefix: str = ""
+    ) -> dict[str, Tensor]:
+        """Rename/transform a foreign state dict into attnkit names, checked against ``expected``.
+
+        Args:
+            expected: the model's own state dict (names and shapes to produce).
+            optional: attnkit keys that may be absent (tied copies).
+            prefix: removed from each source key before matching (errors show the full key).
+
+        Raises:
+            CheckpointError: naming the first missing, surplus or misshapen key on both sides.
+        """
+        out = self._convert(state, True, source, prefix)
+        missing = sorted(set(expected) - set(out) - set(optional))
+        if missing:
+            hit = self._translate(missing[0], forward=False)
+            wanted = f" (from {prefix + hit[0]!r})" if hit else ""
+            raise CheckpointError(f"{source}: no weights for {missing[0]!r}{wanted}; {len(missing)} key(s) missing, the checkpoint is incomplete")
+        for name, (key, t) in out.items():
+            if name not in expected:
+                raise CheckpointError(f"{source}: {key!r} maps to {name!r}, which the model does not have; does config.json give the right layer count?")
+            if tuple(t.shape) != tuple(expected[name].shape):
+                raise CheckpointError(
+                    f"{source}: {key!r} gives {name} the shape {tuple(t.shape)}, the model expects {tuple(expected[name].shape)}"
+                )
+        return {name: t for name, (_, t) in out.items()}
+
+    def from_attnkit(self, state: dict[str, Tensor], source: str = "model") -> dict[str, Tensor]:
+        """Rename/transform an attnkit state dict into the foreign names."""
+        return {name: t for name, (_, t) in self._convert(state, False, source).items()}

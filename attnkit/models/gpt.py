@@ -1,0 +1,217 @@
+"""Decoder-only language model in the GPT-2 shape (Radford et al. 2019, section 2.3).
+
+A stack of self-attention + FFN layers run under the causal mask (the decoder of
+Vaswani et al. 2017 without cross-attention), with the GPT-2 choices:
+
+* learned absolute positions added to unscaled token embeddings;
+* pre-norm residuals (LayerNorm moved to each sub-block's input) and a final LayerNorm
+  after the last layer ("Layer normalization was moved to the input of each sub-block ...
+  and an additional layer normalization was added after the final self-attention block");
+* GELU with the tanh approximation in the FFN, d_ff = 4 d_model;
+* output logits from the transposed token-embedding matrix (tied weights);
+* initialisation N(0, 0.02), with the weights of the two projections that write into the
+  residual stream (attention ``out_proj``, FFN ``w2``) scaled by 1/sqrt(2N) for N layers
+  (the paper: "we scale the weights of residual layers at initialization by a factor of
+  1/sqrt(N)"; with two residual layers per block, N counts 2 per block, as the Hugging Face
+  GPT-2 implementation does).
+
+The stack reuses :class:`attnkit.layers.blocks.Encoder` (self-attention + FFN layers); with
+``causal=True`` it is the GPT decoder. Checkpoint names are attnkit's; the Hugging Face GPT-2
+key map lives in :mod:`attnkit.hub.gpt2`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache
+from attnkit.config import Config, check
+from attnkit.layers.blocks import Encoder, LayerSpec
+from attnkit.layers.positional import LearnedPositions
+from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.transformer import AttentionConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig(Config):
+    """Sizes and choices of a GPT model (defaults: GPT-2 small, 124M parameters).
+
+    ``d_ff=None`` means 4 * d_model. ``dropout`` is applied to the embeddings and to each
+    residual branch (GPT-2's ``embd_pdrop``/``resid_pdrop``); ``attention.dropout`` to the
+    attention weights.
+    """
+
+    vocab_size: int = 50257
+    context: int = 1024
+    d_model: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    d_ff: int | None = None
+    dropout: float = 0.0
+    activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"] = "gelu_tanh"
+    norm_eps: float = 1e-5
+    bias: bool = True
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "context", "d_model", "n_heads", "n_layers"):
+            check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        check(self.d_ff is None or self.d_ff > 0, "d_ff", self.d_ff, "must be positive (or null for 4 * d_model)")
+        check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        check(self.norm_eps > 0, "norm_eps", self.norm_eps, "must be positive")
+        check(self.init_std > 0, "init_std", self.init_std, "must be positive")
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def layer_spec(self) -> LayerSpec:
+        return LayerSpec(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_ff=self.ffn_dim,
+            dropout=self.dropout,
+            attention_dropout=self.attention.dropout,
+            activation=self.activation,
+            norm_position="pre",
+            norm_eps=self.norm_eps,
+            attention_kind=self.attention.kind,
+            attention_params=dict(self.attention.params),
+            bias=self.bias,
+        )
+
+
+GPT_PRESETS: dict[str, GPTConfig] = {
+    # Radford et al. 2019, table 2 (the released 124M and 355M models).
+    "gpt2": GPTConfig(),
+    "gpt2-medium": GPTConfig(d_model=1024, n_heads=16, n_layers=24),
+    # nanoGPT's character-level tiny Shakespeare baseline (config/train_shakespeare_char.py):
+    # dropout 0.2 on embeddings, residual branches and attention weights, as nanoGPT applies it;
+    # the vocabulary is set from the text when training.
+    "char-shakespeare": GPTConfig(
+        vocab_size=65, context=256, d_model=384, n_heads=6, n_layers=6, dropout=0.2, attention=AttentionConfig(dropout=0.2)
+    ),
+    # For tests and CPU experiments.
+    "gpt-tiny": GPTConfig(vocab_size=96, context=64, d_model=64, n_heads=4, n_layers=2),
+}
+
+
+def gpt_preset(name: str, **overrides: Any) -> GPTConfig:
+    """Exact-name GPT preset lookup, optionally with field overrides."""
+    if name not in GPT_PRESETS:
+        raise ValueError(f"unknown GPT preset {name!r}; choose one of: {', '.join(GPT_PRESETS)}")
+    return dataclasses.replace(GPT_PRESETS[name], **overrides)
+
+
+@dataclass
+class LMOutput:
+    """What :class:`GPT` returns."""
+
+    logits: Tensor  # (B, T, V)
+    hidden: Tensor  # (B, T, d_model), after the final LayerNorm
+    attentions: list[Any] | None = None
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Positions ``(B, T)`` counting only real tokens (0 for the left padding), from a 1/0 mask."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@register_model("gpt")
+class GPT(PretrainedModel):
+    """Decoder-only Transformer language model; ``forward(ids)`` returns next-token logits."""
+
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tok_embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.positions = LearnedPositions(c.d_model, c.context)
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = Encoder(c.layer_spec(), c.n_layers)  # pre-norm: ends with the final LayerNorm
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.reset_parameters()
+        self.lm_head.weight = self.tok_embed.weight
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, std) matrices and embeddings, zero biases, residual writers / sqrt(2N)."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for layer in self.decoder.layers:
+            for proj in (layer.self_attn.out_proj, layer.ffn.w2):
+                nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
+
+    def forward(
+        self,
+        ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+        caches: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ) -> LMOutput:
+        """Next-token logits for ``ids: (B, T)``.
+
+        Args:
+            attention_mask: ``(B, T_keys)``, 1/True for real tokens, 0 for padding (left
+                padding for batched prompts). With ``caches`` it covers the cached keys too.
+            positions: ``(B, T)`` position ids; default: counted from the first real token of
+                each row when ``attention_mask`` is given, else ``cached length + arange(T)``.
+            caches: one :class:`KVCache` per layer (see :meth:`new_caches`); the new keys
+                and values are appended.
+            need_weights: also return each layer's attention weights.
+        """
+        b, t = ids.shape
+        offset = caches[0].length if caches else 0
+        if offset + t > self.config.context:
+            raise ValueError(
+                f"{offset + t} tokens exceed the model's context of {self.config.context}; truncate the input"
+            )
+        mask = None
+        if attention_mask is not None:
+            keep = attention_mask.bool()
+            if positions is None:
+                positions = positions_from_mask(keep)[:, -t:]  # (B, T)
+            mask = keep[:, None, None, :]  # (B, 1, 1, T_keys)
+        if positions is None:
+            pos = self.positions.span(offset, t)  # (T, d_model), no device sync
+        else:
+            pos = self.positions.embedding(positions)  # (B, T, d_model)
+        x = self.drop(self.tok_embed(ids) + pos)  # (B, T, d_model)
+        h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
+        return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)
+
+    def next_token_logits(self, ids: Tensor, positions: Tensor, mask: Tensor, caches: list[KVCache]) -> Tensor:
+        """Logits ``(B, V)`` after the last of ``ids: (B, T)``, for decoding over a fixed-size cache.
+
+        ``positions: (B, T)`` are explicit and ``mask`` (boolean, broadcastable to
+        ``(B, H, T, T_keys)``) replaces the causal mask. There are no Python-side checks and no
+        data-dependent shapes, so :func:`attnkit.generation.sampling.decode_one_token` compiles
+        to a single graph.
+        """
+        x = self.drop(self.tok_embed(ids) + self.positions.embedding(positions))  # (B, T, d_model)
+        h, _ = self.decoder(x, mask, causal=False, caches=caches)  # (B, T, d_model)
+        return self.lm_head(h[:, -1])  # (B, V)
+
+    def new_caches(self, max_len: int | None = None) -> list[KVCache]:
+        """Empty growing KV caches, one per layer (capacity ``max_len``, default the context)."""
+        return [KVCache(max_len or self.config.context) for _ in range(self.config.n_layers)]

@@ -1,0 +1,347 @@
+"""attnkit's GPT against Hugging Face transformers' GPT2LMHeadModel: training, decoding, time to quality.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/gpt.py train                 # GPT-2 124M, context 1024, bf16: tokens/s and MFU
+    python benchmarks/gpt.py decode                # batch 1, 16-token prompt, 512 new tokens, greedy, bf16
+    python benchmarks/gpt.py shakespeare --text input.txt   # char-shakespeare: wall time to val loss <= 1.47
+    python benchmarks/gpt.py train --size char-shakespeare --device cpu --batch 8   # the CPU comparison
+    python benchmarks/gpt.py all --quick --device cpu       # tiny sizes: a smoke test
+
+Method (see BENCHMARKS.md): both models live in one process; the HF model is built from a
+``GPT2Config`` with random weights and converted into attnkit with :mod:`attnkit.hub` (logits
+checked equal, fp32, before anything is timed); they see the same batches, the same fused
+AdamW and the same loss (cross-entropy on float32 logits); steps are timed interleaved with
+:func:`benchmarks.common.time_interleaved`.
+
+* ``train``: one optimizer step (forward, loss, backward, AdamW) with fp32 weights under
+  bf16 autocast; eager, and with ``torch.compile`` on the model-plus-loss function of each.
+  MFU = (6 N + 12 L H Q T) FLOPs per token (N: parameters without position embeddings) x
+  tokens/s, against the bf16 matmul peak measured here on 8192^3 matmuls.
+* ``decode``: bf16 weights; attnkit's :func:`attnkit.generation.generate` with the compiled
+  decode step (CUDA graphs), against ``generate`` with the default dynamic cache and with
+  ``cache_implementation="static"``; each warmed up, then timed over ``--repeats`` runs.
+  Fraction of the bandwidth bound = (bytes of weights read per token / measured copy
+  bandwidth) / time per token.
+* ``shakespeare``: launches ``attnkit train-lm`` as a subprocess on the text and timestamps
+  each validation-loss line from the moment of launch (start-up and compilation included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import environment, markdown_table, pick_device, synchronize, time_interleaved, write_json  # noqa: E402
+
+import attnkit  # noqa: E402
+from attnkit.generation.sampling import SamplingConfig, generate  # noqa: E402
+from attnkit.models.gpt import GPT  # noqa: E402
+
+SIZES = {
+    "gpt2": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+    "char-shakespeare": dict(vocab_size=65, n_positions=256, n_embd=384, n_layer=6, n_head=6),
+    "tiny": dict(vocab_size=96, n_positions=64, n_embd=64, n_layer=2, n_head=4),
+}
+
+
+def build_pair(size: str, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, GPT, dict[str, Any]]:
+    """A random-weight GPT2LMHeadModel (sdpa attention) and the same weights in attnkit's GPT."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(**SIZES[size], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    hf = GPT2LMHeadModel._from_config(cfg, attn_implementation="sdpa")
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = attnkit.load(tmp)
+    assert isinstance(ours, GPT)
+    hf.to(device).eval()
+    ours.to(device).eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, min(128, cfg.n_positions)), device=device)
+    with torch.no_grad():
+        err = (hf(ids).logits - ours(ids).logits).abs().max().item()
+    if err > 1e-3:
+        raise SystemExit(f"error: attnkit and transformers disagree by {err:.2e} before timing")
+    hf.to(dtype)
+    ours.to(dtype)
+    return hf, ours, {"hf_config": SIZES[size], "max_abs_logit_diff_fp32": err}
+
+
+# -- training -----------------------------------------------------------------------------
+def matmul_peak_tflops(device: torch.device) -> float | None:
+    """Measured bf16 matmul throughput (8192^3), the MFU denominator."""
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        a @ b
+    end.record()
+    synchronize(device)
+    return 2 * n**3 * 20 / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def train_bench(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    size = "tiny" if args.quick else args.size
+    hf, ours, info = build_pair(size, device)
+    cfg = SIZES[size]
+    batch, t, vocab = args.batch, cfg["n_positions"], cfg["vocab_size"]
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randint(0, vocab, (batch, t + 1), generator=g).to(device) for _ in range(3)]
+    use_bf16 = device.type == "cuda" or args.bf16_cpu
+    models = {"attnkit": ours, "hf": hf}
+    steps: dict[str, Callable[[int], None]] = {}
+    for name, model in models.items():
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+        def loss_fn(x: torch.Tensor, y: torch.Tensor, model: Any = model) -> torch.Tensor:
+            logits = model(x).logits  # (B, T, V)
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+
+        variants = [("eager", loss_fn)]
+        if not args.no_compile:
+            variants.append(("compiled", torch.compile(loss_fn)))
+        for variant, fn in variants:
+
+            def step(i: int, fn: Callable = fn, opt: torch.optim.Optimizer = opt) -> None:
+                d = data[i % len(data)]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = fn(d[:, :-1], d[:, 1:])
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            steps[f"{name} {variant}"] = step
+    timings = time_interleaved(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+    tokens = batch * t
+    n_params = ours.num_parameters() - ours.positions.embedding.weight.numel()
+    flops_per_token = 6 * n_params + 12 * cfg["n_layer"] * cfg["n_head"] * (cfg["n_embd"] // cfg["n_head"]) * t
+    peak = matmul_peak_tflops(device)
+    rows = {}
+    for name, tm in timings.items():
+        tps = tokens / (tm.median_ms / 1e3)
+        rows[name] = {
+            **tm.to_dict(),
+            "tokens_per_s": tps,
+            "mfu": (flops_per_token * tps / 1e12 / peak) if peak else None,
+        }
+    ratios = {}
+    for variant in ("eager", "compiled"):
+        for ref in ("eager", "compiled"):
+            a, h = rows.get(f"attnkit {variant}"), rows.get(f"hf {ref}")
+            if a and h:
+                ratios[f"attnkit {variant} / hf {ref}"] = a["tokens_per_s"] / h["tokens_per_s"]
+    return {
+        "size": size, "batch": batch, "context": t, "precision": "bf16 autocast, fp32 weights" if use_bf16 else "fp32",
+        "flops_per_token": flops_per_token, "matmul_peak_tflops": peak, "results": rows, "ratios": ratios, **info,
+    }
+
+
+# -- decoding -----------------------------------------------------------------------------
+def copy_bandwidth(device: torch.device) -> float | None:
+    """Measured device memory bandwidth in bytes/s: (read + write) of a 2 GiB copy."""
+    if device.type != "cuda":
+        return None
+    a = torch.empty(2**30, dtype=torch.bfloat16, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        b.copy_(a)
+    end.record()
+    synchronize(device)
+    return 2 * a.numel() * a.element_size() * 10 / (start.elapsed_time(end) / 1e3)
+
+
+def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    size = "tiny" if args.quick else "gpt2"
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    hf, ours, info = build_pair(size, device, dtype)
+    new = 24 if args.quick else args.new_tokens
+    g = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, SIZES[size]["vocab_size"], (1, args.prompt_tokens), generator=g)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    compile_ours = device.type == "cuda" and not args.no_compile
+    if compile_ours:
+        torch._logging.set_logs(perf_hints=True)  # shows "skipping cudagraphs due to ..." if it happens
+
+    def run_ours() -> list[int]:
+        out = generate(ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0), compile=compile_ours)
+        return out.tokens[0]
+
+    def run_hf(cache: str | None) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            kw = {"cache_implementation": cache} if cache else {}
+            out = hf.generate(prompt.to(device), attention_mask=torch.ones_like(prompt).to(device), max_new_tokens=new,
+                              do_sample=False, **kw)
+            return out[0, prompt.shape[1] :].tolist()
+
+        return run
+
+    runs = {"attnkit generate (compiled step)" if compile_ours else "attnkit generate": run_ours, "hf generate (dynamic cache)": run_hf(None)}
+    if device.type == "cuda":
+        runs["hf generate (static cache)"] = run_hf("static")
+    results: dict[str, Any] = {}
+    tokens: dict[str, list[int]] = {}
+    for name, fn in runs.items():
+        t0 = time.perf_counter()
+        tokens[name] = fn()  # warm-up: compilation, CUDA graph capture
+        fn()
+        synchronize(device)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        results[name] = {"seconds": times, "warmup_seconds": first, "tokens_per_s": len(tokens[name]) / best, "new_tokens": len(tokens[name])}
+    ref = tokens["hf generate (dynamic cache)"]
+    for name in results:
+        same = sum(a == b for a, b in zip(tokens[name], ref))
+        results[name]["tokens_equal_to_hf_dynamic"] = f"{same}/{len(ref)}"
+    if compile_ours:
+        results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats)
+        tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
+    bw = copy_bandwidth(device)
+    # Per token every weight matrix is read once; the tied embedding matrix is read whole by the
+    # output layer (its input lookup reads one row); position embeddings read one row: left out.
+    pos = ours.positions.embedding.weight
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - pos.numel() * pos.element_size()
+    for name, r in results.items():
+        r["bandwidth_bound_fraction"] = (weight_bytes / bw) * r["tokens_per_s"] if bw else None
+    ours_name = next(iter(results))  # the user-facing generate()
+    ratios = {f"attnkit / {n}": results[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in results.items() if n != ours_name}
+    return {
+        "size": size, "dtype": str(dtype), "prompt_tokens": args.prompt_tokens, "new_tokens": new, "batch": 1,
+        "weight_bytes_per_token": weight_bytes, "copy_bandwidth_bytes_per_s": bw, "results": results, "ratios": ratios, **info,
+    }
+
+
+def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int) -> dict[str, Any]:
+    """Prefill, then ``new - 1`` compiled decode steps feeding the argmax back on the device (no sync)."""
+    from attnkit.generation.sampling import compiled_decode_one_token, prefill, static_caches
+
+    step = compiled_decode_one_token()
+    t = prompt.shape[1]
+    pad = torch.zeros(1, dtype=torch.long, device=prompt.device)
+    slots = [torch.full((1,), t + i, dtype=torch.long, device=prompt.device) for i in range(new)]
+    times = []
+    for r in range(repeats + 1):
+        caches = static_caches(model, 1, t + new)
+        synchronize(prompt.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            token = prefill(model, prompt, pad, caches).argmax(-1, keepdim=True)
+            for i in range(new - 1):
+                token = step(model, token, slots[i], pad, caches).argmax(-1, keepdim=True)
+        synchronize(prompt.device)
+        if r:
+            times.append(time.perf_counter() - t0)
+    return {"seconds": times, "tokens_per_s": new / min(times), "new_tokens": new}
+
+
+# -- time to quality ----------------------------------------------------------------------
+def shakespeare_bench(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    if args.text is None or not Path(args.text).is_file():
+        raise SystemExit("error: shakespeare needs --text PATH to tinyshakespeare input.txt")
+    out = Path(tempfile.mkdtemp(prefix="attnkit-shakespeare-"))
+    cmd = [sys.executable, "-m", "attnkit.cli.main", "train-lm", "--text", str(args.text), "--out", str(out), "--no-progress",
+           "--sample-tokens", str(args.sample_tokens)]
+    sets = list(args.set or [])
+    if args.quick:
+        sets = ["model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "train.warmup=2", "train.steps=20",
+                "train.eval_every=10", "train.batch_size=8", *sets]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
+    launch = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    evals, lines = [], []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        now = time.perf_counter() - launch
+        lines.append(line.rstrip("\n"))
+        if line.startswith("validation loss"):
+            evals.append({"seconds": now, "loss": float(line.split()[2])})
+            print(f"  {now:6.1f}s  validation loss {evals[-1]['loss']:.4f}", flush=True)
+    code = proc.wait()
+    total = time.perf_counter() - launch
+    every = next((int(s.split("=")[1]) for s in reversed(sets) if s.startswith("train.eval_every=")), 250)
+    for i, e in enumerate(evals):
+        e["step"] = (i + 1) * every
+    first_147 = next((e for e in evals if e["loss"] <= 1.47), None)
+    best = min(evals, key=lambda e: e["loss"]) if evals else None
+    return {
+        "command": " ".join(cmd), "exit_code": code, "wall_seconds": total, "evals": evals, "best": best,
+        "first_at_or_below_1.47": first_147, "log_tail": lines[-40:],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["train", "decode", "shakespeare", "all"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, also on CPU")
+    ap.add_argument("--size", choices=list(SIZES), default="gpt2", help="train: model size (default gpt2)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--bf16-cpu", action="store_true", help="bf16 autocast on the CPU too")
+    ap.add_argument("--prompt-tokens", type=int, default=16)
+    ap.add_argument("--new-tokens", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--text", type=Path, default=None, help="shakespeare: the text file")
+    ap.add_argument("--sample-tokens", type=int, default=100)
+    ap.add_argument("--set", action="append", default=[], help="shakespeare: --set passed to attnkit train-lm")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    parts = ["train", "decode", "shakespeare"] if args.what == "all" else [args.what]
+    for part in parts:
+        print(f"== {part} on {device} ==", flush=True)
+        fn = {"train": train_bench, "decode": decode_bench, "shakespeare": shakespeare_bench}[part]
+        t0 = time.perf_counter()
+        result = fn(args, device)
+        payload = {"benchmark": f"gpt-{part}", "environment": environment(device), "elapsed_s": time.perf_counter() - t0, **result}
+        suffix = ("-quick" if args.quick else "") + (f"-{args.size}" if part == "train" and args.size != "gpt2" else "")
+        path = write_json(f"gpt-{part}", payload, args.out_dir, suffix=suffix)
+        summary = {k: v for k, v in result.items() if k in ("ratios", "best", "first_at_or_below_1.47", "matmul_peak_tflops")}
+        if "results" in result:
+            rows = [[n, f"{r['tokens_per_s']:,.0f}", f"{r.get('mfu') or r.get('bandwidth_bound_fraction') or 0:.3f}"] for n, r in result["results"].items()]
+            print(markdown_table(["implementation", "tokens/s", "MFU or bandwidth fraction"], rows))
+        print(json.dumps(summary, indent=1, default=str))
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
