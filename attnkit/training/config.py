@@ -28,6 +28,7 @@ class TrainConfig(Config):
     weight_decay: float = 0.0
     schedule: Literal["noam", "linear", "cosine", "constant"] = "noam"
     warmup: int = 4000
+    min_lr_ratio: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 0.0
     eval_every: int = 0
@@ -51,6 +52,7 @@ class TrainConfig(Config):
         check(self.lr > 0, "lr", self.lr, "must be positive")
         check(all(0.0 <= b < 1.0 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
         check(self.eps > 0, "eps", self.eps, "must be positive")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1] (the cosine floor as a fraction of lr)")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         if self.stop_at is not None:

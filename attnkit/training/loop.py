@@ -83,7 +83,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay)
         d_model = getattr(model.config, "d_model", None)
         self.scheduler = build_scheduler(
-            self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model, factor=c.lr if c.schedule == "noam" else 1.0
+            self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model,
+            factor=c.lr if c.schedule == "noam" else 1.0, min_ratio=c.min_lr_ratio,
         )
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self.best: float | None = None
@@ -157,22 +158,25 @@ class Trainer:
         bar = _progress(self.progress, c.steps, self.step)
         start = time.perf_counter()
         window_tokens, window_start = 0, time.perf_counter()
+        pending: list[torch.Tensor] = []
         self.model.train()
         while self.step < c.steps:
             # 1. forward/backward over grad_accum micro-batches, weighting by token count
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum, tokens = torch.zeros((), device=self.device), 0
+            loss_sum = torch.zeros((), device=self.device)
+            tokens = torch.zeros((), device=self.device)
             for _ in range(c.grad_accum):
                 batch = next(data)
                 with self.autocast():
                     loss, n = self.task.loss(self.forward_model, batch)
-                n = int(n)
+                n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
                 (loss * n).backward()
-                loss_sum += loss.detach() * n
+                loss_sum += loss.detach().float() * n
                 tokens += n
+            tokens = tokens.clamp(min=1.0)
             for p in self.model.parameters():
                 if p.grad is not None:
-                    p.grad.div_(max(tokens, 1))
+                    p.grad.div_(tokens)
             # 2. clip, step, schedule
             if c.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
@@ -180,22 +184,19 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            step_loss = float(loss_sum) / max(tokens, 1)
-            result.losses.append(step_loss)
-            window_tokens += tokens
-            # 3. log
+            pending.append(loss_sum / tokens)  # stays on the device: no host sync per step
+            window_tokens = window_tokens + tokens
+            # 3. log (the only place, with evaluation, where the host waits for the device)
             if c.log_every and (self.step % c.log_every == 0 or self.step == c.steps):
+                step_loss = self._flush(pending, result)
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens_per_s": window_tokens / elapsed}
+                record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens_per_s": float(window_tokens) / elapsed}
                 self._log(record)
                 bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
                 for hook in self.hooks:
                     hook(self, self.step, record)
             bar.update(1)
-            if not math.isfinite(step_loss):
-                bar.close()
-                raise FloatingPointError(f"training loss became {step_loss} at step {self.step}; lower the learning rate")
             # 4. evaluate, keep the best, stop early
             last = self.step == c.steps
             if (c.eval_every and self.step % c.eval_every == 0) or (last and c.eval_every):
@@ -207,6 +208,7 @@ class Trainer:
                 save_checkpoint(self.out, self.step, self.model, self.state_dict(), tokenizer=self.tokenizer, keep=c.keep_checkpoints)
             if result.stopped_early:
                 break
+        self._flush(pending, result)
         bar.close()
         if not c.eval_every:
             self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
@@ -214,6 +216,19 @@ class Trainer:
         result.seconds = time.perf_counter() - start
         plot_losses(self.out / "metrics.jsonl", self.out / "loss.png")
         return result
+
+    def _flush(self, pending: list[torch.Tensor], result: TrainResult) -> float:
+        """Move the losses of the last steps to the host; stop on a non-finite loss. Returns the last."""
+        if not pending:
+            return result.losses[-1] if result.losses else float("nan")
+        values = torch.stack(pending).tolist()
+        pending.clear()
+        first = self.step - len(values) + 1
+        result.losses.extend(values)
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise FloatingPointError(f"training loss became {v} at step {first + i}; lower the learning rate")
+        return values[-1]
 
     def _evaluate(self, result: TrainResult) -> bool:
         """Run the task's evaluation; save the best model; return True to stop early."""

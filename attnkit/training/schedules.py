@@ -143,6 +143,7 @@ def build_scheduler(
     total_steps: int,
     d_model: int | None = None,
     factor: float = 1.0,
+    min_ratio: float = 0.0,
 ) -> LambdaLR:
     """Wrap a schedule of this module in a ``LambdaLR``.
 
@@ -166,6 +167,7 @@ def build_scheduler(
             ``"linear"`` and ``"cosine"``; not used by ``"noam"`` and ``"constant"``).
         d_model: model width; required for ``"noam"``.
         factor: multiplier of the noam formula; only used by ``"noam"``.
+        min_ratio: floor of the cosine decay as a fraction of the peak (nanoGPT uses 0.1).
 
     Returns:
         The scheduler, already applied: the optimizer's lr is that of step 1.
@@ -198,7 +200,7 @@ def build_scheduler(
         _check_decay_span(warmup, total_steps, "total_steps")
 
         def schedule(s: int) -> float:
-            return linear_warmup_cosine_decay(s, warmup, total_steps)
+            return linear_warmup_cosine_decay(s, warmup, total_steps, min_ratio)
 
     else:
         _check_int("warmup", warmup, 0)
