@@ -6,7 +6,15 @@ float64, and share nothing with the library's ``masked_softmax``/``combine``:
 * ``scaled_dot`` / ``dot``: softmax(Q K^T * scale + bias) V (Vaswani et al. 2017, eq. (1));
 * ``relu``: ReLU(Q K^T / sqrt(d) + bias) * mask / (number of visible keys) V;
 * ``additive``: softmax(v^T tanh(W_q q + W_k k) + bias) V (Bahdanau et al. 2015), using the
-  kernel's own parameters.
+  kernel's own parameters;
+* the sparse patterns (``sliding_window``, ``dilated_window``, ``global_window``, ``strided``,
+  ``fixed``, ``bigbird`` without random blocks): the scaled-dot reference with the pattern's mask
+  built from the literal predicates in ``sparse_reference``;
+* ``linear``: phi(Q) phi(K)^T masked and row-normalised, phi = elu + 1 (Katharopoulos et al. 2020);
+* ``lsh`` with one bucket and one chunk: softmax over unit-normalised keys without self (Kitaev et al. 2020);
+* ``routing``: softmax within the clusters of the kernel's centroids, routed here (Roy et al. 2021);
+* ``performer``: linear attention with FAVOR+ features built here from the kernel's projection;
+* ``linformer``: softmax(Q (E K)^T / sqrt(d)) F with the kernel's E and F (key-padding masks only).
 
 Kernels registered later without a reference here are skipped with a reason, so adding a
 kernel shows up in the test report rather than silently passing.
@@ -15,7 +23,7 @@ kernel shows up in the test report rather than silently passing.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -25,6 +33,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import attnkit.attention as A
+import sparse_reference as sref
 from attnkit.attention.registry import register
 
 MASKS = ["none", "padding", "random", "causal", "causal+padding"]
@@ -37,6 +46,15 @@ TOL = {
 }
 NONSMOOTH = {"relu"}  # kernels whose weights have a kink in the scores
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: extra intra-op threads only add synchronisation."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 # -- references ------------------------------------------------------------------------
@@ -106,17 +124,118 @@ def ref_additive(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None
     return softmax_weights(s if bias is None else s + bias, allowed)
 
 
+# Sparse patterns: small sizes so that length-7 sequences are really sparse; the predicate
+# and its parameters for the reference; kinds that are bidirectional-only (need Tq <= Tk).
+PARAMS: dict[str, dict] = {
+    "sliding_window": dict(window=3),
+    "dilated_window": dict(window=3, dilation=2),
+    "global_window": dict(window=2, global_positions=[0]),
+    "strided": dict(stride=2),
+    "fixed": dict(stride=3, c=1),
+    "bigbird": dict(block=2, window_blocks=1, global_blocks=1, random_blocks=0),
+    "lsh": dict(n_hashes=2, n_buckets=1, chunk=8),  # one bucket, one chunk: full attention minus self
+    "routing": dict(n_clusters=3, chunk=4),
+    "performer": dict(n_features=16, chunk=4),
+    "linformer": dict(max_len=8, k=3),
+}
+PATTERN_PREDICATES: dict[str, Callable[..., bool]] = {
+    "sliding_window": sref.sliding,
+    "dilated_window": sref.dilated,
+    "global_window": lambda i, j, causal=False, **p: sref.global_window(i, j, **p),
+    "strided": sref.strided,
+    "fixed": sref.fixed,
+    "bigbird": lambda i, j, block, causal=False, **_: i // block == j // block or j // block == 0 or i // block == 0,
+}
+BIDIRECTIONAL_ONLY = {"global_window", "bigbird"}
+
+
+def ref_pattern(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None, *, causal: bool) -> Tensor:
+    tq, tk = q.shape[-2], k.shape[-2]
+    pred = PATTERN_PREDICATES[kernel.kind]
+    extra = {"causal": True} if causal else {}
+    pattern = torch.tensor(
+        [[bool(pred(tk - tq + i, j, **PARAMS[kernel.kind], **extra)) for j in range(tk)] for i in range(tq)], dtype=torch.bool
+    ).reshape(tq, tk)
+    both = pattern if allowed is None else allowed & pattern
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    return softmax_weights(s if bias is None else s + bias, both.expand_as(s))
+
+
+def ref_linear(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    phi = lambda x: torch.where(x > 0, x + 1, torch.exp(x))  # noqa: E731  (elu + 1)
+    w = torch.einsum("bhid,bhjd->bhij", phi(q), phi(k))
+    if allowed is not None:
+        w = w * allowed
+    den = w.sum(-1, keepdim=True)
+    return w / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def ref_performer(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Linear attention with FAVOR+ features from the kernel's random projection W:
+    phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m), x' = x d^(-1/4) (Choromanski et al. 2021)."""
+    w_rf = kernel.projection.double()  # (M, D)
+
+    def phi(x: Tensor) -> Tensor:
+        x = x / x.shape[-1] ** 0.25
+        return torch.exp(x @ w_rf.T - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(w_rf.shape[0])
+
+    w = torch.einsum("bhim,bhjm->bhij", phi(q), phi(k))
+    if allowed is not None:
+        w = w * allowed
+    den = w.sum(-1, keepdim=True)
+    return w / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def ref_linformer(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Effective weights of eq. (7) of Wang et al. 2020, softmax(Q (E K)^T / sqrt(d)) F, with the
+    kernel's E and F; padded keys (the only mask it takes) are zeroed before the projection."""
+    tk = k.shape[-2]
+    e, f = kernel.e.detach().double()[:, :tk], kernel.f.detach().double()[:, :tk]  # (k, Tk)
+    keep = torch.ones(1, 1, 1, tk, dtype=torch.float64) if allowed is None else allowed[:, :1, :1, :].double()  # (B, 1, 1, Tk)
+    ek = torch.einsum("mj,bhjd->bhmd", e, k * keep.transpose(-2, -1))
+    p = torch.softmax(torch.einsum("bhid,bhmd->bhim", q, ek) / math.sqrt(q.shape[-1]), dim=-1)
+    return torch.einsum("bhim,mj->bhij", p, f) * keep
+
+
+def ref_lsh(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Reformer with one bucket and one chunk: softmax over the unit-normalised keys, without
+    the query's own position unless it sees nothing else."""
+    kn = k / k.norm(dim=-1, keepdim=True)
+    s = torch.einsum("bhid,bhjd->bhij", q, kn) / math.sqrt(q.shape[-1])
+    vis = torch.ones_like(s, dtype=torch.bool) if allowed is None else allowed.expand_as(s)
+    others = vis & ~torch.eye(s.shape[-1], dtype=torch.bool)
+    vis = torch.where(others.any(-1, keepdim=True), others, vis)
+    return softmax_weights(s if bias is None else s + bias, vis)
+
+
+def ref_routing(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Scaled-dot softmax within clusters; queries and keys routed here to the nearest of the
+    kernel's centroids (dot product of unit vectors)."""
+    mu = kernel.centroids.double()  # (H, C, D)
+    cq = torch.einsum("bhtd,hcd->bhtc", q / q.norm(dim=-1, keepdim=True), mu).argmax(-1)
+    ck = torch.einsum("bhtd,hcd->bhtc", k / k.norm(dim=-1, keepdim=True), mu).argmax(-1)
+    same = cq[..., :, None] == ck[..., None, :]
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    return softmax_weights(s if bias is None else s + bias, same if allowed is None else same & allowed)
+
+
 REFERENCES: dict[str, Callable[..., Tensor]] = {
     "scaled_dot": ref_scaled_dot,
     "dot": ref_scaled_dot,
     "relu": ref_relu,
     "additive": ref_additive,
+    "linear": ref_linear,
+    "lsh": ref_lsh,
+    "routing": ref_routing,
+    "performer": ref_performer,
+    "linformer": ref_linformer,
+    **{kind: ref_pattern for kind in PATTERN_PREDICATES},
 }
 
 
 def make_kernel(kind: str, d: int, h: int, dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(0)
-    return A.build(kind, head_dim=d, n_heads=h).to(dtype).eval()
+    return A.build(kind, head_dim=d, n_heads=h, params=PARAMS.get(kind)).to(dtype).eval()
 
 
 # -- the conformance test ----------------------------------------------------------------
@@ -126,6 +245,7 @@ shapes = st.tuples(
     st.integers(1, 7),  # Tq
     st.integers(1, 7),  # Tk
     st.sampled_from([1, 4, 8, 16]),  # D
+    st.sampled_from([0, 3]),  # Dv - D
     st.sampled_from(["none", "bhqk", "hqk", "qk"]),  # bias shape
     st.integers(0, 2**31 - 1),  # seed
 )
@@ -139,7 +259,8 @@ shapes = st.tuples(
 def test_kernel_matches_reference(kind: str, mask_kind: str, dtype: torch.dtype, shape: tuple) -> None:
     if kind not in REFERENCES:
         pytest.skip(f"no independent reference for attention kind {kind!r}; add one to REFERENCES in {__name__}")
-    b, h, tq, tk, d, bias_shape, seed = shape
+    b, h, tq, tk, d, extra_dv, bias_shape, seed = shape
+    dv = d + extra_dv
     gen = torch.Generator().manual_seed(seed)
     kernel = make_kernel(kind, d, h, dtype)
     lengths = [int(torch.randint(0, tk + 1, (), generator=gen)) for _ in range(b)]
@@ -157,22 +278,33 @@ def test_kernel_matches_reference(kind: str, mask_kind: str, dtype: torch.dtype,
     def leaf(*size: int) -> Tensor:
         return torch.randn(*size, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
 
-    q, k, v = leaf(b, h, tq, d), leaf(b, h, tk, d), leaf(b, h, tk, d)
-    g = torch.randn(b, h, tq, d, generator=gen, dtype=torch.float64)
+    q, k, v = leaf(b, h, tq, d), leaf(b, h, tk, d), leaf(b, h, tk, dv)
+    g = torch.randn(b, h, tq, dv, generator=gen, dtype=torch.float64)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    bias = None if bias64 is None else bias64.to(dtype)
-    bias_ref = None if bias is None else bias.double()
+    bias = None if bias64 is None else bias64.to(dtype).requires_grad_()
+    bias_ref = None if bias is None else bias.detach().double().requires_grad_()
 
-    w_ref = REFERENCES[kind](kernel, q64, k64, allowed, bias_ref)  # (B, H, Tq, Tk)
+    if (
+        (kind in BIDIRECTIONAL_ONLY and (causal or tq > tk))
+        or (kind in ("linear", "performer") and bias is not None)
+        or (kind == "lsh" and tq != tk)
+        or (kind == "linformer" and (causal or bias is not None or (mask_kind == "random" and (h, tq) != (1, 1))))
+    ):
+        with pytest.raises(ValueError):
+            kernel(q, k, v, mask=mask, bias=bias, causal=causal)
+        return
+    extra = {"causal": causal} if kind in PATTERN_PREDICATES else {}
+    w_ref = REFERENCES[kind](kernel, q64, k64, allowed, bias_ref, **extra)  # (B, H, Tq, Tk)
     out_ref = torch.einsum("bhij,bhjd->bhid", w_ref, v64)
     out_ref.backward(g)
 
     out = kernel(q, k, v, mask=mask, bias=bias, causal=causal)
-    assert out.shape == (b, h, tq, d) and out.dtype == dtype
+    assert out.shape == (b, h, tq, dv) and out.dtype == dtype
     out.backward(g.to(dtype))
     (rtol, atol), (grtol, gatol) = TOL[dtype]
     torch.testing.assert_close(out.double(), out_ref.detach(), rtol=rtol, atol=atol)
-    for name, mine, ref in (("q", q, q64), ("k", k, k64), ("v", v, v64)):
+    pairs = [("q", q, q64), ("k", k, k64), ("v", v, v64)] + ([("bias", bias, bias_ref)] if bias is not None else [])
+    for name, mine, ref in pairs:
         assert torch.isfinite(mine.grad).all(), f"non-finite gradient w.r.t. {name}"
         if dtype == torch.bfloat16:
             if kind in NONSMOOTH and name != "v":
@@ -230,6 +362,17 @@ def test_dot_has_no_scale_and_scaled_dot_scale_overrides() -> None:
     q, k, v = (torch.randn(1, 2, 4, 8, generator=gen, dtype=torch.float64) for _ in range(3))
     torch.testing.assert_close(A.get("dot")(q, k, v), F.scaled_dot_product_attention(q, k, v, scale=1.0))
     torch.testing.assert_close(A.get("scaled_dot", scale=0.3)(q, k, v), F.scaled_dot_product_attention(q, k, v, scale=0.3))
+
+
+def test_additive_chunking_does_not_change_scores() -> None:
+    """The (Tq, Tk, A) tanh is evaluated in query chunks; one row at a time must equal one shot."""
+    torch.manual_seed(3)
+    whole = A.get("additive", head_dim=4, attn_dim=6).double()
+    rows = A.get("additive", head_dim=4, attn_dim=6, chunk_elements=1).double()
+    rows.load_state_dict(whole.state_dict())
+    q, k = torch.randn(2, 3, 5, 4, dtype=torch.float64), torch.randn(2, 3, 7, 4, dtype=torch.float64)
+    torch.testing.assert_close(rows.scores(q, k), whole.scores(q, k))
+    assert rows.scores(q, k).shape == (2, 3, 5, 7)
 
 
 @pytest.mark.parametrize("kind", A.names())

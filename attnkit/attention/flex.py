@@ -1,0 +1,69 @@
+"""The GPU fast path of the sparse patterns: FlexAttention with block masks built once and cached.
+
+``torch.nn.attention.flex_attention`` (PyTorch >= 2.5) compiles the pattern's predicate into
+a block-sparse Triton kernel that skips the blocks the mask rules out entirely. The block
+mask depends only on the pattern and the shape, so it is built once per
+``(pattern, Tq, Tk, heads, device)`` and kept. Imports are guarded: on CPU-only builds, or
+where FlexAttention is missing, :func:`available` is False and callers use the chunked path.
+
+Caveat: the compiled function is specialised to each shape and pattern. PyTorch allows a
+limited number of recompilations per function (``torch._dynamo.config.recompile_limit``, 8
+by default) before it falls back to eager FlexAttention, which materialises the full score
+matrix. Workloads with many distinct lengths should pad lengths to a few buckets or raise
+that limit (``benchmarks/attention.py`` raises it to 256).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from attnkit.attention.patterns import Pattern
+
+try:  # PyTorch >= 2.5
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - old PyTorch
+    create_block_mask = flex_attention = None  # type: ignore[assignment]
+
+MIN_QUERIES = 128  # fewer queries (decoding steps) fill less than one tile: the chunked path is better
+_COMPILED: Callable[..., Tensor] | None = None
+_MASKS: OrderedDict[tuple, Any] = OrderedDict()
+_MAX_MASKS = 32
+
+
+def available(q: Tensor) -> bool:
+    """Whether FlexAttention can run on ``q``'s device (CUDA, a head dim Triton handles)."""
+    d = q.shape[-1]
+    return flex_attention is not None and q.is_cuda and d >= 16 and d & (d - 1) == 0
+
+
+def block_mask(pattern: Pattern, key: tuple, tq: int, tk: int, device: torch.device) -> Any:
+    """The cached FlexAttention block mask of ``pattern`` for ``Tq`` queries over ``Tk`` keys."""
+    full_key = (key, tq, tk, str(device))
+    if full_key in _MASKS:
+        _MASKS.move_to_end(full_key)
+        return _MASKS[full_key]
+    with torch.inference_mode(False):  # the cached mask must also serve later calls under autograd
+        bm = _build(pattern, tq, tk, device)
+    _MASKS[full_key] = bm
+    if len(_MASKS) > _MAX_MASKS:
+        _MASKS.popitem(last=False)
+    return bm
+
+
+def _build(pattern: Pattern, tq: int, tk: int, device: torch.device) -> Any:
+    keep = pattern.mask_fn(tq, tk, device)
+    n_heads = pattern.n_heads if pattern.per_head else None
+    return create_block_mask(lambda b, h, qr, kr: keep(h, qr, kr), B=None, H=n_heads, Q_LEN=tq, KV_LEN=tk, device=device)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v over the pattern, ``(B, H, Tq, Dv)``, with compiled FlexAttention."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(flex_attention, dynamic=False)
+    bm = block_mask(pattern, key, q.shape[-2], k.shape[-2], q.device)
+    return _COMPILED(q, k, v, block_mask=bm, scale=scale)

@@ -1,0 +1,158 @@
+"""Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"), eqs. (4)-(6) and (16)-(20).
+
+    out_i = phi(q_i)^T S / (phi(q_i)^T z),   S = sum_j phi(k_j) v_j^T,   z = sum_j phi(k_j),
+    phi(x) = elu(x) + 1,
+
+with the sums over every visible key j (over ``j <= i`` when causal, bottom-right aligned).
+
+* Non-causal: ``S`` and ``z`` once, then one product per query: O(n d d_v).
+* Causal: the prefix sums of section 3.3, computed in chunks of ``chunk`` positions: within a
+  chunk a small masked ``(C, C)`` product, across chunks the running ``S``/``z`` (only one
+  ``(d, d_v)`` state per chunk is kept, not one per position).
+* Half-precision inputs are summed in float32 and the output cast back.
+* Decoding: :meth:`LinearAttention.step` advances a fixed-size :class:`LinearState` by one
+  token (eq. (18)-(20)), so token n costs the same as token 1.
+
+Masks: key-padding masks ``(B, 1, 1, Tk)`` (and ``causal``) take the fast path; any other mask
+uses the dense reference path (the same formula with ``allowed`` weights ``phi(q_i)^T phi(k_j)``).
+There is no softmax, so an additive score ``bias`` has no meaning here and is refused.
+Rows with no visible key give zeros. No 1/sqrt(d) scale, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.attention.base import AttentionKernel
+from attnkit.attention.registry import register
+
+
+def phi(x: Tensor) -> Tensor:
+    """The feature map elu(x) + 1 (section 3.2.1), positive everywhere."""
+    return F.elu(x) + 1.0
+
+
+def _safe(den: Tensor) -> Tensor:
+    return torch.where(den > 0, den, torch.ones_like(den))
+
+
+@dataclass
+class LinearState:
+    """The recurrent state of causal linear attention: ``s: (B, H, D, Dv)``, ``z: (B, H, D)``, ``t`` tokens seen."""
+
+    s: Tensor
+    z: Tensor
+    t: int = 0
+
+
+@register("linear")
+class LinearAttention(AttentionKernel):
+    """phi(Q) (phi(K)^T V) normalised by phi(Q) phi(K)^T 1, phi = elu + 1.
+
+    Args:
+        dropout: must be 0 (there are no weights to drop on the fast path).
+        chunk: positions per chunk of the causal prefix sums.
+    """
+
+    def __init__(self, dropout: float = 0.0, chunk: int = 64) -> None:
+        super().__init__(dropout)
+        if dropout:
+            raise ValueError(f"dropout={dropout!r}: linear attention has no weight matrix to drop; use 0.0")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk={chunk!r} must be a positive integer")
+        self.chunk = chunk
+
+    # -- the feature map ----------------------------------------------------------------------
+    def features(self, x: Tensor, is_query: bool) -> Tensor:
+        """The positive feature map of queries or keys ``(..., D) -> (..., M)``; here elu + 1."""
+        return phi(x)
+
+    # -- reference path (need_weights, arbitrary masks) ------------------------------------
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return torch.matmul(self.features(q, True), self.features(k, False).transpose(-2, -1))  # (B, H, Tq, Tk), all > 0
+
+    def normalize(self, scores: Tensor, allowed: Tensor | None) -> Tensor:
+        w = scores if allowed is None else scores * allowed
+        return w / _safe(w.sum(dim=-1, keepdim=True))
+
+    def weights(self, q: Tensor, k: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None, causal: bool = False) -> Tensor:
+        if bias is not None:
+            raise ValueError("linear attention takes no score bias (it has no softmax to add it to)")
+        if q.dtype in (torch.float16, torch.bfloat16):  # normalise in float32, as the fast path does
+            return super().weights(q.float(), k.float(), mask=mask, causal=causal).to(q.dtype)
+        return super().weights(q, k, mask=mask, causal=causal)
+
+    # -- fast paths --------------------------------------------------------------------------
+    def fast(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, causal: bool) -> Tensor | None:
+        if bias is not None:
+            raise ValueError("linear attention takes no score bias (it has no softmax to add it to)")
+        if mask is not None and not (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1):
+            return None  # a general mask: the dense reference path
+        if q.shape[-2] == 0 or k.shape[-2] == 0:
+            return q.new_zeros(*q.shape[:-1], v.shape[-1])
+        dtype = v.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # sums over many keys: accumulate in float32
+            q, k, v = q.float(), k.float(), v.float()
+        fq, fk = self.features(q, True), self.features(k, False)  # (B, H, T, M)
+        if mask is not None:
+            keep = mask[:, :, 0, :, None].to(fk.dtype)  # (B|1, 1, Tk, 1)
+            fk, v = fk * keep, v * keep
+        if not causal:
+            s = torch.einsum("bhjd,bhje->bhde", fk, v)  # (B, H, D, Dv)
+            z = fk.sum(dim=2)  # (B, H, D)
+            num = torch.einsum("bhid,bhde->bhie", fq, s)
+            den = torch.einsum("bhid,bhd->bhi", fq, z)[..., None]
+            return (num / _safe(den)).to(dtype)
+        return self._causal(fq, fk, v).to(dtype)
+
+    def _causal(self, fq: Tensor, fk: Tensor, v: Tensor) -> Tensor:
+        """Causal prefix sums in chunks; queries bottom-right aligned to the keys."""
+        tq, tk = fq.shape[-2], fk.shape[-2]
+        if tq < tk:  # earlier positions have no query: pad them, drop them after
+            fq = F.pad(fq, (0, 0, tk - tq, 0))
+        elif tq > tk:  # the first queries precede every key: pad keys that count for nothing
+            fk, v = F.pad(fk, (0, 0, tq - tk, 0)), F.pad(v, (0, 0, tq - tk, 0))
+        b, h, t, d = fq.shape
+        c = self.chunk
+        n = -(-t // c)
+        pad = n * c - t
+        fq, fk, v = (F.pad(x, (0, 0, 0, pad)) for x in (fq, fk, v))  # zero keys add nothing
+        fq, fk, v = (x.reshape(b, h, n, c, x.shape[-1]) for x in (fq, fk, v))  # (B, H, N, C, .)
+        kv = torch.einsum("bhncd,bhnce->bhnde", fk, v)  # per-chunk sums (B, H, N, D, Dv)
+        s_before = torch.cumsum(kv, dim=2) - kv  # exclusive prefix: the chunks before
+        z_chunk = fk.sum(dim=3)  # (B, H, N, D)
+        z_before = torch.cumsum(z_chunk, dim=2) - z_chunk
+        tri = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
+        a = torch.einsum("bhnid,bhnjd->bhnij", fq, fk) * tri  # within-chunk, j <= i
+        num = torch.einsum("bhnid,bhnde->bhnie", fq, s_before) + torch.matmul(a, v)
+        den = torch.einsum("bhnid,bhnd->bhni", fq, z_before) + a.sum(-1)
+        out = (num / _safe(den)[..., None]).reshape(b, h, n * c, -1)[:, :, :t]
+        return out[:, :, t - tq :]
+
+    # -- recurrent decoding ------------------------------------------------------------------
+    def init_state(self, batch: int, n_heads: int, head_dim: int, v_dim: int | None = None, *, device=None, dtype=None) -> LinearState:
+        """An empty state (no token seen); ``head_dim`` is the size of the features (D for elu + 1)."""
+        dv = head_dim if v_dim is None else v_dim
+        return LinearState(
+            s=torch.zeros(batch, n_heads, head_dim, dv, device=device, dtype=dtype),
+            z=torch.zeros(batch, n_heads, head_dim, device=device, dtype=dtype),
+        )
+
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: LinearState) -> tuple[Tensor, LinearState]:
+        """One causal decoding step (eqs. (18)-(20)): ``q, k: (B, H, 1, D)``, ``v: (B, H, 1, Dv)``.
+
+        Returns ``(out: (B, H, 1, Dv), new state)``; the state's size never grows.
+        """
+        fq, fk = self.features(q[:, :, 0], True), self.features(k[:, :, 0], False)  # (B, H, M)
+        s = state.s + fk[..., :, None] * v[:, :, 0, None, :]  # (B, H, M, Dv)
+        z = state.z + fk  # (B, H, M)
+        num = torch.einsum("bhd,bhde->bhe", fq, s)
+        den = (fq * z).sum(-1, keepdim=True)
+        return (num / _safe(den))[:, :, None], LinearState(s, z, state.t + 1)
+
+    def extra_repr(self) -> str:
+        return f"chunk={self.chunk}"

@@ -1,0 +1,193 @@
+"""LSH attention (Kitaev et al. 2020, "Reformer: The Efficient Transformer", section 2).
+
+For each of ``n_hashes`` rounds r:
+
+1. hash every position by a random rotation of its unit-normalised key,
+   ``h(x) = argmax([x R_r ; -x R_r])`` with ``R_r`` of shape ``(d, n_buckets / 2)`` (section 2, "LSH");
+2. sort positions by (bucket, position) and cut the sorted sequence into chunks of ``chunk``;
+3. each query attends to the keys of its own and the previous chunk that are in its bucket
+   (and, with ``causal``, not after it), never to itself unless nothing else is visible
+   (section 2, "shared-QK": a token's score with itself dominates);
+4. the rounds' outputs are combined with weights ``softmax_r(lse_r)``, where ``lse_r`` is the
+   log-sum-exp of the query's scores in round r (appendix, "multi-round LSH attention").
+
+Deviations, said here: keys are unit-normalised (as the paper's shared-QK keys are) but taken
+from ``k``; pass ``k = q`` for the paper's shared-QK attention. Positions are hashed by their
+key, and the query at a position is in that position's bucket. The first chunk does not look
+back to the last one. The rotations are drawn once from ``seed`` (the paper draws new ones each
+step). A key counted in several rounds is not de-duplicated.
+
+With ``n_buckets=1`` and ``chunk >= T`` every round is full attention (minus self), so the
+result equals full attention for any number of rounds. The chunked path holds
+``(T / chunk) x chunk x 2 chunk`` scores per round; ``need_weights``, general masks and
+biases use the dense reference path, which builds the same visibility as ``(T, T)`` masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.attention.base import AttentionKernel
+from attnkit.attention.registry import register
+
+
+@register("lsh")
+class LSHAttention(AttentionKernel):
+    """Reformer's multi-round LSH attention.
+
+    Args:
+        n_hashes: hashing rounds.
+        n_buckets: buckets per round; 1 or an even number.
+        chunk: positions per chunk of the sorted sequence.
+        seed: seed of the random rotations.
+        dropout: dropout on the attention weights (training only).
+    """
+
+    def __init__(self, n_hashes: int = 4, n_buckets: int = 8, chunk: int = 64, seed: int = 0, dropout: float = 0.0) -> None:
+        super().__init__(dropout)
+        for name, value in (("n_hashes", n_hashes), ("n_buckets", n_buckets), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if n_buckets > 1 and n_buckets % 2:
+            raise ValueError(f"n_buckets={n_buckets} must be 1 or even (buckets are argmax over [xR; -xR])")
+        self.n_hashes, self.n_buckets, self.chunk, self.seed = n_hashes, n_buckets, chunk, seed
+
+    # -- hashing -----------------------------------------------------------------------------
+    def buckets(self, k: Tensor) -> Tensor:
+        """Bucket of every position in every round, ``(n_hashes, B, H, T)``, from the keys ``(B, H, T, D)``."""
+        b, h, t, d = k.shape
+        if self.n_buckets == 1:
+            return torch.zeros(self.n_hashes, b, h, t, dtype=torch.long, device=k.device)
+        gen = torch.Generator().manual_seed(self.seed)
+        rot = torch.randn(self.n_hashes, d, self.n_buckets // 2, generator=gen, dtype=torch.float32).to(k.device)
+        x = torch.einsum("bhtd,rdn->rbhtn", F.normalize(k.detach().float(), dim=-1), rot)
+        return torch.cat([x, -x], dim=-1).argmax(dim=-1)  # (R, B, H, T)
+
+    def _check(self, q: Tensor, k: Tensor) -> None:
+        if q.shape[-2] != k.shape[-2]:
+            raise ValueError(f"lsh is self-attention: it needs as many queries as keys, got {q.shape[-2]} and {k.shape[-2]}")
+
+    def _scale(self, d: int) -> float:
+        return 1.0 / math.sqrt(d)
+
+    # -- the reference path: dense (T, T) visibility per round ------------------------------------
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return torch.matmul(q, _unit(k).transpose(-2, -1)) * self._scale(q.shape[-1])  # (B, H, T, T)
+
+    def visible(self, k: Tensor, causal: bool) -> Tensor:
+        """Which keys each query sees in each round before self-exclusion, ``(R, B, H, T, T)``."""
+        t = k.shape[-2]
+        bk = self.buckets(k)  # (R, B, H, T)
+        pos = torch.arange(t, device=k.device)
+        rank = torch.argsort(bk * t + pos, dim=-1).argsort(dim=-1)  # place of each position in sorted order
+        ch = rank // self.chunk
+        same_bucket = bk[..., :, None] == bk[..., None, :]
+        near = (ch[..., None, :] == ch[..., :, None]) | (ch[..., None, :] == ch[..., :, None] - 1)
+        vis = same_bucket & near
+        if causal:
+            vis = vis & (pos[None, :] <= pos[:, None])
+        return vis
+
+    def weights(self, q: Tensor, k: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None, causal: bool = False) -> Tensor:
+        self._check(q, k)
+        s = self.scores(q, k)  # (B, H, T, T)
+        s = s.float() if s.dtype in (torch.float16, torch.bfloat16) else s
+        if bias is not None:
+            s = s + bias
+        vis = self.visible(k, causal)  # (R, B, H, T, T)
+        if mask is not None:
+            vis = vis & mask
+        eye = torch.eye(q.shape[-2], dtype=torch.bool, device=q.device)
+        others = vis & ~eye
+        vis = torch.where(others.any(-1, keepdim=True), others, vis)  # self only if nothing else
+        w, lse = _softmax_lse(s.expand_as(vis), vis)  # (R, B, H, T, T), (R, B, H, T, 1)
+        return (w * _round_weights(lse)).sum(0).to(q.dtype)  # (B, H, T, T)
+
+    # -- the chunked path ------------------------------------------------------------------------
+    def fast(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, causal: bool) -> Tensor | None:
+        self._check(q, k)
+        if q.shape[-2] == 0:
+            return q.new_zeros(*q.shape[:-1], v.shape[-1])
+        if bias is not None or (mask is not None and not (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1)):
+            return None  # the dense reference path
+        b, h, t, d = q.shape
+        c = self.chunk
+        n = -(-t // c)
+        pad = n * c - t
+        ctype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        kn = _unit(k)
+        keep = None if mask is None else mask[:, 0, 0, :].expand(b, t)  # (B, T)
+        outs, lses = [], []
+        pos = torch.arange(t, device=q.device)
+        for bk in self.buckets(k):  # (B, H, T) per round
+            order = torch.argsort(bk * t + pos, dim=-1)  # (B, H, T)
+            undo = order.argsort(dim=-1)
+
+            def sort(x: Tensor) -> Tensor:  # (B, H, T, *) in sorted order, padded to N * C
+                idx = order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1])
+                return F.pad(x.gather(2, idx), (0, 0, 0, pad) if x.dim() == 4 else (0, pad), value=-1 if x.dim() == 3 else 0)
+
+            sq, sk, sv = sort(q), sort(kn), sort(v)  # (B, H, N*C, D)
+            sp, sb = sort(pos.expand(b, h, t)), sort(bk)  # positions and buckets, -1 on padding
+            sq, sk, sv = (x.reshape(b, h, n, c, x.shape[-1]) for x in (sq, sk, sv))  # (B, H, N, C, D)
+            sp, sb = sp.reshape(b, h, n, c), sb.reshape(b, h, n, c)
+            kk = torch.cat([sk, _prev(sk, 0)], dim=3)  # (B, H, N, 2C, D): own chunk, then the previous one
+            vv = torch.cat([sv, _prev(sv, 0)], dim=3)
+            kp = torch.cat([sp, _prev(sp, -1)], dim=3)  # (B, H, N, 2C)
+            kb = torch.cat([sb, _prev(sb, -1)], dim=3)
+            s = torch.einsum("bhncd,bhnkd->bhnck", sq, kk).to(ctype) * self._scale(d)  # (B, H, N, C, 2C)
+            vis = (kb[..., None, :] == sb[..., :, None]) & (kp[..., None, :] >= 0)
+            if causal:
+                vis = vis & (kp[..., None, :] <= sp[..., :, None])
+            if keep is not None:
+                kpad = keep.gather(1, kp.clamp(min=0).reshape(b, -1)).reshape(kp.shape)  # (B, H, N, 2C) (H = 1 broadcasts)
+                vis = vis & kpad[..., None, :]
+            others = vis & (kp[..., None, :] != sp[..., :, None])
+            vis = torch.where(others.any(-1, keepdim=True), others, vis)
+            p, lse = _softmax_lse(s, vis)  # (B, H, N, C, 2C), (B, H, N, C, 1)
+            if self.dropout and self.training:
+                p = F.dropout(p, self.dropout, True)
+            o = torch.einsum("bhnck,bhnke->bhnce", p, vv.to(ctype)).reshape(b, h, n * c, -1)[:, :, :t]  # sorted order
+            outs.append(o.gather(2, undo[..., None].expand(-1, -1, -1, o.shape[-1])))
+            lses.append(lse.reshape(b, h, n * c, 1)[:, :, :t].gather(2, undo[..., None]))
+        lse_all = torch.stack(lses)  # (R, B, H, T, 1)
+        return (torch.stack(outs) * _round_weights(lse_all)).sum(0).to(v.dtype)
+
+    def extra_repr(self) -> str:
+        return f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk={self.chunk}, seed={self.seed}, dropout={self.dropout}"
+
+
+def _unit(k: Tensor) -> Tensor:
+    """Unit-normalised keys, normalised in float32 for half-precision inputs."""
+    return F.normalize(k.float() if k.dtype in (torch.float16, torch.bfloat16) else k, dim=-1).to(k.dtype)
+
+
+def _prev(x: Tensor, fill: float) -> Tensor:
+    """The previous chunk's entries along dim 2 (the chunk axis); the first chunk gets ``fill``."""
+    first = torch.full_like(x[:, :, :1], fill)
+    return torch.cat([first, x[:, :, :-1]], dim=2)
+
+
+def _softmax_lse(s: Tensor, vis: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the visible entries of the last axis and its log-sum-exp; rows that see
+    nothing get zero weights and ``lse = -inf`` (with finite gradients)."""
+    s = s.masked_fill(~vis, float("-inf"))
+    m = s.detach().amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m)
+    z = e.sum(-1, keepdim=True)
+    z_safe = torch.where(z > 0, z, torch.ones_like(z))
+    lse = torch.where(z > 0, m + torch.log(z_safe), torch.full_like(z, float("-inf")))
+    return e / z_safe, lse
+
+
+def _round_weights(lse: Tensor) -> Tensor:
+    """softmax over rounds (dim 0) of the per-round log-sum-exps; rounds with nothing visible weigh 0."""
+    m = lse.amax(0, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(lse - m)
+    return e / torch.where(e.sum(0, keepdim=True) > 0, e.sum(0, keepdim=True), torch.ones_like(m))

@@ -1,0 +1,96 @@
+"""Linear attention against its explicit normalised form, and the recurrent decode against the parallel form.
+
+Reference (Katharopoulos et al. 2020, eq. (4) with phi = elu + 1), written out here:
+``W = phi(Q) phi(K)^T`` masked, each row divided by its sum, ``out = W V``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+import attnkit.attention as A
+
+
+def phi(x: Tensor) -> Tensor:
+    return torch.where(x > 0, x + 1, torch.exp(x))  # elu(x) + 1, written out
+
+
+def explicit(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -> Tensor:
+    w = torch.einsum("bhid,bhjd->bhij", phi(q), phi(k))
+    if allowed is not None:
+        w = w * allowed
+    den = w.sum(-1, keepdim=True)
+    return (w / torch.where(den > 0, den, torch.ones_like(den))) @ v
+
+
+def _inputs(tq: int, tk: int, seed: int, dtype=torch.float64) -> tuple[Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, tq, 5, generator=gen, dtype=dtype, requires_grad=True)
+    k = torch.randn(2, 3, tk, 5, generator=gen, dtype=dtype, requires_grad=True)
+    v = torch.randn(2, 3, tk, 4, generator=gen, dtype=dtype, requires_grad=True)
+    return q, k, v
+
+
+@pytest.mark.parametrize("tq,tk", [(1, 1), (9, 9), (64, 64), (70, 70), (3, 17), (17, 5), (1, 33)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_linear_equals_explicit_form(tq: int, tk: int, causal: bool, padding: bool, chunk: int) -> None:
+    q, k, v = _inputs(tq, tk, tq * 100 + tk)
+    allowed = torch.ones(tq, tk, dtype=torch.bool)
+    if causal:
+        allowed = torch.tensor([[j <= tk - tq + i for j in range(tk)] for i in range(tq)])
+    mask = None
+    if padding:
+        mask = torch.tensor([[j < n for j in range(tk)] for n in (tk, max(0, tk - 3))])[:, None, None, :]
+        allowed = allowed & mask
+    expected = explicit(q, k, v, allowed)
+    out = A.get("linear", chunk=chunk)(q, k, v, mask=mask, causal=causal)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(expected, (q, k, v), g)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_linear_float32_within_1e5() -> None:
+    q, k, v = _inputs(50, 50, 0, torch.float32)
+    for causal in (False, True):
+        allowed = torch.ones(50, 50, dtype=torch.bool).tril() if causal else None
+        torch.testing.assert_close(A.get("linear", chunk=8)(q, k, v, causal=causal), explicit(q, k, v, allowed), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_general_mask_and_weights_use_the_reference_path() -> None:
+    q, k, v = _inputs(6, 7, 1)
+    gen = torch.Generator().manual_seed(0)
+    allowed = torch.rand(2, 3, 6, 7, generator=gen) < 0.5
+    out, w = A.get("linear")(q, k, v, mask=allowed, need_weights=True)
+    torch.testing.assert_close(out, explicit(q, k, v, allowed))
+    torch.testing.assert_close(A.get("linear")(q, k, v, mask=allowed), out)
+    assert torch.allclose(w.sum(-1)[allowed.any(-1)], torch.ones(()).double())
+
+
+@pytest.mark.parametrize("t", [1, 5, 40])
+def test_recurrent_decode_equals_parallel_causal(t: int) -> None:
+    q, k, v = (x.detach() for x in _inputs(t, t, 3))
+    kernel = A.get("linear", chunk=8)
+    parallel = kernel(q, k, v, causal=True)
+    state = kernel.init_state(2, 3, 5, 4, dtype=torch.float64)
+    outs = []
+    for i in range(t):
+        o, state = kernel.step(q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1], state)
+        outs.append(o)
+        assert state.s.shape == (2, 3, 5, 4) and state.z.shape == (2, 3, 5)  # fixed size
+    assert state.t == t
+    torch.testing.assert_close(torch.cat(outs, dim=2), parallel, rtol=1e-10, atol=1e-10)
+
+
+def test_linear_refuses_bias_and_dropout() -> None:
+    q, k, v = _inputs(3, 3, 0)
+    with pytest.raises(ValueError, match="bias"):
+        A.get("linear")(q, k, v, bias=torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dropout"):
+        A.get("linear", dropout=0.1)
+    with pytest.raises(ValueError, match="chunk"):
+        A.get("linear", chunk=0)

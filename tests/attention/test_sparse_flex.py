@@ -1,0 +1,54 @@
+"""The GPU path of the sparse patterns (FlexAttention block masks) against their dense masks.
+
+Skipped without CUDA. fp32 inputs; FlexAttention may use TF32-free fp32 math but sums in a
+different order, so the tolerance is 2e-4 rather than the CPU tests' 1e-5.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnkit.attention as A
+from attnkit.attention import flex
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+KINDS = [
+    ("sliding_window", dict(window=64), True),
+    ("dilated_window", dict(window=16, dilation=[1, 2, 3, 4]), True),
+    ("global_window", dict(window=32, global_positions=[0, 5, 250]), False),
+    ("strided", dict(stride=16), True),
+    ("fixed", dict(stride=32, c=4), True),
+    ("bigbird", dict(block=16, random_blocks=2, seed=1), False),
+]
+
+
+@pytest.mark.parametrize("t", [300])
+@pytest.mark.parametrize("kind,params,can_be_causal", KINDS, ids=[f"{k[0]}-{i}" for i, k in enumerate(KINDS)])
+def test_flex_path_equals_dense_mask(kind: str, params: dict, can_be_causal: bool, t: int) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 4, t, 32, device="cuda", generator=gen, requires_grad=True) for _ in range(3))
+    fast = A.get(kind, **params)
+    ref = A.get(kind, **{**params, "backend": "dense"})
+    assert flex.available(q)
+    for causal in (False, True) if can_be_causal else (False,):
+        out = fast(q, k, v, causal=causal)
+        want = ref(q, k, v, causal=causal)
+        torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
+        g = torch.randn_like(out)
+        for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+        chunked = A.get(kind, **{**params, "backend": "chunked"})(q, k, v, causal=causal)
+        torch.testing.assert_close(chunked, want, rtol=2e-4, atol=2e-4)
+
+
+def test_block_mask_is_built_once_per_shape() -> None:
+    q = torch.randn(1, 2, 256, 32, device="cuda")
+    kernel = A.get("sliding_window", window=32)
+    kernel(q, q, q)
+    n = len(flex._MASKS)
+    kernel(q, q, q)
+    assert len(flex._MASKS) == n
+    kernel(q[:, :, :200], q[:, :, :200], q[:, :, :200])
+    assert len(flex._MASKS) == n + 1
