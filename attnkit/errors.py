@@ -15,3 +15,7 @@ class CheckpointError(AttnkitError, ValueError):
 
 class DataError(AttnkitError, ValueError):
     """Missing, empty or malformed data."""
+
+
+class MissingDependencyError(AttnkitError, ImportError):
+    """An optional package needed for this feature is not installed; the message says how to install it."""

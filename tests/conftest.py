@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,3 +26,30 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+_REPO = Path(__file__).resolve().parents[1]
+# $ATTNKIT_MULTI30K, else a copy inside the repo (.data/, git-ignored), else ../shared/data beside it.
+MULTI30K_PLACES = [Path(p) for p in [os.environ.get("ATTNKIT_MULTI30K", "")] if p] or [
+    _REPO / ".data" / "multi30k", _REPO.parent / "shared" / "data" / "multi30k",
+]
+
+
+@pytest.fixture(scope="session")
+def multi30k_sample(tmp_path_factory) -> Path:
+    """A directory with the first pairs of Multi30k (train 300, val 40, test_2016_flickr 40), gzipped like the original.
+
+    Skips the test when no Multi30k copy is found (see ``MULTI30K_PLACES``).
+    """
+    found = [p for p in MULTI30K_PLACES if (p / "train.de.gz").is_file()]
+    if not found:
+        pytest.skip(f"Multi30k not found at {' or '.join(map(str, MULTI30K_PLACES))}")
+    source = found[0]
+    out = tmp_path_factory.mktemp("multi30k")
+    for split, n in (("train", 300), ("val", 40), ("test_2016_flickr", 40)):
+        for lang in ("de", "en"):
+            with gzip.open(source / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [next(f) for _ in range(n)]
+            with gzip.open(out / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
+                f.writelines(lines)
+    return out

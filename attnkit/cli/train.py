@@ -1,6 +1,8 @@
 """``attnkit train TASK``: train an encoder-decoder Transformer with the paper's recipe.
 
-Tasks: the synthetic sequence-transduction tasks ``reverse``, ``sort`` and ``copy``.
+Tasks: the synthetic sequence-transduction tasks ``reverse``, ``sort`` and ``copy``, and
+``translate`` on a parallel corpus (``--src de --tgt en --data DIR``, see
+:mod:`attnkit.cli.train_translate`).
 The model, training and data configs start from a preset and take ``--set`` overrides;
 all three are saved as JSON in the output directory.
 """
@@ -12,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli import train_translate
 from attnkit.cli.common import add_set_argument, apply_overrides
 from attnkit.errors import ConfigError
 
@@ -20,13 +23,14 @@ DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=0.5, eval_every=2
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["reverse", "sort", "copy"], help="what to train on")
-    p.add_argument("--preset", default="transformer-tiny", help="model preset (default: transformer-tiny)")
+    p.add_argument("task", choices=["reverse", "sort", "copy", "translate"], help="what to train on")
+    p.add_argument("--preset", help="model preset (default: transformer-tiny; transformer-base for translate)")
     p.add_argument("--config", type=Path, help="a model config JSON file (instead of --preset)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_set_argument(p)
+    train_translate.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -41,7 +45,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, Any]:
     if args.config is not None:
         model_cfg = TransformerConfig.load(args.config)
     else:
-        model_cfg = preset(args.preset, src_vocab_size=vocab, tgt_vocab_size=vocab)
+        model_cfg = preset(args.preset or "transformer-tiny", src_vocab_size=vocab, tgt_vocab_size=vocab)
     cfgs = {"model": model_cfg, "train": TrainConfig(**DEFAULT_TRAIN), "data": SyntheticConfig(kind=args.task)}
     cfgs = apply_overrides(args.set, cfgs)
     if cfgs["model"].src_vocab_size < vocab or cfgs["model"].tgt_vocab_size < vocab:
@@ -55,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.data.seq2seq import PairDataset
     from attnkit.errors import CheckpointError
 
+    train_translate.check_task_arguments(args)
+    if args.task == "translate":
+        return train_translate.run(args)
     cfgs = build_configs(args)
     out: Path = args.out
     if args.resume:

@@ -1,0 +1,326 @@
+"""Machine translation on a parallel corpus: data config, training task, decoding and BLEU.
+
+The recipe is that of Vaswani et al. 2017 (sections 5-6): a joint subword vocabulary with
+shared embeddings, batches of about ``max_tokens`` tokens grouped by length, label
+smoothing, periodic validation, the last checkpoints averaged, and beam search (beam 4,
+length penalty 0.6) to translate. BLEU is sacreBLEU's (Post 2018) on detokenized text,
+13a tokenization, reported cased and lowercased with its signature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.data.parallel import ParallelCorpus, TokenBatches, read_parallel
+from attnkit.data.seq2seq import Seq2SeqBatch, pad
+from attnkit.data.subword import encode_lines
+from attnkit.errors import CheckpointError, MissingDependencyError
+from attnkit.objectives import seq2seq_loss
+
+TRANSLATION_NAME = "translation.json"  # languages and decoding settings, saved beside the model
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslationConfig(Config):
+    """The corpus, its tokenizer, batching, averaging and decoding of a translation run.
+
+    ``data`` is the corpus directory (``SPLIT.LANG`` files, see :mod:`attnkit.data.parallel`);
+    ``max_pairs`` keeps only the first pairs of the training split (``None``: all).
+    ``max_tokens`` bounds the padded tokens of a batch on each side (the paper's batches
+    hold about 25,000). ``bleu_sentences`` validation sentences are translated at each
+    evaluation to report ``bleu`` (0: validation loss only). ``average_last`` checkpoints
+    are averaged into the final model (1: the last checkpoint as is).
+    """
+
+    data: str = ""
+    src: str = "de"
+    tgt: str = "en"
+    train_split: str = "train"
+    valid_split: str = "val"
+    max_pairs: int | None = None
+    vocab_size: int = 8000
+    tokenizer: Literal["bpe", "unigram"] = "bpe"
+    max_tokens: int = 8192
+    bleu_sentences: int = 200
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    average_last: int = 5
+
+    def validate(self) -> None:
+        check(self.vocab_size >= 128, "vocab_size", self.vocab_size, "must be >= 128")
+        check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "must be >= 1")
+        check(self.bleu_sentences >= 0, "bleu_sentences", self.bleu_sentences, "must be >= 0")
+        check(self.beam_size >= 1, "beam_size", self.beam_size, "must be >= 1")
+        check(self.length_penalty >= 0, "length_penalty", self.length_penalty, "must be >= 0")
+        check(self.average_last >= 1, "average_last", self.average_last, "must be >= 1")
+        if self.max_pairs is not None:
+            check(self.max_pairs >= 1, "max_pairs", self.max_pairs, "must be >= 1")
+
+    def read(self, split: str, limit: int | None = None) -> ParallelCorpus:
+        return read_parallel(self.data, split, self.src, self.tgt, limit=limit)
+
+
+def encode_pairs(tok: Tokenizer, corpus: ParallelCorpus, max_len: int) -> list[tuple[list[int], list[int]]]:
+    """Token ids of each pair, sources cut to ``max_len`` and targets to ``max_len - 1`` (room for BOS/EOS)."""
+    src, tgt = encode_lines(tok, corpus.src), encode_lines(tok, corpus.tgt)
+    return [(s[:max_len], t[: max_len - 1]) for s, t in zip(src, tgt)]
+
+
+class TranslationTask:
+    """The training task (see :mod:`attnkit.training.tasks`) for a parallel corpus.
+
+    Args:
+        train: training pairs in token-count batches.
+        valid: validation pairs (batched by tokens, in a fixed order), or ``None``.
+        tokenizer: the joint tokenizer, to translate ``bleu_sources`` and detokenize.
+        bleu_sources, bleu_references: validation sentences whose translations give ``bleu``.
+    """
+
+    def __init__(
+        self,
+        train: TokenBatches,
+        *,
+        valid: TokenBatches | None = None,
+        tokenizer: Tokenizer | None = None,
+        label_smoothing: float = 0.1,
+        bleu_sources: list[str] | None = None,
+        bleu_references: list[str] | None = None,
+        beam_size: int = 4,
+        length_penalty: float = 0.6,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.train, self.valid, self.tokenizer = train, valid, tokenizer
+        self.label_smoothing = label_smoothing
+        self.bleu_sources, self.bleu_references = bleu_sources or [], bleu_references or []
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.device = torch.device(device)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
+        for b in self.train.batches(epoch=epoch, seed=seed):
+            yield b.to(self.device)
+
+    def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
+        logits = model(batch.src, batch.tgt_in).logits  # (B, Tt, V)
+        eps = self.label_smoothing if epsilon is None else epsilon
+        return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=model.config.pad_id)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.valid is not None:
+            total, count = 0.0, 0
+            for b in self.valid.batches(shuffle=False):
+                loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
+                total += float(loss) * int(n)
+                count += int(n)
+            out["loss"] = total / max(count, 1)
+        if self.bleu_sources and self.tokenizer is not None:
+            hyps, _ = translate_lines(
+                model, self.tokenizer, self.bleu_sources, beam_size=self.beam_size, length_penalty=self.length_penalty, device=self.device
+            )
+            out["bleu"] = bleu_scores(hyps, self.bleu_references)["bleu"]
+        return out
+
+
+@torch.no_grad()
+def translate_lines(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    lines: list[str],
+    *,
+    beam_size: int = 4,
+    length_penalty: float = 0.6,
+    batch_size: int = 128,
+    use_cache: bool = True,
+    device: torch.device | str | None = None,
+) -> tuple[list[str], int]:
+    """Translate ``lines`` with batched, KV-cached beam search (greedy for ``beam_size=1``).
+
+    Sentences are decoded in batches of similar length and returned in input order.
+    An empty (or all-whitespace) line gives an empty translation without being decoded.
+    A source longer than the model's ``max_len`` tokens is cut to ``max_len``.
+
+    Returns:
+        The detokenized translations, and how many inputs were truncated.
+    """
+    from attnkit.generation import beam_search, greedy_decode
+
+    c = model.config
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ids = encode_lines(tokenizer, [line if line.strip() else "" for line in lines])
+    truncated = sum(len(x) > c.max_len for x in ids)
+    ids = [x[: c.max_len] for x in ids]
+    todo = sorted((i for i, x in enumerate(ids) if x), key=lambda i: len(ids[i]), reverse=True)
+    outputs = [""] * len(lines)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        src = pad([ids[i] for i in chunk], c.pad_id).to(device)  # (B, Ts)
+        if beam_size > 1:
+            out = beam_search(model, src, beam_size=beam_size, length_penalty=length_penalty, use_cache=use_cache)
+        else:
+            out = greedy_decode(model, src, use_cache=use_cache)
+        rows = [[t for t in row if t != c.pad_id] for row in out.tolist()]  # (B, T_out) -> token lists
+        for i, text in zip(chunk, tokenizer.decode_batch(rows)):
+            outputs[i] = text
+    model.train(was_training)
+    return outputs, truncated
+
+
+def require_sacrebleu() -> Any:
+    """sacreBLEU's ``BLEU`` metric class, imported on first use (sacrebleu is an optional extra).
+
+    Raises:
+        MissingDependencyError: sacrebleu is not installed.
+    """
+    try:
+        from sacrebleu.metrics import BLEU
+    except ImportError:
+        raise MissingDependencyError("BLEU needs sacrebleu, which is not installed; pip install 'attnkit[eval]'") from None
+    return BLEU
+
+
+def bleu_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
+    """Corpus sacreBLEU (13a tokenization), cased and lowercased, with the signatures.
+
+    Raises:
+        MissingDependencyError: sacrebleu is not installed.
+    """
+    BLEU = require_sacrebleu()
+    out: dict[str, Any] = {}
+    for key, lowercase in (("bleu", False), ("bleu_lc", True)):
+        metric = BLEU(tokenize="13a", lowercase=lowercase)
+        out[key] = metric.corpus_score(hypotheses, [references]).score
+        out[f"{key}_signature"] = str(metric.get_signature())
+    return out
+
+
+def save_translation_info(model_dir: Path, cfg: TranslationConfig) -> None:
+    """Record the language pair and decoding settings beside a model (read by ``attnkit translate``)."""
+    info = {"src": cfg.src, "tgt": cfg.tgt, "beam_size": cfg.beam_size, "length_penalty": cfg.length_penalty}
+    (Path(model_dir) / TRANSLATION_NAME).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def load_translation_info(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The settings :func:`save_translation_info` wrote, or ``{}`` if there are none."""
+    path = Path(model_dir) / TRANSLATION_NAME
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e.msg}); the file is corrupt") from None
+    return info if isinstance(info, dict) else {}
+
+
+@dataclass
+class TranslationRun:
+    """What :func:`train_translation` did: the loop's result and the final model's validation scores."""
+
+    result: Any  # attnkit.training.loop.TrainResult
+    averaged: list[Path]  # the checkpoints averaged into ``out/model``
+    final: dict[str, float]  # validation metrics of the averaged model
+    model_dir: Path
+
+
+def check_recipe(train_cfg: Any, data_cfg: TranslationConfig) -> None:
+    """Raise a :class:`ConfigError` if the checkpoints written cannot be averaged as asked."""
+    from attnkit.errors import ConfigError
+
+    k = data_cfg.average_last
+    if k > 1 and train_cfg.save_every == 0:
+        raise ConfigError(f"data.average_last={k} needs train.save_every > 0 (checkpoints to average); set it, or data.average_last=1")
+    if k > 1 and 0 < train_cfg.keep_checkpoints < k:
+        raise ConfigError(f"data.average_last={k} needs train.keep_checkpoints >= {k} (got {train_cfg.keep_checkpoints})")
+
+
+def prepare_tokenizer(data_cfg: TranslationConfig, train: ParallelCorpus, out: Path, *, reuse: bool) -> Tokenizer:
+    """Load ``out/tokenizer.json`` when ``reuse`` and it exists; otherwise learn it from ``train`` and save it there."""
+    from attnkit.data.subword import train_subword_tokenizer
+    from attnkit.data.tokenizer import load_tokenizer
+
+    path = out / "tokenizer.json"
+    if reuse and path.is_file():
+        return load_tokenizer(path)
+    tok = train_subword_tokenizer(train.src + train.tgt, data_cfg.vocab_size, data_cfg.tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return tok
+
+
+def autocast_for(device: torch.device, precision: str) -> Any:
+    """The autocast context the training loop uses for ``precision`` on ``device``."""
+    from contextlib import nullcontext
+
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_translation(
+    model_cfg: Any, train_cfg: Any, data_cfg: TranslationConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True
+) -> TranslationRun:
+    """Learn the joint tokenizer, train, average the last checkpoints into ``out/model``.
+
+    The model's vocabulary sizes are set from the tokenizer. Files under ``out``: those of
+    the :class:`~attnkit.training.loop.Trainer`, ``tokenizer.json`` and ``run_config.json``;
+    ``out/model`` is the averaged model with its tokenizer and ``translation.json``.
+
+    Raises:
+        DataError, ConfigError, CheckpointError: bad data, settings or checkpoints.
+    """
+    import dataclasses
+
+    from attnkit.models.transformer import Transformer
+    from attnkit.training.averaging import save_averaged
+    from attnkit.training.checkpoint import list_checkpoints
+    from attnkit.training.loop import Trainer, pick_device
+
+    check_recipe(train_cfg, data_cfg)
+    out = Path(out)
+    if not resume and list_checkpoints(out):
+        raise CheckpointError(f"{out / 'checkpoints'} holds checkpoints of an earlier run; pass --resume to continue it, or another --out")
+    train_corpus = data_cfg.read(data_cfg.train_split, limit=data_cfg.max_pairs)
+    valid_corpus = data_cfg.read(data_cfg.valid_split)
+    tok = prepare_tokenizer(data_cfg, train_corpus, out, reuse=resume)
+    vocab = tok.get_vocab_size()
+    model_cfg = dataclasses.replace(model_cfg, src_vocab_size=vocab, tgt_vocab_size=vocab)
+    configs = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
+    (out / "run_config.json").write_text(json.dumps(configs, indent=2) + "\n")
+
+    device = pick_device(train_cfg.device)
+    max_len = model_cfg.max_len
+    train_ds = TokenBatches(encode_pairs(tok, train_corpus, max_len), data_cfg.max_tokens, name=f"{data_cfg.train_split} split")
+    valid_ds = TokenBatches(encode_pairs(tok, valid_corpus, max_len), data_cfg.max_tokens, name=f"{data_cfg.valid_split} split")
+    n = data_cfg.bleu_sentences
+    task = TranslationTask(
+        train_ds,
+        valid=valid_ds,
+        tokenizer=tok,
+        label_smoothing=train_cfg.label_smoothing,
+        bleu_sources=valid_corpus.src[:n],
+        bleu_references=valid_corpus.tgt[:n],
+        beam_size=data_cfg.beam_size,
+        length_penalty=data_cfg.length_penalty,
+        device=device,
+    )
+    model = Transformer(model_cfg)
+    result = Trainer(model, task, train_cfg, out, tokenizer=tok, progress=progress).fit(resume=resume)
+
+    averaged = list_checkpoints(out)[-data_cfg.average_last :]
+    model_dir = out / "model"
+    final_model = save_averaged(averaged, model_dir).to(device)
+    save_translation_info(model_dir, data_cfg)
+    final_model.eval()
+    with torch.no_grad(), autocast_for(device, train_cfg.precision):
+        final = task.evaluate(final_model)
+    return TranslationRun(result=result, averaged=averaged, final=final, model_dir=model_dir)
