@@ -5,10 +5,13 @@ a byte-level BPE learned from it (``--tokenizer bpe --vocab-size N``); the first
 tokens train and the last 10% validate (as nanoGPT splits tiny Shakespeare). The model
 starts from ``--preset`` (default ``char-shakespeare``) with its vocabulary set to the
 tokenizer's; the training recipe defaults to nanoGPT's for that baseline (AdamW, lr 1e-3,
-betas (0.9, 0.99), weight decay 0.1, 100 warm-up steps then cosine decay (to 0; nanoGPT
-stops at lr/10), batch 64, gradient clipping 1.0, 5000 steps), run eagerly (add
+betas (0.9, 0.99), weight decay 0.1, 100 warm-up steps then cosine decay to lr/10, batch 64,
+gradient clipping 1.0, 5000 steps), run eagerly (add
 ``--set train.compile=true`` for large models, where compilation pays for itself). Every ``train.eval_every`` steps the validation loss
 is reported and a sample of text is printed; the best model is saved in ``OUT/model``.
+``--set train.ema_decay=0.98`` evaluates and saves an exponential moving average of the
+weights instead; the fastest measured tiny Shakespeare recipe (``benchmarks/gpt.py
+shakespeare``, BENCHMARKS.md) also uses ``train.lr=2e-3 train.steps=2200``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from attnkit.errors import CheckpointError
 
 DEFAULT_TRAIN = dict(
     steps=5000, batch_size=64, optimizer="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
-    schedule="cosine", warmup=100, clip_norm=1.0, eval_every=250, log_every=50, label_smoothing=0.0,
+    schedule="cosine", warmup=100, min_lr_ratio=0.1, clip_norm=1.0, eval_every=250, log_every=50, label_smoothing=0.0,
     compile=False,  # at char-shakespeare size eager reaches a given loss sooner than compile + run; large models: --set train.compile=true
 )
 

@@ -94,6 +94,25 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
 
 
 _COMPILED: list[Callable[..., Tensor]] = []
+_REUSED: dict[str, tuple[tuple, list[StaticKVCache]]] = {}
+
+
+def reused_static_caches(model: GPT, batch: int, max_len: int) -> list[StaticKVCache]:
+    """:func:`static_caches`, but the same buffers again while model, batch and length match.
+
+    The compiled decode step guards on the cache buffers' addresses (they are marked static
+    for CUDA graphs), so fresh buffers on every :func:`generate` call would recompile it.
+    Only the most recent set is kept. Stale contents are harmless: the mask hides every slot
+    that was not written by the current call.
+    """
+    p = next(model.parameters())
+    key = (id(model), batch, max_len, p.dtype, p.device)
+    held = _REUSED.get("last")
+    if held is None or held[0] != key:
+        _REUSED.pop("last", None)  # free the old buffers before allocating new ones
+        held = (key, static_caches(model, batch, max_len))
+        _REUSED["last"] = held
+    return held[1]
 
 
 def compiled_decode_one_token() -> Callable[..., Tensor]:
@@ -196,23 +215,37 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(config.seed)
     was_training = model.training
     model.eval()
-    caches = static_caches(model, b, longest + n_new)
+    if compile:  # a fixed buffer size (a multiple of 64) and fixed buffers: no recompilation per call
+        caches = reused_static_caches(model, b, min(context, -(-(longest + n_new) // 64) * 64))
+    else:
+        caches = static_caches(model, b, longest + n_new)
     step_fn = compiled_decode_one_token() if compile else decode_one_token
+    slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
+    # Without EOS, stop strings or a callback nothing needs the tokens on the host before the end,
+    # so the host never waits for the device and queues decode steps ahead of it.
+    per_step = on_token is not None or config.eos_id is not None or bool(config.stop)
     out: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
+    queued: list[Tensor] = []
     try:
         # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
         with torch.autocast(device.type, enabled=False):
             logits = prefill(model, ids, pad, caches)  # (B, V)
             for step in range(n_new):
                 token = choose(logits, config.temperature, config.top_k, config.top_p, generator)  # (B,)
-                if on_token is not None:
-                    on_token(step, token)
-                _record(token.tolist(), out, done, config, decode)
-                if all(done) or step == n_new - 1:
+                if per_step:
+                    if on_token is not None:
+                        on_token(step, token)
+                    _record(token.tolist(), out, done, config, decode)
+                    if all(done):
+                        break
+                else:
+                    queued.append(token)
+                if step == n_new - 1:
                     break
-                slot = torch.full((1,), longest + step, dtype=torch.long, device=device)
-                logits = step_fn(model, token[:, None], slot, pad, caches)
+                logits = step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
+        if queued:
+            out = torch.stack(queued, dim=1).tolist()  # (B, n_new): the one host sync
     finally:
         model.train(was_training)
     texts = None

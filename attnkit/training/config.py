@@ -14,6 +14,8 @@ class TrainConfig(Config):
     with 4000 warm-up steps, label smoothing 0.1.
 
     ``stop_at`` ends training once the validation ``metric`` reaches that value.
+    ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
+    updated after every optimizer step; evaluation and the saved best model use the average.
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """
@@ -29,6 +31,7 @@ class TrainConfig(Config):
     schedule: Literal["noam", "linear", "cosine", "constant"] = "noam"
     warmup: int = 4000
     min_lr_ratio: float = 0.0
+    ema_decay: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 0.0
     eval_every: int = 0
@@ -53,6 +56,7 @@ class TrainConfig(Config):
         check(all(0.0 <= b < 1.0 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
         check(self.eps > 0, "eps", self.eps, "must be positive")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1] (the cosine floor as a fraction of lr)")
+        check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1) (0 disables the weight average)")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         if self.stop_at is not None:

@@ -4,6 +4,13 @@ One optimizer step = ``grad_accum`` micro-batches. The loss is averaged over tar
 tokens across all micro-batches of the step (each micro-batch's mean is weighted by its
 token count), then gradients are clipped, Adam steps and the schedule advances.
 
+With ``ema_decay > 0`` the trainer also keeps an exponential moving average of the weights
+(Polyak and Juditsky 1992): after optimizer step ``s`` each average moves towards the weights
+by ``1 - d_s`` with ``d_s = min(ema_decay, s / (s + 1))`` (a plain running mean until the
+decay takes over, so the random initial weights do not linger). Evaluation runs on the
+averaged weights and the best model saved is the average; training continues from the raw
+weights, and checkpoints hold both.
+
 Resuming (``Trainer(..., resume=True)``) restores the weights, the optimizer and scheduler
 state, the RNG states and the position in the data, so ``N`` steps + resume + ``N`` steps
 reproduces ``2N`` straight steps exactly on CPU.
@@ -14,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -93,6 +100,8 @@ class Trainer:
         use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         self.forward_model: nn.Module = torch.compile(model) if c.compile else model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ema: list[torch.Tensor] | None = [p.detach().clone() for p in self.params] if c.ema_decay > 0 else None
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -108,6 +117,8 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "train_config": self.config.to_dict(),
         }
+        if self.ema is not None:
+            state["ema"] = [e.detach().cpu() for e in self.ema]
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -124,6 +135,11 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"{path} holds no weight average; resume with the ema_decay it was trained with")
+            for e, saved in zip(self.ema, state["ema"]):
+                e.copy_(saved)
         for k in ("step", "epoch", "batch_index", "best", "best_step", "bad_evals"):
             setattr(self, k, state[k])
         self._truncate_metrics(self.step)
@@ -174,9 +190,9 @@ class Trainer:
                 loss_sum += loss.detach().float() * n
                 tokens += n
             tokens = tokens.clamp(min=1.0)
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.div_(tokens)
+            grads = [p.grad for p in self.params if p.grad is not None]
+            if grads:
+                torch._foreach_div_(grads, tokens)  # one multi-tensor kernel, not one per parameter
             # 2. clip, step, schedule
             if c.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
@@ -184,6 +200,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
+            if self.ema is not None:
+                decay = min(c.ema_decay, self.step / (self.step + 1))
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
             pending.append(loss_sum / tokens)  # stays on the device: no host sync per step
             window_tokens = window_tokens + tokens
             # 3. log (the only place, with evaluation, where the host waits for the device)
@@ -211,7 +230,8 @@ class Trainer:
         self._flush(pending, result)
         bar.close()
         if not c.eval_every:
-            self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
+            with self._averaged_weights():
+                self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         result.step, result.best, result.best_step = self.step, self.best, self.best_step
         result.seconds = time.perf_counter() - start
         plot_losses(self.out / "metrics.jsonl", self.out / "loss.png")
@@ -234,23 +254,45 @@ class Trainer:
         """Run the task's evaluation; save the best model; return True to stop early."""
         c = self.config
         self.model.eval()
-        with torch.no_grad(), self.autocast():
-            metrics = self.task.evaluate(self.model)
+        with self._averaged_weights():
+            with torch.no_grad(), self.autocast():
+                metrics = self.task.evaluate(self.model)
+            better = self._is_better(metrics)
+            if better:
+                self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         self.model.train()
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         result.evals.append({"step": self.step, **metrics})
-        if c.metric not in metrics:
-            raise KeyError(f"metric={c.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
         value = metrics[c.metric]
-        better = self.best is None or (value < self.best if c.metric_mode == "min" else value > self.best)
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
-            self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         else:
             self.bad_evals += 1
         if c.stop_at is not None and (value <= c.stop_at if c.metric_mode == "min" else value >= c.stop_at):
             return True
         return bool(c.early_stopping_patience and self.bad_evals >= c.early_stopping_patience)
+
+    def _is_better(self, metrics: dict[str, float]) -> bool:
+        c = self.config
+        if c.metric not in metrics:
+            raise KeyError(f"metric={c.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
+        value = metrics[c.metric]
+        return self.best is None or (value < self.best if c.metric_mode == "min" else value > self.best)
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """Inside: the model holds the weight average (if any); the raw weights come back after."""
+        if self.ema is None:
+            yield
+            return
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, raw)
 
     # -- files -----------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,55 @@
+"""The weight average (``ema_decay``): evaluated and saved, restored on resume, raw weights kept for training."""
+
+from __future__ import annotations
+
+import torch
+
+import attnkit
+from attnkit.data.synthetic import synthetic_task
+from attnkit.training import Seq2SeqTask, TrainConfig, Trainer
+
+
+def _setup():
+    train, _, _, tok = synthetic_task("reverse", n_train=96, n_valid=8, min_len=2, max_len=6, seed=3)
+    v = tok.get_vocab_size()
+    torch.manual_seed(0)
+    model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v, dropout=0.1, d_model=32, d_ff=64))
+    return model, Seq2SeqTask(train, batch_size=16, label_smoothing=0.1)
+
+
+def _cfg(steps: int, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=16, warmup=4, lr=1.0, log_every=1, save_every=3, precision="fp32", device="cpu",
+                       ema_decay=0.8, **kw)
+
+
+class _Recorder(Seq2SeqTask):
+    def evaluate(self, model):  # the weights the trainer evaluates
+        self.seen = [p.detach().clone() for p in model.parameters()]
+        return {"loss": float(sum(p.sum() for p in self.seen))}
+
+
+def test_evaluates_and_saves_the_average_and_trains_on_raw_weights(tmp_path):
+    model, task = _setup()
+    task.__class__ = _Recorder
+    trainer = Trainer(model, task, _cfg(6, eval_every=6), tmp_path, progress=False)
+    trainer.fit()
+    raw = [p.detach() for p in model.parameters()]
+    for seen, avg, r in zip(task.seen, trainer.ema, raw):
+        assert torch.equal(seen, avg)
+    assert any(not torch.equal(a, r) for a, r in zip(trainer.ema, raw))  # the model keeps its raw weights
+    saved = attnkit.load(tmp_path / "model")
+    for a, b in zip(trainer.ema, saved.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_restores_the_average(tmp_path):
+    model, task = _setup()
+    straight = Trainer(model, task, _cfg(6), tmp_path / "a", progress=False)
+    straight.fit()
+    model, task = _setup()
+    Trainer(model, task, _cfg(3), tmp_path / "b", progress=False).fit()
+    model, task = _setup()
+    resumed = Trainer(model, task, _cfg(6), tmp_path / "b", progress=False)
+    resumed.fit(resume=True)
+    for a, b in zip(straight.ema, resumed.ema):
+        assert torch.equal(a, b)
