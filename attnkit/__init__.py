@@ -7,11 +7,15 @@
 
 from attnkit.errors import AttnkitError, CheckpointError, ConfigError, DataError
 from attnkit.models import GPT, GPT_PRESETS, GPTConfig, gpt_preset
+from attnkit.models import BertConfig, BertModel, bert_preset
 from attnkit.models import PRESETS, Transformer, TransformerConfig, load, preset
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BertConfig",
+    "BertModel",
+    "bert_preset",
     "GPT",
     "GPTConfig",
     "GPT_PRESETS",

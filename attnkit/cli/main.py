@@ -13,7 +13,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import bench, convert, demo, evaluate, generate, info, train, train_lm, translate
+    from attnkit.cli import bench, convert, demo, evaluate, generate, info, tokenizer, train, train_lm, translate
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, train, train_lm, generate, convert, info, bench, translate, evaluate):
+    for module in (demo, train, train_lm, generate, convert, info, bench, translate, evaluate, tokenizer):
         module.add_parser(sub)
     return parser
 

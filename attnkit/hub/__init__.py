@@ -2,12 +2,16 @@
 
 >>> model = attnkit.load("hf-gpt2-dir")          # a Hugging Face GPT-2 directory, detected
 >>> save_hf_gpt2(model, "out")                    # loads with GPT2LMHeadModel.from_pretrained
+>>> model = attnkit.load("hf-bert-dir")          # BERT / RoBERTa / ALBERT / ELECTRA, detected
+>>> save_hf_bert(model, "out", family="bert")     # loads with BertModel.from_pretrained (or the head's class)
 """
 
+from attnkit.hub.bert import is_hf_bert, load_hf_bert, save_hf_bert
 from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2, load_hf_gpt2, save_hf_gpt2
-from attnkit.hub.keymap import TRANSFORMS, KeyMap, Rule
+from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
 
 __all__ = [
-    "GPT2_KEYS", "TRANSFORMS", "KeyMap", "Rule",
+    "GPT2_KEYS", "TRANSFORMS", "Fuse", "KeyMap", "Rule",
+    "is_hf_bert", "load_hf_bert", "save_hf_bert",
     "config_from_hf", "config_to_hf", "is_hf_gpt2", "load_hf_gpt2", "save_hf_gpt2",
 ]

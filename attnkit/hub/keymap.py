@@ -9,6 +9,9 @@ Conversion is strict: every source key must match a rule (or an ``ignore`` patte
 target key of the model must be produced (tied copies excepted), and every shape must
 match; each error names the key. Maps run both ways (:meth:`KeyMap.to_attnkit`,
 :meth:`KeyMap.from_attnkit`); the transforms are their own inverses.
+
+A :class:`Fuse` joins several source tensors into one target along dim 0 (and splits it
+back on export): separate query/key/value projections into attnkit's fused ``qkv_proj``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from attnkit.errors import CheckpointError
@@ -46,15 +50,58 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Fuse:
+    """``sources`` (equal shapes) concatenated along dim 0 <-> ``target``; all may hold ``{i}``."""
+
+    sources: tuple[str, ...]
+    target: str
+
+    def join(self, state: dict[str, Tensor], source: str, prefix: str) -> dict[str, tuple[str, Tensor]]:
+        """Pop every complete group of source keys from ``state``; a partial group raises, naming the missing key."""
+        groups: dict[str, dict[int, str]] = {}
+        patterns = [_compile(prefix + s) for s in self.sources]
+        for key in state:
+            for n, p in enumerate(patterns):
+                m = p.match(key)
+                if m:
+                    groups.setdefault(m.groupdict().get("i") or "", {})[n] = key
+        out: dict[str, tuple[str, Tensor]] = {}
+        for i, parts in groups.items():
+            if len(parts) < len(self.sources):
+                absent = next(prefix + s.replace("{i}", i) for n, s in enumerate(self.sources) if n not in parts)
+                raise CheckpointError(f"{source}: {absent!r} is missing; it is fused with {parts[min(parts)]!r} into {self.target.replace('{i}', i)!r}")
+            tensors = [state.pop(parts[n]) for n in range(len(self.sources))]
+            if len({tuple(t.shape) for t in tensors}) > 1:
+                raise CheckpointError(f"{source}: {parts[0]!r} and the keys fused with it have different shapes {[tuple(t.shape) for t in tensors]}")
+            out[self.target.replace("{i}", i)] = (parts[0], torch.cat(tensors, dim=0))
+        return out
+
+    def split(self, state: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
+        """Pop every ``target`` key from ``state`` and cut it into the source tensors."""
+        out: dict[str, tuple[str, Tensor]] = {}
+        pattern = _compile(self.target)
+        for key in [k for k in state if pattern.match(k)]:
+            i = pattern.match(key).groupdict().get("i") or ""  # type: ignore[union-attr]
+            for name, part in zip(self.sources, state.pop(key).chunk(len(self.sources), dim=0)):
+                out[name.replace("{i}", i)] = (key, part.contiguous())
+        return out
+
+
+@dataclass(frozen=True)
 class KeyMap:
     """A set of rules plus source patterns that are known and deliberately dropped."""
 
     rules: tuple[Rule, ...]
     ignore: tuple[str, ...] = field(default=())
+    fused: tuple[Fuse, ...] = field(default=())
 
     def _convert(self, state: dict[str, Tensor], forward: bool, source: str, prefix: str = "") -> dict[str, tuple[str, Tensor]]:
         """``{converted name: (original key, converted tensor)}``; unknown keys raise."""
         out: dict[str, tuple[str, Tensor]] = {}
+        if self.fused:
+            state = dict(state)
+            for fuse in self.fused:
+                out.update(fuse.join(state, source, prefix) if forward else fuse.split(state))
         ignored = [_compile(p) for p in self.ignore] if forward else []
         for full_key, tensor in state.items():
             key = full_key.removeprefix(prefix)

@@ -1,10 +1,24 @@
 """Models: assemblies of the shared layers, each with a config, presets and save/load."""
 
 from attnkit.models.base import PretrainedModel, load, model_types, register_model
+from attnkit.models.bert import BERT_PRESETS, BertConfig, BertModel, BertOutput, bert_preset
+from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagger, BertTaskConfig, ElectraDiscriminator, HeadOutput
 from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset
 from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
 
 __all__ = [
+    "BERT_PRESETS",
+    "BertClassifier",
+    "BertConfig",
+    "BertMLM",
+    "BertModel",
+    "BertOutput",
+    "BertQA",
+    "BertTagger",
+    "BertTaskConfig",
+    "ElectraDiscriminator",
+    "HeadOutput",
+    "bert_preset",
     "GPT",
     "GPTConfig",
     "GPT_PRESETS",

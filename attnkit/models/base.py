@@ -136,13 +136,17 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     """Rebuild a saved model from its directory (config + safetensors), checking every key and shape.
 
     A Hugging Face GPT-2 directory (``"model_type": "gpt2"``) is detected and converted by
-    :mod:`attnkit.hub.gpt2`.
+    :mod:`attnkit.hub.gpt2`; BERT, RoBERTa, ALBERT and ELECTRA directories by :mod:`attnkit.hub.bert`.
     """
     path = Path(path)
     from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2  # late import: hub depends on models
 
     if is_hf_gpt2(path):
         return load_hf_gpt2(path).to(map_location)
+    from attnkit.hub.bert import is_hf_bert, load_hf_bert
+
+    if is_hf_bert(path):  # BERT, RoBERTa, ALBERT, ELECTRA
+        return load_hf_bert(path).to(map_location)  # type: ignore[return-value]
     model_type, data = read_config(path)
     cls = _MODELS[model_type]
     try:

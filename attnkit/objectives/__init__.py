@@ -2,5 +2,6 @@
 
 from attnkit.objectives.causal_lm import causal_lm_loss
 from attnkit.objectives.label_smoothing import label_smoothed_cross_entropy, seq2seq_loss
+from attnkit.objectives.mlm import MaskingConfig, mask_tokens, mlm_loss
 
-__all__ = ["causal_lm_loss", "label_smoothed_cross_entropy", "seq2seq_loss"]
+__all__ = ["MaskingConfig", "causal_lm_loss", "label_smoothed_cross_entropy", "mask_tokens", "mlm_loss", "seq2seq_loss"]

@@ -1,0 +1,252 @@
+"""BERT: a bidirectional Transformer encoder (Devlin et al. 2019) and its relatives as configuration.
+
+The input representation (section 3, figure 2) is the sum of token, segment and learned
+position embeddings, followed by LayerNorm and dropout. The body is the encoder of
+Vaswani et al. 2017 with post-norm residuals and the exact (erf) GELU; the pooler maps the
+final state of the first token ([CLS]) through a dense layer and tanh (section 3.1,
+"C"; the pooler is the one of the released code).
+
+Relatives are options of the same stack, not separate classes:
+
+* RoBERTa (Liu et al. 2019): ``positions="after_pad"`` (position ids count the non-padding
+  tokens and start after ``pad_id``, so the table has ``max_positions = 512 + pad_id + 1``
+  rows), a single segment (``type_vocab_size=1``), LayerNorm eps 1e-5.
+* ALBERT (Lan et al. 2020, section 3.1): factorised embeddings (``d_embed`` = E < H, then a
+  projection E -> H) and cross-layer parameter sharing (``share_layers``: one layer's
+  weights applied ``n_layers`` times).
+* ELECTRA (Clark et al. 2020): the discriminator is a BERT encoder with factorised
+  embeddings when E < H and no pooler; its head is in :mod:`attnkit.models.bert_heads`.
+
+Task heads (masked LM, classification, tagging, extractive QA, replaced-token detection)
+live in :mod:`attnkit.models.bert_heads`; Hugging Face key maps in :mod:`attnkit.hub.bert`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.errors import DataError
+from attnkit.layers.blocks import EncoderLayer, LayerSpec
+from attnkit.layers.positional import LearnedPositions
+from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.transformer import AttentionConfig
+
+Activation = Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BertConfig(Config):
+    """Sizes and choices of a BERT-family encoder (defaults: BERT-base uncased, 110M parameters).
+
+    ``d_ff=None`` means 4 * d_model; ``d_embed=None`` means embeddings of width d_model with
+    no projection (set it, even equal to d_model, for ALBERT's projection). ``dropout`` is
+    BERT's ``hidden_dropout_prob`` (embeddings and every residual branch);
+    ``attention.dropout`` its ``attention_probs_dropout_prob``.
+    """
+
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    d_model: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    d_ff: int | None = None
+    d_embed: int | None = None
+    share_layers: bool = False
+    dropout: float = 0.1
+    activation: Activation = "gelu"
+    norm_eps: float = 1e-12
+    attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(dropout=0.1))
+    positions: Literal["absolute", "after_pad"] = "absolute"
+    pad_id: int = 0
+    pooler: bool = True
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "max_positions", "type_vocab_size", "d_model", "n_heads", "n_layers"):
+            check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        for name in ("d_ff", "d_embed"):
+            check(getattr(self, name) is None or getattr(self, name) > 0, name, getattr(self, name), "must be positive or null")
+        check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        check(self.norm_eps > 0, "norm_eps", self.norm_eps, "must be positive")
+        check(0 <= self.pad_id < self.vocab_size, "pad_id", self.pad_id, f"must be a token id below vocab_size={self.vocab_size}")
+        if self.positions == "after_pad":
+            check(self.pad_id + 2 <= self.max_positions, "max_positions", self.max_positions, f"must exceed pad_id + 1 = {self.pad_id + 1}")
+        check(self.init_std > 0, "init_std", self.init_std, "must be positive")
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def embed_dim(self) -> int:
+        return self.d_embed if self.d_embed is not None else self.d_model
+
+    @property
+    def max_len(self) -> int:
+        """The longest input the position table allows."""
+        return self.max_positions - (self.pad_id + 1 if self.positions == "after_pad" else 0)
+
+    def layer_spec(self) -> LayerSpec:
+        return LayerSpec(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_ff=self.ffn_dim,
+            dropout=self.dropout,
+            attention_dropout=self.attention.dropout,
+            activation=self.activation,
+            norm_position="post",
+            norm_eps=self.norm_eps,
+            attention_kind=self.attention.kind,
+            attention_params=dict(self.attention.params),
+        )
+
+
+def _bert(n_layers: int, d_model: int, **kw: Any) -> BertConfig:
+    """Devlin et al. 2019 sizes: A = H / 64 heads, d_ff = 4H."""
+    return BertConfig(n_layers=n_layers, d_model=d_model, n_heads=d_model // 64, **kw)
+
+
+BERT_PRESETS: dict[str, BertConfig] = {
+    # Devlin et al. 2019, section 3: BERT-base (110M) and BERT-large (340M).
+    "bert-base": _bert(12, 768),
+    "bert-large": _bert(24, 1024),
+    # Turc et al. 2019, "Well-Read Students Learn Better" (the 24 compact BERTs): L/H.
+    "bert-tiny": _bert(2, 128),
+    "bert-mini": _bert(4, 256),
+    "bert-small": _bert(4, 512),
+    "bert-medium": _bert(8, 512),
+    # Relatives (their released base configurations).
+    "roberta-base": BertConfig(
+        vocab_size=50265, max_positions=514, type_vocab_size=1, pad_id=1, positions="after_pad", norm_eps=1e-5
+    ),
+    "albert-base-v2": BertConfig(
+        vocab_size=30000, d_embed=128, share_layers=True, activation="gelu_tanh", dropout=0.0,
+        attention=AttentionConfig(dropout=0.0),
+    ),
+    "electra-small-discriminator": BertConfig(d_model=256, n_heads=4, d_ff=1024, d_embed=128, pooler=False),
+    # For tests and CPU experiments.
+    "bert-test": BertConfig(vocab_size=99, max_positions=64, d_model=32, n_heads=4, n_layers=2, d_ff=37),
+}
+
+
+def bert_preset(name: str, **overrides: Any) -> BertConfig:
+    """Exact-name BERT-family preset lookup, optionally with field overrides."""
+    if name not in BERT_PRESETS:
+        raise ValueError(f"unknown BERT preset {name!r}; choose one of: {', '.join(BERT_PRESETS)}")
+    return dataclasses.replace(BERT_PRESETS[name], **overrides)
+
+
+@dataclass
+class BertOutput:
+    """What :class:`BertModel` returns."""
+
+    last_hidden: Tensor  # (B, T, d_model)
+    pooled: Tensor | None  # (B, d_model): tanh(W h_[CLS] + b); None without a pooler
+    hidden_states: list[Tensor] | None = None  # embeddings output, then each layer's: n_layers + 1 of (B, T, d_model)
+
+
+class BertEmbeddings(nn.Module):
+    """E_token + E_segment + E_position -> LayerNorm -> dropout (-> Linear E -> H when factorised)."""
+
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.config = c
+        self.tokens = nn.Embedding(c.vocab_size, c.embed_dim)
+        self.segments = nn.Embedding(c.type_vocab_size, c.embed_dim)
+        self.positions = LearnedPositions(c.embed_dim, c.max_positions)
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+        self.project = nn.Linear(c.embed_dim, c.d_model) if c.d_embed is not None else None
+
+    def position_ids(self, ids: Tensor) -> Tensor:
+        """``(B, T)`` position ids; RoBERTa's count real tokens only, starting at ``pad_id + 1``."""
+        c = self.config
+        if c.positions == "after_pad":
+            real = (ids != c.pad_id).long()  # (B, T)
+            return torch.cumsum(real, dim=1) * real + c.pad_id  # padding keeps position pad_id
+        return torch.arange(ids.shape[1], device=ids.device).expand_as(ids)  # (B, T)
+
+    def forward(self, ids: Tensor, segment_ids: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        if positions is None:
+            positions = self.position_ids(ids)
+        if segment_ids is None:
+            segment_ids = torch.zeros_like(ids)
+        x = self.tokens(ids) + self.segments(segment_ids) + self.positions.embedding(positions)  # (B, T, E)
+        x = self.drop(self.norm(x))
+        return self.project(x) if self.project is not None else x  # (B, T, d_model)
+
+
+@register_model("bert")
+class BertModel(PretrainedModel):
+    """The BERT-family encoder; ``forward(ids)`` returns the final hidden states and the pooled [CLS] vector."""
+
+    config_class = BertConfig
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed = BertEmbeddings(c)
+        spec = c.layer_spec()
+        if c.share_layers:  # ALBERT: the same module (and weights) at every depth
+            shared = EncoderLayer(spec)
+            self.layers = nn.ModuleList([shared] * c.n_layers)
+        else:
+            self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(c.n_layers))
+        self.pooler = nn.Linear(c.d_model, c.d_model) if c.pooler else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """BERT initialisation: N(0, init_std) matrices and embeddings, zero biases, unit LayerNorms."""
+        init_bert_weights(self, self.config.init_std)
+
+    def forward(
+        self,
+        ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        segment_ids: Tensor | None = None,
+        positions: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
+        """Encode ``ids: (B, T)``.
+
+        Args:
+            attention_mask: ``(B, T)``, 1/True for real tokens, 0 for padding (keys that no
+                query attends to; the padded positions still get outputs, which are to be ignored).
+            segment_ids: ``(B, T)`` token type ids (0 for sentence A, 1 for B); default all 0.
+            positions: ``(B, T)`` position ids; default 0..T-1 (RoBERTa: counted after ``pad_id``).
+            output_hidden_states: also return the embeddings output and every layer's output.
+        """
+        if ids.shape[1] > self.config.max_len:
+            raise DataError(
+                f"sequence of {ids.shape[1]} tokens is longer than the model's {self.config.max_len} positions; truncate the input"
+            )
+        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, T)
+        x = self.embed(ids, segment_ids, positions)  # (B, T, d_model)
+        states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x, _ = layer(x, mask)  # (B, T, d_model)
+            if states is not None:
+                states.append(x)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, d_model)
+        return BertOutput(last_hidden=x, pooled=pooled, hidden_states=states)
+
+
+def init_bert_weights(module: nn.Module, std: float) -> None:
+    """N(0, std) for every Linear and Embedding weight, zero biases, LayerNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

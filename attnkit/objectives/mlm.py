@@ -1,0 +1,103 @@
+"""Masked language modelling inputs and loss (Devlin et al. 2019, section 3.1, task #1, and appendix A.1).
+
+Of the tokens that may be predicted (never [CLS], [SEP], [PAD] or other specials), each is
+chosen with probability ``select_prob`` (15%); a chosen token is replaced by [MASK] with
+probability ``mask_prob`` (80%), by a random token with probability ``random_prob`` (10%),
+and kept unchanged otherwise (10%). The model predicts the original token at every chosen
+position; other positions carry ``IGNORE`` and do not count.
+
+Masking is dynamic: drawn anew for each batch (RoBERTa, Liu et al. 2019, section 4.1), with a
+Bernoulli choice per token rather than a fixed count per sequence. Whole-word masking chooses
+words instead (every piece of a chosen word is predicted; the 80/10/10 decision is then
+taken per piece, as in the released BERT code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnkit.config import Config, check
+from attnkit.objectives.causal_lm import causal_lm_loss
+
+IGNORE = -100
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskingConfig(Config):
+    """The masking proportions (defaults: BERT's 15% chosen, then 80% [MASK] / 10% random / 10% kept)."""
+
+    select_prob: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    whole_word: bool = False
+
+    def validate(self) -> None:
+        check(0.0 < self.select_prob < 1.0, "select_prob", self.select_prob, "must be in (0, 1)")
+        for name in ("mask_prob", "random_prob"):
+            check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
+        check(self.mask_prob + self.random_prob <= 1.0, "random_prob", self.random_prob,
+              f"mask_prob + random_prob must be at most 1 (mask_prob={self.mask_prob})")
+
+
+def mask_tokens(
+    ids: Tensor,
+    maskable: Tensor,
+    *,
+    mask_id: int,
+    random_ids: Tensor,
+    config: MaskingConfig = MaskingConfig(),
+    word_ids: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Choose and corrupt tokens for masked-LM training.
+
+    Args:
+        ids: ``(B, T)`` token ids.
+        maskable: ``(B, T)`` bool, True where a token may be chosen (real, non-special tokens).
+        mask_id: the [MASK] id.
+        random_ids: ``(N,)`` the ids a random replacement is drawn from (uniformly); usually
+            every non-special token of the vocabulary.
+        config: the proportions and whole-word masking.
+        word_ids: ``(B, T)`` index of the word each token belongs to (any value where not
+            maskable); needed for whole-word masking.
+        generator: for reproducible masks.
+
+    Returns:
+        ``(inputs (B, T), labels (B, T))``: the corrupted ids, and the original id at every
+        chosen position with :data:`IGNORE` elsewhere.
+    """
+    if ids.shape != maskable.shape:
+        raise ValueError(f"ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} must have the same shape")
+    maskable = maskable.bool()
+
+    def uniform(*shape: int) -> Tensor:
+        return torch.rand(shape, generator=generator, device=ids.device)
+
+    if config.whole_word:
+        if word_ids is None:
+            raise ValueError("whole-word masking needs word_ids")
+        w = torch.where(maskable, word_ids, torch.zeros_like(word_ids)).long()  # (B, T)
+        chosen_word = uniform(ids.shape[0], int(w.max()) + 1 if w.numel() else 1) < config.select_prob  # (B, W)
+        selected = chosen_word.gather(1, w) & maskable  # (B, T): every piece of a chosen word
+    else:
+        selected = (uniform(*ids.shape) < config.select_prob) & maskable  # (B, T)
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
+    action = uniform(*ids.shape)  # one draw decides [MASK] / random / keep
+    to_mask = selected & (action < config.mask_prob)
+    to_random = selected & (action >= config.mask_prob) & (action < config.mask_prob + config.random_prob)
+    pick = torch.randint(len(random_ids), ids.shape, generator=generator, device=ids.device)
+    inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(to_random, random_ids.to(ids.device)[pick], inputs)
+    return inputs, labels
+
+
+def mlm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy over the chosen positions: ``logits (B, T, V)``, ``labels (B, T)`` with :data:`IGNORE`.
+
+    Returns:
+        ``(mean loss in float32, number of predicted tokens)``.
+    """
+    return causal_lm_loss(logits, labels, ignore_index=IGNORE)
