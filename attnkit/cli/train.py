@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps({k: v.to_dict() for k, v in cfgs.items()}, indent=2) + "\n")
+    import torch
+
+    torch.manual_seed(cfgs["train"].seed)  # the initial weights are part of a reproducible run
     model = Transformer(cfgs["model"])
     result = Trainer(model, task, cfgs["train"], out, tokenizer=tok, progress=not args.no_progress).fit(resume=args.resume)
     last = result.evals[-1] if result.evals else {}

@@ -16,6 +16,8 @@ shakespeare``, BENCHMARKS.md) also uses ``train.lr=2e-3 train.steps=2200``.
 
 from __future__ import annotations
 
+import torch
+
 import argparse
 import json
 from pathlib import Path
@@ -99,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     log = _writer(args.no_progress)
     sample = make_sampler(tok, args.sample_tokens, model_cfg.context) if args.sample_tokens > 0 else None
     task = LMTask(train, valid, context=model_cfg.context, batch_size=train_cfg.batch_size, device=device, sample=sample, log=log)
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of a reproducible run
     model = GPT(model_cfg)
     print(f"model: {model.num_parameters() / 1e6:.2f}M parameters")
 

@@ -3,6 +3,7 @@
 from attnkit.models.base import PretrainedModel, load, model_types, register_model
 from attnkit.models.bert import BERT_PRESETS, BertConfig, BertModel, BertOutput, bert_preset
 from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagger, BertTaskConfig, ElectraDiscriminator, HeadOutput
+from attnkit.models.bert_pretraining import BertPretraining, BertPretrainingConfig, PretrainingOutput
 from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset
 from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
 
@@ -13,6 +14,9 @@ __all__ = [
     "BertMLM",
     "BertModel",
     "BertOutput",
+    "BertPretraining",
+    "BertPretrainingConfig",
+    "PretrainingOutput",
     "BertQA",
     "BertTagger",
     "BertTaskConfig",

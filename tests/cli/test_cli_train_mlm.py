@@ -1,0 +1,157 @@
+"""``attnkit train mlm``: BERT pretraining end to end on CPU (masked LM + NSP/SOP), loading the result, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnkit.cli.main import main
+
+SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+TOPICS = [[f"{c}{v}" for v in ("ba", "ko", "mi", "tu", "se", "ra")] for c in "bdfghklmnp"]
+SMALL = ["--set", "model.n_layers=2", "--set", "model.d_model=32", "--set", "model.n_heads=2", "--set", "model.d_ff=64",
+         "--set", "model.dropout=0", "--set", "model.attention.dropout=0", "--set", "train.device=cpu", "--set", "train.warmup=10",
+         "--no-progress"]
+
+
+def topic_text(n_docs: int, seed: int = 0) -> str:
+    """An easy NSP corpus: each document's sentences use the words of one of 10 disjoint topics, so a random next
+    sentence (from another document) usually changes topic."""
+    rng = random.Random(seed)
+    docs = []
+    for d in range(n_docs):
+        words = TOPICS[d % len(TOPICS)]
+        docs.append("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 6))) + " ." for _ in range(rng.randint(4, 10))))
+    return "\n\n".join(docs) + "\n"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def evals(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "eval/loss" in r]
+
+
+def write_vocab(path: Path) -> int:
+    """A BERT vocab.txt holding every topic word whole; returns its size."""
+    words = sorted({w for t in TOPICS for w in t})
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]) + "\n")
+    return len(words) + 6
+
+
+@pytest.fixture(scope="module")
+def nsp_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mlm")
+    (root / "topics.txt").write_text(topic_text(300))
+    write_vocab(root / "vocab.txt")
+    threads = torch.get_num_threads()  # a module fixture runs before conftest's one-thread fixture
+    torch.set_num_threads(1)
+    code = main(["train", "mlm", "--text", str(root / "topics.txt"), "--tokenizer", str(root / "vocab.txt"), "--nsp",
+                 "--out", str(root / "run"), "--max-seq-len", "32", *SMALL, "--set", "train.steps=300", "--set", "train.lr=5e-3",
+                 "--set", "train.eval_every=100", "--set", "data.valid_fraction=0.2"])
+    torch.set_num_threads(threads)
+    assert code == 0
+    return root
+
+
+def test_pretraining_lowers_mlm_loss_and_learns_nsp(nsp_run):
+    records = evals(nsp_run / "run")
+    assert len(records) == 3
+    first, last = records[0], records[-1]
+    assert last["eval/mlm_loss"] < first["eval/mlm_loss"] - 0.5
+    assert last["eval/mlm_accuracy"] > first["eval/mlm_accuracy"]
+    assert last["eval/nsp_accuracy"] > 0.65  # chance is 0.5
+    assert math.isclose(last["eval/loss"], last["eval/mlm_loss"] + last["eval/nsp_loss"], rel_tol=1e-6)
+
+
+def test_output_loads_with_its_tokenizer_and_tells_next_from_random(nsp_run):
+    import attnkit
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.models import BertModel, BertPretraining
+
+    model_dir = nsp_run / "run" / "model"
+    model = attnkit.load(model_dir).eval()
+    assert isinstance(model, BertPretraining) and isinstance(model.bert, BertModel) and model.config.pair_task == "nsp"
+    assert model.mlm.decoder.weight is model.bert.embed.tokens.weight  # tied decoder survives the round trip
+    tok = WordPieceTokenizer.from_file(model_dir)
+    assert tok.vocab_size == model.config.encoder.vocab_size == write_vocab(nsp_run / "again.txt")  # the given vocab.txt, saved
+    rng = random.Random(1)
+    sentence = lambda t: " ".join(rng.choice(TOPICS[t]) for _ in range(5)) + " ."  # noqa: E731
+    firsts, seconds, labels = [], [], []
+    for i in range(40):
+        t = i % 10
+        u = t if i % 2 == 0 else (t + 1 + rng.randrange(9)) % 10
+        firsts.append(sentence(t) + " " + sentence(t))
+        seconds.append(sentence(u) + " " + sentence(u))
+        labels.append(int(u != t))
+    batch = tok(firsts, seconds, max_len=32)
+    with torch.no_grad():
+        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
+    assert out.mlm_logits.shape == (*batch.ids.shape, tok.vocab_size) and out.pair_logits.shape == (40, 2)
+    accuracy = (out.pair_logits.argmax(-1) == torch.tensor(labels)).float().mean()
+    assert accuracy >= 0.7
+
+
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"{SHAKESPEARE} not found")
+def test_whole_word_mlm_on_shakespeare_lowers_the_loss(tmp_path, capsys):
+    lines = SHAKESPEARE.read_text().splitlines()[:3000]
+    (tmp_path / "shk.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(capsys, "train-mlm", "--text", str(tmp_path / "shk.txt"), "--whole-word", "--out", str(tmp_path / "r"),
+                             "--vocab-size", "600", "--max-seq-len", "48", *SMALL, "--set", "model.d_model=64", "--set", "train.steps=80",
+                             "--set", "train.lr=3e-3", "--set", "train.eval_every=40", "--set", "train.batch_size=16")
+    assert code == 0, err
+    records = evals(tmp_path / "r")
+    vocab = json.loads((tmp_path / "r" / "model" / "config.json").read_text())["encoder"]["vocab_size"]
+    assert records[-1]["eval/mlm_loss"] < records[0]["eval/mlm_loss"] < math.log(vocab)
+    assert "nsp_accuracy" not in out and "pair task: none" in out and "mlm_accuracy" in out
+
+
+def test_sop_run_and_resume(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(topic_text(40, seed=3))
+    args = ["train", "mlm", "--text", str(tmp_path / "t.txt"), "--sop", "--out", str(tmp_path / "r"), "--vocab-size", "200",
+            "--max-seq-len", "24", *SMALL, "--set", "train.steps=12", "--set", "train.eval_every=6", "--set", "train.batch_size=8"]
+    code, out, err = run_cli(capsys, *args)  # no --tokenizer: WordPiece is learned from the text and saved with the model
+    assert code == 0, err
+    assert (tmp_path / "r" / "model" / "tokenizer.json").is_file() and (tmp_path / "r" / "tokenizer.json").is_file()
+    assert "sop_accuracy" in out and evals(tmp_path / "r")[-1]["step"] == 12
+    code, out, err = run_cli(capsys, *args, "--set", "train.steps=18", "--resume")
+    assert code == 0, err
+    assert "trained 18 steps" in out
+
+
+@pytest.mark.parametrize("cmd", [["train-mlm"], ["train", "mlm"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    assert "--nsp" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line(nsp_run, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "one.txt").write_text("a single paragraph\nof two lines\n")
+    (tmp_path / "nomask.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]) + "\n")
+    text = str(nsp_run / "topics.txt")
+    tokenizer = str(nsp_run / "run" / "model" / "tokenizer.json")
+    cases = [
+        (["--text", str(tmp_path / "empty.txt")], "is empty"),
+        (["--text", str(tmp_path / "missing.txt")], "does not exist"),
+        (["--text", text, "--tokenizer", tokenizer, "--set", "model.vocab_size=50"], "tokens but the model's vocab_size is 50"),
+        (["--text", text, "--tokenizer", str(tmp_path / "nomask.txt")], "no [MASK] token"),
+        (["--text", str(tmp_path / "one.txt"), "--nsp"], "at least two documents"),
+        (["--text", text, "--tokenizer", tokenizer, "--preset", "bert-huge"], "unknown BERT preset 'bert-huge'"),
+        (["--text", text, "--tokenizer", tokenizer, "--sop", "--set", "model.pooler=false"], "has no pooler"),
+        (["--text", text, "--tokenizer", tokenizer, "--max-seq-len", "1024"], "longer than the model's 512 positions"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(capsys, "train", "mlm", *argv, "--out", str(tmp_path / "r"), "--no-progress", "--set", "train.device=cpu")
+        assert code == 2 and message in err, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
