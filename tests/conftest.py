@@ -1,4 +1,4 @@
-"""Shared test setup: GPU tests are skipped cleanly where no CUDA device is present."""
+"""Shared test setup: one torch thread per session, GPU tests skipped cleanly where no CUDA device is present, data fixtures."""
 
 from __future__ import annotations
 
@@ -19,13 +19,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Test tensors are tiny: extra intra-op threads only add synchronisation (and noise)."""
-    n = torch.get_num_threads()
+def pytest_configure(config):
+    """One intra-op thread for the whole session, set before any (module-scoped) fixture
+    builds a model: test tensors are tiny, and extra threads only add synchronisation and
+    noise on a shared 2-core machine."""
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 _REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ kernel shows up in the test report rather than silently passing.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -47,14 +47,6 @@ TOL = {
 NONSMOOTH = {"relu"}  # kernels whose weights have a kink in the scores
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: extra intra-op threads only add synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # -- references ------------------------------------------------------------------------

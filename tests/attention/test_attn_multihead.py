@@ -7,7 +7,6 @@ torch masks say True = *blocked*; attnkit's say True = *may attend*.
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 import torch
@@ -17,14 +16,6 @@ from attnkit.attention import KVCache, MultiHeadAttention, StaticKV, padding_mas
 
 D_MODEL, N_HEADS = 16, 4
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: extra intra-op threads only add synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def pair(cross: bool, seed: int = 0) -> tuple[MultiHeadAttention, nn.MultiheadAttention]:

@@ -10,7 +10,6 @@ Loading with ``strict=True`` checks that every attnkit parameter got a torch cou
 from __future__ import annotations
 
 import re
-from typing import Iterator
 
 import pytest
 import torch
@@ -24,14 +23,6 @@ D, H, FF = 16, 4, 32
 SRC_LENGTHS = torch.tensor([6, 4, 1])  # (B,): memory/source rows padded to 6
 VARIANTS = [(norm, act) for norm in ("post", "pre") for act in ("relu", "gelu")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: extra intra-op threads only add synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def randomise(module: nn.Module, seed: int) -> None:

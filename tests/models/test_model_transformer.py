@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -15,14 +14,6 @@ import attnkit
 from attnkit.errors import CheckpointError
 from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small tensors: extra intra-op threads only add synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(**overrides) -> attnkit.TransformerConfig:
