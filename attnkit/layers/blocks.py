@@ -35,6 +35,27 @@ class LayerSpec:
     attention_params: dict[str, Any] | None = None
     bias: bool = True
 
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> "LayerSpec":
+        """Read the fields every model config shares (``d_model``, ``n_heads``, ``dropout``,
+        ``activation``, ``norm_eps``, ``attention.{kind, dropout, params}``, and
+        ``activation_dropout`` where present); ``overrides`` set the rest (``d_ff``,
+        ``norm_position``, ``bias``)."""
+        fields: dict[str, Any] = dict(
+            d_model=config.d_model,
+            n_heads=config.n_heads,
+            dropout=config.dropout,
+            activation=config.activation,
+            norm_eps=config.norm_eps,
+            attention_dropout=config.attention.dropout,
+            attention_kind=config.attention.kind,
+            attention_params=dict(config.attention.params),
+        )
+        if hasattr(config, "activation_dropout"):
+            fields["activation_dropout"] = config.activation_dropout
+        fields.update(overrides)
+        return cls(**fields)
+
     def attention(self, cross: bool = False) -> MultiHeadAttention:
         return MultiHeadAttention(
             self.d_model,

@@ -95,18 +95,7 @@ class BertConfig(Config):
         return self.max_positions - (self.pad_id + 1 if self.positions == "after_pad" else 0)
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec(
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_ff=self.ffn_dim,
-            dropout=self.dropout,
-            attention_dropout=self.attention.dropout,
-            activation=self.activation,
-            norm_position="post",
-            norm_eps=self.norm_eps,
-            attention_kind=self.attention.kind,
-            attention_params=dict(self.attention.params),
-        )
+        return LayerSpec.from_config(self, d_ff=self.ffn_dim, norm_position="post")
 
 
 def _bert(n_layers: int, d_model: int, **kw: Any) -> BertConfig:

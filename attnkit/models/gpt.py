@@ -77,19 +77,7 @@ class GPTConfig(Config):
         return self.d_model // self.n_heads
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec(
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_ff=self.ffn_dim,
-            dropout=self.dropout,
-            attention_dropout=self.attention.dropout,
-            activation=self.activation,
-            norm_position="pre",
-            norm_eps=self.norm_eps,
-            attention_kind=self.attention.kind,
-            attention_params=dict(self.attention.params),
-            bias=self.bias,
-        )
+        return LayerSpec.from_config(self, d_ff=self.ffn_dim, norm_position="pre", bias=self.bias)
 
 
 GPT_PRESETS: dict[str, GPTConfig] = {

@@ -89,19 +89,7 @@ class TransformerConfig(Config):
         return self.d_model // self.n_heads
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec(
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            attention_dropout=self.attention.dropout,
-            activation_dropout=self.activation_dropout,
-            activation=self.activation,
-            norm_position=self.norm_position,
-            norm_eps=self.norm_eps,
-            attention_kind=self.attention.kind,
-            attention_params=dict(self.attention.params),
-        )
+        return LayerSpec.from_config(self, d_ff=self.d_ff, norm_position=self.norm_position)
 
 
 PRESETS: dict[str, TransformerConfig] = {
