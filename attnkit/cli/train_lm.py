@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.common import add_set_argument, apply_overrides
+from attnkit.cli.common import add_set_argument, apply_overrides, progress_writer, report_training
 from attnkit.errors import CheckpointError
 
 DEFAULT_TRAIN = dict(
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     tok.save(str(out / "tokenizer.json"))
     (out / "run_config.json").write_text(json.dumps({k: v.to_dict() for k, v in cfgs.items()}, indent=2) + "\n")
     print(f"{len(train):,} training and {len(valid):,} validation tokens; vocabulary {tok.get_vocab_size()} ({args.tokenizer})")
-    log = _writer(args.no_progress)
+    log = progress_writer(args.no_progress)
     sample = make_sampler(tok, args.sample_tokens, model_cfg.context) if args.sample_tokens > 0 else None
     task = LMTask(train, valid, context=model_cfg.context, batch_size=train_cfg.batch_size, device=device, sample=sample, log=log)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of a reproducible run
@@ -106,18 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model.num_parameters() / 1e6:.2f}M parameters")
 
     result = Trainer(model, task, train_cfg, out, tokenizer=tok, progress=not args.no_progress).fit(resume=args.resume)
-    best = f"; best validation loss {result.best:.4f} at step {result.best_step}" if result.best is not None else ""
-    print(f"trained {result.step} steps in {result.seconds:.1f}s{best}")
-    print(f"model saved to {out / 'model'}")
+    report_training(result, out, "validation loss")
     return 0
 
-
-def _writer(plain: bool) -> Any:
-    if plain:
-        return print
-    from tqdm.auto import tqdm
-
-    return tqdm.write
 
 
 def add_parser(sub: Any) -> None:

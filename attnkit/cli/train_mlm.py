@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.common import add_set_argument, apply_overrides
+from attnkit.cli.common import add_set_argument, apply_overrides, progress_writer, report_training
 from attnkit.errors import CheckpointError, ConfigError, DataError
 
 DEFAULT_TRAIN = dict(
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("the text gives no tokens")
     docs, train_ids, valid_ids = split_documents(docs, d.valid_fraction)
     device = pick_device(train_cfg.device)
-    log = _writer(args.no_progress)
+    log = progress_writer(args.no_progress)
     task = PretrainingTask(docs, train_ids, valid_ids, tokenizer=tok, max_seq_len=d.max_seq_len, batch_size=train_cfg.batch_size,
                            pair_task=args.pair_task, masking=cfgs["masking"], short_seq_prob=d.short_seq_prob,
                            max_eval_pairs=d.max_eval_pairs, device=device, log=log)
@@ -140,18 +140,9 @@ def run(args: argparse.Namespace) -> int:
           f"{len(first):,} training sequences per epoch, {len(task.valid_pairs):,} held out; pair task: {args.pair_task}")
     print(f"model: {model.num_parameters() / 1e6:.2f}M parameters")
     result = Trainer(model, task, train_cfg, out, tokenizer=tok, progress=not args.no_progress).fit(resume=args.resume)
-    best = f"; best held-out loss {result.best:.4f} at step {result.best_step}" if result.best is not None else ""
-    print(f"trained {result.step} steps in {result.seconds:.1f}s{best}")
-    print(f"model saved to {out / 'model'}")
+    report_training(result, out, "held-out loss")
     return 0
 
-
-def _writer(plain: bool) -> Any:
-    if plain:
-        return print
-    from tqdm.auto import tqdm
-
-    return tqdm.write
 
 
 def add_parser(sub: Any) -> None:

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import Fuse, KeyMap, Rule
+from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config
 from attnkit.io import atomic_directory
 from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, load_weights, unique_state_dict
 from attnkit.models.bert import BertConfig, BertModel
@@ -143,14 +143,8 @@ def _tied_copies(family: str, head: str) -> dict[str, str]:
 
 def hf_family(path: str | os.PathLike) -> str | None:
     """The family name if ``path`` is a directory with a Hugging Face BERT/RoBERTa/ALBERT/ELECTRA ``config.json``."""
-    cfg = Path(path) / CONFIG_NAME
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or "d_model" in data:  # attnkit's own BertConfig (model_type "bert") has d_model
+    data = peek_config(path)
+    if data is None or "d_model" in data:  # attnkit's own BertConfig (model_type "bert") has d_model
         return None
     family = data.get("model_type")
     return family if family in FAMILIES else None

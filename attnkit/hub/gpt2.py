@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import KeyMap, Rule
+from attnkit.hub.keymap import KeyMap, Rule, peek_config
 from attnkit.io import atomic_directory
 from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, load_weights, unique_state_dict
 from attnkit.models.gpt import GPT, GPTConfig
@@ -54,14 +54,8 @@ _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu
 
 def is_hf_gpt2(path: str | os.PathLike) -> bool:
     """True if ``path`` is a directory with a Hugging Face GPT-2 ``config.json``."""
-    cfg = Path(path) / CONFIG_NAME
-    if not cfg.is_file():
-        return False
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("model_type") == "gpt2"
+    data = peek_config(path)
+    return data is not None and data.get("model_type") == "gpt2"
 
 
 def config_from_hf(data: dict[str, Any], source: str = CONFIG_NAME) -> GPTConfig:

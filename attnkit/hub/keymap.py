@@ -16,9 +16,12 @@ back on export): separate query/key/value projections into attnkit's fused ``qkv
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -153,3 +156,18 @@ class KeyMap:
     def from_attnkit(self, state: dict[str, Tensor], source: str = "model") -> dict[str, Tensor]:
         """Rename/transform an attnkit state dict into the foreign names."""
         return {name: t for name, (_, t) in self._convert(state, False, source).items()}
+
+
+def peek_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``config.json`` of directory ``path`` as a dict, or ``None`` if it is missing or not a JSON object.
+
+    Used to recognise a Hugging Face checkpoint before loading it; errors are left to the loader.
+    """
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

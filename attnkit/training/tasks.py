@@ -15,7 +15,7 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from attnkit.data.seq2seq import PairDataset, Seq2SeqBatch
+from attnkit.data.seq2seq import Seq2SeqBatch
 from attnkit.objectives import seq2seq_loss
 
 
@@ -31,16 +31,18 @@ class Seq2SeqTask:
     """Teacher-forced encoder-decoder training with label smoothing (paper section 5.4).
 
     Evaluation reports the validation loss (no smoothing) and, when held-out source/answer
-    strings and a tokenizer are given, greedy-decoding exact match.
+    strings and a tokenizer are given, greedy-decoding exact match. ``train``/``valid`` are
+    :class:`~attnkit.data.seq2seq.PairDataset` s batched by ``batch_size`` examples; subclasses
+    that batch otherwise override :meth:`train_batches` and :meth:`valid_batches`.
     """
 
     def __init__(
         self,
-        train: PairDataset,
+        train: Any,
         *,
         batch_size: int,
         label_smoothing: float = 0.1,
-        valid: PairDataset | None = None,
+        valid: Any = None,
         heldout: tuple[list[str], list[str]] | None = None,
         tokenizer: Any = None,
         device: torch.device | str = "cpu",
@@ -49,8 +51,17 @@ class Seq2SeqTask:
         self.batch_size, self.label_smoothing = batch_size, label_smoothing
         self.device = torch.device(device)
 
+    def train_batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
+        """The training batches of one epoch, on the CPU (subclasses batch differently)."""
+        return self.train.batches(self.batch_size, epoch=epoch, seed=seed)
+
+    def valid_batches(self) -> Iterator[Seq2SeqBatch]:
+        """The validation batches in a fixed order, on the CPU."""
+        assert self.valid is not None
+        return self.valid.batches(self.batch_size, shuffle=False)
+
     def batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
-        for b in self.train.batches(self.batch_size, epoch=epoch, seed=seed):
+        for b in self.train_batches(epoch, seed):
             yield b.to(self.device)
 
     def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
@@ -58,15 +69,19 @@ class Seq2SeqTask:
         eps = self.label_smoothing if epsilon is None else epsilon
         return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=model.config.pad_id)
 
+    def validation_loss(self, model: nn.Module) -> float:
+        """Cross-entropy per target token on the validation set, without label smoothing."""
+        total, count = 0.0, 0
+        for b in self.valid_batches():
+            loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
+            total += float(loss) * int(n)
+            count += int(n)
+        return total / max(count, 1)
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.valid is not None:
-            total, count = 0.0, 0
-            for b in self.valid.batches(self.batch_size, shuffle=False):
-                loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
-                total += float(loss) * int(n)
-                count += int(n)
-            out["loss"] = total / max(count, 1)
+            out["loss"] = self.validation_loss(model)
         if self.heldout is not None and self.tokenizer is not None:
             inputs, answers = self.heldout
             preds = translate_strings(model, self.tokenizer, inputs, device=self.device, batch_size=256)

@@ -17,14 +17,14 @@ from typing import Any, Iterator, Literal
 
 import torch
 from tokenizers import Tokenizer
-from torch import Tensor, nn
+from torch import nn
 
 from attnkit.config import Config, check
 from attnkit.data.parallel import ParallelCorpus, TokenBatches, read_parallel
 from attnkit.data.seq2seq import Seq2SeqBatch, pad
 from attnkit.data.subword import encode_lines
 from attnkit.errors import CheckpointError, MissingDependencyError
-from attnkit.objectives import seq2seq_loss
+from attnkit.training.tasks import Seq2SeqTask
 
 TRANSLATION_NAME = "translation.json"  # languages and decoding settings, saved beside the model
 
@@ -75,7 +75,7 @@ def encode_pairs(tok: Tokenizer, corpus: ParallelCorpus, max_len: int) -> list[t
     return [(s[:max_len], t[: max_len - 1]) for s, t in zip(src, tgt)]
 
 
-class TranslationTask:
+class TranslationTask(Seq2SeqTask):
     """The training task (see :mod:`attnkit.training.tasks`) for a parallel corpus.
 
     Args:
@@ -98,30 +98,21 @@ class TranslationTask:
         length_penalty: float = 0.6,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.train, self.valid, self.tokenizer = train, valid, tokenizer
-        self.label_smoothing = label_smoothing
+        super().__init__(train, batch_size=0, label_smoothing=label_smoothing, valid=valid, tokenizer=tokenizer, device=device)
         self.bleu_sources, self.bleu_references = bleu_sources or [], bleu_references or []
         self.beam_size, self.length_penalty = beam_size, length_penalty
-        self.device = torch.device(device)
 
-    def batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
-        for b in self.train.batches(epoch=epoch, seed=seed):
-            yield b.to(self.device)
+    def train_batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
+        return self.train.batches(epoch=epoch, seed=seed)  # token-count batches
 
-    def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
-        logits = model(batch.src, batch.tgt_in).logits  # (B, Tt, V)
-        eps = self.label_smoothing if epsilon is None else epsilon
-        return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=model.config.pad_id)
+    def valid_batches(self) -> Iterator[Seq2SeqBatch]:
+        assert self.valid is not None
+        return self.valid.batches(shuffle=False)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.valid is not None:
-            total, count = 0.0, 0
-            for b in self.valid.batches(shuffle=False):
-                loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
-                total += float(loss) * int(n)
-                count += int(n)
-            out["loss"] = total / max(count, 1)
+            out["loss"] = self.validation_loss(model)
         if self.bleu_sources and self.tokenizer is not None:
             hyps, _ = translate_lines(
                 model, self.tokenizer, self.bleu_sources, beam_size=self.beam_size, length_penalty=self.length_penalty, device=self.device
