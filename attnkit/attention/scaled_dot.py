@@ -56,9 +56,8 @@ class ScaledDotProduct(AttentionKernel):
             # Rows with no allowed key would be NaN in SDPA: let them attend anywhere, zero them after.
             empty = ~allowed.any(dim=-1, keepdim=True)  # (..., Tq, 1)
             allowed = allowed | empty
-        # An additive float mask (0 / -inf) rather than a boolean one: on CUDA, SDPA's handling of
-        # boolean masks cost a host-device round trip per call (measured on an H200: ~5 ms idle
-        # per Multi30k training step); the float mask is the same function.
+        # SDPA gets an additive float mask (0 / -inf), the same function as the boolean one and
+        # the form its fused kernels consume directly (a boolean mask is converted inside SDPA).
         attn_mask: Tensor | None = None
         if bias is not None:
             b = bias.to(q.dtype)
