@@ -23,7 +23,7 @@ AdamW and the same loss (cross-entropy on float32 logits); steps are timed inter
   ``cache_implementation="static"``; each warmed up, then timed over ``--repeats`` runs.
   Fraction of the bandwidth bound = (bytes of weights read per token / measured copy
   bandwidth) / time per token.
-* ``shakespeare``: launches ``attnkit train-lm`` as a subprocess on the text and timestamps
+* ``shakespeare``: launches ``attnkit train lm`` as a subprocess on the text and timestamps
   each validation-loss line from the moment of launch (start-up and compilation included).
   The recipe is :data:`SHAKESPEARE_RECIPE` (``--set`` options override it); no text samples
   are printed during the timed run unless ``--sample-tokens N`` asks for them.
@@ -285,7 +285,7 @@ def shakespeare_bench(args: argparse.Namespace, device: torch.device) -> dict[st
     if args.text is None or not Path(args.text).is_file():
         raise SystemExit("error: shakespeare needs --text PATH to tinyshakespeare input.txt")
     out = Path(tempfile.mkdtemp(prefix="attnkit-shakespeare-"))
-    cmd = [sys.executable, "-m", "attnkit.cli.main", "train-lm", "--text", str(args.text), "--out", str(out), "--no-progress",
+    cmd = [sys.executable, "-m", "attnkit.cli.main", "train", "lm", "--text", str(args.text), "--out", str(out), "--no-progress",
            "--sample-tokens", str(args.sample_tokens)]
     quick = ["model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "train.warmup=2", "train.steps=20",
              "train.eval_every=10", "train.batch_size=8"] if args.quick else []
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text", type=Path, default=None, help="shakespeare: the text file")
     ap.add_argument("--sample-tokens", type=int, default=0, help="shakespeare: sample length printed at each evaluation (default: none)")
-    ap.add_argument("--set", action="append", default=[], help="shakespeare: --set passed to attnkit train-lm")
+    ap.add_argument("--set", action="append", default=[], help="shakespeare: --set passed to attnkit train lm")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day)")
     args = ap.parse_args(argv)

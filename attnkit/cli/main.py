@@ -13,7 +13,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import bench, convert, demo, evaluate, finetune, generate, info, predict, tokenizer, train, train_lm, train_mlm, translate
+    from attnkit.cli import bench, convert, demo, evaluate, finetune, generate, info, predict, tokenizer, train, translate
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, train, train_lm, train_mlm, generate, convert, info, bench, translate, evaluate, tokenizer, finetune, predict):
+    for module in (demo, train, generate, convert, info, bench, translate, evaluate, tokenizer, finetune, predict):
         module.add_parser(sub)
     return parser
 
@@ -34,11 +34,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["train", "lm"]:  # `attnkit train lm` is the language-model trainer, attnkit.cli.train_lm
-        argv = ["train-lm", *argv[2:]]
-    if argv[:2] == ["train", "mlm"]:  # BERT pretraining, attnkit.cli.train_mlm
-        argv = ["train-mlm", *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,10 +1,11 @@
-"""``attnkit train TASK``: train an encoder-decoder Transformer with the paper's recipe.
+"""``attnkit train TASK``: train a model.
 
-Tasks: the synthetic sequence-transduction tasks ``reverse``, ``sort`` and ``copy``, and
-``translate`` on a parallel corpus (``--src de --tgt en --data DIR``, see
-:mod:`attnkit.cli.train_translate`).
+Encoder-decoder tasks with the paper's recipe: the synthetic sequence-transduction tasks
+``reverse``, ``sort`` and ``copy``, and ``translate`` on a parallel corpus (``--src de --tgt en
+--data DIR``, see :mod:`attnkit.cli.train_translate`); language models: ``lm`` (GPT,
+:mod:`attnkit.cli.train_lm`) and ``mlm`` (BERT pretraining, :mod:`attnkit.cli.train_mlm`).
 The model, training and data configs start from a preset and take ``--set`` overrides;
-all three are saved as JSON in the output directory.
+all are saved as JSON in the output directory.
 """
 
 from __future__ import annotations
@@ -22,15 +23,29 @@ DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=0.5, eval_every=2
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["reverse", "sort", "copy", "translate"], help="what to train on")
+    from attnkit.cli import train_lm, train_mlm
+
+    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = p.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+    for name in ("reverse", "sort", "copy"):
+        _add_seq2seq_options(tasks.add_parser(name, help=f"synthetic task: {name} digit strings (encoder-decoder)"))
+    t = tasks.add_parser("translate", help="translation on a parallel corpus, the paper's recipe",
+                         description=train_translate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_seq2seq_options(t)
+    train_translate.add_arguments(t)
+    train_lm.add_parser(tasks)
+    train_mlm.add_parser(tasks)
+
+
+def _add_seq2seq_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="model preset (default: transformer-tiny; transformer-base for translate)")
     p.add_argument("--config", type=Path, help="a model config JSON file (instead of --preset)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_set_argument(p)
-    train_translate.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -59,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.data.seq2seq import PairDataset
     from attnkit.errors import CheckpointError
 
-    train_translate.check_task_arguments(args)
     if args.task == "translate":
         return train_translate.run(args)
     cfgs = build_configs(args)

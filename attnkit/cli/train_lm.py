@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("train-lm", help="train a GPT language model on a text file (also spelled: train lm)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(tasks: Any) -> None:
+    """Register ``lm`` among the tasks of ``attnkit train``."""
+    p = tasks.add_parser("lm", help="train a GPT language model on a text file", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=run)

@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("train-mlm", help="pretrain a BERT (masked LM, + NSP or SOP) on text (also spelled: train mlm)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(tasks: Any) -> None:
+    """Register ``mlm`` among the tasks of ``attnkit train``."""
+    p = tasks.add_parser("mlm", help="pretrain a BERT (masked LM, + NSP or SOP) on text", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=run)

@@ -32,21 +32,12 @@ DEFAULT_TRAIN = dict(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``attnkit train`` that only ``translate`` uses."""
+    """The options of ``attnkit train translate`` beyond the shared ones."""
     g = p.add_argument_group("translate")
     g.add_argument("--data", type=Path, help="corpus directory with SPLIT.LANG(.gz) files, e.g. train.de.gz train.en.gz val.de.gz ...")
     g.add_argument("--src", help="source language (the files' suffix), e.g. de")
     g.add_argument("--tgt", help="target language, e.g. en")
     g.add_argument("--vocab-size", type=int, help="joint subword vocabulary size (default 8000; also --set data.vocab_size=N)")
-
-
-def check_task_arguments(args: argparse.Namespace) -> None:
-    """Reject translation options given to a synthetic task."""
-    if args.task == "translate":
-        return
-    given = [f"--{n.replace('_', '-')}" for n in ("data", "src", "tgt", "vocab_size") if getattr(args, n, None) is not None]
-    if given:
-        raise ConfigError(f"{', '.join(given)} only apply to 'attnkit train translate', not to the {args.task!r} task")
 
 
 def build_configs(args: argparse.Namespace) -> dict[str, Any]:

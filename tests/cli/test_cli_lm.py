@@ -1,4 +1,4 @@
-"""The language-model commands: train-lm (train lm), generate, convert; their one-line errors."""
+"""The language-model commands: train lm, generate, convert; their one-line errors."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("cmd", [["train-lm"], ["train", "lm"], ["generate"], ["convert"]])
+@pytest.mark.parametrize("cmd", [["train", "lm"], ["generate"], ["convert"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
@@ -45,7 +45,7 @@ def test_train_reports_loss_and_samples(trained):
 
 def test_train_prints_validation_loss_and_sample(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
-    code, out, err = run_cli(capsys, "train-lm", "--text", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"), "--no-progress",
+    code, out, err = run_cli(capsys, "train", "lm", "--text", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"), "--no-progress",
                              "--tokenizer", "bpe", "--vocab-size", "280", "--sample-tokens", "5", *TINY, "--set", "train.steps=2")
     assert code == 0, err
     assert "validation loss" in out and "--- sample ---" in out and "(bpe)" in out
@@ -86,7 +86,7 @@ def test_train_bad_text_files(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("tiny text")
     for name, message in [("empty.txt", "is empty"), ("bin.txt", "is not UTF-8"), ("short.txt", "shorter than one window"),
                           ("missing.txt", "does not exist")]:
-        code, _, err = run_cli(capsys, "train-lm", "--text", str(tmp_path / name), "--out", str(tmp_path / "r"), *TINY)
+        code, _, err = run_cli(capsys, "train", "lm", "--text", str(tmp_path / name), "--out", str(tmp_path / "r"), *TINY)
         assert code == 2 and message in err and "Traceback" not in err
 
 

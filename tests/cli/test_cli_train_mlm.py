@@ -104,7 +104,7 @@ def test_output_loads_with_its_tokenizer_and_tells_next_from_random(nsp_run):
 def test_whole_word_mlm_on_shakespeare_lowers_the_loss(tmp_path, capsys):
     lines = SHAKESPEARE.read_text().splitlines()[:3000]
     (tmp_path / "shk.txt").write_text("\n".join(lines) + "\n")
-    code, out, err = run_cli(capsys, "train-mlm", "--text", str(tmp_path / "shk.txt"), "--whole-word", "--out", str(tmp_path / "r"),
+    code, out, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "shk.txt"), "--whole-word", "--out", str(tmp_path / "r"),
                              "--vocab-size", "600", "--max-seq-len", "48", *SMALL, "--set", "model.d_model=64", "--set", "train.steps=80",
                              "--set", "train.lr=3e-3", "--set", "train.eval_every=40", "--set", "train.batch_size=16")
     assert code == 0, err
@@ -127,7 +127,7 @@ def test_sop_run_and_resume(tmp_path, capsys):
     assert "trained 18 steps" in out
 
 
-@pytest.mark.parametrize("cmd", [["train-mlm"], ["train", "mlm"]])
+@pytest.mark.parametrize("cmd", [["train", "mlm"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
