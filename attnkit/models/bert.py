@@ -164,11 +164,14 @@ class BertEmbeddings(nn.Module):
         return torch.arange(ids.shape[1], device=ids.device).expand_as(ids)  # (B, T)
 
     def forward(self, ids: Tensor, segment_ids: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        if positions is None:
-            positions = self.position_ids(ids)
-        if segment_ids is None:
-            segment_ids = torch.zeros_like(ids)
-        x = self.tokens(ids) + self.segments(segment_ids) + self.positions.embedding(positions)  # (B, T, E)
+        # Defaults are rows of the tables broadcast over the batch: the same sums as looking up
+        # zeros and 0..T-1 per row, without (B, T) gathers and their scatter-add backward.
+        if positions is not None or self.config.positions == "after_pad":
+            pos = self.positions.embedding(positions if positions is not None else self.position_ids(ids))  # (B, T, E)
+        else:
+            pos = self.positions.embedding.weight[: ids.shape[1]]  # (T, E)
+        seg = self.segments(segment_ids) if segment_ids is not None else self.segments.weight[0]  # (B, T, E) or (E,)
+        x = self.tokens(ids) + seg + pos  # (B, T, E)
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x  # (B, T, d_model)
 

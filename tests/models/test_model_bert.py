@@ -79,6 +79,25 @@ def test_hidden_states_and_segments():
     assert not torch.allclose(other.last_hidden, out.last_hidden)  # segment embeddings are used
 
 
+def test_default_segments_and_positions_equal_explicit_ones():
+    """No segment or position ids (broadcast table rows) gives the outputs and gradients of explicit zeros and 0..T-1."""
+    torch.manual_seed(0)
+    model = BertModel(TINY).eval()
+    ids = torch.randint(5, TINY.vocab_size, (3, 7))
+    explicit = dict(segment_ids=torch.zeros_like(ids), positions=torch.arange(7).expand(3, 7))
+    grads = []
+    for kw in ({}, explicit):
+        model.zero_grad()
+        out = model(ids, **kw)
+        out.last_hidden.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.embed.named_parameters()})
+        if kw:
+            torch.testing.assert_close(out.last_hidden, first, atol=1e-6, rtol=0)
+        first = out.last_hidden.detach()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_roberta_positions_start_after_padding():
     model = BertModel(bert_preset("bert-test", positions="after_pad", pad_id=1, type_vocab_size=1, max_positions=12))
     ids = torch.tensor([[0, 5, 6, 2, 1, 1]])
