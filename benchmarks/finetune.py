@@ -174,6 +174,8 @@ def main() -> None:
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
     p.add_argument("--quick", action="store_true", help="small slices of the data and 2 steps per task (a smoke test)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for every task")
+    p.add_argument("--epochs", type=float, default=None, help="replace the recipe's number of epochs")
+    p.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day, sweeps)")
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = p.parse_args()
     args.model = args.model or minilm_dir()
@@ -186,7 +188,7 @@ def main() -> None:
     rows = [run_task(n, args, args.out) for n in names]
     payload = {"benchmark": "finetune", "model": str(args.model), "quick": args.quick, "rows": rows,
                "environment": common.environment(device), "argv": sys.argv}
-    path = common.write_json("finetune", payload, args.results, suffix="-quick" if args.quick else "")
+    path = common.write_json("finetune", payload, args.results, suffix=("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else ""))
     print(common.markdown_table(["task", "metric", "value", "target", "wall s"], [table_row(r) for r in rows]))
     print(f"wrote {path}")
 

@@ -3,7 +3,8 @@
 Encoder-decoder tasks with the paper's recipe: the synthetic sequence-transduction tasks
 ``reverse``, ``sort`` and ``copy``, and ``translate`` on a parallel corpus (``--src de --tgt en
 --data DIR``, see :mod:`attnkit.cli.train_translate`); language models: ``lm`` (GPT,
-:mod:`attnkit.cli.train_lm`) and ``mlm`` (BERT pretraining, :mod:`attnkit.cli.train_mlm`).
+:mod:`attnkit.cli.train_lm`) and ``mlm`` (BERT pretraining, :mod:`attnkit.cli.train_mlm`); ``listops`` (Long Range Arena
+ListOps with any attention kernel, :mod:`attnkit.cli.train_listops`).
 The model, training and data configs start from a preset and take ``--set`` overrides;
 all are saved as JSON in the output directory.
 """
@@ -23,9 +24,9 @@ DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=0.5, eval_every=2
 
 
 def add_parser(sub: Any) -> None:
-    from attnkit.cli import train_lm, train_mlm
+    from attnkit.cli import train_listops, train_lm, train_mlm
 
-    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm)", description=__doc__,
+    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
@@ -37,6 +38,7 @@ def add_parser(sub: Any) -> None:
     train_translate.add_arguments(t)
     train_lm.add_parser(tasks)
     train_mlm.add_parser(tasks)
+    train_listops.add_parser(tasks)
 
 
 def _add_seq2seq_options(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,14 @@ from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagge
 from attnkit.models.bert_pretraining import BertPretraining, BertPretrainingConfig, PretrainingOutput
 from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset
 from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
+from attnkit.models.encoder_classifier import CLASSIFIER_PRESETS, ClassifierOutput, EncoderClassifier, EncoderClassifierConfig, classifier_preset
 
 __all__ = [
+    "CLASSIFIER_PRESETS",
+    "ClassifierOutput",
+    "EncoderClassifier",
+    "EncoderClassifierConfig",
+    "classifier_preset",
     "BERT_PRESETS",
     "BertClassifier",
     "BertConfig",

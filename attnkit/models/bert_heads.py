@@ -32,14 +32,16 @@ class BertTaskConfig(Config):
 
     ``classifier`` picks how a sequence becomes one vector: ``"pooler"`` (BERT, ALBERT: the
     pooled [CLS]), ``"cls_tanh"`` (RoBERTa: dense -> tanh on the first token, without the
-    pooler) or ``"cls_gelu"`` (ELECTRA: dense -> GELU on the first token).
-    ``classifier_dropout=None`` uses the encoder's dropout.
+    pooler), ``"cls_gelu"`` (ELECTRA: dense -> GELU on the first token) or ``"mean"`` (the
+    mean of the non-padding states, the sentence embedding of Reimers & Gurevych 2019,
+    section 3, that sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained
+    with; a linear layer on it, no dense layer). ``classifier_dropout=None`` uses the encoder's dropout.
     """
 
     encoder: BertConfig = field(default_factory=BertConfig)
     num_labels: int = 2
     labels: tuple[str, ...] = ()
-    classifier: Literal["pooler", "cls_tanh", "cls_gelu"] = "pooler"
+    classifier: Literal["pooler", "cls_tanh", "cls_gelu", "mean"] = "pooler"
     classifier_dropout: float | None = None
 
     def validate(self) -> None:
@@ -116,24 +118,34 @@ class _TaskHead(_Head):
         self.drop = nn.Dropout(config.head_dropout)
 
 
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Mean of ``hidden: (B, T, H)`` over the positions where ``attention_mask: (B, T)`` is 1."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)  # (B, H)
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, H)
+
+
 @register_model("bert-classifier")
 class BertClassifier(_TaskHead):
-    """Sequence (or sentence-pair) classification from the first token's state."""
+    """Sequence (or sentence-pair) classification from the first token's state or the mean state."""
 
     def __init__(self, config: BertTaskConfig) -> None:
         super().__init__(config)
         h = config.encoder.d_model
         if config.classifier == "pooler" and not config.encoder.pooler:
             raise ConfigError("classifier='pooler' is not allowed with encoder.pooler=false; choose 'cls_tanh' or 'cls_gelu'")
-        self.dense = nn.Linear(h, h) if config.classifier != "pooler" else None
+        self.dense = nn.Linear(h, h) if config.classifier in ("cls_tanh", "cls_gelu") else None
         self.out = nn.Linear(h, config.num_labels)
         init_bert_weights(self, config.encoder.init_std)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 output_hidden_states: bool = False) -> HeadOutput:
         out = self.encode(ids, attention_mask, segment_ids, output_hidden_states)
-        if self.dense is None:
+        if self.config.classifier == "pooler":
             x = out.pooled  # (B, H)
+        elif self.config.classifier == "mean":
+            x = mean_pool(out.last_hidden, attention_mask)  # (B, H)
         else:
             act = torch.tanh if self.config.classifier == "cls_tanh" else activation("gelu")
             x = act(self.dense(self.drop(out.last_hidden[:, 0])))  # (B, H)

@@ -44,7 +44,7 @@ class FinetuneConfig(Config):
     :class:`~attnkit.models.BertTaskConfig`; ``auto`` is the pooler when the encoder has one
     (BERT's choice), else ``cls_tanh``. A checkpoint whose pooler was never trained (sentence-
     embedding models such as all-MiniLM-L6-v2 were trained on mean-pooled states) may do better
-    with ``cls_tanh``, which starts its dense layer fresh.
+    with ``cls_tanh``, which starts its dense layer fresh, or ``mean`` (their own pooling).
     """
 
     max_len: int = 128
@@ -53,7 +53,7 @@ class FinetuneConfig(Config):
     bucket_size: int = 50
     eval_batch_size: int = 128
     classifier_dropout: float | None = None
-    classifier: Literal["auto", "pooler", "cls_tanh", "cls_gelu"] = "auto"
+    classifier: Literal["auto", "pooler", "cls_tanh", "cls_gelu", "mean"] = "auto"
     limit: int = 0
 
     def validate(self) -> None:

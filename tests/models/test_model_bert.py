@@ -177,3 +177,23 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="corrupt"):
         attnkit.load(tmp_path / "m")
+
+
+def test_mean_classifier_is_a_linear_layer_on_the_masked_mean_state():
+    """``classifier="mean"``: logits = W mean_{t: mask=1} h_t + b, written out here with the
+    encoder's own states; padding rows of a shorter sequence do not change its logits."""
+    torch.manual_seed(0)
+    model = BertClassifier(BertTaskConfig(encoder=TINY, num_labels=3, classifier="mean")).eval()
+    assert model.dense is None
+    ids = torch.randint(5, TINY.vocab_size, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    ids[1, 6:] = TINY.pad_id
+    with torch.no_grad():
+        got = model(ids, attention_mask=mask).logits  # (2, 3)
+        hidden = model.bert(ids, attention_mask=mask).last_hidden  # (2, 9, H)
+        pooled = torch.stack([hidden[0].mean(0), hidden[1, :6].mean(0)])  # (2, H)
+        want = pooled @ model.out.weight.T + model.out.bias
+        alone = model(ids[1:, :6], attention_mask=mask[1:, :6]).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1:], alone, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,284 @@
+"""Long Range Arena ListOps per attention kernel: test accuracy under a time budget, and LRA's speed table.
+
+Run from the repository root (attnkit need not be installed):
+
+    PYTHONPATH=. python benchmarks/listops.py                      # GPU: 5 kernels x 1.2 min + speed table, about 8 minutes in all
+    python benchmarks/listops.py --quick --device cpu --results /tmp/lq  # tiny sizes: a smoke test
+
+Accuracy: the ListOps data (LRA sizes, generated once in parallel processes and shared by every
+kernel) train ``--preset`` (default ``listops-small``: 4 layers, d_model 128, 4 heads, d_ff 512)
+with each kernel through ``attnkit.training.listops.train_listops``, the code behind ``attnkit
+train listops``. Each kernel gets ``--minutes-per-kind`` of training: 30 steps on real batches
+are timed first, and the run gets as many steps as fit in 85% of the budget (at most
+``--max-steps``; the rest is left for the four validation passes); warm-up is 10% of the steps,
+peak learning rate ``--lr`` (1e-3: on an H100, 0.6 minutes of ``scaled_dot`` reached 38.4% test
+accuracy at 1e-3, 37.6% at 2e-4, and stayed at the majority class, 18.9%, at 5e-4 in one run each).
+Test accuracy is that of the best model by validation accuracy. LRA's published ListOps
+accuracies (Tay et al. 2020, table 1) are printed beside ours.
+
+Speed: training steps/s (forward, backward, AdamW step; bf16 autocast on a GPU) of the same
+model size ``--speed-preset`` (default ``lra-listops``, LRA's) on random tokens, batch ``--speed-batch``, lengths 1K-4K, no padding, each kernel relative
+to ``scaled_dot`` at the same length; LRA's ratios (table 3, steps/s relative to the Transformer,
+1K and 4K) beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from attnkit.models.encoder_classifier import classifier_preset  # noqa: E402
+from attnkit.models.transformer import AttentionConfig  # noqa: E402
+from attnkit.training.config import TrainConfig  # noqa: E402
+from attnkit.training.listops import (  # noqa: E402
+    ListOpsDataConfig, ListOpsTask, attention_config, build_model, make_splits, train_listops,
+)
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+# LRA (Tay et al. 2020) ListOps test accuracy, table 1, by the attnkit kernel of the same family.
+LRA_ACCURACY = {
+    "scaled_dot": ("Transformer", 36.37), "lsh": ("Reformer", 37.27), "bigbird": ("BigBird", 36.05),
+    "linformer": ("Linformer", 35.70), "sliding_window": ("Longformer", 35.63), "global_window": ("Longformer", 35.63),
+    "performer": ("Performer", 18.01), "strided": ("Sparse Transformer", 17.07), "fixed": ("Sparse Transformer", 17.07),
+    "linear": ("Linear Transformer", 16.13),
+}
+LRA_OTHERS = [("Synthesizer", 36.99)]  # no attnkit kernel of that family
+# LRA speed (table 3): steps/s relative to the Transformer at 1K and at 4K.
+LRA_SPEED = {
+    "sliding_window": ("local attention", 1.1, 5.3), "linear": ("Linear Transformer", 1.1, 5.6),
+    "bigbird": ("BigBird", 0.9, 1.1), "lsh": ("Reformer", 0.5, 0.8),
+}
+DEFAULT_KINDS = "scaled_dot,sliding_window,bigbird,linear,performer"
+
+TRAIN = dict(
+    batch_size=32, optimizer="adamw", lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01, schedule="linear",
+    clip_norm=1.0, log_every=50, label_smoothing=0.0, metric="accuracy", metric_mode="max", compile=False, keep_checkpoints=1,
+)
+
+
+def model_config(args: argparse.Namespace, kind: str, max_len: int | None = None, preset: str | None = None) -> Any:
+    cfg = classifier_preset(preset or args.preset)
+    if max_len is not None:
+        cfg = cfg.replace(max_len=max_len)
+    cfg = cfg.replace(attention=AttentionConfig(**attention_config(kind, cfg.max_len)))
+    return cfg.with_overrides(args.set) if args.set else cfg
+
+
+def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: TrainConfig, device: torch.device, steps: int) -> float:
+    """Seconds per training step on real batches: the median over the last ``steps - steps // 3`` of ``steps`` timed ones."""
+    from attnkit.training.optim import build_optimizer
+
+    model.to(device).train()
+    opt = build_optimizer(model, "adamw", train_cfg.lr, train_cfg.betas, train_cfg.eps, train_cfg.weight_decay)
+    times = []
+    batches = task.batches(0, 12345)
+    for _ in range(steps):
+        b = next(batches)
+        common.synchronize(device)
+        t0 = time.perf_counter()
+        with _autocast(device):
+            loss, _ = task.loss(model, b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        common.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    tail = sorted(times[steps // 3 :])
+    return tail[len(tail) // 2]
+
+
+def _autocast(device: torch.device) -> Any:
+    """bf16 autocast on a GPU (as the Trainer's ``precision="auto"``), nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[str], data_cfg: ListOpsDataConfig) -> dict[str, Any]:
+    splits = make_splits(data_cfg, cache_dir=args.cache)
+    out_root = Path(args.runs or tempfile.mkdtemp(prefix="listops-bench-"))
+    results: dict[str, Any] = {}
+    for kind in kinds:
+        print(f"-- {kind} --", flush=True)
+        t0 = time.perf_counter()
+        try:
+            mcfg = model_config(args, kind)
+            probe_cfg = TrainConfig(**{**TRAIN, "lr": args.lr}, steps=10, warmup=0, device=str(device))
+            torch.manual_seed(0)
+            probe = build_model(mcfg)
+            task = ListOpsTask(splits["train"], splits["validation"], batch_size=probe_cfg.batch_size, pad_to=data_cfg.pad_to,
+                               bucket_size=data_cfg.bucket_size, cls=mcfg.pool == "cls", device=device)
+            sps = seconds_per_step(probe, task, probe_cfg, device, args.probe_steps)
+            del probe
+            steps = max(4, min(args.max_steps, int(0.85 * args.minutes_per_kind * 60 / sps)))
+            tcfg = TrainConfig(**{**TRAIN, "lr": args.lr}, steps=steps, warmup=max(1, steps // 10), eval_every=max(1, steps // 4), device=str(device))
+            report = train_listops(mcfg, tcfg, data_cfg, out_root / kind, splits=splits, progress=False, log=lambda s: print(s, flush=True))
+        except Exception as e:  # one kernel failing must not lose the others' results
+            print(f"{kind}: FAILED {type(e).__name__}: {e}", flush=True)
+            results[kind] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        wall = time.perf_counter() - t0
+        results[kind] = {
+            "test_accuracy": report["test"]["accuracy"], "test_loss": report["test"]["loss"],
+            "best_validation_accuracy": report["best_validation_accuracy"], "best_step": report["best_step"],
+            "steps": report["steps"], "probe_s_per_step": sps, "train_seconds": report["train_seconds"],
+            "train_steps_per_s_with_eval": report["steps_per_s"], "wall_s": wall, "parameters": report["parameters"],
+            "attention": report["attention"], "validation": report["validation"],
+        }
+        print(f"{kind}: test accuracy {report['test']['accuracy']:.4f} after {report['steps']} steps, {wall:.0f}s wall", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {"model": model_config(args, "scaled_dot").to_dict(), "data": data_cfg.to_dict(), "runs": results, "runs_dir": str(out_root)}
+
+
+def speed_table(args: argparse.Namespace, device: torch.device, kinds: list[str], lengths: list[int]) -> dict[str, Any]:
+    from attnkit.objectives.classification import classification_loss
+    from attnkit.training.optim import build_optimizer
+
+    out: dict[str, dict[str, Any]] = {}
+    gen = torch.Generator().manual_seed(0)
+    for kind in kinds:
+        out[kind] = {}
+        for t in lengths:
+            try:
+                mcfg = model_config(args, kind, max_len=max(lengths), preset=args.speed_preset)
+                torch.manual_seed(0)
+                model = build_model(mcfg).to(device).train()
+                opt = build_optimizer(model, "adamw", 1e-4, (0.9, 0.98), 1e-8, 0.0)
+                ids = torch.randint(2, 17, (args.speed_batch, t), generator=gen).to(device)
+                labels = torch.randint(0, 10, (args.speed_batch,), generator=gen).to(device)
+
+                def step(_i: int, model=model, opt=opt, ids=ids, labels=labels) -> None:
+                    with _autocast(device):
+                        loss, _ = classification_loss(model(ids).logits, labels)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+
+                timing = common.time_interleaved({kind: step}, device, warmup=args.speed_warmup, iters=args.speed_iters, rounds=1)[kind]
+                out[kind][str(t)] = {"ms_per_step": timing.median_ms, "steps_per_s": 1e3 / timing.median_ms}
+            except Exception as e:  # e.g. out of memory
+                out[kind][str(t)] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            finally:
+                model = opt = None  # noqa: F841
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            print(f"speed {kind} T={t}: {out[kind][str(t)]}", flush=True)
+    for kind in kinds:
+        for t in lengths:
+            base, mine = out.get("scaled_dot", {}).get(str(t), {}), out[kind][str(t)]
+            if "steps_per_s" in base and "steps_per_s" in mine:
+                mine["relative_to_scaled_dot"] = mine["steps_per_s"] / base["steps_per_s"]
+    return {"preset": args.speed_preset, "batch": args.speed_batch, "lengths": lengths, "results": out}
+
+
+def print_tables(acc: dict[str, Any] | None, speed: dict[str, Any] | None) -> None:
+    if acc:
+        rows = []
+        for kind, r in acc["runs"].items():
+            lra = LRA_ACCURACY.get(kind)
+            lra_text = f"{lra[1]:.2f} ({lra[0]})" if lra else "—"
+            if "error" in r:
+                rows.append([kind, "failed", "—", "—", "—", lra_text])
+                continue
+            rows.append([kind, f"{100 * r['test_accuracy']:.2f}", f"{100 * (r['best_validation_accuracy'] or 0):.2f}", str(r["steps"]),
+                         f"{r['wall_s']:.0f}", lra_text])
+        rows += [["—", "—", "—", "—", "—", f"{v:.2f} ({name})"] for name, v in LRA_OTHERS]
+        print("\nListOps test accuracy (%), ours beside LRA's table 1\n")
+        print(common.markdown_table(["kernel", "test acc", "best val acc", "steps", "wall s", "LRA (model)"], rows))
+    if speed:
+        lengths = speed["lengths"]
+        rows = []
+        for kind, per in speed["results"].items():
+            cells = []
+            for t in lengths:
+                r = per[str(t)]
+                cells.append(f"{r['steps_per_s']:.2f} ({r['relative_to_scaled_dot']:.2f}x)" if "relative_to_scaled_dot" in r
+                             else f"{r['steps_per_s']:.2f}" if "steps_per_s" in r else "error")
+            anchor = LRA_SPEED.get(kind)
+            rows.append([kind, *cells, f"{anchor[1]}x / {anchor[2]}x ({anchor[0]})" if anchor else "—"])
+        print(f"\nTraining steps/s ({speed['preset']}, batch {speed['batch']}; relative to scaled_dot), LRA table 3 at 1K / 4K beside\n")
+        print(common.markdown_table(["kernel", *[f"T={t}" for t in lengths], "LRA 1K / 4K"], rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kinds", default=DEFAULT_KINDS, help=f"comma-separated attention kinds (default: {DEFAULT_KINDS})")
+    ap.add_argument("--preset", default="listops-small", help="model preset (default: listops-small)")
+    ap.add_argument("--minutes-per-kind", type=float, default=1.2, help="training budget per kernel (default: 1.2)")
+    ap.add_argument("--lr", type=float, default=TRAIN["lr"], help=f"peak learning rate (default: {TRAIN['lr']})")
+    ap.add_argument("--max-steps", type=int, default=5000, help="at most this many steps per kernel (default: 5000, LRA's)")
+    ap.add_argument("--probe-steps", type=int, default=30, help="steps timed to size each run (default: 30)")
+    ap.add_argument("--train-size", type=int, default=96_000, help="training examples (default: 96,000, LRA's)")
+    ap.add_argument("--speed-lengths", default="1024,2048,3072,4096")
+    ap.add_argument("--speed-kinds", default=None, help="kinds in the speed table (default: --kinds plus lsh)")
+    ap.add_argument("--speed-preset", default="lra-listops", help="model of the speed table (default: lra-listops, LRA's size)")
+    ap.add_argument("--speed-batch", type=int, default=8)
+    ap.add_argument("--speed-warmup", type=int, default=3)
+    ap.add_argument("--speed-iters", type=int, default=8)
+    ap.add_argument("--no-accuracy", action="store_true", help="only the speed table")
+    ap.add_argument("--no-speed", action="store_true", help="only the accuracy runs")
+    ap.add_argument("--set", action="append", default=[], help="model config override, e.g. --set mask_padding=false")
+    ap.add_argument("--cache", type=Path, default=None, help="cache the generated data here")
+    ap.add_argument("--runs", type=Path, default=None, help="keep each kernel's run directory here (default: a temporary one)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quick", action="store_true", help="tiny model, short sequences, a few steps: a smoke test")
+    ap.add_argument("--results", type=Path, default=None, help="where the JSON goes (default: benchmarks/results)")
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
+    args = ap.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    speed_kinds = [k for k in (args.speed_kinds or ",".join(kinds + (["lsh"] if "lsh" not in kinds else []))).split(",") if k]
+    lengths = [int(x) for x in args.speed_lengths.split(",") if x]
+    data_cfg = ListOpsDataConfig(train_size=args.train_size)
+    if args.quick:
+        args.preset = args.speed_preset = "listops-tiny"
+        args.max_steps, args.probe_steps, args.minutes_per_kind = 6, 3, min(args.minutes_per_kind, 0.1)
+        args.speed_batch, args.speed_warmup, args.speed_iters = 2, 1, 2
+        lengths = [128, 256]
+        data_cfg = ListOpsDataConfig(train_size=256, valid_size=64, test_size=64, min_len=40, max_len=200, pad_to=32)
+        if args.speed_kinds is None:
+            speed_kinds = list(kinds)
+    if "scaled_dot" not in speed_kinds:
+        speed_kinds.insert(0, "scaled_dot")  # the reference of every ratio
+    device = common.pick_device(args.device)
+    if device.type == "cuda":
+        for name in ("recompile_limit", "cache_size_limit"):  # FlexAttention compiles once per padded length
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, 256)
+    t0 = time.perf_counter()
+    env = common.environment(device)
+    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+
+    def save(acc: dict[str, Any] | None, speed: dict[str, Any] | None) -> Path:  # after each part: a cut-short run keeps the first
+        payload = {"benchmark": "listops", "environment": env, "elapsed_s": time.perf_counter() - t0, "quick": args.quick,
+                   "preset": args.preset, "lr": args.lr, "accuracy": acc, "speed": speed, "lra_accuracy": LRA_ACCURACY, "lra_speed": LRA_SPEED}
+        return common.write_json("listops", payload, args.results, suffix=suffix)
+
+    acc = None if args.no_accuracy else accuracy_runs(args, device, kinds, data_cfg)
+    if acc is not None:
+        save(acc, None)
+        print_tables(acc, None)
+    speed = None if args.no_speed else speed_table(args, device, speed_kinds, lengths)
+    path = save(acc, speed)
+    print_tables(None, speed)
+    print(f"\nwrote {path} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
