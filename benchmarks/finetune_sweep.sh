@@ -17,19 +17,14 @@ run() {  # tag task [finetune.py options...]
 run s-mean-1e4   sst2 --set data.classifier=mean --set train.lr=1e-4
 run s-mean-5e5   sst2 --set data.classifier=mean --set train.lr=5e-5
 run s-mean-2e4   sst2 --set data.classifier=mean --set train.lr=2e-4
-run s-mean-5e5-5 sst2 --set data.classifier=mean --set train.lr=5e-5 --epochs 5
 run s-tanh-1e4   sst2 --set data.classifier=cls_tanh --set train.lr=1e-4
-run s-pool-5e5   sst2 --set train.lr=5e-5
 run r-mean-5e5   rte --set data.classifier=mean --set train.lr=5e-5
 run r-mean-5e5-s1 rte --set data.classifier=mean --set train.lr=5e-5 --set train.seed=1
 run r-mean-1e4   rte --set data.classifier=mean --set train.lr=1e-4
 run r-mean-3e5-20 rte --set data.classifier=mean --set train.lr=3e-5 --epochs 20
 run r-pool-2e5-20 rte --set train.lr=2e-5 --epochs 20
-run r-tanh-5e5   rte --set data.classifier=cls_tanh --set train.lr=5e-5
-run w-1e4-10     wnut17 --set train.lr=1e-4 --epochs 10
 run w-1e4-15     wnut17 --set train.lr=1e-4 --epochs 15
 run w-2e4-10     wnut17 --set train.lr=2e-4 --epochs 10
 run w-2e4-20     wnut17 --set train.lr=2e-4 --epochs 20
-run w-5e5-20     wnut17 --set train.lr=5e-5 --epochs 20
 run w-3e4-10     wnut17 --set train.lr=3e-4 --epochs 10
 wait
