@@ -192,7 +192,8 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         torch._logging.set_logs(perf_hints=True)  # shows "skipping cudagraphs due to ..." if it happens
 
     def run_ours() -> list[int]:
-        out = generate(ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0), compile=compile_ours)
+        out = generate(ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0),
+                       compile=args.compile_mode if compile_ours else False)
         return out.tokens[0]
 
     def run_hf(cache: str | None) -> Callable[[], list[int]]:
@@ -229,7 +230,7 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         same = sum(a == b for a, b in zip(tokens[name], ref))
         results[name]["tokens_equal_to_hf_dynamic"] = f"{same}/{len(ref)}"
     if compile_ours:
-        results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats)
+        results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats, args.compile_mode)
         tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
     bw = copy_bandwidth(device)
     # Per token every weight matrix is read once; the tied embedding matrix is read whole by the
@@ -241,16 +242,16 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
     ours_name = next(iter(results))  # the user-facing generate()
     ratios = {f"attnkit / {n}": results[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in results.items() if n != ours_name}
     return {
-        "size": size, "dtype": str(dtype), "prompt_tokens": args.prompt_tokens, "new_tokens": new, "batch": 1,
+        "size": size, "compile_mode": args.compile_mode if compile_ours else None, "dtype": str(dtype), "prompt_tokens": args.prompt_tokens, "new_tokens": new, "batch": 1,
         "weight_bytes_per_token": weight_bytes, "copy_bandwidth_bytes_per_s": bw, "results": results, "ratios": ratios, **info,
     }
 
 
-def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int) -> dict[str, Any]:
+def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int, mode: str = "reduce-overhead") -> dict[str, Any]:
     """Prefill, then ``new - 1`` compiled decode steps feeding the argmax back on the device (no sync)."""
     from attnkit.generation.sampling import compiled_decode_one_token, prefill, reused_static_caches
 
-    step = compiled_decode_one_token()
+    step = compiled_decode_one_token(mode)
     t = prompt.shape[1]
     pad = torch.zeros(1, dtype=torch.long, device=prompt.device)
     slots = torch.arange(t, t + new, device=prompt.device)
@@ -332,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile-mode", default="reduce-overhead", choices=["reduce-overhead", "max-autotune"],
+                    help="decode: torch.compile mode of attnkit's decode step")
     ap.add_argument("--text", type=Path, default=None, help="shakespeare: the text file")
     ap.add_argument("--sample-tokens", type=int, default=0, help="shakespeare: sample length printed at each evaluation (default: none)")
     ap.add_argument("--set", action="append", default=[], help="shakespeare: --set passed to attnkit train lm")

@@ -147,11 +147,14 @@ class TorchTranslator(nn.Module):
         self.out = nn.Linear(d, c.tgt_vocab_size, bias=False)
         self.out.weight = self.embed.weight
         self._causal: dict[tuple[int, torch.device], Tensor] = {}
+        self.cache_causal = True  # False under torch.compile: a dict keyed by length would recompile per length
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         ts, tt = src.shape[1], tgt_in.shape[1]
         key = (tt, src.device)
-        if key not in self._causal:
+        if not self.cache_causal:
+            self._causal = {key: nn.Transformer.generate_square_subsequent_mask(tt, device=src.device)}
+        elif key not in self._causal:
             self._causal[key] = nn.Transformer.generate_square_subsequent_mask(tt, device=src.device)
         pad = src == PAD  # (B, Ts) True = padding
         s = self.drop(self.embed(src) * self.scale + self.pe[:ts])  # (B, Ts, d)
@@ -180,8 +183,12 @@ def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch
     return step
 
 
-def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device: torch.device, quick: bool) -> dict[str, Any]:
-    """Tokens/s of attnkit and torch.nn.Transformer twins, trained by one step function on the same batches."""
+def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device: torch.device, quick: bool,
+                   compile: bool = False) -> dict[str, Any]:
+    """Tokens/s of attnkit and torch.nn.Transformer twins, trained by one step function on the same batches.
+
+    ``compile``: both models under ``torch.compile(dynamic=True)`` (one graph for every batch
+    shape), the step function unchanged; the first steps, which compile, are not timed."""
     train = data_cfg.read(data_cfg.train_split, limit=data_cfg.max_pairs)
     tok = train_subword_tokenizer(train.src + train.tgt, data_cfg.vocab_size, data_cfg.tokenizer)
     vocab = tok.get_vocab_size()
@@ -194,10 +201,21 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     batches = [b.to(device) for _, b in zip(range(n_batches), plan_data.batches(epoch=0, seed=0))]
     torch.manual_seed(0)
     models = {"attnkit": attnkit.Transformer(cfg).to(device), "torch.nn.Transformer": TorchTranslator(cfg).to(device)}
+    run: dict[str, nn.Module] = dict(models)
+    compile_s: dict[str, float] = {}
+    if compile:
+        models["torch.nn.Transformer"].cache_causal = False
+        run = {n: torch.compile(m, dynamic=True) for n, m in models.items()}
     steps = {
-        "attnkit": train_step_fn(models["attnkit"], lambda m, b: m(b.src, b.tgt_in).logits, batches, 0.1, device),
-        "torch.nn.Transformer": train_step_fn(models["torch.nn.Transformer"], lambda m, b: m(b.src, b.tgt_in), batches, 0.1, device),
+        "attnkit": train_step_fn(run["attnkit"], lambda m, b: m(b.src, b.tgt_in).logits, batches, 0.1, device),
+        "torch.nn.Transformer": train_step_fn(run["torch.nn.Transformer"], lambda m, b: m(b.src, b.tgt_in), batches, 0.1, device),
     }
+    if compile:  # compile outside the timing (first call, then the rest of the shapes)
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step(0)
+            common.synchronize(device)
+            compile_s[name] = time.perf_counter() - t0
     # Every batch has its own shape, and cuDNN builds an attention plan per new shape, shared by
     # both models: warm up on all batches first so neither pays the other's plan building.
     warmup, iters, rounds = (4, 4, 2) if quick else (n_batches, n_batches, 3)
@@ -212,7 +230,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
+        "compiled": compile, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
         "padded_tokens_per_batch": sum(b.tgt_in.numel() for b in batches) / n_batches, "results": rows,
         "ratio_attnkit_over_torch": ratio,
         "method": "same step function (bf16 autocast, label-smoothed loss x tokens, grads / tokens, fused Adam); "
@@ -306,6 +324,24 @@ def ablations(cfgs: dict[str, Any], args: argparse.Namespace, device: torch.devi
     return 0
 
 
+def speed_only(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device: torch.device, args: argparse.Namespace,
+               env: dict[str, Any]) -> int:
+    """The training-speed comparison alone: eager, then both models compiled, in one process."""
+    runs = {}
+    for mode in ("eager", "compiled"):
+        t0 = time.perf_counter()
+        runs[mode] = training_speed(model_cfg, data_cfg, device, args.quick, compile=mode == "compiled")
+        runs[mode]["wall_s"] = time.perf_counter() - t0
+        r = runs[mode]["results"]
+        print(f"{mode}: attnkit {r['attnkit']['tokens_per_s']:,.0f} tokens/s ({r['attnkit']['median_ms']:.2f} ms), "
+              f"torch.nn.Transformer {r['torch.nn.Transformer']['tokens_per_s']:,.0f} ({r['torch.nn.Transformer']['median_ms']:.2f} ms), "
+              f"ratio {runs[mode]['ratio_attnkit_over_torch']:.3f}", flush=True)
+    payload = {"benchmark": "translate-speed", "quick": args.quick, "environment": env, "runs": runs}
+    suffix = "-speed" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    print(f"wrote {common.write_json('translate', payload, args.out_dir, suffix=suffix)}")
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -324,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-speed", action="store_true",
                     help="skip the attnkit/torch training-speed comparison (which also sizes the run to --minutes: "
                          "without it the recipe's steps run, whatever --minutes says)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the training-speed comparison, eager and under torch.compile(dynamic=True) for both models")
     args = ap.parse_args(argv)
 
     if not (args.data / "train.de.gz").is_file() and not (args.data / "train.de").is_file():
@@ -342,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {env['device_name']} | torch {env['torch']} | cuda {env['cuda']} | attnkit {env['attnkit']['commit'][:12]}")
     if args.ablations:
         return ablations(cfgs, args, device, env)
+    if args.speed_only:
+        return speed_only(model_cfg, data_cfg, device, args, env)
     t_all = time.perf_counter()
 
     # 1. training speed, attnkit vs torch.nn.Transformer; it also sizes the run to the budget

@@ -93,7 +93,7 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
     return model.next_token_logits(token, positions, mask[:, None, None, :], caches)  # type: ignore[arg-type]
 
 
-_COMPILED: list[Callable[..., Tensor]] = []
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
 _REUSED: dict[str, tuple[tuple, list[StaticKVCache]]] = {}
 
 
@@ -115,11 +115,17 @@ def reused_static_caches(model: GPT, batch: int, max_len: int) -> list[StaticKVC
     return held[1]
 
 
-def compiled_decode_one_token() -> Callable[..., Tensor]:
-    """:func:`decode_one_token` under ``torch.compile(mode="reduce-overhead", fullgraph=True)``, built once."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True))
-    return _COMPILED[0]
+def compiled_decode_one_token(mode: str = "reduce-overhead") -> Callable[..., Tensor]:
+    """:func:`decode_one_token` under ``torch.compile(mode=mode, fullgraph=True)``, built once per mode.
+
+    ``"reduce-overhead"`` replays the step as a CUDA graph; ``"max-autotune"`` also benchmarks
+    Triton matmul kernels for the one-row matrix products (a longer first call).
+    """
+    if mode not in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"compile mode {mode!r} is not 'reduce-overhead' or 'max-autotune'")
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(decode_one_token, mode=mode, fullgraph=True)
+    return _COMPILED[mode]
 
 
 # -- choosing the next token ---------------------------------------------------------------
@@ -185,14 +191,15 @@ def generate(
     *,
     decode: Callable[[list[int]], str] | None = None,
     on_token: Callable[[int, Tensor], None] | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> Generation:
     """Continue each prompt (a list of token ids); prompts of different lengths are left-padded.
 
     Args:
         decode: ids -> text; needed for ``config.stop`` and to fill ``Generation.texts``.
         on_token: called as ``on_token(step, tokens (B,))`` after each new token (streaming).
-        compile: compile the decode step with ``torch.compile(mode="reduce-overhead")``.
+        compile: compile the decode step with ``torch.compile(mode="reduce-overhead")`` (``True``)
+            or the mode given (see :func:`compiled_decode_one_token`).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -219,7 +226,7 @@ def generate(
         caches = reused_static_caches(model, b, min(context, -(-(longest + n_new) // 64) * 64))
     else:
         caches = static_caches(model, b, longest + n_new)
-    step_fn = compiled_decode_one_token() if compile else decode_one_token
+    step_fn = compiled_decode_one_token(compile if isinstance(compile, str) else "reduce-overhead") if compile else decode_one_token
     slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
     # Without EOS, stop strings or a callback nothing needs the tokens on the host before the end,
     # so the host never waits for the device and queues decode steps ahead of it.

@@ -22,7 +22,7 @@ def model() -> GPT:
 def test_compiled_generate_reuses_buffers_and_compiles_once(model, monkeypatch):
     counter = CompileCounter()
     torch._dynamo.reset()
-    monkeypatch.setattr(sampling, "_COMPILED", [torch.compile(decode_one_token, backend=counter, fullgraph=True)])
+    monkeypatch.setattr(sampling, "_COMPILED", {"reduce-overhead": torch.compile(decode_one_token, backend=counter, fullgraph=True)})
     monkeypatch.setattr(sampling, "_REUSED", {})
     cfg = SamplingConfig(max_new_tokens=9, temperature=0)
     eager = generate(model, PROMPTS, cfg).tokens
