@@ -114,6 +114,8 @@ def task_argv(name: str, data: Path, out: Path, args: argparse.Namespace) -> lis
             "--set", f"train.device={args.device}"]
     if args.quick:
         argv += ["--set", "train.steps=2", "--set", "train.eval_every=2"]
+    if getattr(args, "epochs", None) is not None:  # after the recipe's --epochs: the last one given wins
+        argv += ["--epochs", str(args.epochs)]
     return argv + [x for kv in args.set for x in ("--set", kv)]
 
 
