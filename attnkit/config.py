@@ -203,3 +203,10 @@ def check(condition: bool, field: str, value: Any, allowed: str) -> None:
     """Raise a :class:`ConfigError` naming ``field`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{field}={value!r} is not allowed; {allowed}")
+
+
+def pick_preset(table: dict[str, C], name: str, what: str, **overrides: Any) -> C:
+    """``table[name]`` with field ``overrides`` (exact names only); ``what`` names the table in the error."""
+    if name not in table:
+        raise ValueError(f"unknown {what} preset {name!r}; choose one of: {', '.join(table)}")
+    return dataclasses.replace(table[name], **overrides)

@@ -23,14 +23,13 @@ live in :mod:`attnkit.models.bert_heads`; Hugging Face key maps in :mod:`attnkit
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnkit.config import Config, check
+from attnkit.config import Config, check, pick_preset
 from attnkit.errors import DataError
 from attnkit.layers.blocks import EncoderLayer, LayerSpec
 from attnkit.layers.positional import LearnedPositions
@@ -128,9 +127,7 @@ BERT_PRESETS: dict[str, BertConfig] = {
 
 def bert_preset(name: str, **overrides: Any) -> BertConfig:
     """Exact-name BERT-family preset lookup, optionally with field overrides."""
-    if name not in BERT_PRESETS:
-        raise ValueError(f"unknown BERT preset {name!r}; choose one of: {', '.join(BERT_PRESETS)}")
-    return dataclasses.replace(BERT_PRESETS[name], **overrides)
+    return pick_preset(BERT_PRESETS, name, "BERT", **overrides)
 
 
 @dataclass

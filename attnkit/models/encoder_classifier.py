@@ -18,14 +18,13 @@ unmasked FlexAttention path on a GPU. Without an ``attention_mask`` no mask is u
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnkit.config import Config, check
+from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import build_positions
 from attnkit.models.base import PretrainedModel, register_model
@@ -89,9 +88,7 @@ CLASSIFIER_PRESETS: dict[str, EncoderClassifierConfig] = {
 
 def classifier_preset(name: str, **overrides: Any) -> EncoderClassifierConfig:
     """Exact-name preset lookup, optionally with field overrides."""
-    if name not in CLASSIFIER_PRESETS:
-        raise ValueError(f"unknown classifier preset {name!r}; choose one of: {', '.join(CLASSIFIER_PRESETS)}")
-    return dataclasses.replace(CLASSIFIER_PRESETS[name], **overrides)
+    return pick_preset(CLASSIFIER_PRESETS, name, "classifier", **overrides)
 
 
 @dataclass

@@ -22,7 +22,6 @@ key map lives in :mod:`attnkit.hub.gpt2`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
-from attnkit.config import Config, check
+from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import LearnedPositions
 from attnkit.models.base import PretrainedModel, register_model
@@ -97,9 +96,7 @@ GPT_PRESETS: dict[str, GPTConfig] = {
 
 def gpt_preset(name: str, **overrides: Any) -> GPTConfig:
     """Exact-name GPT preset lookup, optionally with field overrides."""
-    if name not in GPT_PRESETS:
-        raise ValueError(f"unknown GPT preset {name!r}; choose one of: {', '.join(GPT_PRESETS)}")
-    return dataclasses.replace(GPT_PRESETS[name], **overrides)
+    return pick_preset(GPT_PRESETS, name, "GPT", **overrides)
 
 
 @dataclass

@@ -9,7 +9,6 @@ shared, section 3.4) produces next-token logits.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 from attnkit.attention.cache import LayerCache, make_caches
 from attnkit.attention.masks import padding_mask
 from attnkit.attention.registry import names as kernel_names
-from attnkit.config import Config, check
+from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
 from attnkit.layers.positional import TokenEmbedding, build_positions
 from attnkit.models.base import PretrainedModel, register_model
@@ -109,9 +108,7 @@ PRESETS: dict[str, TransformerConfig] = {
 
 def preset(name: str, **overrides: Any) -> TransformerConfig:
     """Exact-name preset lookup, optionally with field overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    return pick_preset(PRESETS, name, "Transformer", **overrides)
 
 
 @dataclass

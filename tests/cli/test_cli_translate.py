@@ -124,7 +124,7 @@ def test_resume_continues_and_a_fresh_run_refuses_old_checkpoints(multi30k_sampl
         (["--src", "de", "--tgt", "en", "--set", "train.keep_checkpoints=2"], "needs train.keep_checkpoints >= 3"),
         (["--src", "de", "--tgt", "en", "--set", "train.save_every=0"], "data.average_last=3 needs train.save_every > 0"),
         (["--src", "de", "--tgt", "en", "--set", "data.max_tokens=0"], "max_tokens=0 is not allowed"),
-        (["--src", "de", "--tgt", "en", "--preset", "transformer-huge"], "unknown preset 'transformer-huge'"),
+        (["--src", "de", "--tgt", "en", "--preset", "transformer-huge"], "unknown Transformer preset 'transformer-huge'"),
     ],
 )
 def test_train_errors(multi30k_sample, tmp_path, capsys, extra, message):
