@@ -210,7 +210,8 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         runs["hf generate (static cache)"] = run_hf("static")
     results: dict[str, Any] = {}
     tokens: dict[str, list[int]] = {}
-    for name, fn in runs.items():
+
+    def time_run(name: str, fn: Callable[[], list[int]]) -> None:
         t0 = time.perf_counter()
         tokens[name] = fn()  # warm-up: compilation, CUDA graph capture
         fn()
@@ -223,24 +224,42 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
             fn()
             synchronize(device)
             times.append(time.perf_counter() - t0)
-        best = min(times)
-        results[name] = {"seconds": times, "warmup_seconds": first, "tokens_per_s": len(tokens[name]) / best, "new_tokens": len(tokens[name])}
+        results[name] = {"seconds": times, "warmup_seconds": first, "tokens_per_s": len(tokens[name]) / min(times),
+                         "new_tokens": len(tokens[name])}
+
+    for name, fn in runs.items():
+        time_run(name, fn)
+    if compile_ours:
+        results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats, args.compile_mode)
+        tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
+        if not args.no_one_row:  # the same generate() after the one-row transform (attnkit.generation.one_row)
+            from attnkit.generation import sampling as sampling_module
+            from attnkit.generation import use_one_row_linears
+
+            torch._dynamo.reset()
+            sampling_module._COMPILED.clear()
+            use_one_row_linears(ours)
+            try:
+                time_run("attnkit generate (compiled step, one-row linears)", run_ours)
+            except Exception as e:  # noqa: BLE001 - a failed variant is recorded, the rest of the results kept
+                results["attnkit generate (compiled step, one-row linears)"] = {"error": repr(e)[:500]}
+                tokens["attnkit generate (compiled step, one-row linears)"] = []
     ref = tokens["hf generate (dynamic cache)"]
     for name in results:
         same = sum(a == b for a, b in zip(tokens[name], ref))
         results[name]["tokens_equal_to_hf_dynamic"] = f"{same}/{len(ref)}"
-    if compile_ours:
-        results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats, args.compile_mode)
-        tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
     bw = copy_bandwidth(device)
     # Per token every weight matrix is read once; the tied embedding matrix is read whole by the
     # output layer (its input lookup reads one row); position embeddings read one row: left out.
     pos = ours.positions.embedding.weight
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - pos.numel() * pos.element_size()
-    for name, r in results.items():
+    timed = {n: r for n, r in results.items() if "tokens_per_s" in r}  # a failed variant holds only its error
+    for name, r in timed.items():
         r["bandwidth_bound_fraction"] = (weight_bytes / bw) * r["tokens_per_s"] if bw else None
     ours_name = next(iter(results))  # the user-facing generate()
-    ratios = {f"attnkit / {n}": results[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in results.items() if n != ours_name}
+    ratios = {f"attnkit / {n}": results[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in timed.items() if n != ours_name}
+    for ours_row in (n for n in timed if n.startswith("attnkit generate") and n != ours_name):
+        ratios.update({f"{ours_row} / {n}": timed[ours_row]["tokens_per_s"] / r["tokens_per_s"] for n, r in timed.items() if n.startswith("hf ")})
     return {
         "size": size, "compile_mode": args.compile_mode if compile_ours else None, "dtype": str(dtype), "prompt_tokens": args.prompt_tokens, "new_tokens": new, "batch": 1,
         "weight_bytes_per_token": weight_bytes, "copy_bandwidth_bytes_per_s": bw, "results": results, "ratios": ratios, **info,
@@ -333,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-one-row", action="store_true", help="decode: skip the run with attnkit.generation.use_one_row_linears")
     ap.add_argument("--compile-mode", default="reduce-overhead", choices=["reduce-overhead", "max-autotune"],
                     help="decode: torch.compile mode of attnkit's decode step")
     ap.add_argument("--text", type=Path, default=None, help="shakespeare: the text file")

@@ -115,17 +115,28 @@ def reused_static_caches(model: GPT, batch: int, max_len: int) -> list[StaticKVC
     return held[1]
 
 
-def compiled_decode_one_token(mode: str = "reduce-overhead") -> Callable[..., Tensor]:
-    """:func:`decode_one_token` under ``torch.compile(mode=mode, fullgraph=True)``, built once per mode.
+def decode_greedy_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, caches: list[StaticKVCache]) -> Tensor:
+    """:func:`decode_one_token` followed by the greedy choice: the next tokens ``(B, 1)``.
+
+    Compiled, the argmax over the vocabulary runs inside the same graph instead of as a
+    separate eager kernel after it.
+    """
+    return decode_one_token(model, token, slot, pad, caches).argmax(-1, keepdim=True)  # (B, 1)
+
+
+def compiled_decode_one_token(mode: str = "reduce-overhead", *, greedy: bool = False) -> Callable[..., Tensor]:
+    """:func:`decode_one_token` (or :func:`decode_greedy_token`) under ``torch.compile(mode=mode,
+    fullgraph=True)``, built once per mode.
 
     ``"reduce-overhead"`` replays the step as a CUDA graph; ``"max-autotune"`` also benchmarks
     Triton matmul kernels for the one-row matrix products (a longer first call).
     """
     if mode not in ("reduce-overhead", "max-autotune"):
         raise ValueError(f"compile mode {mode!r} is not 'reduce-overhead' or 'max-autotune'")
-    if mode not in _COMPILED:
-        _COMPILED[mode] = torch.compile(decode_one_token, mode=mode, fullgraph=True)
-    return _COMPILED[mode]
+    key = f"{mode}{'/greedy' if greedy else ''}"
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(decode_greedy_token if greedy else decode_one_token, mode=mode, fullgraph=True)
+    return _COMPILED[key]
 
 
 # -- choosing the next token ---------------------------------------------------------------
@@ -226,7 +237,9 @@ def generate(
         caches = reused_static_caches(model, b, min(context, -(-(longest + n_new) // 64) * 64))
     else:
         caches = static_caches(model, b, longest + n_new)
-    step_fn = compiled_decode_one_token(compile if isinstance(compile, str) else "reduce-overhead") if compile else decode_one_token
+    mode = compile if isinstance(compile, str) else "reduce-overhead"
+    greedy = bool(compile) and config.temperature == 0  # the argmax runs inside the compiled step
+    step_fn = compiled_decode_one_token(mode, greedy=greedy) if compile else decode_one_token
     slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
     # Without EOS, stop strings or a callback nothing needs the tokens on the host before the end,
     # so the host never waits for the device and queues decode steps ahead of it.
@@ -237,9 +250,8 @@ def generate(
     try:
         # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
         with torch.autocast(device.type, enabled=False):
-            logits = prefill(model, ids, pad, caches)  # (B, V)
+            token = choose(prefill(model, ids, pad, caches), config.temperature, config.top_k, config.top_p, generator)  # (B,)
             for step in range(n_new):
-                token = choose(logits, config.temperature, config.top_k, config.top_p, generator)  # (B,)
                 if per_step:
                     if on_token is not None:
                         on_token(step, token)
@@ -250,7 +262,9 @@ def generate(
                     queued.append(token)
                 if step == n_new - 1:
                     break
-                logits = step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
+                nxt = step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
+                # A CUDA-graph step returns its output buffer, which the next replay overwrites: copy it.
+                token = nxt[:, 0].clone() if greedy else choose(nxt, config.temperature, config.top_k, config.top_p, generator)
         if queued:
             out = torch.stack(queued, dim=1).tolist()  # (B, n_new): the one host sync
     finally:

@@ -7,7 +7,7 @@ import torch
 from torch._dynamo.testing import CompileCounter
 
 from attnkit.generation import sampling
-from attnkit.generation.sampling import SamplingConfig, decode_one_token, generate
+from attnkit.generation.sampling import SamplingConfig, decode_greedy_token, generate
 from attnkit.models.gpt import GPT, gpt_preset
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18]]
@@ -22,7 +22,8 @@ def model() -> GPT:
 def test_compiled_generate_reuses_buffers_and_compiles_once(model, monkeypatch):
     counter = CompileCounter()
     torch._dynamo.reset()
-    monkeypatch.setattr(sampling, "_COMPILED", {"reduce-overhead": torch.compile(decode_one_token, backend=counter, fullgraph=True)})
+    # temperature 0: generate() uses the greedy step (the argmax inside the compiled graph)
+    monkeypatch.setattr(sampling, "_COMPILED", {"reduce-overhead/greedy": torch.compile(decode_greedy_token, backend=counter, fullgraph=True)})
     monkeypatch.setattr(sampling, "_REUSED", {})
     cfg = SamplingConfig(max_new_tokens=9, temperature=0)
     eager = generate(model, PROMPTS, cfg).tokens
@@ -40,3 +41,15 @@ def test_queued_tokens_equal_per_step_tokens(model):
     streamed = generate(model, PROMPTS, cfg, on_token=lambda step, tok: seen.append(tok.tolist())).tokens
     assert queued == streamed
     assert [list(r) for r in zip(*seen)] == queued
+
+
+def test_compiled_sampling_uses_the_logits_step_and_matches_eager(model, monkeypatch):
+    """temperature > 0: the compiled step returns logits and the sample is drawn outside it."""
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    monkeypatch.setattr(sampling, "_COMPILED", {"reduce-overhead": torch.compile(sampling.decode_one_token, backend=counter, fullgraph=True)})
+    monkeypatch.setattr(sampling, "_REUSED", {})
+    cfg = SamplingConfig(max_new_tokens=7, temperature=0.8, top_k=30, seed=3)
+    assert generate(model, PROMPTS, cfg, compile=True).tokens == generate(model, PROMPTS, cfg).tokens
+    assert counter.frame_count == 1
+    torch._dynamo.reset()

@@ -1,0 +1,83 @@
+"""``use_one_row_linears``: compiled one-row products equal ``F.linear``; everything else is untouched."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch._dynamo.testing import CompileCounter
+
+from attnkit.generation import OneRowLinear, use_one_row_linears
+from attnkit.generation.sampling import SamplingConfig, decode_greedy_token, decode_one_token, generate, prefill, static_caches
+from attnkit.models.gpt import GPT, gpt_preset
+
+
+def test_transform_keeps_weights_names_and_ties():
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n = use_one_row_linears(model)
+    assert n == sum(1 for m in model.modules() if isinstance(m, nn.Linear)) > 0
+    assert all(type(m) is OneRowLinear for m in model.modules() if isinstance(m, nn.Linear))
+    assert model.lm_head.weight is model.tok_embed.weight
+    assert model.state_dict().keys() == before.keys()
+    assert use_one_row_linears(model) == 0  # idempotent
+
+
+def test_eager_calls_are_f_linear_exactly():
+    torch.manual_seed(0)
+    ref = nn.Linear(16, 24)
+    lin = nn.Linear(16, 24)
+    lin.load_state_dict(ref.state_dict())
+    use_one_row_linears(lin)
+    for shape in [(1, 16), (1, 1, 16), (7, 3, 16)]:
+        x = torch.randn(shape)
+        assert torch.equal(lin(x), ref(x))
+
+
+def test_compiled_one_row_equals_linear_and_many_rows_fall_back():
+    torch.manual_seed(0)
+    ref = nn.Linear(32, 40)
+    lin = nn.Linear(32, 40)
+    lin.load_state_dict(ref.state_dict())
+    use_one_row_linears(lin)
+    traced: list[str] = []
+
+    def backend(gm, inputs):  # record which path the graph took, then run it as traced
+        traced.append(" ".join(str(n.target) for n in gm.graph.nodes))
+        return gm.forward
+
+    f = torch.compile(lambda x: lin(x), backend=backend, dynamic=False)
+    for shape, one_row in [((1, 1, 32), True), ((2, 32), True), ((9, 32), False)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(f(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert ("linear" not in traced[-1]) == one_row, traced[-1]
+    torch._dynamo.reset()
+
+
+def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
+    """The whole decode step traced with the transform (aot_eager runs the traced graph) gives
+    the tokens of eager decoding; the greedy step's argmax equals argmax of the logits step."""
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
+    eager = generate(model, prompts, cfg).tokens
+    use_one_row_linears(model)
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
+    caches = static_caches(model, 2, 16)
+    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
+    pad = torch.tensor([0, 2])
+    with torch.no_grad():
+        token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
+        got = [token[:, 0].tolist()]
+        for i in range(5):
+            slot = torch.tensor([4 + i])
+            logits = torch.compile(decode_one_token, backend=counter, fullgraph=True)(model, token, slot, pad, caches).clone()
+            nxt = step(model, token, slot, pad, caches)  # writes the same cache slot again: same values
+            assert torch.equal(nxt[:, 0], logits.argmax(-1))
+            token = nxt
+            got.append(token[:, 0].tolist())
+    assert [list(r) for r in zip(*got)] == eager
+    torch._dynamo.reset()
