@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file in the same directory, then rename.
+"""Atomic file writes: write to a temporary file in the same directory, then rename; UTF-8 line reading.
 
 ``os.replace`` is atomic on POSIX when source and target are on one filesystem, so a
 process killed at any moment leaves either the old file or the new one, never half of one.
@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -77,3 +77,14 @@ def recover_directory(path: Path) -> None:
     old = path.with_name(path.name + ".old")
     if not path.exists() and old.exists():
         os.replace(old, path)
+
+
+def utf8_lines(f: Iterable[str], path: str | os.PathLike) -> Iterator[str]:
+    """The lines of ``f`` (opened with ``encoding="utf-8"``); bytes that are not UTF-8 raise a one-line
+    :class:`~attnkit.errors.DataError` naming ``path`` instead of a ``UnicodeDecodeError``."""
+    from attnkit.errors import DataError
+
+    try:
+        yield from f
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; convert it, e.g. with iconv -t UTF-8") from None

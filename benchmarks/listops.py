@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -88,7 +89,7 @@ def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: Train
     model.to(device).train()
     opt = build_optimizer(model, "adamw", train_cfg.lr, train_cfg.betas, train_cfg.eps, train_cfg.weight_decay)
     times = []
-    batches = task.batches(0, 12345)
+    batches = _endless_batches(task, seed=12345)
     for _ in range(steps):
         b = next(batches)
         common.synchronize(device)
@@ -102,6 +103,18 @@ def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: Train
         times.append(time.perf_counter() - t0)
     tail = sorted(times[steps // 3 :])
     return tail[len(tail) // 2]
+
+
+def _endless_batches(task: ListOpsTask, *, seed: int) -> Iterator[Any]:
+    """The task's batches, epoch after epoch: a small training split has fewer batches than the probe has steps
+    (one epoch alone ran out and raised ``StopIteration``, e.g. ``--train-size 200`` with 30 probe steps)."""
+    for epoch in itertools.count():
+        produced = False
+        for b in task.batches(epoch, seed):
+            produced = True
+            yield b
+        if not produced:
+            raise ValueError("the ListOps training split produced no batches; raise --train-size")
 
 
 def _autocast(device: torch.device) -> Any:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.cli.common import add_set_argument, apply_overrides
-from attnkit.errors import ConfigError
+from attnkit.errors import ConfigError, DataError
 
 DEFAULT_TRAIN = dict(
     batch_size=32, optimizer="adamw", lr=5e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, schedule="linear",
@@ -183,6 +183,8 @@ def _read(args: argparse.Namespace, limit: int | None) -> tuple[Any, Any, list[s
             raise ConfigError(f"{args.train} has no 'label' column; training needs labels")
         dev = read_classification_tsv(args.dev) if args.dev else None
         if dev is not None:
+            if not len(dev):
+                raise DataError(f"{args.dev} holds no examples; evaluation needs some (or leave out --dev)")
             if (dev.pairs is None) != (train.pairs is None):
                 raise ConfigError(f"{args.train} and {args.dev} differ: one holds sentence pairs, the other single sentences")
             if dev.labels is None:

@@ -45,7 +45,10 @@ def _lines(args: argparse.Namespace) -> list[str]:
         return sys.stdin.read().splitlines()
     if not path.is_file():
         raise DataError(f"input file {path} does not exist")
-    return path.read_text(encoding="utf-8").splitlines()
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte offset {e.start}); convert it, e.g. with iconv -t UTF-8") from None
 
 
 def run(args: argparse.Namespace) -> int:

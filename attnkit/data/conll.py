@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from attnkit.errors import DataError
+from attnkit.io import utf8_lines
 from attnkit.metrics import split_tag
 
 
@@ -53,7 +54,7 @@ def read_conll(path: str | os.PathLike, *, limit: int | None = None) -> TaggedSe
     cur_tok: list[str] = []
     cur_tag: list[str] = []
     with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
+        for n, raw in enumerate(utf8_lines(f, path), start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
                 if cur_tok:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from attnkit.errors import DataError
+from attnkit.io import utf8_lines
 
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("question1", "question2"), ("premise", "hypothesis"))
 
@@ -58,7 +59,7 @@ def read_classification_tsv(path: str | os.PathLike, *, limit: int | None = None
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = csv.reader(utf8_lines(f, path), delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, None)
         if header is None:
             raise DataError(f"{path} is empty; expected a header such as 'sentence<TAB>label'")

@@ -240,6 +240,13 @@ def check_configs(model_cfg: Any, data_cfg: ListOpsDataConfig) -> None:
     att = model_cfg.attention
     if att.kind == "linformer" and att.params.get("max_len", 4096) < need:
         raise ConfigError(f"model.attention.params.max_len={att.params['max_len']} is shorter than the longest padded batch ({need} tokens)")
+    shortest = _round_up(data_cfg.min_len + int(model_cfg.pool == "cls"), data_cfg.pad_to)
+    positions = att.params.get("global_positions", ()) if att.kind == "global_window" else ()
+    too_far = [p for p in positions if isinstance(p, int) and p >= shortest]
+    if too_far:  # the kernel would refuse them only at the first batch that short, mid-run
+        raise ConfigError(f"model.attention.params.global_positions={list(positions)}: {too_far} lie beyond the shortest padded "
+                          f"batch ({shortest} tokens: data.min_len={data_cfg.min_len} rounded up to data.pad_to={data_cfg.pad_to}); "
+                          f"use positions below {shortest}")
 
 
 def build_model(model_cfg: Any) -> nn.Module:

