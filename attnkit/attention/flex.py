@@ -60,10 +60,31 @@ def _build(pattern: Pattern, tq: int, tk: int, device: torch.device) -> Any:
     return create_block_mask(lambda b, h, qr, kr: keep(h, qr, kr), B=None, H=n_heads, Q_LEN=tq, KV_LEN=tk, device=device)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float) -> Tensor:
-    """softmax(q k^T * scale) v over the pattern, ``(B, H, Tq, Dv)``, with compiled FlexAttention."""
+def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
+    """``mask`` as a ``(B, Tk)`` key-keep table when it is a key-padding mask (broadcastable
+    ``(B or 1, 1, 1, Tk)``, boolean), else ``None`` (a mask FlexAttention is not given here)."""
+    if mask is None or mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1:
+        return None
+    if mask.shape[-1] != tk or mask.shape[0] not in (1, batch):
+        return None
+    return mask[:, 0, 0, :].expand(batch, tk)  # (B, Tk)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float, key_keep: Tensor | None = None) -> Tensor:
+    """softmax(q k^T * scale) v over the pattern, ``(B, H, Tq, Dv)``, with compiled FlexAttention.
+
+    ``key_keep: (B, Tk)`` (True = a real key) drops padding keys through a score modification
+    (-inf), so the cached block mask of the pattern still serves every batch; rows left with no
+    key give zeros, as FlexAttention defines them.
+    """
     global _COMPILED
     if _COMPILED is None:
         _COMPILED = torch.compile(flex_attention, dynamic=False)
     bm = block_mask(pattern, key, q.shape[-2], k.shape[-2], q.device)
-    return _COMPILED(q, k, v, block_mask=bm, scale=scale)
+    if key_keep is None:
+        return _COMPILED(q, k, v, block_mask=bm, scale=scale)
+
+    def drop_padding(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return torch.where(key_keep[b, kv_idx], score, -float("inf"))
+
+    return _COMPILED(q, k, v, block_mask=bm, score_mod=drop_padding, scale=scale)

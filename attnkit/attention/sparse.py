@@ -6,8 +6,9 @@ compute it, and must agree:
 
 * reference (``need_weights=True`` or ``backend="dense"``): the dense pattern mask ANDed with
   the user's mask, then the shared masked softmax;
-* GPU (``backend="auto"`` on CUDA, at least 128 queries, no user mask, bias or dropout):
-  FlexAttention with a block mask cached per shape (:mod:`attnkit.attention.flex`); decoding
+* GPU (``backend="auto"`` on CUDA, at least 128 queries, no bias or dropout, no user mask
+  other than key padding ``(B, 1, 1, Tk)``, which becomes a score modification): FlexAttention
+  with a block mask cached per shape (:mod:`attnkit.attention.flex`); decoding
   steps (a few queries over a growing cache) take the chunked path, which needs no compile
   per length;
 * otherwise: chunked attention over gathered keys (:mod:`attnkit.attention.chunked`), memory
@@ -107,13 +108,16 @@ class SparseAttention(AttentionKernel):
             return q.new_zeros(*q.shape[:-1], v.shape[-1])
         p = self.dropout if self.training else 0.0
         scale = self._scale(q.shape[-1])
-        use_flex = flex.available(q) and tq >= flex.MIN_QUERIES and mask is None and bias is None and not p
+        key_keep = flex.key_padding(mask, q.shape[0], tk)  # a key-padding mask FlexAttention takes as a score mod
+        flex_ok = (mask is None or key_keep is not None) and bias is None and not p
+        use_flex = flex.available(q) and tq >= flex.MIN_QUERIES and flex_ok
         if self.backend == "flex" or (self.backend == "auto" and use_flex):
             if not flex.available(q):
                 raise ValueError(f"{self.kind}: backend='flex' needs CUDA tensors and a power-of-two head dim >= 16")
-            if mask is not None or bias is not None or p:
-                raise ValueError(f"{self.kind}: backend='flex' takes no mask, bias or dropout; use backend='auto'")
-            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale)
+            if not flex_ok:
+                raise ValueError(f"{self.kind}: backend='flex' takes only a key-padding mask (B, 1, 1, Tk), no bias "
+                                 "or dropout; use backend='auto'")
+            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale, key_keep)
         key = (causal, tq, tk, str(q.device), self.chunk)
         if key not in self._plans:
             if len(self._plans) > 16:

@@ -1,0 +1,45 @@
+"""The FlexAttention branch of the sparse kernels, run on the CPU (inference only there).
+
+FlexAttention compiles for the CPU in inference mode, so the branch the GPU takes can be
+checked here against the dense pattern mask: the pattern's block mask plus a key-padding mask
+passed as a score modification. ``flex.available`` is patched to accept CPU tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnkit.attention as A
+from attnkit.attention import flex
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(flex.flex_attention is None, reason="no FlexAttention")]
+
+
+def test_key_padding_only_masks_are_recognised() -> None:
+    keep = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    assert flex.key_padding(keep, 2, 9).shape == (2, 9)
+    assert flex.key_padding(keep[:1], 2, 9).shape == (2, 9)  # broadcast over the batch
+    assert flex.key_padding(torch.ones(2, 1, 9, 9, dtype=torch.bool), 2, 9) is None  # per-query masks: not a score mod
+    assert flex.key_padding(keep.float(), 2, 9) is None
+    assert flex.key_padding(None, 2, 9) is None
+
+
+def test_flex_branch_with_key_padding_equals_dense_mask_on_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(flex, "available", lambda q: True)
+    monkeypatch.setattr(flex, "_COMPILED", None)
+    flex._MASKS.clear()
+    torch.manual_seed(0)
+    t = 256
+    q, k, v = (torch.randn(2, 2, t, 16) for _ in range(3))
+    keep = torch.ones(2, 1, 1, t, dtype=torch.bool)
+    keep[1, ..., 100:] = False  # row 1: queries past ~120 see only padding in their window
+    fast = A.get("sliding_window", window=32, backend="flex").eval()
+    ref = A.get("sliding_window", window=32, backend="dense").eval()
+    with torch.no_grad():
+        out = fast(q, k, v, mask=keep)
+        want = ref(q, k, v, mask=keep)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[1, :, 200:], torch.zeros_like(out[1, :, 200:]))
+    flex._MASKS.clear()
+    torch._dynamo.reset()
