@@ -89,15 +89,17 @@ class EncoderLayer(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         *,
+        bias: Tensor | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """``cache``: the self-attention KV cache of a causal (decoder-only) stack."""
+        """``cache``: the self-attention KV cache of a causal (decoder-only) stack; ``bias``: a
+        float score bias for the self-attention (see :class:`~attnkit.attention.MultiHeadAttention`)."""
         weights: list[Tensor | None] = [None]
 
         def attend(h: Tensor) -> Tensor:
-            out, weights[0] = self.self_attn(h, mask=mask, causal=causal, cache=cache, need_weights=need_weights)
+            out, weights[0] = self.self_attn(h, mask=mask, bias=bias, causal=causal, cache=cache, need_weights=need_weights)
             return out
 
         x = self.res_attn(x, attend)  # (B, T, d_model)
@@ -158,15 +160,17 @@ class Encoder(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         *,
+        bias: Tensor | None = None,
         causal: bool = False,
         caches: list[KVCache] | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, list[Tensor | None]]:
-        """``caches``: one self-attention KV cache per layer (a causal stack decoding incrementally)."""
+        """``caches``: one self-attention KV cache per layer (a causal stack decoding incrementally);
+        ``bias``: one float score bias shared by every layer, prepared once by the caller."""
         weights = []
         for i, layer in enumerate(self.layers):
             cache = caches[i] if caches is not None else None
-            x, w = layer(x, mask, causal=causal, cache=cache, need_weights=need_weights)
+            x, w = layer(x, mask, bias=bias, causal=causal, cache=cache, need_weights=need_weights)
             weights.append(w)
         return self.norm(x), weights
 

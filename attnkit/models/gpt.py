@@ -185,16 +185,18 @@ class GPT(PretrainedModel):
         h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
         return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)
 
-    def next_token_logits(self, ids: Tensor, positions: Tensor, mask: Tensor, caches: list[KVCache]) -> Tensor:
+    def next_token_logits(self, ids: Tensor, positions: Tensor, mask: Tensor | None, caches: list[KVCache],
+                          bias: Tensor | None = None) -> Tensor:
         """Logits ``(B, V)`` after the last of ``ids: (B, T)``, for decoding over a fixed-size cache.
 
         ``positions: (B, T)`` are explicit and ``mask`` (boolean, broadcastable to
-        ``(B, H, T, T_keys)``) replaces the causal mask. There are no Python-side checks and no
-        data-dependent shapes, so :func:`attnkit.generation.sampling.decode_one_token` compiles
-        to a single graph.
+        ``(B, H, T, T_keys)``) replaces the causal mask; or ``bias`` (0 / -inf, the same shape)
+        does, when every query is known to see at least one key. There are no Python-side checks
+        and no data-dependent shapes, so :func:`attnkit.generation.sampling.decode_one_token`
+        compiles to a single graph.
         """
         x = self.drop(self.tok_embed(ids) + self.positions.embedding(positions))  # (B, T, d_model)
-        h, _ = self.decoder(x, mask, causal=False, caches=caches)  # (B, T, d_model)
+        h, _ = self.decoder(x, mask, bias=bias, causal=False, caches=caches)  # (B, T, d_model)
         return self.lm_head(h[:, -1])  # (B, V)
 
     def new_caches(self, max_len: int | None = None) -> list[KVCache]:
