@@ -155,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
         task: Any = ft.ClassificationTask(train_enc, dev_enc, **kw)
     else:
         task = ft.TaggingTask(train_enc, dev_enc, tags=labels, dev_sentences=dev_data, **kw)
-    model = ft.build_head(source, args.task, labels, d.classifier_dropout, d.classifier)
+    classifier = d.classifier
+    if args.task == "classify" and classifier == "auto" and ft.checkpoint_pooling(args.model) == "mean":
+        classifier = "mean"  # the pooling a sentence-embedding checkpoint was trained with
+        print("classifier: mean pooling (the checkpoint's sentence-transformers pooling; data.classifier=pooler to change)")
+    model = ft.build_head(source, args.task, labels, d.classifier_dropout, classifier)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps({k: v.to_dict() for k, v in cfgs.items()}, indent=2) + "\n")

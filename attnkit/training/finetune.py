@@ -12,9 +12,11 @@ the batch order is shuffled again. Evaluation sorts the whole set by length.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import torch
@@ -41,8 +43,9 @@ class FinetuneConfig(Config):
     ``bucket_size``: how many batches' worth of examples are sorted by length together.
     ``limit``: read at most this many training examples (0 = all).
     ``classifier`` (classify only): how the sequence becomes one vector, see
-    :class:`~attnkit.models.BertTaskConfig`; ``auto`` is the pooler when the encoder has one
-    (BERT's choice), else ``cls_tanh``. A checkpoint whose pooler was never trained (sentence-
+    :class:`~attnkit.models.BertTaskConfig`; ``auto`` is ``mean`` for a sentence-transformers
+    checkpoint trained with mean pooling (its ``modules.json`` says so), else the pooler when the
+    encoder has one (BERT's choice), else ``cls_tanh``. A checkpoint whose pooler was never trained (sentence-
     embedding models such as all-MiniLM-L6-v2 were trained on mean-pooled states) may do better
     with ``cls_tanh``, which starts its dense layer fresh, or ``mean`` (their own pooling).
     """
@@ -277,6 +280,26 @@ def encoder_of(model: nn.Module) -> nn.Module:
     if isinstance(bert, BertModel):
         return bert
     raise CheckpointError(f"the model is a {type(model).__name__}, not a BERT-family encoder or head; fine-tuning needs one")
+
+
+def checkpoint_pooling(model_dir: Path | str) -> str | None:
+    """The pooling a sentence-transformers checkpoint was trained with (``"mean"`` or ``"cls"``),
+    read from its ``modules.json`` / ``*_Pooling/config.json``; ``None`` for other directories."""
+    root = Path(model_dir)
+    if not (root / "modules.json").is_file():
+        return None
+    try:
+        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+        for m in modules:
+            if str(m.get("type", "")).endswith("models.Pooling"):
+                cfg = json.loads((root / m.get("path", "") / "config.json").read_text(encoding="utf-8"))
+                if cfg.get("pooling_mode_mean_tokens"):
+                    return "mean"
+                if cfg.get("pooling_mode_cls_token"):
+                    return "cls"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None  # an unreadable side file: fall back to the architecture's own choice
+    return None
 
 
 def build_head(source: nn.Module, kind: str, labels: Sequence[str], classifier_dropout: float | None = None,

@@ -185,3 +185,17 @@ def test_minilm_one_step(capsys, tmp_path):
     model = attnkit.load(tmp_path / "o" / "model")
     assert isinstance(model, BertClassifier) and model.config.encoder.d_model == 384 and model.config.labels == ("0", "1")
     assert (tmp_path / "o" / "model" / "tokenizer.json").is_file()
+    # classifier "auto" follows the checkpoint's sentence-transformers pooling (1_Pooling: mean tokens)
+    assert model.config.classifier == "mean" and "mean pooling" in stdout
+
+
+def test_checkpoint_pooling_reads_sentence_transformers_files(tmp_path):
+    from attnkit.training.finetune import checkpoint_pooling
+
+    assert checkpoint_pooling(tmp_path) is None  # no modules.json: not a sentence-transformers directory
+    (tmp_path / "modules.json").write_text('[{"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')
+    assert checkpoint_pooling(tmp_path) == "cls"
+    (tmp_path / "1_Pooling" / "config.json").write_text("{not json")
+    assert checkpoint_pooling(tmp_path) is None
