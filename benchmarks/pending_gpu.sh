@@ -23,9 +23,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # issue 4: decode with the greedy step inside the graph, the decode bias, and one-row linears (extra row)
 step 150 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 # issue 3: attnkit / torch.nn.Transformer twin, eager and both compiled with dynamic=True
-step 170 "translate speed" python benchmarks/translate.py --speed-only --data "$DATA/multi30k" --out-dir "$OUT"
+step 150 "translate speed" python benchmarks/translate.py --speed-only --data "$DATA/multi30k" --out-dir "$OUT"
 # issue 5: SST-2 epoch wall, HF dynamic padding against attnkit's bucketed batches
-step 150 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT"
+step 180 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT"
 # issue 6: sparse kernels with the padding mask on the FlexAttention path (steps per budget vs dense)
 step 100 "listops flex+padding" python benchmarks/listops.py --kinds scaled_dot,sliding_window --no-speed --lr 1e-3 \
   --minutes-per-kind 0.5 --train-size 20000 --results "$OUT"
