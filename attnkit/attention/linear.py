@@ -156,3 +156,58 @@ class LinearAttention(AttentionKernel):
 
     def extra_repr(self) -> str:
         return f"chunk={self.chunk}"
+
+
+class RecurrentCache:
+    """The self-attention "cache" of a linear-attention layer: its fixed-size state, not past keys.
+
+    Katharopoulos et al. 2020, section 3.4: causal linear attention is an RNN whose state is
+    ``S = sum_j phi(k_j) v_j^T`` and ``z = sum_j phi(k_j)``. The first call (the prompt, any
+    length) runs the parallel causal form and sums its real keys into the state; every later
+    call advances the state one token at a time (:meth:`LinearAttention.step`). Memory is
+    ``(B, H, M, Dv)`` whatever the position and token n costs what token 1 does. The state is
+    kept in float32 for half-precision models. ``length`` counts the positions seen, padding
+    included (it plays :class:`~attnkit.attention.cache.KVCache`'s part for positions).
+    """
+
+    def __init__(self) -> None:
+        self.state: LinearState | None = None
+        self.length = 0
+
+    def attend(self, kernel: LinearAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Outputs ``(B, H, T, Dv)`` for ``T`` new positions (causal); ``mask``: key padding ``(B|1, 1, 1, T)`` or None.
+
+        After the prompt, masks may only mark every new position as real (padding belongs to
+        the left of the prompt).
+        """
+        if mask is not None and not (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1):
+            raise ValueError("a recurrent (linear-attention) cache takes only a key-padding mask (B, 1, 1, T)")
+        dtype, t = v.dtype, q.shape[-2]
+        if self.state is None:
+            keep = None if mask is None else mask[..., -t:]  # (B|1, 1, 1, T): this call's keys
+            out = kernel(q, k, v, mask=keep, causal=True)  # (B, H, T, Dv)
+            # Key features as step() makes them, one (B*H, T, D) batch: no stabiliser shared over
+            # the prompt's keys (FAVOR+), so the prompt's state and later keys are on one scale.
+            fk = kernel.features(k.float().flatten(0, 1), False).unflatten(0, k.shape[:2])  # (B, H, T, M)
+            vf = v.float()  # (B, H, T, Dv)
+            if keep is not None:
+                w = keep[:, :, 0, :, None].to(fk.dtype)  # (B|1, 1, T, 1)
+                fk, vf = fk * w, vf * w
+            self.state = LinearState(s=torch.einsum("bhtm,bhte->bhme", fk, vf), z=fk.sum(dim=2), t=t)
+            self.length = t
+            return out
+        outs = []
+        for i in range(t):  # one token at a time: eqs. (18)-(20)
+            o, self.state = kernel.step(q[:, :, i : i + 1].float(), k[:, :, i : i + 1].float(), v[:, :, i : i + 1].float(), self.state)
+            outs.append(o)
+        self.length += t
+        return torch.cat(outs, dim=2).to(dtype)  # (B, H, T, Dv)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index``."""
+        if self.state is not None:
+            self.state = LinearState(self.state.s.index_select(0, index), self.state.z.index_select(0, index), self.state.t)
+
+    def nbytes(self) -> int:
+        """Bytes the state holds (constant once the prompt is in)."""
+        return 0 if self.state is None else self.state.s.nbytes + self.state.z.nbytes

@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache, StaticKV
+from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.attention.registry import build
 
 
@@ -71,7 +72,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         bias: Tensor | None = None,
         causal: bool = False,
-        cache: KVCache | StaticKV | None = None,
+        cache: KVCache | StaticKV | RecurrentCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``x: (B, Tq, d_model)`` to itself or to ``context: (B, Tk, d_context)``.
@@ -80,8 +81,10 @@ class MultiHeadAttention(nn.Module):
             mask: boolean, broadcastable to ``(B, H, Tq, Tk)``, True = may attend.
             bias: float score bias broadcastable to ``(B, H, Tq, Tk)``.
             causal: apply the (bottom-right aligned) causal mask.
-            cache: a :class:`KVCache` (self-attention: the new keys are appended) or a
-                :class:`StaticKV` (cross-attention: filled on the first call, then reused).
+            cache: a :class:`KVCache` (self-attention: the new keys are appended), a
+                :class:`StaticKV` (cross-attention: filled on the first call, then reused) or a
+                :class:`~attnkit.attention.linear.RecurrentCache` (causal linear attention: a
+                fixed-size state advanced by the new positions).
             need_weights: also return the ``(B, H, Tq, Tk)`` attention weights.
 
         Returns:
@@ -101,6 +104,11 @@ class MultiHeadAttention(nn.Module):
                     cache.set(k, v)
         else:
             q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, T, d_k)
+            if isinstance(cache, RecurrentCache):  # linear attention: a fixed-size state instead of past keys
+                if not causal or bias is not None or need_weights or not isinstance(self.kernel, LinearAttention):
+                    raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")
+                out = cache.attend(self.kernel, q, k, v, mask)  # (B, H, Tq, d_k)
+                return self.out_proj(out.transpose(1, 2).reshape(b, tq, self.d_model)), None
             if isinstance(cache, KVCache):
                 k, v = cache.append(k, v)  # (B, H, T_past + T, d_k)
         res = self.kernel(q, k, v, mask=mask, bias=bias, causal=causal, need_weights=need_weights)

@@ -239,14 +239,36 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(config.seed)
     was_training = model.training
     model.eval()
-    if compile:  # a fixed buffer size (a multiple of 64) and fixed buffers: no recompilation per call
-        caches = reused_static_caches(model, b, min(context, -(-(longest + n_new) // 64) * 64))
+    greedy = False
+    first: Callable[[], Tensor]
+    advance: Callable[[Tensor, int], Tensor]
+    if getattr(model, "recurrent", False):
+        # Linear attention decodes as an RNN: a fixed-size state per layer, eager (``compile`` is
+        # for the KV-cache step); positions count each row's real tokens.
+        states = model.new_caches()
+        keep = torch.arange(longest, device=device)[None, :] >= pad[:, None]  # (B, T)
+        real = longest - pad  # (B,) prompt tokens per row
+
+        def first() -> Tensor:
+            return model(ids, attention_mask=keep, caches=states).logits[:, -1]  # (B, V)
+
+        def advance(token: Tensor, step: int) -> Tensor:
+            return model(token[:, None], positions=(real + step)[:, None], caches=states).logits[:, -1]
     else:
-        caches = static_caches(model, b, longest + n_new)
-    mode = compile if isinstance(compile, str) else "reduce-overhead"
-    greedy = bool(compile) and config.temperature == 0  # the argmax runs inside the compiled step
-    step_fn = compiled_decode_one_token(mode, greedy=greedy) if compile else decode_one_token
-    slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
+        if compile:  # a fixed buffer size (a multiple of 64) and fixed buffers: no recompilation per call
+            caches = reused_static_caches(model, b, min(context, -(-(longest + n_new) // 64) * 64))
+        else:
+            caches = static_caches(model, b, longest + n_new)
+        mode = compile if isinstance(compile, str) else "reduce-overhead"
+        greedy = bool(compile) and config.temperature == 0  # the argmax runs inside the compiled step
+        step_fn = compiled_decode_one_token(mode, greedy=greedy) if compile else decode_one_token
+        slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
+
+        def first() -> Tensor:
+            return prefill(model, ids, pad, caches)
+
+        def advance(token: Tensor, step: int) -> Tensor:
+            return step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
     # Without EOS, stop strings or a callback nothing needs the tokens on the host before the end,
     # so the host never waits for the device and queues decode steps ahead of it.
     per_step = on_token is not None or config.eos_id is not None or bool(config.stop)
@@ -256,7 +278,7 @@ def generate(
     try:
         # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
         with torch.autocast(device.type, enabled=False):
-            token = choose(prefill(model, ids, pad, caches), config.temperature, config.top_k, config.top_p, generator)  # (B,)
+            token = choose(first(), config.temperature, config.top_k, config.top_p, generator)  # (B,)
             for step in range(n_new):
                 if per_step:
                     if on_token is not None:
@@ -268,7 +290,7 @@ def generate(
                     queued.append(token)
                 if step == n_new - 1:
                     break
-                nxt = step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
+                nxt = advance(token, step)
                 # A CUDA-graph step returns its output buffer, which the next replay overwrites: copy it.
                 token = nxt[:, 0].clone() if greedy else choose(nxt, config.temperature, config.top_k, config.top_p, generator)
         if queued:

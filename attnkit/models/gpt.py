@@ -29,6 +29,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
+from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import LearnedPositions
@@ -199,6 +200,14 @@ class GPT(PretrainedModel):
         h, _ = self.decoder(x, mask, bias=bias, causal=False, caches=caches)  # (B, T, d_model)
         return self.lm_head(h[:, -1])  # (B, V)
 
-    def new_caches(self, max_len: int | None = None) -> list[KVCache]:
-        """Empty growing KV caches, one per layer (capacity ``max_len``, default the context)."""
+    @property
+    def recurrent(self) -> bool:
+        """Whether the attention is causal linear attention, decoded as an RNN (a fixed-size state per layer)."""
+        return isinstance(self.decoder.layers[0].self_attn.kernel, LinearAttention)
+
+    def new_caches(self, max_len: int | None = None) -> list[KVCache] | list[RecurrentCache]:
+        """Empty caches, one per layer: growing KV caches (capacity ``max_len``, default the
+        context), or for linear attention the fixed-size recurrent state (``max_len`` unused)."""
+        if self.recurrent:
+            return [RecurrentCache() for _ in range(self.config.n_layers)]
         return [KVCache(max_len or self.config.context) for _ in range(self.config.n_layers)]
