@@ -6,7 +6,10 @@
 #   OUT=/some/dir bash benchmarks/pending_gpu.sh DATA_DIR MINILM_DIR
 #
 # DATA_DIR holds multi30k/ and sst2/ (copies of ../shared/data); MINILM_DIR the
-# all-MiniLM-L6-v2 files (config.json, model.safetensors, tokenizer.json). Everything printed
+# all-MiniLM-L6-v2 tokenizer files (tokenizer.json, vocab.txt; the weights are not needed here).
+# (Fine-tuning runs do need its 91 MB model.safetensors, more than one device call carries:
+# split it, carry one half in a first call that copies it to /tmp, the other in the next call
+# while the machine is still warm, and join them with cat.) Everything printed
 # goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few files: the device
 # tool returns about ten).
 DATA=${1:?data dir}; MINILM=${2:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
