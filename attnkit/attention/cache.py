@@ -42,10 +42,23 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (beam search's surviving hypotheses)."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)  # type: ignore[union-attr]
+        """Keep batch rows ``index`` (beam search's surviving hypotheses).
+
+        Only the ``length`` filled positions are copied, not the whole capacity; with as many
+        rows as before (a beam step) the buffers are reused in place.
+        """
+        if self.k is None or self.v is None:
+            return
+        n = self.length
+        if index.shape[0] == self.k.shape[0]:
+            self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+            self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+            return
+        k = self.k.new_zeros(index.shape[0], *self.k.shape[1:])
+        v = self.v.new_zeros(index.shape[0], *self.v.shape[1:])
+        k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+        v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+        self.k, self.v = k, v
 
 
 class StaticKV:
@@ -76,9 +89,11 @@ class LayerCache:
         self.self_attn = KVCache(max_len)
         self.cross_attn = StaticKV() if cross else None
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, *, cross: bool = True) -> None:
+        """Keep rows ``index``; ``cross=False`` leaves the cross-attention keys alone (beam search
+        reordering hypotheses within an example, whose encoder rows are identical)."""
         self.self_attn.reorder(index)
-        if self.cross_attn is not None:
+        if self.cross_attn is not None and cross:
             self.cross_attn.reorder(index)
 
 
@@ -87,9 +102,14 @@ def make_caches(n_layers: int, max_len: int, cross: bool = True) -> list[LayerCa
     return [LayerCache(max_len, cross) for _ in range(n_layers)]
 
 
-def reorder_caches(caches: list[LayerCache], index: Tensor) -> None:
+def reorder_caches(caches: list[LayerCache], index: Tensor, *, cross: bool = True) -> None:
+    """Reorder every layer's caches (see :meth:`LayerCache.reorder`; other cache objects with a
+    ``reorder(index)`` method reorder everything they hold)."""
     for c in caches:
-        c.reorder(index)
+        if isinstance(c, LayerCache):
+            c.reorder(index, cross=cross)
+        else:
+            c.reorder(index)
 
 
 __all__ = ["KVCache", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]

@@ -142,7 +142,7 @@ class DecoderSteps:
         if rows is not None:
             self.prefix = self.prefix.index_select(0, rows)  # (R', 1 + t)
             if self.caches is not None:
-                reorder_caches(self.caches, rows)
+                reorder_caches(self.caches, rows, cross=new_sources)
             if new_sources:
                 self.memory = self.memory.index_select(0, rows)  # (R', Ts, d_model)
                 self.src_mask = self.src_mask.index_select(0, rows)  # (R', 1, 1, Ts)

@@ -164,6 +164,32 @@ def test_kv_cache_reorder_follows_the_batch_index() -> None:
     torch.testing.assert_close(out, full[:, 2:])
 
 
+def test_kv_cache_reorder_in_place_with_as_many_rows() -> None:
+    """A beam step (same row count): filled positions follow the index, buffers are reused."""
+    mine, _ = pair(cross=False)
+    x = randn(3, 4, D_MODEL, seed=7)
+    full, _ = mine(x[[1, 1, 0]], causal=True)
+    cache = KVCache(max_len=6)
+    mine(x[:, :2], causal=True, cache=cache)
+    buffer = cache.k
+    cache.reorder(torch.tensor([1, 1, 0]))
+    assert cache.k is buffer and cache.k.shape[2] == 6
+    out, _ = mine(x[[1, 1, 0], 2:], causal=True, cache=cache)
+    torch.testing.assert_close(out, full[:, 2:])
+
+
+def test_layer_cache_reorder_can_leave_cross_attention_alone() -> None:
+    from attnkit.attention.cache import LayerCache
+
+    c = LayerCache(max_len=4)
+    c.cross_attn.set(torch.arange(2.0).view(2, 1, 1, 1), torch.arange(2.0).view(2, 1, 1, 1))
+    before = c.cross_attn.k
+    c.reorder(torch.tensor([1, 0]), cross=False)
+    assert c.cross_attn.k is before
+    c.reorder(torch.tensor([1, 0]))
+    assert c.cross_attn.k.flatten().tolist() == [1.0, 0.0]
+
+
 def test_static_kv_is_filled_once_and_reused() -> None:
     mine, _ = pair(cross=True)
     x, memory = randn(2, 3, D_MODEL, seed=4), randn(2, 5, D_MODEL, seed=5)
