@@ -276,6 +276,8 @@ def train_listops(
 
     out = Path(out)
     check_configs(model_cfg, data_cfg)
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of a reproducible run
+    model = build_model(model_cfg)  # before the data: a kernel's refusal of its parameters comes first
     out.mkdir(parents=True, exist_ok=True)
     if splits is None:
         splits = make_splits(data_cfg, cache_dir=out, log=log)
@@ -285,8 +287,6 @@ def train_listops(
                        pad_to=data_cfg.pad_to, bucket_size=data_cfg.bucket_size, cls=cls, device=device)
     run_config = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
     (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
-    torch.manual_seed(train_cfg.seed)  # the initial weights are part of a reproducible run
-    model = build_model(model_cfg)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, attention {model_cfg.attention.kind} {model_cfg.attention.params or ''}")
     trainer = Trainer(model, task, train_cfg, out, progress=progress)
     result = trainer.fit(resume=resume)

@@ -49,3 +49,4 @@ def test_bad_input_is_one_line(extra, words, tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("attnkit: error:") and len(err.strip().splitlines()) == 1 and words in err
+    assert not list(tmp_path.glob("r/listops-*.pt"))  # refused before any data were generated
