@@ -28,9 +28,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config
+from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
 from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, load_weights, unique_state_dict
+from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, unique_state_dict
 from attnkit.models.bert import BertConfig, BertModel
 from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagger, BertTaskConfig, ElectraDiscriminator
 from attnkit.models.transformer import AttentionConfig
@@ -218,19 +218,10 @@ def _labels(data: dict[str, Any]) -> tuple[str, ...]:
 
 def load_hf_bert(path: str | os.PathLike) -> nn.Module:
     """Build the attnkit model of a Hugging Face BERT-family directory, checking every key and shape."""
-    path = Path(path)
-    cfg_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
-    try:
-        data = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    data, cfg_path = read_hf_config(path)
     family = data["model_type"]
     head = head_from_architecture(family, data, str(cfg_path))
-    if not weights_path.is_file():
-        legacy = path / "pytorch_model.bin"
-        hint = "; it has only pytorch_model.bin (pickle), convert it to safetensors first" if legacy.is_file() else ""
-        raise CheckpointError(f"{weights_path} does not exist{hint}")
-    state = load_weights(weights_path)
+    state, weights_path = read_hf_weights(path)
     base = "" if head == "Model" else f"{family}."
     if head == "Model" and any(k.startswith(f"{family}.") for k in state):  # a head checkpoint's encoder, loaded bare
         state = {k.removeprefix(f"{family}."): v for k, v in state.items() if k.startswith(f"{family}.")}

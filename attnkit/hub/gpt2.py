@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import KeyMap, Rule, peek_config
+from attnkit.hub.keymap import KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
 from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, load_weights, unique_state_dict
+from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, unique_state_dict
 from attnkit.models.gpt import GPT, GPTConfig
 
 _L = "decoder.layers.{i}"
@@ -125,21 +125,12 @@ def config_to_hf(c: GPTConfig) -> dict[str, Any]:
 
 def load_hf_gpt2(path: str | os.PathLike) -> GPT:
     """Build a :class:`GPT` from a Hugging Face GPT-2 directory, checking every key and shape."""
-    path = Path(path)
-    cfg_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
-    try:
-        data = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    data, cfg_path = read_hf_config(path)
     try:
         config = config_from_hf(data, str(cfg_path))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    if not weights_path.is_file():
-        legacy = path / "pytorch_model.bin"
-        hint = "; it has only pytorch_model.bin (pickle), convert it to safetensors first" if legacy.is_file() else ""
-        raise CheckpointError(f"{weights_path} does not exist{hint}")
-    state = load_weights(weights_path)
+    state, weights_path = read_hf_weights(path)
     head = state.pop("lm_head.weight", None)
     prefix = "transformer." if any(k.startswith("transformer.") for k in state) else ""
     model = GPT(config)

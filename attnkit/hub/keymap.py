@@ -171,3 +171,24 @@ def peek_config(path: str | os.PathLike) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_hf_config(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """``(config dict, its path)`` of the Hugging Face directory ``path``; invalid JSON is a one-line error."""
+    cfg_path = Path(path) / "config.json"
+    try:
+        return json.loads(cfg_path.read_text()), cfg_path
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+
+
+def read_hf_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], Path]:
+    """``(state dict, its path)`` from ``model.safetensors`` in ``path``; a pickle-only directory is refused by name."""
+    from attnkit.models.base import WEIGHTS_NAME, load_weights
+
+    weights_path = Path(path) / WEIGHTS_NAME
+    if not weights_path.is_file():
+        legacy = Path(path) / "pytorch_model.bin"
+        hint = "; it has only pytorch_model.bin (pickle), convert it to safetensors first" if legacy.is_file() else ""
+        raise CheckpointError(f"{weights_path} does not exist{hint}")
+    return load_weights(weights_path), weights_path
