@@ -33,7 +33,7 @@ from attnkit.config import Config, check, pick_preset
 from attnkit.errors import DataError
 from attnkit.layers.blocks import EncoderLayer, LayerSpec
 from attnkit.layers.positional import LearnedPositions
-from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"]
@@ -194,7 +194,7 @@ class BertModel(PretrainedModel):
 
     def reset_parameters(self) -> None:
         """BERT initialisation: N(0, init_std) matrices and embeddings, zero biases, unit LayerNorms."""
-        init_bert_weights(self, self.config.init_std)
+        init_normal(self, self.config.init_std)
 
     def forward(
         self,
@@ -227,15 +227,3 @@ class BertModel(PretrainedModel):
                 states.append(x)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, d_model)
         return BertOutput(last_hidden=x, pooled=pooled, hidden_states=states)
-
-
-def init_bert_weights(module: nn.Module, std: float) -> None:
-    """N(0, std) for every Linear and Embedding weight, zero biases, LayerNorm weight 1 and bias 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=std)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

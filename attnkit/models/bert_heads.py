@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.layers.ffn import activation
-from attnkit.models.base import PretrainedModel, register_model
-from attnkit.models.bert import BertConfig, BertModel, BertOutput, init_bert_weights
+from attnkit.models.base import PretrainedModel, init_normal, register_model
+from attnkit.models.bert import BertConfig, BertModel, BertOutput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +96,7 @@ class BertMLM(_Head):
         self.act = activation(c.activation)
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
         self.decoder = nn.Linear(c.embed_dim, c.vocab_size)
-        init_bert_weights(self, c.init_std)
+        init_normal(self, c.init_std)
         self.decoder.weight = self.bert.embed.tokens.weight
         nn.init.zeros_(self.decoder.bias)
 
@@ -137,7 +137,7 @@ class BertClassifier(_TaskHead):
             raise ConfigError("classifier='pooler' is not allowed with encoder.pooler=false; choose 'cls_tanh' or 'cls_gelu'")
         self.dense = nn.Linear(h, h) if config.classifier in ("cls_tanh", "cls_gelu") else None
         self.out = nn.Linear(h, config.num_labels)
-        init_bert_weights(self, config.encoder.init_std)
+        init_normal(self, config.encoder.init_std)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 output_hidden_states: bool = False) -> HeadOutput:
@@ -159,7 +159,7 @@ class BertTagger(_TaskHead):
     def __init__(self, config: BertTaskConfig) -> None:
         super().__init__(config)
         self.out = nn.Linear(config.encoder.d_model, config.num_labels)
-        init_bert_weights(self, config.encoder.init_std)
+        init_normal(self, config.encoder.init_std)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 output_hidden_states: bool = False) -> HeadOutput:
@@ -176,7 +176,7 @@ class BertQA(_TaskHead):
             raise ConfigError(f"num_labels={config.num_labels} is not allowed; extractive QA has 2 outputs (start, end)")
         super().__init__(config)
         self.out = nn.Linear(config.encoder.d_model, 2)
-        init_bert_weights(self, config.encoder.init_std)
+        init_normal(self, config.encoder.init_std)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 output_hidden_states: bool = False) -> HeadOutput:
@@ -197,7 +197,7 @@ class ElectraDiscriminator(_Head):
         self.dense = nn.Linear(c.d_model, c.d_model)
         self.act = activation(c.activation)
         self.out = nn.Linear(c.d_model, 1)
-        init_bert_weights(self, c.init_std)
+        init_normal(self, c.init_std)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 output_hidden_states: bool = False) -> HeadOutput:

@@ -22,8 +22,8 @@ from typing import Literal
 from torch import Tensor, nn
 
 from attnkit.config import Config, check
-from attnkit.models.base import PretrainedModel, register_model
-from attnkit.models.bert import BertConfig, BertOutput, init_bert_weights
+from attnkit.models.base import PretrainedModel, init_normal, register_model
+from attnkit.models.bert import BertConfig, BertOutput
 from attnkit.models.bert_heads import BertMLM
 
 
@@ -60,7 +60,7 @@ class BertPretraining(PretrainedModel):
         self.mlm = BertMLM(config.encoder)
         self.pair = nn.Linear(config.encoder.d_model, 2) if config.pair_task != "none" else None
         if self.pair is not None:
-            init_bert_weights(self.pair, config.encoder.init_std)
+            init_normal(self.pair, config.encoder.init_std)
 
     @property
     def bert(self) -> nn.Module:

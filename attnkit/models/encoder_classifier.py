@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import build_positions
-from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 
@@ -121,15 +121,7 @@ class EncoderClassifier(PretrainedModel):
 
     def reset_parameters(self) -> None:
         """N(0, init_std) matrices and embeddings, zero biases and padding embedding, unit LayerNorms."""
-        std = self.config.init_std
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)) and "positions" not in name:
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_normal(self, self.config.init_std, skip=("positions",))  # positions keep their own initialisation
         with torch.no_grad():
             self.tok_embed.weight[self.config.pad_id].zero_()
 

@@ -33,7 +33,7 @@ from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import LearnedPositions
-from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 
@@ -134,14 +134,7 @@ class GPT(PretrainedModel):
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, std) matrices and embeddings, zero biases, residual writers / sqrt(2N)."""
         std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_normal(self, std)
         for layer in self.decoder.layers:
             for proj in (layer.self_attn.out_proj, layer.ffn.w2):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
