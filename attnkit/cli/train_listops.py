@@ -61,7 +61,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.training.listops import build_model, make_splits, train_listops
+    from attnkit.training.listops import train_listops
 
     cfgs = build_configs(args)
     out: Path = args.out
@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"--resume: {out / 'run_config.json'} does not exist; nothing to resume in {out}")
     _raise_recompile_limit()
     log = progress_writer(args.no_progress)
-    build_model(cfgs["model"])  # a kernel's refusal of its parameters, before minutes of data generation
-    splits = make_splits(cfgs["data"], cache_dir=args.cache or out, log=print)
-    report = train_listops(cfgs["model"], cfgs["train"], cfgs["data"], out, splits=splits, resume=args.resume,
+    # train_listops builds the model (a kernel's refusal of its parameters comes first), then the data
+    report = train_listops(cfgs["model"], cfgs["train"], cfgs["data"], out, cache_dir=args.cache, resume=args.resume,
                            progress=not args.no_progress, log=log)
     best = report["best_validation_accuracy"]
     best_text = f"; best validation accuracy {best:.4f} at step {report['best_step']}" if best is not None else ""

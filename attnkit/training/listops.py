@@ -263,13 +263,14 @@ def build_model(model_cfg: Any) -> nn.Module:
 
 def train_listops(
     model_cfg: Any, train_cfg: Any, data_cfg: ListOpsDataConfig, out: str | Path, *, splits: dict[str, ListOpsSplit] | None = None,
-    resume: bool = False, progress: bool = True, log: Callable[[str], Any] = print,
+    cache_dir: str | Path | None = None, resume: bool = False, progress: bool = True, log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Train, keep the best model by validation accuracy, measure it on the test split.
 
     Writes ``run_config.json``, the Trainer's files (``metrics.jsonl``, ``checkpoints/``,
     ``model/``) and ``eval.json`` under ``out``. ``splits`` (from :func:`make_splits`) skips
-    generating or reading the data. Returns the content of ``eval.json``.
+    generating or reading the data; otherwise they are read from or cached in ``cache_dir``
+    (default ``out``). Returns the content of ``eval.json``.
     """
     from attnkit.models.base import load
     from attnkit.training.loop import Trainer, pick_device
@@ -280,7 +281,7 @@ def train_listops(
     model = build_model(model_cfg)  # before the data: a kernel's refusal of its parameters comes first
     out.mkdir(parents=True, exist_ok=True)
     if splits is None:
-        splits = make_splits(data_cfg, cache_dir=out, log=log)
+        splits = make_splits(data_cfg, cache_dir=cache_dir or out, log=log)
     cls = model_cfg.pool == "cls"
     device = pick_device(train_cfg.device)
     task = ListOpsTask(splits["train"], splits["validation"], batch_size=train_cfg.batch_size, eval_batch_size=data_cfg.eval_batch_size,
