@@ -38,6 +38,9 @@ class AttentionKernel(nn.Module):
     """Base class for the score-and-mix step of attention (Vaswani et al. 2017, section 3.2)."""
 
     kind: str = "base"
+    # True where :meth:`fast` adds a float ``bias`` as it is: a caller that knows no row is empty
+    # may then pass a 0 / -inf bias built once instead of a boolean mask checked for empty rows.
+    bias_as_mask: bool = False
 
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()

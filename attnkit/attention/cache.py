@@ -103,13 +103,9 @@ def make_caches(n_layers: int, max_len: int, cross: bool = True) -> list[LayerCa
 
 
 def reorder_caches(caches: list[LayerCache], index: Tensor, *, cross: bool = True) -> None:
-    """Reorder every layer's caches (see :meth:`LayerCache.reorder`; other cache objects with a
-    ``reorder(index)`` method reorder everything they hold)."""
+    """Reorder every layer's caches (see :meth:`LayerCache.reorder`)."""
     for c in caches:
-        if isinstance(c, LayerCache):
-            c.reorder(index, cross=cross)
-        else:
-            c.reorder(index)
+        c.reorder(index, cross=cross)
 
 
 __all__ = ["KVCache", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]

@@ -26,6 +26,8 @@ from attnkit.attention.registry import register
 class ScaledDotProduct(AttentionKernel):
     """softmax(QK^T / sqrt(d_k)) V, eq. (1); ``scale`` overrides 1/sqrt(d_k)."""
 
+    bias_as_mask = True  # SDPA takes the additive bias as its float mask
+
     def __init__(self, dropout: float = 0.0, scale: float | None = None) -> None:
         super().__init__(dropout)
         if scale is not None and not scale > 0:

@@ -90,7 +90,7 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
     positions = (slot[None, :] - pad[:, None]).clamp(min=0)  # (B, 1)
     keys = torch.arange(caches[0].max_len, device=token.device)  # (max_len,)
     mask = (keys[None, :] >= pad[:, None]) & (keys[None, :] <= slot)  # (B, max_len)
-    if model.config.attention.kind in BIAS_KINDS:
+    if model.decoder.layers[0].self_attn.kernel.bias_as_mask:
         # The new token always sees its own slot, so no row is empty: a 0 / -inf bias built once
         # here serves every layer, without the per-layer empty-row guard of a boolean mask.
         bias = torch.zeros(mask.shape, dtype=caches[0].k.dtype, device=token.device).masked_fill_(~mask, float("-inf"))
@@ -99,7 +99,6 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
-BIAS_KINDS = ("scaled_dot", "dot")  # kernels whose fast path takes an additive bias as it is
 _REUSED: dict[str, tuple[tuple, list[StaticKVCache]]] = {}
 
 

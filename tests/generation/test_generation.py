@@ -232,7 +232,7 @@ class PrefixCache:
     def __init__(self) -> None:
         self.prefix: Tensor | None = None
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, *, cross: bool = True) -> None:
         assert self.prefix is not None
         self.prefix = self.prefix.index_select(0, index)
 

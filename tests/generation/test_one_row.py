@@ -85,17 +85,18 @@ def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
 
 def test_decode_step_bias_equals_boolean_mask(monkeypatch):
     """The decode step's 0 / -inf bias (scaled_dot) gives the logits of the boolean-mask path."""
-    from attnkit.generation import sampling
+    from attnkit.attention.scaled_dot import ScaledDotProduct
 
     torch.manual_seed(0)
     model = GPT(gpt_preset("gpt-tiny")).eval()
+    assert model.decoder.layers[0].self_attn.kernel.bias_as_mask
     ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
     pad = torch.tensor([0, 2])
     out = {}
-    for kinds in (("scaled_dot", "dot"), ()):
-        monkeypatch.setattr(sampling, "BIAS_KINDS", kinds)
+    for as_bias in (True, False):
+        monkeypatch.setattr(ScaledDotProduct, "bias_as_mask", as_bias)
         caches = static_caches(model, 2, 16)
         with torch.no_grad():
             token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
-            out[kinds] = decode_one_token(model, token, torch.tensor([4]), pad, caches)
-    torch.testing.assert_close(out[("scaled_dot", "dot")], out[()], atol=1e-5, rtol=1e-5)
+            out[as_bias] = decode_one_token(model, token, torch.tensor([4]), pad, caches)
+    torch.testing.assert_close(out[True], out[False], atol=1e-5, rtol=1e-5)
