@@ -43,19 +43,6 @@ def fast_noguard(self, q, k, v, mask, bias, causal):
     am = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=am, dropout_p=p, scale=scale)
 
-def fast_boolmask(self, q, k, v, mask, bias, causal):
-    import torch.nn.functional as F
-    from attnkit.attention.masks import combine
-    tq, tk = q.shape[-2], k.shape[-2]
-    p = self.dropout if self.training else 0.0
-    scale = self._scale(q.shape[-1])
-    if causal and tq == 1:
-        causal = False
-    if mask is None and bias is None and (not causal or tq == tk):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal, scale=scale)
-    allowed = combine(mask, causal, tq, tk, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, scale=scale)
-
 def fast_math(self, q, k, v, mask, bias, causal):
     # explicit matmul + masked softmax: lets inductor fuse mask and softmax
     tq, tk = q.shape[-2], k.shape[-2]
@@ -134,18 +121,10 @@ if "decode" in what:
     torch.cuda.empty_cache()
 
 if "translate" in what:
-    from attnkit.data.parallel import TokenBatches
     cfgs = tb.RECIPE
     for label, fast, comp in (("eager", None, False), ("eager-noguard", fast_noguard, False), ("compiled", None, True)):
         sd.ScaledDotProduct.fast = fast or ORIG_FAST
         torch._dynamo.reset()
-        if comp:
-            orig_T, orig_tt = attnkit.Transformer, tb.TorchTranslator
-            class CT(attnkit.Transformer):
-                pass
-            # compile both models' forward
-            import types
-            _orig_speed = tb.training_speed
         t0 = time.perf_counter()
         try:
             if comp:
