@@ -17,10 +17,8 @@ import sys, time, json, dataclasses, os
 sys.path.insert(0, ".")
 import torch
 import torch._dynamo
-from benchmarks import common
 from benchmarks import gpt as gb
 from benchmarks import translate as tb
-import attnkit
 from attnkit.attention import scaled_dot as sd
 from attnkit.generation import sampling as smp
 
@@ -45,7 +43,7 @@ def fast_noguard(self, q, k, v, mask, bias, causal):
 
 def fast_math(self, q, k, v, mask, bias, causal):
     # explicit matmul + masked softmax: lets inductor fuse mask and softmax
-    tq, tk = q.shape[-2], k.shape[-2]
+    tq = q.shape[-2]
     if causal and tq == 1:
         causal = False
     s = torch.matmul(q, k.transpose(-2, -1)) * self._scale(q.shape[-1])
