@@ -88,3 +88,19 @@ def utf8_lines(f: Iterable[str], path: str | os.PathLike) -> Iterator[str]:
         yield from f
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; convert it, e.g. with iconv -t UTF-8") from None
+
+
+def read_utf8(path: str | os.PathLike, what: str = "text file") -> str:
+    """The text of ``path``; a missing file or bytes that are not UTF-8 raise a one-line
+    :class:`~attnkit.errors.DataError` (``what`` names the file's role in the message)."""
+    from attnkit.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                        "convert it, e.g. with iconv -t UTF-8") from None

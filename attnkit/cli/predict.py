@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.errors import CheckpointError, DataError
+from attnkit.io import read_utf8
 
 
 def add_parser(sub: Any) -> None:
@@ -43,12 +44,7 @@ def _lines(args: argparse.Namespace) -> list[str]:
         raise DataError("give the input either as FILE or as --input, not both")
     if path is None:
         return sys.stdin.read().splitlines()
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte offset {e.start}); convert it, e.g. with iconv -t UTF-8") from None
+    return read_utf8(path, "input file").splitlines()
 
 
 def run(args: argparse.Namespace) -> int:

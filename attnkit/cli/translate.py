@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnkit.errors import CheckpointError, ConfigError, DataError
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.io import read_utf8
 
 
 def add_parser(sub: Any) -> None:
@@ -71,12 +72,7 @@ def read_input_lines(args: argparse.Namespace) -> list[str]:
     if args.text:
         return list(args.text)
     if args.input is not None and str(args.input) != "-":
-        if not args.input.is_file():
-            raise DataError(f"input file {args.input} does not exist")
-        try:
-            text = args.input.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{args.input} is not UTF-8 text (byte offset {e.start}); convert it, e.g. with iconv -t UTF-8") from None
+        text = read_utf8(args.input, "input file")
     elif args.input is not None or not sys.stdin.isatty():
         text = sys.stdin.read()
     else:

@@ -53,6 +53,7 @@ from torch import Tensor
 
 from attnkit.config import Config, check
 from attnkit.errors import DataError
+from attnkit.io import read_utf8
 
 PairTask = Literal["none", "nsp", "sop"]
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # sentences="punct": cut after . ! ? and the white space that follows
@@ -102,13 +103,7 @@ def read_documents(
     """
     docs: list[list[str]] = []
     for p in map(Path, paths):
-        if not p.is_file():
-            raise DataError(f"text file {p} does not exist")
-        raw = p.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+        text = read_utf8(p)
         parts = [text] if documents == "files" else re.split(r"\n[ \t\r\f\v]*\n", text)
         docs.extend(d for d in (split_sentences(part, sentences) for part in parts) if d)
     if not docs:

@@ -13,7 +13,6 @@ The split follows nanoGPT: the first 90% of the tokens train, the last 10% valid
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -22,20 +21,14 @@ from torch import Tensor
 
 from attnkit.data.tokenizer import SPECIALS, char_tokenizer
 from attnkit.errors import DataError
+from attnkit.io import read_utf8
 
 TokenizerKind = Literal["char", "bpe"]
 
 
 def read_text(path: str | os.PathLike) -> str:
     """The UTF-8 text of ``path``; missing, empty or non-UTF-8 files raise :class:`DataError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"text file {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); convert it, e.g. iconv -t UTF-8") from None
+    text = read_utf8(path)
     if not text.strip():
         raise DataError(f"{path} is empty; language-model training needs text")
     return text
