@@ -11,7 +11,6 @@ import re
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
@@ -184,12 +183,6 @@ def test_attnkit_model_exports_and_matches(tmp_path):
     torch.testing.assert_close(got.pooled, ref.pooler_output, atol=ATOL, rtol=0)
 
 
-def _edit_weights(path: str, edit) -> None:
-    state = load_file(f"{path}/model.safetensors")
-    edit(state)
-    save_file(state, f"{path}/model.safetensors")
-
-
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -202,9 +195,9 @@ def _edit_weights(path: str, edit) -> None:
     ],
     ids=["missing", "missing-fused-part", "unknown", "shape", "extra-layer"],
 )
-def test_strict_import_names_the_key(tmp_path, edit, message):
+def test_strict_import_names_the_key(tmp_path, edit, message, edit_weights):
     _, path = hf_model(tmp_path, "bert", "small")
-    _edit_weights(path, edit)
+    edit_weights(path, edit)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         attnkit.load(path)
 

@@ -100,12 +100,6 @@ def test_legacy_keys_without_prefix_and_mask_buffers(tmp_path):
         torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=1e-4, rtol=0)
 
 
-def _edit_weights(path: str, edit) -> None:
-    state = load_file(f"{path}/model.safetensors")
-    edit(state)
-    save_file(state, f"{path}/model.safetensors")
-
-
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -118,9 +112,9 @@ def _edit_weights(path: str, edit) -> None:
     ],
     ids=["missing", "unknown", "shape", "extra-layer", "untied-head"],
 )
-def test_strict_import_names_the_key(tmp_path, edit, message):
+def test_strict_import_names_the_key(tmp_path, edit, message, edit_weights):
     _, path = hf_model(tmp_path, **SETTINGS["small"])
-    _edit_weights(path, edit)
+    edit_weights(path, edit)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         attnkit.load(path)
 
