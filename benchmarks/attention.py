@@ -77,12 +77,15 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
 
 
 def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``name`` from ``KERNELS``, optionally with ``@causal`` or ``@chunked`` (the chunked backend)."""
+    """``name`` from ``KERNELS``, optionally with ``@causal``, ``@chunked`` (the chunked backend)
+    or ``@kv64`` (FlexAttention key tiles of 64, bigbird)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     causal = variant == "causal"
     if variant == "chunked":
         params = {**params, "backend": "chunked"}
+    if variant == "kv64":
+        params = {**params, "flex_tiles": (128, 64)}
     if kind == "sdpa":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     kernel = A.build(kind, head_dim=D, n_heads=H, params=params).to(device)
@@ -93,7 +96,8 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
     """Max abs difference between the kernel and SDPA with the kernel's dense boolean mask."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
-    kernel = A.get(kind, **params, **({"backend": "chunked"} if variant == "chunked" else {}))
+    extra = {"backend": "chunked"} if variant == "chunked" else {"flex_tiles": (128, 64)} if variant == "kv64" else {}
+    kernel = A.get(kind, **params, **extra)
     with torch.no_grad():
         out = kernel(q, k, v)
         allowed = kernel.pattern(False).dense(q.shape[-2], k.shape[-2], q.device)
@@ -103,13 +107,15 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
 
 def flex_sparsity(name: str, t: int, device: torch.device) -> float | None:
     """Percent of FlexAttention tiles the block mask skips (``BlockMask.sparsity``), or None off CUDA."""
-    if device.type != "cuda" or "@" in name:
+    base, _, variant = name.partition("@")
+    if device.type != "cuda" or variant not in ("", "kv64"):
         return None
     from attnkit.attention import flex
 
-    kind, params = KERNELS[name]
+    kind, params = KERNELS[base]
     kernel = A.get(kind, **params)
-    return float(flex.block_mask(kernel.pattern(False), ("sparsity", name), t, t, device).sparsity())
+    tiles = (128, 64) if variant == "kv64" else None
+    return float(flex.block_mask(kernel.pattern(False), ("sparsity", name), t, t, device, tiles).sparsity())
 
 
 class WithProjection(nn.Module):
@@ -174,6 +180,11 @@ def make_step(name: str, t: int, device: torch.device, dtype: torch.dtype) -> tu
     if name.partition("@")[0] not in ("dense", "linear", "lsh", "routing") and t <= 16384:
         info["max_abs_err_vs_dense_mask"] = check_against_mask(name, q, k, v)
         info["flex_sparsity_pct"] = flex_sparsity(name, t, device)
+    if name == "lsh" and device.type == "cuda" and t <= 16384:  # the FlexAttention path against the chunked one
+        kind, params = KERNELS["lsh"]
+        with torch.no_grad():
+            fast, slow = (A.get(kind, **params, backend=bk)(q, k, v) for bk in ("flex", "chunked"))
+        info["max_abs_err_vs_chunked"] = float((fast.float() - slow.float()).abs().max())
     fn = kernel_fn(name, device)
     grad = torch.randn(B, H, t, D, generator=gen, device=device, dtype=dtype)
 
@@ -190,6 +201,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     ap.add_argument("--only", nargs="+", default=None, help="only these rows")
     ap.add_argument("--extra", action="store_true", help="the second set of rows (GPU alternatives, causal, routing)")
+    ap.add_argument("--rows", nargs="+", default=None, metavar="NAME:LENGTH",
+                    help="exactly these rows, e.g. dense:4096 lsh:16384 bigbird@kv64:4096 (instead of a plan)")
+    ap.add_argument("--suffix", default=None, help="suffix of the JSON file name")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
     device = common.pick_device(args.device)
@@ -197,6 +211,9 @@ def main() -> None:
     plan = QUICK if args.quick or device.type != "cuda" else EXTRA if args.extra else FULL
     if args.only:
         plan = [(n, t) for n, t in plan if n in args.only]
+    if args.rows:
+        plan = [(r.rsplit(":", 1)[0], int(r.rsplit(":", 1)[1])) for r in args.rows]
+    suffix = args.suffix if args.suffix is not None else "-extra" if args.extra else ""
     warmup, iters, rounds = (3, 5, 2) if device.type == "cuda" else (1, 2, 1)
     env = common.environment(device)
     results: list[dict[str, Any]] = []
@@ -218,10 +235,10 @@ def main() -> None:
         results.append(row)
         peak = row.get("peak_bytes")
         print(f"{name:<30}{t:>7}  {row.get('median_ms', float('nan')):9.3f} ms  "
-              f"{(peak or 0) / 2**20:9.0f} MiB  {row.get('max_abs_err_vs_dense_mask', '')} {row.get('error', '')}", flush=True)
-        common.write_json("attention", payload, args.out_dir, suffix="-extra" if args.extra else "")
+              f"{(peak or 0) / 2**20:9.0f} MiB  {row.get('max_abs_err_vs_dense_mask', row.get('max_abs_err_vs_chunked', ''))} {row.get('error', '')}", flush=True)
+        common.write_json("attention", payload, args.out_dir, suffix=suffix)
     print(summary(results))
-    print("wrote", common.write_json("attention", payload, args.out_dir, suffix="-extra" if args.extra else ""))
+    print("wrote", common.write_json("attention", payload, args.out_dir, suffix=suffix))
 
 
 def summary(results: list[dict[str, Any]]) -> str:

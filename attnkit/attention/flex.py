@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - old PyTorch
 
 MIN_QUERIES = 128  # fewer queries (decoding steps) fill less than one tile: the chunked path is better
 _COMPILED: Callable[..., Tensor] | None = None
+_AUTOTUNED: Callable[..., Tensor] | None = None
 _MASKS: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_MASKS = 32
 
@@ -40,24 +41,48 @@ def available(q: Tensor) -> bool:
     return flex_attention is not None and q.is_cuda and d >= 16 and d & (d - 1) == 0
 
 
-def block_mask(pattern: Pattern, key: tuple, tq: int, tk: int, device: torch.device) -> Any:
-    """The cached FlexAttention block mask of ``pattern`` for ``Tq`` queries over ``Tk`` keys."""
+def block_mask(
+    pattern: Pattern, key: tuple, tq: int, tk: int, device: torch.device, tiles: tuple[int, int] | None = None
+) -> Any:
+    """The cached FlexAttention block mask of ``pattern`` for ``Tq`` queries over ``Tk`` keys.
+
+    ``tiles``: the (query, key) block size of the mask; FlexAttention's default (128, 128) if None.
+    """
+
+    def build() -> Any:
+        keep = pattern.mask_fn(tq, tk, device)
+        n_heads = pattern.n_heads if pattern.per_head else None
+        return create_block_mask(lambda b, h, qr, kr: keep(h, qr, kr), B=None, H=n_heads, Q_LEN=tq, KV_LEN=tk,
+                                 device=device, **({"BLOCK_SIZE": tiles} if tiles else {}))
+
+    return cached((key, tiles), tq, tk, device, build)
+
+
+def cached(key: tuple, tq: int, tk: int, device: torch.device, build: Callable[[], Any]) -> Any:
+    """The block mask stored under ``(key, Tq, Tk, device)``, made by ``build()`` the first time."""
     full_key = (key, tq, tk, str(device))
     if full_key in _MASKS:
         _MASKS.move_to_end(full_key)
         return _MASKS[full_key]
     with torch.inference_mode(False):  # the cached mask must also serve later calls under autograd
-        bm = _build(pattern, tq, tk, device)
+        bm = build()
     _MASKS[full_key] = bm
     if len(_MASKS) > _MAX_MASKS:
         _MASKS.popitem(last=False)
     return bm
 
 
-def _build(pattern: Pattern, tq: int, tk: int, device: torch.device) -> Any:
-    keep = pattern.mask_fn(tq, tk, device)
-    n_heads = pattern.n_heads if pattern.per_head else None
-    return create_block_mask(lambda b, h, qr, kr: keep(h, qr, kr), B=None, H=n_heads, Q_LEN=tq, KV_LEN=tk, device=device)
+def compiled(autotune: bool = False) -> Callable[..., Any]:
+    """``flex_attention`` compiled once per process (``autotune``: with max-autotune, which also
+    searches the tile configurations that a key block of 64 needs in the backward pass)."""
+    global _COMPILED, _AUTOTUNED
+    if autotune:
+        if _AUTOTUNED is None:
+            _AUTOTUNED = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs")
+        return _AUTOTUNED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED
 
 
 def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
@@ -70,21 +95,23 @@ def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
     return mask[:, 0, 0, :].expand(batch, tk)  # (B, Tk)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float, key_keep: Tensor | None = None) -> Tensor:
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float, key_keep: Tensor | None = None,
+    tiles: tuple[int, int] | None = None,
+) -> Tensor:
     """softmax(q k^T * scale) v over the pattern, ``(B, H, Tq, Dv)``, with compiled FlexAttention.
 
     ``key_keep: (B, Tk)`` (True = a real key) drops padding keys through a score modification
     (-inf), so the cached block mask of the pattern still serves every batch; rows left with no
-    key give zeros, as FlexAttention defines them.
+    key give zeros, as FlexAttention defines them. ``tiles`` other than the default (128, 128)
+    compile with max-autotune (see :func:`compiled`).
     """
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(flex_attention, dynamic=False)
-    bm = block_mask(pattern, key, q.shape[-2], k.shape[-2], q.device)
+    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
+    bm = block_mask(pattern, key, q.shape[-2], k.shape[-2], q.device, tiles)
     if key_keep is None:
-        return _COMPILED(q, k, v, block_mask=bm, scale=scale)
+        return fn(q, k, v, block_mask=bm, scale=scale)
 
     def drop_padding(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return torch.where(key_keep[b, kv_idx], score, -float("inf"))
 
-    return _COMPILED(q, k, v, block_mask=bm, score_mod=drop_padding, scale=scale)
+    return fn(q, k, v, block_mask=bm, score_mod=drop_padding, scale=scale)

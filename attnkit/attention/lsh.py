@@ -21,6 +21,13 @@ With ``n_buckets=1`` and ``chunk >= T`` every round is full attention (minus sel
 result equals full attention for any number of rounds. The chunked path holds
 ``(T / chunk) x chunk x 2 chunk`` scores per round; ``need_weights``, general masks and
 biases use the dense reference path, which builds the same visibility as ``(T, T)`` masks.
+
+On CUDA (``backend="auto"``, at least 128 positions, no dropout, no mask but key padding) the
+rounds run as one FlexAttention call over the sorted sequences, rounds stacked on the batch
+axis: a block mask fixed by the chunk size (own and previous chunk) that is built once per
+length, and a score modification that keeps keys of the query's bucket, drops itself, padding
+and (causal) later positions. A row left with no key is the self-only case: its output is its
+own value and its log-sum-exp its own score, as the chunked path gives.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.attention import flex
 from attnkit.attention.base import AttentionKernel
 from attnkit.attention.registry import register
 
@@ -45,10 +53,17 @@ class LSHAttention(AttentionKernel):
         chunk: positions per chunk of the sorted sequence.
         seed: seed of the random rotations.
         dropout: dropout on the attention weights (training only).
+        backend: ``"auto"`` (FlexAttention on CUDA where it applies, else chunked), ``"chunked"``
+            or ``"flex"``.
     """
 
-    def __init__(self, n_hashes: int = 4, n_buckets: int = 8, chunk: int = 64, seed: int = 0, dropout: float = 0.0) -> None:
+    def __init__(
+        self, n_hashes: int = 4, n_buckets: int = 8, chunk: int = 64, seed: int = 0, dropout: float = 0.0, backend: str = "auto"
+    ) -> None:
         super().__init__(dropout)
+        if backend not in ("auto", "chunked", "flex"):
+            raise ValueError(f"backend={backend!r}; choose one of auto, chunked, flex")
+        self.backend = backend
         for name, value in (("n_hashes", n_hashes), ("n_buckets", n_buckets), ("chunk", chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -114,6 +129,13 @@ class LSHAttention(AttentionKernel):
             return q.new_zeros(*q.shape[:-1], v.shape[-1])
         if bias is not None or (mask is not None and not (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1)):
             return None  # the dense reference path
+        key_keep = flex.key_padding(mask, q.shape[0], k.shape[-2])  # (B, T) or None
+        flex_ok = (mask is None or key_keep is not None) and not (self.dropout and self.training)
+        if self.backend == "flex" or (self.backend == "auto" and flex_ok and flex.available(q) and q.shape[-2] >= flex.MIN_QUERIES):
+            if not flex_ok or not flex.available(q):
+                raise ValueError("lsh: backend='flex' needs CUDA tensors, a power-of-two head dim >= 16, no dropout "
+                                 "and no mask but key padding (B, 1, 1, T); use backend='auto'")
+            return self._flex(q, k, v, key_keep, causal)
         b, h, t, d = q.shape
         c = self.chunk
         n = -(-t // c)
@@ -156,6 +178,51 @@ class LSHAttention(AttentionKernel):
             lses.append(lse.reshape(b, h, n * c, 1)[:, :, :t].gather(2, undo[..., None]))
         lse_all = torch.stack(lses)  # (R, B, H, T, 1)
         return (torch.stack(outs) * _round_weights(lse_all)).sum(0).to(v.dtype)
+
+    def _flex(self, q: Tensor, k: Tensor, v: Tensor, key_keep: Tensor | None, causal: bool) -> Tensor:
+        """Every round in one FlexAttention call over the sorted sequences (see the module docstring)."""
+        b, h, t, d = q.shape
+        r, c = self.n_hashes, self.chunk
+        tp = -(-t // c) * c
+        pad, scale = tp - t, self._scale(d)
+        bk = self.buckets(k)  # (R, B, H, T)
+        order = torch.argsort(bk * t + torch.arange(t, device=q.device), dim=-1)  # sorted slot -> position
+        undo = order.argsort(dim=-1)
+
+        def sort(x: Tensor) -> Tensor:  # (B, H, T, D) -> (R * B, H, Tp, D) in each round's order
+            y = x.unsqueeze(0).expand(r, -1, -1, -1, -1).gather(3, order[..., None].expand(-1, -1, -1, -1, x.shape[-1]))
+            return F.pad(y, (0, 0, 0, pad)).flatten(0, 1)
+
+        sq, sk, sv = sort(q), sort(_unit(k)), sort(v)
+        sp = F.pad(order, (0, pad), value=-1).flatten(0, 1)  # (R * B, H, Tp): position of each slot, -1 = padding
+        sb = F.pad(bk.gather(-1, order), (0, pad), value=-1).flatten(0, 1)  # bucket of each slot
+        real = sp >= 0
+        if key_keep is not None:
+            kept = key_keep[None, :, None, :].expand(r, b, h, t).gather(-1, order)
+            real = real & F.pad(kept, (0, pad), value=False).flatten(0, 1)
+
+        def same_bucket(score: Tensor, bi: Tensor, hi: Tensor, qi: Tensor, kj: Tensor) -> Tensor:
+            ok = (sb[bi, hi, kj] == sb[bi, hi, qi]) & (sp[bi, hi, kj] != sp[bi, hi, qi]) & real[bi, hi, kj]
+            if causal:
+                ok = ok & (sp[bi, hi, kj] <= sp[bi, hi, qi])
+            return torch.where(ok, score, -float("inf"))
+
+        def near(bi: Tensor, hi: Tensor, qi: Tensor, kj: Tensor) -> Tensor:  # own and previous chunk
+            gap = qi // c - kj // c
+            return (gap >= 0) & (gap <= 1)
+
+        bm = flex.cached(("lsh-chunks", c), tp, tp, q.device,
+                         lambda: flex.create_block_mask(near, B=None, H=None, Q_LEN=tp, KV_LEN=tp, device=q.device))
+        o, lse = flex.compiled()(sq, sk, sv, score_mod=same_bucket, block_mask=bm, scale=scale, return_lse=True)
+        lonely = torch.isneginf(lse) & real  # no other key: the query attends to itself
+        o = torch.where(lonely[..., None], sv, o)
+        lse = torch.where(lonely, (sq.float() * sk.float()).sum(-1) * scale, lse)
+
+        def unsort(x: Tensor) -> Tensor:  # (R * B, H, Tp, E) -> (R, B, H, T, E) in position order
+            x = x.unflatten(0, (r, b))[:, :, :, :t]
+            return x.gather(3, undo[..., None].expand(-1, -1, -1, -1, x.shape[-1]))
+
+        return (unsort(o).float() * _round_weights(unsort(lse[..., None]))).sum(0).to(v.dtype)
 
     def extra_repr(self) -> str:
         return f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk={self.chunk}, seed={self.seed}, dropout={self.dropout}"

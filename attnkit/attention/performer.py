@@ -51,10 +51,13 @@ class PerformerAttention(LinearAttention):
         seed: seed of the features.
         chunk: positions per chunk of the causal prefix sums.
         dropout: must be 0.
+        compiled: on CUDA, run the fast path compiled (see :class:`LinearAttention`).
     """
 
-    def __init__(self, head_dim: int = 64, n_features: int = 256, seed: int = 0, chunk: int = 64, dropout: float = 0.0) -> None:
-        super().__init__(dropout, chunk)
+    def __init__(
+        self, head_dim: int = 64, n_features: int = 256, seed: int = 0, chunk: int = 64, dropout: float = 0.0, compiled: bool = True
+    ) -> None:
+        super().__init__(dropout, chunk, compiled)
         for name, value in (("head_dim", head_dim), ("n_features", n_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")

@@ -56,6 +56,7 @@ class SparseAttention(AttentionKernel):
         if backend not in ("auto", "chunked", "flex", "dense"):
             raise ValueError(f"backend={backend!r}; choose one of auto, chunked, flex, dense")
         self.scale, self.chunk, self.backend = scale, chunk, backend
+        self.flex_tiles: tuple[int, int] | None = None  # FlexAttention's block-mask tiles; None = its default
         self._patterns: dict[bool, Pattern] = {}
         self._plans: dict[tuple, list[Part]] = {}
 
@@ -117,7 +118,7 @@ class SparseAttention(AttentionKernel):
             if not flex_ok:
                 raise ValueError(f"{self.kind}: backend='flex' takes only a key-padding mask (B, 1, 1, Tk), no bias "
                                  "or dropout; use backend='auto'")
-            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale, key_keep)
+            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale, key_keep, self.flex_tiles)
         key = (causal, tq, tk, str(q.device), self.chunk)
         if key not in self._plans:
             if len(self._plans) > 16:
@@ -299,14 +300,24 @@ class FixedAttention(SparseAttention):
 @register("bigbird")
 class BigBirdAttention(SparseAttention):
     """BigBird's block-sparse attention (Zaheer et al. 2020, section 2 and appendix D): window,
-    global and ``random_blocks`` seeded random blocks per query block; never full attention."""
+    global and ``random_blocks`` seeded random blocks per query block; never full attention.
+
+    ``flex_tiles=(128, 64)`` gives FlexAttention key tiles of 64 positions, so that 64-token
+    blocks are whole tiles (fewer tiles computed than with the default 128 x 128); the kernel is
+    then compiled with max-autotune, which finds backward tile sizes that fit (slow first call).
+    """
 
     def __init__(
         self, block: int = 64, window_blocks: int = 3, global_blocks: int = 2, random_blocks: int = 3, seed: int = 0,
-        dropout: float = 0.0, scale: float | None = None, backend: Backend = "auto",
+        dropout: float = 0.0, scale: float | None = None, backend: Backend = "auto", flex_tiles: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(dropout, scale, 256, backend)
         self.block, self.window_blocks, self.global_blocks, self.random_blocks, self.seed = block, window_blocks, global_blocks, random_blocks, seed
+        if flex_tiles is not None:
+            tiles = tuple(flex_tiles)
+            if len(tiles) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 16 or x & (x - 1) for x in tiles):
+                raise ValueError(f"flex_tiles={flex_tiles!r} must be two powers of two >= 16, (query tile, key tile)")
+            self.flex_tiles = tiles  # type: ignore[assignment]
         self.pattern(False)
 
     def make_pattern(self, causal: bool) -> Pattern:

@@ -73,3 +73,35 @@ def test_flex_path_with_key_padding_equals_dense_mask(kind: str, params: dict, c
         g = torch.randn_like(out)
         for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_bigbird_key_tiles_of_64_equal_dense_mask() -> None:
+    """``flex_tiles=(128, 64)`` (whole 64-token blocks per key tile, compiled with max-autotune)."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 1000, 64, device="cuda", generator=gen, requires_grad=True) for _ in range(3))
+    params = dict(block=64, random_blocks=3, seed=0)
+    out = A.get("bigbird", **params, flex_tiles=(128, 64))(q, k, v)
+    want = A.get("bigbird", **params, backend="dense")(q, k, v)
+    torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["linear", "performer"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_compiled_linear_attention_equals_eager(kind: str, causal: bool) -> None:
+    """The CUDA fast path of linear attention runs compiled; it equals the eager arithmetic."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v = (torch.randn(2, 4, 333, 32, device="cuda", generator=gen, requires_grad=True) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 333, dtype=torch.bool, device="cuda")
+    keep[0, ..., 300:] = False
+    params = {"head_dim": 32} if kind == "performer" else {}
+    fast = A.get(kind, **params).cuda()
+    slow = A.get(kind, **params, compiled=False).cuda()
+    slow.load_state_dict(fast.state_dict())
+    out, want = fast(q, k, v, mask=keep, causal=causal), slow(q, k, v, mask=keep, causal=causal)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
