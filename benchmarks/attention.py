@@ -76,16 +76,20 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
                                                "fixed", "dilated_window", "global_window", "strided@chunked", "linear@causal")]
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "chunked": {"backend": "chunked"}, "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},
+    "cg": {"compiled": "reduce-overhead"},
+}
+
+
 def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """``name`` from ``KERNELS``, optionally with ``@causal``, ``@chunked`` (the chunked backend)
-    or ``@kv64`` (FlexAttention key tiles of 64, bigbird)."""
+    ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64) or ``@cg`` (linear
+    compiled with CUDA graphs, ``mode="reduce-overhead"``)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     causal = variant == "causal"
-    if variant == "chunked":
-        params = {**params, "backend": "chunked"}
-    if variant == "kv64":
-        params = {**params, "flex_tiles": (128, 64)}
+    params = {**params, **VARIANTS.get(variant, {})}
     if kind == "sdpa":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     kernel = A.build(kind, head_dim=D, n_heads=H, params=params).to(device)
@@ -96,8 +100,7 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
     """Max abs difference between the kernel and SDPA with the kernel's dense boolean mask."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
-    extra = {"backend": "chunked"} if variant == "chunked" else {"flex_tiles": (128, 64)} if variant == "kv64" else {}
-    kernel = A.get(kind, **params, **extra)
+    kernel = A.get(kind, **params, **VARIANTS.get(variant, {}))
     with torch.no_grad():
         out = kernel(q, k, v)
         allowed = kernel.pattern(False).dense(q.shape[-2], k.shape[-2], q.device)
@@ -108,13 +111,13 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
 def flex_sparsity(name: str, t: int, device: torch.device) -> float | None:
     """Percent of FlexAttention tiles the block mask skips (``BlockMask.sparsity``), or None off CUDA."""
     base, _, variant = name.partition("@")
-    if device.type != "cuda" or variant not in ("", "kv64"):
+    if device.type != "cuda" or variant not in ("", "kv64", "t64"):
         return None
     from attnkit.attention import flex
 
     kind, params = KERNELS[base]
     kernel = A.get(kind, **params)
-    tiles = (128, 64) if variant == "kv64" else None
+    tiles = VARIANTS.get(variant, {}).get("flex_tiles")
     return float(flex.block_mask(kernel.pattern(False), ("sparsity", name), t, t, device, tiles).sparsity())
 
 

@@ -22,7 +22,7 @@ step() {  # seconds, description, command...
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [ "$PART" = A ]; then
 # issue 6: linear compiled, lsh on FlexAttention, bigbird with 64-wide key tiles (max-autotune, last)
-step 290 "attention targets" python benchmarks/attention.py --suffix -targets --out-dir "$OUT" --rows \
+step 290 "attention targets" python benchmarks/attention.py --suffix=-targets --out-dir "$OUT" --rows \
   dense:4096 linear:4096 lsh:4096 bigbird:4096 dense:16384 linear:16384 lsh:16384 dense:65536 linear:65536 lsh:65536 \
   dense:1024 linear:1024 linear@causal:16384 dense@causal:16384 dense:32768 lsh:32768 bigbird@kv64:4096
 # issue 4: decode with the greedy step inside the graph, the decode bias, and one-row linears (extra row)
@@ -30,13 +30,14 @@ step 150 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OU
 # issue 3: attnkit / torch.nn.Transformer twin, eager and both compiled with dynamic=True
 step 140 "translate speed" python benchmarks/translate.py --speed-only --data "$DATA/multi30k" --out-dir "$OUT"
 else
-# the GPU tests of the new paths (compiled FlexAttention LSH with gradients, compiled linear, bigbird key tiles)
-step 200 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_lsh_flex.py tests/attention/test_sparse_flex.py
+# issue 6: lsh's compiled chunked path, linear with CUDA graphs, bigbird with 64 x 64 tiles (autotuned)
+step 200 "attention targets 2" python benchmarks/attention.py --suffix=-targets2 --out-dir "$OUT" --rows \
+  dense:16384 lsh:16384 dense:4096 linear:4096 linear@cg:4096 lsh:4096 dense:65536 lsh:65536 dense:32768 lsh:32768 \
+  dense:1024 linear@cg:1024 bigbird:4096 bigbird@t64:4096
+# the GPU tests of the new paths (FlexAttention LSH with gradients, compiled LSH and linear, bigbird tiles)
+step 160 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_lsh_flex.py tests/attention/test_sparse_flex.py
 # issue 5: SST-2 epoch wall, HF dynamic padding against attnkit's bucketed batches
 step 180 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT"
-# issue 6: LRA's speed table (steps/s relative to the Transformer, 1k-4k)
-step 120 "lra speed" python benchmarks/listops.py --no-accuracy --kinds scaled_dot,sliding_window,bigbird,linear,performer \
-  --speed-kinds scaled_dot,sliding_window,bigbird,linear,lsh,performer --results "$OUT" --tag speed2
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1

@@ -59,12 +59,15 @@ class LinearAttention(AttentionKernel):
         chunk: positions per chunk of the causal prefix sums.
         compiled: on CUDA, run the fast path through ``torch.compile`` (one compiled function per
             kernel class): eager, its dozens of small kernels cost more than the arithmetic below
-            about 16k positions.
+            about 16k positions. A string is a ``torch.compile`` mode, e.g. ``"reduce-overhead"``
+            (CUDA graphs: outputs are overwritten by the next call; clone what you keep).
     """
 
-    def __init__(self, dropout: float = 0.0, chunk: int = 64, compiled: bool = True) -> None:
+    def __init__(self, dropout: float = 0.0, chunk: int = 64, compiled: bool | str = True) -> None:
         super().__init__(dropout)
-        self.compiled = bool(compiled)
+        if not isinstance(compiled, (bool, str)) or compiled == "":
+            raise ValueError(f"compiled={compiled!r} must be True, False or a torch.compile mode")
+        self.compiled = compiled
         if dropout:
             raise ValueError(f"dropout={dropout!r}: linear attention has no weight matrix to drop; use 0.0")
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -100,7 +103,7 @@ class LinearAttention(AttentionKernel):
         if q.shape[-2] == 0 or k.shape[-2] == 0:
             return q.new_zeros(*q.shape[:-1], v.shape[-1])
         if q.is_cuda and self.compiled and not torch.compiler.is_compiling():
-            return _compiled(type(self))(self, q, k, v, mask, causal)
+            return _compiled(type(self), None if self.compiled is True else self.compiled)(self, q, k, v, mask, causal)
         return self._compute(q, k, v, mask, causal)
 
     def _compute(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
@@ -169,14 +172,14 @@ class LinearAttention(AttentionKernel):
         return f"chunk={self.chunk}"
 
 
-_COMPILED: dict[type, Callable[..., Tensor]] = {}
+_COMPILED: dict[tuple, Callable[..., Tensor]] = {}
 
 
-def _compiled(cls: type) -> Callable[..., Tensor]:
-    """``cls._compute`` under ``torch.compile``, built once per kernel class."""
-    if cls not in _COMPILED:
-        _COMPILED[cls] = torch.compile(cls._compute)
-    return _COMPILED[cls]
+def _compiled(cls: type, mode: str | None) -> Callable[..., Tensor]:
+    """``cls._compute`` under ``torch.compile`` (``mode``), built once per kernel class and mode."""
+    if (cls, mode) not in _COMPILED:
+        _COMPILED[(cls, mode)] = torch.compile(cls._compute, mode=mode)
+    return _COMPILED[(cls, mode)]
 
 
 class RecurrentCache:

@@ -22,12 +22,14 @@ result equals full attention for any number of rounds. The chunked path holds
 ``(T / chunk) x chunk x 2 chunk`` scores per round; ``need_weights``, general masks and
 biases use the dense reference path, which builds the same visibility as ``(T, T)`` masks.
 
-On CUDA (``backend="auto"``, at least 128 positions, no dropout, no mask but key padding) the
-rounds run as one FlexAttention call over the sorted sequences, rounds stacked on the batch
-axis: a block mask fixed by the chunk size (own and previous chunk) that is built once per
-length, and a score modification that keeps keys of the query's bucket, drops itself, padding
-and (causal) later positions. A row left with no key is the self-only case: its output is its
-own value and its log-sum-exp its own score, as the chunked path gives.
+On CUDA (``backend="auto"``) the chunked path runs under ``torch.compile``, which fuses each
+round's masking and softmax. ``backend="flex"`` runs every round in one FlexAttention call
+over the sorted sequences, rounds stacked on the batch axis: a block mask fixed by the chunk
+size (own and previous chunk) built once per length, and a score modification that keeps keys
+of the query's bucket and drops itself, padding and (causal) later positions. A row left with
+no key is the self-only case: its output is its own value and its log-sum-exp its own score,
+as the chunked path gives. It is exact but, measured on an H100, no faster than the compiled
+chunked path (the score modification reads bucket and position tables for every score).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ class LSHAttention(AttentionKernel):
         chunk: positions per chunk of the sorted sequence.
         seed: seed of the random rotations.
         dropout: dropout on the attention weights (training only).
-        backend: ``"auto"`` (FlexAttention on CUDA where it applies, else chunked), ``"chunked"``
-            or ``"flex"``.
+        backend: ``"auto"`` (the chunked path, compiled on CUDA), ``"chunked"`` (eager) or
+            ``"flex"`` (FlexAttention, CUDA only).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class LSHAttention(AttentionKernel):
         if backend not in ("auto", "chunked", "flex"):
             raise ValueError(f"backend={backend!r}; choose one of auto, chunked, flex")
         self.backend = backend
+        self._rotations: dict[tuple, Tensor] = {}
         for name, value in (("n_hashes", n_hashes), ("n_buckets", n_buckets), ("chunk", chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -72,13 +75,21 @@ class LSHAttention(AttentionKernel):
         self.n_hashes, self.n_buckets, self.chunk, self.seed = n_hashes, n_buckets, chunk, seed
 
     # -- hashing -----------------------------------------------------------------------------
-    def buckets(self, k: Tensor) -> Tensor:
+    def rotations(self, d: int, device: torch.device) -> Tensor:
+        """The random rotations ``(n_hashes, d, n_buckets / 2)``, drawn from ``seed`` once per (d, device)."""
+        key = (d, str(device))
+        if key not in self._rotations:
+            gen = torch.Generator().manual_seed(self.seed)
+            with torch.inference_mode(False):
+                self._rotations[key] = torch.randn(self.n_hashes, d, self.n_buckets // 2, generator=gen).to(device)
+        return self._rotations[key]
+
+    def buckets(self, k: Tensor, rot: Tensor | None = None) -> Tensor:
         """Bucket of every position in every round, ``(n_hashes, B, H, T)``, from the keys ``(B, H, T, D)``."""
         b, h, t, d = k.shape
         if self.n_buckets == 1:
             return torch.zeros(self.n_hashes, b, h, t, dtype=torch.long, device=k.device)
-        gen = torch.Generator().manual_seed(self.seed)
-        rot = torch.randn(self.n_hashes, d, self.n_buckets // 2, generator=gen, dtype=torch.float32).to(k.device)
+        rot = self.rotations(d, k.device) if rot is None else rot
         x = torch.einsum("bhtd,rdn->rbhtn", F.normalize(k.detach().float(), dim=-1), rot)
         return torch.cat([x, -x], dim=-1).argmax(dim=-1)  # (R, B, H, T)
 
@@ -131,21 +142,28 @@ class LSHAttention(AttentionKernel):
             return None  # the dense reference path
         key_keep = flex.key_padding(mask, q.shape[0], k.shape[-2])  # (B, T) or None
         flex_ok = (mask is None or key_keep is not None) and not (self.dropout and self.training)
-        if self.backend == "flex" or (self.backend == "auto" and flex_ok and flex.available(q) and q.shape[-2] >= flex.MIN_QUERIES):
+        if self.backend == "flex":
             if not flex_ok or not flex.available(q):
                 raise ValueError("lsh: backend='flex' needs CUDA tensors, a power-of-two head dim >= 16, no dropout "
                                  "and no mask but key padding (B, 1, 1, T); use backend='auto'")
             return self._flex(q, k, v, key_keep, causal)
+        keep = None if mask is None else mask[:, 0, 0, :].expand(q.shape[0], q.shape[-2])  # (B, T)
+        rot = None if self.n_buckets == 1 else self.rotations(q.shape[-1], q.device)
+        if q.is_cuda and self.backend == "auto" and not torch.compiler.is_compiling():
+            return _compiled_chunked(self, q, k, v, keep, causal, rot)
+        return self._chunked(q, k, v, keep, causal, rot)
+
+    def _chunked(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, causal: bool, rot: Tensor | None) -> Tensor:
+        """Sort, chunk, attend to own and previous chunk, unsort; rounds combined by their lse."""
         b, h, t, d = q.shape
         c = self.chunk
         n = -(-t // c)
         pad = n * c - t
         ctype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
         kn = _unit(k)
-        keep = None if mask is None else mask[:, 0, 0, :].expand(b, t)  # (B, T)
         outs, lses = [], []
         pos = torch.arange(t, device=q.device)
-        for bk in self.buckets(k):  # (B, H, T) per round
+        for bk in self.buckets(k, rot):  # (B, H, T) per round
             order = torch.argsort(bk * t + pos, dim=-1)  # (B, H, T)
             undo = order.argsort(dim=-1)
 
@@ -226,6 +244,17 @@ class LSHAttention(AttentionKernel):
 
     def extra_repr(self) -> str:
         return f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk={self.chunk}, seed={self.seed}, dropout={self.dropout}"
+
+
+_COMPILED: list = []
+
+
+def _compiled_chunked(kernel: LSHAttention, *args) -> Tensor:
+    """:meth:`LSHAttention._chunked` under ``torch.compile`` (CUDA): the sorting, masking and
+    softmax of every round fuse into a few kernels instead of dozens of passes over memory."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(LSHAttention._chunked))
+    return _COMPILED[0](kernel, *args)
 
 
 def _unit(k: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def test_flex_path_equals_chunked_on_cpu(monkeypatch, t: int, causal: bool, buck
     flex._MASKS.clear()
 
 
-def test_auto_backend_is_chunked_off_cuda_and_flex_refuses_cpu() -> None:
+def test_flex_backend_refuses_cpu_tensors_and_unknown_backends() -> None:
     q = torch.randn(1, 2, 256, 16)
     out = A.get("lsh", n_buckets=4, chunk=32)(q, q, q)
     assert out.shape == q.shape
@@ -65,6 +65,21 @@ def test_flex_path_equals_chunked_on_cuda_with_gradients(t: int, causal: bool, b
     q, k, v, keep = _inputs(t, pad, "cuda", requires_grad=True)
     params = dict(n_hashes=3, n_buckets=buckets, chunk=chunk, seed=1)
     out = A.get("lsh", **params, backend="flex")(q, k, v, mask=keep, causal=causal)
+    want = A.get("lsh", **params, backend="chunked")(q, k, v, mask=keep, causal=causal)
+    torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("t,causal,buckets,chunk,pad", CASES[:4])
+def test_compiled_chunked_path_equals_eager_on_cuda(t: int, causal: bool, buckets: int, chunk: int, pad: bool) -> None:
+    """``backend="auto"`` on CUDA runs the chunked path compiled; it equals the eager one."""
+    q, k, v, keep = _inputs(t, pad, "cuda", requires_grad=True)
+    params = dict(n_hashes=3, n_buckets=buckets, chunk=chunk, seed=1)
+    out = A.get("lsh", **params)(q, k, v, mask=keep, causal=causal)
     want = A.get("lsh", **params, backend="chunked")(q, k, v, mask=keep, causal=causal)
     torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
     g = torch.randn_like(out)

@@ -75,12 +75,13 @@ def test_flex_path_with_key_padding_equals_dense_mask(kind: str, params: dict, c
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_bigbird_key_tiles_of_64_equal_dense_mask() -> None:
-    """``flex_tiles=(128, 64)`` (whole 64-token blocks per key tile, compiled with max-autotune)."""
+@pytest.mark.parametrize("tiles", [(128, 64), (64, 64)])
+def test_bigbird_tiles_of_64_equal_dense_mask(tiles: tuple[int, int]) -> None:
+    """``flex_tiles`` with 64-token key tiles (whole blocks per tile, compiled with max-autotune)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(1, 2, 1000, 64, device="cuda", generator=gen, requires_grad=True) for _ in range(3))
     params = dict(block=64, random_blocks=3, seed=0)
-    out = A.get("bigbird", **params, flex_tiles=(128, 64))(q, k, v)
+    out = A.get("bigbird", **params, flex_tiles=tiles)(q, k, v)
     want = A.get("bigbird", **params, backend="dense")(q, k, v)
     torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
     g = torch.randn_like(out)
