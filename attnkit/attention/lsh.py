@@ -165,7 +165,7 @@ class LSHAttention(AttentionKernel):
         pos = torch.arange(t, device=q.device)
         for bk in self.buckets(k, rot):  # (B, H, T) per round
             order = torch.argsort(bk * t + pos, dim=-1)  # (B, H, T)
-            undo = order.argsort(dim=-1)
+            undo = _inverse(order)
 
             def sort(x: Tensor) -> Tensor:  # (B, H, T, *) in sorted order, padded to N * C
                 idx = order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1])
@@ -205,7 +205,7 @@ class LSHAttention(AttentionKernel):
         pad, scale = tp - t, self._scale(d)
         bk = self.buckets(k)  # (R, B, H, T)
         order = torch.argsort(bk * t + torch.arange(t, device=q.device), dim=-1)  # sorted slot -> position
-        undo = order.argsort(dim=-1)
+        undo = _inverse(order)
 
         def sort(x: Tensor) -> Tensor:  # (B, H, T, D) -> (R * B, H, Tp, D) in each round's order
             y = x.unsqueeze(0).expand(r, -1, -1, -1, -1).gather(3, order[..., None].expand(-1, -1, -1, -1, x.shape[-1]))
@@ -255,6 +255,12 @@ def _compiled_chunked(kernel: LSHAttention, *args) -> Tensor:
     if not _COMPILED:
         _COMPILED.append(torch.compile(LSHAttention._chunked))
     return _COMPILED[0](kernel, *args)
+
+
+def _inverse(order: Tensor) -> Tensor:
+    """The inverse permutation along the last axis (position -> sorted slot), by a scatter, not a second sort."""
+    slots = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, slots)
 
 
 def _unit(k: Tensor) -> Tensor:
