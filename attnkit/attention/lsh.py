@@ -163,8 +163,9 @@ class LSHAttention(AttentionKernel):
         kn = _unit(k)
         outs, lses = [], []
         pos = torch.arange(t, device=q.device)
-        for bk in self.buckets(k, rot):  # (B, H, T) per round
-            order = torch.argsort(bk * t + pos, dim=-1)  # (B, H, T)
+        bks = self.buckets(k, rot)  # (R, B, H, T)
+        orders = _sort_order(bks, pos, self.n_buckets)  # every round in one sort
+        for bk, order in zip(bks, orders):  # (B, H, T) per round
             undo = _inverse(order)
 
             def sort(x: Tensor) -> Tensor:  # (B, H, T, *) in sorted order, padded to N * C
@@ -204,7 +205,7 @@ class LSHAttention(AttentionKernel):
         tp = -(-t // c) * c
         pad, scale = tp - t, self._scale(d)
         bk = self.buckets(k)  # (R, B, H, T)
-        order = torch.argsort(bk * t + torch.arange(t, device=q.device), dim=-1)  # sorted slot -> position
+        order = _sort_order(bk, torch.arange(t, device=q.device), self.n_buckets)  # sorted slot -> position
         undo = _inverse(order)
 
         def sort(x: Tensor) -> Tensor:  # (B, H, T, D) -> (R * B, H, Tp, D) in each round's order
@@ -255,6 +256,13 @@ def _compiled_chunked(kernel: LSHAttention, *args) -> Tensor:
     if not _COMPILED:
         _COMPILED.append(torch.compile(LSHAttention._chunked))
     return _COMPILED[0](kernel, *args)
+
+
+def _sort_order(buckets: Tensor, pos: Tensor, n_buckets: int) -> Tensor:
+    """Positions sorted by (bucket, position) along the last axis; 32-bit sort keys where they fit."""
+    t = pos.shape[0]
+    key = buckets * t + pos  # < n_buckets * t
+    return torch.argsort(key.to(torch.int32) if n_buckets * t < 2**31 else key, dim=-1)
 
 
 def _inverse(order: Tensor) -> Tensor:

@@ -94,3 +94,23 @@ def test_linear_refuses_bias_and_dropout() -> None:
         A.get("linear", dropout=0.1)
     with pytest.raises(ValueError, match="chunk"):
         A.get("linear", chunk=0)
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_equals_eager_on_cpu() -> None:
+    """The function CUDA runs compiled (``linear._compiled``), compiled here for the CPU: same
+    outputs and gradients as eager, causal and not, with key padding, for linear and performer."""
+    from attnkit.attention import linear
+
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 70, 16, requires_grad=True) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 70, dtype=torch.bool)
+    keep[1, ..., 50:] = False
+    for kernel in (A.get("linear", chunk=16), A.get("performer", head_dim=16, n_features=32, chunk=16)):
+        for causal in (False, True):
+            out = linear._compiled(type(kernel), None)(kernel, q, k, v, keep, causal)
+            want = kernel._compute(q, k, v, keep, causal)
+            torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+            g = torch.randn_like(out)
+            for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

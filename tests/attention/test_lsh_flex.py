@@ -85,3 +85,21 @@ def test_compiled_chunked_path_equals_eager_on_cuda(t: int, causal: bool, bucket
     g = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_chunked_path_equals_eager_on_cpu() -> None:
+    """The function CUDA runs compiled (``_compiled_chunked``), compiled here for the CPU:
+    the same outputs and gradients as the eager chunked path, with padding and causal."""
+    from attnkit.attention import lsh
+
+    q, k, v, keep = _inputs(200, True, "cpu", requires_grad=True)
+    kernel = A.get("lsh", n_hashes=2, n_buckets=4, chunk=32, seed=1)
+    rot = kernel.rotations(16, q.device)
+    key_keep = keep[:, 0, 0, :]
+    out = lsh._compiled_chunked(kernel, q, k, v, key_keep, True, rot)
+    want = kernel._chunked(q, k, v, key_keep, True, rot)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
