@@ -43,3 +43,11 @@ def test_flex_branch_with_key_padding_equals_dense_mask_on_cpu(monkeypatch) -> N
     assert torch.equal(out[1, :, 200:], torch.zeros_like(out[1, :, 200:]))
     flex._MASKS.clear()
     torch._dynamo.reset()
+
+
+def test_bigbird_flex_tiles_are_checked() -> None:
+    assert A.get("bigbird", flex_tiles=(128, 64)).flex_tiles == (128, 64)
+    assert A.get("bigbird").flex_tiles is None
+    for bad in [(100, 64), (128,), (8, 8), (True, 64), "128x64"]:
+        with pytest.raises(ValueError, match="flex_tiles"):
+            A.get("bigbird", flex_tiles=bad)
