@@ -244,7 +244,7 @@ class LSHAttention(AttentionKernel):
         return (unsort(o).float() * _round_weights(unsort(lse[..., None]))).sum(0).to(v.dtype)
 
     def extra_repr(self) -> str:
-        return f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk={self.chunk}, seed={self.seed}, dropout={self.dropout}"
+        return f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk={self.chunk}, seed={self.seed}, dropout={self.dropout}, backend={self.backend!r}"
 
 
 _COMPILED: list = []
