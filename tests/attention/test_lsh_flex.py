@@ -35,6 +35,18 @@ def _inputs(t: int, pad: bool, device: str, requires_grad: bool = False):
     return q, k, v, keep
 
 
+def _check_against_eager_chunked_on_cuda(backend: str, t: int, causal: bool, buckets: int, chunk: int, pad: bool) -> None:
+    """``backend``'s outputs and gradients against the eager chunked path (fp32, CUDA)."""
+    q, k, v, keep = _inputs(t, pad, "cuda", requires_grad=True)
+    params = dict(n_hashes=3, n_buckets=buckets, chunk=chunk, seed=1)
+    out = A.get("lsh", **params, backend=backend)(q, k, v, mask=keep, causal=causal)
+    want = A.get("lsh", **params, backend="chunked")(q, k, v, mask=keep, causal=causal)
+    torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("t,causal,buckets,chunk,pad", CASES)
 def test_flex_path_equals_chunked_on_cpu(monkeypatch, t: int, causal: bool, buckets: int, chunk: int, pad: bool) -> None:
     monkeypatch.setattr(flex, "available", lambda q: True)
@@ -62,14 +74,7 @@ def test_flex_backend_refuses_cpu_tensors_and_unknown_backends() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("t,causal,buckets,chunk,pad", CASES)
 def test_flex_path_equals_chunked_on_cuda_with_gradients(t: int, causal: bool, buckets: int, chunk: int, pad: bool) -> None:
-    q, k, v, keep = _inputs(t, pad, "cuda", requires_grad=True)
-    params = dict(n_hashes=3, n_buckets=buckets, chunk=chunk, seed=1)
-    out = A.get("lsh", **params, backend="flex")(q, k, v, mask=keep, causal=causal)
-    want = A.get("lsh", **params, backend="chunked")(q, k, v, mask=keep, causal=causal)
-    torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
-    g = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    _check_against_eager_chunked_on_cuda("flex", t, causal, buckets, chunk, pad)
 
 
 @pytest.mark.gpu
@@ -77,14 +82,7 @@ def test_flex_path_equals_chunked_on_cuda_with_gradients(t: int, causal: bool, b
 @pytest.mark.parametrize("t,causal,buckets,chunk,pad", CASES[:4])
 def test_compiled_chunked_path_equals_eager_on_cuda(t: int, causal: bool, buckets: int, chunk: int, pad: bool) -> None:
     """``backend="auto"`` on CUDA runs the chunked path compiled; it equals the eager one."""
-    q, k, v, keep = _inputs(t, pad, "cuda", requires_grad=True)
-    params = dict(n_hashes=3, n_buckets=buckets, chunk=chunk, seed=1)
-    out = A.get("lsh", **params)(q, k, v, mask=keep, causal=causal)
-    want = A.get("lsh", **params, backend="chunked")(q, k, v, mask=keep, causal=causal)
-    torch.testing.assert_close(out, want, rtol=2e-4, atol=2e-4)
-    g = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    _check_against_eager_chunked_on_cuda("auto", t, causal, buckets, chunk, pad)
 
 
 @pytest.mark.slow
