@@ -29,7 +29,8 @@ Three parts (``--parts``, default all):
   attnkit gets its own fine-tuning batches (``attnkit.training.finetune.bucketed_batches``:
   rows of similar length batched together, so little padding). Both read the same token ids;
   tokenization and collation happen before the clock starts, the host-to-device copy of every
-  batch is timed. attnkit runs eager and compiled with ``dynamic=True`` (one graph for every
+  batch (through pinned memory, asynchronous: ``Batch.to``) is timed. attnkit runs eager and
+  compiled with ``dynamic=True`` (one graph for every
   batch shape; the recompilations during the timed epoch are counted and reported). Each mode
   takes a few untimed warm-up steps first (which compile); their time is reported apart.
 
@@ -263,6 +264,11 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     modes["hf eager"] = (hf, True, "shuffled, padded to the batch's longest")
     if args.hf_compiled_epoch and args.compile_on:
         modes["hf compiled (dynamic)"] = (compile_model(hf, args, dynamic=True), True, "shuffled, padded to the batch's longest")
+    if args.epoch_modes:
+        unknown = set(args.epoch_modes) - set(modes)
+        if unknown:
+            raise SystemExit(f"error: --epoch-modes {sorted(unknown)}: not among {sorted(modes)}")
+        modes = {k: v for k, v in modes.items() if k in args.epoch_modes}
     rows: dict[str, dict[str, Any]] = {}
     for name, (model, is_hf, batching) in modes.items():
         try:
@@ -326,6 +332,8 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=128, help="epoch: tokens per sentence at most, specials included (default: 128)")
     p.add_argument("--epoch-fraction", type=float, default=1.0, help="epoch: time only this fraction of the batches (default: 1)")
     p.add_argument("--epoch-warmup", type=int, default=3, help="epoch: untimed warm-up steps per mode (default: 3)")
+    p.add_argument("--epoch-modes", type=lambda x: [m.strip() for m in x.split(",")], default=None,
+                   help='epoch: comma-separated subset of the modes, e.g. "attnkit compiled (dynamic),hf eager" (default: all)')
     p.add_argument("--hf-compiled-epoch", action="store_true", help="epoch: also Hugging Face compiled with dynamic=True")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer dir (default: all-MiniLM-L6-v2's, bert-base-uncased vocab)")
     p.add_argument("--seed", type=int, default=0)

@@ -30,14 +30,15 @@ step 240 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer
 # issue 3: attnkit / torch.nn.Transformer twin, eager and both compiled with dynamic=True
 step 190 "translate speed" python benchmarks/translate.py --speed-only --data "$DATA/multi30k" --out-dir "$OUT"
 else
-# issue 6: the targets' rows again after what the profile shows, and 64 x 64 BigBird tiles
-step 200 "attention targets" python benchmarks/attention.py --suffix=-targets3 --out-dir "$OUT" --rows \
-  dense:4096 linear:4096 bigbird:4096 lsh:4096 dense:16384 lsh:16384 linear:16384 dense:32768 lsh:32768 bigbird@t64:4096
-# the GPU tests, all of them (bigbird tiles compile with max-autotune: slow)
-step 250 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests
-# issue 6: LRA's speed table (steps/s relative to the Transformer, 1k-4k)
-step 120 "lra speed" python benchmarks/listops.py --no-accuracy --kinds scaled_dot,sliding_window,bigbird,linear,performer \
-  --speed-kinds scaled_dot,sliding_window,bigbird,linear,lsh,performer --results "$OUT" --tag speed3
+# issue 6: the targets' rows after LSH's bf16 products and inverse-gather sorts, and 64 x 64 BigBird tiles
+step 170 "attention targets" python benchmarks/attention.py --suffix=-targets3 --out-dir "$OUT" --rows \
+  dense:4096 bigbird:4096 bigbird@t64:4096 lsh:4096 linear:4096 dense:16384 lsh:16384 linear:16384 \
+  dense:32768 lsh:32768 dense:65536 lsh:65536
+# issue 5: SST-2 epoch wall, batches copied through pinned memory (attnkit compiled first)
+step 270 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT" \
+  --epoch-modes "attnkit compiled (dynamic),hf eager,attnkit eager"
+# the LSH GPU tests: compiled and FlexAttention paths against eager, with gradients
+step 110 "lsh gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_lsh_flex.py
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1

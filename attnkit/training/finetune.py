@@ -132,8 +132,11 @@ class Batch:
     index: list[int]  # which examples, in this order
 
     def to(self, device: torch.device) -> "Batch":
-        nb = device.type == "cuda"
-        return Batch(*(t.to(device, non_blocking=nb) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
+        """The batch on ``device``. To CUDA the tensors go through pinned memory, so the copies are
+        asynchronous: from pageable memory each copy would wait for the GPU to finish its work."""
+        if torch.device(device).type != "cuda":
+            return Batch(*(t.to(device) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
+        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
 
 
 def collate(data: Encoded, index: Sequence[int], pad_id: int) -> Batch:

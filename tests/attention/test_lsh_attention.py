@@ -119,3 +119,30 @@ def test_lsh_bad_input() -> None:
     q = torch.randn(1, 1, 4, 8)
     with pytest.raises(ValueError, match="as many queries as keys"):
         A.get("lsh")(q[:, :, :2], q, q)
+
+
+def test_permute_gradient_is_the_inverse_gather() -> None:
+    """The sort's autograd Function against gather's own gradient (and gradcheck in float64)."""
+    from attnkit.attention.lsh import Permute, _inverse
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 11, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    order = torch.stack([torch.randperm(11, generator=gen) for _ in range(6)]).reshape(2, 3, 11)
+    undo = _inverse(order)
+    want = x.gather(2, order[..., None].expand(-1, -1, -1, 4))
+    got = Permute.apply(x, order, undo)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda y: Permute.apply(y, order, undo), (x,))
+
+
+def test_half_precision_follows_float32() -> None:
+    """bf16 inputs (weights cast to bf16 for the product with V) stay near the float32 result."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 2, 200, 16, generator=gen).bfloat16() for _ in range(3))  # same buckets in both
+    kernel = A.get("lsh", n_hashes=2, n_buckets=4, chunk=16)
+    want = kernel(q.float(), k.float(), v.float(), causal=True)
+    got = kernel(q, k, v, causal=True)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0, atol=0.05)
