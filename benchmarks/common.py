@@ -80,13 +80,15 @@ def device_slug(device: torch.device) -> str:
 def git_commit() -> dict[str, Any]:
     """The attnkit commit being measured.
 
-    Falls back to the ``ATTNKIT_COMMIT`` environment variable where the tree has no
-    ``.git`` (the copy of the working tree on a lent GPU machine). ``source_sha256``
+    ``ATTNKIT_COMMIT``, where set, names it (a ``git archive`` snapshot run inside another
+    checkout would otherwise report that checkout's commit); else ``git rev-parse HEAD``. ``source_sha256``
     hashes every ``attnkit/**/*.py`` file, so uncommitted edits are identified too, and
     ``source_files`` gives each file's own hash, to find which file differed from a commit.
     """
     commit, dirty = os.environ.get("ATTNKIT_COMMIT", "unknown"), None
     try:
+        if "ATTNKIT_COMMIT" in os.environ:
+            raise OSError("named by the environment")
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
