@@ -33,6 +33,10 @@ Three parts (``--parts``, default all):
   compiled with ``dynamic=True`` (one graph for every
   batch shape; the recompilations during the timed epoch are counted and reported). Each mode
   takes a few untimed warm-up steps first (which compile); their time is reported apart.
+  Modes named "no cuDNN SDPA" run with ``torch.backends.cuda.enable_cudnn_sdp(False)``: cuDNN
+  attention builds an execution plan for every new shape (``benchmarks/sdpa_shapes.py``
+  measures what that costs), and variable-length batches bring a new shape at most steps.
+  ``--epoch-modes`` picks the modes to run.
 
 Before timing, the two models' fp32 logits are compared on a padded batch (the max absolute
 difference is printed and stored; above ``1e-3`` the run stops). The Hugging Face model is
@@ -260,8 +264,11 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     # attnkit first: two device calls were cut while HF's epoch ran, before attnkit's was timed
     if args.compile_on:
         modes["attnkit compiled (dynamic)"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
+        modes[f"attnkit compiled (dynamic{NO_CUDNN})"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
     modes["attnkit eager"] = (ours, False, "attnkit bucketed")
+    modes[f"attnkit eager ({NO_CUDNN[2:]})"] = (ours, False, "attnkit bucketed")
     modes["hf eager"] = (hf, True, "shuffled, padded to the batch's longest")
+    modes[f"hf eager ({NO_CUDNN[2:]})"] = (hf, True, "shuffled, padded to the batch's longest")
     if args.hf_compiled_epoch and args.compile_on:
         modes["hf compiled (dynamic)"] = (compile_model(hf, args, dynamic=True), True, "shuffled, padded to the batch's longest")
     if args.epoch_modes:
@@ -271,6 +278,9 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
         modes = {k: v for k, v in modes.items() if k in args.epoch_modes}
     rows: dict[str, dict[str, Any]] = {}
     for name, (model, is_hf, batching) in modes.items():
+        if "compiled" in name:
+            torch._dynamo.reset()  # the SDPA backend is chosen when the graph is traced: no graph from another mode
+        torch.backends.cuda.enable_cudnn_sdp(NO_CUDNN[2:] not in name)
         try:
             rows[name] = epoch_mode(name, model, is_hf, collated[batching], opts["hf" if is_hf else "attnkit"], device, dtype, args)
         except Exception as e:  # noqa: BLE001 (a compiler failure costs one mode, not the run)
@@ -279,10 +289,14 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
             rows[name] = {"failed": f"{type(e).__name__}: {str(e)[:500]}"}
             print(f"   epoch {name}: FAILED, left out ({rows[name]['failed'][:200]})", flush=True)
             continue
-        rows[name].update(batching=batching, **padding[batching])
+        rows[name].update(batching=batching, cudnn_sdpa=NO_CUDNN[2:] not in name, **padding[batching])
+    torch.backends.cuda.enable_cudnn_sdp(True)
     return {"file": str(path), "sentences": len(enc), "max_len": args.max_len, "batch": args.batch, "batches": keep,
             "epoch_fraction": args.epoch_fraction, "tokenize_s": tokenize_s, "timed": "training steps and host-to-device copies; "
             "tokenization and collation done before", "modes": rows, "ratios": ratios(rows, "wall_s")}
+
+
+NO_CUDNN = ", no cuDNN SDPA"  # modes so named run with torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def epoch_mode(name: str, model: torch.nn.Module, is_hf: bool, batches: list[Any], opt: torch.optim.Optimizer,
@@ -306,7 +320,8 @@ def epoch_mode(name: str, model: torch.nn.Module, is_hf: bool, batches: list[Any
         run(b.ids, b.attention_mask, b.targets)
     common.synchronize(device)
     wall = time.perf_counter() - t0
-    print(f"   epoch {name}: {wall:.1f}s for {len(batches)} steps (warm-up {warmup_s:.1f}s)", flush=True)
+    print(f"   epoch {name}: {wall:.1f}s for {len(batches)} steps (warm-up {warmup_s:.1f}s), "
+          f"{dynamo_graphs() - graphs} graphs compiled during the epoch", flush=True)
     return {"wall_s": wall, "steps": len(batches), "ms_per_step": 1e3 * wall / len(batches), "warmup_s": warmup_s,
             "graphs_compiled_during_epoch": dynamo_graphs() - graphs}
 
@@ -332,8 +347,8 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=128, help="epoch: tokens per sentence at most, specials included (default: 128)")
     p.add_argument("--epoch-fraction", type=float, default=1.0, help="epoch: time only this fraction of the batches (default: 1)")
     p.add_argument("--epoch-warmup", type=int, default=3, help="epoch: untimed warm-up steps per mode (default: 3)")
-    p.add_argument("--epoch-modes", type=lambda x: [m.strip() for m in x.split(",")], default=None,
-                   help='epoch: comma-separated subset of the modes, e.g. "attnkit compiled (dynamic),hf eager" (default: all)')
+    p.add_argument("--epoch-modes", type=lambda x: [m.strip() for m in x.split(";")], default=None,
+                   help='epoch: semicolon-separated subset of the modes, e.g. "attnkit compiled (dynamic);hf eager" (default: all)')
     p.add_argument("--hf-compiled-epoch", action="store_true", help="epoch: also Hugging Face compiled with dynamic=True")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer dir (default: all-MiniLM-L6-v2's, bert-base-uncased vocab)")
     p.add_argument("--seed", type=int, default=0)

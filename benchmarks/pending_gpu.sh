@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A or B}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B or C}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -29,7 +29,7 @@ step 150 "profile" python benchmarks/profile_attention.py --out "$OUT/profile-at
 step 240 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT"
 # issue 3: attnkit / torch.nn.Transformer twin, eager and both compiled with dynamic=True
 step 190 "translate speed" python benchmarks/translate.py --speed-only --data "$DATA/multi30k" --out-dir "$OUT"
-else
+elif [ "$PART" = B ]; then
 # issue 6: the targets' rows after LSH's bf16 products and inverse-gather sorts, and 64 x 64 BigBird tiles
 step 170 "attention targets" python benchmarks/attention.py --suffix=-targets3 --out-dir "$OUT" --rows \
   dense:4096 bigbird:4096 bigbird@t64:4096 lsh:4096 linear:4096 dense:16384 lsh:16384 linear:16384 \
@@ -39,6 +39,14 @@ step 270 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer
   --epoch-modes "attnkit compiled (dynamic),hf eager,attnkit eager"
 # the LSH GPU tests: compiled and FlexAttention paths against eager, with gradients
 step 110 "lsh gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_lsh_flex.py
+fi
+if [ "$PART" = C ]; then
+# issue 5: what a new length costs SDPA with and without cuDNN attention, then the epoch with cuDNN SDPA off
+step 60 "sdpa shapes" python benchmarks/sdpa_shapes.py --out "$OUT/sdpa-shapes.json"
+step 330 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT" \
+  --epoch-modes "attnkit compiled (dynamic, no cuDNN SDPA);hf eager;hf eager (no cuDNN SDPA);attnkit eager (no cuDNN SDPA)"
+# issue 6: LSH at 32k and 64k (cut from B)
+step 100 "lsh long rows" python benchmarks/attention.py --suffix=-targets3b --out-dir "$OUT" --rows dense:32768 lsh:32768 dense:65536 lsh:65536
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1
