@@ -36,6 +36,9 @@ Three parts (``--parts``, default all):
   Modes named "no cuDNN SDPA" run with ``torch.backends.cuda.enable_cudnn_sdp(False)``: cuDNN
   attention builds an execution plan for every new shape (``benchmarks/sdpa_shapes.py``
   measures what that costs), and variable-length batches bring a new shape at most steps.
+  The "CUDA graphs" mode compiles with ``mode="reduce-overhead"``: one graph recorded per
+  distinct batch shape and replayed after, which takes the host out of the step (at SST-2's
+  short rows the GPU work of a step is a few milliseconds, the eager host work far more).
   ``--epoch-modes`` picks the modes to run.
 
 Before timing, the two models' fp32 logits are compared on a padded batch (the max absolute
@@ -147,10 +150,12 @@ def dynamo_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def compile_model(model: torch.nn.Module, args: argparse.Namespace, dynamic: bool | None = None) -> torch.nn.Module:
+def compile_model(model: torch.nn.Module, args: argparse.Namespace, dynamic: bool | None = None,
+                  mode: str | None = None) -> torch.nn.Module:
     kw: dict[str, Any] = {"dynamic": dynamic}
-    if args.compile_mode != "default":
-        kw["mode"] = args.compile_mode
+    mode = mode or args.compile_mode
+    if mode != "default":
+        kw["mode"] = mode
     return torch.compile(model, **kw)
 
 
@@ -265,6 +270,9 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     if args.compile_on:
         modes["attnkit compiled (dynamic)"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
         modes[f"attnkit compiled (dynamic{NO_CUDNN})"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
+        # CUDA graphs: one recording per distinct batch shape, replayed after (reduce-overhead)
+        modes[f"attnkit compiled (dynamic, CUDA graphs{NO_CUDNN})"] = (
+            compile_model(ours, args, dynamic=True, mode="reduce-overhead"), False, "attnkit bucketed")
     modes["attnkit eager"] = (ours, False, "attnkit bucketed")
     modes[f"attnkit eager ({NO_CUDNN[2:]})"] = (ours, False, "attnkit bucketed")
     modes["hf eager"] = (hf, True, "shuffled, padded to the batch's longest")
@@ -304,7 +312,13 @@ def epoch_mode(name: str, model: torch.nn.Module, is_hf: bool, batches: list[Any
     """Warm up on a few batches (shortest, median, longest rows), then time every batch once."""
     base = model._orig_mod if hasattr(model, "_orig_mod") else model
     base.train()
-    run = train_step(logits_fn(model, is_hf), model, opt, device, dtype)
+    step = train_step(logits_fn(model, is_hf), model, opt, device, dtype)
+    if "CUDA graphs" in name:
+        def run(*a: Any) -> None:  # each step a new generation of the graphs' outputs
+            torch.compiler.cudagraph_mark_step_begin()
+            step(*a)
+    else:
+        run = step
     warm = sorted(batches, key=lambda b: b.ids.shape[1])  # shortest, median, longest rows
     common.synchronize(device)
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B or C}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C or D}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -47,6 +47,14 @@ step 330 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer
   --epoch-modes "attnkit compiled (dynamic, no cuDNN SDPA);hf eager;hf eager (no cuDNN SDPA);attnkit eager (no cuDNN SDPA)"
 # issue 6: LSH at 32k and 64k (cut from B)
 step 100 "lsh long rows" python benchmarks/attention.py --suffix=-targets3b --out-dir "$OUT" --rows dense:32768 lsh:32768 dense:65536 lsh:65536
+fi
+if [ "$PART" = D ]; then
+# the LSH GPU tests (compiled chunked path with the inverse-gather sorts, with gradients) and the Trainer's cuDNN switch
+step 170 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_lsh_flex.py tests/test_gpu.py
+# issue 5: the epoch with CUDA graphs, and Hugging Face without cuDNN attention (like for like)
+step 260 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT" \
+  --epoch-modes "attnkit compiled (dynamic, CUDA graphs, no cuDNN SDPA);hf eager (no cuDNN SDPA)"
+step 60 "lsh 64k" python benchmarks/attention.py --suffix=-targets3c --out-dir "$OUT" --rows lsh:65536
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1

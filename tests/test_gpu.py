@@ -66,6 +66,8 @@ def test_bf16_training_on_cuda_learns(tmp_path):
     result = Trainer(model, task, cfg, tmp_path, progress=False).fit()
     assert next(model.parameters()).is_cuda
     assert result.losses[-1] < 0.6 * result.losses[0]
+    assert not torch.backends.cuda.cudnn_sdp_enabled()  # a varying-length task turns cuDNN attention off
+    torch.backends.cuda.enable_cudnn_sdp(True)
 
 
 def test_compiled_training_matches_eager(tmp_path):

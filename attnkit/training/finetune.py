@@ -183,6 +183,8 @@ def steps_per_epoch(n: int, batch_size: int, grad_accum: int = 1) -> int:
 
 # -- tasks (the Trainer's protocol, attnkit.training.tasks) -----------------------------------
 class _FinetuneTask:
+    varying_lengths = True  # length-bucketed batches: a new length at most steps
+
     def __init__(self, train: Encoded, dev: Encoded | None, *, batch_size: int, eval_batch_size: int, bucket_size: int,
                  pad_id: int, device: torch.device | str = "cpu") -> None:
         self.train, self.dev = train, dev

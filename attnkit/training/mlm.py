@@ -56,6 +56,8 @@ class PretrainingTask:
         log: where evaluation results are printed.
     """
 
+    varying_lengths = True  # batches padded to their longest row
+
     def __init__(
         self,
         docs: list[Document],

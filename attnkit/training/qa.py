@@ -101,6 +101,8 @@ class QATask:
         dev_examples, dev: the evaluation questions and their windows.
     """
 
+    varying_lengths = True  # batches padded to their longest row
+
     def __init__(
         self,
         train: QAWindows,

@@ -20,6 +20,9 @@ from attnkit.objectives import seq2seq_loss
 
 
 class Task(Protocol):
+    """What :class:`~attnkit.training.loop.Trainer` trains on. A task may also set
+    ``varying_lengths = True`` (its batches change length from step to step; see the Trainer)."""
+
     def batches(self, epoch: int, seed: int) -> Iterator[Any]: ...
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]: ...
@@ -35,6 +38,8 @@ class Seq2SeqTask:
     :class:`~attnkit.data.seq2seq.PairDataset` s batched by ``batch_size`` examples; subclasses
     that batch otherwise override :meth:`train_batches` and :meth:`valid_batches`.
     """
+
+    varying_lengths = True  # token-count batches: a new source/target length at most steps
 
     def __init__(
         self,
