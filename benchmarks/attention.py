@@ -78,13 +78,15 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "chunked": {"backend": "chunked"}, "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},
+    "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},
     "cg": {"compiled": "reduce-overhead"},
 }
 
 
 def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """``name`` from ``KERNELS``, optionally with ``@causal``, ``@chunked`` (the chunked backend)
-    ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64) or ``@cg`` (linear
+    ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64), ``@t64cg`` (64 x 64
+    tiles replayed as CUDA graphs) or ``@cg`` (linear
     compiled with CUDA graphs, ``mode="reduce-overhead"``)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
@@ -111,7 +113,7 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
 def flex_sparsity(name: str, t: int, device: torch.device) -> float | None:
     """Percent of FlexAttention tiles the block mask skips (``BlockMask.sparsity``), or None off CUDA."""
     base, _, variant = name.partition("@")
-    if device.type != "cuda" or variant not in ("", "kv64", "t64"):
+    if device.type != "cuda" or variant not in ("", "kv64", "t64", "t64cg"):
         return None
     from attnkit.attention import flex
 

@@ -27,7 +27,7 @@ def test_key_padding_only_masks_are_recognised() -> None:
 
 def test_flex_branch_with_key_padding_equals_dense_mask_on_cpu(monkeypatch) -> None:
     monkeypatch.setattr(flex, "available", lambda q: True)
-    monkeypatch.setattr(flex, "_COMPILED", None)
+    monkeypatch.setattr(flex, "_COMPILED", {})
     flex._MASKS.clear()
     torch.manual_seed(0)
     t = 256
@@ -51,3 +51,17 @@ def test_bigbird_flex_tiles_are_checked() -> None:
     for bad in [(100, 64), (128,), (8, 8), (True, 64), "128x64"]:
         with pytest.raises(ValueError, match="flex_tiles"):
             A.get("bigbird", flex_tiles=bad)
+
+
+def test_compiled_flex_modes_are_kept_apart(monkeypatch) -> None:
+    """One compiled FlexAttention per (autotune, cuda_graphs), each with its torch.compile mode."""
+    modes = []
+    monkeypatch.setattr(flex, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic, mode: modes.append(mode) or (lambda *a, **k: mode))
+    assert flex.compiled() is flex.compiled()
+    flex.compiled(autotune=True)
+    flex.compiled(cuda_graphs=True)
+    flex.compiled(autotune=True, cuda_graphs=True)
+    assert modes == [None, "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"]
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        A.get("bigbird", cuda_graphs="yes")
