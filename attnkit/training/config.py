@@ -14,7 +14,10 @@ class TrainConfig(Config):
     with 4000 warm-up steps, label smoothing 0.1.
 
     ``stop_at`` ends training once the validation ``metric`` reaches that value.
-    ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
+    ``compile`` runs the forward under ``torch.compile`` with ``compile_mode``; ``reduce-overhead``
+    and ``max-autotune`` replay CUDA graphs (one recording per batch shape), which pays where the
+    host, not the GPU, limits a step (short rows: SST-2 fine-tuning ran 1.9x faster than
+    compiled alone on an H100, BENCHMARKS.md). ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
     updated after every optimizer step; evaluation and the saved best model use the average.
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
@@ -45,6 +48,7 @@ class TrainConfig(Config):
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     device: str = "auto"
 
     def validate(self) -> None:
@@ -61,6 +65,7 @@ class TrainConfig(Config):
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         if self.stop_at is not None:
             check(self.eval_every > 0, "stop_at", self.stop_at, "needs eval_every > 0 (it is checked at evaluations)")
+        check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
         check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0 disables clipping)")
         check(self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda"), "device", self.device, "use auto, cpu, cuda, cuda:N or mps")
         if self.schedule in ("linear", "cosine"):

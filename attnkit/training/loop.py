@@ -112,7 +112,14 @@ class Trainer:
         self.bad_evals = 0
         use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
-        self.forward_model: nn.Module = torch.compile(model) if c.compile else model
+        self.forward_model: nn.Module = model
+        if c.compile:
+            # varying lengths: one graph for every shape from the start (else a second compile)
+            kw: dict[str, Any] = {"dynamic": True} if getattr(task, "varying_lengths", False) else {}
+            if c.compile_mode != "default":
+                kw["mode"] = c.compile_mode
+            self.forward_model = torch.compile(model, **kw)
+        self.cuda_graphs = c.compile and c.compile_mode in ("reduce-overhead", "max-autotune")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.ema: list[torch.Tensor] | None = [p.detach().clone() for p in self.params] if c.ema_decay > 0 else None
 
@@ -196,6 +203,8 @@ class Trainer:
             tokens = torch.zeros((), device=self.device)
             for _ in range(c.grad_accum):
                 batch = next(data)
+                if self.cuda_graphs:  # outputs of the last replay are done with
+                    torch.compiler.cudagraph_mark_step_begin()
                 with self.autocast():
                     loss, n = self.task.loss(self.forward_model, batch)
                 n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
