@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C or D}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D or E}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -55,6 +55,15 @@ step 170 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attent
 step 260 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch --results "$OUT" \
   --epoch-modes "attnkit compiled (dynamic, CUDA graphs, no cuDNN SDPA);hf eager (no cuDNN SDPA)"
 step 60 "lsh 64k" python benchmarks/attention.py --suffix=-targets3c --out-dir "$OUT" --rows lsh:65536
+fi
+if [ "$PART" = E ]; then
+# next session. issue 3: the full Multi30k run now that the trainer turns cuDNN attention off
+# (a new shape at most steps; its 67 s were measured with cuDNN on), then the compiled twin alone
+step 200 "translate run" python benchmarks/translate.py --data "$DATA/multi30k" --minutes 2.5 --out-dir "$OUT"
+step 250 "translate compiled twin" python benchmarks/translate.py --speed-only --speed-modes compiled --data "$DATA/multi30k" --out-dir "$OUT"
+# issue 5: the HF compiled epoch, for the last like-for-like row
+step 140 "bert epoch, HF compiled" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch \
+  --results "$OUT" --hf-compiled-epoch --epoch-modes "hf compiled (dynamic)"
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1
