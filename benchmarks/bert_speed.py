@@ -30,8 +30,8 @@ Three parts (``--parts``, default all):
   rows of similar length batched together, so little padding). Both read the same token ids;
   tokenization and collation happen before the clock starts, the host-to-device copy of every
   batch (through pinned memory, asynchronous: ``Batch.to``) is timed. attnkit runs eager and
-  compiled with ``dynamic=True`` (one graph for every
-  batch shape; the recompilations during the timed epoch are counted and reported). Each mode
+  compiled with ``dynamic=True`` (one graph for every batch shape; the recompilations during
+  the timed epoch are counted and reported). Each mode
   takes a few untimed warm-up steps first (which compile); their time is reported apart.
   Modes named "no cuDNN SDPA" run with ``torch.backends.cuda.enable_cudnn_sdp(False)``: cuDNN
   attention builds an execution plan for every new shape (``benchmarks/sdpa_shapes.py``
@@ -269,14 +269,14 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     # attnkit first: two device calls were cut while HF's epoch ran, before attnkit's was timed
     if args.compile_on:
         modes["attnkit compiled (dynamic)"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
-        modes[f"attnkit compiled (dynamic{NO_CUDNN})"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
+        modes[f"attnkit compiled (dynamic, {NO_CUDNN})"] = (compile_model(ours, args, dynamic=True), False, "attnkit bucketed")
         # CUDA graphs: one recording per distinct batch shape, replayed after (reduce-overhead)
-        modes[f"attnkit compiled (dynamic, CUDA graphs{NO_CUDNN})"] = (
+        modes[f"attnkit compiled (dynamic, CUDA graphs, {NO_CUDNN})"] = (
             compile_model(ours, args, dynamic=True, mode="reduce-overhead"), False, "attnkit bucketed")
     modes["attnkit eager"] = (ours, False, "attnkit bucketed")
-    modes[f"attnkit eager ({NO_CUDNN[2:]})"] = (ours, False, "attnkit bucketed")
+    modes[f"attnkit eager ({NO_CUDNN})"] = (ours, False, "attnkit bucketed")
     modes["hf eager"] = (hf, True, "shuffled, padded to the batch's longest")
-    modes[f"hf eager ({NO_CUDNN[2:]})"] = (hf, True, "shuffled, padded to the batch's longest")
+    modes[f"hf eager ({NO_CUDNN})"] = (hf, True, "shuffled, padded to the batch's longest")
     if args.hf_compiled_epoch and args.compile_on:
         modes["hf compiled (dynamic)"] = (compile_model(hf, args, dynamic=True), True, "shuffled, padded to the batch's longest")
     if args.epoch_modes:
@@ -288,7 +288,7 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     for name, (model, is_hf, batching) in modes.items():
         if "compiled" in name:
             torch._dynamo.reset()  # the SDPA backend is chosen when the graph is traced: no graph from another mode
-        torch.backends.cuda.enable_cudnn_sdp(NO_CUDNN[2:] not in name)
+        torch.backends.cuda.enable_cudnn_sdp(NO_CUDNN not in name)
         try:
             rows[name] = epoch_mode(name, model, is_hf, collated[batching], opts["hf" if is_hf else "attnkit"], device, dtype, args)
         except Exception as e:  # noqa: BLE001 (a compiler failure costs one mode, not the run)
@@ -297,14 +297,14 @@ def epoch_part(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
             rows[name] = {"failed": f"{type(e).__name__}: {str(e)[:500]}"}
             print(f"   epoch {name}: FAILED, left out ({rows[name]['failed'][:200]})", flush=True)
             continue
-        rows[name].update(batching=batching, cudnn_sdpa=NO_CUDNN[2:] not in name, **padding[batching])
+        rows[name].update(batching=batching, cudnn_sdpa=NO_CUDNN not in name, **padding[batching])
     torch.backends.cuda.enable_cudnn_sdp(True)
     return {"file": str(path), "sentences": len(enc), "max_len": args.max_len, "batch": args.batch, "batches": keep,
             "epoch_fraction": args.epoch_fraction, "tokenize_s": tokenize_s, "timed": "training steps and host-to-device copies; "
             "tokenization and collation done before", "modes": rows, "ratios": ratios(rows, "wall_s")}
 
 
-NO_CUDNN = ", no cuDNN SDPA"  # modes so named run with torch.backends.cuda.enable_cudnn_sdp(False)
+NO_CUDNN = "no cuDNN SDPA"  # modes so named run with torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def epoch_mode(name: str, model: torch.nn.Module, is_hf: bool, batches: list[Any], opt: torch.optim.Optimizer,

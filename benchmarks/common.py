@@ -85,19 +85,19 @@ def git_commit() -> dict[str, Any]:
     hashes every ``attnkit/**/*.py`` file, so uncommitted edits are identified too, and
     ``source_files`` gives each file's own hash, to find which file differed from a commit.
     """
-    commit, dirty = os.environ.get("ATTNKIT_COMMIT", "unknown"), None
-    try:
-        if "ATTNKIT_COMMIT" in os.environ:
-            raise OSError("named by the environment")
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "attnkit"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout
-        dirty = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit, dirty = os.environ.get("ATTNKIT_COMMIT"), None
+    if commit is None:
+        commit = "unknown"
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--", "attnkit"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+            ).stdout
+            dirty = bool(status.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
     digest, files = hashlib.sha256(), {}
     for path in sorted((ROOT / "attnkit").rglob("*.py")):
         name, data = str(path.relative_to(ROOT)), path.read_bytes()

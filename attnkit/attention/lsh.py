@@ -26,8 +26,8 @@ On CUDA (``backend="auto"``) the chunked path runs under ``torch.compile``, whic
 round's masking and softmax. Scores and softmax are float32 for half-precision inputs, the
 weights are cast back to the input dtype for the product with V (as fused attention kernels
 do), and the sorts backpropagate by gathering with the inverse permutation (:class:`Permute`).
-On an H100, forward + backward at 16k / 32k / 64k positions took 4.7 / 7.9 / 16.3 ms against
-6.2 / 25.0 / 98.9 ms for dense SDPA (BENCHMARKS.md). ``backend="flex"`` runs every round in one FlexAttention call
+On an H100, forward + backward at 16k / 32k positions took 4.7 / 7.9 ms against 6.2 / 25.0 ms
+for dense SDPA in the same runs (BENCHMARKS.md). ``backend="flex"`` runs every round in one FlexAttention call
 over the sorted sequences, rounds stacked on the batch axis: a block mask fixed by the chunk
 size (own and previous chunk) built once per length, and a score modification that keeps keys
 of the query's bucket and drops itself, padding and (causal) later positions. A row left with

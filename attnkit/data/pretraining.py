@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from attnkit.config import Config, check
+from attnkit.data.transfer import to_device
 from attnkit.errors import DataError
 from attnkit.io import read_utf8
 
@@ -310,8 +311,7 @@ class PretrainingBatch:
     mlm_labels: Tensor | None = None  # (B, T) after masking: original id at chosen positions, IGNORE elsewhere
 
     def to(self, device: torch.device | str) -> "PretrainingBatch":
-        move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
-        return PretrainingBatch(*(move(getattr(self, f)) for f in (
+        return PretrainingBatch(*(to_device(getattr(self, f), device) for f in (
             "ids", "segment_ids", "attention_mask", "maskable", "word_index", "pair_labels", "mlm_labels")))
 
 

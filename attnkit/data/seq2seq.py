@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from attnkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from attnkit.data.transfer import to_device
 from attnkit.errors import DataError
 
 
@@ -23,7 +24,7 @@ class Seq2SeqBatch:
     tgt_out: Tensor  # (B, Tt)  y_1 .. y_n </s>
 
     def to(self, device: torch.device | str) -> "Seq2SeqBatch":
-        return Seq2SeqBatch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)))
+        return Seq2SeqBatch(*(to_device(t, device) for t in (self.src, self.tgt_in, self.tgt_out)))
 
     @property
     def n_tokens(self) -> int:

@@ -15,9 +15,9 @@ class TrainConfig(Config):
 
     ``stop_at`` ends training once the validation ``metric`` reaches that value.
     ``compile`` runs the forward under ``torch.compile`` with ``compile_mode``; ``reduce-overhead``
-    and ``max-autotune`` replay CUDA graphs (one recording per batch shape), which pays where the
-    host, not the GPU, limits a step (short rows: SST-2 fine-tuning ran 1.9x faster than
-    compiled alone on an H100, BENCHMARKS.md). ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
+    and ``max-autotune`` replay CUDA graphs (one recording per batch shape), for steps limited by
+    the host, not the GPU (short rows; ``benchmarks/bert_speed.py``'s SST-2 epoch, BENCHMARKS.md).
+    ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
     updated after every optimizer step; evaluation and the saved best model use the average.
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from attnkit.config import Config, check
 from attnkit.data.conll import TaggedSentences
 from attnkit.data.glue import ClassificationData
+from attnkit.data.transfer import to_device
 from attnkit.data.wordpiece import WordPieceTokenizer
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.metrics import accuracy, entity_scores
@@ -132,11 +133,8 @@ class Batch:
     index: list[int]  # which examples, in this order
 
     def to(self, device: torch.device) -> "Batch":
-        """The batch on ``device``. To CUDA the tensors go through pinned memory, so the copies are
-        asynchronous: from pageable memory each copy would wait for the GPU to finish its work."""
-        if torch.device(device).type != "cuda":
-            return Batch(*(t.to(device) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
-        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
+        """The batch on ``device`` (asynchronous copies through pinned memory to CUDA: :func:`to_device`)."""
+        return Batch(*(to_device(t, device) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
 
 
 def collate(data: Encoded, index: Sequence[int], pad_id: int) -> Batch:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from attnkit.config import Config, check
 from attnkit.data.listops import CLS_ID, PAD_ID, VOCAB_SIZE, ListOpsConfig, generate_encoded
+from attnkit.data.transfer import to_device
 from attnkit.errors import ConfigError
 from attnkit.objectives.classification import classification_loss
 from attnkit.training.finetune import bucketed_batches, sorted_batches
@@ -159,9 +160,7 @@ class ListOpsBatch:
     labels: Tensor  # (B,)
 
     def to(self, device: torch.device) -> "ListOpsBatch":
-        nb = device.type == "cuda"
-        mask = self.attention_mask.to(device, non_blocking=nb) if self.attention_mask is not None else None
-        return ListOpsBatch(self.ids.to(device, non_blocking=nb), mask, self.labels.to(device, non_blocking=nb))
+        return ListOpsBatch(to_device(self.ids, device), to_device(self.attention_mask, device), to_device(self.labels, device))
 
 
 def collate(split: ListOpsSplit, index: Sequence[int], *, pad_to: int = 1, cls: bool = False) -> ListOpsBatch:

@@ -94,7 +94,8 @@ class Trainer:
         self.tokenizer, self.progress, self.hooks = tokenizer, progress, hooks or []
         self.device = pick_device(config.device)
         self.model.to(self.device)
-        if self.device.type == "cuda" and getattr(task, "varying_lengths", False) and torch.backends.cuda.cudnn_sdp_enabled():
+        varying = getattr(task, "varying_lengths", False)
+        if self.device.type == "cuda" and varying and torch.backends.cuda.cudnn_sdp_enabled():
             # cuDNN attention builds an execution plan for each new shape: 170-420 ms a length on
             # an H100 against 0.4 ms for the flash / memory-efficient kernels (benchmarks/sdpa_shapes.py)
             torch.backends.cuda.enable_cudnn_sdp(False)
@@ -115,7 +116,7 @@ class Trainer:
         self.forward_model: nn.Module = model
         if c.compile:
             # varying lengths: one graph for every shape from the start (else a second compile)
-            kw: dict[str, Any] = {"dynamic": True} if getattr(task, "varying_lengths", False) else {}
+            kw: dict[str, Any] = {"dynamic": True} if varying else {}
             if c.compile_mode != "default":
                 kw["mode"] = c.compile_mode
             self.forward_model = torch.compile(model, **kw)

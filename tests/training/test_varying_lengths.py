@@ -31,8 +31,6 @@ def test_cpu_training_keeps_the_cudnn_flag(tmp_path) -> None:
 
 
 def test_compile_mode_needs_compile() -> None:
-    import pytest
-
     from attnkit.errors import ConfigError
     from attnkit.training.config import TrainConfig
 

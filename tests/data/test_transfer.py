@@ -1,0 +1,28 @@
+"""``to_device`` against ``Tensor.to``: same values, dtype and device; None passes through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.data.transfer import to_device
+from attnkit.training.finetune import Batch
+
+
+def test_none_and_cpu() -> None:
+    assert to_device(None, "cpu") is None
+    t = torch.arange(12).reshape(3, 4)
+    out = to_device(t, "cpu")
+    assert out.device.type == "cpu" and torch.equal(out, t.to("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_copy_equals_tensor_to() -> None:
+    t = torch.randint(0, 1000, (32, 57))
+    out = to_device(t, "cuda")
+    torch.cuda.synchronize()
+    assert out.is_cuda and out.dtype == t.dtype and torch.equal(out.cpu(), t)
+    assert to_device(out, "cuda") is out or torch.equal(to_device(out, "cuda"), out)  # already there: no pinning
+    b = Batch(t, torch.zeros_like(t), torch.ones_like(t), torch.zeros(32, dtype=torch.long), list(range(32))).to(torch.device("cuda"))
+    assert all(x.is_cuda for x in (b.ids, b.segment_ids, b.attention_mask, b.targets)) and torch.equal(b.ids.cpu(), t)
