@@ -79,7 +79,7 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
 VARIANTS: dict[str, dict[str, Any]] = {
     "chunked": {"backend": "chunked"}, "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},
     "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},
-    "cg": {"compiled": "reduce-overhead"},
+    "cg": {"compiled": "reduce-overhead"}, "generic": {"function": False},
 }
 
 
@@ -87,7 +87,8 @@ def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor
     """``name`` from ``KERNELS``, optionally with ``@causal``, ``@chunked`` (the chunked backend)
     ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64), ``@t64cg`` (64 x 64
     tiles replayed as CUDA graphs) or ``@cg`` (linear
-    compiled with CUDA graphs, ``mode="reduce-overhead"``)."""
+    compiled with CUDA graphs, ``mode="reduce-overhead"``) or ``@generic`` (non-causal linear
+    on the compiled generic path instead of its autograd Function)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     causal = variant == "causal"

@@ -3,17 +3,20 @@
 # configuration a separate `benchmarks/finetune.py` process, all at once on one GPU: accuracies
 # are unaffected, wall times are shared-GPU times (the chosen recipe is timed alone afterwards).
 #
-#   bash benchmarks/finetune_sweep.sh DATA_DIR MODEL_DIR RESULTS_DIR [SECONDS]
+#   bash benchmarks/finetune_sweep.sh DATA_DIR MODEL_DIR RESULTS_DIR [SECONDS] [PLAN]
 #
+# PLAN 1 (default): session 1's sweep of pooling and learning rates. PLAN 2 (session 5): weight
+# averaging (train.ema_decay), evaluation every 500 steps on SST-2, seeds, label smoothing.
 # Each run writes RESULTS_DIR/finetune-<device>-<date>-sweep-<tag>.json; the summary table is
 # printed by `python benchmarks/finetune_summary.py RESULTS_DIR`.
-DATA=${1:?data dir}; MODEL=${2:?model dir}; RES=${3:?results dir}; LIMIT=${4:-330}
+DATA=${1:?data dir}; MODEL=${2:?model dir}; RES=${3:?results dir}; LIMIT=${4:-330}; PLAN=${5:-1}
 export PYTHONUNBUFFERED=1
 run() {  # tag task [finetune.py options...]
   local tag=$1 task=$2; shift 2
   timeout "$LIMIT" python benchmarks/finetune.py --data "$DATA" --model "$MODEL" --tasks "$task" --out "/tmp/sweep/$tag" \
     --results "$RES" --tag "sweep-$tag" "$@" > "$RES/sweep-$tag.log" 2>&1 &
 }
+if [ "$PLAN" = 1 ]; then
 run s-mean-1e4   sst2 --set data.classifier=mean --set train.lr=1e-4
 run s-mean-5e5   sst2 --set data.classifier=mean --set train.lr=5e-5
 run s-mean-2e4   sst2 --set data.classifier=mean --set train.lr=2e-4
@@ -27,4 +30,27 @@ run w-1e4-15     wnut17 --set train.lr=1e-4 --epochs 15
 run w-2e4-10     wnut17 --set train.lr=2e-4 --epochs 10
 run w-2e4-20     wnut17 --set train.lr=2e-4 --epochs 20
 run w-3e4-10     wnut17 --set train.lr=3e-4 --epochs 10
+else
+E5="--set train.eval_every=500"  # SST-2: 2,105 steps an epoch; the best of four looks an epoch
+run s-5e5-e999        sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999
+run s-5e5-e999-s1     sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999 --set train.seed=1
+run s-3e5-e999-ep4    sst2 $E5 --set train.lr=3e-5 --set train.ema_decay=0.999 --epochs 4
+run s-8e5-e999        sst2 $E5 --set train.lr=8e-5 --set train.ema_decay=0.999
+run s-5e5-e9995-ep4   sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.9995 --epochs 4
+run s-5e5-e999-ls1    sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999 --set train.label_smoothing=0.1
+run s-5e5-e999-do3    sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999 --set data.classifier_dropout=0.3
+run s-1e4-b64-e999    sst2 $E5 --set train.lr=1e-4 --set train.batch_size=64 --set train.ema_decay=0.999 --epochs 4
+run w-e99-s1          wnut17 --set train.lr=1e-4 --set train.ema_decay=0.99 --set train.seed=1
+run w-e99-s2          wnut17 --set train.lr=1e-4 --set train.ema_decay=0.99 --set train.seed=2
+run w-e99-s3          wnut17 --set train.lr=1e-4 --set train.ema_decay=0.99 --set train.seed=3
+run w-e995-ep8        wnut17 --set train.lr=1e-4 --set train.ema_decay=0.995 --epochs 8
+run w-e99-b16         wnut17 --set train.lr=1e-4 --set train.ema_decay=0.99 --set train.batch_size=16
+run w-e99-ls1         wnut17 --set train.lr=1e-4 --set train.ema_decay=0.99 --set train.label_smoothing=0.1
+run w-2e4-e995-ep8    wnut17 --set train.lr=2e-4 --set train.ema_decay=0.995 --epochs 8
+run r-5e5-s4          rte --set train.lr=5e-5 --set train.seed=4
+run r-5e5-s5          rte --set train.lr=5e-5 --set train.seed=5
+run r-5e5-s6          rte --set train.lr=5e-5 --set train.seed=6
+run r-3e5-b8          rte --set train.lr=3e-5 --set train.batch_size=8
+run r-5e5-do3         rte --set train.lr=5e-5 --set data.classifier_dropout=0.3
+fi
 wait

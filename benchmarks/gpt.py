@@ -234,16 +234,18 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
         if not args.no_one_row:  # the same generate() after the one-row transform (attnkit.generation.one_row)
             from attnkit.generation import sampling as sampling_module
-            from attnkit.generation import use_one_row_linears
+            from attnkit.generation import use_one_row_attention, use_one_row_linears
 
-            torch._dynamo.reset()
-            sampling_module._COMPILED.clear()
-            use_one_row_linears(ours)
-            try:
-                time_run("attnkit generate (compiled step, one-row linears)", run_ours)
-            except Exception as e:  # noqa: BLE001 - a failed variant is recorded, the rest of the results kept
-                results["attnkit generate (compiled step, one-row linears)"] = {"error": repr(e)[:500]}
-                tokens["attnkit generate (compiled step, one-row linears)"] = []
+            for row, transform in (("attnkit generate (compiled step, one-row linears)", use_one_row_linears),
+                                   ("attnkit generate (compiled step, one-row linears + attention)", use_one_row_attention)):
+                torch._dynamo.reset()
+                sampling_module._COMPILED.clear()
+                transform(ours)  # cumulative: the second row has both
+                try:
+                    time_run(row, run_ours)
+                except Exception as e:  # noqa: BLE001 - a failed variant is recorded, the rest of the results kept
+                    results[row] = {"error": repr(e)[:500]}
+                    tokens[row] = []
     ref = tokens["hf generate (dynamic cache)"]
     for name in results:
         same = sum(a == b for a, b in zip(tokens[name], ref))

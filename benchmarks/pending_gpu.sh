@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D or E}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F or G}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -21,6 +21,9 @@ step() {  # seconds, description, command...
 }
 {
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ "$PART" = G ] && ! [ -f /root/minilm/part_aa ]; then
+  echo "G: the first half of the weights is not on this machine (a fresh one): part E instead"; PART=E
+fi
 if [ "$PART" = A ]; then
 # issue 6: why linear costs ~1.2 ms at 1-4k and lsh ~7 ms at 4-16k whatever the length (tables to a file)
 step 150 "profile" python benchmarks/profile_attention.py --out "$OUT/profile-attention.md" \
@@ -64,6 +67,31 @@ step 250 "translate compiled twin" python benchmarks/translate.py --speed-only -
 # issue 5: the HF compiled epoch, for the last like-for-like row
 step 140 "bert epoch, HF compiled" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch \
   --results "$OUT" --hf-compiled-epoch --epoch-modes "hf compiled (dynamic)"
+fi
+if [ "$PART" = F ]; then
+# session 5, call 1. Keep the first half of the all-MiniLM-L6-v2 weights for call G (carried as .minilm_a)
+mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
+# issue 4: decoding with one-query attention as reductions (use_one_row_attention), against HF static
+step 200 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
+# issue 6: linear attention through its autograd Function (against the compiled generic path), bigbird, dense
+step 130 "attention rows" python benchmarks/attention.py --suffix=-targets4 --out-dir "$OUT" --rows \
+  dense:4096 linear:4096 linear@generic:4096 bigbird@t64:4096 bigbird:4096 dense:1024 linear:1024 \
+  dense:16384 linear:16384 dense:65536 linear:65536
+# issue 6: the same kernels inside a 4-layer encoder, eager and compiled whole
+step 170 "long model" python benchmarks/long_model.py --out-dir "$OUT"
+# the changed GPU test (linear: Function and compiled generic path against eager)
+step 60 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_sparse_flex.py -k "linear or performer" tests/data
+fi
+if [ "$PART" = G ]; then
+# session 5, call 2: the second half of the weights, then fine-tuning sweep 2 (all runs at once on the GPU)
+if [ -f /root/minilm/part_aa ] && [ -f ../.minilm_b/part_ab ]; then
+  cp -r "$MINILM"/* /root/minilm/ && cat /root/minilm/part_aa ../.minilm_b/part_ab > /root/minilm/model.safetensors
+  echo "sha256 $(sha256sum /root/minilm/model.safetensors | cut -c1-16) (want $WANT_SHA)"
+  mkdir -p /tmp/sw
+  step 510 "finetune sweep 2" bash benchmarks/finetune_sweep.sh "$DATA" /root/minilm /tmp/sw 500 2
+  python benchmarks/finetune_summary.py /tmp/sw > "$OUT/sweep2-summary.md"; cat "$OUT/sweep2-summary.md"
+  tar -czf "$OUT/sweep2.tgz" -C /tmp/sw .
+fi
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1

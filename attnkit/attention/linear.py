@@ -5,7 +5,11 @@
 
 with the sums over every visible key j (over ``j <= i`` when causal, bottom-right aligned).
 
-* Non-causal: ``S`` and ``z`` once, then one product per query: O(n d d_v).
+* Non-causal: ``S`` and ``z`` once, then one product per query: O(n d d_v). With phi = elu + 1
+  this is :class:`NonCausal`, an autograd Function of two matrix products forward and four
+  backward: ``V`` carries a column of ones, so ``z`` and the denominators come out of the same
+  products. Few kernels matter more than fusion here: below ~16k positions the GPU finishes
+  each product faster than Python launches the next.
 * Causal: the prefix sums of section 3.3, computed in chunks of ``chunk`` positions: within a
   chunk a small masked ``(C, C)`` product, across chunks the running ``S``/``z`` (only one
   ``(d, d_v)`` state per chunk is kept, not one per position).
@@ -61,10 +65,16 @@ class LinearAttention(AttentionKernel):
             kernel class): eager, its dozens of small kernels cost more than the arithmetic below
             about 16k positions. A string is a ``torch.compile`` mode, e.g. ``"reduce-overhead"``
             (CUDA graphs: outputs are overwritten by the next call; clone what you keep).
+            Applies to the causal path (and to feature maps other than elu + 1).
+        function: non-causal attention through :class:`NonCausal` (on every device); False
+            runs it on the same path as the causal kind.
     """
 
-    def __init__(self, dropout: float = 0.0, chunk: int = 64, compiled: bool | str = True) -> None:
+    def __init__(self, dropout: float = 0.0, chunk: int = 64, compiled: bool | str = True, function: bool = True) -> None:
         super().__init__(dropout)
+        if not isinstance(function, bool):
+            raise ValueError(f"function={function!r} must be True or False")
+        self.function = function
         if not isinstance(compiled, (bool, str)) or compiled == "":
             raise ValueError(f"compiled={compiled!r} must be True, False or a torch.compile mode")
         self.compiled = compiled
@@ -102,6 +112,8 @@ class LinearAttention(AttentionKernel):
             return None  # a general mask: the dense reference path
         if q.shape[-2] == 0 or k.shape[-2] == 0:
             return q.new_zeros(*q.shape[:-1], v.shape[-1])
+        if not causal and self.function and type(self).features is LinearAttention.features:
+            return NonCausal.apply(q, k, v, mask)
         if q.is_cuda and self.compiled and not torch.compiler.is_compiling():
             return _compiled(type(self), None if self.compiled is True else self.compiled)(self, q, k, v, mask, causal)
         return self._compute(q, k, v, mask, causal)
@@ -170,6 +182,49 @@ class LinearAttention(AttentionKernel):
 
     def extra_repr(self) -> str:
         return f"chunk={self.chunk}"
+
+
+class NonCausal(torch.autograd.Function):
+    """Non-causal linear attention, phi = elu + 1, with a hand-written backward (eqs. (4)-(6)).
+
+    With ``V1 = [V, 1]`` (a column of ones) and ``S1 = phi(K)^T V1 = [S, z]``, the forward is
+    ``N1 = phi(Q) S1 = [num, den]`` and ``out = num / den``. Backward, with ``G`` the gradient of
+    ``out``: ``G1 = [G / den, -rowsum(G * out) / den]``, then ``dphi(Q) = G1 S1^T``,
+    ``dS1 = phi(Q)^T G1``, ``dphi(K) = V1 dS1^T``, ``dV = phi(K) dS[:, :Dv]``, and
+    ``phi'(x) = min(phi(x), 1)`` (1 above zero, exp(x) = phi(x) below). Half-precision inputs
+    are computed in float32. ``keep``: a key-padding mask ``(B|1, 1, 1, Tk)`` or None; a row
+    with no visible key gives zeros.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None) -> Tensor:  # type: ignore[override]
+        dtype = v.dtype
+        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        fq, fk = phi(q.to(acc)), phi(k.to(acc))  # (B, H, Tq, D), (B, H, Tk, D)
+        v1 = torch.cat([v.to(acc), fk.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, H, Tk, Dv + 1)
+        if keep is not None:
+            w = keep[:, :, 0, :, None].to(acc)  # (B|1, 1, Tk, 1)
+            fk, v1 = fk * w, v1 * w
+        s1 = fk.transpose(-2, -1) @ v1  # [S, z]: (B, H, D, Dv + 1)
+        n1 = fq @ s1  # [num, den]: (B, H, Tq, Dv + 1)
+        den = n1[..., -1:].masked_fill(n1[..., -1:] == 0, 1.0)  # no visible key: 0 / 1
+        out = n1[..., :-1] / den
+        ctx.save_for_backward(fq, fk, v1, s1, out, den)
+        ctx.dtypes = (q.dtype, k.dtype, dtype)
+        return out.to(dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # type: ignore[override]
+        fq, fk, v1, s1, out, den = ctx.saved_tensors
+        gn = g.to(out.dtype) / den
+        g1 = torch.cat([gn, -(gn * out).sum(-1, keepdim=True)], dim=-1)  # (B, H, Tq, Dv + 1)
+        ds1 = fq.transpose(-2, -1) @ g1  # (B, H, D, Dv + 1)
+        dq = (g1 @ s1.transpose(-2, -1)) * fq.clamp(max=1.0)
+        dk = (v1 @ ds1.transpose(-2, -1)) * fk.clamp(max=1.0)  # masked keys: v1 rows are 0, so dk is 0
+        dv = fk @ ds1[..., :-1]
+        qt, kt, vt = ctx.dtypes
+        return dq.to(qt), dk.to(kt), dv.to(vt), None
 
 
 _COMPILED: dict[tuple, Callable[..., Tensor]] = {}

@@ -114,3 +114,35 @@ def test_compiled_fast_path_equals_eager_on_cpu() -> None:
             g = torch.randn_like(out)
             for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_non_causal_function_gradcheck(padding: bool) -> None:
+    """:class:`NonCausal`'s hand-written backward against finite differences (float64)."""
+    from attnkit.attention.linear import NonCausal
+
+    q, k, v = _inputs(6, 7, 11)
+    keep = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :] if padding else None
+    assert torch.autograd.gradcheck(lambda q, k, v: NonCausal.apply(q, k, v, keep), (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_non_causal_function_equals_generic_path(dtype: torch.dtype) -> None:
+    """``function=True`` (the autograd Function) against ``function=False`` (the causal kind's path),
+    half precision included: outputs and gradients, with a row that sees no key."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 40, 16, generator=gen).to(dtype).requires_grad_() for _ in range(3))
+    keep = torch.ones(2, 1, 1, 40, dtype=torch.bool)
+    keep[1, ..., 25:] = False
+    keep[0] = False  # batch row 0 sees nothing: zeros, zero gradients
+    outs, grads = [], []
+    g = torch.randn(2, 3, 40, 16, generator=gen).to(dtype)
+    for function in (True, False):
+        out = A.get("linear", function=function)(q, k, v, mask=keep)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out, (q, k, v), g))
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(outs[0], outs[1], **tol)
+    assert outs[0][0].abs().max() == 0
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **tol)

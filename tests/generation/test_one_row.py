@@ -100,3 +100,55 @@ def test_decode_step_bias_equals_boolean_mask(monkeypatch):
             token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
             out[as_bias] = decode_one_token(model, token, torch.tensor([4]), pad, caches)
     torch.testing.assert_close(out[True], out[False], atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_one_query_attention_equals_sdpa():
+    """After ``use_one_row_attention`` a compiled one-query call is reductions (no SDPA in the
+    traced graph) and equals SDPA with the same 0 / -inf bias; other calls keep SDPA."""
+    import torch.nn.functional as F
+
+    import attnkit.attention as A
+    from attnkit.generation import use_one_row_attention
+
+    kernel = A.get("scaled_dot")
+    assert use_one_row_attention(kernel) == 1 and use_one_row_attention(kernel) == 0
+    traced: list[str] = []
+
+    def backend(gm, inputs):
+        traced.append(" ".join(str(n.target) for n in gm.graph.nodes))
+        return gm.forward
+
+    f = torch.compile(lambda q, k, v, bias: kernel(q, k, v, bias=bias), backend=backend, dynamic=False)
+    gen = torch.Generator().manual_seed(0)
+    for tq, one_query in [(1, True), (3, False)]:
+        q = torch.randn(2, 4, tq, 16, generator=gen)
+        k, v = torch.randn(2, 4, 20, 16, generator=gen), torch.randn(2, 4, 20, 16, generator=gen)
+        bias = torch.zeros(2, 1, 1, 20).masked_fill_(torch.rand(2, 1, 1, 20, generator=gen) < 0.3, float("-inf"))
+        bias[..., 0] = 0.0  # every row sees a key
+        torch.testing.assert_close(f(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5, rtol=1e-5)
+        assert ("scaled_dot_product_attention" not in traced[-1]) == one_query, traced[-1]
+    torch._dynamo.reset()
+
+
+def test_compiled_greedy_decoding_with_one_row_attention_matches_eager():
+    from attnkit.generation import use_one_row
+
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
+    eager = generate(model, prompts, cfg).tokens
+    assert use_one_row(model) > 0
+    torch._dynamo.reset()
+    step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
+    caches = static_caches(model, 2, 16)
+    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
+    pad = torch.tensor([0, 2])
+    with torch.no_grad():
+        token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
+        got = [token[:, 0].tolist()]
+        for i in range(5):
+            token = step(model, token, torch.tensor([4 + i]), pad, caches)
+            got.append(token[:, 0].tolist())
+    assert [list(r) for r in zip(*got)] == eager
+    torch._dynamo.reset()
