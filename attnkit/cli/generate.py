@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from attnkit.data.text import encode
     from attnkit.data.tokenizer import load_tokenizer
-    from attnkit.generation.one_row import MAX_ROWS, use_one_row
+    from attnkit.generation.one_row import MAX_ROWS, use_one_row_linears
     from attnkit.generation.sampling import SamplingConfig, generate
     from attnkit.models.base import load
     from attnkit.models.gpt import GPT
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         state["shown"] = text
 
     if args.compile and len(prompts) <= MAX_ROWS and next(model.parameters()).is_cuda:
-        use_one_row(model)  # one-row products (and one-query attention) as fused reductions (BENCHMARKS.md)
+        use_one_row_linears(model)  # one-row products as fused reductions: +10-12% tokens/s (BENCHMARKS.md)
     if streaming:
         sys.stdout.write(args.prompt[0])
     out = generate(model, prompts, cfg, decode=decode, on_token=on_token if streaming else None, compile=args.compile)
