@@ -7,6 +7,10 @@
 #
 # PLAN 1 (default): session 1's sweep of pooling and learning rates. PLAN 2 (session 5): weight
 # averaging (train.ema_decay), evaluation every 500 steps on SST-2, seeds, label smoothing.
+# PLAN 3 (session 5, run right after plan 2 in the same lease; there the runs were typed into the
+# device command, with tags sweep3-*): label smoothing with the best of plan 2.
+# Each run adds its --set options to the recipes of benchmarks/finetune.py as they were that day
+# (the recipes changed after plan 3); each result JSON's "command" has the full command line.
 # Each run writes RESULTS_DIR/finetune-<device>-<date>-sweep-<tag>.json; the summary table is
 # printed by `python benchmarks/finetune_summary.py RESULTS_DIR`.
 DATA=${1:?data dir}; MODEL=${2:?model dir}; RES=${3:?results dir}; LIMIT=${4:-330}; PLAN=${5:-1}
@@ -30,7 +34,7 @@ run w-1e4-15     wnut17 --set train.lr=1e-4 --epochs 15
 run w-2e4-10     wnut17 --set train.lr=2e-4 --epochs 10
 run w-2e4-20     wnut17 --set train.lr=2e-4 --epochs 20
 run w-3e4-10     wnut17 --set train.lr=3e-4 --epochs 10
-else
+elif [ "$PLAN" = 2 ]; then
 E5="--set train.eval_every=500"  # SST-2: 2,105 steps an epoch; the best of four looks an epoch
 run s-5e5-e999        sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999
 run s-5e5-e999-s1     sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999 --set train.seed=1
@@ -52,5 +56,21 @@ run r-5e5-s5          rte --set train.lr=5e-5 --set train.seed=5
 run r-5e5-s6          rte --set train.lr=5e-5 --set train.seed=6
 run r-3e5-b8          rte --set train.lr=3e-5 --set train.batch_size=8
 run r-5e5-do3         rte --set train.lr=5e-5 --set data.classifier_dropout=0.3
+elif [ "$PLAN" = 3 ]; then
+E5="--set train.eval_every=500"
+run s-8e5-ls1         sst2 $E5 --set train.lr=8e-5 --set train.ema_decay=0.999 --set train.label_smoothing=0.1
+run s-8e5-ls1-s1      sst2 $E5 --set train.lr=8e-5 --set train.ema_decay=0.999 --set train.label_smoothing=0.1 --set train.seed=1
+run s-1e4-ls1         sst2 $E5 --set train.lr=1e-4 --set train.ema_decay=0.999 --set train.label_smoothing=0.1
+run s-8e5-ls2         sst2 $E5 --set train.lr=8e-5 --set train.ema_decay=0.999 --set train.label_smoothing=0.2
+run s-1e4-b64-ls1     sst2 $E5 --set train.lr=1e-4 --set train.batch_size=64 --set train.ema_decay=0.999 --set train.label_smoothing=0.1 --epochs 4
+run s-5e5-ls1-ep4     sst2 $E5 --set train.lr=5e-5 --set train.ema_decay=0.999 --set train.label_smoothing=0.1 --epochs 4
+run w-ls1-s1          wnut17 --set train.label_smoothing=0.1 --set train.seed=1
+run w-ls1-s2          wnut17 --set train.label_smoothing=0.1 --set train.seed=2
+run w-ls1-s3          wnut17 --set train.label_smoothing=0.1 --set train.seed=3
+run w-ls2             wnut17 --set train.label_smoothing=0.2
+run w-ls1-b16         wnut17 --set train.label_smoothing=0.1 --set train.batch_size=16
+run r-3e5-b8-s1       rte --set train.lr=3e-5 --set train.batch_size=8 --set train.seed=1
+run r-3e5-b8-s2       rte --set train.lr=3e-5 --set train.batch_size=8 --set train.seed=2
+run r-3e5-b8-ls1      rte --set train.lr=3e-5 --set train.batch_size=8 --set train.label_smoothing=0.1
 fi
 wait
