@@ -79,16 +79,16 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
 VARIANTS: dict[str, dict[str, Any]] = {
     "chunked": {"backend": "chunked"}, "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},
     "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},
-    "cg": {"compiled": "reduce-overhead"}, "generic": {"function": False},
+    "cg": {"cuda_graphs": True}, "generic": {"function": False},
 }
 
 
 def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """``name`` from ``KERNELS``, optionally with ``@causal``, ``@chunked`` (the chunked backend)
-    ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64), ``@t64cg`` (64 x 64
-    tiles replayed as CUDA graphs) or ``@cg`` (linear
-    compiled with CUDA graphs, ``mode="reduce-overhead"``) or ``@generic`` (non-causal linear
-    on the compiled generic path instead of its autograd Function)."""
+    ``@kv64`` / ``@t64`` (bigbird's FlexAttention tiles of 128 x 64 / 64 x 64), ``@cg`` (bigbird or
+    linear with ``cuda_graphs=True``: forward and backward replayed as captured CUDA graphs),
+    ``@t64cg`` (both) or ``@generic`` (eager non-causal linear on the generic path instead of its
+    autograd Function)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     causal = variant == "causal"
@@ -114,7 +114,7 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
 def flex_sparsity(name: str, t: int, device: torch.device) -> float | None:
     """Percent of FlexAttention tiles the block mask skips (``BlockMask.sparsity``), or None off CUDA."""
     base, _, variant = name.partition("@")
-    if device.type != "cuda" or variant not in ("", "kv64", "t64", "t64cg"):
+    if device.type != "cuda" or variant not in ("", "kv64", "t64", "t64cg", "cg"):
         return None
     from attnkit.attention import flex
 

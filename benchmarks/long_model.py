@@ -46,12 +46,15 @@ for _name in ("recompile_limit", "cache_size_limit"):
     if hasattr(torch._dynamo.config, _name):
         setattr(torch._dynamo.config, _name, 256)
 
-VARIANTS: dict[str, dict[str, Any]] = {"t64": {"flex_tiles": (64, 64)}}
+VARIANTS: dict[str, dict[str, Any]] = {"t64": {"flex_tiles": (64, 64)}, "cg": {"cuda_graphs": True},
+                                       "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True}}
 
 
 def attention_config(name: str) -> AttentionConfig:
     """``name`` from ``attnkit bench``'s kernels (``dense`` is attnkit's scaled dot product on SDPA),
-    optionally ``@t64`` (64 x 64 FlexAttention tiles)."""
+    optionally ``@t64`` (64 x 64 FlexAttention tiles), ``@cg`` (``cuda_graphs=True``: each layer's
+    attention call replayed as CUDA graphs; eager mode only, a compiled model traces the kernel)
+    or ``@t64cg`` (both)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     if kind == "sdpa":

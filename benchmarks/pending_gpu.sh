@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F or G}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G or H}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -92,6 +92,15 @@ if [ -f /root/minilm/part_aa ] && [ -f ../.minilm_b/part_ab ]; then
   python benchmarks/finetune_summary.py /tmp/sw > "$OUT/sweep2-summary.md"; cat "$OUT/sweep2-summary.md"
   tar -czf "$OUT/sweep2.tgz" -C /tmp/sw .
 fi
+fi
+if [ "$PART" = H ]; then
+# session 5, call 3: attention calls replayed as CUDA graphs (attnkit.attention.graphed), linear's partial sums
+step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_graphed_gpu.py tests/attention/test_sparse_flex.py
+step 200 "attention rows" python benchmarks/attention.py --suffix=-targets5 --out-dir "$OUT" --rows \
+  dense:4096 bigbird:4096 bigbird@cg:4096 bigbird@t64cg:4096 linear:4096 linear@cg:4096 dense:1024 linear@cg:1024 \
+  dense:16384 linear:16384 linear@cg:16384 bigbird@t64cg:16384 dense:4096 bigbird@t64cg:4096 linear@cg:4096
+step 150 "long model" python benchmarks/long_model.py --modes eager --suffix=-graphs --out-dir "$OUT" \
+  --kernels dense bigbird@t64cg linear@cg bigbird linear
 fi
 echo "== done after $(( $(date +%s) - S ))s"
 } > "$OUT/pending.log" 2>&1

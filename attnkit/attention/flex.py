@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from attnkit.attention import graphed
 from attnkit.attention.patterns import Pattern
 
 try:  # PyTorch >= 2.5
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover - old PyTorch
     create_block_mask = flex_attention = None  # type: ignore[assignment]
 
 MIN_QUERIES = 128  # fewer queries (decoding steps) fill less than one tile: the chunked path is better
-_COMPILED: dict[tuple[bool, bool], Callable[..., Any]] = {}
+_COMPILED: dict[bool, Callable[..., Any]] = {}
 _MASKS: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_MASKS = 32
 
@@ -71,21 +72,15 @@ def cached(key: tuple, tq: int, tk: int, device: torch.device, build: Callable[[
     return bm
 
 
-def compiled(autotune: bool = False, cuda_graphs: bool = False) -> Callable[..., Any]:
+def compiled(autotune: bool = False) -> Callable[..., Any]:
     """``flex_attention`` compiled once per process and setting.
 
-    ``autotune``: with max-autotune, which also searches the tile configurations that a key
-    block of 64 needs in the backward pass. ``cuda_graphs``: replayed as CUDA graphs (the
-    ``reduce-overhead`` modes); outputs live in the graphs' memory pool and are overwritten by a
-    later replay of the same call. It removes kernel launches, not the compiled call's Python
-    layers: BigBird at 4k on an H100 was no faster with it (BENCHMARKS.md).
+    ``autotune``: with max-autotune (without CUDA graphs), which also searches the tile
+    configurations that a key block of 64 needs in the backward pass.
     """
-    key = (autotune, cuda_graphs)
-    if key not in _COMPILED:
-        mode = {(True, True): "max-autotune", (True, False): "max-autotune-no-cudagraphs",
-                (False, True): "reduce-overhead", (False, False): None}[key]
-        _COMPILED[key] = torch.compile(flex_attention, dynamic=False, mode=mode)
-    return _COMPILED[key]
+    if autotune not in _COMPILED:
+        _COMPILED[autotune] = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs" if autotune else None)
+    return _COMPILED[autotune]
 
 
 def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
@@ -100,18 +95,22 @@ def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, key: tuple, scale: float, key_keep: Tensor | None = None,
-    tiles: tuple[int, int] | None = None, cuda_graphs: bool = False,
+    tiles: tuple[int, int] | None = None, graphs: dict | None = None,
 ) -> Tensor:
     """softmax(q k^T * scale) v over the pattern, ``(B, H, Tq, Dv)``, with compiled FlexAttention.
 
     ``key_keep: (B, Tk)`` (True = a real key) drops padding keys through a score modification
     (-inf), so the cached block mask of the pattern still serves every batch; rows left with no
     key give zeros, as FlexAttention defines them. ``tiles`` other than the default (128, 128)
-    compile with max-autotune; ``cuda_graphs`` replays CUDA graphs (see :func:`compiled`).
+    compile with max-autotune. ``graphs``: a kernel's store of captured calls
+    (:func:`attnkit.attention.graphed.cache_for`): the call without a key-padding mask replays
+    CUDA graphs (:class:`~attnkit.attention.graphed.GraphedCall`).
     """
-    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128), cuda_graphs=cuda_graphs)
+    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
     bm = block_mask(pattern, key, q.shape[-2], k.shape[-2], q.device, tiles)
     if key_keep is None:
+        if graphs is not None and not torch.compiler.is_compiling():
+            return graphed.run(graphs, (key, tiles, scale), lambda q, k, v: fn(q, k, v, block_mask=bm, scale=scale), q, k, v)
         return fn(q, k, v, block_mask=bm, scale=scale)
 
     def drop_padding(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:

@@ -34,8 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.attention import graphed
 from attnkit.attention.base import AttentionKernel
 from attnkit.attention.registry import register
+
+
+SPLIT = 256  # rows per partial sum over positions (see LinearAttention._non_causal)
 
 
 def phi(x: Tensor) -> Tensor:
@@ -71,13 +75,21 @@ class LinearAttention(AttentionKernel):
         function: eager non-causal attention through :class:`NonCausal`; False runs it on the
             same path as the causal kind. Compiled calls (CUDA with ``compiled``, or inside a
             compiled model) take the generic path, which inductor fuses.
+        cuda_graphs: on CUDA, calls without a mask replay the compiled call's forward and
+            backward as CUDA graphs captured per input signature
+            (:class:`~attnkit.attention.graphed.GraphedCall`): below ~16k positions the compiled
+            call's Python layers take longer than its GPU work.
     """
 
-    def __init__(self, dropout: float = 0.0, chunk: int = 64, compiled: bool | str = True, function: bool = True) -> None:
+    def __init__(
+        self, dropout: float = 0.0, chunk: int = 64, compiled: bool | str = True, function: bool = True, cuda_graphs: bool = False,
+    ) -> None:
         super().__init__(dropout)
-        if not isinstance(function, bool):
-            raise ValueError(f"function={function!r} must be True or False")
+        for name, flag in (("function", function), ("cuda_graphs", cuda_graphs)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}={flag!r} must be True or False")
         self.function = function
+        self.cuda_graphs = cuda_graphs
         if not isinstance(compiled, (bool, str)) or compiled == "":
             raise ValueError(f"compiled={compiled!r} must be True, False or a torch.compile mode")
         self.compiled = compiled
@@ -116,7 +128,10 @@ class LinearAttention(AttentionKernel):
         if q.shape[-2] == 0 or k.shape[-2] == 0:
             return q.new_zeros(*q.shape[:-1], v.shape[-1])
         if q.is_cuda and self.compiled and not torch.compiler.is_compiling():
-            return _compiled(type(self), None if self.compiled is True else self.compiled)(self, q, k, v, mask, causal)
+            fn = _compiled(type(self), None if self.compiled is True else self.compiled)
+            if self.cuda_graphs and mask is None:
+                return graphed.run(graphed.cache_for(self), (causal,), lambda q, k, v: fn(self, q, k, v, None, causal), q, k, v)
+            return fn(self, q, k, v, mask, causal)
         if not causal and self.function and not torch.compiler.is_compiling() and type(self).features is LinearAttention.features:
             return NonCausal.apply(q, k, v, mask)
         return self._compute(q, k, v, mask, causal)
@@ -131,12 +146,30 @@ class LinearAttention(AttentionKernel):
             keep = mask[:, :, 0, :, None].to(fk.dtype)  # (B|1, 1, Tk, 1)
             fk, v = fk * keep, v * keep
         if not causal:
-            s = torch.einsum("bhjd,bhje->bhde", fk, v)  # (B, H, D, Dv)
-            z = fk.sum(dim=2)  # (B, H, D)
-            num = torch.einsum("bhid,bhde->bhie", fq, s)
-            den = torch.einsum("bhid,bhd->bhi", fq, z)[..., None]
-            return (num / _safe(den)).to(dtype)
+            return self._non_causal(fq, fk, v).to(dtype)
         return self._causal(fq, fk, v).to(dtype)
+
+    def _non_causal(self, fq: Tensor, fk: Tensor, v: Tensor) -> Tensor:
+        """``phi(Q) S / phi(Q) z``; beyond ``2 * SPLIT`` positions the sums over positions are
+        taken as partial sums of ``SPLIT`` rows, forward and backward: a product summed over
+        all n rows gives a GPU one output tile per head (a dozen thread blocks for 12 heads),
+        the partial products one per ``SPLIT`` rows."""
+        tq, tk = fq.shape[-2], fk.shape[-2]
+        if tk >= 2 * SPLIT:
+            n = -(-tk // SPLIT)
+            fkc, vc = (F.pad(x, (0, 0, 0, n * SPLIT - tk)).unflatten(2, (n, SPLIT)) for x in (fk, v))  # zero rows add nothing
+            s = torch.einsum("bhncd,bhnce->bhnde", fkc, vc).sum(dim=2)  # (B, H, D, Dv)
+        else:
+            s = torch.einsum("bhjd,bhje->bhde", fk, v)  # (B, H, D, Dv)
+        z = fk.sum(dim=2)  # (B, H, D)
+        if tq >= 2 * SPLIT:  # the backward's sum over queries (the gradient of S) likewise, through an expanded S
+            n = -(-tq // SPLIT)
+            fqc = F.pad(fq, (0, 0, 0, n * SPLIT - tq)).unflatten(2, (n, SPLIT))  # (B, H, N, SPLIT, D)
+            num = torch.matmul(fqc, s[:, :, None].expand(-1, -1, n, -1, -1)).flatten(2, 3)[:, :, :tq]
+        else:
+            num = torch.einsum("bhid,bhde->bhie", fq, s)
+        den = torch.einsum("bhid,bhd->bhi", fq, z)[..., None]
+        return num / _safe(den)
 
     def _causal(self, fq: Tensor, fk: Tensor, v: Tensor) -> Tensor:
         """Causal prefix sums in chunks; queries bottom-right aligned to the keys."""

@@ -27,7 +27,7 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
-from attnkit.attention import chunked, flex
+from attnkit.attention import chunked, flex, graphed
 from attnkit.attention.base import AttentionKernel
 from attnkit.attention.chunked import Part
 from attnkit.attention.patterns import BigBird, DilatedWindow, Fixed, GlobalWindow, Pattern, SlidingWindow, Strided
@@ -57,7 +57,7 @@ class SparseAttention(AttentionKernel):
             raise ValueError(f"backend={backend!r}; choose one of auto, chunked, flex, dense")
         self.scale, self.chunk, self.backend = scale, chunk, backend
         self.flex_tiles: tuple[int, int] | None = None  # FlexAttention's block-mask tiles; None = its default
-        self.cuda_graphs = False  # FlexAttention replayed as CUDA graphs (flex.compiled)
+        self.cuda_graphs = False  # FlexAttention calls replayed as CUDA graphs (attnkit.attention.graphed)
         self._patterns: dict[bool, Pattern] = {}
         self._plans: dict[tuple, list[Part]] = {}
 
@@ -119,8 +119,8 @@ class SparseAttention(AttentionKernel):
             if not flex_ok:
                 raise ValueError(f"{self.kind}: backend='flex' takes only a key-padding mask (B, 1, 1, Tk), no bias "
                                  "or dropout; use backend='auto'")
-            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale, key_keep, self.flex_tiles,
-                               self.cuda_graphs)
+            graphs = graphed.cache_for(self) if self.cuda_graphs else None
+            return flex.attend(q, k, v, pattern, (self.kind, self._key(), causal), scale, key_keep, self.flex_tiles, graphs)
         key = (causal, tq, tk, str(q.device), self.chunk)
         if key not in self._plans:
             if len(self._plans) > 16:
@@ -309,10 +309,10 @@ class BigBirdAttention(SparseAttention):
     an H100: BENCHMARKS.md); ``(64, 64)`` makes every tile whole (GPU time 0.19 ms against 0.60
     ms for the default tiles at 4k on an H100). Tiles other than the default compile with
     max-autotune, which finds backward tile sizes that fit (slow first call). ``cuda_graphs=True``
-    replays the FlexAttention call as CUDA graphs; an output is overwritten when the same call
-    replays (keep a clone; loops without a backward call ``torch.compiler.cudagraph_mark_step_begin()``).
-    Measured on an H100 at 4k it did not shorten the call (0.91 against 0.87 ms): the host's
-    time goes to the compiled call's Python layers, which CUDA graphs do not remove.
+    captures each FlexAttention call (forward and backward, per input signature, without a
+    key-padding mask) as two CUDA graphs and replays them (:mod:`attnkit.attention.graphed`):
+    at 4k the compiled call's Python layers cost more than its GPU time. Each signature keeps
+    its own buffers, so bucket lengths.
     """
 
     def __init__(

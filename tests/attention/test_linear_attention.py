@@ -146,3 +146,17 @@ def test_non_causal_function_equals_generic_path(dtype: torch.dtype) -> None:
     assert outs[0][0].abs().max() == 0
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("tq,tk", [(600, 600), (530, 1100), (700, 40)])
+def test_generic_path_partial_sums_equal_explicit_form(tq: int, tk: int) -> None:
+    """Beyond 2 * SPLIT positions the generic non-causal path sums in partial sums (padded
+    to whole SPLITs): same outputs and gradients as the explicit form, with key padding."""
+    q, k, v = _inputs(tq, tk, 7)
+    mask = torch.tensor([[j < n for j in range(tk)] for n in (tk, tk - 17)])[:, None, None, :]
+    expected = explicit(q, k, v, mask)
+    out = A.get("linear", function=False)(q, k, v, mask=mask)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(expected, (q, k, v), g)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
