@@ -63,7 +63,9 @@ class GraphedCall:
         if self.trainable:
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool):
-                self.grads = torch.autograd.grad(self.out, self.trainable, self.grad_out, retain_graph=True)
+                # Not retained: replays re-run the recorded kernels on the pool's memory, which
+                # no other capture allocates from (and compiled backwards donate their buffers).
+                self.grads = torch.autograd.grad(self.out, self.trainable, self.grad_out)
 
     @property
     def pending(self) -> bool:
