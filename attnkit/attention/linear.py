@@ -78,7 +78,8 @@ class LinearAttention(AttentionKernel):
         cuda_graphs: on CUDA, calls without a mask replay the compiled call's forward and
             backward as CUDA graphs captured per input signature
             (:class:`~attnkit.attention.graphed.GraphedCall`): below ~16k positions the compiled
-            call's Python layers take longer than its GPU work.
+            call's Python layers take longer than its GPU work. On an H200, forward and backward
+            at 4k: 0.26-0.37 ms with graphs, 1.0-1.3 ms without, dense SDPA 0.41-0.47 ms.
     """
 
     def __init__(
