@@ -206,6 +206,9 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         return run
 
     runs = {"attnkit generate (compiled step)" if compile_ours else "attnkit generate": run_ours, "hf generate (dynamic cache)": run_hf(None)}
+    if compile_ours:  # the same with one decoding step per compiled call (block=1) instead of BLOCK
+        runs["attnkit generate (compiled, one step per call)"] = lambda: generate(
+            ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0), compile=args.compile_mode, block=1).tokens[0]
     if device.type == "cuda":
         runs["hf generate (static cache)"] = run_hf("static")
     results: dict[str, Any] = {}
@@ -234,15 +237,22 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
         if not args.no_one_row:  # the same generate() after the one-row transform (attnkit.generation.one_row)
             from attnkit.generation import sampling as sampling_module
-            from attnkit.generation import use_one_row_attention, use_one_row_linears
+            from attnkit.generation import use_one_row_linears
 
-            for row, transform in (("attnkit generate (compiled step, one-row linears)", use_one_row_linears),
-                                   ("attnkit generate (compiled step, one-row linears + attention)", use_one_row_attention)):
+            for row, transform, block in (
+                ("attnkit generate (compiled step, one-row linears)", use_one_row_linears, None),
+                ("attnkit generate (compiled step, one-row linears, one step per call)", use_one_row_linears, 1),
+            ):
                 torch._dynamo.reset()
                 sampling_module._COMPILED.clear()
-                transform(ours)  # cumulative: the second row has both
+                transform(ours)
+
+                def run_variant(block: int | None = block) -> list[int]:
+                    return generate(ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0),
+                                    compile=args.compile_mode, block=block).tokens[0]
+
                 try:
-                    time_run(row, run_ours)
+                    time_run(row, run_variant)
                 except Exception as e:  # noqa: BLE001 - a failed variant is recorded, the rest of the results kept
                     results[row] = {"error": repr(e)[:500]}
                     tokens[row] = []

@@ -129,6 +129,31 @@ def decode_greedy_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, ca
     return decode_one_token(model, token, slot, pad, caches).argmax(-1, keepdim=True)  # (B, 1)
 
 
+BLOCK = 8  # greedy steps per compiled call when the host needs no token before the end
+
+
+def decode_greedy_block(model: GPT, token: Tensor, slots: Tensor, pad: Tensor, caches: list[StaticKVCache]) -> Tensor:
+    """``len(slots)`` greedy steps in one call: ``token: (B, 1)``, ``slots: (n,)``; returns ``(B, n)``.
+
+    Compiled, the steps are one CUDA graph: the host launches one replay per ``n`` tokens, and
+    the GPU does not wait between steps for the host to launch the next replay.
+    """
+    outs = []
+    for i in range(slots.shape[0]):
+        token = decode_greedy_token(model, token, slots[i : i + 1], pad, caches)  # (B, 1)
+        outs.append(token)
+    return torch.cat(outs, dim=1)
+
+
+def compiled_decode_greedy_block(mode: str = "reduce-overhead") -> Callable[..., Tensor]:
+    """:func:`decode_greedy_block` under ``torch.compile(mode=mode, fullgraph=True)``, built once per mode."""
+    compiled_decode_one_token(mode)  # checks the mode
+    key = f"{mode}/block"
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(decode_greedy_block, mode=mode, fullgraph=True)
+    return _COMPILED[key]
+
+
 def compiled_decode_one_token(mode: str = "reduce-overhead", *, greedy: bool = False) -> Callable[..., Tensor]:
     """:func:`decode_one_token` (or :func:`decode_greedy_token`) under ``torch.compile(mode=mode,
     fullgraph=True)``, built once per mode.
@@ -208,6 +233,7 @@ def generate(
     decode: Callable[[list[int]], str] | None = None,
     on_token: Callable[[int, Tensor], None] | None = None,
     compile: bool | str = False,
+    block: int | None = None,
 ) -> Generation:
     """Continue each prompt (a list of token ids); prompts of different lengths are left-padded.
 
@@ -216,7 +242,13 @@ def generate(
         on_token: called as ``on_token(step, tokens (B,))`` after each new token (streaming).
         compile: compile the decode step with ``torch.compile(mode="reduce-overhead")`` (``True``)
             or the mode given (see :func:`compiled_decode_one_token`).
+        block: greedy steps per compiled call (:func:`decode_greedy_block`) when no token is
+            needed on the host before the end (no EOS, stop strings or ``on_token``); default
+            :data:`BLOCK` when compiling, else 1 (one step per call).
     """
+    block = (BLOCK if compile else 1) if block is None else block
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block={block!r} must be a positive number of decoding steps")
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     if config.stop and decode is None:
@@ -278,6 +310,9 @@ def generate(
         # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
         with torch.autocast(device.type, enabled=False):
             token = choose(first(), config.temperature, config.top_k, config.top_p, generator)  # (B,)
+            if greedy and not per_step and block > 1:
+                out = _greedy_blocks(model, token, slots, pad, caches, n_new, block, mode, step_fn)
+                return Generation(tokens=out, texts=None if decode is None else [cut_at_stop(decode(t), config.stop) for t in out])
             for step in range(n_new):
                 if per_step:
                     if on_token is not None:
@@ -300,6 +335,26 @@ def generate(
     if decode is not None:
         texts = [cut_at_stop(decode(t), config.stop) for t in out]
     return Generation(tokens=out, texts=texts)
+
+
+def _greedy_blocks(model: GPT, token: Tensor, slots: Tensor, pad: Tensor, caches: list[StaticKVCache], n_new: int,
+                   block: int, mode: str, step_fn: Callable[..., Tensor]) -> list[list[int]]:
+    """Greedy tokens after the first (``token: (B,)``): ``block`` compiled steps per call, then
+    single steps for the rest; one host sync at the end."""
+    block_fn = compiled_decode_greedy_block(mode)
+    queued, step = [token[:, None]], 0
+
+    def last() -> Tensor:  # the newest token, (B, 1), with one layout whatever produced it (no recompilation)
+        return queued[-1][:, -1:].contiguous()
+
+    while step + block <= n_new - 1:
+        # A CUDA-graph call returns its output buffer, which the next replay overwrites: copy it.
+        queued.append(block_fn(model, last(), slots[step : step + block], pad, caches).clone())  # (B, block)
+        step += block
+    while step < n_new - 1:
+        queued.append(step_fn(model, last(), slots[step : step + 1], pad, caches).clone())  # (B, 1)
+        step += 1
+    return torch.cat(queued, dim=1)[:, :n_new].tolist()
 
 
 def _record(tokens: list[int], out: list[list[int]], done: list[bool], config: SamplingConfig, decode: Callable[[list[int]], str] | None) -> None:

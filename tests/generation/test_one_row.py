@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounter
@@ -152,3 +153,30 @@ def test_compiled_greedy_decoding_with_one_row_attention_matches_eager():
             got.append(token[:, 0].tolist())
     assert [list(r) for r in zip(*got)] == eager
     torch._dynamo.reset()
+
+
+def test_greedy_blocks_give_the_tokens_of_single_steps(monkeypatch):
+    """``generate(compile=..., block=n)``: n greedy steps per call, then single steps for the
+    rest, give the tokens of eager one-step decoding (the compiled functions swapped for the
+    plain ones, which is what they trace)."""
+    import attnkit.generation.sampling as S
+
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0)
+    eager = generate(model, prompts, cfg).tokens
+    monkeypatch.setattr(S, "compiled_decode_one_token", lambda mode, greedy=False: decode_greedy_token if greedy else decode_one_token)
+    calls = []
+
+    def block_fn(*args):
+        calls.append(args[2].shape[0])
+        return S.decode_greedy_block(*args)
+
+    monkeypatch.setattr(S, "compiled_decode_greedy_block", lambda mode: block_fn)
+    for block in (5, 1, 20):
+        calls.clear()
+        assert generate(model, prompts, cfg, compile=True, block=block).tokens == eager
+        assert calls == ([5, 5] if block == 5 else [])  # 11 tokens after the first: 2 blocks, 1 single step
+    with pytest.raises(ValueError, match="block"):
+        generate(model, prompts, cfg, block=0)

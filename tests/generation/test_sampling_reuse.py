@@ -23,13 +23,17 @@ def test_compiled_generate_reuses_buffers_and_compiles_once(model, monkeypatch):
     counter = CompileCounter()
     torch._dynamo.reset()
     # temperature 0: generate() uses the greedy step (the argmax inside the compiled graph)
-    monkeypatch.setattr(sampling, "_COMPILED", {"reduce-overhead/greedy": torch.compile(decode_greedy_token, backend=counter, fullgraph=True)})
+    # 11 tokens after the first: one compiled block of 8 steps (decode_greedy_block), then 3 single steps
+    monkeypatch.setattr(sampling, "_COMPILED", {
+        "reduce-overhead/greedy": torch.compile(decode_greedy_token, backend=counter, fullgraph=True),
+        "reduce-overhead/block": torch.compile(sampling.decode_greedy_block, backend=counter, fullgraph=True),
+    })
     monkeypatch.setattr(sampling, "_REUSED", {})
-    cfg = SamplingConfig(max_new_tokens=9, temperature=0)
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0)
     eager = generate(model, PROMPTS, cfg).tokens
     for _ in range(3):  # the same buffers each call: the address guards hold, no recompilation
         assert generate(model, PROMPTS, cfg, compile=True).tokens == eager
-    assert counter.frame_count == 1
+    assert counter.frame_count == 2  # the block and the single step, each compiled once
     torch._dynamo.reset()
 
 
