@@ -122,11 +122,19 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[str], data_cfg: ListOpsDataConfig) -> dict[str, Any]:
+def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[str], data_cfg: ListOpsDataConfig,
+                  on_kind: Any = None) -> dict[str, Any]:
+    """One training run per kernel; ``on_kind(partial)`` after each (a run cut short keeps the kernels done)."""
     splits = make_splits(data_cfg, cache_dir=args.cache)
     out_root = Path(args.runs or tempfile.mkdtemp(prefix="listops-bench-"))
     results: dict[str, Any] = {}
+
+    def summary() -> dict[str, Any]:
+        return {"model": model_config(args, "scaled_dot").to_dict(), "data": data_cfg.to_dict(), "runs": results, "runs_dir": str(out_root)}
+
     for kind in kinds:
+        if on_kind is not None and results:
+            on_kind(summary())
         print(f"-- {kind} --", flush=True)
         t0 = time.perf_counter()
         try:
@@ -156,7 +164,7 @@ def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[st
         print(f"{kind}: test accuracy {report['test']['accuracy']:.4f} after {report['steps']} steps, {wall:.0f}s wall", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"model": model_config(args, "scaled_dot").to_dict(), "data": data_cfg.to_dict(), "runs": results, "runs_dir": str(out_root)}
+    return summary()
 
 
 def speed_table(args: argparse.Namespace, device: torch.device, kinds: list[str], lengths: list[int]) -> dict[str, Any]:
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                    "preset": args.preset, "lr": args.lr, "accuracy": acc, "speed": speed, "lra_accuracy": LRA_ACCURACY, "lra_speed": LRA_SPEED}
         return common.write_json("listops", payload, args.results, suffix=suffix)
 
-    acc = None if args.no_accuracy else accuracy_runs(args, device, kinds, data_cfg)
+    acc = None if args.no_accuracy else accuracy_runs(args, device, kinds, data_cfg, on_kind=lambda partial: save(partial, None))
     if acc is not None:
         save(acc, None)
         print_tables(acc, None)
