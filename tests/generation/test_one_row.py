@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
-from attnkit.generation import OneRowLinear, use_one_row_linears
+from attnkit.generation import OneRowLinear, use_one_row, use_one_row_linears
 from attnkit.generation.sampling import SamplingConfig, decode_greedy_token, decode_one_token, generate, prefill, static_caches
 from attnkit.models.gpt import GPT, gpt_preset
 
@@ -55,7 +55,8 @@ def test_compiled_one_row_equals_linear_and_many_rows_fall_back():
     torch._dynamo.reset()
 
 
-def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
+@pytest.mark.parametrize("transform", [use_one_row_linears, use_one_row], ids=["linears", "linears+attention"])
+def test_compiled_greedy_decoding_with_one_row_transforms_matches_eager(transform):
     """The whole decode step traced with the transform (aot_eager runs the traced graph) gives
     the tokens of eager decoding; the greedy step's argmax equals argmax of the logits step."""
     torch.manual_seed(0)
@@ -63,7 +64,7 @@ def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
     prompts = [[5, 6, 7, 8], [9, 10]]
     cfg = SamplingConfig(max_new_tokens=6, temperature=0)
     eager = generate(model, prompts, cfg).tokens
-    use_one_row_linears(model)
+    assert transform(model) > 0
     counter = CompileCounter()
     torch._dynamo.reset()
     step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
@@ -128,30 +129,6 @@ def test_compiled_one_query_attention_equals_sdpa():
         bias[..., 0] = 0.0  # every row sees a key
         torch.testing.assert_close(f(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5, rtol=1e-5)
         assert ("scaled_dot_product_attention" not in traced[-1]) == one_query, traced[-1]
-    torch._dynamo.reset()
-
-
-def test_compiled_greedy_decoding_with_one_row_attention_matches_eager():
-    from attnkit.generation import use_one_row
-
-    torch.manual_seed(0)
-    model = GPT(gpt_preset("gpt-tiny")).eval()
-    prompts = [[5, 6, 7, 8], [9, 10]]
-    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
-    eager = generate(model, prompts, cfg).tokens
-    assert use_one_row(model) > 0
-    torch._dynamo.reset()
-    step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
-    caches = static_caches(model, 2, 16)
-    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
-    pad = torch.tensor([0, 2])
-    with torch.no_grad():
-        token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
-        got = [token[:, 0].tolist()]
-        for i in range(5):
-            token = step(model, token, torch.tensor([4 + i]), pad, caches)
-            got.append(token[:, 0].tolist())
-    assert [list(r) for r in zip(*got)] == eager
     torch._dynamo.reset()
 
 
