@@ -57,12 +57,22 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--causal", action="store_true", help="causal attention (kernels that cannot be causal are skipped)")
     a.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     a.add_argument("--iters", type=int, default=5, help="timed steps per kernel and length (default: 5)")
+    a.add_argument("--cuda-graphs", action="store_true",
+                   help="bigbird (with 64 x 64 tiles) and linear with cuda_graphs=True: each call replayed as captured CUDA "
+                        "graphs, their fastest setting at 1k-16k on an H200 (BENCHMARKS.md); no effect on the CPU")
     a.set_defaults(run=run)
 
 
-def make_step(name: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, backward: bool) -> Callable[[int], None]:
-    """One forward (+ backward) of kernel ``name`` on ``q, k, v``; gradients are dropped after."""
+GRAPHED = {"bigbird": {"flex_tiles": (64, 64), "cuda_graphs": True}, "linear": {"cuda_graphs": True}}  # --cuda-graphs
+
+
+def make_step(name: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, backward: bool, graphs: bool = False) -> Callable[[int], None]:
+    """One forward (+ backward) of kernel ``name`` on ``q, k, v``; gradients are dropped after.
+
+    ``graphs``: the options of :data:`GRAPHED` for the kernels that have them."""
     kind, params = KERNELS[name]
+    if graphs:
+        params = {**params, **GRAPHED.get(name, {})}
     if kind == "sdpa":
         fn: Callable[..., Tensor] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # noqa: E731
     else:
@@ -142,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             q, k, v = inputs(args.batch, args.heads, t, args.head_dim, dtype, device, backward)
             try:
-                ms, peak = measure(make_step(name, q, k, v, causal=args.causal, backward=backward), device, args.iters)
+                ms, peak = measure(make_step(name, q, k, v, causal=args.causal, backward=backward, graphs=args.cuda_graphs), device, args.iters)
             except (ValueError, RuntimeError) as e:  # out of memory, or a size the kernel refuses
                 print(f"{name:<16}{t:>8}  failed: {str(e).splitlines()[0][:80]}")
                 if device.type == "cuda":

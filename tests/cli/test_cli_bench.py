@@ -17,6 +17,21 @@ def test_bench_attention_prints_every_kernel(capsys) -> None:
     assert all(r[-1].endswith("x") for r in rows)  # speed against dense
 
 
+def test_bench_attention_cuda_graphs_options(capsys, monkeypatch) -> None:
+    """``--cuda-graphs`` builds bigbird (64 x 64 tiles) and linear with ``cuda_graphs=True``; on the CPU they run as before."""
+    import attnkit.attention as A
+
+    built = []
+    real = A.build
+    monkeypatch.setattr(A, "build", lambda kind, **kw: built.append((kind, kw["params"])) or real(kind, **kw))
+    code = main(["bench", "attention", "--lengths", "128", "--device", "cpu", "--heads", "1", "--head-dim", "16", "--iters", "1",
+                 "--kernels", "bigbird", "linear", "sliding_window", "--cuda-graphs"])
+    assert code == 0 and len(capsys.readouterr().out.splitlines()) == 5
+    params = dict(built)
+    assert params["bigbird"]["cuda_graphs"] and params["bigbird"]["flex_tiles"] == (64, 64)
+    assert params["linear"]["cuda_graphs"] and "cuda_graphs" not in params["sliding_window"]
+
+
 def test_bench_attention_causal_skips_bidirectional_only_kernels(capsys) -> None:
     code = main(["bench", "attention", "--lengths", "32", "--device", "cpu", "--heads", "1", "--head-dim", "8", "--iters", "1",
                  "--kernels", "dense", "bigbird", "strided", "--causal", "--forward-only"])
