@@ -126,9 +126,11 @@ class DecoderLayer(nn.Module):
         *,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
+        memory_bias: Tensor | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+        """``memory_bias``: a float score bias for the cross-attention (instead of, or with, ``memory_mask``)."""
         w: list[Tensor | None] = [None, None]
 
         def self_attend(h: Tensor) -> Tensor:
@@ -138,7 +140,7 @@ class DecoderLayer(nn.Module):
 
         def cross_attend(h: Tensor) -> Tensor:
             kv = cache.cross_attn if cache is not None else None
-            out, w[1] = self.cross_attn(h, memory, mask=memory_mask, cache=kv, need_weights=need_weights)
+            out, w[1] = self.cross_attn(h, memory, mask=memory_mask, bias=memory_bias, cache=kv, need_weights=need_weights)
             return out
 
         x = self.res_self(x, self_attend)  # (B, T, d_model)
@@ -190,9 +192,11 @@ class Decoder(nn.Module):
         *,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
+        memory_bias: Tensor | None = None,
         caches: list[LayerCache] | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
+        """``memory_bias``: one float score bias for every layer's cross-attention, prepared once by the caller."""
         weights = []
         for i, layer in enumerate(self.layers):
             x, w = layer(
@@ -200,6 +204,7 @@ class Decoder(nn.Module):
                 memory,
                 self_mask=self_mask,
                 memory_mask=memory_mask,
+                memory_bias=memory_bias,
                 cache=caches[i] if caches is not None else None,
                 need_weights=need_weights,
             )

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.attention.cache import LayerCache, make_caches
-from attnkit.attention.masks import padding_mask
+from attnkit.attention.masks import padding_bias, padding_mask
 from attnkit.attention.registry import names as kernel_names
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
@@ -160,11 +160,29 @@ class Transformer(PretrainedModel):
     def source_mask(self, src: Tensor) -> Tensor:
         return padding_mask(src, self.config.pad_id)  # (B, 1, 1, Ts)
 
-    def encode(self, src: Tensor, src_mask: Tensor | None = None, *, need_weights: bool = False) -> tuple[Tensor, list]:
-        """``src: (B, Ts)`` -> encoder output ``(B, Ts, d_model)`` and per-layer weights."""
+    def source_bias(self, src_mask: Tensor, like: Tensor) -> Tensor | None:
+        """The source padding as one score bias for every encoder and cross-attention layer
+        (:func:`~attnkit.attention.masks.padding_bias`), in the dtype the attention will run in
+        (autocast's, else ``like``'s); None when the kernel takes no bias in place of a mask."""
+        kernels = [layer.self_attn.kernel for layer in self.encoder.layers] + [layer.cross_attn.kernel for layer in self.decoder.layers]
+        if not kernels or not all(getattr(k, "bias_as_mask", False) for k in kernels):
+            return None
+        kind = like.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else like.dtype
+        return padding_bias(src_mask, dtype)
+
+    def encode(
+        self, src: Tensor, src_mask: Tensor | None = None, *, src_bias: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, list]:
+        """``src: (B, Ts)`` -> encoder output ``(B, Ts, d_model)`` and per-layer weights.
+
+        ``src_bias`` (:meth:`source_bias`) replaces ``src_mask`` in every layer."""
+        x = self.src_embed(src)
+        if src_bias is not None:
+            return self.encoder(x, None, bias=src_bias, need_weights=need_weights)
         if src_mask is None:
             src_mask = self.source_mask(src)
-        return self.encoder(self.src_embed(src), src_mask, need_weights=need_weights)
+        return self.encoder(x, src_mask, need_weights=need_weights)
 
     def decode(
         self,
@@ -174,27 +192,36 @@ class Transformer(PretrainedModel):
         *,
         caches: list[LayerCache] | None = None,
         offset: int | None = None,
+        src_bias: Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor, list]:
         """``tgt: (B, Tt)`` new target tokens -> ``(logits (B, Tt, V), hidden, weights)``.
 
         With ``caches``, ``tgt`` holds only the tokens after those already cached; ``offset``
-        (the position of ``tgt[:, 0]``) defaults to the cached length.
+        (the position of ``tgt[:, 0]``) defaults to the cached length. ``src_bias``
+        (:meth:`source_bias`) replaces ``src_mask`` in every cross-attention layer.
         """
         if offset is None:
             offset = caches[0].self_attn.length if caches else 0
         # Targets are right-padded, so under the causal mask a real token never sees a pad
         # key; no padding mask is needed, which keeps SDPA on its causal (flash) path.
         h, weights = self.decoder(
-            self.tgt_embed(tgt, offset), memory, memory_mask=src_mask, caches=caches, need_weights=need_weights
+            self.tgt_embed(tgt, offset), memory, memory_mask=None if src_bias is not None else src_mask, memory_bias=src_bias,
+            caches=caches, need_weights=need_weights,
         )
         return self.lm_head(h), h, weights
 
     def forward(self, src: Tensor, tgt_in: Tensor, *, need_weights: bool = False) -> Seq2SeqOutput:
-        """Teacher-forced pass. ``src: (B, Ts)``, ``tgt_in: (B, Tt)`` (BOS + target[:-1])."""
+        """Teacher-forced pass. ``src: (B, Ts)``, ``tgt_in: (B, Tt)`` (BOS + target[:-1]).
+
+        The source padding becomes one score bias shared by all encoder and cross-attention
+        layers (:meth:`source_bias`) rather than a mask each layer converts and guards again;
+        with ``need_weights`` the layers take the mask.
+        """
         src_mask = self.source_mask(src)
-        memory, enc_w = self.encode(src, src_mask, need_weights=need_weights)
-        logits, hidden, dec_w = self.decode(tgt_in, memory, src_mask, need_weights=need_weights)
+        src_bias = None if need_weights else self.source_bias(src_mask, self.lm_head.weight)
+        memory, enc_w = self.encode(src, src_mask, src_bias=src_bias, need_weights=need_weights)
+        logits, hidden, dec_w = self.decode(tgt_in, memory, src_mask, src_bias=src_bias, need_weights=need_weights)
         attn = None
         if need_weights:
             attn = {"encoder": enc_w, "decoder_self": [w[0] for w in dec_w], "decoder_cross": [w[1] for w in dec_w]}

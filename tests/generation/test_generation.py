@@ -36,9 +36,9 @@ def tiny_model(seed: int, vocab: int = 12, eos_ramp: float = 0.6, **overrides: A
     if eos_ramp:
         decode = model.decode
 
-        def ramped(tgt: Tensor, memory: Tensor, src_mask: Tensor | None, *, caches=None, need_weights=False):
+        def ramped(tgt: Tensor, memory: Tensor, src_mask: Tensor | None, *, caches=None, **kw):
             offset = caches[0].self_attn.length if caches else 0
-            logits, hidden, weights = decode(tgt, memory, src_mask, caches=caches, need_weights=need_weights)
+            logits, hidden, weights = decode(tgt, memory, src_mask, caches=caches, **kw)
             pos = torch.arange(offset, offset + tgt.shape[1], device=logits.device, dtype=logits.dtype)
             logits = logits.clone()
             logits[..., EOS] += eos_ramp * pos

@@ -299,3 +299,35 @@ def test_preset_lookup_is_exact_and_takes_overrides() -> None:
         attnkit.preset("transformer-bse")
     with pytest.raises(ValueError, match="n_heads"):
         attnkit.preset("transformer-tiny", n_heads=5)
+
+
+def test_padding_bias_values() -> None:
+    from attnkit.attention.masks import padding_bias
+
+    keep = torch.tensor([[True, True, False], [False, False, False]])[:, None, None, :]
+    bias = padding_bias(keep, torch.bfloat16)
+    assert bias.dtype == torch.bfloat16 and bias.shape == (2, 1, 1, 3)
+    assert bias[0, 0, 0].tolist() == [0.0, 0.0, float("-inf")]
+    assert bias[1].eq(0).all()  # no real key: attend evenly, never NaN
+
+
+@pytest.mark.parametrize("overrides", [{}, {"norm_position": "pre"}])
+def test_forward_source_bias_equals_the_per_layer_mask(overrides: dict) -> None:
+    """``forward`` shares one source bias across layers; the mask path (taken with
+    ``need_weights``) gives the same logits and gradients on a padded batch."""
+    model = build(**overrides).eval()
+    src, tgt = batch(model.config)
+    assert (src == model.config.pad_id).any()  # the batch has padding
+    assert model.source_bias(model.source_mask(src), model.lm_head.weight) is not None
+    fast = model(src, tgt).logits
+    slow = model(src, tgt, need_weights=True).logits
+    torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(fast)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(fast, params, g, allow_unused=True), torch.autograd.grad(slow, params, g, allow_unused=True)):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.source_bias(model.source_mask(src), model.lm_head.weight).dtype == torch.bfloat16
+    windowed = build(attention={"kind": "sliding_window", "params": {"window": 4}})  # no bias in place of a mask
+    assert windowed.source_bias(windowed.source_mask(src), windowed.lm_head.weight) is None
