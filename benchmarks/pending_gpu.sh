@@ -63,6 +63,8 @@ if [ "$PART" = E ]; then
 # next session. issue 3: the full Multi30k run now that the trainer turns cuDNN attention off
 # (a new shape at most steps; its 67 s were measured with cuDNN on), then the compiled twin alone
 step 200 "translate run" python benchmarks/translate.py --data "$DATA/multi30k" --minutes 2.5 --out-dir "$OUT"
+# the shared source bias against a mask per layer, the recipe's model (session 5; CPU only so far)
+step 60 "source bias" python benchmarks/source_bias.py --out-dir "$OUT"
 # (since session 5 on 6 batches: the twin compiles once per target length; 250 s was not enough for 24)
 step 400 "translate compiled twin" python benchmarks/translate.py --speed-only --speed-modes compiled --data "$DATA/multi30k" --out-dir "$OUT"
 # issue 5: the HF compiled epoch, for the last like-for-like row
