@@ -40,7 +40,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import attnkit.attention as A  # noqa: E402
-from attnkit.cli.bench import KERNELS  # noqa: E402
+from attnkit.cli.bench import KERNELS, VARIANTS  # noqa: E402
 
 try:
     from benchmarks import common  # noqa: E402
@@ -76,11 +76,6 @@ QUICK = [(n, t) for t in (256, 1024) for n in ("dense", "sliding_window", "linea
                                                "fixed", "dilated_window", "global_window", "strided@chunked", "linear@causal")]
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "chunked": {"backend": "chunked"}, "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},
-    "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},
-    "cg": {"cuda_graphs": True}, "generic": {"function": False},
-}
 
 
 def kernel_fn(name: str, device: torch.device | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
@@ -114,7 +109,7 @@ def check_against_mask(name: str, q: Tensor, k: Tensor, v: Tensor) -> float:
 def flex_sparsity(name: str, t: int, device: torch.device) -> float | None:
     """Percent of FlexAttention tiles the block mask skips (``BlockMask.sparsity``), or None off CUDA."""
     base, _, variant = name.partition("@")
-    if device.type != "cuda" or variant not in ("", "kv64", "t64", "t64cg", "cg"):
+    if device.type != "cuda" or variant == "causal" or VARIANTS.get(variant, {}).get("backend") == "chunked":
         return None
     from attnkit.attention import flex
 

@@ -19,7 +19,8 @@ Each task runs the code behind the command line (``attnkit.cli.main.main``) in t
 The recipes below (epochs, lr, batch size, max length, weight averaging, label smoothing) are
 the best of three sweeps (BENCHMARKS.md, ``benchmarks/finetune_sweep.sh`` plans 1-3, 47 runs).
 They were chosen on the dev sets they report, so those dev scores lean optimistic; seeds move
-RTE by about 3 points and WNUT-17 by about 2. ``--set`` overrides apply to every task. all-MiniLM-L6-v2 was trained as a sentence encoder on mean-pooled states, so
+RTE by up to 7 points (56.7-63.5) and WNUT-17 by about 2. ``--set`` overrides apply to every task.
+all-MiniLM-L6-v2 was trained as a sentence encoder on mean-pooled states, so
 ``classify`` uses mean pooling for it (``data.classifier=auto`` reads the checkpoint's
 ``modules.json``; the sweep found it ahead of the [CLS] pooler on RTE and SST-2). Wall time covers everything the command does (tokenization, training,
 evaluation, saving). Results go to ``benchmarks/results/finetune-<device>-<date>.json`` with the

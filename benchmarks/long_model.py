@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from attnkit.cli.bench import KERNELS  # noqa: E402
+from attnkit.cli.bench import KERNELS, VARIANTS  # noqa: E402
 from attnkit.models.encoder_classifier import EncoderClassifier, EncoderClassifierConfig  # noqa: E402
 from attnkit.models.transformer import AttentionConfig  # noqa: E402
 
@@ -46,15 +46,12 @@ for _name in ("recompile_limit", "cache_size_limit"):
     if hasattr(torch._dynamo.config, _name):
         setattr(torch._dynamo.config, _name, 256)
 
-VARIANTS: dict[str, dict[str, Any]] = {"t64": {"flex_tiles": (64, 64)}, "cg": {"cuda_graphs": True},
-                                       "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True}}
 
 
 def attention_config(name: str) -> AttentionConfig:
     """``name`` from ``attnkit bench``'s kernels (``dense`` is attnkit's scaled dot product on SDPA),
-    optionally ``@t64`` (64 x 64 FlexAttention tiles), ``@cg`` (``cuda_graphs=True``: each layer's
-    attention call replayed as CUDA graphs; eager mode only, a compiled model traces the kernel)
-    or ``@t64cg`` (both)."""
+    optionally ``@`` a variant of ``attnkit.cli.bench.VARIANTS`` (``@t64``, ``@cg``, ``@t64cg``; CUDA
+    graphs act in eager mode only: a compiled model traces the kernel)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
     if kind == "sdpa":

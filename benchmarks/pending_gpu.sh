@@ -74,7 +74,7 @@ fi
 if [ "$PART" = F ]; then
 # session 5, call 1. Keep the first half of the all-MiniLM-L6-v2 weights for call G (carried as .minilm_a)
 mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
-# issue 4: decoding with one-query attention as reductions (use_one_row_attention), against HF static
+# issue 4: decoding with one-query attention as reductions (use_one_row_attention, removed since: slower), against HF static
 step 200 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 # issue 6: linear attention through its autograd Function (against the compiled generic path), bigbird, dense
 step 130 "attention rows" python benchmarks/attention.py --suffix=-targets4 --out-dir "$OUT" --rows \

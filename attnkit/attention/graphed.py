@@ -86,7 +86,6 @@ class _Replay(torch.autograd.Function):
             buffer.copy_(x)
         call.forward_graph.replay()
         ctx.call = call
-        ctx.wanted = [x.requires_grad for x in call.inputs]
         if needs_grad:
             ctx.token = _Token()
             call._pending = weakref.ref(ctx.token)
@@ -95,14 +94,12 @@ class _Replay(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        call: GraphedCall = ctx.call
-        if call.backward_graph is None or getattr(ctx, "token", None) is None:
-            raise RuntimeError("this graphed attention call was captured without gradients")
+        call: GraphedCall = ctx.call  # only a forward that needed gradients has a backward: its capture has one
         call.grad_out.copy_(g)
-        call.backward_graph.replay()
+        call.backward_graph.replay()  # type: ignore[union-attr]
         call._pending = None
         grads = iter(call.grads)
-        return (None, None, *(next(grads).clone() if w else None for w in ctx.wanted))
+        return (None, None, *(next(grads).clone() if x.requires_grad else None for x in call.inputs))
 
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

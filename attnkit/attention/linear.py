@@ -9,7 +9,7 @@ with the sums over every visible key j (over ``j <= i`` when causal, bottom-righ
   or ``compiled=False``) with phi = elu + 1 this is :class:`NonCausal`, an autograd Function of
   two matrix products forward and four backward: ``V`` carries a column of ones, so ``z`` and
   the denominators come out of the same products (on a 2-core CPU, 12 heads of 64, forward and
-  backward: 16.8 against 20.1 ms at 1k, 88.9 against 100.6 ms at 4k). On CUDA the compiled
+  backward: 9-14 ms against 16-21 ms for the generic path at 1k, even at 4k). On CUDA the compiled
   generic path stays the default: on an H200 at 4k it took 0.97 ms against the Function's 1.26
   (BENCHMARKS.md, issue 6).
 * Causal: the prefix sums of section 3.3, computed in chunks of ``chunk`` positions: within a

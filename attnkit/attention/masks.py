@@ -34,6 +34,11 @@ def padding_mask(lengths_or_ids: Tensor, pad_id: int | None = None, max_len: int
     return keep[:, None, None, :]  # (B, 1, 1, T)
 
 
+def additive_bias(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask (True = may attend) as an additive score bias: 0 where allowed, -inf elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
 def padding_bias(keep: Tensor, dtype: torch.dtype) -> Tensor:
     """A key-padding mask ``keep: (B, 1, 1, Tk)`` (True = real key) as an additive score bias:
     0 for real keys, -inf for padding, built once and shared by every layer that attends to
@@ -42,8 +47,7 @@ def padding_bias(keep: Tensor, dtype: torch.dtype) -> Tensor:
     A row whose keys are all padding gets 0 everywhere instead (it attends evenly to its
     padding, never NaN); with the boolean mask its output would be zeros.
     """
-    real = keep | ~keep.any(dim=-1, keepdim=True)  # (B, 1, 1, Tk)
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~real, float("-inf"))
+    return additive_bias(keep | ~keep.any(dim=-1, keepdim=True), dtype)  # (B, 1, 1, Tk)
 
 
 def combine(mask: Tensor | None, causal: bool, tq: int, tk: int, device: torch.device) -> Tensor | None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.attention.base import AttentionKernel
-from attnkit.attention.masks import combine
+from attnkit.attention.masks import additive_bias, combine
 from attnkit.attention.registry import register
 
 
@@ -27,7 +27,6 @@ class ScaledDotProduct(AttentionKernel):
     """softmax(QK^T / sqrt(d_k)) V, eq. (1); ``scale`` overrides 1/sqrt(d_k)."""
 
     bias_as_mask = True  # SDPA takes the additive bias as its float mask
-    one_row = False  # set by attnkit.generation.use_one_row_attention: compiled one-query calls as reductions
 
     def __init__(self, dropout: float = 0.0, scale: float | None = None) -> None:
         super().__init__(dropout)
@@ -49,8 +48,6 @@ class ScaledDotProduct(AttentionKernel):
         scale = self._scale(q.shape[-1])
         if causal and tq == 1:
             causal = False  # one new query (cached decoding) sees every key: bottom-right causal is no mask
-        if self.one_row and tq == 1 and mask is None and not causal and p == 0.0 and torch.compiler.is_compiling():
-            return _one_query(q, k, v, bias, scale)
         if mask is None and bias is None:
             # SDPA's is_causal is top-left aligned; ours is bottom-right, equal only when Tq == Tk.
             if not causal or tq == tk:
@@ -68,7 +65,7 @@ class ScaledDotProduct(AttentionKernel):
             b = bias.to(q.dtype)
             attn_mask = b if allowed is None else b.masked_fill(~allowed, float("-inf"))
         elif allowed is not None:
-            attn_mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+            attn_mask = additive_bias(allowed, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, scale=scale)
         if empty is not None:
             out = out.masked_fill(empty, 0.0)
@@ -76,20 +73,6 @@ class ScaledDotProduct(AttentionKernel):
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}, scale={self.scale}"
-
-
-def _one_query(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, scale: float) -> Tensor:
-    """Eq. (1) for one query per row as two multiply-and-sum reductions around a softmax, in float32.
-
-    ``q: (B, H, 1, D)``, ``k, v: (B, H, Tk, D)``, ``bias`` broadcastable to ``(B, H, 1, Tk)``.
-    Traced by inductor this is a few generated kernels that read the cache once, instead of
-    a fused-attention launch sized for many queries (see :mod:`attnkit.generation.one_row`).
-    """
-    s = (q.float() * k.float()).sum(-1) * scale  # (B, H, Tk)
-    if bias is not None:
-        s = s + bias.float().squeeze(-2)  # (B|1, H|1, Tk)
-    w = torch.softmax(s, dim=-1)
-    return (w.unsqueeze(-1) * v.float()).sum(-2, keepdim=True).to(v.dtype)  # (B, H, 1, Dv)
 
 
 @register("dot")

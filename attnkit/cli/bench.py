@@ -63,7 +63,14 @@ def add_parser(sub: Any) -> None:
     a.set_defaults(run=run)
 
 
-GRAPHED = {"bigbird": {"flex_tiles": (64, 64), "cuda_graphs": True}, "linear": {"cuda_graphs": True}}  # --cuda-graphs
+# Named option sets a kernel name may carry after "@" in the benchmarks (``bigbird@t64cg``).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "chunked": {"backend": "chunked"},  # the chunked path instead of FlexAttention
+    "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},  # bigbird's FlexAttention tiles
+    "cg": {"cuda_graphs": True}, "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},  # calls replayed as CUDA graphs
+    "generic": {"function": False},  # eager non-causal linear on the generic path instead of its autograd Function
+}
+GRAPHED = {"bigbird": VARIANTS["t64cg"], "linear": VARIANTS["cg"]}  # --cuda-graphs
 
 
 def make_step(name: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, backward: bool, graphs: bool = False) -> Callable[[int], None]:

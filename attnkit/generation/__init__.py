@@ -6,7 +6,7 @@
 """
 
 from attnkit.generation.beam import beam_search, gnmt_length_penalty
-from attnkit.generation.one_row import OneRowLinear, use_one_row, use_one_row_attention, use_one_row_linears
+from attnkit.generation.one_row import OneRowLinear, use_one_row_linears
 from attnkit.generation.sampling import (
     SamplingConfig, StaticKVCache, decode_greedy_token, decode_one_token, generate, prefill, static_caches,
 )
@@ -14,5 +14,5 @@ from attnkit.generation.seq2seq import greedy_decode
 
 __all__ = [
     "OneRowLinear", "SamplingConfig", "StaticKVCache", "beam_search", "decode_greedy_token", "decode_one_token", "generate",
-    "gnmt_length_penalty", "greedy_decode", "prefill", "static_caches", "use_one_row", "use_one_row_attention", "use_one_row_linears",
+    "gnmt_length_penalty", "greedy_decode", "prefill", "static_caches", "use_one_row_linears",
 ]

@@ -13,13 +13,9 @@ untouched, tied weights stay tied), and the new path is taken only while ``torch
 traces a call with at most :data:`MAX_ROWS` rows: eager calls, training and prefill keep
 ``F.linear``. Under inductor the reduction accumulates in float32 for bf16/fp16 inputs.
 
-The same holds for attention over the cache: one query against ``Tk`` cached keys. After
-:func:`use_one_row_attention`, compiled one-query calls of the scaled dot-product kernel are
-``softmax(sum_d q_d k_jd * scale + bias_j)`` and ``sum_j w_j v_j`` as reductions
-(``attnkit.attention.scaled_dot._one_query``) instead of a fused-attention launch.
-:func:`use_one_row` applies both. Measured on an H200 (BENCHMARKS.md, session 5), GPT-2 124M at
-batch 1: one-row linears 2,152 tokens/s against 1,926 without; adding one-query attention
-2,041, slower, so ``attnkit generate --compile`` applies only :func:`use_one_row_linears`.
+Session 5 also tried the same for attention over the cache (one query against the cached keys
+as two reductions around a softmax): on an H200 it decoded 2,041 tokens/s against 2,152 with
+one-row linears alone (BENCHMARKS.md), so it was removed.
 
 >>> use_one_row_linears(model)            # then generate(model, prompts, cfg, compile=True)
 """
@@ -52,23 +48,3 @@ def use_one_row_linears(model: nn.Module) -> int:
             n += 1
     return n
 
-
-def use_one_row_attention(model: nn.Module) -> int:
-    """Mark every scaled dot-product kernel of ``model`` for one-query reductions; returns how many.
-
-    Only compiled calls with one query, no boolean mask (a 0 / -inf bias is fine) and no
-    dropout change path; every other call is untouched.
-    """
-    from attnkit.attention.scaled_dot import ScaledDotProduct
-
-    n = 0
-    for module in model.modules():
-        if isinstance(module, ScaledDotProduct) and not module.one_row:
-            module.one_row = True
-            n += 1
-    return n
-
-
-def use_one_row(model: nn.Module) -> int:
-    """:func:`use_one_row_linears` and :func:`use_one_row_attention`; returns how many modules changed."""
-    return use_one_row_linears(model) + use_one_row_attention(model)

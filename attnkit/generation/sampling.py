@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from attnkit.attention.cache import KVCache
+from attnkit.attention.masks import additive_bias
 from attnkit.models.gpt import GPT
 
 
@@ -93,7 +94,7 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
     if model.decoder.layers[0].self_attn.kernel.bias_as_mask:
         # The new token always sees its own slot, so no row is empty: a 0 / -inf bias built once
         # here serves every layer, without the per-layer empty-row guard of a boolean mask.
-        bias = torch.zeros(mask.shape, dtype=caches[0].k.dtype, device=token.device).masked_fill_(~mask, float("-inf"))
+        bias = additive_bias(mask, caches[0].k.dtype)
         return model.next_token_logits(token, positions, None, caches, bias=bias[:, None, None, :])  # type: ignore[arg-type]
     return model.next_token_logits(token, positions, mask[:, None, None, :], caches)  # type: ignore[arg-type]
 
@@ -147,11 +148,16 @@ def decode_greedy_block(model: GPT, token: Tensor, slots: Tensor, pad: Tensor, c
 
 def compiled_decode_greedy_block(mode: str = "reduce-overhead") -> Callable[..., Tensor]:
     """:func:`decode_greedy_block` under ``torch.compile(mode=mode, fullgraph=True)``, built once per mode."""
-    compiled_decode_one_token(mode)  # checks the mode
+    _check_mode(mode)
     key = f"{mode}/block"
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(decode_greedy_block, mode=mode, fullgraph=True)
     return _COMPILED[key]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"compile mode {mode!r} is not 'reduce-overhead' or 'max-autotune'")
 
 
 def compiled_decode_one_token(mode: str = "reduce-overhead", *, greedy: bool = False) -> Callable[..., Tensor]:
@@ -161,8 +167,7 @@ def compiled_decode_one_token(mode: str = "reduce-overhead", *, greedy: bool = F
     ``"reduce-overhead"`` replays the step as a CUDA graph; ``"max-autotune"`` also benchmarks
     Triton matmul kernels for the one-row matrix products (a longer first call).
     """
-    if mode not in ("reduce-overhead", "max-autotune"):
-        raise ValueError(f"compile mode {mode!r} is not 'reduce-overhead' or 'max-autotune'")
+    _check_mode(mode)
     key = f"{mode}{'/greedy' if greedy else ''}"
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(decode_greedy_token if greedy else decode_one_token, mode=mode, fullgraph=True)
@@ -312,21 +317,21 @@ def generate(
             token = choose(first(), config.temperature, config.top_k, config.top_p, generator)  # (B,)
             if greedy and not per_step and block > 1:
                 out = _greedy_blocks(model, token, slots, pad, caches, n_new, block, mode, step_fn)
-                return Generation(tokens=out, texts=None if decode is None else [cut_at_stop(decode(t), config.stop) for t in out])
-            for step in range(n_new):
-                if per_step:
-                    if on_token is not None:
-                        on_token(step, token)
-                    _record(token.tolist(), out, done, config, decode)
-                    if all(done):
+            else:
+                for step in range(n_new):
+                    if per_step:
+                        if on_token is not None:
+                            on_token(step, token)
+                        _record(token.tolist(), out, done, config, decode)
+                        if all(done):
+                            break
+                    else:
+                        queued.append(token)
+                    if step == n_new - 1:
                         break
-                else:
-                    queued.append(token)
-                if step == n_new - 1:
-                    break
-                nxt = advance(token, step)
-                # A CUDA-graph step returns its output buffer, which the next replay overwrites: copy it.
-                token = nxt[:, 0].clone() if greedy else choose(nxt, config.temperature, config.top_k, config.top_p, generator)
+                    nxt = advance(token, step)
+                    # A CUDA-graph step returns its output buffer, which the next replay overwrites: copy it.
+                    token = nxt[:, 0].clone() if greedy else choose(nxt, config.temperature, config.top_k, config.top_p, generator)
         if queued:
             out = torch.stack(queued, dim=1).tolist()  # (B, n_new): the one host sync
     finally:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
-from attnkit.generation import OneRowLinear, use_one_row, use_one_row_linears
+from attnkit.generation import OneRowLinear, use_one_row_linears
 from attnkit.generation.sampling import SamplingConfig, decode_greedy_token, decode_one_token, generate, prefill, static_caches
 from attnkit.models.gpt import GPT, gpt_preset
 
@@ -55,8 +55,7 @@ def test_compiled_one_row_equals_linear_and_many_rows_fall_back():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("transform", [use_one_row_linears, use_one_row], ids=["linears", "linears+attention"])
-def test_compiled_greedy_decoding_with_one_row_transforms_matches_eager(transform):
+def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
     """The whole decode step traced with the transform (aot_eager runs the traced graph) gives
     the tokens of eager decoding; the greedy step's argmax equals argmax of the logits step."""
     torch.manual_seed(0)
@@ -64,7 +63,7 @@ def test_compiled_greedy_decoding_with_one_row_transforms_matches_eager(transfor
     prompts = [[5, 6, 7, 8], [9, 10]]
     cfg = SamplingConfig(max_new_tokens=6, temperature=0)
     eager = generate(model, prompts, cfg).tokens
-    assert transform(model) > 0
+    assert use_one_row_linears(model) > 0
     counter = CompileCounter()
     torch._dynamo.reset()
     step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
@@ -102,34 +101,6 @@ def test_decode_step_bias_equals_boolean_mask(monkeypatch):
             token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
             out[as_bias] = decode_one_token(model, token, torch.tensor([4]), pad, caches)
     torch.testing.assert_close(out[True], out[False], atol=1e-5, rtol=1e-5)
-
-
-def test_compiled_one_query_attention_equals_sdpa():
-    """After ``use_one_row_attention`` a compiled one-query call is reductions (no SDPA in the
-    traced graph) and equals SDPA with the same 0 / -inf bias; other calls keep SDPA."""
-    import torch.nn.functional as F
-
-    import attnkit.attention as A
-    from attnkit.generation import use_one_row_attention
-
-    kernel = A.get("scaled_dot")
-    assert use_one_row_attention(kernel) == 1 and use_one_row_attention(kernel) == 0
-    traced: list[str] = []
-
-    def backend(gm, inputs):
-        traced.append(" ".join(str(n.target) for n in gm.graph.nodes))
-        return gm.forward
-
-    f = torch.compile(lambda q, k, v, bias: kernel(q, k, v, bias=bias), backend=backend, dynamic=False)
-    gen = torch.Generator().manual_seed(0)
-    for tq, one_query in [(1, True), (3, False)]:
-        q = torch.randn(2, 4, tq, 16, generator=gen)
-        k, v = torch.randn(2, 4, 20, 16, generator=gen), torch.randn(2, 4, 20, 16, generator=gen)
-        bias = torch.zeros(2, 1, 1, 20).masked_fill_(torch.rand(2, 1, 1, 20, generator=gen) < 0.3, float("-inf"))
-        bias[..., 0] = 0.0  # every row sees a key
-        torch.testing.assert_close(f(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5, rtol=1e-5)
-        assert ("scaled_dot_product_attention" not in traced[-1]) == one_query, traced[-1]
-    torch._dynamo.reset()
 
 
 def test_greedy_blocks_give_the_tokens_of_single_steps(monkeypatch):
