@@ -60,16 +60,12 @@ step 260 "bert epoch" python benchmarks/bert_speed.py --data "$DATA" --tokenizer
 step 60 "lsh 64k" python benchmarks/attention.py --suffix=-targets3c --out-dir "$OUT" --rows lsh:65536
 fi
 if [ "$PART" = E ]; then
-# next session. issue 3: the full Multi30k run now that the trainer turns cuDNN attention off
-# (a new shape at most steps; its 67 s were measured with cuDNN on), then the compiled twin alone
+# session 6. issue 3: the full Multi30k run (its twin ratio now with the shared source bias),
+# the shared source bias against a mask per layer, then the compiled twin alone (on 6 batches
+# since session 5: the twin compiles once per target length; 250 s was not enough for 24)
 step 200 "translate run" python benchmarks/translate.py --data "$DATA/multi30k" --minutes 2.5 --out-dir "$OUT"
-# the shared source bias against a mask per layer, the recipe's model (session 5; CPU only so far)
 step 60 "source bias" python benchmarks/source_bias.py --out-dir "$OUT"
-# (since session 5 on 6 batches: the twin compiles once per target length; 250 s was not enough for 24)
-step 400 "translate compiled twin" python benchmarks/translate.py --speed-only --speed-modes compiled --data "$DATA/multi30k" --out-dir "$OUT"
-# issue 5: the HF compiled epoch, for the last like-for-like row
-step 140 "bert epoch, HF compiled" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch \
-  --results "$OUT" --hf-compiled-epoch --epoch-modes "hf compiled (dynamic)"
+step 300 "translate compiled twin" python benchmarks/translate.py --speed-only --speed-modes compiled --data "$DATA/multi30k" --out-dir "$OUT"
 fi
 if [ "$PART" = F ]; then
 # session 5, call 1. Keep the first half of the all-MiniLM-L6-v2 weights for call G (carried as .minilm_a)
