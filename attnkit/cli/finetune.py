@@ -21,7 +21,9 @@ counted. Batches are padded to their own longest row, with rows of similar lengt
 together. The recipe (``--set train.KEY=VALUE``): AdamW, lr 5e-5, batch 32, linear decay after
 10% warm-up, evaluated at the end of every epoch; the best model by dev accuracy (classify) or
 entity F1 (ner) goes to ``OUT/model`` with ``tokenizer.json``, usable by ``attnkit predict``
-and ``attnkit.load``; its dev scores go to ``OUT/eval.json``.
+and ``attnkit.load``; its dev scores go to ``OUT/eval.json``. ``--set train.layer_decay=0.8``
+adds ELECTRA's layer-wise learning-rate decay: each layer trains at 0.8 times the rate of the
+one above it, the head at the full rate.
 """
 
 from __future__ import annotations

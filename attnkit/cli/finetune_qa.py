@@ -13,7 +13,8 @@ offsets do not match their context are skipped and counted, as are over-long que
 (truncated to ``--max-question-len`` tokens).
 
 The recipe defaults to BERT's for SQuAD v1.1 (section 4.2): AdamW, lr 5e-5,
-batch 32, 3 epochs, linear decay after 10% warm-up; change it with ``--set train.KEY=VALUE``.
+batch 32, 3 epochs, linear decay after 10% warm-up; change it with ``--set train.KEY=VALUE``
+(``train.layer_decay=0.8``, say, for ELECTRA's layer-wise learning-rate decay).
 Exact match and F1 (the official SQuAD definitions) are computed on the dev questions at the
 end of every epoch; the best model goes to ``OUT/model`` (with ``tokenizer.json``), its
 dev predictions to ``OUT/predictions.json`` and the scores to ``OUT/eval.json``.

@@ -19,6 +19,10 @@ class TrainConfig(Config):
     the host, not the GPU (short rows; ``benchmarks/bert_speed.py``'s SST-2 epoch, BENCHMARKS.md).
     ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
     updated after every optimizer step; evaluation and the saved best model use the average.
+    ``layer_decay < 1`` is ELECTRA's layer-wise learning-rate decay (Clark et al. 2020, appendix,
+    fine-tuning details): encoder layer ``i`` of ``L`` trains at ``lr * layer_decay^(L - i)``, the
+    embeddings at ``lr * layer_decay^(L + 1)``, pooler and head at ``lr``
+    (:func:`~attnkit.training.optim.layer_depths`; it needs separate layers, not ALBERT's shared one).
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """
@@ -35,6 +39,7 @@ class TrainConfig(Config):
     warmup: int = 4000
     min_lr_ratio: float = 0.0
     ema_decay: float = 0.0
+    layer_decay: float = 1.0
     label_smoothing: float = 0.1
     clip_norm: float = 0.0
     eval_every: int = 0
@@ -61,6 +66,7 @@ class TrainConfig(Config):
         check(self.eps > 0, "eps", self.eps, "must be positive")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1] (the cosine floor as a fraction of lr)")
         check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1) (0 disables the weight average)")
+        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "must be in (0, 1] (1 disables layer-wise lr decay)")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         if self.stop_at is not None:

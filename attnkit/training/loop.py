@@ -39,7 +39,7 @@ from attnkit.errors import CheckpointError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from attnkit.training.config import TrainConfig
-from attnkit.training.optim import build_optimizer
+from attnkit.training.optim import base_lr, build_optimizer
 from attnkit.training.schedules import build_scheduler
 from attnkit.training.tasks import Task
 
@@ -101,7 +101,8 @@ class Trainer:
             torch.backends.cuda.enable_cudnn_sdp(False)
             log.info("varying batch lengths: cuDNN attention turned off for this process (torch.backends.cuda.enable_cudnn_sdp)")
         c = config
-        self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay)
+        self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay,
+                                         c.layer_decay)
         d_model = getattr(model.config, "d_model", None)
         self.scheduler = build_scheduler(
             self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model,
@@ -219,7 +220,7 @@ class Trainer:
             # 2. clip, step, schedule
             if c.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = base_lr(self.optimizer)  # the schedule's lr (layer_decay scales lower groups down)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1

@@ -153,9 +153,11 @@ def build_scheduler(
     ``base_lr`` is the param group's lr when the scheduler is built (the peak).
 
     For ``"noam"`` the formula gives the absolute learning rate, so this function
-    **sets every param group's ``lr`` and ``initial_lr`` to 1.0** before building
+    **sets every param group's ``lr`` and ``initial_lr`` to 1.0** (to its ``lr_scale``
+    where layer-wise decay gave it one, :mod:`attnkit.training.optim`) before building
     the scheduler; the lr the optimizer was built with is ignored (scale with
-    ``factor`` instead).
+    ``factor`` instead). Every other kind multiplies each group's own initial lr, so
+    groups at different lrs keep their ratios.
 
     Args:
         optimizer: the optimizer whose param groups are scheduled.
@@ -184,8 +186,7 @@ def build_scheduler(
             raise ConfigError("d_model=None is not allowed; the noam schedule needs d_model")
         noam(1, d_model, warmup, factor)  # validates the arguments
         for group in optimizer.param_groups:
-            group["lr"] = 1.0
-            group["initial_lr"] = 1.0
+            group["lr"] = group["initial_lr"] = group.get("lr_scale", 1.0)
 
         def schedule(s: int) -> float:
             return noam(s, d_model, warmup, factor)
