@@ -242,6 +242,8 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
             for row, transform, block in (
                 ("attnkit generate (compiled step, one-row linears)", use_one_row_linears, None),
                 ("attnkit generate (compiled step, one-row linears, one step per call)", use_one_row_linears, 1),
+                ("attnkit generate (compiled step, one-row linears, folded norms)",
+                 lambda m: use_one_row_linears(m, fold_norms=True), None),  # last: folding stays on the model
             ):
                 torch._dynamo.reset()
                 sampling_module._COMPILED.clear()

@@ -6,13 +6,14 @@
 """
 
 from attnkit.generation.beam import beam_search, gnmt_length_penalty
-from attnkit.generation.one_row import OneRowLinear, use_one_row_linears
+from attnkit.generation.one_row import FoldedLayerNorm, OneRowLinear, fold_layer_norms, use_one_row_linears
 from attnkit.generation.sampling import (
     SamplingConfig, StaticKVCache, decode_greedy_token, decode_one_token, generate, prefill, static_caches,
 )
 from attnkit.generation.seq2seq import greedy_decode
 
 __all__ = [
-    "OneRowLinear", "SamplingConfig", "StaticKVCache", "beam_search", "decode_greedy_token", "decode_one_token", "generate",
+    "FoldedLayerNorm", "OneRowLinear", "SamplingConfig", "StaticKVCache", "beam_search", "decode_greedy_token", "decode_one_token",
+    "fold_layer_norms", "generate",
     "gnmt_length_penalty", "greedy_decode", "prefill", "static_caches", "use_one_row_linears",
 ]

@@ -128,3 +128,82 @@ def test_greedy_blocks_give_the_tokens_of_single_steps(monkeypatch):
         assert calls == ([5, 5] if block == 5 else [])  # 11 tokens after the first: 2 blocks, 1 single step
     with pytest.raises(ValueError, match="block"):
         generate(model, prompts, cfg, block=0)
+
+
+def test_folded_norms_keep_eager_outputs_state_and_ties():
+    """fold_norms hands each pre-norm LayerNorm to the product after it: eager logits are
+    bit-identical, the state dict and tied weights are untouched, a deepcopy stays folded."""
+    import copy
+
+    from attnkit.generation import FoldedLayerNorm
+
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        ref = model(ids).logits
+    keys = model.state_dict().keys()
+    use_one_row_linears(model, fold_norms=True)
+    folded = [m for m in model.modules() if isinstance(m, FoldedLayerNorm)]
+    assert len(folded) == 2 * model.config.n_layers  # attention and feed-forward norm of every layer
+    assert type(model.decoder.norm) is nn.LayerNorm  # the final norm's output leaves the model: kept
+    assert model.decoder.layers[0].self_attn.qkv_proj.folded_norm is model.decoder.layers[0].res_attn.norm
+    assert model.state_dict().keys() == keys and model.lm_head.weight is model.tok_embed.weight
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, ref)
+        twin = copy.deepcopy(model)
+        layer = twin.decoder.layers[1]
+        assert layer.ffn.w1.folded_norm is layer.res_ffn.norm
+        assert torch.equal(twin(ids).logits, ref)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_compiled_one_row_folded_norm_equals_layer_norm_then_linear(dtype, tol):
+    """The traced one-row path (norm statistics computed per output) against LayerNorm -> Linear,
+    with a non-trivial norm affine; more rows than MAX_ROWS take F.layer_norm + F.linear."""
+    from attnkit.generation.one_row import FoldedLayerNorm, OneRowLinear
+
+    torch.manual_seed(0)
+    norm, ref = nn.LayerNorm(48), nn.Linear(48, 20)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.3)
+    norm, ref = norm.to(dtype), ref.to(dtype)
+    lin = OneRowLinear(48, 20).to(dtype)
+    lin.load_state_dict(ref.state_dict())
+    object.__setattr__(lin, "folded_norm", norm)
+    passthrough = FoldedLayerNorm(48)
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: lin(passthrough(x)), backend="aot_eager", dynamic=False)
+    for shape in [(1, 1, 48), (2, 1, 48), (6, 48)]:
+        x = (torch.randn(shape) * 3 + 1).to(dtype)
+        with torch.no_grad():
+            torch.testing.assert_close(f(x), ref(norm(x)), atol=tol, rtol=tol)
+    torch._dynamo.reset()
+
+
+def test_compiled_greedy_decoding_with_folded_norms_matches_eager():
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
+    eager = generate(model, prompts, cfg).tokens
+    use_one_row_linears(model, fold_norms=True)
+    torch._dynamo.reset()
+    step = torch.compile(decode_one_token, backend="aot_eager", fullgraph=True)
+    caches = static_caches(model, 2, 16)
+    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
+    pad = torch.tensor([0, 2])
+    with torch.no_grad():
+        ref_caches = static_caches(model, 2, 16)
+        token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
+        prefill(model, ids, pad, ref_caches)
+        got = [token[:, 0].tolist()]
+        for i in range(5):
+            slot = torch.tensor([4 + i])
+            logits = step(model, token, slot, pad, caches)
+            torch.testing.assert_close(logits, decode_one_token(model, token, slot, pad, ref_caches), atol=1e-4, rtol=1e-4)
+            token = logits.argmax(-1, keepdim=True)
+            got.append(token[:, 0].tolist())
+    assert [list(r) for r in zip(*got)] == eager
+    torch._dynamo.reset()
