@@ -72,5 +72,25 @@ run w-ls1-b16         wnut17 --set train.label_smoothing=0.1 --set train.batch_s
 run r-3e5-b8-s1       rte --set train.lr=3e-5 --set train.batch_size=8 --set train.seed=1
 run r-3e5-b8-s2       rte --set train.lr=3e-5 --set train.batch_size=8 --set train.seed=2
 run r-3e5-b8-ls1      rte --set train.lr=3e-5 --set train.batch_size=8 --set train.label_smoothing=0.1
+elif [ "$PLAN" = 4 ]; then
+# session 6: layer-wise learning-rate decay (train.layer_decay, ELECTRA's fine-tuning), higher
+# top learning rates than without it, on each task's recipe in benchmarks/finetune.py
+run s-ld9-1e4         sst2 --set train.layer_decay=0.9 --set train.lr=1e-4
+run s-ld9-1e4-s1      sst2 --set train.layer_decay=0.9 --set train.lr=1e-4 --set train.seed=1
+run s-ld9-15e5        sst2 --set train.layer_decay=0.9 --set train.lr=1.5e-4
+run s-ld8-15e5        sst2 --set train.layer_decay=0.8 --set train.lr=1.5e-4
+run s-ld8-2e4         sst2 --set train.layer_decay=0.8 --set train.lr=2e-4
+run s-ld85-12e5-ls1   sst2 --set train.layer_decay=0.85 --set train.lr=1.2e-4 --set train.label_smoothing=0.1
+run w-ld9-2e4         wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4
+run w-ld9-2e4-s1      wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --set train.seed=1
+run w-ld9-2e4-s3      wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --set train.seed=3
+run w-ld8-2e4         wnut17 --set train.layer_decay=0.8 --set train.lr=2e-4
+run w-ld8-3e4         wnut17 --set train.layer_decay=0.8 --set train.lr=3e-4
+run w-ld9-15e5        wnut17 --set train.layer_decay=0.9 --set train.lr=1.5e-4
+run w-ld8-3e4-ls1     wnut17 --set train.layer_decay=0.8 --set train.lr=3e-4 --set train.label_smoothing=0.1
+run r-ld9-5e5         rte --set train.layer_decay=0.9 --set train.lr=5e-5
+run r-ld9-5e5-s1      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=1
+run r-ld8-8e5         rte --set train.layer_decay=0.8 --set train.lr=8e-5
+run r-ld9-5e5-s2      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=2
 fi
 wait

@@ -68,28 +68,25 @@ step 60 "source bias" python benchmarks/source_bias.py --out-dir "$OUT"
 step 300 "translate compiled twin" python benchmarks/translate.py --speed-only --speed-modes compiled --data "$DATA/multi30k" --out-dir "$OUT"
 fi
 if [ "$PART" = F ]; then
-# session 5, call 1. Keep the first half of the all-MiniLM-L6-v2 weights for call G (carried as .minilm_a)
+# session 6, call 1 of 2. Keep the first half of the all-MiniLM-L6-v2 weights for call G (carried as .minilm_a)
 mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
-# issue 4: decoding with one-query attention as reductions (use_one_row_attention, removed since: slower), against HF static
-step 200 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
-# issue 6: linear attention through its autograd Function (against the compiled generic path), bigbird, dense
-step 130 "attention rows" python benchmarks/attention.py --suffix=-targets4 --out-dir "$OUT" --rows \
-  dense:4096 linear:4096 linear@generic:4096 bigbird@t64:4096 bigbird:4096 dense:1024 linear:1024 \
-  dense:16384 linear:16384 dense:65536 linear:65536
-# issue 6: the same kernels inside a 4-layer encoder, eager and compiled whole
-step 170 "long model" python benchmarks/long_model.py --out-dir "$OUT"
-# the changed GPU test (linear: Function and compiled generic path against eager)
-step 60 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/attention/test_sparse_flex.py -k "linear or performer" tests/data
+# issue 4: decoding with the pre-norm LayerNorms folded into the one-row products, against HF static
+step 220 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
+# the GPU tests of compiled decoding (tests/test_gpu.py) and of the generation package
+step 90 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/generation
+# issue 5: the HF compiled epoch, for the last like-for-like row (needs only the tokenizer)
+step 200 "bert epoch, HF compiled" python benchmarks/bert_speed.py --data "$DATA" --tokenizer "$MINILM" --parts epoch \
+  --results "$OUT" --hf-compiled-epoch --epoch-modes "hf compiled (dynamic)"
 fi
 if [ "$PART" = G ]; then
-# session 5, call 2: the second half of the weights, then fine-tuning sweep 2 (all runs at once on the GPU)
+# session 6, call 2 of 2: the second half of the weights, then fine-tuning sweep 4 (all runs at once on the GPU)
 if [ -f /root/minilm/part_aa ] && [ -f ../.minilm_b/part_ab ]; then
   cp -r "$MINILM"/* /root/minilm/ && cat /root/minilm/part_aa ../.minilm_b/part_ab > /root/minilm/model.safetensors
   echo "sha256 $(sha256sum /root/minilm/model.safetensors | cut -c1-16) (want $WANT_SHA)"
   mkdir -p /tmp/sw
-  step 510 "finetune sweep 2" bash benchmarks/finetune_sweep.sh "$DATA" /root/minilm /tmp/sw 500 2
-  python benchmarks/finetune_summary.py /tmp/sw > "$OUT/sweep2-summary.md"; cat "$OUT/sweep2-summary.md"
-  tar -czf "$OUT/sweep2.tgz" -C /tmp/sw .
+  step 520 "finetune sweep ${SWEEP_PLAN:-4}" bash benchmarks/finetune_sweep.sh "$DATA" /root/minilm /tmp/sw 510 "${SWEEP_PLAN:-4}"
+  python benchmarks/finetune_summary.py /tmp/sw > "$OUT/sweep-summary.md"; cat "$OUT/sweep-summary.md"
+  tar -czf "$OUT/sweep.tgz" -C /tmp/sw .
 fi
 fi
 if [ "$PART" = H ]; then
