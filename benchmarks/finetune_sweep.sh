@@ -92,5 +92,23 @@ run r-ld9-5e5         rte --set train.layer_decay=0.9 --set train.lr=5e-5
 run r-ld9-5e5-s1      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=1
 run r-ld8-8e5         rte --set train.layer_decay=0.8 --set train.lr=8e-5
 run r-ld9-5e5-s2      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=2
+elif [ "$PLAN" = 5 ]; then
+# session 6, right after plan 4 in the same lease: seeds and neighbours of plan 4's best runs
+L="--set train.label_smoothing=0.1"
+run s-ld85-12e5-ls1-s1 sst2 $L --set train.layer_decay=0.85 --set train.lr=1.2e-4 --set train.seed=1
+run s-ld85-12e5-ls1-s2 sst2 $L --set train.layer_decay=0.85 --set train.lr=1.2e-4 --set train.seed=2
+run s-ld85-1e4-ls1    sst2 $L --set train.layer_decay=0.85 --set train.lr=1e-4
+run s-ld85-15e5-ls1   sst2 $L --set train.layer_decay=0.85 --set train.lr=1.5e-4
+run s-ld8-12e5-ls1    sst2 $L --set train.layer_decay=0.8 --set train.lr=1.2e-4
+run s-ld85-12e5-ls1-ep4 sst2 $L --set train.layer_decay=0.85 --set train.lr=1.2e-4 --epochs 4
+run w-ld9-2e4-s2      wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --set train.seed=2
+run w-ld9-2e4-s4      wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --set train.seed=4
+run w-ld9-2e4-s5      wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --set train.seed=5
+run w-ld9-25e5        wnut17 --set train.layer_decay=0.9 --set train.lr=2.5e-4
+run w-ld95-2e4        wnut17 --set train.layer_decay=0.95 --set train.lr=2e-4
+run w-ld9-2e4-ep8     wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --epochs 8
+run r-ld9-5e5-s3      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=3
+run r-ld9-5e5-s4      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=4
+run r-ld9-5e5-s5      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=5
 fi
 wait
