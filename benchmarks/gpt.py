@@ -230,11 +230,16 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
         results[name] = {"seconds": times, "warmup_seconds": first, "tokens_per_s": len(tokens[name]) / min(times),
                          "new_tokens": len(tokens[name])}
 
+    def keep(name: str) -> bool:  # --only: rows named by a substring; HF's dynamic cache is the tokens' reference
+        return not args.only or name == "hf generate (dynamic cache)" or any(s in name for s in args.only)
+
     for name, fn in runs.items():
-        time_run(name, fn)
-    if compile_ours:
+        if keep(name):
+            time_run(name, fn)
+    if compile_ours and keep("attnkit decode loop (no host sync)"):
         results["attnkit decode loop (no host sync)"] = decode_loop(ours, prompt.to(device), new, args.repeats, args.compile_mode)
-        tokens["attnkit decode loop (no host sync)"] = tokens[next(iter(runs))]
+        tokens["attnkit decode loop (no host sync)"] = tokens.get(next(iter(runs)), [])
+    if compile_ours:
         if not args.no_one_row:  # the same generate() after the one-row transform (attnkit.generation.one_row)
             from attnkit.generation import sampling as sampling_module
             from attnkit.generation import use_one_row_linears
@@ -243,11 +248,15 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
                 ("attnkit generate (compiled step, one-row linears)", use_one_row_linears, None),
                 ("attnkit generate (compiled step, one-row linears, one step per call)", use_one_row_linears, 1),
                 ("attnkit generate (compiled step, one-row linears, folded norms)",
-                 lambda m: use_one_row_linears(m, fold_norms=True), None),  # last: folding stays on the model
+                 lambda m: use_one_row_linears(m, fold_norms=True), None),  # from here folding stays on the model
+                ("attnkit generate (compiled step, one-row linears, folded norms, one KV buffer)", one_kv_buffer, None),
             ):
                 torch._dynamo.reset()
                 sampling_module._COMPILED.clear()
+                sampling_module._REUSED.clear()
                 transform(ours)
+                if not keep(row):
+                    continue
 
                 def run_variant(block: int | None = block) -> list[int]:
                     return generate(ours, [prompt[0].tolist()], SamplingConfig(max_new_tokens=new, temperature=0),
@@ -270,14 +279,43 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
     timed = {n: r for n, r in results.items() if "tokens_per_s" in r}  # a failed variant holds only its error
     for name, r in timed.items():
         r["bandwidth_bound_fraction"] = (weight_bytes / bw) * r["tokens_per_s"] if bw else None
-    ours_name = next(iter(results))  # the user-facing generate()
-    ratios = {f"attnkit / {n}": results[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in timed.items() if n != ours_name}
+    ours_name = next((n for n in timed if n.startswith("attnkit")), None)  # the user-facing generate() unless --only left it out
+    ratios = {f"attnkit / {n}": timed[ours_name]["tokens_per_s"] / r["tokens_per_s"] for n, r in timed.items() if n != ours_name} if ours_name else {}
     for ours_row in (n for n in timed if n.startswith("attnkit generate") and n != ours_name):
         ratios.update({f"{ours_row} / {n}": timed[ours_row]["tokens_per_s"] / r["tokens_per_s"] for n, r in timed.items() if n.startswith("hf ")})
     return {
         "size": size, "compile_mode": args.compile_mode if compile_ours else None, "dtype": str(dtype), "prompt_tokens": args.prompt_tokens, "new_tokens": new, "batch": 1,
         "weight_bytes_per_token": weight_bytes, "copy_bandwidth_bytes_per_s": bw, "results": results, "ratios": ratios, **info,
     }
+
+
+class OneBufferKV:
+    """A static KV cache whose keys and values are the two halves of one ``(2, B, H, T, D)``
+    buffer, written by one ``index_copy_`` per layer instead of two (session 6: a candidate for
+    :class:`attnkit.generation.sampling.StaticKVCache`, timed as a row before it replaces it)."""
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
+        self.max_len, self.length = max_len, 0
+        self.kv = torch.zeros(2, batch, n_heads, max_len, head_dim, dtype=dtype, device=device)
+        torch._dynamo.mark_static_address(self.kv)
+        self.slots = torch.arange(0, device=device)
+
+    k = property(lambda self: self.kv[0])
+    v = property(lambda self: self.kv[1])
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.kv.index_copy_(3, self.slots, torch.stack((k, v)).to(self.kv.dtype))
+        return self.kv[0], self.kv[1]
+
+
+def one_kv_buffer(model: GPT) -> None:
+    """Make :func:`attnkit.generation.sampling.static_caches` build :class:`OneBufferKV` caches
+    (for the rest of the process; the model is unchanged)."""
+    from attnkit.attention.cache import KVCache
+    from attnkit.generation import sampling
+
+    cls = type("OneBufferStaticKV", (OneBufferKV, KVCache), {})  # isinstance(cache, KVCache): the attention appends
+    sampling.StaticKVCache = cls  # type: ignore[misc]
 
 
 def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int, mode: str = "reduce-overhead") -> dict[str, Any]:
@@ -366,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                    help="decode: time only the rows whose names contain one of these (and HF's dynamic cache, the reference)")
     ap.add_argument("--no-one-row", action="store_true", help="decode: skip the run with attnkit.generation.use_one_row_linears")
     ap.add_argument("--compile-mode", default="reduce-overhead", choices=["reduce-overhead", "max-autotune"],
                     help="decode: torch.compile mode of attnkit's decode step")
