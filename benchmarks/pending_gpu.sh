@@ -98,7 +98,7 @@ fi
 if [ "$PART" = J ]; then
 # session 6: the folded-norm decoding again (a second measurement of I's 3.01x) and a candidate:
 # keys and values in one cache buffer, one write per layer
-step 560 "gpt decode, folded rows" python benchmarks/gpt.py decode --repeats 5 --out-dir "$OUT" --tag=-folded \
+step 560 "gpt decode, folded rows" python benchmarks/gpt.py decode --repeats 5 --out-dir "$OUT" --tag folded \
   --only "folded" "static cache"
 fi
 if [ "$PART" = H ]; then
