@@ -249,7 +249,7 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
                 ("attnkit generate (compiled step, one-row linears, one step per call)", use_one_row_linears, 1),
                 ("attnkit generate (compiled step, one-row linears, folded norms)",
                  lambda m: use_one_row_linears(m, fold_norms=True), None),  # from here folding stays on the model
-                ("attnkit generate (compiled step, one-row linears, folded norms, one KV buffer)", one_kv_buffer, None),
+                ("attnkit generate (compiled step, one-row linears, folded norms, no cuDNN attention)", no_cudnn_attention, None),
             ):
                 torch._dynamo.reset()
                 sampling_module._COMPILED.clear()
@@ -289,33 +289,10 @@ def decode_bench(args: argparse.Namespace, device: torch.device) -> dict[str, An
     }
 
 
-class OneBufferKV:
-    """A static KV cache whose keys and values are the two halves of one ``(2, B, H, T, D)``
-    buffer, written by one ``index_copy_`` per layer instead of two (session 6: a candidate for
-    :class:`attnkit.generation.sampling.StaticKVCache`, timed as a row before it replaces it)."""
-
-    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
-        self.max_len, self.length = max_len, 0
-        self.kv = torch.zeros(2, batch, n_heads, max_len, head_dim, dtype=dtype, device=device)
-        torch._dynamo.mark_static_address(self.kv)
-        self.slots = torch.arange(0, device=device)
-
-    k = property(lambda self: self.kv[0])
-    v = property(lambda self: self.kv[1])
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.kv.index_copy_(3, self.slots, torch.stack((k, v)).to(self.kv.dtype))
-        return self.kv[0], self.kv[1]
-
-
-def one_kv_buffer(model: GPT) -> None:
-    """Make :func:`attnkit.generation.sampling.static_caches` build :class:`OneBufferKV` caches
-    (for the rest of the process; the model is unchanged)."""
-    from attnkit.attention.cache import KVCache
-    from attnkit.generation import sampling
-
-    cls = type("OneBufferStaticKV", (OneBufferKV, KVCache), {})  # isinstance(cache, KVCache): the attention appends
-    sampling.StaticKVCache = cls  # type: ignore[misc]
+def no_cudnn_attention(model: GPT) -> None:
+    """SDPA without its cuDNN backend from here on (the one-query attention with a bias then runs
+    PyTorch's memory-efficient kernel); the model is unchanged."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int, mode: str = "reduce-overhead") -> dict[str, Any]:

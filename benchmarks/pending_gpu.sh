@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I or J}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J or K}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,12 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = K ]; then
+# session 6: folded-norm decoding a third time, and with SDPA's memory-efficient kernel instead
+# of cuDNN's for the one-query attention (J's one-KV-buffer candidate was slower: removed)
+step 560 "gpt decode, folded rows" python benchmarks/gpt.py decode --repeats 5 --out-dir "$OUT" --tag folded-b \
+  --only "folded" "static cache"
 fi
 if [ "$PART" = J ]; then
 # session 6: the folded-norm decoding again (a second measurement of I's 3.01x) and a candidate:
