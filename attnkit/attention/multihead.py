@@ -64,6 +64,13 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_k)
 
+    def _packed_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
+        """``n`` packed projections ``(B, T, n * d_model)`` as ``n`` views ``(B, H, T, d_k)``:
+        three operations whatever ``n`` (a chunk and a view and transpose per tensor were
+        ``1 + 2n``; each is host time on every call, and an autograd node)."""
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
     def forward(
         self,
         x: Tensor,
@@ -98,12 +105,11 @@ class MultiHeadAttention(nn.Module):
             else:
                 if context is None:
                     raise ValueError("cross-attention needs a context (the encoder output)")
-                k, v = self.kv_proj(context).chunk(2, dim=-1)
-                k, v = self._heads(k), self._heads(v)  # (B, H, Tk, d_k)
+                k, v = self._packed_heads(self.kv_proj(context), 2)  # 2 x (B, H, Tk, d_k)
                 if isinstance(cache, StaticKV):
                     cache.set(k, v)
         else:
-            q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, T, d_k)
+            q, k, v = self._packed_heads(self.qkv_proj(x), 3)  # 3 x (B, H, T, d_k)
             if isinstance(cache, RecurrentCache):  # linear attention: a fixed-size state instead of past keys
                 if not causal or bias is not None or need_weights or not isinstance(self.kernel, LinearAttention):
                     raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")

@@ -62,7 +62,7 @@ class ScaledDotProduct(AttentionKernel):
         # the form its fused kernels consume directly (a boolean mask is converted inside SDPA).
         attn_mask: Tensor | None = None
         if bias is not None:
-            b = bias.to(q.dtype)
+            b = bias if bias.dtype == q.dtype else bias.to(q.dtype)  # shared biases come in q's dtype
             attn_mask = b if allowed is None else b.masked_fill(~allowed, float("-inf"))
         elif allowed is not None:
             attn_mask = additive_bias(allowed, q.dtype)
