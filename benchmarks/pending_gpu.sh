@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J or K}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K or L}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,15 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = L ]; then
+# session 6: the twin ratio before and after the packed head split (commit 1765ad9), alternating
+# in one call; OLD is a checkout of the commit before it (the twin's code is the same in both)
+D=$(realpath "$DATA/multi30k"); OLD=$(realpath "${OLD:?set OLD to the older checkout}")
+for i in 1 2; do
+  step 120 "translate speed, before ($i)" bash -c "cd $OLD && python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT --tag before$i"
+  step 120 "translate speed, after ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$D" --out-dir "$OUT" --tag after$i
+done
 fi
 if [ "$PART" = K ]; then
 # session 6: folded-norm decoding a third time, and with SDPA's memory-efficient kernel instead
