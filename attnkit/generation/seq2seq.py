@@ -98,16 +98,21 @@ class DecoderSteps:
         model: the encoder-decoder model.
         memory: encoder output ``(R, Ts, d_model)``, one row per decoder row.
         src_mask: source padding mask ``(R, 1, 1, Ts)``.
+        src_bias: the same padding as the score bias every cross-attention layer shares
+            (:meth:`~attnkit.models.transformer.Transformer.source_bias`), or None: the
+            layers then take ``src_mask``.
         max_len: the most tokens the decoder will be fed (the cache capacity).
         use_cache: feed only the newest token and keep keys/values in KV caches, or
             recompute the whole prefix at every step.
     """
 
-    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor, max_len: int, use_cache: bool) -> None:
+    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor, max_len: int, use_cache: bool,
+                 src_bias: Tensor | None = None) -> None:
         c = model.config
         self.model = model
         self.memory = memory  # (R, Ts, d_model)
         self.src_mask = src_mask  # (R, 1, 1, Ts)
+        self.src_bias = src_bias  # (R, 1, 1, Ts) or None
         # A decoder with no layers has no caches to carry the position offset; recompute instead.
         self.caches: list[LayerCache] | None = (
             model.new_caches(max_len) if use_cache and c.n_decoder_layers > 0 else None
@@ -123,7 +128,7 @@ class DecoderSteps:
     def log_probs(self) -> Tensor:
         """Log-probabilities of the next token, ``(R, V)`` float32, pad forbidden."""
         tgt = self.prefix[:, -1:] if self.caches is not None else self.prefix  # (R, 1) or (R, 1 + t)
-        logits, _, _ = self.model.decode(tgt, self.memory, self.src_mask, caches=self.caches)  # (R, T, V)
+        logits, _, _ = self.model.decode(tgt, self.memory, self.src_mask, caches=self.caches, src_bias=self.src_bias)  # (R, T, V)
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (R, V)
         if self.forbidden is not None:
             logp[:, self.forbidden] = float("-inf")
@@ -146,17 +151,26 @@ class DecoderSteps:
             if new_sources:
                 self.memory = self.memory.index_select(0, rows)  # (R', Ts, d_model)
                 self.src_mask = self.src_mask.index_select(0, rows)  # (R', 1, 1, Ts)
+                if self.src_bias is not None:
+                    self.src_bias = self.src_bias.index_select(0, rows)  # (R', 1, 1, Ts)
         self.prefix = torch.cat([self.prefix, tokens.unsqueeze(1)], dim=1)  # (R', 2 + t)
 
 
 def start(model: Transformer, src: Tensor, copies: int, max_len: int, use_cache: bool) -> DecoderSteps:
-    """Encode ``src: (B, Ts)`` once and set up ``B * copies`` decoder rows (row ``b * copies + k``)."""
+    """Encode ``src: (B, Ts)`` once and set up ``B * copies`` decoder rows (row ``b * copies + k``).
+
+    The source padding becomes one score bias, built here once, that every encoder and
+    cross-attention layer shares at every step (as in ``Transformer.forward``), instead of a
+    mask each layer turns into a bias again on every call: at one new token per step, that
+    per-layer work is a large part of the step's host time."""
     src_mask = model.source_mask(src)  # (B, 1, 1, Ts)
-    memory, _ = model.encode(src, src_mask)  # (B, Ts, d_model)
+    src_bias = model.source_bias(src_mask, model.lm_head.weight)  # (B, 1, 1, Ts) or None
+    memory, _ = model.encode(src, src_mask, src_bias=src_bias)  # (B, Ts, d_model)
     if copies > 1:
         memory = memory.repeat_interleave(copies, dim=0)  # (B * copies, Ts, d_model)
         src_mask = src_mask.repeat_interleave(copies, dim=0)  # (B * copies, 1, 1, Ts)
-    return DecoderSteps(model, memory, src_mask, max_len, use_cache)
+        src_bias = None if src_bias is None else src_bias.repeat_interleave(copies, dim=0)
+    return DecoderSteps(model, memory, src_mask, max_len, use_cache, src_bias)
 
 
 @torch.inference_mode()

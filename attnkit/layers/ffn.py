@@ -46,7 +46,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(self.dropout(self.act(self.w1(x))))  # (B, T, d_model)
+        h = self.act(self.w1(x))  # (B, T, d_ff)
+        return self.w2(self.dropout(h) if self.training else h)  # (B, T, d_model)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name}"

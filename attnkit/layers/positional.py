@@ -100,4 +100,4 @@ class TokenEmbedding(nn.Module):
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """``ids: (B, T)`` -> ``(B, T, d_model)``; ``offset`` is the first position (cached decoding)."""
         x = self.embedding(ids) * self.scale + self.positions.span(offset, ids.shape[1])  # (B, T, d_model)
-        return self.dropout(x)
+        return self.dropout(x) if self.training else x

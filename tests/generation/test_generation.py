@@ -243,7 +243,7 @@ def rig(model: Transformer, table: dict | None = None, default: dict | None = No
     default = DEFAULT if default is None else default
     calls = [0]
 
-    def decode(tgt: Tensor, memory: Tensor, src_mask: Tensor | None, *, caches=None, need_weights=False):
+    def decode(tgt: Tensor, memory: Tensor, src_mask: Tensor | None, *, caches=None, src_bias=None, need_weights=False):
         calls[0] += 1
         if caches:
             cache = caches[0]
