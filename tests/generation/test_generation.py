@@ -372,3 +372,29 @@ def test_training_mode_warns() -> None:
     model = tiny_model(0).train()
     with pytest.warns(UserWarning, match="eval"):
         greedy_decode(model, torch.full((1, 3), 3), max_len=2)
+
+
+def test_decoder_steps_shared_bias_equals_mask_path() -> None:
+    """Decoding steps take the source padding as one shared bias (built in ``start``); the
+    log-probabilities equal those of the mask path, through beam reorders and dropped rows."""
+    from attnkit.generation.seq2seq import DecoderSteps, start
+
+    model = tiny_model(2, eos_ramp=0.0)
+    src = padded_source(2)
+    with torch.no_grad():
+        steps = start(model, src, 2, 10, True)  # (5 examples x 2 copies) rows, bias path
+        assert steps.src_bias is not None
+        mask = model.source_mask(src)
+        memory, _ = model.encode(src, mask)  # the encoder's mask path too
+        ref = DecoderSteps(model, memory.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), 10, True)
+        swap = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6, 9, 8])  # within each example: same sources
+        keep = torch.tensor([2, 3, 6, 7])  # examples 1 and 3 (padded rows), new sources
+        for rows_, new in [(None, False), (swap, False), (keep, True), (None, False)]:
+            got, want = steps.log_probs(), ref.log_probs()
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            tok = want.argmax(-1)
+            if rows_ is not None:
+                tok = tok.index_select(0, rows_)
+            steps.advance(tok, rows_, new_sources=new)
+            ref.advance(tok, rows_, new_sources=new)
+        assert steps.src_bias.shape[0] == ref.src_mask.shape[0] == 4
