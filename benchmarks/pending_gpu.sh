@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L or M}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M or N}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,13 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = N ]; then
+# session 6, last: the twin ratio with the step function dividing gradients as the Trainer does
+# (one multi-tensor division instead of one per parameter), twice
+for i in 1 2; do
+  step 120 "translate speed ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$DATA/multi30k" --out-dir "$OUT" --tag foreach$i
+done
 fi
 if [ "$PART" = M ]; then
 # session 6: decoding host time before and after the shared source bias in decoding and dropout

@@ -176,9 +176,8 @@ def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch
         with autocast_for(device, "auto"):
             loss, n = seq2seq_loss(logits_of(model, b), b.tgt_out, epsilon=label_smoothing, pad_id=PAD)
         (loss * n).backward()
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.div_(n.clamp(min=1))
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        torch._foreach_div_(grads, n.clamp(min=1))  # as the Trainer divides (session 6; was one div_ per parameter)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
