@@ -18,20 +18,25 @@ class KVCache:
             with the dtype/device of the keys.
     """
 
-    def __init__(self, max_len: int) -> None:
+    def __init__(self, max_len: int, stack: KVStack | None = None) -> None:
         if max_len <= 0:
             raise ValueError(f"max_len={max_len!r} must be positive")
         self.max_len = max_len
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self.length = 0
+        self.stack = stack  # set: k and v are views of the stack's buffer (see KVStack)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store ``k, v: (B, H, T, D)`` after the cached positions; return all of them."""
         b, h, t, d = k.shape
         if self.k is None:
-            self.k = k.new_zeros(b, h, self.max_len, d)
-            self.v = v.new_zeros(b, h, self.max_len, v.shape[-1])
+            if self.stack is not None and k.shape == v.shape:
+                self.stack.allocate(k)  # every layer's views at once
+            else:
+                self.stack = None
+                self.k = k.new_zeros(b, h, self.max_len, d)
+                self.v = v.new_zeros(b, h, self.max_len, v.shape[-1])
         assert self.v is not None
         end = self.length + t
         if end > self.max_len:
@@ -50,6 +55,8 @@ class KVCache:
         if self.k is None or self.v is None:
             return
         n = self.length
+        if self.stack is not None:  # reordered on its own: leaves its stack, with buffers of its own
+            self.k, self.v, self.stack = self.k.clone(), self.v.clone(), None
         if index.shape[0] == self.k.shape[0]:
             self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
             self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
@@ -59,6 +66,47 @@ class KVCache:
         k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
         v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
         self.k, self.v = k, v
+
+
+class KVStack:
+    """The self-attention caches of all decoder layers as views of one ``(L, 2, B, H, T_max, D)``
+    buffer, so that beam search reorders every layer's keys and values with one gather and one
+    copy per step instead of two of each per layer. At one new token per step, each of those
+    is host time the GPU waits for (``benchmarks/seq2seq_decode.py``).
+
+    Args:
+        n_layers: decoder layers (one :class:`KVCache` each, in :attr:`caches`).
+        max_len: capacity in positions, as for :class:`KVCache`.
+    """
+
+    def __init__(self, n_layers: int, max_len: int) -> None:
+        self.caches = [KVCache(max_len, stack=self) for _ in range(n_layers)]
+        self.buf: Tensor | None = None
+
+    def allocate(self, k: Tensor) -> None:
+        """Allocate the buffer for keys like ``k: (B, H, T, D)`` and point every cache at it."""
+        b, h, _, d = k.shape
+        self.buf = k.new_zeros(len(self.caches), 2, b, h, self.caches[0].max_len, d)
+        self._point()
+
+    def _point(self) -> None:
+        assert self.buf is not None
+        for i, c in enumerate(self.caches):
+            if c.stack is self:
+                c.k, c.v = self.buf[i, 0], self.buf[i, 1]  # (B, H, T_max, D) views
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` in every layer: :meth:`KVCache.reorder` for all at once."""
+        if self.buf is None:
+            return
+        n = max(c.length for c in self.caches)  # the filled positions (equal in every layer)
+        kept = self.buf[..., :n, :].index_select(2, index)  # (L, 2, B', H, n, D)
+        if index.shape[0] == self.buf.shape[2]:
+            self.buf[..., :n, :] = kept  # a beam step: in place
+            return
+        self.buf = self.buf.new_zeros(self.buf.shape[0], 2, index.shape[0], *self.buf.shape[3:])
+        self.buf[..., :n, :] = kept
+        self._point()
 
 
 class StaticKV:
@@ -85,8 +133,8 @@ class StaticKV:
 class LayerCache:
     """The caches of one decoder layer: growing self-attention, static cross-attention."""
 
-    def __init__(self, max_len: int, cross: bool = True) -> None:
-        self.self_attn = KVCache(max_len)
+    def __init__(self, max_len: int, cross: bool = True, self_attn: KVCache | None = None) -> None:
+        self.self_attn = KVCache(max_len) if self_attn is None else self_attn
         self.cross_attn = StaticKV() if cross else None
 
     def reorder(self, index: Tensor, *, cross: bool = True) -> None:
@@ -98,14 +146,25 @@ class LayerCache:
 
 
 def make_caches(n_layers: int, max_len: int, cross: bool = True) -> list[LayerCache]:
-    """One :class:`LayerCache` per decoder layer."""
-    return [LayerCache(max_len, cross) for _ in range(n_layers)]
+    """One :class:`LayerCache` per decoder layer, their self-attention caches in one :class:`KVStack`."""
+    if n_layers == 0:
+        return []
+    stack = KVStack(n_layers, max_len)
+    return [LayerCache(max_len, cross, self_attn=kv) for kv in stack.caches]
 
 
 def reorder_caches(caches: list[LayerCache], index: Tensor, *, cross: bool = True) -> None:
-    """Reorder every layer's caches (see :meth:`LayerCache.reorder`)."""
+    """Reorder every layer's caches (see :meth:`LayerCache.reorder`); self-attention caches
+    that are all of one :class:`KVStack` are reordered with it, at once."""
+    stack = getattr(getattr(caches[0], "self_attn", None), "stack", None) if caches else None
+    if stack is None or [c.self_attn for c in caches] != stack.caches or any(kv.stack is not stack for kv in stack.caches):
+        for c in caches:
+            c.reorder(index, cross=cross)
+        return
+    stack.reorder(index)
     for c in caches:
-        c.reorder(index, cross=cross)
+        if cross and c.cross_attn is not None:
+            c.cross_attn.reorder(index)
 
 
-__all__ = ["KVCache", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]
+__all__ = ["KVCache", "KVStack", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]

@@ -190,6 +190,51 @@ def test_layer_cache_reorder_can_leave_cross_attention_alone() -> None:
     assert c.cross_attn.k.flatten().tolist() == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("index", [[1, 1, 0], [2, 0]])  # a beam step (same rows, in place), then fewer rows
+def test_stacked_caches_reorder_like_separate_ones(index: list[int]) -> None:
+    """make_caches keeps every layer's keys and values in one KVStack; reorder_caches moves them
+    all at once, with the results of reordering separate per-layer caches."""
+    from attnkit.attention.cache import KVCache, make_caches, reorder_caches
+
+    g = torch.Generator().manual_seed(0)
+    steps = [(torch.randn(3, 2, 2, 4, generator=g), torch.randn(3, 2, 2, 4, generator=g)) for _ in range(3)]
+    stacked, separate = make_caches(3, max_len=6), [KVCache(6) for _ in range(3)]
+    for layer, (k, v) in enumerate(steps):
+        stacked[layer].self_attn.append(k, v)
+        separate[layer].append(k, v)
+    stack = stacked[0].self_attn.stack
+    assert stack is not None and stacked[2].self_attn.k.data_ptr() == stack.buf[2, 0].data_ptr()
+    buffer = stack.buf
+    idx = torch.tensor(index)
+    reorder_caches(stacked, idx)
+    for c in separate:
+        c.reorder(idx)
+    assert (stack.buf is buffer) == (len(index) == 3)  # in place for a beam step
+    for layer, (k, v) in enumerate(steps):
+        new_k, new_v = k[idx] + 1, v[idx] - 1
+        got = stacked[layer].self_attn.append(new_k, new_v)
+        want = separate[layer].append(new_k, new_v)
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+
+
+def test_a_cache_reordered_alone_leaves_its_stack() -> None:
+    from attnkit.attention.cache import make_caches, reorder_caches
+
+    caches = make_caches(2, max_len=4)
+    rows = torch.arange(4.0).view(2, 1, 2, 1)  # batch row 0: 0, 1; row 1: 2, 3
+    for c in caches:
+        c.self_attn.append(rows, rows)
+    stack = caches[0].self_attn.stack
+    caches[0].reorder(torch.tensor([1, 0]))  # one layer on its own: buffers of its own from now on
+    assert caches[0].self_attn.stack is None and caches[1].self_attn.stack is stack
+    assert caches[0].self_attn.k.data_ptr() != stack.buf[0, 0].data_ptr()
+    assert stack.buf[0, 0, :, :, :2].flatten().tolist() == [0.0, 1.0, 2.0, 3.0]  # the stack untouched
+    reorder_caches(caches, torch.tensor([1, 0]))  # no longer one stack: layer by layer
+    assert caches[0].self_attn.k[:, :, :2].flatten().tolist() == [0.0, 1.0, 2.0, 3.0]  # swapped twice
+    assert caches[1].self_attn.k[:, :, :2].flatten().tolist() == [2.0, 3.0, 0.0, 1.0]
+
+
 def test_static_kv_is_filled_once_and_reused() -> None:
     mine, _ = pair(cross=True)
     x, memory = randn(2, 3, D_MODEL, seed=4), randn(2, 5, D_MODEL, seed=5)
