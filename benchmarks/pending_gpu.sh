@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M or N}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N or O}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,15 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = O ]; then
+# next session: decoding host time before and after the stacked beam-search caches (KVStack,
+# session 6, measured on the CPU only), alternating; OLD a checkout of the commit before it
+OLD=$(realpath "${OLD:?set OLD to the older checkout}"); cp benchmarks/seq2seq_decode.py "$OLD/benchmarks/"
+for i in 1 2; do
+  step 100 "seq2seq decode, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT python benchmarks/seq2seq_decode.py --out-dir $OUT --tag stack-before$i"
+  step 100 "seq2seq decode, after ($i)" python benchmarks/seq2seq_decode.py --out-dir "$OUT" --tag stack-after$i
+done
 fi
 if [ "$PART" = N ]; then
 # session 6, last: the twin ratio with the step function dividing gradients as the Trainer does
