@@ -41,8 +41,8 @@ MAX_ROWS = 4  # above this the weight would be read once per row: a GEMM is the 
 
 
 def one_row(x: Tensor) -> bool:
-    """Whether a call with input ``x`` takes the one-row paths: traced by ``torch.compile``, at
-    most :data:`MAX_ROWS` rows. A folded LayerNorm and its product decide from the same input."""
+    """Whether a call with input ``x`` takes the one-row path: traced by ``torch.compile``, at
+    most :data:`MAX_ROWS` rows."""
     return torch.compiler.is_compiling() and x.numel() <= MAX_ROWS * x.shape[-1]
 
 
@@ -123,4 +123,3 @@ def use_one_row_linears(model: nn.Module, *, fold_norms: bool = False) -> int:
     if fold_norms:
         fold_layer_norms(model)
     return n
-

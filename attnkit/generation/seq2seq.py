@@ -99,8 +99,8 @@ class DecoderSteps:
         memory: encoder output ``(R, Ts, d_model)``, one row per decoder row.
         src_mask: source padding mask ``(R, 1, 1, Ts)``.
         src_bias: the same padding as the score bias every cross-attention layer shares
-            (:meth:`~attnkit.models.transformer.Transformer.source_bias`), or None: the
-            layers then take ``src_mask``.
+            (:meth:`~attnkit.models.transformer.Transformer.source_bias`); given, it is kept
+            in place of ``src_mask``.
         max_len: the most tokens the decoder will be fed (the cache capacity).
         use_cache: feed only the newest token and keep keys/values in KV caches, or
             recompute the whole prefix at every step.
@@ -111,8 +111,9 @@ class DecoderSteps:
         c = model.config
         self.model = model
         self.memory = memory  # (R, Ts, d_model)
-        self.src_mask = src_mask  # (R, 1, 1, Ts)
-        self.src_bias = src_bias  # (R, 1, 1, Ts) or None
+        # one of the two source-padding forms is carried (and reordered): the bias if given
+        self.src_mask = src_mask if src_bias is None else None  # (R, 1, 1, Ts)
+        self.src_bias = src_bias  # (R, 1, 1, Ts)
         # A decoder with no layers has no caches to carry the position offset; recompute instead.
         self.caches: list[LayerCache] | None = (
             model.new_caches(max_len) if use_cache and c.n_decoder_layers > 0 else None
@@ -150,9 +151,10 @@ class DecoderSteps:
                 reorder_caches(self.caches, rows, cross=new_sources)
             if new_sources:
                 self.memory = self.memory.index_select(0, rows)  # (R', Ts, d_model)
-                self.src_mask = self.src_mask.index_select(0, rows)  # (R', 1, 1, Ts)
                 if self.src_bias is not None:
                     self.src_bias = self.src_bias.index_select(0, rows)  # (R', 1, 1, Ts)
+                else:
+                    self.src_mask = self.src_mask.index_select(0, rows)  # (R', 1, 1, Ts)
         self.prefix = torch.cat([self.prefix, tokens.unsqueeze(1)], dim=1)  # (R', 2 + t)
 
 
@@ -161,15 +163,17 @@ def start(model: Transformer, src: Tensor, copies: int, max_len: int, use_cache:
 
     The source padding becomes one score bias, built here once, that every encoder and
     cross-attention layer shares at every step (as in ``Transformer.forward``), instead of a
-    mask each layer turns into a bias again on every call: at one new token per step, that
-    per-layer work is a large part of the step's host time."""
+    mask each layer turns into a bias again on every call (host work at every decoding step:
+    ``benchmarks/host_ops.py`` counts it, ``benchmarks/seq2seq_decode.py`` times it)."""
     src_mask = model.source_mask(src)  # (B, 1, 1, Ts)
     src_bias = model.source_bias(src_mask, model.lm_head.weight)  # (B, 1, 1, Ts) or None
     memory, _ = model.encode(src, src_mask, src_bias=src_bias)  # (B, Ts, d_model)
     if copies > 1:
         memory = memory.repeat_interleave(copies, dim=0)  # (B * copies, Ts, d_model)
-        src_mask = src_mask.repeat_interleave(copies, dim=0)  # (B * copies, 1, 1, Ts)
-        src_bias = None if src_bias is None else src_bias.repeat_interleave(copies, dim=0)
+        if src_bias is not None:  # DecoderSteps keeps the bias alone
+            src_bias = src_bias.repeat_interleave(copies, dim=0)  # (B * copies, 1, 1, Ts)
+        else:
+            src_mask = src_mask.repeat_interleave(copies, dim=0)  # (B * copies, 1, 1, Ts)
     return DecoderSteps(model, memory, src_mask, max_len, use_cache, src_bias)
 
 

@@ -397,4 +397,4 @@ def test_decoder_steps_shared_bias_equals_mask_path() -> None:
                 tok = tok.index_select(0, rows_)
             steps.advance(tok, rows_, new_sources=new)
             ref.advance(tok, rows_, new_sources=new)
-        assert steps.src_bias.shape[0] == ref.src_mask.shape[0] == 4
+        assert steps.src_mask is None and steps.src_bias.shape[0] == ref.src_mask.shape[0] == 4

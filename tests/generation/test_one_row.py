@@ -55,21 +55,24 @@ def test_compiled_one_row_equals_linear_and_many_rows_fall_back():
     torch._dynamo.reset()
 
 
+def tiny_gpt_and_eager_tokens() -> tuple[GPT, list[list[int]], torch.Tensor, torch.Tensor]:
+    """A random gpt-tiny, the tokens eager decoding gives for two prompts (6 greedy tokens), and
+    the prompts left-padded as ``prefill`` takes them (ids, pad counts)."""
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("gpt-tiny")).eval()
+    eager = generate(model, [[5, 6, 7, 8], [9, 10]], SamplingConfig(max_new_tokens=6, temperature=0)).tokens
+    return model, eager, torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]]), torch.tensor([0, 2])
+
+
 def test_compiled_greedy_decoding_with_one_row_linears_matches_eager():
     """The whole decode step traced with the transform (aot_eager runs the traced graph) gives
     the tokens of eager decoding; the greedy step's argmax equals argmax of the logits step."""
-    torch.manual_seed(0)
-    model = GPT(gpt_preset("gpt-tiny")).eval()
-    prompts = [[5, 6, 7, 8], [9, 10]]
-    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
-    eager = generate(model, prompts, cfg).tokens
+    model, eager, ids, pad = tiny_gpt_and_eager_tokens()
     assert use_one_row_linears(model) > 0
     counter = CompileCounter()
     torch._dynamo.reset()
     step = torch.compile(decode_greedy_token, backend="aot_eager", fullgraph=True)
     caches = static_caches(model, 2, 16)
-    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
-    pad = torch.tensor([0, 2])
     with torch.no_grad():
         token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
         got = [token[:, 0].tolist()]
@@ -183,26 +186,24 @@ def test_compiled_one_row_folded_norm_equals_layer_norm_then_linear(dtype, tol):
 
 
 def test_compiled_greedy_decoding_with_folded_norms_matches_eager():
-    torch.manual_seed(0)
-    model = GPT(gpt_preset("gpt-tiny")).eval()
-    prompts = [[5, 6, 7, 8], [9, 10]]
-    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
-    eager = generate(model, prompts, cfg).tokens
+    """The traced one-row step with folded norms against the eager step of the model as built
+    (a copy taken before the transform), logits and tokens."""
+    import copy
+
+    model, eager, ids, pad = tiny_gpt_and_eager_tokens()
+    built = copy.deepcopy(model)
     use_one_row_linears(model, fold_norms=True)
     torch._dynamo.reset()
     step = torch.compile(decode_one_token, backend="aot_eager", fullgraph=True)
-    caches = static_caches(model, 2, 16)
-    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
-    pad = torch.tensor([0, 2])
+    caches, ref_caches = static_caches(model, 2, 16), static_caches(built, 2, 16)
     with torch.no_grad():
-        ref_caches = static_caches(model, 2, 16)
         token = prefill(model, ids, pad, caches).argmax(-1, keepdim=True)
-        prefill(model, ids, pad, ref_caches)
+        prefill(built, ids, pad, ref_caches)
         got = [token[:, 0].tolist()]
         for i in range(5):
             slot = torch.tensor([4 + i])
             logits = step(model, token, slot, pad, caches)
-            torch.testing.assert_close(logits, decode_one_token(model, token, slot, pad, ref_caches), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(logits, decode_one_token(built, token, slot, pad, ref_caches), atol=1e-4, rtol=1e-4)
             token = logits.argmax(-1, keepdim=True)
             got.append(token[:, 0].tolist())
     assert [list(r) for r in zip(*got)] == eager
