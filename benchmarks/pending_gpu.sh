@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N or O}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O or P (P runs O too)}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -95,7 +95,12 @@ if [ "$PART" = I ]; then
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 fi
-if [ "$PART" = O ]; then
+if [ "$PART" = P ]; then
+# session 7: where the twin comparison's step time goes, per model: mean step, host dispatch
+# (GPU idle at the start), summed kernel time and the top kernels (translate.py prints them)
+step 150 "translate speed, profiled" python benchmarks/translate.py --speed-only --speed-modes eager --data "$DATA/multi30k" --out-dir "$OUT" --tag profile
+fi
+if [ "$PART" = O ] || [ "$PART" = P ]; then
 # next session: decoding host time before and after the stacked beam-search caches (KVStack,
 # session 6, measured on the CPU only), alternating; OLD a checkout of the commit before it
 OLD=$(realpath "${OLD:?set OLD to the older checkout}"); cp benchmarks/seq2seq_decode.py "$OLD/benchmarks/"

@@ -235,6 +235,10 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     for name, t in timings.items():
         rows[name] = {**t.to_dict(), "tokens_per_s": tokens / (t.mean_ms * iters / 1e3),
                       "parameters": sum(q.numel() for q in models[name].parameters())}
+    if device.type == "cuda" and not compile:  # where a step's time goes: GPU kernels, host dispatch
+        for name, step in steps.items():
+            rows[name]["host_ms"] = host_dispatch_ms(step, device, n_batches)
+            rows[name]["profile"] = common.profile_top(step, device, steps=n_batches, top=14)
     ratio = rows["attnkit"]["tokens_per_s"] / rows["torch.nn.Transformer"]["tokens_per_s"]
     del models, steps
     if device.type == "cuda":
@@ -247,6 +251,19 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
                   "dropout p on embeddings, residuals, attention weights and FFN activations in both; "
                   "time_interleaved rounds, tokens/s = non-pad target tokens / mean step time",
     }
+
+
+def host_dispatch_ms(step: common.Step, device: torch.device, n: int) -> float:
+    """Mean host time to issue one step, the GPU idle when it starts: the step returns once
+    every kernel is queued, so this is the host's share (it includes any wait on a host read)."""
+    total = 0.0
+    for i in range(n):
+        common.synchronize(device)
+        t0 = time.perf_counter()
+        step(i)
+        total += time.perf_counter() - t0
+    common.synchronize(device)
+    return total / n * 1e3
 
 
 # -- decoding speed ---------------------------------------------------------------------------
@@ -349,6 +366,13 @@ def speed_only(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device
         print(f"{mode}: attnkit {r['attnkit']['tokens_per_s']:,.0f} tokens/s (mean {r['attnkit']['mean_ms']:.2f} ms), "
               f"torch.nn.Transformer {r['torch.nn.Transformer']['tokens_per_s']:,.0f} (mean {r['torch.nn.Transformer']['mean_ms']:.2f} ms), "
               f"ratio {runs[mode]['ratio_attnkit_over_torch']:.3f}", flush=True)
+        for name, row in r.items():
+            if "profile" in row:
+                prof = row["profile"]
+                print(f"  {name}: step {row['mean_ms']:.2f} ms, host dispatch {row['host_ms']:.2f} ms, GPU kernels "
+                      f"{prof['busy_ms_per_step']:.2f} ms, host reads {prof['host_reads_per_step']:.1f} per step")
+                for k in prof["top"]:
+                    print(f"    {k['ms_per_step']:7.3f} ms {k['calls_per_step']:6.1f}x  {k['name'][:90]}")
     payload = {"benchmark": "translate-speed", "quick": args.quick, "environment": env, "runs": runs}
     suffix = "-speed" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     print(f"wrote {common.write_json('translate', payload, args.out_dir, suffix=suffix)}")
