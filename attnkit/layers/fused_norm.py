@@ -56,12 +56,26 @@ def _interpret(x: Tensor) -> bool:
     return True
 
 
-def _launch(width: int, interpret: bool) -> dict:
+def _next_seed(device: torch.device) -> int:
+    """A new dropout seed per call, repeatable after ``torch.manual_seed``. On CUDA it comes from
+    the device generator's Philox offset, which this call advances as torch's own dropout does
+    (cheaper on the host than drawing from a generator); elsewhere from the CPU generator."""
+    if device.type != "cuda":
+        return int(torch.randint(2**31 - 1, (1,)).item())
+    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    offset = gen.get_offset()
+    gen.set_offset(offset + 4)  # Philox offsets advance in fours
+    return (gen.initial_seed() * 1_000_003 + offset) % (2**31 - 1)
+
+
+def _launch(width: int, interpret: bool, backward: bool) -> dict:
     """Block width (a power of two holding a row), rows per backward tile, warps."""
     block = kernels.next_power_of_2(width)
-    out = dict(BLOCK=block, rows=max(1, min(16, 4096 // block)))
-    if not interpret:
-        out["num_warps"] = min(max(block // 256, 1), 8)
+    out: dict = dict(BLOCK=block)
+    if backward:
+        out["ROWS"] = max(1, min(16, 4096 // block))
+    if not interpret:  # the backward's tile holds ROWS rows: more warps
+        out["num_warps"] = 8 if backward else min(max(block // 256, 1), 8)
     return out
 
 
@@ -77,10 +91,8 @@ class _DropoutAddNorm(torch.autograd.Function):
         y = torch.empty(x2.shape, dtype=out_dtype, device=x.device)
         mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         rstd = torch.empty_like(mean)
-        # From the CPU generator, so no device synchronisation; torch.manual_seed sets it.
-        seed = int(torch.randint(2**31 - 1, (1,)).item()) if p > 0 else 0
-        launch = _launch(width, interpret)
-        launch.pop("rows")
+        seed = _next_seed(x.device) if p > 0 else 0
+        launch = _launch(width, interpret, backward=False)
         if n_rows:
             forward[(n_rows,)](x2, h2, weight, bias, s, y, mean, rstd, seed, n_rows, width, p, 1.0 / (1.0 - p), eps,
                                DROPOUT=p > 0, **launch)
@@ -96,15 +108,14 @@ class _DropoutAddNorm(torch.autograd.Function):
         dy2 = dy.reshape(-1, width).contiguous()
         dx = torch.empty(s.shape, dtype=ctx.dtypes[0], device=s.device)
         dh = torch.empty(s.shape, dtype=ctx.dtypes[1], device=s.device)
-        launch = _launch(width, ctx.interpret)
-        rows = launch.pop("rows")
-        tiles = -(-n_rows // rows)
+        launch = _launch(width, ctx.interpret, backward=True)
+        tiles = -(-n_rows // launch["ROWS"])
         partial = torch.empty if n_rows else torch.zeros  # every tile writes its row
         dw = partial(max(tiles, 1), width, dtype=torch.float32, device=s.device)
         db = partial(max(tiles, 1), width, dtype=torch.float32, device=s.device)
         if n_rows:
             backward[(tiles,)](dy2, s, weight, mean, rstd, dx, dh, dw, db, ctx.seed, n_rows, width, ctx.p, 1.0 / (1.0 - ctx.p),
-                               DROPOUT=ctx.p > 0, ROWS=rows, **launch)
+                               DROPOUT=ctx.p > 0, **launch)
         shape = dy.shape
         return dx.view(shape), dh.view(shape), dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype), None, None, None
 
