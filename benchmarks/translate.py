@@ -52,7 +52,6 @@ The recipe, and why (Multi30k: 29k short sentence pairs, ~14 tokens each):
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -76,7 +75,6 @@ from attnkit.data.parallel import TokenBatches, read_parallel  # noqa: E402
 from attnkit.data.seq2seq import Seq2SeqBatch  # noqa: E402
 from attnkit.data.subword import train_subword_tokenizer  # noqa: E402
 from attnkit.layers.positional import sinusoid_table  # noqa: E402
-from attnkit.layers.residual import Residual  # noqa: E402
 from attnkit.models.transformer import AttentionConfig, TransformerConfig  # noqa: E402
 from attnkit.objectives import seq2seq_loss  # noqa: E402
 from attnkit.training import TrainConfig, build_optimizer  # noqa: E402
@@ -213,17 +211,14 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     batches = [b.to(device) for _, b in zip(range(n_batches), plan_data.batches(epoch=0, seed=0))]
     torch.manual_seed(0)
     models = {"attnkit": attnkit.Transformer(cfg).to(device), "torch.nn.Transformer": TorchTranslator(cfg).to(device)}
-    if device.type == "cuda" and not compile:  # the same model without the fused residual-norm kernel
-        models["attnkit unfused"] = unfused(copy.deepcopy(models["attnkit"]))
     run: dict[str, nn.Module] = dict(models)
     compile_s: dict[str, float] = {}
     if compile:
         models["torch.nn.Transformer"].cache_causal = False
         run = {n: torch.compile(m, dynamic=True) for n, m in models.items()}
     steps = {
-        name: train_step_fn(m, (lambda m, b: m(b.src, b.tgt_in)) if name == "torch.nn.Transformer" else (lambda m, b: m(b.src, b.tgt_in).logits),
-                            batches, 0.1, device)
-        for name, m in run.items()
+        "attnkit": train_step_fn(run["attnkit"], lambda m, b: m(b.src, b.tgt_in).logits, batches, 0.1, device),
+        "torch.nn.Transformer": train_step_fn(run["torch.nn.Transformer"], lambda m, b: m(b.src, b.tgt_in), batches, 0.1, device),
     }
     if compile:  # compile outside the timing (first call, then the rest of the shapes)
         for name, step in steps.items():
@@ -245,28 +240,17 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
             rows[name]["host_ms"] = host_dispatch_ms(step, device, n_batches)
             rows[name]["profile"] = common.profile_top(step, device, steps=n_batches, top=14)
     ratio = rows["attnkit"]["tokens_per_s"] / rows["torch.nn.Transformer"]["tokens_per_s"]
-    extra = {}
-    if "attnkit unfused" in rows:
-        extra["ratio_unfused_over_torch"] = rows["attnkit unfused"]["tokens_per_s"] / rows["torch.nn.Transformer"]["tokens_per_s"]
     del models, steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
         "compiled": compile, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
         "padded_tokens_per_batch": sum(b.tgt_in.numel() for b in batches) / n_batches, "results": rows,
-        "ratio_attnkit_over_torch": ratio, **extra,
+        "ratio_attnkit_over_torch": ratio,
         "method": "same step function (bf16 autocast, label-smoothed loss x tokens, grads / tokens, fused Adam); "
                   "dropout p on embeddings, residuals, attention weights and FFN activations in both; "
                   "time_interleaved rounds, tokens/s = non-pad target tokens / mean step time",
     }
-
-
-def unfused(model: nn.Module) -> nn.Module:
-    """``model`` with every residual connection on the eager operations (no fused kernel)."""
-    for m in model.modules():
-        if isinstance(m, Residual):
-            m.fused = False
-    return model
 
 
 def host_dispatch_ms(step: common.Step, device: torch.device, n: int) -> float:
@@ -382,9 +366,6 @@ def speed_only(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device
         print(f"{mode}: attnkit {r['attnkit']['tokens_per_s']:,.0f} tokens/s (mean {r['attnkit']['mean_ms']:.2f} ms), "
               f"torch.nn.Transformer {r['torch.nn.Transformer']['tokens_per_s']:,.0f} (mean {r['torch.nn.Transformer']['mean_ms']:.2f} ms), "
               f"ratio {runs[mode]['ratio_attnkit_over_torch']:.3f}", flush=True)
-        if "ratio_unfused_over_torch" in runs[mode]:
-            print(f"  without the fused residual-norm kernel: attnkit {r['attnkit unfused']['tokens_per_s']:,.0f} tokens/s "
-                  f"(mean {r['attnkit unfused']['mean_ms']:.2f} ms), ratio {runs[mode]['ratio_unfused_over_torch']:.3f}")
         for name, row in r.items():
             if "profile" in row:
                 prof = row["profile"]

@@ -9,11 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-# Without a GPU, Triton kernels (attnkit.layers.fused_norm) run in Triton's CPU interpreter. The
-# switch is read when triton is first imported, so it is set before any test imports it.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

@@ -13,17 +13,9 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from attnkit.layers import fused_norm
-
 
 class Residual(nn.Module):
-    """Holds the LayerNorm and dropout of one sublayer connection.
-
-    Post-norm training on CUDA runs dropout, sum and norm as one Triton kernel
-    (:mod:`attnkit.layers.fused_norm`); set ``fused = False`` on a module for the eager operations.
-    """
-
-    fused = True
+    """Holds the LayerNorm and dropout of one sublayer connection."""
 
     def __init__(self, d_model: int, dropout: float, norm_position: str = "post", eps: float = 1e-5) -> None:
         super().__init__()
@@ -40,6 +32,4 @@ class Residual(nn.Module):
             h = sublayer(self.norm(x))
             return x + (self.dropout(h) if self.training else h)
         h = sublayer(x)
-        if self.training and self.fused and fused_norm.supported(x, h, self.norm):
-            return fused_norm.dropout_add_layer_norm(x, h, self.norm.weight, self.norm.bias, self.dropout.p, self.norm.eps)
         return self.norm(x + (self.dropout(h) if self.training else h))
