@@ -23,7 +23,10 @@ together. The recipe (``--set train.KEY=VALUE``): AdamW, lr 5e-5, batch 32, line
 entity F1 (ner) goes to ``OUT/model`` with ``tokenizer.json``, usable by ``attnkit predict``
 and ``attnkit.load``; its dev scores go to ``OUT/eval.json``. ``--set train.layer_decay=0.8``
 adds ELECTRA's layer-wise learning-rate decay: each layer trains at 0.8 times the rate of the
-one above it, the head at the full rate.
+one above it, the head at the full rate. ``--set train.rdrop=1.0`` adds R-Drop (Liang et al.
+2021): every batch runs twice with different dropout masks (one forward pass of twice the rows)
+and the symmetric KL divergence of the two predictions, weighted by 1.0, joins their mean
+cross-entropy; ``--set train.label_smoothing=0.1`` smooths the training labels.
 """
 
 from __future__ import annotations
@@ -152,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(labels)} labels ({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''}); "
           f"{t.steps} steps; padding {100 * (1 - n_tokens / max(n_padded, 1)):.1f}% of batch positions")
     device = pick_device(t.device)
-    kw = dict(batch_size=t.batch_size, eval_batch_size=d.eval_batch_size, bucket_size=d.bucket_size, pad_id=tok.pad_id, device=device)
+    kw = dict(batch_size=t.batch_size, eval_batch_size=d.eval_batch_size, bucket_size=d.bucket_size, pad_id=tok.pad_id, device=device,
+              label_smoothing=t.label_smoothing, rdrop=t.rdrop)
     if args.task == "classify":
         task: Any = ft.ClassificationTask(train_enc, dev_enc, **kw)
     else:

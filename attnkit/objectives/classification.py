@@ -3,7 +3,8 @@
     L = - mean_i log softmax(logits_i)[y_i]
 
 over the counted targets; targets equal to ``ignore_index`` (padding, specials, and the
-non-first sub-words of a word in NER) do not count.
+non-first sub-words of a word in NER) do not count. ``epsilon > 0`` smooths the targets as
+``torch.nn.functional.cross_entropy(label_smoothing=epsilon)`` does (Szegedy et al. 2016).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def classification_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+def classification_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100, epsilon: float = 0.0) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy of ``logits: (B, C)`` against ``targets: (B,)``, or ``(B, T, C)`` against ``(B, T)``.
 
     Returns:
@@ -21,5 +22,5 @@ def classification_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
     flat = logits.reshape(-1, logits.shape[-1]).float()  # (N, C)
     y = targets.reshape(-1)  # (N,)
     n = (y != ignore_index).sum()
-    loss = F.cross_entropy(flat, y, ignore_index=ignore_index, reduction="sum") / n.clamp(min=1)
+    loss = F.cross_entropy(flat, y, ignore_index=ignore_index, reduction="sum", label_smoothing=epsilon) / n.clamp(min=1)
     return loss, n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,12 @@ class TrainConfig(Config):
     fine-tuning details): encoder layer ``i`` of ``L`` trains at ``lr * layer_decay^(L - i)``, the
     embeddings at ``lr * layer_decay^(L + 1)``, pooler and head at ``lr``
     (:func:`~attnkit.training.optim.layer_depths`; it needs separate layers, not ALBERT's shared one).
+    ``rdrop > 0`` is R-Drop (Liang et al. 2021, "R-Drop: Regularized Dropout for Neural Networks",
+    eq. 3) with ``alpha = rdrop``: each batch goes through the model twice (as one batch of twice
+    the rows, so with different dropout masks) and the loss adds ``alpha`` times the symmetric KL
+    divergence of the two output distributions to their mean cross-entropy
+    (:func:`~attnkit.objectives.rdrop.rdrop_loss`; the paper sums the two cross-entropies, so its
+    alpha is ``2 * rdrop``). Fine-tuning ``classify`` and ``ner`` only; other tasks reject it.
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """
@@ -41,6 +48,7 @@ class TrainConfig(Config):
     ema_decay: float = 0.0
     layer_decay: float = 1.0
     label_smoothing: float = 0.1
+    rdrop: float = 0.0
     clip_norm: float = 0.0
     eval_every: int = 0
     save_every: int = 0
@@ -69,6 +77,7 @@ class TrainConfig(Config):
         check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "must be in (0, 1] (1 disables layer-wise lr decay)")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        check(0.0 <= self.rdrop < math.inf, "rdrop", self.rdrop, "must be a finite number >= 0 (0 disables R-Drop)")
         if self.stop_at is not None:
             check(self.eval_every > 0, "stop_at", self.stop_at, "needs eval_every > 0 (it is checked at evaluations)")
         check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")

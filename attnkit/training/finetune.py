@@ -8,6 +8,11 @@ Examples are tokenized once. Batches are padded only to their own longest row (d
 padding), and rows of similar length are batched together: the epoch's shuffled examples are cut
 into chunks of ``bucket_size`` batches, each chunk is sorted by length and cut into batches, and
 the batch order is shuffled again. Evaluation sorts the whole set by length.
+
+Training may smooth the labels (``label_smoothing``) and add R-Drop (``rdrop``; Liang et al. 2021,
+eq. 3, :mod:`attnkit.objectives.rdrop`): the batch is stacked on itself, ``(2B, T)``, and run
+once, so the two halves see different dropout masks for the cost of one forward pass of twice
+the rows (twice the activation memory). The dev loss is plain cross-entropy, without either.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from attnkit.data.wordpiece import WordPieceTokenizer
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.metrics import accuracy, entity_scores
 from attnkit.objectives.classification import classification_loss
+from attnkit.objectives.rdrop import rdrop_loss
 
 IGNORE = -100
 
@@ -184,19 +190,30 @@ class _FinetuneTask:
     varying_lengths = True  # length-bucketed batches: a new length at most steps
 
     def __init__(self, train: Encoded, dev: Encoded | None, *, batch_size: int, eval_batch_size: int, bucket_size: int,
-                 pad_id: int, device: torch.device | str = "cpu") -> None:
+                 pad_id: int, device: torch.device | str = "cpu", label_smoothing: float = 0.0, rdrop: float = 0.0) -> None:
         self.train, self.dev = train, dev
         self.batch_size, self.eval_batch_size, self.bucket_size = batch_size, eval_batch_size, bucket_size
         self.pad_id, self.device = pad_id, torch.device(device)
+        self.label_smoothing, self.rdrop = label_smoothing, rdrop  # the Trainer checks rdrop against train.rdrop
         self._lengths = train.lengths()
 
     def batches(self, epoch: int, seed: int) -> Iterator[Batch]:
         for index in bucketed_batches(self._lengths, self.batch_size, bucket_size=self.bucket_size, seed=seed, epoch=epoch):
             yield collate(self.train, index, self.pad_id).to(self.device)
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    def loss(self, model: nn.Module, batch: Batch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
+        """Mean loss over the counted targets and their number; R-Drop only while ``model.training``.
+
+        ``epsilon`` overrides the task's label smoothing (the dev loss passes 0).
+        """
+        eps = self.label_smoothing if epsilon is None else epsilon
+        if self.rdrop > 0 and model.training:
+            ids, mask, seg = (torch.cat([t, t]) for t in (batch.ids, batch.attention_mask, batch.segment_ids))  # (2B, T)
+            logits = model(ids, attention_mask=mask, segment_ids=seg).logits  # (2B, C) or (2B, T, C)
+            first, second = logits.chunk(2)  # two dropout passes over the batch
+            return rdrop_loss(first, second, batch.targets, alpha=self.rdrop, epsilon=eps, ignore_index=IGNORE)
         logits = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids).logits
-        return classification_loss(logits, batch.targets)
+        return classification_loss(logits, batch.targets, ignore_index=IGNORE, epsilon=eps)
 
     def logits(self, model: nn.Module, data: Encoded) -> list[Tensor]:
         return predict_logits(model, data, pad_id=self.pad_id, batch_size=self.eval_batch_size, device=self.device)
@@ -205,7 +222,7 @@ class _FinetuneTask:
         assert self.dev is not None
         total, count = 0.0, 0
         for index in sorted_batches(self.dev.lengths(), self.eval_batch_size):
-            loss, n = self.loss(model, collate(self.dev, index, self.pad_id).to(self.device))
+            loss, n = self.loss(model, collate(self.dev, index, self.pad_id).to(self.device), epsilon=0.0)
             total, count = total + float(loss) * int(n), count + int(n)
         return total / max(count, 1)
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from attnkit.errors import CheckpointError
+from attnkit.errors import CheckpointError, ConfigError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from attnkit.training.config import TrainConfig
@@ -92,6 +92,7 @@ class Trainer:
     ) -> None:
         self.model, self.task, self.config, self.out = model, task, config, Path(out)
         self.tokenizer, self.progress, self.hooks = tokenizer, progress, hooks or []
+        _check_rdrop(task, config.rdrop)
         self.device = pick_device(config.device)
         self.model.to(self.device)
         varying = getattr(task, "varying_lengths", False)
@@ -331,6 +332,17 @@ class Trainer:
             return
         keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+def _check_rdrop(task: Task, rdrop: float) -> None:
+    """``train.rdrop`` must be the task's own R-Drop weight; a task without one takes only 0."""
+    own = getattr(task, "rdrop", None)
+    if own is None and rdrop > 0:
+        raise ConfigError(f"rdrop={rdrop!r} is not supported by {type(task).__name__}; R-Drop applies to "
+                          "`attnkit finetune classify` and `ner` only: leave train.rdrop at 0")
+    if own is not None and own != rdrop:
+        raise ConfigError(f"rdrop={rdrop!r} differs from the {type(task).__name__}'s rdrop={own!r}; "
+                          "build the task with rdrop=config.rdrop")
 
 
 def _progress(enabled: bool, total: int, initial: int) -> Any:
