@@ -8,7 +8,8 @@
 # PLAN 1 (default): session 1's sweep of pooling and learning rates. PLAN 2 (session 5): weight
 # averaging (train.ema_decay), evaluation every 500 steps on SST-2, seeds, label smoothing.
 # PLAN 3 (session 5, run right after plan 2 in the same lease; there the runs were typed into the
-# device command, with tags sweep3-*): label smoothing with the best of plan 2.
+# device command, with tags sweep3-*): label smoothing with the best of plan 2. PLAN 4-5 (session 6):
+# layer-wise lr decay. PLAN 6 (session 7): R-Drop and label smoothing (see the plan).
 # Each run adds its --set options to the recipes of benchmarks/finetune.py as they were that day
 # (the recipes changed after plan 3); each result JSON's "command" has the full command line.
 # Each run writes RESULTS_DIR/finetune-<device>-<date>-sweep-<tag>.json; the summary table is
@@ -110,5 +111,23 @@ run w-ld9-2e4-ep8     wnut17 --set train.layer_decay=0.9 --set train.lr=2e-4 --e
 run r-ld9-5e5-s3      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=3
 run r-ld9-5e5-s4      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=4
 run r-ld9-5e5-s5      rte --set train.layer_decay=0.9 --set train.lr=5e-5 --set train.seed=5
+elif [ "$PLAN" = 6 ]; then
+# session 7: R-Drop (train.rdrop; Liang et al. 2021) and label smoothing that now takes effect
+# (before session 7, classify and ner ignored train.label_smoothing: plans 3-5's "ls" runs had none)
+run s-rd05            sst2 --set train.rdrop=0.5
+run s-rd05-s1         sst2 --set train.rdrop=0.5 --set train.seed=1
+run s-rd05-s2         sst2 --set train.rdrop=0.5 --set train.seed=2
+run s-rd1             sst2 --set train.rdrop=1.0
+run s-rd1-s1          sst2 --set train.rdrop=1.0 --set train.seed=1
+run s-ls1             sst2 --set train.label_smoothing=0.1
+run s-ls1-s1          sst2 --set train.label_smoothing=0.1 --set train.seed=1
+run s-rd05-ls1        sst2 --set train.rdrop=0.5 --set train.label_smoothing=0.1
+run r-rd05            rte --set train.rdrop=0.5
+run r-rd05-s1         rte --set train.rdrop=0.5 --set train.seed=1
+run r-rd1             rte --set train.rdrop=1.0
+run w-rd05            wnut17 --set train.rdrop=0.5
+run w-rd05-s1         wnut17 --set train.rdrop=0.5 --set train.seed=1
+run w-rd1             wnut17 --set train.rdrop=1.0
+run w-ls1             wnut17 --set train.label_smoothing=0.1
 fi
 wait

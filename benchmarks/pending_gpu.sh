@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O or P (P runs O too)}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too) or Q}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,16 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = Q ]; then
+# session 7, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G
+# (SWEEP_PLAN=6); meanwhile the twin comparison with cuDNN attention off for both models, as the
+# Trainer runs varying-length tasks, twice
+mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
+for i in 1 2; do
+  step 110 "translate speed, cuDNN attention off ($i)" python benchmarks/translate.py --speed-only --speed-modes eager \
+    --data "$DATA/multi30k" --out-dir "$OUT" --tag nocudnn$i --no-cudnn-attention
+done
 fi
 if [ "$PART" = P ]; then
 # session 7: where the twin comparison's step time goes, per model: mean step, host dispatch

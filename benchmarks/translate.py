@@ -401,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the training-speed comparison, eager and under torch.compile(dynamic=True) for both models")
     ap.add_argument("--speed-modes", default="eager,compiled", type=lambda x: [m.strip() for m in x.split(",")],
                     help="with --speed-only: which comparisons, in order (default eager,compiled)")
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="turn SDPA's cuDNN backend off for the whole process, as the Trainer does for varying-length "
+                         "tasks (torch.backends.cuda.enable_cudnn_sdp(False))")
     args = ap.parse_args(argv)
+    if args.no_cudnn_attention and torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if set(args.speed_modes) - {"eager", "compiled"} or not args.speed_modes:
         raise SystemExit(f"error: --speed-modes {','.join(args.speed_modes)}: choose from eager, compiled")
 
@@ -418,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     model_cfg, train_cfg = cfgs["model"], cfgs["train"].replace(device=str(device))
     data_cfg = cfgs["data"].replace(data=str(args.data))
     env = common.environment(device)
+    env["cudnn_sdp_enabled"] = torch.backends.cuda.cudnn_sdp_enabled()
     print(f"device {env['device_name']} | torch {env['torch']} | cuda {env['cuda']} | attnkit {env['attnkit']['commit'][:12]}")
     if args.ablations:
         return ablations(cfgs, args, device, env)
