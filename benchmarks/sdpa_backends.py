@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "sdpa-backends", "environment": env, "args": vars(args) | {"out_dir": str(args.out_dir)},
                "rows": rows, "sdpa_kernel_context_us": context_us,
                "method": "forward + backward of one SDPA call, bf16 on CUDA, CUDA events, 3 interleaved rounds of 20"}
-    print(f"wrote {common.write_json('sdpa-backends', payload, args.out_dir)}")
+    suffix = f"-b{args.batch}-s{args.src}-t{args.tgt}"  # one file per size: two runs in a call do not overwrite each other
+    print(f"wrote {common.write_json('sdpa-backends', payload, args.out_dir, suffix=suffix)}")
     return 0
 
 
