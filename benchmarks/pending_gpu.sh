@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too) or Q}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too), Q or R}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -94,6 +94,20 @@ if [ "$PART" = I ]; then
 # compiled afresh: about 5 minutes), then the GPU tests of compiled decoding
 step 420 "gpt decode" python benchmarks/gpt.py decode --repeats 3 --out-dir "$OUT"
 step 150 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if [ "$PART" = R ]; then
+# session 7: the twin ratio before (OLD, a checkout of 4b12244) and after the packed-gradient head
+# split and the recipe's memory-efficient attention pin; "after, unpinned" separates the two
+OLD=$(realpath "${OLD:?set OLD to the older checkout}"); D=$(realpath "$DATA/multi30k")
+step 60 "gpu tests" python -m pytest -q -p no:cacheprovider tests/attention/test_heads.py tests/attention/test_sdpa_backend.py
+T="python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT"
+for i in 1 2; do
+  step 80 "translate speed, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag before$i"
+  step 80 "translate speed, after ($i)" $T --tag after$i
+done
+step 80 "translate speed, after, unpinned" $T --tag after-unpinned --set "model.attention.params={}"
+step 80 "translate speed, before, cuDNN off" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag before-nocudnn --no-cudnn-attention"
+step 80 "translate speed, after, cuDNN off" $T --tag after-nocudnn --no-cudnn-attention
 fi
 if [ "$PART" = Q ]; then
 # session 7, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G

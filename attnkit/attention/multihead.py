@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache, StaticKV
+from attnkit.attention.heads import packed_heads
 from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.attention.registry import build
 
@@ -65,11 +66,9 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_k)
 
     def _packed_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
-        """``n`` packed projections ``(B, T, n * d_model)`` as ``n`` views ``(B, H, T, d_k)``:
-        three operations whatever ``n`` (a chunk and a view and transpose per tensor were
-        ``1 + 2n``; each is host time on every call, and an autograd node)."""
-        b, t, _ = x.shape
-        return x.view(b, t, n, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        """``n`` packed projections ``(B, T, n * d_model)`` as ``n`` views ``(B, H, T, d_k)``,
+        whose backward writes the projection's gradient in one piece (:mod:`attnkit.attention.heads`)."""
+        return packed_heads(x, n, self.n_heads)
 
     def forward(
         self,
