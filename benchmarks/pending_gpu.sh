@@ -102,12 +102,12 @@ OLD=$(realpath "${OLD:?set OLD to the older checkout}"); D=$(realpath "$DATA/mul
 step 60 "gpu tests" python -m pytest -q -p no:cacheprovider tests/attention/test_heads.py tests/attention/test_sdpa_backend.py
 T="python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT"
 for i in 1 2; do
-  step 80 "translate speed, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag before$i"
-  step 80 "translate speed, after ($i)" $T --tag after$i
+  step 80 "translate speed, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag session7-before$i"
+  step 80 "translate speed, after ($i)" $T --tag session7-after$i
 done
-step 80 "translate speed, after, unpinned" $T --tag after-unpinned --set "model.attention.params={}"
-step 80 "translate speed, before, cuDNN off" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag before-nocudnn --no-cudnn-attention"
-step 80 "translate speed, after, cuDNN off" $T --tag after-nocudnn --no-cudnn-attention
+step 80 "translate speed, after, unpinned" $T --tag session7-after-unpinned --set "model.attention.params={}"
+step 80 "translate speed, before, cuDNN off" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag session7-before-nocudnn --no-cudnn-attention"
+step 80 "translate speed, after, cuDNN off" $T --tag session7-after-nocudnn --no-cudnn-attention
 fi
 if [ "$PART" = Q ]; then
 # session 7, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G
@@ -145,8 +145,8 @@ if [ "$PART" = M ]; then
 # skipped in eval (OLD: a checkout of the commit before, OLD_COMMIT its name), alternating
 OLD=$(realpath "${OLD:?set OLD to the older checkout}"); cp benchmarks/seq2seq_decode.py "$OLD/benchmarks/"
 for i in 1 2; do
-  step 100 "seq2seq decode, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT python benchmarks/seq2seq_decode.py --out-dir $OUT --tag before$i"
-  step 100 "seq2seq decode, after ($i)" python benchmarks/seq2seq_decode.py --out-dir "$OUT" --tag after$i
+  step 100 "seq2seq decode, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT python benchmarks/seq2seq_decode.py --out-dir $OUT --tag session7-before$i"
+  step 100 "seq2seq decode, after ($i)" python benchmarks/seq2seq_decode.py --out-dir "$OUT" --tag session7-after$i
 done
 fi
 if [ "$PART" = L ]; then
@@ -154,8 +154,8 @@ if [ "$PART" = L ]; then
 # in one call; OLD is a checkout of the commit before it (the twin's code is the same in both)
 D=$(realpath "$DATA/multi30k"); OLD=$(realpath "${OLD:?set OLD to the older checkout}")
 for i in 1 2; do
-  step 120 "translate speed, before ($i)" bash -c "cd $OLD && python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT --tag before$i"
-  step 120 "translate speed, after ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$D" --out-dir "$OUT" --tag after$i
+  step 120 "translate speed, before ($i)" bash -c "cd $OLD && python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT --tag session7-before$i"
+  step 120 "translate speed, after ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$D" --out-dir "$OUT" --tag session7-after$i
 done
 fi
 if [ "$PART" = K ]; then
