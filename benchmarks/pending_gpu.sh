@@ -145,8 +145,8 @@ if [ "$PART" = M ]; then
 # skipped in eval (OLD: a checkout of the commit before, OLD_COMMIT its name), alternating
 OLD=$(realpath "${OLD:?set OLD to the older checkout}"); cp benchmarks/seq2seq_decode.py "$OLD/benchmarks/"
 for i in 1 2; do
-  step 100 "seq2seq decode, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT python benchmarks/seq2seq_decode.py --out-dir $OUT --tag session7-before$i"
-  step 100 "seq2seq decode, after ($i)" python benchmarks/seq2seq_decode.py --out-dir "$OUT" --tag session7-after$i
+  step 100 "seq2seq decode, before ($i)" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT python benchmarks/seq2seq_decode.py --out-dir $OUT --tag before$i"
+  step 100 "seq2seq decode, after ($i)" python benchmarks/seq2seq_decode.py --out-dir "$OUT" --tag after$i
 done
 fi
 if [ "$PART" = L ]; then
@@ -154,8 +154,8 @@ if [ "$PART" = L ]; then
 # in one call; OLD is a checkout of the commit before it (the twin's code is the same in both)
 D=$(realpath "$DATA/multi30k"); OLD=$(realpath "${OLD:?set OLD to the older checkout}")
 for i in 1 2; do
-  step 120 "translate speed, before ($i)" bash -c "cd $OLD && python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT --tag session7-before$i"
-  step 120 "translate speed, after ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$D" --out-dir "$OUT" --tag session7-after$i
+  step 120 "translate speed, before ($i)" bash -c "cd $OLD && python benchmarks/translate.py --speed-only --speed-modes eager --data $D --out-dir $OUT --tag before$i"
+  step 120 "translate speed, after ($i)" python benchmarks/translate.py --speed-only --speed-modes eager --data "$D" --out-dir "$OUT" --tag after$i
 done
 fi
 if [ "$PART" = K ]; then
