@@ -185,9 +185,23 @@ def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch
     return step
 
 
+def compile_layers(model: nn.Module) -> nn.Module:
+    """Each encoder and decoder layer of ``model`` (attnkit's or the twin's) under
+    ``torch.compile(dynamic=True)``, the rest eager. Layer by layer, neither model recompiles
+    per target length (checked on the CPU with ``TORCH_LOGS=recompiles``, session 7), where
+    the whole twin does (``torch.nn.Transformer`` specialises on it)."""
+    stacks = [model.encoder, model.decoder] if isinstance(model, attnkit.Transformer) else [model.core.encoder, model.core.decoder]
+    for stack in stacks:
+        stack.layers = nn.ModuleList(torch.compile(layer, dynamic=True) for layer in stack.layers)
+    return model
+
+
 def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device: torch.device, quick: bool,
-                   compile: bool = False) -> dict[str, Any]:
+                   compile: bool = False, layers: bool = False) -> dict[str, Any]:
     """Tokens/s of attnkit and torch.nn.Transformer twins, trained by one step function on the same batches.
+
+    ``layers``: both models with every layer compiled (:func:`compile_layers`), on all the
+    batches; the warm-up steps compile and are not timed.
 
     ``compile``: both models under ``torch.compile(dynamic=True)``, the step function unchanged;
     the first steps, which compile, are not timed. attnkit's model compiles twice (one
@@ -215,6 +229,14 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     models = {"attnkit": attnkit.Transformer(cfg).to(device), "torch.nn.Transformer": TorchTranslator(cfg).to(device)}
     run: dict[str, nn.Module] = dict(models)
     compile_s: dict[str, float] = {}
+    if layers:
+        for name, m in models.items():
+            compile_layers(m)
+            t0 = time.perf_counter()
+            (m(batches[0].src, batches[0].tgt_in).logits if name == "attnkit" else m(batches[0].src, batches[0].tgt_in)).float().sum().backward()
+            m.zero_grad(set_to_none=True)
+            common.synchronize(device)
+            compile_s[name] = time.perf_counter() - t0  # the first graphs; later shapes compile in the warm-up
     if compile:
         models["torch.nn.Transformer"].cache_causal = False
         run = {n: torch.compile(m, dynamic=True) for n, m in models.items()}
@@ -246,7 +268,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "compiled": compile, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
+        "compiled": "layers" if layers else compile, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
         "padded_tokens_per_batch": sum(b.tgt_in.numel() for b in batches) / n_batches, "results": rows,
         "ratio_attnkit_over_torch": ratio,
         "method": "same step function (bf16 autocast, label-smoothed loss x tokens, grads / tokens, fused Adam); "
@@ -361,7 +383,7 @@ def speed_only(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device
     runs = {}
     for mode in args.speed_modes:
         t0 = time.perf_counter()
-        runs[mode] = training_speed(model_cfg, data_cfg, device, args.quick, compile=mode == "compiled")
+        runs[mode] = training_speed(model_cfg, data_cfg, device, args.quick, compile=mode == "compiled", layers=mode == "layers")
         runs[mode]["wall_s"] = time.perf_counter() - t0
         r = runs[mode]["results"]
         # tokens/s come from the mean step time over the batches (shapes differ); print that mean
@@ -402,15 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-only", action="store_true",
                     help="only the training-speed comparison, eager and under torch.compile(dynamic=True) for both models")
     ap.add_argument("--speed-modes", default="eager,compiled", type=lambda x: [m.strip() for m in x.split(",")],
-                    help="with --speed-only: which comparisons, in order (default eager,compiled)")
+                    help="with --speed-only: which comparisons, in order (default eager,compiled; also layers: every "
+                         "layer of both models compiled)")
     ap.add_argument("--no-cudnn-attention", action="store_true",
                     help="turn SDPA's cuDNN backend off for the whole process, as the Trainer does for varying-length "
                          "tasks (torch.backends.cuda.enable_cudnn_sdp(False))")
     args = ap.parse_args(argv)
     if args.no_cudnn_attention and torch.cuda.is_available():
         torch.backends.cuda.enable_cudnn_sdp(False)
-    if set(args.speed_modes) - {"eager", "compiled"} or not args.speed_modes:
-        raise SystemExit(f"error: --speed-modes {','.join(args.speed_modes)}: choose from eager, compiled")
+    if set(args.speed_modes) - {"eager", "compiled", "layers"} or not args.speed_modes:
+        raise SystemExit(f"error: --speed-modes {','.join(args.speed_modes)}: choose from eager, compiled, layers")
 
     if not (args.data / "train.de.gz").is_file() and not (args.data / "train.de").is_file():
         raise SystemExit(f"error: no Multi30k at {args.data}; copy it there: mkdir -p .data && cp -r ../shared/data/multi30k .data/")
