@@ -52,7 +52,12 @@ def get(kind: str, **params: Any) -> nn.Module:
         raise ConfigError(
             f"attention kind {kind!r} takes no parameter {unknown[0]!r}; it takes: {', '.join(sorted(accepted)) or 'none'}"
         )
-    return cls(**params)
+    try:
+        return cls(**params)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a kernel's own check of a value: the same one-line error as the others
+        raise ConfigError(f"attention kind {kind!r}: {e}") from e
 
 
 def build(kind: str, *, head_dim: int, n_heads: int, params: dict[str, Any] | None = None) -> nn.Module:

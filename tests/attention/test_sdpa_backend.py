@@ -6,10 +6,11 @@ import torch.nn.functional as F
 
 import attnkit
 from attnkit.attention import get
+from attnkit.errors import ConfigError
 
 
 def test_unknown_backend_is_one_line():
-    with pytest.raises(ValueError, match="backend='fast' is not one of efficient, flash, cudnn, math"):
+    with pytest.raises(ConfigError, match="attention kind 'scaled_dot': backend='fast' is not one of efficient, flash, cudnn, math"):
         get("scaled_dot", backend="fast")
 
 
