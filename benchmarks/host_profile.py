@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("B", "S", "T"),
+                    help="sentences, source and target tokens of the batch (default 256 32 30 on CUDA)")
+    ap.add_argument("--no-profile", action="store_true", help="time the steps only (no cProfile tables)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe's model config")
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set:
         cfg = translate.apply_overrides([f"model.{s}" for s in args.set], {"model": cfg})["model"]
     torch.manual_seed(0)
-    b, s, t = (256, 32, 30) if device.type == "cuda" else (8, 12, 10)
+    b, s, t = args.shape or ((256, 32, 30) if device.type == "cuda" else (8, 12, 10))
     src = torch.randint(3, 8000, (b, s), device=device)
     src[: b // 4, -s // 4:] = 0  # a quarter of the sources padded
     tgt = torch.randint(3, 8000, (b, t + 1), device=device)
@@ -70,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             step(i)
         common.synchronize(device)
         plain = (time.perf_counter() - t0) / args.steps * 1e3
+        if args.no_profile:
+            print(f"{name}: {plain:.2f} ms per step, batch {b} x {s} / {t}")
+            continue
         prof = cProfile.Profile()
         prof.enable()
         for i in range(args.steps):
