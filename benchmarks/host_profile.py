@@ -34,6 +34,7 @@ except ImportError:
 import translate  # noqa: E402
 
 import attnkit  # noqa: E402
+from attnkit.cli.common import apply_overrides  # noqa: E402
 from attnkit.data.seq2seq import Seq2SeqBatch  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(mc, src_vocab_size=8000, tgt_vocab_size=8000,
                               attention=dataclasses.replace(mc.attention, dropout=p), activation_dropout=p)
     if args.set:
-        cfg = translate.apply_overrides([f"model.{s}" for s in args.set], {"model": cfg})["model"]
+        cfg = apply_overrides([f"model.{s}" for s in args.set], {"model": cfg})["model"]
     torch.manual_seed(0)
     b, s, t = args.shape or ((256, 32, 30) if device.type == "cuda" else (8, 12, 10))
     src = torch.randint(3, 8000, (b, s), device=device)
@@ -61,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     tgt = torch.randint(3, 8000, (b, t + 1), device=device)
     batch = Seq2SeqBatch(src=src, tgt_in=tgt[:, :-1], tgt_out=tgt[:, 1:])
     models = {"attnkit": attnkit.Transformer(cfg).to(device), "torch.nn.Transformer": translate.TorchTranslator(cfg).to(device)}
-    logits = {"attnkit": lambda m, bt: m(bt.src, bt.tgt_in).logits, "torch.nn.Transformer": lambda m, bt: m(bt.src, bt.tgt_in)}
     print(f"device {common.device_name(device)} | torch {torch.__version__}")
     for name, model in models.items():
-        step = translate.train_step_fn(model, logits[name], [batch], 0.1, device)
+        step = translate.train_step_fn(model, translate.LOGITS[name], [batch], 0.1, device)
         for i in range(10):
             step(i)
         common.synchronize(device)

@@ -166,6 +166,12 @@ class TorchTranslator(nn.Module):
         return self.out(h)  # (B, Tt, V)
 
 
+LOGITS: dict[str, Callable[[nn.Module, Seq2SeqBatch], Tensor]] = {  # how each model gives next-token logits
+    "attnkit": lambda m, b: m(b.src, b.tgt_in).logits,
+    "torch.nn.Transformer": lambda m, b: m(b.src, b.tgt_in),
+}
+
+
 def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch], Tensor], batches: list[Seq2SeqBatch],
                   label_smoothing: float, device: torch.device) -> common.Step:
     """One optimizer step as :class:`attnkit.training.Trainer` takes it (grad_accum 1, no clipping)."""
@@ -233,7 +239,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
         for name, m in models.items():
             compile_layers(m)
             t0 = time.perf_counter()
-            (m(batches[0].src, batches[0].tgt_in).logits if name == "attnkit" else m(batches[0].src, batches[0].tgt_in)).float().sum().backward()
+            LOGITS[name](m, batches[0]).float().sum().backward()
             m.zero_grad(set_to_none=True)
             common.synchronize(device)
             compile_s[name] = time.perf_counter() - t0  # the first graphs; later shapes compile in the warm-up
@@ -241,8 +247,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
         models["torch.nn.Transformer"].cache_causal = False
         run = {n: torch.compile(m, dynamic=True) for n, m in models.items()}
     steps = {
-        "attnkit": train_step_fn(run["attnkit"], lambda m, b: m(b.src, b.tgt_in).logits, batches, 0.1, device),
-        "torch.nn.Transformer": train_step_fn(run["torch.nn.Transformer"], lambda m, b: m(b.src, b.tgt_in), batches, 0.1, device),
+        name: train_step_fn(m, LOGITS[name], batches, 0.1, device) for name, m in run.items()
     }
     if compile:  # compile outside the timing (first call, then the rest of the shapes)
         for name, step in steps.items():

@@ -21,12 +21,10 @@ from torch import Tensor
 class _PackedHeads(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> tuple[Tensor, ...]:  # x: (B, T, n, H, D)
-        ctx.shape = tuple(x.shape)
         return tuple(x.permute(2, 0, 3, 1, 4).unbind(0))  # n x (B, H, T, D), views of x
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> Tensor:
-        b, t, n, h, d = ctx.shape
         if any(g is None for g in grads):  # a head tensor that did not reach the loss
             like = next(g for g in grads if g is not None)
             grads = tuple(torch.zeros_like(like) if g is None else g for g in grads)

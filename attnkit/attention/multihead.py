@@ -65,11 +65,6 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_k)
 
-    def _packed_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
-        """``n`` packed projections ``(B, T, n * d_model)`` as ``n`` views ``(B, H, T, d_k)``,
-        whose backward writes the projection's gradient in one piece (:mod:`attnkit.attention.heads`)."""
-        return packed_heads(x, n, self.n_heads)
-
     def forward(
         self,
         x: Tensor,
@@ -104,11 +99,11 @@ class MultiHeadAttention(nn.Module):
             else:
                 if context is None:
                     raise ValueError("cross-attention needs a context (the encoder output)")
-                k, v = self._packed_heads(self.kv_proj(context), 2)  # 2 x (B, H, Tk, d_k)
+                k, v = packed_heads(self.kv_proj(context), 2, self.n_heads)  # 2 x (B, H, Tk, d_k)
                 if isinstance(cache, StaticKV):
                     cache.set(k, v)
         else:
-            q, k, v = self._packed_heads(self.qkv_proj(x), 3)  # 3 x (B, H, T, d_k)
+            q, k, v = packed_heads(self.qkv_proj(x), 3, self.n_heads)  # 3 x (B, H, T, d_k)
             if isinstance(cache, RecurrentCache):  # linear attention: a fixed-size state instead of past keys
                 if not causal or bias is not None or need_weights or not isinstance(self.kernel, LinearAttention):
                     raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")

@@ -9,8 +9,7 @@ Fast path: ``torch.nn.functional.scaled_dot_product_attention`` (FlashAttention 
 memory-efficient kernels on GPU, fused math on CPU). ``backend`` pins SDPA's GPU kernel: on
 short sequences (16-30 tokens, the Multi30k recipe's) the memory-efficient kernel was up to
 29 % faster than the cuDNN one SDPA picks by default, and faster than FlashAttention for causal
-self-attention (``benchmarks/sdpa_backends.py``, BENCHMARKS.md). Its backward also writes the
-gradients of a packed Q/K/V projection into one buffer (:mod:`attnkit.attention.heads`).
+self-attention (``benchmarks/sdpa_backends.py``, BENCHMARKS.md).
 """
 
 from __future__ import annotations
