@@ -78,6 +78,8 @@ from attnkit.layers.positional import sinusoid_table  # noqa: E402
 from attnkit.models.transformer import AttentionConfig, TransformerConfig  # noqa: E402
 from attnkit.objectives import seq2seq_loss  # noqa: E402
 from attnkit.training import TrainConfig, build_optimizer  # noqa: E402
+from attnkit.training.graphs import GraphedSteps  # noqa: E402
+from attnkit.training.optim import device_lrs  # noqa: E402
 from attnkit.training.translation import (  # noqa: E402
     TranslationConfig,
     autocast_for,
@@ -173,20 +175,29 @@ LOGITS: dict[str, Callable[[nn.Module, Seq2SeqBatch], Tensor]] = {  # how each m
 
 
 def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch], Tensor], batches: list[Seq2SeqBatch],
-                  label_smoothing: float, device: torch.device) -> common.Step:
-    """One optimizer step as :class:`attnkit.training.Trainer` takes it (grad_accum 1, no clipping)."""
-    opt = build_optimizer(model, "adam", 1e-4, (0.9, 0.98), 1e-9)
+                  label_smoothing: float, device: torch.device, graphed: bool = False) -> common.Step:
+    """One optimizer step as :class:`attnkit.training.Trainer` takes it (grad_accum 1, no clipping);
+    ``graphed``: as the Trainer takes it with ``train.cuda_graphs`` (the step recorded per batch
+    shape and replayed, :class:`attnkit.training.graphs.GraphedSteps`)."""
+    opt = build_optimizer(model, "adam", 1e-4, (0.9, 0.98), 1e-9, capturable=graphed)
+    if graphed:
+        device_lrs(opt)
     model.train()
 
-    def step(i: int) -> None:
-        b = batches[i % len(batches)]
-        with autocast_for(device, "auto"):
+    def body(b: Seq2SeqBatch) -> tuple[Tensor, Tensor]:
+        opt.zero_grad(set_to_none=not graphed)  # recorded steps keep their gradients at one address
+        with autocast_for(device, "auto", cache=not graphed):
             loss, n = seq2seq_loss(logits_of(model, b), b.tgt_out, epsilon=label_smoothing, pad_id=PAD)
         (loss * n).backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         torch._foreach_div_(grads, n.clamp(min=1))  # as the Trainer divides (session 6; was one div_ per parameter)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        return loss.detach(), n
+
+    run = GraphedSteps(body) if graphed else body
+
+    def step(i: int) -> None:
+        run(batches[i % len(batches)])
 
     return step
 
@@ -203,8 +214,12 @@ def compile_layers(model: nn.Module) -> nn.Module:
 
 
 def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device: torch.device, quick: bool,
-                   compile: bool = False, layers: bool = False) -> dict[str, Any]:
+                   compile: bool = False, layers: bool = False, graphed: bool = False) -> dict[str, Any]:
     """Tokens/s of attnkit and torch.nn.Transformer twins, trained by one step function on the same batches.
+
+    ``graphed``: both models' steps recorded as CUDA graphs, one per batch shape, and replayed
+    (``train.cuda_graphs``); two untimed passes over the batches first run each shape eagerly
+    once and record it.
 
     ``layers``: both models with every layer compiled (:func:`compile_layers`), on all the
     batches; the warm-up steps compile and are not timed.
@@ -247,7 +262,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
         models["torch.nn.Transformer"].cache_causal = False
         run = {n: torch.compile(m, dynamic=True) for n, m in models.items()}
     steps = {
-        name: train_step_fn(m, LOGITS[name], batches, 0.1, device) for name, m in run.items()
+        name: train_step_fn(m, LOGITS[name], batches, 0.1, device, graphed=graphed) for name, m in run.items()
     }
     if compile:  # compile outside the timing (first call, then the rest of the shapes)
         for name, step in steps.items():
@@ -258,6 +273,8 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     # Every batch has its own shape, and cuDNN builds an attention plan per new shape, shared by
     # both models: warm up on all batches first so neither pays the other's plan building.
     warmup, iters, rounds = (4, 4, 2) if quick else (n_batches, n_batches, 3)
+    if graphed:  # each shape: once eagerly, once recorded (GraphedSteps), after its 3 eager warm-up steps
+        warmup = 2 * n_batches + 3
     timings = common.time_interleaved(steps, device, warmup=warmup, iters=iters, rounds=rounds)
     tokens = sum(int(batches[i % n_batches].n_tokens) for i in range(iters))  # target tokens of one round
     rows = {}
@@ -267,13 +284,14 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     if device.type == "cuda" and not compile:  # where a step's time goes: GPU kernels, host dispatch
         for name, step in steps.items():
             rows[name]["host_ms"] = host_dispatch_ms(step, device, n_batches)
-            rows[name]["profile"] = common.profile_top(step, device, steps=n_batches, top=14)
+            if not graphed:  # (the profiler's view of replayed graphs was not checked)
+                rows[name]["profile"] = common.profile_top(step, device, steps=n_batches, top=14)
     ratio = rows["attnkit"]["tokens_per_s"] / rows["torch.nn.Transformer"]["tokens_per_s"]
     del models, steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "compiled": "layers" if layers else compile, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
+        "compiled": "layers" if layers else compile, "cuda_graphs": graphed, "compile_s": compile_s, "model": cfg.to_dict(), "batches": n_batches, "target_tokens_per_batch": tokens / iters,
         "padded_tokens_per_batch": sum(b.tgt_in.numel() for b in batches) / n_batches, "results": rows,
         "ratio_attnkit_over_torch": ratio,
         "method": "same step function (bf16 autocast, label-smoothed loss x tokens, grads / tokens, fused Adam); "
@@ -388,7 +406,8 @@ def speed_only(model_cfg: TransformerConfig, data_cfg: TranslationConfig, device
     runs = {}
     for mode in args.speed_modes:
         t0 = time.perf_counter()
-        runs[mode] = training_speed(model_cfg, data_cfg, device, args.quick, compile=mode == "compiled", layers=mode == "layers")
+        runs[mode] = training_speed(model_cfg, data_cfg, device, args.quick, compile=mode == "compiled", layers=mode == "layers",
+                                    graphed=mode == "graphed")
         runs[mode]["wall_s"] = time.perf_counter() - t0
         r = runs[mode]["results"]
         # tokens/s come from the mean step time over the batches (shapes differ); print that mean
@@ -430,15 +449,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the training-speed comparison, eager and under torch.compile(dynamic=True) for both models")
     ap.add_argument("--speed-modes", default="eager,compiled", type=lambda x: [m.strip() for m in x.split(",")],
                     help="with --speed-only: which comparisons, in order (default eager,compiled; also layers: every "
-                         "layer of both models compiled)")
+                         "layer of both models compiled; graphed: both models' steps replayed as CUDA graphs)")
     ap.add_argument("--no-cudnn-attention", action="store_true",
                     help="turn SDPA's cuDNN backend off for the whole process, as the Trainer does for varying-length "
                          "tasks (torch.backends.cuda.enable_cudnn_sdp(False))")
     args = ap.parse_args(argv)
     if args.no_cudnn_attention and torch.cuda.is_available():
         torch.backends.cuda.enable_cudnn_sdp(False)
-    if set(args.speed_modes) - {"eager", "compiled", "layers"} or not args.speed_modes:
-        raise SystemExit(f"error: --speed-modes {','.join(args.speed_modes)}: choose from eager, compiled, layers")
+    if set(args.speed_modes) - {"eager", "compiled", "layers", "graphed"} or not args.speed_modes:
+        raise SystemExit(f"error: --speed-modes {','.join(args.speed_modes)}: choose from eager, compiled, layers, graphed")
+    if "graphed" in args.speed_modes and not torch.cuda.is_available():
+        raise SystemExit("error: --speed-modes graphed needs a CUDA device")
 
     if not (args.data / "train.de.gz").is_file() and not (args.data / "train.de").is_file():
         raise SystemExit(f"error: no Multi30k at {args.data}; copy it there: mkdir -p .data && cp -r ../shared/data/multi30k .data/")
@@ -465,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = None
     steps_budget = train_cfg.steps
     if not args.skip_speed:
-        speed = training_speed(model_cfg, data_cfg, device, args.quick)
+        speed = training_speed(model_cfg, data_cfg, device, args.quick, graphed=train_cfg.cuda_graphs)  # the run's own loop
         r = speed["results"]
         print(f"training tokens/s: attnkit {r['attnkit']['tokens_per_s']:,.0f}, torch.nn.Transformer "
               f"{r['torch.nn.Transformer']['tokens_per_s']:,.0f}, ratio {speed['ratio_attnkit_over_torch']:.2f}")

@@ -18,6 +18,10 @@ class TrainConfig(Config):
     ``compile`` runs the forward under ``torch.compile`` with ``compile_mode``; ``reduce-overhead``
     and ``max-autotune`` replay CUDA graphs (one recording per batch shape), for steps limited by
     the host, not the GPU (short rows; ``benchmarks/bert_speed.py``'s SST-2 epoch, BENCHMARKS.md).
+    ``cuda_graphs`` records the whole optimizer step (forward, backward, clipping, Adam) as one CUDA
+    graph per batch shape and replays it (:mod:`attnkit.training.graphs`): for steps limited by the
+    host on a GPU, with tasks whose step reads no device value on the host (translation: the
+    Multi30k recipe, BENCHMARKS.md). It needs a CUDA device and excludes ``compile``.
     ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
     updated after every optimizer step; evaluation and the saved best model use the average.
     ``layer_decay < 1`` is ELECTRA's layer-wise learning-rate decay (Clark et al. 2020, appendix,
@@ -62,6 +66,7 @@ class TrainConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    cuda_graphs: bool = False
     device: str = "auto"
 
     def validate(self) -> None:
@@ -81,6 +86,8 @@ class TrainConfig(Config):
         if self.stop_at is not None:
             check(self.eval_every > 0, "stop_at", self.stop_at, "needs eval_every > 0 (it is checked at evaluations)")
         check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
+        check(not (self.cuda_graphs and self.compile), "cuda_graphs", self.cuda_graphs,
+              "excludes compile=true (compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
         check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0 disables clipping)")
         check(self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda"), "device", self.device, "use auto, cpu, cuda, cuda:N or mps")
         if self.schedule in ("linear", "cosine"):

@@ -11,6 +11,10 @@ decay takes over, so the random initial weights do not linger). Evaluation runs 
 averaged weights and the best model saved is the average; training continues from the raw
 weights, and checkpoints hold both.
 
+With ``cuda_graphs`` the step (:meth:`Trainer._step_body`) is recorded as a CUDA graph per batch
+shape and replayed (:mod:`attnkit.training.graphs`); the schedule, the weight average, logging,
+evaluation and checkpoints stay outside it.
+
 Resuming (``Trainer(..., resume=True)``) restores the weights, the optimizer and scheduler
 state, the RNG states and the position in the data, so ``N`` steps + resume + ``N`` steps
 reproduces ``2N`` straight steps exactly on CPU.
@@ -39,7 +43,8 @@ from attnkit.errors import CheckpointError, ConfigError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from attnkit.training.config import TrainConfig
-from attnkit.training.optim import base_lr, build_optimizer
+from attnkit.training.graphs import GraphedSteps
+from attnkit.training.optim import build_optimizer, device_lrs, scheduled_lr
 from attnkit.training.schedules import build_scheduler
 from attnkit.training.tasks import Task
 
@@ -102,19 +107,26 @@ class Trainer:
             torch.backends.cuda.enable_cudnn_sdp(False)
             log.info("varying batch lengths: cuDNN attention turned off for this process (torch.backends.cuda.enable_cudnn_sdp)")
         c = config
+        if c.cuda_graphs and self.device.type != "cuda":
+            raise ConfigError(f"cuda_graphs=true needs a CUDA device (training runs on {self.device}); "
+                              "set train.cuda_graphs=false or train on a GPU")
         self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay,
-                                         c.layer_decay)
+                                         c.layer_decay, capturable=c.cuda_graphs)
         d_model = getattr(model.config, "d_model", None)
         self.scheduler = build_scheduler(
             self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model,
             factor=c.lr if c.schedule == "noam" else 1.0, min_ratio=c.min_lr_ratio,
         )
+        if c.cuda_graphs:
+            device_lrs(self.optimizer)
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self.best: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
         use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        # a recorded step casts the weights itself at every replay: autocast's cast cache would outlive it
+        cache = not c.cuda_graphs
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)) if use_bf16 else nullcontext
         self.forward_model: nn.Module = model
         if c.compile:
             # varying lengths: one graph for every shape from the start (else a second compile)
@@ -124,6 +136,8 @@ class Trainer:
             self.forward_model = torch.compile(model, **kw)
         self.cuda_graphs = c.compile and c.compile_mode in ("reduce-overhead", "max-autotune")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # the whole optimizer step recorded as CUDA graphs, one per batch shape (attnkit.training.graphs)
+        self.graphed: GraphedSteps | None = GraphedSteps(self._step_body) if c.cuda_graphs else None
         self.ema: list[torch.Tensor] | None = [p.detach().clone() for p in self.params] if c.ema_decay > 0 else None
 
     # -- state -----------------------------------------------------------------------------
@@ -155,6 +169,8 @@ class Trainer:
         load_state_strict(self.model, {k: v.to(self.device) for k, v in load_weights(path / "model.safetensors").items()}, str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.config.cuda_graphs:  # the loaded groups hold host lrs
+            device_lrs(self.optimizer)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -200,29 +216,10 @@ class Trainer:
         pending: list[torch.Tensor] = []
         self.model.train()
         while self.step < c.steps:
-            # 1. forward/backward over grad_accum micro-batches, weighting by token count
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=self.device)
-            tokens = torch.zeros((), device=self.device)
-            for _ in range(c.grad_accum):
-                batch = next(data)
-                if self.cuda_graphs:  # outputs of the last replay are done with
-                    torch.compiler.cudagraph_mark_step_begin()
-                with self.autocast():
-                    loss, n = self.task.loss(self.forward_model, batch)
-                n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
-                (loss * n).backward()
-                loss_sum += loss.detach().float() * n
-                tokens += n
-            tokens = tokens.clamp(min=1.0)
-            grads = [p.grad for p in self.params if p.grad is not None]
-            if grads:
-                torch._foreach_div_(grads, tokens)  # one multi-tensor kernel, not one per parameter
-            # 2. clip, step, schedule
-            if c.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-            lr = base_lr(self.optimizer)  # the schedule's lr (layer_decay scales lower groups down)
-            self.optimizer.step()
+            # 1-2. forward/backward over grad_accum micro-batches, clip, Adam
+            lr = scheduled_lr(self.scheduler)  # this step's (layer_decay scales lower groups down)
+            micro = [next(data) for _ in range(c.grad_accum)]
+            loss_sum, tokens = self.graphed(micro) if self.graphed is not None else self._step_body(micro)
             self.scheduler.step()
             self.step += 1
             if self.ema is not None:
@@ -261,6 +258,34 @@ class Trainer:
         result.seconds = time.perf_counter() - start
         plot_losses(self.out / "metrics.jsonl", self.out / "loss.png")
         return result
+
+    def _step_body(self, micro: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the micro-batches: the loss is averaged over target tokens across
+        all of them (each micro-batch's mean weighted by its token count), then gradients are
+        clipped and the optimizer steps. Returns the summed loss and the token count, on the device.
+        Recorded as a CUDA graph with ``cuda_graphs`` (:mod:`attnkit.training.graphs`), so no host
+        reads: the gradients are zeroed in place there, to stay at one address."""
+        c = self.config
+        self.optimizer.zero_grad(set_to_none=self.graphed is None)
+        loss_sum = torch.zeros((), device=self.device)
+        tokens = torch.zeros((), device=self.device)
+        for batch in micro:
+            if self.cuda_graphs:  # outputs of the last replay are done with
+                torch.compiler.cudagraph_mark_step_begin()
+            with self.autocast():
+                loss, n = self.task.loss(self.forward_model, batch)
+            n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
+            (loss * n).backward()
+            loss_sum += loss.detach().float() * n
+            tokens += n
+        tokens = tokens.clamp(min=1.0)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_div_(grads, tokens)  # one multi-tensor kernel, not one per parameter
+        if c.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+        self.optimizer.step()
+        return loss_sum, tokens
 
     def _flush(self, pending: list[torch.Tensor], result: TrainResult) -> float:
         """Move the losses of the last steps to the host; stop on a non-finite loss. Returns the last."""

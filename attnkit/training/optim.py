@@ -141,6 +141,7 @@ def build_optimizer(
     eps: float = 1e-9,
     weight_decay: float = 0.0,
     layer_decay: float = 1.0,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer:
     """Build torch's Adam or AdamW over a model's trainable parameters.
 
@@ -158,6 +159,9 @@ def build_optimizer(
             never decayed (see the module docstring).
         layer_decay: layer-wise learning-rate decay in (0, 1]; below 1 each group's lr is
             ``lr * lr_scale`` (see the module docstring and :func:`layer_depths`).
+        capturable: an optimizer whose step can be recorded in a CUDA graph
+            (:mod:`attnkit.training.graphs`): the fused kernel with ``capturable=True``; make
+            each group's lr a device tensor with :func:`device_lrs` once the schedule is built.
 
     Returns:
         The optimizer.
@@ -177,6 +181,31 @@ def build_optimizer(
     if not params:
         raise ConfigError("model has no trainable parameters (none with requires_grad=True)")
     fused = all(p.is_cuda and p.is_floating_point() for p in params)
-    impl: dict[str, bool] = {"fused": True} if fused else {"foreach": True}
+    if capturable and not fused:
+        raise ConfigError("a capturable optimizer (cuda_graphs) needs every trainable parameter on a CUDA device; "
+                          "move the model to the GPU or turn cuda_graphs off")
+    impl: dict[str, bool] = ({"fused": True, "capturable": True} if capturable else {"fused": True}) if fused else {"foreach": True}
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
     return cls(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **impl)
+
+
+def device_lrs(optimizer: torch.optim.Optimizer) -> None:
+    """Make every param group's ``lr`` a one-element float32 tensor on its parameters' device.
+
+    A step recorded in a CUDA graph reads the lr from that tensor at every replay; the
+    schedules (``LambdaLR``) fill it in place instead of replacing a Python number the graph
+    would have baked in. Call it after :func:`~attnkit.training.schedules.build_scheduler`
+    (which sets the lrs) and after loading an optimizer state (which replaces them)."""
+    for g in optimizer.param_groups:
+        device = g["params"][0].device
+        lr = g["lr"]
+        value = float(lr) if not isinstance(lr, torch.Tensor) else lr.detach().to(torch.float32)
+        g["lr"] = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(()).clone()
+
+
+def scheduled_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
+    """The lr the next optimizer step uses, as :func:`base_lr` reports it, computed from the schedule
+    on the host (no read of a device-tensor lr)."""
+    groups = scheduler.optimizer.param_groups
+    i = max(range(len(groups)), key=lambda j: groups[j].get("lr_scale", 1.0))
+    return scheduler.base_lrs[i] * scheduler.lr_lambdas[i](scheduler.last_epoch) / groups[i].get("lr_scale", 1.0)

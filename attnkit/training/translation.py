@@ -248,12 +248,13 @@ def prepare_tokenizer(data_cfg: TranslationConfig, train: ParallelCorpus, out: P
     return tok
 
 
-def autocast_for(device: torch.device, precision: str) -> Any:
-    """The autocast context the training loop uses for ``precision`` on ``device``."""
+def autocast_for(device: torch.device, precision: str, cache: bool = True) -> Any:
+    """The autocast context the training loop uses for ``precision`` on ``device`` (``cache=False``:
+    no cast cache, as in a step recorded as a CUDA graph)."""
     from contextlib import nullcontext
 
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 
