@@ -112,6 +112,7 @@ RECIPE = {
         steps=3500, optimizer="adam", betas=(0.9, 0.98), eps=1e-9, schedule="noam", warmup=600, lr=0.5,
         label_smoothing=0.1, eval_every=200, save_every=200, keep_checkpoints=5, log_every=50, metric="loss",
         metric_mode="min", precision="auto", seed=0,
+        cuda_graphs=True,  # the step at its GPU time: recorded per batch shape (29 over the run) and replayed
     ),
     "data": TranslationConfig(
         src="de", tgt="en", vocab_size=8000, tokenizer="bpe", max_tokens=8192, bleu_sentences=0, beam_size=4,
@@ -122,7 +123,8 @@ QUICK = {  # a smoke test of every stage: tiny model, 1,500 pairs, CPU
     "model": TransformerConfig(
         d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1, max_len=128
     ),
-    "train": dataclasses.replace(RECIPE["train"], steps=60, warmup=20, lr=0.3, eval_every=20, save_every=20, log_every=20),
+    "train": dataclasses.replace(RECIPE["train"], steps=60, warmup=20, lr=0.3, eval_every=20, save_every=20, log_every=20,
+                                 cuda_graphs=False),
     "data": dataclasses.replace(RECIPE["data"], vocab_size=500, max_tokens=1500, max_pairs=1500, average_last=3),
 }
 
@@ -472,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     base = QUICK if args.quick else RECIPE
     cfgs = apply_overrides(args.set, dict(base))
     model_cfg, train_cfg = cfgs["model"], cfgs["train"].replace(device=str(device))
+    if device.type != "cuda" and train_cfg.cuda_graphs:  # CUDA graphs are a GPU matter: the recipe runs eagerly elsewhere
+        train_cfg = train_cfg.replace(cuda_graphs=False)
+        cfgs["train"] = train_cfg
     data_cfg = cfgs["data"].replace(data=str(args.data))
     env = common.environment(device)
     env["cudnn_sdp_enabled"] = torch.backends.cuda.cudnn_sdp_enabled()
