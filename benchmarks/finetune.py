@@ -26,6 +26,17 @@ all-MiniLM-L6-v2 was trained as a sentence encoder on mean-pooled states, so
 ``modules.json``; the sweep found it ahead of the [CLS] pooler on RTE and SST-2). Wall time covers everything the command does (tokenization, training,
 evaluation, saving). Results go to ``benchmarks/results/finetune-<device>-<date>.json`` with the
 command lines, the device and the software versions.
+
+``--tapt-steps N`` adds task-adaptive pretraining (TAPT, Gururangan et al. 2020, "Don't Stop
+Pretraining"): before each ``classify``/``ner`` task, ``attnkit train mlm --model <--model>``
+continues masked-LM pretraining for N steps (batch ``--tapt-batch-size``, sequences of
+``--tapt-max-seq-len`` tokens, the command's TAPT recipe: lr 1e-4, 6% warm-up; ``--tapt-set``
+changes it) on that task's *training* sentences only, never dev or test: one sentence a line
+(RTE: both sentences of each pair, WNUT-17: the words of each sentence), documents of
+``TAPT_DOC_LINES`` lines, written to ``<--out>/tapt-data/<task>.txt``. The task then
+fine-tunes from the best TAPT model (lowest held-out masked-LM loss, on the last 5% of those
+documents) instead of the checkpoint; its row records the TAPT command, steps, wall time and
+held-out masked-LM loss before and after. ``xquad`` is fine-tuned without TAPT.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ TASKS: dict[str, tuple[str, str, str | None, str | None, list[str], str, float |
                "--set", "train.lr=1e-4", "--set", "train.batch_size=32"], "f1", None),
 }
 QUICK_ARTICLES = 4  # --quick: xquad keeps its first articles and evaluates on the last 2 of them
+TAPT_DOC_LINES = 50  # --tapt-steps: training sentences per document of the TAPT text
 
 
 def minilm_dir() -> Path:
@@ -111,21 +123,84 @@ def quick_slice(src: Path, dst: Path, n: int) -> None:
         dst.write_text("\n\n".join(blocks[:n]) + "\n\n", encoding="utf-8")
 
 
-def task_argv(name: str, data: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    """The ``attnkit`` command line of one task (``--quick``: the data are slices, 2 steps)."""
+def task_argv(name: str, data: Path, out: Path, args: argparse.Namespace, model: Path | None = None) -> list[str]:
+    """The ``attnkit`` command line of one task (``--quick``: the data are slices, 2 steps), fine-tuning
+    ``model`` (default ``args.model``; a TAPT model with ``--tapt-steps``)."""
     sub, train, dev, _, recipe, _, _ = TASKS[name]
     files = ["--train", str(data / train), "--dev", str(data / dev)] if dev is not None else ["--data", str(data / train)]
     if args.quick and sub == "qa":  # 4 articles: train on 2, evaluate on 2; short windows keep the CPU run short
         recipe = [*recipe]
         for flag, value in (("--split-articles", "2"), ("--max-len", "128"), ("--doc-stride", "64")):
             recipe[recipe.index(flag) + 1] = value
-    argv = ["finetune", sub, "--model", str(args.model), *files, "--out", str(out), "--no-progress", *recipe,
+    argv = ["finetune", sub, "--model", str(model or args.model), *files, "--out", str(out), "--no-progress", *recipe,
             "--set", f"train.device={args.device}"]
     if args.quick:
         argv += ["--set", "train.steps=2", "--set", "train.eval_every=2"]
     if getattr(args, "epochs", None) is not None:  # after the recipe's --epochs: the last one given wins
         argv += ["--epochs", str(args.epochs)]
     return argv + [x for kv in args.set for x in ("--set", kv)]
+
+
+def train_sentences(name: str, data: Path) -> list[str]:
+    """The unlabelled text of task ``name``'s training file (never its dev or test file): one string a sentence
+    (RTE: both sentences of each pair, in order; CoNLL: a sentence's words joined by spaces)."""
+    sub, train = TASKS[name][0], data / TASKS[name][1]
+    if sub == "classify":
+        from attnkit.data.glue import read_classification_tsv
+
+        d = read_classification_tsv(train)
+        rows = [t for i, t in enumerate(d.texts) for t in ((t, d.pairs[i]) if d.pairs is not None else (t,))]
+    elif sub == "ner":
+        from attnkit.data.conll import read_conll
+
+        rows = [" ".join(words) for words in read_conll(train).tokens]
+    else:
+        raise ValueError(f"task {name!r} ({sub}) has no TAPT text; TAPT is for classify and ner")
+    return [" ".join(r.split()) for r in rows if r.strip()]  # one line each: no blank line splits a document
+
+
+def write_tapt_text(sentences: list[str], path: Path, per_doc: int = TAPT_DOC_LINES) -> Path:
+    """``sentences`` one a line, a blank line after every ``per_doc`` of them (``train mlm``'s documents)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    docs = ["\n".join(sentences[i : i + per_doc]) for i in range(0, len(sentences), per_doc)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def tapt_argv(text: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """The ``attnkit train mlm --model`` command line of one task's TAPT run (``--tapt-set`` last: it wins)."""
+    return ["train", "mlm", "--model", str(args.model), "--text", str(text), "--out", str(out), "--no-progress",
+            "--max-seq-len", str(args.tapt_max_seq_len), "--set", f"train.steps={args.tapt_steps}",
+            "--set", f"train.batch_size={args.tapt_batch_size}", "--set", f"train.device={args.device}",
+            *[x for kv in args.tapt_set for x in ("--set", kv)]]
+
+
+def run_tapt(name: str, data: Path, out_root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Task-adaptive masked-LM pretraining on task ``name``'s training sentences; the record for its row.
+
+    ``record["model"]`` is the directory to fine-tune, absent when the run failed (``exit_code``).
+    """
+    sentences = train_sentences(name, data)
+    text = write_tapt_text(sentences, out_root / "tapt-data" / f"{name}.txt")
+    out = out_root / f"{name}-tapt"
+    argv = tapt_argv(text, out, args)
+    print(f"== {name} TAPT: attnkit {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = attnkit_main(argv)
+    wall = time.perf_counter() - start
+    record: dict[str, Any] = {"command": "attnkit " + " ".join(argv), "sentences": len(sentences), "wall_s": wall, "exit_code": code}
+    if code != 0:
+        return record
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in records if "eval/mlm_loss" in r]
+    best = min(evals, key=lambda r: r["eval/loss"])
+    start_eval = json.loads((out / "start_eval.json").read_text())
+    record.update(model=str(out / "model"), steps=max(r["step"] for r in records), start_mlm_loss=start_eval["mlm_loss"],
+                  final_mlm_loss=evals[-1]["eval/mlm_loss"], final_mlm_accuracy=evals[-1]["eval/mlm_accuracy"],
+                  best_mlm_loss=best["eval/mlm_loss"], best_step=best["step"])
+    print(f"   held-out MLM loss {record['start_mlm_loss']:.3f} -> {record['final_mlm_loss']:.3f} after {record['steps']} steps "
+          f"(best {record['best_mlm_loss']:.3f} at step {record['best_step']}, fine-tuned from), wall {wall:.1f}s", flush=True)
+    return record
 
 
 def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
@@ -138,17 +213,25 @@ def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, A
         for f, n in ((train, n_train), *(((dev, 32),) if dev else ()), *(((test, 32),) if test else ())):
             quick_slice(data / f, quick / f, n)
         data = quick
-    argv = task_argv(name, data, out, args)
+    tapt: dict[str, Any] | None = None
+    if getattr(args, "tapt_steps", 0) and sub != "qa":
+        tapt = run_tapt(name, data, out_root, args)
+        if "model" not in tapt:
+            return {"task": name, "tapt": tapt, "exit_code": tapt["exit_code"]}
+    elif getattr(args, "tapt_steps", 0):
+        print(f"== {name}: no TAPT (--tapt-steps is for classify and ner tasks)", flush=True)
+    argv = task_argv(name, data, out, args, Path(tapt["model"]) if tapt else None)
     print(f"== {name}: attnkit {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     code = attnkit_main(argv)
     wall = time.perf_counter() - start
     if code != 0:
-        return {"task": name, "command": "attnkit " + " ".join(argv), "exit_code": code}
+        return {"task": name, "command": "attnkit " + " ".join(argv), "exit_code": code, "tapt": tapt}
     summary = json.loads((out / "eval.json").read_text())
     row: dict[str, Any] = {"task": name, "command": "attnkit " + " ".join(argv), "wall_s": wall, "train_s": summary["seconds"],
                            "steps": summary["steps"], "best_step": summary.get("step"), "dev": {k: summary[k] for k in summary
-                                                                                                 if k not in ("task", "steps", "seconds", "step")}}
+                                                                                                 if k not in ("task", "steps", "seconds", "step")},
+                           "tapt": tapt}
     if test is not None:
         start = time.perf_counter()
         row["test"] = score_tagger(out / "model", data / test, args.device)
@@ -186,6 +269,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small slices of the data and 2 steps per task (a smoke test)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for every task")
     p.add_argument("--epochs", type=float, default=None, help="replace the recipe's number of epochs")
+    p.add_argument("--tapt-steps", type=int, default=0,
+                   help="steps of task-adaptive masked-LM pretraining on each classify/ner task's training sentences before "
+                        "fine-tuning (default: 0, none)")
+    p.add_argument("--tapt-batch-size", type=int, default=32, help="TAPT sequences per step (default: 32)")
+    p.add_argument("--tapt-max-seq-len", type=int, default=128, help="TAPT tokens per sequence (default: 128)")
+    p.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for the TAPT runs")
     p.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day, sweeps)")
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = p.parse_args()
@@ -196,8 +285,10 @@ def main() -> None:
     for n in names:
         if n not in TASKS:
             raise SystemExit(f"error: unknown task {n!r}; choose from {', '.join(TASKS)}")
+    if args.tapt_steps < 0:
+        raise SystemExit(f"error: --tapt-steps {args.tapt_steps} is negative")
     rows = [run_task(n, args, args.out) for n in names]
-    payload = {"benchmark": "finetune", "model": str(args.model), "quick": args.quick, "rows": rows,
+    payload = {"benchmark": "finetune", "model": str(args.model), "quick": args.quick, "tapt_steps": args.tapt_steps, "rows": rows,
                "environment": common.environment(device), "argv": sys.argv}
     path = common.write_json("finetune", payload, args.results, suffix=("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else ""))
     print(common.markdown_table(["task", "metric", "value", "target", "wall s"], [table_row(r) for r in rows]))
