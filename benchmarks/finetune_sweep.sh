@@ -9,7 +9,8 @@
 # averaging (train.ema_decay), evaluation every 500 steps on SST-2, seeds, label smoothing.
 # PLAN 3 (session 5, run right after plan 2 in the same lease; there the runs were typed into the
 # device command, with tags sweep3-*): label smoothing with the best of plan 2. PLAN 4-5 (session 6):
-# layer-wise lr decay. PLAN 6 (session 7): R-Drop and label smoothing (see the plan).
+# layer-wise lr decay. PLAN 6 (session 7): R-Drop and label smoothing (see the plan). PLAN 7
+# (session 8): task-adaptive pretraining (--tapt-steps).
 # Each run adds its --set options to the recipes of benchmarks/finetune.py as they were that day
 # (the recipes changed after plan 3); each result JSON's "command" has the full command line.
 # Each run writes RESULTS_DIR/finetune-<device>-<date>-sweep-<tag>.json; the summary table is
@@ -129,5 +130,19 @@ run w-rd05            wnut17 --set train.rdrop=0.5
 run w-rd05-s1         wnut17 --set train.rdrop=0.5 --set train.seed=1
 run w-rd1             wnut17 --set train.rdrop=1.0
 run w-ls1             wnut17 --set train.label_smoothing=0.1
+elif [ "$PLAN" = 7 ]; then
+# session 8: task-adaptive pretraining (--tapt-steps: attnkit train mlm --model on the task's training
+# sentences, then the task's recipe from the TAPT model; Gururangan et al. 2020)
+run s-t1000           sst2 --tapt-steps 1000
+run s-t1000-s1        sst2 --tapt-steps 1000 --set train.seed=1
+run s-t1000-s2        sst2 --tapt-steps 1000 --set train.seed=2
+run s-t2500           sst2 --tapt-steps 2500
+run s-t1000-rd1       sst2 --tapt-steps 1000 --set train.rdrop=1.0
+run r-t1000           rte --tapt-steps 1000
+run r-t1000-s1        rte --tapt-steps 1000 --set train.seed=1
+run r-t1000-s2        rte --tapt-steps 1000 --set train.seed=2
+run w-t1000           wnut17 --tapt-steps 1000
+run w-t1000-s1        wnut17 --tapt-steps 1000 --set train.seed=1
+run w-t1000-s2        wnut17 --tapt-steps 1000 --set train.seed=2
 fi
 wait

@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too), Q or R}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too), Q, R or S}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -108,6 +108,12 @@ done
 step 80 "translate speed, after, unpinned" $T --tag session7-after-unpinned --set "model.attention.params={}"
 step 80 "translate speed, before, cuDNN off" bash -c "cd $OLD && ATTNKIT_COMMIT=$OLD_COMMIT $T --tag session7-before-nocudnn --no-cudnn-attention"
 step 80 "translate speed, after, cuDNN off" $T --tag session7-after-nocudnn --no-cudnn-attention
+fi
+if [ "$PART" = S ]; then
+# session 8, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G
+# (SWEEP_PLAN=7); meanwhile every GPU test (CUDA-graphed training steps are new)
+mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
+step 540 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/
 fi
 if [ "$PART" = Q ]; then
 # session 7, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G
