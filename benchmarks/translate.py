@@ -275,8 +275,8 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     # Every batch has its own shape, and cuDNN builds an attention plan per new shape, shared by
     # both models: warm up on all batches first so neither pays the other's plan building.
     warmup, iters, rounds = (4, 4, 2) if quick else (n_batches, n_batches, 3)
-    if graphed:  # each shape: once eagerly, once recorded (GraphedSteps), after its 3 eager warm-up steps
-        warmup = 2 * n_batches + 3
+    if graphed:  # each shape: once eagerly, once recorded (GraphedSteps), after its eager warm-up steps
+        warmup = 2 * n_batches + GraphedSteps.WARMUP
     timings = common.time_interleaved(steps, device, warmup=warmup, iters=iters, rounds=rounds)
     tokens = sum(int(batches[i % n_batches].n_tokens) for i in range(iters))  # target tokens of one round
     rows = {}

@@ -1,9 +1,8 @@
 """Whole optimizer steps replayed as CUDA graphs, one graph per batch signature (``train.cuda_graphs``).
 
 A Transformer step on short rows (Multi30k: 16-30 tokens a sentence) is limited by the host:
-Python and the dispatcher issue some two thousand kernels a step, and an H200 runs them faster
-than they are issued (BENCHMARKS.md, issue 3: about 10 ms of GPU work behind 18-20 ms of host
-time). A CUDA graph records those launches once and replays them with one call, so a step costs
+Python and the dispatcher issue its kernels one by one, slower than the GPU runs them
+(BENCHMARKS.md, issue 3: on an H100, 11 ms of GPU kernels in a 22.7 ms step). A CUDA graph records those launches once and replays them with one call, so a step costs
 its GPU time. :class:`GraphedSteps` records the whole step -- forward, backward, gradient
 scaling, clipping and the optimizer's update -- for each batch *signature* (the shapes and
 dtypes of its tensors and the values of everything else in it), the way PyTorch's "whole
@@ -27,7 +26,7 @@ optimizer state, per-shape plans), and recorded the second time; the first ``war
 eagerly whatever their signature. All graphs share one memory pool: they never run at the same
 time, and nothing they allocate outlives a replay except their returned tensors. Past
 ``max_graphs`` signatures, new ones run eagerly. Token-count batches of Multi30k come in 29
-shapes over the recipe's 3,500 steps, so the recipe records 29 graphs.
+shapes over the recipe's 3,500 steps (``benchmarks/batch_shapes.py``), so the recipe records 29 graphs.
 """
 
 from __future__ import annotations
@@ -60,10 +59,16 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
 
 
 def tensors(obj: Any) -> list[Tensor]:
-    """The tensors in ``obj``, in the order :func:`map_tensors` visits them."""
-    out: list[Tensor] = []
-    map_tensors(obj, lambda t: out.append(t) or t)
-    return out
+    """The tensors in ``obj``, in the order :func:`map_tensors` visits them (nothing rebuilt: it runs every step)."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in dataclasses.fields(obj) if f.init for t in tensors(getattr(obj, f.name))]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in tensors(v)]
+    return []
 
 
 def signature(obj: Any) -> Hashable:
@@ -102,7 +107,9 @@ class GraphedSteps:
     ``graphed_calls`` and ``eager_calls`` count how the steps ran.
     """
 
-    def __init__(self, body: Body, *, warmup: int = 3, max_graphs: int = 64) -> None:
+    WARMUP = 3  # steps run eagerly before the first recording, by default
+
+    def __init__(self, body: Body, *, warmup: int = WARMUP, max_graphs: int = 64) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("GraphedSteps needs a CUDA device")
         self.body, self.warmup, self.max_graphs = body, warmup, max_graphs

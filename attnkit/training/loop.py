@@ -134,7 +134,7 @@ class Trainer:
             if c.compile_mode != "default":
                 kw["mode"] = c.compile_mode
             self.forward_model = torch.compile(model, **kw)
-        self.cuda_graphs = c.compile and c.compile_mode in ("reduce-overhead", "max-autotune")
+        self.compiled_graphs = c.compile and c.compile_mode in ("reduce-overhead", "max-autotune")  # torch.compile's own
         self.params = [p for p in model.parameters() if p.requires_grad]
         # the whole optimizer step recorded as CUDA graphs, one per batch shape (attnkit.training.graphs)
         self.graphed: GraphedSteps | None = GraphedSteps(self._step_body) if c.cuda_graphs else None
@@ -270,7 +270,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         tokens = torch.zeros((), device=self.device)
         for batch in micro:
-            if self.cuda_graphs:  # outputs of the last replay are done with
+            if self.compiled_graphs:  # outputs of the last replay are done with
                 torch.compiler.cudagraph_mark_step_begin()
             with self.autocast():
                 loss, n = self.task.loss(self.forward_model, batch)

@@ -184,7 +184,7 @@ def build_optimizer(
     if capturable and not fused:
         raise ConfigError("a capturable optimizer (cuda_graphs) needs every trainable parameter on a CUDA device; "
                           "move the model to the GPU or turn cuda_graphs off")
-    impl: dict[str, bool] = ({"fused": True, "capturable": True} if capturable else {"fused": True}) if fused else {"foreach": True}
+    impl: dict[str, bool] = {"fused": True, "capturable": capturable} if fused else {"foreach": True}
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
     return cls(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **impl)
 
@@ -197,10 +197,7 @@ def device_lrs(optimizer: torch.optim.Optimizer) -> None:
     would have baked in. Call it after :func:`~attnkit.training.schedules.build_scheduler`
     (which sets the lrs) and after loading an optimizer state (which replaces them)."""
     for g in optimizer.param_groups:
-        device = g["params"][0].device
-        lr = g["lr"]
-        value = float(lr) if not isinstance(lr, torch.Tensor) else lr.detach().to(torch.float32)
-        g["lr"] = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(()).clone()
+        g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=g["params"][0].device)
 
 
 def scheduled_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:

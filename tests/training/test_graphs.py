@@ -10,9 +10,9 @@ weight average, resuming) and for ``torch.nn.Transformer`` (a model we did not w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -158,7 +158,9 @@ class TorchSeq2Seq(nn.Module):
         return self.out(h)
 
 
-def _torch_steps(graphed: bool, batches: list[Seq2SeqBatch], dropout: float = 0.0, lr: float = 1e-3) -> tuple[nn.Module, list[torch.Tensor]]:
+def _torch_steps(graphed: bool, batches: list[Seq2SeqBatch], dropout: float = 0.0, lr: float = 1e-3) -> tuple[nn.Module, list[torch.Tensor], Any]:
+    """Adam steps of :class:`TorchSeq2Seq` on ``batches``, eagerly or through :class:`GraphedSteps`
+    (``warmup=1``); returns the model, each step's loss and the runner."""
     from attnkit.training.graphs import GraphedSteps
 
     torch.manual_seed(0)
@@ -175,10 +177,7 @@ def _torch_steps(graphed: bool, batches: list[Seq2SeqBatch], dropout: float = 0.
         return (loss.detach(),)
 
     run = GraphedSteps(body, warmup=1) if graphed else body
-    losses = [run(b)[0].clone() for b in batches]
-    if graphed:
-        assert run.graphed_calls == len(batches) - 2 and len(run.recorded) == 2  # 2 shapes, each run eagerly once first
-    return model, losses
+    return model, [run(b)[0].clone() for b in batches], run
 
 
 def _cuda_batches() -> list[Seq2SeqBatch]:
@@ -196,8 +195,9 @@ def _cuda_batches() -> list[Seq2SeqBatch]:
 @cuda
 def test_graphed_steps_of_torch_transformer_follow_eager() -> None:
     batches = _cuda_batches()
-    eager, eager_losses = _torch_steps(False, batches)
-    graphed, graphed_losses = _torch_steps(True, batches)
+    eager, eager_losses, _ = _torch_steps(False, batches)
+    graphed, graphed_losses, run = _torch_steps(True, batches)
+    assert run.graphed_calls == len(batches) - 2 and len(run.recorded) == 2  # 2 shapes, each run eagerly once first
     torch.testing.assert_close(torch.stack(graphed_losses), torch.stack(eager_losses), rtol=1e-4, atol=1e-5)
     for p, q in zip(eager.parameters(), graphed.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
@@ -209,23 +209,8 @@ def test_replays_draw_fresh_dropout_masks() -> None:
     """lr 0 keeps the weights: replays of one batch differ with dropout (new masks each time) and
     agree without it."""
     same = [_cuda_batches()[0]] * 6
-    from attnkit.training.graphs import GraphedSteps
-
     for dropout, expect_equal in ((0.3, False), (0.0, True)):
-        torch.manual_seed(0)
-        model = TorchSeq2Seq(dropout=dropout).cuda().train()
-        opt = build_optimizer(model, "adam", 0.0, capturable=True)
-        device_lrs(opt)
-
-        def body(b: Seq2SeqBatch) -> tuple[torch.Tensor]:
-            opt.zero_grad(set_to_none=False)
-            loss = nn.functional.cross_entropy(model(b.src, b.tgt_in).flatten(0, 1), b.tgt_out.flatten(), ignore_index=0)
-            loss.backward()
-            opt.step()
-            return (loss.detach(),)
-
-        run = GraphedSteps(body, warmup=1)
-        losses = [run(b)[0].clone() for b in same]
+        _, losses, run = _torch_steps(True, same, dropout=dropout, lr=0.0)
         assert run.graphed_calls == 5
         replayed = torch.stack(losses[1:])
         assert bool((replayed == replayed[0]).all()) == expect_equal, (dropout, replayed)

@@ -58,6 +58,6 @@ def test_compiled_reduce_overhead_training_matches_eager_on_cpu(tmp_path) -> Non
         model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
         cfg = TrainConfig(steps=4, batch_size=8, warmup=2, device="cpu", precision="fp32", log_every=1, **compile_kw)
         trainer = Trainer(model, Seq2SeqTask(train, batch_size=8), cfg, tmp_path / str(len(losses)), progress=False)
-        assert trainer.cuda_graphs == bool(compile_kw)
+        assert trainer.compiled_graphs == bool(compile_kw)
         losses.append(trainer.fit().losses)
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=1e-4)
