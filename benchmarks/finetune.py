@@ -36,7 +36,9 @@ changes it) on that task's *training* sentences only, never dev or test: one sen
 ``TAPT_DOC_LINES`` lines, written to ``<--out>/tapt-data/<task>.txt``. The task then
 fine-tunes from the best TAPT model (lowest held-out masked-LM loss, on the last 5% of those
 documents) instead of the checkpoint; its row records the TAPT command, steps, wall time and
-held-out masked-LM loss before and after. ``xquad`` is fine-tuned without TAPT.
+held-out masked-LM loss before and after. ``xquad`` is fine-tuned without TAPT. ``--tapt-only``
+stops after the TAPT runs, so that several fine-tuning runs (seeds) can start from one TAPT model:
+``--model OUT/<task>-tapt/model``, then ``benchmarks/soup.py`` averages them (a uniform model soup).
 """
 
 from __future__ import annotations
@@ -218,6 +220,8 @@ def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, A
         tapt = run_tapt(name, data, out_root, args)
         if "model" not in tapt:
             return {"task": name, "tapt": tapt, "exit_code": tapt["exit_code"]}
+        if getattr(args, "tapt_only", False):  # one TAPT model for several fine-tuning runs (seeds of a soup)
+            return {"task": name, "tapt": tapt, "wall_s": tapt["wall_s"], "metric": "TAPT only", "model": tapt["model"]}
     elif getattr(args, "tapt_steps", 0):
         print(f"== {name}: no TAPT (--tapt-steps is for classify and ner tasks)", flush=True)
     argv = task_argv(name, data, out, args, Path(tapt["model"]) if tapt else None)
@@ -274,6 +278,9 @@ def main() -> None:
                         "fine-tuning (default: 0, none)")
     p.add_argument("--tapt-batch-size", type=int, default=32, help="TAPT sequences per step (default: 32)")
     p.add_argument("--tapt-max-seq-len", type=int, default=128, help="TAPT tokens per sequence (default: 128)")
+    p.add_argument("--tapt-only", action="store_true",
+                   help="run the TAPT of each classify/ner task and stop (fine-tune later with --model OUT/<task>-tapt/model: "
+                        "several seeds from one TAPT model, e.g. the ingredients of benchmarks/soup.py)")
     p.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for the TAPT runs")
     p.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day, sweeps)")
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
@@ -287,6 +294,8 @@ def main() -> None:
             raise SystemExit(f"error: unknown task {n!r}; choose from {', '.join(TASKS)}")
     if args.tapt_steps < 0:
         raise SystemExit(f"error: --tapt-steps {args.tapt_steps} is negative")
+    if args.tapt_only and not args.tapt_steps:
+        raise SystemExit("error: --tapt-only needs --tapt-steps N")
     rows = [run_task(n, args, args.out) for n in names]
     payload = {"benchmark": "finetune", "model": str(args.model), "quick": args.quick, "tapt_steps": args.tapt_steps, "rows": rows,
                "environment": common.environment(device), "argv": sys.argv}

@@ -18,7 +18,7 @@ def main() -> None:
         for r in payload["rows"]:
             opts = " ".join(a for a in r.get("command", "").split("--set")[3:]).strip()
             value = r.get("value")
-            shown = "failed" if value is None and "dev" not in r else (
+            shown = r["metric"] if r.get("metric") == "TAPT only" else "failed" if value is None and "dev" not in r else (
                 f"{100 * r['exact_match']:.2f} / {100 * value:.2f}" if r["task"] == "xquad" else f"{100 * value:.2f}")
             target = f"{100 * r['target']:.1f}" if r.get("target") else "-"
             lines.append(f"| {path.name} | {r['task']} | {r.get('metric', '-')} | {shown} | {target} | {r.get('wall_s', 0):.0f} | {opts} |")

@@ -10,7 +10,8 @@
 # PLAN 3 (session 5, run right after plan 2 in the same lease; there the runs were typed into the
 # device command, with tags sweep3-*): label smoothing with the best of plan 2. PLAN 4-5 (session 6):
 # layer-wise lr decay. PLAN 6 (session 7): R-Drop and label smoothing (see the plan). PLAN 7
-# (session 8): task-adaptive pretraining (--tapt-steps).
+# (session 8): task-adaptive pretraining (--tapt-steps). PLAN 8 (session 9): uniform model soups
+# (benchmarks/soup.py) of seeds fine-tuned from one starting point.
 # Each run adds its --set options to the recipes of benchmarks/finetune.py as they were that day
 # (the recipes changed after plan 3); each result JSON's "command" has the full command line.
 # Each run writes RESULTS_DIR/finetune-<device>-<date>-sweep-<tag>.json; the summary table is
@@ -19,7 +20,7 @@ DATA=${1:?data dir}; MODEL=${2:?model dir}; RES=${3:?results dir}; LIMIT=${4:-33
 export PYTHONUNBUFFERED=1
 run() {  # tag task [finetune.py options...]
   local tag=$1 task=$2; shift 2
-  timeout "$LIMIT" python benchmarks/finetune.py --data "$DATA" --model "$MODEL" --tasks "$task" --out "/tmp/sweep/$tag" \
+  timeout "$LIMIT" python benchmarks/finetune.py --data "$DATA" --model "${FROM:-$MODEL}" --tasks "$task" --out "/tmp/sweep/$tag" \
     --results "$RES" --tag "sweep-$tag" "$@" > "$RES/sweep-$tag.log" 2>&1 &
 }
 if [ "$PLAN" = 1 ]; then
@@ -144,5 +145,27 @@ run r-t1000-s2        rte --tapt-steps 1000 --set train.seed=2
 run w-t1000           wnut17 --tapt-steps 1000
 run w-t1000-s1        wnut17 --tapt-steps 1000 --set train.seed=1
 run w-t1000-s2        wnut17 --tapt-steps 1000 --set train.seed=2
+elif [ "$PLAN" = 8 ]; then
+# session 9: uniform model soups (Wortsman et al. 2022; benchmarks/soup.py), the ingredients fine-tuned
+# from one starting point with one head initialisation (train.init_seed=0) and different seeds.
+# Phase 1: one SST-2 TAPT model (1,000 steps); meanwhile WNUT-17's recipe (6 seeds) and SST-2's
+# recipe with R-Drop 1.0 from the checkpoint itself (4 seeds). Phase 2: SST-2 with R-Drop 1.0 from
+# the TAPT model (5 seeds). Then one soup per group, scored next to its ingredients and their ensemble.
+timeout 240 python benchmarks/finetune.py --data "$DATA" --model "$MODEL" --tasks sst2 --tapt-steps 1000 --tapt-only \
+  --out /tmp/sweep/s-tapt --results "$RES" --tag sweep-s-tapt > "$RES/sweep-s-tapt.log" 2>&1 &
+TAPT=$!
+for s in 0 1 2 3 4 5; do run "w-soup-s$s" wnut17 --set "train.seed=$s"; done
+for s in 0 1 2 3; do run "s-rd1-soup-s$s" sst2 --set train.rdrop=1.0 --set "train.seed=$s"; done
+wait "$TAPT"
+LIMIT=$(( LIMIT > 330 ? 330 : LIMIT ))
+if [ -f /tmp/sweep/s-tapt/sst2-tapt/model/config.json ]; then
+  for s in 0 1 2 3 4; do FROM=/tmp/sweep/s-tapt/sst2-tapt/model run "s-t1000-rd1-soup-s$s" sst2 --set train.rdrop=1.0 --set "train.seed=$s"; done
+fi
+wait
+for group in "wnut17 w-soup" "sst2 s-rd1-soup" "sst2 s-t1000-rd1-soup"; do
+  set -- $group
+  timeout 120 python benchmarks/soup.py --task "$1" --data "$DATA" --out "/tmp/sweep/soups-$2" --results "$RES" --tag "sweep-$2" \
+    /tmp/sweep/"$2"-s* 2>&1 | tee "$RES/soup-$2.log" | tail -12
+done
 fi
 wait

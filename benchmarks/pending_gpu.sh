@@ -10,7 +10,7 @@
 # Everything printed goes to $OUT/pending.log; each benchmark writes its JSON into $OUT (few
 # files: the device tool returns about ten). Quote option values that start with "-"
 # (--suffix=-x): argparse reads "--suffix -x" as two options.
-PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too), Q, R or S}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
+PART=${1:?A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P (runs O too), Q, R, S or T}; DATA=${2:?data dir}; MINILM=${3:?all-MiniLM-L6-v2 dir}; OUT=${OUT:?set OUT}
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 S=$(date +%s)
 step() {  # seconds, description, command...
@@ -114,6 +114,12 @@ if [ "$PART" = S ]; then
 # (SWEEP_PLAN=7); meanwhile every GPU test (CUDA-graphed training steps are new)
 mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
 step 540 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/
+fi
+if [ "$PART" = T ]; then
+# session 9, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G
+# (SWEEP_PLAN=8); meanwhile the GPU tests of training and the command line
+mkdir -p /root/minilm && cp ../.minilm_a/* /root/minilm/ 2>/dev/null; ls -la /root/minilm
+step 300 "gpu tests" python -m pytest -q -p no:cacheprovider -m gpu tests/training tests/cli tests/test_gpu.py
 fi
 if [ "$PART" = Q ]; then
 # session 7, call 1 of 2: keep the first half of the all-MiniLM-L6-v2 weights for call G

@@ -132,6 +132,8 @@ def load_model_and_tokenizer(model_dir: Path, tokenizer_path: Path | None) -> tu
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from attnkit.training import Trainer, pick_device
     from attnkit.training import finetune as ft
 
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "classify" and classifier == "auto" and ft.checkpoint_pooling(args.model) == "mean":
         classifier = "mean"  # the pooling a sentence-embedding checkpoint was trained with
         print("classifier: mean pooling (the checkpoint's sentence-transformers pooling; data.classifier=pooler to change)")
+    torch.manual_seed(t.init_seed)  # the fresh head's weights: fixed by train.init_seed, whatever train.seed
     model = ft.build_head(source, args.task, labels, d.classifier_dropout, classifier)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -101,19 +101,23 @@ def train_config(args: argparse.Namespace, n_windows: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     import attnkit
     from attnkit.data.squad import make_windows
     from attnkit.data.wordpiece import WordPieceTokenizer
     from attnkit.training import Trainer, pick_device
+    from attnkit.training.finetune import encoder_of
     from attnkit.training.qa import QATask, extract_answers, qa_model_from, window_logits
 
     train_data, dev_data = load_data(args)
     print(f"train: {train_data.report()}")
     print(f"dev: {dev_data.report()}")
-    model = qa_model_from(attnkit.load(args.model))
+    source = attnkit.load(args.model)
+    enc_cfg = encoder_of(source).config
     tok = WordPieceTokenizer.from_file(args.tokenizer if args.tokenizer is not None else args.model)
-    tok.check_model(model.config.encoder.vocab_size)
-    max_len = min(args.max_len, model.config.encoder.max_len)
+    tok.check_model(enc_cfg.vocab_size)
+    max_len = min(args.max_len, enc_cfg.max_len)
     if max_len < args.max_len:
         print(f"--max-len {args.max_len} is beyond the model's {max_len} positions; windows of {max_len} tokens")
     shape = dict(max_len=max_len, doc_stride=args.doc_stride, max_question_len=args.max_question_len)
@@ -127,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
             + (f"; {w.unlabelled} answers cover no token (labelled [CLS])" if w.unlabelled else "")
         )
     cfg = train_config(args, len(train_w.windows))
+    torch.manual_seed(cfg.init_seed)  # a fresh span head's weights: fixed by train.init_seed, whatever train.seed
+    model = qa_model_from(source)
     device = pick_device(cfg.device)
     task = QATask(train_w, dev_data.examples, dev_w, batch_size=cfg.batch_size, pad_id=tok.pad_id,
                   n_best=args.n_best, max_answer_len=args.max_answer_len, device=device)

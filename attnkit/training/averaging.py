@@ -1,7 +1,13 @@
-"""Checkpoint averaging (Vaswani et al. 2017, section 6.1).
+"""Checkpoint averaging (Vaswani et al. 2017, section 6.1) and uniform model soups.
 
 "For the base models, we used a single model obtained by averaging the last 5 checkpoints,
-which were written at 10-minute intervals." The average is taken parameter by parameter
+which were written at 10-minute intervals." The same average over models fine-tuned from one
+pretrained checkpoint with different seeds or hyperparameters is the *uniform soup* of
+Wortsman et al. 2022 ("Model soups: averaging weights of multiple fine-tuned models improves
+accuracy without increasing inference time", eq. 1 / section 2): one model, no extra cost at
+inference. It only makes sense for models of one architecture and one label set, started from
+one point (``train.init_seed`` fixes a fresh head's weights), which :func:`check_configs` checks
+as far as the configs can tell. The average is taken parameter by parameter
 over the weights saved in ``model.safetensors``; it is computed in float64 and cast back to
 each tensor's dtype. Integer tensors (none in attnkit's models today) are taken from the
 newest checkpoint, as an average of them has no meaning.
@@ -9,14 +15,15 @@ newest checkpoint, as an average of them has no meaning.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from attnkit.errors import CheckpointError
-from attnkit.models.base import TOKENIZER_NAME, WEIGHTS_NAME, PretrainedModel, load, load_state_strict, load_weights
+from attnkit.models.base import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, PretrainedModel, load, load_state_strict, load_weights
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
@@ -51,6 +58,44 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
     return {k: (v / n).to(first[k].dtype) if first[k].is_floating_point() else v for k, v in sums.items()}
 
 
+def _differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Dotted names of the config entries where ``a`` and ``b`` differ, dropout rates aside."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            if "dropout" not in k:
+                out += _differences(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+        return out
+    return [] if a == b else [where or "config"]
+
+
+def check_configs(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse to average models whose ``config.json`` differ (architecture, labels and their order, ...).
+
+    Dropout rates may differ: they do not change what the weights mean.
+
+    Raises:
+        CheckpointError: a config is missing or unreadable, or two differ (naming the first entry and both values).
+    """
+    configs = []
+    for p in map(Path, paths):
+        try:
+            configs.append(json.loads((p / CONFIG_NAME).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise CheckpointError(f"{p / CONFIG_NAME} does not exist; pass model directories written by attnkit") from None
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{p / CONFIG_NAME} is not readable JSON ({e}); the checkpoint is damaged") from None
+    for p, cfg in zip(paths[1:], configs[1:]):
+        diff = _differences(configs[0], cfg)
+        if diff:
+            key = diff[0]
+            a, b = configs[0], cfg
+            for part in key.split("."):
+                a, b = (a.get(part) if isinstance(a, dict) else None), (b.get(part) if isinstance(b, dict) else None)
+            raise CheckpointError(f"{p} and {paths[0]} differ in {key} ({b!r} vs {a!r}); only models of one architecture "
+                                  "and one label set can be averaged")
+
+
 def save_averaged(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> PretrainedModel:
     """Average ``paths`` and save the result as a model directory ``out`` (with the newest tokenizer).
 
@@ -58,6 +103,7 @@ def save_averaged(paths: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         The averaged model (on the CPU).
     """
     paths = [Path(p) for p in paths]
+    check_configs(paths)
     state = average_checkpoints(paths)
     model = load(paths[-1])  # config and architecture of the newest checkpoint
     load_state_strict(model, state, f"average of {len(paths)} checkpoints")

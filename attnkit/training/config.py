@@ -34,6 +34,10 @@ class TrainConfig(Config):
     divergence of the two output distributions to their mean cross-entropy
     (:func:`~attnkit.objectives.rdrop.rdrop_loss`; the paper sums the two cross-entropies, so its
     alpha is ``2 * rdrop``). Fine-tuning ``classify`` and ``ner`` only; other tasks reject it.
+    ``seed`` fixes the order of the training batches and the dropout masks; ``init_seed`` fixes
+    the weights a fine-tuning command creates fresh (a new classification, tagging or QA head), so
+    runs that differ only in ``seed`` start from one point: the ingredients of a model soup
+    (Wortsman et al. 2022; ``attnkit average``).
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """
@@ -63,6 +67,7 @@ class TrainConfig(Config):
     stop_at: float | None = None
     log_every: int = 10
     seed: int = 0
+    init_seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"

@@ -1,0 +1,162 @@
+"""Score a uniform model soup of fine-tuned runs next to its ingredients and their ensemble.
+
+A uniform soup (Wortsman et al. 2022, "Model soups", section 2) averages the weights of models
+fine-tuned from one checkpoint with different seeds: one model, the cost of one at inference.
+This script takes the output folders of ``benchmarks/finetune.py`` runs of one task (each holds
+``<task>/model``), builds the soup with ``attnkit average``, and scores on the same data, in one
+process:
+
+* every ingredient (dev; WNUT-17 also test: the task's reported metric),
+* the soup,
+* for comparison, the ensemble of the ingredients: the mean of their softmax outputs (N models
+  at inference, so N times the cost; reported, never counted against a target).
+
+    python benchmarks/soup.py --task sst2 --data .data RUN_DIR_SEED0 RUN_DIR_SEED1 RUN_DIR_SEED2 RUN_DIR_SEED3
+    python benchmarks/soup.py --task wnut17 --data .data runs/w-s*  --tag wnut-soup
+
+The ingredients should be fine-tuned with the same ``train.init_seed`` (the default), so that their
+fresh heads start from one point, and from the same checkpoint (one TAPT model, not one per seed).
+The JSON goes to ``benchmarks/results/soup-<task>-<device>-<date>[-tag].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from attnkit.cli.main import main as attnkit_main  # noqa: E402
+
+try:
+    from benchmarks import common  # noqa: E402
+    from benchmarks.finetune import TASKS  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the files beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+    from finetune import TASKS  # type: ignore[no-redef]  # noqa: E402
+
+
+def model_dir(run: Path, task: str) -> Path:
+    """``run/<task>/model`` (a finetune.py output folder), ``run/model`` (a finetune --out) or ``run`` itself."""
+    for p in (run / task / "model", run / "model", run):
+        if (p / "config.json").is_file():
+            return p
+    raise SystemExit(f"error: {run} holds no model (looked for {task}/model, model and config.json)")
+
+
+def recipe_max_len(task: str) -> int:
+    recipe = TASKS[task][4]
+    return int(recipe[recipe.index("--max-len") + 1])
+
+
+def probabilities(model_path: Path, task: str, split: Path, device: torch.device) -> tuple[list[torch.Tensor], Any, Any, list[str]]:
+    """Softmax outputs of the model on ``split`` (per example; per sub-word for a tagger), the data and its encoding."""
+    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.training import finetune as ft
+
+    model, tok = load_model_and_tokenizer(model_path, None)
+    model.to(device).eval()
+    labels = list(model.config.labels)
+    max_len = min(recipe_max_len(task), ft.encoder_of(model).config.max_len)
+    if TASKS[task][0] == "classify":
+        from attnkit.data.glue import read_classification_tsv
+
+        data = read_classification_tsv(split)
+        enc = ft.encode_classification(tok, data, labels, max_len)
+    else:
+        from attnkit.data.conll import read_conll
+
+        data = read_conll(split)
+        gold = [[t if t in labels else "O" for t in s] for s in data.tags]
+        enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), labels, max_len)
+    with torch.no_grad():
+        logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=device)
+    return [x.double().softmax(-1) for x in logits], data, enc, labels
+
+
+def score(task: str, probs: list[torch.Tensor], data: Any, enc: Any, labels: list[str]) -> float:
+    """Accuracy (classification) or entity F1 (tagging, seqeval's definition), as a fraction."""
+    if TASKS[task][0] == "classify":
+        gold = [labels.index(y) for y in data.labels]
+        return sum(int(p.argmax()) == g for p, g in zip(probs, gold)) / len(gold)
+    from attnkit.metrics import entity_scores
+    from attnkit.training import finetune as ft
+
+    pred = ft.word_tags(probs, enc.word_ids, [len(s) for s in data.tokens], labels)
+    return entity_scores(data.tags, pred).f1
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path, nargs="+", help="finetune.py output folders (or model directories), one per ingredient")
+    p.add_argument("--task", required=True, choices=[t for t in TASKS if TASKS[t][0] in ("classify", "ner")])
+    p.add_argument("--data", default="../shared/data", help="folder with sst2/, rte/, wnut17/ (default: ../shared/data)")
+    p.add_argument("--out", type=Path, default=Path("runs/soup"), help="where the soup model is written (replaced)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    p.add_argument("--tag", default="", help="appended to the result file's name")
+    p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
+    args = p.parse_args()
+    if len(args.runs) < 2:
+        raise SystemExit("error: a soup needs at least two runs")
+    device = common.pick_device(args.device)
+    sub, _, dev, test, _, metric, target = TASKS[args.task]
+    data_dir = Path(args.data)
+    splits = {"dev": data_dir / dev, **({"test": data_dir / test} if test else {})}
+    reported = "test" if test else "dev"
+    ingredients = [model_dir(r, args.task) for r in args.runs]
+
+    import shutil
+
+    soup_dir = args.out / f"{args.task}-soup"
+    shutil.rmtree(soup_dir, ignore_errors=True)
+    argv = ["average", *map(str, ingredients), "--out", str(soup_dir)]
+    start = time.perf_counter()
+    if attnkit_main(argv) != 0:
+        raise SystemExit("error: attnkit average failed (message above)")
+    soup_s = time.perf_counter() - start
+
+    rows: list[dict[str, Any]] = []
+    ensemble: dict[str, list[torch.Tensor]] = {}
+    for name, path in [*((f"seed run {i}", q) for i, q in enumerate(ingredients)), ("soup", soup_dir)]:
+        row: dict[str, Any] = {"name": name, "model": str(path)}
+        for split, file in splits.items():
+            probs, data, enc, labels = probabilities(path, args.task, file, device)
+            row[split] = score(args.task, probs, data, enc, labels)
+            if name != "soup":
+                ensemble[split] = probs if split not in ensemble else [a + b for a, b in zip(ensemble[split], probs)]
+                saved = path.parent / "eval.json"
+                if split == "dev" and saved.is_file():  # the score the run itself reported, for a consistency check
+                    row["dev_at_training"] = json.loads(saved.read_text()).get(metric)
+        rows.append(row)
+        print(f"{name:>12}: " + ", ".join(f"{s} {100 * row[s]:.2f}" for s in splits), flush=True)
+    ens_row: dict[str, Any] = {"name": f"ensemble of {len(ingredients)} (mean softmax; {len(ingredients)}x inference)"}
+    for split, file in splits.items():
+        _, data, enc, labels = probabilities(ingredients[0], args.task, file, device)
+        ens_row[split] = score(args.task, [x / len(ingredients) for x in ensemble[split]], data, enc, labels)
+    rows.append(ens_row)
+    print(f"{'ensemble':>12}: " + ", ".join(f"{s} {100 * ens_row[s]:.2f}" for s in splits), flush=True)
+
+    seeds = [r[reported] for r in rows if r["name"].startswith("seed run")]
+    summary = {"metric": f"{reported} {metric}", "target": target, "ingredients_mean": statistics.mean(seeds),
+               "ingredients_min": min(seeds), "ingredients_max": max(seeds), "soup": rows[-2][reported],
+               "ensemble": ens_row[reported], "soup_met": rows[-2][reported] >= target, "average_s": soup_s}
+    payload = {"benchmark": "soup", "task": args.task, "rows": rows, "summary": summary, "command": "attnkit " + " ".join(argv),
+               "environment": common.environment(device), "argv": sys.argv}
+    path = common.write_json(f"soup-{args.task}", payload, args.results, suffix=f"-{args.tag}" if args.tag else "")
+    table = [[r["name"], *(f"{100 * r[s]:.2f}" for s in splits)] for r in rows]
+    print(common.markdown_table(["model", *splits], table))
+    print(f"{summary['metric']}: ingredients mean {100 * summary['ingredients_mean']:.2f} "
+          f"({100 * summary['ingredients_min']:.2f}-{100 * summary['ingredients_max']:.2f}), soup {100 * summary['soup']:.2f}, "
+          f"ensemble {100 * summary['ensemble']:.2f}; target {100 * target:.1f}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""benchmarks/soup.py on tiny runs: its scores agree with training's evaluation and with ``attnkit predict``."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnkit.cli.main import main as attnkit_main
+from attnkit.data.wordpiece import WordPieceTokenizer
+from attnkit.models import BertModel
+from attnkit.models.bert import bert_preset
+
+WORDS = "the a movie film story plot was is very quite this that it and with".split()
+
+
+def sentiment_tsv(path: Path, rng: random.Random, n: int) -> Path:
+    rows = []
+    for _ in range(n):
+        label = rng.choice("01")
+        words = rng.choices(WORDS, k=rng.randint(2, 10))
+        words.insert(rng.randint(0, len(words)), "good" if label == "1" else "bad")
+        rows.append(f"{' '.join(words)} \t{label}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("sentence\tlabel\n" + "".join(rows))
+    return path
+
+
+@pytest.mark.slow
+def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
+    soup = load_benchmark("soup")
+    rng = random.Random(3)
+    sentiment_tsv(tmp_path / "data" / "sst2" / "train.tsv", rng, 128)
+    dev = sentiment_tsv(tmp_path / "data" / "sst2" / "dev.tsv", rng, 48)
+    tok = WordPieceTokenizer.train([tmp_path / "data" / "sst2" / "train.tsv"], vocab_size=80)
+    torch.manual_seed(0)
+    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(tmp_path / "tiny", tokenizer=tok)
+    runs = []
+    for seed in (0, 1):  # finetune.py's layout: RUN/sst2/{model,eval.json}
+        run = tmp_path / f"run{seed}"
+        code = attnkit_main(["finetune", "classify", "--model", str(tmp_path / "tiny"), "--train", str(tmp_path / "data" / "sst2" / "train.tsv"),
+                             "--dev", str(dev), "--out", str(run / "sst2"), "--no-progress", "--epochs", "1", "--max-len", "66",
+                             "--set", "train.device=cpu", "--set", "train.lr=1e-3", "--set", "train.batch_size=16",
+                             "--set", f"train.seed={seed}"])
+        assert code == 0
+        runs.append(run)
+    monkeypatch.setattr(sys, "argv", ["soup.py", "--task", "sst2", "--data", str(tmp_path / "data"), "--device", "cpu",
+                                      "--out", str(tmp_path / "soups"), "--results", str(tmp_path / "results"), *map(str, runs)])
+    soup.main()
+    capsys.readouterr()
+    (result,) = (tmp_path / "results").glob("soup-sst2-*.json")
+    payload = json.loads(result.read_text())
+    rows = {r["name"]: r for r in payload["rows"]}
+    for i in (0, 1):  # the Trainer's own dev evaluation of the saved model
+        assert rows[f"seed run {i}"]["dev"] == pytest.approx(rows[f"seed run {i}"]["dev_at_training"], abs=1e-9)
+    lines = [line.split("\t") for line in dev.read_text().splitlines()[1:]]
+    (tmp_path / "dev.txt").write_text("".join(s + "\n" for s, _ in lines))
+    assert attnkit_main(["predict", "--model", str(tmp_path / "soups" / "sst2-soup"), str(tmp_path / "dev.txt"), "--device", "cpu",
+                         "--max-len", "66"]) == 0
+    predicted = capsys.readouterr().out.split()
+    accuracy = sum(p == y for p, (_, y) in zip(predicted, lines)) / len(lines)
+    assert rows["soup"]["dev"] == pytest.approx(accuracy, abs=1e-9)
+    s = payload["summary"]
+    assert s["ingredients_min"] <= s["ingredients_mean"] <= s["ingredients_max"]
+    assert s["soup"] == rows["soup"]["dev"] and s["target"] == 0.91
