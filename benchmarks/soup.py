@@ -56,15 +56,21 @@ def recipe_max_len(task: str) -> int:
     return int(recipe[recipe.index("--max-len") + 1])
 
 
-def probabilities(model_path: Path, task: str, split: Path, device: torch.device) -> tuple[list[torch.Tensor], Any, Any, list[str]]:
-    """Softmax outputs of the model on ``split`` (per example; per sub-word for a tagger), the data and its encoding."""
+def probabilities(model_path: Path, task: str, split: Path, device: torch.device,
+                  full_length: bool = False) -> tuple[list[torch.Tensor], Any, Any, list[str]]:
+    """Softmax outputs of the model on ``split`` (per example; per sub-word for a tagger), the data, its encoding, the labels.
+
+    Rows are cut at the recipe's ``--max-len`` (as the run's own dev evaluation), or with ``full_length``
+    at the model's position limit (as ``finetune.py`` scores WNUT-17's test file).
+    """
     from attnkit.cli.finetune import load_model_and_tokenizer
     from attnkit.training import finetune as ft
 
     model, tok = load_model_and_tokenizer(model_path, None)
     model.to(device).eval()
     labels = list(model.config.labels)
-    max_len = min(recipe_max_len(task), ft.encoder_of(model).config.max_len)
+    limit = ft.encoder_of(model).config.max_len
+    max_len = limit if full_length else min(recipe_max_len(task), limit)
     if TASKS[task][0] == "classify":
         from attnkit.data.glue import read_classification_tsv
 
@@ -127,7 +133,7 @@ def main() -> None:
     for name, path in [*((f"seed run {i}", q) for i, q in enumerate(ingredients)), ("soup", soup_dir)]:
         row: dict[str, Any] = {"name": name, "model": str(path)}
         for split, file in splits.items():
-            probs, data, enc, labels = probabilities(path, args.task, file, device)
+            probs, data, enc, labels = probabilities(path, args.task, file, device, full_length=split == "test")
             row[split] = score(args.task, probs, data, enc, labels)
             if name != "soup":
                 ensemble[split] = probs if split not in ensemble else [a + b for a, b in zip(ensemble[split], probs)]
@@ -138,7 +144,7 @@ def main() -> None:
         print(f"{name:>12}: " + ", ".join(f"{s} {100 * row[s]:.2f}" for s in splits), flush=True)
     ens_row: dict[str, Any] = {"name": f"ensemble of {len(ingredients)} (mean softmax; {len(ingredients)}x inference)"}
     for split, file in splits.items():
-        _, data, enc, labels = probabilities(ingredients[0], args.task, file, device)
+        _, data, enc, labels = probabilities(ingredients[0], args.task, file, device, full_length=split == "test")
         ens_row[split] = score(args.task, [x / len(ingredients) for x in ensemble[split]], data, enc, labels)
     rows.append(ens_row)
     print(f"{'ensemble':>12}: " + ", ".join(f"{s} {100 * ens_row[s]:.2f}" for s in splits), flush=True)
