@@ -39,6 +39,16 @@ documents) instead of the checkpoint; its row records the TAPT command, steps, w
 held-out masked-LM loss before and after. ``xquad`` is fine-tuned without TAPT. ``--tapt-only``
 stops after the TAPT runs, so that several fine-tuning runs (seeds) can start from one TAPT model:
 ``--model OUT/<task>-tapt/model``, then ``benchmarks/soup.py`` averages them (a uniform model soup).
+
+``--soup N`` (classify/ner tasks) fine-tunes seeds 0..N-1 of the recipe from one starting point (the
+checkpoint, or the one TAPT model), each into ``<--out>/<task>-seed<i>``, averages their weights with
+``attnkit average`` into ``<--out>/<task>/model`` (a uniform model soup, Wortsman et al. 2022) and
+reports the soup's score; the seeds' rows are kept under ``ingredients``. The recipes that meet the
+targets by their mean (BENCHMARKS.md, session 9; RTE: session 8):
+
+    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --tapt-steps 1000 --set train.rdrop=1.0 --soup 5
+    python benchmarks/finetune.py --data ../shared/data --tasks rte --tapt-steps 1000
+    python benchmarks/finetune.py --data ../shared/data --tasks wnut17 --soup 6
 """
 
 from __future__ import annotations
@@ -109,6 +119,58 @@ def score_tagger(model_dir: Path, conll: Path, device: str) -> dict[str, float]:
     pred = ft.word_tags(logits, enc.word_ids, [len(s) for s in data.tokens], tags)
     s = entity_scores(data.tags, pred)
     return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "n_gold": s.n_gold, "truncated": enc.truncated}
+
+
+def recipe_max_len(task: str) -> int:
+    """The ``--max-len`` of task ``task``'s recipe."""
+    recipe = TASKS[task][4]
+    return int(recipe[recipe.index("--max-len") + 1])
+
+
+def model_probabilities(model_path: Path, task: str, split: Path, device: Any,
+                        full_length: bool = False) -> tuple[list[Any], Any, Any, list[str]]:
+    """Softmax outputs of a saved classifier/tagger on ``split`` (per example; per sub-word for a tagger), the data,
+    its encoding and the label names.
+
+    Rows are cut at the recipe's ``--max-len`` (as the run's own dev evaluation), or with ``full_length``
+    at the model's position limit (as :func:`score_tagger` scores WNUT-17's test file).
+    """
+    import torch
+
+    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.training import finetune as ft
+
+    model, tok = load_model_and_tokenizer(model_path, None)
+    model.to(device).eval()
+    labels = list(model.config.labels)
+    limit = ft.encoder_of(model).config.max_len
+    max_len = limit if full_length else min(recipe_max_len(task), limit)
+    if TASKS[task][0] == "classify":
+        from attnkit.data.glue import read_classification_tsv
+
+        data = read_classification_tsv(split)
+        enc = ft.encode_classification(tok, data, labels, max_len)
+    else:
+        from attnkit.data.conll import read_conll
+
+        data = read_conll(split)
+        gold = [[t if t in labels else "O" for t in s] for s in data.tags]
+        enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), labels, max_len)
+    with torch.no_grad():
+        logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=device)
+    return [x.double().softmax(-1) for x in logits], data, enc, labels
+
+
+def metric_of(task: str, probs: list[Any], data: Any, enc: Any, labels: list[str]) -> float:
+    """Accuracy (classification) or entity F1 (tagging, seqeval's definition) of ``probs``, as a fraction."""
+    if TASKS[task][0] == "classify":
+        gold = [labels.index(y) for y in data.labels]
+        return sum(int(p.argmax()) == g for p, g in zip(probs, gold)) / len(gold)
+    from attnkit.metrics import entity_scores
+    from attnkit.training import finetune as ft
+
+    pred = ft.word_tags(probs, enc.word_ids, [len(s) for s in data.tokens], labels)
+    return entity_scores(data.tags, pred).f1
 
 
 def quick_slice(src: Path, dst: Path, n: int) -> None:
@@ -206,7 +268,7 @@ def run_tapt(name: str, data: Path, out_root: Path, args: argparse.Namespace) ->
 
 
 def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
-    sub, train, dev, test, _, metric, target = TASKS[name]
+    sub, train, dev, test = TASKS[name][:4]
     data = Path(args.data)
     out = out_root / name
     if args.quick:  # slices: enough training sentences for WNUT to see every tag its dev slice has
@@ -224,18 +286,30 @@ def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, A
             return {"task": name, "tapt": tapt, "wall_s": tapt["wall_s"], "metric": "TAPT only", "model": tapt["model"]}
     elif getattr(args, "tapt_steps", 0):
         print(f"== {name}: no TAPT (--tapt-steps is for classify and ner tasks)", flush=True)
-    argv = task_argv(name, data, out, args, Path(tapt["model"]) if tapt else None)
+    start_from = Path(tapt["model"]) if tapt else None
+    soup = getattr(args, "soup", 0)
+    if soup >= 2 and sub != "qa":
+        return run_soup(name, data, out_root, args, start_from, tapt)
+    row = finetune_once(name, data, out, args, start_from)
+    row["tapt"] = tapt
+    return row
+
+
+def finetune_once(name: str, data: Path, out: Path, args: argparse.Namespace, model: Path | None,
+                  extra: list[str] = ()) -> dict[str, Any]:
+    """One ``attnkit finetune`` run of task ``name`` into ``out`` (``extra``: more arguments, last); its row."""
+    sub, _, _, test, _, metric, target = TASKS[name]
+    argv = [*task_argv(name, data, out, args, model), *extra]
     print(f"== {name}: attnkit {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     code = attnkit_main(argv)
     wall = time.perf_counter() - start
     if code != 0:
-        return {"task": name, "command": "attnkit " + " ".join(argv), "exit_code": code, "tapt": tapt}
+        return {"task": name, "command": "attnkit " + " ".join(argv), "exit_code": code}
     summary = json.loads((out / "eval.json").read_text())
     row: dict[str, Any] = {"task": name, "command": "attnkit " + " ".join(argv), "wall_s": wall, "train_s": summary["seconds"],
                            "steps": summary["steps"], "best_step": summary.get("step"), "dev": {k: summary[k] for k in summary
-                                                                                                 if k not in ("task", "steps", "seconds", "step")},
-                           "tapt": tapt}
+                                                                                                 if k not in ("task", "steps", "seconds", "step")}}
     if test is not None:
         start = time.perf_counter()
         row["test"] = score_tagger(out / "model", data / test, args.device)
@@ -248,6 +322,44 @@ def run_task(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, A
     reported = row["test"][metric] if test is not None else row["dev"][metric]
     row.update(metric=f"{'test' if test else 'dev'} {metric}", value=reported, target=target, met=reported >= target)
     print(f"   {row['metric']} = {100 * reported:.2f} (target {100 * target:.1f}), wall {wall:.1f}s", flush=True)
+    return row
+
+
+def run_soup(name: str, data: Path, out_root: Path, args: argparse.Namespace, model: Path | None,
+             tapt: dict[str, Any] | None) -> dict[str, Any]:
+    """``--soup N``: fine-tune seeds 0..N-1 of task ``name`` from one starting point (one head initialisation,
+    ``train.init_seed``), average them with ``attnkit average`` (a uniform model soup, Wortsman et al. 2022),
+    and score the soup as the task's single run is scored; the ingredients' rows go under ``"ingredients"``."""
+    dev, test, _, metric, target = TASKS[name][2:]
+    ingredients = [finetune_once(name, data, out_root / f"{name}-seed{i}", args, model, ["--set", f"train.seed={i}"])
+                   for i in range(args.soup)]
+    failed = [r for r in ingredients if r.get("exit_code")]
+    if failed:
+        return {"task": name, "ingredients": ingredients, "tapt": tapt, "exit_code": failed[0]["exit_code"]}
+    soup_dir = out_root / name / "model"
+    import shutil
+
+    shutil.rmtree(soup_dir, ignore_errors=True)
+    soup_dir.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["average", *(str(out_root / f"{name}-seed{i}" / "model") for i in range(args.soup)), "--out", str(soup_dir)]
+    print(f"== {name}: attnkit {' '.join(argv)}", flush=True)
+    code = attnkit_main(argv)
+    if code != 0:
+        return {"task": name, "ingredients": ingredients, "tapt": tapt, "command": "attnkit " + " ".join(argv), "exit_code": code}
+    import torch
+
+    device = torch.device(args.device)
+    dev_score = metric_of(name, *model_probabilities(soup_dir, name, data / dev, device))
+    row: dict[str, Any] = {"task": name, "command": "attnkit " + " ".join(argv), "soup_of": args.soup, "ingredients": ingredients,
+                           "tapt": tapt, "wall_s": sum(r["wall_s"] for r in ingredients), "dev": {metric: dev_score}}
+    if test is not None:
+        row["test"] = score_tagger(soup_dir, data / test, args.device)
+    reported = row["test"][metric] if test is not None else dev_score
+    values = [r["value"] for r in ingredients]
+    row.update(metric=f"{'test' if test else 'dev'} {metric}, soup of {args.soup}", value=reported, target=target,
+               met=reported >= target, ingredients_mean=sum(values) / len(values))
+    print(f"   soup of {args.soup}: {row['metric']} = {100 * reported:.2f} (ingredients {', '.join(f'{100 * v:.2f}' for v in values)}; "
+          f"mean {100 * row['ingredients_mean']:.2f}; target {100 * target:.1f})", flush=True)
     return row
 
 
@@ -282,6 +394,9 @@ def main() -> None:
                    help="run the TAPT of each classify/ner task and stop (fine-tune later with --model OUT/<task>-tapt/model: "
                         "several seeds from one TAPT model, e.g. the ingredients of benchmarks/soup.py)")
     p.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE", help="extra --set for the TAPT runs")
+    p.add_argument("--soup", type=int, default=0, metavar="N",
+                   help="classify/ner tasks: fine-tune seeds 0..N-1 from one starting point and report their uniform model "
+                        "soup (attnkit average; Wortsman et al. 2022) instead of one run (default: 0, one run)")
     p.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day, sweeps)")
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = p.parse_args()
@@ -294,6 +409,8 @@ def main() -> None:
             raise SystemExit(f"error: unknown task {n!r}; choose from {', '.join(TASKS)}")
     if args.tapt_steps < 0:
         raise SystemExit(f"error: --tapt-steps {args.tapt_steps} is negative")
+    if args.soup == 1 or args.soup < 0:
+        raise SystemExit(f"error: --soup {args.soup}: a soup needs at least 2 ingredients (0: no soup)")
     if args.tapt_only and not args.tapt_steps:
         raise SystemExit("error: --tapt-only needs --tapt-steps N")
     rows = [run_task(n, args, args.out) for n in names]

@@ -37,10 +37,10 @@ from attnkit.cli.main import main as attnkit_main  # noqa: E402
 
 try:
     from benchmarks import common  # noqa: E402
-    from benchmarks.finetune import TASKS  # noqa: E402
+    from benchmarks.finetune import TASKS, metric_of, model_probabilities  # noqa: E402
 except ImportError:  # another installed package is called "benchmarks": use the files beside this one
     import common  # type: ignore[no-redef]  # noqa: E402
-    from finetune import TASKS  # type: ignore[no-redef]  # noqa: E402
+    from finetune import TASKS, metric_of, model_probabilities  # type: ignore[no-redef]  # noqa: E402
 
 
 def model_dir(run: Path, task: str) -> Path:
@@ -49,54 +49,6 @@ def model_dir(run: Path, task: str) -> Path:
         if (p / "config.json").is_file():
             return p
     raise SystemExit(f"error: {run} holds no model (looked for {task}/model, model and config.json)")
-
-
-def recipe_max_len(task: str) -> int:
-    recipe = TASKS[task][4]
-    return int(recipe[recipe.index("--max-len") + 1])
-
-
-def probabilities(model_path: Path, task: str, split: Path, device: torch.device,
-                  full_length: bool = False) -> tuple[list[torch.Tensor], Any, Any, list[str]]:
-    """Softmax outputs of the model on ``split`` (per example; per sub-word for a tagger), the data, its encoding, the labels.
-
-    Rows are cut at the recipe's ``--max-len`` (as the run's own dev evaluation), or with ``full_length``
-    at the model's position limit (as ``finetune.py`` scores WNUT-17's test file).
-    """
-    from attnkit.cli.finetune import load_model_and_tokenizer
-    from attnkit.training import finetune as ft
-
-    model, tok = load_model_and_tokenizer(model_path, None)
-    model.to(device).eval()
-    labels = list(model.config.labels)
-    limit = ft.encoder_of(model).config.max_len
-    max_len = limit if full_length else min(recipe_max_len(task), limit)
-    if TASKS[task][0] == "classify":
-        from attnkit.data.glue import read_classification_tsv
-
-        data = read_classification_tsv(split)
-        enc = ft.encode_classification(tok, data, labels, max_len)
-    else:
-        from attnkit.data.conll import read_conll
-
-        data = read_conll(split)
-        gold = [[t if t in labels else "O" for t in s] for s in data.tags]
-        enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), labels, max_len)
-    with torch.no_grad():
-        logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=device)
-    return [x.double().softmax(-1) for x in logits], data, enc, labels
-
-
-def score(task: str, probs: list[torch.Tensor], data: Any, enc: Any, labels: list[str]) -> float:
-    """Accuracy (classification) or entity F1 (tagging, seqeval's definition), as a fraction."""
-    if TASKS[task][0] == "classify":
-        gold = [labels.index(y) for y in data.labels]
-        return sum(int(p.argmax()) == g for p, g in zip(probs, gold)) / len(gold)
-    from attnkit.metrics import entity_scores
-    from attnkit.training import finetune as ft
-
-    pred = ft.word_tags(probs, enc.word_ids, [len(s) for s in data.tokens], labels)
-    return entity_scores(data.tags, pred).f1
 
 
 def main() -> None:
@@ -133,8 +85,8 @@ def main() -> None:
     for name, path in [*((f"seed run {i}", q) for i, q in enumerate(ingredients)), ("soup", soup_dir)]:
         row: dict[str, Any] = {"name": name, "model": str(path)}
         for split, file in splits.items():
-            probs, data, enc, labels = probabilities(path, args.task, file, device, full_length=split == "test")
-            row[split] = score(args.task, probs, data, enc, labels)
+            probs, data, enc, labels = model_probabilities(path, args.task, file, device, full_length=split == "test")
+            row[split] = metric_of(args.task, probs, data, enc, labels)
             if name != "soup":
                 ensemble[split] = probs if split not in ensemble else [a + b for a, b in zip(ensemble[split], probs)]
                 saved = path.parent / "eval.json"
@@ -144,8 +96,8 @@ def main() -> None:
         print(f"{name:>12}: " + ", ".join(f"{s} {100 * row[s]:.2f}" for s in splits), flush=True)
     ens_row: dict[str, Any] = {"name": f"ensemble of {len(ingredients)} (mean softmax; {len(ingredients)}x inference)"}
     for split, file in splits.items():
-        _, data, enc, labels = probabilities(ingredients[0], args.task, file, device, full_length=split == "test")
-        ens_row[split] = score(args.task, [x / len(ingredients) for x in ensemble[split]], data, enc, labels)
+        _, data, enc, labels = model_probabilities(ingredients[0], args.task, file, device, full_length=split == "test")
+        ens_row[split] = metric_of(args.task, [x / len(ingredients) for x in ensemble[split]], data, enc, labels)
     rows.append(ens_row)
     print(f"{'ensemble':>12}: " + ", ".join(f"{s} {100 * ens_row[s]:.2f}" for s in splits), flush=True)
 

@@ -67,3 +67,34 @@ def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
     s = payload["summary"]
     assert s["ingredients_min"] <= s["ingredients_mean"] <= s["ingredients_max"]
     assert s["soup"] == rows["soup"]["dev"] and s["target"] == 0.91
+
+
+@pytest.mark.slow
+def test_finetune_soup_option(load_benchmark, tmp_path, capsys):
+    """``finetune.py --soup 2``: seeds 0 and 1 from one start, their weight mean, scored like the single run."""
+    import argparse
+
+    from safetensors.torch import load_file
+
+    bench = load_benchmark("finetune")
+    rng = random.Random(4)
+    sentiment_tsv(tmp_path / "data" / "sst2" / "train.tsv", rng, 96)
+    dev = sentiment_tsv(tmp_path / "data" / "sst2" / "dev.tsv", rng, 40)
+    tok = WordPieceTokenizer.train([tmp_path / "data" / "sst2" / "train.tsv"], vocab_size=80)
+    torch.manual_seed(0)
+    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(tmp_path / "tiny", tokenizer=tok)
+    args = argparse.Namespace(model=tmp_path / "tiny", device="cpu", quick=False, epochs=2.0, tapt_steps=0, soup=2, data=str(tmp_path / "data"),
+                              set=["train.lr=1e-3", "train.batch_size=16", "train.ema_decay=0", "train.eval_every=6"])
+    row = bench.run_task("sst2", args, tmp_path / "out")
+    capsys.readouterr()
+    assert row["soup_of"] == 2 and [r["command"].endswith(f"train.seed={i}") for i, r in enumerate(row["ingredients"])] == [True, True]
+    states = [load_file(str(tmp_path / "out" / f"sst2-seed{i}" / "model" / "model.safetensors")) for i in (0, 1)]
+    soup = load_file(str(tmp_path / "out" / "sst2" / "model" / "model.safetensors"))
+    for k, v in soup.items():
+        torch.testing.assert_close(v, (states[0][k].double() + states[1][k].double()).div(2).to(v.dtype), rtol=0, atol=1e-7)
+    lines = [line.split("\t") for line in dev.read_text().splitlines()[1:]]
+    (tmp_path / "dev.txt").write_text("".join(s + "\n" for s, _ in lines))
+    assert attnkit_main(["predict", "--model", str(tmp_path / "out" / "sst2" / "model"), str(tmp_path / "dev.txt"), "--device", "cpu"]) == 0
+    predicted = capsys.readouterr().out.split()
+    assert row["value"] == pytest.approx(sum(p == y for p, (_, y) in zip(predicted, lines)) / len(lines), abs=1e-9)
+    assert row["ingredients_mean"] == pytest.approx(sum(r["value"] for r in row["ingredients"]) / 2)
