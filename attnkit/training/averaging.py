@@ -4,7 +4,7 @@
 which were written at 10-minute intervals." The same average over models fine-tuned from one
 pretrained checkpoint with different seeds or hyperparameters is the *uniform soup* of
 Wortsman et al. 2022 ("Model soups: averaging weights of multiple fine-tuned models improves
-accuracy without increasing inference time", eq. 1 / section 2): one model, no extra cost at
+accuracy without increasing inference time", section 2): one model, no extra cost at
 inference. It only makes sense for models of one architecture and one label set, started from
 one point (``train.init_seed`` fixes a fresh head's weights), which :func:`check_configs` checks
 as far as the configs can tell. The average is taken parameter by parameter
