@@ -30,15 +30,21 @@ def sentiment_tsv(path: Path, rng: random.Random, n: int) -> Path:
     return path
 
 
+def tiny_task(root: Path, *, seed: int, n_train: int, n_dev: int) -> Path:
+    """``root/data/sst2/{train,dev}.tsv`` and a tiny random BERT with its WordPiece vocabulary in ``root/tiny``; the dev file."""
+    rng = random.Random(seed)
+    sentiment_tsv(root / "data" / "sst2" / "train.tsv", rng, n_train)
+    dev = sentiment_tsv(root / "data" / "sst2" / "dev.tsv", rng, n_dev)
+    tok = WordPieceTokenizer.train([root / "data" / "sst2" / "train.tsv"], vocab_size=80)
+    torch.manual_seed(0)
+    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(root / "tiny", tokenizer=tok)
+    return dev
+
+
 @pytest.mark.slow
 def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
     soup = load_benchmark("soup")
-    rng = random.Random(3)
-    sentiment_tsv(tmp_path / "data" / "sst2" / "train.tsv", rng, 128)
-    dev = sentiment_tsv(tmp_path / "data" / "sst2" / "dev.tsv", rng, 48)
-    tok = WordPieceTokenizer.train([tmp_path / "data" / "sst2" / "train.tsv"], vocab_size=80)
-    torch.manual_seed(0)
-    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(tmp_path / "tiny", tokenizer=tok)
+    dev = tiny_task(tmp_path, seed=3, n_train=128, n_dev=48)
     runs = []
     for seed in (0, 1):  # finetune.py's layout: RUN/sst2/{model,eval.json}
         run = tmp_path / f"run{seed}"
@@ -77,12 +83,7 @@ def test_finetune_soup_option(load_benchmark, tmp_path, capsys):
     from safetensors.torch import load_file
 
     bench = load_benchmark("finetune")
-    rng = random.Random(4)
-    sentiment_tsv(tmp_path / "data" / "sst2" / "train.tsv", rng, 96)
-    dev = sentiment_tsv(tmp_path / "data" / "sst2" / "dev.tsv", rng, 40)
-    tok = WordPieceTokenizer.train([tmp_path / "data" / "sst2" / "train.tsv"], vocab_size=80)
-    torch.manual_seed(0)
-    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(tmp_path / "tiny", tokenizer=tok)
+    dev = tiny_task(tmp_path, seed=4, n_train=96, n_dev=40)
     args = argparse.Namespace(model=tmp_path / "tiny", device="cpu", quick=False, epochs=2.0, tapt_steps=0, soup=2, data=str(tmp_path / "data"),
                               set=["train.lr=1e-3", "train.batch_size=16", "train.ema_decay=0", "train.eval_every=6"])
     row = bench.run_task("sst2", args, tmp_path / "out")
