@@ -38,6 +38,10 @@ class TrainConfig(Config):
     the weights a fine-tuning command creates fresh (a new classification, tagging or QA head), so
     runs that differ only in ``seed`` start from one point: the ingredients of a model soup
     (Wortsman et al. 2022; ``attnkit average``).
+    ``eval_precision="fp32"`` runs the evaluations (and so the choice of the best model) without
+    autocast, as ``attnkit eval`` scores a saved model; ``"train"`` (default) evaluates in the
+    training precision (bf16 on a GPU with ``precision="auto"``), faster, where a borderline
+    example can land on the other side (one SST-2 sentence in about half the runs, BENCHMARKS.md).
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """
@@ -69,6 +73,7 @@ class TrainConfig(Config):
     seed: int = 0
     init_seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    eval_precision: Literal["train", "fp32"] = "train"
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cuda_graphs: bool = False

@@ -305,7 +305,7 @@ class Trainer:
         c = self.config
         self.model.eval()
         with self._averaged_weights():
-            with torch.no_grad(), self.autocast():
+            with torch.no_grad(), (self.autocast() if c.eval_precision == "train" else nullcontext()):
                 metrics = self.task.evaluate(self.model)
             better = self._is_better(metrics)
             if better:

@@ -53,3 +53,20 @@ def test_resume_restores_the_average(tmp_path):
     resumed.fit(resume=True)
     for a, b in zip(straight.ema, resumed.ema):
         assert torch.equal(a, b)
+
+
+class _PrecisionProbe(Seq2SeqTask):
+    def evaluate(self, model):  # the dtype of a product inside the evaluation
+        self.dtype = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        return {"loss": 1.0}
+
+
+def test_eval_precision(tmp_path):
+    """bf16 training evaluates under autocast by default; eval_precision=fp32 evaluates without it."""
+    for eval_precision, dtype in (("train", torch.bfloat16), ("fp32", torch.float32)):
+        model, task = _setup()
+        task.__class__ = _PrecisionProbe
+        cfg = TrainConfig(steps=2, batch_size=16, warmup=1, log_every=1, eval_every=2, precision="bf16", device="cpu",
+                          eval_precision=eval_precision)
+        Trainer(model, task, cfg, tmp_path / eval_precision, progress=False).fit()
+        assert task.dtype == dtype, eval_precision
