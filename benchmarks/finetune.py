@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -100,28 +101,6 @@ def minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def score_tagger(model_dir: Path, conll: Path, device: str) -> dict[str, float]:
-    """Entity precision/recall/F1 of a saved tagger on a CoNLL file (each word's first sub-word)."""
-    from attnkit.cli.finetune import load_model_and_tokenizer
-    from attnkit.data.conll import read_conll
-    from attnkit.metrics import entity_scores
-    from attnkit.training import finetune as ft
-    from attnkit.training import pick_device
-
-    model, tok = load_model_and_tokenizer(model_dir, None)
-    dev = pick_device(device)
-    model.to(dev).eval()
-    data = read_conll(conll)
-    tags = list(model.config.labels)
-    unknown = {t for s in data.tags for t in s} - set(tags)
-    gold = [[t if t in tags else "O" for t in s] for s in data.tags] if unknown else data.tags  # not expected for WNUT
-    enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), tags, model.config.encoder.max_len)
-    logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=dev)
-    pred = ft.word_tags(logits, enc.word_ids, [len(s) for s in data.tokens], tags)
-    s = entity_scores(data.tags, pred)
-    return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "n_gold": s.n_gold, "truncated": enc.truncated}
-
-
 def recipe_max_len(task: str) -> int:
     """The ``--max-len`` of task ``task``'s recipe."""
     recipe = TASKS[task][4]
@@ -131,47 +110,39 @@ def recipe_max_len(task: str) -> int:
 def model_probabilities(model_path: Path, task: str, split: Path, device: Any,
                         full_length: bool = False) -> tuple[list[Any], Any, Any, list[str]]:
     """Softmax outputs of a saved classifier/tagger on ``split`` (per example; per sub-word for a tagger), the data,
-    its encoding and the label names.
+    its encoding and the label names, through ``attnkit eval``'s :func:`~attnkit.cli.evaluate_labelled.labelled_logits`.
 
     Rows are cut at the recipe's ``--max-len`` (as the run's own dev evaluation), or with ``full_length``
     at the model's position limit (as :func:`score_tagger` scores WNUT-17's test file).
     """
-    import torch
-
+    from attnkit.cli.evaluate_labelled import labelled_logits
     from attnkit.cli.finetune import load_model_and_tokenizer
     from attnkit.training import finetune as ft
+    from attnkit.training import pick_device
 
     model, tok = load_model_and_tokenizer(model_path, None)
+    device = pick_device(str(device))
     model.to(device).eval()
-    labels = list(model.config.labels)
     limit = ft.encoder_of(model).config.max_len
     max_len = limit if full_length else min(recipe_max_len(task), limit)
-    if TASKS[task][0] == "classify":
-        from attnkit.data.glue import read_classification_tsv
-
-        data = read_classification_tsv(split)
-        enc = ft.encode_classification(tok, data, labels, max_len)
-    else:
-        from attnkit.data.conll import read_conll
-
-        data = read_conll(split)
-        gold = [[t if t in labels else "O" for t in s] for s in data.tags]
-        enc = ft.encode_tagging(tok, type(data)(data.tokens, gold), labels, max_len)
-    with torch.no_grad():
-        logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=128, device=device)
+    logits, data, enc, labels = labelled_logits(model, tok, TASKS[task][0], split, max_len, device)
     return [x.double().softmax(-1) for x in logits], data, enc, labels
 
 
 def metric_of(task: str, probs: list[Any], data: Any, enc: Any, labels: list[str]) -> float:
-    """Accuracy (classification) or entity F1 (tagging, seqeval's definition) of ``probs``, as a fraction."""
-    if TASKS[task][0] == "classify":
-        gold = [labels.index(y) for y in data.labels]
-        return sum(int(p.argmax()) == g for p, g in zip(probs, gold)) / len(gold)
-    from attnkit.metrics import entity_scores
-    from attnkit.training import finetune as ft
+    """The task's metric (accuracy, or entity F1 as seqeval defines it) of ``probs``, as a fraction."""
+    from attnkit.cli.evaluate_labelled import labelled_scores
 
-    pred = ft.word_tags(probs, enc.word_ids, [len(s) for s in data.tokens], labels)
-    return entity_scores(data.tags, pred).f1
+    return labelled_scores(TASKS[task][0], probs, data, enc, labels)[TASKS[task][5]]
+
+
+def score_tagger(model_dir: Path, task: str, conll: Path, device: str) -> dict[str, float]:
+    """Entity precision/recall/F1 of a saved tagger of ``task`` on a CoNLL file, rows at the model's full length."""
+    from attnkit.cli.evaluate_labelled import labelled_scores
+
+    probs, data, enc, labels = model_probabilities(model_dir, task, conll, device, full_length=True)
+    s = labelled_scores("ner", probs, data, enc, labels)
+    return {"precision": s["precision"], "recall": s["recall"], "f1": s["f1"], "n_gold": s["entities"], "truncated": enc.truncated}
 
 
 def quick_slice(src: Path, dst: Path, n: int) -> None:
@@ -313,7 +284,7 @@ def finetune_once(name: str, data: Path, out: Path, args: argparse.Namespace, mo
                                                                                                  if k not in ("task", "steps", "seconds", "step")}}
     if test is not None:
         start = time.perf_counter()
-        row["test"] = score_tagger(out / "model", data / test, args.device)
+        row["test"] = score_tagger(out / "model", name, data / test, args.device)
         row["test_eval_s"] = time.perf_counter() - start
     if sub == "qa":  # SQuAD scores are percentages; keep the fractions of the other tasks
         reported = summary["f1"] / 100
@@ -338,8 +309,6 @@ def run_soup(name: str, data: Path, out_root: Path, args: argparse.Namespace, mo
     if failed:
         return {"task": name, "ingredients": ingredients, "tapt": tapt, "exit_code": failed[0]["exit_code"]}
     soup_dir = out_root / name / "model"
-    import shutil
-
     shutil.rmtree(soup_dir, ignore_errors=True)
     soup_dir.parent.mkdir(parents=True, exist_ok=True)
     argv = ["average", *(str(out_root / f"{name}-seed{i}" / "model") for i in range(args.soup)), "--out", str(soup_dir)]
@@ -347,14 +316,11 @@ def run_soup(name: str, data: Path, out_root: Path, args: argparse.Namespace, mo
     code = attnkit_main(argv)
     if code != 0:
         return {"task": name, "ingredients": ingredients, "tapt": tapt, "command": "attnkit " + " ".join(argv), "exit_code": code}
-    import torch
-
-    device = torch.device(args.device)
-    dev_score = metric_of(name, *model_probabilities(soup_dir, name, data / dev, device))
+    dev_score = metric_of(name, *model_probabilities(soup_dir, name, data / dev, args.device))
     row: dict[str, Any] = {"task": name, "command": "attnkit " + " ".join(argv), "soup_of": args.soup, "ingredients": ingredients,
                            "tapt": tapt, "wall_s": sum(r["wall_s"] for r in ingredients), "dev": {metric: dev_score}}
     if test is not None:
-        row["test"] = score_tagger(soup_dir, data / test, args.device)
+        row["test"] = score_tagger(soup_dir, name, data / test, args.device)
     reported = row["test"][metric] if test is not None else dev_score
     values = [r["value"] for r in ingredients]
     row.update(metric=f"{'test' if test else 'dev'} {metric}, soup of {args.soup}", value=reported, target=target,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -69,8 +70,6 @@ def main() -> None:
     splits = {"dev": data_dir / dev, **({"test": data_dir / test} if test else {})}
     reported = "test" if test else "dev"
     ingredients = [model_dir(r, args.task) for r in args.runs]
-
-    import shutil
 
     soup_dir = args.out / f"{args.task}-soup"
     shutil.rmtree(soup_dir, ignore_errors=True)

@@ -79,10 +79,10 @@ from attnkit.models.transformer import AttentionConfig, TransformerConfig  # noq
 from attnkit.objectives import seq2seq_loss  # noqa: E402
 from attnkit.training import TrainConfig, build_optimizer  # noqa: E402
 from attnkit.training.graphs import GraphedSteps  # noqa: E402
+from attnkit.training.loop import autocast_for  # noqa: E402
 from attnkit.training.optim import device_lrs  # noqa: E402
 from attnkit.training.translation import (  # noqa: E402
     TranslationConfig,
-    autocast_for,
     bleu_scores,
     encode_pairs,
     train_translation,

@@ -41,7 +41,7 @@ class TrainConfig(Config):
     ``eval_precision="fp32"`` runs the evaluations (and so the choice of the best model) without
     autocast, as ``attnkit eval`` scores a saved model; ``"train"`` (default) evaluates in the
     training precision (bf16 on a GPU with ``precision="auto"``), faster, where a borderline
-    example can land on the other side (one SST-2 sentence in about half the runs, BENCHMARKS.md).
+    example can land on the other side (one SST-2 sentence in 11 of 33 runs, BENCHMARKS.md).
     ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
     the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
     """

@@ -62,6 +62,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_for(device: torch.device, precision: str, cache: bool = True) -> Any:
+    """The autocast context for ``precision`` on ``device``: bf16 for ``bf16``, and for ``auto`` on CUDA;
+    none otherwise. ``cache=False``: no cast cache, as in a step recorded as a CUDA graph."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
+    return nullcontext()
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -123,10 +131,8 @@ class Trainer:
         self.best: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
-        use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
         # a recorded step casts the weights itself at every replay: autocast's cast cache would outlive it
-        cache = not c.cuda_graphs
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)) if use_bf16 else nullcontext
+        self.autocast = lambda: autocast_for(self.device, c.precision, cache=not c.cuda_graphs)
         self.forward_model: nn.Module = model
         if c.compile:
             # varying lengths: one graph for every shape from the start (else a second compile)

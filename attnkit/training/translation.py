@@ -248,16 +248,6 @@ def prepare_tokenizer(data_cfg: TranslationConfig, train: ParallelCorpus, out: P
     return tok
 
 
-def autocast_for(device: torch.device, precision: str, cache: bool = True) -> Any:
-    """The autocast context the training loop uses for ``precision`` on ``device`` (``cache=False``:
-    no cast cache, as in a step recorded as a CUDA graph)."""
-    from contextlib import nullcontext
-
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
-    return nullcontext()
-
-
 def train_translation(
     model_cfg: Any, train_cfg: Any, data_cfg: TranslationConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True
 ) -> TranslationRun:
@@ -275,7 +265,7 @@ def train_translation(
     from attnkit.models.transformer import Transformer
     from attnkit.training.averaging import save_averaged
     from attnkit.training.checkpoint import list_checkpoints
-    from attnkit.training.loop import Trainer, pick_device
+    from attnkit.training.loop import Trainer, autocast_for, pick_device
 
     check_recipe(train_cfg, data_cfg)
     out = Path(out)

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli_finetune import FAST, run_cli, sentiment, write_tsv
+from test_cli_finetune import FAST, root, run_cli  # noqa: F401  (root: the module's data and tiny BERT)
 
 import attnkit
 from attnkit.data.wordpiece import WordPieceTokenizer
-from attnkit.models import BertModel
-from attnkit.models.bert import bert_preset
 from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("average")
-    rng = random.Random(1)
-    write_tsv(root / "train.tsv", sentiment(rng, 96))
-    write_tsv(root / "dev.tsv", sentiment(rng, 32))
-    corpus = root / "corpus.txt"
-    corpus.write_text((root / "train.tsv").read_text())
-    tok = WordPieceTokenizer.train([corpus], vocab_size=90)
-    torch.manual_seed(0)
-    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)).save_pretrained(root / "tiny", tokenizer=tok)
-    return root
 
 
 def finetune(capsys, root: Path, out: Path, *sets: str) -> Path:
@@ -39,7 +21,7 @@ def finetune(capsys, root: Path, out: Path, *sets: str) -> Path:
     return out / "model"
 
 
-def test_soup_is_the_mean_of_the_ingredients(root, capsys, tmp_path):
+def test_soup_is_the_mean_of_the_ingredients(root, capsys, tmp_path):  # noqa: F811
     ingredients = [finetune(capsys, root, tmp_path / f"s{seed}", f"train.seed={seed}") for seed in (0, 1, 2)]
     (ingredients[-1] / "notes.txt").write_text("side file\n")
     code, stdout, err = run_cli(capsys, "average", *ingredients, "--out", tmp_path / "soup")
@@ -60,7 +42,7 @@ def test_soup_is_the_mean_of_the_ingredients(root, capsys, tmp_path):
     assert code == 0 and stdout.split()[0] in ("negative", "positive"), err
 
 
-def test_init_seed_fixes_the_fresh_head(root, capsys, tmp_path):
+def test_init_seed_fixes_the_fresh_head(root, capsys, tmp_path):  # noqa: F811
     """lr ~0: the saved head is its initial weights; train.seed must not change them, train.init_seed must."""
     frozen = ("train.steps=1", "train.lr=1e-30", "train.eval_every=1")
     heads = {name: load_file(str(finetune(capsys, root, tmp_path / name, *frozen, *sets) / "model.safetensors"))["out.weight"]
@@ -69,7 +51,7 @@ def test_init_seed_fixes_the_fresh_head(root, capsys, tmp_path):
     assert (heads["a"] - heads["c"]).abs().max() > 1e-3
 
 
-def test_average_errors_are_one_line(root, capsys, tmp_path):
+def test_average_errors_are_one_line(root, capsys, tmp_path):  # noqa: F811
     encoder = attnkit.load(root / "tiny").config
     tok = WordPieceTokenizer.from_file(root / "tiny")
     for name, labels in (("ab", ("a", "b")), ("ba", ("b", "a")), ("ab2", ("a", "b"))):
@@ -92,7 +74,7 @@ def test_average_errors_are_one_line(root, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_dropout_rates_may_differ(root, capsys, tmp_path):
+def test_dropout_rates_may_differ(root, capsys, tmp_path):  # noqa: F811
     encoder = attnkit.load(root / "tiny").config
     tok = WordPieceTokenizer.from_file(root / "tiny")
     for name, drop in (("d1", 0.1), ("d3", 0.3)):
