@@ -17,7 +17,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from attnkit.errors import ConfigError
 from attnkit.io import atomic_write_text
@@ -97,7 +97,13 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Base class: validated, frozen, JSON-serialisable."""
+    """Base class: validated, frozen, JSON-serialisable.
+
+    ``moved`` maps a field name a subclass no longer has to the dotted path that replaced it,
+    so an old key gets an error naming the new one.
+    """
+
+    moved: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
@@ -129,6 +135,9 @@ class Config:
             raise ConfigError(f"{prefix or cls.__name__} must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
+        moved = [k for k in unknown if k in getattr(cls, "moved", {})]
+        if moved:
+            raise ConfigError(f"config key {prefix + moved[0]!r} has moved: write {prefix}{cls.moved[moved[0]]}")  # type: ignore[attr-defined]
         if unknown:
             raise ConfigError(
                 f"unknown config key {prefix + unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(names))}"
@@ -159,44 +168,93 @@ class Config:
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)
 
-    def with_overrides(self: C, assignments: list[str] | tuple[str, ...]) -> C:
-        """Apply ``key=value`` strings (dotted keys reach nested configs).
+    def with_overrides(self: C, assignments: list[str] | tuple[str, ...], *, prefix: str = "") -> C:
+        """Apply ``key=value`` strings (dotted keys reach nested configs) all at once.
 
         Values are parsed as JSON when they parse (``3``, ``0.1``, ``true``, ``[0.9, 0.98]``),
-        else taken as strings, then type-checked against the field.
+        else taken as strings. Every assignment is written into the config's dictionary first
+        and the result is validated once, so the order of the assignments never matters
+        (``steps=30`` with ``warmup=5`` passes in either order). ``prefix`` (``"train."``) is
+        prepended to the keys named in errors.
         """
-        cfg = self
+        data = self.to_dict()
         for a in assignments:
-            if "=" not in a:
-                raise ConfigError(f"--set expects key=value, got {a!r}")
-            key, raw = a.split("=", 1)
-            try:
-                value: Any = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            cfg = cfg._set_path(key.strip().split("."), value, key.strip())
-        return cfg
+            key, value = parse_assignment(a)
+            _assign(type(self), data, key.split("."), value, prefix + key)
+        return type(self).from_dict(data, prefix=prefix)
 
-    def _set_path(self: C, parts: list[str], value: Any, full: str) -> C:
-        names = {f.name for f in dataclasses.fields(self)}
-        head = parts[0]
-        if head not in names:
-            raise ConfigError(f"unknown config key {full!r}; known keys: {', '.join(sorted(names))}")
-        if len(parts) > 1:
-            child = getattr(self, head)
-            if isinstance(child, Config):
-                value = child._set_path(parts[1:], value, full)
-            elif isinstance(child, dict):
-                value = {**child, ".".join(parts[1:]): value}
-            else:
-                raise ConfigError(f"config key {head!r} has no sub-keys (in {full!r})")
-        try:
-            return dataclasses.replace(self, **{head: value})
-        except ConfigError as e:
-            msg = str(e)
-            if not msg.startswith(full):
-                msg = msg.replace(f"{head}=", f"{full}=", 1)
-            raise ConfigError(msg) from None
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value parsed as JSON where it parses, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def _assign(cls: type, data: dict[str, Any], parts: list[str], value: Any, full: str) -> None:
+    """Write ``value`` at ``parts`` inside ``data`` (the ``to_dict`` of a ``cls``), checking each key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    head = parts[0]
+    if head not in names:
+        moved = getattr(cls, "moved", {}).get(head)
+        if moved is not None:
+            where = full[: len(full) - len(".".join(parts))]
+            raise ConfigError(f"config key {full!r} has moved: write {where}{moved}")
+        raise ConfigError(f"unknown config key {full!r}; known keys: {', '.join(sorted(names))}")
+    if len(parts) == 1:
+        data[head] = value
+        return
+    tp = _hints(cls)[head]
+    child = data.get(head)
+    if isinstance(tp, type) and issubclass(tp, Config) and isinstance(child, dict):
+        _assign(tp, child, parts[1:], value, full)
+    elif isinstance(child, dict):
+        data[head] = {**child, ".".join(parts[1:]): value}
+    else:
+        raise ConfigError(f"config key {head!r} has no sub-keys (in {full!r})")
+
+
+def apply_overrides(assignments: list[str] | tuple[str, ...], configs: dict[str, Config]) -> dict[str, Config]:
+    """Apply ``--set key=value`` assignments to a set of named configs, all at once.
+
+    ``model.d_model=256`` and ``train.optim.lr=2e-4`` name their config; a bare ``d_model=256``
+    goes to the one config that has a top-level field of that name (ambiguous or unknown names
+    are errors). The assignments of each config are applied together and validated once
+    (:meth:`Config.with_overrides`): their order never matters.
+
+    Args:
+        assignments: ``key=value`` strings, as given to ``--set``.
+        configs: the configs by name (``{"model": ..., "train": ..., "data": ...}``).
+
+    Returns:
+        A new dict with every named config replaced by its overridden copy.
+    """
+    grouped: dict[str, list[str]] = {name: [] for name in configs}
+    for a in assignments:
+        key, _ = parse_assignment(a)
+        head = key.split(".", 1)[0]
+        if head in configs and "." in key:
+            grouped[head].append(a.split(".", 1)[1])
+            continue
+        owners = [n for n, c in configs.items() if head in {f.name for f in dataclasses.fields(c)}]
+        if not owners:
+            moved = [f"{n}.{c.moved[head]}" for n, c in configs.items() if head in getattr(c, "moved", {})]
+            if moved:
+                raise ConfigError(f"config key {key!r} has moved: write {moved[0]}")
+            known = ", ".join(f"{n}.{f.name}" for n, c in configs.items() for f in dataclasses.fields(c))
+            raise ConfigError(f"unknown config key {key!r} in --set; known keys: {known}")
+        if len(owners) > 1:
+            raise ConfigError(f"--set {key} is ambiguous; write {' or '.join(f'{o}.{key}' for o in owners)}")
+        grouped[owners[0]].append(a)
+    return {name: (cfg.with_overrides(grouped[name], prefix=f"{name}.") if grouped[name] else cfg) for name, cfg in configs.items()}
 
 
 def check(condition: bool, field: str, value: Any, allowed: str) -> None:

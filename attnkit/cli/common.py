@@ -5,34 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from attnkit.config import Config
+from attnkit.config import Config, apply_overrides  # noqa: F401  (re-exported for the subcommands)
 from attnkit.errors import ConfigError
-
-
-def apply_overrides(assignments: list[str], configs: dict[str, Config]) -> dict[str, Config]:
-    """Apply ``--set key=value`` to named configs.
-
-    ``model.d_model=256`` and ``train.lr=2`` name the config; a bare ``d_model=256`` goes to
-    the one config that has a field of that name (ambiguous or unknown names are errors).
-    """
-    out = dict(configs)
-    for a in assignments:
-        if "=" not in a:
-            raise ConfigError(f"--set expects key=value, got {a!r}")
-        key = a.split("=", 1)[0].strip()
-        head = key.split(".", 1)[0]
-        if head in out and "." in key:
-            target, rest = head, a.split(".", 1)[1]
-        else:
-            owners = [n for n, c in out.items() if head in {f.name for f in dataclasses.fields(c)}]
-            if not owners:
-                known = ", ".join(f"{n}.{f.name}" for n, c in out.items() for f in dataclasses.fields(c))
-                raise ConfigError(f"unknown config key {key!r} in --set; known keys: {known}")
-            if len(owners) > 1:
-                raise ConfigError(f"--set {key} is ambiguous; write {' or '.join(f'{o}.{key}' for o in owners)}")
-            target, rest = owners[0], a
-        out[target] = out[target].with_overrides([rest])
-    return out
 
 
 def add_set_argument(p: Any) -> None:
