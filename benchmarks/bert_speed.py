@@ -34,8 +34,7 @@ Three parts (``--parts``, default all):
   the timed epoch are counted and reported). Each mode
   takes a few untimed warm-up steps first (which compile); their time is reported apart.
   Modes named "no cuDNN SDPA" run with ``torch.backends.cuda.enable_cudnn_sdp(False)``: cuDNN
-  attention builds an execution plan for every new shape (``benchmarks/sdpa_shapes.py``
-  measures what that costs), and variable-length batches bring a new shape at most steps.
+  attention builds an execution plan for every new shape, and variable-length batches bring a new shape at most steps.
   The "CUDA graphs" mode compiles with ``mode="reduce-overhead"``: one graph recorded per
   distinct batch shape and replayed after, which takes the host out of the step (at SST-2's
   short rows the GPU work of a step is a few milliseconds, the eager host work far more).

@@ -17,10 +17,8 @@ Each task runs the code behind the command line (``attnkit.cli.main.main``) in t
   evaluating on the last 8 (``--split-articles 8``); exact match and F1 are reported, with no target.
 
 The recipes below (epochs, lr, batch size, max length, weight averaging, label smoothing,
-layer-wise lr decay) are the best of five sweeps (BENCHMARKS.md, ``benchmarks/finetune_sweep.sh``
-plans 1-5, 79 runs); plans 6-8 added R-Drop, task-adaptive pretraining and model soups on top of
-them (the options below).
-They were chosen on the dev sets they report, so those dev scores lean optimistic; seeds move
+layer-wise lr decay) were chosen on the dev sets they report, so those dev scores lean optimistic;
+R-Drop, task-adaptive pretraining and model soups are added on top of them (the options below). Seeds move
 RTE by up to 7 points (56.7-63.5), WNUT-17 by about 2 and SST-2 by about 1. ``--set`` overrides apply to every task.
 all-MiniLM-L6-v2 was trained as a sentence encoder on mean-pooled states, so
 ``classify`` uses mean pooling for it (``data.classifier=auto`` reads the checkpoint's

@@ -105,7 +105,7 @@ RATIO_TARGET = 1.2
 RECIPE = {
     "model": TransformerConfig(
         d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=3, n_decoder_layers=3, dropout=0.3,
-        # SDPA's memory-efficient kernel: the fastest at these lengths (benchmarks/sdpa_backends.py)
+        # SDPA's memory-efficient kernel: the fastest at these lengths
         attention=AttentionConfig(dropout=0.0, params={"backend": "efficient"}), activation_dropout=0.0, max_len=256,
     ),
     "train": TrainConfig(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
-
 
 def test_rows_run_with_their_variants_on_cpu(load_benchmark, tmp_path, monkeypatch) -> None:
     bench = load_benchmark("attention")
@@ -23,10 +21,3 @@ def test_rows_run_with_their_variants_on_cpu(load_benchmark, tmp_path, monkeypat
     assert all("median_ms" in r for r in rows), rows
     assert rows[2]["max_abs_err_vs_dense_mask"] < 1e-5  # checked against its dense mask before timing
 
-
-def test_profile_script_needs_cuda(load_benchmark, monkeypatch, tmp_path) -> None:
-    prof = load_benchmark("profile_attention")
-    monkeypatch.setattr(sys, "argv", ["profile_attention.py", "--rows", "dense:64", "--out", str(tmp_path / "p.md")])
-    monkeypatch.setattr(prof.torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match="needs a CUDA device"):
-        prof.main()
