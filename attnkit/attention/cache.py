@@ -72,8 +72,7 @@ class KVStack:
     """The self-attention caches of all decoder layers as views of one ``(L, 2, B, H, T_max, D)``
     buffer, so that beam search reorders every layer's keys and values with one gather and one
     copy per step instead of two of each per layer: at one new token per step these are host
-    operations on every step (``benchmarks/host_ops.py`` counts them; on the GPU,
-    ``benchmarks/seq2seq_decode.py`` times decoding).
+    operations on every step.
 
     Args:
         n_layers: decoder layers (one :class:`KVCache` each, in :attr:`caches`).

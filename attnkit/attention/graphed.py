@@ -1,9 +1,8 @@
 """One attention call's forward and backward replayed as two CUDA graphs (opt-in, ``cuda_graphs=True``).
 
 A long-sequence kernel that runs as a compiled function pays that function's Python layers on
-every call: dynamo's guards, the AOTAutograd wrappers, the kernel launches. At 4k positions on
-an H100/H200 these cost more than the GPU work of BigBird or linear attention (BENCHMARKS.md,
-issue 6). :class:`GraphedCall` captures the call once per input signature, in the way
+every call: dynamo's guards, the AOTAutograd wrappers, the kernel launches. At a few thousand
+positions these cost more than the GPU work of BigBird or linear attention. :class:`GraphedCall` captures the call once per input signature, in the way
 ``torch.cuda.make_graphed_callables`` does: a forward graph, then a backward graph that runs
 ``torch.autograd.grad`` from the captured output. A call then copies its inputs into the
 captured ones, replays the forward graph and returns a copy of the output; its backward copies

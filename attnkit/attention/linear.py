@@ -8,10 +8,8 @@ with the sums over every visible key j (over ``j <= i`` when causal, bottom-righ
 * Non-causal: ``S`` and ``z`` once, then one product per query: O(n d d_v). Eager (the CPU,
   or ``compiled=False``) with phi = elu + 1 this is :class:`NonCausal`, an autograd Function of
   two matrix products forward and four backward: ``V`` carries a column of ones, so ``z`` and
-  the denominators come out of the same products (on a 2-core CPU, 12 heads of 64, forward and
-  backward: 9-14 ms against 16-21 ms for the generic path at 1k, even at 4k). On CUDA the compiled
-  generic path stays the default: on an H200 at 4k it took 0.97 ms against the Function's 1.26
-  (BENCHMARKS.md, issue 6).
+  the denominators come out of the same products. On CUDA the compiled generic path stays the
+  default: the Function's eager operations cost host time that the compiled path does not.
 * Causal: the prefix sums of section 3.3, computed in chunks of ``chunk`` positions: within a
   chunk a small masked ``(C, C)`` product, across chunks the running ``S``/``z`` (only one
   ``(d, d_v)`` state per chunk is kept, not one per position).
@@ -78,8 +76,7 @@ class LinearAttention(AttentionKernel):
         cuda_graphs: on CUDA, calls without a mask replay the compiled call's forward and
             backward as CUDA graphs captured per input signature
             (:class:`~attnkit.attention.graphed.GraphedCall`): below ~16k positions the compiled
-            call's Python layers take longer than its GPU work. On an H200, forward and backward
-            at 4k: 0.26-0.37 ms with graphs, 1.0-1.3 ms without, dense SDPA 0.41-0.47 ms.
+            call's Python layers take longer than its GPU work.
     """
 
     def __init__(

@@ -26,13 +26,12 @@ On CUDA (``backend="auto"``) the chunked path runs under ``torch.compile``, whic
 round's masking and softmax. Scores and softmax are float32 for half-precision inputs, the
 weights are cast back to the input dtype for the product with V (as fused attention kernels
 do), and the sorts backpropagate by gathering with the inverse permutation (:class:`Permute`).
-On an H100, forward + backward at 16k / 32k positions took 4.7 / 7.9 ms against 6.2 / 25.0 ms
-for dense SDPA in the same runs (BENCHMARKS.md). ``backend="flex"`` runs every round in one FlexAttention call
+``backend="flex"`` runs every round in one FlexAttention call
 over the sorted sequences, rounds stacked on the batch axis: a block mask fixed by the chunk
 size (own and previous chunk) built once per length, and a score modification that keeps keys
 of the query's bucket and drops itself, padding and (causal) later positions. A row left with
 no key is the self-only case: its output is its own value and its log-sum-exp its own score,
-as the chunked path gives. It is exact but, measured on an H100, no faster than the compiled
+as the chunked path gives. It is exact but no faster than the compiled
 chunked path (the score modification reads bucket and position tables for every score).
 """
 
@@ -280,8 +279,7 @@ class Permute(torch.autograd.Function):
     """``x.gather(2, order)`` for a permutation ``order: (B, H, T)`` of axis 2 of ``x: (B, H, T, E)``.
 
     Its gradient is the gather by the inverse permutation ``undo``, a plain read, where
-    autograd's gather backward scatter-adds into zeros with atomics (on an H100 at 16k
-    positions the scatter-adds took a fifth of LSH's backward).
+    autograd's gather backward scatter-adds into zeros with atomics.
     """
 
     @staticmethod

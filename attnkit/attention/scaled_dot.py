@@ -6,10 +6,9 @@ Vaswani et al. 2017, section 3.2.1, eq. (1):
 paper notes grows with d_k and pushes the softmax into regions of small gradient.
 
 Fast path: ``torch.nn.functional.scaled_dot_product_attention`` (FlashAttention /
-memory-efficient kernels on GPU, fused math on CPU). ``backend`` pins SDPA's GPU kernel: on
-short sequences (16-30 tokens, the Multi30k recipe's) the memory-efficient kernel was up to
-29 % faster than the cuDNN one SDPA picks by default, and faster than FlashAttention for causal
-self-attention (``benchmarks/sdpa_backends.py``, BENCHMARKS.md).
+memory-efficient kernels on GPU, fused math on CPU). ``backend`` pins SDPA's GPU kernel, e.g.
+the memory-efficient kernel for short sequences (16-30 tokens, the Multi30k recipe's), where it
+can beat the cuDNN kernel SDPA picks by default and FlashAttention for causal self-attention.
 """
 
 from __future__ import annotations

@@ -305,15 +305,13 @@ class BigBirdAttention(SparseAttention):
     global and ``random_blocks`` seeded random blocks per query block; never full attention.
 
     ``flex_tiles=(128, 64)`` gives FlexAttention key tiles of 64 positions, so that 64-token
-    blocks are whole key tiles (79 % of the tiles skipped at 4k instead of 69 %, yet no faster on
-    an H100: BENCHMARKS.md); ``(64, 64)`` makes every tile whole (GPU time 0.19 ms against 0.60
-    ms for the default tiles at 4k on an H100). Tiles other than the default compile with
+    blocks are whole key tiles; ``(64, 64)`` makes every tile whole, so that no tile needs the
+    block-table lookup of a partial tile (less GPU time than the default tiles). Tiles other than the default compile with
     max-autotune, which finds backward tile sizes that fit (slow first call). ``cuda_graphs=True``
     captures each FlexAttention call (forward and backward, per input signature, without a
     key-padding mask) as two CUDA graphs and replays them (:mod:`attnkit.attention.graphed`):
-    at 4k the compiled call's Python layers cost more than its GPU time. With 64 x 64 tiles it
-    was faster than dense SDPA at 4k in 5 of 6 measurements on an H200 (median 1.15x; without
-    graphs 0.46-0.67x; BENCHMARKS.md). Each signature keeps its own buffers, so bucket lengths.
+    at a few thousand positions the compiled call's Python layers cost more than its GPU time.
+    Each signature keeps its own buffers, so bucket lengths.
     """
 
     def __init__(

@@ -141,8 +141,8 @@ def generate_encoded(
 
     The examples are the concatenation of shards of :data:`SHARD` examples, shard ``i`` being
     ``generate(SHARD, seed, f"{split}:{i}", config)`` (the last one shorter), so the result is
-    the same for any number of ``workers`` (processes; pure Python generation takes about 2 ms
-    per LRA-length example on one core, so 96,000 examples take minutes on one).
+    the same for any number of ``workers`` (processes: generating LRA-length examples in pure
+    Python is slow, so a full training split is worth spreading over cores).
     """
     cfg = config or ListOpsConfig()
     jobs = [(min(SHARD, n - s), seed, split, i, cfg) for i, s in enumerate(range(0, n, SHARD))]

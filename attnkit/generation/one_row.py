@@ -1,9 +1,8 @@
 """One-row matrix products for decoding at batch 1: a transform applied to a built model.
 
 At one new token per step every ``nn.Linear`` multiplies a single row by its weight, so the
-work is reading the weight once. On an H200 the cuBLAS kernels chosen for these one-row
-products took about 4.5 us each where reading the weight takes about 1 us (the decode profile
-in BENCHMARKS.md). Written as an elementwise product summed over the input axis,
+work is reading the weight once, yet a general matrix-multiply kernel chosen for a single row
+takes several times longer than that read. Written as an elementwise product summed over the input axis,
 ``y_n = sum_k x_k W_nk + b_n``, the product is a reduction that ``torch.compile`` (inductor)
 emits as a generated kernel reading each weight row once, with the bias and the pointwise
 work after it (GELU, the residual add) fused into the same kernel.
@@ -21,12 +20,10 @@ against one per output), so inductor gives them a kernel of their own. Here the 
 to every output, so its mean, its variance (Ba et al. 2016, "Layer Normalization", eq. 4) and the
 product are three reductions of the same shape over the same axis, which inductor can fuse into
 one kernel (as it fuses a softmax's max and sum). Each output recomputes the statistics of a row
-of ``d_model`` numbers: cheap next to a kernel launch. Kernels were not counted; on an H200 the
-fold decoded 4 % faster than one-row linears alone (BENCHMARKS.md).
+of ``d_model`` numbers: cheap next to a kernel launch.
 
-Session 5 also tried the same for attention over the cache (one query against the cached keys
-as two reductions around a softmax): on an H200 it decoded 2,041 tokens/s against 2,152 with
-one-row linears alone (BENCHMARKS.md), so it was removed.
+Attention over the cache keeps SDPA: one query against the cached keys written as two
+reductions around a softmax decoded more slowly than SDPA's kernel.
 
 >>> use_one_row_linears(model, fold_norms=True)   # then generate(model, prompts, cfg, compile=True)
 """

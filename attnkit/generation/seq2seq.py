@@ -163,8 +163,7 @@ def start(model: Transformer, src: Tensor, copies: int, max_len: int, use_cache:
 
     The source padding becomes one score bias, built here once, that every encoder and
     cross-attention layer shares at every step (as in ``Transformer.forward``), instead of a
-    mask each layer turns into a bias again on every call (host work at every decoding step:
-    ``benchmarks/host_ops.py`` counts it, ``benchmarks/seq2seq_decode.py`` times it)."""
+    mask each layer turns into a bias again on every call (host work at every decoding step)."""
     src_mask = model.source_mask(src)  # (B, 1, 1, Ts)
     src_bias = model.source_bias(src_mask, model.lm_head.weight)  # (B, 1, 1, Ts) or None
     memory, _ = model.encode(src, src_mask, src_bias=src_bias)  # (B, Ts, d_model)

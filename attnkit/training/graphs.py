@@ -1,8 +1,8 @@
 """Whole optimizer steps replayed as CUDA graphs, one graph per batch signature (``train.cuda_graphs``).
 
 A Transformer step on short rows (Multi30k: 16-30 tokens a sentence) is limited by the host:
-Python and the dispatcher issue its kernels one by one, slower than the GPU runs them
-(BENCHMARKS.md, issue 3: on an H100, 11 ms of GPU kernels in a 22.7 ms step). A CUDA graph records those launches once and replays them with one call, so a step costs
+Python and the dispatcher issue its kernels one by one, slower than the GPU runs them, so the
+GPU waits. A CUDA graph records those launches once and replays them with one call, so a step costs
 its GPU time. :class:`GraphedSteps` records the whole step -- forward, backward, gradient
 scaling, clipping and the optimizer's update -- for each batch *signature* (the shapes and
 dtypes of its tensors and the values of everything else in it), the way PyTorch's "whole
@@ -26,7 +26,7 @@ optimizer state, per-shape plans), and recorded the second time; the first ``war
 eagerly whatever their signature. All graphs share one memory pool: they never run at the same
 time, and nothing they allocate outlives a replay except their returned tensors. Past
 ``max_graphs`` signatures, new ones run eagerly. Token-count batches of Multi30k come in 29
-shapes over the recipe's 3,500 steps (``benchmarks/batch_shapes.py``), so the recipe records 29 graphs.
+shapes over the recipe's 3,500 steps, so the recipe records 29 graphs.
 """
 
 from __future__ import annotations
