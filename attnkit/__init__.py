@@ -8,7 +8,8 @@
 from attnkit.errors import AttnkitError, CheckpointError, ConfigError, DataError
 from attnkit.models import GPT, GPT_PRESETS, GPTConfig, gpt_preset
 from attnkit.models import BertConfig, BertModel, bert_preset
-from attnkit.models import PRESETS, Transformer, TransformerConfig, load, preset
+from attnkit.models import PRESETS, Transformer, TransformerConfig, preset
+from attnkit.loading import load, load_model_and_tokenizer
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,6 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "load",
+    "load_model_and_tokenizer",
     "preset",
 ]

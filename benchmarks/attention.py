@@ -40,7 +40,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import attnkit.attention as A  # noqa: E402
-from attnkit.cli.bench import KERNELS, VARIANTS  # noqa: E402
+from attnkit.attention.benchmark import KERNELS, VARIANTS  # noqa: E402
 
 try:
     from benchmarks import common  # noqa: E402

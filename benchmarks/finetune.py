@@ -113,8 +113,8 @@ def model_probabilities(model_path: Path, task: str, split: Path, device: Any,
     Rows are cut at the recipe's ``--max-len`` (as the run's own dev evaluation), or with ``full_length``
     at the model's position limit (as :func:`score_tagger` scores WNUT-17's test file).
     """
-    from attnkit.cli.evaluate_labelled import labelled_logits
-    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.evaluation import labelled_logits
+    from attnkit.loading import load_model_and_tokenizer
     from attnkit.training import finetune as ft
     from attnkit.training import pick_device
 
@@ -129,14 +129,14 @@ def model_probabilities(model_path: Path, task: str, split: Path, device: Any,
 
 def metric_of(task: str, probs: list[Any], data: Any, enc: Any, labels: list[str]) -> float:
     """The task's metric (accuracy, or entity F1 as seqeval defines it) of ``probs``, as a fraction."""
-    from attnkit.cli.evaluate_labelled import labelled_scores
+    from attnkit.evaluation import labelled_scores
 
     return labelled_scores(TASKS[task][0], probs, data, enc, labels)[TASKS[task][5]]
 
 
 def score_tagger(model_dir: Path, task: str, conll: Path, device: str) -> dict[str, float]:
     """Entity precision/recall/F1 of a saved tagger of ``task`` on a CoNLL file, rows at the model's full length."""
-    from attnkit.cli.evaluate_labelled import labelled_scores
+    from attnkit.evaluation import labelled_scores
 
     probs, data, enc, labels = model_probabilities(model_dir, task, conll, device, full_length=True)
     s = labelled_scores("ner", probs, data, enc, labels)

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from attnkit.cli.bench import KERNELS, VARIANTS  # noqa: E402
+from attnkit.attention.benchmark import KERNELS, VARIANTS  # noqa: E402
 from attnkit.models.encoder_classifier import EncoderClassifier, EncoderClassifierConfig  # noqa: E402
 from attnkit.models.transformer import AttentionConfig  # noqa: E402
 

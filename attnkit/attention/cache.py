@@ -1,13 +1,70 @@
-"""Key/value caches for incremental decoding (in the style of gpt-fast's fixed buffers).
+"""Caches for incremental decoding (in the style of gpt-fast's fixed buffers), behind one protocol.
 
-A self-attention cache grows by the new step's keys and values; a cross-attention cache
-is filled once from the encoder output and reused at every step. ``reorder`` follows
-beam search's choice of hypotheses.
+:class:`~attnkit.attention.MultiHeadAttention` hands every cache the same call,
+``cache.update(kernel, q, new_kv, mask=..., bias=..., causal=..., need_weights=...)``, and the
+cache decides how this step's keys and values are kept and what the kernel sees:
+
+* :class:`KVCache` (self-attention) appends the new keys/values to its buffers and lets the
+  kernel attend to every cached position;
+* :class:`StaticKV` (cross-attention) computes the encoder's keys/values once, on the first
+  call, and reuses them at every later step without projecting the encoder output again;
+* :class:`~attnkit.attention.linear.RecurrentCache` (causal linear attention) keeps a fixed-size
+  state instead of past keys and advances it by the new positions.
+
+``new_kv`` is a function returning this step's ``(k, v)``, so a cache that needs none of them
+never computes them. ``reorder`` follows beam search's choice of hypotheses.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import Any, Callable, Protocol
+
+from torch import Tensor, nn
+
+NewKV = Callable[[], tuple[Tensor, Tensor]]
+
+
+class AttentionCache(Protocol):
+    """What :class:`~attnkit.attention.MultiHeadAttention` asks of a cache."""
+
+    @property
+    def length(self) -> int:
+        """Positions already seen (the position of the next new query)."""
+        ...
+
+    def update(self, kernel: nn.Module, q: Tensor, new_kv: NewKV, **kw: Any) -> Any:
+        """Store this step's keys/values and return the kernel's result for queries ``q``.
+
+        Args:
+            kernel: the attention kernel of the layer.
+            q: ``(B, H, Tq, D)`` queries of this step.
+            new_kv: returns this step's ``(k, v)``, each ``(B, H, T, D)``.
+            **kw: the kernel's keyword arguments (``mask``, ``bias``, ``causal``, ``need_weights``).
+
+        Returns:
+            What ``kernel(q, k, v, **kw)`` returns over the keys/values the cache exposes.
+        """
+        ...
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index``."""
+        ...
+
+
+class NoCache:
+    """The cache of a call without one: this step's keys and values are all there is."""
+
+    length = 0
+
+    def update(self, kernel: nn.Module, q: Tensor, new_kv: NewKV, **kw: Any) -> Any:
+        k, v = new_kv()
+        return kernel(q, k, v, **kw)
+
+    def reorder(self, index: Tensor) -> None:
+        pass
+
+
+NO_CACHE = NoCache()
 
 
 class KVCache:
@@ -26,6 +83,11 @@ class KVCache:
         self.v: Tensor | None = None
         self.length = 0
         self.stack = stack  # set: k and v are views of the stack's buffer (see KVStack)
+
+    def update(self, kernel: nn.Module, q: Tensor, new_kv: NewKV, **kw: Any) -> Any:
+        """Append this step's keys/values (:meth:`append`); the kernel attends to every stored position."""
+        k, v = self.append(*new_kv())
+        return kernel(q, k, v, **kw)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store ``k, v: (B, H, T, D)`` after the cached positions; return all of them."""
@@ -120,6 +182,16 @@ class StaticKV:
     def filled(self) -> bool:
         return self.k is not None
 
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def update(self, kernel: nn.Module, q: Tensor, new_kv: NewKV, **kw: Any) -> Any:
+        """On the first call, compute and keep the keys/values; afterwards reuse them (``new_kv`` is not called)."""
+        if self.k is None:
+            self.set(*new_kv())
+        return kernel(q, self.k, self.v, **kw)
+
     def set(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         self.k, self.v = k, v
         return k, v
@@ -167,4 +239,4 @@ def reorder_caches(caches: list[LayerCache], index: Tensor, *, cross: bool = Tru
             c.cross_attn.reorder(index)
 
 
-__all__ = ["KVCache", "KVStack", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]
+__all__ = ["AttentionCache", "NO_CACHE", "NoCache", "KVCache", "KVStack", "StaticKV", "LayerCache", "make_caches", "reorder_caches"]

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnkit.attention import graphed
 from attnkit.attention.base import AttentionKernel
@@ -286,6 +286,18 @@ class RecurrentCache:
     def __init__(self) -> None:
         self.state: LinearState | None = None
         self.length = 0
+
+    def update(
+        self, kernel: nn.Module, q: Tensor, new_kv: Callable[[], tuple[Tensor, Tensor]], *, mask: Tensor | None = None,
+        bias: Tensor | None = None, causal: bool = False, need_weights: bool = False,
+    ) -> Tensor:
+        """The :class:`~attnkit.attention.cache.AttentionCache` protocol: advance the state by this
+        step's keys/values and return the outputs; only causal linear attention (no score bias, no
+        weights) has such a state."""
+        if not causal or bias is not None or need_weights or not isinstance(kernel, LinearAttention):
+            raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")
+        k, v = new_kv()
+        return self.attend(kernel, q, k, v, mask)
 
     def attend(self, kernel: LinearAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """Outputs ``(B, H, T, Dv)`` for ``T`` new positions (causal); ``mask``: key padding ``(B|1, 1, 1, T)`` or None.

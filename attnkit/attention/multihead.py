@@ -15,9 +15,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache, StaticKV
+from attnkit.attention.cache import NO_CACHE, AttentionCache
 from attnkit.attention.heads import packed_heads
-from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.attention.registry import build
 
 
@@ -73,7 +72,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         bias: Tensor | None = None,
         causal: bool = False,
-        cache: KVCache | StaticKV | RecurrentCache | None = None,
+        cache: AttentionCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``x: (B, Tq, d_model)`` to itself or to ``context: (B, Tk, d_context)``.
@@ -82,10 +81,11 @@ class MultiHeadAttention(nn.Module):
             mask: boolean, broadcastable to ``(B, H, Tq, Tk)``, True = may attend.
             bias: float score bias broadcastable to ``(B, H, Tq, Tk)``.
             causal: apply the (bottom-right aligned) causal mask.
-            cache: a :class:`KVCache` (self-attention: the new keys are appended), a
-                :class:`StaticKV` (cross-attention: filled on the first call, then reused) or a
-                :class:`~attnkit.attention.linear.RecurrentCache` (causal linear attention: a
-                fixed-size state advanced by the new positions).
+            cache: any cache of the :class:`~attnkit.attention.cache.AttentionCache` protocol; it
+                stores this call's keys and values and calls the kernel on what it keeps
+                (a :class:`~attnkit.attention.cache.KVCache` the growing keys, a
+                :class:`~attnkit.attention.cache.StaticKV` the encoder's, computed once, a
+                :class:`~attnkit.attention.linear.RecurrentCache` a fixed-size state).
             need_weights: also return the ``(B, H, Tq, Tk)`` attention weights.
 
         Returns:
@@ -94,24 +94,22 @@ class MultiHeadAttention(nn.Module):
         b, tq, _ = x.shape
         if self.cross:
             q = self._heads(self.q_proj(x))  # (B, H, Tq, d_k)
-            if isinstance(cache, StaticKV) and cache.filled:
-                k, v = cache.k, cache.v
-            else:
+
+            def new_kv() -> tuple[Tensor, Tensor]:
                 if context is None:
                     raise ValueError("cross-attention needs a context (the encoder output)")
                 k, v = packed_heads(self.kv_proj(context), 2, self.n_heads)  # 2 x (B, H, Tk, d_k)
-                if isinstance(cache, StaticKV):
-                    cache.set(k, v)
+                return k, v
+
         else:
             q, k, v = packed_heads(self.qkv_proj(x), 3, self.n_heads)  # 3 x (B, H, T, d_k)
-            if isinstance(cache, RecurrentCache):  # linear attention: a fixed-size state instead of past keys
-                if not causal or bias is not None or need_weights or not isinstance(self.kernel, LinearAttention):
-                    raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")
-                out = cache.attend(self.kernel, q, k, v, mask)  # (B, H, Tq, d_k)
-                return self.out_proj(out.transpose(1, 2).reshape(b, tq, self.d_model)), None
-            if isinstance(cache, KVCache):
-                k, v = cache.append(k, v)  # (B, H, T_past + T, d_k)
-        res = self.kernel(q, k, v, mask=mask, bias=bias, causal=causal, need_weights=need_weights)
+
+            def new_kv() -> tuple[Tensor, Tensor]:
+                return k, v
+
+        res = (NO_CACHE if cache is None else cache).update(
+            self.kernel, q, new_kv, mask=mask, bias=bias, causal=causal, need_weights=need_weights
+        )
         out, weights = res if need_weights else (res, None)
         out = out.transpose(1, 2).reshape(b, tq, self.d_model)  # (B, Tq, d_model)
         return self.out_proj(out), weights

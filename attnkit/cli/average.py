@@ -24,12 +24,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("average", help="average the weights of several models (checkpoint averaging, model soups)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", type=Path, nargs="+", metavar="MODEL_DIR", help="model directories (config.json + model.safetensors)")
     p.add_argument("--out", type=Path, required=True, help="directory to write the averaged model to (must not exist)")
     p.set_defaults(run=run)

@@ -11,128 +11,38 @@ on CUDA only (``torch.cuda.max_memory_allocated`` above what the step started wi
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
+from attnkit.cli.helptext import plain
+from attnkit.attention.benchmark import CAUSAL_OK, KERNELS, inputs, make_step, measure
 from attnkit.errors import ConfigError
 
-# name -> (registered kind, params); "dense" is torch's SDPA. Sizes follow issue 6's targets.
-KERNELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dense": ("sdpa", {}),
-    "sliding_window": ("sliding_window", {"window": 512}),
-    "dilated_window": ("dilated_window", {"window": 512, "dilation": 2}),
-    "global_window": ("global_window", {"window": 512, "global_positions": list(range(8))}),
-    "strided": ("strided", {"stride": 128}),
-    "fixed": ("fixed", {"stride": 128, "c": 8}),
-    "bigbird": ("bigbird", {"block": 64, "random_blocks": 3}),
-    "linear": ("linear", {}),
-    "lsh": ("lsh", {"n_hashes": 4, "n_buckets": 32, "chunk": 64}),
-    "routing": ("routing", {"n_clusters": 16, "chunk": 128}),
-    "performer": ("performer", {"n_features": 256}),
-    "linformer": ("linformer", {"k": 256}),  # max_len: the length benchmarked
-}
-CAUSAL_OK = {"dense", "sliding_window", "dilated_window", "strided", "fixed", "linear", "lsh", "routing", "performer"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("bench", help="benchmark attention kernels on this machine", description=__doc__,
+    p = sub.add_parser("bench", help="benchmark attention kernels on this machine", description="attnkit bench WHAT: time parts of attnkit on this machine.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_subparsers(dest="what", metavar="WHAT")
     what.required = True
-    a = what.add_parser("attention", help="every attention kernel against dense attention", description=__doc__,
+    a = what.add_parser("attention", help="every attention kernel against dense attention", description=plain(__doc__),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096], help="sequence lengths (default: 1024 4096)")
     a.add_argument("--kernels", nargs="+", default=list(KERNELS), help=f"which (default: all of {', '.join(KERNELS)})")
-    a.add_argument("--batch", type=int, default=1)
-    a.add_argument("--heads", type=int, default=12)
-    a.add_argument("--head-dim", type=int, default=64)
-    a.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    a.add_argument("--batch", type=int, default=1, help="batch size B (default: 1)")
+    a.add_argument("--heads", type=int, default=12, help="attention heads H (default: 12)")
+    a.add_argument("--head-dim", type=int, default=64, help="dimension D of each head's queries, keys and values (default: 64)")
+    a.add_argument("--dtype", choices=list(DTYPES), default=None, help="precision of the inputs (default: bf16 on CUDA, fp32 on CPU)")
     a.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     a.add_argument("--causal", action="store_true", help="causal attention (kernels that cannot be causal are skipped)")
     a.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     a.add_argument("--iters", type=int, default=5, help="timed steps per kernel and length (default: 5)")
     a.add_argument("--cuda-graphs", action="store_true",
-                   help="bigbird (with 64 x 64 tiles) and linear with cuda_graphs=True: each call replayed as captured CUDA "
-                        "graphs, their fastest setting at 1k-16k on an H200 (BENCHMARKS.md); no effect on the CPU")
+                   help="run bigbird (with 64 x 64 FlexAttention tiles) and linear with cuda_graphs=True: each call's "
+                        "forward and backward captured once as CUDA graphs and replayed; no effect on the CPU")
     a.set_defaults(run=run)
-
-
-# Named option sets a kernel name may carry after "@" in the benchmarks (``bigbird@t64cg``).
-VARIANTS: dict[str, dict[str, Any]] = {
-    "chunked": {"backend": "chunked"},  # the chunked path instead of FlexAttention
-    "kv64": {"flex_tiles": (128, 64)}, "t64": {"flex_tiles": (64, 64)},  # bigbird's FlexAttention tiles
-    "cg": {"cuda_graphs": True}, "t64cg": {"flex_tiles": (64, 64), "cuda_graphs": True},  # calls replayed as CUDA graphs
-    "generic": {"function": False},  # eager non-causal linear on the generic path instead of its autograd Function
-}
-GRAPHED = {"bigbird": VARIANTS["t64cg"], "linear": VARIANTS["cg"]}  # --cuda-graphs
-
-
-def make_step(name: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, backward: bool, graphs: bool = False) -> Callable[[int], None]:
-    """One forward (+ backward) of kernel ``name`` on ``q, k, v``; gradients are dropped after.
-
-    ``graphs``: the options of :data:`GRAPHED` for the kernels that have them."""
-    kind, params = KERNELS[name]
-    if graphs:
-        params = {**params, **GRAPHED.get(name, {})}
-    if kind == "sdpa":
-        fn: Callable[..., Tensor] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # noqa: E731
-    else:
-        import attnkit.attention as A
-
-        if kind == "linformer":
-            params = {**params, "max_len": q.shape[-2]}
-        kernel = A.build(kind, head_dim=q.shape[-1], n_heads=q.shape[1], params=params).to(q.device)
-        fn = lambda q, k, v: kernel(q, k, v, causal=causal)  # noqa: E731
-    grad = torch.randn_like(q) if backward else None
-
-    def step(_i: int) -> None:
-        out = fn(q, k, v)
-        if grad is not None:
-            out.backward(grad)
-            q.grad = k.grad = v.grad = None
-
-    return step
-
-
-def inputs(b: int, h: int, t: int, d: int, dtype: torch.dtype, device: torch.device, backward: bool) -> tuple[Tensor, Tensor, Tensor]:
-    gen = torch.Generator(device=device).manual_seed(0)
-    return tuple(  # type: ignore[return-value]
-        torch.randn(b, h, t, d, generator=gen, device=device, dtype=dtype).requires_grad_(backward) for _ in range(3)
-    )
-
-
-def measure(step: Callable[[int], None], device: torch.device, iters: int) -> tuple[float, int | None]:
-    """Median milliseconds over ``iters`` steps after 2 warm-up steps, and the peak bytes of one step."""
-    for i in range(2):
-        step(i)
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step(0)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    times = []
-    for i in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step(i)
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            step(i)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), peak
 
 
 def run(args: argparse.Namespace) -> int:

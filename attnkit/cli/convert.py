@@ -15,11 +15,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("convert", help="convert a GPT or BERT-family checkpoint to or from the Hugging Face format", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("convert", help="convert a GPT or BERT-family checkpoint to or from the Hugging Face format", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     fmt = p.add_mutually_exclusive_group(required=True)
     fmt.add_argument("--to-hf", action="store_true", help="write a Hugging Face directory (GPT-2, or the BERT family's --family)")
     fmt.add_argument("--to-attnkit", action="store_true", help="write an attnkit checkpoint directory")
@@ -33,7 +34,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnkit.hub.bert import HEADS, save_hf_bert
     from attnkit.hub.gpt2 import save_hf_gpt2
-    from attnkit.models.base import TOKENIZER_NAME, load
+    from attnkit.loading import load
+    from attnkit.models.base import TOKENIZER_NAME
     from attnkit.models.gpt import GPT
 
     model = load(args.src)

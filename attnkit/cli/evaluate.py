@@ -1,16 +1,12 @@
-"""``attnkit eval TASK``: score a trained model on held-out data.
+"""attnkit eval translate: BLEU of a trained translation model on a held-out split.
 
     attnkit eval translate --model runs/de-en/model --data data/multi30k --split test_2016_flickr
-    attnkit eval classify --model runs/sst2/model --data sst2/dev.tsv        # accuracy
-    attnkit eval ner --model runs/ner/model --data emerging.test.annotated    # entity P / R / F1
 
-``classify`` and ``ner`` are described in :mod:`attnkit.cli.evaluate_labelled`.
-
-``translate`` decodes the split's source side (batched beam search, beam 4 and length
-penalty 0.6 unless the model or the flags say otherwise) and prints corpus sacreBLEU against
-its target side, cased and lowercased, 13a tokenization, each with sacreBLEU's signature.
-The language pair is the model's (its translation.json) unless --src/--tgt are given.
-Needs the optional ``sacrebleu`` package: pip install "attnkit[eval]".
+Decodes the split's source side (batched beam search, beam 4 and length penalty 0.6 unless
+the model or the flags say otherwise) and prints corpus sacreBLEU against its target side,
+cased and lowercased, 13a tokenization, each with sacreBLEU's signature. The language pair is
+the model's (its translation.json) unless --src/--tgt are given. Needs the optional sacrebleu
+package: pip install "attnkit[eval]".
 """
 
 from __future__ import annotations
@@ -22,33 +18,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.cli.translate import add_model_arguments, load_translator
 from attnkit.errors import ConfigError
 
 
+OVERVIEW = """attnkit eval TASK: score a trained model on held-out data.
+
+    attnkit eval translate --model runs/de-en/model --data data/multi30k --split test_2016_flickr
+    attnkit eval classify --model runs/sst2/model --data sst2/dev.tsv        # accuracy
+    attnkit eval ner --model runs/ner/model --data emerging.test.annotated    # entity P / R / F1
+
+Each task has its own page: attnkit eval TASK --help.
+"""
+
+
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="score a trained model on held-out data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["translate", "classify", "ner"], help="what to evaluate")
-    add_model_arguments(p)
-    p.add_argument("--data", type=Path, required=True,
-                   help="translate: corpus directory with SPLIT.LANG(.gz) files; classify: a TSV with a label column; ner: a CoNLL file")
-    p.add_argument("--split", default=None, help="translate: split to score (default: test_2016_flickr)")
-    p.add_argument("--max-len", type=int, default=None, help="classify/ner: tokens per row, specials included (default: the model's limit)")
-    p.add_argument("--src", help="source language (default: the model's)")
-    p.add_argument("--tgt", help="target language (default: the model's)")
-    p.add_argument("--hypotheses", type=Path, help="also write the translations to this file")
-    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    p.set_defaults(run=run)
+    from attnkit.cli import evaluate_labelled
+
+    p = sub.add_parser("eval", help="score a trained model on held-out data (translate, classify, ner)", description=OVERVIEW,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = p.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+    t = tasks.add_parser("translate", help="BLEU of a translation model on a corpus split", description=plain(__doc__),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(t)
+    t.add_argument("--data", type=Path, required=True, help="corpus directory with SPLIT.LANG or SPLIT.LANG.gz files")
+    t.add_argument("--split", default="test_2016_flickr", help="split to score (default: test_2016_flickr)")
+    t.add_argument("--src", help="source language (default: the model's)")
+    t.add_argument("--tgt", help="target language (default: the model's)")
+    t.add_argument("--hypotheses", type=Path, help="also write the translations to this file")
+    t.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    t.set_defaults(run=run)
+    evaluate_labelled.add_parsers(tasks)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.task != "translate":
-        from attnkit.cli.evaluate_labelled import run as run_labelled
-
-        return run_labelled(args)
-    if args.max_len is not None:
-        raise ConfigError("--max-len is for eval classify and ner; translation reads the model's own limit")
-    args.split = args.split or "test_2016_flickr"
     from attnkit.data.parallel import read_parallel
     from attnkit.training.translation import bleu_scores, require_sacrebleu, translate_lines
 

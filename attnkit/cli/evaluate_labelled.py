@@ -1,14 +1,9 @@
-"""``attnkit eval classify|ner``: score a fine-tuned classifier or tagger on labelled data.
+"""attnkit eval classify|ner: score a fine-tuned classifier or tagger on labelled data.
 
-    attnkit eval classify --model runs/sst2/model --data sst2/dev.tsv          # accuracy
-    attnkit eval ner --model runs/ner/model --data emerging.test.annotated      # entity precision / recall / F1
-
-``classify`` reads a GLUE-style TSV with a ``label`` column (sentence pairs too), ``ner`` a CoNLL
-file (a word's tag on its first sub-word, entity scores as conlleval/seqeval define them). The
-model runs in fp32 (the trainer's own evaluations use its precision, bf16 on a GPU by default, so
-a borderline example can land differently). Inputs longer than ``--max-len`` (default: the
-model's position limit) are truncated and counted; words cut off that way are tagged ``O``.
-Labels the model was not trained with are an error that lists them.
+The model runs in fp32 (the trainer's own evaluations use its precision, bf16 on a GPU by
+default, so a borderline example can land differently). Inputs longer than --max-len (default:
+the model's position limit) are truncated and counted. Labels the model was not trained with
+are an error that lists them.
 """
 
 from __future__ import annotations
@@ -20,67 +15,54 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.errors import CheckpointError, ConfigError
+from attnkit.evaluation import labelled_logits, labelled_scores
 
 
-def labelled_logits(model: Any, tok: Any, task: str, path: Path, max_len: int, device: Any,
-                    batch_size: int = 128) -> tuple[list[Any], Any, Any, list[str]]:
-    """A saved classifier's or tagger's logits on the labelled file ``path``: ``(logits, data, encoding, labels)``.
+DESCRIPTIONS = {
+    "classify": """attnkit eval classify: accuracy of a fine-tuned classifier on labelled data.
 
-    ``task`` is ``classify`` (a TSV with a label column) or ``ner`` (a CoNLL file); rows are cut at
-    ``max_len`` tokens. Labels the model does not know are a :class:`DataError` listing them.
-    """
-    import torch
+    attnkit eval classify --model runs/sst2/model --data sst2/dev.tsv
 
-    from attnkit.training import finetune as ft
+--data is a GLUE-style TSV with a label column: sentence<TAB>label (SST-2) or
+index<TAB>sentence1<TAB>sentence2<TAB>label (sentence pairs, RTE). The model runs in fp32;
+rows longer than --max-len tokens (default: the model's position limit) are truncated and
+counted. Labels the model was not trained with are an error that lists them.
+""",
+    "ner": """attnkit eval ner: entity precision, recall and F1 of a fine-tuned tagger on a CoNLL file.
 
-    labels = list(model.config.labels)
-    if not labels:
-        raise CheckpointError("the model does not name its labels (config labels is empty); evaluation needs them to compare")
-    if task == "classify":
-        from attnkit.data.glue import check_labels, read_classification_tsv
+    attnkit eval ner --model runs/ner/model --data emerging.test.annotated
 
-        data = read_classification_tsv(path)
-        if data.labels is None:
-            raise ConfigError(f"{path} has no 'label' column; evaluation needs labels (attnkit predict labels unlabelled text)")
-        check_labels(labels, data)
-        enc = ft.encode_classification(tok, data, labels, max_len)
-    else:
-        from attnkit.data.conll import check_tags, read_conll
-
-        data = read_conll(path)
-        check_tags(labels, data)
-        enc = ft.encode_tagging(tok, data, labels, max_len)
-    if not len(enc):
-        raise ConfigError(f"{path} holds no examples")
-    with torch.no_grad():
-        logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=batch_size, device=device)
-    return logits, data, enc, labels
+--data is a CoNLL file (token<TAB>tag, a blank line between sentences). Each word's tag is
+read from its first sub-word; entities are scored as conlleval and seqeval define them (an
+entity counts when its type and both boundaries match). The model runs in fp32; sentences
+longer than --max-len tokens (default: the model's position limit) are truncated and counted,
+and the words cut off are tagged O. Tags the model was not trained with are an error that
+lists them.
+""",
+}
 
 
-def labelled_scores(task: str, outputs: list[Any], data: Any, enc: Any, labels: list[str]) -> dict[str, float]:
-    """Accuracy (``classify``), or entity precision/recall/F1 and counts (``ner``), of per-example ``outputs``
-    (logits or probabilities: only their argmax counts) against the data's gold labels."""
-    from attnkit.training import finetune as ft
-
-    if task == "classify":
-        gold = [labels.index(y) for y in data.labels]
-        return {"accuracy": sum(int(o.argmax()) == g for o, g in zip(outputs, gold)) / len(gold)}
-    from attnkit.metrics import entity_scores
-
-    pred = ft.word_tags(outputs, enc.word_ids, [len(s) for s in data.tokens], labels)
-    s = entity_scores(data.tags, pred)
-    return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "entities": s.n_gold, "predicted": s.n_pred, "correct": s.n_correct}
+def add_parsers(tasks: Any) -> None:
+    """Add eval classify and eval ner, each with its own page, to the eval subcommands ``tasks``."""
+    for task, help_ in (("classify", "accuracy of a classifier on a labelled TSV"),
+                        ("ner", "entity precision / recall / F1 of a tagger on a CoNLL file")):
+        t = tasks.add_parser(task, help=help_, description=DESCRIPTIONS[task], formatter_class=argparse.RawDescriptionHelpFormatter)
+        kind = "classifier" if task == "classify" else "tagger"
+        t.add_argument("--model", type=Path, required=True, help=f"model directory of a {kind} (OUT/model of attnkit finetune {task})")
+        t.add_argument("--data", type=Path, required=True,
+                       help="a TSV with a label column" if task == "classify" else "a CoNLL file with gold tags")
+        t.add_argument("--max-len", type=int, default=None, help="tokens per row, specials included (default: the model's limit)")
+        t.add_argument("--batch-size", type=int, default=128, help="rows per forward pass (default: 128)")
+        t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+        t.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+        t.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.loading import load_model_and_tokenizer
     from attnkit.models.bert_heads import BertClassifier, BertTagger
     from attnkit.training import pick_device
 
-    for flag, value in (("--beam", args.beam), ("--length-penalty", args.length_penalty), ("--hypotheses", args.hypotheses),
-                        ("--src", args.src), ("--tgt", args.tgt), ("--split", args.split)):
-        if value is not None:
-            raise ConfigError(f"{flag} is for eval translate; eval {args.task} reads one file given by --data")
     if not args.data.is_file():
         raise ConfigError(f"{args.data} is not a file; eval {args.task} takes the labelled file itself "
                           f"({'a TSV with a label column' if args.task == 'classify' else 'a CoNLL file'})")
@@ -90,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     kind = BertClassifier if args.task == "classify" else BertTagger
     if not isinstance(model, kind):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; eval {args.task} needs a "
-                              f"{'classifier' if args.task == 'classify' else 'tagger'} from `attnkit finetune {args.task}`")
+                              f"{'classifier' if args.task == 'classify' else 'tagger'} from 'attnkit finetune {args.task}'")
     limit = model.config.encoder.max_len if args.max_len is None else min(args.max_len, model.config.encoder.max_len)
     device = pick_device(args.device)
     model.to(device).eval()

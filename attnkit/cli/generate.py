@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError, DataError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("generate", help="generate text with a GPT model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("generate", help="generate text with a GPT model", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="model directory (attnkit or Hugging Face GPT-2) with tokenizer.json")
     p.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt (default: 200)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.data.tokenizer import load_tokenizer
     from attnkit.generation.one_row import MAX_ROWS, use_one_row_linears
     from attnkit.generation.sampling import SamplingConfig, generate
-    from attnkit.models.base import load
+    from attnkit.loading import load
     from attnkit.models.gpt import GPT
     from attnkit.training.loop import pick_device
 

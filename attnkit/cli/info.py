@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="describe a saved model", description=__doc__)
+    p = sub.add_parser("info", help="describe a saved model", description=plain(__doc__))
     p.add_argument("path", type=Path, help="a checkpoint directory (config.json + model.safetensors)")
     p.set_defaults(run=run)
 

@@ -19,15 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, DataError
 from attnkit.io import read_utf8
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("predict", help="label sentences or tag words with a fine-tuned model", description=__doc__,
+    p = sub.add_parser("predict", help="label sentences or tag words with a fine-tuned model", description=plain(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", nargs="?", type=Path, default=None, help="input file (default: --input, else stdin)")
-    p.add_argument("--model", type=Path, required=True, help="a model directory from `attnkit finetune` (or a Hugging Face one with labels)")
+    p.add_argument("--model", type=Path, required=True, help="a model directory from attnkit finetune (or a Hugging Face one with labels)")
     p.add_argument("--input", type=Path, default=None, help="input file (same as FILE)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json or vocab.txt (default: the one in --model)")
     p.add_argument("--conll", action="store_true", help="the input is a CoNLL file (taggers only)")
@@ -50,14 +51,14 @@ def _lines(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from attnkit.cli.finetune import load_model_and_tokenizer
+    from attnkit.loading import load_model_and_tokenizer
     from attnkit.models.bert_heads import BertClassifier, BertTagger
     from attnkit.training import finetune as ft
     from attnkit.training import pick_device
 
     model, tok = load_model_and_tokenizer(args.model, args.tokenizer)
     if not isinstance(model, (BertClassifier, BertTagger)):
-        raise CheckpointError(f"{args.model} holds a {type(model).__name__}; predict needs a classifier or tagger from `attnkit finetune`")
+        raise CheckpointError(f"{args.model} holds a {type(model).__name__}; predict needs a classifier or tagger from attnkit finetune")
     labels = list(model.config.labels) or [str(i) for i in range(model.config.num_labels)]
     limit = model.config.encoder.max_len if args.max_len is None else min(args.max_len, model.config.encoder.max_len)
     if args.batch_size < 1:

@@ -12,17 +12,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import DataError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("tokenizer", help="train a WordPiece, BPE or unigram tokenizer", description=__doc__,
+    p = sub.add_parser("tokenizer", help="train a WordPiece, BPE or unigram tokenizer", description="attnkit tokenizer ACTION: build tokenizers (attnkit tokenizer train --help).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    t = actions.add_parser("train", help="learn a vocabulary from text files", description=__doc__,
+    t = actions.add_parser("train", help="learn a vocabulary from text files", description=plain(__doc__),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--kind", choices=("wordpiece", "bpe", "unigram"), default="wordpiece")
+    t.add_argument("--kind", choices=("wordpiece", "bpe", "unigram"), default="wordpiece",
+                   help="wordpiece (BERT), bpe (byte-pair encoding) or unigram (default: wordpiece)")
     t.add_argument("--vocab-size", type=int, required=True, help="number of tokens, special tokens included")
     t.add_argument("--cased", action="store_true", help="wordpiece: keep case and accents (default: lower-case, strip accents)")
     t.add_argument("--out", type=Path, required=True, help="tokenizer.json to write (a directory gets OUT/tokenizer.json)")

@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.io import read_utf8
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("translate", help="translate text with a trained model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("translate", help="translate text with a trained model", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
     add_model_arguments(p)
     p.add_argument("--input", "-i", type=Path, help="a file of sentences, one per line ('-' for stdin)")
@@ -43,7 +44,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def load_translator(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model (on its device, eval mode), its tokenizer and its decoding settings."""
     from attnkit.data.tokenizer import check_specials, load_tokenizer
-    from attnkit.models.base import load
+    from attnkit.loading import load
     from attnkit.models.transformer import Transformer
     from attnkit.training.loop import pick_device
     from attnkit.training.translation import load_translation_info

@@ -90,6 +90,7 @@ class PretrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> "PretrainedModel":
+        """The model saved in attnkit directory ``path``, which must be of this class (or a subclass)."""
         model = load(path, map_location=map_location)
         if not isinstance(model, cls):
             raise CheckpointError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
@@ -118,7 +119,8 @@ def read_config(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         raise CheckpointError(f"{cfg_path} has no 'model_type'; is it an attnkit checkpoint?")
     model_type = data.pop("model_type")
     if model_type not in _MODELS:
-        raise CheckpointError(f"{cfg_path}: unknown model_type {model_type!r}; known: {', '.join(model_types())}")
+        raise CheckpointError(f"{cfg_path}: unknown model_type {model_type!r}; known: {', '.join(model_types())} "
+                              "(Hugging Face directories load with attnkit.load)")
     return model_type, data
 
 
@@ -133,20 +135,18 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> PretrainedModel:
-    """Rebuild a saved model from its directory (config + safetensors), checking every key and shape.
+    """Rebuild a model saved by :meth:`PretrainedModel.save_pretrained`, checking every key and shape.
 
-    A Hugging Face GPT-2 directory (``"model_type": "gpt2"``) is detected and converted by
-    :mod:`attnkit.hub.gpt2`; BERT, RoBERTa, ALBERT and ELECTRA directories by :mod:`attnkit.hub.bert`.
+    Only attnkit's own directories; ``attnkit.load`` also reads Hugging Face ones.
+
+    Args:
+        path: the checkpoint directory.
+        map_location: device to place the model on.
+
+    Returns:
+        The model, of the class registered for its ``model_type``.
     """
     path = Path(path)
-    from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2  # late import: hub depends on models
-
-    if is_hf_gpt2(path):
-        return load_hf_gpt2(path).to(map_location)
-    from attnkit.hub.bert import is_hf_bert, load_hf_bert
-
-    if is_hf_bert(path):  # BERT, RoBERTa, ALBERT, ELECTRA
-        return load_hf_bert(path).to(map_location)  # type: ignore[return-value]
     model_type, data = read_config(path)
     cls = _MODELS[model_type]
     try:

@@ -19,11 +19,11 @@ def test_bench_attention_prints_every_kernel(capsys) -> None:
 
 def test_bench_attention_cuda_graphs_options(capsys, monkeypatch) -> None:
     """``--cuda-graphs`` builds bigbird (64 x 64 tiles) and linear with ``cuda_graphs=True``; on the CPU they run as before."""
-    import attnkit.attention as A
+    import attnkit.attention.benchmark as B
 
     built = []
-    real = A.build
-    monkeypatch.setattr(A, "build", lambda kind, **kw: built.append((kind, kw["params"])) or real(kind, **kw))
+    real = B.build
+    monkeypatch.setattr(B, "build", lambda kind, **kw: built.append((kind, kw["params"])) or real(kind, **kw))
     code = main(["bench", "attention", "--lengths", "128", "--device", "cpu", "--heads", "1", "--head-dim", "16", "--iters", "1",
                  "--kernels", "bigbird", "linear", "sliding_window", "--cuda-graphs"])
     assert code == 0 and len(capsys.readouterr().out.splitlines()) == 5

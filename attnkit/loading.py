@@ -1,0 +1,74 @@
+"""Loading a saved model from a directory, whatever wrote it.
+
+:func:`load` (exposed as ``attnkit.load``) recognises three kinds of directory:
+
+* a Hugging Face GPT-2 directory (``config.json`` with ``"model_type": "gpt2"``), converted by
+  the key maps of ``attnkit.hub.gpt2``;
+* a Hugging Face BERT, RoBERTa, ALBERT or ELECTRA directory, converted by ``attnkit.hub.bert``;
+* an attnkit directory (``config.json`` + ``model.safetensors``), rebuilt by
+  ``attnkit.models.base.load``.
+
+This module sits above both ``attnkit.models`` and ``attnkit.hub``: models never import the
+hub, the hub imports models, and the detection that needs both lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnkit.hub.bert import is_hf_bert, load_hf_bert
+from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
+from attnkit.models.base import load as load_native
+
+
+def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in directory ``path``, checking every key and shape.
+
+    Args:
+        path: an attnkit checkpoint directory or a Hugging Face GPT-2 / BERT-family directory.
+        map_location: device to place the model on.
+
+    Returns:
+        The model (a :class:`~attnkit.models.base.PretrainedModel`).
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatching files.
+    """
+    path = Path(path)
+    if is_hf_gpt2(path):
+        return load_hf_gpt2(path).to(map_location)
+    if is_hf_bert(path):  # BERT, RoBERTa, ALBERT, ELECTRA
+        return load_hf_bert(path).to(map_location)
+    return load_native(path, map_location=map_location)
+
+
+def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None) -> tuple[nn.Module, Any]:
+    """A BERT-family model and its WordPiece tokenizer, checked against each other.
+
+    Args:
+        model_dir: an attnkit or Hugging Face BERT-family directory (encoder or encoder + head).
+        tokenizer_path: ``tokenizer.json`` or ``vocab.txt``; default: the one in ``model_dir``.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer's vocabulary matches the encoder's embedding table
+        and its length limit is the encoder's position limit.
+
+    Raises:
+        CheckpointError: the directory holds no BERT-family model, or the vocabularies differ.
+    """
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.training.finetune import encoder_of
+
+    model = load(model_dir)
+    enc = encoder_of(model)
+    tok = WordPieceTokenizer.from_file(tokenizer_path or model_dir, max_len=enc.config.max_len)
+    tok.check_model(enc.config.vocab_size)
+    return model, tok
+
+
+__all__ = ["load", "load_model_and_tokenizer"]
