@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         state["shown"] = text
 
     if args.compile and len(prompts) <= MAX_ROWS and next(model.parameters()).is_cuda:
-        # one-row products as fused reductions, pre-norm LayerNorms inside them: 2,275 against
-        # 1,943 tokens/s on an H200 (GPT-2 124M, BENCHMARKS.md)
+        # one-row products as fused reductions, with the pre-norm LayerNorms folded into them
         use_one_row_linears(model, fold_norms=True)
     if streaming:
         sys.stdout.write(args.prompt[0])
