@@ -1,4 +1,4 @@
-"""The ``attnkit`` command line: ``attnkit demo | train | train lm | generate | convert | average | info`` (``--help`` on each).
+"""The attnkit command line: demo, recipes, train, finetune, generate, translate, eval, predict, convert, average, info (--help on each).
 
 User mistakes (missing files, bad config keys or values, corrupt checkpoints) print one
 line, ``attnkit: error: ...``, and exit with status 2; no traceback.
@@ -13,7 +13,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import average, bench, convert, demo, evaluate, finetune, generate, info, predict, tokenizer, train, translate
+    from attnkit.cli import average, bench, convert, demo, evaluate, finetune, generate, info, predict, recipes, tokenizer, train, translate
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, finetune, predict):
+    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, finetune, predict):
         module.add_parser(sub)
     return parser
 

@@ -1,108 +1,143 @@
-"""``attnkit train TASK``: train a model.
+"""attnkit train TASK: train a model from a recipe, flags and --set overrides.
 
-Encoder-decoder tasks with the paper's recipe: the synthetic sequence-transduction tasks
-``reverse``, ``sort`` and ``copy``, and ``translate`` on a parallel corpus (``--src de --tgt en
---data DIR``, see :mod:`attnkit.cli.train_translate`); language models: ``lm`` (GPT,
-:mod:`attnkit.cli.train_lm`) and ``mlm`` (BERT pretraining, :mod:`attnkit.cli.train_mlm`); ``listops`` (Long Range Arena
-ListOps with any attention kernel, :mod:`attnkit.cli.train_listops`).
-The model, training and data configs start from a preset and take ``--set`` overrides;
-all are saved as JSON in the output directory.
+Tasks: reverse, sort, copy (synthetic string transduction, encoder-decoder), translate (a
+parallel corpus), lm (a GPT on a text file), mlm (BERT pretraining), listops (Long Range Arena
+ListOps with any attention kernel). Every task runs the same way:
+
+  attnkit train TASK [--recipe NAME [--quick]] [flags] [--set KEY=VALUE ...] --out DIR
+  attnkit train TASK --resume --out DIR
+
+A recipe fixes the model, training and data settings of a published figure (attnkit recipes
+lists them); flags and --set change any of them, all at once (their order does not matter).
+--show-config prints every setting with its allowed values. The run writes run_config.json,
+metrics.jsonl, metrics.csv, loss.png, checkpoints/ and model/ (with its tokenizer) under --out,
+and eval.json with the final scores. --resume continues from the newest checkpoint with the
+settings saved in --out; only how long it trains and how often it reports may change then.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli import train_translate
-from attnkit.cli.common import add_set_argument, apply_overrides
-from attnkit.errors import ConfigError
+from attnkit.cli.runner import add_run_arguments, run_command
 
-DEFAULT_TRAIN = dict(steps=2000, batch_size=64, warmup=400, lr=0.5, eval_every=250, log_every=20, metric="exact_match", metric_mode="max")
+DESCRIPTIONS = {
+    "reverse": "Synthetic task: reverse digit strings with an encoder-decoder Transformer (recipe: demo).",
+    "sort": "Synthetic task: sort the digits of a string with an encoder-decoder Transformer.",
+    "copy": "Synthetic task: copy digit strings with an encoder-decoder Transformer.",
+}
+SEQ2SEQ_EPILOG = """Evaluation: validation loss and greedy exact match on held-out strings; data.n_test more strings
+are scored once with the saved model at the end. Defaults: the transformer-tiny preset, the Noam
+schedule (train.optim.lr is its multiplier), label smoothing 0.1, 2,000 steps."""
+TRANSLATE_DESCRIPTION = """Translation on a parallel corpus with the recipe of Vaswani et al. 2017.
+
+  attnkit train translate --recipe multi30k-de-en --data-root DATA --out runs/multi30k
+  attnkit train translate --src de --tgt en --data DIR --set train.steps=2000 --out runs/de-en
+
+The corpus directory holds SPLIT.LANG files (train.de.gz, train.en.gz, val.de, ...). A joint
+BPE (or unigram) vocabulary is learned on the training split, batches hold about
+data.max_tokens tokens of sentences of similar length, the validation loss (and BLEU on
+data.bleu_sentences sentences) is measured every train.eval.every steps, the last
+data.average_last checkpoints are averaged into OUT/model, and data.test_split, if set, is
+translated with beam search (data.beam_size, data.length_penalty) and scored with sacreBLEU."""
+LM_DESCRIPTION = """Train a GPT language model on a text file.
+
+  attnkit train lm --recipe shakespeare-char --data-root DATA --out runs/shakespeare
+  attnkit train lm --text FILE [--tokenizer bpe --vocab-size 4096] --out runs/lm
+
+The text is tokenized by character or with a byte-level BPE learned from it; the first 90%
+of the tokens train and the last 10% validate. Every train.eval.every steps the validation
+loss is reported and, with data.sample_tokens > 0, a sample of text printed; the best model
+goes to OUT/model. Defaults: the char-shakespeare preset and nanoGPT's recipe for it (AdamW,
+lr 1e-3, cosine decay to lr/10 after 100 warm-up steps, 5,000 steps of 64)."""
 
 
 def add_parser(sub: Any) -> None:
-    from attnkit.cli import train_listops, train_lm, train_mlm
+    from attnkit.cli import train_listops, train_mlm
 
     p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
-    for name in ("reverse", "sort", "copy"):
-        _add_seq2seq_options(tasks.add_parser(name, help=f"synthetic task: {name} digit strings (encoder-decoder)"))
-    t = tasks.add_parser("translate", help="translation on a parallel corpus, the paper's recipe",
-                         description=train_translate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_seq2seq_options(t)
-    train_translate.add_arguments(t)
-    train_lm.add_parser(tasks)
+    for name, text in DESCRIPTIONS.items():
+        t = tasks.add_parser(name, help=text.split(":")[1].strip().rstrip(".") if ":" in text else text, description=text,
+                             epilog=SEQ2SEQ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        t.add_argument("--preset", help="model preset to start from (e.g. transformer-tiny, transformer-small)")
+        add_run_arguments(t, name, out=f"runs/{name}")
+        t.set_defaults(run=run_seq2seq, task=name)
+    t = tasks.add_parser("translate", help="translation on a parallel corpus (the paper's recipe)", description=TRANSLATE_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = t.add_argument_group("translate")
+    g.add_argument("--data", type=Path, help="corpus directory with SPLIT.LANG(.gz) files (sets data.data)")
+    g.add_argument("--src", help="source language, the files' suffix, e.g. de (sets data.src)")
+    g.add_argument("--tgt", help="target language, e.g. en (sets data.tgt)")
+    g.add_argument("--vocab-size", type=int, help="joint subword vocabulary size (sets data.vocab_size; default 8000)")
+    g.add_argument("--preset", help="model preset to start from (default: transformer-base)")
+    add_run_arguments(t, "translate", out="runs/translate")
+    t.set_defaults(run=run_seq2seq, task="translate")
+    t = tasks.add_parser("lm", help="a GPT language model on a text file", description=LM_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = t.add_argument_group("lm")
+    g.add_argument("--text", type=Path, help="a UTF-8 text file to learn (sets data.text)")
+    g.add_argument("--tokenizer", choices=["char", "bpe"], help="character level (default) or byte-level BPE (sets data.tokenizer)")
+    g.add_argument("--vocab-size", type=int, help="BPE vocabulary size, specials included (sets data.vocab_size; default 4096)")
+    g.add_argument("--sample-tokens", type=int, help="tokens of text sampled at each evaluation, 0 for none (sets data.sample_tokens)")
+    g.add_argument("--preset", help="GPT preset to start from (default: char-shakespeare; also gpt2, gpt2-medium)")
+    add_run_arguments(t, "lm", out="runs/lm")
+    t.set_defaults(run=run_lm, task="lm")
     train_mlm.add_parser(tasks)
     train_listops.add_parser(tasks)
 
 
-def _add_seq2seq_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="model preset (default: transformer-tiny; transformer-base for translate)")
-    p.add_argument("--config", type=Path, help="a model config JSON file (instead of --preset)")
-    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default: runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_set_argument(p)
-    p.set_defaults(run=run)
+def flag_assignments(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    """``--flag value`` -> ``data.key=value`` for the flags that were given (``mapping``: attribute -> dotted key)."""
+    import json
+
+    out = []
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}")
+    return out
 
 
-def build_configs(args: argparse.Namespace) -> dict[str, Any]:
-    from attnkit.data.synthetic import SyntheticConfig
-    from attnkit.data.tokenizer import char_tokenizer
-    from attnkit.data.synthetic import DIGITS
-    from attnkit.models.transformer import TransformerConfig, preset
-    from attnkit.training.config import TrainConfig
+def model_preset(task: str, name: str | None) -> dict[str, Any] | None:
+    """``{"model": preset}`` for ``--preset NAME`` (None without it)."""
+    if name is None:
+        return None
+    from attnkit.errors import ConfigError
 
-    vocab = char_tokenizer(DIGITS).get_vocab_size()
-    if args.config is not None:
-        model_cfg = TransformerConfig.load(args.config)
-    else:
-        model_cfg = preset(args.preset or "transformer-tiny", src_vocab_size=vocab, tgt_vocab_size=vocab)
-    cfgs = {"model": model_cfg, "train": TrainConfig(**DEFAULT_TRAIN), "data": SyntheticConfig(kind=args.task)}
-    cfgs = apply_overrides(args.set, cfgs)
-    if cfgs["model"].src_vocab_size < vocab or cfgs["model"].tgt_vocab_size < vocab:
-        raise ConfigError(f"model vocabulary {cfgs['model'].src_vocab_size} is smaller than the task's {vocab} tokens; raise src/tgt_vocab_size")
-    return cfgs
+    try:
+        if task == "lm":
+            from attnkit.models.gpt import gpt_preset
+
+            return {"model": gpt_preset(name)}
+        from attnkit.data.synthetic import DIGITS
+        from attnkit.data.tokenizer import char_tokenizer
+        from attnkit.models.transformer import preset
+
+        if task in DESCRIPTIONS:
+            vocab = char_tokenizer(DIGITS).get_vocab_size()
+            return {"model": preset(name, src_vocab_size=vocab, tgt_vocab_size=vocab)}
+        return {"model": preset(name)}
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from attnkit.models.transformer import Transformer
-    from attnkit.training import Seq2SeqTask, Trainer, pick_device
-    from attnkit.data.seq2seq import PairDataset
-    from attnkit.errors import CheckpointError
+def run_seq2seq(args: argparse.Namespace) -> int:
+    from attnkit.runs import job
 
-    if args.task == "translate":
-        return train_translate.run(args)
-    cfgs = build_configs(args)
-    out: Path = args.out
-    if args.resume:
-        saved = out / "run_config.json"
-        if not saved.is_file():
-            raise CheckpointError(f"--resume: {saved} does not exist; nothing to resume in {out}")
-    train_ds, valid_in, valid_out, tok = cfgs["data"].build()
-    device = pick_device(cfgs["train"].device)
-    task = Seq2SeqTask(
-        train_ds,
-        batch_size=cfgs["train"].batch_size,
-        label_smoothing=cfgs["train"].label_smoothing,
-        valid=PairDataset([(tok.encode(a).ids, tok.encode(b).ids) for a, b in zip(valid_in, valid_out)], name="validation set"),
-        heldout=(valid_in, valid_out),
-        tokenizer=tok,
-        device=device,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps({k: v.to_dict() for k, v in cfgs.items()}, indent=2) + "\n")
-    import torch
+    flags = flag_assignments(args, {"data": "data.data", "src": "data.src", "tgt": "data.tgt", "vocab_size": "data.vocab_size"})
+    run_command(args, job(args.task), flags, base=model_preset(args.task, args.preset))
+    return 0
 
-    torch.manual_seed(cfgs["train"].seed)  # the initial weights are part of a reproducible run
-    model = Transformer(cfgs["model"])
-    result = Trainer(model, task, cfgs["train"], out, tokenizer=tok, progress=not args.no_progress).fit(resume=args.resume)
-    last = result.evals[-1] if result.evals else {}
-    print(f"trained {result.step} steps in {result.seconds:.1f}s; " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k != "step"))
-    print(f"model saved to {out / 'model'}")
+
+def run_lm(args: argparse.Namespace) -> int:
+    from attnkit.runs import job
+
+    flags = flag_assignments(args, {"text": "data.text", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size",
+                                    "sample_tokens": "data.sample_tokens"})
+    run_command(args, job("lm"), flags, base=model_preset("lm", args.preset))
     return 0

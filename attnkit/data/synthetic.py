@@ -47,14 +47,16 @@ def make_strings(n: int, min_len: int, max_len: int, seed: int, exclude: set[str
 
 
 def synthetic_task(
-    kind: str, *, n_train: int, n_valid: int, min_len: int = 3, max_len: int = 10, seed: int = 0
+    kind: str, *, n_train: int, n_valid: int, min_len: int = 3, max_len: int = 10, seed: int = 0, n_test: int = 0
 ) -> tuple[PairDataset, list[str], list[str], Tokenizer]:
-    """Build ``(train dataset, held-out inputs, held-out answers, tokenizer)``; held-out strings never occur in training."""
+    """Build ``(train dataset, held-out inputs, held-out answers, tokenizer)``; held-out strings never occur in training.
+
+    The held-out list has ``n_valid + n_test`` strings: the caller keeps the last ``n_test`` apart as a test set."""
     if kind not in TRANSFORMS:
         raise DataError(f"unknown synthetic task {kind!r}; choose one of {', '.join(TRANSFORMS)}")
     f = TRANSFORMS[kind]
     tok = char_tokenizer(DIGITS)
-    valid = make_strings(n_valid, min_len, max_len, seed + 1)
+    valid = make_strings(n_valid + n_test, min_len, max_len, seed + 1)
     train = make_strings(n_train, min_len, max_len, seed, exclude=set(valid))
     enc = lambda s: tok.encode(s).ids  # noqa: E731
     pairs = [(enc(s), enc(f(s))) for s in train]
@@ -68,11 +70,16 @@ from attnkit.config import Config, check  # noqa: E402
 
 @dataclass(frozen=True, kw_only=True)
 class SyntheticConfig(Config):
-    """Which synthetic task to generate and how much of it."""
+    """Which synthetic task to generate and how much of it.
+
+    ``n_valid`` held-out strings choose the model during training; ``n_test`` more, also never
+    seen in training, are scored once at the end.
+    """
 
     kind: SyntheticKind = "reverse"
     n_train: int = 20000
     n_valid: int = 500
+    n_test: int = 0
     min_len: int = 3
     max_len: int = 10
     seed: int = 0
@@ -80,7 +87,12 @@ class SyntheticConfig(Config):
     def validate(self) -> None:
         check(self.n_train >= 1, "n_train", self.n_train, "must be >= 1")
         check(self.n_valid >= 1, "n_valid", self.n_valid, "must be >= 1")
+        check(self.n_test >= 0, "n_test", self.n_test, "must be >= 0")
         check(1 <= self.min_len <= self.max_len, "min_len", self.min_len, f"must be in [1, max_len={self.max_len}]")
 
-    def build(self) -> tuple[PairDataset, list[str], list[str], Tokenizer]:
-        return synthetic_task(self.kind, n_train=self.n_train, n_valid=self.n_valid, min_len=self.min_len, max_len=self.max_len, seed=self.seed)
+    def build(self) -> tuple[PairDataset, list[str], list[str], Tokenizer, tuple[list[str], list[str]]]:
+        """``(train, validation inputs, validation answers, tokenizer, (test inputs, test answers))``."""
+        train, held_in, held_out, tok = synthetic_task(self.kind, n_train=self.n_train, n_valid=self.n_valid, min_len=self.min_len,
+                                                       max_len=self.max_len, seed=self.seed, n_test=self.n_test)
+        v = self.n_valid
+        return train, held_in[:v], held_out[:v], tok, (held_in[v:], held_out[v:])

@@ -15,8 +15,8 @@ from attnkit.training.checkpoint import list_checkpoints
 
 TINY = [
     "--preset", "transformer-tiny", "--vocab-size", "300", "--no-progress",
-    "--set", "model.max_len=64", "--set", "train.steps=30", "--set", "train.warmup=10", "--set", "train.lr=2",
-    "--set", "train.eval_every=10", "--set", "train.save_every=10", "--set", "train.log_every=10",
+    "--set", "model.max_len=64", "--set", "train.steps=30", "--set", "train.schedule.warmup=10", "--set", "train.optim.lr=2",
+    "--set", "train.eval.every=10", "--set", "train.save_every=10", "--set", "train.log_every=10",
     "--set", "train.device=cpu", "--set", "data.max_tokens=500", "--set", "data.bleu_sentences=5", "--set", "data.average_last=3",
 ]
 
@@ -108,7 +108,7 @@ def test_resume_continues_and_a_fresh_run_refuses_old_checkpoints(multi30k_sampl
     short = [*args, "--set", "train.steps=10", "--set", "data.average_last=1"]
     assert run_cli(capsys, *short)[0] == 0
     code, _, err = run_cli(capsys, *short)
-    assert code == 2 and "holds checkpoints of an earlier run; pass --resume" in err
+    assert code == 2 and "holds another run (run_config.json); continue it with --resume" in err
     code, out, err = run_cli(capsys, "train", "translate", "--out", tmp_path, "--resume", "--no-progress", "--set", "train.steps=20")
     assert code == 0, err
     assert "trained 20 steps" in out and "step-00000020" in out

@@ -1,0 +1,116 @@
+"""The GPT language-model job: ``attnkit train lm`` on one text file.
+
+Radford et al. 2019: a decoder-only Transformer trained on next-token prediction. The text is
+tokenized character by character or with a byte-level BPE learned from it (section 2.2); the
+first 90% of the tokens train and the last 10% validate (as nanoGPT splits tiny Shakespeare).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from attnkit.config import Config, check
+from attnkit.errors import ConfigError
+from attnkit.runs.base import Job, Log, Prepared
+from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
+from attnkit.training.loop import pick_device
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDataConfig(Config):
+    """The text a language model learns.
+
+    ``text`` is a UTF-8 file; ``tokenizer`` is ``char`` (one token per character) or ``bpe``
+    (a byte-level BPE of ``vocab_size`` tokens learned from the text); ``train_fraction`` of the
+    tokens train, the rest validate. At each evaluation ``sample_tokens`` tokens of text are
+    sampled (temperature 0.8, top-k 200, fixed seed) and printed (0: none).
+    """
+
+    text: str = ""
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = 4096
+    train_fraction: float = 0.9
+    sample_tokens: int = 200
+
+    def validate(self) -> None:
+        check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260 (256 bytes plus specials)")
+        check(0.0 < self.train_fraction < 1.0, "train_fraction", self.train_fraction, "must be in (0, 1)")
+        check(self.sample_tokens >= 0, "sample_tokens", self.sample_tokens, "must be >= 0 (0: no samples)")
+
+
+def make_sampler(tok: Any, n_tokens: int, context: int) -> Any:
+    """``model -> text``: a fixed-seed sample continuing a newline (or the first ordinary token)."""
+    from attnkit.generation.sampling import SamplingConfig, generate
+
+    start = tok.token_to_id("\n")
+    if start is None:
+        start = tok.encode("\n").ids[0] if tok.encode("\n").ids else 4
+    cfg = SamplingConfig(max_new_tokens=max(1, min(n_tokens, context - 1)), temperature=0.8, top_k=200, seed=0)
+
+    def sample(model: Any) -> str:
+        out = generate(model, [[start]], cfg, decode=tok.decode)
+        return "--- sample ---\n" + (out.texts[0] if out.texts else "") + "\n--------------"
+
+    return sample
+
+
+class LMJob(Job):
+    """``attnkit train lm``: a GPT on a text file; the best model by validation loss is saved."""
+
+    task = "lm"
+    summary = "GPT language model on a text file"
+    safe_on_resume = ("data.sample_tokens",)
+
+    def __init__(self) -> None:
+        from attnkit.models.gpt import GPTConfig
+
+        self.config_types = {"model": GPTConfig, "train": TrainConfig, "data": TextDataConfig}
+
+    def defaults(self) -> dict[str, Config]:
+        from attnkit.models.gpt import gpt_preset
+
+        # nanoGPT's char-level Shakespeare baseline: AdamW(0.9, 0.99), lr 1e-3, 100 warm-up steps then
+        # cosine decay to lr/10, weight decay 0.1, batch 64, clipping 1.0
+        return {
+            "model": gpt_preset("char-shakespeare"),
+            "train": TrainConfig(
+                steps=5000, batch_size=64, log_every=50,
+                optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, clip_norm=1.0),
+                schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
+                eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
+            ),
+            "data": TextDataConfig(),
+        }
+
+    def check(self, configs: dict[str, Config]) -> None:
+        if not configs["data"].text:  # type: ignore[attr-defined]
+            raise ConfigError("attnkit train lm needs --text FILE (a UTF-8 text file), or --recipe with --data-root")
+
+    def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
+        from attnkit.data.lm import LMTask
+        from attnkit.data.text import encode, read_text, split_tokens, text_tokenizer
+        from attnkit.data.tokenizer import load_tokenizer
+        from attnkit.models.gpt import GPT
+
+        t, d = configs["train"], configs["data"]
+        text = read_text(d.text)  # type: ignore[attr-defined]
+        if resume:
+            tok = load_tokenizer(out / "tokenizer.json")
+        else:
+            tok = text_tokenizer(text, d.tokenizer, d.vocab_size)  # type: ignore[attr-defined]
+            out.mkdir(parents=True, exist_ok=True)
+            tok.save(str(out / "tokenizer.json"))
+        m = configs["model"].replace(vocab_size=tok.get_vocab_size())
+        train, valid = split_tokens(encode(tok, text), m.context, d.train_fraction)  # type: ignore[attr-defined]
+        device = pick_device(t.device)  # type: ignore[attr-defined]
+        sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
+        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
+        torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights are part of a reproducible run
+        model = GPT(m)
+        log(f"{len(train):,} training and {len(valid):,} validation tokens; vocabulary {tok.get_vocab_size()} ({d.tokenizer}); "  # type: ignore[attr-defined]
+            f"{model.num_parameters() / 1e6:.2f}M parameters on {device}")
+        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)

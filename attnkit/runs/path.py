@@ -1,0 +1,242 @@
+"""The one run path: from configs to a trained, saved and scored model.
+
+Every training command is argument parsing, a recipe, and these two functions:
+
+* :func:`resolve_configs` builds a run's configs: the recipe's (or the task's defaults), with
+  ``--set`` assignments applied together and validated once; on resume, the run's own saved
+  ``run_config.json``, where a repeated setting is taken with a printed note if it is safe to
+  change mid-run (more steps, evaluation cadence) and refused, naming the key, otherwise.
+* :func:`run` owns the output directory: it refuses to start a new run where another one
+  lives, writes ``run_config.json`` atomically, drives the :class:`~attnkit.training.loop.Trainer`
+  (checkpoints, exact resume), saves the model with its tokenizer, lets the job score it,
+  writes ``eval.json`` and prints the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from attnkit.config import Config, apply_overrides
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.io import atomic_write_text
+from attnkit.runs.base import Job, Log, RunReport
+from attnkit.training.checkpoint import list_checkpoints
+from attnkit.training.loop import Trainer
+
+RUN_CONFIG = "run_config.json"
+# settings a resumed run may change: how long it trains and how often it reports, not what it learns
+SAFE_ON_RESUME = (
+    "train.steps", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.eval.every",
+    "train.eval.patience", "train.eval.stop_at", "train.tensorboard",
+)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys (``train.optim.lr``); dict-valued fields such as ``params`` stay whole."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and k != "params":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def data_root(path: str | os.PathLike | None) -> Path:
+    """Where a recipe's relative data paths live: ``path``, else ``$ATTNKIT_DATA``, else ``./data``."""
+    return Path(path if path is not None else os.environ.get("ATTNKIT_DATA", "data")).absolute()
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """The parsed ``OUT/run_config.json`` of an earlier run."""
+    path = Path(out) / RUN_CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {path} does not exist; nothing to resume in {out}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({type(e).__name__}); it cannot be resumed from") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is corrupt (not a JSON object); it cannot be resumed from")
+    return data
+
+
+def resolve_configs(
+    job: Job,
+    *,
+    recipe: Any = None,
+    assignments: list[str] | tuple[str, ...] = (),
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    quick: bool = False,
+    cuda: bool = False,
+    root: str | os.PathLike | None = None,
+    base: dict[str, Config] | None = None,
+    log: Log = print,
+) -> dict[str, Config]:
+    """The configs of a run.
+
+    Args:
+        job: the task.
+        recipe: a :class:`~attnkit.recipes.Recipe` of ``job``'s task, or None for the task's defaults.
+        assignments: ``key=value`` overrides (``--set``, and command-line flags turned into assignments).
+        out: the output directory (read on resume).
+        resume: take the saved configs of ``out``; ``assignments`` may change only :data:`SAFE_ON_RESUME`
+            keys (and the job's own ``safe_on_resume``); a changed key outside them is refused.
+        quick: apply the recipe's quick CPU variant.
+        cuda: the run will train on a CUDA device (applies the recipe's ``on_cuda`` assignments).
+        root: the data root for the recipe's relative file paths (see :func:`data_root`).
+        base: start from these configs instead of the recipe's or the defaults (a ``--preset`` or ``--config``).
+
+    Returns:
+        The configs by name, validated.
+    """
+    if resume:
+        return _resumed_configs(job, Path(out) if out is not None else Path("."), recipe, list(assignments), log)
+    cfgs: dict[str, Any] = dict(job.defaults())
+    pre: list[str] = []
+    if recipe is not None:
+        cfgs.update(recipe.configs())
+        if quick:
+            pre += list(recipe.quick)
+        if cuda:
+            pre += list(recipe.on_cuda)
+        given = {a.split("=", 1)[0].strip() for a in assignments}
+        for key in recipe.files:
+            if key in given:
+                continue
+            value = flatten({k: v.to_dict() for k, v in cfgs.items()}).get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                pre.append(f"{key}={json.dumps(str(data_root(root) / value))}")
+            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):  # several files (data.text)
+                pre.append(f"{key}={json.dumps([v if Path(v).is_absolute() else str(data_root(root) / v) for v in value])}")
+    elif quick:
+        raise ConfigError("--quick needs --recipe NAME (the quick variant of a recipe)")
+    if base:
+        cfgs.update(base)
+    return apply_overrides([*pre, *assignments], cfgs)
+
+
+def _resumed_configs(job: Job, out: Path, recipe: Any, assignments: list[str], log: Log) -> dict[str, Config]:
+    saved = read_run_config(out)
+    if saved.get("task") not in (None, job.task):
+        raise ConfigError(f"{out} holds a {saved.get('task')!r} run; resume it with that command (attnkit ... {saved.get('task')} --resume)")
+    if recipe is not None and saved.get("recipe") not in (None, recipe.name):
+        raise ConfigError(f"{out} holds a run of recipe {saved.get('recipe')!r}, not {recipe.name!r}; leave out --recipe to resume it")
+    cfgs: dict[str, Config] = {}
+    for name, cls in job.config_types.items():
+        if name not in saved:
+            raise CheckpointError(f"{out / RUN_CONFIG} has no {name!r} config; it was not written by this version of attnkit")
+        try:
+            cfgs[name] = cls.from_dict(saved[name], prefix=f"{name}.")
+        except ConfigError as e:
+            raise CheckpointError(f"{out / RUN_CONFIG} cannot be resumed from: {e}") from None
+    if not assignments:
+        return cfgs
+    new = apply_overrides(assignments, cfgs)
+    before = flatten({k: v.to_dict() for k, v in cfgs.items()})
+    after = flatten({k: v.to_dict() for k, v in new.items()})
+    safe = set(SAFE_ON_RESUME) | set(getattr(job, "safe_on_resume", ()))
+    for key in after:
+        if after[key] == before.get(key):
+            continue
+        if key not in safe:
+            raise ConfigError(f"{key}={after[key]!r}: the run in {out} was trained with {key}={before.get(key)!r}, which a resumed run "
+                              f"keeps; start a new run (another --out) to change it")
+        log(f"resume: {key} {before.get(key)!r} -> {after[key]!r}")
+    return new
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """A new run needs an output directory that holds no other run; a resumed one needs its run."""
+    if resume:
+        if not (out / RUN_CONFIG).is_file():
+            raise CheckpointError(f"--resume: {out / RUN_CONFIG} does not exist; nothing to resume in {out}")
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory")
+    held = [p for p in (out / RUN_CONFIG, out / "model", out / "checkpoints") if p.exists()]
+    if held or list_checkpoints(out):
+        raise CheckpointError(f"{out} holds another run ({held[0].name if held else 'checkpoints'}); continue it with --resume, "
+                              "or choose another --out")
+
+
+def run(
+    job: Job,
+    configs: dict[str, Config],
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    recipe: str | None = None,
+    log: Log = print,
+) -> RunReport:
+    """Train ``job`` with ``configs`` into ``out``: the one path every training command takes.
+
+    Files under ``out``: ``run_config.json`` (the task, the recipe and every config), the
+    Trainer's ``metrics.jsonl``/``metrics.csv``/``loss.png`` and ``checkpoints/``, ``model/``
+    (the best or final model with its tokenizer, loadable with :func:`attnkit.load`), the job's
+    own files, and ``eval.json`` (steps, seconds and the final scores).
+
+    Args:
+        job: the task.
+        configs: from :func:`resolve_configs`.
+        out: the output directory; a new run refuses one that holds another run.
+        resume: continue the run in ``out`` from its newest checkpoint.
+        progress: show a progress bar.
+        recipe: the recipe's name, recorded in ``run_config.json``.
+        log: where progress lines go.
+
+    Returns:
+        The Trainer's result, the final scores and the output directory.
+    """
+    out = Path(out)
+    check_out(out, resume)
+    job.check(configs)
+    saved_recipe = read_run_config(out).get("recipe") if resume else recipe
+    prepared = job.prepare(configs, out, resume=resume, log=log)
+    configs = prepared.configs
+    record = {"task": job.task, "recipe": saved_recipe, **{k: v.to_dict() for k, v in configs.items()}}
+    atomic_write_text(out / RUN_CONFIG, json.dumps(record, indent=2) + "\n")
+    trainer = Trainer(prepared.model, prepared.task, configs["train"], out, tokenizer=prepared.tokenizer, progress=progress)  # type: ignore[arg-type]
+    if prepared.before_fit is not None and not resume:
+        prepared.before_fit(trainer)
+    result = trainer.fit(resume=resume)
+    final = job.finish(prepared, trainer, result, out, log)
+    summary = {"task": job.task, "recipe": saved_recipe, "steps": result.step, "seconds": round(result.seconds, 3), **final}
+    atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
+    scores = ", ".join(f"{k}={_fmt(v)}" for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    log(f"trained {result.step} steps in {result.seconds:.1f}s" + (f"; {scores}" if scores else ""))
+    log(f"model saved to {out / 'model'}")
+    return RunReport(result=result, final=final, out=out, configs=configs, state=prepared.state)
+
+
+def _fmt(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.4f}"
+
+
+def run_stages(recipe: Any, out: str | os.PathLike, *, quick: bool = False, root: str | os.PathLike | None = None,
+               progress: bool = True, log: Log = print) -> list[str]:
+    """Run the recipes ``recipe.before`` names, each in ``OUT/stages/NAME``; return the assignments that feed their models on.
+
+    A stage whose directory already holds a finished model (``eval.json`` written) is not run again,
+    so a resumed or repeated run reuses it.
+    """
+    from attnkit import recipes
+    from attnkit.runs import job as job_of
+
+    feeds: list[str] = []
+    for stage in recipe.before:
+        sub = recipes.get(stage.recipe)
+        where = Path(out) / "stages" / sub.name
+        if not (where / "eval.json").is_file():
+            log(f"stage {sub.name} ({sub.task}) -> {where}")
+            j = job_of(sub.task)
+            cfgs = resolve_configs(j, recipe=sub, quick=quick, root=root, log=log)
+            resumable = (where / RUN_CONFIG).is_file() and bool(list_checkpoints(where))
+            run(j, cfgs, where, resume=resumable, progress=progress, recipe=sub.name, log=log)
+        feeds.append(f"{stage.feeds}={json.dumps(str(where / 'model'))}")
+    return feeds
