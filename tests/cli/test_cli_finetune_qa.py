@@ -17,6 +17,7 @@ from attnkit.data.wordpiece import WordPieceTokenizer
 from attnkit.errors import ConfigError
 from attnkit.models import BertModel, bert_preset
 from attnkit.models.bert_heads import BertQA
+from attnkit.runs.qa import QADataConfig, load_questions
 from attnkit.training.qa import answer, qa_model_from
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
@@ -73,8 +74,8 @@ def test_finetune_qa_end_to_end(tmp_path, tiny_model, capsys):
     args = parse([
         "qa", "--model", str(tiny_model), "--data", str(data), "--split-articles", "1", "--out", str(out),
         "--max-len", "200", "--doc-stride", "16", "--max-question-len", "12", "--no-progress",
-        "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.lr=1e-3", "--set", "train.device=cpu",
-        "--set", "train.eval_every=3",
+        "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.optim.lr=1e-3", "--set", "train.device=cpu",
+        "--set", "train.eval.every=3",
     ])
     assert args.run(args) == 0
     printed = capsys.readouterr().out
@@ -107,8 +108,8 @@ def test_finetune_qa_learns_the_synthetic_task(tmp_path, tiny_model):
     args = parse([
         "qa", "--model", str(tiny_model), "--data", str(data), "--split-articles", "1", "--out", str(out),
         "--max-len", "64", "--doc-stride", "24", "--no-progress",
-        "--set", "train.steps=150", "--set", "train.batch_size=16", "--set", "train.lr=3e-3", "--set", "train.device=cpu",
-        "--set", "train.warmup=10", "--set", "train.eval_every=150",
+        "--set", "train.steps=150", "--set", "train.batch_size=16", "--set", "train.optim.lr=3e-3", "--set", "train.device=cpu",
+        "--set", "train.schedule.warmup=10", "--set", "train.eval.every=150",
     ])
     assert args.run(args) == 0
     report = json.loads((out / "eval.json").read_text())
@@ -116,18 +117,19 @@ def test_finetune_qa_learns_the_synthetic_task(tmp_path, tiny_model):
 
 
 def test_finetune_qa_argument_errors(tmp_path, tiny_model):
-    data = synthetic_squad(tmp_path / "syn.json")
+    data = str(synthetic_squad(tmp_path / "syn.json"))
     with pytest.raises(ConfigError, match="--split-articles"):
-        finetune_qa.load_data(parse(["qa", "--model", str(tiny_model), "--data", str(data)]))
+        load_questions(QADataConfig(model=str(tiny_model), data=data))
     with pytest.raises(ConfigError, match="not both"):
-        finetune_qa.load_data(parse(["qa", "--model", str(tiny_model), "--data", str(data), "--train", str(data), "--split-articles", "1"]))
+        load_questions(QADataConfig(model=str(tiny_model), data=data, train=data, split_articles=1))
     with pytest.raises(ConfigError, match="--train and --dev"):
-        finetune_qa.load_data(parse(["qa", "--model", str(tiny_model), "--train", str(data)]))
-    train, dev = finetune_qa.load_data(parse(["qa", "--model", str(tiny_model), "--train", str(data), "--dev", str(data)]))
+        load_questions(QADataConfig(model=str(tiny_model), train=data))
+    train, dev = load_questions(QADataConfig(model=str(tiny_model), train=data, dev=data))
     assert len(train.examples) == len(dev.examples) == 4 * 7
+    train, dev = load_questions(QADataConfig(model=str(tiny_model), train=data, dev=data, limit=5, eval_limit=3))
+    assert (len(train.examples), len(dev.examples)) == (5, 3)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("attnkit.cli.finetune") is None, reason="attnkit finetune is not registered yet")
 def test_finetune_qa_command_line_errors(tmp_path, tiny_model, capsys):
     from attnkit.cli.main import main
 
