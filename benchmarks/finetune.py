@@ -4,7 +4,7 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed), 
 copied inside the tree (``.data/`` is git-ignored) or pointed at with ``--data``:
 
     python benchmarks/finetune.py --data ../shared/data                 # one GPU: all four tasks
-    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --set train.lr=1e-4
+    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --set train.optim.lr=1e-4
     python benchmarks/finetune.py --data ../shared/data --quick --device cpu   # smoke run: small slices, 2 steps each
 
 Each task runs the code behind the command line (``attnkit.cli.main.main``) in this process:
@@ -45,7 +45,7 @@ checkpoint, or the one TAPT model), each into ``<--out>/<task>-seed<i>``, averag
 reports the soup's score; the seeds' rows are kept under ``ingredients``. The recipes that meet the
 targets by their mean (BENCHMARKS.md, session 9; RTE: session 8):
 
-    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --tapt-steps 1000 --set train.rdrop=1.0 --soup 5
+    python benchmarks/finetune.py --data ../shared/data --tasks sst2 --tapt-steps 1000 --set train.reg.rdrop=1.0 --soup 5
     python benchmarks/finetune.py --data ../shared/data --tasks rte --tapt-steps 1000
     python benchmarks/finetune.py --data ../shared/data --tasks wnut17 --soup 6
 """
@@ -74,19 +74,19 @@ except ImportError:  # another installed package is called "benchmarks": use the
 #          metric, target or None)
 TASKS: dict[str, tuple[str, str, str | None, str | None, list[str], str, float | None]] = {
     "sst2": ("classify", "sst2/train.tsv", "sst2/dev.tsv", None,
-             ["--epochs", "3", "--max-len", "66", "--set", "train.lr=1.2e-4", "--set", "train.batch_size=32",
-              "--set", "train.ema_decay=0.999", "--set", "train.eval_every=500", "--set", "train.layer_decay=0.85"],
+             ["--epochs", "3", "--max-len", "66", "--set", "train.optim.lr=1.2e-4", "--set", "train.batch_size=32",
+              "--set", "train.reg.ema_decay=0.999", "--set", "train.eval.every=500", "--set", "train.optim.layer_decay=0.85"],
              "accuracy", 0.910),  # sweep 4: 90.94 (seeds 1, 2: 90.37, 89.91); its label_smoothing=0.1 had no effect then (session 7)
     "rte": ("classify", "rte/train.tsv", "rte/dev.tsv", None,
-            ["--epochs", "10", "--max-len", "256", "--set", "train.lr=3e-5", "--set", "train.batch_size=8"],
+            ["--epochs", "10", "--max-len", "256", "--set", "train.optim.lr=3e-5", "--set", "train.batch_size=8"],
             "accuracy", 0.63),  # sweep 3: 63.54 (one seed; its label_smoothing=0.1 had no effect then)
     "wnut17": ("ner", "wnut17/wnut17train.conll", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated",
-               ["--epochs", "5", "--max-len", "128", "--set", "train.lr=2e-4", "--set", "train.batch_size=32",
-                "--set", "train.ema_decay=0.99", "--set", "train.layer_decay=0.9"], "f1", 0.45),  # sweeps 4-5: 45.16, seeds 1-5 43.5-44.4
+               ["--epochs", "5", "--max-len", "128", "--set", "train.optim.lr=2e-4", "--set", "train.batch_size=32",
+                "--set", "train.reg.ema_decay=0.99", "--set", "train.optim.layer_decay=0.9"], "f1", 0.45),  # sweeps 4-5: 45.16, seeds 1-5 43.5-44.4
     # 8 held-out articles; 3 epochs at BERT's 5e-5 barely move all-MiniLM-L6-v2 on ~1,000 questions (see finetune_qa.py).
     "xquad": ("qa", "squad/xquad.en.json", None, None,
               ["--split-articles", "8", "--epochs", "15", "--max-len", "384", "--doc-stride", "128",
-               "--set", "train.lr=1e-4", "--set", "train.batch_size=32"], "f1", None),
+               "--set", "train.optim.lr=1e-4", "--set", "train.batch_size=32"], "f1", None),
 }
 QUICK_ARTICLES = 4  # --quick: xquad keeps its first articles and evaluates on the last 2 of them
 TAPT_DOC_LINES = 50  # --tapt-steps: training sentences per document of the TAPT text
@@ -169,7 +169,7 @@ def task_argv(name: str, data: Path, out: Path, args: argparse.Namespace, model:
     argv = ["finetune", sub, "--model", str(model or args.model), *files, "--out", str(out), "--no-progress", *recipe,
             "--set", f"train.device={args.device}"]
     if args.quick:
-        argv += ["--set", "train.steps=2", "--set", "train.eval_every=2"]
+        argv += ["--set", "train.steps=2", "--set", "train.eval.every=2"]
     if getattr(args, "epochs", None) is not None:  # after the recipe's --epochs: the last one given wins
         argv += ["--epochs", str(args.epochs)]
     return argv + [x for kv in args.set for x in ("--set", kv)]

@@ -325,8 +325,8 @@ def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int, mode: 
 # a weight average (EMA 0.98) that is evaluated and saved; eager (no compile: at this size the
 # compilation costs more than it saves before the target is reached; see BENCHMARKS.md).
 SHAKESPEARE_RECIPE = [
-    "train.batch_size=64", "train.betas=[0.9,0.99]", "train.weight_decay=0.5", "train.warmup=100", "train.min_lr_ratio=0.1",
-    "train.log_every=500", "train.clip_norm=1.0", "train.lr=1e-3", "train.steps=2500", "train.eval_every=125", "train.ema_decay=0.995",
+    "train.batch_size=64", "train.optim.betas=[0.9,0.99]", "train.optim.weight_decay=0.5", "train.schedule.warmup=100", "train.schedule.min_lr_ratio=0.1",
+    "train.log_every=500", "train.optim.clip_norm=1.0", "train.optim.lr=1e-3", "train.steps=2500", "train.eval.every=125", "train.reg.ema_decay=0.995",
 ]
 
 
@@ -336,8 +336,8 @@ def shakespeare_bench(args: argparse.Namespace, device: torch.device) -> dict[st
     out = Path(tempfile.mkdtemp(prefix="attnkit-shakespeare-"))
     cmd = [sys.executable, "-m", "attnkit.cli.main", "train", "lm", "--text", str(args.text), "--out", str(out), "--no-progress",
            "--sample-tokens", str(args.sample_tokens)]
-    quick = ["model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "train.warmup=2", "train.steps=20",
-             "train.eval_every=10", "train.batch_size=8"] if args.quick else []
+    quick = ["model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "train.schedule.warmup=2", "train.steps=20",
+             "train.eval.every=10", "train.batch_size=8"] if args.quick else []
     sets = [*SHAKESPEARE_RECIPE, *quick, *(args.set or [])]
     for s in sets:
         cmd += ["--set", s]

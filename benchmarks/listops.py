@@ -68,9 +68,10 @@ LRA_SPEED = {
 }
 DEFAULT_KINDS = "scaled_dot,sliding_window,bigbird,linear,performer"
 
-TRAIN = dict(
-    batch_size=32, optimizer="adamw", lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01, schedule="linear",
-    clip_norm=1.0, log_every=50, label_smoothing=0.0, metric="accuracy", metric_mode="max", compile=False, keep_checkpoints=1,
+TRAIN: dict[str, Any] = dict(
+    batch_size=32, log_every=50, keep_checkpoints=1,
+    optim=dict(name="adamw", lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01, clip_norm=1.0),
+    schedule=dict(kind="linear"), eval=dict(metric="accuracy", mode="max"), reg=dict(label_smoothing=0.0),
 )
 
 
@@ -87,7 +88,8 @@ def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: Train
     from attnkit.training.optim import build_optimizer
 
     model.to(device).train()
-    opt = build_optimizer(model, "adamw", train_cfg.lr, train_cfg.betas, train_cfg.eps, train_cfg.weight_decay)
+    o = train_cfg.optim
+    opt = build_optimizer(model, "adamw", o.lr, o.betas, o.eps, o.weight_decay)
     times = []
     batches = _endless_batches(task, seed=12345)
     for _ in range(steps):
@@ -139,7 +141,8 @@ def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[st
         t0 = time.perf_counter()
         try:
             mcfg = model_config(args, kind)
-            probe_cfg = TrainConfig(**{**TRAIN, "lr": args.lr}, steps=10, warmup=0, device=str(device))
+            probe_cfg = TrainConfig(**{**TRAIN, "optim": {**TRAIN["optim"], "lr": args.lr}, "schedule": {**TRAIN["schedule"], "warmup": 0}},
+                                    steps=10, device=str(device))
             torch.manual_seed(0)
             probe = build_model(mcfg)
             task = ListOpsTask(splits["train"], splits["validation"], batch_size=probe_cfg.batch_size, pad_to=data_cfg.pad_to,
@@ -147,7 +150,9 @@ def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[st
             sps = seconds_per_step(probe, task, probe_cfg, device, args.probe_steps)
             del probe
             steps = max(4, min(args.max_steps, int(0.85 * args.minutes_per_kind * 60 / sps)))
-            tcfg = TrainConfig(**{**TRAIN, "lr": args.lr}, steps=steps, warmup=max(1, steps // 10), eval_every=max(1, steps // 4), device=str(device))
+            tcfg = TrainConfig(**{**TRAIN, "optim": {**TRAIN["optim"], "lr": args.lr},
+                                  "schedule": {**TRAIN["schedule"], "warmup": max(1, steps // 10)},
+                                  "eval": {**TRAIN["eval"], "every": max(1, steps // 4)}}, steps=steps, device=str(device))
             report = train_listops(mcfg, tcfg, data_cfg, out_root / kind, splits=splits, progress=False, log=lambda s: print(s, flush=True))
         except Exception as e:  # one kernel failing must not lose the others' results
             print(f"{kind}: FAILED {type(e).__name__}: {e}", flush=True)

@@ -77,7 +77,9 @@ from attnkit.data.subword import train_subword_tokenizer  # noqa: E402
 from attnkit.layers.positional import sinusoid_table  # noqa: E402
 from attnkit.models.transformer import AttentionConfig, TransformerConfig  # noqa: E402
 from attnkit.objectives import seq2seq_loss  # noqa: E402
-from attnkit.training import TrainConfig, build_optimizer  # noqa: E402
+from attnkit.training import (  # noqa: E402
+    EvalConfig, ExecutionConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig, build_optimizer,
+)
 from attnkit.training.graphs import GraphedSteps  # noqa: E402
 from attnkit.training.loop import autocast_for  # noqa: E402
 from attnkit.training.optim import device_lrs  # noqa: E402
@@ -109,10 +111,10 @@ RECIPE = {
         attention=AttentionConfig(dropout=0.0, params={"backend": "efficient"}), activation_dropout=0.0, max_len=256,
     ),
     "train": TrainConfig(
-        steps=3500, optimizer="adam", betas=(0.9, 0.98), eps=1e-9, schedule="noam", warmup=600, lr=0.5,
-        label_smoothing=0.1, eval_every=200, save_every=200, keep_checkpoints=5, log_every=50, metric="loss",
-        metric_mode="min", precision="auto", seed=0,
-        cuda_graphs=True,  # the step at its GPU time: recorded per batch shape (29 over the run) and replayed
+        steps=3500, save_every=200, keep_checkpoints=5, log_every=50, seed=0,
+        optim=OptimConfig(name="adam", betas=(0.9, 0.98), eps=1e-9, lr=0.5), schedule=ScheduleConfig(kind="noam", warmup=600),
+        reg=RegularizationConfig(label_smoothing=0.1), eval=EvalConfig(every=200, metric="loss", mode="min"),
+        execution=ExecutionConfig(precision="auto", cuda_graphs=True),  # the step recorded per batch shape and replayed
     ),
     "data": TranslationConfig(
         src="de", tgt="en", vocab_size=8000, tokenizer="bpe", max_tokens=8192, bleu_sentences=0, beam_size=4,
@@ -123,8 +125,8 @@ QUICK = {  # a smoke test of every stage: tiny model, 1,500 pairs, CPU
     "model": TransformerConfig(
         d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1, max_len=128
     ),
-    "train": dataclasses.replace(RECIPE["train"], steps=60, warmup=20, lr=0.3, eval_every=20, save_every=20, log_every=20,
-                                 cuda_graphs=False),
+    "train": RECIPE["train"].with_overrides(["steps=60", "schedule.warmup=20", "optim.lr=0.3", "eval.every=20", "save_every=20",
+                                             "log_every=20", "execution.cuda_graphs=false"]),
     "data": dataclasses.replace(RECIPE["data"], vocab_size=500, max_tokens=1500, max_pairs=1500, average_last=3),
 }
 
@@ -179,7 +181,7 @@ LOGITS: dict[str, Callable[[nn.Module, Seq2SeqBatch], Tensor]] = {  # how each m
 def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch], Tensor], batches: list[Seq2SeqBatch],
                   label_smoothing: float, device: torch.device, graphed: bool = False) -> common.Step:
     """One optimizer step as :class:`attnkit.training.Trainer` takes it (grad_accum 1, no clipping);
-    ``graphed``: as the Trainer takes it with ``train.cuda_graphs`` (the step recorded per batch
+    ``graphed``: as the Trainer takes it with ``train.execution.cuda_graphs`` (the step recorded per batch
     shape and replayed, :class:`attnkit.training.graphs.GraphedSteps`)."""
     opt = build_optimizer(model, "adam", 1e-4, (0.9, 0.98), 1e-9, capturable=graphed)
     if graphed:
@@ -220,7 +222,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     """Tokens/s of attnkit and torch.nn.Transformer twins, trained by one step function on the same batches.
 
     ``graphed``: both models' steps recorded as CUDA graphs, one per batch shape, and replayed
-    (``train.cuda_graphs``); two untimed passes over the batches first run each shape eagerly
+    (``train.execution.cuda_graphs``); two untimed passes over the batches first run each shape eagerly
     once and record it.
 
     ``layers``: both models with every layer compiled (:func:`compile_layers`), on all the
@@ -353,7 +355,7 @@ def score(model: nn.Module, tok: Any, corpus: Any, cfg: TranslationConfig, devic
 # -- ablations -----------------------------------------------------------------------------------
 ABLATIONS = {  # name -> --set overrides of the recipe (the paper's table 3 rows, at small scale)
     "recipe": [],
-    "no label smoothing": ["train.label_smoothing=0"],
+    "no label smoothing": ["train.reg.label_smoothing=0"],
     "learned positions": ["model.positional=learned"],
     "pre-norm": ["model.norm_position=pre"],
 }
@@ -381,7 +383,7 @@ def ablations(cfgs: dict[str, Any], args: argparse.Namespace, device: torch.devi
                                "val_loss_averaged": run.final.get("loss")}
         for which, path in (("averaged", run.model_dir), ("last_checkpoint", run.averaged[-1])):
             model = attnkit.load(path, map_location=device).eval()
-            q = score(model, tok, test, data_cfg, device, train_cfg.precision)
+            q = score(model, tok, test, data_cfg, device, train_cfg.execution.precision)
             row[which] = {k: q[k] for k in ("bleu", "bleu_lc", "bleu_signature", "bleu_lc_signature")}
         print(f"{name:20s} test BLEU averaged {row['averaged']['bleu']:.2f} / lc {row['averaged']['bleu_lc']:.2f}, "
               f"last checkpoint {row['last_checkpoint']['bleu']:.2f} / lc {row['last_checkpoint']['bleu_lc']:.2f} ({wall:.0f}s)")
@@ -474,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     base = QUICK if args.quick else RECIPE
     cfgs = apply_overrides(args.set, dict(base))
     model_cfg, train_cfg = cfgs["model"], cfgs["train"].replace(device=str(device))
-    if device.type != "cuda" and train_cfg.cuda_graphs:  # CUDA graphs are a GPU matter: the recipe runs eagerly elsewhere
-        train_cfg = train_cfg.replace(cuda_graphs=False)
+    if device.type != "cuda" and train_cfg.execution.cuda_graphs:  # CUDA graphs are a GPU matter: the recipe runs eagerly elsewhere
+        train_cfg = train_cfg.replace(execution=train_cfg.execution.replace(cuda_graphs=False))
         cfgs["train"] = train_cfg
     data_cfg = cfgs["data"].replace(data=str(args.data))
     env = common.environment(device)
@@ -527,10 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     averaged = attnkit.load(run.model_dir, map_location=device).eval()
     last = attnkit.load(run.averaged[-1], map_location=device).eval()
     quality = {
-        "averaged": {"test": score(averaged, tok, test, data_cfg, device, train_cfg.precision),
-                     "val": score(averaged, tok, val, data_cfg, device, train_cfg.precision)},
-        "last_checkpoint": {"test": score(last, tok, test, data_cfg, device, train_cfg.precision),
-                            "val": score(last, tok, val, data_cfg, device, train_cfg.precision)},
+        "averaged": {"test": score(averaged, tok, test, data_cfg, device, train_cfg.execution.precision),
+                     "val": score(averaged, tok, val, data_cfg, device, train_cfg.execution.precision)},
+        "last_checkpoint": {"test": score(last, tok, test, data_cfg, device, train_cfg.execution.precision),
+                            "val": score(last, tok, val, data_cfg, device, train_cfg.execution.precision)},
     }
     del last
     q = quality["averaged"]["test"]
@@ -570,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path} (quality; decoding speed next)")
 
     # 4. decoding speed
-    payload["decoding_speed"] = decoding_speed(averaged, tok, test.src, device, train_cfg.precision)
+    payload["decoding_speed"] = decoding_speed(averaged, tok, test.src, device, train_cfg.execution.precision)
     print("decoding sentences/s: " + ", ".join(
         f"{k} {v['sentences_per_s']:.1f}" for k, v in payload["decoding_speed"].items() if isinstance(v, dict)))
     payload["total_s"] = time.perf_counter() - t_all

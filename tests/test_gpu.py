@@ -9,7 +9,7 @@ import attnkit
 import attnkit.attention as A
 from attnkit.data.synthetic import synthetic_task
 from attnkit.generation import greedy_decode
-from attnkit.training import Seq2SeqTask, TrainConfig, Trainer
+from attnkit.training import ExecutionConfig, OptimConfig, ScheduleConfig, Seq2SeqTask, TrainConfig, Trainer
 
 pytestmark = pytest.mark.gpu
 
@@ -62,7 +62,7 @@ def test_bf16_training_on_cuda_learns(tmp_path):
     torch.manual_seed(0)
     model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
     task = Seq2SeqTask(train, batch_size=64, device="cuda")
-    cfg = TrainConfig(steps=150, batch_size=64, warmup=30, lr=0.5, precision="auto", device="cuda", log_every=10)
+    cfg = TrainConfig(steps=150, batch_size=64, device="cuda", log_every=10, schedule=ScheduleConfig(warmup=30), optim=OptimConfig(lr=0.5), execution=ExecutionConfig(precision="auto"))
     result = Trainer(model, task, cfg, tmp_path, progress=False).fit()
     assert next(model.parameters()).is_cuda
     assert result.losses[-1] < 0.6 * result.losses[0]
@@ -71,13 +71,13 @@ def test_bf16_training_on_cuda_learns(tmp_path):
 
 
 def test_compiled_training_matches_eager(tmp_path):
-    """TrainConfig(compile=True) trains the same model (torch.compile of the forward)."""
+    """train.execution.compile=true trains the same model (torch.compile of the forward)."""
     train, _, _, tok = synthetic_task("copy", n_train=256, n_valid=4, min_len=2, max_len=5)
     v = tok.get_vocab_size()
     losses = []
     for compile_ in (False, True):
         torch.manual_seed(0)
         model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
-        cfg = TrainConfig(steps=20, batch_size=32, warmup=5, lr=0.5, precision="fp32", device="cuda", compile=compile_, log_every=5)
+        cfg = TrainConfig(steps=20, batch_size=32, device="cuda", log_every=5, schedule=ScheduleConfig(warmup=5), optim=OptimConfig(lr=0.5), execution=ExecutionConfig(precision="fp32", compile=compile_))
         losses.append(Trainer(model, Seq2SeqTask(train, batch_size=32, device="cuda"), cfg, tmp_path / str(compile_), progress=False).fit().losses)
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=2e-3, atol=2e-3)

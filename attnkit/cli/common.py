@@ -15,7 +15,7 @@ def add_set_argument(p: Any) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override a config field, e.g. --set d_model=256 --set train.lr=2 (repeatable; values parsed as JSON)",
+        help="override a config field, e.g. --set d_model=256 --set train.optim.lr=2 (repeatable; values parsed as JSON)",
     )
 
 

@@ -55,7 +55,7 @@ def rdrop_loss(logits1: Tensor, logits2: Tensor, targets: Tensor, *, alpha: floa
         logits1, logits2: the two passes' scores, ``(B, C)`` (one label per sequence) or
             ``(B, T, C)`` (one per token), any float dtype.
         targets: class ids, ``(B,)`` or ``(B, T)``.
-        alpha: weight of the symmetric KL term (``TrainConfig.rdrop``); 0 gives the mean of
+        alpha: weight of the symmetric KL term (``train.reg.rdrop``); 0 gives the mean of
             the two cross-entropies.
         epsilon: label smoothing of each cross-entropy (the convention of
             :func:`~attnkit.objectives.label_smoothing.label_smoothed_cross_entropy`).

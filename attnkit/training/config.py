@@ -1,104 +1,224 @@
-"""The training recipe as a config (defaults: the paper's section 5.3-5.4)."""
+"""The training recipe as a config, nested by concern (defaults: Vaswani et al. 2017, sections 5.3-5.4).
+
+``TrainConfig`` holds the length of the run, the batch, seeds, device and file cadence; the
+optimizer (:class:`OptimConfig`), the learning-rate schedule (:class:`ScheduleConfig`), how
+steps execute (:class:`ExecutionConfig`), evaluation (:class:`EvalConfig`) and regularisation
+(:class:`RegularizationConfig`) each have their own group, reached as ``train.optim.lr``,
+``train.schedule.warmup``, ``train.execution.cuda_graphs``, ``train.eval.every``,
+``train.reg.label_smoothing``. A key of the former flat layout (``train.lr``) is refused with
+an error naming its new place (``TrainConfig.moved``).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
 
 from attnkit.config import Config, check
+from attnkit.errors import ConfigError
+
+T = TypeVar("T", bound="TrainConfig")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig(Config):
-    """How to train. Defaults follow Vaswani et al. 2017: Adam(0.9, 0.98, 1e-9), Noam schedule
-    with 4000 warm-up steps, label smoothing 0.1.
+class OptimConfig(Config):
+    """The optimizer: Adam (Kingma and Ba 2015) or AdamW (Loshchilov and Hutter 2019, decoupled
+    weight decay), with gradient clipping and layer-wise learning-rate decay.
 
-    ``stop_at`` ends training once the validation ``metric`` reaches that value.
-    ``compile`` runs the forward under ``torch.compile`` with ``compile_mode``; ``reduce-overhead``
-    and ``max-autotune`` replay CUDA graphs (one recording per batch shape), for steps limited by
-    the host, not the GPU (short rows; ``benchmarks/bert_speed.py``'s SST-2 epoch, BENCHMARKS.md).
-    ``cuda_graphs`` records the whole optimizer step (forward, backward, clipping, Adam) as one CUDA
-    graph per batch shape and replays it (:mod:`attnkit.training.graphs`): for steps limited by the
-    host on a GPU, with tasks whose step reads no device value on the host (translation: the
-    Multi30k recipe, BENCHMARKS.md). It needs a CUDA device and excludes ``compile``.
-    ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak averaging),
-    updated after every optimizer step; evaluation and the saved best model use the average.
-    ``layer_decay < 1`` is ELECTRA's layer-wise learning-rate decay (Clark et al. 2020, appendix,
-    fine-tuning details): encoder layer ``i`` of ``L`` trains at ``lr * layer_decay^(L - i)``, the
-    embeddings at ``lr * layer_decay^(L + 1)``, pooler and head at ``lr``
-    (:func:`~attnkit.training.optim.layer_depths`; it needs separate layers, not ALBERT's shared one).
-    ``rdrop > 0`` is R-Drop (Liang et al. 2021, "R-Drop: Regularized Dropout for Neural Networks",
-    eq. 3) with ``alpha = rdrop``: each batch goes through the model twice (as one batch of twice
-    the rows, so with different dropout masks) and the loss adds ``alpha`` times the symmetric KL
-    divergence of the two output distributions to their mean cross-entropy
-    (:func:`~attnkit.objectives.rdrop.rdrop_loss`; the paper sums the two cross-entropies, so its
-    alpha is ``2 * rdrop``). Fine-tuning ``classify`` and ``ner`` only; other tasks reject it.
-    ``seed`` fixes the order of the training batches and the dropout masks; ``init_seed`` fixes
-    the weights a fine-tuning command creates fresh (a new classification, tagging or QA head), so
-    runs that differ only in ``seed`` start from one point: the ingredients of a model soup
-    (Wortsman et al. 2022; ``attnkit average``).
-    ``eval_precision="fp32"`` runs the evaluations (and so the choice of the best model) without
-    autocast, as ``attnkit eval`` scores a saved model; ``"train"`` (default) evaluates in the
-    training precision (bf16 on a GPU with ``precision="auto"``), faster, where a borderline
-    example can land on the other side (one SST-2 sentence in 11 of 33 runs, BENCHMARKS.md).
-    ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and
-    the multiplier of the Noam formula for ``noam`` (1.0 = the paper).
+    ``lr`` is the peak learning rate of the ``linear``/``cosine``/``constant`` schedules and the
+    multiplier of the Noam formula for ``noam`` (1.0 = the paper's eq. 3). The defaults are the
+    paper's Adam(beta1=0.9, beta2=0.98, eps=1e-9) (Vaswani et al. 2017, section 5.3).
+    ``weight_decay`` is L2 regularisation folded into the gradient for ``adam``, decoupled from
+    it for ``adamw``. ``clip_norm > 0`` rescales the gradient to that global L2 norm at most
+    (Pascanu et al. 2013). ``layer_decay < 1`` is ELECTRA's layer-wise learning-rate decay
+    (Clark et al. 2020, appendix, fine-tuning details): encoder layer ``i`` of ``L`` trains at
+    ``lr * layer_decay^(L - i)``, the embeddings at ``lr * layer_decay^(L + 1)``, pooler and head
+    at ``lr`` (:func:`~attnkit.training.optim.layer_depths`; it needs separate layers, not
+    ALBERT's shared one).
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    grad_accum: int = 1
-    optimizer: Literal["adam", "adamw"] = "adam"
+    name: Literal["adam", "adamw"] = "adam"
     lr: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
     weight_decay: float = 0.0
-    schedule: Literal["noam", "linear", "cosine", "constant"] = "noam"
+    layer_decay: float = 1.0
+    clip_norm: float = 0.0
+
+    def validate(self) -> None:
+        check(self.lr > 0, "lr", self.lr, "must be positive")
+        check(all(0.0 <= b < 1.0 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
+        check(self.eps > 0, "eps", self.eps, "must be positive")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "must be in (0, 1] (1 disables layer-wise lr decay)")
+        check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0 disables clipping)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig(Config):
+    """The learning-rate schedule (:mod:`attnkit.training.schedules`).
+
+    ``noam`` is the paper's eq. 3, ``lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``
+    (Vaswani et al. 2017, section 5.3); ``linear`` warms up linearly for ``warmup`` steps then
+    decays linearly to zero (BERT, Devlin et al. 2019, appendix A.2); ``cosine`` decays along a
+    half cosine to ``min_lr_ratio * lr`` after the warm-up (Loshchilov and Hutter 2017, SGDR,
+    eq. 5, one cycle); ``constant`` holds ``lr`` after the warm-up.
+    """
+
+    kind: Literal["noam", "linear", "cosine", "constant"] = "noam"
     warmup: int = 4000
     min_lr_ratio: float = 0.0
-    ema_decay: float = 0.0
-    layer_decay: float = 1.0
-    label_smoothing: float = 0.1
-    rdrop: float = 0.0
-    clip_norm: float = 0.0
-    eval_every: int = 0
-    save_every: int = 0
-    keep_checkpoints: int = 5
-    early_stopping_patience: int = 0
-    metric: str = "loss"
-    metric_mode: Literal["min", "max"] = "min"
-    stop_at: float | None = None
-    log_every: int = 10
-    seed: int = 0
-    init_seed: int = 0
+
+    def validate(self) -> None:
+        check(self.warmup >= 0, "warmup", self.warmup, "must be >= 0")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1] (the cosine floor as a fraction of lr)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionConfig(Config):
+    """How a step executes: numeric precision, compilation and CUDA graphs.
+
+    ``precision="auto"`` trains under bf16 autocast on CUDA and in fp32 elsewhere; ``bf16`` and
+    ``fp32`` force one. ``compile`` runs the forward under ``torch.compile`` with
+    ``compile_mode``; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs (one recording
+    per batch shape), for steps limited by the host, not the GPU. ``cuda_graphs`` records the
+    whole optimizer step (forward, backward, clipping, Adam) as one CUDA graph per batch shape
+    and replays it (:mod:`attnkit.training.graphs`): for steps limited by the host on a GPU, with
+    tasks whose step reads no device value on the host. It needs a CUDA device and excludes
+    ``compile``.
+    """
+
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    eval_precision: Literal["train", "fp32"] = "train"
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cuda_graphs: bool = False
+
+    def validate(self) -> None:
+        check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(Config):
+    """Evaluation on the validation data, model selection and early stopping.
+
+    Every ``every`` steps (0: never) the task evaluates; the model with the best ``metric``
+    (lowest for ``mode="min"``, highest for ``"max"``) is saved. ``stop_at`` ends training once
+    the metric reaches that value; ``patience > 0`` ends it after that many evaluations without
+    improvement (early stopping, Prechelt 1998). ``precision="fp32"`` runs the evaluations (and
+    so the choice of the best model) without autocast, as ``attnkit eval`` scores a saved model;
+    ``"train"`` evaluates in the training precision, where an example close to the decision
+    boundary can land on the other side.
+    """
+
+    every: int = 0
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    stop_at: float | None = None
+    patience: int = 0
+    precision: Literal["train", "fp32"] = "train"
+
+    def validate(self) -> None:
+        check(self.every >= 0, "every", self.every, "must be >= 0 (0: no evaluation)")
+        check(self.patience >= 0, "patience", self.patience, "must be >= 0 (0: no early stopping)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegularizationConfig(Config):
+    """Regularisation beyond dropout (dropout rates belong to the model config).
+
+    ``label_smoothing`` is the paper's label smoothing, ``eps_ls = 0.1`` (Vaswani et al. 2017,
+    section 5.4; Szegedy et al. 2016, section 7). ``rdrop > 0`` is R-Drop (Liang et al. 2021,
+    eq. 3) with ``alpha = rdrop``: each batch goes through the model twice (as one batch of twice
+    the rows, so with different dropout masks) and the loss adds ``alpha`` times the symmetric KL
+    divergence of the two output distributions to their mean cross-entropy
+    (:func:`~attnkit.objectives.rdrop.rdrop_loss`; the paper sums the two cross-entropies, so its
+    alpha is ``2 * rdrop``); fine-tuning ``classify`` and ``ner`` only, other tasks reject it.
+    ``ema_decay > 0`` keeps an exponential moving average of the weights (Polyak and Juditsky
+    1992), updated after every optimizer step; evaluation and the saved best model use the average.
+    """
+
+    label_smoothing: float = 0.1
+    rdrop: float = 0.0
+    ema_decay: float = 0.0
+
+    def validate(self) -> None:
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        check(0.0 <= self.rdrop < math.inf, "rdrop", self.rdrop, "must be a finite number >= 0 (0 disables R-Drop)")
+        check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1) (0 disables the weight average)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    """How to train: ``steps`` optimizer steps of ``batch_size * grad_accum`` examples.
+
+    ``seed`` fixes the order of the training batches and the dropout masks; ``init_seed`` fixes
+    the weights a fine-tuning command creates fresh (a new classification, tagging or QA head), so
+    runs that differ only in ``seed`` start from one point: the ingredients of a model soup
+    (Wortsman et al. 2022; ``attnkit average``). Every ``log_every`` steps a record goes to
+    ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard event files with ``tensorboard``, which
+    needs the ``tensorboard`` extra); every ``save_every`` steps a checkpoint, the newest
+    ``keep_checkpoints`` kept. The groups: ``optim``, ``schedule``, ``execution``, ``eval``, ``reg``.
+    """
+
+    moved: ClassVar[dict[str, str]] = {
+        "optimizer": "optim.name",
+        "lr": "optim.lr",
+        "betas": "optim.betas",
+        "eps": "optim.eps",
+        "weight_decay": "optim.weight_decay",
+        "layer_decay": "optim.layer_decay",
+        "clip_norm": "optim.clip_norm",
+        "warmup": "schedule.warmup",
+        "min_lr_ratio": "schedule.min_lr_ratio",
+        "precision": "execution.precision",
+        "compile": "execution.compile",
+        "compile_mode": "execution.compile_mode",
+        "cuda_graphs": "execution.cuda_graphs",
+        "eval_every": "eval.every",
+        "metric": "eval.metric",
+        "metric_mode": "eval.mode",
+        "stop_at": "eval.stop_at",
+        "early_stopping_patience": "eval.patience",
+        "eval_precision": "eval.precision",
+        "label_smoothing": "reg.label_smoothing",
+        "rdrop": "reg.rdrop",
+        "ema_decay": "reg.ema_decay",
+    }
+
+    steps: int = 1000
+    batch_size: int = 64
+    grad_accum: int = 1
+    seed: int = 0
+    init_seed: int = 0
     device: str = "auto"
+    log_every: int = 10
+    save_every: int = 0
+    keep_checkpoints: int = 5
+    tensorboard: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    reg: RegularizationConfig = field(default_factory=RegularizationConfig)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
-        for name in ("warmup", "eval_every", "save_every", "keep_checkpoints", "early_stopping_patience", "log_every"):
+        for name in ("save_every", "keep_checkpoints", "log_every"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
-        check(self.lr > 0, "lr", self.lr, "must be positive")
-        check(all(0.0 <= b < 1.0 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
-        check(self.eps > 0, "eps", self.eps, "must be positive")
-        check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1] (the cosine floor as a fraction of lr)")
-        check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1) (0 disables the weight average)")
-        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "must be in (0, 1] (1 disables layer-wise lr decay)")
-        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
-        check(0.0 <= self.rdrop < math.inf, "rdrop", self.rdrop, "must be a finite number >= 0 (0 disables R-Drop)")
-        if self.stop_at is not None:
-            check(self.eval_every > 0, "stop_at", self.stop_at, "needs eval_every > 0 (it is checked at evaluations)")
-        check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
-        check(not (self.cuda_graphs and self.compile), "cuda_graphs", self.cuda_graphs,
-              "excludes compile=true (compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
-        check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0 disables clipping)")
         check(self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda"), "device", self.device, "use auto, cpu, cuda, cuda:N or mps")
-        if self.schedule in ("linear", "cosine"):
-            check(self.steps > self.warmup, "warmup", self.warmup, f"must be below steps={self.steps} for the {self.schedule} schedule")
+        if self.schedule.kind in ("linear", "cosine"):
+            check(self.steps > self.schedule.warmup, "schedule.warmup", self.schedule.warmup,
+                  f"must be below steps={self.steps} for the {self.schedule.kind} schedule")
+        if self.eval.stop_at is not None:
+            check(self.eval.every > 0, "eval.stop_at", self.eval.stop_at, "needs eval.every > 0 (it is checked at evaluations)")
+        check(not (self.execution.cuda_graphs and self.execution.compile), "execution.cuda_graphs", self.execution.cuda_graphs,
+              "excludes execution.compile=true (execution.compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+        """As :meth:`Config.from_dict`; the former flat ``schedule="noam"`` names its new key."""
+        if isinstance(data, dict) and isinstance(data.get("schedule"), str):
+            raise ConfigError(f"config key {prefix + 'schedule'!r} is a group now: write {prefix}schedule.kind={data['schedule']}")
+        return super().from_dict(data, prefix=prefix)

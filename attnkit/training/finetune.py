@@ -9,7 +9,7 @@ padding), and rows of similar length are batched together: the epoch's shuffled 
 into chunks of ``bucket_size`` batches, each chunk is sorted by length and cut into batches, and
 the batch order is shuffled again. Evaluation sorts the whole set by length.
 
-Training may smooth the labels (``label_smoothing``) and add R-Drop (``rdrop``; Liang et al. 2021,
+Training may smooth the labels (``reg.label_smoothing``) and add R-Drop (``reg.rdrop``; Liang et al. 2021,
 eq. 3, :mod:`attnkit.objectives.rdrop`): the batch is stacked on itself, ``(2B, T)``, and run
 once, so the two halves see different dropout masks for the cost of one forward pass of twice
 the rows (twice the activation memory). The dev loss is plain cross-entropy, without either.
@@ -46,7 +46,7 @@ class FinetuneConfig(Config):
 
     ``max_len`` caps every row, specials included (it is lowered to the model's position
     limit). ``epochs`` sets ``train.steps`` unless ``train.steps`` is given; ``warmup_ratio``
-    sets ``train.warmup`` (as a fraction of the steps) unless ``train.warmup`` is given.
+    sets ``train.schedule.warmup`` (as a fraction of the steps) unless it is given.
     ``bucket_size``: how many batches' worth of examples are sorted by length together.
     ``limit``: read at most this many training examples (0 = all).
     ``classifier`` (classify only): how the sequence becomes one vector, see
@@ -194,7 +194,7 @@ class _FinetuneTask:
         self.train, self.dev = train, dev
         self.batch_size, self.eval_batch_size, self.bucket_size = batch_size, eval_batch_size, bucket_size
         self.pad_id, self.device = pad_id, torch.device(device)
-        self.label_smoothing, self.rdrop = label_smoothing, rdrop  # the Trainer checks rdrop against train.rdrop
+        self.label_smoothing, self.rdrop = label_smoothing, rdrop  # the Trainer checks rdrop against train.reg.rdrop
         self._lengths = train.lengths()
 
     def batches(self, epoch: int, seed: int) -> Iterator[Batch]:

@@ -1,4 +1,4 @@
-"""Whole optimizer steps replayed as CUDA graphs, one graph per batch signature (``train.cuda_graphs``).
+"""Whole optimizer steps replayed as CUDA graphs, one graph per batch signature (``train.execution.cuda_graphs``).
 
 A Transformer step on short rows (Multi30k: 16-30 tokens a sentence) is limited by the host:
 Python and the dispatcher issue its kernels one by one, slower than the GPU runs them, so the
@@ -160,7 +160,7 @@ class GraphedSteps:
         except RuntimeError as e:
             raise RuntimeError(
                 f"recording the training step as a CUDA graph failed: {str(e).splitlines()[0]}. The step must not read "
-                "device values on the host (.item(), bool(tensor)) nor allocate persistent state; turn train.cuda_graphs off"
+                "device values on the host (.item(), bool(tensor)) nor allocate persistent state; turn train.execution.cuda_graphs off"
             ) from e
         rec = _Recorded(graph, tensors(static), outputs)
         self.recorded[key] = rec

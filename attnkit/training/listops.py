@@ -11,7 +11,7 @@ padded to a multiple of ``pad_to`` tokens: few distinct shapes (compiled kernels
 lengths that divide block sizes. ``attention_mask`` marks the real tokens.
 
 :func:`train_listops` trains :class:`~attnkit.models.EncoderClassifier` with the
-:class:`~attnkit.training.Trainer` (validation accuracy every ``train.eval_every`` steps, best
+:class:`~attnkit.training.Trainer` (validation accuracy every ``train.eval.every`` steps, best
 model kept), then measures the best model on the test split and writes ``eval.json``.
 """
 

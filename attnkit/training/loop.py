@@ -4,14 +4,14 @@ One optimizer step = ``grad_accum`` micro-batches. The loss is averaged over tar
 tokens across all micro-batches of the step (each micro-batch's mean is weighted by its
 token count), then gradients are clipped, Adam steps and the schedule advances.
 
-With ``ema_decay > 0`` the trainer also keeps an exponential moving average of the weights
+With ``reg.ema_decay > 0`` the trainer also keeps an exponential moving average of the weights
 (Polyak and Juditsky 1992): after optimizer step ``s`` each average moves towards the weights
-by ``1 - d_s`` with ``d_s = min(ema_decay, s / (s + 1))`` (a plain running mean until the
+by ``1 - d_s`` with ``d_s = min(reg.ema_decay, s / (s + 1))`` (a plain running mean until the
 decay takes over, so the random initial weights do not linger). Evaluation runs on the
 averaged weights and the best model saved is the average; training continues from the raw
 weights, and checkpoints hold both.
 
-With ``cuda_graphs`` the step (:meth:`Trainer._step_body`) is recorded as a CUDA graph per batch
+With ``execution.cuda_graphs`` the step (:meth:`Trainer._step_body`) is recorded as a CUDA graph per batch
 shape and replayed (:mod:`attnkit.training.graphs`); the schedule, the weight average, logging,
 evaluation and checkpoints stay outside it.
 
@@ -21,8 +21,8 @@ reproduces ``2N`` straight steps exactly on CPU.
 
 On CUDA, a task whose batches change length from step to step (``task.varying_lengths``:
 fine-tuning, QA, MLM, translation) turns cuDNN attention off for the process: it builds an
-execution plan for every new shape, 170-420 ms each on an H100, where the flash and
-memory-efficient SDPA kernels take under a millisecond (``benchmarks/sdpa_shapes.py``).
+execution plan for every new shape, far slower than the flash and memory-efficient SDPA kernels
+need for theirs.
 """
 
 from __future__ import annotations
@@ -105,46 +105,46 @@ class Trainer:
     ) -> None:
         self.model, self.task, self.config, self.out = model, task, config, Path(out)
         self.tokenizer, self.progress, self.hooks = tokenizer, progress, hooks or []
-        _check_rdrop(task, config.rdrop)
+        _check_rdrop(task, config.reg.rdrop)
         self.device = pick_device(config.device)
         self.model.to(self.device)
         varying = getattr(task, "varying_lengths", False)
         if self.device.type == "cuda" and varying and torch.backends.cuda.cudnn_sdp_enabled():
-            # cuDNN attention builds an execution plan for each new shape: 170-420 ms a length on
-            # an H100 against 0.4 ms for the flash / memory-efficient kernels (benchmarks/sdpa_shapes.py)
+            # cuDNN attention builds an execution plan for each new shape; flash / memory-efficient do not
             torch.backends.cuda.enable_cudnn_sdp(False)
             log.info("varying batch lengths: cuDNN attention turned off for this process (torch.backends.cuda.enable_cudnn_sdp)")
         c = config
-        if c.cuda_graphs and self.device.type != "cuda":
-            raise ConfigError(f"cuda_graphs=true needs a CUDA device (training runs on {self.device}); "
-                              "set train.cuda_graphs=false or train on a GPU")
-        self.optimizer = build_optimizer(model, c.optimizer, 1.0 if c.schedule == "noam" else c.lr, c.betas, c.eps, c.weight_decay,
-                                         c.layer_decay, capturable=c.cuda_graphs)
+        o, sch, ex = c.optim, c.schedule, c.execution
+        if ex.cuda_graphs and self.device.type != "cuda":
+            raise ConfigError(f"execution.cuda_graphs=true needs a CUDA device (training runs on {self.device}); "
+                              "set train.execution.cuda_graphs=false or train on a GPU")
+        self.optimizer = build_optimizer(model, o.name, 1.0 if sch.kind == "noam" else o.lr, o.betas, o.eps, o.weight_decay,
+                                         o.layer_decay, capturable=ex.cuda_graphs)
         d_model = getattr(model.config, "d_model", None)
         self.scheduler = build_scheduler(
-            self.optimizer, c.schedule, warmup=c.warmup, total_steps=c.steps, d_model=d_model,
-            factor=c.lr if c.schedule == "noam" else 1.0, min_ratio=c.min_lr_ratio,
+            self.optimizer, sch.kind, warmup=sch.warmup, total_steps=c.steps, d_model=d_model,
+            factor=o.lr if sch.kind == "noam" else 1.0, min_ratio=sch.min_lr_ratio,
         )
-        if c.cuda_graphs:
+        if ex.cuda_graphs:
             device_lrs(self.optimizer)
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self.best: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
         # a recorded step casts the weights itself at every replay: autocast's cast cache would outlive it
-        self.autocast = lambda: autocast_for(self.device, c.precision, cache=not c.cuda_graphs)
+        self.autocast = lambda: autocast_for(self.device, ex.precision, cache=not ex.cuda_graphs)
         self.forward_model: nn.Module = model
-        if c.compile:
+        if ex.compile:
             # varying lengths: one graph for every shape from the start (else a second compile)
             kw: dict[str, Any] = {"dynamic": True} if varying else {}
-            if c.compile_mode != "default":
-                kw["mode"] = c.compile_mode
+            if ex.compile_mode != "default":
+                kw["mode"] = ex.compile_mode
             self.forward_model = torch.compile(model, **kw)
-        self.compiled_graphs = c.compile and c.compile_mode in ("reduce-overhead", "max-autotune")  # torch.compile's own
+        self.compiled_graphs = ex.compile and ex.compile_mode in ("reduce-overhead", "max-autotune")  # torch.compile's own
         self.params = [p for p in model.parameters() if p.requires_grad]
         # the whole optimizer step recorded as CUDA graphs, one per batch shape (attnkit.training.graphs)
-        self.graphed: GraphedSteps | None = GraphedSteps(self._step_body) if c.cuda_graphs else None
-        self.ema: list[torch.Tensor] | None = [p.detach().clone() for p in self.params] if c.ema_decay > 0 else None
+        self.graphed: GraphedSteps | None = GraphedSteps(self._step_body) if ex.cuda_graphs else None
+        self.ema: list[torch.Tensor] | None = [p.detach().clone() for p in self.params] if c.reg.ema_decay > 0 else None
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -175,14 +175,14 @@ class Trainer:
         load_state_strict(self.model, {k: v.to(self.device) for k, v in load_weights(path / "model.safetensors").items()}, str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.config.cuda_graphs:  # the loaded groups hold host lrs
+        if self.config.execution.cuda_graphs:  # the loaded groups hold host lrs
             device_lrs(self.optimizer)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         if self.ema is not None:
             if "ema" not in state:
-                raise CheckpointError(f"{path} holds no weight average; resume with the ema_decay it was trained with")
+                raise CheckpointError(f"{path} holds no weight average; resume with the train.reg.ema_decay it was trained with")
             for e, saved in zip(self.ema, state["ema"]):
                 e.copy_(saved)
         for k in ("step", "epoch", "batch_index", "best", "best_step", "bad_evals"):
@@ -229,7 +229,7 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             if self.ema is not None:
-                decay = min(c.ema_decay, self.step / (self.step + 1))
+                decay = min(c.reg.ema_decay, self.step / (self.step + 1))
                 torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
             pending.append(loss_sum / tokens)  # stays on the device: no host sync per step
             window_tokens = window_tokens + tokens
@@ -246,7 +246,7 @@ class Trainer:
             bar.update(1)
             # 4. evaluate, keep the best, stop early
             last = self.step == c.steps
-            if (c.eval_every and self.step % c.eval_every == 0) or (last and c.eval_every):
+            if (c.eval.every and self.step % c.eval.every == 0) or (last and c.eval.every):
                 if self._evaluate(result):
                     result.stopped_early = True
                     last = True
@@ -257,7 +257,7 @@ class Trainer:
                 break
         self._flush(pending, result)
         bar.close()
-        if not c.eval_every:
+        if not c.eval.every:
             with self._averaged_weights():
                 self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         result.step, result.best, result.best_step = self.step, self.best, self.best_step
@@ -288,8 +288,8 @@ class Trainer:
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:
             torch._foreach_div_(grads, tokens)  # one multi-tensor kernel, not one per parameter
-        if c.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+        if c.optim.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_norm)
         self.optimizer.step()
         return loss_sum, tokens
 
@@ -311,7 +311,7 @@ class Trainer:
         c = self.config
         self.model.eval()
         with self._averaged_weights():
-            with torch.no_grad(), (self.autocast() if c.eval_precision == "train" else nullcontext()):
+            with torch.no_grad(), (self.autocast() if c.eval.precision == "train" else nullcontext()):
                 metrics = self.task.evaluate(self.model)
             better = self._is_better(metrics)
             if better:
@@ -319,21 +319,22 @@ class Trainer:
         self.model.train()
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         result.evals.append({"step": self.step, **metrics})
-        value = metrics[c.metric]
+        value = metrics[c.eval.metric]
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
         else:
             self.bad_evals += 1
-        if c.stop_at is not None and (value <= c.stop_at if c.metric_mode == "min" else value >= c.stop_at):
+        e = c.eval
+        if e.stop_at is not None and (value <= e.stop_at if e.mode == "min" else value >= e.stop_at):
             return True
-        return bool(c.early_stopping_patience and self.bad_evals >= c.early_stopping_patience)
+        return bool(e.patience and self.bad_evals >= e.patience)
 
     def _is_better(self, metrics: dict[str, float]) -> bool:
-        c = self.config
-        if c.metric not in metrics:
-            raise KeyError(f"metric={c.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
-        value = metrics[c.metric]
-        return self.best is None or (value < self.best if c.metric_mode == "min" else value > self.best)
+        e = self.config.eval
+        if e.metric not in metrics:
+            raise KeyError(f"eval.metric={e.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
+        value = metrics[e.metric]
+        return self.best is None or (value < self.best if e.mode == "min" else value > self.best)
 
     @contextmanager
     def _averaged_weights(self) -> Iterator[None]:
@@ -366,14 +367,14 @@ class Trainer:
 
 
 def _check_rdrop(task: Task, rdrop: float) -> None:
-    """``train.rdrop`` must be the task's own R-Drop weight; a task without one takes only 0."""
+    """``train.reg.rdrop`` must be the task's own R-Drop weight; a task without one takes only 0."""
     own = getattr(task, "rdrop", None)
     if own is None and rdrop > 0:
-        raise ConfigError(f"rdrop={rdrop!r} is not supported by {type(task).__name__}; R-Drop applies to "
-                          "`attnkit finetune classify` and `ner` only: leave train.rdrop at 0")
+        raise ConfigError(f"reg.rdrop={rdrop!r} is not supported by {type(task).__name__}; R-Drop applies to "
+                          "`attnkit finetune classify` and `ner` only: leave train.reg.rdrop at 0")
     if own is not None and own != rdrop:
-        raise ConfigError(f"rdrop={rdrop!r} differs from the {type(task).__name__}'s rdrop={own!r}; "
-                          "build the task with rdrop=config.rdrop")
+        raise ConfigError(f"reg.rdrop={rdrop!r} differs from the {type(task).__name__}'s rdrop={own!r}; "
+                          "build the task with rdrop=config.reg.rdrop")
 
 
 def _progress(enabled: bool, total: int, initial: int) -> Any:

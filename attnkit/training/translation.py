@@ -288,7 +288,7 @@ def train_translation(
         train_ds,
         valid=valid_ds,
         tokenizer=tok,
-        label_smoothing=train_cfg.label_smoothing,
+        label_smoothing=train_cfg.reg.label_smoothing,
         bleu_sources=valid_corpus.src[:n],
         bleu_references=valid_corpus.tgt[:n],
         beam_size=data_cfg.beam_size,
@@ -303,6 +303,6 @@ def train_translation(
     final_model = save_averaged(averaged, model_dir).to(device)
     save_translation_info(model_dir, data_cfg)
     final_model.eval()
-    with torch.no_grad(), autocast_for(device, train_cfg.precision):
+    with torch.no_grad(), autocast_for(device, train_cfg.execution.precision):
         final = task.evaluate(final_model)
     return TranslationRun(result=result, averaged=averaged, final=final, model_dir=model_dir)

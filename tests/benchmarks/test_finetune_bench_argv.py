@@ -22,11 +22,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.mark.parametrize("task", ["sst2", "rte", "wnut17", "xquad"])
 def test_epochs_and_sets_override_the_recipe(bench, task):
-    args = argparse.Namespace(model=Path("m"), device="cpu", quick=False, epochs=7.0, set=["train.lr=3e-5"])
+    args = argparse.Namespace(model=Path("m"), device="cpu", quick=False, epochs=7.0, set=["train.optim.lr=3e-5"])
     argv = bench.task_argv(task, Path("d"), Path("o"), args)
     parsed = parse(argv)
     assert parsed.epochs == 7.0
-    assert argv[-2:] == ["--set", "train.lr=3e-5"]  # after the recipe's own lr: the last one wins
+    assert argv[-2:] == ["--set", "train.optim.lr=3e-5"]  # after the recipe's own lr: the last one wins
 
 
 def test_recipe_epochs_without_override(bench):
@@ -36,7 +36,7 @@ def test_recipe_epochs_without_override(bench):
 
 def tapt_args(**kw) -> argparse.Namespace:
     base = dict(model=Path("m"), device="cpu", quick=False, epochs=None, set=[], tapt_steps=300, tapt_batch_size=16,
-                tapt_max_seq_len=96, tapt_set=["train.lr=5e-5"], data="d")
+                tapt_max_seq_len=96, tapt_set=["train.optim.lr=5e-5"], data="d")
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -47,7 +47,7 @@ def test_tapt_argv_is_a_train_mlm_command_line(bench):
     assert parsed.max_seq_len == 96
     assert parsed.preset is None and parsed.vocab_size is None  # --model brings both
     assert {"train.steps=300", "train.batch_size=16", "train.device=cpu"} <= set(parsed.set)
-    assert argv[-2:] == ["--set", "train.lr=5e-5"]  # --tapt-set last: it wins
+    assert argv[-2:] == ["--set", "train.optim.lr=5e-5"]  # --tapt-set last: it wins
 
 
 def test_finetune_starts_from_the_tapt_model(bench):

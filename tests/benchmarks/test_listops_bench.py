@@ -13,7 +13,7 @@ def bench(load_benchmark):
 
 def test_probe_takes_more_steps_than_one_epoch_has(bench):
     from attnkit.models.encoder_classifier import classifier_preset
-    from attnkit.training.config import TrainConfig
+    from attnkit.training.config import OptimConfig, TrainConfig
     from attnkit.training.listops import ListOpsDataConfig, ListOpsTask, build_model, make_splits
 
     data = ListOpsDataConfig(train_size=20, valid_size=4, test_size=4, min_len=10, max_len=40, pad_to=16, workers=1)
@@ -21,5 +21,5 @@ def test_probe_takes_more_steps_than_one_epoch_has(bench):
     task = ListOpsTask(splits["train"], splits["validation"], batch_size=8, pad_to=16)
     assert len(list(task.batches(0, 12345))) == 3  # one epoch: 3 batches, fewer than the 5 probe steps
     model = build_model(classifier_preset("listops-tiny", n_layers=1).replace(mask_padding=False))
-    cfg = TrainConfig(steps=5, lr=1e-3, device="cpu")
+    cfg = TrainConfig(steps=5, device="cpu", optim=OptimConfig(lr=1e-3))
     assert bench.seconds_per_step(model, task, cfg, torch.device("cpu"), 5) > 0

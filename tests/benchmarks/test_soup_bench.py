@@ -50,7 +50,7 @@ def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
         run = tmp_path / f"run{seed}"
         code = attnkit_main(["finetune", "classify", "--model", str(tmp_path / "tiny"), "--train", str(tmp_path / "data" / "sst2" / "train.tsv"),
                              "--dev", str(dev), "--out", str(run / "sst2"), "--no-progress", "--epochs", "1", "--max-len", "66",
-                             "--set", "train.device=cpu", "--set", "train.lr=1e-3", "--set", "train.batch_size=16",
+                             "--set", "train.device=cpu", "--set", "train.optim.lr=1e-3", "--set", "train.batch_size=16",
                              "--set", f"train.seed={seed}"])
         assert code == 0
         runs.append(run)
@@ -85,7 +85,7 @@ def test_finetune_soup_option(load_benchmark, tmp_path, capsys):
     bench = load_benchmark("finetune")
     dev = tiny_task(tmp_path, seed=4, n_train=96, n_dev=40)
     args = argparse.Namespace(model=tmp_path / "tiny", device="cpu", quick=False, epochs=2.0, tapt_steps=0, soup=2, data=str(tmp_path / "data"),
-                              set=["train.lr=1e-3", "train.batch_size=16", "train.ema_decay=0", "train.eval_every=6"])
+                              set=["train.optim.lr=1e-3", "train.batch_size=16", "train.reg.ema_decay=0", "train.eval.every=6"])
     row = bench.run_task("sst2", args, tmp_path / "out")
     capsys.readouterr()
     assert row["soup_of"] == 2 and [r["command"].endswith(f"train.seed={i}") for i, r in enumerate(row["ingredients"])] == [True, True]

@@ -97,7 +97,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 def test_train_resume_and_info(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "copy", "--out", str(out), "--no-progress", "--set", "d_model=32", "--set", "d_ff=64",
-            "--set", "train.steps=6", "--set", "train.eval_every=3", "--set", "train.save_every=3", "--set", "train.warmup=2",
+            "--set", "train.steps=6", "--set", "train.eval.every=3", "--set", "train.save_every=3", "--set", "train.schedule.warmup=2",
             "--set", "data.n_train=64", "--set", "data.n_valid=8", "--set", "train.batch_size=16"]
     code, stdout, err = run_cli(capsys, *args)
     assert code == 0, err

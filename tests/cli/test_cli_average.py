@@ -15,7 +15,7 @@ from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
 
 def finetune(capsys, root: Path, out: Path, *sets: str) -> Path:
     code, _, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv",
-                           "--dev", root / "dev.tsv", "--out", out, *FAST, "--set", "train.batch_size=16", "--set", "train.lr=1e-3",
+                           "--dev", root / "dev.tsv", "--out", out, *FAST, "--set", "train.batch_size=16", "--set", "train.optim.lr=1e-3",
                            "--epochs", "2", *[x for s in sets for x in ("--set", s)])
     assert code == 0, err
     return out / "model"
@@ -44,7 +44,7 @@ def test_soup_is_the_mean_of_the_ingredients(root, capsys, tmp_path):  # noqa: F
 
 def test_init_seed_fixes_the_fresh_head(root, capsys, tmp_path):  # noqa: F811
     """lr ~0: the saved head is its initial weights; train.seed must not change them, train.init_seed must."""
-    frozen = ("train.steps=1", "train.lr=1e-30", "train.eval_every=1")
+    frozen = ("train.steps=1", "train.optim.lr=1e-30", "train.eval.every=1")
     heads = {name: load_file(str(finetune(capsys, root, tmp_path / name, *frozen, *sets) / "model.safetensors"))["out.weight"]
              for name, sets in (("a", ("train.seed=0",)), ("b", ("train.seed=5",)), ("c", ("train.seed=0", "train.init_seed=7")))}
     torch.testing.assert_close(heads["a"], heads["b"], rtol=0, atol=1e-12)

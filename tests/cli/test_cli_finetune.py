@@ -85,7 +85,7 @@ def test_classify_learns_and_predicts(root, capsys):
     out = root / "clf"
     code, stdout, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv",
                                 "--dev", root / "dev.tsv", "--out", out, "--epochs", "8", *FAST,
-                                "--set", "train.lr=2e-3", "--set", "train.batch_size=16")
+                                "--set", "train.optim.lr=2e-3", "--set", "train.batch_size=16")
     assert code == 0, err
     assert "best dev" in stdout
     import json
@@ -105,7 +105,7 @@ def test_ner_learns_and_predicts(root, capsys):
     out = root / "ner"
     code, stdout, err = run_cli(capsys, "finetune", "ner", "--model", root / "tiny", "--train", root / "train.conll",
                                 "--dev", root / "dev.conll", "--out", out, "--epochs", "10", *FAST,
-                                "--set", "train.lr=3e-3", "--set", "train.batch_size=16")
+                                "--set", "train.optim.lr=3e-3", "--set", "train.batch_size=16")
     assert code == 0, err
     import json
 

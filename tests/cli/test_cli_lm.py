@@ -9,8 +9,8 @@ from attnkit.cli.main import main
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 12
 MODEL = ["--set", "model.n_layers=1", "--set", "model.n_heads=2", "--set", "model.d_model=16", "--set", "model.context=24"]
-TINY = [*MODEL, "--set", "train.warmup=1", "--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.batch_size=4",
-        "--set", "train.compile=false", "--set", "train.device=cpu"]
+TINY = [*MODEL, "--set", "train.schedule.warmup=1", "--set", "train.steps=4", "--set", "train.eval.every=2", "--set", "train.batch_size=4",
+        "--set", "train.execution.compile=false", "--set", "train.device=cpu"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

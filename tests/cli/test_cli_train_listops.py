@@ -11,7 +11,7 @@ from attnkit.cli.main import main
 TINY = ["--preset", "listops-tiny", "--no-progress",
         "--set", "data.train_size=64", "--set", "data.valid_size=16", "--set", "data.test_size=16",
         "--set", "data.min_len=10", "--set", "data.max_len=60", "--set", "data.pad_to=16", "--set", "data.workers=1",
-        "--set", "train.warmup=1", "--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.batch_size=8",
+        "--set", "train.schedule.warmup=1", "--set", "train.steps=4", "--set", "train.eval.every=2", "--set", "train.batch_size=8",
         "--set", "train.device=cpu"]
 
 

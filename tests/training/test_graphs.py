@@ -1,4 +1,4 @@
-"""Whole training steps as CUDA graphs (``train.cuda_graphs``, :mod:`attnkit.training.graphs`).
+"""Whole training steps as CUDA graphs (``train.execution.cuda_graphs``, :mod:`attnkit.training.graphs`).
 
 On the CPU: the batch signature and buffer walk, the host-side lr that logging reads (against the
 lr torch's ``LambdaLR`` sets), device-tensor lrs filled in place by the schedule, and the
@@ -22,7 +22,7 @@ import attnkit
 from attnkit.data.seq2seq import Seq2SeqBatch
 from attnkit.data.synthetic import synthetic_task
 from attnkit.errors import ConfigError
-from attnkit.training.config import TrainConfig
+from attnkit.training.config import ExecutionConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.graphs import map_tensors, signature, tensors
 from attnkit.training.loop import Trainer
 from attnkit.training.optim import base_lr, build_optimizer, device_lrs, scheduled_lr
@@ -89,24 +89,25 @@ def test_device_lrs_are_filled_in_place_by_the_schedule() -> None:
 
 def test_cuda_graphs_configuration_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cuda_graphs"):
-        TrainConfig(cuda_graphs=True, compile=True)
+        TrainConfig(execution=ExecutionConfig(cuda_graphs=True, compile=True))
     with pytest.raises(ConfigError, match="capturable"):
         build_optimizer(nn.Linear(2, 2), "adam", 1e-3, capturable=True)
     train, _, _, tok = synthetic_task("copy", n_train=16, n_valid=4, min_len=2, max_len=5)
     v = tok.get_vocab_size()
     model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
     with pytest.raises(ConfigError, match="needs a CUDA device"):
-        Trainer(model, Seq2SeqTask(train, batch_size=8), TrainConfig(steps=1, cuda_graphs=True, device="cpu"), tmp_path, progress=False)
+        Trainer(model, Seq2SeqTask(train, batch_size=8), TrainConfig(steps=1, device="cpu", execution=ExecutionConfig(cuda_graphs=True)), tmp_path, progress=False)
 
 
 # -- GPU --------------------------------------------------------------------------------------
-def _train(tmp_path, name: str, steps: int, *, resume: bool = False, **train: object) -> tuple[Trainer, list[float]]:
+def _train(tmp_path, name: str, steps: int, *, resume: bool = False, cuda_graphs: bool = False, **train: object) -> tuple[Trainer, list[float]]:
     train_set, _, _, tok = synthetic_task("copy", n_train=96, n_valid=8, min_len=2, max_len=9, seed=1)
     v = tok.get_vocab_size()
     torch.manual_seed(0)
     cfg = attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v, dropout=0.0)
     model = attnkit.Transformer(cfg)
-    tc = TrainConfig(steps=steps, batch_size=8, warmup=4, device="cuda", precision="fp32", log_every=1, save_every=4, **train)
+    tc = TrainConfig(steps=steps, batch_size=8, device="cuda", log_every=1, save_every=4, **train, schedule=ScheduleConfig(warmup=4),
+                     execution=ExecutionConfig(precision="fp32", cuda_graphs=cuda_graphs))
     trainer = Trainer(model, Seq2SeqTask(train_set, batch_size=8, device="cuda"), tc, tmp_path / name, progress=False)
     return trainer, trainer.fit(resume=resume).losses
 
@@ -116,7 +117,7 @@ def _train(tmp_path, name: str, steps: int, *, resume: bool = False, **train: ob
 def test_trainer_graphed_steps_follow_eager_steps(tmp_path) -> None:
     """Twelve steps over batches of varying shapes (each shape eager once, then replayed), with
     gradient accumulation, clipping and the weight average: losses and weights as eager."""
-    kw = {"grad_accum": 2, "clip_norm": 0.5, "ema_decay": 0.9}
+    kw = {"grad_accum": 2, "optim": OptimConfig(clip_norm=0.5), "reg": RegularizationConfig(ema_decay=0.9)}
     eager, eager_losses = _train(tmp_path, "eager", 12, **kw)
     graphed, graphed_losses = _train(tmp_path, "graphed", 12, cuda_graphs=True, **kw)
     assert graphed.graphed is not None and graphed.graphed.graphed_calls > 0  # some steps were replays

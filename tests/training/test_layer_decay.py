@@ -1,4 +1,4 @@
-"""Layer-wise learning-rate decay (``train.layer_decay``; ELECTRA, Clark et al. 2020): the lr of
+"""Layer-wise learning-rate decay (``train.optim.layer_decay``; ELECTRA, Clark et al. 2020): the lr of
 every parameter against the rule written out by name, schedules that keep the ratios, the
 unchanged groups at 1.0, rejected values and models, and a ``finetune classify`` run."""
 
@@ -21,7 +21,7 @@ from attnkit.models import BertModel, Transformer, TransformerConfig
 from attnkit.models.bert import bert_preset
 from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state
-from attnkit.training.config import TrainConfig
+from attnkit.training.config import OptimConfig, TrainConfig
 from attnkit.training.optim import base_lr, build_optimizer, layer_depths, param_groups
 from attnkit.training.schedules import build_scheduler, linear_warmup_linear_decay, noam
 
@@ -132,11 +132,11 @@ def test_frozen_parameters_are_left_out() -> None:
 @pytest.mark.parametrize("value", [0, 0.0, 1.5, -0.5])
 def test_invalid_values_are_rejected(value: float) -> None:
     with pytest.raises(ConfigError, match=r"layer_decay=.* is not allowed; must be in \(0, 1\]"):
-        TrainConfig(layer_decay=value)
+        TrainConfig(optim=OptimConfig(layer_decay=value))
     with pytest.raises(ConfigError, match=r"layer_decay=.* is not allowed"):
         build_optimizer(nn.Linear(2, 2), "adamw", lr=LR, layer_decay=value)
-    assert TrainConfig(layer_decay=1).layer_decay == 1.0  # an int from --set becomes a float
-    assert TrainConfig().with_overrides(["layer_decay=0.75"]).layer_decay == 0.75
+    assert TrainConfig(optim=OptimConfig(layer_decay=1)).optim.layer_decay == 1.0  # an int from --set becomes a float
+    assert TrainConfig().with_overrides(["optim.layer_decay=0.75"]).optim.layer_decay == 0.75
 
 
 def test_models_without_separate_layers_are_rejected() -> None:
@@ -152,7 +152,7 @@ def test_models_without_separate_layers_are_rejected() -> None:
         build_optimizer(seq2seq, "adam", lr=LR, layer_decay=XI)
 
 
-# -- attnkit finetune classify --set train.layer_decay=0.8 --------------------------------------
+# -- attnkit finetune classify --set train.optim.layer_decay=0.8 --------------------------------------
 WORDS = "the a movie film was is very quite this that it and with".split()
 
 
@@ -178,7 +178,7 @@ def tiny(tmp_path_factory) -> Path:
 def finetune(tiny: Path, model: str, out: Path, capsys) -> tuple[int, str, str]:
     argv = ["finetune", "classify", "--model", tiny / model, "--train", tiny / "train.tsv", "--dev", tiny / "train.tsv",
             "--out", out, "--no-progress", "--set", "train.device=cpu", "--set", "train.steps=3", "--set", "train.batch_size=16",
-            "--set", "train.log_every=1", "--set", "train.layer_decay=0.8"]
+            "--set", "train.log_every=1", "--set", "train.optim.layer_decay=0.8"]
     code = main([str(a) for a in argv])
     stdout, err = capsys.readouterr()
     return code, stdout, err
@@ -187,7 +187,7 @@ def finetune(tiny: Path, model: str, out: Path, capsys) -> tuple[int, str, str]:
 def test_finetune_classify_with_layer_decay(tiny: Path, tmp_path: Path, capsys) -> None:
     code, stdout, err = finetune(tiny, "bert", tmp_path / "o", capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "o" / "run_config.json").read_text())["train"]["layer_decay"] == 0.8
+    assert json.loads((tmp_path / "o" / "run_config.json").read_text())["train"]["optim"]["layer_decay"] == 0.8
     state = load_trainer_state(latest_checkpoint(tmp_path / "o"))
     groups = state["optimizer"]["param_groups"]
     scales = sorted({g["lr_scale"] for g in groups})

@@ -6,7 +6,9 @@ import torch
 
 import attnkit
 from attnkit.data.synthetic import synthetic_task
-from attnkit.training import Seq2SeqTask, TrainConfig, Trainer
+from attnkit.training import (
+    EvalConfig, ExecutionConfig, OptimConfig, RegularizationConfig, ScheduleConfig, Seq2SeqTask, TrainConfig, Trainer,
+)
 
 
 def _setup():
@@ -18,8 +20,7 @@ def _setup():
 
 
 def _cfg(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=16, warmup=4, lr=1.0, log_every=1, save_every=3, precision="fp32", device="cpu",
-                       ema_decay=0.8, **kw)
+    return TrainConfig(steps=steps, batch_size=16, log_every=1, save_every=3, device="cpu", **kw, schedule=ScheduleConfig(warmup=4), optim=OptimConfig(lr=1.0), execution=ExecutionConfig(precision="fp32"), reg=RegularizationConfig(ema_decay=0.8))
 
 
 class _Recorder(Seq2SeqTask):
@@ -31,7 +32,7 @@ class _Recorder(Seq2SeqTask):
 def test_evaluates_and_saves_the_average_and_trains_on_raw_weights(tmp_path):
     model, task = _setup()
     task.__class__ = _Recorder
-    trainer = Trainer(model, task, _cfg(6, eval_every=6), tmp_path, progress=False)
+    trainer = Trainer(model, task, _cfg(6, eval=EvalConfig(every=6)), tmp_path, progress=False)
     trainer.fit()
     raw = [p.detach() for p in model.parameters()]
     for seen, avg, r in zip(task.seen, trainer.ema, raw):
@@ -66,7 +67,6 @@ def test_eval_precision(tmp_path):
     for eval_precision, dtype in (("train", torch.bfloat16), ("fp32", torch.float32)):
         model, task = _setup()
         task.__class__ = _PrecisionProbe
-        cfg = TrainConfig(steps=2, batch_size=16, warmup=1, log_every=1, eval_every=2, precision="bf16", device="cpu",
-                          eval_precision=eval_precision)
+        cfg = TrainConfig(steps=2, batch_size=16, log_every=1, device="cpu", schedule=ScheduleConfig(warmup=1), eval=EvalConfig(every=2, precision=eval_precision), execution=ExecutionConfig(precision="bf16"))
         Trainer(model, task, cfg, tmp_path / eval_precision, progress=False).fit()
         assert task.dtype == dtype, eval_precision

@@ -9,7 +9,7 @@ import torch
 
 import attnkit
 from attnkit.data.synthetic import synthetic_task
-from attnkit.training import Seq2SeqTask, TrainConfig, Trainer, latest_checkpoint, list_checkpoints
+from attnkit.training import EvalConfig, ExecutionConfig, OptimConfig, ScheduleConfig, Seq2SeqTask, TrainConfig, Trainer, latest_checkpoint, list_checkpoints
 
 
 def _setup(dropout: float = 0.1):
@@ -23,7 +23,7 @@ def _setup(dropout: float = 0.1):
 
 def _cfg(steps: int, **kw) -> TrainConfig:
     # 96 pairs / 16 = 6 batches an epoch, so 8 steps cross an epoch boundary.
-    return TrainConfig(steps=steps, batch_size=16, warmup=4, lr=1.0, log_every=1, save_every=4, precision="fp32", device="cpu", **kw)
+    return TrainConfig(steps=steps, batch_size=16, log_every=1, save_every=4, device="cpu", **kw, schedule=ScheduleConfig(warmup=4), optim=OptimConfig(lr=1.0), execution=ExecutionConfig(precision="fp32"))
 
 
 def test_resume_reproduces_straight_run(tmp_path):
@@ -95,8 +95,7 @@ def test_training_learns_and_early_stops(tmp_path):
 
     valid = PairDataset([(tok.encode(a).ids, tok.encode(b).ids) for a, b in zip(vin, vout)])
     task = Seq2SeqTask(train, batch_size=32, valid=valid, heldout=(vin, vout), tokenizer=tok)
-    cfg = TrainConfig(steps=400, batch_size=32, warmup=30, lr=3e-3, schedule="cosine", eval_every=25, metric="exact_match", metric_mode="max",
-                      stop_at=0.9, precision="fp32", device="cpu", log_every=10)
+    cfg = TrainConfig(steps=400, batch_size=32, device="cpu", log_every=10, schedule=ScheduleConfig(kind="cosine", warmup=30), optim=OptimConfig(lr=3e-3), eval=EvalConfig(every=25, metric="exact_match", mode="max", stop_at=0.9), execution=ExecutionConfig(precision="fp32"))
     result = Trainer(model, task, cfg, tmp_path, tokenizer=tok, progress=False).fit()
     assert result.losses[-1] < result.losses[0] / 2
     assert result.stopped_early and result.best >= 0.9 and result.step < 400
@@ -117,8 +116,8 @@ def test_gradient_accumulation_equals_big_batch(tmp_path):
     model_b, task_b, _ = _setup(dropout=0.0)
     task_b.batch_size = 8
     # the same 16 examples: batch order depends on the permutation only, so an 8-batch pair covers the same rows
-    ra = Trainer(model_a, task_a, TrainConfig(steps=1, batch_size=16, warmup=1, eps=1e-3, precision="fp32", device="cpu", log_every=1), tmp_path / "a", progress=False).fit()
-    rb = Trainer(model_b, task_b, TrainConfig(steps=1, batch_size=8, grad_accum=2, warmup=1, eps=1e-3, precision="fp32", device="cpu", log_every=1), tmp_path / "b", progress=False).fit()
+    ra = Trainer(model_a, task_a, TrainConfig(steps=1, batch_size=16, device="cpu", log_every=1, schedule=ScheduleConfig(warmup=1), optim=OptimConfig(eps=1e-3), execution=ExecutionConfig(precision="fp32")), tmp_path / "a", progress=False).fit()
+    rb = Trainer(model_b, task_b, TrainConfig(steps=1, batch_size=8, grad_accum=2, device="cpu", log_every=1, schedule=ScheduleConfig(warmup=1), optim=OptimConfig(eps=1e-3), execution=ExecutionConfig(precision="fp32")), tmp_path / "b", progress=False).fit()
     assert ra.losses[0] == pytest.approx(rb.losses[0], rel=1e-5)
     for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)

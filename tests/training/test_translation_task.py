@@ -10,7 +10,7 @@ import torch
 import attnkit
 from attnkit.data.parallel import TokenBatches, read_parallel
 from attnkit.data.subword import train_subword_tokenizer
-from attnkit.training import TrainConfig, Trainer
+from attnkit.training import ExecutionConfig, ScheduleConfig, TrainConfig, Trainer
 from attnkit.training.translation import TranslationTask, encode_pairs, translate_lines
 
 
@@ -37,7 +37,7 @@ def make_task(setup) -> TranslationTask:
 
 def test_resume_is_exact_across_epochs(setup, tmp_path):
     *_, cfg = setup
-    train_cfg = TrainConfig(steps=10, warmup=4, save_every=5, log_every=0, device="cpu", precision="fp32")
+    train_cfg = TrainConfig(steps=10, save_every=5, log_every=0, device="cpu", schedule=ScheduleConfig(warmup=4), execution=ExecutionConfig(precision="fp32"))
     torch.manual_seed(0)
     straight = attnkit.Transformer(cfg)
     Trainer(straight, make_task(setup), train_cfg, tmp_path / "a", progress=False).fit()

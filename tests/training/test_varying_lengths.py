@@ -19,7 +19,7 @@ def test_length_varying_tasks_declare_it() -> None:
 def test_cpu_training_keeps_the_cudnn_flag(tmp_path) -> None:
     import attnkit
     from attnkit.data.synthetic import synthetic_task
-    from attnkit.training.config import TrainConfig
+    from attnkit.training.config import ExecutionConfig, ScheduleConfig, TrainConfig
     from attnkit.training.loop import Trainer
 
     before = torch.backends.cuda.cudnn_sdp_enabled()
@@ -32,22 +32,22 @@ def test_cpu_training_keeps_the_cudnn_flag(tmp_path) -> None:
 
 def test_compile_mode_needs_compile() -> None:
     from attnkit.errors import ConfigError
-    from attnkit.training.config import TrainConfig
+    from attnkit.training.config import ExecutionConfig, ScheduleConfig, TrainConfig
 
     with pytest.raises(ConfigError, match="compile_mode"):
-        TrainConfig(compile_mode="reduce-overhead")
+        TrainConfig(execution=ExecutionConfig(compile_mode="reduce-overhead"))
     with pytest.raises(ConfigError, match="compile_mode"):
-        TrainConfig(compile=True, compile_mode="fastest")
-    assert TrainConfig(compile=True, compile_mode="reduce-overhead").compile_mode == "reduce-overhead"
+        TrainConfig(execution=ExecutionConfig(compile=True, compile_mode="fastest"))
+    assert TrainConfig(execution=ExecutionConfig(compile=True, compile_mode="reduce-overhead")).execution.compile_mode == "reduce-overhead"
 
 
 @pytest.mark.slow
 def test_compiled_reduce_overhead_training_matches_eager_on_cpu(tmp_path) -> None:
-    """compile=True with a CUDA-graph mode (no graphs on the CPU, the same code path) over
+    """execution.compile=True with a CUDA-graph mode (no graphs on the CPU, the same code path) over
     batches of varying lengths: the losses follow eager training."""
     import attnkit
     from attnkit.data.synthetic import synthetic_task
-    from attnkit.training.config import TrainConfig
+    from attnkit.training.config import ExecutionConfig, ScheduleConfig, TrainConfig
     from attnkit.training.loop import Trainer
 
     train, _, _, tok = synthetic_task("copy", n_train=64, n_valid=4, min_len=2, max_len=9)
@@ -56,7 +56,8 @@ def test_compiled_reduce_overhead_training_matches_eager_on_cpu(tmp_path) -> Non
     for compile_kw in ({}, {"compile": True, "compile_mode": "reduce-overhead"}):
         torch.manual_seed(0)
         model = attnkit.Transformer(attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v))
-        cfg = TrainConfig(steps=4, batch_size=8, warmup=2, device="cpu", precision="fp32", log_every=1, **compile_kw)
+        cfg = TrainConfig(steps=4, batch_size=8, device="cpu", log_every=1, schedule=ScheduleConfig(warmup=2),
+                          execution=ExecutionConfig(precision="fp32", **compile_kw))
         trainer = Trainer(model, Seq2SeqTask(train, batch_size=8), cfg, tmp_path / str(len(losses)), progress=False)
         assert trainer.compiled_graphs == bool(compile_kw)
         losses.append(trainer.fit().losses)
