@@ -52,7 +52,8 @@ import torch
 from torch import Tensor
 
 from attnkit.config import Config, check
-from attnkit.data.transfer import to_device
+from attnkit.data.batching import pad
+from attnkit.data.transfer import TensorBatch
 from attnkit.errors import DataError
 from attnkit.io import read_utf8
 
@@ -299,7 +300,7 @@ def _random_next(
 
 # -- batches ------------------------------------------------------------------------------------
 @dataclass
-class PretrainingBatch:
+class PretrainingBatch(TensorBatch):
     """Padded pairs before masking (``labels``/``ids`` are filled by the task after masking)."""
 
     ids: Tensor  # (B, T) [CLS] A [SEP] B [SEP] [PAD]...
@@ -310,34 +311,24 @@ class PretrainingBatch:
     pair_labels: Tensor | None  # (B,) or None for pair_task="none"
     mlm_labels: Tensor | None = None  # (B, T) after masking: original id at chosen positions, IGNORE elsewhere
 
-    def to(self, device: torch.device | str) -> "PretrainingBatch":
-        return PretrainingBatch(*(to_device(getattr(self, f), device) for f in (
-            "ids", "segment_ids", "attention_mask", "maskable", "word_index", "pair_labels", "mlm_labels")))
-
 
 def collate(
     pairs: Sequence[Pair], *, cls_id: int, sep_id: int, pad_id: int, special_ids: Sequence[int], with_labels: bool
 ) -> PretrainingBatch:
     """Lay out pairs as ``[CLS] A [SEP] B [SEP]`` rows padded to the longest; tokens in ``special_ids`` ([UNK] too) are not maskable."""
-    t = max(len(p) for p in pairs)
-    n = len(pairs)
-    ids = torch.full((n, t), pad_id, dtype=torch.long)
-    seg = torch.zeros((n, t), dtype=torch.long)
-    mask = torch.zeros((n, t), dtype=torch.long)
-    starts = torch.ones((n, t), dtype=torch.bool)  # specials and padding count as words of their own
-    for r, p in enumerate(pairs):
-        row = [cls_id, *p.a, sep_id] + ([*p.b, sep_id] if p.b else [])
-        ids[r, : len(row)] = torch.tensor(row)
-        mask[r, : len(row)] = 1
-        la, lb = len(p.a), len(p.b)
-        starts[r, 1 : 1 + la] = torch.tensor(p.a_starts, dtype=torch.bool)
-        if p.b:
-            seg[r, la + 2 : la + lb + 3] = 1
-            starts[r, la + 2 : la + 2 + lb] = torch.tensor(p.b_starts, dtype=torch.bool)
-    maskable = mask.bool() & ~torch.isin(ids, torch.tensor(list(special_ids), dtype=torch.long))  # (B, T)
-    word_index = torch.cumsum(starts.long(), dim=1) - 1  # (B, T)
+    rows, segments, starts = [], [], []
+    for p in pairs:
+        b = [*p.b, sep_id] if p.b else []
+        rows.append([cls_id, *p.a, sep_id, *b])
+        segments.append([0] * (len(p.a) + 2) + [1] * len(b))
+        # specials and padding count as words of their own
+        starts.append([1, *map(int, p.a_starts), 1, *(map(int, p.b_starts) if p.b else ()), *([1] if p.b else [])])
+    ids, mask = pad(rows, pad_id, return_mask=True)  # (B, T)
+    seg = pad(segments, 0)  # (B, T)
+    maskable = mask & ~torch.isin(ids, torch.tensor(list(special_ids), dtype=torch.long))  # (B, T)
+    word_index = torch.cumsum(pad(starts, 1), dim=1) - 1  # (B, T)
     labels = torch.tensor([p.label for p in pairs], dtype=torch.long) if with_labels else None
-    return PretrainingBatch(ids, seg, mask, maskable, word_index, labels)
+    return PretrainingBatch(ids, seg, mask.long(), maskable, word_index, labels)
 
 
 def split_documents(docs: list[Document], valid_fraction: float) -> tuple[list[Document], list[int], list[int]]:

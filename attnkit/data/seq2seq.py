@@ -12,35 +12,27 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import pad
 from attnkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from attnkit.data.transfer import to_device
+from attnkit.data.transfer import TensorBatch
 from attnkit.errors import DataError
+
+__all__ = ["PairDataset", "Seq2SeqBatch", "collate", "pad"]
 
 
 @dataclass
-class Seq2SeqBatch:
+class Seq2SeqBatch(TensorBatch):
     src: Tensor  # (B, Ts)
     tgt_in: Tensor  # (B, Tt)  <s> y_1 .. y_n
     tgt_out: Tensor  # (B, Tt)  y_1 .. y_n </s>
-
-    def to(self, device: torch.device | str) -> "Seq2SeqBatch":
-        return Seq2SeqBatch(*(to_device(t, device) for t in (self.src, self.tgt_in, self.tgt_out)))
 
     @property
     def n_tokens(self) -> int:
         return int((self.tgt_out != PAD_ID).sum())
 
 
-def pad(seqs: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> Tensor:
-    """Right-pad lists of ids into a ``(B, T_max)`` long tensor."""
-    width = max((len(s) for s in seqs), default=0)
-    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
-
-
 def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Seq2SeqBatch:
+    """Source ids, and the target shifted for teacher forcing, each padded to its longest row."""
     src = pad([s for s, _ in pairs], pad_id)
     tgt_in = pad([[bos_id, *t] for _, t in pairs], pad_id)
     tgt_out = pad([[*t, eos_id] for _, t in pairs], pad_id)

@@ -29,6 +29,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import bucketed_batches, pad
+from attnkit.data.transfer import TensorBatch
 from attnkit.errors import ConfigError, DataError
 
 
@@ -280,7 +282,7 @@ def make_windows(
 
 
 @dataclass
-class QABatch:
+class QABatch(TensorBatch):
     ids: Tensor  # (B, T)
     segment_ids: Tensor  # (B, T)
     attention_mask: Tensor  # (B, T)
@@ -288,27 +290,15 @@ class QABatch:
     end: Tensor  # (B,) end labels
     index: list[int]  # which windows these rows are
 
-    def to(self, device: torch.device | str) -> "QABatch":
-        return QABatch(
-            self.ids.to(device), self.segment_ids.to(device), self.attention_mask.to(device),
-            self.start.to(device), self.end.to(device), self.index,
-        )
-
 
 def collate(windows: list[QAWindow], index: list[int], pad_id: int) -> QABatch:
-    """Pad the windows ``index`` to the longest of them."""
+    """Pad the windows ``index`` to the longest of them (:func:`attnkit.data.batching.pad`)."""
     rows = [windows[i] for i in index]
-    t = max(len(w.ids) for w in rows)
-    ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
-    seg = torch.zeros((len(rows), t), dtype=torch.long)
-    mask = torch.zeros((len(rows), t), dtype=torch.long)
-    for n, w in enumerate(rows):
-        ids[n, : len(w.ids)] = torch.tensor(w.ids)
-        seg[n, : len(w.ids)] = torch.tensor(w.segment_ids)
-        mask[n, : len(w.ids)] = 1
+    ids, mask = pad([w.ids for w in rows], pad_id, return_mask=True)  # (B, T)
+    seg = pad([w.segment_ids for w in rows], 0)  # (B, T)
     start = torch.tensor([w.start_label for w in rows])
     end = torch.tensor([w.end_label for w in rows])
-    return QABatch(ids, seg, mask, start, end, list(index))
+    return QABatch(ids, seg, mask.long(), start, end, list(index))
 
 
 def batches(
@@ -318,17 +308,11 @@ def batches(
 
     Runs of ``bucket * batch_size`` windows (shuffled by ``seed`` first when ``shuffle``) are
     sorted by length and cut into batches, so little of a batch is padding; with ``shuffle``
-    the batches are then shuffled too. Every window appears exactly once; ``QABatch.index``
-    says which.
+    the batches are then shuffled too (:func:`attnkit.data.batching.bucketed_batches`, both
+    shuffles drawn from a ``torch.Generator`` seeded with ``seed``). Every window appears
+    exactly once; ``QABatch.index`` says which.
     """
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(windows), generator=g).tolist() if shuffle else list(range(len(windows)))
-    chunk = batch_size * max(bucket, 1)
-    groups: list[list[int]] = []
-    for i in range(0, len(order), chunk):
-        part = sorted(order[i : i + chunk], key=lambda j: len(windows[j].ids))
-        groups += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
-    if shuffle:
-        groups = [groups[k] for k in torch.randperm(len(groups), generator=g).tolist()]
-    for index in groups:
+    rng = torch.Generator().manual_seed(seed) if shuffle else None
+    lengths = [len(w.ids) for w in windows]
+    for index in bucketed_batches(lengths, batch_size, bucket_size=max(bucket, 1), shuffle=shuffle, rng=rng):
         yield collate(windows, index, pad_id)

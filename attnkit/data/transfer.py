@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TypeVar
+
 import torch
 from torch import Tensor
+
+B = TypeVar("B", bound="TensorBatch")
 
 
 def to_device(t: Tensor | None, device: torch.device | str) -> Tensor | None:
@@ -19,3 +24,13 @@ def to_device(t: Tensor | None, device: torch.device | str) -> Tensor | None:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+class TensorBatch:
+    """Base of the tasks' batch dataclasses: :meth:`to` moves every tensor field, keeps the rest."""
+
+    def to(self: B, device: torch.device | str) -> B:
+        """A copy of the batch whose tensor fields are on ``device`` (through :func:`to_device`)."""
+        moved = {f.name: to_device(v, device) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                 if isinstance(v := getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **moved)  # type: ignore[type-var]

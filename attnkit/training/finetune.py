@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -28,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.config import Config, check
+from attnkit.data.batching import bucketed_batches, pad, sorted_batches
 from attnkit.data.conll import TaggedSentences
 from attnkit.data.glue import ClassificationData
-from attnkit.data.transfer import to_device
+from attnkit.data.transfer import TensorBatch
 from attnkit.data.wordpiece import WordPieceTokenizer
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.metrics import accuracy, entity_scores
@@ -131,54 +131,23 @@ def encode_tagging(tok: WordPieceTokenizer, data: TaggedSentences, tags: Sequenc
 
 # -- batching --------------------------------------------------------------------------------
 @dataclass
-class Batch:
+class Batch(TensorBatch):
     ids: Tensor  # (B, T)
     segment_ids: Tensor  # (B, T)
     attention_mask: Tensor  # (B, T)
     targets: Tensor  # (B,) or (B, T)
     index: list[int]  # which examples, in this order
 
-    def to(self, device: torch.device) -> "Batch":
-        """The batch on ``device`` (asynchronous copies through pinned memory to CUDA: :func:`to_device`)."""
-        return Batch(*(to_device(t, device) for t in (self.ids, self.segment_ids, self.attention_mask, self.targets)), self.index)
-
 
 def collate(data: Encoded, index: Sequence[int], pad_id: int) -> Batch:
-    """Pad the chosen examples to the longest among them (one tensor built per field)."""
-    t = max(len(data.ids[i]) for i in index)
-    pad = [[pad_id] * (t - len(data.ids[i])) for i in index]
-    ids = torch.tensor([data.ids[i] + p for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
-    seg = torch.tensor([data.segments[i] + [0] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
-    mask = torch.tensor([[1] * len(data.ids[i]) + [0] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+    """Pad the chosen examples to the longest among them (:func:`attnkit.data.batching.pad`)."""
+    ids, mask = pad([data.ids[i] for i in index], pad_id, return_mask=True)  # (B, T)
+    seg = pad([data.segments[i] for i in index], 0)  # (B, T)
     if len(data) and isinstance(data.targets[0], list):  # per token
-        targets = torch.tensor([data.targets[i] + [IGNORE] * len(p) for i, p in zip(index, pad)], dtype=torch.long)  # (B, T)
+        targets = pad([data.targets[i] for i in index], IGNORE)  # (B, T)
     else:
         targets = torch.tensor([data.targets[i] for i in index], dtype=torch.long)  # (B,)
-    return Batch(ids, seg, mask, targets, list(index))
-
-
-def bucketed_batches(lengths: Sequence[int], batch_size: int, *, bucket_size: int = 50, seed: int = 0, epoch: int = 0) -> list[list[int]]:
-    """Index batches of similar-length examples, reproducible from ``(seed, epoch)``.
-
-    Shuffle all indices, cut them into chunks of ``batch_size * bucket_size``, sort each chunk by
-    length, cut into batches, and shuffle the batches. Every index appears exactly once.
-    """
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * bucket_size
-    batches: list[list[int]] = []
-    for s in range(0, len(order), chunk):
-        part = sorted(order[s : s + chunk], key=lambda i: lengths[i])
-        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches: all examples sorted by length (longest first), cut into batches."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+    return Batch(ids, seg, mask.long(), targets, list(index))
 
 
 def steps_per_epoch(n: int, batch_size: int, grad_accum: int = 1) -> int:

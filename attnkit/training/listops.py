@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.config import Config, check
+from attnkit.data.batching import bucketed_batches, pad, sorted_batches
 from attnkit.data.listops import CLS_ID, PAD_ID, VOCAB_SIZE, ListOpsConfig, generate_encoded
-from attnkit.data.transfer import to_device
+from attnkit.data.transfer import TensorBatch
 from attnkit.errors import ConfigError
 from attnkit.objectives.classification import classification_loss
-from attnkit.training.finetune import bucketed_batches, sorted_batches
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -154,27 +154,19 @@ def make_splits(cfg: ListOpsDataConfig, *, cache_dir: str | Path | None = None, 
 
 
 @dataclass
-class ListOpsBatch:
+class ListOpsBatch(TensorBatch):
     ids: Tensor  # (B, T) int64, PAD_ID after each row's tokens
     attention_mask: Tensor | None  # (B, T) bool, True = real token; None when no row is padded
     labels: Tensor  # (B,)
-
-    def to(self, device: torch.device) -> "ListOpsBatch":
-        return ListOpsBatch(to_device(self.ids, device), to_device(self.attention_mask, device), to_device(self.labels, device))
 
 
 def collate(split: ListOpsSplit, index: Sequence[int], *, pad_to: int = 1, cls: bool = False) -> ListOpsBatch:
     """Rows ``index`` of ``split`` (``[CLS]`` first if ``cls``), right-padded to a multiple of ``pad_to``."""
     starts, ends = split.offsets[list(index)].tolist(), split.offsets[[i + 1 for i in index]].tolist()
-    lens = [e - s + int(cls) for s, e in zip(starts, ends)]
-    t = _round_up(max(lens), pad_to)
-    ids = torch.full((len(index), t), PAD_ID, dtype=torch.long)  # (B, T)
-    for r, (s, e) in enumerate(zip(starts, ends)):
-        if cls:
-            ids[r, 0] = CLS_ID
-        ids[r, int(cls) : int(cls) + e - s] = split.ids[s:e]
-    mask = None if min(lens) == t else torch.arange(t)[None, :] < torch.tensor(lens)[:, None]  # (B, T)
-    return ListOpsBatch(ids, mask, split.labels[list(index)])
+    head = torch.tensor([CLS_ID] if cls else [], dtype=torch.uint8)
+    rows = [torch.cat([head, split.ids[s:e]]) for s, e in zip(starts, ends)]
+    ids, mask = pad(rows, PAD_ID, multiple=pad_to, return_mask=True)  # (B, T)
+    return ListOpsBatch(ids, None if bool(mask.all()) else mask, split.labels[list(index)])
 
 
 # -- the task (the Trainer's protocol, attnkit.training.tasks) -------------------------------

@@ -99,7 +99,7 @@ def translate_strings(
     model: nn.Module, tokenizer: Any, inputs: list[str], *, device: torch.device | str = "cpu", batch_size: int = 64, beam_size: int = 1
 ) -> list[str]:
     """Tokenize, decode (greedy or beam search, KV-cached) and detokenize a list of strings."""
-    from attnkit.data.seq2seq import pad
+    from attnkit.data.batching import pad
     from attnkit.generation import beam_search, greedy_decode
 
     was_training = model.training

@@ -21,7 +21,8 @@ from torch import nn
 
 from attnkit.config import Config, check
 from attnkit.data.parallel import ParallelCorpus, TokenBatches, read_parallel
-from attnkit.data.seq2seq import Seq2SeqBatch, pad
+from attnkit.data.batching import pad
+from attnkit.data.seq2seq import Seq2SeqBatch
 from attnkit.data.subword import encode_lines
 from attnkit.errors import CheckpointError, MissingDependencyError
 from attnkit.training.tasks import Seq2SeqTask
