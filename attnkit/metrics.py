@@ -1,6 +1,6 @@
-"""Evaluation metrics for fine-tuning: accuracy, and entity-level precision/recall/F1 for tagging.
+"""Evaluation metrics: accuracy, entity precision/recall/F1, SQuAD exact match and F1, and BLEU.
 
-Entity-level scores follow the CoNLL-2000 evaluation script ``conlleval`` (Tjong Kim Sang and
+Entity-level scores (:func:`entity_scores`) follow the CoNLL-2000 evaluation script ``conlleval`` (Tjong Kim Sang and
 Buchholz 2000), which ``seqeval`` reproduces in its default mode:
 
 * a tag is ``O`` or ``X-TYPE`` with ``X`` in ``B``, ``I``, ``E``, ``S`` (IOB2 and IOBES both work);
@@ -10,14 +10,30 @@ Buchholz 2000), which ``seqeval`` reproduces in its default mode:
 * sentences are joined as if an ``O`` stood between them (no entity crosses a sentence);
 * an entity is correct only when its type, first and last token all match; precision, recall and
   F1 are micro-averaged over entities (a score with a zero denominator is 0).
+
+SQuAD scores (:func:`squad_scores`) are v1.1's official metrics (Rajpurkar et al. 2016, section
+6). Both compare normalised strings: lower-cased, ASCII punctuation (Python's
+``string.punctuation``) removed, the articles "a", "an", "the" removed as whole words, runs of
+whitespace collapsed, in that order, as the official evaluation script does. F1 treats
+prediction and gold as bags of whitespace-separated tokens. A question with several gold
+answers scores the maximum over them; a question without a prediction scores 0. As in v1.1
+(unlike v2.0), an empty normalised prediction or gold gives F1 = 0, even when both are empty
+(exact match is still 1 then).
+
+BLEU (:func:`bleu_scores`, Papineni et al. 2002) is sacreBLEU's (Post 2018) corpus score on
+detokenized text with its 13a tokenization, cased and lowercased, with the signature that
+states how it was computed.
 """
 
 from __future__ import annotations
 
+import re
+import string
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from attnkit.errors import DataError
+from attnkit.errors import DataError, MissingDependencyError
 
 Entity = tuple[str, int, int]  # (type, first token, last token), positions over the joined sentences
 
@@ -123,3 +139,94 @@ def accuracy(gold: Sequence[object], pred: Sequence[object]) -> float:
     if len(gold) != len(pred):
         raise DataError(f"{len(gold)} gold labels but {len(pred)} predictions")
     return sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
+
+
+# -- SQuAD v1.1 ----------------------------------------------------------------------------------
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation, drop the articles a/an/the, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1.0 if the normalised strings are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1(prediction: str, gold: str) -> float:
+    """Harmonic mean of token precision and recall between the normalised strings (bags of tokens)."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def best_over_gold(metric: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
+    """The maximum of ``metric(prediction, gold)`` over the gold answers."""
+    return max(metric(prediction, g) for g in golds)
+
+
+def squad_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Exact match and F1 in percent, averaged over every question of ``golds``.
+
+    Args:
+        predictions: question id -> predicted answer text.
+        golds: question id -> gold answer texts (at least one each).
+
+    Returns:
+        ``{"exact_match": ..., "f1": ..., "missing": number of questions without a prediction}``.
+    """
+    em = f = 0.0
+    missing = 0
+    for qid, answers in golds.items():
+        if qid not in predictions:
+            missing += 1
+            continue
+        em += best_over_gold(exact_match, predictions[qid], answers)
+        f += best_over_gold(f1, predictions[qid], answers)
+    n = max(len(golds), 1)
+    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f / n, "missing": float(missing)}
+
+
+# -- BLEU ------------------------------------------------------------------------------------------
+def require_sacrebleu() -> Any:
+    """sacreBLEU's ``BLEU`` metric class, imported on first use (sacrebleu is an optional extra).
+
+    Raises:
+        MissingDependencyError: sacrebleu is not installed.
+    """
+    try:
+        from sacrebleu.metrics import BLEU
+    except ImportError:
+        raise MissingDependencyError("BLEU needs sacrebleu, which is not installed; pip install 'attnkit[eval]'") from None
+    return BLEU
+
+
+def bleu_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
+    """Corpus sacreBLEU (13a tokenization), cased and lowercased, with the signatures.
+
+    Args:
+        hypotheses: one detokenized translation per line.
+        references: the reference translation of each line.
+
+    Returns:
+        ``{"bleu", "bleu_signature", "bleu_lc", "bleu_lc_signature"}``.
+
+    Raises:
+        MissingDependencyError: sacrebleu is not installed.
+    """
+    BLEU = require_sacrebleu()
+    out: dict[str, Any] = {}
+    for key, lowercase in (("bleu", False), ("bleu_lc", True)):
+        metric = BLEU(tokenize="13a", lowercase=lowercase)
+        out[key] = metric.corpus_score(hypotheses, [references]).score
+        out[f"{key}_signature"] = str(metric.get_signature())
+    return out

@@ -20,11 +20,12 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from attnkit.config import Config, check
-from attnkit.data.parallel import ParallelCorpus, TokenBatches, read_parallel
 from attnkit.data.batching import pad
+from attnkit.data.parallel import ParallelCorpus, TokenBatches, read_parallel
 from attnkit.data.seq2seq import Seq2SeqBatch
 from attnkit.data.subword import encode_lines
-from attnkit.errors import CheckpointError, MissingDependencyError
+from attnkit.errors import CheckpointError
+from attnkit.metrics import bleu_scores
 from attnkit.training.tasks import Seq2SeqTask
 
 TRANSLATION_NAME = "translation.json"  # languages and decoding settings, saved beside the model
@@ -166,34 +167,6 @@ def translate_lines(
             outputs[i] = text
     model.train(was_training)
     return outputs, truncated
-
-
-def require_sacrebleu() -> Any:
-    """sacreBLEU's ``BLEU`` metric class, imported on first use (sacrebleu is an optional extra).
-
-    Raises:
-        MissingDependencyError: sacrebleu is not installed.
-    """
-    try:
-        from sacrebleu.metrics import BLEU
-    except ImportError:
-        raise MissingDependencyError("BLEU needs sacrebleu, which is not installed; pip install 'attnkit[eval]'") from None
-    return BLEU
-
-
-def bleu_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
-    """Corpus sacreBLEU (13a tokenization), cased and lowercased, with the signatures.
-
-    Raises:
-        MissingDependencyError: sacrebleu is not installed.
-    """
-    BLEU = require_sacrebleu()
-    out: dict[str, Any] = {}
-    for key, lowercase in (("bleu", False), ("bleu_lc", True)):
-        metric = BLEU(tokenize="13a", lowercase=lowercase)
-        out[key] = metric.corpus_score(hypotheses, [references]).score
-        out[f"{key}_signature"] = str(metric.get_signature())
-    return out
 
 
 def save_translation_info(model_dir: Path, cfg: TranslationConfig) -> None:

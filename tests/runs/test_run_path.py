@@ -1,0 +1,111 @@
+"""The one run path: overrides applied together, resume from --out alone, a run's directory kept to itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attnkit.cli.main import main
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 12
+LM_TINY = ["--set", "model.n_layers=1", "--set", "model.n_heads=2", "--set", "model.d_model=16", "--set", "model.context=24",
+           "--set", "train.batch_size=4", "--set", "train.eval.every=2", "--set", "train.device=cpu", "--sample-tokens", "0",
+           "--set", "train.schedule.warmup=1"]
+REV_TINY = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "model.n_encoder_layers=1",
+            "--set", "model.n_decoder_layers=1", "--set", "data.n_train=64", "--set", "data.n_valid=8", "--set", "train.batch_size=8",
+            "--set", "train.eval.every=2", "--set", "train.device=cpu", "--set", "train.schedule.warmup=2"]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def show(capsys, *argv) -> dict[str, str]:
+    code, out, err = cli(capsys, *argv, "--show-config")
+    assert code == 0, err
+    return dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+
+
+@pytest.mark.parametrize("pair", [("train.steps=30", "train.schedule.warmup=5"), ("model.d_model=90", "model.n_heads=6")])
+def test_set_order_never_matters(capsys, tmp_path, pair):
+    """A pair valid together but not one at a time (warm-up 5 < 30 steps < default warm-up; 90 = 6 x 15) passes in both orders."""
+    base = ["train", "lm", "--text", tmp_path / "t.txt", "--out", tmp_path / "run"]
+    a, b = pair
+    one = show(capsys, *base, "--set", a, "--set", b)
+    two = show(capsys, *base, "--set", b, "--set", a)
+    assert one == two
+    for assignment in pair:
+        key, value = assignment.split("=")
+        assert one[key].split("  ")[0] == value
+
+
+def test_show_config_lists_allowed_values(capsys, tmp_path):
+    shown = show(capsys, "train", "reverse", "--recipe", "demo", "--out", tmp_path)
+    assert shown["train.optim.name"] == '"adam"  (adam | adamw)'
+    assert shown["train.schedule.kind"].startswith('"cosine"  (noam | linear | cosine | constant)')
+    assert shown["model.d_model"] == "64" and shown["data.n_test"] == "500"
+
+
+def test_old_flat_key_names_the_new_one(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "reverse", "--out", tmp_path, "--set", "train.lr=1")
+    assert code == 2 and "train.optim.lr" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("task, extra", [("reverse", REV_TINY), ("lm", LM_TINY)])
+def test_resume_needs_only_out(capsys, tmp_path, task, extra):
+    (tmp_path / "t.txt").write_text(TEXT)
+    out = tmp_path / "run"
+    data = ["--text", tmp_path / "t.txt"] if task == "lm" else []
+    code, _, err = cli(capsys, "train", task, *data, "--out", out, "--no-progress", "--set", "train.steps=4", *extra)
+    assert code == 0, err
+    code, stdout, err = cli(capsys, "train", task, "--resume", "--out", out, "--no-progress", "--set", "train.steps=6")
+    assert code == 0, err
+    assert "resume: train.steps 4 -> 6" in stdout and "trained 6 steps" in stdout
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["task"] == task and saved["train"]["steps"] == 6 and saved["model"]["d_model"] == 16
+    # what the run learns is fixed: a changed model or optimizer setting is refused, naming the key
+    for change in ("model.d_model=32", "train.optim.lr=0.01"):
+        code, _, err = cli(capsys, "train", task, "--resume", "--out", out, "--set", change, "--set", "train.steps=8")
+        assert code == 2 and change.split("=")[0] in err and "start a new run" in err and err.count("\n") == 1
+
+
+def test_new_run_refuses_a_directory_holding_another(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "reverse", "--out", out, "--no-progress", "--set", "train.steps=2", *REV_TINY)[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    code, _, err = cli(capsys, "train", "sort", "--out", out, "--no-progress", "--set", "train.steps=2", *REV_TINY)
+    assert code == 2 and "holds another run" in err and "--resume" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+    code, _, err = cli(capsys, "train", "sort", "--resume", "--out", out)
+    assert code == 2 and "'reverse' run" in err
+
+
+def test_resume_without_a_run(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "lm", "--resume", "--out", tmp_path / "nothing")
+    assert code == 2 and "nothing to resume" in err and "Traceback" not in err
+
+
+def test_recipe_of_another_task_is_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "lm", "--recipe", "demo", "--out", tmp_path)
+    assert code == 2 and "trains the 'reverse' task" in err
+    code, _, err = cli(capsys, "train", "lm", "--recipe", "no-such-recipe", "--out", tmp_path)
+    assert code == 2 and "unknown recipe 'no-such-recipe'" in err
+
+
+def test_config_file_and_set_apply_together(capsys, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"train": {"steps": 30, "schedule": {"warmup": 5}}, "model": {"n_heads": 6}}))
+    shown = show(capsys, "train", "lm", "--out", tmp_path / "r", "--config", cfg, "--set", "model.d_model=90")
+    assert shown["train.steps"] == "30" and shown["train.schedule.warmup"] == "5" and shown["model.d_model"] == "90"
+
+
+@pytest.mark.parametrize("argv", [["train", "lm"], ["train", "translate"], ["train", "reverse"], ["demo"], ["recipes"]])
+def test_help_is_plain_text(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":mod:" not in out and ":func:" not in out
