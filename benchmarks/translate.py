@@ -83,9 +83,9 @@ from attnkit.training import (  # noqa: E402
 from attnkit.training.graphs import GraphedSteps  # noqa: E402
 from attnkit.training.loop import autocast_for  # noqa: E402
 from attnkit.training.optim import device_lrs  # noqa: E402
+from attnkit.metrics import bleu_scores  # noqa: E402
 from attnkit.training.translation import (  # noqa: E402
     TranslationConfig,
-    bleu_scores,
     encode_pairs,
     train_translation,
     translate_lines,

@@ -55,7 +55,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attnkit.data.parallel import read_parallel
-    from attnkit.training.translation import bleu_scores, require_sacrebleu, translate_lines
+    from attnkit.metrics import bleu_scores, require_sacrebleu
+    from attnkit.training.translation import translate_lines
 
     model, tok, info = load_translator(args)
     src, tgt = args.src or info.get("src"), args.tgt or info.get("tgt")

@@ -160,7 +160,7 @@ class QAJob(Job):
 
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         import attnkit
-        from attnkit.data.squad_eval import squad_scores
+        from attnkit.metrics import squad_scores
         from attnkit.training.qa import extract_answers, window_logits
 
         d: QADataConfig = prepared.configs["data"]  # type: ignore[assignment]

@@ -170,7 +170,8 @@ class TranslateJob(Job):
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         from attnkit.training.averaging import save_averaged
         from attnkit.training.checkpoint import list_checkpoints
-        from attnkit.training.translation import bleu_scores, save_translation_info, translate_lines
+        from attnkit.metrics import bleu_scores
+        from attnkit.training.translation import save_translation_info, translate_lines
 
         t, d = prepared.configs["train"], prepared.configs["data"]
         device = prepared.state["device"]

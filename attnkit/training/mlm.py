@@ -23,27 +23,7 @@ from torch import Tensor, nn
 from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch, collate, make_pairs
 from attnkit.errors import DataError
 from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens
-
-
-def pretraining_loss(mlm_logits: Tensor, mlm_labels: Tensor, pair_logits: Tensor | None, pair_labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked-LM plus sentence-pair loss.
-
-    Args:
-        mlm_logits: ``(B, T, V)``; mlm_labels: ``(B, T)`` with :data:`IGNORE` where not chosen.
-        pair_logits: ``(B, 2)`` or None; pair_labels: ``(B,)`` or None.
-
-    Returns:
-        ``(total, mlm mean, number of chosen tokens)``; a batch with no chosen token has an
-        MLM term of 0 rather than NaN.
-    """
-    n = (mlm_labels != IGNORE).sum()
-    mlm_sum = F.cross_entropy(mlm_logits.reshape(-1, mlm_logits.shape[-1]).float(), mlm_labels.reshape(-1),
-                              ignore_index=IGNORE, reduction="sum")
-    mlm = mlm_sum / n.clamp(min=1)
-    total = mlm
-    if pair_logits is not None and pair_labels is not None:
-        total = total + F.cross_entropy(pair_logits.float(), pair_labels)
-    return total, mlm, n
+from attnkit.objectives.pretraining import pretraining_loss
 
 
 class PretrainingTask:

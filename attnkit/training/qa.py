@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.squad import QABatch, QAExample, QAWindows, batches, make_windows
-from attnkit.data.squad_eval import squad_scores
+from attnkit.metrics import squad_scores
 from attnkit.models.base import PretrainedModel
 from attnkit.models.bert import BertModel
 from attnkit.models.bert_heads import BertQA, BertTaskConfig
+from attnkit.objectives.span import span_loss
 
 
 def qa_model_from(model: PretrainedModel) -> BertQA:
@@ -43,11 +43,6 @@ def qa_model_from(model: PretrainedModel) -> BertQA:
     qa = BertQA(BertTaskConfig(encoder=encoder.config, num_labels=2))
     qa.bert.load_state_dict(encoder.state_dict())
     return qa
-
-
-def span_loss(start_logits: Tensor, end_logits: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """``(CE(start) + CE(end)) / 2``, averaged over windows; logits ``(B, T)``, labels ``(B,)``."""
-    return (F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)) / 2
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 from attnkit.data.squad import (
     QAExample, char_to_token_span, make_windows, max_context, read_squad, split_articles, window_starts,
 )
-from attnkit.data.squad_eval import exact_match, f1, normalize_answer, squad_scores
+from attnkit.metrics import exact_match, f1, normalize_answer, squad_scores
 from attnkit.data.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
 from attnkit.errors import ConfigError, DataError
 from attnkit.training.qa import extract_answers

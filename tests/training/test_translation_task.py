@@ -82,7 +82,7 @@ def test_translate_lines_keeps_order_empty_lines_and_counts_truncation(setup):
 
 
 def test_bleu_scores_cased_and_lowercased():
-    from attnkit.training.translation import bleu_scores
+    from attnkit.metrics import bleu_scores
 
     refs = ["A man rides a bike.", "Two dogs play in the snow."]
     perfect = bleu_scores(refs, refs)
