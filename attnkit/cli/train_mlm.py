@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from attnkit.cli.runner import add_run_arguments, run_command
@@ -64,11 +65,11 @@ def add_parser(tasks: Any) -> None:
     p = tasks.add_parser("mlm", help="pretrain a BERT (masked LM, + NSP or SOP) on text, or continue pretraining one",
                          description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("mlm")
-    g.add_argument("--text", nargs="+", metavar="FILE",
+    g.add_argument("--text", type=Path, nargs="+", metavar="FILE",
                    help="UTF-8 text file(s) to pretrain on, or a task's .tsv / .conll training file (sets data.text)")
-    g.add_argument("--model", metavar="DIR", help="continue pretraining this attnkit or Hugging Face BERT-family directory, "
+    g.add_argument("--model", type=Path, metavar="DIR", help="continue pretraining this attnkit or Hugging Face BERT-family directory, "
                    "or all-MiniLM-L6-v2 (sets data.model; default: a fresh --preset)")
-    g.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer; default: the one "
+    g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer; default: the one "
                    "in --model, else WordPiece learned from the text)")
     g.add_argument("--vocab-size", type=int, help="size of the learned WordPiece vocabulary (sets data.vocab_size; default 8000; "
                    "not with --model)")

@@ -53,6 +53,10 @@ class LMTask:
             starts = torch.randint(0, len(self.train) - self.context, (self.batch_size,), generator=g)  # (B,)
             yield self.train[starts.to(self.device)[:, None] + self.offsets]  # (B, T+1)
 
+    def input_tokens(self, batch: Tensor) -> int:
+        """The context tokens fed to the model: ``B * T`` of the ``(B, T + 1)`` windows."""
+        return batch[:, :-1].numel()
+
     def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
         logits = model(batch[:, :-1]).logits  # (B, T, V)
         loss, _ = causal_lm_loss(logits, batch[:, 1:])
@@ -66,8 +70,7 @@ class LMTask:
             windows = self.valid[starts[i : i + self.batch_size, None] + self.offsets]  # (b, T+1)
             loss, count = self.loss(model, windows)
             total += loss.float() * count
-        out = {"loss": float(total) / (n * self.context)}
-        self.log(f"validation loss {out['loss']:.4f}")
+        out = {"loss": float(total) / (n * self.context)}  # the Trainer prints it
         if self.sample is not None:
             self.log(self.sample(model))
         return out

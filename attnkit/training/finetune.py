@@ -170,6 +170,10 @@ class _FinetuneTask:
         for index in bucketed_batches(self._lengths, self.batch_size, bucket_size=self.bucket_size, seed=seed, epoch=epoch):
             yield collate(self.train, index, self.pad_id).to(self.device)
 
+    def input_tokens(self, batch: Batch) -> Tensor:
+        """The non-padding tokens of the rows (classification and tagging alike)."""
+        return batch.attention_mask.sum()
+
     def loss(self, model: nn.Module, batch: Batch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
         """Mean loss over the counted targets and their number; R-Drop only while ``model.training``.
 

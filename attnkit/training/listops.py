@@ -184,6 +184,10 @@ class ListOpsTask:
         for index in bucketed_batches(self._lengths, self.batch_size, bucket_size=self.bucket_size, seed=seed, epoch=epoch):
             yield collate(self.train, index, pad_to=self.pad_to, cls=self.cls).to(self.device)
 
+    def input_tokens(self, batch: ListOpsBatch) -> Tensor | int:
+        """The non-padding tokens of the rows (every position where no row is padded)."""
+        return batch.ids.numel() if batch.attention_mask is None else batch.attention_mask.sum()
+
     def loss(self, model: nn.Module, batch: ListOpsBatch) -> tuple[Tensor, Tensor]:
         logits = model(batch.ids, attention_mask=batch.attention_mask).logits  # (B, C)
         return classification_loss(logits, batch.labels)

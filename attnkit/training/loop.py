@@ -15,6 +15,13 @@ With ``execution.cuda_graphs`` the step (:meth:`Trainer._step_body`) is recorded
 shape and replayed (:mod:`attnkit.training.graphs`); the schedule, the weight average, logging,
 evaluation and checkpoints stay outside it.
 
+Progress: every ``log_every`` steps a record (loss, learning rate, input tokens and tokens per
+second) goes to ``metrics.jsonl``, ``metrics.csv`` and, with ``tensorboard``, TensorBoard event
+files; each evaluation's metrics are printed as one line and recorded as ``eval/NAME``. Tokens
+per second count the tokens fed to the model (``task.input_tokens(batch)`` where the task has it,
+else the loss's token count) over the training time of the window: evaluations and checkpoints
+are timed and left out.
+
 Resuming (``Trainer(..., resume=True)``) restores the weights, the optimizer and scheduler
 state, the RNG states and the position in the data, so ``N`` steps + resume + ``N`` steps
 reproduces ``2N`` straight steps exactly on CPU.
@@ -27,6 +34,7 @@ need for theirs.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -84,12 +92,16 @@ class TrainResult:
 class Trainer:
     """Train ``model`` on ``task`` following ``config``, writing everything under ``out``.
 
-    Files: ``metrics.jsonl`` (one JSON record per log/eval), ``loss.png`` (if matplotlib is
-    installed), ``checkpoints/`` (see :mod:`attnkit.training.checkpoint`), ``model/`` (the
-    best model by the validation metric, or the last one without evaluation).
+    Files: ``metrics.jsonl`` (one JSON record per log/eval) and ``metrics.csv`` (the same
+    records, a column for every key seen), ``tensorboard/`` (with ``config.tensorboard`` and the
+    ``tensorboard`` package), ``loss.png`` (if matplotlib is installed), ``checkpoints/`` (see
+    :mod:`attnkit.training.checkpoint`), ``model/`` (the best model by the validation metric, or
+    the last one without evaluation).
 
     Args:
         hooks: callables ``hook(trainer, step, record)`` run after each logged step.
+        write: where the line of each evaluation's metrics goes; default ``tqdm.write`` with a
+            progress bar (so the bar is not broken), else ``print``.
     """
 
     def __init__(
@@ -102,9 +114,13 @@ class Trainer:
         tokenizer: Any = None,
         progress: bool = True,
         hooks: list[Callable[["Trainer", int, dict[str, Any]], None]] | None = None,
+        write: Callable[[str], None] | None = None,
     ) -> None:
         self.model, self.task, self.config, self.out = model, task, config, Path(out)
         self.tokenizer, self.progress, self.hooks = tokenizer, progress, hooks or []
+        self.write = write if write is not None else _writer(progress)
+        self._csv_keys: list[str] = []
+        self._board: Any = None  # a torch.utils.tensorboard SummaryWriter while fit() runs, with config.tensorboard
         _check_rdrop(task, config.reg.rdrop)
         self.device = pick_device(config.device)
         self.model.to(self.device)
@@ -215,16 +231,22 @@ class Trainer:
             torch.manual_seed(c.seed)
             self._truncate_metrics(0)
         result = TrainResult(step=self.step, best=self.best, best_step=self.best_step)
+        self._rewrite_csv()
+        self._board = self._open_board(purge_step=self.step + 1 if resume else None)
         data = self._micro_batches()
         bar = _progress(self.progress, c.steps, self.step)
         start = time.perf_counter()
-        window_tokens, window_start = 0, time.perf_counter()
+        # tokens fed to the model in the logging window (a device tensor: no host sync per step), the
+        # window's start and the seconds inside it spent on evaluation and checkpoints (left out)
+        window_tokens: torch.Tensor | int = 0
+        window_start, window_paused = time.perf_counter(), 0.0
         pending: list[torch.Tensor] = []
         self.model.train()
         while self.step < c.steps:
             # 1-2. forward/backward over grad_accum micro-batches, clip, Adam
             lr = scheduled_lr(self.scheduler)  # this step's (layer_decay scales lower groups down)
             micro = [next(data) for _ in range(c.grad_accum)]
+            inputs = self._input_tokens(micro)
             loss_sum, tokens = self.graphed(micro) if self.graphed is not None else self._step_body(micro)
             self.scheduler.step()
             self.step += 1
@@ -232,38 +254,58 @@ class Trainer:
                 decay = min(c.reg.ema_decay, self.step / (self.step + 1))
                 torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
             pending.append(loss_sum / tokens)  # stays on the device: no host sync per step
-            window_tokens = window_tokens + tokens
+            window_tokens = window_tokens + (tokens if inputs is None else inputs)
             # 3. log (the only place, with evaluation, where the host waits for the device)
             if c.log_every and (self.step % c.log_every == 0 or self.step == c.steps):
                 step_loss = self._flush(pending, result)
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens_per_s": float(window_tokens) / elapsed}
+                n_tokens = int(window_tokens)
+                elapsed = max(time.perf_counter() - window_start - window_paused, 1e-9)
+                record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens": n_tokens,
+                          "tokens_per_s": n_tokens / elapsed}
                 self._log(record)
                 bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window_tokens, window_start = 0, time.perf_counter()
+                window_tokens, window_start, window_paused = 0, time.perf_counter(), 0.0
                 for hook in self.hooks:
                     hook(self, self.step, record)
             bar.update(1)
-            # 4. evaluate, keep the best, stop early
+            # 4. evaluate, keep the best, stop early; 5. checkpoint (both timed out of tokens/s)
             last = self.step == c.steps
-            if (c.eval.every and self.step % c.eval.every == 0) or (last and c.eval.every):
-                if self._evaluate(result):
+            evaluate = bool(c.eval.every) and (self.step % c.eval.every == 0 or last)
+            save = bool(c.save_every and self.step % c.save_every == 0) or last
+            if evaluate or save:
+                _synchronize(self.device)  # the steps queued so far belong to the training time
+                paused = time.perf_counter()
+                if evaluate and self._evaluate(result):
                     result.stopped_early = True
-                    last = True
-            # 5. checkpoint
-            if (c.save_every and self.step % c.save_every == 0) or last:
-                save_checkpoint(self.out, self.step, self.model, self.state_dict(), tokenizer=self.tokenizer, keep=c.keep_checkpoints)
+                    last = save = True
+                if save:
+                    save_checkpoint(self.out, self.step, self.model, self.state_dict(), tokenizer=self.tokenizer, keep=c.keep_checkpoints)
+                window_paused += time.perf_counter() - paused
             if result.stopped_early:
                 break
         self._flush(pending, result)
         bar.close()
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         if not c.eval.every:
             with self._averaged_weights():
                 self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         result.step, result.best, result.best_step = self.step, self.best, self.best_step
         result.seconds = time.perf_counter() - start
-        plot_losses(self.out / "metrics.jsonl", self.out / "loss.png")
+        plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", label_smoothing=c.reg.label_smoothing, metric=c.eval.metric)
         return result
+
+    def _input_tokens(self, micro: list[Any]) -> torch.Tensor | int | None:
+        """The tokens fed to the model by the micro-batches (``task.input_tokens``), or None where
+        the task does not count them. Counted on the device: no host sync."""
+        count = getattr(self.task, "input_tokens", None)
+        if count is None:
+            return None
+        total: torch.Tensor | int = 0
+        for batch in micro:
+            total = total + count(batch)
+        return total
 
     def _step_body(self, micro: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on the micro-batches: the loss is averaged over target tokens across
@@ -318,6 +360,7 @@ class Trainer:
                 self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
         self.model.train()
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        self.write(f"step {self.step}: " + " ".join(f"{k}={_show(v)}" for k, v in metrics.items()))
         result.evals.append({"step": self.step, **metrics})
         value = metrics[c.eval.metric]
         if better:
@@ -353,17 +396,58 @@ class Trainer:
 
     # -- files -----------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard, if open)."""
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if any(k not in self._csv_keys for k in record):
+            self._rewrite_csv()  # a new column: the header changes, so the file is written again
+        else:
+            with open(self.out / "metrics.csv", "a", newline="") as f:
+                csv.writer(f).writerow([_csv_cell(record.get(k)) for k in self._csv_keys])
+        if self._board is not None:
+            for k, v in record.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._board.add_scalar(k, v, record["step"])
+
+    def _rewrite_csv(self) -> None:
+        """Write ``metrics.csv`` from ``metrics.jsonl``: one row per record, a column for every key seen."""
+        path = self.out / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        keys: list[str] = []
+        for r in records:
+            keys.extend(k for k in r if k not in keys)
+        self._csv_keys = keys
+        if not records and not (self.out / "metrics.csv").exists():
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(keys)
+            w.writerows([_csv_cell(r.get(k)) for k in keys] for r in records)
+
+    def _open_board(self, purge_step: int | None) -> Any:
+        """A TensorBoard writer under ``out/tensorboard`` with ``config.tensorboard``; None without
+        it, or (after one printed line) where the ``tensorboard`` package is missing."""
+        if not self.config.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.write("train.tensorboard: the tensorboard package is not installed (pip install 'attnkit[tensorboard]'); "
+                       "no event files written")
+            return None
+        # purge_step: on resume, events at or after it from the replaced run are dropped
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=purge_step)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop records after ``step`` (they belong to a run that is being replayed)."""
+        """Drop records after ``step`` (they belong to a run that is being replayed), in both files."""
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
         keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
         path.write_text("".join(line + "\n" for line in keep))
+        self._rewrite_csv()
 
 
 def _check_rdrop(task: Task, rdrop: float) -> None:
@@ -375,6 +459,33 @@ def _check_rdrop(task: Task, rdrop: float) -> None:
     if own is not None and own != rdrop:
         raise ConfigError(f"reg.rdrop={rdrop!r} differs from the {type(task).__name__}'s rdrop={own!r}; "
                           "build the task with rdrop=config.reg.rdrop")
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously; the CPU does not)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _show(value: Any) -> str:
+    """A metric as printed: numbers to four significant digits, anything else as it is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A record's value as a CSV cell: numbers and strings as they are, a missing key empty, others as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, (int, float, str)) else json.dumps(value)
+
+
+def _writer(progress: bool) -> Callable[[str], None]:
+    """``tqdm.write`` under a progress bar (it keeps the bar whole), else ``print``."""
+    if not progress:
+        return print
+    from tqdm.auto import tqdm
+
+    return tqdm.write
 
 
 def _progress(enabled: bool, total: int, initial: int) -> Any:
@@ -393,8 +504,21 @@ class _NoBar:
     def close(self) -> None: ...
 
 
-def plot_losses(metrics: Path, png: Path) -> Path | None:
-    """Plot training loss (and eval loss if logged) against step; ``None`` without matplotlib."""
+def plot_losses(metrics: Path, png: Path, *, label_smoothing: float = 0.0, metric: str = "loss") -> Path | None:
+    """Plot what ``metrics.jsonl`` holds against the step: the training loss (labelled with its
+    label smoothing, if any) and the validation loss; the learning rate below; the validation
+    ``metric`` in a third panel where it is logged and is not the loss. ``None`` without matplotlib
+    or records.
+
+    Args:
+        metrics: the ``metrics.jsonl`` a :class:`Trainer` wrote.
+        png: where the figure goes.
+        label_smoothing: the run's ``reg.label_smoothing``; the training loss includes it.
+        metric: the run's ``eval.metric``, plotted from its ``eval/METRIC`` records.
+
+    Returns:
+        ``png``, or None where nothing was plotted.
+    """
     try:
         import matplotlib
 
@@ -407,17 +531,29 @@ def plot_losses(metrics: Path, png: Path) -> Path | None:
     recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in recs if "loss" in r]
     evals = [(r["step"], r["eval/loss"]) for r in recs if "eval/loss" in r]
+    lrs = [(r["step"], r["lr"]) for r in recs if "lr" in r]
+    scores = [(r["step"], r[f"eval/{metric}"]) for r in recs if metric != "loss" and isinstance(r.get(f"eval/{metric}"), (int, float))]
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*train), label="train (label-smoothed)")
+    panels = 2 + bool(scores)
+    fig, axes = plt.subplots(panels, 1, figsize=(6, 2.2 + 1.8 * panels), sharex=True, height_ratios=[2] + [1] * (panels - 1))
+    ax = axes[0]
+    ax.plot(*zip(*train), label=f"train (label-smoothed, eps={label_smoothing:g})" if label_smoothing > 0 else "train")
     if evals:
-        ax.plot(*zip(*evals), marker="o", label="validation (no smoothing)")
-    ax.set_xlabel("step")
+        ax.plot(*zip(*evals), marker="o", label="validation (no smoothing)" if label_smoothing > 0 else "validation")
     ax.set_ylabel("cross-entropy per token")
     ax.set_yscale("log")
     ax.legend()
-    ax.grid(alpha=0.3)
+    if lrs:
+        axes[1].plot(*zip(*lrs), color="tab:green")
+    axes[1].set_ylabel("learning rate")
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    if scores:
+        axes[2].plot(*zip(*scores), marker="o", color="tab:red")
+        axes[2].set_ylabel(f"validation {metric}")
+    for a in axes:
+        a.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

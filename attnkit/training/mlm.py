@@ -101,6 +101,10 @@ class PretrainingTask:
         total, mlm, n = pretraining_loss(out.mlm_logits, batch.mlm_labels, out.pair_logits, batch.pair_labels)
         return total, mlm, n, out
 
+    def input_tokens(self, batch: PretrainingBatch) -> Tensor:
+        """The non-padding tokens of the pairs (all of them are read, not only the masked ones)."""
+        return batch.attention_mask.sum()
+
     def loss(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor]:
         total, _, n, _ = self.forward(model, batch)
         return total, n  # the loop weights by n (chosen tokens)

@@ -123,6 +123,10 @@ class QATask:
         for b in batches(self.train.windows, self.batch_size, self.pad_id, shuffle=True, seed=seed * 100_003 + epoch):
             yield b.to(self.device)
 
+    def input_tokens(self, batch: QABatch) -> Tensor:
+        """The non-padding tokens of the windows (question and context)."""
+        return batch.attention_mask.sum()
+
     def loss(self, model: nn.Module, batch: QABatch) -> tuple[Tensor, Tensor]:
         out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
         return span_loss(out.start_logits, out.end_logits, batch.start, batch.end), torch.tensor(batch.ids.shape[0])

@@ -5,7 +5,9 @@ A task is any object with
 * ``batches(epoch, seed) -> Iterator[batch]``: the micro-batches of one epoch, in an
   order fixed by ``(seed, epoch)`` so that a resumed run sees the same data;
 * ``loss(model, batch) -> (mean loss over tokens, number of tokens)``;
-* ``evaluate(model) -> dict[str, float]`` (the model is in eval mode, gradients off).
+* ``evaluate(model) -> dict[str, float]`` (the model is in eval mode, gradients off);
+* optionally ``input_tokens(batch) -> int | Tensor``: the tokens the batch feeds the model,
+  padding excluded, for the Trainer's tokens per second (without it the loss's count is used).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.data.seq2seq import Seq2SeqBatch
+from attnkit.data.tokenizer import PAD_ID
 from attnkit.objectives import seq2seq_loss
 
 
@@ -68,6 +71,10 @@ class Seq2SeqTask:
     def batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
         for b in self.train_batches(epoch, seed):
             yield b.to(self.device)
+
+    def input_tokens(self, batch: Seq2SeqBatch) -> Tensor:
+        """Non-padding source tokens plus decoder input tokens (on the device: no host sync)."""
+        return (batch.src != PAD_ID).sum() + (batch.tgt_in != PAD_ID).sum()
 
     def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
         logits = model(batch.src, batch.tgt_in).logits  # (B, Tt, V)

@@ -48,7 +48,7 @@ def test_train_prints_validation_loss_and_sample(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "lm", "--text", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"), "--no-progress",
                              "--tokenizer", "bpe", "--vocab-size", "280", "--sample-tokens", "5", *TINY, "--set", "train.steps=2")
     assert code == 0, err
-    assert "validation loss" in out and "--- sample ---" in out and "(bpe)" in out
+    assert "step 2: loss=" in out and "--- sample ---" in out and "(bpe)" in out
 
 
 def test_generate_streams_greedy_and_is_reproducible(trained, capsys):
