@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.objectives.causal_lm import causal_lm_loss
+from attnkit.training.dev import dev_pass
 
 
 class LMTask:
@@ -65,12 +66,8 @@ class LMTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         n = min((len(self.valid) - 1) // self.context, self.max_eval_windows)
         starts = torch.arange(n, device=self.device) * self.context  # (n,)
-        total = torch.zeros((), device=self.device)
-        for i in range(0, n, self.batch_size):
-            windows = self.valid[starts[i : i + self.batch_size, None] + self.offsets]  # (b, T+1)
-            loss, count = self.loss(model, windows)
-            total += loss.float() * count
-        out = {"loss": float(total) / (n * self.context)}  # the Trainer prints it
+        windows = (self.valid[starts[i : i + self.batch_size, None] + self.offsets] for i in range(0, n, self.batch_size))  # (b, T+1)
+        out = {"loss": dev_pass(lambda w: self.loss(model, w), windows).loss}  # the Trainer prints it
         if self.sample is not None:
             self.log(self.sample(model))
         return out

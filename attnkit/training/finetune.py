@@ -36,6 +36,7 @@ from attnkit.errors import CheckpointError, ConfigError
 from attnkit.metrics import accuracy, entity_scores
 from attnkit.objectives.classification import classification_loss
 from attnkit.objectives.rdrop import rdrop_loss
+from attnkit.training.dev import dev_pass
 
 IGNORE = -100
 
@@ -188,32 +189,40 @@ class _FinetuneTask:
         logits = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids).logits
         return classification_loss(logits, batch.targets, ignore_index=IGNORE, epsilon=eps)
 
-    def logits(self, model: nn.Module, data: Encoded) -> list[Tensor]:
-        return predict_logits(model, data, pad_id=self.pad_id, batch_size=self.eval_batch_size, device=self.device)
-
-    def _dev_loss(self, model: nn.Module) -> float:
+    def _dev(self, model: nn.Module) -> tuple[float, list[Tensor]]:
+        """Dev loss (plain cross-entropy) and every dev example's logits, from one pass."""
         assert self.dev is not None
-        total, count = 0.0, 0
-        for index in sorted_batches(self.dev.lengths(), self.eval_batch_size):
-            loss, n = self.loss(model, collate(self.dev, index, self.pad_id).to(self.device), epsilon=0.0)
-            total, count = total + float(loss) * int(n), count + int(n)
-        return total / max(count, 1)
+        return dev_logits(model, self.dev, pad_id=self.pad_id, batch_size=self.eval_batch_size, device=self.device)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, data: Encoded, *, pad_id: int, batch_size: int = 128,
-                   device: torch.device | str = "cpu") -> list[Tensor]:
-    """Per example, its logits on the CPU (``(num_labels,)``, or ``(T, num_labels)`` for a tagger), in input order.
+def dev_logits(model: nn.Module, data: Encoded, *, pad_id: int, batch_size: int = 128,
+               device: torch.device | str = "cpu") -> tuple[float, list[Tensor]]:
+    """Cross-entropy over the labelled targets (0 if none) and, per example, its logits on the CPU
+    (``(num_labels,)``, or ``(T, num_labels)`` for a tagger), in input order.
 
-    Batches are the examples sorted by length, each padded to its own longest row.
+    Batches are the examples sorted by length, each padded to its own longest row
+    (:func:`~attnkit.training.dev.dev_pass` over :func:`~attnkit.data.batching.sorted_batches`).
     """
-    out: list[Tensor | None] = [None] * len(data)
-    for index in sorted_batches(data.lengths(), batch_size):
+    index_batches = sorted_batches(data.lengths(), batch_size)
+
+    def step(index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         b = collate(data, index, pad_id).to(torch.device(device))
-        logits = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits.float().cpu()
+        logits = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits
+        loss, n = classification_loss(logits, b.targets, ignore_index=IGNORE)
+        return loss, n, logits.float().cpu()
+
+    result = dev_pass(step, index_batches)
+    out: list[Tensor | None] = [None] * len(data)
+    for index, logits in zip(index_batches, result.outputs):
         for n, i in enumerate(index):
             out[i] = logits[n] if logits.dim() == 2 else logits[n, : len(data.ids[i])]
-    return out  # type: ignore[return-value]
+    return result.loss, out  # type: ignore[return-value]
+
+
+def predict_logits(model: nn.Module, data: Encoded, *, pad_id: int, batch_size: int = 128,
+                   device: torch.device | str = "cpu") -> list[Tensor]:
+    """Per example, its logits on the CPU (``(num_labels,)``, or ``(T, num_labels)`` for a tagger), in input order."""
+    return dev_logits(model, data, pad_id=pad_id, batch_size=batch_size, device=device)[1]
 
 
 class ClassificationTask(_FinetuneTask):
@@ -222,8 +231,9 @@ class ClassificationTask(_FinetuneTask):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
             return {}
-        preds = [int(x.argmax()) for x in self.logits(model, self.dev)]
-        return {"loss": self._dev_loss(model), "accuracy": accuracy(list(self.dev.targets), preds)}
+        loss, logits = self._dev(model)
+        preds = [int(x.argmax()) for x in logits]
+        return {"loss": loss, "accuracy": accuracy(list(self.dev.targets), preds)}
 
 
 class TaggingTask(_FinetuneTask):
@@ -237,9 +247,10 @@ class TaggingTask(_FinetuneTask):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None or self.dev_sentences is None or self.dev_sentences.tags is None:
             return {}
-        pred = word_tags(self.logits(model, self.dev), self.dev.word_ids, [len(s) for s in self.dev_sentences.tokens], self.tags)
+        loss, logits = self._dev(model)
+        pred = word_tags(logits, self.dev.word_ids, [len(s) for s in self.dev_sentences.tokens], self.tags)
         s = entity_scores(self.dev_sentences.tags, pred)
-        return {"loss": self._dev_loss(model), "precision": s.precision, "recall": s.recall, "f1": s.f1}
+        return {"loss": loss, "precision": s.precision, "recall": s.recall, "f1": s.f1}
 
 
 def word_tags(logits: Sequence[Tensor], word_ids: Sequence[Sequence[int | None]], n_words: Sequence[int],

@@ -33,6 +33,7 @@ from attnkit.data.listops import CLS_ID, PAD_ID, VOCAB_SIZE, ListOpsConfig, gene
 from attnkit.data.transfer import TensorBatch
 from attnkit.errors import ConfigError
 from attnkit.objectives.classification import classification_loss
+from attnkit.training.dev import dev_pass
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -196,19 +197,19 @@ class ListOpsTask:
         return evaluate_split(model, self.valid, batch_size=self.eval_batch_size, pad_to=self.pad_to, cls=self.cls, device=self.device)
 
 
-@torch.no_grad()
 def evaluate_split(model: nn.Module, split: ListOpsSplit, *, batch_size: int = 64, pad_to: int = 128, cls: bool = False,
                    device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``split`` (batches sorted by length)."""
-    total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    for index in sorted_batches(split.lengths(), batch_size):
+
+    def step(index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         b = collate(split, index, pad_to=pad_to, cls=cls).to(torch.device(device))
         logits = model(b.ids, attention_mask=b.attention_mask).logits.float()  # (B, C)
         loss, n = classification_loss(logits, b.labels)
-        total += loss * n
-        correct += (logits.argmax(-1) == b.labels).sum()
-    n = max(len(split), 1)
-    return {"loss": float(total) / n, "accuracy": float(correct) / n}
+        return loss, n, (logits.argmax(-1) == b.labels).sum()
+
+    result = dev_pass(step, sorted_batches(split.lengths(), batch_size))
+    correct = float(sum(result.outputs)) if result.outputs else 0.0
+    return {"loss": result.loss, "accuracy": correct / max(len(split), 1)}
 
 
 # -- one run -----------------------------------------------------------------------------------

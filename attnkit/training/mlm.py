@@ -24,6 +24,7 @@ from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch,
 from attnkit.errors import DataError
 from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens
 from attnkit.objectives.pretraining import pretraining_loss
+from attnkit.training.dev import dev_pass
 
 
 class PretrainingTask:
@@ -116,24 +117,21 @@ class PretrainingTask:
             g = torch.Generator().manual_seed(54321)  # the same masks at every evaluation
             self._eval_batches = [self._batch(self.valid_pairs[i : i + self.batch_size], g).to(self.device)
                                   for i in range(0, len(self.valid_pairs), self.batch_size)]
-        mlm_sum = torch.zeros((), device=self.device)
-        hits = torch.zeros((), device=self.device)
-        chosen = torch.zeros((), device=self.device)
-        pair_sum = torch.zeros((), device=self.device)
-        pair_hits = torch.zeros((), device=self.device)
-        rows = 0
-        for b in self._eval_batches:
+
+        def step(b: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor]:
             _, mlm, n, out = self.forward(model, b)
-            mlm_sum += mlm * n
-            chosen += n
             picked = b.mlm_labels != IGNORE  # (B, T)
-            hits += (out.mlm_logits.argmax(-1)[picked] == b.mlm_labels[picked]).sum()
-            if out.pair_logits is not None:
-                pair_sum += F.cross_entropy(out.pair_logits.float(), b.pair_labels, reduction="sum")
-                pair_hits += (out.pair_logits.argmax(-1) == b.pair_labels).sum()
-            rows += b.ids.shape[0]
-        c = max(float(chosen), 1.0)
-        metrics = {"mlm_loss": float(mlm_sum) / c, "mlm_accuracy": float(hits) / c}
+            sums = [(out.mlm_logits.argmax(-1)[picked] == b.mlm_labels[picked]).sum().float()]  # MLM hits
+            if out.pair_logits is not None:  # pair loss sum, pair hits
+                sums += [F.cross_entropy(out.pair_logits.float(), b.pair_labels, reduction="sum"),
+                         (out.pair_logits.argmax(-1) == b.pair_labels).sum().float()]
+            return mlm, n, torch.stack(sums)
+
+        result = dev_pass(step, self._eval_batches)
+        hits, *pair = torch.stack(result.outputs).sum(0).tolist()
+        pair_sum, pair_hits = pair if pair else (0.0, 0.0)
+        rows = sum(b.ids.shape[0] for b in self._eval_batches)
+        metrics = {"mlm_loss": result.loss, "mlm_accuracy": hits / max(result.count, 1)}
         loss = metrics["mlm_loss"]
         if self.pair_task != "none":
             metrics[f"{self.pair_task}_loss"] = float(pair_sum) / rows

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from attnkit.data.seq2seq import Seq2SeqBatch
 from attnkit.data.tokenizer import PAD_ID
 from attnkit.objectives import seq2seq_loss
+from attnkit.training.dev import dev_pass
 
 
 class Task(Protocol):
@@ -83,12 +84,7 @@ class Seq2SeqTask:
 
     def validation_loss(self, model: nn.Module) -> float:
         """Cross-entropy per target token on the validation set, without label smoothing."""
-        total, count = 0.0, 0
-        for b in self.valid_batches():
-            loss, n = self.loss(model, b.to(self.device), epsilon=0.0)
-            total += float(loss) * int(n)
-            count += int(n)
-        return total / max(count, 1)
+        return dev_pass(lambda b: self.loss(model, b.to(self.device), epsilon=0.0), self.valid_batches()).loss
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
