@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.layers.ffn import activation
+from attnkit.layers.pooling import mean_pool
 from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.bert import BertConfig, BertModel, BertOutput
 
@@ -116,14 +117,6 @@ class _TaskHead(_Head):
         self.config = config
         self.bert = BertModel(config.encoder)
         self.drop = nn.Dropout(config.head_dropout)
-
-
-def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """Mean of ``hidden: (B, T, H)`` over the positions where ``attention_mask: (B, T)`` is 1."""
-    if attention_mask is None:
-        return hidden.mean(dim=1)  # (B, H)
-    m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, H)
 
 
 @register_model("bert-classifier")

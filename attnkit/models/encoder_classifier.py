@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
+from attnkit.layers.pooling import mean_pool
 from attnkit.layers.positional import build_positions
 from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
@@ -140,11 +141,5 @@ class EncoderClassifier(PretrainedModel):
         x = self.drop(self.tok_embed(ids) + self.positions.span(0, t))  # (B, T, d_model)
         mask = keep[:, None, None, :] if keep is not None and c.mask_padding else None  # (B, 1, 1, T)
         h, _ = self.encoder(x, mask)  # (B, T, d_model); a pre-norm stack ends with a LayerNorm
-        if c.pool == "cls":
-            pooled = h[:, 0]  # (B, d_model)
-        elif keep is None:
-            pooled = h.mean(dim=1)
-        else:
-            w = keep.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
-            pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)  # (B, d_model)
+        pooled = h[:, 0] if c.pool == "cls" else mean_pool(h, keep)  # (B, d_model)
         return ClassifierOutput(logits=self.head(pooled), pooled=pooled, hidden=h)
