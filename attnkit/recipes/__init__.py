@@ -24,12 +24,12 @@ def register(recipe: Recipe) -> Recipe:
 
 def _load() -> None:
     if not _RECIPES:
-        import importlib
-        import importlib.util
-
-        for module in ("seq2seq", "lm", "pretraining", "bert", "listops"):  # each registers its recipes
-            if importlib.util.find_spec(f"attnkit.recipes.{module}") is not None:  # TODO(integration): drop once all exist
-                importlib.import_module(f"attnkit.recipes.{module}")
+        # each module registers its recipes; this order is the catalogue's
+        from attnkit.recipes import seq2seq  # noqa: F401
+        from attnkit.recipes import lm  # noqa: F401
+        from attnkit.recipes import pretraining  # noqa: F401
+        from attnkit.recipes import bert  # noqa: F401
+        from attnkit.recipes import listops  # noqa: F401
 
 
 def get(name: str, task: str | None = None) -> Recipe:

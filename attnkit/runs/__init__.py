@@ -19,26 +19,21 @@ from attnkit.runs.path import RUN_CONFIG, SAFE_ON_RESUME, check_out, read_run_co
 
 
 def _jobs() -> dict[str, Callable[[], Job]]:
+    from attnkit.runs import finetune, listops, mlm, qa
     from attnkit.runs.lm import LMJob
     from attnkit.runs.seq2seq import SyntheticJob, TranslateJob
 
-    table: dict[str, Callable[[], Job]] = {
+    return {
         "reverse": lambda: SyntheticJob("reverse"),
         "sort": lambda: SyntheticJob("sort"),
         "copy": lambda: SyntheticJob("copy"),
         "translate": TranslateJob,
         "lm": LMJob,
+        **mlm.JOBS,
+        **listops.JOBS,
+        **finetune.JOBS,
+        **qa.JOBS,
     }
-    for module, names in (("attnkit.runs.mlm", ("mlm",)), ("attnkit.runs.listops", ("listops",)),
-                          ("attnkit.runs.finetune", ("classify", "ner")), ("attnkit.runs.qa", ("qa",))):
-        import importlib.util
-
-        if importlib.util.find_spec(module) is None:
-            continue
-        mod = importlib.import_module(module)
-        for n in names:
-            table[n] = getattr(mod, "JOBS")[n]
-    return table
 
 
 def job(task: str) -> Job:
@@ -49,6 +44,5 @@ def job(task: str) -> Job:
     return table[task]()
 
 
-import importlib  # noqa: E402
 
 __all__ = ["Job", "Prepared", "RUN_CONFIG", "RunReport", "SAFE_ON_RESUME", "check_out", "job", "read_run_config", "resolve_configs", "run"]
