@@ -290,3 +290,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# -- the command line, as a user runs it ------------------------------------------------------
+def attnkit_command() -> list[str]:
+    """The ``attnkit`` console script as a subprocess command line: this interpreter running the
+    module ``pyproject.toml`` names as the script's entry point (so a checkout runs without
+    installing, and the child sees the same packages as this process)."""
+    import tomllib
+
+    entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["attnkit"]
+    return [sys.executable, "-m", entry.split(":", 1)[0]]
+
+
+def attnkit_env() -> dict[str, str]:
+    """The environment of an ``attnkit`` subprocess: the checkout importable, output unbuffered."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}

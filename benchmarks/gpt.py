@@ -4,14 +4,14 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/gpt.py train                 # GPT-2 124M, context 1024, bf16: tokens/s and MFU
     python benchmarks/gpt.py decode                # batch 1, 16-token prompt, 512 new tokens, greedy, bf16
-    python benchmarks/gpt.py shakespeare --text input.txt   # char-shakespeare: wall time to val loss <= 1.47
+    python benchmarks/gpt.py shakespeare --data-root ../shared/data   # shakespeare-char recipe: wall time to val loss <= 1.47
     python benchmarks/gpt.py train --size char-shakespeare --device cpu --batch 8   # the CPU comparison
     python benchmarks/gpt.py all --quick --device cpu       # tiny sizes: a smoke test
 
 Method (see BENCHMARKS.md): both models live in one process; the HF model is built from a
 ``GPT2Config`` with random weights and converted into attnkit with :mod:`attnkit.hub` (logits
 checked equal, fp32, before anything is timed); they see the same batches, the same fused
-AdamW and the same loss (cross-entropy on float32 logits); steps are timed interleaved with
+AdamW (:func:`attnkit.training.build_optimizer`) and the same loss (cross-entropy on float32 logits); steps are timed interleaved with
 :func:`benchmarks.common.time_interleaved`.
 
 * ``train``: one optimizer step (forward, loss, backward, AdamW) with fp32 weights under
@@ -23,10 +23,10 @@ AdamW and the same loss (cross-entropy on float32 logits); steps are timed inter
   ``cache_implementation="static"``; each warmed up, then timed over ``--repeats`` runs.
   Fraction of the bandwidth bound = (bytes of weights read per token / measured copy
   bandwidth) / time per token.
-* ``shakespeare``: launches ``attnkit train lm`` as a subprocess on the text and timestamps
-  each validation-loss line from the moment of launch (start-up and compilation included).
-  The recipe is :data:`SHAKESPEARE_RECIPE` (``--set`` options override it); no text samples
-  are printed during the timed run unless ``--sample-tokens N`` asks for them.
+* ``shakespeare``: launches ``attnkit train lm --recipe shakespeare-char`` as a subprocess
+  (``--data-root`` holds ``tinyshakespeare/input.txt``; ``--quick``: the recipe's quick variant;
+  ``--set`` options override the recipe) and timestamps each evaluation line from the moment of
+  launch (start-up and compilation included); the losses are read back from ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,11 +48,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, markdown_table, pick_device, synchronize, time_interleaved, write_json  # noqa: E402
+from common import (  # noqa: E402
+    attnkit_command, attnkit_env, environment, markdown_table, pick_device, synchronize, time_interleaved, write_json,
+)
 
 import attnkit  # noqa: E402
 from attnkit.generation.sampling import SamplingConfig, generate  # noqa: E402
 from attnkit.models.gpt import GPT  # noqa: E402
+from attnkit.training import build_optimizer  # noqa: E402
 
 SIZES = {
     "gpt2": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
@@ -115,7 +119,7 @@ def train_bench(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     steps: dict[str, Callable[[int], None]] = {}
     for name, model in models.items():
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        opt = build_optimizer(model, "adamw", 1e-4, (0.9, 0.999), 1e-8, 0.01)  # fused on CUDA
 
         def loss_fn(x: torch.Tensor, y: torch.Tensor, model: Any = model) -> torch.Tensor:
             logits = model(x).logits  # (B, T, V)
@@ -320,48 +324,41 @@ def decode_loop(model: GPT, prompt: torch.Tensor, new: int, repeats: int, mode: 
 
 
 # -- time to quality ----------------------------------------------------------------------
-# nanoGPT's tiny Shakespeare recipe (batch 64, AdamW betas (0.9, 0.99), weight decay 0.1, 100
-# warm-up steps, cosine to lr/10, clip 1.0) with a higher peak lr and a shorter schedule, plus
-# a weight average (EMA 0.98) that is evaluated and saved; eager (no compile: at this size the
-# compilation costs more than it saves before the target is reached; see BENCHMARKS.md).
-SHAKESPEARE_RECIPE = [
-    "train.batch_size=64", "train.optim.betas=[0.9,0.99]", "train.optim.weight_decay=0.5", "train.schedule.warmup=100", "train.schedule.min_lr_ratio=0.1",
-    "train.log_every=500", "train.optim.clip_norm=1.0", "train.optim.lr=1e-3", "train.steps=2500", "train.eval.every=125", "train.reg.ema_decay=0.995",
-]
+RECIPE = "shakespeare-char"  # attnkit recipes: nanoGPT's tiny Shakespeare baseline with a weight average
+EVAL_LINE = re.compile(r"^step (\d+): (.*)$")  # what the Trainer prints at each evaluation: "step N: loss=... "
 
 
 def shakespeare_bench(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    if args.text is None or not Path(args.text).is_file():
-        raise SystemExit("error: shakespeare needs --text PATH to tinyshakespeare input.txt")
+    root = Path(args.data_root)
+    if not (root / "tinyshakespeare" / "input.txt").is_file():
+        raise SystemExit(f"error: no tinyshakespeare/input.txt under --data-root {root}")
     out = Path(tempfile.mkdtemp(prefix="attnkit-shakespeare-"))
-    cmd = [sys.executable, "-m", "attnkit.cli.main", "train", "lm", "--text", str(args.text), "--out", str(out), "--no-progress",
-           "--sample-tokens", str(args.sample_tokens)]
-    quick = ["model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "train.schedule.warmup=2", "train.steps=20",
-             "train.eval.every=10", "train.batch_size=8"] if args.quick else []
-    sets = [*SHAKESPEARE_RECIPE, *quick, *(args.set or [])]
-    for s in sets:
+    cmd = [*attnkit_command(), "train", "lm", "--recipe", RECIPE, "--data-root", str(root), "--out", str(out), "--no-progress",
+           *(["--quick"] if args.quick else []), "--set", f"train.device={device}"]
+    for s in args.set:
         cmd += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
     launch = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=attnkit_env())
     evals, lines = [], []
     assert proc.stdout is not None
     for line in proc.stdout:
         now = time.perf_counter() - launch
         lines.append(line.rstrip("\n"))
-        if line.startswith("validation loss"):
-            evals.append({"seconds": now, "loss": float(line.split()[2])})
-            print(f"  {now:6.1f}s  validation loss {evals[-1]['loss']:.4f}", flush=True)
+        m = EVAL_LINE.match(line.strip())
+        if m:
+            evals.append({"seconds": now, "step": int(m.group(1))})
+            print(f"  {now:6.1f}s  {line.strip()}", flush=True)
     code = proc.wait()
     total = time.perf_counter() - launch
     metrics = out / "metrics.jsonl"
-    steps = [r["step"] for r in map(json.loads, metrics.read_text().splitlines() if metrics.is_file() else []) if "eval/loss" in r]
-    for e, step in zip(evals, steps):
-        e["step"] = step
+    records = [json.loads(x) for x in (metrics.read_text().splitlines() if metrics.is_file() else []) if x.strip()]
+    losses = {r["step"]: r["eval/loss"] for r in records if "eval/loss" in r}  # printed rounded; the file keeps them whole
+    for e in evals:
+        e["loss"] = losses.get(e["step"], float("nan"))
     first_147 = next((e for e in evals if e["loss"] <= 1.47), None)
     best = min(evals, key=lambda e: e["loss"]) if evals else None
     return {
-        "command": " ".join(cmd), "exit_code": code, "wall_seconds": total, "evals": evals, "best": best,
+        "recipe": RECIPE, "command": " ".join(cmd), "exit_code": code, "wall_seconds": total, "evals": evals, "best": best,
         "first_at_or_below_1.47": first_147, "log_tail": lines[-40:],
     }
 
@@ -386,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-one-row", action="store_true", help="decode: skip the run with attnkit.generation.use_one_row_linears")
     ap.add_argument("--compile-mode", default="reduce-overhead", choices=["reduce-overhead", "max-autotune"],
                     help="decode: torch.compile mode of attnkit's decode step")
-    ap.add_argument("--text", type=Path, default=None, help="shakespeare: the text file")
-    ap.add_argument("--sample-tokens", type=int, default=0, help="shakespeare: sample length printed at each evaluation (default: none)")
-    ap.add_argument("--set", action="append", default=[], help="shakespeare: --set passed to attnkit train lm")
+    ap.add_argument("--data-root", type=Path, default=Path(os.environ.get("ATTNKIT_DATA", "data")),
+                    help="shakespeare: the folder holding tinyshakespeare/input.txt (default: $ATTNKIT_DATA, else ./data)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="shakespeare: override the shakespeare-char recipe (passed to attnkit train lm --set)")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--tag", default="", help="appended to the result file's name (several runs of one day)")
     args = ap.parse_args(argv)

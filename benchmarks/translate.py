@@ -1,10 +1,10 @@
-"""Multi30k German -> English: train with attnkit's translation recipe, score, and time it.
+"""Multi30k German -> English: train the ``multi30k-de-en`` recipe, score it, and time it.
 
 Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed), with the
 corpus copied inside the tree (``.data/`` is git-ignored):
 
     mkdir -p .data && cp -r ../shared/data/multi30k .data/
-    python benchmarks/translate.py --data .data/multi30k --minutes 7     # one H100/H200; training capped at 7 min
+    python benchmarks/translate.py --data .data/multi30k --minutes 7     # one GPU; training capped at 7 min
     python benchmarks/translate.py --data .data/multi30k --quick         # tiny CPU smoke run, < 60 s
     python benchmarks/translate.py --data .data/multi30k --set model.norm_position=pre --tag prenorm   # a variant
     python benchmarks/translate.py --data .data/multi30k --ablations     # 4 runs of 1,500 steps, tabulated
@@ -20,8 +20,9 @@ In one process:
    interleaved rounds (``benchmarks.common.time_interleaved``); tokens/s counts non-pad
    target tokens. The measured attnkit step time also sizes the real run to ``--minutes``.
 2. **The training run** (timed as a whole: tokenizer, data, training, validation,
-   checkpoint averaging): :func:`attnkit.training.translation.train_translation`, the code
-   behind ``attnkit train translate``.
+   checkpoint averaging, the final test translation): the ``multi30k-de-en`` recipe through
+   :func:`attnkit.runs.run`, as ``attnkit train translate --recipe multi30k-de-en`` runs it
+   (``--quick``: the recipe's quick variant; on a GPU its CUDA settings apply).
 3. **Quality**: test_2016_flickr translated with beam 4 / length penalty 0.6, sacreBLEU
    13a cased and lowercased (with signatures), for the averaged model and for the last
    checkpoint alone (the "no averaging" ablation), validation BLEU of both too.
@@ -29,11 +30,11 @@ In one process:
    with the KV cache, greedy with the cache, and beam search recomputing every prefix
    (no cache); sentences/s of each.
 
-``--ablations`` instead trains the recipe and three variants of it (no label smoothing,
+``--set KEY=VALUE`` overrides the recipe. ``--ablations`` instead trains the recipe and three variants of it (no label smoothing,
 learned positions, pre-norm) for ``--ablation-steps`` steps each and tabulates their test
 BLEU, with the recipe's last checkpoint alone as the "no checkpoint averaging" row.
 
-The recipe, and why (Multi30k: 29k short sentence pairs, ~14 tokens each):
+The recipe (``attnkit recipes`` lists it), and why (Multi30k: 29k short sentence pairs, ~14 tokens each):
 
 * Model: d_model 512, 8 heads, d_ff 2048 (the paper's base widths) but 3 + 3 layers, and
   dropout 0.3 on embeddings and residuals (the P_drop of the paper's big model, table 3).
@@ -70,26 +71,20 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import attnkit  # noqa: E402
-from attnkit.cli.common import apply_overrides  # noqa: E402
+from attnkit import recipes, runs  # noqa: E402
+from attnkit.config import apply_overrides  # noqa: E402
 from attnkit.data.parallel import TokenBatches, read_parallel  # noqa: E402
 from attnkit.data.seq2seq import Seq2SeqBatch  # noqa: E402
 from attnkit.data.subword import train_subword_tokenizer  # noqa: E402
 from attnkit.layers.positional import sinusoid_table  # noqa: E402
-from attnkit.models.transformer import AttentionConfig, TransformerConfig  # noqa: E402
+from attnkit.metrics import bleu_scores  # noqa: E402
+from attnkit.models.transformer import TransformerConfig  # noqa: E402
 from attnkit.objectives import seq2seq_loss  # noqa: E402
-from attnkit.training import (  # noqa: E402
-    EvalConfig, ExecutionConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig, build_optimizer,
-)
+from attnkit.training import build_optimizer, list_checkpoints  # noqa: E402
 from attnkit.training.graphs import GraphedSteps  # noqa: E402
 from attnkit.training.loop import autocast_for  # noqa: E402
 from attnkit.training.optim import device_lrs  # noqa: E402
-from attnkit.metrics import bleu_scores  # noqa: E402
-from attnkit.training.translation import (  # noqa: E402
-    TranslationConfig,
-    encode_pairs,
-    train_translation,
-    translate_lines,
-)
+from attnkit.training.translation import TranslationConfig, encode_pairs, translate_lines  # noqa: E402
 
 try:
     from benchmarks import common  # noqa: E402
@@ -100,36 +95,11 @@ warnings.filterwarnings("ignore", message=r".*enable_nested_tensor.*")
 warnings.filterwarnings("ignore", message=r".*nested tensors is in prototype.*")
 
 PAD = 0
-BLEU_TARGET = 38.0  # lowercased sacreBLEU, test_2016_flickr (issue 3)
+BLEU_TARGET = 38.0  # lowercased sacreBLEU, test_2016_flickr
 MINUTES_TARGET = 15.0
 RATIO_TARGET = 1.2
 
-RECIPE = {
-    "model": TransformerConfig(
-        d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=3, n_decoder_layers=3, dropout=0.3,
-        # SDPA's memory-efficient kernel: the fastest at these lengths
-        attention=AttentionConfig(dropout=0.0, params={"backend": "efficient"}), activation_dropout=0.0, max_len=256,
-    ),
-    "train": TrainConfig(
-        steps=3500, save_every=200, keep_checkpoints=5, log_every=50, seed=0,
-        optim=OptimConfig(name="adam", betas=(0.9, 0.98), eps=1e-9, lr=0.5), schedule=ScheduleConfig(kind="noam", warmup=600),
-        reg=RegularizationConfig(label_smoothing=0.1), eval=EvalConfig(every=200, metric="loss", mode="min"),
-        execution=ExecutionConfig(precision="auto", cuda_graphs=True),  # the step recorded per batch shape and replayed
-    ),
-    "data": TranslationConfig(
-        src="de", tgt="en", vocab_size=8000, tokenizer="bpe", max_tokens=8192, bleu_sentences=0, beam_size=4,
-        length_penalty=0.6, average_last=5,
-    ),
-}
-QUICK = {  # a smoke test of every stage: tiny model, 1,500 pairs, CPU
-    "model": TransformerConfig(
-        d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1, max_len=128
-    ),
-    "train": RECIPE["train"].with_overrides(["steps=60", "schedule.warmup=20", "optim.lr=0.3", "eval.every=20", "save_every=20",
-                                             "log_every=20", "execution.cuda_graphs=false"]),
-    "data": dataclasses.replace(RECIPE["data"], vocab_size=500, max_tokens=1500, max_pairs=1500, average_last=3),
-}
-
+RECIPE = "multi30k-de-en"  # attnkit recipes: the run behind the published Multi30k figure
 
 COMPILED_BATCHES = 6  # batches (so shapes) of the compiled speed comparison; see training_speed
 
@@ -194,7 +164,7 @@ def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch
             loss, n = seq2seq_loss(logits_of(model, b), b.tgt_out, epsilon=label_smoothing, pad_id=PAD)
         (loss * n).backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        torch._foreach_div_(grads, n.clamp(min=1))  # as the Trainer divides (session 6; was one div_ per parameter)
+        torch._foreach_div_(grads, n.clamp(min=1))  # as the Trainer divides
         opt.step()
         return loss.detach(), n
 
@@ -209,7 +179,7 @@ def train_step_fn(model: nn.Module, logits_of: Callable[[nn.Module, Seq2SeqBatch
 def compile_layers(model: nn.Module) -> nn.Module:
     """Each encoder and decoder layer of ``model`` (attnkit's or the twin's) under
     ``torch.compile(dynamic=True)``, the rest eager. Layer by layer, neither model recompiles
-    per target length (checked on the CPU with ``TORCH_LOGS=recompiles``, session 7), where
+    per target length (checked on the CPU with ``TORCH_LOGS=recompiles``), where
     the whole twin does (``torch.nn.Transformer`` specialises on it)."""
     stacks = [model.encoder, model.decoder] if isinstance(model, attnkit.Transformer) else [model.core.encoder, model.core.decoder]
     for stack in stacks:
@@ -232,7 +202,7 @@ def training_speed(model_cfg: TransformerConfig, data_cfg: TranslationConfig, de
     the first steps, which compile, are not timed. attnkit's model compiles twice (one
     recompile when dynamo learns that source and target lengths differ) and then serves every
     shape; the twin recompiles for every new target length (``torch.nn.Transformer`` specialises
-    on it: ``TORCH_LOGS=recompiles`` on the CPU, session 5), which made the 24-batch compiled
+    on it: ``TORCH_LOGS=recompiles`` on the CPU), which made the 24-batch compiled
     comparison outrun four device calls. Compiled, the comparison therefore uses the first
     ``COMPILED_BATCHES`` batches, each shape compiled during the warm-up."""
     train = data_cfg.read(data_cfg.train_split, limit=data_cfg.max_pairs)
@@ -361,7 +331,23 @@ ABLATIONS = {  # name -> --set overrides of the recipe (the paper's table 3 rows
 }
 
 
-def ablations(cfgs: dict[str, Any], args: argparse.Namespace, device: torch.device, env: dict[str, Any]) -> int:
+def recipe_configs(args: argparse.Namespace, device: torch.device, extra: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The configs of the ``multi30k-de-en`` recipe (its quick variant with ``--quick``, its CUDA settings on a
+    GPU) with the corpus at ``--data``, the device, ``--set`` and ``extra`` applied together."""
+    return runs.resolve_configs(
+        runs.job("translate"), recipe=recipes.get(RECIPE, "translate"), quick=args.quick, cuda=device.type == "cuda",
+        assignments=[f"data.data={json.dumps(str(args.data))}", f"train.device={device}", *args.set, *extra],
+    )
+
+
+def train(cfgs: dict[str, Any], work: Path) -> tuple[runs.RunReport, float]:
+    """One run of the recipe through :func:`attnkit.runs.run` into ``work``, and its wall time in seconds."""
+    t0 = time.perf_counter()
+    report = runs.run(runs.job("translate"), cfgs, work, progress=False, recipe=RECIPE)
+    return report, time.perf_counter() - t0
+
+
+def ablations(args: argparse.Namespace, device: torch.device, env: dict[str, Any]) -> int:
     """Each variant trained for ``--ablation-steps`` steps; test BLEU of the averaged model and of
     the last checkpoint alone (the "no checkpoint averaging" row comes from the recipe's run)."""
     from attnkit.data.tokenizer import load_tokenizer
@@ -370,20 +356,17 @@ def ablations(cfgs: dict[str, Any], args: argparse.Namespace, device: torch.devi
     limit = 64 if args.quick else None
     rows = []
     for name, overrides in ABLATIONS.items():
-        c = apply_overrides(overrides, cfgs)
-        train_cfg = c["train"].replace(steps=steps, device=str(device))
-        data_cfg = c["data"].replace(data=str(args.data))
+        c = recipe_configs(args, device, [*overrides, f"train.steps={steps}"])
+        data_cfg, precision = c["data"], c["train"].execution.precision
         work = Path(tempfile.mkdtemp(prefix="attnkit-ablation-"))
-        t0 = time.perf_counter()
-        run = train_translation(c["model"], train_cfg, data_cfg, work, progress=False)
-        wall = time.perf_counter() - t0
+        run, wall = train(c, work)
         tok = load_tokenizer(run.model_dir)
         test = read_parallel(args.data, "test_2016_flickr", data_cfg.src, data_cfg.tgt, limit=limit)
         row: dict[str, Any] = {"variant": name, "overrides": overrides, "steps": run.result.step, "train_wall_s": wall,
-                               "val_loss_averaged": run.final.get("loss")}
-        for which, path in (("averaged", run.model_dir), ("last_checkpoint", run.averaged[-1])):
+                               "val_loss_averaged": run.final.get("valid_loss")}
+        for which, path in (("averaged", run.model_dir), ("last_checkpoint", list_checkpoints(work)[-1])):
             model = attnkit.load(path, map_location=device).eval()
-            q = score(model, tok, test, data_cfg, device, train_cfg.execution.precision)
+            q = score(model, tok, test, data_cfg, device, precision)
             row[which] = {k: q[k] for k in ("bleu", "bleu_lc", "bleu_signature", "bleu_lc_signature")}
         print(f"{name:20s} test BLEU averaged {row['averaged']['bleu']:.2f} / lc {row['averaged']['bleu_lc']:.2f}, "
               f"last checkpoint {row['last_checkpoint']['bleu']:.2f} / lc {row['last_checkpoint']['bleu_lc']:.2f} ({wall:.0f}s)")
@@ -396,8 +379,8 @@ def ablations(cfgs: dict[str, Any], args: argparse.Namespace, device: torch.devi
         ["variant", "test BLEU (cased)", "test BLEU (lowercased)"],
         [[r["variant"], f"{r['averaged']['bleu']:.2f}", f"{r['averaged']['bleu_lc']:.2f}"] for r in rows],
     )
-    payload = {"benchmark": "translate-ablations", "quick": args.quick, "environment": env, "steps": steps,
-               "recipe": {k: v.to_dict() for k, v in cfgs.items()}, "rows": rows, "table": table}
+    payload = {"benchmark": "translate-ablations", "quick": args.quick, "environment": env, "steps": steps, "recipe": RECIPE,
+               "configs": {k: v.to_dict() for k, v in recipe_configs(args, device).items()}, "rows": rows, "table": table}
     suffix = "-ablations" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     path = common.write_json("translate", payload, args.out_dir, suffix=suffix)
     print(f"wrote {path}\n\n{table}")
@@ -436,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(".data/multi30k"), help="Multi30k directory (default .data/multi30k)")
     ap.add_argument("--minutes", type=float, default=MINUTES_TARGET, help="budget of the training run in minutes (default 15)")
-    ap.add_argument("--quick", action="store_true", help="tiny model, 1,500 pairs, 60 steps: a smoke test (< 60 s on a CPU)")
+    ap.add_argument("--quick", action="store_true", help="the recipe's quick variant (tiny model, 1,500 pairs, 40 steps): a smoke test on a CPU")
     ap.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe, e.g. model.norm_position=pre")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the multi30k-de-en recipe, e.g. model.norm_position=pre (repeatable)")
     ap.add_argument("--tag", default="", help="suffix of the result file name, for variants")
     ap.add_argument("--work", type=Path, default=None, help="where checkpoints go (default: a temporary directory, removed)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
@@ -473,18 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    base = QUICK if args.quick else RECIPE
-    cfgs = apply_overrides(args.set, dict(base))
-    model_cfg, train_cfg = cfgs["model"], cfgs["train"].replace(device=str(device))
-    if device.type != "cuda" and train_cfg.execution.cuda_graphs:  # CUDA graphs are a GPU matter: the recipe runs eagerly elsewhere
-        train_cfg = train_cfg.replace(execution=train_cfg.execution.replace(cuda_graphs=False))
-        cfgs["train"] = train_cfg
-    data_cfg = cfgs["data"].replace(data=str(args.data))
+    cfgs = recipe_configs(args, device)
+    model_cfg, train_cfg, data_cfg = cfgs["model"], cfgs["train"], cfgs["data"]
     env = common.environment(device)
     env["cudnn_sdp_enabled"] = torch.backends.cuda.cudnn_sdp_enabled()
     print(f"device {env['device_name']} | torch {env['torch']} | cuda {env['cuda']} | attnkit {env['attnkit']['commit'][:12]}")
     if args.ablations:
-        return ablations(cfgs, args, device, env)
+        return ablations(args, device, env)
     if args.speed_only:
         return speed_only(model_cfg, data_cfg, device, args, env)
     t_all = time.perf_counter()
@@ -493,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = None
     steps_budget = train_cfg.steps
     if not args.skip_speed:
-        speed = training_speed(model_cfg, data_cfg, device, args.quick, graphed=train_cfg.cuda_graphs)  # the run's own loop
+        speed = training_speed(model_cfg, data_cfg, device, args.quick, graphed=train_cfg.execution.cuda_graphs)  # the run's own loop
         r = speed["results"]
         print(f"training tokens/s: attnkit {r['attnkit']['tokens_per_s']:,.0f}, torch.nn.Transformer "
               f"{r['torch.nn.Transformer']['tokens_per_s']:,.0f}, ratio {speed['ratio_attnkit_over_torch']:.2f}")
@@ -503,21 +481,22 @@ def main(argv: list[str] | None = None) -> int:
     steps = min(train_cfg.steps, steps_budget) if not args.quick else train_cfg.steps
     if steps < train_cfg.steps:
         print(f"--minutes {args.minutes:g}: {steps} steps instead of {train_cfg.steps}")
-        train_cfg = train_cfg.replace(steps=steps)
+        cfgs = apply_overrides([f"train.steps={steps}"], cfgs)
+        train_cfg = cfgs["train"]
 
     # 2. the training run, timed as a whole
     work = args.work or Path(tempfile.mkdtemp(prefix="attnkit-translate-"))
     if args.work is not None and work.exists():
         shutil.rmtree(work)
-    t0 = time.perf_counter()
-    run = train_translation(model_cfg, train_cfg, data_cfg, work, progress=False)
-    train_wall = time.perf_counter() - t0
+    run, train_wall = train(cfgs, work)
+    checkpoints = list_checkpoints(work)
+    averaged_names = run.final["averaged"]
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
     logged = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     evals = [{k.removeprefix("eval/"): v for k, v in r.items()} for r in records if any(k.startswith("eval/") for k in r)]
     print(f"trained {run.result.step} steps in {train_wall / 60:.1f} min (loop {run.result.seconds:.0f}s, "
           f"{statistics.median(logged) if logged else float('nan'):,.0f} target tokens/s), "
-          f"averaged {[p.name for p in run.averaged]}; validation loss {run.final.get('loss', float('nan')):.3f}")
+          f"averaged {averaged_names}; validation loss {run.final.get('valid_loss', float('nan')):.3f}")
 
     # 3. quality: averaged model and last checkpoint, test and validation
     from attnkit.data.tokenizer import load_tokenizer
@@ -527,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     test = read_parallel(args.data, "test_2016_flickr", data_cfg.src, data_cfg.tgt, limit=limit)
     val = read_parallel(args.data, data_cfg.valid_split, data_cfg.src, data_cfg.tgt, limit=limit)
     averaged = attnkit.load(run.model_dir, map_location=device).eval()
-    last = attnkit.load(run.averaged[-1], map_location=device).eval()
+    last = attnkit.load(checkpoints[-1], map_location=device).eval()
     quality = {
         "averaged": {"test": score(averaged, tok, test, data_cfg, device, train_cfg.execution.precision),
                      "val": score(averaged, tok, val, data_cfg, device, train_cfg.execution.precision)},
@@ -547,14 +526,15 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "translate",
         "quick": args.quick,
         "environment": env,
-        "recipe": {"model": run_config(work)["model"], "train": train_cfg.to_dict(), "data": data_cfg.to_dict(), "overrides": args.set},
+        "recipe": RECIPE, "overrides": args.set,
+        "configs": {k: v for k, v in run_config(work).items() if k in ("model", "train", "data")},
         "training": {
             "steps": run.result.step, "wall_s": train_wall, "loop_s": run.result.seconds,
             "wall_includes": "tokenizer training, reading and encoding data, training, validation every eval_every, "
                              "checkpoints, averaging, final validation",
             "tokens_per_s_median_of_logged_windows": train_tokens_per_s,
             "tokens_per_s_mean_of_logged_windows": sum(logged) / len(logged) if logged else None,
-            "averaged_checkpoints": [p.name for p in run.averaged], "final_validation": run.final, "evals": evals,
+            "averaged_checkpoints": averaged_names, "final": run.final, "evals": evals,
             "budget_minutes": args.minutes,
         },
         "quality": quality,
