@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 
+from attnkit.data.batching import pad
 from attnkit.errors import CheckpointError, ConfigError, DataError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -232,15 +233,9 @@ class WordPieceTokenizer:
             rows.append(row)
             segs.append(seg)
             words.append(word)
-        t = max(len(r) for r in rows) if rows else 0
-        ids = torch.full((len(rows), t), self.pad_id, dtype=torch.long)
-        segment_ids = torch.zeros((len(rows), t), dtype=torch.long)
-        mask = torch.zeros((len(rows), t), dtype=torch.long)
-        for n, (row, seg) in enumerate(zip(rows, segs)):
-            ids[n, : len(row)] = torch.tensor(row)
-            segment_ids[n, : len(seg)] = torch.tensor(seg)
-            mask[n, : len(row)] = 1
-        return BertInputs(ids=ids, segment_ids=segment_ids, attention_mask=mask, word_ids=words, truncated=truncated)
+        ids, mask = pad(rows, self.pad_id, return_mask=True)  # (B, T)
+        segment_ids = pad(segs, 0)  # (B, T)
+        return BertInputs(ids=ids, segment_ids=segment_ids, attention_mask=mask.long(), word_ids=words, truncated=truncated)
 
 
 def truncate(n_a: int, n_b: int, budget: int, strategy: Truncation) -> tuple[int, int]:
