@@ -3,18 +3,19 @@
 Run from the repository root (attnkit need not be installed):
 
     PYTHONPATH=. python benchmarks/listops.py                      # GPU: 5 kernels x 1.2 min + speed table, about 8 minutes in all
-    python benchmarks/listops.py --quick --device cpu --results /tmp/lq  # tiny sizes: a smoke test
+    python benchmarks/listops.py --quick --device cpu --results /tmp/lq  # the recipe's quick variant: a smoke test
 
-Accuracy: the ListOps data (LRA sizes, generated once in parallel processes and shared by every
-kernel) train ``--preset`` (default ``listops-small``: 4 layers, d_model 128, 4 heads, d_ff 512)
-with each kernel through ``attnkit.training.listops.train_listops``, the code behind ``attnkit
-train listops``. Each kernel gets ``--minutes-per-kind`` of training: 30 steps on real batches
-are timed first, and the run gets as many steps as fit in 85% of the budget (at most
-``--max-steps``; the rest is left for the four validation passes); warm-up is 10% of the steps,
-peak learning rate ``--lr`` (1e-3: on an H100, 0.6 minutes of ``scaled_dot`` reached 38.4% test
-accuracy at 1e-3, 37.6% at 2e-4, and stayed at the majority class, 18.9%, at 5e-4 in one run each).
-Test accuracy is that of the best model by validation accuracy. LRA's published ListOps
-accuracies (Tay et al. 2020, table 1) are printed beside ours.
+Accuracy: the ``listops-small`` recipe (``attnkit recipes``: 4 layers, d_model 128, 4 heads,
+d_ff 512, AdamW lr 1e-3, LRA's data sizes; ``--quick``: its quick variant) trained with each
+kernel (``--set model.attention.kind=KIND``) through :func:`attnkit.runs.run`, as ``attnkit train
+listops --recipe listops-small`` runs it; the generated data are cached once (``--cache``) and
+shared by every kernel. Each kernel gets ``--minutes-per-kind`` of training: 30 steps on real
+batches are timed first, and the run gets as many steps as fit in 85% of the budget (at most
+``--max-steps``; the rest is left for the four validation passes), with warm-up 10% of the
+steps and four evaluations (replacing the recipe's ``train.steps``, ``train.schedule.warmup``
+and ``train.eval.every``). ``--set`` overrides the recipe for every kernel. Test accuracy is that
+of the best model by validation accuracy. LRA's published ListOps accuracies (Tay et al. 2020,
+table 1) are printed beside ours.
 
 Speed: training steps/s (forward, backward, AdamW step; bf16 autocast on a GPU) of the same
 model size ``--speed-preset`` (default ``lra-listops``, LRA's) on random tokens, batch ``--speed-batch``, lengths 1K-4K, no padding, each kernel relative
@@ -39,12 +40,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from attnkit import recipes, runs  # noqa: E402
+from attnkit.config import apply_overrides  # noqa: E402
 from attnkit.models.encoder_classifier import classifier_preset  # noqa: E402
 from attnkit.models.transformer import AttentionConfig  # noqa: E402
+from attnkit.runs.listops import with_listops_attention  # noqa: E402
 from attnkit.training.config import TrainConfig  # noqa: E402
-from attnkit.training.listops import (  # noqa: E402
-    ListOpsDataConfig, ListOpsTask, attention_config, build_model, make_splits, train_listops,
-)
+from attnkit.training.listops import ListOpsTask, attention_config, build_model, make_splits  # noqa: E402
 
 try:
     from benchmarks import common  # noqa: E402
@@ -68,19 +70,24 @@ LRA_SPEED = {
 }
 DEFAULT_KINDS = "scaled_dot,sliding_window,bigbird,linear,performer"
 
-TRAIN: dict[str, Any] = dict(
-    batch_size=32, log_every=50, keep_checkpoints=1,
-    optim=dict(name="adamw", lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01, clip_norm=1.0),
-    schedule=dict(kind="linear"), eval=dict(metric="accuracy", mode="max"), reg=dict(label_smoothing=0.0),
-)
+RECIPE = "listops-small"  # attnkit recipes: the run behind the published ListOps figure
 
 
-def model_config(args: argparse.Namespace, kind: str, max_len: int | None = None, preset: str | None = None) -> Any:
-    cfg = classifier_preset(preset or args.preset)
-    if max_len is not None:
-        cfg = cfg.replace(max_len=max_len)
+def model_config(args: argparse.Namespace, kind: str, max_len: int, preset: str) -> Any:
+    """The speed table's model: ``preset`` with kernel ``kind`` (ListOps parameters) and the ``--set model.*`` overrides."""
+    cfg = classifier_preset(preset).replace(max_len=max_len)
     cfg = cfg.replace(attention=AttentionConfig(**attention_config(kind, cfg.max_len)))
-    return cfg.with_overrides(args.set) if args.set else cfg
+    return apply_overrides([a for a in args.set if a.startswith("model.")], {"model": cfg})["model"]
+
+
+def recipe_configs(args: argparse.Namespace, device: torch.device, kind: str, cache: Path) -> dict[str, Any]:
+    """The ``listops-small`` recipe's configs (quick variant with ``--quick``) with kernel ``kind``, the data cached in
+    ``cache``, the device and ``--set`` applied together."""
+    return runs.resolve_configs(
+        runs.job("listops"), recipe=recipes.get(RECIPE, "listops"), quick=args.quick, cuda=device.type == "cuda",
+        assignments=[f"model.attention.kind={kind}", f"data.cache={json.dumps(str(cache))}", f"train.device={device}",
+                     "train.keep_checkpoints=1", *args.set],
+    )
 
 
 def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: TrainConfig, device: torch.device, steps: int) -> float:
@@ -124,15 +131,17 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[str], data_cfg: ListOpsDataConfig,
-                  on_kind: Any = None) -> dict[str, Any]:
-    """One training run per kernel; ``on_kind(partial)`` after each (a run cut short keeps the kernels done)."""
-    splits = make_splits(data_cfg, cache_dir=args.cache)
+def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[str], on_kind: Any = None) -> dict[str, Any]:
+    """One run of the recipe per kernel; ``on_kind(partial)`` after each (a run cut short keeps the kernels done)."""
     out_root = Path(args.runs or tempfile.mkdtemp(prefix="listops-bench-"))
+    cache = Path(args.cache or out_root / "data")
+    base = recipe_configs(args, device, "scaled_dot", cache)
+    splits = make_splits(base["data"], cache_dir=cache)  # generated once; every kernel's run reads the cached file
     results: dict[str, Any] = {}
 
     def summary() -> dict[str, Any]:
-        return {"model": model_config(args, "scaled_dot").to_dict(), "data": data_cfg.to_dict(), "runs": results, "runs_dir": str(out_root)}
+        return {"recipe": RECIPE, "overrides": args.set, "model": base["model"].to_dict(), "data": base["data"].to_dict(),
+                "runs": results, "runs_dir": str(out_root)}
 
     for kind in kinds:
         if on_kind is not None and results:
@@ -140,33 +149,34 @@ def accuracy_runs(args: argparse.Namespace, device: torch.device, kinds: list[st
         print(f"-- {kind} --", flush=True)
         t0 = time.perf_counter()
         try:
-            mcfg = model_config(args, kind)
-            probe_cfg = TrainConfig(**{**TRAIN, "optim": {**TRAIN["optim"], "lr": args.lr}, "schedule": {**TRAIN["schedule"], "warmup": 0}},
-                                    steps=10, device=str(device))
+            cfgs = recipe_configs(args, device, kind, cache)
+            mcfg, tcfg, dcfg = with_listops_attention(cfgs["model"]), cfgs["train"], cfgs["data"]
             torch.manual_seed(0)
             probe = build_model(mcfg)
-            task = ListOpsTask(splits["train"], splits["validation"], batch_size=probe_cfg.batch_size, pad_to=data_cfg.pad_to,
-                               bucket_size=data_cfg.bucket_size, cls=mcfg.pool == "cls", device=device)
-            sps = seconds_per_step(probe, task, probe_cfg, device, args.probe_steps)
+            parameters = probe.num_parameters()
+            task = ListOpsTask(splits["train"], splits["validation"], batch_size=tcfg.batch_size, pad_to=dcfg.pad_to,
+                               bucket_size=dcfg.bucket_size, cls=mcfg.pool == "cls", device=device)
+            sps = seconds_per_step(probe, task, tcfg, device, args.probe_steps)
             del probe
             steps = max(4, min(args.max_steps, int(0.85 * args.minutes_per_kind * 60 / sps)))
-            tcfg = TrainConfig(**{**TRAIN, "optim": {**TRAIN["optim"], "lr": args.lr},
-                                  "schedule": {**TRAIN["schedule"], "warmup": max(1, steps // 10)},
-                                  "eval": {**TRAIN["eval"], "every": max(1, steps // 4)}}, steps=steps, device=str(device))
-            report = train_listops(mcfg, tcfg, data_cfg, out_root / kind, splits=splits, progress=False, log=lambda s: print(s, flush=True))
+            budget = [f"train.steps={steps}", f"train.schedule.warmup={max(1, steps // 10)}", f"train.eval.every={max(1, steps // 4)}"]
+            cfgs = apply_overrides(budget, cfgs)
+            report = runs.run(runs.job("listops"), cfgs, out_root / kind, progress=False, recipe=RECIPE,
+                              log=lambda s: print(s, flush=True))
         except Exception as e:  # one kernel failing must not lose the others' results
             print(f"{kind}: FAILED {type(e).__name__}: {e}", flush=True)
             results[kind] = {"error": f"{type(e).__name__}: {e}"}
             continue
         wall = time.perf_counter() - t0
+        f, r = report.final, report.result
         results[kind] = {
-            "test_accuracy": report["test"]["accuracy"], "test_loss": report["test"]["loss"],
-            "best_validation_accuracy": report["best_validation_accuracy"], "best_step": report["best_step"],
-            "steps": report["steps"], "probe_s_per_step": sps, "train_seconds": report["train_seconds"],
-            "train_steps_per_s_with_eval": report["steps_per_s"], "wall_s": wall, "parameters": report["parameters"],
-            "attention": report["attention"], "validation": report["validation"],
+            "test_accuracy": f["test_accuracy"], "test_loss": f["test_loss"],
+            "best_validation_accuracy": f["best_validation_accuracy"], "best_step": f["best_step"],
+            "steps": r.step, "budget": budget, "probe_s_per_step": sps, "train_seconds": r.seconds,
+            "train_steps_per_s_with_eval": (r.step / r.seconds) if r.seconds else None, "wall_s": wall, "parameters": parameters,
+            "attention": f["attention"], "validation": f["validation"],
         }
-        print(f"{kind}: test accuracy {report['test']['accuracy']:.4f} after {report['steps']} steps, {wall:.0f}s wall", flush=True)
+        print(f"{kind}: test accuracy {f['test_accuracy']:.4f} after {r.step} steps, {wall:.0f}s wall", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return summary()
@@ -182,7 +192,7 @@ def speed_table(args: argparse.Namespace, device: torch.device, kinds: list[str]
         out[kind] = {}
         for t in lengths:
             try:
-                mcfg = model_config(args, kind, max_len=max(lengths), preset=args.speed_preset)
+                mcfg = model_config(args, kind, max(lengths), args.speed_preset)
                 torch.manual_seed(0)
                 model = build_model(mcfg).to(device).train()
                 opt = build_optimizer(model, "adamw", 1e-4, (0.9, 0.98), 1e-8, 0.0)
@@ -245,12 +255,9 @@ def print_tables(acc: dict[str, Any] | None, speed: dict[str, Any] | None) -> No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default=DEFAULT_KINDS, help=f"comma-separated attention kinds (default: {DEFAULT_KINDS})")
-    ap.add_argument("--preset", default="listops-small", help="model preset (default: listops-small)")
     ap.add_argument("--minutes-per-kind", type=float, default=1.2, help="training budget per kernel (default: 1.2)")
-    ap.add_argument("--lr", type=float, default=TRAIN["lr"], help=f"peak learning rate (default: {TRAIN['lr']})")
     ap.add_argument("--max-steps", type=int, default=5000, help="at most this many steps per kernel (default: 5000, LRA's)")
     ap.add_argument("--probe-steps", type=int, default=30, help="steps timed to size each run (default: 30)")
-    ap.add_argument("--train-size", type=int, default=96_000, help="training examples (default: 96,000, LRA's)")
     ap.add_argument("--speed-lengths", default="1024,2048,3072,4096")
     ap.add_argument("--speed-kinds", default=None, help="kinds in the speed table (default: --kinds plus lsh)")
     ap.add_argument("--speed-preset", default="lra-listops", help="model of the speed table (default: lra-listops, LRA's size)")
@@ -259,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-iters", type=int, default=8)
     ap.add_argument("--no-accuracy", action="store_true", help="only the speed table")
     ap.add_argument("--no-speed", action="store_true", help="only the accuracy runs")
-    ap.add_argument("--set", action="append", default=[], help="model config override, e.g. --set mask_padding=false")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the listops-small recipe, e.g. --set model.mask_padding=false --set data.train_size=20000 "
+                         "(model.* keys also reach the speed table's model)")
     ap.add_argument("--cache", type=Path, default=None, help="cache the generated data here")
     ap.add_argument("--runs", type=Path, default=None, help="keep each kernel's run directory here (default: a temporary one)")
     ap.add_argument("--device", default=None)
@@ -270,13 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     speed_kinds = [k for k in (args.speed_kinds or ",".join(kinds + (["lsh"] if "lsh" not in kinds else []))).split(",") if k]
     lengths = [int(x) for x in args.speed_lengths.split(",") if x]
-    data_cfg = ListOpsDataConfig(train_size=args.train_size)
     if args.quick:
-        args.preset = args.speed_preset = "listops-tiny"
+        args.speed_preset = "listops-tiny"
         args.max_steps, args.probe_steps, args.minutes_per_kind = 6, 3, min(args.minutes_per_kind, 0.1)
         args.speed_batch, args.speed_warmup, args.speed_iters = 2, 1, 2
         lengths = [128, 256]
-        data_cfg = ListOpsDataConfig(train_size=256, valid_size=64, test_size=64, min_len=40, max_len=200, pad_to=32)
         if args.speed_kinds is None:
             speed_kinds = list(kinds)
     if "scaled_dot" not in speed_kinds:
@@ -292,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(acc: dict[str, Any] | None, speed: dict[str, Any] | None) -> Path:  # after each part: a cut-short run keeps the first
         payload = {"benchmark": "listops", "environment": env, "elapsed_s": time.perf_counter() - t0, "quick": args.quick,
-                   "preset": args.preset, "lr": args.lr, "accuracy": acc, "speed": speed, "lra_accuracy": LRA_ACCURACY, "lra_speed": LRA_SPEED}
+                   "recipe": RECIPE, "accuracy": acc, "speed": speed, "lra_accuracy": LRA_ACCURACY, "lra_speed": LRA_SPEED}
         return common.write_json("listops", payload, args.results, suffix=suffix)
 
-    acc = None if args.no_accuracy else accuracy_runs(args, device, kinds, data_cfg, on_kind=lambda partial: save(partial, None))
+    acc = None if args.no_accuracy else accuracy_runs(args, device, kinds, on_kind=lambda partial: save(partial, None))
     if acc is not None:
         save(acc, None)
         print_tables(acc, None)

@@ -9,12 +9,12 @@ from attnkit.training.optim import build_optimizer
 from attnkit.training.schedules import build_scheduler, noam
 from attnkit.training.tasks import Seq2SeqTask, Task, translate_strings
 from attnkit.training.averaging import average_checkpoints, save_averaged
-from attnkit.training.translation import TranslationConfig, TranslationTask, train_translation, translate_lines
+from attnkit.training.translation import TranslationConfig, TranslationTask, translate_lines
 
 __all__ = [
     "EvalConfig", "ExecutionConfig", "OptimConfig", "RegularizationConfig", "ScheduleConfig",
     "Seq2SeqTask", "Task", "TrainConfig", "TrainResult", "Trainer", "build_optimizer", "build_scheduler",
     "latest_checkpoint", "list_checkpoints", "load_trainer_state", "noam", "pick_device", "plot_losses",
     "save_checkpoint", "translate_strings",
-    "TranslationConfig", "TranslationTask", "average_checkpoints", "save_averaged", "train_translation", "translate_lines",
+    "TranslationConfig", "TranslationTask", "average_checkpoints", "save_averaged", "translate_lines",
 ]

@@ -10,9 +10,8 @@ of ``bucket_size`` batches, each sorted by length, as fine-tuning does), and eac
 padded to a multiple of ``pad_to`` tokens: few distinct shapes (compiled kernels are reused) and
 lengths that divide block sizes. ``attention_mask`` marks the real tokens.
 
-:func:`train_listops` trains :class:`~attnkit.models.EncoderClassifier` with the
-:class:`~attnkit.training.Trainer` (validation accuracy every ``train.eval.every`` steps, best
-model kept), then measures the best model on the test split and writes ``eval.json``.
+The run itself (the :class:`~attnkit.training.Trainer`, the best model by validation accuracy,
+its test-split score) is :class:`attnkit.runs.listops.ListOpsJob` on the one run path.
 """
 
 from __future__ import annotations
@@ -255,55 +254,3 @@ def build_model(model_cfg: Any) -> nn.Module:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model.attention (kind {model_cfg.attention.kind!r}, params {model_cfg.attention.params}): {e}") from None
-
-
-def train_listops(
-    model_cfg: Any, train_cfg: Any, data_cfg: ListOpsDataConfig, out: str | Path, *, splits: dict[str, ListOpsSplit] | None = None,
-    cache_dir: str | Path | None = None, resume: bool = False, progress: bool = True, log: Callable[[str], Any] = print,
-) -> dict[str, Any]:
-    """Train, keep the best model by validation accuracy, measure it on the test split.
-
-    Writes ``run_config.json``, the Trainer's files (``metrics.jsonl``, ``checkpoints/``,
-    ``model/``) and ``eval.json`` under ``out``. ``splits`` (from :func:`make_splits`) skips
-    generating or reading the data; otherwise they are read from or cached in ``cache_dir``
-    (default ``out``). Returns the content of ``eval.json``.
-    """
-    from attnkit.models.base import load
-    from attnkit.training.loop import Trainer, pick_device
-
-    out = Path(out)
-    check_configs(model_cfg, data_cfg)
-    torch.manual_seed(train_cfg.seed)  # the initial weights are part of a reproducible run
-    model = build_model(model_cfg)  # before the data: a kernel's refusal of its parameters comes first
-    out.mkdir(parents=True, exist_ok=True)
-    if splits is None:
-        splits = make_splits(data_cfg, cache_dir=cache_dir or out, log=log)
-    cls = model_cfg.pool == "cls"
-    device = pick_device(train_cfg.device)
-    task = ListOpsTask(splits["train"], splits["validation"], batch_size=train_cfg.batch_size, eval_batch_size=data_cfg.eval_batch_size,
-                       pad_to=data_cfg.pad_to, bucket_size=data_cfg.bucket_size, cls=cls, device=device)
-    run_config = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
-    (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
-    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, attention {model_cfg.attention.kind} {model_cfg.attention.params or ''}")
-    trainer = Trainer(model, task, train_cfg, out, progress=progress)
-    result = trainer.fit(resume=resume)
-    best = load(out / "model", map_location=device) if (out / "model").is_dir() else model
-    best.eval()
-    with torch.no_grad(), trainer.autocast():
-        test = evaluate_split(best, splits["test"], batch_size=data_cfg.eval_batch_size, pad_to=data_cfg.pad_to, cls=cls, device=device)
-    report = {
-        "task": "listops",
-        "attention": model_cfg.attention.to_dict(),
-        "parameters": model.num_parameters(),
-        "steps": result.step,
-        "train_seconds": result.seconds,
-        "steps_per_s": (len(result.losses) / result.seconds) if result.seconds else None,
-        "best_validation_accuracy": result.best,
-        "best_step": result.best_step,
-        "test": test,
-        "validation": result.evals,
-        "data": {name: len(s) for name, s in splits.items()},
-        "device": str(device),
-    }
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report

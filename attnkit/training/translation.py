@@ -187,16 +187,6 @@ def load_translation_info(model_dir: str | os.PathLike) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-@dataclass
-class TranslationRun:
-    """What :func:`train_translation` did: the loop's result and the final model's validation scores."""
-
-    result: Any  # attnkit.training.loop.TrainResult
-    averaged: list[Path]  # the checkpoints averaged into ``out/model``
-    final: dict[str, float]  # validation metrics of the averaged model
-    model_dir: Path
-
-
 def check_recipe(train_cfg: Any, data_cfg: TranslationConfig) -> None:
     """Raise a :class:`ConfigError` if the checkpoints written cannot be averaged as asked."""
     from attnkit.errors import ConfigError
@@ -220,63 +210,3 @@ def prepare_tokenizer(data_cfg: TranslationConfig, train: ParallelCorpus, out: P
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return tok
-
-
-def train_translation(
-    model_cfg: Any, train_cfg: Any, data_cfg: TranslationConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True
-) -> TranslationRun:
-    """Learn the joint tokenizer, train, average the last checkpoints into ``out/model``.
-
-    The model's vocabulary sizes are set from the tokenizer. Files under ``out``: those of
-    the :class:`~attnkit.training.loop.Trainer`, ``tokenizer.json`` and ``run_config.json``;
-    ``out/model`` is the averaged model with its tokenizer and ``translation.json``.
-
-    Raises:
-        DataError, ConfigError, CheckpointError: bad data, settings or checkpoints.
-    """
-    import dataclasses
-
-    from attnkit.models.transformer import Transformer
-    from attnkit.training.averaging import save_averaged
-    from attnkit.training.checkpoint import list_checkpoints
-    from attnkit.training.loop import Trainer, autocast_for, pick_device
-
-    check_recipe(train_cfg, data_cfg)
-    out = Path(out)
-    if not resume and list_checkpoints(out):
-        raise CheckpointError(f"{out / 'checkpoints'} holds checkpoints of an earlier run; pass --resume to continue it, or another --out")
-    train_corpus = data_cfg.read(data_cfg.train_split, limit=data_cfg.max_pairs)
-    valid_corpus = data_cfg.read(data_cfg.valid_split)
-    tok = prepare_tokenizer(data_cfg, train_corpus, out, reuse=resume)
-    vocab = tok.get_vocab_size()
-    model_cfg = dataclasses.replace(model_cfg, src_vocab_size=vocab, tgt_vocab_size=vocab)
-    configs = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
-    (out / "run_config.json").write_text(json.dumps(configs, indent=2) + "\n")
-
-    device = pick_device(train_cfg.device)
-    max_len = model_cfg.max_len
-    train_ds = TokenBatches(encode_pairs(tok, train_corpus, max_len), data_cfg.max_tokens, name=f"{data_cfg.train_split} split")
-    valid_ds = TokenBatches(encode_pairs(tok, valid_corpus, max_len), data_cfg.max_tokens, name=f"{data_cfg.valid_split} split")
-    n = data_cfg.bleu_sentences
-    task = TranslationTask(
-        train_ds,
-        valid=valid_ds,
-        tokenizer=tok,
-        label_smoothing=train_cfg.reg.label_smoothing,
-        bleu_sources=valid_corpus.src[:n],
-        bleu_references=valid_corpus.tgt[:n],
-        beam_size=data_cfg.beam_size,
-        length_penalty=data_cfg.length_penalty,
-        device=device,
-    )
-    model = Transformer(model_cfg)
-    result = Trainer(model, task, train_cfg, out, tokenizer=tok, progress=progress).fit(resume=resume)
-
-    averaged = list_checkpoints(out)[-data_cfg.average_last :]
-    model_dir = out / "model"
-    final_model = save_averaged(averaged, model_dir).to(device)
-    save_translation_info(model_dir, data_cfg)
-    final_model.eval()
-    with torch.no_grad(), autocast_for(device, train_cfg.execution.precision):
-        final = task.evaluate(final_model)
-    return TranslationRun(result=result, averaged=averaged, final=final, model_dir=model_dir)
