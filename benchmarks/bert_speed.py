@@ -114,8 +114,10 @@ def parity(hf: torch.nn.Module, ours: torch.nn.Module, device: torch.device, voc
 
 
 def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    fused = device.type == "cuda"  # the fused CUDA kernel; the CPU gets the default (foreach)
-    return torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, fused=fused or None)
+    """AdamW for both models alike (:func:`attnkit.training.build_optimizer`: fused on CUDA, foreach on the CPU)."""
+    from attnkit.training import build_optimizer
+
+    return build_optimizer(model, "adamw", 2e-5, (0.9, 0.999), 1e-8, 0.01)
 
 
 def train_step(fn: Callable[..., torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import attnkit  # noqa: E402
 from attnkit.layers import EncoderLayer, LayerSpec  # noqa: E402
 from attnkit.models.transformer import AttentionConfig  # noqa: E402
+from attnkit.training import build_optimizer  # noqa: E402
 try:
     from benchmarks import common  # noqa: E402
 except ImportError:  # another installed package is called "benchmarks": use the file beside this one
@@ -425,9 +426,7 @@ def layer_step(layer: nn.Module, call: Callable[[nn.Module, Tensor], Tensor], xs
 def model_step(
     model: nn.Module, logits_of: Callable[[Tensor, Tensor], Tensor], batches: list, device: torch.device
 ) -> common.Step:
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.01, fused=device.type == "cuda"
-    )
+    opt = build_optimizer(model, "adamw", 1e-4, (0.9, 0.98), 1e-9, 0.01)  # fused on CUDA, foreach on the CPU
 
     def step(i: int) -> None:
         src, tgt_in, labels = batches[i % len(batches)]

@@ -1,8 +1,9 @@
-"""`attnkit demo` as a user runs it: wall time and held-out exact match, one process per seed.
+"""`attnkit demo` (the ``demo`` recipe) as a user runs it: wall time and held-out exact match, one process per seed.
 
 Each seed runs ``attnkit demo --no-progress --seed S`` as a subprocess (so Python start-up and
-imports are counted) and reads the final ``held-out exact match: X`` line and the validation
-evaluations from ``metrics.jsonl``. The JSON goes to ``benchmarks/results/demo-<device>-<date>.json``.
+imports are counted); the command trains the ``demo`` recipe (``attnkit train reverse --recipe
+demo``). The final ``held-out exact match: X`` line and the validation evaluations from
+``metrics.jsonl`` are read back. The JSON goes to ``benchmarks/results/demo-<device>-<date>.json``.
 
     python benchmarks/demo.py --seeds 0 1 2
 """
@@ -27,8 +28,8 @@ def run_seed(seed: int, work: Path) -> dict:
     out = work / f"seed{seed}"
     start = time.perf_counter()
     p = subprocess.run(
-        [sys.executable, "-m", "attnkit.cli.main", "demo", "--no-progress", "--seed", str(seed), "--out", str(out)],
-        capture_output=True, text=True, check=True,
+        [*common.attnkit_command(), "demo", "--no-progress", "--seed", str(seed), "--out", str(out)],
+        capture_output=True, text=True, check=True, env=common.attnkit_env(),
     )
     wall = time.perf_counter() - start
     exact = float(p.stdout.strip().splitlines()[-1].split(": ")[1])
@@ -50,7 +51,7 @@ def main() -> int:
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp)) for s in args.seeds]
-    payload = {"benchmark": "demo", "environment": common.environment(device), "cpu_count": __import__("os").cpu_count(), "runs": runs}
+    payload = {"benchmark": "demo", "recipe": "demo", "environment": common.environment(device), "cpu_count": __import__("os").cpu_count(), "runs": runs}
     path = common.write_json("demo", payload, args.out_dir)
     print(common.markdown_table(
         ["seed", "wall s", "steps", "held-out exact match"],

@@ -50,7 +50,7 @@ for _name in ("recompile_limit", "cache_size_limit"):
 
 def attention_config(name: str) -> AttentionConfig:
     """``name`` from ``attnkit bench``'s kernels (``dense`` is attnkit's scaled dot product on SDPA),
-    optionally ``@`` a variant of ``attnkit.cli.bench.VARIANTS`` (``@t64``, ``@cg``, ``@t64cg``; CUDA
+    optionally ``@`` a variant of ``attnkit.attention.benchmark.VARIANTS`` (``@t64``, ``@cg``, ``@t64cg``; CUDA
     graphs act in eager mode only: a compiled model traces the kernel)."""
     base, _, variant = name.partition("@")
     kind, params = KERNELS[base]
