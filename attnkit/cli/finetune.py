@@ -79,13 +79,13 @@ def add_parser(sub: Any) -> None:
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
     fmt = "GLUE .tsv" if task == "classify" else "CoNLL"
     g = p.add_argument_group(task)
-    g.add_argument("--model", type=Path, help="attnkit or Hugging Face BERT-family directory, or all-MiniLM-L6-v2 (sets data.model)")
-    g.add_argument("--tokenizer", type=Path, help="tokenizer.json or vocab.txt (default: the one in --model; sets data.tokenizer)")
-    g.add_argument("--train", type=Path, help=f"training file, {fmt} (sets data.train)")
-    g.add_argument("--dev", type=Path, help=f"dev file, {fmt}: chooses the best model (sets data.dev)")
-    g.add_argument("--test", type=Path, help=f"labelled test file, {fmt}, scored once with the saved model (sets data.test)")
-    g.add_argument("--epochs", type=float, help="passes over the training data (sets data.epochs; default 3)")
-    g.add_argument("--max-len", type=int, help="tokens per row, specials included, capped at the model's positions "
+    g.add_argument("--model", type=Path, metavar="DIR", help="attnkit or Hugging Face BERT-family directory, or all-MiniLM-L6-v2 (sets data.model)")
+    g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (default: the one in --model; sets data.tokenizer)")
+    g.add_argument("--train", type=Path, metavar="FILE", help=f"training file, {fmt} (sets data.train)")
+    g.add_argument("--dev", type=Path, metavar="FILE", help=f"dev file, {fmt}: chooses the best model (sets data.dev)")
+    g.add_argument("--test", type=Path, metavar="FILE", help=f"labelled test file, {fmt}, scored once with the saved model (sets data.test)")
+    g.add_argument("--epochs", type=float, metavar="N", help="passes over the training data (sets data.epochs; default 3)")
+    g.add_argument("--max-len", type=int, metavar="N", help="tokens per row, specials included, capped at the model's positions "
                    "(sets data.max_len; default 128)")
 
 

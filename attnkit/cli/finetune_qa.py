@@ -37,19 +37,19 @@ FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "train": "data.tr
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("qa")
-    g.add_argument("--model", type=Path, help="attnkit or Hugging Face BERT-family directory, or all-MiniLM-L6-v2 (sets data.model)")
-    g.add_argument("--tokenizer", type=Path, help="tokenizer.json or vocab.txt (default: the one in --model; sets data.tokenizer)")
-    g.add_argument("--train", type=Path, help="SQuAD v1.1 JSON to train on (sets data.train)")
-    g.add_argument("--dev", type=Path, help="SQuAD v1.1 JSON to evaluate on (sets data.dev)")
-    g.add_argument("--data", type=Path, help="one SQuAD v1.1 JSON to split by article, with --split-articles (sets data.data)")
+    g.add_argument("--model", type=Path, metavar="DIR", help="attnkit or Hugging Face BERT-family directory, or all-MiniLM-L6-v2 (sets data.model)")
+    g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (default: the one in --model; sets data.tokenizer)")
+    g.add_argument("--train", type=Path, metavar="FILE", help="SQuAD v1.1 JSON to train on (sets data.train)")
+    g.add_argument("--dev", type=Path, metavar="FILE", help="SQuAD v1.1 JSON to evaluate on (sets data.dev)")
+    g.add_argument("--data", type=Path, metavar="FILE", help="one SQuAD v1.1 JSON to split by article, with --split-articles (sets data.data)")
     g.add_argument("--split-articles", type=int, metavar="N", help="evaluate on the last N articles of --data (sets data.split_articles)")
-    g.add_argument("--epochs", type=float, help="passes over the training windows (sets data.epochs; default 3)")
-    g.add_argument("--max-len", type=int, help="tokens per window, specials included, capped at the model's positions "
+    g.add_argument("--epochs", type=float, metavar="N", help="passes over the training windows (sets data.epochs; default 3)")
+    g.add_argument("--max-len", type=int, metavar="N", help="tokens per window, specials included, capped at the model's positions "
                    "(sets data.max_len; default 384)")
-    g.add_argument("--doc-stride", type=int, help="tokens between the starts of consecutive windows (sets data.doc_stride; default 128)")
-    g.add_argument("--max-question-len", type=int, help="longer questions are truncated (sets data.max_question_len; default 64)")
-    g.add_argument("--n-best", type=int, help="start and end candidates per window (sets data.n_best; default 20)")
-    g.add_argument("--max-answer-len", type=int, help="longest answer in tokens (sets data.max_answer_len; default 30)")
+    g.add_argument("--doc-stride", type=int, metavar="N", help="tokens between the starts of consecutive windows (sets data.doc_stride; default 128)")
+    g.add_argument("--max-question-len", type=int, metavar="N", help="longer questions are truncated (sets data.max_question_len; default 64)")
+    g.add_argument("--n-best", type=int, metavar="N", help="start and end candidates per window (sets data.n_best; default 20)")
+    g.add_argument("--max-answer-len", type=int, metavar="N", help="longest answer in tokens (sets data.max_answer_len; default 30)")
 
 
 def run(args: argparse.Namespace) -> int:

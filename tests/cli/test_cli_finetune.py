@@ -315,3 +315,22 @@ def test_ner_recipe_quick_scores_test_and_resumes_with_out_alone(capsys, tmp_pat
     assert json.loads((out / "eval.json").read_text())["steps"] == 5
     code, _, err = run_cli(capsys, "finetune", "ner", "--resume", "--out", out, "--no-progress", "--max-len", "64")
     assert code == 2 and "data.max_len" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("task", ["classify", "ner", "qa"])
+def test_help_pages_are_plain_with_every_flag_explained(task, capsys):
+    import argparse
+
+    from attnkit.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", task, "--help"])
+    page = capsys.readouterr().out
+    assert e.value.code == 0 and page.startswith(f"usage: attnkit finetune {task}")
+    assert not [m for m in ("``", ":mod:", ":func:", ":class:") if m in page], page
+    (finetune,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (tasks,) = [a for a in finetune.choices["finetune"]._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in tasks.choices[task]._actions:
+        if action.dest != "help":
+            assert action.help and action.option_strings[-1] in page, action.option_strings
+    assert "--resume" in page and "--recipe" in page
