@@ -3,8 +3,9 @@
 A uniform soup (Wortsman et al. 2022, "Model soups", section 2) averages the weights of models
 fine-tuned from one checkpoint with different seeds: one model, the cost of one at inference.
 This script takes the output folders of ``benchmarks/finetune.py`` runs of one task (each holds
-``<task>/model``), builds the soup with ``attnkit average``, and scores on the same data, in one
-process:
+``<task>/model``), builds the soup with :func:`attnkit.training.averaging.save_averaged` (what
+``attnkit average`` does), and scores on the same data (the files the task's recipe names under
+``--data``), in one process:
 
 * every ingredient (dev; WNUT-17 also test: the task's reported metric),
 * the soup,
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -34,14 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from attnkit.cli.main import main as attnkit_main  # noqa: E402
-
 try:
     from benchmarks import common  # noqa: E402
-    from benchmarks.finetune import TASKS, metric_of, model_probabilities  # noqa: E402
+    from benchmarks.finetune import TASKS, data_file, make_soup, metric_name, metric_of, model_probabilities, recipe_of  # noqa: E402
 except ImportError:  # another installed package is called "benchmarks": use the files beside this one
     import common  # type: ignore[no-redef]  # noqa: E402
-    from finetune import TASKS, metric_of, model_probabilities  # type: ignore[no-redef]  # noqa: E402
+    from finetune import (  # type: ignore[no-redef]  # noqa: E402
+        TASKS, data_file, make_soup, metric_name, metric_of, model_probabilities, recipe_of,
+    )
 
 
 def model_dir(run: Path, task: str) -> Path:
@@ -52,31 +52,30 @@ def model_dir(run: Path, task: str) -> Path:
     raise SystemExit(f"error: {run} holds no model (looked for {task}/model, model and config.json)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, nargs="+", help="finetune.py output folders (or model directories), one per ingredient")
-    p.add_argument("--task", required=True, choices=[t for t in TASKS if TASKS[t][0] in ("classify", "ner")])
-    p.add_argument("--data", default="../shared/data", help="folder with sst2/, rte/, wnut17/ (default: ../shared/data)")
+    p.add_argument("--task", required=True, choices=[t for t in TASKS if recipe_of(t).task in ("classify", "ner")])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"),
+                   help="the recipes' data root, with sst2/, rte/, wnut17/ (default: ../shared/data)")
     p.add_argument("--out", type=Path, default=Path("runs/soup"), help="where the soup model is written (replaced)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
     p.add_argument("--tag", default="", help="appended to the result file's name")
-    p.add_argument("--results", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
-    args = p.parse_args()
+    p.add_argument("--out-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
+    args = p.parse_args(argv)
     if len(args.runs) < 2:
         raise SystemExit("error: a soup needs at least two runs")
     device = common.pick_device(args.device)
-    sub, _, dev, test, _, metric, target = TASKS[args.task]
-    data_dir = Path(args.data)
-    splits = {"dev": data_dir / dev, **({"test": data_dir / test} if test else {})}
+    target, metric = TASKS[args.task][1], metric_name(args.task)
+    dev, test = data_file(args.task, "dev", args.data), data_file(args.task, "test", args.data)
+    assert dev is not None and target is not None
+    splits = {"dev": dev, **({"test": test} if test else {})}
     reported = "test" if test else "dev"
     ingredients = [model_dir(r, args.task) for r in args.runs]
 
     soup_dir = args.out / f"{args.task}-soup"
-    shutil.rmtree(soup_dir, ignore_errors=True)
-    argv = ["average", *map(str, ingredients), "--out", str(soup_dir)]
     start = time.perf_counter()
-    if attnkit_main(argv) != 0:
-        raise SystemExit("error: attnkit average failed (message above)")
+    make_soup(ingredients, soup_dir)
     soup_s = time.perf_counter() - start
 
     rows: list[dict[str, Any]] = []
@@ -104,9 +103,10 @@ def main() -> None:
     summary = {"metric": f"{reported} {metric}", "target": target, "ingredients_mean": statistics.mean(seeds),
                "ingredients_min": min(seeds), "ingredients_max": max(seeds), "soup": rows[-2][reported],
                "ensemble": ens_row[reported], "soup_met": rows[-2][reported] >= target, "average_s": soup_s}
-    payload = {"benchmark": "soup", "task": args.task, "rows": rows, "summary": summary, "command": "attnkit " + " ".join(argv),
+    payload = {"benchmark": "soup", "task": args.task, "recipe": recipe_of(args.task).name, "rows": rows, "summary": summary,
+               "ingredients": [str(q) for q in ingredients],
                "environment": common.environment(device), "argv": sys.argv}
-    path = common.write_json(f"soup-{args.task}", payload, args.results, suffix=f"-{args.tag}" if args.tag else "")
+    path = common.write_json(f"soup-{args.task}", payload, args.out_dir, suffix=f"-{args.tag}" if args.tag else "")
     table = [[r["name"], *(f"{100 * r[s]:.2f}" for s in splits)] for r in rows]
     print(common.markdown_table(["model", *splits], table))
     print(f"{summary['metric']}: ingredients mean {100 * summary['ingredients_mean']:.2f} "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ def tiny_task(root: Path, *, seed: int, n_train: int, n_dev: int) -> Path:
 
 
 @pytest.mark.slow
-def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
+def test_soup_scores(load_benchmark, tmp_path, capsys):
     soup = load_benchmark("soup")
     dev = tiny_task(tmp_path, seed=3, n_train=128, n_dev=48)
     runs = []
@@ -54,9 +53,8 @@ def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
                              "--set", f"train.seed={seed}"])
         assert code == 0
         runs.append(run)
-    monkeypatch.setattr(sys, "argv", ["soup.py", "--task", "sst2", "--data", str(tmp_path / "data"), "--device", "cpu",
-                                      "--out", str(tmp_path / "soups"), "--results", str(tmp_path / "results"), *map(str, runs)])
-    soup.main()
+    soup.main(["--task", "sst2", "--data", str(tmp_path / "data"), "--device", "cpu", "--out", str(tmp_path / "soups"),
+               "--out-dir", str(tmp_path / "results"), *map(str, runs)])
     capsys.readouterr()
     (result,) = (tmp_path / "results").glob("soup-sst2-*.json")
     payload = json.loads(result.read_text())
@@ -77,18 +75,20 @@ def test_soup_scores(load_benchmark, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_finetune_soup_option(load_benchmark, tmp_path, capsys):
-    """``finetune.py --soup 2``: seeds 0 and 1 from one start, their weight mean, scored like the single run."""
+    """``finetune.py --soup 2`` on the sst2-minilm recipe (a tiny model in place of the stage's): seeds 0 and 1 from
+    one start, their weight mean, scored like the single run."""
     import argparse
 
     from safetensors.torch import load_file
 
     bench = load_benchmark("finetune")
     dev = tiny_task(tmp_path, seed=4, n_train=96, n_dev=40)
-    args = argparse.Namespace(model=tmp_path / "tiny", device="cpu", quick=False, epochs=2.0, tapt_steps=0, soup=2, data=str(tmp_path / "data"),
-                              set=["train.optim.lr=1e-3", "train.batch_size=16", "train.reg.ema_decay=0", "train.eval.every=6"])
+    args = argparse.Namespace(device="cpu", quick=False, soup=2, seeds=None, no_stages=True, data=tmp_path / "data",
+                              set=[f"data.model={tmp_path / 'tiny'}", "data.epochs=2", "train.optim.lr=1e-3", "train.batch_size=16",
+                                   "train.reg.ema_decay=0", "train.eval.every=6"])
     row = bench.run_task("sst2", args, tmp_path / "out")
     capsys.readouterr()
-    assert row["soup_of"] == 2 and [r["command"].endswith(f"train.seed={i}") for i, r in enumerate(row["ingredients"])] == [True, True]
+    assert row["soup_of"] == 2 and [r["seed"] for r in row["ingredients"]] == [0, 1]
     states = [load_file(str(tmp_path / "out" / f"sst2-seed{i}" / "model" / "model.safetensors")) for i in (0, 1)]
     soup = load_file(str(tmp_path / "out" / "sst2" / "model" / "model.safetensors"))
     for k, v in soup.items():
