@@ -116,14 +116,14 @@ def seconds_per_step(model: torch.nn.Module, task: ListOpsTask, train_cfg: Train
 
 def _endless_batches(task: ListOpsTask, *, seed: int) -> Iterator[Any]:
     """The task's batches, epoch after epoch: a small training split has fewer batches than the probe has steps
-    (one epoch alone ran out and raised ``StopIteration``, e.g. ``--train-size 200`` with 30 probe steps)."""
+    (one epoch alone ran out and raised ``StopIteration``, e.g. ``--set data.train_size=200`` with 30 probe steps)."""
     for epoch in itertools.count():
         produced = False
         for b in task.batches(epoch, seed):
             produced = True
             yield b
         if not produced:
-            raise ValueError("the ListOps training split produced no batches; raise --train-size")
+            raise ValueError("the ListOps training split produced no batches; raise data.train_size")
 
 
 def _autocast(device: torch.device) -> Any:
