@@ -24,7 +24,7 @@ from typing import Any
 from attnkit.cli.runner import add_run_arguments, run_command
 
 DESCRIPTIONS = {
-    "reverse": "Synthetic task: reverse digit strings with an encoder-decoder Transformer (recipe: demo).",
+    "reverse": "Synthetic task: reverse digit strings with an encoder-decoder Transformer; recipe demo.",
     "sort": "Synthetic task: sort the digits of a string with an encoder-decoder Transformer.",
     "copy": "Synthetic task: copy digit strings with an encoder-decoder Transformer.",
 }

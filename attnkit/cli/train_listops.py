@@ -18,7 +18,7 @@ The data are generated from the task's definition (LRA sizes: 96,000 / 2,000 / 2
 listops-HASH.pt; smaller runs: --set data.train_size=20000. The model (an encoder classifier with
 mean pooling and a linear head) starts from --preset: lra-listops (LRA's configuration: 6 layers,
 d_model 512, 8 heads, d_ff 2048), listops-small (4 layers, d_model 128, 4 heads, d_ff 512) or
-listops-tiny. --attention KIND picks the kernel (attnkit info lists them); parameters the run
+listops-tiny. --attention KIND picks the kernel (attnkit bench attention --help lists them); parameters the run
 leaves unset take ListOps values (a window of 256 tokens, blocks of 64, 256 random features,
 ...); change one with --set model.attention.params.window=128.
 
@@ -37,7 +37,7 @@ def add_parser(tasks: Any) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("listops")
     g.add_argument("--attention", metavar="KIND", help="attention kernel, with ListOps values for its parameters "
-                   "(sets model.attention.kind; default: scaled_dot; attnkit info lists the kernels)")
+                   "(sets model.attention.kind; default: scaled_dot; attnkit bench attention --help lists the kernels)")
     g.add_argument("--preset", help="model preset to start from: lra-listops (default), listops-small, listops-tiny")
     g.add_argument("--cache", metavar="DIR", help="where the generated data are cached (sets data.cache; default: --out)")
     add_run_arguments(p, "listops", out="runs/listops")
