@@ -40,7 +40,8 @@ class TranslationConfig(Config):
     ``max_tokens`` bounds the padded tokens of a batch on each side (the paper's batches
     hold about 25,000). ``bleu_sentences`` validation sentences are translated at each
     evaluation to report ``bleu`` (0: validation loss only). ``average_last`` checkpoints
-    are averaged into the final model (1: the last checkpoint as is).
+    are averaged into the final model (1: the last checkpoint as is). ``test_split`` (if set)
+    is translated by the final model and scored once, after training.
     """
 
     data: str = ""
@@ -48,6 +49,7 @@ class TranslationConfig(Config):
     tgt: str = "en"
     train_split: str = "train"
     valid_split: str = "val"
+    test_split: str = ""
     max_pairs: int | None = None
     vocab_size: int = 8000
     tokenizer: Literal["bpe", "unigram"] = "bpe"
