@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from attnkit.errors import ConfigError
-from attnkit.io import atomic_write_text
+from attnkit.io import atomic_write_text, read_json_object
 
 C = TypeVar("C", bound="Config")
 
@@ -155,14 +155,7 @@ class Config:
 
     @classmethod
     def load(cls: type[C], path: str | os.PathLike) -> C:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(Path(path), ConfigError, "config file"))
 
     # -- overrides -------------------------------------------------------------------
     def replace(self: C, **changes: Any) -> C:

@@ -104,3 +104,19 @@ def read_utf8(path: str | os.PathLike, what: str = "text file") -> str:
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
                         "convert it, e.g. with iconv -t UTF-8") from None
+
+
+def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
+    """The JSON object in ``path``; a missing file, invalid JSON or a non-object raises ``error`` naming ``what`` and the path."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {path} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} is not a JSON object")
+    return data

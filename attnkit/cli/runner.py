@@ -42,13 +42,10 @@ def config_file_assignments(path: Path | None, names: list[str]) -> list[str]:
     """The ``key=value`` assignments of a ``--config`` JSON file."""
     if path is None:
         return []
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config {path} is not valid JSON ({getattr(e, 'msg', e)})") from None
-    if not isinstance(data, dict) or not set(data) <= set(names):
+    from attnkit.io import read_json_object
+
+    data = read_json_object(path, ConfigError, "--config")
+    if not set(data) <= set(names):
         raise ConfigError(f"--config {path} must be a JSON object whose keys are among {', '.join(names)}")
     from attnkit.runs.path import flatten
 
@@ -110,7 +107,8 @@ def run_command(args: argparse.Namespace, job: Any, flags: list[str], *, base: d
         print(describe(cfgs))
         return None
     if recipe is not None and recipe.before and not args.resume:
-        fed = run_stages(recipe, args.out, quick=args.quick, root=args.data_root, progress=not args.no_progress, log=log)
+        fed = run_stages(recipe, args.out, quick=args.quick, root=args.data_root, progress=not args.no_progress, log=log,
+                         assignments=assignments)
         cfgs = resolve_configs(job, **{**kw, "assignments": [*fed, *assignments]})
     return run(job, cfgs, args.out, resume=args.resume, progress=not args.no_progress,
                recipe=recipe.name if recipe is not None else None, log=log)

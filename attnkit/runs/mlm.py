@@ -361,10 +361,10 @@ def _start_eval(model: Any, task: Any, out: Path, log: Log) -> Any:
     """Before a continued run: the held-out scores of the loaded weights, in ``OUT/start_eval.json``."""
 
     def before_fit(trainer: Trainer) -> None:
-        log("step 0 (the loaded weights):")
         model.eval()
         with torch.no_grad(), trainer.autocast():
             start = task.evaluate(model)
+        log("step 0 (the loaded weights): " + " ".join(f"{k}={v:.4f}" for k, v in start.items()))
         atomic_write_text(out / "start_eval.json", json.dumps({"step": 0, **start}, indent=2) + "\n")
 
     return before_fit

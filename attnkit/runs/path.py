@@ -21,7 +21,7 @@ from typing import Any
 
 from attnkit.config import Config, apply_overrides
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.io import atomic_write_text
+from attnkit.io import atomic_write_text, read_json_object
 from attnkit.runs.base import Job, Log, RunReport
 from attnkit.training.checkpoint import list_checkpoints
 from attnkit.training.loop import Trainer
@@ -55,13 +55,7 @@ def read_run_config(out: Path) -> dict[str, Any]:
     path = Path(out) / RUN_CONFIG
     if not path.is_file():
         raise CheckpointError(f"--resume: {path} does not exist; nothing to resume in {out}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({type(e).__name__}); it cannot be resumed from") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is corrupt (not a JSON object); it cannot be resumed from")
-    return data
+    return read_json_object(path, CheckpointError, "the run's settings")
 
 
 def resolve_configs(
@@ -218,13 +212,19 @@ def _fmt(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4f}"
 
 
+# where the run happens, not what it learns: a recipe's stages follow the run's own choice
+STAGE_PASSTHROUGH = ("train.device",)
+
+
 def run_stages(recipe: Any, out: str | os.PathLike, *, quick: bool = False, root: str | os.PathLike | None = None,
-               progress: bool = True, log: Log = print) -> list[str]:
+               progress: bool = True, log: Log = print, assignments: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Run the recipes ``recipe.before`` names, each in ``OUT/stages/NAME``; return the assignments that feed their models on.
 
     A stage whose directory already holds a finished model (``eval.json`` written) is not run again,
-    so a resumed or repeated run reuses it.
+    so a resumed or repeated run reuses it. Of ``assignments`` (the later run's), those of
+    :data:`STAGE_PASSTHROUGH` keys apply to the stages too (the device).
     """
+    passed = [a for a in assignments if a.split("=", 1)[0].strip() in STAGE_PASSTHROUGH]
     from attnkit import recipes
     from attnkit.runs import job as job_of
 
@@ -235,7 +235,7 @@ def run_stages(recipe: Any, out: str | os.PathLike, *, quick: bool = False, root
         if not (where / "eval.json").is_file():
             log(f"stage {sub.name} ({sub.task}) -> {where}")
             j = job_of(sub.task)
-            cfgs = resolve_configs(j, recipe=sub, quick=quick, root=root, log=log)
+            cfgs = resolve_configs(j, recipe=sub, quick=quick, root=root, assignments=passed, log=log)
             resumable = (where / RUN_CONFIG).is_file() and bool(list_checkpoints(where))
             run(j, cfgs, where, resume=resumable, progress=progress, recipe=sub.name, log=log)
         feeds.append(f"{stage.feeds}={json.dumps(str(where / 'model'))}")

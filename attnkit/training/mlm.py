@@ -138,5 +138,4 @@ class PretrainingTask:
             metrics[f"{self.pair_task}_accuracy"] = float(pair_hits) / rows
             loss += metrics[f"{self.pair_task}_loss"]
         metrics["loss"] = loss
-        self.log("held-out " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
