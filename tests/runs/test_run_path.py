@@ -109,3 +109,23 @@ def test_help_is_plain_text(capsys, argv):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "``" not in out and ":mod:" not in out and ":func:" not in out
+
+
+def test_stages_follow_the_runs_device_and_feed_their_model(tmp_path, monkeypatch):
+    """rte-minilm's stage gets the later run's train.device (and nothing else of its settings); its model feeds data.model."""
+    import attnkit.runs.path as path
+    from attnkit import recipes
+
+    seen = {}
+
+    def fake_run(job, cfgs, out, **kw):
+        seen[kw["recipe"]] = cfgs
+        (out / "eval.json").parent.mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(path, "run", fake_run)
+    fed = path.run_stages(recipes.get("rte-minilm"), tmp_path, root=tmp_path,
+                          assignments=["train.device=cpu", "train.optim.lr=0.5", "data.epochs=1"], log=lambda s: None)
+    stage = seen["rte-tapt"]
+    assert stage["train"].device == "cpu"
+    assert stage["train"].optim.lr == recipes.get("rte-tapt").train.optim.lr  # the later run's lr is not the stage's
+    assert fed == [f'data.model={json.dumps(str(tmp_path / "stages" / "rte-tapt" / "model"))}']
