@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="train a tiny Transformer to reverse digit strings (about 30 seconds on a CPU)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["reverse", "sort", "copy"], default="reverse", help="the transduction task (default: reverse)")
-    p.add_argument("--out", type=Path, default=Path("attnkit-demo"), help="where to save the model and loss plot (default: ./attnkit-demo)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to save the model and loss plot (default: ./attnkit-demo, or attnkit-demo-2, -3, ... when it holds an earlier demo)")
     p.add_argument("--steps", type=int, default=None, help="maximum training steps (default 1,200; stops earlier at 100%% validation exact match)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batch order (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
@@ -46,14 +47,28 @@ def run(args: argparse.Namespace) -> int:
         sets += [f"train.steps={args.steps}", f"train.schedule.warmup={min(recipe.train.schedule.warmup, args.steps // 2)}"]  # type: ignore[attr-defined]
     job = runs.job(args.task)
     cfgs = runs.resolve_configs(job, recipe=recipe, assignments=sets)
-    print(f"attnkit demo: {args.task} digit strings")
-    report = runs.run(job, cfgs, args.out, progress=not args.no_progress, recipe=recipe.name)
+    out = args.out if args.out is not None else free_directory(Path("attnkit-demo"))
+    if args.out is not None and (out / runs.RUN_CONFIG).exists():
+        raise ConfigError(f"--out {out} holds an earlier run; choose another --out (nothing there is replaced)")
+    print(f"attnkit demo: {args.task} digit strings -> {out}")
+    report = runs.run(job, cfgs, out, progress=not args.no_progress, recipe=recipe.name)
     d = cfgs["data"]
     test_in, test_out = report.state["test"]
     preds = report.state["predictions"]
     print(f"{'input':<12} {'expected':<12} {'model':<12}")
     for s, a, p in list(zip(test_in, test_out, preds))[:8]:
         print(f"{s:<12} {a:<12} {p:<12} {'ok' if a == p else 'WRONG'}")
-    print(f"loss curve in {args.out / 'loss.png'} ({time.perf_counter() - start:.0f}s total, {d.n_test} test strings)")  # type: ignore[attr-defined]
+    print(f"loss curve in {out / 'loss.png'} ({time.perf_counter() - start:.0f}s total, {d.n_test} test strings)")  # type: ignore[attr-defined]
     print(f"held-out exact match: {report.final['test_exact_match']:.3f}")
     return 0
+
+
+def free_directory(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that holds no earlier run."""
+    from attnkit.runs import RUN_CONFIG
+
+    candidate, n = base, 1
+    while (candidate / RUN_CONFIG).exists() or (candidate.exists() and not candidate.is_dir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

@@ -130,3 +130,15 @@ def test_demo_reaches_its_target(tmp_path, capsys):
     assert exact >= 0.98
     model = attnkit.load(tmp_path / "d" / "model")
     assert model.config.d_model == 64
+
+
+def test_demo_twice_keeps_the_first_run(tmp_path, capsys, monkeypatch):
+    """The install line run again: the second demo goes to attnkit-demo-2; an explicit --out holding a run is refused."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "demo", "--steps", "2", "--no-progress")[0] == 0
+    first = (tmp_path / "attnkit-demo" / "run_config.json").read_text()
+    code, out, _ = run_cli(capsys, "demo", "--steps", "2", "--no-progress")
+    assert code == 0 and "attnkit-demo-2" in out
+    assert (tmp_path / "attnkit-demo" / "run_config.json").read_text() == first
+    code, _, err = run_cli(capsys, "demo", "--steps", "2", "--out", "attnkit-demo")
+    assert code == 2 and "holds an earlier run" in err
