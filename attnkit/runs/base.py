@@ -46,7 +46,6 @@ class Job:
     task: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     config_types: ClassVar[dict[str, type[Config]]] = {}
-    metric_format: ClassVar[str] = "{:.4f}"
 
     def defaults(self) -> dict[str, Config]:
         """The task's default configs (what runs without ``--recipe``)."""

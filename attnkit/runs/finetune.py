@@ -182,8 +182,6 @@ class FinetuneJob(Job):
     sentence-transformers checkpoint was trained with.
     """
 
-    metric_format = "{:.4f}"
-
     def __init__(self, task: str) -> None:
         if task not in ("classify", "ner"):
             raise ConfigError(f"FinetuneJob trains classify or ner, not {task!r}")

@@ -109,7 +109,6 @@ class QAJob(Job):
 
     task = "qa"
     summary = "extractive question answering (SQuAD v1.1 JSON)"
-    metric_format = "{:.2f}"
 
     def __init__(self) -> None:
         self.config_types = {"train": TrainConfig, "data": QADataConfig}

@@ -108,7 +108,6 @@ class TranslateJob(Job):
 
     task = "translate"
     summary = "encoder-decoder Transformer on a parallel corpus"
-    metric_format = "{:.2f}"
 
     def __init__(self) -> None:
         from attnkit.models.transformer import TransformerConfig
