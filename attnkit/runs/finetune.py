@@ -115,10 +115,18 @@ class FinetuneDataConfig(FinetuneConfig):
         check(self.eval_limit >= 0, "eval_limit", self.eval_limit, "must be >= 0 (0 reads everything)")
 
 
+# train.steps until the epochs are counted (data.steps_from_epochs): large, so that a warm-up or an
+# evaluation cadence given by hand is checked against the counted steps, not against a default
+STEPS_FROM_EPOCHS = 1_000_000_000
+
+
 def finetune_train(metric: str, **changes: Any) -> TrainConfig:
-    """BERT's fine-tuning recipe (Devlin et al. 2019, appendix A.3): AdamW, lr 5e-5, batch 32, linear decay, clipping 1.0."""
+    """BERT's fine-tuning recipe (Devlin et al. 2019, appendix A.3): AdamW, lr 5e-5, batch 32, linear decay, clipping 1.0.
+
+    ``steps`` is :data:`STEPS_FROM_EPOCHS` until :func:`epoch_schedule` counts them from the data.
+    """
     base = TrainConfig(
-        steps=1000, batch_size=32, log_every=50,
+        steps=STEPS_FROM_EPOCHS, batch_size=32, log_every=50,
         optim=OptimConfig(name="adamw", lr=5e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, clip_norm=1.0),
         schedule=ScheduleConfig(kind="linear", warmup=0), eval=EvalConfig(metric=metric, mode="max"),
         reg=RegularizationConfig(label_smoothing=0.0),

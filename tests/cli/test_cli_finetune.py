@@ -334,3 +334,18 @@ def test_help_pages_are_plain_with_every_flag_explained(task, capsys):
         if action.dest != "help":
             assert action.help and action.option_strings[-1] in page, action.option_strings
     assert "--resume" in page and "--recipe" in page
+
+
+def test_warmup_given_by_hand_is_checked_against_the_counted_steps():
+    """A warm-up above any default step count is valid when the epochs give more steps, and refused when they give fewer."""
+    from attnkit import recipes, runs
+    from attnkit.errors import ConfigError
+    from attnkit.runs.finetune import epoch_schedule, explicit_schedule
+
+    job = runs.job("classify")
+    given = ["train.schedule.warmup=1500"]
+    cfgs = runs.resolve_configs(job, recipe=recipes.get("sst2-minilm"), assignments=[*given, *explicit_schedule(given)], root="/data")
+    t = epoch_schedule(cfgs["train"], cfgs["data"], 67349)  # SST-2's training sentences: 3 epochs of 2,105 steps
+    assert (t.steps, t.schedule.warmup) == (6315, 1500)
+    with pytest.raises(ConfigError, match=r"warmup=1500 is not allowed.*steps=63: 3.0 epochs of 21"):
+        epoch_schedule(cfgs["train"], cfgs["data"], 672)
