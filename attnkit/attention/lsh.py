@@ -48,6 +48,13 @@ from attnkit.attention.base import AttentionKernel
 from attnkit.attention.registry import register
 
 
+# Bounds on the hashing parameters: each round stores a bucket for every (batch, head, position)
+# and a rotation of shape (d, n_buckets / 2), so these caps keep one layer's tables small.
+MAX_HASHES = 64
+MAX_BUCKETS = 1 << 16
+MAX_CHUNK = 1 << 20
+
+
 @register("lsh")
 class LSHAttention(AttentionKernel):
     """Reformer's multi-round LSH attention.
@@ -73,6 +80,9 @@ class LSHAttention(AttentionKernel):
         for name, value in (("n_hashes", n_hashes), ("n_buckets", n_buckets), ("chunk", chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name, value, limit in (("n_hashes", n_hashes, MAX_HASHES), ("n_buckets", n_buckets, MAX_BUCKETS), ("chunk", chunk, MAX_CHUNK)):
+            if value > limit:
+                raise ValueError(f"{name}={value} is above the limit of {limit} (every round keeps a bucket per position)")
         if n_buckets > 1 and n_buckets % 2:
             raise ValueError(f"n_buckets={n_buckets} must be 1 or even (buckets are argmax over [xR; -xR])")
         self.n_hashes, self.n_buckets, self.chunk, self.seed = n_hashes, n_buckets, chunk, seed

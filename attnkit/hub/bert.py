@@ -30,7 +30,7 @@ from torch import nn
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
 from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, unique_state_dict
+from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, check_size, stored_tensors, unique_state_dict
 from attnkit.models.bert import BertConfig, BertModel
 from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagger, BertTaskConfig, ElectraDiscriminator
 from attnkit.models.transformer import AttentionConfig
@@ -238,15 +238,19 @@ def load_hf_bert(path: str | os.PathLike) -> nn.Module:
             )
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    model = HEADS[head](config)
+    try:  # the shapes on the meta device first: a config that disagrees with the weights allocates nothing
+        meta = check_size(HEADS[head], config, prefix=f"{cfg_path}: ")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     for copy, src in _tied_copies(family, head).items():
         stored = state.pop(copy, None)
         if stored is not None and src in state and not torch.equal(stored, state[src]):
             raise CheckpointError(f"{weights_path}: {copy} differs from {src}; untied output layers are not supported")
     kmap = keymap(family, head, pooler, encoder.d_embed is not None)
-    own = model.state_dict()
-    tied = set(own) - set(unique_state_dict(model))  # ALBERT's repeated layer, the MLM decoder
+    own = meta.state_dict()
+    tied = set(own) - set(stored_tensors(meta))  # ALBERT's repeated layer, the MLM decoder
     converted = kmap.to_attnkit(state, own, str(weights_path), optional=tied)
+    model = HEADS[head](config)
     model.load_state_dict(converted, strict=False)
     return model
 

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.hub.keymap import KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
 from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, unique_state_dict
+from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, check_size, unique_state_dict
 from attnkit.models.gpt import GPT, GPTConfig
 
 _L = "decoder.layers.{i}"
@@ -133,9 +133,12 @@ def load_hf_gpt2(path: str | os.PathLike) -> GPT:
     state, weights_path = read_hf_weights(path)
     head = state.pop("lm_head.weight", None)
     prefix = "transformer." if any(k.startswith("transformer.") for k in state) else ""
-    model = GPT(config)
-    expected = model.state_dict()
+    try:  # shapes from the meta device first: a config that disagrees with the weights allocates nothing
+        expected = check_size(GPT, config, prefix=f"{cfg_path}: ").state_dict()
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     converted = GPT2_KEYS.to_attnkit(state, expected, str(weights_path), optional={"lm_head.weight"}, prefix=prefix)
+    model = GPT(config)
     if head is not None and not torch.equal(head, converted["tok_embed.weight"]):
         raise CheckpointError(f"{weights_path}: lm_head.weight differs from wte.weight; untied GPT-2 heads are not supported")
     model.load_state_dict(converted, strict=False)

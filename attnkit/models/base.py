@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -153,9 +153,18 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         config = cls.config_class.from_dict(data)
     except ConfigError as e:
         raise CheckpointError(f"{path / CONFIG_NAME}: {e}") from None
+    weights = path / WEIGHTS_NAME
+    header = read_header(weights)
+    try:
+        meta = meta_model(cls, config)
+        check_header(meta, header, str(weights))
+        check_size(cls, config, map_location, prefix=f"{path / CONFIG_NAME}: ")
+    except ConfigError as e:
+        raise CheckpointError(f"{path / CONFIG_NAME}: {e}" if not str(e).startswith(str(path)) else str(e)) from None
     model = cls(config)
-    state = load_weights(path / WEIGHTS_NAME)
-    load_state_strict(model, state, str(path / WEIGHTS_NAME))
+    state = load_weights(weights)
+    load_state_strict(model, state, str(weights))
+    check_finite(model, str(weights))
     return model.to(map_location)
 
 
@@ -187,3 +196,192 @@ def init_normal(module: nn.Module, std: float, *, skip: tuple[str, ...] = ()) ->
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+# -- size guards: shapes from the config and the safetensors header, before any allocation ----------------
+
+
+def meta_model(cls: type[nn.Module], config: Any) -> nn.Module:
+    """``cls(config)`` on the meta device: every parameter's shape and dtype, no memory for the values.
+
+    Raises:
+        ConfigError: the sizes overflow a tensor's element count, or a layer refuses its parameters.
+    """
+    try:
+        with torch.device("meta"):
+            return cls(config)
+    except (RuntimeError, OverflowError) as e:
+        raise ConfigError(f"the model's sizes cannot be built ({str(e).splitlines()[0]}); lower the sizes in its config") from None
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def stored_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict entries that a checkpoint stores (tied copies once, under their first name), without touching data."""
+    keep = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    return {k: t for k, t in model.state_dict().items() if k in keep}
+
+
+def available_memory(device: str | torch.device = "cpu") -> tuple[int, str]:
+    """Bytes this process can still allocate on ``device``, and where that figure comes from.
+
+    CPU: ``MemAvailable`` of ``/proc/meminfo`` (else free physical pages), lowered to what an address-space
+    limit (``ulimit -v``) leaves. CUDA: the device's free memory.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free), f"free on {dev}"
+    avail, where = _meminfo_available()
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            left = max(0, soft - _own_address_space())
+            if left < avail:
+                avail, where = left, "left under the address-space limit (ulimit -v)"
+    except (ImportError, OSError, ValueError):
+        pass
+    return avail, where
+
+
+def _meminfo_available() -> tuple[int, str]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free RAM"
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62, "RAM (unknown)"
+
+
+def _own_address_space() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def _int_fields(config: Any, prefix: str = "") -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for name, value in getattr(config, "__dict__", {}).items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            out.append((prefix + name, value))
+        elif isinstance(value, Config):
+            out.extend(_int_fields(value, f"{prefix}{name}."))
+    return out
+
+
+def _blame(config: Any, shape: tuple[int, ...]) -> str:
+    """The config key whose value is the largest dimension of ``shape`` (``""`` when none is)."""
+    for dim in sorted(shape, reverse=True):
+        for name, value in _int_fields(config):
+            if value == dim and dim > 1:
+                return f"{name}={value}"
+    return ""
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters and buffers of a (meta) model, each counted once."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "cpu", *, prefix: str = "model.",
+               copies: int = 1) -> nn.Module:
+    """Refuse a model whose weights would not fit in memory, before any of them is allocated.
+
+    The model is built on the meta device (shapes only); its parameter and buffer bytes, times
+    ``copies`` (training keeps weights, gradients and two Adam moments: 4), are compared with
+    :func:`available_memory` of ``device``.
+
+    Args:
+        cls: the model class.
+        config: its config.
+        device: where the model will live.
+        prefix: put before the config key named in the error (``"model."`` for ``--set`` keys).
+        copies: how many tensors of each parameter's size the caller will hold.
+
+    Returns:
+        The meta model (for shape checks).
+
+    Raises:
+        ConfigError: the model does not fit; the message names the key, the size and the limit.
+    """
+    meta = meta_model(cls, config)
+    need = model_bytes(meta) * copies
+    avail, where = available_memory(device)
+    if need > avail:
+        big_name, big = max(((n, t) for n, t in [*meta.named_parameters(), *meta.named_buffers()]), key=lambda nt: nt[1].numel())
+        key = _blame(config, tuple(big.shape))
+        what = f"{prefix}{key} makes" if key else "the config makes"
+        raise ConfigError(f"{what} {big_name} {tuple(big.shape)} and the model {human_bytes(need)}"
+                          f"{' (weights, gradients, Adam moments)' if copies > 1 else ''}, more than the {human_bytes(avail)} "
+                          f"{where}; lower it")
+    return meta
+
+
+def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every tensor in a safetensors file, from its header only (no data is read)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; the checkpoint has no weights")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), str(f.get_slice(k).get_dtype())) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); it is truncated or corrupt") from None
+
+
+def check_header(meta: nn.Module, header: dict[str, tuple[tuple[int, ...], str]], source: str) -> None:
+    """Compare the stored shapes and dtypes with those the config implies: the first difference is an error.
+
+    Raises:
+        CheckpointError: a key missing or extra, a shape that differs, or weights that are not floating point.
+    """
+    own = meta.state_dict()
+    stored = stored_tensors(meta)
+    missing = [k for k in stored if k not in header]
+    unexpected = [k for k in header if k not in own]
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{source} does not match the model: {what} (of {len(missing)} missing, {len(unexpected)} unexpected)")
+    for k, (shape, dtype) in header.items():
+        if shape != tuple(own[k].shape):
+            raise CheckpointError(f"{source}: {k} has shape {shape}, the config implies {tuple(own[k].shape)}; "
+                                  "config.json and the weights come from different models")
+        if own[k].is_floating_point() and dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{source}: {k} is stored as {dtype}, not floating point; quantised or foreign weights are not supported")
+
+
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse parameters holding NaN or infinite values (a diverged or corrupt checkpoint)."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise CheckpointError(f"{source}: {name} holds NaN or infinite values; the checkpoint is corrupt or its training diverged")

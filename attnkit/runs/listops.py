@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from attnkit.config import Config
+from attnkit.models.base import check_size
+from attnkit.models.encoder_classifier import EncoderClassifier
 from attnkit.runs.base import Job, Log, Prepared
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.listops import ListOpsDataConfig
@@ -89,6 +91,7 @@ class ListOpsJob(Job):
 
         m, t, d = with_listops_attention(configs["model"]), configs["train"], configs["data"]
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights are part of a reproducible run
+        check_size(EncoderClassifier, m, pick_device(t.device), copies=4)  # type: ignore[attr-defined]
         model = build_model(m)  # before the data: a kernel's refusal of its parameters comes first
         raise_recompile_limit()
         splits = make_splits(d, cache_dir=d.cache or out, log=log)  # type: ignore[arg-type, attr-defined]

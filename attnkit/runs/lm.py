@@ -15,6 +15,7 @@ import torch
 
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
+from attnkit.models.base import check_size
 from attnkit.runs.base import Job, Log, Prepared
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.loop import pick_device
@@ -107,6 +108,7 @@ class LMJob(Job):
         m = configs["model"].replace(vocab_size=tok.get_vocab_size())
         train, valid = split_tokens(encode(tok, text), m.context, d.train_fraction)  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(GPT, m, device, copies=4)  # before any weight is allocated
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
         task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights are part of a reproducible run

@@ -40,6 +40,8 @@ from attnkit.config import Config, check
 from attnkit.data.pretraining import PairTask, PretrainingDataConfig
 from attnkit.errors import CheckpointError, ConfigError, DataError
 from attnkit.io import atomic_write_text
+from attnkit.models.base import check_size
+from attnkit.models.bert import BertModel
 from attnkit.runs.base import Job, Log, Prepared, model_dir
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.loop import TrainResult, Trainer, pick_device
@@ -311,6 +313,7 @@ class MLMJob(Job):
             raise DataError("the text gives no tokens")
         docs, train_ids, valid_ids = split_documents(docs, d.valid_fraction)  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(BertModel, m, device, copies=4)  # the encoder, before any weight is allocated
         task = PretrainingTask(docs, train_ids, valid_ids, tokenizer=tok, max_seq_len=d.max_seq_len, batch_size=t.batch_size,  # type: ignore[attr-defined]
                                pair_task=d.pair_task, masking=configs["masking"], short_seq_prob=d.short_seq_prob,  # type: ignore[attr-defined]
                                max_eval_pairs=d.max_eval_pairs, device=device, log=log)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import torch
 
 from attnkit.config import Config
 from attnkit.errors import ConfigError
+from attnkit.models.base import check_size
 from attnkit.runs.base import Job, Log, Prepared
 from attnkit.training.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig
 from attnkit.training.loop import TrainResult, Trainer, autocast_for, pick_device
@@ -70,6 +71,7 @@ class SyntheticJob(Job):
         t, d = configs["train"], configs["data"]
         train_ds, valid_in, valid_out, tok, test = d.build()  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(Transformer, configs["model"], device, copies=4)  # before any weight is allocated
         task = Seq2SeqTask(
             train_ds, batch_size=t.batch_size, label_smoothing=t.reg.label_smoothing,  # type: ignore[attr-defined]
             valid=PairDataset([(tok.encode(a).ids, tok.encode(b).ids) for a, b in zip(valid_in, valid_out)], name="validation set"),
@@ -151,6 +153,7 @@ class TranslateJob(Job):
         vocab = tok.get_vocab_size()
         m = dataclasses.replace(configs["model"], src_vocab_size=vocab, tgt_vocab_size=vocab)  # type: ignore[type-var]
         device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(Transformer, m, device, copies=4)  # before any weight is allocated
         train_ds = TokenBatches(encode_pairs(tok, train_corpus, m.max_len), d.max_tokens, name=f"{d.train_split} split")  # type: ignore[attr-defined]
         valid_ds = TokenBatches(encode_pairs(tok, valid_corpus, m.max_len), d.max_tokens, name=f"{d.valid_split} split")  # type: ignore[attr-defined]
         n = d.bleu_sentences  # type: ignore[attr-defined]

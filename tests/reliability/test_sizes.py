@@ -1,0 +1,162 @@
+"""Sizes a config, a flag or a checkpoint can set are checked before anything is allocated.
+
+Every case refuses with one line and exit 2 (the harness); none of them allocates the memory it
+would need, so each runs in a fraction of a second beyond the CLI's start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.reliability.harness import assert_user_error, run_cli
+
+REV_SMALL = ["--no-progress", "--set", "data.n_train=16", "--set", "data.n_valid=4", "--set", "train.steps=1", "--set", "train.device=cpu"]
+
+
+def edit_config(model_dir: Path, **changes) -> None:
+    """Change keys of ``model_dir/config.json`` (nested keys as ``a__b``)."""
+    path = model_dir / "config.json"
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        node = data
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path.write_text(json.dumps(data))
+
+
+def rewrite_weights(model_dir: Path, change) -> None:
+    path = model_dir / "model.safetensors"
+    state = load_file(str(path))
+    save_file({k: change(k, v) for k, v in state.items()}, str(path), metadata={"format": "pt"})
+
+
+# -- the safetensors header is compared with the config before the model is built -------------------------
+
+
+@pytest.mark.parametrize("vocab", [10**11, 4 * 10**7], ids=["M27-vocab-1e11", "M28-vocab-4e7"])
+def test_config_vocab_differs_from_weights(work, vocab):
+    edit_config(work / "lm" / "model", vocab_size=vocab)
+    assert_user_error("info lm/model", work, "tok_embed.weight", f"({vocab}, 16)", "has shape (")
+
+
+def test_M29_huge_max_len_refused_by_size(work):
+    """Sinusoidal positions are not stored, so the header matches; the size guard names max_len and the limit."""
+    edit_config(work / "rev" / "model", max_len=10**10)
+    assert_user_error("info rev/model", work, "max_len=10000000000", "more than the", "available")
+
+
+def test_learned_positions_larger_than_stored(work):
+    edit_config(work / "lm" / "model", context=10**9)
+    assert_user_error("info lm/model", work, "positions.embedding.weight", "(1000000000, 16)")
+
+
+def test_M33_lsh_hash_rounds_bounded(work):
+    edit_config(work / "rev" / "model", attention={"kind": "lsh", "dropout": 0.0, "params": {"n_hashes": 10**7}})
+    assert_user_error(["translate", "--model", "rev/model", "--beam", "1", "0123"], work, "n_hashes=10000000", "limit of 64")
+
+
+def test_M34_nan_weights_refused(work):
+    rewrite_weights(work / "rev" / "model", lambda k, v: torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+    assert_user_error(["translate", "--model", "rev/model", "--beam", "1", "0123"], work, "NaN or infinite")
+
+
+def test_one_inf_weight_refused(work):
+    def poison(k, v):
+        if v.is_floating_point() and v.dim() == 2:
+            v = v.clone()
+            v[0, 0] = float("inf")
+        return v
+
+    rewrite_weights(work / "lm" / "model", poison)
+    assert_user_error("info lm/model", work, "NaN or infinite")
+
+
+def test_M21_int8_weights_refused(work):
+    rewrite_weights(work / "lm" / "model", lambda k, v: v.to(torch.int8) if v.is_floating_point() else v)
+    assert_user_error("info lm/model", work, "I8", "not floating point")
+
+
+def test_stored_shape_differs(work):
+    """A weight whose stored shape differs (same key) names the key and both shapes, from the header alone."""
+    rewrite_weights(work / "lm" / "model", lambda k, v: v[:-1] if k == "tok_embed.weight" else v)
+    out = assert_user_error("info lm/model", work, "tok_embed.weight", "has shape (")
+    assert "the config implies" in out.stderr
+
+
+# -- a new run is refused before it builds a model that cannot fit -----------------------------------------
+
+
+def test_C14_shared_vocab_too_large(work):
+    assert_user_error(["train", "reverse", *REV_SMALL, "--set", "model.src_vocab_size=100000000000",
+                       "--set", "model.tgt_vocab_size=100000000000", "--out", "o/c14"], work,
+                      "model.src_vocab_size=100000000000", "more than the")
+    assert not (work / "o").exists()
+
+
+def test_C14b_config_file_vocab_too_large(work):
+    (work / "cfg.json").write_text(json.dumps({"model": {"src_vocab_size": 10**11, "tgt_vocab_size": 10**11}}))
+    assert_user_error(["train", "reverse", *REV_SMALL, "--config", "cfg.json", "--out", "o/c14b"], work,
+                      "src_vocab_size=100000000000", "more than the")
+
+
+def test_huge_max_len_new_run(work):
+    assert_user_error(["train", "reverse", *REV_SMALL, "--set", "model.max_len=10000000000", "--out", "o/x"], work,
+                      "model.max_len=10000000000", "more than the")
+
+
+def test_huge_lm_width_new_run(work):
+    assert_user_error(["train", "lm", "--text", "text.txt", "--sample-tokens", "0", "--no-progress", "--set", "model.d_model=131072",
+                       "--set", "model.n_layers=1", "--set", "model.n_heads=2", "--set", "train.device=cpu", "--out", "o/x"], work,
+                      "more than the", "available")
+
+
+def test_check_size_counts_and_names_the_key():
+    """The meta-device estimate equals the real model's bytes, and a model over the limit names its key."""
+    from attnkit.errors import ConfigError
+    from attnkit.models import GPT, GPTConfig
+    from attnkit.models.base import check_size, model_bytes
+
+    cfg = GPTConfig(vocab_size=50, context=12, d_model=16, n_heads=2, n_layers=1)
+    real = GPT(cfg)
+    expected = sum(p.numel() * 4 for p in real.parameters()) + sum(b.numel() * b.element_size() for b in real.buffers())
+    assert model_bytes(check_size(GPT, cfg)) == expected
+    with pytest.raises(ConfigError, match=r"model\.vocab_size=10000000000000 makes tok_embed\.weight"):
+        check_size(GPT, cfg.replace(vocab_size=10**13))
+
+
+def test_lsh_bounds_in_api():
+    from attnkit.attention.lsh import LSHAttention
+
+    with pytest.raises(ValueError, match="n_buckets=131072 is above the limit"):
+        LSHAttention(n_buckets=1 << 17)
+    LSHAttention(n_hashes=64, n_buckets=1 << 16)  # the limits themselves are allowed
+
+
+def test_good_model_still_loads(work):
+    out = run_cli("info lm/model", work)
+    assert out.code == 0, out.stderr
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_hf_config_vocab_differs_from_weights(tmp_path, family):
+    """A Hugging Face directory whose config.json claims 10^11 tokens is refused from the shapes, allocating nothing."""
+    import attnkit
+    from attnkit.errors import CheckpointError
+    from attnkit.hub.bert import save_hf_bert
+    from attnkit.hub.gpt2 import save_hf_gpt2
+    from attnkit.models import GPT, BertModel, GPTConfig, bert_preset
+
+    if family == "gpt2":
+        save_hf_gpt2(GPT(GPTConfig(vocab_size=50, context=12, d_model=16, n_heads=2, n_layers=1)), tmp_path / "m")
+    else:
+        save_hf_bert(BertModel(bert_preset("bert-test")), tmp_path / "m")
+    edit_config(tmp_path / "m", vocab_size=10**11)
+    with pytest.raises(CheckpointError, match="100000000000"):
+        attnkit.load(tmp_path / "m")
