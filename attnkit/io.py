@@ -13,13 +13,45 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process's file-creation mask (read once: ``os.umask`` can only be read by setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename inside it) to the disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically.
+
+    The temporary file lies beside ``path`` (``.NAME.*.tmp``), gets the mode the umask gives a new
+    file, and is flushed to the disk before the rename; the directory is flushed after it, so
+    after a power loss ``path`` holds the old bytes or the new ones.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~umask())
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -28,6 +60,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_directory(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -46,19 +79,40 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, write)
 
 
+def _settle_tree(root: Path) -> None:
+    """Give every file and directory under ``root`` the mode the umask gives a new one (some writers, such as
+    safetensors, create files 0600 whatever the umask) and flush it to the disk, the directories last."""
+    file_mode, dir_mode = 0o666 & ~umask(), 0o777 & ~umask()
+    for p in sorted(root.rglob("*"), reverse=True):
+        if p.is_symlink():
+            continue
+        if p.is_file():
+            os.chmod(p, file_mode)
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        elif p.is_dir():
+            os.chmod(p, dir_mode)
+            fsync_directory(p)
+    os.chmod(root, dir_mode)
+    fsync_directory(root)
+
+
 def atomic_directory(path: Path, fill: Callable[[Path], None]) -> None:
     """Build a directory with ``fill(tmp_dir)`` and swap it into place at ``path``.
 
-    The new directory is complete before it gets its name. If ``path`` already exists it
-    is renamed aside first and removed after the swap, so at every instant either the old
-    or the new complete directory exists under ``path`` (or, for the two renames' gap,
-    under ``path`` + ``.old``, which :func:`recover_directory` restores).
+    The new directory is built beside ``path`` (``.NAME.*.tmp``); it and everything in it get the
+    modes the umask gives new files and directories and are flushed to the disk, and only then is
+    it renamed to ``path``.
+    If ``path`` already exists it is renamed aside to ``path`` + ``.old`` first and removed after
+    the swap, so at every instant either the old or the new complete directory exists. Callers
+    decide whether ``path`` may be replaced; this function replaces whatever is there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         fill(tmp)
+        _settle_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -68,15 +122,8 @@ def atomic_directory(path: Path, fill: Callable[[Path], None]) -> None:
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
+    fsync_directory(path.parent)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_directory(path: Path) -> None:
-    """If a swap by :func:`atomic_directory` was interrupted, put the old directory back."""
-    path = Path(path)
-    old = path.with_name(path.name + ".old")
-    if not path.exists() and old.exists():
-        os.replace(old, path)
 
 
 def utf8_lines(f: Iterable[str], path: str | os.PathLike) -> Iterator[str]:

@@ -6,17 +6,23 @@ model (encoder or head) as ``--family bert|roberta|albert|electra`` (default: be
 matching ``transformers`` class, e.g. ``BertForSequenceClassification``, loads it).
 ``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one.
 ``attnkit.load`` reads both formats, so SRC may be either.
+
+DST is written beside its final place and renamed in when complete. A DST that exists and is
+not empty is refused, unless it is a model directory of the kind being written (config.json,
+model.safetensors and tokenizer.json, nothing else) and --overwrite is given; a DST that is
+SRC or contains it is always refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
 from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError
+
+CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME = "config.json", "model.safetensors", "tokenizer.json"  # as attnkit.models.base names them
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--family", choices=("bert", "roberta", "albert", "electra"), default=None,
                    help="Hugging Face family of a BERT-family model (default: bert; roberta/albert/electra per its options)")
     p.add_argument("src", type=Path, help="checkpoint directory to read")
-    p.add_argument("dst", type=Path, help="directory to write (replaced atomically)")
+    p.add_argument("dst", type=Path, help="directory to write (new or empty; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a DST that holds a model directory of the kind being written")
     p.set_defaults(run=run)
 
 
@@ -35,29 +42,80 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.hub.bert import HEADS, save_hf_bert
     from attnkit.hub.gpt2 import save_hf_gpt2
     from attnkit.loading import load
-    from attnkit.models.base import TOKENIZER_NAME
     from attnkit.models.gpt import GPT
 
+    check_destination(args.src, args.dst, hf=args.to_hf, overwrite=args.overwrite)
     model = load(args.src)
     is_bert = type(model) in HEADS.values()
     if not isinstance(model, GPT) and not is_bert:
         raise CheckpointError(f"{args.src} holds a {type(model).__name__}; only GPT and BERT-family models convert to the Hugging Face format")
-    if args.src.resolve() == args.dst.resolve():
-        raise CheckpointError(f"source and destination are the same directory ({args.src}); choose another DST")
-    tokenizer = args.src / TOKENIZER_NAME
-    if args.to_hf and is_bert:
-        save_hf_bert(model, args.dst, family=args.family or _family(model))
-        if tokenizer.is_file():
-            shutil.copy(tokenizer, args.dst / TOKENIZER_NAME)
-    elif args.to_hf:
-        save_hf_gpt2(model, args.dst)
-        if tokenizer.is_file():
-            shutil.copy(tokenizer, args.dst / TOKENIZER_NAME)
-    else:
-        model.save_pretrained(args.dst, tokenizer=tokenizer if tokenizer.is_file() else None)
+    tokenizer = args.src / TOKENIZER_NAME if (args.src / TOKENIZER_NAME).is_file() else None
+    try:
+        if args.to_hf and is_bert:
+            save_hf_bert(model, args.dst, family=args.family or _family(model), tokenizer=tokenizer)
+        elif args.to_hf:
+            save_hf_gpt2(model, args.dst, tokenizer=tokenizer)
+        else:
+            model.save_pretrained(args.dst, tokenizer=tokenizer)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {args.dst}: {e.strerror or e}; DST was left as it was") from None
     fmt = f"Hugging Face {(args.family or _family(model)) if is_bert else 'GPT-2'}" if args.to_hf else "attnkit"
     print(f"wrote {args.dst} ({fmt} format, {model.num_parameters():,} parameters)")
     return 0
+
+
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME})
+
+
+def check_destination(src: Path, dst: Path, *, hf: bool, overwrite: bool) -> None:
+    """Refuse a DST whose replacement would delete anything but a model directory of the kind being written.
+
+    Args:
+        src: the directory read.
+        dst: the directory to write.
+        hf: a Hugging Face directory is written (else an attnkit one).
+        overwrite: the user asked to replace an existing model directory of that kind.
+    """
+    s, d = src.resolve(), dst.resolve()
+    if d == s:
+        raise CheckpointError(f"source and destination are the same directory ({src}); choose another DST")
+    if d in s.parents:
+        raise CheckpointError(f"DST {dst} contains SRC {src}; writing it would delete the source; choose another DST")
+    if not dst.exists() and not dst.is_symlink():
+        return
+    if not dst.is_dir() or dst.is_symlink():
+        raise CheckpointError(f"DST {dst} exists and is not a directory; choose another DST")
+    names = {p.name for p in dst.iterdir()}
+    if not names:
+        return
+    kind = "Hugging Face" if hf else "attnkit"
+    a_kind = "a Hugging Face" if hf else "an attnkit"
+    if not names <= MODEL_FILES or not {CONFIG_NAME, WEIGHTS_NAME} <= names or _kind(dst) != kind:
+        raise CheckpointError(f"DST {dst} is not empty and is not {a_kind} model directory; choose a new or empty DST")
+    if not overwrite:
+        raise CheckpointError(f"DST {dst} holds {a_kind} model; add --overwrite to replace it, or choose another DST")
+
+
+def _kind(path: Path) -> str | None:
+    """``"Hugging Face"`` or ``"attnkit"`` for a model directory's config.json, else None."""
+    import json
+
+    from attnkit.models.base import model_types
+
+    try:
+        data = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("model_type") in model_types():
+        return "attnkit"
+    if data.get("model_type") in HF_TYPES or "architectures" in data:
+        return "Hugging Face"
+    return None
+
+
+HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra")
 
 
 def _family(model: Any) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.cli.helptext import plain
-from attnkit.errors import CheckpointError, ConfigError
-from attnkit.io import read_utf8
+from attnkit.errors import CheckpointError, ConfigError, DataError
+from attnkit.io import atomic_write_text, read_utf8
 
 
 def add_parser(sub: Any) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
     add_model_arguments(p)
     p.add_argument("--input", "-i", type=Path, help="a file of sentences, one per line ('-' for stdin)")
-    p.add_argument("--output", "-o", type=Path, help="write translations here instead of stdout")
+    p.add_argument("--output", "-o", type=Path, help="write translations here instead of stdout (replaced only once all are written)")
     p.set_defaults(run=run)
 
 
@@ -87,6 +87,8 @@ def read_input_lines(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from attnkit.training.translation import translate_lines
 
+    if args.output is not None and args.output.is_dir():
+        raise ConfigError(f"--output {args.output} is a directory; give a file name")
     lines = read_input_lines(args)
     model, tok, info = load_translator(args)
     outputs, truncated = translate_lines(
@@ -96,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"attnkit: warning: {truncated} input(s) longer than {model.config.max_len} tokens were truncated", file=sys.stderr)
     text = "".join(o + "\n" for o in outputs)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+        try:  # a temporary file beside it, renamed over it when complete: a failure leaves the old file as it was
+            atomic_write_text(args.output, text)
+        except OSError as e:
+            raise DataError(f"cannot write --output {args.output}: {e.strerror or e}; nothing was written") from None
     else:
         sys.stdout.write(text)
     return 0

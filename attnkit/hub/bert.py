@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -311,7 +312,7 @@ def config_to_hf(model: nn.Module, family: str) -> dict[str, Any]:
     return out
 
 
-def save_hf_bert(model: nn.Module, path: str | os.PathLike, family: str = "bert") -> Path:
+def save_hf_bert(model: nn.Module, path: str | os.PathLike, family: str = "bert", tokenizer: str | os.PathLike | None = None) -> Path:
     """Write ``model`` as a Hugging Face directory that ``transformers.AutoModel``-style classes of ``family`` load."""
     hf_config = config_to_hf(model, family)
     head = _HEAD_OF_CLASS[type(model)]
@@ -322,6 +323,8 @@ def save_hf_bert(model: nn.Module, path: str | os.PathLike, family: str = "bert"
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(hf_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        if tokenizer is not None:  # inside the directory before it is renamed into place
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
 
     atomic_directory(Path(path), fill)
     return Path(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def load_hf_gpt2(path: str | os.PathLike) -> GPT:
     return model
 
 
-def save_hf_gpt2(model: GPT, path: str | os.PathLike) -> Path:
+def save_hf_gpt2(model: GPT, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 directory that ``GPT2LMHeadModel.from_pretrained`` loads."""
     hf_config = config_to_hf(model.config)
     state = unique_state_dict(model)  # the tied lm_head is stored once, as the embeddings
@@ -155,6 +156,8 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike) -> Path:
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(hf_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        if tokenizer is not None:  # inside the directory before it is renamed into place
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
 
     atomic_directory(Path(path), fill)
     return Path(path)

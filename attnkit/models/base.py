@@ -20,7 +20,7 @@ from torch import nn
 
 from attnkit.config import Config
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.io import atomic_directory, recover_directory
+from attnkit.io import atomic_directory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -65,12 +65,21 @@ class PretrainedModel(nn.Module):
     config_class: ClassVar[type[Config]]
     config: Config
 
-    def save_pretrained(self, path: str | os.PathLike, *, tokenizer: Any = None, extra_files: dict[str, str] | None = None) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, *, tokenizer: Any = None, extra_files: dict[str, str] | None = None,
+                        fill_more: Callable[[Path], None] | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and (optionally) the tokenizer atomically.
 
+        The directory is complete (every file written and flushed) before it gets the name ``path``;
+        an existing ``path`` is replaced, so callers that take ``path`` from a user check it first.
+
         Args:
+            path: the directory to write.
             tokenizer: anything with ``save(path)`` (a ``tokenizers.Tokenizer``) or a path to copy.
             extra_files: name -> text of more files to place in the directory.
+            fill_more: called with the directory under construction to add more files before it is renamed.
+
+        Returns:
+            ``path``.
         """
         path = Path(path)
 
@@ -79,11 +88,13 @@ class PretrainedModel(nn.Module):
             save_file(unique_state_dict(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "attnkit_model": self.model_type})
             if tokenizer is not None:
                 if isinstance(tokenizer, (str, os.PathLike)):
-                    shutil.copy(tokenizer, tmp / TOKENIZER_NAME)
+                    shutil.copyfile(tokenizer, tmp / TOKENIZER_NAME)
                 else:
                     tokenizer.save(str(tmp / TOKENIZER_NAME))
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
+            if fill_more is not None:
+                fill_more(tmp)
 
         atomic_directory(path, fill)
         return path
@@ -103,8 +114,11 @@ class PretrainedModel(nn.Module):
 def read_config(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """Return ``(model_type, config dict)`` of a checkpoint directory."""
     path = Path(path)
-    recover_directory(path)
     if not path.exists():
+        old = path.with_name(path.name + ".old")
+        if old.is_dir():
+            raise CheckpointError(f"checkpoint directory {path} does not exist, but {old} does (the previous copy kept by a save "
+                                  f"that was interrupted); rename it to {path.name} to use it")
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory (expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME})")

@@ -6,9 +6,12 @@ Layout under ``<out>/checkpoints/``::
     step-00000200/   ...
     latest           text file naming the newest complete step directory
 
-Each step directory is built under a temporary name and renamed into place, and
-``latest`` is replaced atomically afterwards, so ``latest`` always names a complete
-checkpoint. ``trainer_state.pt`` holds only tensors and plain Python values (optimizer
+Each step directory, ``trainer_state.pt`` included, is built under a temporary name
+(``.step-XXXXXXXX.*.tmp``), flushed to the disk and renamed into place, and ``latest`` is
+replaced atomically afterwards (``.latest.*.tmp``), so ``latest`` always names a complete
+checkpoint, even after a power loss. Temporary names left by a killed writer are removed
+by :func:`remove_orphans` when the run starts or resumes. Retention (``keep``) counts only
+step directories; the Trainer never shares ``checkpoints/`` with another run. ``trainer_state.pt`` holds only tensors and plain Python values (optimizer
 and scheduler state, RNG states, data position) and is read with ``weights_only=True``.
 """
 
@@ -27,6 +30,10 @@ from attnkit.models.base import PretrainedModel
 
 STATE_NAME = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+# the names attnkit's own writers give unfinished files: atomic_directory's and atomic_write's temporaries
+_TMP_DIR = re.compile(r"^\.step-\d{8}\.[A-Za-z0-9_]+\.tmp$")
+_TMP_FILE = re.compile(r"^\.latest\.[A-Za-z0-9_]+\.tmp$")
+_OLD_DIR = re.compile(r"^step-\d{8}\.old$")
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -38,13 +45,45 @@ def save_checkpoint(out: Path, step: int, model: PretrainedModel, state: dict[st
     root = checkpoint_dir(out)
     name = f"step-{step:08d}"
     raw = model._orig_mod if hasattr(model, "_orig_mod") else model  # unwrap torch.compile
-    path = raw.save_pretrained(root / name, tokenizer=tokenizer)
-    torch.save(state, path / (STATE_NAME + ".tmp"))
-    (path / (STATE_NAME + ".tmp")).replace(path / STATE_NAME)
+    path = raw.save_pretrained(root / name, tokenizer=tokenizer, fill_more=lambda tmp: torch.save(state, tmp / STATE_NAME))
     atomic_write_text(root / "latest", name + "\n")
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def remove_orphans(out: Path) -> list[Path]:
+    """Remove what a killed checkpoint writer left under ``OUT/checkpoints``; return the removed paths.
+
+    Only names attnkit's writers produce are touched: ``.step-XXXXXXXX.*.tmp`` directories,
+    ``.latest.*.tmp`` files, ``trainer_state.pt.tmp`` inside a step directory, and a
+    ``step-XXXXXXXX.old`` directory whose replacement is in place (one whose replacement is
+    missing is renamed back, since it is the only copy of that step).
+    """
+    root = checkpoint_dir(out)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.iterdir()):
+        if p.is_symlink():
+            continue
+        if p.is_dir() and _TMP_DIR.match(p.name):
+            shutil.rmtree(p)
+            removed.append(p)
+        elif p.is_file() and _TMP_FILE.match(p.name):
+            p.unlink()
+            removed.append(p)
+        elif p.is_dir() and _OLD_DIR.match(p.name):
+            live = p.with_name(p.name[: -len(".old")])
+            if live.exists():
+                shutil.rmtree(p)
+                removed.append(p)
+            else:
+                p.replace(live)
+        elif p.is_dir() and _STEP_DIR.match(p.name) and (p / (STATE_NAME + ".tmp")).is_file():
+            (p / (STATE_NAME + ".tmp")).unlink()
+            removed.append(p / (STATE_NAME + ".tmp"))
+    return removed
 
 
 def list_checkpoints(out: Path) -> list[Path]:

@@ -49,7 +49,7 @@ from torch import nn
 
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
-from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
 from attnkit.training.config import TrainConfig
 from attnkit.training.graphs import GraphedSteps
 from attnkit.training.optim import build_optimizer, device_lrs, scheduled_lr
@@ -224,6 +224,7 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
         c = self.config
+        remove_orphans(self.out)
         if resume:
             if not self.resume():
                 raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
