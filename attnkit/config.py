@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -35,8 +36,12 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _check_type(name: str, value: Any, tp: Any) -> Any:
-    """Validate (and lightly coerce: int -> float, list -> tuple) one field value."""
+def _check_type(name: str, value: Any, tp: Any, *, finite: bool = True) -> Any:
+    """Validate (and lightly coerce: int -> float, list -> tuple) one field value.
+
+    A ``float`` must be finite (no ``nan``, ``inf``) unless ``finite`` is False: a field whose
+    config class lists it in ``Config.nonfinite``.
+    """
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -53,19 +58,21 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
             if a is type(None):
                 continue
             try:
-                return _check_type(name, value, a)
+                return _check_type(name, value, a, finite=finite)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
         raise ConfigError(f"{name}={value!r} has the wrong type; expected {' or '.join(_describe(a) for a in args)}")
     if origin is tuple:
         if not isinstance(value, (tuple, list)):
             raise ConfigError(f"{name}={value!r} must be a list")
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check_type(name, v, args[0]) for v in value)
+            return tuple(_check_type(name, v, args[0], finite=finite) for v in value)
         if len(args) != len(value):
             raise ConfigError(f"{name}={value!r} must have {len(args)} elements")
-        return tuple(_check_type(name, v, a) for v, a in zip(value, args))
+        return tuple(_check_type(name, v, a, finite=finite) for v, a in zip(value, args))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}={value!r} must be a mapping")
@@ -87,7 +94,13 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}={value!r} must be a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{name}={value!r} is not allowed; too large for a float") from None
+        if finite and not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not allowed; must be a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}={value!r} must be a string")
@@ -100,16 +113,18 @@ class Config:
     """Base class: validated, frozen, JSON-serialisable.
 
     ``moved`` maps a field name a subclass no longer has to the dotted path that replaced it,
-    so an old key gets an error naming the new one.
+    so an old key gets an error naming the new one. ``nonfinite`` names the float fields that
+    accept ``nan`` and ``inf``; every other float field must be finite.
     """
 
     moved: ClassVar[dict[str, str]] = {}
+    nonfinite: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            checked = _check_type(f.name, value, hints[f.name])
+            checked = _check_type(f.name, value, hints[f.name], finite=f.name not in self.nonfinite)
             if checked is not value:
                 object.__setattr__(self, f.name, checked)
         self.validate()
@@ -259,5 +274,5 @@ def check(condition: bool, field: str, value: Any, allowed: str) -> None:
 def pick_preset(table: dict[str, C], name: str, what: str, **overrides: Any) -> C:
     """``table[name]`` with field ``overrides`` (exact names only); ``what`` names the table in the error."""
     if name not in table:
-        raise ValueError(f"unknown {what} preset {name!r}; choose one of: {', '.join(table)}")
+        raise ConfigError(f"unknown {what} preset {name!r}; choose one of: {', '.join(table)}")
     return dataclasses.replace(table[name], **overrides)

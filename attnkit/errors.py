@@ -19,3 +19,7 @@ class DataError(AttnkitError, ValueError):
 
 class MissingDependencyError(AttnkitError, ImportError):
     """An optional package needed for this feature is not installed; the message says how to install it."""
+
+
+class DivergedError(AttnkitError, FloatingPointError):
+    """The training loss became nan or infinite; the message names the step and the setting to lower."""

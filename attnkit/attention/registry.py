@@ -8,6 +8,7 @@ values it returns the mixed values. Projections, heads and caches live in
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, Callable, TypeVar
 
 from torch import nn
@@ -52,12 +53,40 @@ def get(kind: str, **params: Any) -> nn.Module:
         raise ConfigError(
             f"attention kind {kind!r} takes no parameter {unknown[0]!r}; it takes: {', '.join(sorted(accepted)) or 'none'}"
         )
+    params = check_params(kind, params)
     try:
         return cls(**params)
     except ConfigError:
         raise
     except ValueError as e:  # a kernel's own check of a value: the same one-line error as the others
         raise ConfigError(f"attention kind {kind!r}: {e}") from e
+
+
+def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check the types of a kernel's ``params`` against its constructor's annotations, without building it.
+
+    Names the kernel does not take are left alone here (:func:`get` refuses them when it builds).
+
+    Args:
+        kind: a registered kernel name (an unknown one is left to :func:`get`).
+        params: the keyword arguments for the kernel, as a config gives them.
+
+    Returns:
+        ``params`` with the light coercions of :func:`attnkit.config._check_type` (an int where a float is wanted).
+
+    Raises:
+        ConfigError: a value of the wrong type, named as ``params.NAME``.
+    """
+    from attnkit.config import _check_type
+
+    cls = _KERNELS.get(kind)
+    if cls is None:
+        return dict(params)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # an annotation only a type checker resolves: types are left to the kernel
+        hints = {}
+    return {name: _check_type(f"params.{name}", value, hints[name]) if name in hints else value for name, value in params.items()}
 
 
 def build(kind: str, *, head_dim: int, n_heads: int, params: dict[str, Any] | None = None) -> nn.Module:

@@ -7,6 +7,8 @@ line, ``attnkit: error: ...``, and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from attnkit.errors import AttnkitError
@@ -33,20 +35,64 @@ def _version() -> str:
     return __version__
 
 
+# errors of the file system a user can cause (a full disk, a read-only mount, a path too long), not bugs
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user's mistake prints one line and returns 2 (see :func:`user_error`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
-    except AttnkitError as e:
-        print(f"attnkit: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"attnkit: error: {e.strerror}: {e.filename}", file=sys.stderr)
-        return 2
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("attnkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = user_error(e)
+        if message is None:
+            raise  # a bug: the traceback must be seen
+        print(f"attnkit: error: {message}", file=sys.stderr)
+        return 2
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-line message for an exception a user can cause, or None for one that is a bug.
+
+    Args:
+        e: the exception a command raised.
+
+    Returns:
+        The message (without the ``attnkit: error:`` prefix), or None.
+    """
+    if isinstance(e, AttnkitError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"no space left on device{where}; free space or choose another --out"
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)) or (
+        isinstance(e, OSError) and e.errno in USER_ERRNOS
+    ):
+        return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
+    return None
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``attnkit info X | head -1``): stop quietly, as a Unix tool does.
+
+    stdout is pointed at the null device so that the interpreter's final flush does not fail a
+    second time; the status is 128 + SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 128 + 13
 
 
 if __name__ == "__main__":

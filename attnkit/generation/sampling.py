@@ -19,6 +19,7 @@ when prompt + new tokens fill the context (no sliding window).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import additive_bias
+from attnkit.errors import ConfigError
 from attnkit.models.gpt import GPT
 
 
@@ -211,14 +213,15 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        """Refuse values no sampler can use (a :class:`~attnkit.errors.ConfigError`, a ``ValueError``, naming the field)."""
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature={self.temperature} must be a finite number >= 0 (0 = greedy)")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k} must be >= 1")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+            raise ConfigError(f"top_k={self.top_k} must be >= 1")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:  # also refuses nan
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
 
 
 @dataclass

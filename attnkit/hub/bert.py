@@ -158,7 +158,10 @@ def is_hf_bert(path: str | os.PathLike) -> bool:
 def head_from_architecture(family: str, data: dict[str, Any], source: str) -> str:
     """The :data:`HEADS` key named by ``architectures[0]`` (``BertModel`` when absent)."""
     f = FAMILIES[family]
-    arch = (data.get("architectures") or [f"{f.arch}Model"])[0]
+    archs = data.get("architectures") or [f"{f.arch}Model"]
+    if not isinstance(archs, list) or not isinstance(archs[0], str):
+        raise CheckpointError(f"{source}: architectures={archs!r} is not a list of class names such as [\"{f.arch}Model\"]")
+    arch = archs[0]
     suffix = arch.removeprefix(f.arch)
     if suffix == "ForPreTraining":
         suffix = "Discriminator" if family == "electra" else "ForMaskedLM"
@@ -212,9 +215,23 @@ def config_from_hf(data: dict[str, Any], family: str, *, pooler: bool = True, so
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _labels(data: dict[str, Any]) -> tuple[str, ...]:
+def _labels(data: dict[str, Any], source: str = CONFIG_NAME) -> tuple[str, ...]:
+    """The label names of a classifier or tagger, in id order, from ``id2label`` (keys ``"0"`` to ``"N-1"``).
+
+    Raises:
+        CheckpointError: ``id2label`` is not a mapping, or its keys are not the integers 0 to N-1.
+    """
     id2label = data.get("id2label") or {}
-    return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    if not isinstance(id2label, dict):
+        raise CheckpointError(f"{source}: id2label={id2label!r} is not a mapping of label ids to names")
+    bad = [k for k in id2label if not (isinstance(k, str) and k.strip().lstrip("-").isdigit())]
+    if bad:
+        raise CheckpointError(f"{source}: id2label key {bad[0]!r} is not an integer label id")
+    ids = sorted(int(k) for k in id2label)
+    if ids != list(range(len(ids))):
+        raise CheckpointError(f"{source}: id2label keys are {ids}; they must be the label ids 0 to {len(ids) - 1}, each once")
+    by_id = {int(k): v for k, v in id2label.items()}
+    return tuple(str(by_id[i]) for i in ids)
 
 
 def load_hf_bert(path: str | os.PathLike) -> nn.Module:
@@ -222,6 +239,7 @@ def load_hf_bert(path: str | os.PathLike) -> nn.Module:
     data, cfg_path = read_hf_config(path)
     family = data["model_type"]
     head = head_from_architecture(family, data, str(cfg_path))
+    labels = _labels(data, str(cfg_path)) if head in ("ForSequenceClassification", "ForTokenClassification") else ()
     state, weights_path = read_hf_weights(path)
     base = "" if head == "Model" else f"{family}."
     if head == "Model" and any(k.startswith(f"{family}.") for k in state):  # a head checkpoint's encoder, loaded bare
@@ -231,7 +249,6 @@ def load_hf_bert(path: str | os.PathLike) -> nn.Module:
         encoder = config_from_hf(data, family, pooler=pooler, source=str(cfg_path))
         config: Any = encoder
         if head in ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering"):
-            labels = _labels(data) if head != "ForQuestionAnswering" else ()
             drop = data.get("classifier_dropout_prob" if family == "albert" else "classifier_dropout")
             config = BertTaskConfig(
                 encoder=encoder, num_labels=len(labels) or 2, labels=labels, classifier=FAMILIES[family].classifier,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import LayerCache, make_caches
 from attnkit.attention.masks import padding_bias, padding_mask
-from attnkit.attention.registry import names as kernel_names
+from attnkit.attention.registry import check_params, names as kernel_names
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
 from attnkit.layers.positional import TokenEmbedding, build_positions
@@ -35,6 +35,7 @@ class AttentionConfig(Config):
     def validate(self) -> None:
         check(self.kind in kernel_names(), "attention.kind", self.kind, f"choose one of {', '.join(kernel_names())}")
         check(0.0 <= self.dropout < 1.0, "attention.dropout", self.dropout, "must be in [0, 1)")
+        check_params(self.kind, self.params)
 
 
 @dataclass(frozen=True, kw_only=True)

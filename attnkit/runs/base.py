@@ -46,6 +46,8 @@ class Job:
     task: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     config_types: ClassVar[dict[str, type[Config]]] = {}
+    # the names the task's evaluation reports (``train.eval.metric`` must be one); empty: not declared, not checked
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     def defaults(self) -> dict[str, Config]:
         """The task's default configs (what runs without ``--recipe``)."""
@@ -53,6 +55,24 @@ class Job:
 
     def check(self, configs: dict[str, Config]) -> None:
         """Cross-config checks that need no data or model (raise :class:`~attnkit.errors.ConfigError`)."""
+
+    def metric_names(self, configs: dict[str, Config]) -> tuple[str, ...]:
+        """The metrics the task's evaluation will report under ``configs`` (empty: unknown). Default: ``metrics``."""
+        return self.metrics
+
+    def check_metric(self, configs: dict[str, Config]) -> None:
+        """Refuse a ``train.eval.metric`` the task does not report, before anything is built or trained.
+
+        Raises:
+            ConfigError: the metric is not among :meth:`metric_names` (when those are known).
+        """
+        from attnkit.errors import ConfigError
+
+        names = self.metric_names(configs)
+        train = configs.get("train")
+        metric = getattr(getattr(train, "eval", None), "metric", None)
+        if names and metric is not None and metric not in names:
+            raise ConfigError(f"train.eval.metric={metric!r} is not reported by the {self.task} task; choose one of: {', '.join(names)}")
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         """Read the data, build (or load) the tokenizer and the model, and the training task."""

@@ -197,6 +197,7 @@ class FinetuneJob(Job):
         self.summary = ("sentence or sentence-pair classification (GLUE .tsv)" if task == "classify"
                         else "token classification, named entities (CoNLL)")
         self.config_types = {"train": TrainConfig, "data": FinetuneDataConfig}
+        self.metrics = ("loss", "accuracy") if task == "classify" else ("loss", "precision", "recall", "f1")
 
     def defaults(self) -> dict[str, Config]:
         return {"train": finetune_train("accuracy" if self.task == "classify" else "f1"), "data": FinetuneDataConfig()}

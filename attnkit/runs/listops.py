@@ -68,6 +68,7 @@ class ListOpsJob(Job):
 
     task = "listops"
     summary = "Long Range Arena ListOps with any attention kernel"
+    metrics = ("loss", "accuracy")
     # where the data are cached, how many processes generate them and the evaluation batch change nothing that is learned
     safe_on_resume = ("data.cache", "data.workers", "data.eval_batch_size")
 

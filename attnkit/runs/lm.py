@@ -64,6 +64,7 @@ class LMJob(Job):
 
     task = "lm"
     summary = "GPT language model on a text file"
+    metrics = ("loss",)
     safe_on_resume = ("data.sample_tokens",)
 
     def __init__(self) -> None:

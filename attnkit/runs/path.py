@@ -24,7 +24,7 @@ from attnkit.errors import CheckpointError, ConfigError
 from attnkit.io import atomic_write_text, read_json_object
 from attnkit.runs.base import Job, Log, RunReport
 from attnkit.training.checkpoint import list_checkpoints
-from attnkit.training.loop import Trainer
+from attnkit.training.loop import Trainer, pick_device
 
 RUN_CONFIG = "run_config.json"
 # settings a resumed run may change: how long it trains and how often it reports, not what it learns
@@ -190,6 +190,8 @@ def run(
     out = Path(out)
     check_out(out, resume)
     job.check(configs)
+    job.check_metric(configs)
+    pick_device(configs["train"].device, what="train.device")  # type: ignore[attr-defined]
     saved_recipe = read_run_config(out).get("recipe") if resume else recipe
     prepared = job.prepare(configs, out, resume=resume, log=log)
     configs = prepared.configs

@@ -109,6 +109,7 @@ class QAJob(Job):
 
     task = "qa"
     summary = "extractive question answering (SQuAD v1.1 JSON)"
+    metrics = ("exact_match", "f1")
 
     def __init__(self) -> None:
         self.config_types = {"train": TrainConfig, "data": QADataConfig}

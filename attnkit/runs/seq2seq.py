@@ -30,6 +30,7 @@ class SyntheticJob(Job):
     """
 
     summary = "encoder-decoder Transformer on a synthetic string transduction"
+    metrics = ("loss", "exact_match")
 
     def __init__(self, kind: str) -> None:
         from attnkit.data.synthetic import SyntheticConfig
@@ -110,6 +111,7 @@ class TranslateJob(Job):
 
     task = "translate"
     summary = "encoder-decoder Transformer on a parallel corpus"
+    metrics = ("loss", "bleu")
 
     def __init__(self) -> None:
         from attnkit.models.transformer import TransformerConfig

@@ -12,6 +12,7 @@ an error naming its new place (``TrainConfig.moved``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -19,6 +20,13 @@ from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 
 T = TypeVar("T", bound="TrainConfig")
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def is_device_name(name: str) -> bool:
+    """True for the device names attnkit accepts: ``auto``, ``cpu``, ``mps``, ``cuda`` and ``cuda:N``."""
+    return re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name) is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +146,8 @@ class RegularizationConfig(Config):
     1992), updated after every optimizer step; evaluation and the saved best model use the average.
     """
 
+    nonfinite: ClassVar[tuple[str, ...]] = ("rdrop",)  # refused by validate() with its own message
+
     label_smoothing: float = 0.1
     rdrop: float = 0.0
     ema_decay: float = 0.0
@@ -207,7 +217,7 @@ class TrainConfig(Config):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         for name in ("save_every", "keep_checkpoints", "log_every"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
-        check(self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda"), "device", self.device, "use auto, cpu, cuda, cuda:N or mps")
+        check(is_device_name(self.device), "device", self.device, f"use {DEVICE_FORMS}")
         if self.schedule.kind in ("linear", "cosine"):
             check(self.steps > self.schedule.warmup, "schedule.warmup", self.schedule.warmup,
                   f"must be below steps={self.steps} for the {self.schedule.kind} schedule")

@@ -47,10 +47,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from attnkit.errors import CheckpointError, ConfigError
+from attnkit.errors import CheckpointError, ConfigError, DivergedError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
-from attnkit.training.config import TrainConfig
+from attnkit.training.config import DEVICE_FORMS, TrainConfig, is_device_name
 from attnkit.training.graphs import GraphedSteps
 from attnkit.training.optim import build_optimizer, device_lrs, scheduled_lr
 from attnkit.training.schedules import build_scheduler
@@ -59,9 +59,34 @@ from attnkit.training.tasks import Task
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if name != "auto":
+def pick_device(name: str = "auto", *, what: str = "device") -> torch.device:
+    """The torch device ``name`` names, checked against this machine; ``auto`` picks cuda, then mps, then cpu.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        what: the setting or flag that gave ``name``, for the error message (``train.device``).
+
+    Returns:
+        The device.
+
+    Raises:
+        ConfigError: ``name`` is not one of those forms, or names a device this machine lacks.
+    """
+    if not isinstance(name, str) or not is_device_name(name):
+        raise ConfigError(f"{what}={name!r} is not a device; use {DEVICE_FORMS}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what}={name!r} but no CUDA device is available; use cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{what}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(name)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ConfigError(f"{what}='mps' but no MPS device is available; use cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -122,7 +147,7 @@ class Trainer:
         self._csv_keys: list[str] = []
         self._board: Any = None  # a torch.utils.tensorboard SummaryWriter while fit() runs, with config.tensorboard
         _check_rdrop(task, config.reg.rdrop)
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, what="train.device")
         self.model.to(self.device)
         varying = getattr(task, "varying_lengths", False)
         if self.device.type == "cuda" and varying and torch.backends.cuda.cudnn_sdp_enabled():
@@ -346,7 +371,7 @@ class Trainer:
         result.losses.extend(values)
         for i, v in enumerate(values):
             if not math.isfinite(v):
-                raise FloatingPointError(f"training loss became {v} at step {first + i}; lower the learning rate")
+                raise DivergedError(f"training loss became {v} at step {first + i}; lower train.optim.lr")
         return values[-1]
 
     def _evaluate(self, result: TrainResult) -> bool:
@@ -376,7 +401,7 @@ class Trainer:
     def _is_better(self, metrics: dict[str, float]) -> bool:
         e = self.config.eval
         if e.metric not in metrics:
-            raise KeyError(f"eval.metric={e.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
+            raise ConfigError(f"train.eval.metric={e.metric!r} is not reported by the task; it reports {', '.join(metrics) or 'nothing'}")
         value = metrics[e.metric]
         return self.best is None or (value < self.best if e.mode == "min" else value > self.best)
 
