@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.cli.helptext import plain
+from attnkit.data.tokenizer import check_vocab_size
 from attnkit.errors import DataError
 
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out / "tokenizer.json" if args.out.is_dir() else args.out
     if not out.parent.is_dir():
         raise DataError(f"cannot write {out}: directory {out.parent} does not exist")
+    check_vocab_size(args.vocab_size, what="--vocab-size")
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise DataError(f"training text {missing[0]} does not exist")

@@ -21,7 +21,7 @@ from typing import Iterable, Literal
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from attnkit.data.tokenizer import SPECIALS, UNK_ID, check_specials
+from attnkit.data.tokenizer import SPECIALS, UNK_ID, check_specials, check_vocab_size
 from attnkit.errors import DataError
 
 SubwordKind = Literal["bpe", "unigram"]
@@ -31,7 +31,7 @@ MIN_VOCAB = 128
 ALPHABET = [chr(c) for c in range(33, 127)]
 
 
-def train_subword_tokenizer(texts: Iterable[str], vocab_size: int, kind: SubwordKind = "bpe") -> Tokenizer:
+def train_subword_tokenizer(texts: Iterable[str], vocab_size: int, kind: SubwordKind = "bpe", *, what: str = "vocab_size") -> Tokenizer:
     """Learn a subword vocabulary of ``vocab_size`` entries (specials included) from ``texts``.
 
     Args:
@@ -39,18 +39,20 @@ def train_subword_tokenizer(texts: Iterable[str], vocab_size: int, kind: Subword
         vocab_size: the vocabulary size, special tokens included. The result may be smaller
             when the text has fewer distinct pieces.
         kind: ``"bpe"`` or ``"unigram"``.
+        what: the flag or config key that set ``vocab_size``, named in errors.
 
     Returns:
         A ``tokenizers.Tokenizer``; ``encode(text).ids`` has no BOS/EOS, ``decode(ids)``
         returns normal text.
 
     Raises:
-        DataError: an unknown ``kind``, ``vocab_size`` below 128, or no text to learn from.
+        DataError: an unknown ``kind``, ``vocab_size`` below 128 or above 1,000,000, or no text to learn from.
     """
     if kind not in ("bpe", "unigram"):
         raise DataError(f"tokenizer kind {kind!r} is not known; choose bpe or unigram")
     if vocab_size < MIN_VOCAB:
-        raise DataError(f"vocab_size={vocab_size} is too small for a subword tokenizer; use at least {MIN_VOCAB}")
+        raise DataError(f"{what}={vocab_size} is too small for a subword tokenizer; use at least {MIN_VOCAB}")
+    check_vocab_size(vocab_size, what=what)
     sentences = [t for t in texts if t.strip()]
     if not sentences:
         raise DataError("no text to train the tokenizer on: every training sentence is empty")

@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 
-from attnkit.data.tokenizer import SPECIALS, char_tokenizer
+from attnkit.data.tokenizer import SPECIALS, char_tokenizer, check_vocab_size
 from attnkit.errors import DataError
 from attnkit.io import read_utf8
 
@@ -38,6 +38,7 @@ def train_bpe(text: str, vocab_size: int) -> Tokenizer:
     """A byte-level BPE tokenizer with ``vocab_size`` entries (specials included) learned from ``text``."""
     if vocab_size < len(SPECIALS) + 256:
         raise DataError(f"vocab_size={vocab_size} is too small for byte-level BPE; it needs at least {len(SPECIALS) + 256} (specials + 256 bytes)")
+    check_vocab_size(vocab_size, what="data.vocab_size")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

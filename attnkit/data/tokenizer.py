@@ -11,10 +11,27 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from attnkit.errors import CheckpointError
+from attnkit.errors import CheckpointError, DataError
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+# The largest vocabulary a tokenizer may be asked to learn: the trainers reserve memory in
+# proportion to the requested size, and no text attnkit trains on yields more pieces.
+MAX_VOCAB = 1_000_000
+
+
+def check_vocab_size(vocab_size: int, *, what: str = "vocab_size") -> None:
+    """Refuse a requested vocabulary above :data:`MAX_VOCAB` before a trainer reserves memory for it.
+
+    Args:
+        vocab_size: the requested number of tokens.
+        what: the flag or config key to name in the error.
+
+    Raises:
+        DataError: ``vocab_size`` is above the limit.
+    """
+    if vocab_size > MAX_VOCAB:
+        raise DataError(f"{what}={vocab_size} is above the limit of {MAX_VOCAB:,} tokens; ask for a smaller vocabulary")
 
 
 def char_tokenizer(alphabet: str) -> Tokenizer:

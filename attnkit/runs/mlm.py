@@ -139,8 +139,10 @@ def read_text(d: MLMDataConfig) -> list[list[str]]:
 
 def learn_tokenizer(docs: list[list[str]], vocab_size: int, *, cased: bool) -> Any:
     """A WordPiece vocabulary learned from the sentences that will be trained on."""
+    from attnkit.data.tokenizer import check_vocab_size
     from attnkit.data.wordpiece import WordPieceTokenizer
 
+    check_vocab_size(vocab_size, what="data.vocab_size")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "text.txt"
         path.write_text("\n".join(s for doc in docs for s in doc) + "\n", encoding="utf-8")

@@ -208,7 +208,7 @@ def prepare_tokenizer(data_cfg: TranslationConfig, train: ParallelCorpus, out: P
     path = out / "tokenizer.json"
     if reuse and path.is_file():
         return load_tokenizer(path)
-    tok = train_subword_tokenizer(train.src + train.tgt, data_cfg.vocab_size, data_cfg.tokenizer)
+    tok = train_subword_tokenizer(train.src + train.tgt, data_cfg.vocab_size, data_cfg.tokenizer, what="data.vocab_size")
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return tok

@@ -160,3 +160,31 @@ def test_hf_config_vocab_differs_from_weights(tmp_path, family):
     edit_config(tmp_path / "m", vocab_size=10**11)
     with pytest.raises(CheckpointError, match="100000000000"):
         attnkit.load(tmp_path / "m")
+
+
+# -- tokenizer vocabularies are bounded before a trainer reserves memory ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram", "wordpiece"])
+def test_T04_tokenizer_train_vocab_bounded(work, kind):
+    assert_user_error(["tokenizer", "train", "--kind", kind, "--vocab-size", "1000000000", "--out", "t.json", "text.txt"], work,
+                      "--vocab-size=1000000000", "limit of 1,000,000")
+    assert not (work / "t.json").exists()
+
+
+def test_T06_train_lm_bpe_vocab_bounded(work):
+    assert_user_error(["train", "lm", "--text", "text.txt", "--tokenizer", "bpe", "--vocab-size", "1000000000", "--sample-tokens", "0",
+                       "--no-progress", "--set", "train.device=cpu", "--out", "o/t06"], work, "data.vocab_size=1000000000", "limit of 1,000,000")
+
+
+def test_vocab_bound_in_api():
+    """Translation (data.vocab_size reaches train_subword_tokenizer) and masked-LM pre-training refuse it before training."""
+    from attnkit.data.subword import train_subword_tokenizer
+    from attnkit.errors import DataError
+    from attnkit.runs.mlm import learn_tokenizer
+
+    with pytest.raises(DataError, match=r"data\.vocab_size=1000001 is above the limit"):
+        train_subword_tokenizer(["a b c"], 1_000_001, "bpe", what="data.vocab_size")
+    with pytest.raises(DataError, match=r"data\.vocab_size=5000000 is above the limit"):
+        learn_tokenizer([["a b c"]], 5_000_000, cased=False)
+    assert train_subword_tokenizer(["a b c"] * 5, 1_000_000, "bpe").get_vocab_size() < 1000  # the limit itself is allowed
