@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attnkit.data.text import encode
-    from attnkit.data.tokenizer import load_tokenizer
+    from attnkit.data.tokenizer import check_against_model, load_tokenizer
     from attnkit.generation.one_row import MAX_ROWS, use_one_row_linears
     from attnkit.generation.sampling import SamplingConfig, generate
     from attnkit.loading import load
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(model, GPT):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; generate needs a GPT language model")
     tok = load_tokenizer(args.model)
+    check_against_model(tok, model.config, str(args.model / "tokenizer.json"))
     context = model.config.context
     prompts = []
     for i, text in enumerate(args.prompt):

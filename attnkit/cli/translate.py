@@ -43,7 +43,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_translator(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model (on its device, eval mode), its tokenizer and its decoding settings."""
-    from attnkit.data.tokenizer import check_specials, load_tokenizer
+    from attnkit.data.tokenizer import check_against_model, check_specials, load_tokenizer
     from attnkit.loading import load
     from attnkit.models.transformer import Transformer
     from attnkit.training.loop import pick_device
@@ -56,6 +56,7 @@ def load_translator(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; translation needs an encoder-decoder Transformer")
     tok = load_tokenizer(args.model)
     check_specials(tok)
+    check_against_model(tok, model.config, str(args.model / "tokenizer.json"))
     info = load_translation_info(args.model)
     beam = args.beam if args.beam is not None else int(info.get("beam_size", 4))
     alpha = args.length_penalty if args.length_penalty is not None else float(info.get("length_penalty", 0.6))

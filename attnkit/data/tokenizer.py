@@ -59,6 +59,34 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
 
 
+def check_against_model(tok: Tokenizer, config: object, source: str) -> None:
+    """Raise unless ``tok`` was made for the model of ``config``: the same vocabulary size, and the
+    model's ``pad_id``/``bos_id``/``eos_id`` (where its config has them) naming ``<pad>``, ``<s>``, ``</s>``.
+
+    A larger tokenizer produces ids past the embedding table; a smaller one, from another model,
+    encodes text into ids that mean other tokens to this model.
+
+    Args:
+        tok: the tokenizer.
+        config: the model's config (``vocab_size``, or ``src_vocab_size`` and ``tgt_vocab_size``).
+        source: where the tokenizer comes from, named in the error.
+
+    Raises:
+        CheckpointError: the sizes or the special ids differ.
+    """
+    n = tok.get_vocab_size()
+    for key in ("vocab_size", "src_vocab_size", "tgt_vocab_size"):
+        size = getattr(config, key, None)
+        if isinstance(size, int) and size != n:
+            raise CheckpointError(f"{source}: the tokenizer has {n:,} tokens but the model's {key} is {size:,}; "
+                                  "it was made for another model (use the tokenizer.json saved with this model)")
+    for key, name in (("pad_id", SPECIALS[PAD_ID]), ("bos_id", SPECIALS[BOS_ID]), ("eos_id", SPECIALS[EOS_ID])):
+        i = getattr(config, key, None)
+        if isinstance(i, int) and tok.id_to_token(i) != name:
+            raise CheckpointError(f"{source}: the model's {key} is {i}, but the tokenizer has {tok.id_to_token(i)!r} there, not "
+                                  f"{name!r} (at id {tok.token_to_id(name)}); it was made for another model")
+
+
 def check_specials(tok: Tokenizer) -> None:
     """Raise unless the tokenizer has attnkit's special tokens at the expected ids."""
     for i, s in enumerate(SPECIALS):

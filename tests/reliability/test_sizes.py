@@ -188,3 +188,53 @@ def test_vocab_bound_in_api():
     with pytest.raises(DataError, match=r"data\.vocab_size=5000000 is above the limit"):
         learn_tokenizer([["a b c"]], 5_000_000, cased=False)
     assert train_subword_tokenizer(["a b c"] * 5, 1_000_000, "bpe").get_vocab_size() < 1000  # the limit itself is allowed
+
+
+# -- the tokenizer is checked against the model wherever both meet -----------------------------------------
+
+
+def _bpe_tokenizer(path: Path, size: int = 300) -> None:
+    from attnkit.data.subword import train_subword_tokenizer
+
+    text = ["Ein Mann fährt Fahrrad.", "A man rides a bicycle.", "Zwei Hunde spielen im Schnee."] * 20
+    train_subword_tokenizer(text, size, "bpe").save(str(path))
+
+
+def test_K01_generate_tokenizer_larger_than_model(work):
+    _bpe_tokenizer(work / "lm" / "model" / "tokenizer.json")
+    assert_user_error(["generate", "--model", "lm/model", "--prompt", "To be", "--max-new-tokens", "3", "--seed", "0"], work,
+                      "tokenizer has", "vocab_size is")
+
+
+def test_K11_translate_tokenizer_larger_than_model(work):
+    _bpe_tokenizer(work / "rev" / "model" / "tokenizer.json")
+    assert_user_error(["translate", "--model", "rev/model", "Ein Mann"], work, "tokenizer has", "src_vocab_size is")
+
+
+def test_K06_translate_tokenizer_of_another_smaller_model(work):
+    """The char tokenizer of ``lm/`` has the same specials at 0-3 but other tokens: refused by its size."""
+    import shutil
+
+    shutil.copy(work / "lm" / "model" / "tokenizer.json", work / "rev" / "model" / "tokenizer.json")
+    lm_size = len(json.loads((work / "lm" / "model" / "tokenizer.json").read_text())["model"]["vocab"])
+    rev_size = json.loads((work / "rev" / "model" / "config.json").read_text())["src_vocab_size"]
+    assert lm_size != rev_size
+    assert_user_error(["translate", "--model", "rev/model", "0123"], work, f"has {lm_size} tokens", f"is {rev_size}")
+
+
+def test_special_ids_differ(work):
+    """A model whose eos_id names another token than the tokenizer's </s> is refused."""
+    edit_config(work / "rev" / "model", eos_id=5)
+    assert_user_error(["translate", "--model", "rev/model", "0123"], work, "eos_id is 5", "'</s>'")
+
+
+def test_check_against_model_api():
+    from attnkit.data.tokenizer import char_tokenizer, check_against_model
+    from attnkit.errors import CheckpointError
+    from attnkit.models import GPTConfig
+
+    tok = char_tokenizer("abc")  # 4 specials + 3 characters
+    check_against_model(tok, GPTConfig(vocab_size=7, context=8, d_model=8, n_heads=2, n_layers=1), "t")
+    for vocab in (6, 8):
+        with pytest.raises(CheckpointError, match=f"has 7 tokens but the model's vocab_size is {vocab}"):
+            check_against_model(tok, GPTConfig(vocab_size=vocab, context=8, d_model=8, n_heads=2, n_layers=1), "t")
