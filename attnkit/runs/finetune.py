@@ -167,6 +167,8 @@ def read_labelled(task: str, d: FinetuneDataConfig) -> tuple[Any, Any, list[str]
         train = read_conll(d.train, limit=limit)
         dev = read_conll(d.dev, limit=eval_limit) if d.dev else None
         names = list(train.tag_names())
+        if len(names) < 2:
+            raise ConfigError(f"{d.train} has only the tag {names!r}; tagging needs at least two (an entity tag besides 'O')")
         if dev is not None:
             check_tags(names, dev)
     return train, dev, names

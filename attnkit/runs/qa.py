@@ -141,10 +141,12 @@ class QAJob(Job):
         shape = dict(max_len=max_len, doc_stride=d.doc_stride, max_question_len=d.max_question_len)
         train_w = make_windows(tok, train_data.examples, **shape)
         dev_w = make_windows(tok, dev_data.examples, **shape)
+        kept = min(d.max_question_len, max_len - 4)  # make_windows leaves room for [CLS], [SEP], a context token and [SEP]
+        cut = f"{kept} tokens" + (f" (max_len {max_len} - 4; data.max_question_len={d.max_question_len})" if kept < d.max_question_len else "")
         for name, w, q in (("train", train_w, train_data), ("dev", dev_w, dev_data)):
             unanswered = sum(x.start_label == 0 for x in w.windows)
             log(f"{name}: {len(w.windows)} windows for {len(q.examples)} questions ({unanswered} without the answer); "
-                f"{w.truncated_questions} questions truncated to {d.max_question_len} tokens"
+                f"{w.truncated_questions} questions truncated to {cut}"
                 + (f"; {w.unlabelled} answers cover no token (labelled [CLS])" if w.unlabelled else ""))
         if not resume:
             t = epoch_schedule(t, d, len(train_w.windows))
