@@ -15,6 +15,7 @@ from typing import Any
 from attnkit.cli.helptext import plain
 from attnkit.data.tokenizer import check_vocab_size
 from attnkit.errors import DataError
+from attnkit.io import read_utf8
 
 
 def add_parser(sub: Any) -> None:
@@ -38,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise DataError(f"cannot write {out}: directory {out.parent} does not exist")
     check_vocab_size(args.vocab_size, what="--vocab-size")
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        raise DataError(f"training text {missing[0]} does not exist")
+    texts = [read_utf8(f, "training text") for f in args.files]  # missing or not UTF-8: refused, as train lm does
     if args.kind == "wordpiece":
         from attnkit.data.wordpiece import WordPieceTokenizer
 
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from attnkit.data.subword import train_subword_tokenizer
 
-        lines = [line for f in args.files for line in f.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [line for text in texts for line in text.splitlines()]
         learned = train_subword_tokenizer(lines, args.vocab_size, args.kind)
         learned.save(str(out))
         size = learned.get_vocab_size()

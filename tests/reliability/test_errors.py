@@ -295,3 +295,12 @@ def test_d39_qa_truncation_reports_the_real_length(tmp_path: Path, tiny_bert: Pa
     assert code == 0
     assert "questions truncated to 6 tokens (max_len 10 - 4; data.max_question_len=64)" in out, out
     assert "truncated to 64" not in out
+
+
+@pytest.mark.parametrize("kind", ["unigram", "wordpiece"])
+def test_t05_tokenizer_train_refuses_non_utf8(work: Path, kind: str) -> None:
+    """T05: ``tokenizer train`` turned invalid UTF-8 into U+FFFD entries while ``train lm`` refuses the same file."""
+    (work / "latin1.txt").write_bytes("caf\u00e9 na\u00efve d\u00e9j\u00e0 vu\n".encode("latin-1") * 20)
+    assert_user_error(f"tokenizer train --kind {kind} --vocab-size 60 --out t.json latin1.txt", work, "latin1.txt", "not UTF-8")
+    assert not (work / "t.json").exists()
+    assert_user_error("train lm --text latin1.txt --no-progress --out o", work, "latin1.txt", "not UTF-8")
