@@ -273,3 +273,19 @@ def test_convert_output_follows_the_umask(work, umask_022):
     io._UMASK = None
     assert main(["convert", "--to-attnkit", str(work / "hf"), str(work / "ak")]) == 0
     assert _modes(work / "ak") == {("dir", 0o700), ("file", 0o600)}
+
+
+def test_convert_failing_to_write_keeps_the_old_destination(work, capsys, monkeypatch):
+    """F04: a write that fails (a full disk) is one error line; an existing DST and its neighbours are unchanged."""
+    import attnkit.io as io
+
+    assert main(["convert", "--to-hf", str(work / "lm/model"), str(work / "hf")]) == 0
+    real = io.os.fsync
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    _refused(["convert", "--to-hf", "--overwrite", work / "lm/model", work / "hf"], work, capsys, "cannot write", "No space left")
+    monkeypatch.setattr(io.os, "fsync", real)
+    assert sorted(p.name for p in work.iterdir()) == ["hf", "lm", "rev", "text.txt"]
