@@ -1,7 +1,7 @@
 """``attnkit generate --model DIR --prompt TEXT``: continue text with a GPT model.
 
 One prompt streams its continuation to the terminal token by token; several ``--prompt``
-are decoded together as one left-padded batch and printed when done. ``--temperature 0``
+are decoded together in left-padded batches of ``--batch-size`` and printed as each batch is done. ``--temperature 0``
 (or ``--greedy``) picks the most likely token; otherwise tokens are sampled, optionally
 restricted to the ``--top-k`` most likely and to the ``--top-p`` nucleus.
 
@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set with probability >= p, p in (0, 1]")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
     p.add_argument("--stop", action="append", default=[], help="stop a row when its text contains this string (repeatable)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together (default: 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--compile", action="store_true", help="compile the decode step (CUDA graphs; on CUDA with at most 4 "
                    "prompts, one-row linears too); pays off for long outputs")
@@ -49,6 +50,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--temperature {args.temperature} must be >= 0 (0 = greedy)")
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,19 +115,23 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         state["shown"] = text
 
-    if args.compile and len(prompts) <= MAX_ROWS and next(model.parameters()).is_cuda:
+    if args.compile and min(len(prompts), args.batch_size) <= MAX_ROWS and next(model.parameters()).is_cuda:
         # one-row products as fused reductions, with the pre-norm LayerNorms folded into them
         use_one_row_linears(model, fold_norms=True)
     if streaming:
         sys.stdout.write(args.prompt[0])
-    out = generate(model, prompts, cfg, decode=decode, on_token=on_token if streaming else None, compile=args.compile)
-    assert out.texts is not None
     if streaming:
+        out = generate(model, prompts, cfg, decode=decode, on_token=on_token, compile=args.compile)
+        assert out.texts is not None
         final = out.texts[0]
         sys.stdout.write(final[len(state["shown"]) :] if final.startswith(state["shown"]) else "")
         sys.stdout.write("\n")
-    else:
-        for prompt, text in zip(args.prompt, out.texts):
+        return 0
+    for start in range(0, len(prompts), args.batch_size):
+        out = generate(model, prompts[start : start + args.batch_size], cfg, decode=decode, compile=args.compile)
+        assert out.texts is not None
+        for prompt, text in zip(args.prompt[start : start + args.batch_size], out.texts):
             print(prompt + text)
             print("-" * 40)
+        sys.stdout.flush()
     return 0

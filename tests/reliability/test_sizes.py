@@ -238,3 +238,44 @@ def test_check_against_model_api():
     for vocab in (6, 8):
         with pytest.raises(CheckpointError, match=f"has 7 tokens but the model's vocab_size is {vocab}"):
             check_against_model(tok, GPTConfig(vocab_size=vocab, context=8, d_model=8, n_heads=2, n_layers=1), "t")
+
+
+# -- generate decodes prompts in batches of --batch-size -----------------------------------------------------
+
+
+def test_generate_batches_equal_one_by_one(work):
+    """Greedy continuations are the same whether prompts go one at a time or three together."""
+    prompts = ["To be", "Whether 'tis", "the question", "mind", "or not to"]
+    args = ["generate", "--model", "lm/model", "--greedy", "--max-new-tokens", "6"] + [a for p in prompts for a in ("--prompt", p)]
+    one = run_cli(args + ["--batch-size", "1"], work)
+    three = run_cli(args + ["--batch-size", "3"], work)
+    assert one.code == 0 and three.code == 0, one.stderr + three.stderr
+    blocks = [b.strip() for b in one.stdout.split("-" * 40) if b.strip()]
+    assert len(blocks) == len(prompts) and all(b.startswith(p) for b, p in zip(blocks, prompts))
+    assert one.stdout == three.stdout
+
+
+def test_generate_batch_size_checked(work):
+    assert_user_error(["generate", "--model", "lm/model", "--prompt", "a", "--prompt", "b", "--batch-size", "0"], work, "--batch-size 0")
+
+
+def test_generate_splits_into_batches(work, monkeypatch):
+    """2,000 prompts never go into one batch: ``generate`` is called with at most --batch-size rows."""
+    import argparse
+
+    import attnkit.generation.sampling as sampling
+    from attnkit.cli import generate as cli_generate
+
+    sizes = []
+    real = sampling.generate
+
+    def spy(model, prompts, cfg, **kw):
+        sizes.append(len(prompts))
+        return real(model, prompts, cfg, **kw)
+
+    monkeypatch.setattr(sampling, "generate", spy)
+    monkeypatch.chdir(work)
+    ns = argparse.Namespace(model=Path("lm/model"), prompt=["To be"] * 70, max_new_tokens=1, temperature=0.0, greedy=True, top_k=None,
+                            top_p=None, seed=0, stop=[], device="cpu", compile=False, batch_size=32)
+    assert cli_generate.run(ns) == 0
+    assert sizes == [32, 32, 6]
