@@ -198,6 +198,9 @@ def run(
     record = {"task": job.task, "recipe": saved_recipe, **{k: v.to_dict() for k, v in configs.items()}}
     atomic_write_text(out / RUN_CONFIG, json.dumps(record, indent=2) + "\n")
     trainer = Trainer(prepared.model, prepared.task, configs["train"], out, tokenizer=prepared.tokenizer, progress=progress)  # type: ignore[arg-type]
+    if resume and not list_checkpoints(out):  # stopped before its first checkpoint: nothing to restore yet
+        log(f"resume: {out} holds no checkpoint yet; the run starts again from step 0 with its saved settings")
+        resume = False
     if prepared.before_fit is not None and not resume:
         prepared.before_fit(trainer)
     result = trainer.fit(resume=resume)
