@@ -26,6 +26,10 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 
+# The deepest stack a config may ask for: each layer is a Python module built one at a time
+# (even shapes-only, on the meta device), so a typo of 10^7 layers would never finish building.
+MAX_LAYERS = 1024
+
 _MODELS: dict[str, type["PretrainedModel"]] = {}
 M = TypeVar("M", bound=type)
 

@@ -33,7 +33,7 @@ from attnkit.config import Config, check, pick_preset
 from attnkit.errors import DataError
 from attnkit.layers.blocks import EncoderLayer, LayerSpec
 from attnkit.layers.positional import LearnedPositions
-from attnkit.models.base import PretrainedModel, init_normal, register_model
+from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"]
@@ -70,6 +70,7 @@ class BertConfig(Config):
     def validate(self) -> None:
         for name in ("vocab_size", "max_positions", "type_vocab_size", "d_model", "n_heads", "n_layers"):
             check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        check(self.n_layers <= MAX_LAYERS, "n_layers", self.n_layers, f"must be at most {MAX_LAYERS}")
         for name in ("d_ff", "d_embed"):
             check(getattr(self, name) is None or getattr(self, name) > 0, name, getattr(self, name), "must be positive or null")
         check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")

@@ -28,7 +28,7 @@ from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.pooling import mean_pool
 from attnkit.layers.positional import build_positions
-from attnkit.models.base import PretrainedModel, init_normal, register_model
+from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 
@@ -62,6 +62,7 @@ class EncoderClassifierConfig(Config):
     def validate(self) -> None:
         for name in ("vocab_size", "num_labels", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
             check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        check(self.n_layers <= MAX_LAYERS, "n_layers", self.n_layers, f"must be at most {MAX_LAYERS}")
         check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
         check(self.head_dim_ff >= 0, "head_dim_ff", self.head_dim_ff, "must be >= 0 (0: a linear head)")

@@ -33,7 +33,7 @@ from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.positional import LearnedPositions
-from attnkit.models.base import PretrainedModel, init_normal, register_model
+from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
 
@@ -62,6 +62,7 @@ class GPTConfig(Config):
     def validate(self) -> None:
         for name in ("vocab_size", "context", "d_model", "n_heads", "n_layers"):
             check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        check(self.n_layers <= MAX_LAYERS, "n_layers", self.n_layers, f"must be at most {MAX_LAYERS}")
         check(self.d_ff is None or self.d_ff > 0, "d_ff", self.d_ff, "must be positive (or null for 4 * d_model)")
         check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")

@@ -21,7 +21,7 @@ from attnkit.attention.registry import check_params, names as kernel_names
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
 from attnkit.layers.positional import TokenEmbedding, build_positions
-from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.base import MAX_LAYERS, PretrainedModel, register_model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +68,7 @@ class TransformerConfig(Config):
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
             check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
         for name in ("n_encoder_layers", "n_decoder_layers"):
-            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+            check(0 <= getattr(self, name) <= MAX_LAYERS, name, getattr(self, name), f"must be in [0, {MAX_LAYERS}]")
         check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
         for name in ("dropout", "activation_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "must be in [0, 1)")

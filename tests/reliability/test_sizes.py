@@ -279,3 +279,17 @@ def test_generate_splits_into_batches(work, monkeypatch):
                             top_p=None, seed=0, stop=[], device="cpu", compile=False, batch_size=32)
     assert cli_generate.run(ns) == 0
     assert sizes == [32, 32, 6]
+
+
+@pytest.mark.parametrize("cmd,key", [
+    (["train", "reverse", *REV_SMALL, "--set", "model.n_encoder_layers=10000000", "--out", "o/x"], "n_encoder_layers=10000000"),
+    (["train", "lm", "--text", "text.txt", "--no-progress", "--set", "model.n_layers=10000000", "--out", "o/x"], "n_layers=10000000"),
+], ids=["seq2seq", "lm"])
+def test_layer_count_bounded(work, cmd, key):
+    """Ten million layers would take hours to build even shapes-only: the config refuses them."""
+    assert_user_error(cmd, work, key, "1024")
+
+
+def test_layer_count_in_checkpoint_bounded(work):
+    edit_config(work / "lm" / "model", n_layers=10**7)
+    assert_user_error("info lm/model", work, "n_layers=10000000", "1024")
