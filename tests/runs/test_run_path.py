@@ -129,3 +129,17 @@ def test_stages_follow_the_runs_device_and_feed_their_model(tmp_path, monkeypatc
     assert stage["train"].device == "cpu"
     assert stage["train"].optim.lr == recipes.get("rte-tapt").train.optim.lr  # the later run's lr is not the stage's
     assert fed == [f'data.model={json.dumps(str(tmp_path / "stages" / "rte-tapt" / "model"))}']
+
+
+def test_resume_before_the_first_checkpoint_starts_again(capsys, tmp_path):
+    """A run killed after writing its settings but before its first checkpoint is resumed from step 0, same settings."""
+    import shutil
+
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "reverse", "--out", out, "--no-progress", "--set", "train.steps=2", *REV_TINY)[0] == 0
+    shutil.rmtree(out / "checkpoints")
+    shutil.rmtree(out / "model")
+    code, stdout, err = cli(capsys, "train", "reverse", "--resume", "--out", out, "--no-progress")
+    assert code == 0, err
+    assert "holds no checkpoint yet" in stdout and "trained 2 steps" in stdout
+    assert (out / "model" / "model.safetensors").is_file()
