@@ -293,3 +293,39 @@ def test_layer_count_bounded(work, cmd, key):
 def test_layer_count_in_checkpoint_bounded(work):
     edit_config(work / "lm" / "model", n_layers=10**7)
     assert_user_error("info lm/model", work, "n_layers=10000000", "1024")
+
+
+def test_cuda_limit_is_the_free_device_memory(monkeypatch):
+    """On CUDA the limit is the device's free memory (faked here: 1 MB free of 80 GB)."""
+    from attnkit.errors import ConfigError
+    from attnkit.models import GPT, GPTConfig
+    from attnkit.models.base import available_memory, check_size
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**6, 80 * 10**9))
+    assert available_memory("cuda:0") == (10**6, "free on cuda:0")
+    with pytest.raises(ConfigError, match=r"model\.vocab_size=100000 makes tok_embed\.weight \(100000, 16\).*1\.0 MB free on cuda:0"):
+        check_size(GPT, GPTConfig(vocab_size=100_000, context=8, d_model=16, n_heads=2, n_layers=1), "cuda:0")
+    check_size(GPT, GPTConfig(vocab_size=100, context=8, d_model=16, n_heads=2, n_layers=1), "cuda:0")
+
+
+def test_address_space_limit_is_respected():
+    """Under ``ulimit -v`` a model that fits in RAM but not under the limit is refused (not killed by the allocator)."""
+    import resource
+    import subprocess
+    import sys
+
+    from attnkit.models.base import available_memory
+
+    if available_memory("cpu")[0] < 8 << 30:
+        pytest.skip("needs 8 GB of available RAM to tell the address-space limit from RAM")
+    code = ("from attnkit.models import GPT, GPTConfig\nfrom attnkit.models.base import check_size\n"
+            "check_size(GPT, GPTConfig(vocab_size=8 * 10**7, context=8, d_model=16, n_heads=2, n_layers=1))\n")  # 5.1 GB of embeddings
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode != 0 and "ConfigError" in proc.stderr, proc.stderr[-1500:]
+    assert "vocab_size=80000000" in proc.stderr and "ulimit -v" in proc.stderr, proc.stderr[-1500:]
