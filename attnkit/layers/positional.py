@@ -17,6 +17,31 @@ import torch
 from torch import Tensor, nn
 
 
+def check_ids(ids: Tensor, vocab_size: int, name: str, module: nn.Module) -> None:
+    """Raise ``ValueError`` naming ``name`` when an id of ``ids`` is outside ``[0, vocab_size)``.
+
+    An embedding lookup (a row gather) with such an id fails deep inside ``nn.Embedding``
+    with an ``IndexError`` on the CPU and a device-side assert on a GPU. The check is one
+    min/max reduction, and reading its result waits for the device, so it runs only where
+    that wait is free or already paid: on the CPU, and in eval mode (generation and
+    prediction, where the ids come straight from the user). It is skipped while
+    ``torch.compile`` traces, and while training on an accelerator, whose ids come from a
+    tokenizer already checked against the model's vocabulary.
+
+    Args:
+        ids: integer ids of any shape.
+        vocab_size: the number of rows of the embedding table.
+        name: the argument's name for the message (``input_ids``, ``segment_ids``, ...).
+        module: the module doing the lookup (its ``training`` flag picks the policy).
+    """
+    if ids.numel() == 0 or torch.compiler.is_compiling() or (module.training and ids.device.type != "cpu"):
+        return
+    lo, hi = torch.aminmax(ids)
+    if int(lo) < 0 or int(hi) >= vocab_size:
+        bad = int(lo) if int(lo) < 0 else int(hi)
+        raise ValueError(f"{name} holds id {bad}, outside the vocabulary of {vocab_size} (ids must be in 0..{vocab_size - 1})")
+
+
 def sinusoid_table(max_len: int, d_model: int) -> Tensor:
     """The ``(max_len, d_model)`` table of section 3.5 (odd ``d_model`` drops the last cosine)."""
     pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (T, 1)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.pooling import mean_pool
-from attnkit.layers.positional import build_positions
+from attnkit.layers.positional import build_positions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
@@ -139,6 +139,7 @@ class EncoderClassifier(PretrainedModel):
         if t > c.max_len:
             raise ValueError(f"{t} tokens exceed the model's max_len={c.max_len}; truncate the input")
         keep = attention_mask.bool() if attention_mask is not None else None  # (B, T)
+        check_ids(ids, c.vocab_size, "input_ids", self)
         x = self.drop(self.tok_embed(ids) + self.positions.span(0, t))  # (B, T, d_model)
         mask = keep[:, None, None, :] if keep is not None and c.mask_padding else None  # (B, 1, 1, T)
         h, _ = self.encoder(x, mask)  # (B, T, d_model); a pre-norm stack ends with a LayerNorm

@@ -32,7 +32,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
-from attnkit.layers.positional import LearnedPositions
+from attnkit.layers.positional import LearnedPositions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
 
@@ -176,6 +176,7 @@ class GPT(PretrainedModel):
             pos = self.positions.span(offset, t)  # (T, d_model), no device sync
         else:
             pos = self.positions.embedding(positions)  # (B, T, d_model)
+        check_ids(ids, self.config.vocab_size, "input_ids", self)
         x = self.drop(self.tok_embed(ids) + pos)  # (B, T, d_model)
         h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
         return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)

@@ -45,11 +45,30 @@ def save_checkpoint(out: Path, step: int, model: PretrainedModel, state: dict[st
     root = checkpoint_dir(out)
     name = f"step-{step:08d}"
     raw = model._orig_mod if hasattr(model, "_orig_mod") else model  # unwrap torch.compile
-    path = raw.save_pretrained(root / name, tokenizer=tokenizer, fill_more=lambda tmp: torch.save(state, tmp / STATE_NAME))
-    atomic_write_text(root / "latest", name + "\n")
+    try:
+        path = raw.save_pretrained(root / name, tokenizer=tokenizer, fill_more=lambda tmp: torch.save(state, tmp / STATE_NAME))
+        atomic_write_text(root / "latest", name + "\n")
+    except (OSError, RuntimeError) as e:
+        # a full disk surfaces as OSError from Python's writes and as RuntimeError from torch.save's zip
+        # writer; the temporary directory is already gone and ``latest`` still names the previous step
+        raise CheckpointError(f"writing checkpoint {name} under {out} failed: {_first_line(e)}; {_free_space(root)}") from None
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+def _free_space(root: Path) -> str:
+    """``free space N MB on ROOT``, or a plain request to free space when the file system cannot be asked."""
+    try:
+        free = shutil.disk_usage(root if root.exists() else root.parent).free
+    except OSError:
+        return "free space on that disk or choose another --out"
+    return f"free space on that disk ({free // 2**20} MB left) or choose another --out"
 
 
 def remove_orphans(out: Path) -> list[Path]:
