@@ -17,24 +17,23 @@ import torch
 from torch import Tensor, nn
 
 
-def check_ids(ids: Tensor, vocab_size: int, name: str, module: nn.Module) -> None:
+def check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` when an id of ``ids`` is outside ``[0, vocab_size)``.
 
     An embedding lookup (a row gather) with such an id fails deep inside ``nn.Embedding``
     with an ``IndexError`` on the CPU and a device-side assert on a GPU. The check is one
-    min/max reduction, and reading its result waits for the device, so it runs only where
-    that wait is free or already paid: on the CPU, and in eval mode (generation and
-    prediction, where the ids come straight from the user). It is skipped while
-    ``torch.compile`` traces, and while training on an accelerator, whose ids come from a
-    tokenizer already checked against the model's vocabulary.
+    min/max reduction whose result the host must read, so it runs only where that read
+    costs nothing: on CPU tensors. On an accelerator, where the read would stall every step
+    of training and decoding, the commands check the tokenizer against the model instead
+    (:func:`attnkit.data.tokenizer.check_against_model`); the check is also skipped while
+    ``torch.compile`` traces.
 
     Args:
         ids: integer ids of any shape.
         vocab_size: the number of rows of the embedding table.
         name: the argument's name for the message (``input_ids``, ``segment_ids``, ...).
-        module: the module doing the lookup (its ``training`` flag picks the policy).
     """
-    if ids.numel() == 0 or torch.compiler.is_compiling() or (module.training and ids.device.type != "cpu"):
+    if ids.numel() == 0 or ids.device.type != "cpu" or torch.compiler.is_compiling():
         return
     lo, hi = torch.aminmax(ids)
     if int(lo) < 0 or int(hi) >= vocab_size:

@@ -168,9 +168,9 @@ class BertEmbeddings(nn.Module):
             pos = self.positions.embedding(positions if positions is not None else self.position_ids(ids))  # (B, T, E)
         else:
             pos = self.positions.embedding.weight[: ids.shape[1]]  # (T, E)
-        check_ids(ids, self.config.vocab_size, "input_ids", self)
+        check_ids(ids, self.config.vocab_size, "input_ids")
         if segment_ids is not None:
-            check_ids(segment_ids, self.config.type_vocab_size, "segment_ids", self)
+            check_ids(segment_ids, self.config.type_vocab_size, "segment_ids")
         seg = self.segments(segment_ids) if segment_ids is not None else self.segments.weight[0]  # (B, T, E) or (E,)
         x = self.tokens(ids) + seg + pos  # (B, T, E)
         x = self.drop(self.norm(x))

@@ -139,7 +139,7 @@ class EncoderClassifier(PretrainedModel):
         if t > c.max_len:
             raise ValueError(f"{t} tokens exceed the model's max_len={c.max_len}; truncate the input")
         keep = attention_mask.bool() if attention_mask is not None else None  # (B, T)
-        check_ids(ids, c.vocab_size, "input_ids", self)
+        check_ids(ids, c.vocab_size, "input_ids")
         x = self.drop(self.tok_embed(ids) + self.positions.span(0, t))  # (B, T, d_model)
         mask = keep[:, None, None, :] if keep is not None and c.mask_padding else None  # (B, 1, 1, T)
         h, _ = self.encoder(x, mask)  # (B, T, d_model); a pre-norm stack ends with a LayerNorm

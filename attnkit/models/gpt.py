@@ -176,7 +176,7 @@ class GPT(PretrainedModel):
             pos = self.positions.span(offset, t)  # (T, d_model), no device sync
         else:
             pos = self.positions.embedding(positions)  # (B, T, d_model)
-        check_ids(ids, self.config.vocab_size, "input_ids", self)
+        check_ids(ids, self.config.vocab_size, "input_ids")
         x = self.drop(self.tok_embed(ids) + pos)  # (B, T, d_model)
         h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
         return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)

@@ -178,7 +178,7 @@ class Transformer(PretrainedModel):
         """``src: (B, Ts)`` -> encoder output ``(B, Ts, d_model)`` and per-layer weights.
 
         ``src_bias`` (:meth:`source_bias`) replaces ``src_mask`` in every layer."""
-        check_ids(src, self.config.src_vocab_size, "src", self)
+        check_ids(src, self.config.src_vocab_size, "src")
         x = self.src_embed(src)
         if src_bias is not None:
             return self.encoder(x, None, bias=src_bias, need_weights=need_weights)
@@ -207,7 +207,7 @@ class Transformer(PretrainedModel):
             offset = caches[0].self_attn.length if caches else 0
         # Targets are right-padded, so under the causal mask a real token never sees a pad
         # key; no padding mask is needed, which keeps SDPA on its causal (flash) path.
-        check_ids(tgt, self.config.tgt_vocab_size, "tgt", self)
+        check_ids(tgt, self.config.tgt_vocab_size, "tgt")
         h, weights = self.decoder(
             self.tgt_embed(tgt, offset), memory, memory_mask=None if src_bias is not None else src_mask, memory_bias=src_bias,
             caches=caches, need_weights=need_weights,
