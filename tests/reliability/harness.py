@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,38 @@ class Outcome:
     stderr: str
 
 
-def run_cli(args: str | list[str], cwd: Path, *, stdin: str | None = None, timeout: float = 120) -> Outcome:
-    """``attnkit ARGS`` in a subprocess in ``cwd`` (``args`` as a shell-like string or a list)."""
+def run_cli(args: str | list[str], cwd: Path, *, stdin: str | None = None) -> Outcome:
+    """``attnkit ARGS`` run in this process with ``cwd`` as the working directory (``args`` as a shell-like string or a list).
+
+    In-process keeps the battery fast (no interpreter and torch start per case); an exception
+    that escapes the CLI's error mapping is printed as a traceback to ``stderr`` with exit 1,
+    as the ``attnkit`` script would show it. Cases about processes and pipes start their own.
+    """
+    import io
+    import os
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from attnkit.cli.main import main
+
     argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "attnkit.cli.main", *argv], cwd=cwd, input=stdin, capture_output=True,
-                          text=True, timeout=timeout, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
-    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+    out, err = io.StringIO(), io.StringIO()
+    here, old_stdin = os.getcwd(), sys.stdin
+    os.chdir(cwd)
+    try:
+        sys.stdin = io.StringIO(stdin or "")
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            except BaseException:  # noqa: BLE001 - what a user would see as a traceback
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        sys.stdin = old_stdin
+        os.chdir(here)
+    return Outcome(int(code or 0), out.getvalue(), err.getvalue())
 
 
 def assert_user_error(args: str | list[str], cwd: Path, *must_say: str, stdin: str | None = None) -> Outcome:
