@@ -17,7 +17,7 @@ norm) at ``lr``. Each param group then carries ``lr_scale`` (its ``xi`` power) a
 ``lr = lr * lr_scale``; the schedules of :mod:`attnkit.training.schedules` multiply each
 group's own initial lr, so the ratios between groups hold at every step. (ELECTRA's released
 code puts every exponent one higher, the top layer at ``xi^2``: a leftover of a removed
-pooler, by its author's account in google-research/electra issue 51; this is the intended rule.)
+pooler, by its author's account in google-research/electra, GitHub issue #51; this is the intended rule.)
 """
 
 from __future__ import annotations
