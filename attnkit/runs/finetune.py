@@ -87,32 +87,45 @@ def explicit_schedule(assignments: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneDataConfig(FinetuneConfig):
-    """What ``classify`` and ``ner`` fine-tune, on which files, and for how long.
+class FinetuneSource(Config):
+    """What every fine-tuning task (classify, ner, qa) starts from and reads, and how its length is counted.
 
     ``model`` is an attnkit or Hugging Face BERT-family directory (or ``all-MiniLM-L6-v2``, the
-    packaged copy); ``tokenizer`` a ``tokenizer.json`` or ``vocab.txt`` (default: the model's).
-    ``train`` and ``dev`` are GLUE ``.tsv`` files (classify) or CoNLL files (ner); the best model
-    by the dev metric is kept. ``test``, if given, is a labelled file of the same kind scored
-    once with the saved model at the end, its rows cut only at the model's position limit.
-    ``eval_limit`` reads at most that many dev and test examples (0: all). The switches
-    ``steps_from_epochs``, ``warmup_from_ratio`` and ``eval_per_epoch`` derive ``train.steps``,
-    ``train.schedule.warmup`` and ``train.eval.every`` (see :func:`epoch_schedule`).
+    packaged copy); ``tokenizer`` a ``tokenizer.json`` or ``vocab.txt`` (default: the model's);
+    ``train`` and ``dev`` the labelled files; ``eval_limit`` reads at most that many dev (and test)
+    examples (0: all). The switches ``steps_from_epochs``, ``warmup_from_ratio`` and
+    ``eval_per_epoch`` derive ``train.steps``, ``train.schedule.warmup`` and ``train.eval.every``
+    from the epochs (see :func:`epoch_schedule`).
     """
 
     model: str = ""
     tokenizer: str = ""
     train: str = ""
     dev: str = ""
-    test: str = ""
     eval_limit: int = 0
     steps_from_epochs: bool = True
     warmup_from_ratio: bool = True
     eval_per_epoch: bool = True
 
     def validate(self) -> None:
-        super().validate()
         check(self.eval_limit >= 0, "eval_limit", self.eval_limit, "must be >= 0 (0 reads everything)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
+    """What ``classify`` and ``ner`` fine-tune, on which files, and for how long.
+
+    ``train`` and ``dev`` are GLUE ``.tsv`` files (classify) or CoNLL files (ner); the best model
+    by the dev metric is kept. ``test``, if given, is a labelled file of the same kind scored
+    once with the saved model at the end, its rows cut only at the model's position limit.
+    The other file fields and the schedule switches are :class:`FinetuneSource`'s.
+    """
+
+    test: str = ""
+
+    def validate(self) -> None:
+        FinetuneConfig.validate(self)
+        FinetuneSource.validate(self)
 
 
 # train.steps until the epochs are counted (data.steps_from_epochs): large, so that a warm-up or an

@@ -22,13 +22,13 @@ from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.io import atomic_write_text
 from attnkit.runs.base import Job, Log, Prepared, model_dir
-from attnkit.runs.finetune import epoch_schedule, finetune_train
+from attnkit.runs.finetune import FinetuneSource, epoch_schedule, finetune_train
 from attnkit.training.config import TrainConfig
 from attnkit.training.loop import TrainResult, Trainer, pick_device
 
 
 @dataclass(frozen=True, kw_only=True)
-class QADataConfig(Config):
+class QADataConfig(FinetuneSource):
     """What ``qa`` fine-tunes, on which questions, and how contexts become windows.
 
     ``model`` is an attnkit or Hugging Face BERT-family directory (or ``all-MiniLM-L6-v2``, the
@@ -41,10 +41,6 @@ class QADataConfig(Config):
     fine-tuning classifiers (:func:`attnkit.runs.finetune.epoch_schedule`).
     """
 
-    model: str = ""
-    tokenizer: str = ""
-    train: str = ""
-    dev: str = ""
     data: str = ""
     split_articles: int = 0
     max_len: int = 384
@@ -54,13 +50,10 @@ class QADataConfig(Config):
     max_answer_len: int = 30
     epochs: float = 3.0
     warmup_ratio: float = 0.1
-    steps_from_epochs: bool = True
-    warmup_from_ratio: bool = True
-    eval_per_epoch: bool = True
     limit: int = 0
-    eval_limit: int = 0
 
     def validate(self) -> None:
+        super().validate()
         check(self.max_len >= 8, "max_len", self.max_len, "must be >= 8 (specials, question and context)")
         check(0 < self.doc_stride, "doc_stride", self.doc_stride, "must be positive")
         check(self.max_question_len >= 1, "max_question_len", self.max_question_len, "must be >= 1")
@@ -70,7 +63,6 @@ class QADataConfig(Config):
         check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         check(self.split_articles >= 0, "split_articles", self.split_articles, "must be >= 0 (0: no split; give train and dev)")
         check(self.limit >= 0, "limit", self.limit, "must be >= 0 (0 keeps every question)")
-        check(self.eval_limit >= 0, "eval_limit", self.eval_limit, "must be >= 0 (0 keeps every question)")
 
 
 def load_questions(d: QADataConfig) -> tuple[Any, Any]:
