@@ -260,36 +260,23 @@ def test_run_cli_ok_still_zero(work: Path) -> None:
 
 # -- fine-tuning data --------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A random 2-layer BERT with a WordPiece vocabulary (as the finetune qa tests build it)."""
-    from attnkit.data.wordpiece import WordPieceTokenizer
-    from attnkit.models import BertModel, bert_preset
-    from tests.cli.test_cli_finetune_qa import FILLER, NAMES
-
-    d = tmp_path_factory.mktemp("bert")
-    text = d / "text.txt"
-    text.write_text(" ".join(NAMES + FILLER) + " wrote the book who really ? .\n")
-    tok = WordPieceTokenizer.train([text], vocab_size=120)
-    torch.manual_seed(0)
-    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=64)).save_pretrained(d / "model", tokenizer=tok)
-    return d / "model"
+from tests.cli.test_cli_finetune_qa import tiny_model  # noqa: E402,F401  (the random 2-layer BERT fixture, shared)
 
 
-def test_d28_ner_on_all_o_data_refused(work: Path, tiny_bert: Path) -> None:
+def test_d28_ner_on_all_o_data_refused(work: Path, tiny_model: Path) -> None:
     """D28: finetune ner on data tagged only ``O`` trained a one-label tagger (classify refuses one label)."""
     (work / "allO.conll").write_text("alice\tO\nbob\tO\n\ncarol\tO\n\n")
-    assert_user_error(f"finetune ner --model {tiny_bert} --no-progress --set train.steps=1 --set train.batch_size=2 "
+    assert_user_error(f"finetune ner --model {tiny_model} --no-progress --set train.steps=1 --set train.batch_size=2 "
                       "--train allO.conll --out o", work, "allO.conll", "only the tag ['O']", "at least two")
     assert not (work / "o").exists()
 
 
-def test_d39_qa_truncation_reports_the_real_length(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+def test_d39_qa_truncation_reports_the_real_length(tmp_path: Path, tiny_model: Path, capsys) -> None:
     """D39: with --max-len 10 questions are cut to 6 tokens (max_len - 4); the report said the configured 64."""
     from tests.cli.test_cli_finetune_qa import synthetic_squad
 
     squad = synthetic_squad(tmp_path / "squad.json", n_articles=1, per_article=2)
-    code = main(["finetune", "qa", "--model", str(tiny_bert), "--no-progress", "--set", "train.steps=1", "--set", "train.batch_size=4",
+    code = main(["finetune", "qa", "--model", str(tiny_model), "--no-progress", "--set", "train.steps=1", "--set", "train.batch_size=4",
                  "--train", str(squad), "--dev", str(squad), "--max-len", "10", "--out", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert code == 0
