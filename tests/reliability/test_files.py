@@ -13,7 +13,7 @@ import pytest
 
 from attnkit.cli.main import main
 from attnkit.io import atomic_directory, atomic_write, atomic_write_text
-from tests.reliability.harness import assert_user_error, run_cli, snapshot
+from tests.reliability.harness import assert_user_error, snapshot
 
 REV = "train reverse --no-progress --set data.n_train=64 --set data.n_valid=8 --set train.steps=2 --set train.eval.every=0"
 
