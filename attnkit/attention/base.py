@@ -10,6 +10,11 @@ and returns ``(B, H, Tq, Dv)`` (and the ``(B, H, Tq, Tk)`` weights when ``need_w
 * Rows whose keys are all masked give zero output and zero weights, never NaN.
 
 Subclasses define :meth:`scores` (and may override :meth:`normalize` and :meth:`fast`).
+
+Grouped-query attention (Ainslie et al. 2023) passes ``k, v`` with fewer heads ``G`` than ``q``
+(``H`` a multiple of ``G``): query head ``h`` reads key/value head ``h // (H / G)``. Kernels see
+them repeated to ``H`` heads (:func:`repeat_kv`) unless they declare ``grouped_kv`` and handle
+the groups in :meth:`fast` themselves.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
     return w.to(dtype)
 
 
+def repeat_kv(x: Tensor, n_heads: int) -> Tensor:
+    """``x: (B, G, T, D)`` with each head repeated for its ``n_heads / G`` query heads: ``(B, n_heads, T, D)``."""
+    b, g, t, d = x.shape
+    if g == n_heads:
+        return x
+    return x[:, :, None].expand(b, g, n_heads // g, t, d).reshape(b, n_heads, t, d)
+
+
 class AttentionKernel(nn.Module):
     """Base class for the score-and-mix step of attention (Vaswani et al. 2017, section 3.2)."""
 
@@ -41,6 +54,8 @@ class AttentionKernel(nn.Module):
     # True where :meth:`fast` adds a float ``bias`` as it is: a caller that knows no row is empty
     # may then pass a 0 / -inf bias built once instead of a boolean mask checked for empty rows.
     bias_as_mask: bool = False
+    # True where :meth:`fast` takes keys/values with fewer heads than the queries (grouped-query attention).
+    grouped_kv: bool = False
 
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
@@ -89,10 +104,14 @@ class AttentionKernel(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         if mask is not None and mask.dtype != torch.bool:
             raise TypeError(f"attention mask must be boolean (True = may attend), got {mask.dtype}")
+        h = q.shape[-3]
+        if k.shape[-3] != h and (need_weights or not self.grouped_kv):
+            k, v = repeat_kv(k, h), repeat_kv(v, h)  # (B, H, Tk, D)
         if not need_weights:
             out = self.fast(q, k, v, mask, bias, causal)
             if out is not None:
                 return out
+        k, v = repeat_kv(k, h), repeat_kv(v, h)  # a grouped_kv kernel whose fast path declined
         w = self.weights(q, k, mask=mask, bias=bias, causal=causal)  # (B, H, Tq, Tk)
         p = nn.functional.dropout(w, self.dropout, self.training) if self.dropout else w
         out = torch.matmul(p.to(v.dtype), v)  # (B, H, Tq, Dv)

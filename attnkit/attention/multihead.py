@@ -7,6 +7,11 @@ Self-attention projects Q, K and V with one fused ``(d_model, 3 d_model)`` matri
 layout of ``torch.nn.MultiheadAttention.in_proj_weight``); cross-attention projects the
 queries from the decoder and K/V (fused) from the encoder output. The score-and-mix step
 is any registered kernel (:mod:`attnkit.attention.registry`).
+
+Grouped-query attention (Ainslie et al. 2023, "GQA", section 2.2): ``n_kv_heads`` key/value
+heads, each shared by ``n_heads / n_kv_heads`` query heads; ``n_kv_heads=1`` is multi-query
+attention (Shazeer 2019). The fused projection is then ``(d_model, (h + 2 g) d_k)``, queries
+first, and the cache keeps ``g`` heads; with ``g = h`` it is the layout above.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class MultiHeadAttention(nn.Module):
         dropout: attention-weight dropout inside the kernel.
         bias: whether the projections have biases.
         d_context: width of ``context`` for cross-attention (default ``d_model``).
+        n_kv_heads: key/value heads g (grouped-query attention); must divide ``n_heads``;
+            default ``n_heads``.
+        out_bias: whether the output projection has a bias; default ``bias`` (Qwen2 has
+            query/key/value biases and none on the output).
     """
 
     def __init__(
@@ -44,17 +53,23 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         d_context: int | None = None,
+        n_kv_heads: int | None = None,
+        out_bias: bool | None = None,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        g = n_heads if n_kv_heads is None else n_kv_heads
+        if g <= 0 or n_heads % g:
+            raise ValueError(f"n_kv_heads={n_kv_heads} must be positive and divide n_heads={n_heads}")
         self.d_model, self.n_heads, self.head_dim, self.cross = d_model, n_heads, d_model // n_heads, cross
+        self.n_kv_heads, d_kv = g, g * (d_model // n_heads)
         if cross:
             self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-            self.kv_proj = nn.Linear(d_context or d_model, 2 * d_model, bias=bias)
+            self.kv_proj = nn.Linear(d_context or d_model, 2 * d_kv, bias=bias)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.qkv_proj = nn.Linear(d_model, d_model + 2 * d_kv, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias if out_bias is None else out_bias)
         params = dict(kernel_params or {})
         if dropout:
             params.setdefault("dropout", dropout)
@@ -63,6 +78,17 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_k)
+
+    def _split(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
+        """Packed projections ``(B, T, n_q h d_k + 2 g d_k)`` as heads: q (``n=3``) ``(B, H, T, d_k)``,
+        then k and v ``(B, G, T, d_k)``."""
+        g = self.n_kv_heads
+        if g == self.n_heads:
+            return packed_heads(x, n, self.n_heads)
+        b, t, _ = x.shape
+        sizes = (self.n_heads, g, g) if n == 3 else (g, g)
+        parts = x.view(b, t, sum(sizes), self.head_dim).split(sizes, dim=2)  # (B, T, h|g, d_k) each
+        return tuple(p.transpose(1, 2) for p in parts)  # (B, h|g, T, d_k)
 
     def forward(
         self,
@@ -98,11 +124,11 @@ class MultiHeadAttention(nn.Module):
             def new_kv() -> tuple[Tensor, Tensor]:
                 if context is None:
                     raise ValueError("cross-attention needs a context (the encoder output)")
-                k, v = packed_heads(self.kv_proj(context), 2, self.n_heads)  # 2 x (B, H, Tk, d_k)
+                k, v = self._split(self.kv_proj(context), 2)  # 2 x (B, G, Tk, d_k)
                 return k, v
 
         else:
-            q, k, v = packed_heads(self.qkv_proj(x), 3, self.n_heads)  # 3 x (B, H, T, d_k)
+            q, k, v = self._split(self.qkv_proj(x), 3)  # (B, H, T, d_k), 2 x (B, G, T, d_k)
 
             def new_kv() -> tuple[Tensor, Tensor]:
                 return k, v

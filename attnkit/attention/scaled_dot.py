@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnkit.attention.base import AttentionKernel
+from attnkit.attention.base import AttentionKernel, repeat_kv
 from attnkit.attention.masks import additive_bias, combine
 from attnkit.attention.registry import register
 
@@ -42,6 +42,7 @@ class ScaledDotProduct(AttentionKernel):
     """
 
     bias_as_mask = True  # SDPA takes the additive bias as its float mask
+    grouped_kv = True  # SDPA's enable_gqa reads each key/value head for its group of query heads
 
     def __init__(self, dropout: float = 0.0, scale: float | None = None, backend: str | None = None) -> None:
         super().__init__(dropout)
@@ -74,7 +75,13 @@ class ScaledDotProduct(AttentionKernel):
         if mask is None and bias is None:
             # SDPA's is_causal is top-left aligned; ours is bottom-right, equal only when Tq == Tk.
             if not causal or tq == tk:
-                return self._sdpa(q, k, v, dropout_p=p, is_causal=causal, scale=scale)
+                gqa = k.shape[-3] != q.shape[-3]  # FlashAttention reads the shared heads in place
+                if gqa and self.backend in ("efficient", "cudnn"):  # pinned kernels without grouped heads
+                    k, v = repeat_kv(k, q.shape[-3]), repeat_kv(v, q.shape[-3])
+                    gqa = False
+                return self._sdpa(q, k, v, dropout_p=p, is_causal=causal, scale=scale, **({"enable_gqa": True} if gqa else {}))
+        h = q.shape[-3]
+        k, v = repeat_kv(k, h), repeat_kv(v, h)  # with a float mask SDPA's grouped path falls back to the math kernel
         allowed = combine(mask, causal, tq, tk, q.device)
         empty = None
         if allowed is not None:

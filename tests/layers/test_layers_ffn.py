@@ -14,7 +14,7 @@ X = torch.linspace(-6, 6, 97, dtype=torch.float64)
 
 
 def test_activation_names() -> None:
-    assert set(ACTIVATIONS) == {"relu", "gelu", "gelu_tanh", "gelu_sigmoid"}
+    assert set(ACTIVATIONS) == {"relu", "gelu", "gelu_tanh", "gelu_sigmoid", "silu"}
 
 
 def test_relu() -> None:
@@ -52,7 +52,7 @@ def test_feed_forward_is_w2_act_w1(name: str) -> None:
     ffn = FeedForward(6, 10, name).double()
     x = torch.randn(2, 3, 6, dtype=torch.float64)
     reference = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
-                 "gelu_sigmoid": lambda h: h * torch.sigmoid(1.702 * h)}[name]
+                 "gelu_sigmoid": lambda h: h * torch.sigmoid(1.702 * h), "silu": nn.SiLU()}[name]
     hidden = x @ ffn.w1.weight.T + ffn.w1.bias  # (B, T, d_ff)
     expected = reference(hidden) @ ffn.w2.weight.T + ffn.w2.bias
     torch.testing.assert_close(ffn(x), expected)
