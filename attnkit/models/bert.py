@@ -138,6 +138,7 @@ class BertOutput:
     last_hidden: Tensor  # (B, T, d_model)
     pooled: Tensor | None  # (B, d_model): tanh(W h_[CLS] + b); None without a pooler
     hidden_states: list[Tensor] | None = None  # embeddings output, then each layer's: n_layers + 1 of (B, T, d_model)
+    attentions: list[Tensor] | None = None  # with need_weights: each layer's (B, H, T, T) attention weights
 
 
 class BertEmbeddings(nn.Module):
@@ -208,6 +209,7 @@ class BertModel(PretrainedModel):
         segment_ids: Tensor | None = None,
         positions: Tensor | None = None,
         output_hidden_states: bool = False,
+        need_weights: bool = False,
     ) -> BertOutput:
         """Encode ``ids: (B, T)``.
 
@@ -217,6 +219,7 @@ class BertModel(PretrainedModel):
             segment_ids: ``(B, T)`` token type ids (0 for sentence A, 1 for B); default all 0.
             positions: ``(B, T)`` position ids; default 0..T-1 (RoBERTa: counted after ``pad_id``).
             output_hidden_states: also return the embeddings output and every layer's output.
+            need_weights: also return every layer's attention weights (the kernels' reference path).
         """
         if ids.shape[1] > self.config.max_len:
             raise DataError(
@@ -225,9 +228,11 @@ class BertModel(PretrainedModel):
         mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, T)
         x = self.embed(ids, segment_ids, positions)  # (B, T, d_model)
         states = [x] if output_hidden_states else None
+        weights = []
         for layer in self.layers:
-            x, _ = layer(x, mask)  # (B, T, d_model)
+            x, w = layer(x, mask, need_weights=need_weights)  # (B, T, d_model)
+            weights.append(w)
             if states is not None:
                 states.append(x)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, d_model)
-        return BertOutput(last_hidden=x, pooled=pooled, hidden_states=states)
+        return BertOutput(last_hidden=x, pooled=pooled, hidden_states=states, attentions=weights if need_weights else None)
