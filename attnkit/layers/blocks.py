@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache, LayerCache
 from attnkit.attention.multihead import MultiHeadAttention
-from attnkit.layers.ffn import FeedForward
+from attnkit.layers.ffn import build_ffn
+from attnkit.layers.norm import build_norm
 from attnkit.layers.residual import Residual
 
 
@@ -34,6 +35,10 @@ class LayerSpec:
     attention_kind: str = "scaled_dot"
     attention_params: dict[str, Any] | None = None
     bias: bool = True
+    n_kv_heads: int | None = None  # grouped-query attention; None: n_heads
+    qkv_bias: bool | None = None  # biases of the q/k/v projections; None: bias
+    norm: str = "layer"  # layer | rms
+    ffn_kind: str = "mlp"  # mlp | gated (SwiGLU, GEGLU)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> "LayerSpec":
@@ -64,14 +69,20 @@ class LayerSpec:
             kind=self.attention_kind,
             kernel_params=self.attention_params,
             dropout=self.attention_dropout,
-            bias=self.bias,
+            bias=self.bias if self.qkv_bias is None else self.qkv_bias,
+            n_kv_heads=self.n_kv_heads,
+            out_bias=self.bias,
         )
 
-    def ffn(self) -> FeedForward:
-        return FeedForward(self.d_model, self.d_ff, self.activation, self.activation_dropout, self.bias)
+    def ffn(self) -> nn.Module:
+        return build_ffn(self.ffn_kind, self.d_model, self.d_ff, self.activation, self.activation_dropout, self.bias)
 
     def residual(self) -> Residual:
-        return Residual(self.d_model, self.dropout, self.norm_position, self.norm_eps)
+        return Residual(self.d_model, self.dropout, self.norm_position, self.norm_eps, self.norm)
+
+    def final_norm(self) -> nn.Module:
+        """The LayerNorm (or RMSNorm) after a pre-norm stack; the identity after a post-norm one."""
+        return build_norm(self.norm, self.d_model, self.norm_eps) if self.norm_position == "pre" else nn.Identity()
 
 
 class EncoderLayer(nn.Module):
@@ -155,7 +166,7 @@ class Encoder(nn.Module):
     def __init__(self, spec: LayerSpec, n_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_position == "pre" else nn.Identity()
+        self.norm = spec.final_norm()
 
     def forward(
         self,
@@ -183,7 +194,7 @@ class Decoder(nn.Module):
     def __init__(self, spec: LayerSpec, n_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_position == "pre" else nn.Identity()
+        self.norm = spec.final_norm()
 
     def forward(
         self,

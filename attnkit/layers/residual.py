@@ -5,6 +5,7 @@
   x + Dropout(Sublayer(LayerNorm(x))); a stack of pre-norm layers ends with a final LayerNorm.
 
 Dropout on each sublayer output before the residual sum is the paper's section 5.4.
+``norm`` chooses the normalisation (:func:`attnkit.layers.norm.build_norm`: LayerNorm or RMSNorm).
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from attnkit.layers.norm import build_norm
+
 
 class Residual(nn.Module):
     """Holds the LayerNorm and dropout of one sublayer connection."""
 
-    def __init__(self, d_model: int, dropout: float, norm_position: str = "post", eps: float = 1e-5) -> None:
+    def __init__(self, d_model: int, dropout: float, norm_position: str = "post", eps: float = 1e-5, norm: str = "layer") -> None:
         super().__init__()
         if norm_position not in ("post", "pre"):
             raise ValueError(f"norm_position={norm_position!r} is not one of 'post', 'pre'")
         self.norm_position = norm_position
-        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.norm = build_norm(norm, d_model, eps)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:

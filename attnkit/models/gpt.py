@@ -15,6 +15,14 @@ Vaswani et al. 2017 without cross-attention), with the GPT-2 choices:
   1/sqrt(N)"; with two residual layers per block, N counts 2 per block, as the Hugging Face
   GPT-2 implementation does).
 
+The same config expresses the Llama family's choices (Touvron et al. 2023, "LLaMA", section
+2.2): RMSNorm before each sub-layer (``norm="rms"``), the SwiGLU FFN (``ffn="gated"``,
+``activation="silu"``), rotary positions instead of learned ones (``positional="rotary"``), no
+biases, untied output embeddings; grouped-query attention (``n_kv_heads``, Ainslie et al. 2023)
+as Llama 2 70B and later models use it; Mistral's sliding window (Jiang et al. 2023, section 2:
+each token sees the ``window`` most recent positions, itself included); Qwen2's q/k/v biases
+(``qkv_bias``). The ``llama-*`` presets are such models.
+
 The stack reuses :class:`attnkit.layers.blocks.Encoder` (self-attention + FFN layers); with
 ``causal=True`` it is the GPT decoder. Checkpoint names are attnkit's; the Hugging Face GPT-2
 key map lives in :mod:`attnkit.hub.gpt2`.
@@ -26,12 +34,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
+from attnkit.layers.norm import RMSNorm
 from attnkit.layers.positional import LearnedPositions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
@@ -44,6 +54,14 @@ class GPTConfig(Config):
     ``d_ff=None`` means 4 * d_model. ``dropout`` is applied to the embeddings and to each
     residual branch (GPT-2's ``embd_pdrop``/``resid_pdrop``); ``attention.dropout`` to the
     attention weights.
+
+    The modern-decoder choices: ``n_kv_heads`` key/value heads (grouped-query attention; null:
+    ``n_heads``); ``norm`` ``layer`` or ``rms``; ``ffn`` ``mlp`` or ``gated`` (SwiGLU with
+    ``activation="silu"``, GEGLU with ``gelu``); ``qkv_bias`` the q/k/v projections' biases
+    (null: ``bias``, which sets every other linear layer's); ``positional`` ``learned`` or
+    ``rotary`` (base ``rotary_base``, Hugging Face's rotate-half layout); ``window`` the causal
+    sliding window in positions (null: none); ``tie_embeddings`` the output layer shares the token
+    embeddings.
     """
 
     vocab_size: int = 50257
@@ -53,11 +71,19 @@ class GPTConfig(Config):
     n_layers: int = 12
     d_ff: int | None = None
     dropout: float = 0.0
-    activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"] = "gelu_tanh"
+    activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid", "silu"] = "gelu_tanh"
     norm_eps: float = 1e-5
     bias: bool = True
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     init_std: float = 0.02
+    n_kv_heads: int | None = None
+    norm: Literal["layer", "rms"] = "layer"
+    ffn: Literal["mlp", "gated"] = "mlp"
+    qkv_bias: bool | None = None
+    positional: Literal["learned", "rotary"] = "learned"
+    rotary_base: float = 10000.0
+    window: int | None = None
+    tie_embeddings: bool = True
 
     def validate(self) -> None:
         for name in ("vocab_size", "context", "d_model", "n_heads", "n_layers"):
@@ -68,6 +94,12 @@ class GPTConfig(Config):
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
         check(self.norm_eps > 0, "norm_eps", self.norm_eps, "must be positive")
         check(self.init_std > 0, "init_std", self.init_std, "must be positive")
+        g = self.kv_heads
+        check(0 < g and self.n_heads % g == 0, "n_kv_heads", self.n_kv_heads, f"must divide n_heads={self.n_heads}")
+        check(self.window is None or self.window > 0, "window", self.window, "must be positive (or null for none)")
+        check(self.rotary_base > 1, "rotary_base", self.rotary_base, "must be greater than 1")
+        check(self.positional != "rotary" or self.head_dim % 2 == 0, "positional", self.positional,
+              f"rotary needs an even head_dim, d_model / n_heads = {self.head_dim}")
 
     @property
     def ffn_dim(self) -> int:
@@ -77,9 +109,20 @@ class GPTConfig(Config):
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
-    def layer_spec(self) -> LayerSpec:
-        return LayerSpec.from_config(self, d_ff=self.ffn_dim, norm_position="pre", bias=self.bias)
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``n_heads`` unless grouped-query attention)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
+    def layer_spec(self) -> LayerSpec:
+        return LayerSpec.from_config(
+            self, d_ff=self.ffn_dim, norm_position="pre", bias=self.bias, n_kv_heads=self.n_kv_heads,
+            qkv_bias=self.qkv_bias, norm=self.norm, ffn_kind=self.ffn,
+        )
+
+
+_LLAMA: dict[str, Any] = dict(norm="rms", norm_eps=1e-6, ffn="gated", activation="silu", positional="rotary", bias=False,
+                              tie_embeddings=False)
 
 GPT_PRESETS: dict[str, GPTConfig] = {
     # Radford et al. 2019, table 2 (the released 124M and 355M models).
@@ -93,6 +136,14 @@ GPT_PRESETS: dict[str, GPTConfig] = {
     ),
     # For tests and CPU experiments.
     "gpt-tiny": GPTConfig(vocab_size=96, context=64, d_model=64, n_heads=4, n_layers=2),
+    # The Llama family's layer (Touvron et al. 2023): pre-RMSNorm, SwiGLU, rotary, no biases, untied
+    # output; grouped-query attention with a third of the heads for keys and values.
+    "llama-124m": GPTConfig(**_LLAMA, vocab_size=32000, context=1024, d_model=768, n_heads=12, n_kv_heads=4,
+                            n_layers=12, d_ff=2048),
+    # nanoGPT's character-level Shakespeare shape, Llama layers (d_ff = 8/3 d_model, as LLaMA sizes SwiGLU).
+    "llama-char": GPTConfig(**_LLAMA, vocab_size=65, context=256, d_model=384, n_heads=6, n_kv_heads=2, n_layers=6,
+                            d_ff=1024, dropout=0.2, attention=AttentionConfig(dropout=0.2)),
+    "llama-tiny": GPTConfig(**_LLAMA, vocab_size=96, context=64, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=172),
 }
 
 
@@ -125,20 +176,30 @@ class GPT(PretrainedModel):
         super().__init__()
         self.config = c = config
         self.tok_embed = nn.Embedding(c.vocab_size, c.d_model)
-        self.positions = LearnedPositions(c.d_model, c.context)
+        self.positions = LearnedPositions(c.d_model, c.context) if c.positional == "learned" else None
         self.drop = nn.Dropout(c.dropout)
         self.decoder = Encoder(c.layer_spec(), c.n_layers)  # pre-norm: ends with the final LayerNorm
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.reset_parameters()
-        self.lm_head.weight = self.tok_embed.weight
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_embed.weight
 
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, std) matrices and embeddings, zero biases, residual writers / sqrt(2N)."""
         std = self.config.init_std
         init_normal(self, std)
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
         for layer in self.decoder.layers:
             for proj in (layer.self_attn.out_proj, layer.ffn.w2):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
+
+    def _window_mask(self, offset: int, t: int, device: torch.device) -> Tensor:
+        """``(T, offset + T)``: True where key slot j is among the ``window`` most recent of query slot i."""
+        q = torch.arange(offset, offset + t, device=device)[:, None]  # (T, 1)
+        k = torch.arange(offset + t, device=device)[None, :]  # (1, T_keys)
+        return q - k < self.config.window  # (T, T_keys); the causal half is the kernel's
 
     def forward(
         self,
@@ -172,13 +233,17 @@ class GPT(PretrainedModel):
             if positions is None:
                 positions = positions_from_mask(keep)[:, -t:]  # (B, T)
             mask = keep[:, None, None, :]  # (B, 1, 1, T_keys)
-        if positions is None:
-            pos = self.positions.span(offset, t)  # (T, d_model), no device sync
-        else:
-            pos = self.positions.embedding(positions)  # (B, T, d_model)
+        if self.config.window is not None:
+            win = self._window_mask(offset, t, ids.device)[None, None]  # (1, 1, T, T_keys)
+            mask = win if mask is None else mask & win
         check_ids(ids, self.config.vocab_size, "input_ids")
-        x = self.drop(self.tok_embed(ids) + pos)  # (B, T, d_model)
-        h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
+        x = self.tok_embed(ids)  # (B, T, d_model)
+        if self.positions is not None:
+            x = x + (self.positions.span(offset, t) if positions is None else self.positions.embedding(positions))
+        elif positions is None:
+            positions = torch.arange(offset, offset + t, device=ids.device)  # (T,) rotary angles
+        x = self.drop(x)  # (B, T, d_model)
+        h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights, **self._rotary(positions))
         return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)
 
     def next_token_logits(self, ids: Tensor, positions: Tensor, mask: Tensor | None, caches: list[KVCache],
@@ -191,9 +256,15 @@ class GPT(PretrainedModel):
         and no data-dependent shapes, so :func:`attnkit.generation.sampling.decode_one_token`
         compiles to a single graph.
         """
-        x = self.drop(self.tok_embed(ids) + self.positions.embedding(positions))  # (B, T, d_model)
-        h, _ = self.decoder(x, mask, bias=bias, causal=False, caches=caches)  # (B, T, d_model)
+        x = self.tok_embed(ids)  # (B, T, d_model)
+        if self.positions is not None:
+            x = x + self.positions.embedding(positions)
+        h, _ = self.decoder(self.drop(x), mask, bias=bias, causal=False, caches=caches, **self._rotary(positions))  # (B, T, d_model)
         return self.lm_head(h[:, -1])  # (B, V)
+
+    def _rotary(self, positions: Tensor | None) -> dict[str, Tensor]:
+        """The keyword that hands rotary attention its positions (none for learned positions)."""
+        return {} if self.positions is not None or positions is None else {"positions": positions}
 
     @property
     def recurrent(self) -> bool:
@@ -205,4 +276,4 @@ class GPT(PretrainedModel):
         context), or for linear attention the fixed-size recurrent state (``max_len`` unused)."""
         if self.recurrent:
             return [RecurrentCache() for _ in range(self.config.n_layers)]
-        return [KVCache(max_len or self.config.context) for _ in range(self.config.n_layers)]
+        return [KVCache(max_len or self.config.context) for _ in range(self.config.n_layers)]  # (B, n_kv_heads, T, d_k) once filled
