@@ -117,3 +117,50 @@ def attend(
         return torch.where(key_keep[b, kv_idx], score, -float("inf"))
 
     return fn(q, k, v, block_mask=bm, score_mod=drop_padding, scale=scale)
+
+
+class _Causal(Pattern):
+    """Bottom-right aligned causal visibility, as a pattern for a block mask."""
+
+    def keep_pos(self, h: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        return j <= i
+
+
+def positional(
+    kernel: Any, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, causal: bool, score_mod: Callable[..., Tensor]
+) -> Tensor | None:
+    """A softmax kernel's attention with a positional ``score_mod`` (ALiBi, T5 bias) in compiled FlexAttention.
+
+    The sparse kernels keep their pattern's cached block mask, ``scaled_dot``/``dot`` get the causal
+    one (or none), so no ``(Tq, Tk)`` bias is built. Returns None (the caller takes the dense path)
+    where this does not apply: not CUDA, fewer than :data:`MIN_QUERIES` queries, attention dropout in
+    training, a mask other than key padding, or another kernel.
+    """
+    from attnkit.attention.scaled_dot import ScaledDotProduct
+    from attnkit.attention.sparse import SparseAttention
+
+    if not available(q) or q.shape[-2] < MIN_QUERIES or (kernel.training and kernel.dropout):
+        return None
+    tq, tk = q.shape[-2], k.shape[-2]
+    key_keep = key_padding(mask, q.shape[0], tk)
+    if mask is not None and key_keep is None:
+        return None
+    tiles = None
+    if isinstance(kernel, SparseAttention) and kernel.backend in ("auto", "flex"):
+        pattern = kernel.pattern(causal)
+        kernel._check_heads(pattern, q.shape[1])
+        pattern.check(tq, tk)
+        key: tuple = (kernel.kind, kernel._key(), causal)
+        scale, tiles = kernel._scale(q.shape[-1]), kernel.flex_tiles
+    elif isinstance(kernel, ScaledDotProduct):
+        pattern, key, scale = (_Causal(True) if causal else None), ("causal",), kernel._scale(q.shape[-1])
+    else:
+        return None
+    bm = None if pattern is None else block_mask(pattern, key, tq, tk, q.device, tiles)
+    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
+
+    def mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        s = score_mod(score, b, h, q_idx, kv_idx)
+        return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
+
+    return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=q.shape[1] != k.shape[1])

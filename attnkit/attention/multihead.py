@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from attnkit.attention.cache import NO_CACHE, AttentionCache
 from attnkit.attention.heads import packed_heads
 from attnkit.attention.registry import build
+from attnkit.positions.config import PositionConfig
+from attnkit.positions.hook import build_position
 
 
 class MultiHeadAttention(nn.Module):
@@ -40,6 +42,8 @@ class MultiHeadAttention(nn.Module):
             default ``n_heads``.
         out_bias: whether the output projection has a bias; default ``bias`` (Qwen2 has
             query/key/value biases and none on the output).
+        position: the positional hook of self-attention (:mod:`attnkit.positions.hook`): rotary
+            queries/keys or a score bias; None or kind ``none`` for none.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class MultiHeadAttention(nn.Module):
         d_context: int | None = None,
         n_kv_heads: int | None = None,
         out_bias: bool | None = None,
+        position: PositionConfig | None = None,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -74,6 +79,8 @@ class MultiHeadAttention(nn.Module):
         if dropout:
             params.setdefault("dropout", dropout)
         self.kernel = build(kind, head_dim=self.head_dim, n_heads=n_heads, params=params)
+        self.position = None if cross or position is None else build_position(
+            position, d_model=d_model, n_heads=n_heads, head_dim=self.head_dim, kernel=kind)
 
     def _heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -100,6 +107,7 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         cache: AttentionCache | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``x: (B, Tq, d_model)`` to itself or to ``context: (B, Tk, d_context)``.
 
@@ -113,11 +121,14 @@ class MultiHeadAttention(nn.Module):
                 :class:`~attnkit.attention.cache.StaticKV` the encoder's, computed once, a
                 :class:`~attnkit.attention.linear.RecurrentCache` a fixed-size state).
             need_weights: also return the ``(B, H, Tq, Tk)`` attention weights.
+            positions: ``(Tq,)`` or ``(B, Tq)`` rotary positions of this step; default: counted
+                from the cache (see :mod:`attnkit.positions.hook`).
 
         Returns:
             ``(out: (B, Tq, d_model), weights or None)``.
         """
         b, tq, _ = x.shape
+        kernel = self.kernel
         if self.cross:
             q = self._heads(self.q_proj(x))  # (B, H, Tq, d_k)
 
@@ -129,12 +140,14 @@ class MultiHeadAttention(nn.Module):
 
         else:
             q, k, v = self._split(self.qkv_proj(x), 3)  # (B, H, T, d_k), 2 x (B, G, T, d_k)
+            if self.position is not None:  # rotated q/k, or the kernel adding a positional score bias
+                q, k, kernel = self.position(kernel, q, k, cache, positions)
 
             def new_kv() -> tuple[Tensor, Tensor]:
                 return k, v
 
         res = (NO_CACHE if cache is None else cache).update(
-            self.kernel, q, new_kv, mask=mask, bias=bias, causal=causal, need_weights=need_weights
+            kernel, q, new_kv, mask=mask, bias=bias, causal=causal, need_weights=need_weights
         )
         out, weights = res if need_weights else (res, None)
         out = out.transpose(1, 2).reshape(b, tq, self.d_model)  # (B, Tq, d_model)

@@ -1,0 +1,68 @@
+"""The positional choice of an attention layer, as a config (``model.attention.position``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from attnkit.config import Config, check
+from attnkit.errors import ConfigError
+
+PositionKind = Literal["none", "rotary", "alibi", "t5_bias", "relative_key", "relative_key_query", "xl_relative"]
+BIAS_KINDS = ("alibi", "t5_bias", "relative_key", "relative_key_query", "xl_relative")
+# Kernels without a softmax over positions to add a score bias to: (kernelised) linear attention and
+# Performer have no score matrix, Linformer scores projected keys, LSH attends within hash buckets.
+NO_BIAS_KERNELS = ("linear", "performer", "linformer", "lsh")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionConfig(Config):
+    """Which position enters attention, and its settings (the unused ones are ignored).
+
+    ``kind``: ``none`` (the model's absolute embeddings only), ``rotary`` (:mod:`attnkit.positions.rotary`),
+    ``alibi``, ``t5_bias``, ``relative_key``, ``relative_key_query``, ``xl_relative``. A model whose
+    attention carries positions adds no absolute position embeddings.
+
+    Rotary: ``rotary_dim`` (None: all of the head), ``base``, ``layout``, ``scaling`` with ``factor`` and
+    ``original_max_len``. T5: ``n_buckets``, ``max_distance``, ``bidirectional`` (None: unless causal).
+    BERT's relative kinds: ``max_distance`` (the clipping distance, BERT's ``max_position_embeddings``).
+    """
+
+    kind: PositionKind = "none"
+    rotary_dim: int | None = None
+    base: float = 10000.0
+    layout: Literal["half", "interleaved"] = "half"
+    scaling: Literal["none", "linear", "ntk", "yarn"] = "none"
+    factor: float = 1.0
+    original_max_len: int = 2048
+    n_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool | None = None
+
+    def validate(self) -> None:
+        check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0), "position.rotary_dim",
+              self.rotary_dim, "must be a positive even number (or null: the whole head)")
+        check(self.base > 1, "position.base", self.base, "must be greater than 1")
+        check(self.factor >= 1, "position.factor", self.factor, "must be at least 1")
+        check(self.original_max_len > 0, "position.original_max_len", self.original_max_len, "must be positive")
+        check(self.n_buckets >= 4, "position.n_buckets", self.n_buckets, "must be at least 4")
+        check(self.max_distance > 0, "position.max_distance", self.max_distance, "must be positive")
+        if self.kind == "t5_bias":
+            check(self.max_distance > self.n_buckets // 4, "position.max_distance", self.max_distance,
+                  f"must exceed n_buckets / 4 = {self.n_buckets // 4}")
+
+    @property
+    def adds_bias(self) -> bool:
+        """Whether the kind adds a score bias (every kind but ``none`` and ``rotary``)."""
+        return self.kind in BIAS_KINDS
+
+
+def check_kernel(position: PositionConfig, kernel: str) -> None:
+    """Refuse a score-bias position with a kernel that has no softmax over positions to add it to.
+
+    Raises:
+        ConfigError: naming both choices.
+    """
+    if position.adds_bias and kernel in NO_BIAS_KERNELS:
+        raise ConfigError(f"attention.position.kind={position.kind!r} adds a score bias, which attention.kind={kernel!r} "
+                          "cannot take (it has no softmax over positions); use position kind 'rotary' or a softmax kernel")
