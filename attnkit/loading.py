@@ -5,6 +5,7 @@
 * a Hugging Face GPT-2 directory (``config.json`` with ``"model_type": "gpt2"``), converted by
   the key maps of ``attnkit.hub.gpt2``;
 * a Hugging Face BERT, RoBERTa, ALBERT or ELECTRA directory, converted by ``attnkit.hub.bert``;
+* a Hugging Face Llama, Mistral or Qwen2 directory, converted by ``attnkit.hub.llama``;
 * an attnkit directory (``config.json`` + ``model.safetensors``), rebuilt by
   ``attnkit.models.base.load``.
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from attnkit.hub.bert import is_hf_bert, load_hf_bert
 from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
+from attnkit.hub.llama import is_hf_llama, load_hf_llama
 from attnkit.models.base import load as load_native
 
 
@@ -30,7 +32,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     """Rebuild the model saved in directory ``path``, checking every key and shape.
 
     Args:
-        path: an attnkit checkpoint directory or a Hugging Face GPT-2 / BERT-family directory.
+        path: an attnkit checkpoint directory or a Hugging Face GPT-2 / BERT-family / Llama-family directory.
         map_location: device to place the model on.
 
     Returns:
@@ -44,6 +46,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         return load_hf_gpt2(path).to(map_location)
     if is_hf_bert(path):  # BERT, RoBERTa, ALBERT, ELECTRA
         return load_hf_bert(path).to(map_location)
+    if is_hf_llama(path):  # Llama, Mistral, Qwen2
+        return load_hf_llama(path).to(map_location)
     return load_native(path, map_location=map_location)
 
 

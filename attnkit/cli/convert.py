@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnkit.hub.bert import HEADS, save_hf_bert
     from attnkit.hub.gpt2 import save_hf_gpt2
+    from attnkit.hub.llama import family_of, save_hf_llama
     from attnkit.loading import load
     from attnkit.models.gpt import GPT
 
@@ -53,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.to_hf and is_bert:
             save_hf_bert(model, args.dst, family=args.family or _family(model), tokenizer=tokenizer)
+        elif args.to_hf and not model.config.learned_positions:  # the Llama family
+            save_hf_llama(model, args.dst, tokenizer=tokenizer)
         elif args.to_hf:
             save_hf_gpt2(model, args.dst, tokenizer=tokenizer)
         else:
             model.save_pretrained(args.dst, tokenizer=tokenizer)
     except OSError as e:
         raise CheckpointError(f"cannot write {args.dst}: {e.strerror or e}; DST was left as it was") from None
-    fmt = f"Hugging Face {(args.family or _family(model)) if is_bert else 'GPT-2'}" if args.to_hf else "attnkit"
+    gpt_family = family_of(model.config) if not is_bert and not model.config.learned_positions else "GPT-2"
+    fmt = f"Hugging Face {(args.family or _family(model)) if is_bert else gpt_family}" if args.to_hf else "attnkit"
     print(f"wrote {args.dst} ({fmt} format, {model.num_parameters():,} parameters)")
     return 0
 
@@ -115,7 +119,7 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra")
+HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra", "llama", "mistral", "qwen2")
 
 
 def _family(model: Any) -> str:

@@ -14,7 +14,8 @@ temperature, top-k and nucleus (top-p, Holtzman et al. 2020) sampling, a seed, E
 strings, batched prompts with left padding, and a per-token callback for streaming.
 
 Context limit: a prompt longer than the model's context is an error; generation stops
-when prompt + new tokens fill the context (no sliding window).
+when prompt + new tokens fill the context. A model with a sliding attention window
+(``config.window``) sees only that many most recent cache slots at each step.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def static_caches(model: GPT, batch: int, max_len: int) -> list[StaticKVCache]:
     """One :class:`StaticKVCache` per layer, in the model's dtype and device."""
     p = next(model.parameters())
     c = model.config
-    return [StaticKVCache(batch, c.n_heads, max_len, c.head_dim, dtype=p.dtype, device=p.device) for _ in range(c.n_layers)]
+    heads = c.n_heads if getattr(c, "n_kv_heads", None) is None else c.n_kv_heads  # grouped-query attention caches fewer
+    return [StaticKVCache(batch, heads, max_len, c.head_dim, dtype=p.dtype, device=p.device) for _ in range(c.n_layers)]
 
 
 def prefill(model: GPT, ids: Tensor, pad: Tensor, caches: list[StaticKVCache]) -> Tensor:
@@ -80,6 +82,9 @@ def prefill(model: GPT, ids: Tensor, pad: Tensor, caches: list[StaticKVCache]) -
     positions = (slots[None, :] - pad[:, None]).clamp(min=0)  # (B, T)
     keys = torch.arange(max_len, device=ids.device)  # (max_len,)
     mask = (keys[None, None, :] >= pad[:, None, None]) & (keys[None, None, :] <= slots[None, :, None])  # (B, T, max_len)
+    window = getattr(model.config, "window", None)
+    if window is not None:
+        mask = mask & (slots[None, :, None] - keys[None, None, :] < window)
     return model.next_token_logits(ids, positions, mask[:, None], caches)  # type: ignore[arg-type]
 
 
@@ -93,6 +98,9 @@ def decode_one_token(model: GPT, token: Tensor, slot: Tensor, pad: Tensor, cache
     positions = (slot[None, :] - pad[:, None]).clamp(min=0)  # (B, 1)
     keys = torch.arange(caches[0].max_len, device=token.device)  # (max_len,)
     mask = (keys[None, :] >= pad[:, None]) & (keys[None, :] <= slot)  # (B, max_len)
+    window = getattr(model.config, "window", None)
+    if window is not None:
+        mask = mask & (slot - keys[None, :] < window)
     if model.decoder.layers[0].self_attn.kernel.bias_as_mask:
         # The new token always sees its own slot, so no row is empty: a 0 / -inf bias built once
         # here serves every layer, without the per-layer empty-row guard of a boolean mask.

@@ -4,14 +4,18 @@
 >>> save_hf_gpt2(model, "out")                    # loads with GPT2LMHeadModel.from_pretrained
 >>> model = attnkit.load("hf-bert-dir")          # BERT / RoBERTa / ALBERT / ELECTRA, detected
 >>> save_hf_bert(model, "out", family="bert")     # loads with BertModel.from_pretrained (or the head's class)
+>>> model = attnkit.load("hf-llama-dir")         # Llama / Mistral / Qwen2, detected
+>>> save_hf_llama(model, "out")                   # the family its options express
 """
 
 from attnkit.hub.bert import is_hf_bert, load_hf_bert, save_hf_bert
 from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2, load_hf_gpt2, save_hf_gpt2
 from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
+from attnkit.hub.llama import is_hf_llama, load_hf_llama, save_hf_llama
 
 __all__ = [
     "GPT2_KEYS", "TRANSFORMS", "Fuse", "KeyMap", "Rule",
     "is_hf_bert", "load_hf_bert", "save_hf_bert",
     "config_from_hf", "config_to_hf", "is_hf_gpt2", "load_hf_gpt2", "save_hf_gpt2",
+    "is_hf_llama", "load_hf_llama", "save_hf_llama",
 ]

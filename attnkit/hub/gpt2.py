@@ -101,6 +101,11 @@ def config_to_hf(c: GPTConfig) -> dict[str, Any]:
         raise ConfigError(f"attention.kind={c.attention.kind!r} with params {c.attention.params} has no GPT-2 equivalent; use scaled_dot")
     if not c.bias:
         raise ConfigError("bias=false has no GPT-2 equivalent; GPT-2 layers have biases")
+    modern = {"norm": (c.norm, "layer"), "ffn": (c.ffn, "mlp"), "n_kv_heads": (c.kv_heads, c.n_heads), "window": (c.window, None),
+              "tie_embeddings": (c.tie_embeddings, True), "qkv_bias": (c.qkv_bias, None)}
+    for name, (value, gpt2) in modern.items():
+        if value != gpt2 and not (name == "qkv_bias" and value is True):
+            raise ConfigError(f"{name}={value!r} has no GPT-2 equivalent (GPT-2 has {gpt2!r})")
     return {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],

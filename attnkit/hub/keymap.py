@@ -54,10 +54,15 @@ class Rule:
 
 @dataclass(frozen=True)
 class Fuse:
-    """``sources`` (equal shapes) concatenated along dim 0 <-> ``target``; all may hold ``{i}``."""
+    """``sources`` (equal shapes) concatenated along dim 0 <-> ``target``; all may hold ``{i}``.
+
+    ``sizes``: the sources' lengths along dim 0 where they differ (grouped-query attention's
+    query projection is longer than its key and value projections).
+    """
 
     sources: tuple[str, ...]
     target: str
+    sizes: tuple[int, ...] | None = None
 
     def join(self, state: dict[str, Tensor], source: str, prefix: str) -> dict[str, tuple[str, Tensor]]:
         """Pop every complete group of source keys from ``state``; a partial group raises, naming the missing key."""
@@ -74,7 +79,9 @@ class Fuse:
                 absent = next(prefix + s.replace("{i}", i) for n, s in enumerate(self.sources) if n not in parts)
                 raise CheckpointError(f"{source}: {absent!r} is missing; it is fused with {parts[min(parts)]!r} into {self.target.replace('{i}', i)!r}")
             tensors = [state.pop(parts[n]) for n in range(len(self.sources))]
-            if len({tuple(t.shape) for t in tensors}) > 1:
+            if self.sizes is not None and [t.shape[0] for t in tensors] != list(self.sizes):
+                raise CheckpointError(f"{source}: {parts[0]!r} and the keys fused with it have {[t.shape[0] for t in tensors]} rows, the model expects {list(self.sizes)}")
+            if self.sizes is None and len({tuple(t.shape) for t in tensors}) > 1:
                 raise CheckpointError(f"{source}: {parts[0]!r} and the keys fused with it have different shapes {[tuple(t.shape) for t in tensors]}")
             out[self.target.replace("{i}", i)] = (parts[0], torch.cat(tensors, dim=0))
         return out
@@ -85,7 +92,9 @@ class Fuse:
         pattern = _compile(self.target)
         for key in [k for k in state if pattern.match(k)]:
             i = pattern.match(key).groupdict().get("i") or ""  # type: ignore[union-attr]
-            for name, part in zip(self.sources, state.pop(key).chunk(len(self.sources), dim=0)):
+            whole = state.pop(key)
+            parts = whole.split(list(self.sizes), dim=0) if self.sizes is not None else whole.chunk(len(self.sources), dim=0)
+            for name, part in zip(self.sources, parts):
                 out[name.replace("{i}", i)] = (key, part.contiguous())
         return out
 

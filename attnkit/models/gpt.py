@@ -17,11 +17,13 @@ Vaswani et al. 2017 without cross-attention), with the GPT-2 choices:
 
 The same config expresses the Llama family's choices (Touvron et al. 2023, "LLaMA", section
 2.2): RMSNorm before each sub-layer (``norm="rms"``), the SwiGLU FFN (``ffn="gated"``,
-``activation="silu"``), rotary positions instead of learned ones (``positional="rotary"``), no
+``activation="silu"``), rotary positions instead of learned ones (``attention.position.kind="rotary"``), no
 biases, untied output embeddings; grouped-query attention (``n_kv_heads``, Ainslie et al. 2023)
 as Llama 2 70B and later models use it; Mistral's sliding window (Jiang et al. 2023, section 2:
 each token sees the ``window`` most recent positions, itself included); Qwen2's q/k/v biases
-(``qkv_bias``). The ``llama-*`` presets are such models.
+(``qkv_bias``). Rotary positions are ``attention.position`` (:mod:`attnkit.positions`); a model
+whose attention carries positions has no learned position embeddings. The ``llama-*`` presets
+are such models.
 
 The stack reuses :class:`attnkit.layers.blocks.Encoder` (self-attention + FFN layers); with
 ``causal=True`` it is the GPT decoder. Checkpoint names are attnkit's; the Hugging Face GPT-2
@@ -58,8 +60,7 @@ class GPTConfig(Config):
     The modern-decoder choices: ``n_kv_heads`` key/value heads (grouped-query attention; null:
     ``n_heads``); ``norm`` ``layer`` or ``rms``; ``ffn`` ``mlp`` or ``gated`` (SwiGLU with
     ``activation="silu"``, GEGLU with ``gelu``); ``qkv_bias`` the q/k/v projections' biases
-    (null: ``bias``, which sets every other linear layer's); ``positional`` ``learned`` or
-    ``rotary`` (base ``rotary_base``, Hugging Face's rotate-half layout); ``window`` the causal
+    (null: ``bias``, which sets every other linear layer's); ``window`` the causal
     sliding window in positions (null: none); ``tie_embeddings`` the output layer shares the token
     embeddings.
     """
@@ -80,8 +81,6 @@ class GPTConfig(Config):
     norm: Literal["layer", "rms"] = "layer"
     ffn: Literal["mlp", "gated"] = "mlp"
     qkv_bias: bool | None = None
-    positional: Literal["learned", "rotary"] = "learned"
-    rotary_base: float = 10000.0
     window: int | None = None
     tie_embeddings: bool = True
 
@@ -97,9 +96,6 @@ class GPTConfig(Config):
         g = self.kv_heads
         check(0 < g and self.n_heads % g == 0, "n_kv_heads", self.n_kv_heads, f"must divide n_heads={self.n_heads}")
         check(self.window is None or self.window > 0, "window", self.window, "must be positive (or null for none)")
-        check(self.rotary_base > 1, "rotary_base", self.rotary_base, "must be greater than 1")
-        check(self.positional != "rotary" or self.head_dim % 2 == 0, "positional", self.positional,
-              f"rotary needs an even head_dim, d_model / n_heads = {self.head_dim}")
 
     @property
     def ffn_dim(self) -> int:
@@ -108,6 +104,12 @@ class GPTConfig(Config):
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def learned_positions(self) -> bool:
+        """Whether positions are learned embeddings added to the input (the attention carries none)."""
+        position = getattr(self.attention, "position", None)
+        return position is None or position.kind == "none"
 
     @property
     def kv_heads(self) -> int:
@@ -121,8 +123,7 @@ class GPTConfig(Config):
         )
 
 
-_LLAMA: dict[str, Any] = dict(norm="rms", norm_eps=1e-6, ffn="gated", activation="silu", positional="rotary", bias=False,
-                              tie_embeddings=False)
+_LLAMA: dict[str, Any] = dict(norm="rms", norm_eps=1e-6, ffn="gated", activation="silu", bias=False, tie_embeddings=False)
 
 GPT_PRESETS: dict[str, GPTConfig] = {
     # Radford et al. 2019, table 2 (the released 124M and 355M models).
@@ -176,7 +177,7 @@ class GPT(PretrainedModel):
         super().__init__()
         self.config = c = config
         self.tok_embed = nn.Embedding(c.vocab_size, c.d_model)
-        self.positions = LearnedPositions(c.d_model, c.context) if c.positional == "learned" else None
+        self.positions = LearnedPositions(c.d_model, c.context) if c.learned_positions else None
         self.drop = nn.Dropout(c.dropout)
         self.decoder = Encoder(c.layer_spec(), c.n_layers)  # pre-norm: ends with the final LayerNorm
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
@@ -240,10 +241,8 @@ class GPT(PretrainedModel):
         x = self.tok_embed(ids)  # (B, T, d_model)
         if self.positions is not None:
             x = x + (self.positions.span(offset, t) if positions is None else self.positions.embedding(positions))
-        elif positions is None:
-            positions = torch.arange(offset, offset + t, device=ids.device)  # (T,) rotary angles
         x = self.drop(x)  # (B, T, d_model)
-        h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights, **self._rotary(positions))
+        h, weights = self.decoder(x, mask, causal=True, caches=caches, need_weights=need_weights)
         return LMOutput(logits=self.lm_head(h), hidden=h, attentions=weights if need_weights else None)
 
     def next_token_logits(self, ids: Tensor, positions: Tensor, mask: Tensor | None, caches: list[KVCache],
@@ -259,12 +258,8 @@ class GPT(PretrainedModel):
         x = self.tok_embed(ids)  # (B, T, d_model)
         if self.positions is not None:
             x = x + self.positions.embedding(positions)
-        h, _ = self.decoder(self.drop(x), mask, bias=bias, causal=False, caches=caches, **self._rotary(positions))  # (B, T, d_model)
+        h, _ = self.decoder(self.drop(x), mask, bias=bias, causal=False, caches=caches)  # (B, T, d_model)
         return self.lm_head(h[:, -1])  # (B, V)
-
-    def _rotary(self, positions: Tensor | None) -> dict[str, Tensor]:
-        """The keyword that hands rotary attention its positions (none for learned positions)."""
-        return {} if self.positions is not None or positions is None else {"positions": positions}
 
     @property
     def recurrent(self) -> bool:
