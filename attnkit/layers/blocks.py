@@ -17,6 +17,8 @@ from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.layers.ffn import build_ffn
 from attnkit.layers.norm import build_norm
 from attnkit.layers.residual import Residual
+from attnkit.positions.config import PositionConfig
+from attnkit.positions.hook import share_positions
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class LayerSpec:
     qkv_bias: bool | None = None  # biases of the q/k/v projections; None: bias
     norm: str = "layer"  # layer | rms
     ffn_kind: str = "mlp"  # mlp | gated (SwiGLU, GEGLU)
+    position: PositionConfig | None = None  # the self-attention's positional hook (attnkit.positions)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> "LayerSpec":
@@ -55,6 +58,7 @@ class LayerSpec:
             attention_dropout=config.attention.dropout,
             attention_kind=config.attention.kind,
             attention_params=dict(config.attention.params),
+            position=getattr(config.attention, "position", None),
         )
         if hasattr(config, "activation_dropout"):
             fields["activation_dropout"] = config.activation_dropout
@@ -72,6 +76,7 @@ class LayerSpec:
             bias=self.bias if self.qkv_bias is None else self.qkv_bias,
             n_kv_heads=self.n_kv_heads,
             out_bias=self.bias,
+            position=self.position,
         )
 
     def ffn(self) -> nn.Module:
@@ -166,6 +171,7 @@ class Encoder(nn.Module):
     def __init__(self, spec: LayerSpec, n_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(n_layers))
+        share_positions([layer.self_attn for layer in self.layers])  # T5: one bias table per stack
         self.norm = spec.final_norm()
 
     def forward(
@@ -194,6 +200,7 @@ class Decoder(nn.Module):
     def __init__(self, spec: LayerSpec, n_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(n_layers))
+        share_positions([layer.self_attn for layer in self.layers])  # T5: one bias table per stack
         self.norm = spec.final_norm()
 
     def forward(

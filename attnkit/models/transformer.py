@@ -22,20 +22,24 @@ from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
 from attnkit.layers.positional import TokenEmbedding, build_positions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, register_model
+from attnkit.positions.config import PositionConfig, check_kernel
 
 
 @dataclass(frozen=True, kw_only=True)
 class AttentionConfig(Config):
-    """Which kernel computes attention, and its parameters (``attnkit.attention.get(kind, **params)``)."""
+    """Which kernel computes attention, and its parameters (``attnkit.attention.get(kind, **params)``);
+    ``position``: the positions self-attention carries (:class:`~attnkit.positions.config.PositionConfig`)."""
 
     kind: str = "scaled_dot"
     dropout: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    position: PositionConfig = field(default_factory=PositionConfig)
 
     def validate(self) -> None:
         check(self.kind in kernel_names(), "attention.kind", self.kind, f"choose one of {', '.join(kernel_names())}")
         check(0.0 <= self.dropout < 1.0, "attention.dropout", self.dropout, "must be in [0, 1)")
         check_params(self.kind, self.params)
+        check_kernel(self.position, self.kind)
 
 
 @dataclass(frozen=True, kw_only=True)

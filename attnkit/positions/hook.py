@@ -107,8 +107,9 @@ class BiasedKernel:
                 out = flex.positional(self.kernel, q, k, v, mask=mask, causal=causal, score_mod=score_mod)
                 if out is not None:
                     return out
-        pos_bias = self.position.bias(q, k, self.q_pos, causal=causal, scale=kernel_scale(self.kernel, q.shape[-1]),
-                                      q_offset=self.offset)  # (B or 1, H, Tq, Tk)
+        # A static cache's slots (offset None) serve causal decoding, whose mask stands in for ``causal``.
+        pos_bias = self.position.bias(q, k, self.q_pos, causal=causal or self.offset is None,
+                                      scale=kernel_scale(self.kernel, q.shape[-1]), q_offset=self.offset)  # (B or 1, H, Tq, Tk)
         return self.kernel(q, k, v, mask=mask, bias=pos_bias if bias is None else bias + pos_bias, causal=causal,
                            need_weights=need_weights)
 

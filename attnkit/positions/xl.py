@@ -49,8 +49,8 @@ def rel_shift(x: Tensor, tk: int) -> Tensor:
 
 def sinusoid(d: Tensor, dim: int) -> Tensor:
     """Transformer-XL's relative encoding R_d = [sin(d w), cos(d w)], w_k = 10000^(-2k/dim): ``(..., dim)``."""
-    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32, device=d.device) / dim)
-    angle = d.float()[..., None] * w
+    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=d.device) / dim)
+    angle = d.double()[..., None] * w  # float64: distances of thousands keep their phase
     return torch.cat((angle.sin(), angle.cos()), dim=-1)
 
 
