@@ -1,0 +1,101 @@
+"""ELECTRA's pretraining model: a small masked-LM generator and the discriminator, sharing embeddings (Clark et al. 2020).
+
+The discriminator is :class:`~attnkit.models.bert_heads.ElectraDiscriminator` (a BERT encoder and
+a per-token replaced/original logit); the generator a :class:`~attnkit.models.bert_heads.BertMLM`
+of the same depth at ``generator_fraction`` of the width (section 3.2: "models work best with
+generators 1/4-1/2 the size of the discriminator"; ELECTRA-Small's is 1/4). As in the released
+code, its hidden size, feed-forward size and number of heads are the discriminator's times the
+fraction (at least one head). Weight sharing (section 3.1): the token, position and segment
+embeddings and their LayerNorm are one module used by both, and the generator's output layer is
+tied to the token embeddings; a generator narrower than the embeddings projects them to its width.
+
+``forward`` runs the generator on the masked input, samples its replacements
+(:func:`attnkit.objectives.electra.sample_replacements`) and runs the discriminator on the
+result; the loss is :func:`attnkit.objectives.electra.electra_loss`. Fine-tuning and export use
+the discriminator alone (``model.discriminator``; ``model.bert`` is its encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.bert import BertConfig, BertModel, bert_preset
+from attnkit.models.bert_heads import BertMLM, ElectraDiscriminator
+from attnkit.objectives.electra import sample_replacements
+
+
+@dataclass(frozen=True, kw_only=True)
+class ElectraPretrainingConfig(Config):
+    """The discriminator and the generator's share of its width (defaults: ELECTRA-Small, generator 1/4)."""
+
+    discriminator: BertConfig = field(default_factory=lambda: bert_preset("electra-small-discriminator"))
+    generator_fraction: float = 0.25
+
+    def validate(self) -> None:
+        check(0.0 < self.generator_fraction <= 1.0, "generator_fraction", self.generator_fraction, "must be in (0, 1]")
+        check(not self.discriminator.share_layers, "discriminator.share_layers", True, "ELECTRA does not share layers")
+        g = self.generator
+        check(g.d_model % g.n_heads == 0, "generator_fraction", self.generator_fraction,
+              f"gives a generator of width {g.d_model} that {g.n_heads} heads do not divide")
+
+    @property
+    def generator(self) -> BertConfig:
+        """The generator's config: the discriminator's at ``generator_fraction`` of its width, heads and feed-forward size."""
+        d, f = self.discriminator, self.generator_fraction
+        return d.replace(d_model=max(1, round(d.d_model * f)), n_heads=max(1, round(d.n_heads * f)),
+                         d_ff=max(1, round(d.ffn_dim * f)), d_embed=d.embed_dim, pooler=False)
+
+
+@dataclass
+class ElectraOutput:
+    """What :class:`ElectraPretraining` returns."""
+
+    gen_logits: Tensor  # (B, T, V) the generator's masked-LM logits
+    disc_logits: Tensor  # (B, T) replaced-token logits
+    corrupted: Tensor  # (B, T) the discriminator's input
+    replaced: Tensor  # (B, T) bool: the discriminator's targets
+
+
+@register_model("electra-pretraining")
+class ElectraPretraining(PretrainedModel):
+    """Generator + discriminator with shared embeddings; ``forward(masked ids, labels=...)``."""
+
+    config_class = ElectraPretrainingConfig
+
+    def __init__(self, config: ElectraPretrainingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.discriminator = ElectraDiscriminator(config.discriminator)
+        self.generator = BertMLM(config.generator)
+        shared, own = self.discriminator.bert.embed, self.generator.bert.embed
+        own.tokens, own.segments, own.positions, own.norm = shared.tokens, shared.segments, shared.positions, shared.norm
+        self.generator.decoder.weight = shared.tokens.weight
+
+    @property
+    def bert(self) -> BertModel:
+        """The discriminator's encoder (what fine-tuning starts from)."""
+        return self.discriminator.bert
+
+    def forward(self, ids: Tensor, *, labels: Tensor, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
+                temperature: float = 1.0, generator: torch.Generator | None = None) -> ElectraOutput:
+        """``ids: (B, T)`` the masked input; ``labels`` the original tokens at masked positions (``IGNORE`` elsewhere).
+
+        Args:
+            ids: the masked input.
+            labels: the generator's targets.
+            attention_mask: 1 for real tokens.
+            segment_ids: 0 for sentence A, 1 for B.
+            temperature: of the generator's sampling.
+            generator: random source of the sampling.
+        """
+        gen = self.generator(ids, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T, V)
+        corrupted, replaced = sample_replacements(gen, ids, labels, temperature=temperature, generator=generator)
+        disc = self.discriminator(corrupted, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T)
+        if attention_mask is not None:
+            replaced = replaced & attention_mask.bool()
+        return ElectraOutput(gen_logits=gen, disc_logits=disc, corrupted=corrupted, replaced=replaced)
