@@ -104,6 +104,7 @@ class Recorder:
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no attention modules" + (f" in groups {list(groups)}" if groups else ""))
         self._calls: dict[str, int] = {}
+        self._module_calls: dict[str, int] = {}
         self._out: dict[str, list[tuple[int, Tensor]]] = {}
         self._handles: list[Any] = []
 
@@ -121,14 +122,22 @@ class Recorder:
 
         return hook
 
+    def _count(self, group: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            self._module_calls[group] = self._module_calls.get(group, 0) + 1
+
+        return hook
+
     def __enter__(self) -> "Recorder":
         self._calls.clear()
+        self._module_calls.clear()
         self._out.clear()
         seen: set[int] = set()
         for group, m in self.modules:
             if id(m.kernel) not in seen:
                 seen.add(id(m.kernel))
                 self._handles.append(m.kernel.register_forward_hook(self._hook(group), with_kwargs=True))
+                self._handles.append(m.register_forward_pre_hook(self._count(group)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -137,7 +146,16 @@ class Recorder:
         self._handles.clear()
 
     def result(self) -> Attentions:
-        """What was recorded: per group, a tuple of tensors in layer order."""
+        """What was recorded: per group, a tuple of tensors in layer order.
+
+        Raises:
+            RuntimeError: an attention module computed its result without calling its kernel module
+                (a positional score modification fused into FlexAttention on CUDA); run on CPU.
+        """
+        for group, n in self._module_calls.items():
+            if self._calls.get(group, 0) != n:
+                raise RuntimeError(f"{group}: {n} attention calls but {self._calls.get(group, 0)} kernel calls were seen "
+                                   "(a fused positional path bypasses the kernel); record on CPU")
         res = Attentions()
         for group, items in self._out.items():
             res.groups[group] = tuple(w for _, w in items)

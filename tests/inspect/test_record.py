@@ -12,13 +12,16 @@ from attnkit.attention.base import AttentionKernel
 from attnkit.inspect import Recorder, attention_groups, attentions, merge, rollout, word_groups
 from attnkit.models import GPT, BertModel, Transformer, bert_preset, gpt_preset, preset
 from attnkit.models.transformer import AttentionConfig
+from attnkit.positions.config import PositionConfig
 
 ATOL = 1e-6
 
 
-def _gpt(kind: str = "scaled_dot", **params) -> GPT:
+def _gpt(kind: str = "scaled_dot", position: str = "none", n_kv_heads: int | None = None, **params) -> GPT:
     torch.manual_seed(0)
-    return GPT(gpt_preset("gpt-tiny", attention=AttentionConfig(kind=kind, params=params))).eval()
+    att = AttentionConfig(kind=kind, params=params, position=PositionConfig(kind=position))
+    extra = {} if n_kv_heads is None else {"n_kv_heads": n_kv_heads}
+    return GPT(gpt_preset("gpt-tiny", attention=att, **extra)).eval()
 
 
 def _ids(vocab: int, t: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +41,17 @@ def test_gpt_attentions_equal_the_reference_path(kind: str, params: dict) -> Non
     att = attentions(model, ids, attention_mask=keep)
     assert att.names == ["self"] and att.layers["self"] == [0, 1]
     assert len(att["self"]) == 2 and att["self"][0].shape == (2, 4, 12, 12)
+    for mine, theirs in zip(att["self"], ref):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("position,n_kv_heads", [("rotary", 2), ("alibi", None), ("t5_bias", None)])
+def test_positions_and_grouped_keys_are_seen_as_the_kernel_sees_them(position: str, n_kv_heads: int | None) -> None:
+    """Rotated queries and keys, positional score biases and shared key heads reach the recomputation."""
+    model = _gpt(position=position, n_kv_heads=n_kv_heads)
+    ids, keep = _ids(96)
+    ref = model(ids, attention_mask=keep, need_weights=True).attentions
+    att = attentions(model, ids, attention_mask=keep)
     for mine, theirs in zip(att["self"], ref):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=ATOL)
 
