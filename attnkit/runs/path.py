@@ -9,7 +9,9 @@ Every training command is argument parsing, a recipe, and these two functions:
 * :func:`run` owns the output directory: it refuses to start a new run where another one
   lives, writes ``run_config.json`` atomically, drives the :class:`~attnkit.training.loop.Trainer`
   (checkpoints, exact resume), saves the model with its tokenizer, lets the job score it,
-  writes ``eval.json`` and prints the report.
+  writes ``eval.json`` and prints the report. Under ``torchrun`` every process runs it: they join
+  one process group first (:func:`~attnkit.training.distributed.init_distributed`), process 0
+  checks and writes the run's files and prints, and the Trainer splits each step between them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from attnkit.errors import CheckpointError, ConfigError
 from attnkit.io import atomic_write_text, read_json_object
 from attnkit.runs.base import Job, Log, RunReport
 from attnkit.training.checkpoint import list_checkpoints
+from attnkit.training.distributed import init_distributed, world
 from attnkit.training.loop import Trainer, pick_device
 
 RUN_CONFIG = "run_config.json"
@@ -31,6 +34,9 @@ RUN_CONFIG = "run_config.json"
 SAFE_ON_RESUME = (
     "train.steps", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.eval.every",
     "train.eval.patience", "train.eval.stop_at", "train.tensorboard",
+    # where and how the steps run: a run may resume on another number of processes (the Trainer
+    # checks that grad_accum times the processes, the global batch, stays the same)
+    "train.execution.parallel", "train.execution.checkpointing", "train.grad_accum",
 )
 
 
@@ -188,7 +194,10 @@ def run(
         The Trainer's result, the final scores and the output directory.
     """
     out = Path(out)
-    check_out(out, resume)
+    rank, size = init_distributed(configs["train"].device)  # type: ignore[attr-defined]
+    if rank > 0:
+        log, progress = _quiet, False
+    _on_main(lambda: check_out(out, resume), size)
     job.check(configs)
     job.check_metric(configs)
     pick_device(configs["train"].device, what="train.device")  # type: ignore[attr-defined]
@@ -196,7 +205,8 @@ def run(
     prepared = job.prepare(configs, out, resume=resume, log=log)
     configs = prepared.configs
     record = {"task": job.task, "recipe": saved_recipe, **{k: v.to_dict() for k, v in configs.items()}}
-    atomic_write_text(out / RUN_CONFIG, json.dumps(record, indent=2) + "\n")
+    if rank == 0:
+        atomic_write_text(out / RUN_CONFIG, json.dumps(record, indent=2) + "\n")
     trainer = Trainer(prepared.model, prepared.task, configs["train"], out, tokenizer=prepared.tokenizer, progress=progress)  # type: ignore[arg-type]
     if resume and not list_checkpoints(out):  # stopped before its first checkpoint: nothing to restore yet
         log(f"resume: {out} holds no checkpoint yet; the run starts again from step 0 with its saved settings")
@@ -204,13 +214,39 @@ def run(
     if prepared.before_fit is not None and not resume:
         prepared.before_fit(trainer)
     result = trainer.fit(resume=resume)
+    if rank > 0 and trainer.parallel.mode != "fsdp":  # the final scores are process 0's (FSDP's sharded model needs every process)
+        return RunReport(result=result, final={}, out=out, configs=configs, state=prepared.state)
     final = job.finish(prepared, trainer, result, out, log)
+    if rank > 0:
+        return RunReport(result=result, final=final, out=out, configs=configs, state=prepared.state)
     summary = {"task": job.task, "recipe": saved_recipe, "steps": result.step, "seconds": round(result.seconds, 3), **final}
     atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
     scores = ", ".join(f"{k}={_fmt(v)}" for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     log(f"trained {result.step} steps in {result.seconds:.1f}s" + (f"; {scores}" if scores else ""))
     log(f"model saved to {out / 'model'}")
     return RunReport(result=result, final=final, out=out, configs=configs, state=prepared.state)
+
+
+def _quiet(line: str) -> None:
+    """The log of processes other than 0: process 0 prints for the run."""
+
+
+def _on_main(check: Any, size: int) -> None:
+    """Run ``check`` on process 0 only, and raise its error on every process (none would start alone)."""
+    if size == 1:
+        check()
+        return
+    import torch.distributed as dist
+
+    error: list[Any] = [None]
+    if world()[0] == 0:
+        try:
+            check()
+        except (ConfigError, CheckpointError) as e:
+            error[0] = e
+    dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        raise error[0]
 
 
 def _fmt(v: float) -> str:

@@ -22,6 +22,7 @@ from attnkit.errors import ConfigError
 T = TypeVar("T", bound="TrainConfig")
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+MAX_BATCH = 1 << 20  # rows of one optimizer step (batch_size x grad_accum); a typo of 10^11 would exhaust memory building it
 
 
 def is_device_name(name: str) -> bool:
@@ -85,10 +86,22 @@ class ScheduleConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutionConfig(Config):
-    """How a step executes: numeric precision, compilation and CUDA graphs.
+    """How a step executes: numeric precision, compilation, CUDA graphs, activation checkpointing
+    and data parallelism over several processes.
 
     ``precision="auto"`` trains under bf16 autocast on CUDA and in fp32 elsewhere; ``bf16`` and
-    ``fp32`` force one. ``compile`` runs the forward under ``torch.compile`` with
+    ``fp32`` force one; ``fp16`` trains under float16 autocast with dynamic loss scaling
+    (Micikevicius et al. 2018, Mixed Precision Training, section 3.2; ``torch.amp.GradScaler``),
+    for GPUs without bf16: the loss is multiplied by a scale before the backward pass, the
+    gradients divided by it before the update, and a step whose gradients overflow is skipped
+    and the scale halved. ``checkpointing`` recomputes each layer's activations in the backward
+    pass instead of storing them (Chen et al. 2016, Training Deep Nets with Sublinear Memory
+    Cost; :func:`~attnkit.training.distributed.apply_activation_checkpointing`). ``parallel``
+    is how the processes ``torchrun`` starts share the work
+    (:mod:`attnkit.training.distributed`): ``ddp`` replicates the model and averages gradients
+    (DistributedDataParallel), ``fsdp`` shards parameters, gradients and optimizer state
+    (FSDP2, ``fully_shard``; Zhao et al. 2023), ``none`` is one process, ``auto`` is ``ddp``
+    under ``torchrun`` with several processes and ``none`` otherwise. ``compile`` runs the forward under ``torch.compile`` with
     ``compile_mode``; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs (one recording
     per batch shape), for steps limited by the host, not the GPU. ``cuda_graphs`` records the
     whole optimizer step (forward, backward, clipping, Adam) as one CUDA graph per batch shape
@@ -97,13 +110,22 @@ class ExecutionConfig(Config):
     ``compile``.
     """
 
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cuda_graphs: bool = False
+    checkpointing: bool = False
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
 
     def validate(self) -> None:
         check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
+        check(not (self.cuda_graphs and self.precision == "fp16"), "precision", self.precision,
+              "fp16's loss scaling reads the gradients on the host at every step, which a step recorded as a CUDA graph cannot; "
+              "use bf16 or cuda_graphs=false")
+        check(not (self.cuda_graphs and self.parallel in ("ddp", "fsdp")), "parallel", self.parallel,
+              "excludes cuda_graphs=true (the gradient exchange between processes is not recorded); set cuda_graphs=false")
+        check(not (self.parallel == "fsdp" and self.precision == "fp16"), "precision", self.precision,
+              "with parallel=fsdp the mixed precision is FSDP's bf16 parameters; use bf16, or parallel=ddp for fp16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +239,10 @@ class TrainConfig(Config):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         for name in ("save_every", "keep_checkpoints", "log_every"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        for name in ("seed", "init_seed"):  # torch.manual_seed takes a 64-bit integer
+            check(0 <= getattr(self, name) < 2**63, name, getattr(self, name), "must be in 0 ... 2^63 - 1")
+        check(self.batch_size * self.grad_accum <= MAX_BATCH, "batch_size", self.batch_size,
+              f"with grad_accum={self.grad_accum} is above the limit of {MAX_BATCH:,} rows a step")
         check(is_device_name(self.device), "device", self.device, f"use {DEVICE_FORMS}")
         if self.schedule.kind in ("linear", "cosine"):
             check(self.steps > self.schedule.warmup, "schedule.warmup", self.schedule.warmup,
@@ -225,6 +251,8 @@ class TrainConfig(Config):
             check(self.eval.every > 0, "eval.stop_at", self.eval.stop_at, "needs eval.every > 0 (it is checked at evaluations)")
         check(not (self.execution.cuda_graphs and self.execution.compile), "execution.cuda_graphs", self.execution.cuda_graphs,
               "excludes execution.compile=true (execution.compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
+        check(not (self.execution.parallel == "fsdp" and self.reg.ema_decay > 0), "reg.ema_decay", self.reg.ema_decay,
+              "is not supported with execution.parallel=fsdp (the average would be sharded too); use parallel=ddp or ema_decay=0")
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:

@@ -22,6 +22,13 @@ per second count the tokens fed to the model (``task.input_tokens(batch)`` where
 else the loss's token count) over the training time of the window: evaluations and checkpoints
 are timed and left out.
 
+Several processes (``torchrun``; ``execution.parallel``): the model is wrapped by DDP or sharded
+by FSDP2 (:mod:`attnkit.training.distributed`), each process takes its share of every step's
+micro-batches, gradients are exchanged once per optimizer step and the loss is normalised by the
+token count of the global batch; process 0 logs and writes files. ``execution.checkpointing``
+recomputes each layer's activations in the backward pass; ``precision="fp16"`` scales the loss
+(``torch.amp.GradScaler``).
+
 Resuming (``Trainer(..., resume=True)``) restores the weights, the optimizer and scheduler
 state, the RNG states and the position in the data, so ``N`` steps + resume + ``N`` steps
 reproduces ``2N`` straight steps exactly on CPU.
@@ -51,6 +58,7 @@ from attnkit.errors import CheckpointError, ConfigError, DivergedError
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
 from attnkit.training.config import DEVICE_FORMS, TrainConfig, is_device_name
+from attnkit.training.distributed import Parallel, apply_activation_checkpointing
 from attnkit.training.graphs import GraphedSteps
 from attnkit.training.optim import build_optimizer, device_lrs, scheduled_lr
 from attnkit.training.schedules import build_scheduler
@@ -97,9 +105,11 @@ def pick_device(name: str = "auto", *, what: str = "device") -> torch.device:
 
 def autocast_for(device: torch.device, precision: str, cache: bool = True) -> Any:
     """The autocast context for ``precision`` on ``device``: bf16 for ``bf16``, and for ``auto`` on CUDA;
-    none otherwise. ``cache=False``: no cast cache, as in a step recorded as a CUDA graph."""
+    float16 for ``fp16``; none otherwise. ``cache=False``: no cast cache, as in a step recorded as a CUDA graph."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16, cache_enabled=cache)
     return nullcontext()
 
 
@@ -149,6 +159,12 @@ class Trainer:
         _check_rdrop(task, config.reg.rdrop)
         self.device = pick_device(config.device, what="train.device")
         self.model.to(self.device)
+        if config.execution.checkpointing:
+            apply_activation_checkpointing(model)
+        # DDP wraps the model; FSDP shards it in place, so the optimizer is built after this
+        self.parallel = Parallel.wrap(model, config.execution.parallel, config.execution.precision, self.device)
+        if not self.parallel.is_main:  # process 0 prints and writes
+            self.progress, self.write = False, lambda line: None
         varying = getattr(task, "varying_lengths", False)
         if self.device.type == "cuda" and varying and torch.backends.cuda.cudnn_sdp_enabled():
             # cuDNN attention builds an execution plan for each new shape; flash / memory-efficient do not
@@ -174,13 +190,15 @@ class Trainer:
         self.bad_evals = 0
         # a recorded step casts the weights itself at every replay: autocast's cast cache would outlive it
         self.autocast = lambda: autocast_for(self.device, ex.precision, cache=not ex.cuda_graphs)
-        self.forward_model: nn.Module = model
+        self.forward_model: nn.Module = self.parallel.module
+        # fp16: created at the first step, scaled to its token count (see _step_body), or restored on resume
+        self.scaler: torch.amp.GradScaler | None = None
         if ex.compile:
             # varying lengths: one graph for every shape from the start (else a second compile)
             kw: dict[str, Any] = {"dynamic": True} if varying else {}
             if ex.compile_mode != "default":
                 kw["mode"] = ex.compile_mode
-            self.forward_model = torch.compile(model, **kw)
+            self.forward_model = torch.compile(self.forward_model, **kw)
         self.compiled_graphs = ex.compile and ex.compile_mode in ("reduce-overhead", "max-autotune")  # torch.compile's own
         self.params = [p for p in model.parameters() if p.requires_grad]
         # the whole optimizer step recorded as CUDA graphs, one per batch shape (attnkit.training.graphs)
@@ -196,11 +214,14 @@ class Trainer:
             "best": self.best,
             "best_step": self.best_step,
             "bad_evals": self.bad_evals,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.parallel.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "train_config": self.config.to_dict(),
+            "micro_batches_per_step": self.config.grad_accum * self.parallel.size,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
             state["ema"] = [e.detach().cpu() for e in self.ema]
         if torch.cuda.is_available():
@@ -213,8 +234,13 @@ class Trainer:
         if path is None:
             return False
         state = load_trainer_state(path)
-        load_state_strict(self.model, {k: v.to(self.device) for k, v in load_weights(path / "model.safetensors").items()}, str(path))
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._check_global_batch(state, path)
+        weights = {k: v.to(self.device) for k, v in load_weights(path / "model.safetensors").items()}
+        self.parallel.load_model_state(self.model, weights, lambda m, w: load_state_strict(m, w, str(path)))
+        self.parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        if "scaler" in state and self.config.execution.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.config.execution.cuda_graphs:  # the loaded groups hold host lrs
             device_lrs(self.optimizer)
@@ -228,8 +254,20 @@ class Trainer:
                 e.copy_(saved)
         for k in ("step", "epoch", "batch_index", "best", "best_step", "bad_evals"):
             setattr(self, k, state[k])
+        self.parallel.seed(self.config.seed, self.step)
         self._truncate_metrics(self.step)
         return True
+
+    def _check_global_batch(self, state: dict[str, Any], path: Path) -> None:
+        """A resumed run keeps the micro-batches of a step (``grad_accum`` times the processes), so
+        that it may move to another number of processes and still see the same data."""
+        saved = state.get("micro_batches_per_step", state["train_config"].get("grad_accum", 1))
+        now = self.config.grad_accum * self.parallel.size
+        if saved != now:
+            p = self.parallel.size
+            fix = f"set train.grad_accum={saved // p}" if saved % p == 0 else f"run on a number of processes dividing {saved}"
+            raise ConfigError(f"{path} was trained with {saved} micro-batches per step (train.grad_accum times the processes); "
+                              f"this run has {now} ({p} process(es) x grad_accum {self.config.grad_accum}): {fix}")
 
     # -- data ------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[Any]:
@@ -249,12 +287,15 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
         c = self.config
-        remove_orphans(self.out)
+        if self.parallel.is_main:
+            remove_orphans(self.out)
+        self.parallel.barrier()
         if resume:
             if not self.resume():
                 raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
         else:
             torch.manual_seed(c.seed)
+            self.parallel.seed(c.seed, 0)
             self._truncate_metrics(0)
         result = TrainResult(step=self.step, best=self.best, best_step=self.best_step)
         self._rewrite_csv()
@@ -271,7 +312,8 @@ class Trainer:
         while self.step < c.steps:
             # 1-2. forward/backward over grad_accum micro-batches, clip, Adam
             lr = scheduled_lr(self.scheduler)  # this step's (layer_decay scales lower groups down)
-            micro = [next(data) for _ in range(c.grad_accum)]
+            # of the step's grad_accum x P micro-batches, process r takes r, r + P, ...
+            micro = [next(data) for _ in range(c.grad_accum * self.parallel.size)][self.parallel.rank :: self.parallel.size]
             inputs = self._input_tokens(micro)
             loss_sum, tokens = self.graphed(micro) if self.graphed is not None else self._step_body(micro)
             self.scheduler.step()
@@ -284,7 +326,7 @@ class Trainer:
             # 3. log (the only place, with evaluation, where the host waits for the device)
             if c.log_every and (self.step % c.log_every == 0 or self.step == c.steps):
                 step_loss = self._flush(pending, result)
-                n_tokens = int(window_tokens)
+                n_tokens = int(self.parallel.sum(torch.as_tensor(window_tokens, dtype=torch.float64)))  # every process's
                 elapsed = max(time.perf_counter() - window_start - window_paused, 1e-9)
                 record = {"step": self.step, "epoch": self.epoch, "loss": step_loss, "lr": lr, "tokens": n_tokens,
                           "tokens_per_s": n_tokens / elapsed}
@@ -305,7 +347,7 @@ class Trainer:
                     result.stopped_early = True
                     last = save = True
                 if save:
-                    save_checkpoint(self.out, self.step, self.model, self.state_dict(), tokenizer=self.tokenizer, keep=c.keep_checkpoints)
+                    self._save_checkpoint()
                 window_paused += time.perf_counter() - paused
             if result.stopped_early:
                 break
@@ -316,11 +358,28 @@ class Trainer:
             self._board = None
         if not c.eval.every:
             with self._averaged_weights():
-                self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
+                self._save_model()
         result.step, result.best, result.best_step = self.step, self.best, self.best_step
         result.seconds = time.perf_counter() - start
-        plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", label_smoothing=c.reg.label_smoothing, metric=c.eval.metric)
+        if self.parallel.is_main:
+            plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", label_smoothing=c.reg.label_smoothing, metric=c.eval.metric)
         return result
+
+    def _save_checkpoint(self) -> None:
+        """Process 0 writes the checkpoint (the weights gathered first under FSDP); the others wait."""
+        c = self.config
+        model = self.parallel.consolidated(self.model)
+        state = self.state_dict()
+        if model is not None:
+            save_checkpoint(self.out, self.step, model, state, tokenizer=self.tokenizer, keep=c.keep_checkpoints)  # type: ignore[arg-type]
+        self.parallel.barrier()
+
+    def _save_model(self) -> None:
+        """Save the model to ``out/model`` from process 0 (gathered first under FSDP); the others wait."""
+        model = self.parallel.consolidated(self.model)
+        if model is not None:
+            model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)  # type: ignore[operator]
+        self.parallel.barrier()
 
     def _input_tokens(self, micro: list[Any]) -> torch.Tensor | int | None:
         """The tokens fed to the model by the micro-batches (``task.input_tokens``), or None where
@@ -343,23 +402,44 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=self.graphed is None)
         loss_sum = torch.zeros((), device=self.device)
         tokens = torch.zeros((), device=self.device)
-        for batch in micro:
+        for i, batch in enumerate(micro):
             if self.compiled_graphs:  # outputs of the last replay are done with
                 torch.compiler.cudagraph_mark_step_begin()
-            with self.autocast():
-                loss, n = self.task.loss(self.forward_model, batch)
-            n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
-            (loss * n).backward()
+            # gradients are exchanged between processes on the last micro-batch only
+            with self.parallel.micro_step(self.model, last=i == len(micro) - 1):
+                with self.autocast():
+                    loss, n = self.task.loss(self.forward_model, batch)
+                n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
+                if c.execution.precision == "fp16":
+                    self._scaler_for(n).scale(loss * n).backward()
+                else:
+                    (loss * n).backward()
             loss_sum += loss.detach().float() * n
             tokens += n
+        # one all-reduce: the global batch's summed loss and token count
+        loss_sum, tokens = self.parallel.sum(torch.stack([loss_sum, tokens])).to(self.device).unbind()
         tokens = tokens.clamp(min=1.0)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:
-            torch._foreach_div_(grads, tokens)  # one multi-tensor kernel, not one per parameter
+            # DDP and FSDP average the gradients over the P processes: divide by N_total / P
+            torch._foreach_div_(grads, tokens / self.parallel.size)  # one multi-tensor kernel, not one per parameter
         if c.optim.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_norm)
-        self.optimizer.step()
+            self.parallel.clip_grad_norm_(self.params, c.optim.clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped where a gradient overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         return loss_sum, tokens
+
+    def _scaler_for(self, n: torch.Tensor) -> torch.amp.GradScaler:
+        """The fp16 loss scaler; the first one starts at ``2^16 / n`` since the backward pass takes the
+        summed loss of ``n`` tokens, not their mean (so a usual scale would overflow at once)."""
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**16 / max(float(n), 1.0))
+        return self.scaler
 
     def _flush(self, pending: list[torch.Tensor], result: TrainResult) -> float:
         """Move the losses of the last steps to the host; stop on a non-finite loss. Returns the last."""
@@ -381,9 +461,10 @@ class Trainer:
         with self._averaged_weights():
             with torch.no_grad(), (self.autocast() if c.eval.precision == "train" else nullcontext()):
                 metrics = self.task.evaluate(self.model)
+            metrics = self.parallel.broadcast(metrics)  # every process takes process 0's decisions
             better = self._is_better(metrics)
             if better:
-                self.model.save_pretrained(self.out / "model", tokenizer=self.tokenizer)
+                self._save_model()
         self.model.train()
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         self.write(f"step {self.step}: " + " ".join(f"{k}={_show(v)}" for k, v in metrics.items()))
@@ -422,7 +503,9 @@ class Trainer:
 
     # -- files -----------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
-        """Append ``record`` to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard, if open)."""
+        """Append ``record`` to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard, if open); process 0 only."""
+        if not self.parallel.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -438,6 +521,8 @@ class Trainer:
 
     def _rewrite_csv(self) -> None:
         """Write ``metrics.csv`` from ``metrics.jsonl``: one row per record, a column for every key seen."""
+        if not self.parallel.is_main:
+            return
         path = self.out / "metrics.jsonl"
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         keys: list[str] = []
@@ -455,7 +540,7 @@ class Trainer:
     def _open_board(self, purge_step: int | None) -> Any:
         """A TensorBoard writer under ``out/tensorboard`` with ``config.tensorboard``; None without
         it, or (after one printed line) where the ``tensorboard`` package is missing."""
-        if not self.config.tensorboard:
+        if not self.config.tensorboard or not self.parallel.is_main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -468,6 +553,8 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop records after ``step`` (they belong to a run that is being replayed), in both files."""
+        if not self.parallel.is_main:
+            return
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
