@@ -47,6 +47,7 @@ from attnkit.layers.norm import RMSNorm
 from attnkit.layers.positional import LearnedPositions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
+from attnkit.positions.config import PositionConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +124,8 @@ class GPTConfig(Config):
         )
 
 
-_LLAMA: dict[str, Any] = dict(norm="rms", norm_eps=1e-6, ffn="gated", activation="silu", bias=False, tie_embeddings=False)
+_LLAMA: dict[str, Any] = dict(norm="rms", norm_eps=1e-6, ffn="gated", activation="silu", bias=False, tie_embeddings=False,
+                              attention=AttentionConfig(position=PositionConfig(kind="rotary")))
 
 GPT_PRESETS: dict[str, GPTConfig] = {
     # Radford et al. 2019, table 2 (the released 124M and 355M models).
@@ -143,7 +145,7 @@ GPT_PRESETS: dict[str, GPTConfig] = {
                             n_layers=12, d_ff=2048),
     # nanoGPT's character-level Shakespeare shape, Llama layers (d_ff = 8/3 d_model, as LLaMA sizes SwiGLU).
     "llama-char": GPTConfig(**_LLAMA, vocab_size=65, context=256, d_model=384, n_heads=6, n_kv_heads=2, n_layers=6,
-                            d_ff=1024, dropout=0.2, attention=AttentionConfig(dropout=0.2)),
+                            d_ff=1024, dropout=0.2),
     "llama-tiny": GPTConfig(**_LLAMA, vocab_size=96, context=64, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=172),
 }
 
