@@ -143,6 +143,8 @@ def read_utf8(path: str | os.PathLike, what: str = "text file") -> str:
     from attnkit.errors import DataError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory; give a file")
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist")
     raw = path.read_bytes()
@@ -158,6 +160,8 @@ def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
     import json
 
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory; give a JSON file")
     if not path.is_file():
         raise error(f"{what} {path} does not exist")
     try:

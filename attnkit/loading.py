@@ -42,21 +42,45 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         CheckpointError: missing, corrupt or mismatching files.
     """
     path = Path(path)
-    if is_hf_gpt2(path):
-        return load_hf_gpt2(path).to(map_location)
-    if is_hf_bert(path):  # BERT, RoBERTa, ALBERT, ELECTRA
-        return load_hf_bert(path).to(map_location)
-    if is_hf_llama(path):  # Llama, Mistral, Qwen2
-        return load_hf_llama(path).to(map_location)
-    return load_native(path, map_location=map_location)
+    for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama)):
+        if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
+            model = load_hf(path)
+            check_fits(model, map_location, str(path))
+            return model.to(map_location)
+    return load_native(path, map_location=map_location)  # checks the CPU and map_location before building
 
 
-def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None) -> tuple[nn.Module, Any]:
+def check_fits(model: nn.Module, device: str | torch.device, source: str) -> None:
+    """Refuse to move ``model`` (on the CPU) to an accelerator whose free memory cannot hold its weights.
+
+    Args:
+        model: the model, on the CPU.
+        device: where it is to go; the CPU needs no check (the model is already there).
+        source: the directory it came from, for the message.
+
+    Raises:
+        CheckpointError: the weights are larger than the device's free memory.
+    """
+    from attnkit.errors import CheckpointError
+    from attnkit.models.base import available_memory, human_bytes, model_bytes
+
+    if torch.device(device).type == "cpu":
+        return
+    need = model_bytes(model)
+    avail, where = available_memory(device)
+    if need > avail:
+        raise CheckpointError(f"{source}: the model's weights take {human_bytes(need)}, more than the {human_bytes(avail)} {where}; "
+                              "use another device (--device cpu) or free memory on it")
+
+
+def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None, *,
+                             map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
     """A BERT-family model and its WordPiece tokenizer, checked against each other.
 
     Args:
         model_dir: an attnkit or Hugging Face BERT-family directory (encoder or encoder + head).
         tokenizer_path: ``tokenizer.json`` or ``vocab.txt``; default: the one in ``model_dir``.
+        map_location: device to place the model on (its free memory is checked first).
 
     Returns:
         ``(model, tokenizer)``; the tokenizer's vocabulary matches the encoder's embedding table
@@ -68,11 +92,11 @@ def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str |
     from attnkit.data.wordpiece import WordPieceTokenizer
     from attnkit.training.finetune import encoder_of
 
-    model = load(model_dir)
+    model = load(model_dir, map_location=map_location)
     enc = encoder_of(model)
     tok = WordPieceTokenizer.from_file(tokenizer_path or model_dir, max_len=enc.config.max_len)
     tok.check_model(enc.config.vocab_size)
     return model, tok
 
 
-__all__ = ["load", "load_model_and_tokenizer"]
+__all__ = ["check_fits", "load", "load_model_and_tokenizer"]

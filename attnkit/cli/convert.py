@@ -10,7 +10,7 @@ matching ``transformers`` class, e.g. ``BertForSequenceClassification``, loads i
 DST is written beside its final place and renamed in when complete. A DST that exists and is
 not empty is refused, unless it is a model directory of the kind being written (config.json,
 model.safetensors and tokenizer.json, nothing else) and --overwrite is given; a DST that is
-SRC or contains it is always refused.
+SRC, contains it or lies inside it is always refused.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     is_bert = type(model) in HEADS.values()
     if not isinstance(model, GPT) and not is_bert:
         raise CheckpointError(f"{args.src} holds a {type(model).__name__}; only GPT and BERT-family models convert to the Hugging Face format")
+    if args.family is not None and not (args.to_hf and is_bert):
+        raise CheckpointError(f"--family {args.family} names a Hugging Face BERT family; {args.src} holds a {type(model).__name__}"
+                              f"{'' if args.to_hf else ' and --to-attnkit writes no family'}; leave out --family")
     tokenizer = args.src / TOKENIZER_NAME if (args.src / TOKENIZER_NAME).is_file() else None
     try:
         if args.to_hf and is_bert:
@@ -85,6 +88,8 @@ def check_destination(src: Path, dst: Path, *, hf: bool, overwrite: bool) -> Non
         raise CheckpointError(f"source and destination are the same directory ({src}); choose another DST")
     if d in s.parents:
         raise CheckpointError(f"DST {dst} contains SRC {src}; writing it would delete the source; choose another DST")
+    if s in d.parents:
+        raise CheckpointError(f"DST {dst} lies inside SRC {src}; a model directory holds only its own files; choose a DST outside it")
     if not dst.exists() and not dst.is_symlink():
         return
     if not dst.is_dir() or dst.is_symlink():

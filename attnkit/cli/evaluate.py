@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.common import add_overwrite_argument, check_output_file
 from attnkit.cli.helptext import plain
 from attnkit.cli.translate import add_model_arguments, load_translator
-from attnkit.errors import ConfigError
+from attnkit.errors import ConfigError, DataError
+from attnkit.io import atomic_write_text
 
 
 OVERVIEW = """attnkit eval TASK: score a trained model on held-out data.
@@ -48,6 +50,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--src", help="source language (default: the model's)")
     t.add_argument("--tgt", help="target language (default: the model's)")
     t.add_argument("--hypotheses", type=Path, help="also write the translations to this file")
+    add_overwrite_argument(t, "--hypotheses")
     t.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     t.set_defaults(run=run)
     evaluate_labelled.add_parsers(tasks)
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.metrics import bleu_scores, require_sacrebleu
     from attnkit.training.translation import translate_lines
 
+    if args.hypotheses is not None:
+        check_output_file(args.hypotheses, "--hypotheses", overwrite=args.overwrite)
     model, tok, info = load_translator(args)
     src, tgt = args.src or info.get("src"), args.tgt or info.get("tgt")
     if not src or not tgt:
@@ -73,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if truncated:
         print(f"attnkit: warning: {truncated} source sentence(s) longer than {model.config.max_len} tokens were truncated", file=sys.stderr)
     if args.hypotheses is not None:
-        args.hypotheses.parent.mkdir(parents=True, exist_ok=True)
-        args.hypotheses.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        try:
+            atomic_write_text(args.hypotheses, "".join(h + "\n" for h in hyps))
+        except OSError as e:
+            raise DataError(f"cannot write --hypotheses {args.hypotheses}: {e.strerror or e}; nothing was written") from None
     record = {
         "split": args.split, "src": src, "tgt": tgt, "sentences": len(hyps), "beam_size": info["beam_size"],
         "length_penalty": info["length_penalty"], "seconds": seconds, **scores,

@@ -68,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
                           f"({'a TSV with a label column' if args.task == 'classify' else 'a CoNLL file'})")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} must be >= 1")
-    model, tok = load_model_and_tokenizer(args.model, None)
+    device = pick_device(args.device)
+    model, tok = load_model_and_tokenizer(args.model, None, map_location=device)  # the device's free memory checked first
     kind = BertClassifier if args.task == "classify" else BertTagger
     if not isinstance(model, kind):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; eval {args.task} needs a "
                               f"{'classifier' if args.task == 'classify' else 'tagger'} from 'attnkit finetune {args.task}'")
     limit = model.config.encoder.max_len if args.max_len is None else min(args.max_len, model.config.encoder.max_len)
-    device = pick_device(args.device)
-    model.to(device).eval()
+    model.eval()
     start = time.perf_counter()
     logits, data, enc, labels = labelled_logits(model, tok, args.task, args.data, limit, device, args.batch_size)
     record: dict[str, Any] = {"task": args.task, "data": str(args.data), "examples": len(enc), "truncated": enc.truncated, "max_len": limit,

@@ -21,6 +21,8 @@ from typing import Any
 from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError, DataError
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate text with a GPT model", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +54,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed} is outside 0 ... {MAX_SEED} (2^63 - 1); use a smaller seed")
+    if any(s == "" for s in args.stop):
+        raise ConfigError("--stop '' is empty and would stop every row at once; give the text to stop at")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.training.loop import pick_device
 
     check_args(args)
-    model = load(args.model)
+    device = pick_device(args.device)
+    model = load(args.model, map_location=device)  # refused before it is moved if the device's free memory cannot hold it
     if not isinstance(model, GPT):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; generate needs a GPT language model")
     tok = load_tokenizer(args.model)
@@ -85,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"the prompt fills the model's context of {context} tokens; no room to generate; shorten it")
     if room < args.max_new_tokens:
         print(f"attnkit: note: the context of {context} tokens leaves room for {room} new tokens", file=sys.stderr)
-    device = pick_device(args.device)
-    model.to(device)
     cfg = SamplingConfig(
         max_new_tokens=min(args.max_new_tokens, room),
         temperature=0.0 if args.greedy else args.temperature,

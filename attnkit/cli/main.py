@@ -15,7 +15,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import average, bench, convert, demo, evaluate, finetune, generate, info, predict, recipes, tokenizer, train, translate
+    from attnkit.cli import average, bench, convert, demo, evaluate, finetune, generate, info, predict, recipes, tokenizer, train, translate, viz
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, finetune, predict):
+    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, finetune, predict, viz):
         module.add_parser(sub)
     return parser
 
@@ -71,6 +71,10 @@ def user_error(e: BaseException) -> str | None:
     """
     if isinstance(e, AttnkitError):
         return str(e)
+    if _out_of_memory(e):
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        return (f"out of memory ({first}); lower the batch size (--batch-size, train.batch_size), "
+                "the sequence length or the model size")
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {e.filename}" if e.filename else ""
         return f"no space left on device{where}; free space or choose another --out"
@@ -79,6 +83,16 @@ def user_error(e: BaseException) -> str | None:
     ):
         return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
     return None
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation the machine refused: Python's MemoryError, torch's out-of-memory error on an accelerator,
+    or the CPU allocator's ``RuntimeError`` (a batch or beam sized past the memory; the size guards catch the model's own)."""
+    import torch
+
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
 
 
 def _closed_pipe() -> int:

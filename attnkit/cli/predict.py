@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json or vocab.txt (default: the one in --model)")
     p.add_argument("--conll", action="store_true", help="the input is a CoNLL file (taggers only)")
     p.add_argument("--max-len", type=int, default=None, help="tokens per row, specials included (default: the model's limit)")
-    p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass, similar lengths together (default: 64)")
     p.add_argument("--scores", action="store_true", help="classifiers: print the label's probability after a tab")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.set_defaults(run=run)
@@ -56,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
     from attnkit.training import finetune as ft
     from attnkit.training import pick_device
 
-    model, tok = load_model_and_tokenizer(args.model, args.tokenizer)
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size={args.batch_size} must be >= 1")
+    device = pick_device(args.device)
+    model, tok = load_model_and_tokenizer(args.model, args.tokenizer, map_location=device)  # the device's free memory checked first
     if not isinstance(model, (BertClassifier, BertTagger)):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; predict needs a classifier or tagger from attnkit finetune")
     labels = list(model.config.labels) or [str(i) for i in range(model.config.num_labels)]
     limit = model.config.encoder.max_len if args.max_len is None else min(args.max_len, model.config.encoder.max_len)
-    if args.batch_size < 1:
-        raise DataError(f"--batch-size={args.batch_size} must be >= 1")
-    device = pick_device(args.device)
-    model.to(device).eval()
+    model.eval()
     if isinstance(model, BertClassifier):
         if args.conll:
             raise DataError("--conll is for taggers; this model is a classifier")

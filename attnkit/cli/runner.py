@@ -106,9 +106,47 @@ def run_command(args: argparse.Namespace, job: Any, flags: list[str], *, base: d
     if args.show_config:
         print(describe(cfgs))
         return None
+    if args.resume:
+        check_resumable(args.out, cfgs["train"].steps)  # type: ignore[attr-defined]
+    else:
+        check_not_a_model(args.out)
     if recipe is not None and recipe.before and not args.resume:
         fed = run_stages(recipe, args.out, quick=args.quick, root=args.data_root, progress=not args.no_progress, log=log,
                          assignments=assignments)
         cfgs = resolve_configs(job, **{**kw, "assignments": [*fed, *assignments]})
     return run(job, cfgs, args.out, resume=args.resume, progress=not args.no_progress,
                recipe=recipe.name if recipe is not None else None, log=log)
+
+
+def check_resumable(out: Path, steps: int) -> None:
+    """Before any file of the run changes: its newest checkpoint's state can be read, and ``steps`` does not end before it.
+
+    Args:
+        out: the run directory.
+        steps: ``train.steps`` of the resumed run.
+
+    Raises:
+        CheckpointError: the trainer state is unreadable.
+        ConfigError: the run has already passed ``steps``.
+    """
+    from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state
+
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return  # stopped before its first checkpoint: the run path starts it again from step 0
+    step = int(load_trainer_state(latest).get("step", 0))
+    if steps < step:
+        raise ConfigError(f"train.steps={steps} ends before step {step}, where the run in {out} already is; "
+                          f"give train.steps above {step} to train on")
+
+
+def check_not_a_model(out: Path) -> None:
+    """A new run's ``--out`` is not a saved model or a run's checkpoints directory (the run would write its files among theirs).
+
+    Raises:
+        ConfigError: ``out`` holds ``config.json`` or ``model.safetensors``, or a checkpoint pointer ``latest``.
+    """
+    if (out / "config.json").is_file() or (out / "model.safetensors").is_file():
+        raise ConfigError(f"--out {out} holds a saved model; a run writes its own model to OUT/model; choose another --out")
+    if (out / "latest").is_file():
+        raise ConfigError(f"--out {out} is a run's checkpoints directory; choose another --out")

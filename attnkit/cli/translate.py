@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.common import add_overwrite_argument, check_output_file
 from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError, DataError
 from attnkit.io import atomic_write_text, read_utf8
@@ -28,7 +29,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
     add_model_arguments(p)
     p.add_argument("--input", "-i", type=Path, help="a file of sentences, one per line ('-' for stdin)")
-    p.add_argument("--output", "-o", type=Path, help="write translations here instead of stdout (replaced only once all are written)")
+    p.add_argument("--output", "-o", type=Path, help="write translations here instead of stdout (written once all are done)")
+    add_overwrite_argument(p, "--output")
     p.set_defaults(run=run)
 
 
@@ -51,7 +53,8 @@ def load_translator(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
-    model = load(args.model)
+    device = pick_device(args.device)
+    model = load(args.model, map_location=device)  # refused before it is moved if the device's free memory cannot hold it
     if not isinstance(model, Transformer):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; translation needs an encoder-decoder Transformer")
     tok = load_tokenizer(args.model)
@@ -62,9 +65,12 @@ def load_translator(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]
     alpha = args.length_penalty if args.length_penalty is not None else float(info.get("length_penalty", 0.6))
     if beam < 1:
         raise ConfigError(f"--beam {beam} must be at least 1")
-    if alpha < 0:
-        raise ConfigError(f"--length-penalty {alpha} must be >= 0")
-    model = model.to(pick_device(args.device)).eval()
+    if not alpha >= 0 or alpha == float("inf"):
+        raise ConfigError(f"--length-penalty {alpha} must be a finite number >= 0")
+    if beam > model.config.tgt_vocab_size:
+        raise ConfigError(f"--beam {beam} is more than the model's {model.config.tgt_vocab_size} target tokens; "
+                          f"use at most {model.config.tgt_vocab_size}")
+    model = model.eval()
     return model, tok, {**info, "beam_size": beam, "length_penalty": alpha}
 
 
@@ -88,8 +94,8 @@ def read_input_lines(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from attnkit.training.translation import translate_lines
 
-    if args.output is not None and args.output.is_dir():
-        raise ConfigError(f"--output {args.output} is a directory; give a file name")
+    if args.output is not None:
+        check_output_file(args.output, "--output", overwrite=args.overwrite)
     lines = read_input_lines(args)
     model, tok, info = load_translator(args)
     outputs, truncated = translate_lines(

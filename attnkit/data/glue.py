@@ -115,6 +115,9 @@ def read_sentences(lines: Sequence[str]) -> tuple[list[str], list[str] | None]:
     """
     rows = [line.rstrip("\r\n") for line in lines if line.strip()]
     split = [r.split("\t") for r in rows]
+    wide = next((n for n, s in enumerate(split) if len(s) > 2), None)
+    if wide is not None:
+        raise DataError(f"non-blank input line {wide + 1} has {len(split[wide])} tab-separated fields; give one sentence, or a pair A<TAB>B, a line")
     n_pairs = sum(len(s) >= 2 for s in split)
     if n_pairs == 0:
         return [r.strip() for r in rows], None

@@ -335,7 +335,8 @@ def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "
 
     The model is built on the meta device (shapes only); its parameter and buffer bytes, times
     ``copies`` (training keeps weights, gradients and two Adam moments: 4), are compared with
-    :func:`available_memory` of ``device``.
+    :func:`available_memory` of ``device``; for an accelerator, the weights once are also compared
+    with the CPU's, where the model is built before it is moved.
 
     Args:
         cls: the model class.
@@ -351,15 +352,20 @@ def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "
         ConfigError: the model does not fit; the message names the key, the size and the limit.
     """
     meta = meta_model(cls, config)
-    need = model_bytes(meta) * copies
-    avail, where = available_memory(device)
-    if need > avail:
-        big_name, big = max(((n, t) for n, t in [*meta.named_parameters(), *meta.named_buffers()]), key=lambda nt: nt[1].numel())
-        key = _blame(config, tuple(big.shape))
-        what = f"{prefix}{key} makes" if key else "the config makes"
-        raise ConfigError(f"{what} {big_name} {tuple(big.shape)} and the model {human_bytes(need)}"
-                          f"{' (weights, gradients, Adam moments)' if copies > 1 else ''}, more than the {human_bytes(avail)} "
-                          f"{where}; lower it")
+    weights = model_bytes(meta)
+    places = [(torch.device(device), copies)]
+    if places[0][0].type != "cpu":  # built on the CPU, then moved: the weights must fit in both places
+        places.insert(0, (torch.device("cpu"), 1))
+    for place, n in places:
+        need = weights * n
+        avail, where = available_memory(place)
+        if need > avail:
+            big_name, big = max(((k, t) for k, t in [*meta.named_parameters(), *meta.named_buffers()]), key=lambda kt: kt[1].numel())
+            key = _blame(config, tuple(big.shape))
+            what = f"{prefix}{key} makes" if key else "the config makes"
+            raise ConfigError(f"{what} {big_name} {tuple(big.shape)} and the model {human_bytes(need)}"
+                              f"{' (weights, gradients, Adam moments)' if n > 1 else ''}, more than the {human_bytes(avail)} "
+                              f"{where}; lower it")
     return meta
 
 

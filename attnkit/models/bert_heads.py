@@ -48,6 +48,7 @@ class BertTaskConfig(Config):
     def validate(self) -> None:
         check(self.num_labels > 0, "num_labels", self.num_labels, "must be positive")
         check(not self.labels or len(self.labels) == self.num_labels, "labels", self.labels, f"must name num_labels={self.num_labels} labels")
+        check(len(set(self.labels)) == len(self.labels), "labels", self.labels, "must be distinct (a label named twice cannot be told apart)")
         d = self.classifier_dropout
         check(d is None or 0.0 <= d < 1.0, "classifier_dropout", d, "must be in [0, 1) or null")
 

@@ -255,6 +255,11 @@ class MLMJob(Job):
 
         return {"model": bert_preset(DEFAULT_PRESET), "train": scratch_train(), "data": MLMDataConfig(), "masking": MaskingConfig()}
 
+    def metric_names(self, configs: dict[str, Config]) -> tuple[str, ...]:
+        """What :class:`~attnkit.training.mlm.PretrainingTask` evaluates: masked-LM loss and accuracy, the pair task's, their sum."""
+        pair = configs["data"].pair_task  # type: ignore[attr-defined]
+        return ("loss", "mlm_loss", "mlm_accuracy", *(() if pair == "none" else (f"{pair}_loss", f"{pair}_accuracy")))
+
     def check(self, configs: dict[str, Config]) -> None:
         m, d = configs["model"], configs["data"]
         if not d.text:  # type: ignore[attr-defined]

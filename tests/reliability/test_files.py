@@ -211,7 +211,8 @@ def test_translate_output_is_written_atomically(work, monkeypatch, capsys):
 
     out = work / "out.txt"
     out.write_text("previous\n")
-    argv = ["translate", "--model", str(work / "rev/model"), "--beam", "1", "--device", "cpu", "--output", str(out), "3 1 2", "5 5"]
+    argv = ["translate", "--model", str(work / "rev/model"), "--beam", "1", "--device", "cpu", "--output", str(out), "--overwrite",
+            "3 1 2", "5 5"]
     real = translate.atomic_write_text
     seen: list[Path] = []
 
