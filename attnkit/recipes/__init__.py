@@ -27,11 +27,13 @@ def _load() -> None:
         # each module registers its recipes; this order is the catalogue's
         from attnkit.recipes import seq2seq  # noqa: F401
         from attnkit.recipes import lm  # noqa: F401
+        from attnkit.recipes import positions  # noqa: F401
         from attnkit.recipes import pretraining  # noqa: F401
         from attnkit.recipes import bert  # noqa: F401
         from attnkit.recipes import listops  # noqa: F401
         from attnkit.recipes import denoising  # noqa: F401
         from attnkit.recipes import electra  # noqa: F401
+        from attnkit.recipes import unilm  # noqa: F401
 
 
 def get(name: str, task: str | None = None) -> Recipe:
