@@ -33,6 +33,7 @@ def _load() -> None:
         from attnkit.recipes import listops  # noqa: F401
         from attnkit.recipes import denoising  # noqa: F401
         from attnkit.recipes import electra  # noqa: F401
+        from attnkit.recipes import unilm  # noqa: F401
 
 
 def get(name: str, task: str | None = None) -> Recipe:

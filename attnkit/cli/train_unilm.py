@@ -1,0 +1,67 @@
+"""attnkit train unilm: pretrain (or continue) a BERT as UniLM, masked LM under per-batch self-attention masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from attnkit.cli.runner import add_run_arguments, run_command
+
+DESCRIPTION = """Pretrain a BERT as a unified language model, UniLM (Dong et al. 2019).
+
+  attnkit train unilm --recipe unilm-shakespeare --data-root DATA --out runs/unilm
+  attnkit train unilm --text FILE [FILE ...] [--model DIR] --out runs/unilm
+
+Masked LM (BERT's masking) on the sequences of attnkit train mlm, where each batch draws one of
+four self-attention masks: bidirectional (every token sees every token, BERT), left-to-right
+(GPT's causal mask), right-to-left, or sequence-to-sequence (each row is cut at a random token
+into a source, segment 0, that sees itself, and a target, segment 1, that sees the source and
+its own left). The shares are unilm.bidirectional, unilm.seq2seq, unilm.left_to_right and
+unilm.right_to_left (UniLM's 1/3, 1/3, 1/6, 1/6). --model continues from a BERT-family
+checkpoint, as UniLM starts from BERT; without it the vocabulary is learned from the text and
+the model starts from --preset (default bert-tiny). The best model by held-out masked-LM loss
+goes to OUT/model; attnkit finetune classify|ner|qa --model OUT/model fine-tunes its encoder."""
+
+FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "max_seq_len": "data.max_seq_len",
+         "documents": "data.documents", "sentences": "data.sentences"}
+
+
+def add_parser(tasks: Any) -> None:
+    """Register ``unilm`` among the tasks of ``attnkit train``."""
+    p = tasks.add_parser("unilm", help="pretrain a BERT as UniLM (masked LM under bidirectional, causal and seq2seq masks)",
+                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("unilm")
+    g.add_argument("--text", type=Path, nargs="+", metavar="FILE", help="UTF-8 text file(s) to pretrain on (sets data.text)")
+    g.add_argument("--model", type=Path, metavar="DIR", help="continue from this BERT-family directory (sets data.model)")
+    g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer)")
+    g.add_argument("--vocab-size", type=int, help="size of the learned WordPiece vocabulary (sets data.vocab_size; default 8000)")
+    g.add_argument("--preset", help="BERT preset to start from (default: bert-tiny; not with --model)")
+    g.add_argument("--max-seq-len", type=int, help="tokens per sequence, specials included (sets data.max_seq_len; default 128)")
+    g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents)")
+    g.add_argument("--sentences", choices=("lines", "punct"), help="what a sentence is (sets data.sentences)")
+    add_run_arguments(p, "unilm", out="runs/unilm")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnkit.cli.train import flag_assignments
+    from attnkit.errors import ConfigError
+    from attnkit.runs import job
+
+    if args.model is not None and args.preset is not None:
+        raise ConfigError(f"--model takes the architecture from {args.model}; leave out --preset")
+    flags = flag_assignments(args, FLAGS)
+    if args.text is not None:
+        flags.append(f"data.text={json.dumps([str(t) for t in args.text])}")
+    base = None
+    if args.preset is not None:
+        from attnkit.models.bert import bert_preset
+
+        try:
+            base = {"model": bert_preset(args.preset)}
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    run_command(args, job("unilm"), flags, base=base)
+    return 0
