@@ -1,0 +1,376 @@
+"""Adapter directories: ``adapter_config.json`` + ``adapter_model.safetensors``, peft's format.
+
+An adapter directory holds only what the adapter trained: LoRA's ``A``/``B`` (and DoRA's
+magnitudes), a prefix's key/value table or a prompt's embeddings (P-tuning's and the
+reparameterised prefix's computed tables, as the papers keep them), and the task head trained
+beside it (``modules_to_save``). ``adapter_config.json`` names its base
+(``base_model_name_or_path``) and carries peft's fields; attnkit adds the method,
+its config, the adapted model's type and config and the base's architecture (in
+``attnkit_adapter.json`` beside it), so that loading onto another base is refused with one line.
+
+When the base is a Hugging Face directory (BERT family, GPT-2), tensors are stored under peft's
+names (``base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight``,
+``prompt_embeddings``, ``base_model.model.classifier.weight``), so ``peft.PeftModel.from_pretrained``
+loads the directory onto the Hugging Face model, and peft's own adapters load here. Otherwise
+the names are attnkit's module names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.io import atomic_directory
+from attnkit.peft.lora import LoRAConfig, head_modules, lora_layers
+from attnkit.peft.names import TASK_TYPES, hf_kind, hf_namer
+from attnkit.peft.prefix import PrefixConfig
+from attnkit.peft.prompt import PromptConfig
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ATTNKIT_SIDE = "attnkit_adapter.json"  # attnkit's own record, beside peft's config (peft warns about unknown keys)
+PEFT_TYPES = {"lora": "LORA", "qlora": "LORA", "prefix": "PREFIX_TUNING", "ptuning-v2": "PREFIX_TUNING", "prompt": "PROMPT_TUNING",
+              "ptuning": "P_TUNING"}
+CONFIGS = {"lora": LoRAConfig, "qlora": LoRAConfig, "prefix": PrefixConfig, "ptuning-v2": PrefixConfig, "prompt": PromptConfig,
+           "ptuning": PromptConfig}
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def _keep(model: nn.Module, config: Any) -> tuple[str, ...]:
+    return config.modules_to_save if config.modules_to_save is not None else head_modules(model)
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """What the adapter of ``model`` trained, by attnkit name, in its saved form (computed prefix/prompt tables)."""
+    method, config = model.peft_method  # type: ignore[attr-defined]
+    out: dict[str, Tensor] = {}
+    for name, m in lora_layers(model).items():
+        for part in m.lora_A:
+            out[f"{name}.lora_A.{part}"] = m.lora_A[part]
+            out[f"{name}.lora_B.{part}"] = m.lora_B[part]
+            if part in m.magnitude:
+                out[f"{name}.magnitude.{part}"] = m.magnitude[part]
+    if hasattr(model, "prefix_table"):
+        out["prefix_table"] = model.prefix_table.full()
+    if hasattr(model, "prompt_encoder"):
+        out["prompt_embeddings"] = model.prompt_encoder.encoder()
+    for k in _keep(model, config):
+        for pn, p in model.get_submodule(k).named_parameters():
+            out[f"{k}.{pn}"] = p
+    return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
+
+
+def _peft_names(model: nn.Module, kind: str) -> Callable[[str], str]:
+    """attnkit adapter key -> peft key for a model imported from Hugging Face ``kind``."""
+    method, config = model.peft_method  # type: ignore[attr-defined]
+    name = hf_namer(model, kind)
+    layers = lora_layers(model)
+    prompt_learning = method not in ("lora", "qlora")
+
+    def rename(key: str) -> str:
+        if key in ("prefix_table", "prompt_embeddings"):
+            return "prompt_embeddings"
+        for layer, m in layers.items():
+            for kind_, peft_kind in (("lora_A", "lora_A.weight"), ("lora_B", "lora_B.weight"), ("magnitude", "lora_magnitude_vector")):
+                pre = f"{layer}.{kind_}."
+                if key.startswith(pre):
+                    return f"base_model.model.{name(layer, key[len(pre):])}.{peft_kind}"
+        module, _, param = key.rpartition(".")
+        hf = name(module, "all")
+        return f"{'base_model' if prompt_learning else 'base_model.model'}.{hf}.{param}"
+
+    return rename
+
+
+def _peft_config(model: nn.Module, kind: str | None, base: str) -> dict[str, Any]:
+    method, config = model.peft_method  # type: ignore[attr-defined]
+    task = TASK_TYPES.get(type(model).__name__)
+    name = hf_namer(model, kind) if kind else (lambda layer, part: layer if part == "all" else f"{layer}:{part}")
+    keep = [name(k, "all") for k in _keep(model, config)]
+    out: dict[str, Any] = {"peft_type": PEFT_TYPES[method], "task_type": task, "base_model_name_or_path": base,
+                           "inference_mode": True, "modules_to_save": keep or None, "revision": None}
+    if method in ("lora", "qlora"):
+        mods = sorted({name(layer, p) for layer, m in lora_layers(model).items() for p, _, _ in m.parts})
+        out.update(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=mods, use_rslora=config.rslora,
+                   use_dora=config.dora, fan_in_fan_out=kind == "gpt2", bias="none", init_lora_weights=True)
+    else:
+        from attnkit.peft.prefix import attention_layers
+
+        layers = attention_layers(model)
+        d = layers[0][1].d_model
+        out.update(num_virtual_tokens=config.n_virtual, token_dim=d, num_layers=len(layers), num_attention_heads=layers[0][1].n_heads,
+                   num_transformer_submodules=1)
+        if PEFT_TYPES[method] == "PREFIX_TUNING":
+            out.update(prefix_projection=False, encoder_hidden_size=d)
+        elif method == "ptuning":
+            out.update(encoder_reparameterization_type=config.encoder.upper(), encoder_hidden_size=config.hidden,
+                       encoder_num_layers=2, encoder_dropout=0.0)
+        else:
+            out.update(prompt_tuning_init="RANDOM")
+    return out
+
+
+def _encoder_config(model: nn.Module) -> dict[str, Any]:
+    enc = getattr(model, "bert", model)
+    return enc.config.to_dict()
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike, *, base: str | os.PathLike, tokenizer: Any = None,
+                 fill_more: Callable[[Path], None] | None = None) -> Path:
+    """Write the adapter of ``model`` as a peft directory (see the module).
+
+    Args:
+        model: a model with an adapter applied (:func:`attnkit.peft.apply_peft`).
+        path: the directory to write (replaced atomically).
+        base: the model directory the adapter was applied to; recorded as its base.
+        tokenizer: saved beside the adapter (``tokenizer.json``), as with a model.
+        fill_more: called with the directory under construction (a checkpoint's trainer state).
+
+    Returns:
+        ``path``.
+    """
+    method, config = model.peft_method  # type: ignore[attr-defined]
+    kind = hf_kind(base)
+    state = adapter_state_dict(model)
+    if kind is not None:
+        rename = _peft_names(model, kind)
+        state = {rename(k): v for k, v in state.items()}
+    cfg = _peft_config(model, kind, str(base))
+    saved_config = config.replace(reparam=False) if isinstance(config, PrefixConfig) else \
+        config.replace(encoder="none") if isinstance(config, PromptConfig) else config
+    side = {"method": method, "config": saved_config.to_dict(), "names": "peft" if kind else "attnkit",
+                      "model_type": getattr(model, "model_type", ""), "model_config": model.config.to_dict(),
+                      "base_config": _encoder_config(model)}
+
+    def fill(tmp: Path) -> None:
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        (tmp / ATTNKIT_SIDE).write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
+        save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        if tokenizer is not None:
+            if isinstance(tokenizer, (str, os.PathLike)):
+                shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+            else:
+                tokenizer.save(str(tmp / "tokenizer.json"))
+        if fill_more is not None:
+            from attnkit.models.base import unique_state_dict
+
+            save_file(unique_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})  # exact resume
+            fill_more(tmp)
+
+    atomic_directory(Path(path), fill)
+    return Path(path)
+
+
+def attach_saving(model: nn.Module, base: str | os.PathLike) -> nn.Module:
+    """Make ``model.save_pretrained`` write an adapter directory naming ``base`` (the Trainer's saves then
+    write adapters; a checkpoint also keeps the whole state, for an exact resume)."""
+    base = str(base)
+
+    def save_pretrained(self: nn.Module, path: str | os.PathLike, *, tokenizer: Any = None, extra_files: Any = None,
+                        fill_more: Callable[[Path], None] | None = None) -> Path:
+        return save_adapter(self, path, base=base, tokenizer=tokenizer, fill_more=fill_more)
+
+    model.save_pretrained = types.MethodType(save_pretrained, model)
+    return model
+
+
+def read_adapter_config(path: str | os.PathLike) -> dict[str, Any]:
+    f = Path(path) / ADAPTER_CONFIG
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f} cannot be read ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f} is not a JSON object")
+    side = Path(path) / ATTNKIT_SIDE
+    if side.is_file():
+        try:
+            data["attnkit"] = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{side} cannot be read ({e})") from None
+    return data
+
+
+def config_from_peft(data: dict[str, Any], model: nn.Module, kind: str | None, source: str) -> tuple[str, Any]:
+    """``(method, config)`` of a peft ``adapter_config.json`` (one peft wrote, without an ``attnkit`` section)."""
+    from attnkit.peft.targets import candidates
+
+    ptype = data.get("peft_type")
+    keep_hf = data.get("modules_to_save") or []
+    name = hf_namer(model, kind) if kind else None
+    linear_hf = {}
+    if name is not None:
+        for n, m in model.named_modules():
+            if isinstance(m, nn.Linear):
+                try:
+                    linear_hf[name(n, "all")] = n
+                except CheckpointError:
+                    pass
+    keep = tuple(linear_hf[k] for k in keep_hf if k in linear_hf) or None
+    if ptype == "LORA":
+        targets = []
+        for pat in data.get("target_modules") or []:
+            hit = []
+            for t in candidates(model).values():
+                try:
+                    hf = name(t.linear, t.part) if name else t.name
+                except CheckpointError:
+                    continue
+                if hf == pat or hf.endswith("." + pat):
+                    hit.append(t.name)
+            if not hit:
+                raise CheckpointError(f"{source}: target module {pat!r} matches no layer of the base model")
+            targets += hit
+        return "lora", LoRAConfig(r=int(data["r"]), alpha=float(data.get("lora_alpha", 8)), dropout=float(data.get("lora_dropout", 0.0)),
+                                  targets=tuple(targets), rslora=bool(data.get("use_rslora")), dora=bool(data.get("use_dora")),
+                                  modules_to_save=keep)
+    n = int(data.get("num_virtual_tokens", 0))
+    if ptype == "PREFIX_TUNING":
+        return "ptuning-v2", PrefixConfig(n_virtual=n, reparam=False, modules_to_save=keep)
+    if ptype in ("PROMPT_TUNING", "P_TUNING"):
+        return "prompt", PromptConfig(n_virtual=n, modules_to_save=keep)
+    raise CheckpointError(f"{source}: peft_type {ptype!r} is not supported; use LORA, PREFIX_TUNING, PROMPT_TUNING or P_TUNING")
+
+
+def _check_base(data: dict[str, Any], model: nn.Module, source: str) -> None:
+    want = (data.get("attnkit") or {}).get("base_config")
+    if not want:
+        return
+    have = _encoder_config(model)
+    for k in sorted(set(want) | set(have)):
+        if want.get(k) != have.get(k):
+            raise CheckpointError(f"{source}: the adapter was trained on a base with {k}={want.get(k)!r}; this base has "
+                                  f"{k}={have.get(k)!r} (load it onto the model it names)")
+
+
+def load_adapter_into(model: nn.Module, path: str | os.PathLike, *, base: str | os.PathLike | None = None) -> nn.Module:
+    """Apply the adapter saved in ``path`` to ``model`` (a freshly loaded base) and load its weights.
+
+    Args:
+        model: the base model (for a task head, the head with the base's encoder).
+        path: an adapter directory written by attnkit or peft.
+        base: the base's directory (decides whether the file uses peft's names); default the one it names.
+
+    Returns:
+        ``model`` with the adapter, in eval mode.
+
+    Raises:
+        CheckpointError: another base, a missing, surplus or misshapen tensor (e.g. another rank).
+    """
+    from attnkit.peft.method import apply_method
+
+    path = Path(path)
+    data = read_adapter_config(path)
+    source = str(path / ADAPTER_CONFIG)
+    base = base if base is not None else data.get("base_model_name_or_path")
+    kind = hf_kind(base)
+    _check_base(data, model, source)
+    ak = data.get("attnkit")
+    if ak:
+        method = ak["method"]
+        if method not in CONFIGS:
+            raise CheckpointError(f"{source}: method {method!r} is unknown")
+        try:
+            config = CONFIGS[method].from_dict(ak["config"])
+        except ConfigError as e:
+            raise CheckpointError(f"{source}: {e}") from None
+        if method == "prefix":
+            method = "ptuning-v2"  # the saved table, without the MLP
+        elif method == "ptuning":
+            method = "prompt"
+    else:
+        method, config = config_from_peft(data, model, kind, source)
+    try:
+        apply_method(model, method, config)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    expected = adapter_state_dict(model)
+    rename = _peft_names(model, kind) if (ak or {}).get("names", "peft" if kind else "attnkit") == "peft" and kind else (lambda k: k)
+    file_key = {rename(k): k for k in expected}
+    try:
+        stored = load_file(str(path / ADAPTER_WEIGHTS))
+    except (OSError, Exception) as e:  # noqa: BLE001 - a corrupt file is the user's to replace
+        raise CheckpointError(f"{path / ADAPTER_WEIGHTS} cannot be read ({str(e).splitlines()[0][:200]})") from None
+    state: dict[str, Tensor] = {}
+    for fk, t in stored.items():
+        if fk not in file_key:
+            raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: {fk!r} belongs to no adapted layer of the base")
+        k = file_key[fk]
+        if tuple(t.shape) != tuple(expected[k].shape):
+            r = getattr(config, "r", None)
+            hint = f"; adapter_config.json says r={r}" if "lora_" in fk and r is not None else ""
+            raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: {fk!r} has shape {tuple(t.shape)}, the adapter expects "
+                                  f"{tuple(expected[k].shape)}{hint}")
+        state[k] = t
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: no tensor for {rename(missing[0])!r}; {len(missing)} missing")
+    load_adapter_state(model, state)
+    return model.eval()
+
+
+@torch.no_grad()
+def load_adapter_state(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy an :func:`adapter_state_dict` (attnkit names) into the adapter of ``model``."""
+    for k, t in state.items():
+        if k == "prefix_table":
+            model.prefix_table.table.copy_(t)
+        elif k == "prompt_embeddings":
+            model.prompt_encoder.encoder.embedding.copy_(t)
+        else:
+            module, _, param = k.rpartition(".")
+            owner = model.get_submodule(module)
+            getattr(owner, param).copy_(t) if not isinstance(owner, nn.ParameterDict) else owner[param].copy_(t)
+
+
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "attach_saving", "is_adapter_dir", "load_adapter_into",
+           "load_adapter_state", "read_adapter_config", "save_adapter"]
+
+
+def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", base: str | os.PathLike | None = None) -> nn.Module:
+    """The model an adapter directory describes: its base loaded (``base_model_name_or_path``, or ``base``),
+    the task head it was trained with rebuilt, and the adapter applied.
+
+    Raises:
+        CheckpointError: the base is missing or another model, or the files disagree with it.
+    """
+    from attnkit.loading import load
+    from attnkit.models.base import _MODELS
+
+    path = Path(path)
+    data = read_adapter_config(path)
+    base = base if base is not None else data.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise CheckpointError(f"{path / ADAPTER_CONFIG}: its base model {base!r} is not a directory here; "
+                              "pass the base's directory (--base DIR)")
+    model = load(base)
+    ak = data.get("attnkit") or {}
+    model_type = ak.get("model_type")
+    if model_type and model_type != getattr(model, "model_type", model_type) and model_type in _MODELS:
+        cls = _MODELS[model_type]
+        try:
+            head = cls(cls.config_class.from_dict(ak["model_config"]))
+        except ConfigError as e:
+            raise CheckpointError(f"{path / ADAPTER_CONFIG}: {e}") from None
+        enc = getattr(model, "bert", model)
+        _check_base(data, head, str(path / ADAPTER_CONFIG))
+        head.bert.load_state_dict(enc.state_dict())
+        model = head
+    load_adapter_into(model, path, base=base)
+    attach_saving(model, base)
+    return model.to(map_location)
+
+
+__all__ += ["load_adapted"]

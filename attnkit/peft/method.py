@@ -1,0 +1,98 @@
+"""One ``peft`` config section for the run path, and the adapter it applies.
+
+``method`` picks the adapter: ``lora`` (Hu et al. 2021; ``dora=true`` for DoRA, ``rslora=true``
+for rsLoRA scaling), ``qlora`` (LoRA on an NF4 base, Dettmers et al. 2023), ``prefix`` (Li &
+Liang 2021, with the MLP reparameterisation), ``ptuning-v2`` (deep prompts, no
+reparameterisation), ``prompt`` (Lester et al. 2021) and ``ptuning`` (Liu et al. 2021, the
+LSTM prompt encoder); ``none`` trains every weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from attnkit.config import Config, check
+from attnkit.peft.lora import LoRAConfig, apply_lora
+from attnkit.peft.prefix import PrefixConfig, apply_prefix
+from attnkit.peft.prompt import PromptConfig, apply_prompt
+
+Method = Literal["none", "lora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning"]
+METHODS = ("none", "lora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PEFTConfig(Config):
+    """The ``peft`` section of a run (``--peft METHOD``, ``--set peft.r=8``): the method and every method's settings.
+
+    LoRA family: ``r``, ``alpha``, ``dropout``, ``targets``, ``rslora``, ``dora``. Prefix and prompts:
+    ``n_virtual``, ``hidden`` (the MLP of prefix tuning, P-tuning's encoder), ``encoder`` (P-tuning:
+    ``lstm`` or ``mlp``), ``init`` and ``init_text`` (prompt tuning). ``modules_to_save``: layers
+    trained in full beside the adapter (default: the task head).
+    """
+
+    method: Method = "none"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q", "v")
+    rslora: bool = False
+    dora: bool = False
+    n_virtual: int = 20
+    hidden: int = 512
+    encoder: Literal["lstm", "mlp"] = "lstm"
+    init: Literal["random", "vocab", "text"] = "random"
+    init_text: str = ""
+    modules_to_save: tuple[str, ...] | None = None
+
+    def validate(self) -> None:
+        check(self.r > 0, "r", self.r, "must be a positive rank")
+        check(self.alpha > 0, "alpha", self.alpha, "must be positive")
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        check(self.n_virtual > 0, "n_virtual", self.n_virtual, "must be positive")
+        check(self.hidden > 0, "hidden", self.hidden, "must be positive")
+        check(self.init != "text" or bool(self.init_text), "init_text", self.init_text, "must be a text when init='text'")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    def method_config(self) -> Config:
+        """The adapter's own config (:class:`LoRAConfig`, :class:`PrefixConfig` or :class:`PromptConfig`)."""
+        m = self.method
+        if m in ("lora", "qlora"):
+            return LoRAConfig(r=self.r, alpha=self.alpha, dropout=self.dropout, targets=self.targets, rslora=self.rslora,
+                              dora=self.dora, modules_to_save=self.modules_to_save, quantize="nf4" if m == "qlora" else "none")
+        if m in ("prefix", "ptuning-v2"):
+            return PrefixConfig(n_virtual=self.n_virtual, reparam=m == "prefix", hidden=self.hidden, modules_to_save=self.modules_to_save)
+        return PromptConfig(n_virtual=self.n_virtual, encoder="none" if m == "prompt" else self.encoder,
+                            hidden=min(self.hidden, 128) if m == "ptuning" and self.hidden == 512 else self.hidden,
+                            init=self.init, init_text=self.init_text, modules_to_save=self.modules_to_save)
+
+
+def apply_method(model: nn.Module, method: str, config: Config, init_ids: list[int] | None = None) -> nn.Module:
+    """Apply the adapter ``method`` with its own ``config`` to ``model`` in place; record both on the model."""
+    if method in ("lora", "qlora"):
+        apply_lora(model, config)  # type: ignore[arg-type]
+    elif method in ("prefix", "ptuning-v2"):
+        apply_prefix(model, config)  # type: ignore[arg-type]
+    elif method in ("prompt", "ptuning"):
+        apply_prompt(model, config, init_ids)  # type: ignore[arg-type]
+    else:
+        from attnkit.errors import ConfigError
+
+        raise ConfigError(f"peft.method={method!r} is not an adapter; choose one of: {', '.join(METHODS[1:])}")
+    model.peft_method = (method, config)
+    return model
+
+
+def apply_peft(model: nn.Module, config: PEFTConfig, init_ids: list[int] | None = None) -> nn.Module:
+    """Apply the adapter that ``config.method`` names (nothing for ``none``); return ``model``."""
+    if not config.enabled:
+        return model
+    return apply_method(model, config.method, config.method_config(), init_ids)
+
+
+__all__ = ["METHODS", "PEFTConfig", "apply_method", "apply_peft"]

@@ -1,0 +1,224 @@
+"""4-bit NormalFloat weights with double quantization (Dettmers et al. 2023, QLoRA, section 3).
+
+NF4 (section 3, "4-bit NormalFloat Quantization"): the 16 code values are quantiles of N(0, 1),
+``q_i = Phi^-1(p_i)``, built asymmetrically so that zero is exactly representable: 8 positive
+values from probabilities spaced evenly in ``[0.5, delta]`` and 7 negative ones in
+``[1 - delta, 0.5]`` (``delta = 0.9677083`` as in the reference implementation), all divided by
+the largest magnitude so the code spans ``[-1, 1]``. A weight matrix is flattened and cut into
+blocks of 64; each block is divided by its absolute maximum (its *quantization constant*) and
+each value replaced by the index of the nearest code value (decision boundaries halfway between
+neighbouring codes). Two indices are packed per byte, the first in the high nibble.
+
+Double quantization (section 3, "Double Quantization", equation 6): the fp32 constants of the
+blocks are themselves quantized: their mean is subtracted (an offset kept in fp32), and the
+centred constants are quantized blockwise (blocks of 256) to 8 bits with the signed dynamic
+(tree) data type of Dettmers 2016, each block again scaled by its absolute maximum. This saves
+``32/64 - (8/64 + 32/(64*256)) = 0.373`` bits per parameter.
+
+The layout is that of ``bitsandbytes.functional.quantize_4bit(w, quant_type="nf4", blocksize=64,
+compress_statistics=True)``: the packed 4-bit indices, the offset and the second-level scales are
+byte-identical, and so are the 8-bit constants except where bitsandbytes's CPU kernel rounds a
+constant lying next to a midpoint to the farther code value (here: always the nearest).
+Dequantization is plain tensor indexing and multiplication: ``torch.compile`` turns
+:func:`dequantize_nf4` followed by the matmul into fused kernels on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+NF4_OFFSET = 0.9677083  # the delta of the reference implementation: the outermost probability
+
+
+# The 16 NF4 values as listed in the paper (appendix E), fp32: normal quantiles with an exact zero.
+NF4_VALUES = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+)
+
+
+@cache
+def nf4_code() -> Tensor:
+    """The 16 NF4 values, sorted, fp32 (section 3; :func:`nf4_quantiles` recomputes them)."""
+    return torch.tensor(NF4_VALUES, dtype=torch.float32)
+
+
+def nf4_quantiles() -> Tensor:
+    """NF4 from its definition: quantiles ``Phi^-1(p)`` of N(0, 1), 8 positive from ``p`` evenly in
+    ``[0.5, delta]``, 7 negative from ``[1 - delta, 0.5]``, plus 0, scaled into ``[-1, 1]`` (fp64)."""
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    pos = normal.icdf(torch.linspace(NF4_OFFSET, 0.5, 9, dtype=torch.float64)[:-1])  # 8 positive quantiles
+    neg = -normal.icdf(torch.linspace(NF4_OFFSET, 0.5, 8, dtype=torch.float64)[:-1])  # 7 negative quantiles
+    values = torch.cat([pos, torch.zeros(1, dtype=torch.float64), neg])
+    return (values / values.abs().max()).sort().values
+
+
+@cache
+def dynamic_code(max_exponent_bits: int = 7, total_bits: int = 8) -> Tensor:
+    """The signed dynamic (tree) 8-bit data type of Dettmers 2016 ("8-Bit Approximations for Parallelism").
+
+    Exponent ``i`` (``0 .. max_exponent_bits - 1``) contributes ``2^i`` mantissa values: the
+    midpoints of ``2^i + 1`` points spaced evenly in ``[0.1, 1]``, times ``10^(i - 6)``, with
+    both signs; then 0 and 1. Returns the 256 values sorted, fp32.
+    """
+    values: list[Tensor] = []
+    for i in range(max_exponent_bits):
+        bounds = torch.linspace(0.1, 1.0, 2**i + 1)  # fp32, as the reference
+        means = (bounds[:-1] + bounds[1:]) / 2.0
+        scale = 10.0 ** (-(max_exponent_bits - 1) + i)
+        values += [scale * means, -scale * means]
+    values += [torch.zeros(1), torch.ones(1)]
+    code = torch.cat(values)
+    code = torch.cat([code, torch.zeros(2**total_bits - code.numel())])
+    return code.sort().values
+
+
+def _blockwise_absmax(flat: Tensor, blocksize: int) -> tuple[Tensor, Tensor]:
+    """``(scaled values in [-1, 1], per-block absolute maxima)``; a short last block keeps its own maximum."""
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = flat[:full].view(-1, blocksize)  # (N_blocks, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = (blocks * (1.0 / absmax.clamp(min=1e-38))[:, None]).clamp(-1, 1).reshape(-1)
+    if full < n:
+        tail = flat[full:]
+        am = tail.abs().max().clamp(min=1e-38)
+        absmax = torch.cat([absmax, am[None]])
+        scaled = torch.cat([scaled, (tail / am).clamp(-1, 1)])
+    return scaled, absmax
+
+
+def _nearest(scaled: Tensor, code: Tensor) -> Tensor:
+    """Index of the nearest code value (boundaries halfway between sorted codes)."""
+    return torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)
+
+
+@dataclass
+class NF4Weight:
+    """A weight in NF4 with double-quantized constants: everything needed to rebuild it.
+
+    Attributes:
+        packed: ``(ceil(n / 2), 1)`` uint8, two 4-bit code indices per byte (high nibble first).
+        absmax: ``(n_blocks,)`` uint8 indices into :func:`dynamic_code` (the quantized constants).
+        absmax2: ``(ceil(n_blocks / 256),)`` fp32 scale of each block of constants.
+        offset: the mean subtracted from the constants before their quantization.
+        shape: the original shape; ``dtype`` the original dtype.
+    """
+
+    packed: Tensor
+    absmax: Tensor
+    absmax2: Tensor
+    offset: Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+    blocksize: int = 64
+    blocksize2: int = 256
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.absmax, self.absmax2, self.offset))
+
+
+def quantize_nf4(w: Tensor, blocksize: int = 64, blocksize2: int = 256) -> NF4Weight:
+    """Quantize ``w`` to NF4 with double quantization of its block constants (section 3).
+
+    Args:
+        w: a floating-point tensor (fp32, bf16 or fp16).
+        blocksize: values per quantization constant (64 in the paper).
+        blocksize2: constants per second-level constant (256 in the paper).
+
+    Returns:
+        The packed weight and its quantization state.
+    """
+    flat = w.detach().reshape(-1).float()
+    scaled, absmax = _blockwise_absmax(flat, blocksize)
+    if scaled.numel() % 2:
+        scaled = F.pad(scaled, (0, 1))
+    q = _nearest(scaled, nf4_code().to(flat.device)).to(torch.uint8)
+    packed = ((q[::2] << 4) | q[1::2]).unsqueeze(1)  # (ceil(n/2), 1)
+    offset = absmax.mean()
+    scaled2, absmax2 = _blockwise_absmax(absmax - offset, blocksize2)
+    qabs = _nearest(scaled2, dynamic_code().to(flat.device)).to(torch.uint8)
+    return NF4Weight(packed, qabs, absmax2, offset, w.shape, w.dtype, blocksize, blocksize2)
+
+
+def dequantize_absmax(q: NF4Weight) -> Tensor:
+    """The fp32 block constants: ``dynamic_code[absmax] * absmax2 + offset`` (equation 6's inner dequantization)."""
+    n = q.absmax.numel()
+    code = dynamic_code().to(q.absmax.device)
+    vals = code[q.absmax.long()]  # (n_blocks,)
+    scale = q.absmax2.repeat_interleave(q.blocksize2)[:n]
+    return vals * scale + q.offset
+
+
+def dequantize_nf4(q: NF4Weight, dtype: torch.dtype | None = None) -> Tensor:
+    """The weight rebuilt from NF4: ``nf4_code[index] * constant`` per block, in ``dtype`` (default the original)."""
+    n = math.prod(q.shape)
+    packed = q.packed.reshape(-1)
+    idx = torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1)[:n].long()  # (n,)
+    vals = nf4_code().to(packed.device)[idx]
+    absmax = dequantize_absmax(q).repeat_interleave(q.blocksize)[:n]
+    return (vals * absmax).view(q.shape).to(dtype or q.dtype)
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear layer whose weight is stored in NF4 (QLoRA's base layer, section 3, equation 5).
+
+    ``forward(x) = x @ dequant(W)^T + b``, computed in the input's dtype (bf16 in QLoRA). The
+    quantized tensors are buffers: nothing here trains; adapters go on top (:mod:`attnkit.peft.lora`).
+
+    Args:
+        linear: the layer to quantize (its weight is quantized, its bias kept as is, frozen).
+        blocksize: values per quantization constant.
+    """
+
+    def __init__(self, linear: nn.Linear, blocksize: int = 64) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q = quantize_nf4(linear.weight, blocksize)
+        self.shape, self.orig_dtype, self.blocksize, self.blocksize2 = q.shape, q.dtype, q.blocksize, q.blocksize2
+        self.register_buffer("packed", q.packed)
+        self.register_buffer("absmax", q.absmax)
+        self.register_buffer("absmax2", q.absmax2)
+        self.register_buffer("offset", q.offset.reshape(()))
+        if linear.bias is not None:
+            self.register_buffer("bias", linear.bias.detach().clone())
+        else:
+            self.bias = None
+
+    def quantized(self) -> NF4Weight:
+        return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
+
+    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
+        return dequantize_nf4(self.quantized(), dtype)
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized weight (a new tensor each time)."""
+        return self.dequantized()
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.dequantized(x.dtype)  # (out, in)
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, nf4 blocksize={self.blocksize}"
+
+
+def quantize_linears(model: nn.Module, names: list[str], blocksize: int = 64) -> None:
+    """Replace the ``nn.Linear`` modules ``names`` of ``model`` by :class:`NF4Linear` in place."""
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, NF4Linear(getattr(owner, child), blocksize))
+
+
+__all__ = ["NF4Linear", "NF4Weight", "dequantize_nf4", "dynamic_code", "nf4_code", "nf4_quantiles", "quantize_linears", "quantize_nf4"]

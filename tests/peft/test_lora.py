@@ -1,0 +1,113 @@
+"""LoRA / DoRA layers against their equations computed by hand, merging, targets and errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attnkit.errors import ConfigError
+from attnkit.models.bert import BertModel, bert_preset
+from attnkit.models.gpt import GPT, gpt_preset
+from attnkit.peft import LoRAConfig, apply_lora, merge, merge_and_unload, trainable_parameters, unmerge
+from attnkit.peft.lora import LoRALinear, lora_layers
+
+
+def _randomise(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    for layer in lora_layers(model).values():
+        for p in layer.lora_B.values():
+            p.data = torch.randn(p.shape, generator=g) * 0.2
+
+
+def _bert() -> BertModel:
+    torch.manual_seed(0)
+    return BertModel(bert_preset("bert-test")).eval()
+
+
+def test_slices_match_the_equation_by_hand() -> None:
+    model = _bert()
+    w0 = model.layers[0].self_attn.qkv_proj.weight.detach().clone()
+    b0 = model.layers[0].self_attn.qkv_proj.bias.detach().clone()
+    apply_lora(model, LoRAConfig(r=4, alpha=8, targets=("q", "v")))
+    _randomise(model)
+    layer = model.layers[0].self_attn.qkv_proj
+    x = torch.randn(3, 5, 32)
+    d = 32
+    expected = x @ w0.T + b0
+    for part, rows in (("q", slice(0, d)), ("v", slice(2 * d, 3 * d))):
+        expected[..., rows] += (8 / 4) * x @ layer.lora_A[part].T @ layer.lora_B[part].T  # h += (alpha/r) B A x
+    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rslora_and_dora_equations() -> None:
+    lin = nn.Linear(16, 12)
+    x = torch.randn(4, 16)
+    rs = LoRALinear(nn.Linear(16, 12), [("all", 0, 12)], LoRAConfig(r=4, alpha=8, rslora=True))
+    assert rs.scaling == pytest.approx(8 / math.sqrt(4))
+    dora = LoRALinear(lin, [("all", 0, 12)], LoRAConfig(r=4, alpha=8, dora=True))
+    torch.testing.assert_close(dora.magnitude["all"], lin.weight.norm(dim=1))  # m = ||W_0||_c at the start
+    with torch.no_grad():
+        dora.lora_B["all"].normal_()
+        dora.magnitude["all"].mul_(1.5)
+    w = lin.weight + 2 * dora.lora_B["all"] @ dora.lora_A["all"]
+    expected = x @ (dora.magnitude["all"][:, None] * w / w.norm(dim=1, keepdim=True)).T + lin.bias  # Liu et al. eq. 5
+    torch.testing.assert_close(dora(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_merge_unmerge_exact(dora: bool) -> None:
+    model = _bert()
+    apply_lora(model, LoRAConfig(r=4, targets=("q", "v", "w1", "out_proj"), dora=dora))
+    _randomise(model)
+    x = torch.randint(0, 99, (2, 7))
+    out = model(x).last_hidden
+    merge(model)
+    assert (model(x).last_hidden - out).abs().max() < 1e-6
+    unmerge(model)
+    assert (model(x).last_hidden - out).abs().max() < 1e-6
+    plain = merge_and_unload(model)
+    assert not lora_layers(plain)
+    assert (plain(x).last_hidden - out).abs().max() < 1e-6
+
+
+def test_frozen_base_gets_no_weight_gradient_and_counts() -> None:
+    model = _bert()
+    total = sum(p.numel() for p in model.parameters())
+    apply_lora(model, LoRAConfig(r=2, targets=("q", "v")))
+    model(torch.randint(0, 99, (2, 5))).last_hidden.sum().backward()
+    layer = model.layers[0].self_attn.qkv_proj
+    assert layer.base.weight.grad is None and layer.lora_A["q"].grad is not None
+    count = trainable_parameters(model)
+    assert count.trainable == 2 * 2 * (2 * 32 + 32 * 2)  # 2 layers x (q, v) x (A + B)
+    assert count.total == total + count.trainable
+    assert f"{count.percent:.3f}%" in str(count)
+
+
+def test_grouped_query_slices() -> None:
+    torch.manual_seed(0)
+    model = GPT(gpt_preset("llama-tiny")).eval()
+    apply_lora(model, LoRAConfig(r=2, targets=("k", "v")))
+    layer = model.decoder.layers[0].self_attn.qkv_proj
+    hd = 64 // 4
+    assert [(n, a, b) for n, a, b in layer.parts] == [("k", 4 * hd, 6 * hd), ("v", 6 * hd, 8 * hd)]
+
+
+def test_cross_attention_and_ffn_targets() -> None:
+    from attnkit.models.transformer import Transformer, preset
+
+    model = Transformer(preset("transformer-tiny"))
+    apply_lora(model, LoRAConfig(r=2, targets=("cross_attn.q_proj", "cross_attn.k_proj", "ffn.w2")))
+    names = set(lora_layers(model))
+    assert any(n.endswith("cross_attn.kv_proj") for n in names) and any(n.endswith("cross_attn.q_proj") for n in names)
+    assert any(n.endswith("ffn.w2") for n in names)
+
+
+def test_every_pattern_must_match() -> None:
+    with pytest.raises(ConfigError, match=r"'qurey' matches no layer; layer names end in: .*q_proj") as e:
+        apply_lora(_bert(), LoRAConfig(targets=("q", "qurey")))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="both whole and by slices"):
+        apply_lora(_bert(), LoRAConfig(targets=("q", "qkv")))
