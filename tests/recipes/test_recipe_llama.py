@@ -34,6 +34,10 @@ def test_quick_recipe_trains_a_llama_that_generates_and_converts(tmp_path, capsy
                  "--device", "cpu"]) == 0
     assert "To be" in capsys.readouterr().out
     assert main(["convert", "--to-hf", str(out / "model"), str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "hf"), "--prompt", "To be", "--max-new-tokens", "5", "--seed", "0",
+                 "--device", "cpu"]) == 0  # the Hugging Face directory, with the tokenizer convert copied in
+    assert "To be" in capsys.readouterr().out
     transformers = pytest.importorskip("transformers")
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 9))
