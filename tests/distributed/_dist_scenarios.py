@@ -61,7 +61,7 @@ def config(*, steps: int = STEPS, grad_accum: int = 1, parallel: str = "auto", s
         # Adam with a tiny eps would blow up to full-size steps in any implementation, one process or two
         optim=OptimConfig(name="adamw", lr=1e-2, betas=(0.9, 0.99), eps=1e-4, weight_decay=0.1, clip_norm=1.0),
         schedule=ScheduleConfig(kind="constant", warmup=0),
-        execution=ExecutionConfig(precision="fp32", parallel=parallel, **execution),  # type: ignore[arg-type]
+        execution=ExecutionConfig(**{"precision": "fp32", "parallel": parallel, **execution}),  # type: ignore[arg-type]
     )
 
 
