@@ -118,6 +118,8 @@ class PretrainedModel(nn.Module):
 def read_config(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """Return ``(model_type, config dict)`` of a checkpoint directory."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise CheckpointError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist (or is a loop of links)")
     if not path.exists():
         old = path.with_name(path.name + ".old")
         if old.is_dir():
@@ -133,7 +135,9 @@ def read_config(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         data = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(data, dict) or "model_type" not in data:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cfg_path} holds a JSON {type(data).__name__}, not an object of settings; the file is not a model config")
+    if "model_type" not in data:
         raise CheckpointError(f"{cfg_path} has no 'model_type'; is it an attnkit checkpoint?")
     model_type = data.pop("model_type")
     if model_type not in _MODELS:

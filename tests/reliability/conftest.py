@@ -36,3 +36,32 @@ def work(tmp_path, runs_root) -> Path:
         shutil.copytree(runs_root / name, tmp_path / name)
     shutil.copy(runs_root / "text.txt", tmp_path / "text.txt")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def bert_root(tmp_path_factory) -> Path:
+    """``bert/``: a random bert-test encoder; ``clf/``: a two-label classifier (neg, pos); ``tag/``: a tagger (O, B-X, I-X);
+    each with the same WordPiece tokenizer."""
+    import torch
+
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.models.bert import BertModel, bert_preset
+    from attnkit.models.bert_heads import BertClassifier, BertTagger, BertTaskConfig
+
+    root = tmp_path_factory.mktemp("reliability-bert")
+    (root / "words.txt").write_text("the cat sat on a mat and the dog ran far away good bad movie film great awful\n" * 5)
+    tok = WordPieceTokenizer.train([root / "words.txt"], vocab_size=60)
+    torch.manual_seed(0)
+    enc = bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=32)
+    BertModel(enc).save_pretrained(root / "bert", tokenizer=tok)
+    BertClassifier(BertTaskConfig(encoder=enc, num_labels=2, labels=("neg", "pos"))).save_pretrained(root / "clf", tokenizer=tok)
+    BertTagger(BertTaskConfig(encoder=enc, num_labels=3, labels=("O", "B-X", "I-X"))).save_pretrained(root / "tag", tokenizer=tok)
+    return root
+
+
+@pytest.fixture
+def bwork(work, bert_root) -> Path:
+    """``work`` plus copies of ``bert/``, ``clf/`` and ``tag/``."""
+    for name in ("bert", "clf", "tag"):
+        shutil.copytree(bert_root / name, work / name)
+    return work
