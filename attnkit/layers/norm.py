@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.layers.batchnorm import MaskedBatchNorm
+
 
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned gain ``weight`` (initialised to 1).
@@ -37,7 +39,7 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-NORMS = ("layer", "rms")
+NORMS = ("layer", "rms", "batch")
 
 
 def build_norm(kind: str, d_model: int, eps: float = 1e-5) -> nn.Module:
@@ -55,4 +57,6 @@ def build_norm(kind: str, d_model: int, eps: float = 1e-5) -> nn.Module:
         return nn.LayerNorm(d_model, eps=eps)
     if kind == "rms":
         return RMSNorm(d_model, eps)
+    if kind == "batch":  # over the real tokens of the batch
+        return MaskedBatchNorm(d_model, eps)
     raise ValueError(f"norm={kind!r} is not one of {', '.join(NORMS)}")

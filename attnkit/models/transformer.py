@@ -19,7 +19,9 @@ from attnkit.attention.cache import LayerCache, make_caches
 from attnkit.attention.masks import padding_bias, padding_mask
 from attnkit.attention.registry import check_params, names as kernel_names
 from attnkit.config import Config, check, pick_preset
+from attnkit.layers.batchnorm import token_mask
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
+from attnkit.layers.moe import MoEConfig
 from attnkit.layers.positional import TokenEmbedding, build_positions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, register_model
 from attnkit.positions.config import PositionConfig, check_kernel
@@ -58,6 +60,7 @@ class TransformerConfig(Config):
     activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"] = "relu"
     norm_position: Literal["post", "pre"] = "post"
     norm_eps: float = 1e-5
+    norm: Literal["layer", "rms", "batch"] = "layer"
     positional: Literal["sinusoidal", "learned"] = "sinusoidal"
     max_len: int = 1024
     share_embeddings: bool = True
@@ -67,6 +70,8 @@ class TransformerConfig(Config):
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    ffn: Literal["mlp", "switch"] = "mlp"
+    moe: MoEConfig = field(default_factory=MoEConfig)  # ffn="switch": the Switch layer (attnkit.layers.moe)
 
     def validate(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
@@ -93,7 +98,7 @@ class TransformerConfig(Config):
         return self.d_model // self.n_heads
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec.from_config(self, d_ff=self.d_ff, norm_position=self.norm_position)
+        return LayerSpec.from_config(self, d_ff=self.d_ff, norm_position=self.norm_position, norm=self.norm)
 
 
 PRESETS: dict[str, TransformerConfig] = {
@@ -227,8 +232,11 @@ class Transformer(PretrainedModel):
         """
         src_mask = self.source_mask(src)
         src_bias = None if need_weights else self.source_bias(src_mask, self.lm_head.weight)
-        memory, enc_w = self.encode(src, src_mask, src_bias=src_bias, need_weights=need_weights)
-        logits, hidden, dec_w = self.decode(tgt_in, memory, src_mask, src_bias=src_bias, need_weights=need_weights)
+        marks = self.config.norm == "batch" and self.training  # batch norms take statistics over the real tokens only
+        pad = self.config.pad_id
+        with token_mask(self.encoder, src != pad if marks else None), token_mask(self.decoder, tgt_in != pad if marks else None):
+            memory, enc_w = self.encode(src, src_mask, src_bias=src_bias, need_weights=need_weights)
+            logits, hidden, dec_w = self.decode(tgt_in, memory, src_mask, src_bias=src_bias, need_weights=need_weights)
         attn = None
         if need_weights:
             attn = {"encoder": enc_w, "decoder_self": [w[0] for w in dec_w], "decoder_cross": [w[1] for w in dec_w]}
