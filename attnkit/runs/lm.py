@@ -29,9 +29,15 @@ class TextDataConfig(Config):
     (a byte-level BPE of ``vocab_size`` tokens learned from the text); ``train_fraction`` of the
     tokens train, the rest validate. At each evaluation ``sample_tokens`` tokens of text are
     sampled (temperature 0.8, top-k 200, fixed seed) and printed (0: none).
+
+    ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare``
+    (:mod:`attnkit.data.stream`): the model trains on random windows read from it as needed, so
+    the corpus may exceed the memory; its tokenizer is the one the file names (``tokenizer`` and
+    ``vocab_size`` are then unused), and its last ``1 - train_fraction`` validates.
     """
 
     text: str = ""
+    tokens: str = ""
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 4096
     train_fraction: float = 0.9
@@ -89,8 +95,13 @@ class LMJob(Job):
         }
 
     def check(self, configs: dict[str, Config]) -> None:
-        if not configs["data"].text:  # type: ignore[attr-defined]
-            raise ConfigError("attnkit train lm needs --text FILE (a UTF-8 text file), or --recipe with --data-root")
+        d = configs["data"]
+        if not d.text and not d.tokens:  # type: ignore[attr-defined]
+            raise ConfigError("attnkit train lm needs --text FILE (a UTF-8 text file), or --recipe with --data-root, "
+                              "or --set data.tokens=FILE (attnkit data prepare)")
+        if d.tokens and configs["train"].execution.cuda_graphs:  # type: ignore[attr-defined]
+            raise ConfigError("data.tokens reads each batch from the file inside the training step, which a step recorded as a "
+                              "CUDA graph cannot replay; set train.execution.cuda_graphs=false")
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         from attnkit.data.lm import LMTask
@@ -99,6 +110,8 @@ class LMJob(Job):
         from attnkit.models.gpt import GPT
 
         t, d = configs["train"], configs["data"]
+        if d.tokens:  # type: ignore[attr-defined]
+            return self._prepare_stream(configs, out, resume=resume, log=log)
         text = read_text(d.text)  # type: ignore[attr-defined]
         if resume:
             tok = load_tokenizer(out / "tokenizer.json")
@@ -116,4 +129,33 @@ class LMJob(Job):
         model = GPT(m)
         log(f"{len(train):,} training and {len(valid):,} validation tokens; vocabulary {tok.get_vocab_size()} ({d.tokenizer}); "  # type: ignore[attr-defined]
             f"{model.num_parameters() / 1e6:.2f}M parameters on {device}")
+        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)
+
+    def _prepare_stream(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
+        """``data.tokens``: the memory-mapped token file and the tokenizer it was written with."""
+        import shutil
+
+        from attnkit.data.stream import StreamLMTask, TokenFile
+        from attnkit.data.tokenizer import load_tokenizer
+        from attnkit.models.gpt import GPT
+
+        t, d = configs["train"], configs["data"]
+        file = TokenFile(d.tokens)  # type: ignore[attr-defined]
+        source = out / "tokenizer.json" if resume else Path(file.header["tokenizer"])
+        file.check_tokenizer(source)
+        tok = load_tokenizer(source)
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            if source.resolve() != (out / "tokenizer.json").resolve():
+                shutil.copyfile(source, out / "tokenizer.json")
+        m = configs["model"].replace(vocab_size=tok.get_vocab_size())
+        device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(GPT, m, device, copies=4)
+        sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
+        task = StreamLMTask(file, context=m.context, batch_size=t.batch_size, train_fraction=d.train_fraction,  # type: ignore[attr-defined]
+                            device=device, sample=sample, log=log)
+        torch.manual_seed(t.seed)  # type: ignore[attr-defined]
+        model = GPT(m)
+        log(f"{task.split:,} training and {len(file) - task.split:,} validation tokens in {file.path}; vocabulary "
+            f"{tok.get_vocab_size()}; {model.num_parameters() / 1e6:.2f}M parameters on {device}")
         return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)
