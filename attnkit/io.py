@@ -171,3 +171,22 @@ def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
     if not isinstance(data, dict):
         raise error(f"{what} {path} is not a JSON object")
     return data
+
+
+def json_lines(text: str) -> list[tuple[str, dict]]:
+    """``(line, record)`` for each line of a JSON-lines text that holds a whole JSON object.
+
+    A line that does not parse is left out: the last one, cut short when a process was killed
+    while appending it, is the case this serves.
+    """
+    import json
+
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from attnkit.cli.helptext import plain
 from attnkit.errors import ConfigError
+from attnkit.io import fsync_directory
 
 
 def add_parser(sub: Any) -> None:
@@ -50,14 +52,19 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists():
         raise ConfigError(f"{out} already exists; choose a new --out (nothing is overwritten)")
-    tmp = out.with_name(out.name + ".tmp-average")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = save_averaged(paths, tmp)
-    written = {q.name for q in tmp.iterdir()}
-    for extra in sorted(paths[-1].iterdir()):  # side files of the last model: language pair, pooling config, ...
-        if extra.name in written or extra.name.endswith((".tmp", ".partial")):
-            continue
-        (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, tmp / extra.name)
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))  # attnkit's own temporary name
+    try:
+        tmp = holder / out.name
+        model = save_averaged(paths, tmp)
+        written = {q.name for q in tmp.iterdir()}
+        for extra in sorted(paths[-1].iterdir()):  # side files of the last model: language pair, pooling config, ...
+            if extra.name in written or extra.name.endswith((".tmp", ".partial")):
+                continue
+            (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, tmp / extra.name)
+        tmp.rename(out)
+        fsync_directory(out.parent)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
     print(f"averaged {len(paths)} models ({type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters) into {out}")
     return 0

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from attnkit.errors import CheckpointError, ConfigError, DivergedError
+from attnkit.io import json_lines
 from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
 from attnkit.training.config import DEVICE_FORMS, TrainConfig, is_device_name
@@ -558,7 +559,7 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = [line for line, record in json_lines(path.read_text()) if record.get("step", 0) <= step]  # a line cut by a kill: dropped
         path.write_text("".join(line + "\n" for line in keep))
         self._rewrite_csv()
 

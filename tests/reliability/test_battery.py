@@ -274,6 +274,16 @@ def test_resume_at_the_runs_own_steps_still_finishes(work: Path) -> None:
     assert run_cli("train lm --resume --out lm --no-progress", work).code == 0
 
 
+def test_resume_after_a_kill_mid_way_through_a_metrics_line(work: Path) -> None:
+    """A kill while a record was appended leaves half a line in metrics.jsonl; the resumed run drops it (it was a traceback)."""
+    with open(work / "lm" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')
+    out = run_cli("train lm --resume --out lm --no-progress --set train.steps=6", work)
+    assert out.code == 0, out.stderr
+    records = [json.loads(line) for line in (work / "lm" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r][-1] == 6
+
+
 def test_unicode_output_directory(work: Path) -> None:
     out = run_cli(f"{TINY_LM} --set train.steps=1 --out daten/läufe-€", work)
     assert out.code == 0, out.stderr
