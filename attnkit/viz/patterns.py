@@ -13,7 +13,8 @@ kernel's pattern, not a redrawing of it:
   same matrix in sequence order;
 * Routing Transformer (Roy et al. 2021, figure 1): keys in the query's cluster, sorted by cluster.
 
-``NAME.png`` is the matrix itself; ``NAME_x4.png`` the same pixels enlarged four times for reading.
+``NAME.png`` is the matrix itself; ``NAME_x4.png`` the same pixels enlarged four times for reading;
+``overview.png`` all of them side by side with their names.
 """
 
 from __future__ import annotations
@@ -112,9 +113,22 @@ def write_patterns(out: str | os.PathLike, scale: int = 4) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    images = {}
     for name in PATTERNS:
-        px = image(pattern_matrix(name))
+        px = images[name] = image(pattern_matrix(name))
         for path, pixels in ((out / f"{name}.png", px), (out / f"{name}_x{scale}.png", px.repeat(scale, 0).repeat(scale, 1))):
             plt.imsave(path, pixels)
             written.append(path)
+    cols = 5
+    fig, axes = plt.subplots(-(-len(images) // cols), cols, figsize=(2 * cols, 2.2 * -(-len(images) // cols)), dpi=80, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, px) in zip(axes.flat, images.items()):
+        kind, params, causal = PATTERNS[name]
+        ax.imshow(px, interpolation="nearest")
+        ax.set_title(name.replace("_sorted", " (sorted)") + (", causal" if causal else ""), fontsize=9)
+    fig.tight_layout()
+    written.append(out / "overview.png")
+    fig.savefig(written[-1])
+    plt.close(fig)
     return written

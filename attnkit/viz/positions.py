@@ -115,7 +115,7 @@ def write_positions(out: str | os.PathLike) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(10, 3), dpi=100)
     for ax, h in zip(axes, (0, 2, 4, 7)):
         im = ax.imshow(bias[h].numpy(), cmap="magma", interpolation="nearest")  # each head on its own scale
-        ax.set_title(f"ALiBi head {h}: m = {slopes[h]:.4g}", fontsize=9)
+        ax.set_title(f"ALiBi head {h}: m = 1/{round(1 / float(slopes[h]))}", fontsize=9)
         ax.set_xlabel("key j", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

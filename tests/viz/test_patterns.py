@@ -57,7 +57,7 @@ def test_every_sparse_and_content_based_kernel_is_drawn() -> None:
 
 def test_images_equal_the_masks_pixel_for_pixel(tmp_path) -> None:
     files = write_patterns(tmp_path)
-    assert len(files) == 2 * len(PATTERNS)
+    assert len(files) == 2 * len(PATTERNS) + 1 and files[-1].name == "overview.png"
     for name in PATTERNS:
         px = (plt.imread(tmp_path / f"{name}.png")[..., :3] * 255).round().astype(np.uint8)
         assert px.shape == (T, T, 3), name
