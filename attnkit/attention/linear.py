@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention import graphed
-from attnkit.attention.base import AttentionKernel
+from attnkit.attention.base import AttentionKernel, repeat_kv
 from attnkit.attention.registry import register
 
 
@@ -297,7 +297,8 @@ class RecurrentCache:
         if not causal or bias is not None or need_weights or not isinstance(kernel, LinearAttention):
             raise ValueError("a RecurrentCache serves causal linear-attention layers only (no bias, no weights)")
         k, v = new_kv()
-        return self.attend(kernel, q, k, v, mask)
+        h = q.shape[-3]  # grouped-query attention: the state is per query head
+        return self.attend(kernel, q, repeat_kv(k, h), repeat_kv(v, h), mask)
 
     def attend(self, kernel: LinearAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """Outputs ``(B, H, T, Dv)`` for ``T`` new positions (causal); ``mask``: key padding ``(B|1, 1, 1, T)`` or None.

@@ -93,3 +93,35 @@ def test_biases_separately_and_bad_kv_heads() -> None:
     cross = MultiHeadAttention(D, H, cross=True, n_kv_heads=3).double()
     out, _ = cross(torch.randn(1, 2, D, dtype=torch.float64), torch.randn(1, 5, D, dtype=torch.float64))
     assert out.shape == (1, 2, D)
+
+
+CAUSAL_KINDS = ["scaled_dot", "dot", "additive", "relu", "sliding_window", "dilated_window", "strided", "fixed", "routing",
+                "linear", "performer"]
+
+
+@pytest.mark.parametrize("kind", CAUSAL_KINDS)
+def test_every_causal_kernel_equals_attention_with_copied_key_value_heads(kind) -> None:
+    """G shared key/value heads are H heads whose projections repeat each group's rows: the full pass and
+    cached decoding (growing cache, or linear attention's recurrent state) of both agree."""
+    from attnkit.attention.linear import LinearAttention, RecurrentCache
+
+    params = {"window": 4} if "window" in kind else {"stride": 3} if kind == "strided" else {"stride": 3, "c": 1} if kind == "fixed" else {}
+    torch.manual_seed(0)
+    grouped = MultiHeadAttention(D, H, n_kv_heads=2, kind=kind, kernel_params=params).double().eval()
+    full = MultiHeadAttention(D, H, kind=kind, kernel_params=params).double().eval()
+    state = grouped.state_dict()
+    d, g = D // H, 2
+    rows = torch.arange(H * d)
+    kv_rows = (rows // d // (H // g)) * d + rows % d  # the grouped row each full head's row copies
+    for name in ("weight", "bias"):
+        w = state[f"qkv_proj.{name}"]
+        q, k, v = w[: H * d], w[H * d : (H + g) * d], w[(H + g) * d :]
+        state[f"qkv_proj.{name}"] = torch.cat([q, k[kv_rows], v[kv_rows]])
+    full.load_state_dict(state)
+    x = torch.randn(2, 9, D, dtype=torch.float64)
+    with torch.no_grad():
+        expected, _ = full(x, causal=True)
+        torch.testing.assert_close(grouped(x, causal=True)[0], expected)
+        cache = RecurrentCache() if isinstance(grouped.kernel, LinearAttention) else KVCache(9)
+        steps = [grouped(x[:, :5], causal=True, cache=cache)[0]] + [grouped(x[:, i : i + 1], causal=True, cache=cache)[0] for i in range(5, 9)]
+    torch.testing.assert_close(torch.cat(steps, 1), expected, atol=1e-6, rtol=1e-5)  # FAVOR+'s recurrent stabiliser differs
