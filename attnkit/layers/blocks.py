@@ -42,6 +42,7 @@ class LayerSpec:
     norm: str = "layer"  # layer | rms
     ffn_kind: str = "mlp"  # mlp | gated (SwiGLU, GEGLU)
     position: PositionConfig | None = None  # the self-attention's positional hook (attnkit.positions)
+    moe: Any = None  # ffn_kind="switch": the attnkit.layers.moe.MoEConfig
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> "LayerSpec":
@@ -62,6 +63,8 @@ class LayerSpec:
         )
         if hasattr(config, "activation_dropout"):
             fields["activation_dropout"] = config.activation_dropout
+        if hasattr(config, "moe"):  # the FFN choice of a config with a mixture of experts (ffn="switch")
+            fields.update(ffn_kind=config.ffn, moe=config.moe)
         fields.update(overrides)
         return cls(**fields)
 
@@ -80,6 +83,10 @@ class LayerSpec:
         )
 
     def ffn(self) -> nn.Module:
+        if self.ffn_kind == "switch":
+            from attnkit.layers.moe import SwitchFFN
+
+            return SwitchFFN(self.d_model, self.d_ff, self.activation, self.activation_dropout, self.bias, self.moe)
         return build_ffn(self.ffn_kind, self.d_model, self.d_ff, self.activation, self.activation_dropout, self.bias)
 
     def residual(self) -> Residual:

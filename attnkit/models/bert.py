@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from attnkit.config import Config, check, pick_preset
 from attnkit.errors import DataError
 from attnkit.layers.blocks import EncoderLayer, LayerSpec
+from attnkit.layers.moe import MoEConfig
 from attnkit.layers.positional import LearnedPositions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
 from attnkit.models.transformer import AttentionConfig
@@ -66,6 +67,8 @@ class BertConfig(Config):
     pad_id: int = 0
     pooler: bool = True
     init_std: float = 0.02
+    ffn: Literal["mlp", "switch"] = "mlp"
+    moe: MoEConfig = field(default_factory=MoEConfig)  # ffn="switch": the Switch layer (attnkit.layers.moe)
 
     def validate(self) -> None:
         for name in ("vocab_size", "max_positions", "type_vocab_size", "d_model", "n_heads", "n_layers"):

@@ -43,6 +43,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.linear import LinearAttention, RecurrentCache
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
+from attnkit.layers.moe import MoEConfig
 from attnkit.layers.norm import RMSNorm
 from attnkit.layers.positional import LearnedPositions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, init_normal, register_model
@@ -59,8 +60,8 @@ class GPTConfig(Config):
     attention weights.
 
     The modern-decoder choices: ``n_kv_heads`` key/value heads (grouped-query attention; null:
-    ``n_heads``); ``norm`` ``layer`` or ``rms``; ``ffn`` ``mlp`` or ``gated`` (SwiGLU with
-    ``activation="silu"``, GEGLU with ``gelu``); ``qkv_bias`` the q/k/v projections' biases
+    ``n_heads``); ``norm`` ``layer`` or ``rms``; ``ffn`` ``mlp``, ``gated`` (SwiGLU with
+    ``activation="silu"``, GEGLU with ``gelu``) or ``switch`` (a Switch mixture of experts, ``moe``); ``qkv_bias`` the q/k/v projections' biases
     (null: ``bias``, which sets every other linear layer's); ``window`` the causal
     sliding window in positions (null: none); ``tie_embeddings`` the output layer shares the token
     embeddings.
@@ -80,7 +81,8 @@ class GPTConfig(Config):
     init_std: float = 0.02
     n_kv_heads: int | None = None
     norm: Literal["layer", "rms"] = "layer"
-    ffn: Literal["mlp", "gated"] = "mlp"
+    ffn: Literal["mlp", "gated", "switch"] = "mlp"
+    moe: MoEConfig = field(default_factory=MoEConfig)  # ffn="switch": the Switch layer (attnkit.layers.moe)
     qkv_bias: bool | None = None
     window: int | None = None
     tie_embeddings: bool = True
@@ -195,7 +197,7 @@ class GPT(PretrainedModel):
             if isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
         for layer in self.decoder.layers:
-            for proj in (layer.self_attn.out_proj, layer.ffn.w2):
+            for proj in (layer.self_attn.out_proj, *(f.w2 for f in getattr(layer.ffn, "experts", [layer.ffn]))):  # each Switch expert too
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
 
     def _window_mask(self, offset: int, t: int, device: torch.device) -> Tensor:

@@ -21,6 +21,7 @@ from attnkit.attention.registry import check_params, names as kernel_names
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.batchnorm import token_mask
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
+from attnkit.layers.moe import MoEConfig
 from attnkit.layers.positional import TokenEmbedding, build_positions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, register_model
 from attnkit.positions.config import PositionConfig, check_kernel
@@ -69,6 +70,8 @@ class TransformerConfig(Config):
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    ffn: Literal["mlp", "switch"] = "mlp"
+    moe: MoEConfig = field(default_factory=MoEConfig)  # ffn="switch": the Switch layer (attnkit.layers.moe)
 
     def validate(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):

@@ -28,6 +28,7 @@ from attnkit.runs.base import Job, Log, RunReport
 from attnkit.training.checkpoint import list_checkpoints
 from attnkit.training.distributed import init_distributed, world
 from attnkit.training.loop import Trainer, pick_device
+from attnkit.training.moe import wrap_switch
 
 RUN_CONFIG = "run_config.json"
 # settings a resumed run may change: how long it trains and how often it reports, not what it learns
@@ -203,6 +204,7 @@ def run(
     pick_device(configs["train"].device, what="train.device")  # type: ignore[attr-defined]
     saved_recipe = read_run_config(out).get("recipe") if resume else recipe
     prepared = job.prepare(configs, out, resume=resume, log=log)
+    prepared.task = wrap_switch(prepared.model, prepared.task)  # Switch (mixture-of-experts) layers add their router losses
     configs = prepared.configs
     record = {"task": job.task, "recipe": saved_recipe, **{k: v.to_dict() for k, v in configs.items()}}
     if rank == 0:

@@ -1,0 +1,175 @@
+"""A mixture-of-experts feed-forward layer with top-1 routing: the Switch Transformer (Fedus et al. 2022, section 2.1-2.2).
+
+A router ``W_r`` gives each token ``x`` a distribution over ``N`` experts, ``p(x) = softmax(W_r x)``
+(eq. 1); the token goes to its one best expert ``i = argmax p(x)`` and the layer's output is that
+expert's FFN scaled by its gate, ``y = p_i(x) E_i(x)`` (eq. 2), so the router learns through the gate.
+Each expert takes at most ``capacity = ceil(capacity_factor * tokens / N)`` tokens (eq. 3); tokens past
+that, in the order of the batch, are *dropped*: the layer outputs 0 for them, so they pass to the next
+layer through the residual connection only. The router runs in float32 (section 2.4, selective
+precision) and may multiply its input by uniform noise in ``[1 - jitter, 1 + jitter]`` while training.
+
+Padding: the model marks the real tokens (:func:`mark_padding`), which are the only ones routed,
+counted for capacity and counted in the auxiliary losses (:mod:`attnkit.objectives.moe`); padding
+positions output 0. Each forward keeps its router logits for those losses (``router_logits``,
+``keep``) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
+and ``dropped`` (read and reset by :func:`expert_load`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.layers.ffn import FeedForward
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoEConfig(Config):
+    """The Switch layer's settings (section 2; appendix: alpha 0.01; ST-MoE: z-loss 1e-3).
+
+    ``n_experts`` experts, each an FFN of the model's ``d_ff``; ``capacity_factor`` of the even share of
+    tokens per expert (1.25 in most of the paper's runs); ``aux_loss`` alpha of the load-balancing loss;
+    ``z_loss`` the router z-loss coefficient; ``jitter`` the router's input noise while training (0: none).
+    """
+
+    n_experts: int = 8
+    capacity_factor: float = 1.25
+    aux_loss: float = 0.01
+    z_loss: float = 1e-3
+    jitter: float = 0.0
+
+    def validate(self) -> None:
+        check(self.n_experts >= 1, "moe.n_experts", self.n_experts, "must be at least 1")
+        check(self.capacity_factor > 0, "moe.capacity_factor", self.capacity_factor, "must be positive")
+        check(self.aux_loss >= 0, "moe.aux_loss", self.aux_loss, "must be >= 0")
+        check(self.z_loss >= 0, "moe.z_loss", self.z_loss, "must be >= 0")
+        check(0.0 <= self.jitter < 1.0, "moe.jitter", self.jitter, "must be in [0, 1)")
+
+
+class SwitchFFN(nn.Module):
+    """Top-1 mixture of ``n_experts`` position-wise FFNs with a capacity limit (Switch Transformer, eq. 1-3).
+
+    Args:
+        d_model: model width.
+        d_ff: each expert's hidden width.
+        activation_name: the experts' activation.
+        dropout: dropout on the experts' hidden layer.
+        bias: whether the experts' linear layers have biases (the router has none).
+        config: experts, capacity and router settings.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, activation_name: str = "relu", dropout: float = 0.0, bias: bool = True,
+                 config: MoEConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or MoEConfig()
+        self.capacity_factor = c.capacity_factor
+        self.router = nn.Linear(d_model, c.n_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(d_model, d_ff, activation_name, dropout, bias) for _ in range(c.n_experts))
+        self.keep: Tensor | None = None  # (B, T) True = a real token; set by mark_padding's hooks
+        self.router_logits: Tensor | None = None  # (B, T, N) of the last forward
+        self.register_buffer("load", torch.zeros(c.n_experts), persistent=False)
+        self.register_buffer("dropped", torch.zeros(c.n_experts), persistent=False)
+
+    def capacity(self, n_tokens: int) -> int:
+        """Tokens each expert takes: ``ceil(capacity_factor * n_tokens / n_experts)`` (eq. 3)."""
+        return math.ceil(self.capacity_factor * n_tokens / len(self.experts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, T, d_model)`` -> ``(B, T, d_model)``; dropped and padding tokens give 0."""
+        n = len(self.experts)
+        keep = self.keep if self.keep is not None and self.keep.shape == x.shape[:-1] else torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+        h = x.float()
+        if self.training and self.config.jitter > 0:
+            h = h * torch.empty_like(h).uniform_(1 - self.config.jitter, 1 + self.config.jitter)
+        logits = F.linear(h, self.router.weight.float())  # (B, T, N) in float32
+        self.router_logits, self.keep_used = logits, keep
+        probs = torch.softmax(logits, dim=-1)
+        gate, expert = probs.max(dim=-1)  # (B, T)
+        flat_x, flat_keep = x.reshape(-1, x.shape[-1]), keep.reshape(-1)  # (M, d), (M,)
+        routed = F.one_hot(expert.reshape(-1), n) * flat_keep[:, None]  # (M, N): real tokens only
+        position = torch.cumsum(routed, dim=0) * routed  # 1-based place in its expert's queue
+        capacity = self.capacity(int(flat_keep.sum()))
+        accepted = (position > 0) & (position <= capacity)  # (M, N)
+        out = torch.zeros_like(flat_x)
+        scale = gate.reshape(-1, 1).to(x.dtype)  # (M, 1)
+        for i, ffn in enumerate(self.experts):
+            rows = accepted[:, i].nonzero().squeeze(1)
+            if rows.numel():
+                out = out.index_add(0, rows, ffn(flat_x[rows]) * scale[rows])
+        if self.training:
+            with torch.no_grad():
+                self.load += routed.sum(0).float()
+                self.dropped += (routed.bool() & ~accepted).sum(0).float()
+        return out.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"experts={len(self.experts)}, capacity_factor={self.capacity_factor}"
+
+
+def switch_layers(model: nn.Module) -> list[SwitchFFN]:
+    """Every :class:`SwitchFFN` inside ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, SwitchFFN)]
+
+
+def mark_padding(model: nn.Module) -> None:
+    """Hook ``model``'s token embeddings so that each stack's Switch layers know its real tokens (``ids != pad_id``).
+
+    The encoder-decoder marks its encoder from the source ids and its decoder from the target ids; an
+    encoder (BERT family) or decoder-only model marks every layer from its input ids. A model without
+    ``pad_id`` marks nothing (every token counts). Calling it again does nothing.
+    """
+    if getattr(model, "_moe_marked", False):
+        return
+    config: Any = getattr(model, "config", None)
+    config = getattr(config, "encoder", None) or getattr(config, "discriminator", None) or config
+    pad = getattr(config, "pad_id", None)
+    if pad is None:
+        return
+
+    def hook(layers: list[SwitchFFN]) -> Any:
+        def set_keep(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            if args and isinstance(args[0], Tensor) and not args[0].is_floating_point():
+                for layer in layers:
+                    layer.keep = args[0] != pad
+        return set_keep
+
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+    if hasattr(model, "src_embed") and hasattr(model, "encoder") and hasattr(model, "decoder"):
+        pairs = [(model.src_embed, model.encoder), (model.tgt_embed, model.decoder)]  # type: ignore[list-item]
+    else:
+        embed = next((m for name, m in model.named_modules() if name.endswith(("embed", "tok_embed"))), None)
+        if embed is not None:
+            pairs = [(embed, model)]
+    for embed, stack in pairs:
+        embed.register_forward_pre_hook(hook(switch_layers(stack)))
+    model._moe_marked = True  # type: ignore[assignment]
+
+
+def expert_load(model: nn.Module, reset: bool = True) -> dict[str, float]:
+    """The expert load since the last call: routed shares and dropped fraction, over every Switch layer.
+
+    Returns:
+        ``moe_load_cv`` (coefficient of variation of the tokens routed per expert, per layer, averaged over layers;
+        0 is perfect balance), ``moe_dropped`` (fraction of routed tokens dropped for capacity) and
+        ``moe_max_load`` (the largest share of one expert, averaged over layers); empty without Switch layers or tokens.
+    """
+    layers = [m for m in switch_layers(model) if m.load.sum() > 0]
+    if not layers:
+        return {}
+    cvs, maxes, dropped, routed = [], [], 0.0, 0.0
+    for m in layers:
+        load = m.load / m.load.sum()
+        cvs.append(float(load.std(unbiased=False) / load.mean()))
+        maxes.append(float(load.max()))
+        dropped += float(m.dropped.sum())
+        routed += float(m.load.sum())
+        if reset:
+            m.load.zero_()
+            m.dropped.zero_()
+    return {"moe_load_cv": sum(cvs) / len(cvs), "moe_max_load": sum(maxes) / len(maxes), "moe_dropped": dropped / max(routed, 1.0)}

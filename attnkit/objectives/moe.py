@@ -1,0 +1,58 @@
+"""The Switch Transformer's auxiliary router losses (Fedus et al. 2022, section 2.2, eq. 4-6).
+
+Load balancing (eq. 4-6), for ``N`` experts over the tokens ``B`` of a batch:
+
+    loss = alpha * N * sum_i f_i * P_i,   f_i = (1/T) sum_x [argmax p(x) = i],   P_i = (1/T) sum_x p_i(x)
+
+``f_i`` is the fraction of tokens *routed* to expert i (by the router's choice, before any token is
+dropped for capacity) and ``P_i`` the mean router probability of expert i; the loss is minimal (alpha)
+when both are uniform. Router z-loss (ST-MoE, Zoph et al. 2022, eq. 5): the mean over tokens of
+``logsumexp(router logits)^2``, which keeps the logits small (coefficient 1e-3).
+
+Both are averaged over the *real* tokens only: padding has no say in the balance. Hugging Face's
+``load_balancing_loss_func`` / ``router_z_loss_func`` compute the same quantities over every position
+of their ``(groups, tokens, experts)`` input, padding included.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def load_balancing_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
+    """``N * sum_i f_i * P_i`` over the kept tokens (eq. 4; multiply by alpha outside).
+
+    Args:
+        router_logits: ``(..., N)`` the router's logits per token.
+        keep: ``(...)`` True for real tokens (None: all).
+
+    Returns:
+        The scalar loss in float32 (0 when no token is kept).
+    """
+    logits = router_logits.float().reshape(-1, router_logits.shape[-1])  # (T, N)
+    if keep is not None:
+        logits = logits[keep.reshape(-1)]
+    n_experts = logits.shape[-1]
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    probs = torch.softmax(logits, dim=-1)  # (T, N)
+    routed = F.one_hot(probs.argmax(-1), n_experts).float()  # (T, N)
+    return n_experts * (routed.mean(0) * probs.mean(0)).sum()
+
+
+def router_z_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Mean over the kept tokens of ``logsumexp(logits)^2`` (ST-MoE eq. 5; multiply by its coefficient outside).
+
+    Args:
+        router_logits: ``(..., N)``.
+        keep: ``(...)`` True for real tokens (None: all).
+
+    Returns:
+        The scalar loss in float32 (0 when no token is kept).
+    """
+    z = torch.logsumexp(router_logits.float(), dim=-1)  # (...)
+    if keep is not None:
+        z = z[keep]
+    return (z**2).mean() if z.numel() else z.sum() * 0.0

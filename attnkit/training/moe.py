@@ -1,0 +1,67 @@
+"""Training a model with Switch layers: the auxiliary router losses added to any task's loss, and the expert load in its metrics.
+
+:class:`SwitchTask` wraps a task (:class:`~attnkit.training.tasks.Task`): its loss is the task's plus, for
+the Switch layers of the forward just run, ``aux_loss * mean load-balancing loss + z_loss * mean router
+z-loss`` over the layers (the coefficients of :class:`~attnkit.layers.moe.MoEConfig`; the mean over layers
+as Hugging Face's Switch Transformers takes it), each over the real tokens only
+(:mod:`attnkit.objectives.moe`). Its evaluation adds the expert load of the training steps since the
+last one (:func:`~attnkit.layers.moe.expert_load`) and the held-out router losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from torch import Tensor, nn
+
+from attnkit.layers.moe import expert_load, mark_padding, switch_layers
+from attnkit.objectives.moe import load_balancing_loss, router_z_loss
+
+
+def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The weighted auxiliary loss of the last forward's Switch layers, and its two means (None without Switch layers).
+
+    Returns:
+        ``(aux_loss * balance + z_loss * z, balance, z)``, the means taken over the layers.
+    """
+    layers = [m for m in switch_layers(model) if m.router_logits is not None]
+    if not layers:
+        return None
+    balance = sum(load_balancing_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
+    z = sum(router_z_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
+    c = layers[0].config
+    return c.aux_loss * balance + c.z_loss * z, balance, z  # type: ignore[return-value]
+
+
+class SwitchTask:
+    """A task whose model has Switch layers: the same batches and evaluation, the router losses added to the loss."""
+
+    def __init__(self, task: Any, model: nn.Module) -> None:
+        self.task = task
+        mark_padding(model)
+        if hasattr(task, "varying_lengths"):
+            self.varying_lengths = task.varying_lengths
+
+    def __getattr__(self, name: str) -> Any:  # input_tokens, epoch helpers, ...: the wrapped task's
+        return getattr(self.__dict__["task"], name)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[Any]:
+        return self.task.batches(epoch, seed)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        loss, n = self.task.loss(model, batch)
+        aux = switch_aux_loss(model)
+        return (loss + aux[0], n) if aux is not None else (loss, n)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out = dict(self.task.evaluate(model))
+        aux = switch_aux_loss(model)  # of the last held-out batch
+        if aux is not None:
+            out.update(moe_balance_loss=float(aux[1]), moe_z_loss=float(aux[2]))
+        out.update(expert_load(model))
+        return out
+
+
+def wrap_switch(model: nn.Module, task: Any) -> Any:
+    """``task`` as a :class:`SwitchTask` when ``model`` has Switch layers, else unchanged."""
+    return SwitchTask(task, model) if switch_layers(model) else task
