@@ -220,8 +220,11 @@ class GPT(PretrainedModel):
         Args:
             attention_mask: ``(B, T_keys)``, 1/True for real tokens, 0 for padding (left
                 padding for batched prompts). With ``caches`` it covers the cached keys too.
-            positions: ``(B, T)`` position ids; default: counted from the first real token of
-                each row when ``attention_mask`` is given, else ``cached length + arange(T)``.
+            positions: ``(B, T)`` position ids of the learned embeddings; default: counted from
+                the first real token of each row when ``attention_mask`` is given, else ``cached
+                length + arange(T)``. Positions inside attention (rotary, relative biases) are
+                counted by the attention from the cache (:mod:`attnkit.positions.hook`): only
+                differences between positions reach the scores, which left padding does not change.
             caches: one :class:`KVCache` per layer (see :meth:`new_caches`); the new keys
                 and values are appended.
             need_weights: also return each layer's attention weights.

@@ -70,6 +70,8 @@ def test_logits_padded_batch_and_cached_decoding_match_transformers(tmp_path, fa
         got, ref = ours(ids, attention_mask=mask).logits, hf(ids, attention_mask=mask).logits
         keep = mask.bool()
         torch.testing.assert_close(got[keep], ref[keep], **TOL)  # pad positions' outputs are meaningless
+        right = mask.flip(1)  # right padding
+        torch.testing.assert_close(ours(ids, attention_mask=right).logits[right.bool()], hf(ids, attention_mask=right).logits[right.bool()], **TOL)
         # step by step through the growing KV cache: a 4-token prefill, then one token at a time
         caches = ours.new_caches(ids.shape[1])
         steps = [ours(ids[:, :4], attention_mask=mask[:, :4], caches=caches).logits]
