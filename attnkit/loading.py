@@ -42,6 +42,10 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         CheckpointError: missing, corrupt or mismatching files.
     """
     path = Path(path)
+    if (path / "adapter_config.json").is_file():  # an adapter (attnkit.peft): its base, with the adapter applied
+        from attnkit.peft.files import load_adapted
+
+        return load_adapted(path, map_location=map_location)
     for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama)):
         if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
             model = load_hf(path)

@@ -56,7 +56,7 @@ the epochs. More settings (--show-config lists them all):
   data.classifier=mean          pooling of the sequence: auto, pooler, cls_tanh, cls_gelu, mean"""
 DESCRIPTIONS = {"classify": CLASSIFY_DESCRIPTION, "ner": NER_DESCRIPTION}
 HELP = {"classify": "sentence or sentence-pair classification (GLUE .tsv)", "ner": "token classification, named entities (CoNLL)"}
-FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "train": "data.train", "dev": "data.dev", "test": "data.test",
+FLAGS = {"peft": "peft.method", "model": "data.model", "tokenizer": "data.tokenizer", "train": "data.train", "dev": "data.dev", "test": "data.test",
          "epochs": "data.epochs", "max_len": "data.max_len"}
 
 
@@ -85,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--dev", type=Path, metavar="FILE", help=f"dev file, {fmt}: chooses the best model (sets data.dev)")
     g.add_argument("--test", type=Path, metavar="FILE", help=f"labelled test file, {fmt}, scored once with the saved model (sets data.test)")
     g.add_argument("--epochs", type=float, metavar="N", help="passes over the training data (sets data.epochs; default 3)")
+    g.add_argument("--peft", choices=("lora", "qlora", "prefix", "prompt", "ptuning", "ptuning-v2"), metavar="METHOD",
+                   help="train an adapter instead of every weight: lora, qlora, prefix, prompt, ptuning, ptuning-v2 "
+                   "(sets peft.method; peft.r, peft.alpha, peft.targets, peft.n_virtual ... with --set; OUT/model is the adapter)")
     g.add_argument("--max-len", type=int, metavar="N", help="tokens per row, specials included, capped at the model's positions "
                    "(sets data.max_len; default 128)")
 

@@ -32,6 +32,7 @@ def _load() -> None:
         from attnkit.recipes import pretraining  # noqa: F401
         from attnkit.recipes import bert  # noqa: F401
         from attnkit.recipes import listops  # noqa: F401
+        from attnkit.recipes import peft  # noqa: F401
         from attnkit.recipes import denoising  # noqa: F401
         from attnkit.recipes import electra  # noqa: F401
         from attnkit.recipes import unilm  # noqa: F401

@@ -47,6 +47,7 @@ class Recipe:
         on_cuda: ``--set`` assignments applied only when training on a CUDA device.
         quick: ``--set`` assignments of the quick CPU variant.
         before: stages that run first (see :class:`Stage`).
+        peft: the adapter section (:class:`~attnkit.peft.PEFTConfig`) of a parameter-efficient run; None: none.
     """
 
     name: str
@@ -60,10 +61,13 @@ class Recipe:
     on_cuda: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()
     before: tuple[Stage, ...] = field(default_factory=tuple)
+    peft: Config | None = None
 
     def configs(self, *, quick: bool = False) -> dict[str, Any]:
         """The recipe's configs by name (``model`` only where the recipe fixes one); ``quick`` applies the smoke variant."""
         cfgs: dict[str, Any] = {"train": self.train, "data": self.data}
         if self.model is not None:
             cfgs = {"model": self.model, **cfgs}
+        if self.peft is not None:
+            cfgs["peft"] = self.peft
         return apply_overrides(list(self.quick), cfgs) if quick and self.quick else cfgs

@@ -25,6 +25,7 @@ import torch
 
 from attnkit.config import Config, check, parse_assignment
 from attnkit.errors import ConfigError, DataError
+from attnkit.peft.method import PEFTConfig
 from attnkit.runs.base import Job, Log, Prepared, model_dir
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.finetune import FinetuneConfig
@@ -211,11 +212,11 @@ class FinetuneJob(Job):
         self.task = task
         self.summary = ("sentence or sentence-pair classification (GLUE .tsv)" if task == "classify"
                         else "token classification, named entities (CoNLL)")
-        self.config_types = {"train": TrainConfig, "data": FinetuneDataConfig}
+        self.config_types = {"train": TrainConfig, "data": FinetuneDataConfig, "peft": PEFTConfig}
         self.metrics = ("loss", "accuracy") if task == "classify" else ("loss", "precision", "recall", "f1")
 
     def defaults(self) -> dict[str, Config]:
-        return {"train": finetune_train("accuracy" if self.task == "classify" else "f1"), "data": FinetuneDataConfig()}
+        return {"train": finetune_train("accuracy" if self.task == "classify" else "f1"), "data": FinetuneDataConfig(), "peft": PEFTConfig()}
 
     def check(self, configs: dict[str, Config]) -> None:
         t, d = configs["train"], configs["data"]
@@ -238,6 +239,9 @@ class FinetuneJob(Job):
         if dev_data is None and t.eval.every:
             raise ConfigError(f"train.eval.every={t.eval.every} needs a dev file (data.dev) to evaluate on")
         limit = ft.encoder_of(source).config.max_len
+        p: PEFTConfig = configs.get("peft", PEFTConfig())  # type: ignore[assignment]
+        if p.method in ("prompt", "ptuning"):
+            limit -= p.n_virtual  # the virtual tokens take the first positions
         max_len = min(d.max_len, limit)
         if max_len < d.max_len:
             log(f"max_len {d.max_len} is beyond the model's {limit} positions; using {max_len}")
@@ -264,14 +268,17 @@ class FinetuneJob(Job):
             log("classifier: mean pooling (the checkpoint's sentence-transformers pooling; data.classifier=pooler to change)")
         torch.manual_seed(t.init_seed)  # the fresh head's weights: fixed by train.init_seed, whatever train.seed
         model = ft.build_head(source, self.task, labels, d.classifier_dropout, classifier)
-        return Prepared(model=model, task=task, configs={**configs, "train": t}, tokenizer=tok,
-                        state={"device": device, "labels": labels})
+        state: dict[str, Any] = {"device": device, "labels": labels}
+        if p.enabled:
+            state["peft"] = adapt(model, p, source_dir, tok, log)
+        return Prepared(model=model, task=task, configs={**configs, "train": t}, tokenizer=tok, state=state)
 
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         final = super().finish(prepared, trainer, result, out, log)
         if final:
             scores = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "best_step")
             log(f"best dev (step {final.get('best_step')}): {scores}")
+        final.update(prepared.state.get("peft", {}))
         d: FinetuneDataConfig = prepared.configs["data"]  # type: ignore[assignment]
         if d.test:
             test = self.score_test(out / "model", d, prepared.state["device"])
@@ -307,6 +314,18 @@ class FinetuneJob(Job):
             raise DataError(f"{d.test} holds no examples")
         logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=d.eval_batch_size, device=device)
         return {**labelled_scores(self.task, logits, data, enc, labels), "examples": len(enc), "truncated": enc.truncated}
+
+
+def adapt(model: Any, p: PEFTConfig, base: Path, tok: Any, log: Log) -> dict[str, Any]:
+    """Apply the ``peft`` section's adapter to ``model`` (saved as an adapter naming ``base``); log and return its parameter count."""
+    from attnkit.peft import apply_peft, attach_saving, trainable_parameters
+
+    ids = [tok.tokenizer.token_to_id(t) for t in tok.tokenize(p.init_text)] if p.init == "text" else None
+    apply_peft(model, p, ids)
+    attach_saving(model, base)
+    count = trainable_parameters(model)
+    log(f"peft {p.method}: {count}")
+    return {"trainable_params": count.trainable, "total_params": count.total, "trainable_percent": round(count.percent, 4)}
 
 
 JOBS = {"classify": lambda: FinetuneJob("classify"), "ner": lambda: FinetuneJob("ner")}

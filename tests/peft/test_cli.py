@@ -1,0 +1,80 @@
+"""``attnkit finetune classify --peft METHOD``: a run that trains an adapter, saves it and predicts with it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import attnkit
+from attnkit.cli.main import main
+from attnkit.data.wordpiece import WordPieceTokenizer
+from attnkit.models import BertModel
+from attnkit.models.bert import bert_preset
+
+WORDS = "the a movie film story plot was is very quite this that it and with".split()
+FAST = ["--no-progress", "--set", "train.device=cpu", "--set", "train.log_every=5", "--set", "train.batch_size=16"]
+
+
+def _rows(rng: random.Random, n: int) -> str:
+    out = []
+    for _ in range(n):
+        label = rng.choice(["negative", "positive"])
+        words = rng.choices(WORDS, k=rng.randint(2, 8))
+        words.insert(rng.randint(0, len(words)), "good" if label == "positive" else "bad")
+        out.append(f"{' '.join(words)}\t{label}\n")
+    return "sentence\tlabel\n" + "".join(out)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("peft_cli")
+    rng = random.Random(0)
+    (root / "train.tsv").write_text(_rows(rng, 192))
+    (root / "dev.tsv").write_text(_rows(rng, 48))
+    corpus = root / "corpus.txt"
+    corpus.write_text(" ".join([*WORDS, "good", "bad"]) * 3 + "\n")
+    tok = WordPieceTokenizer.train([corpus], vocab_size=100)
+    BertModel(bert_preset("bert-test", vocab_size=tok.vocab_size, max_positions=40)).save_pretrained(root / "tiny", tokenizer=tok)
+    return root
+
+
+def _finetune(root: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    argv = ["finetune", "classify", "--model", root / "tiny", "--train", root / "train.tsv", "--dev", root / "dev.tsv",
+            "--out", out, *FAST, *extra]
+    code = main([str(a) for a in argv])
+    stdout, err = capsys.readouterr()
+    return code, stdout, err
+
+
+def test_lora_run_learns_saves_an_adapter_and_predicts(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = root / "lora"
+    code, stdout, err = _finetune(root, out, capsys, "--peft", "lora", "--epochs", "6", "--set", "train.optim.lr=1e-2",
+                                  "--set", "peft.targets=[\"q\",\"v\",\"w1\"]")
+    assert code == 0, err
+    assert "peft lora: trainable parameters" in stdout
+    report = json.loads((out / "eval.json").read_text())
+    assert 0 < report["trainable_percent"] < 50 and report["accuracy"] >= 0.8  # chance is 0.5
+    assert (out / "model" / "adapter_config.json").is_file() and not (out / "model" / "model.safetensors").exists()
+    (root / "in.txt").write_text("the movie was very good\nthis film is bad\n")
+    code = main(["predict", "--model", str(out / "model"), str(root / "in.txt"), "--device", "cpu"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert stdout.split() == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prompt_methods_run_and_reload(root: Path, capsys: pytest.CaptureFixture[str], method: str) -> None:
+    out = root / method
+    code, _, err = _finetune(root, out, capsys, "--peft", method, "--set", "peft.n_virtual=4", "--set", "train.steps=4",
+                             "--set", "train.eval.every=4")
+    assert code == 0, err
+    model = attnkit.load(out / "model")
+    assert hasattr(model, "prefix_table" if method == "prefix" else "prompt_encoder")
+
+
+def test_bad_target_is_one_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _finetune(root, root / "bad", capsys, "--peft", "lora", "--set", "peft.targets=[\"query\"]")
+    assert code == 2 and "'query' matches no layer" in err and len(err.strip().splitlines()) == 1
