@@ -12,6 +12,9 @@ is its discriminator), ``*ForSequenceClassification``, ``*ForTokenClassification
 ``*ForQuestionAnswering``. The next-sentence (BERT) and sentence-order (ALBERT) heads of
 pre-training checkpoints are the only weights dropped on purpose. Tied copies of the
 embeddings (``decoder.weight``) and of the output bias, when stored, must equal their source.
+``position_embedding_type`` ``relative_key`` / ``relative_key_query`` becomes
+``attention.position`` (:mod:`attnkit.positions.relative`), each layer's ``distance_embedding``
+its table; the absolute position table is kept, and unused, as in Hugging Face's model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, check_size, stored_te
 from attnkit.models.bert import BertConfig, BertModel
 from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagger, BertTaskConfig, ElectraDiscriminator
 from attnkit.models.transformer import AttentionConfig
+from attnkit.positions.config import PositionConfig
 
 WB = ("weight", "bias")
 
@@ -91,6 +95,7 @@ _HEAD_OF_CLASS = {cls: kind for kind, cls in HEADS.items()}
 
 # hidden_act values of the HF configs and their attnkit names.
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "quick_gelu": "gelu_sigmoid"}
+_RELATIVE = ("relative_key", "relative_key_query")  # BERT's position_embedding_type values with relative scores
 _TO_HF_ACT = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new", "gelu_sigmoid": "quick_gelu"}
 
 
@@ -99,8 +104,9 @@ def _pairs(hf: str, ak: str) -> list[Rule]:
 
 
 @cache
-def keymap(family: str, head: str, pooler: bool, projected: bool) -> KeyMap:
-    """The key map of one family and head (``head`` a key of :data:`HEADS`), HF names <-> attnkit names."""
+def keymap(family: str, head: str, pooler: bool, projected: bool, relative: bool = False) -> KeyMap:
+    """The key map of one family and head (``head`` a key of :data:`HEADS`), HF names <-> attnkit names;
+    ``relative``: each layer's ``distance_embedding`` (``position_embedding_type`` relative_key[_query])."""
     f = FAMILIES[family]
     hf = "" if head == "Model" else f"{f.name}."  # HF head checkpoints nest the encoder under the family name
     ak = "" if head == "Model" else "bert."
@@ -116,6 +122,8 @@ def keymap(family: str, head: str, pooler: bool, projected: bool) -> KeyMap:
         rules += _pairs(f"{hf}{f.project}", f"{ak}embed.project")
     for hf_name, ak_name in f.layer_names:
         rules += _pairs(f"{hf}{f.layer}.{hf_name}", f"{layer}.{ak_name}")
+    if relative:
+        rules.append(Rule(f"{hf}{f.layer}.{f.qkv}.distance_embedding.weight", f"{layer}.self_attn.position.module.distance_embedding.weight"))
     if pooler:
         rules += _pairs(f"{hf}{f.pooler}", f"{ak}pooler")
     if head == "ForMaskedLM":
@@ -181,7 +189,8 @@ def config_from_hf(data: dict[str, Any], family: str, *, pooler: bool = True, so
 
     act = data.get("hidden_act", "gelu")
     need("hidden_act", act in _ACTIVATIONS, f"use one of {', '.join(_ACTIVATIONS)}")
-    need("position_embedding_type", data.get("position_embedding_type", "absolute") == "absolute", "only 'absolute' positions")
+    position = data.get("position_embedding_type", "absolute")
+    need("position_embedding_type", position in ("absolute", *_RELATIVE), "use 'absolute', 'relative_key' or 'relative_key_query'")
     need("is_decoder", not data.get("is_decoder", False), "attnkit's BERT is an encoder")
     need("add_cross_attention", not data.get("add_cross_attention", False), "must be false")
     if family == "albert":
@@ -205,7 +214,8 @@ def config_from_hf(data: dict[str, Any], family: str, *, pooler: bool = True, so
             dropout=data.get("hidden_dropout_prob", 0.1),
             activation=_ACTIVATIONS[act],  # type: ignore[arg-type]
             norm_eps=data.get("layer_norm_eps", 1e-12),
-            attention=AttentionConfig(dropout=data.get("attention_probs_dropout_prob", 0.1)),
+            attention=AttentionConfig(dropout=data.get("attention_probs_dropout_prob", 0.1), position=PositionConfig(
+                kind="none" if position == "absolute" else position, max_distance=data.get("max_position_embeddings", 512))),
             positions="after_pad" if family == "roberta" else "absolute",
             pad_id=data.get("pad_token_id", 0) if data.get("pad_token_id") is not None else 0,
             pooler=pooler,
@@ -264,7 +274,7 @@ def load_hf_bert(path: str | os.PathLike) -> nn.Module:
         stored = state.pop(copy, None)
         if stored is not None and src in state and not torch.equal(stored, state[src]):
             raise CheckpointError(f"{weights_path}: {copy} differs from {src}; untied output layers are not supported")
-    kmap = keymap(family, head, pooler, encoder.d_embed is not None)
+    kmap = keymap(family, head, pooler, encoder.d_embed is not None, encoder.attention.position.kind != "none")
     own = meta.state_dict()
     tied = set(own) - set(stored_tensors(meta))  # ALBERT's repeated layer, the MLM decoder
     converted = kmap.to_attnkit(state, own, str(weights_path), optional=tied)
@@ -289,6 +299,9 @@ def config_to_hf(model: nn.Module, family: str) -> dict[str, Any]:
             raise ConfigError(f"{what} has no {f.arch} equivalent")
 
     need(c.attention.kind == "scaled_dot" and not c.attention.params, f"attention.kind={c.attention.kind!r}")
+    pos = c.attention.position
+    need(pos.kind == "none" or (pos.kind in _RELATIVE and pos.max_distance == c.max_positions),
+         f"attention.position kind={pos.kind!r}, max_distance={pos.max_distance}")
     need(c.share_layers == (family == "albert"), f"share_layers={c.share_layers}")
     need((c.positions == "after_pad") == (family == "roberta"), f"positions={c.positions!r}")
     need(family in ("albert", "electra") or c.d_embed is None, f"d_embed={c.d_embed}")
@@ -314,7 +327,7 @@ def config_to_hf(model: nn.Module, family: str) -> dict[str, Any]:
         "layer_norm_eps": c.norm_eps,
         "initializer_range": c.init_std,
         "pad_token_id": c.pad_id,
-        "position_embedding_type": "absolute",
+        "position_embedding_type": "absolute" if pos.kind == "none" else pos.kind,
         "tie_word_embeddings": True,
     }
     if family in ("albert", "electra"):
@@ -334,7 +347,7 @@ def save_hf_bert(model: nn.Module, path: str | os.PathLike, family: str = "bert"
     hf_config = config_to_hf(model, family)
     head = _HEAD_OF_CLASS[type(model)]
     encoder = model if isinstance(model, BertModel) else model.bert  # type: ignore[union-attr]
-    kmap = keymap(family, head, encoder.pooler is not None, encoder.config.d_embed is not None)
+    kmap = keymap(family, head, encoder.pooler is not None, encoder.config.d_embed is not None, encoder.config.attention.position.kind != "none")
     hf_state = {k: v.contiguous() for k, v in kmap.from_attnkit(unique_state_dict(model)).items()}
 
     def fill(tmp: Path) -> None:

@@ -176,6 +176,8 @@ class BertEmbeddings(nn.Module):
         if segment_ids is not None:
             check_ids(segment_ids, self.config.type_vocab_size, "segment_ids")
         seg = self.segments(segment_ids) if segment_ids is not None else self.segments.weight[0]  # (B, T, E) or (E,)
+        if self.config.attention.position.kind != "none":
+            pos = 0  # relative positions live in the attention (BERT's relative_key): nothing added here
         x = self.tokens(ids) + seg + pos  # (B, T, E)
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x  # (B, T, d_model)

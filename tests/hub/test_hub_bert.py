@@ -203,7 +203,7 @@ def test_strict_import_names_the_key(tmp_path, edit, message, edit_weights):
 
 
 def test_unsupported_variants_are_named(tmp_path):
-    _, path = hf_model(tmp_path, "bert", "small", position_embedding_type="relative_key")
+    _, path = hf_model(tmp_path, "bert", "small", position_embedding_type="rotary")  # relative_key loads (test_hub_bert_relative.py)
     with pytest.raises(CheckpointError, match="position_embedding_type"):
         attnkit.load(path)
     _, path = hf_model(tmp_path, "bert", "small", "ForNextSentencePrediction")
