@@ -15,7 +15,7 @@ from attnkit.errors import AttnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnkit.cli import average, bench, convert, data, demo, evaluate, finetune, generate, info, predict, recipes, tokenizer, train, translate, viz
+    from attnkit.cli import average, bench, convert, data, demo, evaluate, finetune, generate, info, peft, predict, recipes, tokenizer, train, translate, viz
 
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, data, finetune, predict, viz):
+    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, data, finetune, predict, peft, viz):
         module.add_parser(sub)
     return parser
 

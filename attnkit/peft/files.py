@@ -374,3 +374,31 @@ def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = 
 
 
 __all__ += ["load_adapted"]
+
+
+def merge_adapter(path: str | os.PathLike, out: str | os.PathLike, *, base: str | os.PathLike | None = None) -> Path:
+    """Write the model of LoRA adapter ``path`` with the update merged into its weights, as a plain attnkit model.
+
+    An NF4 (QLoRA) base is dequantized and merged in fp32, which is the function the adapter was
+    trained with. Prefix and prompt adapters have nothing to merge and are refused.
+
+    Raises:
+        ConfigError: ``out`` exists, or the adapter is not LoRA.
+    """
+    from attnkit.peft.lora import merge_and_unload
+
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"--out {out} exists; give a new directory")
+    model = load_adapted(path, base=base)
+    method = model.peft_method[0]  # type: ignore[attr-defined]
+    if method not in ("lora", "qlora"):
+        raise ConfigError(f"{path} holds a {method} adapter; only LoRA updates merge into weights (prefixes and prompts stay inputs)")
+    merge_and_unload(model)
+    del model.save_pretrained, model.peft_method  # the plain model's own saving again
+    tok = Path(path) / "tokenizer.json"
+    model.save_pretrained(out, tokenizer=tok if tok.is_file() else None)
+    return out
+
+
+__all__ += ["merge_adapter"]

@@ -78,3 +78,21 @@ def test_prompt_methods_run_and_reload(root: Path, capsys: pytest.CaptureFixture
 def test_bad_target_is_one_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _finetune(root, root / "bad", capsys, "--peft", "lora", "--set", "peft.targets=[\"query\"]")
     assert code == 2 and "'query' matches no layer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_peft_merge_writes_a_plain_model_with_the_same_outputs(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    adapter = root / "lora" / "model"
+    if not adapter.is_dir():
+        pytest.skip("needs the LoRA run of test_lora_run_learns_saves_an_adapter_and_predicts")
+    code = main(["peft", "merge", str(adapter), "--out", str(root / "merged")])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    merged, adapted = attnkit.load(root / "merged").eval(), attnkit.load(adapter).eval()
+    assert not hasattr(merged, "peft_method") and (root / "merged" / "tokenizer.json").is_file()
+    ids = torch.randint(5, 40, (3, 9))
+    assert (merged(ids).logits - adapted(ids).logits).abs().max() < 1e-5
+    code = main(["peft", "merge", str(root / "prefix" / "model"), "--out", str(root / "merged2")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "only LoRA updates merge" in err
