@@ -5,6 +5,8 @@
 kernels keep their fast paths); at the layers asked for, the hook takes the queries, keys, mask,
 bias and ``causal`` flag the kernel was called with and recomputes the weights of the chosen heads
 and query rows (:func:`attnkit.inspect.probs.probabilities`). Other layers cost nothing.
+A positional score bias (ALiBi, T5, relative) is taken from the positional hook's call, which is
+recorded with the bias it adds before it runs, fused or not.
 
 Attention modules are grouped by where they sit: ``encoder``, ``decoder`` (decoder
 self-attention) and ``cross`` in an encoder-decoder model, ``self`` in a model with one stack
@@ -107,21 +109,39 @@ class Recorder:
         self._module_calls: dict[str, int] = {}
         self._out: dict[str, list[tuple[int, Tensor]]] = {}
         self._handles: list[Any] = []
+        self._inside = False
+
+    def _record(self, group: str, kernel: nn.Module, q: Tensor, k: Tensor, mask: Tensor | None,
+                bias: Callable[[], Tensor | None], causal: bool) -> None:
+        """Count one attention call of ``group``; at a wanted layer, recompute its probabilities."""
+        layer = self._calls.get(group, 0)
+        self._calls[group] = layer + 1
+        wanted = _pick(self.layers, group)
+        if wanted is not None and layer not in set(int(i) for i in wanted):
+            return
+        w = probabilities(kernel, q, k, mask=mask, bias=bias(), causal=causal, heads=_pick(self.heads, group), rows=_pick(self.rows, group))
+        self._out.setdefault(group, []).append((layer, w))
 
     def _hook(self, group: str) -> Callable[..., None]:
         def hook(kernel: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            layer = self._calls.get(group, 0)
-            self._calls[group] = layer + 1
-            wanted = _pick(self.layers, group)
-            if wanted is not None and layer not in set(int(i) for i in wanted):
+            if self._inside:  # the call of a positional wrapper that has recorded it already
                 return
-            q, k = args[0], args[1]  # (B, H, Tq, D), (B, H, Tk, D)
-            w = probabilities(kernel, q, k, mask=kwargs.get("mask"), bias=kwargs.get("bias"), causal=bool(kwargs.get("causal", False)),
-                              heads=_pick(self.heads, group), rows=_pick(self.rows, group))
-            self._out.setdefault(group, []).append((layer, w))
+            q, k = args[0], args[1]  # (B, H, Tq, D), (B, H or G, Tk, D)
+            self._record(group, kernel, q, k, kwargs.get("mask"), lambda: kwargs.get("bias"), bool(kwargs.get("causal", False)))
 
         return hook
 
+    def _position_hook(self, group: str) -> Callable[..., Any]:
+        """Wrap the kernel call a positional bias hook hands the cache, so that the call is recorded with
+        its score bias even where it runs fused (ALiBi or T5 as a FlexAttention score modification)."""
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            q, k, call = output
+            if call is args[0] or not all(hasattr(call, a) for a in ("kernel", "position", "q_pos", "offset")):
+                return output  # rotary (the kernel itself), or a wrapper this recorder does not know: the kernel hook sees it
+            return q, k, _RecordedCall(self, group, call)
+
+        return hook
     def _count(self, group: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple) -> None:
             self._module_calls[group] = self._module_calls.get(group, 0) + 1
@@ -137,7 +157,11 @@ class Recorder:
             if id(m.kernel) not in seen:
                 seen.add(id(m.kernel))
                 self._handles.append(m.kernel.register_forward_hook(self._hook(group), with_kwargs=True))
-                self._handles.append(m.register_forward_pre_hook(self._count(group)))
+            self._handles.append(m.register_forward_pre_hook(self._count(group)))
+            position = getattr(m, "position", None)
+            if isinstance(position, nn.Module) and id(position) not in seen:
+                seen.add(id(position))
+                self._handles.append(position.register_forward_hook(self._position_hook(group)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -149,18 +173,42 @@ class Recorder:
         """What was recorded: per group, a tuple of tensors in layer order.
 
         Raises:
-            RuntimeError: an attention module computed its result without calling its kernel module
-                (a positional score modification fused into FlexAttention on CUDA); run on CPU.
+            RuntimeError: an attention module computed its result without a call this recorder saw.
         """
         for group, n in self._module_calls.items():
             if self._calls.get(group, 0) != n:
-                raise RuntimeError(f"{group}: {n} attention calls but {self._calls.get(group, 0)} kernel calls were seen "
-                                   "(a fused positional path bypasses the kernel); record on CPU")
+                raise RuntimeError(f"{group}: {n} attention calls but {self._calls.get(group, 0)} kernel calls were seen; "
+                                   "the attention module computed some without its kernel")
         res = Attentions()
         for group, items in self._out.items():
             res.groups[group] = tuple(w for _, w in items)
             res.layers[group] = [i for i, _ in items]
         return res
+
+
+class _RecordedCall:
+    """A positional hook's kernel call (:class:`attnkit.positions.hook.BiasedKernel`), recorded, then run as it was."""
+
+    def __init__(self, recorder: Recorder, group: str, call: Any) -> None:
+        self.recorder, self.group, self.call = recorder, group, call
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+                 causal: bool = False, need_weights: bool = False) -> Any:
+        from attnkit.positions.hook import kernel_scale
+
+        c = self.call
+
+        def full_bias() -> Tensor:  # the score bias the positional kind adds on its unfused path
+            pos = c.position.bias(q, k, c.q_pos, causal=causal or c.offset is None, scale=kernel_scale(c.kernel, q.shape[-1]),
+                                  q_offset=c.offset)
+            return pos if bias is None else bias + pos
+
+        self.recorder._record(self.group, c.kernel, q, k, mask, full_bias, causal)
+        self.recorder._inside = True
+        try:
+            return c(q, k, v, mask=mask, bias=bias, causal=causal, need_weights=need_weights)
+        finally:
+            self.recorder._inside = False
 
 
 def attentions(model: nn.Module, *args: Any, layers: Select = None, heads: Select = None, rows: Select = None,

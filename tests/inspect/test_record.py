@@ -56,6 +56,27 @@ def test_positions_and_grouped_keys_are_seen_as_the_kernel_sees_them(position: s
         torch.testing.assert_close(mine, theirs, rtol=0, atol=ATOL)
 
 
+def test_a_positional_call_that_bypasses_the_kernel_module_is_still_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, ALiBi and T5 biases run fused into FlexAttention without calling the kernel module;
+    simulated here by a positional call that runs the kernel's forward directly (no hooks fire)."""
+    from attnkit.positions import hook as positions_hook
+
+    model = _gpt(position="alibi")
+    ids, keep = _ids(96)
+    ref = model(ids, attention_mask=keep, need_weights=True).attentions
+
+    def fused(self, q, k, v, *, mask=None, bias=None, causal=False, need_weights=False):
+        pos = self.position.bias(q, k, self.q_pos, causal=causal, scale=positions_hook.kernel_scale(self.kernel, q.shape[-1]),
+                                 q_offset=self.offset)
+        return self.kernel.forward(q, k, v, mask=mask, bias=pos if bias is None else bias + pos, causal=causal)
+
+    monkeypatch.setattr(positions_hook.BiasedKernel, "__call__", fused)
+    att = attentions(model, ids, attention_mask=keep, rows=[5, 11])
+    assert att.layers["self"] == [0, 1]
+    for mine, theirs in zip(att["self"], ref):
+        torch.testing.assert_close(mine, theirs[:, :, [5, 11]], rtol=0, atol=ATOL)
+
+
 def test_only_the_layers_heads_and_rows_asked_for_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The run keeps its fast path: a kernel's dense reference path is never called."""
     model = _gpt()
