@@ -53,7 +53,7 @@ def tokenizer_sha256(path: str | os.PathLike) -> str:
 
 
 def write_token_file(
-    out: str | os.PathLike, documents: Iterable[list[int]], *, vocab_size: int, tokenizer: str | os.PathLike, files: list[str]
+    out: str | os.PathLike, documents: Iterable[list[int] | np.ndarray], *, vocab_size: int, tokenizer: str | os.PathLike, files: list[str]
 ) -> dict[str, Any]:
     """Write the ids of ``documents`` (each a list, one after another) to ``out`` and its header, atomically.
 
@@ -63,7 +63,7 @@ def write_token_file(
 
     Args:
         out: the token file to write (``corpus.bin``).
-        documents: the token ids of each document.
+        documents: the token ids of each document (lists or integer arrays).
         vocab_size: the tokenizer's vocabulary size (chooses the dtype; every id must be below it).
         tokenizer: the tokenizer file, recorded with its hash.
         files: the source files, recorded in the header.
