@@ -27,7 +27,7 @@ class LMTask:
         return causal_lm_loss(model(batch[:, :-1]).logits, batch[:, 1:])
 
     def evaluate(self, model):
-        return {"loss": float(self.loss(model, self.ids)[0])}
+        return {"loss": float(self.loss(model, self.ids)[0].detach())}
 
 
 def test_loss_adds_the_weighted_mean_router_losses():

@@ -1,0 +1,188 @@
+"""The pretraining family on one GPU: throughput per objective, then ELECTRA against masked LM at equal wall time.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/pretraining.py --data-root DATA                          # one GPU: both parts
+    python benchmarks/pretraining.py --data-root DATA --part throughput        # the throughput table only
+    python benchmarks/pretraining.py --quick --device cpu --data-root DATA     # smoke run: quick recipes, a few steps
+
+Every measurement is a run of a recipe on the one run path (``attnkit.runs.run``), as the CLI runs it,
+on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
+
+* **throughput**: each objective trains ``--steps`` steps (no evaluation) and the Trainer's logged
+  tokens per second (input tokens, padding excluded) are read from ``metrics.jsonl``; the median over
+  the logs after the first is reported. The encoders (masked LM, ELECTRA, UniLM) are ELECTRA-Small's
+  discriminator shape (12 layers, d_model 256, embeddings 128; ELECTRA adds its 1/4-width generator);
+  the encoder-decoders (T5, BART, MASS) the denoising recipes' 3+3-layer pre-norm Transformer (d_model
+  256); the decoders the ``shakespeare-char`` GPT (6 layers, d_model 384) dense and with 8 Switch
+  experts in every FFN (the same active parameters per token). MFU is ``6 * N * tokens/s`` over the
+  card's dense bf16 peak, with ``N`` the non-embedding parameters that process each token (ELECTRA:
+  generator plus discriminator; Switch: one expert per layer); attention scores are not counted, so it
+  is a lower bound.
+* **electra-vs-mlm**: masked LM and ELECTRA, both on the same ELECTRA-Small encoder, pretrain from
+  scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part),
+  then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
+  task-adaptive stage) for every seed of ``--seeds``; dev accuracy per seed and the mean are reported.
+
+Results go to ``benchmarks/results/pretraining-<device>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+# dense bf16 tensor-core peaks (no sparsity), FLOP/s
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12}
+SWITCH = ("model.ffn=switch", "model.moe.n_experts=8")
+# name -> (task, recipe, base model preset kind, extra assignments)
+OBJECTIVES: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
+    "mlm": ("mlm", "bert-mlm-from-scratch", "electra-small", ()),
+    "electra": ("electra", "electra-shakespeare", "electra-small", ()),
+    "unilm": ("unilm", "unilm-shakespeare", "electra-small", ()),
+    "t5": ("t5", "t5-shakespeare", None, ()),
+    "bart": ("bart", "bart-shakespeare", None, ()),
+    "mass": ("mass", "mass-shakespeare", None, ()),
+    "gpt-dense": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0")),
+    "gpt-switch": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0", *SWITCH)),
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The card's dense bf16 peak, from its name (None on the CPU or an unknown card)."""
+    if device.type != "cuda":
+        return None
+    name = common.device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def base_model(kind: str | None, quick: bool) -> dict[str, Any] | None:
+    """The shared encoder shape: ELECTRA-Small's discriminator (the quick variant keeps the recipe's tiny model)."""
+    if kind is None or quick:
+        return None
+    from attnkit.models.bert import bert_preset
+
+    return {"model": bert_preset("electra-small-discriminator")}
+
+
+def active_parameters(model: torch.nn.Module) -> int:
+    """Parameters that process each token: all but embeddings and the output table, one expert per Switch layer."""
+    from attnkit.layers.moe import SwitchFFN
+
+    total = 0
+    for name, p in {n: p for n, p in model.named_parameters()}.items():
+        if "embed" in name or "tokens" in name or "positions" in name or "segments" in name or "lm_head" in name or "decoder.weight" in name:
+            continue
+        total += p.numel()
+    for m in model.modules():
+        if isinstance(m, SwitchFFN):
+            per_expert = sum(p.numel() for p in m.experts[0].parameters())
+            total -= per_expert * (len(m.experts) - 1)
+    return total
+
+
+def run_recipe(name: str, out: Path, *, quick: bool, root: Path, device: torch.device, assignments: list[str]) -> Any:
+    """One objective's recipe through the run path; returns the report."""
+    from attnkit import recipes, runs
+
+    task, recipe, kind, extra = OBJECTIVES[name]
+    job = runs.job(task)
+    cfgs = runs.resolve_configs(job, recipe=recipes.get(recipe), quick=quick, root=root, base=base_model(kind, quick),
+                                assignments=[*extra, f"train.device={device}", *assignments])
+    return runs.run(job, cfgs, out, progress=False, log=lambda s: None)
+
+
+def throughput(name: str, tmp: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Tokens/s (median of the logged windows after the first) and MFU of one objective."""
+    import attnkit
+
+    steps = 6 if args.quick else args.steps
+    every = 2 if args.quick else max(steps // 8, 1)
+    out = tmp / name
+    report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
+                        assignments=[f"train.steps={steps}", f"train.log_every={every}", "train.eval.every=0", "train.save_every=0"])
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["tokens_per_s"] for r in logs if "tokens_per_s" in r][1:] or [r["tokens_per_s"] for r in logs if "tokens_per_s" in r]
+    tok_s = statistics.median(rates)
+    model = attnkit.load(report.model_dir)
+    n = active_parameters(model)
+    peak = peak_flops(device)
+    row = {"objective": name, "task": OBJECTIVES[name][0], "recipe": OBJECTIVES[name][1], "steps": steps,
+           "batch_size": report.configs["train"].batch_size, "tokens_per_s": tok_s, "steps_per_s": tok_s / max(_tokens_per_step(logs, every), 1),
+           "active_parameters": n, "mfu": 6 * n * tok_s / peak if peak else None, "seconds": report.final.get("seconds")}
+    mfu = "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}"
+    print(f"{name:11s} {tok_s:12,.0f} tokens/s  {n / 1e6:6.2f}M active  MFU {mfu}")
+    return row
+
+
+def _tokens_per_step(logs: list[dict[str, Any]], every: int) -> float:
+    """Mean input tokens per optimizer step, from the logged token counts."""
+    counts = [r["tokens"] for r in logs if "tokens" in r]
+    return statistics.mean(counts) / every if counts else 1.0
+
+
+def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Pretrain masked LM and ELECTRA for the same wall time, then fine-tune each on SST-2 for every seed."""
+    from attnkit import recipes, runs
+
+    result: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "objectives": {}}
+    for name in ("mlm", "electra"):
+        steps = 6 if args.quick else max(int(args.minutes * 60 * rows[name]["steps_per_s"]), 1)
+        out = tmp / f"pretrain-{name}"
+        run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
+                   assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}", "train.eval.every=0"])
+        accs = []
+        for seed in args.seeds:
+            job = runs.job("classify")
+            cfgs = runs.resolve_configs(job, recipe=recipes.get("sst2-minilm"), quick=args.quick, root=args.data_root,
+                                        assignments=[f"data.model={out / 'model'}", f"train.seed={seed}", f"train.device={device}"])
+            report = runs.run(job, cfgs, tmp / f"sst2-{name}-{seed}", progress=False, log=lambda s: None)
+            accs.append(float(report.final.get("accuracy", report.final.get("test_accuracy", float("nan")))))
+        result["objectives"][name] = {"pretrain_steps": steps, "sst2_dev_accuracy": accs, "mean": statistics.mean(accs)}
+        print(f"{name:8s} {steps:6d} pretraining steps; SST-2 dev accuracy {', '.join(f'{a:.4f}' for a in accs)} (mean {statistics.mean(accs):.4f})")
+    return result
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("data"), help="holds tinyshakespeare/ and sst2/")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when present)")
+    p.add_argument("--part", choices=("all", "throughput", "electra-vs-mlm"), default="all")
+    p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES))
+    p.add_argument("--steps", type=int, default=200, help="training steps per objective for the throughput (default 200)")
+    p.add_argument("--minutes", type=float, default=5.0, help="pretraining wall time of masked LM and of ELECTRA (default 5)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SST-2 fine-tuning seeds (default 0 1 2)")
+    p.add_argument("--quick", action="store_true", help="the recipes' quick variants, a few steps: checks the script, not speed")
+    p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
+    args = p.parse_args(argv)
+    device = common.pick_device(args.device)
+    payload: dict[str, Any] = {"environment": common.environment(device), "quick": args.quick}
+    names = list(args.objectives)
+    if args.part == "electra-vs-mlm":
+        names = ["mlm", "electra"]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = {name: throughput(name, Path(tmp), args, device) for name in names}
+        payload["throughput"] = list(rows.values())
+        if args.part in ("all", "electra-vs-mlm") and {"mlm", "electra"} <= set(rows):
+            payload["electra_vs_mlm"] = electra_vs_mlm(rows, Path(tmp), args, device)
+    path = common.write_json("pretraining", payload, args.out_dir, suffix="-quick" if args.quick else "")
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
