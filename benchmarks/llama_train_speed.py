@@ -12,11 +12,12 @@ Hugging Face model is built from ``LlamaConfig`` with random weights (SDPA atten
 so both hold the same weights. Before timing, their fp32 logits are compared on a batch (the max
 absolute difference is printed and stored; above ``1e-3`` the run stops).
 
-One training step is the same function for both: forward on ``--batch`` x ``--seq`` random token
-ids (no padding, no attention mask), next-token cross-entropy on float32 logits, backward, and a
-fused AdamW step, under bf16 autocast (``--dtype``). Modes: Hugging Face eager, Hugging Face
-``torch.compile``, attnkit eager, attnkit ``torch.compile``; each mode's first call (which
-compiles) is timed apart, then the modes are timed in interleaved rounds with CUDA events
+One training step is the same function for both: the loss (forward on ``--batch`` x ``--seq``
+random token ids, no padding and no attention mask, then next-token cross-entropy on float32
+logits), backward, and a fused AdamW step, under bf16 autocast (``--dtype``). Modes: Hugging Face
+eager, Hugging Face compiled, attnkit eager, attnkit compiled; a compiled mode runs the loss
+function (model and cross-entropy) under ``torch.compile``, so the (batch x seq x 32,000) logits
+and their cross-entropy fuse for both alike. Each mode's first call (which compiles) is timed apart, then the modes are timed in interleaved rounds with CUDA events
 (``benchmarks/common.py``), the median step reported as tokens per second. Ratios are Hugging
 Face time over attnkit time (above 1: attnkit is faster). Results go to
 ``benchmarks/results/llama-train-<device>-<date>.json``.
@@ -80,15 +81,24 @@ def parity(hf: torch.nn.Module, ours: torch.nn.Module, device: torch.device, voc
     return diff
 
 
-def train_step(fn: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, device: torch.device,
+def loss_fn(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Next-token cross-entropy on float32 logits of ``ids: (B, T + 1)``: one function for both models."""
+
+    def loss(ids: torch.Tensor) -> torch.Tensor:
+        logits = fn(ids[:, :-1])  # (B, T, V)
+        return F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+
+    return loss
+
+
+def train_step(loss: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, device: torch.device,
                dtype: torch.dtype) -> Callable[[torch.Tensor], None]:
-    """forward, next-token cross-entropy on float32 logits, backward, AdamW: one function for both models."""
+    """The loss under autocast, backward, AdamW."""
 
     def run(ids: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = fn(ids[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
-        loss.backward()
+            value = loss(ids)
+        value.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -99,7 +109,7 @@ def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.
     return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
 
 
-def time_modes(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, torch.optim.Optimizer], args: argparse.Namespace,
+def time_modes(models: dict[str, tuple[torch.nn.Module, bool, bool]], opts: dict[str, torch.optim.Optimizer], args: argparse.Namespace,
                device: torch.device, dtype: torch.dtype, vocab: int) -> dict[str, Any]:
     """First call and interleaved timing of every mode on the same batches (``--seq + 1`` tokens: inputs and targets)."""
     g = torch.Generator().manual_seed(2)
@@ -107,8 +117,9 @@ def time_modes(models: dict[str, tuple[torch.nn.Module, bool]], opts: dict[str, 
     steps: dict[str, Callable[[int], None]] = {}
     first_call_s: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for name, (model, is_hf) in models.items():
-        run = train_step(logits_fn(model, is_hf), opts["hf" if is_hf else "attnkit"], device, dtype)
+    for name, (model, is_hf, compiled) in models.items():
+        loss = loss_fn(logits_fn(model, is_hf))
+        run = train_step(torch.compile(loss) if compiled else loss, opts["hf" if is_hf else "attnkit"], device, dtype)
         steps[name] = lambda i, run=run: run(sets[i % 4])
         common.synchronize(device)
         t0 = time.perf_counter()
@@ -175,10 +186,10 @@ def main() -> None:
     if diff > 1e-3:
         raise SystemExit(f"error: the two models disagree (max |logits diff| {diff:.2e} > 1e-3); timings would not compare like with like")
     opts = {"hf": make_optimizer(hf, device), "attnkit": make_optimizer(ours, device)}
-    models: dict[str, tuple[torch.nn.Module, bool]] = {"hf eager": (hf, True), "attnkit eager": (ours, False)}
+    models: dict[str, tuple[torch.nn.Module, bool, bool]] = {"hf eager": (hf, True, False), "attnkit eager": (ours, False, False)}
     if compile_on:
-        models = {"hf eager": (hf, True), "hf compiled": (torch.compile(hf), True),
-                  "attnkit eager": (ours, False), "attnkit compiled": (torch.compile(ours), False)}
+        models = {"hf eager": (hf, True, False), "hf compiled": (hf, True, True),
+                  "attnkit eager": (ours, False, False), "attnkit compiled": (ours, False, True)}
     print(f"== train: batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
     result = time_modes(models, opts, args, device, dtype, vocab)
     total = time.perf_counter() - t_start
