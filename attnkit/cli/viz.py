@@ -9,6 +9,8 @@
 * ``attnkit viz patterns --out DIR``: the pattern of every sparse and content-based kernel, one
   pixel per position (``NAME.png``) and enlarged (``NAME_x4.png``).
 * ``attnkit viz positions --out DIR``: the sinusoidal table, similarity by distance, rotary and ALiBi.
+
+An output file that exists is refused unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.common import add_overwrite_argument, check_output_file
 from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError
 
@@ -35,11 +38,13 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--words", action="store_true", help="merge word pieces into words")
     a.add_argument("--tokenizer", type=Path, default=None, help="BERT family: tokenizer.json or vocab.txt (default: the one in --model)")
     a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    add_overwrite_argument(a, "the HTML file and PNG images")
     a.set_defaults(run=run_attention)
     for name, what in (("patterns", "each sparse and content-based kernel's attention pattern"),
                        ("positions", "position encodings: sinusoidal table and similarity, rotary, ALiBi")):
         q = vs.add_parser(name, help=what)
         q.add_argument("--out", type=Path, required=True, help="the directory to write PNG images into")
+        add_overwrite_argument(q, "images in --out")
         q.set_defaults(run=run_patterns if name == "patterns" else run_positions)
 
 
@@ -75,11 +80,12 @@ def run_attention(args: argparse.Namespace) -> int:
     from attnkit.viz.heatmap import write_heatmaps
     from attnkit.viz.html import write
 
-    if args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a directory; give the HTML file to write")
+    check_output_file(args.out, "--out", overwrite=args.overwrite)
     model, tok = _load(args)
     model = model.to(args.device)
     groups = groups_for_text(model, tok, args.text, args.pair, words=args.words)
+    if args.png is not None:
+        _check_new(args.png, [f"{g.name}_layer{n}.png" for g in groups for n in range(len(g.layers))], args.overwrite)
     write(args.out, groups, title=f"Attention of {args.model.name}")
     print(f"wrote {args.out}")
     if args.png is not None:
@@ -88,17 +94,29 @@ def run_attention(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_patterns(args: argparse.Namespace) -> int:
-    from attnkit.viz.patterns import write_patterns
+def _check_new(folder: Path, names: list[str], overwrite: bool) -> None:
+    """Refuse a folder that is a file, or one holding any of ``names``, unless ``overwrite``."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; give a directory for the images")
+    there = [n for n in names if (folder / n).exists()]
+    if there and not overwrite:
+        raise ConfigError(f"{folder / there[0]} exists ({len(there)} of the images do); add --overwrite to replace them, "
+                          "or choose another directory")
 
+
+def run_patterns(args: argparse.Namespace) -> int:
+    from attnkit.viz.patterns import PATTERNS, write_patterns
+
+    _check_new(args.out, [f"{n}{x}.png" for n in PATTERNS for x in ("", "_x4")] + ["overview.png"], args.overwrite)
     files = write_patterns(args.out)
     print(f"wrote {len(files)} images to {args.out}")
     return 0
 
 
 def run_positions(args: argparse.Namespace) -> int:
-    from attnkit.viz.positions import write_positions
+    from attnkit.viz.positions import FIGURES, write_positions
 
+    _check_new(args.out, list(FIGURES), args.overwrite)
     files = write_positions(args.out)
     print(f"wrote {len(files)} images to {args.out}")
     return 0

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from attnkit.io import atomic_write_text
 from attnkit.viz.assets import CSS, JS
 from attnkit.viz.payload import Group
 
@@ -65,7 +66,7 @@ def render(groups: Sequence[Group], title: str = "Attention") -> str:
 
 
 def write(path: str | os.PathLike, groups: Sequence[Group], title: str = "Attention") -> Path:
-    """Write the page for ``groups`` to ``path`` (a temporary file renamed into place).
+    """Write the page for ``groups`` to ``path`` (built beside it and renamed into place: a failure leaves an old file as it was).
 
     Args:
         path: the ``.html`` file to write.
@@ -76,8 +77,5 @@ def write(path: str | os.PathLike, groups: Sequence[Group], title: str = "Attent
         The path written.
     """
     path = Path(path)
-    text = render(groups, title)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, render(groups, title))
     return path

@@ -22,6 +22,7 @@ import torch
 from attnkit.layers.positional import sinusoid_table
 
 POSITIONS, D_MODEL = 128, 64
+FIGURES = ("sinusoidal.png", "sinusoidal_similarity.png", "rotary.png", "alibi.png")
 
 
 def distance_similarity(table: torch.Tensor) -> torch.Tensor:

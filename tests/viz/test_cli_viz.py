@@ -85,3 +85,19 @@ def test_user_mistakes_are_one_line_errors(model_dirs, tmp_path, capsys) -> None
     assert main(gpt + ["--text", "  ", "--out", str(tmp_path / "x.html")]) == 2
     assert main(gpt + ["--text", "a fox", "--out", str(tmp_path)]) == 2
     assert "directory" in capsys.readouterr().err
+
+
+def test_existing_outputs_are_kept_unless_overwrite(model_dirs, tmp_path, capsys) -> None:
+    page, png = tmp_path / "a.html", tmp_path / "png"
+    page.write_text("keep me")
+    args = ["viz", "attention", "--model", str(model_dirs["gpt"]), "--text", "a fox", "--out", str(page)]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert page.read_text() == "keep me"
+    assert main(args + ["--overwrite", "--png", str(png)]) == 0 and page.read_text().startswith("<!DOCTYPE html>")
+    (png / "self_layer0.png").write_bytes(b"old")
+    assert main(args[:-1] + [str(tmp_path / "b.html"), "--png", str(png)]) == 2
+    assert (png / "self_layer0.png").read_bytes() == b"old"
+    figures = tmp_path / "figures"
+    assert main(["viz", "positions", "--out", str(figures)]) == 0
+    assert main(["viz", "positions", "--out", str(figures)]) == 2
+    assert main(["viz", "positions", "--out", str(figures), "--overwrite"]) == 0
