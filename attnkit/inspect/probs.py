@@ -118,10 +118,8 @@ def probabilities(
     k = _expand_kv(k, q.shape[1])
     if isinstance(kernel, LSHAttention):
         return _lsh(kernel, q.to(dtype), k.to(dtype), mask, bias, causal, h_idx, r_idx)
-    if isinstance(kernel, LinformerAttention):
-        keep = None if mask is None else mask
-        w = kernel.weights(q[:, h_idx][:, :, r_idx].to(dtype), k[:, h_idx].to(dtype), mask=keep, bias=bias, causal=causal)
-        return w.to(dtype)
+    if isinstance(kernel, LinformerAttention):  # rows are independent; its E and F are shared by the heads
+        return kernel.weights(q[:, h_idx][:, :, r_idx].to(dtype), k[:, h_idx].to(dtype), mask=mask, bias=bias, causal=causal).to(dtype)
     if not isinstance(kernel, AttentionKernel):
         raise TypeError(f"{type(kernel).__name__} is not an attention kernel")
     known = isinstance(kernel, (SparseAttention, RoutingAttention, LinearAttention)) or type(kernel).weights is AttentionKernel.weights

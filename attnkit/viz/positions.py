@@ -50,8 +50,7 @@ def alibi_bias(n_heads: int = 8, t: int = 32) -> torch.Tensor:
 
 
 def write_positions(out: str | os.PathLike) -> list[Path]:
-    """Write ``sinusoidal.png``, ``sinusoidal_similarity.png`` and, when :mod:`attnkit.positions`
-    is present, ``rotary.png`` and ``alibi.png`` into ``out``.
+    """Write :data:`FIGURES` (``sinusoidal.png``, ``sinusoidal_similarity.png``, ``rotary.png``, ``alibi.png``) into ``out``.
 
     Args:
         out: the directory (created if missing).
@@ -95,10 +94,6 @@ def write_positions(out: str | os.PathLike) -> list[Path]:
     fig.savefig(written[-1])
     plt.close(fig)
 
-    try:
-        import attnkit.positions  # noqa: F401
-    except ImportError:
-        return written
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(rotary_scores().numpy())
     ax.set_xlabel("relative distance m - n")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnkit.layers.positional import sinusoid_table
-from attnkit.viz.positions import D_MODEL, alibi_bias, distance_similarity, rotary_scores, write_positions
+from attnkit.viz.positions import alibi_bias, distance_similarity, rotary_scores, write_positions
 
 plt = pytest.importorskip("matplotlib.pyplot")
 
