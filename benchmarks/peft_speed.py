@@ -1,0 +1,276 @@
+"""LoRA and QLoRA training steps: attnkit against Hugging Face + peft on the same imported weights, one process.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/peft_speed.py                        # one GPU, bf16 autocast, all parts
+    python benchmarks/peft_speed.py --parts bert,gpt2       # some parts
+    python benchmarks/peft_speed.py --quick --device cpu    # smoke run: tiny configs, a few steps
+
+Three parts (``--parts``, default all):
+
+* ``bert``: Hugging Face ``BertForSequenceClassification`` (``BertConfig()``: bert-base, random
+  weights, 2 labels), batch ``32 x 128``. Modes: peft LoRA (r=8, alpha 16, ``query``/``value``,
+  the classifier in ``modules_to_save``), attnkit LoRA on the same imported model (the ``q`` and
+  ``v`` slices of the fused projection, the head trained), and full fine-tuning of each.
+* ``gpt2``: ``GPT2LMHeadModel`` with GPT-2 medium's sizes (24 layers, d 1024), batch ``8 x 1024``,
+  next-token loss. Modes: peft LoRA on ``c_attn`` (``fan_in_fan_out``), attnkit LoRA on
+  ``qkv_proj``, and full fine-tuning of each.
+* ``qlora``: an attnkit GPT with GPT-2 large's sizes (36 layers, d 1280, 774M parameters, random
+  weights), batch ``4 x 1024``: LoRA (r=8 on ``qkv_proj``) on a bf16 base against QLoRA (the same
+  LoRA on an NF4 base with double quantization, compute in bf16). Reported: the bytes of the
+  frozen weights of each, step times, and the NF4 model's step with ``torch.compile`` (which
+  fuses the dequantization into the matmul's producer).
+
+One training step is forward, loss, backward and a fused AdamW step over the trainable
+parameters, under bf16 autocast (fp32 weights; the QLoRA part keeps the frozen base in bf16 or
+NF4). Before timing, each LoRA pair is checked for parity: peft's adapter (random ``B``) is saved
+and loaded onto the attnkit model (:func:`attnkit.peft.load_adapter_into`), and the fp32 logits
+must agree within 1e-4. Times are medians of interleaved rounds with CUDA events; peak memory
+is the step's allocation above what existed before it. Results go to
+``benchmarks/results/peft-speed-<device>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+PARTS = ("bert", "gpt2", "qlora")
+
+
+def _step(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], loss_fn: Callable[..., torch.Tensor],
+          device: torch.device) -> Callable[[int], None]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    model.train()
+
+    def step(i: int) -> None:
+        b = batches[i % len(batches)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(model, b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _hf_cls_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(m(input_ids=b["ids"]).logits.float(), b["y"])
+
+
+def _ak_cls_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(m(b["ids"]).logits.float(), b["y"])
+
+
+def _hf_lm_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = m(input_ids=b["ids"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), b["ids"][:, 1:].flatten())
+
+
+def _ak_lm_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = m(b["ids"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), b["ids"][:, 1:].flatten())
+
+
+def _parity(hf_peft: torch.nn.Module, hf_dir: str, ak_model: torch.nn.Module, ids: torch.Tensor, hf_logits: Callable[[], torch.Tensor],
+            ak_logits: Callable[[torch.nn.Module], torch.Tensor]) -> float:
+    """Save peft's adapter, load it onto the attnkit model, compare fp32 logits; return the max difference."""
+    from attnkit.peft import load_adapter_into
+
+    with tempfile.TemporaryDirectory() as d:
+        hf_peft.save_pretrained(d)
+        load_adapter_into(ak_model, d, base=hf_dir)
+    hf_peft.eval()
+    ak_model.eval()
+    with torch.no_grad():
+        diff = (hf_logits() - ak_logits(ak_model)).abs().max().item()
+    if diff > 1e-4:
+        raise SystemExit(f"parity check failed: max |logit difference| {diff:.2e} > 1e-4")
+    return diff
+
+
+def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    mem = {name: common.step_peak_memory(step, device) for name, step in modes.items()}
+    timings = common.time_interleaved(modes, device, warmup=2 if quick else 10, iters=2 if quick else 20, rounds=1 if quick else 3)
+    for name, t in timings.items():
+        out[name] = {**t.to_dict(), "peak_bytes": mem[name]}
+        peak = f", peak {mem[name] / 2**30:.2f} GiB" if mem[name] is not None else ""
+        print(f"  {name:<24} {t.median_ms:8.2f} ms/step (spread {t.spread_ms:.2f}){peak}")
+    return out
+
+
+def part_bert(device: torch.device, quick: bool) -> dict[str, Any]:
+    import peft
+    import transformers
+
+    import attnkit
+    from attnkit.peft import LoRAConfig, apply_lora, trainable_parameters
+
+    sizes = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512) if quick else {}
+    batch, seq = (4, 32) if quick else (32, 128)
+    torch.manual_seed(0)
+    hf_dir = tempfile.mkdtemp()
+    transformers.BertForSequenceClassification(transformers.BertConfig(**sizes)).save_pretrained(hf_dir)
+    g = torch.Generator().manual_seed(0)
+    batches = [{"ids": torch.randint(1000, 30000, (batch, seq), generator=g).to(device),
+                "y": torch.randint(0, 2, (batch,), generator=g).to(device)} for _ in range(4)]
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], task_type="SEQ_CLS", init_lora_weights=False)
+    hf_lora = peft.get_peft_model(transformers.BertForSequenceClassification.from_pretrained(hf_dir), cfg).to(device)
+    ak_lora = attnkit.load(hf_dir).to(device)
+    ids = batches[0]["ids"]
+    diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
+    print(f"bert: parity {diff:.2e}; {trainable_parameters(ak_lora)}")
+    with torch.no_grad():  # training starts from B = 0 in both, as LoRA does
+        for n, p in hf_lora.named_parameters():
+            if "lora_B" in n:
+                p.zero_()
+        for n, p in ak_lora.named_parameters():
+            if "lora_B" in n:
+                p.zero_()
+    hf_full = transformers.BertForSequenceClassification.from_pretrained(hf_dir).to(device)
+    ak_full = attnkit.load(hf_dir).to(device)
+    modes = {
+        "hf+peft lora": _step(hf_lora, batches, _hf_cls_loss, device),
+        "attnkit lora": _step(ak_lora, batches, _ak_cls_loss, device),
+        "hf full": _step(hf_full, batches, _hf_cls_loss, device),
+        "attnkit full": _step(ak_full, batches, _ak_cls_loss, device),
+    }
+    res = _time(modes, device, quick)
+    return {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)), "modes": res,
+            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"]}
+
+
+def part_gpt2(device: torch.device, quick: bool) -> dict[str, Any]:
+    import peft
+    import transformers
+
+    import attnkit
+
+    sizes = dict(n_embd=64, n_layer=2, n_head=4, n_positions=128) if quick else dict(n_embd=1024, n_layer=24, n_head=16)
+    batch, seq = (2, 64) if quick else (8, 1024)
+    torch.manual_seed(0)
+    hf_dir = tempfile.mkdtemp()
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(**sizes)).save_pretrained(hf_dir)
+    g = torch.Generator().manual_seed(0)
+    batches = [{"ids": torch.randint(0, 50257, (batch, seq), generator=g).to(device)} for _ in range(2)]
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM", init_lora_weights=False)
+    hf_lora = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(hf_dir), cfg).to(device)
+    ak_lora = attnkit.load(hf_dir).to(device)
+    ids = batches[0]["ids"][:1, :128]
+    diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
+    print(f"gpt2: parity {diff:.2e}")
+    for model in (hf_lora, ak_lora):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.zero_()
+    hf_full = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).to(device)
+    ak_full = attnkit.load(hf_dir).to(device)
+    modes = {
+        "hf+peft lora": _step(hf_lora, batches, _hf_lm_loss, device),
+        "attnkit lora": _step(ak_lora, batches, _ak_lm_loss, device),
+        "hf full": _step(hf_full, batches, _hf_lm_loss, device),
+        "attnkit full": _step(ak_full, batches, _ak_lm_loss, device),
+    }
+    res = _time(modes, device, quick)
+    for name in ("hf+peft lora", "attnkit lora"):
+        res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
+    return {"batch": batch, "seq": seq, "parity_max_abs": diff, "modes": res,
+            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"]}
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the frozen weights: parameters that do not train, and buffers (NF4 data and constants)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*[p for p in model.parameters() if not p.requires_grad], *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
+    from attnkit.models.gpt import GPT, GPTConfig
+    from attnkit.peft import LoRAConfig, apply_lora, trainable_parameters
+
+    sizes = dict(d_model=64, n_layers=2, n_heads=4, context=128) if quick else dict(d_model=1280, n_layers=36, n_heads=20, context=1024)
+    batch, seq = (2, 64) if quick else (4, 1024)
+    cfg = GPTConfig(vocab_size=50257, activation="gelu_tanh", **sizes)
+    g = torch.Generator().manual_seed(0)
+    batches = [{"ids": torch.randint(0, 50257, (batch, seq), generator=g).to(device)} for _ in range(2)]
+    models = {}
+    for name, quantize in (("bf16 lora", "none"), ("qlora nf4", "nf4")):
+        torch.manual_seed(0)
+        model = GPT(cfg).to(device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+        models[name] = apply_lora(model, LoRAConfig(r=8, alpha=16, targets=("qkv",), quantize=quantize))
+    weights = {name: _weight_bytes(m) for name, m in models.items()}
+    x = batches[0]["ids"][:1, :32]
+    with torch.no_grad():
+        err = (models["bf16 lora"](x).logits.float() - models["qlora nf4"](x).logits.float()).abs().max().item()
+    print(f"qlora: weights {weights['qlora nf4'] / 2**20:.0f} MiB NF4 vs {weights['bf16 lora'] / 2**20:.0f} MiB bf16 "
+          f"({weights['qlora nf4'] / weights['bf16 lora']:.3f}x); max |logit| change from quantization {err:.3f}; "
+          f"{trainable_parameters(models['qlora nf4'])}")
+    modes = {name: _step(m, batches, _ak_lm_loss, device) for name, m in models.items()}
+    compiled_error = None
+    if compile_:
+        try:
+            modes["qlora nf4 compiled"] = _step(torch.compile(models["qlora nf4"]), batches, _ak_lm_loss, device)
+        except Exception as e:  # noqa: BLE001 - a compiler failure is a result to record, not a crash
+            compiled_error = str(e).splitlines()[0][:300]
+    res = _time(modes, device, quick)
+    return {"batch": batch, "seq": seq, "weight_bytes": weights, "weight_ratio": weights["qlora nf4"] / weights["bf16 lora"],
+            "quantization_logit_change": err, "modes": res, "compile_error": compiled_error,
+            "step_ratio": res["qlora nf4"]["median_ms"] / res["bf16 lora"]["median_ms"],
+            "step_ratio_compiled": (res["qlora nf4 compiled"]["median_ms"] / res["bf16 lora"]["median_ms"]
+                                    if "qlora nf4 compiled" in res else None)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny configs and few steps (a CPU smoke run)")
+    ap.add_argument("--compile", choices=("on", "off"), default=None, help="also time the compiled QLoRA step (default: on for CUDA)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    device = common.pick_device(args.device)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise SystemExit(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    compile_ = (args.compile or ("on" if device.type == "cuda" else "off")) == "on"
+    results: dict[str, Any] = {}
+    if "bert" in parts:
+        results["bert"] = part_bert(device, args.quick)
+    if "gpt2" in parts:
+        results["gpt2"] = part_gpt2(device, args.quick)
+    if "qlora" in parts:
+        results["qlora"] = part_qlora(device, args.quick, compile_)
+    env = common.environment(device)
+    import peft
+    import transformers
+
+    env.update(transformers=transformers.__version__, peft=peft.__version__)
+    path = common.write_json("peft-speed", {"environment": env, "quick": args.quick, "results": results}, args.out_dir,
+                             suffix="-quick" if args.quick else "")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
