@@ -102,8 +102,18 @@ class LearnedPositions(nn.Module):
         return self.embedding.weight[start : start + length]
 
 
+class NoPositions(nn.Module):
+    """No absolute positions: for models whose attention carries them (:mod:`attnkit.positions`)."""
+
+    def span(self, start: int, length: int) -> float:
+        """Nothing to add."""
+        return 0.0
+
+
 def build_positions(kind: str, d_model: int, max_len: int) -> nn.Module:
-    """``"sinusoidal"`` or ``"learned"``."""
+    """``"sinusoidal"``, ``"learned"`` or ``"none"`` (:class:`NoPositions`)."""
+    if kind == "none":
+        return NoPositions()
     if kind == "sinusoidal":
         return SinusoidalPositions(d_model, max_len)
     if kind == "learned":

@@ -153,8 +153,9 @@ class Transformer(PretrainedModel):
         spec = c.layer_spec()
         src_tok = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
         tgt_tok = src_tok if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.src_embed = TokenEmbedding(src_tok, build_positions(c.positional, c.d_model, c.max_len), c.dropout, c.scale_embeddings)
-        tgt_pos = self.src_embed.positions if c.positional == "learned" and c.share_embeddings else build_positions(c.positional, c.d_model, c.max_len)
+        positional = c.positional if c.attention.position.kind == "none" else "none"  # positions in the attention replace them
+        self.src_embed = TokenEmbedding(src_tok, build_positions(positional, c.d_model, c.max_len), c.dropout, c.scale_embeddings)
+        tgt_pos = self.src_embed.positions if positional == "learned" and c.share_embeddings else build_positions(positional, c.d_model, c.max_len)
         self.tgt_embed = TokenEmbedding(tgt_tok, tgt_pos, c.dropout, c.scale_embeddings)
         self.encoder = Encoder(spec, c.n_encoder_layers)
         self.decoder = Decoder(spec, c.n_decoder_layers)

@@ -128,3 +128,21 @@ def test_flex_score_mod_equals_the_dense_bias_on_cuda(kind: str, kernel: str) ->
     for a, b in zip(g1, g2):
         if a is not None:
             torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_decoder_cached_decoding_equals_the_full_pass(kind: str) -> None:
+    from attnkit.layers.positional import NoPositions
+    from attnkit.models.transformer import Transformer, preset
+
+    torch.manual_seed(4)
+    model = Transformer(preset("transformer-tiny", attention=AttentionConfig(position=PositionConfig(kind=kind)))).eval()
+    assert isinstance(model.src_embed.positions, NoPositions) and isinstance(model.tgt_embed.positions, NoPositions)
+    src = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]])
+    tgt = torch.tensor([[1, 11, 12, 13], [1, 14, 15, 16]])
+    with torch.no_grad():
+        full = model(src, tgt).logits
+        memory, _ = model.encode(src)
+        caches = model.new_caches(8)
+        steps = [model.decode(tgt[:, i : i + 1], memory, model.source_mask(src), caches=caches)[0] for i in range(4)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
