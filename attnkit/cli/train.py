@@ -85,6 +85,10 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--vocab-size", type=int, help="BPE vocabulary size, specials included (sets data.vocab_size; default 4096)")
     g.add_argument("--sample-tokens", type=int, help="tokens of text sampled at each evaluation, 0 for none (sets data.sample_tokens)")
     g.add_argument("--preset", help="GPT preset to start from (default: char-shakespeare; also gpt2, gpt2-medium)")
+    g.add_argument("--model", type=Path, metavar="DIR", help="a trained GPT (attnkit or Hugging Face GPT-2) to go on training on --text, "
+                   "with its tokenizer (sets data.model)")
+    g.add_argument("--peft", choices=("lora", "qlora", "prefix", "prompt", "ptuning", "ptuning-v2"), metavar="METHOD",
+                   help="with --model: train an adapter only (sets peft.method; OUT/model is the adapter)")
     add_run_arguments(t, "lm", out="runs/lm")
     t.set_defaults(run=run_lm, task="lm")
     train_mlm.add_parser(tasks)
@@ -141,6 +145,6 @@ def run_lm(args: argparse.Namespace) -> int:
     from attnkit.runs import job
 
     flags = flag_assignments(args, {"text": "data.text", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size",
-                                    "sample_tokens": "data.sample_tokens"})
+                                    "sample_tokens": "data.sample_tokens", "model": "data.model", "peft": "peft.method"})
     run_command(args, job("lm"), flags, base=model_preset("lm", args.preset))
     return 0

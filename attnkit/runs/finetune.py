@@ -320,7 +320,9 @@ def adapt(model: Any, p: PEFTConfig, base: Path, tok: Any, log: Log) -> dict[str
     """Apply the ``peft`` section's adapter to ``model`` (saved as an adapter naming ``base``); log and return its parameter count."""
     from attnkit.peft import apply_peft, attach_saving, trainable_parameters
 
-    ids = [tok.tokenizer.token_to_id(t) for t in tok.tokenize(p.init_text)] if p.init == "text" else None
+    ids = None
+    if p.init == "text":  # a WordPiece tokenizer (BERT family) or a tokenizers.Tokenizer (GPT)
+        ids = [tok.tokenizer.token_to_id(t) for t in tok.tokenize(p.init_text)] if hasattr(tok, "tokenize") else tok.encode(p.init_text).ids
     apply_peft(model, p, ids)
     attach_saving(model, base)
     count = trainable_parameters(model)

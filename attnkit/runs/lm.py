@@ -16,6 +16,7 @@ import torch
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.models.base import check_size
+from attnkit.peft.method import PEFTConfig
 from attnkit.runs.base import Job, Log, Prepared
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.loop import pick_device
@@ -30,6 +31,10 @@ class TextDataConfig(Config):
     tokens train, the rest validate. At each evaluation ``sample_tokens`` tokens of text are
     sampled (temperature 0.8, top-k 200, fixed seed) and printed (0: none).
 
+    ``model``, when given, is a GPT directory (attnkit, or Hugging Face GPT-2 with its
+    ``tokenizer.json``) to go on training on ``text`` with its own architecture and tokenizer
+    (the ``model`` config and ``tokenizer`` are then unused); with a ``peft`` method only an adapter trains.
+
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare``
     (:mod:`attnkit.data.stream`): the model trains on random windows read from it as needed, so
     the corpus may exceed the memory; its tokenizer is the one the file names (``tokenizer`` and
@@ -37,6 +42,7 @@ class TextDataConfig(Config):
     """
 
     text: str = ""
+    model: str = ""
     tokens: str = ""
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 4096
@@ -76,7 +82,7 @@ class LMJob(Job):
     def __init__(self) -> None:
         from attnkit.models.gpt import GPTConfig
 
-        self.config_types = {"model": GPTConfig, "train": TrainConfig, "data": TextDataConfig}
+        self.config_types = {"model": GPTConfig, "train": TrainConfig, "data": TextDataConfig, "peft": PEFTConfig}
 
     def defaults(self) -> dict[str, Config]:
         from attnkit.models.gpt import gpt_preset
@@ -92,6 +98,7 @@ class LMJob(Job):
                 eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
             ),
             "data": TextDataConfig(),
+            "peft": PEFTConfig(),
         }
 
     def check(self, configs: dict[str, Config]) -> None:
@@ -113,6 +120,8 @@ class LMJob(Job):
         if d.tokens:  # type: ignore[attr-defined]
             return self._prepare_stream(configs, out, resume=resume, log=log)
         text = read_text(d.text)  # type: ignore[attr-defined]
+        if d.model:  # type: ignore[attr-defined]
+            return self._prepare_pretrained(configs, text, out, resume=resume, log=log)
         if resume:
             tok = load_tokenizer(out / "tokenizer.json")
         else:
@@ -130,6 +139,42 @@ class LMJob(Job):
         log(f"{len(train):,} training and {len(valid):,} validation tokens; vocabulary {tok.get_vocab_size()} ({d.tokenizer}); "  # type: ignore[attr-defined]
             f"{model.num_parameters() / 1e6:.2f}M parameters on {device}")
         return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)
+
+    def _prepare_pretrained(self, configs: dict[str, Config], text: str, out: Path, *, resume: bool, log: Log) -> Prepared:
+        """``data.model``: a trained GPT and its tokenizer, trained further on ``text`` (in full, or an adapter)."""
+        from attnkit.data.lm import LMTask
+        from attnkit.data.text import encode, split_tokens
+        from attnkit.data.tokenizer import check_against_model, load_tokenizer
+        from attnkit.loading import load
+        from attnkit.models.gpt import GPT
+        from attnkit.runs.base import model_dir
+
+        t, d, p = configs["train"], configs["data"], configs.get("peft", PEFTConfig())
+        source = model_dir(d.model)  # type: ignore[attr-defined]
+        model = load(source)
+        if not isinstance(model, GPT):
+            raise ConfigError(f"data.model={d.model}: holds a {type(model).__name__}; train lm continues a GPT")  # type: ignore[attr-defined]
+        tok = load_tokenizer(out / "tokenizer.json" if resume else source)
+        check_against_model(tok, model.config, str(source / "tokenizer.json"))
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            tok.save(str(out / "tokenizer.json"))
+        m = model.config
+        train, valid = split_tokens(encode(tok, text), m.context, d.train_fraction)  # type: ignore[attr-defined]
+        device = pick_device(t.device)  # type: ignore[attr-defined]
+        sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
+        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
+        state: dict[str, Any] = {}
+        if p.enabled:  # type: ignore[attr-defined]
+            from attnkit.runs.finetune import adapt
+
+            state["peft"] = adapt(model, p, source, tok, log)  # type: ignore[arg-type]
+        log(f"{len(train):,} training and {len(valid):,} validation tokens; continuing {source} "
+            f"({model.num_parameters() / 1e6:.2f}M parameters) on {device}")
+        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok, state=state)
+
+    def finish(self, prepared: Prepared, trainer: Any, result: Any, out: Path, log: Log) -> dict[str, Any]:
+        return {**super().finish(prepared, trainer, result, out, log), **prepared.state.get("peft", {})}
 
     def _prepare_stream(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         """``data.tokens``: the memory-mapped token file and the tokenizer it was written with."""

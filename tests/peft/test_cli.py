@@ -96,3 +96,27 @@ def test_peft_merge_writes_a_plain_model_with_the_same_outputs(root: Path, capsy
     code = main(["peft", "merge", str(root / "prefix" / "model"), "--out", str(root / "merged2")])
     _, err = capsys.readouterr()
     assert code == 2 and "only LoRA updates merge" in err
+
+
+def test_train_lm_adapts_a_gpt_and_generates(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = root / "text.txt"
+    text.write_text("to be or not to be, that is the question.\n" * 40)
+    other = root / "other.txt"
+    other.write_text("that is not the question, to be or not to be.\n" * 40)  # the same characters, another text
+    lm = ["train", "lm", "--no-progress", "--set", "train.device=cpu", "--set", "train.batch_size=4", "--set", "train.log_every=2",
+          "--set", "train.eval.every=4", "--set", "train.schedule.warmup=0", "--sample-tokens", "0"]
+    tiny = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2", "--set", "model.context=32"]
+    code = main([*lm, *tiny, "--text", str(text), "--out", str(root / "base"), "--set", "train.steps=4"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    code = main([*lm, "--model", str(root / "base" / "model"), "--peft", "lora", "--set", "peft.targets=[\"qkv\",\"w1\"]",
+                 "--text", str(other), "--out", str(root / "adapted"), "--set", "train.steps=4"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads((root / "adapted" / "eval.json").read_text())
+    assert 0 < report["trainable_percent"] < 100
+    code = main(["generate", "--model", str(root / "adapted" / "model"), "--prompt", "that", "--max-new-tokens", "5", "--seed", "0",
+                 "--device", "cpu"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert stdout.strip()
