@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS))
     p.add_argument("--set", dest="assignments", action="append", default=[], help="extra key=value for every recipe")
-    p.add_argument("--batch-tokens", type=int, default=65536, help="tokens per evaluation batch")
+    p.add_argument("--batch-tokens", type=int, default=32768, help="tokens per evaluation batch")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
     args = p.parse_args(argv)
     device = pick_device(args.device)

@@ -41,6 +41,9 @@ def alibi_slopes(n_heads: int) -> Tensor:
     return torch.tensor(power_of_two(below) + power_of_two(2 * below)[0::2][: n_heads - below])
 
 
+_SHARED: dict[tuple[int, str], Tensor] = {}
+
+
 class ALiBi(ScoreBias):
     """Per-head linear distance penalties (Press et al. 2022); no parameters.
 
@@ -60,7 +63,9 @@ class ALiBi(ScoreBias):
         return as_heads(bias).to(q.dtype)
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
-        slopes = self.slopes
+        # one slopes tensor per (heads, device) for every layer: the compiled FlexAttention sees the
+        # same captured tensor in each layer's score_mod and need not specialise per layer
+        slopes = _SHARED.setdefault((self.slopes.numel(), str(self.slopes.device)), self.slopes)
 
         def alibi(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             dist = q_idx + q_offset - kv_idx
