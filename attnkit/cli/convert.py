@@ -1,7 +1,9 @@
 """``attnkit convert --to-hf SRC DST`` / ``--to-attnkit SRC DST``: change a checkpoint's format.
 
 ``--to-hf`` writes a Hugging Face directory (config.json + model.safetensors): a GPT model
-as GPT-2 (``transformers.GPT2LMHeadModel.from_pretrained(DST)`` loads it), a BERT-family
+as GPT-2 (``transformers.GPT2LMHeadModel.from_pretrained(DST)`` loads it), a GPT with rotary
+positions (the Llama family) as Llama, Mistral (with a sliding window) or Qwen2 (q/k/v biases only)
+(``LlamaForCausalLM`` and its siblings load it), a BERT-family
 model (encoder or head) as ``--family bert|roberta|albert|electra`` (default: bert; the
 matching ``transformers`` class, e.g. ``BertForSequenceClassification``, loads it).
 ``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one.
