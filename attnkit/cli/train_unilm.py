@@ -55,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     flags = flag_assignments(args, FLAGS)
     if args.text is not None:
         flags.append(f"data.text={json.dumps([str(t) for t in args.text])}")
-    base = None
+    base: dict[str, Any] | None = None
+    if args.model is not None and args.recipe is None and not args.resume:
+        from attnkit.runs.mlm import continued_train
+
+        base = {"train": continued_train()}  # continued pretraining: lr 1e-4, warm-up over data.warmup_fraction of the steps
     if args.preset is not None:
         from attnkit.models.bert import bert_preset
 

@@ -27,6 +27,7 @@ from attnkit.models.base import PretrainedModel, register_model
 from attnkit.models.bert import BertConfig, BertModel, bert_preset
 from attnkit.models.bert_heads import BertMLM, ElectraDiscriminator
 from attnkit.objectives.electra import sample_replacements
+from attnkit.objectives.mlm import IGNORE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +43,10 @@ class ElectraPretrainingConfig(Config):
         g = self.generator
         check(g.d_model % g.n_heads == 0, "generator_fraction", self.generator_fraction,
               f"gives a generator of width {g.d_model} that {g.n_heads} heads do not divide")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.discriminator.vocab_size
 
     @property
     def generator(self) -> BertConfig:
@@ -81,18 +86,20 @@ class ElectraPretraining(PretrainedModel):
         """The discriminator's encoder (what fine-tuning starts from)."""
         return self.discriminator.bert
 
-    def forward(self, ids: Tensor, *, labels: Tensor, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
+    def forward(self, ids: Tensor, *, labels: Tensor | None = None, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
                 temperature: float = 1.0, generator: torch.Generator | None = None) -> ElectraOutput:
         """``ids: (B, T)`` the masked input; ``labels`` the original tokens at masked positions (``IGNORE`` elsewhere).
 
         Args:
             ids: the masked input.
-            labels: the generator's targets.
+            labels: the generator's targets (None: nothing masked, the discriminator reads ``ids``).
             attention_mask: 1 for real tokens.
             segment_ids: 0 for sentence A, 1 for B.
             temperature: of the generator's sampling.
             generator: random source of the sampling.
         """
+        if labels is None:
+            labels = torch.full_like(ids, IGNORE)
         gen = self.generator(ids, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T, V)
         corrupted, replaced = sample_replacements(gen, ids, labels, temperature=temperature, generator=generator)
         disc = self.discriminator(corrupted, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T)
