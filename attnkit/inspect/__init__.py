@@ -10,7 +10,7 @@ torch.Size([1, 4, 1, 3])
 
 from attnkit.inspect.probs import probabilities
 from attnkit.inspect.record import Attentions, Recorder, attention_groups, attentions
-from attnkit.inspect.rollout import rollout
+from attnkit.inspect.rollout import rollout, rollout_by_layer
 from attnkit.inspect.words import merge, word_groups
 
-__all__ = ["Attentions", "Recorder", "attention_groups", "attentions", "merge", "probabilities", "rollout", "word_groups"]
+__all__ = ["Attentions", "Recorder", "attention_groups", "attentions", "merge", "probabilities", "rollout", "rollout_by_layer", "word_groups"]

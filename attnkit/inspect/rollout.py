@@ -29,11 +29,20 @@ def rollout(attentions: Sequence[Tensor], *, residual: float = 0.5, start: int =
     Returns:
         ``(B, T, T)``: row i is the share of each input token in position i at the top.
     """
+    return rollout_by_layer(attentions, residual=residual, start=start)[-1]
+
+
+def rollout_by_layer(attentions: Sequence[Tensor], *, residual: float = 0.5, start: int = 0) -> list[Tensor]:
+    """The rollout up to each layer: ``A~_start, A~_start+1, ..., A~_L-1`` (arguments as :func:`rollout`).
+
+    Returns:
+        One ``(B, T, T)`` tensor per layer from ``start``.
+    """
     if not attentions or start >= len(attentions):
         raise ValueError(f"rollout needs at least one layer from {start}; got {len(attentions)} layers")
     if not 0.0 <= residual <= 1.0:
         raise ValueError(f"residual={residual!r} must be in [0, 1]")
-    result = None
+    out: list[Tensor] = []
     for w in attentions[start:]:
         if w.dim() != 4 or w.shape[-1] != w.shape[-2]:
             raise ValueError(f"rollout needs square self-attention (B, H, T, T) with every row; got {tuple(w.shape)}")
@@ -41,5 +50,5 @@ def rollout(attentions: Sequence[Tensor], *, residual: float = 0.5, start: int =
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         a = residual * eye + (1.0 - residual) * a
         a = a / a.sum(dim=-1, keepdim=True).clamp(min=1e-12)  # rows of padding queries may be all zero
-        result = a if result is None else torch.matmul(a, result)
-    return result.to(attentions[0].dtype)
+        out.append(a if not out else torch.matmul(a, out[-1]))
+    return [r.to(attentions[0].dtype) for r in out]

@@ -9,6 +9,8 @@ every layer's probabilities:
   after BOS); without ``pair`` the target is the model's own greedy translation.
 
 With ``words=True`` the word pieces of each side are merged into words (:mod:`attnkit.inspect.words`).
+A last group, ``rollout``, holds the attention rollout of the (encoder) self-attention up to each
+layer (Abnar & Zuidema 2020; :mod:`attnkit.inspect.rollout`) as one head per layer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from attnkit.errors import ConfigError, DataError
-from attnkit.inspect import attentions, merge, word_groups
+from attnkit.inspect import attentions, merge, rollout_by_layer, word_groups
 from attnkit.viz.payload import Group
 
 
@@ -65,14 +67,16 @@ def groups_for_text(model: nn.Module, tokenizer: Any, text: str, pair: str | Non
         if len(enc.ids) > model.config.context:
             raise DataError(f"the text has {len(enc.ids)} tokens, more than the model's context of {model.config.context}")
         att = attentions(model, torch.tensor([enc.ids], device=device))
-        return [_group("self", att["self"], enc.tokens, enc.word_ids, enc.tokens, enc.word_ids, words)]
+        return _with_rollout([_group("self", att["self"], enc.tokens, enc.word_ids, enc.tokens, enc.word_ids, words)],
+                             att["self"], enc.tokens, enc.word_ids, words)
     inputs = tokenizer([text], [pair] if pair is not None else None)
     if inputs.truncated:
         raise DataError(f"the text is longer than the model's {tokenizer.max_len} positions; shorten it")
     tokens = [tokenizer.tokenizer.id_to_token(int(i)) for i in inputs.ids[0]]
     att = attentions(model, inputs.ids.to(device), attention_mask=inputs.attention_mask.to(device),
                      segment_ids=inputs.segment_ids.to(device))
-    return [_group("self", att["self"], tokens, inputs.word_ids[0], tokens, inputs.word_ids[0], words)]
+    return _with_rollout([_group("self", att["self"], tokens, inputs.word_ids[0], tokens, inputs.word_ids[0], words)],
+                         att["self"], tokens, inputs.word_ids[0], words)
 
 
 def _group(name: str, layers: tuple, q_tokens: list[str], q_words: Any, k_tokens: list[str], k_words: Any, words: bool) -> Group:
@@ -82,6 +86,12 @@ def _group(name: str, layers: tuple, q_tokens: list[str], q_words: Any, k_tokens
     if words:
         ws = [merge(w, qg, kg) for w in ws]
     return Group(name, ws, qt, kt)
+
+
+def _with_rollout(groups: list[Group], layers: tuple, tokens: list[str], word_ids: Any, words: bool) -> list[Group]:
+    """``groups`` and the rollout of one self-attention stack up to each layer, a one-head group."""
+    flows = tuple(r[:, None] for r in rollout_by_layer(layers))  # (B, 1, T, T) per layer
+    return groups + [_group("rollout", flows, tokens, word_ids, tokens, word_ids, words)]
 
 
 def _seq2seq(model: nn.Module, tok: Any, text: str, pair: str | None, words: bool, device: torch.device) -> list[Group]:
@@ -110,8 +120,9 @@ def _seq2seq(model: nn.Module, tok: Any, text: str, pair: str | None, words: boo
     dec_tokens, dec_words = [bos] + list(tgt_tokens), None if tgt_words is None else [None] + list(tgt_words)
     att = attentions(model, src, tgt_in)
     s_tok, s_words = src_enc.tokens, src_enc.word_ids
-    return [
+    groups = [
         _group("encoder", att["encoder"], s_tok, s_words, s_tok, s_words, words),
         _group("decoder", att["decoder"], dec_tokens, dec_words, dec_tokens, dec_words, words),
         _group("cross", att["cross"], dec_tokens, dec_words, s_tok, s_words, words),
     ]
+    return _with_rollout(groups, att["encoder"], s_tok, s_words, words)

@@ -54,7 +54,7 @@ def write_heatmaps(groups: Sequence[Group], out: str | os.PathLike) -> list[Path
                     ax.axis("off")
                     continue
                 ax.imshow(w[n].float().numpy(), cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest", aspect="auto")
-                ax.set_title(f"head {n}", fontsize=8)
+                ax.set_title("rollout" if g.name == "rollout" else f"head {n}", fontsize=8)
                 labelled = len(g.q_tokens) <= 40 and len(g.k_tokens) <= 40
                 ax.set_xticks(range(len(g.k_tokens)) if labelled else [])
                 ax.set_yticks(range(len(g.q_tokens)) if labelled else [])

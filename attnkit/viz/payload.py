@@ -24,6 +24,7 @@ LABELS = {
     "encoder": "Encoder self-attention",
     "decoder": "Decoder self-attention",
     "cross": "Cross-attention (decoder to encoder)",
+    "rollout": "Attention rollout up to each layer (Abnar & Zuidema 2020)",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attnkit.attention.base import AttentionKernel
-from attnkit.inspect import Recorder, attention_groups, attentions, merge, rollout, word_groups
+from attnkit.inspect import Recorder, attention_groups, attentions, merge, rollout, rollout_by_layer, word_groups
 from attnkit.models import GPT, BertModel, Transformer, bert_preset, gpt_preset, preset
 from attnkit.models.transformer import AttentionConfig
 from attnkit.positions.config import PositionConfig
@@ -152,6 +152,8 @@ def test_rollout_equals_the_product_written_out() -> None:
     assert got.shape == (1, 4, 4)
     np.testing.assert_allclose(got[0].double().numpy(), expect, atol=1e-6)
     np.testing.assert_allclose(rollout(layers, start=2)[0].double().numpy(), mats[2], atol=1e-6)
+    by_layer = rollout_by_layer(layers)
+    np.testing.assert_allclose(by_layer[1][0].double().numpy(), mats[1] @ mats[0], atol=1e-6)
 
 
 def test_word_pieces_merge_into_words() -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attnkit.cli.main import main
-from attnkit.inspect import attentions
+from attnkit.inspect import attentions, rollout
 from attnkit.loading import load
 from attnkit.viz.heatmap import figure_size
 
@@ -36,8 +36,9 @@ def test_page_is_self_contained_and_holds_the_models_attention(model_dirs, tmp_p
     text = out.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text and "<script src" not in text and "<link" not in text
     data = page_data(out)
-    (g,) = data["groups"]
+    g, flow = data["groups"]
     assert g["name"] == "self" and g["n_layers"] == 2 and g["n_heads"] == 4
+    assert flow["name"] == "rollout" and flow["n_layers"] == 2 and flow["n_heads"] == 1
     from attnkit.data.tokenizer import load_tokenizer
 
     enc = load_tokenizer(model_dirs["gpt"]).encode("the quick brown fox")
@@ -46,6 +47,8 @@ def test_page_is_self_contained_and_holds_the_models_attention(model_dirs, tmp_p
     for n in range(2):
         stored = layer(g, n).astype(np.float64) / 255  # sqrt(p), to half a level
         np.testing.assert_allclose(stored, ref[n][0].double().sqrt().numpy(), atol=0.5 / 255 + 1e-9)
+    top = rollout(ref)[0].double().sqrt().numpy()
+    np.testing.assert_allclose(layer(flow, 1)[0].astype(np.float64) / 255, top, atol=0.5 / 255 + 1e-9)
 
 
 def test_encoder_decoder_has_three_groups_and_png_heatmaps(model_dirs, tmp_path) -> None:
@@ -54,15 +57,17 @@ def test_encoder_decoder_has_three_groups_and_png_heatmaps(model_dirs, tmp_path)
             "--out", str(out), "--png", str(png)]
     assert main(args) == 0
     groups = page_data(out)["groups"]
-    assert [g["name"] for g in groups] == ["encoder", "decoder", "cross"]
-    enc, dec, cross = groups
+    assert [g["name"] for g in groups] == ["encoder", "decoder", "cross", "rollout"]
+    enc, dec, cross, flow = groups
+    assert flow["q_tokens"] == enc["q_tokens"]
     assert cross["q_tokens"] == dec["q_tokens"] and cross["k_tokens"] == enc["q_tokens"]
     assert dec["q_tokens"][0] == "<s>"
     files = sorted(p.name for p in png.iterdir())
-    assert files == [f"{g}_layer{n}.png" for g in ("cross", "decoder", "encoder") for n in (0, 1)]
+    assert files == [f"{g}_layer{n}.png" for g in ("cross", "decoder", "encoder", "rollout") for n in (0, 1)]
     for f in png.iterdir():
         h, w = plt.imread(f).shape[:2]
-        assert (w, h) == figure_size(4) == (1200, 300)
+        assert (w, h) == ((300, 300) if f.name.startswith("rollout") else (1200, 300))
+    assert figure_size(4) == (1200, 300) and figure_size(1) == (300, 300) and figure_size(12) == (1200, 900)
 
 
 def test_bert_pair_and_words(model_dirs, tmp_path) -> None:
@@ -71,6 +76,7 @@ def test_bert_pair_and_words(model_dirs, tmp_path) -> None:
     assert main(base + ["--out", str(a)]) == 0
     assert main(base + ["--out", str(b), "--words"]) == 0
     pieces, words = page_data(a)["groups"][0], page_data(b)["groups"][0]
+    assert page_data(b)["groups"][1]["q_tokens"] == words["q_tokens"]  # the rollout, merged too
     assert pieces["q_tokens"][0] == "[CLS]" and pieces["q_tokens"].count("[SEP]") == 2
     assert words["q_tokens"] == ["[CLS]", "unbelievable", "attention", "[SEP]", "the", "lazy", "dog", "[SEP]"]
     assert len(pieces["q_tokens"]) > len(words["q_tokens"])
