@@ -180,7 +180,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     try:
         meta = meta_model(cls, config)
         check_header(meta, header, str(weights))
-        check_size(cls, config, map_location, prefix=f"{path / CONFIG_NAME}: ")
+        check_size(cls, config, map_location, prefix=f"{path / CONFIG_NAME}: ",
+                   fix="the saved model does not fit there (or its config.json is wrong); load it where more memory is free")
     except ConfigError as e:
         raise CheckpointError(f"{path / CONFIG_NAME}: {e}" if not str(e).startswith(str(path)) else str(e)) from None
     model = cls(config)
@@ -334,7 +335,7 @@ def model_bytes(model: nn.Module) -> int:
 
 
 def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "cpu", *, prefix: str = "model.",
-               copies: int = 1) -> nn.Module:
+               copies: int = 1, fix: str = "lower it") -> nn.Module:
     """Refuse a model whose weights would not fit in memory, before any of them is allocated.
 
     The model is built on the meta device (shapes only); its parameter and buffer bytes, times
@@ -348,6 +349,7 @@ def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "
         device: where the model will live.
         prefix: put before the config key named in the error (``"model."`` for ``--set`` keys).
         copies: how many tensors of each parameter's size the caller will hold.
+        fix: what the message tells the user to do.
 
     Returns:
         The meta model (for shape checks).
@@ -369,7 +371,7 @@ def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "
             what = f"{prefix}{key} makes" if key else "the config makes"
             raise ConfigError(f"{what} {big_name} {tuple(big.shape)} and the model {human_bytes(need)}"
                               f"{' (weights, gradients, Adam moments)' if n > 1 else ''}, more than the {human_bytes(avail)} "
-                              f"{where}; lower it")
+                              f"{where}; {fix}")
     return meta
 
 

@@ -187,6 +187,10 @@ def test_metric_names_of_each_job() -> None:
     assert job("ner").metric_names({}) == ("loss", "precision", "recall", "f1")
     assert job("classify").metric_names({}) == ("loss", "accuracy")
     assert job("qa").metric_names({}) == ("exact_match", "f1")
+    from attnkit.runs.mlm import MLMDataConfig
+
+    assert job("mlm").metric_names({"data": MLMDataConfig()}) == ("loss", "mlm_loss", "mlm_accuracy")
+    assert job("mlm").metric_names({"data": MLMDataConfig(pair_task="sop")})[-2:] == ("sop_loss", "sop_accuracy")
 
 
 def test_c11_unknown_preset(work: Path) -> None:
