@@ -146,3 +146,14 @@ def test_encoder_decoder_cached_decoding_equals_the_full_pass(kind: str) -> None
         caches = model.new_caches(8)
         steps = [model.decode(tgt[:, i : i + 1], memory, model.source_mask(src), caches=caches)[0] for i in range(4)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_rotary_with_linear_attention_decodes_as_an_rnn() -> None:
+    torch.manual_seed(5)
+    model = GPT(gpt_preset("gpt-tiny", attention=AttentionConfig(kind="linear", position=PositionConfig(kind="rotary")))).eval()
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.no_grad():
+        full = model(ids).logits
+        states = model.new_caches()  # the fixed-size recurrent state; rotary positions from its length
+        steps = [model(ids[:, a:b], caches=states).logits for a, b in ((0, 6), (6, 7), (7, 10))]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
