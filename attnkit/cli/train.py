@@ -84,7 +84,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--tokenizer", choices=["char", "bpe"], help="character level (default) or byte-level BPE (sets data.tokenizer)")
     g.add_argument("--vocab-size", type=int, help="BPE vocabulary size, specials included (sets data.vocab_size; default 4096)")
     g.add_argument("--sample-tokens", type=int, help="tokens of text sampled at each evaluation, 0 for none (sets data.sample_tokens)")
-    g.add_argument("--preset", help="GPT preset to start from (default: char-shakespeare; also gpt2, gpt2-medium)")
+    g.add_argument("--preset", help="GPT preset to start from (default: char-shakespeare; also gpt2, gpt2-medium, llama-char, llama-124m)")
     g.add_argument("--model", type=Path, metavar="DIR", help="a trained GPT (attnkit or Hugging Face GPT-2) to go on training on --text, "
                    "with its tokenizer (sets data.model)")
     g.add_argument("--peft", choices=("lora", "qlora", "prefix", "prompt", "ptuning", "ptuning-v2"), metavar="METHOD",
