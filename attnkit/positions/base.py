@@ -38,7 +38,19 @@ class ScoreBias(nn.Module):
     content: bool = False  # True when the bias depends on q or k (not a score_mod of positions alone)
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, *, causal: bool, scale: float, q_offset: int | None = None) -> Tensor:
-        """The float bias ``(B or 1, H, Tq, Tk)`` for ``q: (B, H, Tq, D)`` against ``k: (B, G, Tk, D)``."""
+        """The float score bias of queries against keys.
+
+        Args:
+            q: ``(B, H, Tq, D)`` queries (after any projection; content terms use them).
+            k: ``(B, G, Tk, D)`` keys, every key the kernel sees (G divides H).
+            q_pos: the queries' positions in the keys' frame, ``(Tq,)`` or ``(B, Tq)``.
+            causal: whether the attention is causal (ALiBi's and T5's one-sided forms).
+            scale: the kernel's factor on q k^T; content terms are scaled alike.
+            q_offset: ``q_pos`` is ``q_offset + arange(Tq)`` when given (shape-keyed caches, shifts).
+
+        Returns:
+            ``(B or 1, H, Tq, Tk)`` in ``q``'s dtype.
+        """
         raise NotImplementedError
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
