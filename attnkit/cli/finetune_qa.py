@@ -30,7 +30,7 @@ warm-up. One epoch is ceil(training windows / (train.batch_size * train.grad_acc
 steps; giving train.steps, train.schedule.warmup or train.eval.every yourself replaces the value
 counted from the epochs. --show-config lists every setting; train.optim.layer_decay=0.8, for
 instance, adds ELECTRA's layer-wise learning-rate decay."""
-FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "train": "data.train", "dev": "data.dev", "data": "data.data",
+FLAGS = {"peft": "peft.method", "model": "data.model", "tokenizer": "data.tokenizer", "train": "data.train", "dev": "data.dev", "data": "data.data",
          "split_articles": "data.split_articles", "epochs": "data.epochs", "max_len": "data.max_len", "doc_stride": "data.doc_stride",
          "max_question_len": "data.max_question_len", "n_best": "data.n_best", "max_answer_len": "data.max_answer_len"}
 
@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", type=Path, metavar="FILE", help="one SQuAD v1.1 JSON to split by article, with --split-articles (sets data.data)")
     g.add_argument("--split-articles", type=int, metavar="N", help="evaluate on the last N articles of --data (sets data.split_articles)")
     g.add_argument("--epochs", type=float, metavar="N", help="passes over the training windows (sets data.epochs; default 3)")
+    g.add_argument("--peft", choices=("lora", "qlora", "prefix", "prompt", "ptuning", "ptuning-v2"), metavar="METHOD",
+                   help="train an adapter instead of every weight (sets peft.method; --set peft.r=8 ...; OUT/model is the adapter)")
     g.add_argument("--max-len", type=int, metavar="N", help="tokens per window, specials included, capped at the model's positions "
                    "(sets data.max_len; default 384)")
     g.add_argument("--doc-stride", type=int, metavar="N", help="tokens between the starts of consecutive windows (sets data.doc_stride; default 128)")

@@ -22,7 +22,8 @@ from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.io import atomic_write_text
 from attnkit.runs.base import Job, Log, Prepared, model_dir
-from attnkit.runs.finetune import FinetuneSource, epoch_schedule, finetune_train
+from attnkit.peft.method import PEFTConfig
+from attnkit.runs.finetune import FinetuneSource, adapt, epoch_schedule, finetune_train
 from attnkit.training.config import TrainConfig
 from attnkit.training.loop import TrainResult, Trainer, pick_device
 
@@ -104,11 +105,11 @@ class QAJob(Job):
     metrics = ("exact_match", "f1")
 
     def __init__(self) -> None:
-        self.config_types = {"train": TrainConfig, "data": QADataConfig}
+        self.config_types = {"train": TrainConfig, "data": QADataConfig, "peft": PEFTConfig}
 
     def defaults(self) -> dict[str, Config]:
         # BERT's SQuAD v1.1 recipe (section 4.2): AdamW, lr 5e-5, batch 32, 3 epochs, linear decay after 10% warm-up
-        return {"train": finetune_train("f1", log_every=10), "data": QADataConfig()}
+        return {"train": finetune_train("f1", log_every=10), "data": QADataConfig(), "peft": PEFTConfig()}
 
     def check(self, configs: dict[str, Config]) -> None:
         if not configs["data"].model:  # type: ignore[attr-defined]
@@ -127,6 +128,9 @@ class QAJob(Job):
         log(f"dev: {dev_data.report()}")
         source, tok = load_model_and_tokenizer(model_dir(d.model), d.tokenizer or None)
         limit = encoder_of(source).config.max_len
+        p: PEFTConfig = configs.get("peft", PEFTConfig())  # type: ignore[assignment]
+        if p.method in ("prompt", "ptuning"):
+            limit -= p.n_virtual  # the virtual tokens take the first positions
         max_len = min(d.max_len, limit)
         if max_len < d.max_len:
             log(f"max_len {d.max_len} is beyond the model's {limit} positions; windows of {max_len} tokens")
@@ -144,13 +148,14 @@ class QAJob(Job):
             t = epoch_schedule(t, d, len(train_w.windows))
         torch.manual_seed(t.init_seed)  # a fresh span head's weights: fixed by train.init_seed, whatever train.seed
         model = qa_model_from(source)
+        peft_count = adapt(model, p, model_dir(d.model), tok, log) if p.enabled else {}
         device = pick_device(t.device)
         task = QATask(train_w, dev_data.examples, dev_w, batch_size=t.batch_size, pad_id=tok.pad_id,
                       n_best=d.n_best, max_answer_len=d.max_answer_len, device=device)
         log(f"model: {model.num_parameters() / 1e6:.2f}M parameters; {t.steps} steps of {t.batch_size} windows on {device}")
         return Prepared(model=model, task=task, configs={**configs, "train": t}, tokenizer=tok,
                         state={"device": device, "train": train_data, "dev": dev_data, "train_w": train_w, "dev_w": dev_w,
-                               "max_len": max_len})
+                               "max_len": max_len, "peft": peft_count})
 
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         import attnkit
@@ -175,7 +180,7 @@ class QAJob(Job):
             "truncated_questions": {"train": train_w.truncated_questions, "dev": dev_w.truncated_questions},
             "windows": {"train": len(train_w.windows), "dev": len(dev_w.windows)},
             "max_len": s["max_len"], "doc_stride": d.doc_stride, "max_question_len": d.max_question_len,
-            "n_best": d.n_best, "max_answer_len": d.max_answer_len,
+            "n_best": d.n_best, "max_answer_len": d.max_answer_len, **s["peft"],
         }
 
 

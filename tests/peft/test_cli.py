@@ -120,3 +120,20 @@ def test_train_lm_adapts_a_gpt_and_generates(root: Path, capsys: pytest.CaptureF
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert stdout.strip()
+
+
+def test_qa_with_lora_and_prompt(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = "the movie was very good and this film is quite a story"
+    data = {"version": "1.1", "data": [{"title": f"a{a}", "paragraphs": [
+        {"context": ctx, "qas": [{"id": f"{a}-{i}", "question": "what was it?", "answers": [{"text": "good", "answer_start": ctx.index("good")}]}]}
+        for i in range(4)]} for a in range(3)]}
+    (root / "qa.json").write_text(json.dumps(data))
+    for method in ("lora", "prompt"):
+        out = root / f"qa-{method}"
+        code = main(["finetune", "qa", "--model", str(root / "tiny"), "--data", str(root / "qa.json"), "--split-articles", "1",
+                     "--out", str(out), "--peft", method, "--set", "peft.n_virtual=4", "--max-len", "40", "--no-progress",
+                     "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "train.eval.every=2"])
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        report = json.loads((out / "eval.json").read_text())
+        assert report["trainable_params"] > 0 and (out / "model" / "adapter_config.json").is_file()
