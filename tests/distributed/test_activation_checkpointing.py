@@ -111,3 +111,14 @@ def test_fp16_gradients_are_unscaled_and_equal_fp32_within_half_precision(tmp_pa
     for (name, a), b in zip(fp32.model.named_parameters(), fp16.model.parameters()):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, rtol=2e-2, atol=2e-4, msg=name)
+
+
+def test_fp16_resume_restores_the_loss_scale(tmp_path):
+    """A straight fp16 run equals half of it, a restart and the other half: the checkpoint keeps the scale."""
+    straight = Trainer(tiny_gpt(), RaggedLM(), config(steps=4, precision="fp16"), tmp_path / "a", progress=False)
+    want = straight.fit().losses
+    Trainer(tiny_gpt(), RaggedLM(), config(steps=2, save_every=2, precision="fp16"), tmp_path / "b", progress=False).fit()
+    resumed = Trainer(tiny_gpt(), RaggedLM(), config(steps=4, precision="fp16"), tmp_path / "b", progress=False)
+    got = resumed.fit(resume=True).losses
+    assert got == want[2:]
+    assert resumed.scaler.get_scale() == straight.scaler.get_scale()
