@@ -1,0 +1,53 @@
+"""Prefix tuning inside attention against the attention computed by hand; padding masks; the reparameterisation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.models.bert import BertModel, bert_preset
+from attnkit.peft import PrefixConfig, apply_prefix
+from attnkit.peft.prefix import PrefixKernel, PrefixTable
+
+
+def test_prefix_attention_equals_the_concatenated_keys_by_hand() -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2).eval()
+    table = PrefixTable(3, 1, 16)
+    mha.kernel = PrefixKernel(mha.kernel, table, 0, 2)
+    x = torch.randn(2, 5, 16)
+    q, k, v = mha.qkv_proj(x).split(16, dim=-1)
+    pk, pv = table.table.view(3, 2, 16)[:, 0], table.table.view(3, 2, 16)[:, 1]  # (P, d): layer 0's keys, values
+    k = torch.cat([pk.expand(2, 3, 16), k], 1)
+    v = torch.cat([pv.expand(2, 3, 16), v], 1)
+    heads = lambda t: t.view(2, -1, 2, 8).transpose(1, 2)  # noqa: E731
+    scores = heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(8)  # (B, H, 5, 3 + 5)
+    causal = torch.ones(5, 8, dtype=torch.bool).tril(3)  # every query sees the prefix and the tokens up to itself
+    out = (scores.masked_fill(~causal, float("-inf")).softmax(-1) @ heads(v)).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(mha(x, causal=True)[0], mha.out_proj(out), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_the_real_tokens() -> None:
+    torch.manual_seed(0)
+    model = apply_prefix(BertModel(bert_preset("bert-test")).eval(), PrefixConfig(n_virtual=4, reparam=False))
+    ids = torch.randint(1, 99, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    batched = model(ids, attention_mask=mask).last_hidden
+    alone = model(ids[1:, :4]).last_hidden
+    torch.testing.assert_close(batched[1:, :4], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_reparameterised_table_is_the_mlp_output_and_freezes_to_it() -> None:
+    torch.manual_seed(0)
+    model = apply_prefix(BertModel(bert_preset("bert-test")).eval(), PrefixConfig(n_virtual=3, reparam=True, hidden=16))
+    t = model.prefix_table
+    torch.testing.assert_close(t.full(), t.mlp[2](torch.tanh(t.mlp[0](t.embedding))))
+    assert t.full().shape == (3, 2 * 2 * 32) and t.embedding.requires_grad
+    ids = torch.randint(1, 99, (2, 5))
+    before = model(ids).last_hidden
+    t.freeze_table()
+    assert t.mlp is None
+    torch.testing.assert_close(model(ids).last_hidden, before)
