@@ -119,7 +119,9 @@ def time_modes(models: dict[str, tuple[torch.nn.Module, bool, bool]], opts: dict
     failed: dict[str, str] = {}
     for name, (model, is_hf, compiled) in models.items():
         loss = loss_fn(logits_fn(model, is_hf))
-        run = train_step(torch.compile(loss) if compiled else loss, opts["hf" if is_hf else "attnkit"], device, dtype)
+        if compiled:
+            loss = torch.compile(loss, **({} if args.compile_mode == "default" else {"mode": args.compile_mode}))
+        run = train_step(loss, opts["hf" if is_hf else "attnkit"], device, dtype)
         steps[name] = lambda i, run=run: run(sets[i % 4])
         common.synchronize(device)
         t0 = time.perf_counter()
@@ -162,6 +164,8 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=1024, help="tokens per sequence (default: 1024)")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="autocast dtype (default: bf16)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile modes (auto: on CUDA only)")
+    p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune-no-cudagraphs", "max-autotune"),
+                   help="torch.compile mode of both compiled modes (default: default)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per mode after the first call (default: 10)")
     p.add_argument("--iters", type=int, default=20, help="timed steps per mode and round (default: 20)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
@@ -200,6 +204,7 @@ def main() -> None:
         "benchmark": "llama-train", "quick": args.quick,
         "model": "tiny Llama" if args.quick else "Llama, 12 layers, d 768, 12 heads, 4 KV heads, d_ff 2048, vocab 32000, untied",
         "parameters": sum(q.numel() for q in ours.parameters()), "dtype": args.dtype, "compile": compile_on,
+        "compile_mode": args.compile_mode,
         "logits_max_abs_diff_fp32": diff, "total_s": total, "train": result,
         "environment": {**common.environment(device), "transformers": transformers.__version__}, "argv": sys.argv,
     }
