@@ -25,7 +25,8 @@ set. Sentences are packed in document order into [CLS] A [SEP] B [SEP] sequences
 another document), --sop ALBERT's sentence-order prediction (50% swapped); without either the
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
-words.
+words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
+Geo(0.2) clipped at 10, the 80/10/10 decided per span).
 
 From scratch (no --model): without --tokenizer (a tokenizer.json or BERT vocab.txt) a WordPiece
 vocabulary of --vocab-size tokens is learned from the text. The model starts from --preset
@@ -57,7 +58,8 @@ fine-tunes that encoder. --resume --out DIR continues a run with the settings sa
 
 FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "cased": "data.cased",
          "pair_task": "data.pair_task", "max_seq_len": "data.max_seq_len", "documents": "data.documents",
-         "sentences": "data.sentences", "whole_word": "masking.whole_word"}
+         "sentences": "data.sentences", "whole_word": "masking.whole_word",
+         "span_masking": "masking.span"}
 
 
 def add_parser(tasks: Any) -> None:
@@ -82,6 +84,8 @@ def add_parser(tasks: Any) -> None:
     pair.add_argument("--sop", action="store_const", dest="pair_task", const="sop",
                       help="add sentence-order prediction, ALBERT (sets data.pair_task=sop)")
     g.add_argument("--whole-word", action="store_const", const=True, help="mask whole words (sets masking.whole_word)")
+    g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "
+                   "lengths clipped at 10 (sets masking.span)")
     g.add_argument("--max-seq-len", type=int, help="tokens per sequence, specials included (sets data.max_seq_len; default 128)")
     g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents; default: paragraphs)")
     g.add_argument("--sentences", choices=("lines", "punct"), help="what a sentence is (sets data.sentences; default: lines)")

@@ -33,6 +33,7 @@ class MaskingConfig(Config):
     mask_prob: float = 0.8
     random_prob: float = 0.1
     whole_word: bool = False
+    span: bool = False  # SpanBERT's span masking (attnkit.objectives.span_masking)
 
     def validate(self) -> None:
         check(0.0 < self.select_prob < 1.0, "select_prob", self.select_prob, "must be in (0, 1)")
@@ -40,6 +41,7 @@ class MaskingConfig(Config):
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
         check(self.mask_prob + self.random_prob <= 1.0, "random_prob", self.random_prob,
               f"mask_prob + random_prob must be at most 1 (mask_prob={self.mask_prob})")
+        check(not (self.span and self.whole_word), "span", self.span, "masks spans of whole words already; leave whole_word off")
 
 
 def mask_tokens(
@@ -72,6 +74,13 @@ def mask_tokens(
     if ids.shape != maskable.shape:
         raise ValueError(f"ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} must have the same shape")
     maskable = maskable.bool()
+    if config.span:
+        from attnkit.objectives.span_masking import span_mask_tokens
+
+        if word_ids is None:
+            raise ValueError("span masking needs word_ids")
+        return span_mask_tokens(ids, maskable, word_ids, mask_id=mask_id, random_ids=random_ids, select_prob=config.select_prob,
+                                mask_prob=config.mask_prob, random_prob=config.random_prob, generator=generator)
 
     def uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=ids.device)
