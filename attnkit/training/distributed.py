@@ -288,11 +288,17 @@ class Parallel:
         from attnkit.models.base import PretrainedModel, load_state_strict
         from torch.distributed.fsdp import FSDPModule
 
+        from attnkit.errors import CheckpointError
+
         cls = next(c for c in type(model).__mro__ if issubclass(c, PretrainedModel) and not issubclass(c, FSDPModule))
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             copy = cls(model.config)  # type: ignore[call-arg]
         copy.to_empty(device="cpu")  # the parameter objects stay, so tied weights stay tied
-        load_state_strict(copy, full, "the gathered FSDP weights")
+        try:
+            load_state_strict(copy, full, "the gathered FSDP weights")
+        except CheckpointError as e:  # a model changed after it was built (adapters): not rebuilt from its config
+            raise ConfigError(f"train.execution.parallel=fsdp saves a {cls.__name__} rebuilt from its config, which this model "
+                              f"no longer matches ({e}); use parallel=ddp") from None
         return copy
 
     def load_model_state(self, model: nn.Module, state: dict[str, torch.Tensor], load: Any) -> None:
