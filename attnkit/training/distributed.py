@@ -54,7 +54,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from attnkit.errors import ConfigError
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.models.base import PretrainedModel, load_state_strict
 
 _CHECKPOINTED = "_attnkit_checkpointed"
 
@@ -249,6 +250,9 @@ class Parallel:
     def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> None:
         """Rescale the gradients to global L2 norm ``max_norm`` at most; under FSDP the norm of the
         shards is completed across processes first."""
+        if self.mode != "fsdp":
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
@@ -285,10 +289,7 @@ class Parallel:
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.is_main:
             return None
-        from attnkit.models.base import PretrainedModel, load_state_strict
         from torch.distributed.fsdp import FSDPModule
-
-        from attnkit.errors import CheckpointError
 
         cls = next(c for c in type(model).__mro__ if issubclass(c, PretrainedModel) and not issubclass(c, FSDPModule))
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
