@@ -191,13 +191,45 @@ def read_hf_config(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
 
 
+SHARD_INDEX = "model.safetensors.index.json"
+
+
 def read_hf_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], Path]:
-    """``(state dict, its path)`` from ``model.safetensors`` in ``path``; a pickle-only directory is refused by name."""
+    """``(state dict, its path)`` from ``model.safetensors`` in ``path``, or from the shards that
+    ``model.safetensors.index.json`` lists (``save_pretrained`` of a large model); a pickle-only
+    directory is refused by name."""
     from attnkit.models.base import WEIGHTS_NAME, load_weights
 
     weights_path = Path(path) / WEIGHTS_NAME
+    if not weights_path.is_file() and (Path(path) / SHARD_INDEX).is_file():
+        return read_shards(Path(path) / SHARD_INDEX), Path(path) / SHARD_INDEX
     if not weights_path.is_file():
         legacy = Path(path) / "pytorch_model.bin"
         hint = "; it has only pytorch_model.bin (pickle), convert it to safetensors first" if legacy.is_file() else ""
         raise CheckpointError(f"{weights_path} does not exist{hint}")
     return load_weights(weights_path), weights_path
+
+
+def read_shards(index: Path) -> dict[str, Tensor]:
+    """Every tensor of the shards that ``index`` (a ``model.safetensors.index.json``) maps, checked against its map.
+
+    Raises:
+        CheckpointError: the index is not JSON with a ``weight_map``, a shard is unreadable, or a
+            mapped key is absent from its shard.
+    """
+    from attnkit.models.base import load_weights
+
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a safetensors index with a weight_map ({type(e).__name__}: {e})") from None
+    state: dict[str, Tensor] = {}
+    for name in files:
+        if Path(name).name != name:
+            raise CheckpointError(f"{index}: shard {name!r} is not a file name in the directory")
+        state.update(load_weights(index.parent / name))
+    for key, name in weight_map.items():
+        if key not in state:
+            raise CheckpointError(f"{index}: {key!r} should be in {name}, which does not hold it")
+    return state

@@ -134,3 +134,23 @@ def test_unsupported_variants_are_refused_by_name(tmp_path):
     (path / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match="no weights for 'decoder.layers.2"):
         attnkit.load(path)
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    hf, _ = hf_model(tmp_path, "llama")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "sharded" / "model.safetensors").exists()
+    ours = attnkit.load(tmp_path / "sharded").eval()
+    ids = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, hf(ids).logits, **TOL)
+    index = tmp_path / "sharded" / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    index.write_text(json.dumps({**data, "weight_map": {**data["weight_map"], "model.extra.weight": shards[0].name}}))
+    with pytest.raises(CheckpointError, match="'model.extra.weight' should be in"):
+        attnkit.load(tmp_path / "sharded")
+    index.write_text(json.dumps(data))
+    shards[-1].unlink()
+    with pytest.raises(CheckpointError, match=f"{shards[-1].name} does not exist"):
+        attnkit.load(tmp_path / "sharded")
