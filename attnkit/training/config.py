@@ -101,7 +101,8 @@ class ExecutionConfig(Config):
     (:mod:`attnkit.training.distributed`): ``ddp`` replicates the model and averages gradients
     (DistributedDataParallel), ``fsdp`` shards parameters, gradients and optimizer state
     (FSDP2, ``fully_shard``; Zhao et al. 2023), ``none`` is one process, ``auto`` is ``ddp``
-    under ``torchrun`` with several processes and ``none`` otherwise. ``compile`` runs the forward under ``torch.compile`` with
+    under ``torchrun`` with several processes and ``none`` otherwise; with several processes the
+    steps run without ``cuda_graphs`` (the gradient exchange is not recorded). ``compile`` runs the forward under ``torch.compile`` with
     ``compile_mode``; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs (one recording
     per batch shape), for steps limited by the host, not the GPU. ``cuda_graphs`` records the
     whole optimizer step (forward, backward, clipping, Adam) as one CUDA graph per batch shape
@@ -122,8 +123,6 @@ class ExecutionConfig(Config):
         check(not (self.cuda_graphs and self.precision == "fp16"), "precision", self.precision,
               "fp16's loss scaling reads the gradients on the host at every step, which a step recorded as a CUDA graph cannot; "
               "use bf16 or cuda_graphs=false")
-        check(not (self.cuda_graphs and self.parallel in ("ddp", "fsdp")), "parallel", self.parallel,
-              "excludes cuda_graphs=true (the gradient exchange between processes is not recorded); set cuda_graphs=false")
         check(not (self.parallel == "fsdp" and self.precision == "fp16"), "precision", self.precision,
               "with parallel=fsdp the mixed precision is FSDP's bf16 parameters; use bf16, or parallel=ddp for fp16")
 

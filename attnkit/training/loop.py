@@ -166,6 +166,9 @@ class Trainer:
         self.parallel = Parallel.wrap(model, config.execution.parallel, config.execution.precision, self.device)
         if not self.parallel.is_main:  # process 0 prints and writes
             self.progress, self.write = False, lambda line: None
+        if self.parallel.mode != "none" and config.execution.cuda_graphs:  # a speed strategy: what is computed stays
+            self.write("train.execution.cuda_graphs: the gradient exchange between processes is not recorded; steps run without CUDA graphs")
+            config = self.config = config.replace(execution=config.execution.replace(cuda_graphs=False))
         varying = getattr(task, "varying_lengths", False)
         if self.device.type == "cuda" and varying and torch.backends.cuda.cudnn_sdp_enabled():
             # cuDNN attention builds an execution plan for each new shape; flash / memory-efficient do not
