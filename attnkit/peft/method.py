@@ -28,7 +28,7 @@ class PEFTConfig(Config):
     """The ``peft`` section of a run (``--peft METHOD``, ``--set peft.r=8``): the method and every method's settings.
 
     LoRA family: ``r``, ``alpha``, ``dropout``, ``targets``, ``rslora``, ``dora``. Prefix and prompts:
-    ``n_virtual``, ``hidden`` (the MLP of prefix tuning, P-tuning's encoder), ``encoder`` (P-tuning:
+    ``n_virtual``, ``hidden`` (the width of prefix tuning's MLP, default 512, or of P-tuning's encoder, default 128), ``encoder`` (P-tuning:
     ``lstm`` or ``mlp``), ``init`` and ``init_text`` (prompt tuning). ``modules_to_save``: layers
     trained in full beside the adapter (default: the task head).
     """
@@ -41,7 +41,7 @@ class PEFTConfig(Config):
     rslora: bool = False
     dora: bool = False
     n_virtual: int = 20
-    hidden: int = 512
+    hidden: int | None = None
     encoder: Literal["lstm", "mlp"] = "lstm"
     init: Literal["random", "vocab", "text"] = "random"
     init_text: str = ""
@@ -52,7 +52,7 @@ class PEFTConfig(Config):
         check(self.alpha > 0, "alpha", self.alpha, "must be positive")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
         check(self.n_virtual > 0, "n_virtual", self.n_virtual, "must be positive")
-        check(self.hidden > 0, "hidden", self.hidden, "must be positive")
+        check(self.hidden is None or self.hidden > 0, "hidden", self.hidden, "must be positive or null (the method's default)")
         check(self.init != "text" or bool(self.init_text), "init_text", self.init_text, "must be a text when init='text'")
 
     @property
@@ -66,9 +66,9 @@ class PEFTConfig(Config):
             return LoRAConfig(r=self.r, alpha=self.alpha, dropout=self.dropout, targets=self.targets, rslora=self.rslora,
                               dora=self.dora, modules_to_save=self.modules_to_save, quantize="nf4" if m == "qlora" else "none")
         if m in ("prefix", "ptuning-v2"):
-            return PrefixConfig(n_virtual=self.n_virtual, reparam=m == "prefix", hidden=self.hidden, modules_to_save=self.modules_to_save)
+            return PrefixConfig(n_virtual=self.n_virtual, reparam=m == "prefix", hidden=self.hidden or 512, modules_to_save=self.modules_to_save)
         return PromptConfig(n_virtual=self.n_virtual, encoder="none" if m == "prompt" else self.encoder,
-                            hidden=min(self.hidden, 128) if m == "ptuning" and self.hidden == 512 else self.hidden,
+                            hidden=self.hidden or 128,
                             init=self.init, init_text=self.init_text, modules_to_save=self.modules_to_save)
 
 

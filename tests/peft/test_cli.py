@@ -137,3 +137,14 @@ def test_qa_with_lora_and_prompt(root: Path, capsys: pytest.CaptureFixture[str])
         assert code == 0, err
         report = json.loads((out / "eval.json").read_text())
         assert report["trainable_params"] > 0 and (out / "model" / "adapter_config.json").is_file()
+
+
+def test_adapter_run_resumes_exactly_from_its_checkpoint(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = root / "resume"
+    code, _, err = _finetune(root, out, capsys, "--peft", "lora", "--set", "train.steps=2", "--set", "train.save_every=1",
+                             "--set", "train.eval.every=0", "--set", "data.eval_per_epoch=false")
+    assert code == 0, err
+    code = main(["finetune", "classify", "--resume", "--out", str(out), "--no-progress", "--set", "train.steps=3"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "resume: train.steps 2 -> 3" in stdout and json.loads((out / "eval.json").read_text())["steps"] == 3
