@@ -5,8 +5,8 @@ the attention logits. Half of the buckets of a direction hold the exact offsets 
 other half cover n/2 .. ``max_distance`` in logarithmically growing ranges, and every farther offset
 shares the last bucket. Bidirectional attention (the encoder) gives each direction half the buckets;
 causal attention (the decoder) uses all of them for the past. As in T5, one table serves every layer
-of a stack (:func:`attnkit.positions.hook.share_positions` ties the layers to the first one), and
-the bucket ids are computed once per shape.
+of a stack (:func:`attnkit.positions.hook.share_positions` ties the layers to the first one); the
+bucket ids are computed once per shape, and without autograd the bias once per step for all layers.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class T5RelativeBias(ScoreBias):
         self.table = nn.Embedding(n_buckets, n_heads)  # T5's relative_attention_bias
         nn.init.normal_(self.table.weight, std=n_heads**-0.5)
         self._buckets: dict[tuple, Tensor] = {}
+        self._bias: tuple[tuple, Tensor] | None = None
 
     def buckets(self, q_pos: Tensor, tk: int, causal: bool, q_offset: int | None = None) -> Tensor:
         """Bucket ids ``(..., Tq, Tk)``; kept per shape when the queries are ``q_offset + arange(Tq)``
@@ -79,9 +80,19 @@ class T5RelativeBias(ScoreBias):
         return ids
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, *, causal: bool, scale: float, q_offset: int | None = None) -> Tensor:
+        # Without autograd (evaluation, decoding) the bias itself is kept for the next layers of the stack,
+        # as T5 hands its first layer's position_bias on; with autograd each layer looks the table up again.
+        key = None
+        if q_offset is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            key = (q_offset, q_pos.shape[-1], k.shape[-2], causal, q.dtype, str(q.device), self.table.weight._version)
+            if self._bias is not None and self._bias[0] == key:
+                return self._bias[1]
         values = self.table(self.buckets(q_pos, k.shape[-2], causal, q_offset))  # (..., Tq, Tk, H)
         bias = values.movedim(-1, -3)  # (..., H, Tq, Tk)
-        return (bias if bias.dim() == 4 else bias[None]).to(q.dtype)
+        bias = (bias if bias.dim() == 4 else bias[None]).to(q.dtype)
+        if key is not None:
+            self._bias = (key, bias)
+        return bias
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
         table = self.table.weight  # (n_buckets, H)

@@ -46,3 +46,15 @@ def test_bucket_ids_are_computed_once_per_shape() -> None:
     ids = mine._buckets[(0, 4, 4, False, "cpu")]
     mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0)
     assert mine._buckets[(0, 4, 4, False, "cpu")] is ids and len(mine._buckets) == 1
+
+
+def test_without_autograd_the_bias_is_computed_once_for_the_stack_and_follows_the_table() -> None:
+    mine = T5RelativeBias(2)
+    q, k = torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 4, 8)
+    with torch.no_grad():
+        a = mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0)
+        assert mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0) is a  # the next layer reuses it
+        mine.table.weight.add_(1.0)  # a changed table (an optimizer step) is looked up again
+        torch.testing.assert_close(mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0), a + 1.0)
+    b = mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0)
+    assert b.requires_grad and b is not a  # under autograd: each layer's own lookup in the graph
