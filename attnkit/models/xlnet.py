@@ -1,0 +1,203 @@
+"""XLNet (Yang et al. 2019): permutation language modelling with two-stream self-attention.
+
+Each layer keeps two streams (section 2.3, eq. 4-5). The *content* stream ``h_i`` encodes token
+``x_i`` in its context, as a Transformer-XL layer does; the *query* stream ``g_i`` starts from one
+learned vector ``w`` (``mask_emb``), knows the position it predicts but not its token, and is what
+predicts it. With a factorisation order ``z`` (``perm_mask[b, i, j] = 1``: i may not see j):
+
+    g_i <- Attention(Q = g_i, KV = h_{z<t})        the query stream sees the content before it
+    h_i <- Attention(Q = h_i, KV = h_{z<=t})       the content stream also sees itself
+
+Both use Transformer-XL's relative attention (Dai et al. 2019, section 3.3) with XLNet's relative
+segment encoding (section 2.5): for query i and key j,
+
+    score = (q_i + u)·k_j + (q_i + v)·R_{i-j} + (q_i + b)·s_ij,     scaled by 1/sqrt(d_head)
+
+with ``R`` sinusoidal encodings of the distance projected by ``W_r``, and ``s_ij`` one of two learned
+vectors (same segment or not). Then the output projection, residual and LayerNorm (post-norm), and the
+position-wise FFN with its residual and LayerNorm, shared by both streams. The output layer is tied
+to the word embeddings. Only the query stream's positions named by ``target_mapping`` (partial
+prediction, section 2.3) are returned when it is given.
+
+As the reference implementation, masked scores get ``-1e30`` added rather than being removed, so a
+query that may see nothing attends uniformly. Memory (Transformer-XL's recurrence), bidirectional
+data and ``clamp_len`` are not implemented; per-layer biases ``u, v, b`` (``untie_r``) are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.layers.ffn import activation
+from attnkit.models.base import PretrainedModel, init_normal, register_model
+
+
+@dataclass(frozen=True, kw_only=True)
+class XLNetConfig(Config):
+    """XLNet's sizes (defaults: XLNet-base, except the vocabulary)."""
+
+    vocab_size: int = 32000
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: str = "gelu"
+    dropout: float = 0.1
+    norm_eps: float = 1e-12
+    init_std: float = 0.02
+    pad_id: int = 5
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
+            check(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
+        check(self.d_model % 2 == 0, "d_model", self.d_model, "must be even (sin and cos halves of the position encoding)")
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+
+
+def relative_encoding(length: int, d_model: int, device: torch.device) -> Tensor:
+    """Sinusoids of the distances ``length, length - 1, ..., -length + 1`` (Transformer-XL): ``(2 * length, d_model)``, sin half then cos half."""
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, d_model, 2.0, device=device) / d_model)  # (d/2,)
+    distance = torch.arange(length, -length, -1.0, device=device)  # (2T,)
+    angle = distance[:, None] * inv_freq[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+class TwoStreamAttention(nn.Module):
+    """Relative multi-head attention (eq. above) with its output projection, residual and LayerNorm."""
+
+    def __init__(self, c: XLNetConfig) -> None:
+        super().__init__()
+        self.n_heads, self.d_head = c.n_heads, c.d_model // c.n_heads
+        self.q = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.k = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.v = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.r = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.o = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.content_bias = nn.Parameter(torch.zeros(c.n_heads, self.d_head))  # u
+        self.position_bias = nn.Parameter(torch.zeros(c.n_heads, self.d_head))  # v
+        self.segment_bias = nn.Parameter(torch.zeros(c.n_heads, self.d_head))  # b
+        self.segment_embed = nn.Parameter(torch.zeros(2, c.n_heads, self.d_head))  # s: same segment, other segment
+        self.norm = nn.LayerNorm(c.d_model, eps=c.norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+
+    def heads(self, x: Tensor) -> Tensor:
+        return x.view(*x.shape[:-1], self.n_heads, self.d_head)  # (B, L, H, Dh)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, kr: Tensor, other_segment: Tensor | None, mask: Tensor | None) -> Tensor:
+        """``q: (B, Tq, H, Dh)`` over keys ``k, v: (B, T, H, Dh)``, ``kr: (2T, H, Dh)`` -> ``(B, Tq, H, Dh)``."""
+        T = k.shape[1]
+        content = torch.einsum("bihd,bjhd->bhij", q + self.content_bias, k)  # (B, H, T, T)
+        by_distance = torch.einsum("bihd,rhd->bhir", q + self.position_bias, kr)  # (B, H, T, 2T): every distance
+        i, j = torch.arange(T, device=q.device)[:, None], torch.arange(T, device=q.device)[None, :]
+        index = (T - i + j).expand(*by_distance.shape[:2], T, T)  # distance i - j sits at row T - (i - j) of kr
+        position = by_distance.gather(-1, index)  # (B, H, T, T)
+        score = content + position
+        if other_segment is not None:
+            seg = torch.einsum("bihd,shd->bhis", q + self.segment_bias, self.segment_embed)  # (B, H, T, 2)
+            score = score + torch.where(other_segment[:, None], seg[..., 1:2], seg[..., 0:1])  # (B, H, T, T)
+        score = score.float() / math.sqrt(self.d_head)
+        if mask is not None:
+            score = score - 1e30 * mask[:, None].float()  # the reference's masking: a fully masked row attends uniformly
+        prob = self.drop(torch.softmax(score, dim=-1).to(v.dtype))
+        return torch.einsum("bhij,bjhd->bihd", prob, v)
+
+    def post(self, x: Tensor, attended: Tensor) -> Tensor:
+        return self.norm(x + self.drop(self.o(attended.flatten(-2))))  # (B, L, d_model)
+
+
+class XLNetLayer(nn.Module):
+    """Two-stream relative attention, then the FFN (both with residual + LayerNorm), for both streams."""
+
+    def __init__(self, c: XLNetConfig) -> None:
+        super().__init__()
+        self.attn = TwoStreamAttention(c)
+        self.w1 = nn.Linear(c.d_model, c.d_ff)
+        self.w2 = nn.Linear(c.d_ff, c.d_model)
+        self.act = activation(c.activation)
+        self.ffn_norm = nn.LayerNorm(c.d_model, eps=c.norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+
+    def ffn(self, x: Tensor) -> Tensor:
+        return self.ffn_norm(x + self.drop(self.w2(self.drop(self.act(self.w1(x))))))
+
+    def forward(self, h: Tensor, g: Tensor | None, r: Tensor, other_segment: Tensor | None, content_mask: Tensor | None,
+                query_mask: Tensor | None, target_mapping: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        a = self.attn
+        k, v, kr = a.heads(a.k(h)), a.heads(a.v(h)), a.heads(a.r(r))  # keys and values come from the content stream
+        h_new = a.post(h, a.attend(a.heads(a.q(h)), k, v, kr, other_segment, content_mask))
+        g_new = None
+        if g is not None:
+            qg = a.heads(a.q(g))  # (B, P, H, Dh): one query per predicted position
+            if target_mapping is not None:
+                qg = torch.einsum("bphd,bpt->bthd", qg, target_mapping)  # placed at the positions they predict
+            out = a.attend(qg, k, v, kr, other_segment, query_mask)
+            if target_mapping is not None:
+                out = torch.einsum("bthd,bpt->bphd", out, target_mapping)
+            g_new = self.ffn(a.post(g, out))
+        return self.ffn(h_new), g_new
+
+
+@dataclass
+class XLNetOutput:
+    """Logits of the query stream at the predicted positions (or of the content stream without a query stream)."""
+
+    logits: Tensor  # (B, P, V) or (B, T, V)
+    hidden: Tensor  # (B, P, d_model) or (B, T, d_model)
+
+
+@register_model("xlnet-lm")
+class XLNetLM(PretrainedModel):
+    """XLNet with its tied language-model head; ``forward(ids, perm_mask=, target_mapping=)``."""
+
+    config_class = XLNetConfig
+
+    def __init__(self, config: XLNetConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.mask_emb = nn.Parameter(torch.zeros(1, 1, c.d_model))  # w: where every query stream starts
+        self.layers = nn.ModuleList(XLNetLayer(c) for _ in range(c.n_layers))
+        self.drop = nn.Dropout(c.dropout)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size)
+        init_normal(self, c.init_std)
+        for m in self.modules():
+            if isinstance(m, TwoStreamAttention):
+                for p in (m.content_bias, m.position_bias, m.segment_bias, m.segment_embed):
+                    nn.init.normal_(p, std=c.init_std)
+        nn.init.normal_(self.mask_emb, std=c.init_std)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids: Tensor, *, perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
+                segment_ids: Tensor | None = None, attention_mask: Tensor | None = None) -> XLNetOutput:
+        """Run both streams.
+
+        Args:
+            ids: ``(B, T)`` tokens.
+            perm_mask: ``(B, T, T)``, 1 where token i may not see token j (the factorisation order); None: all visible.
+            target_mapping: ``(B, P, T)`` one-hot: the P positions predicted (None: no query stream).
+            segment_ids: ``(B, T)``; tokens of different segments get the "other segment" encoding.
+            attention_mask: ``(B, T)`` 1 for real tokens; padding keys are never seen.
+        """
+        B, T = ids.shape
+        mask = perm_mask.float() if perm_mask is not None else None
+        if attention_mask is not None:
+            pad = (1 - attention_mask.float())[:, None, :].expand(B, T, T)
+            mask = pad if mask is None else mask + pad
+        query_mask = mask > 0 if mask is not None else None
+        eye = torch.eye(T, dtype=torch.bool, device=ids.device)
+        content_mask = (query_mask & ~eye) if query_mask is not None else None  # the content stream sees itself
+        other = (segment_ids[:, :, None] != segment_ids[:, None, :]) if segment_ids is not None else None  # (B, T, T)
+        h = self.drop(self.embed(ids))  # (B, T, d_model)
+        g = self.drop(self.mask_emb.expand(B, target_mapping.shape[1], -1)) if target_mapping is not None else None
+        r = self.drop(relative_encoding(T, self.config.d_model, ids.device).to(h.dtype))  # (2T, d_model)
+        for layer in self.layers:
+            h, g = layer(h, g, r, other, content_mask, query_mask, target_mapping)
+        out = self.drop(g if g is not None else h)
+        return XLNetOutput(logits=self.lm_head(out), hidden=out)

@@ -1,0 +1,70 @@
+"""XLNet's two-stream attention against transformers' XLNetLMHeadModel with random weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.hub.xlnet import xlnet_from_hf
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    cfg = transformers.XLNetConfig(vocab_size=80, d_model=32, n_layer=2, n_head=4, d_inner=48, dropout=0.0, mem_len=None)
+    hf = transformers.XLNetLMHeadModel(cfg).eval()
+    return hf, xlnet_from_hf(hf).eval()
+
+
+def permutation_inputs(B: int, T: int, P: int, seed: int):
+    """A random factorisation order per row; the last P positions of the order are predicted."""
+    g = torch.Generator().manual_seed(seed)
+    perm_mask = torch.zeros(B, T, T)
+    mapping = torch.zeros(B, P, T)
+    for b in range(B):
+        order = torch.randperm(T, generator=g)
+        rank = torch.empty(T, dtype=torch.long)
+        rank[order] = torch.arange(T)
+        perm_mask[b] = (rank[None, :] >= rank[:, None]).float()  # i may not see j at or after it in the order
+        for p, t in enumerate(order[T - P :].tolist()):
+            mapping[b, p, t] = 1.0
+    return perm_mask, mapping
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_query_stream_logits_match(pair, segments):
+    hf, ours = pair
+    ids = torch.randint(6, 80, (3, 11))
+    perm_mask, mapping = permutation_inputs(3, 11, 4, seed=1)
+    seg = torch.tensor([[0] * 6 + [1] * 5] * 3) if segments else None
+    with torch.no_grad():
+        ref = hf(ids, perm_mask=perm_mask, target_mapping=mapping, token_type_ids=seg).logits
+        got = ours(ids, perm_mask=perm_mask, target_mapping=mapping, segment_ids=seg).logits
+    assert got.shape == ref.shape == (3, 4, 80)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_content_stream_logits_match(pair):
+    hf, ours = pair
+    ids = torch.randint(6, 80, (2, 9))
+    mask = torch.ones(2, 9)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask).logits
+        got = ours(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_a_query_never_sees_its_own_token(pair):
+    _, ours = pair
+    ids = torch.randint(6, 80, (1, 8))
+    perm_mask, mapping = permutation_inputs(1, 8, 3, seed=2)
+    target = int(mapping[0, 0].argmax())
+    changed = ids.clone()
+    changed[0, target] = 7 if ids[0, target] != 7 else 8
+    with torch.no_grad():
+        a = ours(ids, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
+        b = ours(changed, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
+    torch.testing.assert_close(a, b)
