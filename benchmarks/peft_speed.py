@@ -11,10 +11,11 @@ Three parts (``--parts``, default all):
 * ``bert``: Hugging Face ``BertForSequenceClassification`` (``BertConfig()``: bert-base, random
   weights, 2 labels), batch ``32 x 128``. Modes: peft LoRA (r=8, alpha 16, ``query``/``value``,
   the classifier in ``modules_to_save``), attnkit LoRA on the same imported model (the ``q`` and
-  ``v`` slices of the fused projection, the head trained), and full fine-tuning of each.
+  ``v`` slices of the fused projection, the head trained), and full fine-tuning of each; with
+  ``--compile on`` (the default on CUDA) also attnkit's LoRA model under ``torch.compile``.
 * ``gpt2``: ``GPT2LMHeadModel`` with GPT-2 medium's sizes (24 layers, d 1024), batch ``8 x 1024``,
   next-token loss. Modes: peft LoRA on ``c_attn`` (``fan_in_fan_out``), attnkit LoRA on
-  ``qkv_proj``, and full fine-tuning of each.
+  ``qkv_proj``, and full fine-tuning of each (and attnkit's LoRA compiled).
 * ``qlora``: an attnkit GPT with GPT-2 large's sizes (36 layers, d 1280, 774M parameters, random
   weights), batch ``4 x 1024``: LoRA (r=8 on ``qkv_proj``) on a bf16 base against QLoRA (the same
   LoRA on an NF4 base with double quantization, compute in bf16). Reported: the bytes of the
@@ -116,8 +117,13 @@ def _held_bytes(model: torch.nn.Module) -> int:
 def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: bool,
           models: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for step in modes.values():
-        step(0)  # the optimizer's state exists before memory is measured
+    for name, step in list(modes.items()):
+        try:
+            step(0)  # the optimizer's state exists before memory is measured (a compiled mode compiles here)
+        except Exception as e:  # noqa: BLE001 - a mode that fails (a compiler error) is recorded, the others go on
+            out[name] = {"error": str(e).splitlines()[0][:300]}
+            print(f"  {name:<24} failed: {out[name]['error']}")
+            del modes[name]
     mem = {name: common.step_peak_memory(step, device) for name, step in modes.items()}
     timings = common.time_interleaved(modes, device, warmup=2 if quick else 10, iters=2 if quick else 20, rounds=1 if quick else 3)
     for name, t in timings.items():
@@ -129,7 +135,14 @@ def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: 
     return out
 
 
-def part_bert(device: torch.device, quick: bool) -> dict[str, Any]:
+def _ratio(res: dict[str, Any], slow: str, fast: str) -> float | None:
+    """``slow`` time over ``fast`` time, or None when either mode did not run."""
+    if "median_ms" not in res.get(slow, {}) or "median_ms" not in res.get(fast, {}):
+        return None
+    return res[slow]["median_ms"] / res[fast]["median_ms"]
+
+
+def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
     import peft
     import transformers
 
@@ -165,12 +178,15 @@ def part_bert(device: torch.device, quick: bool) -> dict[str, Any]:
         "hf full": _step(hf_full, batches, _hf_cls_loss, device),
         "attnkit full": _step(ak_full, batches, _ak_cls_loss, device),
     }
+    if compile_:
+        modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, _ak_cls_loss, device)
     res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
     return {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)), "modes": res,
-            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"]}
+            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"],
+            "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
 
 
-def part_gpt2(device: torch.device, quick: bool) -> dict[str, Any]:
+def part_gpt2(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
     import peft
     import transformers
 
@@ -202,11 +218,15 @@ def part_gpt2(device: torch.device, quick: bool) -> dict[str, Any]:
         "hf full": _step(hf_full, batches, _hf_lm_loss, device),
         "attnkit full": _step(ak_full, batches, _ak_lm_loss, device),
     }
+    if compile_:
+        modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, _ak_lm_loss, device)
     res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
-    for name in ("hf+peft lora", "attnkit lora"):
-        res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
+    for name in ("hf+peft lora", "attnkit lora", "attnkit lora compiled"):
+        if "median_ms" in res.get(name, {}):
+            res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
     return {"batch": batch, "seq": seq, "parity_max_abs": diff, "modes": res,
-            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"]}
+            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"],
+            "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
 
 
 def _weight_bytes(model: torch.nn.Module) -> int:
@@ -242,18 +262,14 @@ def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, A
           f"({weights['qlora nf4'] / weights['bf16 lora']:.3f}x); max |logit| change from quantization {err:.3f}; "
           f"{trainable_parameters(models['qlora nf4'])}")
     modes = {name: _step(m, batches, _ak_lm_loss, device) for name, m in models.items()}
-    compiled_error = None
     if compile_:
-        try:
-            modes["qlora nf4 compiled"] = _step(torch.compile(models["qlora nf4"]), batches, _ak_lm_loss, device)
-        except Exception as e:  # noqa: BLE001 - a compiler failure is a result to record, not a crash
-            compiled_error = str(e).splitlines()[0][:300]
+        modes["qlora nf4 compiled"] = _step(torch.compile(models["qlora nf4"]), batches, _ak_lm_loss, device)
     res = _time(modes, device, quick)
     return {"batch": batch, "seq": seq, "weight_bytes": weights, "weight_ratio": weights["qlora nf4"] / weights["bf16 lora"],
-            "quantization_logit_change": err, "modes": res, "compile_error": compiled_error,
+            "quantization_logit_change": err, "modes": res,
             "step_ratio": res["qlora nf4"]["median_ms"] / res["bf16 lora"]["median_ms"],
             "step_ratio_compiled": (res["qlora nf4 compiled"]["median_ms"] / res["bf16 lora"]["median_ms"]
-                                    if "qlora nf4 compiled" in res else None)}
+                                    if "median_ms" in res.get("qlora nf4 compiled", {}) else None)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--quick", action="store_true", help="tiny configs and few steps (a CPU smoke run)")
-    ap.add_argument("--compile", choices=("on", "off"), default=None, help="also time the compiled QLoRA step (default: on for CUDA)")
+    ap.add_argument("--compile", choices=("on", "off"), default=None,
+                    help="also time attnkit's LoRA and QLoRA steps under torch.compile (default: on for CUDA)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)
@@ -272,9 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     compile_ = (args.compile or ("on" if device.type == "cuda" else "off")) == "on"
     results: dict[str, Any] = {}
     if "bert" in parts:
-        results["bert"] = part_bert(device, args.quick)
+        results["bert"] = part_bert(device, args.quick, compile_)
     if "gpt2" in parts:
-        results["gpt2"] = part_gpt2(device, args.quick)
+        results["gpt2"] = part_gpt2(device, args.quick, compile_)
     if "qlora" in parts:
         results["qlora"] = part_qlora(device, args.quick, compile_)
     env = common.environment(device)

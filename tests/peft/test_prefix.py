@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from attnkit.attention.multihead import MultiHeadAttention
@@ -51,3 +52,22 @@ def test_reparameterised_table_is_the_mlp_output_and_freezes_to_it() -> None:
     t.freeze_table()
     assert t.mlp is None
     torch.testing.assert_close(model(ids).last_hidden, before)
+
+
+@pytest.mark.parametrize("kind", ["scaled_dot", "additive", "dot", "relu", "linear", "sliding_window"])
+def test_every_kernel_sees_the_prefix_first_with_padding(kind: str) -> None:
+    """Through the module (projections, cache protocol, mask padding) against the bare kernel on concatenated keys."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2, kind=kind).eval()
+    inner = mha.kernel
+    table = PrefixTable(3, 1, 16)
+    mha.kernel = PrefixKernel(inner, table, 0, 2)
+    x = torch.randn(2, 5, 16)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    q, k, v = (t.view(2, 5, 2, 8).transpose(1, 2) for t in mha.qkv_proj(x).split(16, dim=-1))  # (B, H, T, d_k)
+    pk, pv = table.layer(0, 2, 2, x.dtype)  # (B, H, P, d_k)
+    full_mask = torch.cat([torch.ones(2, 1, 1, 3, dtype=torch.bool), mask], dim=-1)
+    ref = inner(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2), mask=full_mask)
+    expected = mha.out_proj(ref.transpose(1, 2).reshape(2, 5, 16))
+    torch.testing.assert_close(mha(x, mask=mask)[0], expected, atol=1e-5, rtol=1e-5)
