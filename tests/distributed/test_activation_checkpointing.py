@@ -122,3 +122,29 @@ def test_fp16_resume_restores_the_loss_scale(tmp_path):
     got = resumed.fit(resume=True).losses
     assert got == want[2:]
     assert resumed.scaler.get_scale() == straight.scaler.get_scale()
+
+
+@pytest.mark.parametrize("order", ["adapters first", "checkpointing first"])
+def test_lora_adapters_get_the_same_gradients_with_checkpointing(order):
+    """LoRA on a frozen GPT (attnkit.peft): the adapter weights, the only trainable ones, get the
+    gradients they get without checkpointing, whichever transform is applied first."""
+    from attnkit.peft import LoRAConfig, apply_lora
+
+    def adapted(checkpointed: bool):
+        model = _gpt(0.1)
+        if checkpointed and order == "checkpointing first":
+            apply_activation_checkpointing(model)
+        torch.manual_seed(5)
+        apply_lora(model, LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("q", "v"), modules_to_save=()))
+        for name, p in model.named_parameters():  # B starts at zero: move it so that A gets a gradient too
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+        if checkpointed and order == "adapters first":
+            apply_activation_checkpointing(model)
+        return model
+
+    want, got = _grads(adapted(False), _gpt_loss), _grads(adapted(True), _gpt_loss)
+    assert got.keys() == want.keys() and len(want) == 4 * 3  # A and B of q and v in each of 3 layers
+    for k in want:
+        assert want[k].abs().max() > 0, k
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-7, msg=k)
