@@ -55,7 +55,7 @@ lr 1e-3, cosine decay to lr/10 after 100 warm-up steps, 5,000 steps of 64)."""
 
 
 def add_parser(sub: Any) -> None:
-    from attnkit.cli import train_denoise, train_electra, train_listops, train_mlm, train_unilm
+    from attnkit.cli import train_denoise, train_electra, train_listops, train_mlm, train_unilm, train_xlnet
 
     p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +96,7 @@ def add_parser(sub: Any) -> None:
     train_denoise.add_parser(tasks)
     train_electra.add_parser(tasks)
     train_unilm.add_parser(tasks)
+    train_xlnet.add_parser(tasks)
 
 
 def flag_assignments(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
