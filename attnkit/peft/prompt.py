@@ -14,7 +14,8 @@ The virtual tokens go through the model's embedding layer like real ones: they g
 ``0 .. n-1`` and segment 0 (the real tokens move to ``n ..``), the padding mask marks them real,
 and per-token outputs (tagging, QA, language-model logits) drop their ``n`` positions, so a task
 reads outputs for its own tokens only. A classifier that reads the first position reads the
-first virtual token (as peft does).
+first virtual token (as peft does). A GPT with soft prompts trains and scores text through its
+forward pass; its cached decoding step (generation) is refused.
 """
 
 from __future__ import annotations
@@ -115,9 +116,8 @@ def _prompted_forward(self: nn.Module, ids: Tensor, *args: Any, attention_mask: 
     """The model's forward with ``n`` virtual tokens first; per-token outputs drop them again."""
     enc = self.prompt_encoder
     n, b = enc.n_virtual, ids.shape[0]
-    caches = kw.get("caches")
-    if caches and caches[0].length:  # decoding after the prompt: nothing to prepend
-        return type(self).forward(self, ids, *args, attention_mask=attention_mask, **kw)
+    if kw.get("caches") is not None:
+        _no_cached_decoding(self)
     ids = torch.cat([ids.new_zeros(b, n), ids], dim=1)  # placeholders, replaced in the embedding
     if attention_mask is not None:
         attention_mask = torch.cat([attention_mask.new_ones(b, n), attention_mask], dim=1)
@@ -133,6 +133,11 @@ def _prompted_forward(self: nn.Module, ids: Tensor, *args: Any, attention_mask: 
         if hasattr(out, "hidden"):
             out.hidden = out.hidden[:, n:]
     return out
+
+
+def _no_cached_decoding(self: nn.Module, *args: Any, **kw: Any) -> Any:
+    raise ConfigError("a soft-prompt adapter (prompt, ptuning) does not support cached decoding (generate); "
+                      "use prefix tuning or LoRA to adapt a GPT for generation")
 
 
 class _Prompts(nn.Module):
@@ -178,6 +183,8 @@ def apply_prompt(model: nn.Module, config: PromptConfig, init_ids: list[int] | N
     object.__setattr__(emb, "_prompt_encoder", model.prompt_encoder)
     emb.register_forward_hook(_replace_first)
     model.forward = types.MethodType(_prompted_forward, model)
+    if hasattr(model, "next_token_logits"):  # a decoding step would bypass the prompt: refused, not silently wrong
+        model.next_token_logits = types.MethodType(_no_cached_decoding, model)
     return model
 
 

@@ -163,6 +163,9 @@ class LMJob(Job):
         train, valid = split_tokens(encode(tok, text), m.context, d.train_fraction)  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
+        if p.method in ("prompt", "ptuning") and sample is not None:  # type: ignore[attr-defined]
+            log("samples off: soft prompts do not support cached decoding")
+            sample = None
         task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
         state: dict[str, Any] = {}
         if p.enabled:  # type: ignore[attr-defined]
