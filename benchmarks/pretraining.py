@@ -11,8 +11,9 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
 
 * **throughput**: each objective trains ``--steps`` steps (no evaluation) and the Trainer's logged
   tokens per second (input tokens, padding excluded) are read from ``metrics.jsonl``; the median over
-  the logs after the first is reported. The encoders (masked LM, ELECTRA, UniLM) are ELECTRA-Small's
-  discriminator shape (12 layers, d_model 256, embeddings 128; ELECTRA adds its 1/4-width generator);
+  the logs after the first is reported. The encoders (masked LM, ELECTRA, UniLM, XLNet) are ELECTRA-Small's
+  discriminator shape (12 layers, d_model 256, embeddings 128; ELECTRA adds its 1/4-width generator,
+  XLNet has no embedding projection and runs two streams);
   the encoder-decoders (T5, BART, MASS) the denoising recipes' 3+3-layer pre-norm Transformer (d_model
   256); the decoders the ``shakespeare-char`` GPT (6 layers, d_model 384) dense and with 8 Switch
   experts in every FFN (the same active parameters per token). MFU is ``6 * N * tokens/s`` over the
@@ -54,6 +55,7 @@ OBJECTIVES: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "mlm": ("mlm", "bert-mlm-from-scratch", "electra-small", ()),
     "electra": ("electra", "electra-shakespeare", "electra-small", ()),
     "unilm": ("unilm", "unilm-shakespeare", "electra-small", ()),
+    "xlnet": ("xlnet", "xlnet-shakespeare", "electra-small", ()),
     "t5": ("t5", "t5-shakespeare", None, ()),
     "bart": ("bart", "bart-shakespeare", None, ()),
     "mass": ("mass", "mass-shakespeare", None, ()),
