@@ -356,6 +356,7 @@ def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = 
         raise CheckpointError(f"{path / ADAPTER_CONFIG}: its base model {base!r} is not a directory here; "
                               "pass the base's directory (--base DIR)")
     model = load(base)
+    _check_base(data, model, str(path / ADAPTER_CONFIG))  # before a head is built on it
     ak = data.get("attnkit") or {}
     model_type = ak.get("model_type")
     if model_type and model_type != getattr(model, "model_type", model_type) and model_type in _MODELS:
@@ -364,9 +365,7 @@ def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = 
             head = cls(cls.config_class.from_dict(ak["model_config"]))
         except ConfigError as e:
             raise CheckpointError(f"{path / ADAPTER_CONFIG}: {e}") from None
-        enc = getattr(model, "bert", model)
-        _check_base(data, head, str(path / ADAPTER_CONFIG))
-        head.bert.load_state_dict(enc.state_dict())
+        head.bert.load_state_dict(getattr(model, "bert", model).state_dict())
         model = head
     load_adapter_into(model, path, base=base)
     attach_saving(model, base)

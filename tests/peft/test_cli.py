@@ -148,3 +148,16 @@ def test_adapter_run_resumes_exactly_from_its_checkpoint(root: Path, capsys: pyt
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert "resume: train.steps 2 -> 3" in stdout and json.loads((out / "eval.json").read_text())["steps"] == 3
+
+
+def test_adapter_onto_another_base_is_one_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    adapter = root / "lora" / "model"
+    if not adapter.is_dir():
+        pytest.skip("needs the LoRA run of test_lora_run_learns_saves_an_adapter_and_predicts")
+    other = root / "other-base"
+    BertModel(bert_preset("bert-test", vocab_size=100, max_positions=40, n_layers=1)).save_pretrained(other)
+    from attnkit.errors import CheckpointError
+    from attnkit.peft import load_adapted
+
+    with pytest.raises(CheckpointError, match="trained on a base with n_layers=2; this base has n_layers=1"):
+        load_adapted(adapter, base=other)

@@ -111,3 +111,12 @@ def test_every_pattern_must_match() -> None:
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="both whole and by slices"):
         apply_lora(_bert(), LoRAConfig(targets=("q", "qkv")))
+
+
+def test_prompt_initialised_from_a_text_takes_its_token_embeddings() -> None:
+    from attnkit.peft import PromptConfig, apply_prompt
+
+    model = _bert()
+    table = model.embed.tokens.weight.detach().clone()
+    apply_prompt(model, PromptConfig(n_virtual=5, init="text", init_text="x"), init_ids=[7, 3])
+    torch.testing.assert_close(model.prompt_encoder.encoder.embedding, table[[7, 3, 7, 3, 7]])  # repeated to n
