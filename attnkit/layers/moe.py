@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.config import Config, check
+from attnkit.errors import ConfigError
 from attnkit.layers.ffn import FeedForward
 
 
@@ -93,6 +94,9 @@ class SwitchFFN(nn.Module):
         gate, expert = probs.max(dim=-1)  # (B, T)
         flat_x, flat_keep = x.reshape(-1, x.shape[-1]), keep.reshape(-1)  # (M, d), (M,)
         routed = F.one_hot(expert.reshape(-1), n) * flat_keep[:, None]  # (M, N): real tokens only
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise ConfigError("Switch layers read the number of tokens on the host at every step, which a CUDA graph cannot "
+                              "record; set train.execution.cuda_graphs=false")
         position = torch.cumsum(routed, dim=0) * routed  # 1-based place in its expert's queue
         capacity = self.capacity(int(flat_keep.sum()))
         accepted = (position > 0) & (position <= capacity)  # (M, N)

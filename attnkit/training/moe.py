@@ -57,7 +57,7 @@ class SwitchTask:
         out = dict(self.task.evaluate(model))
         aux = switch_aux_loss(model)  # of the last held-out batch
         if aux is not None:
-            out.update(moe_balance_loss=float(aux[1]), moe_z_loss=float(aux[2]))
+            out.update(moe_balance_loss=float(aux[1].detach()), moe_z_loss=float(aux[2].detach()))
         out.update(expert_load(model))
         return out
 
