@@ -18,6 +18,7 @@ the names are attnkit's module names.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import types
@@ -72,6 +73,49 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
 
+def _sliced(model: nn.Module) -> dict[str, Any]:
+    """LoRA layers adapted by row slices (q, k, v of a fused projection)."""
+    return {n: m for n, m in lora_layers(model).items() if [p for p, _, _ in m.parts] != ["all"]}
+
+
+@torch.no_grad()
+def fuse_slices(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The per-slice adapters of fused layers as one adapter of the whole layer, exactly: ``A' = [A_q; A_v]``
+    (rank ``n r``) and a block ``B'`` holding each ``B`` in its slice's rows and rank columns, zero elsewhere
+    (so ``B' A' = [B_q A_q; 0; B_v A_v]``); DoRA's magnitude of an unadapted row is its weight's norm.
+    GPT-2's ``c_attn`` is one layer in peft, so this is how q/v slices are written for it."""
+    out = dict(state)
+    for name, m in _sliced(model).items():
+        r, parts = m.r, m.parts
+        out[f"{name}.lora_A.all"] = torch.cat([out.pop(f"{name}.lora_A.{p}") for p, _, _ in parts])  # (n r, d_in)
+        B = state[f"{name}.lora_A.{parts[0][0]}"].new_zeros(m.out_features, len(parts) * r)
+        for i, (p, a, b) in enumerate(parts):
+            B[a:b, i * r : (i + 1) * r] = out.pop(f"{name}.lora_B.{p}")
+        out[f"{name}.lora_B.all"] = B
+        if m.use_dora:
+            mag = m.base_weight(torch.float32).norm(dim=1).cpu()
+            for p, a, b in parts:
+                mag[a:b] = out.pop(f"{name}.magnitude.{p}")
+            out[f"{name}.magnitude.all"] = mag
+    return out
+
+
+def split_fused(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Undo :func:`fuse_slices`: each slice's ``A``, ``B`` (and magnitude) from the whole layer's."""
+    out = dict(state)
+    for name, m in _sliced(model).items():
+        if f"{name}.lora_A.all" not in out:
+            continue
+        r, A, B = m.r, out.pop(f"{name}.lora_A.all"), out.pop(f"{name}.lora_B.all")
+        mag = out.pop(f"{name}.magnitude.all", None)
+        for i, (p, a, b) in enumerate(m.parts):
+            out[f"{name}.lora_A.{p}"] = A[i * r : (i + 1) * r]
+            out[f"{name}.lora_B.{p}"] = B[a:b, i * r : (i + 1) * r]
+            if mag is not None:
+                out[f"{name}.magnitude.{p}"] = mag[a:b]
+    return out
+
+
 def _peft_names(model: nn.Module, kind: str) -> Callable[[str], str]:
     """attnkit adapter key -> peft key for a model imported from Hugging Face ``kind``."""
     method, config = model.peft_method  # type: ignore[attr-defined]
@@ -102,7 +146,12 @@ def _peft_config(model: nn.Module, kind: str | None, base: str) -> dict[str, Any
     out: dict[str, Any] = {"peft_type": PEFT_TYPES[method], "task_type": task, "base_model_name_or_path": base,
                            "inference_mode": True, "modules_to_save": keep or None, "revision": None}
     if method in ("lora", "qlora"):
-        mods = sorted({name(layer, p) for layer, m in lora_layers(model).items() for p, _, _ in m.parts})
+        whole = kind == "gpt2"  # c_attn is one layer: slices are written fused (fuse_slices)
+        mods = sorted({name(layer, "all" if whole else p) for layer, m in lora_layers(model).items() for p, _, _ in m.parts})
+        if whole:
+            fused = {name(layer, "all"): len(m.parts) * m.r for layer, m in _sliced(model).items()}
+            out["rank_pattern"] = fused
+            out["alpha_pattern"] = {k: config.scaling * (math.sqrt(r) if config.rslora else r) for k, r in fused.items()}
         out.update(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=mods, use_rslora=config.rslora,
                    use_dora=config.dora, fan_in_fan_out=kind == "gpt2", bias="none", init_lora_weights=True)
     else:
@@ -144,6 +193,8 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, *, base: str | os.Pa
     method, config = model.peft_method  # type: ignore[attr-defined]
     kind = hf_kind(base)
     state = adapter_state_dict(model)
+    if kind == "gpt2":
+        state = fuse_slices(model, state)
     if kind is not None:
         rename = _peft_names(model, kind)
         state = {rename(k): v for k, v in state.items()}
@@ -297,7 +348,11 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, *, base: str | 
     except ConfigError as e:
         raise CheckpointError(f"{source}: {e}") from None
     expected = adapter_state_dict(model)
-    rename = _peft_names(model, kind) if (ak or {}).get("names", "peft" if kind else "attnkit") == "peft" and kind else (lambda k: k)
+    peft_names = (ak or {}).get("names", "peft" if kind else "attnkit") == "peft" and kind is not None
+    fused = peft_names and kind == "gpt2" and bool(_sliced(model))
+    if fused:
+        expected = fuse_slices(model, expected)
+    rename = _peft_names(model, kind) if peft_names else (lambda k: k)
     file_key = {rename(k): k for k in expected}
     try:
         stored = load_file(str(path / ADAPTER_WEIGHTS))
@@ -317,7 +372,7 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, *, base: str | 
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: no tensor for {rename(missing[0])!r}; {len(missing)} missing")
-    load_adapter_state(model, state)
+    load_adapter_state(model, split_fused(model, state) if fused else state)
     return model.eval()
 
 

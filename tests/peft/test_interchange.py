@@ -128,3 +128,17 @@ def test_bad_adapter_files_are_one_line_errors(hf_bert_dir: str, hf_gpt2_dir: st
     with pytest.raises(CheckpointError, match=r"has shape \(4, 32\), the adapter expects \(8, 32\); adapter_config.json says r=8"):
         load_adapted(tmp_path / "a")
     assert cfg["peft_type"] == "LORA"
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_gpt2_q_v_slices_export_to_peft_as_one_c_attn_adapter(hf_gpt2_dir: str, ids: torch.Tensor, tmp_path: Path, dora: bool) -> None:
+    model = load(hf_gpt2_dir)
+    apply_peft(model, PEFTConfig(method="lora", r=2, alpha=6, targets=("q", "v"), dora=dora, dropout=0.0))
+    _randomise_lora(model)
+    ours = model.eval()(ids).logits
+    save_adapter(model, tmp_path, base=hf_gpt2_dir)
+    theirs = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_gpt2_dir), str(tmp_path)).eval()
+    assert (theirs(input_ids=ids).logits - ours).abs().max() < ATOL
+    back = load_adapted(tmp_path)
+    assert set(back.decoder.layers[0].self_attn.qkv_proj.lora_A) == {"q", "v"}  # read back as slices
+    assert (back(ids).logits - ours).abs().max() < ATOL
