@@ -149,22 +149,30 @@ def quantize_nf4(w: Tensor, blocksize: int = 64, blocksize2: int = 256) -> NF4We
     return NF4Weight(packed, qabs, absmax2, offset, w.shape, w.dtype, blocksize, blocksize2)
 
 
-def dequantize_absmax(q: NF4Weight) -> Tensor:
-    """The fp32 block constants: ``dynamic_code[absmax] * absmax2 + offset`` (equation 6's inner dequantization)."""
+def dequantize_absmax(q: NF4Weight, code: Tensor | None = None) -> Tensor:
+    """The fp32 block constants: ``dynamic_code[absmax] * absmax2 + offset`` (equation 6's inner dequantization).
+
+    ``code``: :func:`dynamic_code` already on the device (a layer keeps it as a buffer).
+    """
     n = q.absmax.numel()
-    code = dynamic_code().to(q.absmax.device)
+    code = dynamic_code().to(q.absmax.device) if code is None else code
     vals = code[q.absmax.long()]  # (n_blocks,)
     scale = q.absmax2.repeat_interleave(q.blocksize2)[:n]
     return vals * scale + q.offset
 
 
-def dequantize_nf4(q: NF4Weight, dtype: torch.dtype | None = None) -> Tensor:
-    """The weight rebuilt from NF4: ``nf4_code[index] * constant`` per block, in ``dtype`` (default the original)."""
+def dequantize_nf4(q: NF4Weight, dtype: torch.dtype | None = None, codes: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """The weight rebuilt from NF4: ``nf4_code[index] * constant`` per block, in ``dtype`` (default the original).
+
+    ``codes``: ``(nf4_code, dynamic_code)`` already on the device (a layer keeps them as buffers,
+    so a step copies nothing from the host and ``torch.compile`` sees plain tensors).
+    """
     n = math.prod(q.shape)
+    code4, code8 = codes if codes is not None else (nf4_code().to(q.packed.device), dynamic_code().to(q.packed.device))
     packed = q.packed.reshape(-1)
     idx = torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1)[:n].long()  # (n,)
-    vals = nf4_code().to(packed.device)[idx]
-    absmax = dequantize_absmax(q).repeat_interleave(q.blocksize)[:n]
+    vals = code4[idx]
+    absmax = dequantize_absmax(q, code8).repeat_interleave(q.blocksize)[:n]
     return (vals * absmax).view(q.shape).to(dtype or q.dtype)
 
 
@@ -188,6 +196,8 @@ class NF4Linear(nn.Module):
         self.register_buffer("absmax", q.absmax)
         self.register_buffer("absmax2", q.absmax2)
         self.register_buffer("offset", q.offset.reshape(()))
+        self.register_buffer("code4", nf4_code().to(q.packed.device), persistent=False)
+        self.register_buffer("code8", dynamic_code().to(q.packed.device), persistent=False)
         if linear.bias is not None:
             self.register_buffer("bias", linear.bias.detach().clone())
         else:
@@ -197,7 +207,7 @@ class NF4Linear(nn.Module):
         return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
 
     def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
-        return dequantize_nf4(self.quantized(), dtype)
+        return dequantize_nf4(self.quantized(), dtype, (self.code4, self.code8))
 
     @property
     def weight(self) -> Tensor:
