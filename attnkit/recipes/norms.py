@@ -2,7 +2,7 @@
 
 ``multi30k-de-en-norm-<kind>`` is ``multi30k-de-en`` with ``model.norm`` set to ``rms`` (RMSNorm, Zhang &
 Sennrich 2019) or ``batch`` (BatchNorm over the real tokens of each batch, :mod:`attnkit.layers.batchnorm`);
-``multi30k-de-en`` itself is the LayerNorm row. The batch-size sensitivity is ``--set train.batch_size=...``
+``multi30k-de-en`` itself is the LayerNorm row. The batch-size sensitivity is ``--set data.max_tokens=...`` (tokens per batch)
 on the same recipes.
 """
 
