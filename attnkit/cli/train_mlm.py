@@ -26,7 +26,8 @@ another document), --sop ALBERT's sentence-order prediction (50% swapped); witho
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
 words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
-Geo(0.2) clipped at 10, the 80/10/10 decided per span).
+Geo(0.2) clipped at 10, the 80/10/10 decided per span); --word-structural adds StructBERT's word
+objective (Wang et al. 2020: 5% of the trigrams of unmasked tokens shuffled, their order restored).
 
 From scratch (no --model): without --tokenizer (a tokenizer.json or BERT vocab.txt) a WordPiece
 vocabulary of --vocab-size tokens is learned from the text. The model starts from --preset
@@ -59,7 +60,7 @@ fine-tunes that encoder. --resume --out DIR continues a run with the settings sa
 FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "cased": "data.cased",
          "pair_task": "data.pair_task", "max_seq_len": "data.max_seq_len", "documents": "data.documents",
          "sentences": "data.sentences", "whole_word": "masking.whole_word",
-         "span_masking": "masking.span"}
+         "span_masking": "masking.span", "word_structural": "masking.word_structural"}
 
 
 def add_parser(tasks: Any) -> None:
@@ -86,6 +87,8 @@ def add_parser(tasks: Any) -> None:
     g.add_argument("--whole-word", action="store_const", const=True, help="mask whole words (sets masking.whole_word)")
     g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "
                    "lengths clipped at 10 (sets masking.span)")
+    g.add_argument("--word-structural", type=float, nargs="?", const=0.05, metavar="SHARE", help="StructBERT's word objective: "
+                   "shuffle SHARE of the trigrams (default 0.05) and restore them (sets masking.word_structural)")
     g.add_argument("--max-seq-len", type=int, help="tokens per sequence, specials included (sets data.max_seq_len; default 128)")
     g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents; default: paragraphs)")
     g.add_argument("--sentences", choices=("lines", "punct"), help="what a sentence is (sets data.sentences; default: lines)")

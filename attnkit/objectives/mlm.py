@@ -34,6 +34,7 @@ class MaskingConfig(Config):
     random_prob: float = 0.1
     whole_word: bool = False
     span: bool = False  # SpanBERT's span masking (attnkit.objectives.span_masking)
+    word_structural: float = 0.0  # StructBERT: share of trigrams shuffled and restored (attnkit.objectives.structural)
 
     def validate(self) -> None:
         check(0.0 < self.select_prob < 1.0, "select_prob", self.select_prob, "must be in (0, 1)")
@@ -42,6 +43,7 @@ class MaskingConfig(Config):
         check(self.mask_prob + self.random_prob <= 1.0, "random_prob", self.random_prob,
               f"mask_prob + random_prob must be at most 1 (mask_prob={self.mask_prob})")
         check(not (self.span and self.whole_word), "span", self.span, "masks spans of whole words already; leave whole_word off")
+        check(0.0 <= self.word_structural < 1.0, "word_structural", self.word_structural, "must be in [0, 1) (StructBERT: 0.05)")
 
 
 def mask_tokens(
@@ -79,8 +81,9 @@ def mask_tokens(
 
         if word_ids is None:
             raise ValueError("span masking needs word_ids")
-        return span_mask_tokens(ids, maskable, word_ids, mask_id=mask_id, random_ids=random_ids, select_prob=config.select_prob,
-                                mask_prob=config.mask_prob, random_prob=config.random_prob, generator=generator)
+        spans = span_mask_tokens(ids, maskable, word_ids, mask_id=mask_id, random_ids=random_ids, select_prob=config.select_prob,
+                                 mask_prob=config.mask_prob, random_prob=config.random_prob, generator=generator)
+        return _word_structural(*spans, maskable, config, generator)
 
     def uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=ids.device)
@@ -100,7 +103,17 @@ def mask_tokens(
     pick = torch.randint(len(random_ids), ids.shape, generator=generator, device=ids.device)
     inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
     inputs = torch.where(to_random, random_ids.to(ids.device)[pick], inputs)
-    return inputs, labels
+    return _word_structural(inputs, labels, maskable, config, generator)
+
+
+def _word_structural(inputs: Tensor, labels: Tensor, maskable: Tensor, config: MaskingConfig,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """StructBERT's shuffled trigrams on top of the masking, when ``config.word_structural`` asks for them."""
+    if config.word_structural <= 0:
+        return inputs, labels
+    from attnkit.objectives.structural import shuffle_trigrams
+
+    return shuffle_trigrams(inputs, labels, maskable, share=config.word_structural, generator=generator)
 
 
 def mlm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
