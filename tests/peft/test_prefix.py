@@ -71,3 +71,29 @@ def test_every_kernel_sees_the_prefix_first_with_padding(kind: str) -> None:
     ref = inner(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2), mask=full_mask)
     expected = mha.out_proj(ref.transpose(1, 2).reshape(2, 5, 16))
     torch.testing.assert_close(mha(x, mask=mask)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["prefix", "lora"])
+def test_activation_checkpointing_gives_the_same_adapter_gradients(method: str) -> None:
+    from attnkit.peft import LoRAConfig, apply_lora
+    from attnkit.training.distributed import apply_activation_checkpointing
+
+    ids = torch.randint(1, 99, (2, 6))
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = BertModel(bert_preset("bert-test", dropout=0.0, attention={"dropout": 0.0}))
+        if method == "prefix":
+            apply_prefix(model, PrefixConfig(n_virtual=3, reparam=True, hidden=8))
+        else:
+            apply_lora(model, LoRAConfig(r=2))
+            for p in model.parameters():
+                if p.requires_grad and p.dim() == 2 and not p.any():
+                    p.data.normal_()  # B = 0 would hide A's gradient
+        if checkpointed:
+            apply_activation_checkpointing(model)
+        model.train()(ids).last_hidden.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
