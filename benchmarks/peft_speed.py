@@ -19,7 +19,8 @@ Three parts (``--parts``, default all):
 * ``qlora``: an attnkit GPT with GPT-2 large's sizes (36 layers, d 1280, 774M parameters, random
   weights), batch ``4 x 1024``: LoRA (r=8 on ``qkv_proj``) on a bf16 base against QLoRA (the same
   LoRA on an NF4 base with double quantization, compute in bf16). Reported: the bytes of the
-  frozen weights of each, step times, and the NF4 model's step with ``torch.compile`` (which
+  frozen weights of each (all of them, and the linear layers alone: the embeddings stay in bf16,
+  as in the paper), step times, and the NF4 model's step with ``torch.compile`` (which
   fuses the dequantization into the matmul's producer).
 
 One training step is forward, loss, backward and a fused AdamW step over the trainable
@@ -240,6 +241,19 @@ def _weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def _linear_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the frozen linear layers alone (nn.Linear weights and biases, or NF4 data, constants and biases)."""
+    from attnkit.peft import NF4Linear
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, NF4Linear)):
+            params = [p for p in m.parameters(recurse=False) if not p.requires_grad]
+            buffers = [b for n, b in m.named_buffers(recurse=False) if n not in ("code4", "code8")]  # the codes are shared tables
+            total += sum(t.numel() * t.element_size() for t in [*params, *buffers])
+    return total
+
+
 def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
     from attnkit.models.gpt import GPT, GPTConfig
     from attnkit.peft import LoRAConfig, apply_lora, trainable_parameters
@@ -255,17 +269,19 @@ def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, A
         model = GPT(cfg).to(device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
         models[name] = apply_lora(model, LoRAConfig(r=8, alpha=16, targets=("qkv",), quantize=quantize))
     weights = {name: _weight_bytes(m) for name, m in models.items()}
+    linear = {name: _linear_bytes(m) for name, m in models.items()}
     x = batches[0]["ids"][:1, :32]
     with torch.no_grad():
         err = (models["bf16 lora"](x).logits.float() - models["qlora nf4"](x).logits.float()).abs().max().item()
     print(f"qlora: weights {weights['qlora nf4'] / 2**20:.0f} MiB NF4 vs {weights['bf16 lora'] / 2**20:.0f} MiB bf16 "
-          f"({weights['qlora nf4'] / weights['bf16 lora']:.3f}x); max |logit| change from quantization {err:.3f}; "
+          f"({weights['qlora nf4'] / weights['bf16 lora']:.3f}x; linear layers alone {linear['qlora nf4'] / linear['bf16 lora']:.3f}x); max |logit| change from quantization {err:.3f}; "
           f"{trainable_parameters(models['qlora nf4'])}")
     modes = {name: _step(m, batches, _ak_lm_loss, device) for name, m in models.items()}
     if compile_:
         modes["qlora nf4 compiled"] = _step(torch.compile(models["qlora nf4"]), batches, _ak_lm_loss, device)
     res = _time(modes, device, quick)
     return {"batch": batch, "seq": seq, "weight_bytes": weights, "weight_ratio": weights["qlora nf4"] / weights["bf16 lora"],
+            "linear_bytes": linear, "linear_ratio": linear["qlora nf4"] / linear["bf16 lora"],
             "quantization_logit_change": err, "modes": res,
             "step_ratio": res["qlora nf4"]["median_ms"] / res["bf16 lora"]["median_ms"],
             "step_ratio_compiled": (res["qlora nf4 compiled"]["median_ms"] / res["bf16 lora"]["median_ms"]
