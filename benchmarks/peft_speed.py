@@ -246,9 +246,10 @@ def _linear_bytes(model: torch.nn.Module) -> int:
     from attnkit.peft import NF4Linear
 
     total = 0
+    embeddings = {id(e.weight) for e in model.modules() if isinstance(e, torch.nn.Embedding)}
     for m in model.modules():
         if isinstance(m, (torch.nn.Linear, NF4Linear)):
-            params = [p for p in m.parameters(recurse=False) if not p.requires_grad]
+            params = [p for p in m.parameters(recurse=False) if not p.requires_grad and id(p) not in embeddings]  # not a tied output layer
             buffers = [b for n, b in m.named_buffers(recurse=False) if n not in ("code4", "code8")]  # the codes are shared tables
             total += sum(t.numel() * t.element_size() for t in [*params, *buffers])
     return total
