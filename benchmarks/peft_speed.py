@@ -148,7 +148,7 @@ def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, An
     import transformers
 
     import attnkit
-    from attnkit.peft import LoRAConfig, apply_lora, trainable_parameters
+    from attnkit.peft import trainable_parameters
 
     sizes = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512) if quick else {}
     batch, seq = (4, 32) if quick else (32, 128)

@@ -26,7 +26,7 @@ stored in NF4 (QLoRA) is not merged in place: re-quantizing would change the out
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
