@@ -109,6 +109,8 @@ class LMJob(Job):
         if d.tokens and configs["train"].execution.cuda_graphs:  # type: ignore[attr-defined]
             raise ConfigError("data.tokens reads each batch from the file inside the training step, which a step recorded as a "
                               "CUDA graph cannot replay; set train.execution.cuda_graphs=false")
+        if d.tokens and (d.model or configs["peft"].enabled):  # type: ignore[attr-defined]
+            raise ConfigError("data.tokens trains a new GPT on the token file; continuing a model (data.model, --peft) reads --text")
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         from attnkit.data.lm import LMTask

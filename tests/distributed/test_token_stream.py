@@ -105,3 +105,14 @@ def test_train_lm_on_a_token_file(corpus):
     starts = next(task.batches(0, 0))
     assert torch.equal(task.train.batch(starts), want[starts[:, None] + torch.arange(9)])
     assert json.loads((tmp / "run" / "run_config.json").read_text())["data"]["tokens"] == str(out)
+
+
+def test_a_token_file_does_not_continue_a_model(corpus):
+    from attnkit.errors import ConfigError
+    from attnkit.runs import job, resolve_configs, run
+
+    out, _, tmp = corpus
+    j = job("lm")
+    cfgs = resolve_configs(j, assignments=[f"data.tokens={out}", f"data.model={tmp}", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="data.tokens trains a new GPT"):
+        run(j, cfgs, tmp / "run", progress=False, log=lambda line: None)
