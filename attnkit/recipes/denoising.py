@@ -29,3 +29,48 @@ for _name, _what in WHAT.items():
         files=("data.text",),
         quick=QUICK,
     ))
+
+
+def _multi30k_pretraining(objective: str) -> Recipe:
+    """Denoising on both monolingual sides of Multi30k's training split, with the multi30k-de-en Transformer."""
+    from attnkit.recipes import get
+
+    translate = get("multi30k-de-en")
+    return Recipe(
+        name=f"{objective}-multi30k",
+        task=objective,
+        summary=f"Multi30k's German and English training sentences, each a document: the multi30k-de-en Transformer "
+                f"(3+3 layers, d_model 512, dropout 0.1 here) pretrained by {WHAT[objective]}; joint BPE 8k; 3,000 steps of 64",
+        model=translate.model.replace(dropout=0.1),  # type: ignore[union-attr]
+        train=default_train().replace(steps=3000, batch_size=64, eval=default_train().eval.replace(every=500)),
+        data=DenoisingDataConfig(text=("multi30k/train.de.gz", "multi30k/train.en.gz"), documents="lines", vocab_size=8000,
+                                 max_src_len=128, valid_fraction=0.02),
+        files=("data.text",),
+        quick=(*(q for q in QUICK if not q.startswith("data.max_documents=")), "data.max_documents=3000", "data.valid_fraction=0.05"),
+    )
+
+
+def _multi30k_translation(objective: str) -> Recipe:
+    """multi30k-de-en started from the denoising stage's weights and tokenizer."""
+    from attnkit.recipes import get
+    from attnkit.recipes.base import Stage
+
+    translate = get("multi30k-de-en")
+    return Recipe(
+        name=f"multi30k-de-en-{objective}",
+        task="translate",
+        summary=f"multi30k-de-en started from {objective}-multi30k (its architecture, weights and tokenizer; dropout 0.3 again): "
+                "the same steps, averaging and beam search",
+        model=translate.model,
+        train=translate.train,
+        data=translate.data,
+        files=translate.files,
+        on_cuda=translate.on_cuda,
+        quick=translate.quick,
+        before=(Stage(f"{objective}-multi30k", feeds="data.init"),),
+    )
+
+
+for _name in ("bart", "mass"):
+    register(_multi30k_pretraining(_name))
+    register(_multi30k_translation(_name))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -39,8 +39,9 @@ def sentinel(i: int) -> str:
 class DenoisingDataConfig(Config):
     """The text and the noise of a denoising run.
 
-    ``text``: UTF-8 files; documents are blank-line-separated paragraphs (``documents="files"``: whole
-    files), sentences are lines. ``max_src_len``: the encoder's length (T5: the corrupted inputs, EOS
+    ``text``: UTF-8 files, gzipped where they end in ``.gz``; documents are blank-line-separated paragraphs
+    (``documents="files"``: whole files; ``"lines"``: every line, as a corpus of single sentences), sentences
+    are lines. ``max_src_len``: the encoder's length (T5: the corrupted inputs, EOS
     included, exactly, for every full run of raw tokens; BART and MASS: the most tokens of a run of
     sentences). ``vocab_size``: the learned subword vocabulary, before the added tokens.
     ``n_sentinels``: T5's sentinel tokens (100 in T5). The last ``valid_fraction`` of the documents are
@@ -48,7 +49,7 @@ class DenoisingDataConfig(Config):
     """
 
     text: tuple[str, ...] = ()
-    documents: Literal["paragraphs", "files"] = "paragraphs"
+    documents: Literal["paragraphs", "files", "lines"] = "paragraphs"
     max_documents: int = 0
     vocab_size: int = 8000
     max_src_len: int = 128
@@ -65,6 +66,39 @@ class DenoisingDataConfig(Config):
         check(self.n_sentinels >= 1, "n_sentinels", self.n_sentinels, "must be at least 1")
         check(0.0 < self.valid_fraction < 1.0, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
         check(self.max_valid >= 1, "max_valid", self.max_valid, "must be >= 1")
+
+
+def read_texts(paths: list[str], documents: str) -> list[list[str]]:
+    """The documents of ``paths`` (each a list of sentences); ``.gz`` files are decompressed.
+
+    Raises:
+        DataError: a file is missing, not gzip or UTF-8, or no file holds text.
+    """
+    import gzip
+    import re
+
+    from attnkit.data.pretraining import split_sentences
+    from attnkit.io import read_utf8
+
+    docs: list[list[str]] = []
+    for path in map(Path, paths):
+        if path.suffix == ".gz":
+            if not path.is_file():
+                raise DataError(f"text file {path} does not exist")
+            try:
+                text = gzip.decompress(path.read_bytes()).decode("utf-8")
+            except (OSError, EOFError, UnicodeDecodeError) as e:
+                raise DataError(f"{path} is not gzipped UTF-8 text ({e})") from None
+        else:
+            text = read_utf8(path)
+        if documents == "lines":
+            docs.extend([line.strip()] for line in text.splitlines() if line.strip())
+        else:
+            parts = [text] if documents == "files" else re.split(r"\n[ \t\r\f\v]*\n", text)
+            docs.extend(doc for doc in (split_sentences(part) for part in parts) if doc)
+    if not docs:
+        raise DataError(f"{', '.join(paths)} hold no text; denoising pretraining needs text")
+    return docs
 
 
 def default_train() -> TrainConfig:
@@ -109,14 +143,13 @@ class DenoisingJob(Job):
                 raise ConfigError(f"data.n_sentinels={d.n_sentinels} is fewer than the {spans} noise spans of a run of {raw} tokens")  # type: ignore[attr-defined]
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
-        from attnkit.data.pretraining import read_documents
         from attnkit.data.subword import encode_lines, train_subword_tokenizer
         from attnkit.data.tokenizer import EOS_ID, load_tokenizer
         from attnkit.models.transformer import Transformer
         from attnkit.training.denoising import DenoisingTask, noise_function, sentence_runs, stream_runs
 
         t, d, m = configs["train"], configs["data"], configs["model"]
-        texts = read_documents(list(d.text), documents=d.documents)  # type: ignore[attr-defined]
+        texts = read_texts(list(d.text), d.documents)  # type: ignore[attr-defined]
         if d.max_documents:  # type: ignore[attr-defined]
             texts = texts[: d.max_documents]  # type: ignore[attr-defined]
         if len(texts) < 2:
@@ -161,3 +194,31 @@ class DenoisingJob(Job):
 
 
 JOBS = {name: (lambda name=name: DenoisingJob(name)) for name in ("t5", "bart", "mass")}
+
+
+def load_init(path: str, out: Path) -> tuple[Any, Any]:
+    """The encoder-decoder model and tokenizer in ``path`` to start a translation run from; the tokenizer is saved in ``out``.
+
+    Raises:
+        CheckpointError: ``path`` holds no encoder-decoder Transformer, or a tokenizer made for another model.
+    """
+    import attnkit
+    from attnkit.data.tokenizer import check_against_model, check_specials, load_tokenizer
+    from attnkit.errors import CheckpointError
+    from attnkit.models.transformer import Transformer
+
+    model = attnkit.load(path)
+    if not isinstance(model, Transformer):
+        raise CheckpointError(f"data.init={path} holds a {type(model).__name__}; translation starts from an encoder-decoder Transformer")
+    tok = load_tokenizer(path)
+    check_specials(tok)
+    check_against_model(tok, model.config, f"{path}/tokenizer.json")
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    return model, tok
+
+
+def adopt_architecture(init: Any, asked: Any) -> Any:
+    """``init``'s architecture with the run's regularisation: dropout, activation dropout and the attention's dropout and kernel parameters."""
+    return init.replace(dropout=asked.dropout, activation_dropout=asked.activation_dropout,
+                        attention=init.attention.replace(dropout=asked.attention.dropout, params=asked.attention.params))

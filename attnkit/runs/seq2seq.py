@@ -151,9 +151,19 @@ class TranslateJob(Job):
         train_corpus = d.read(d.train_split, limit=d.max_pairs)  # type: ignore[attr-defined]
         valid_corpus = d.read(d.valid_split)  # type: ignore[attr-defined]
         test_corpus = d.read(d.test_split) if d.test_split else None  # type: ignore[attr-defined]
-        tok = prepare_tokenizer(d, train_corpus, out, reuse=resume)  # type: ignore[arg-type]
+        init = None
+        if d.init is not None and not resume:  # type: ignore[attr-defined]  # start from a pretrained model and its tokenizer
+            from attnkit.runs.denoising import load_init
+
+            init, tok = load_init(d.init, out)  # type: ignore[attr-defined]
+        else:
+            tok = prepare_tokenizer(d, train_corpus, out, reuse=resume)  # type: ignore[arg-type]
         vocab = tok.get_vocab_size()
         m = dataclasses.replace(configs["model"], src_vocab_size=vocab, tgt_vocab_size=vocab)  # type: ignore[type-var]
+        if init is not None:
+            from attnkit.runs.denoising import adopt_architecture
+
+            m = adopt_architecture(init.config, m)
         device = pick_device(t.device)  # type: ignore[attr-defined]
         check_size(Transformer, m, device, copies=4)  # before any weight is allocated
         train_ds = TokenBatches(encode_pairs(tok, train_corpus, m.max_len), d.max_tokens, name=f"{d.train_split} split")  # type: ignore[attr-defined]
@@ -166,6 +176,9 @@ class TranslateJob(Job):
         )
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = Transformer(m)
+        if init is not None:
+            model.load_state_dict(init.state_dict())
+            log(f"initialised from {d.init} (its architecture, weights and tokenizer)")  # type: ignore[attr-defined]
         log(f"training {d.src}->{d.tgt} on {d.data}: {len(train_corpus.src):,} pairs, vocabulary {vocab} {d.tokenizer}, "  # type: ignore[attr-defined]
             f"~{d.max_tokens} tokens per batch; {model.num_parameters() / 1e6:.1f}M parameters on {device}")  # type: ignore[attr-defined]
         return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok,

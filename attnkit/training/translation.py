@@ -41,7 +41,9 @@ class TranslationConfig(Config):
     hold about 25,000). ``bleu_sentences`` validation sentences are translated at each
     evaluation to report ``bleu`` (0: validation loss only). ``average_last`` checkpoints
     are averaged into the final model (1: the last checkpoint as is). ``test_split`` (if set)
-    is translated by the final model and scored once, after training.
+    is translated by the final model and scored once, after training. ``init`` starts from the
+    weights, architecture and tokenizer of an encoder-decoder model directory (e.g. ``OUT/model`` of
+    ``attnkit train bart``) instead of a fresh model and a tokenizer learned here.
     """
 
     data: str = ""
@@ -58,6 +60,7 @@ class TranslationConfig(Config):
     beam_size: int = 4
     length_penalty: float = 0.6
     average_last: int = 5
+    init: str | None = None
 
     def validate(self) -> None:
         check(self.vocab_size >= 128, "vocab_size", self.vocab_size, "must be >= 128")

@@ -45,3 +45,31 @@ def test_too_few_sentinels_is_a_config_error(tmp_path, capsys):
 def test_needs_text(tmp_path, capsys):
     assert main(["train", "bart", "--out", str(tmp_path / "run")]) == 2
     assert "--text" in capsys.readouterr().err
+
+
+def test_translation_starts_from_a_denoised_model(tmp_path, capsys):
+    import gzip
+
+    from attnkit.runs.denoising import read_texts
+
+    lines_de = [f"ein hund {i} läuft über die wiese ." for i in range(40)]
+    lines_en = [f"a dog {i} runs across the meadow ." for i in range(40)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split, n in (("train", slice(0, 32)), ("val", slice(32, 40))):
+        (corpus / f"{split}.de").write_text("\n".join(lines_de[n]) + "\n")
+        (corpus / f"{split}.en").write_text("\n".join(lines_en[n]) + "\n")
+    (corpus / "mono.en.gz").write_bytes(gzip.compress(("\n".join(lines_en + lines_de) + "\n").encode()))
+    assert len(read_texts([str(corpus / "mono.en.gz")], "lines")) == 80
+    pre = tmp_path / "bart"
+    assert main(["train", "bart", "--text", str(corpus / "mono.en.gz"), "--out", str(pre), "--no-progress", *TINY,
+                 "--set", "data.documents=lines"]) == 0
+    out = tmp_path / "mt"
+    assert main(["train", "translate", "--data", str(corpus), "--src", "de", "--tgt", "en", "--out", str(out), "--no-progress",
+                 "--set", f"data.init={pre / 'model'}", "--set", "train.steps=2", "--set", "train.device=cpu",
+                 "--set", "train.schedule.warmup=1", "--set", "data.average_last=1", "--set", "train.eval.every=2",
+                 "--set", "data.bleu_sentences=0", "--set", "model.dropout=0.2"]) == 0
+    assert "initialised from" in capsys.readouterr().out
+    record = json.loads((out / "run_config.json").read_text())["model"]
+    assert (record["d_model"], record["n_encoder_layers"], record["dropout"]) == (16, 1, 0.2)  # the init's shape, the run's dropout
+    assert (out / "tokenizer.json").read_text() == (pre / "model" / "tokenizer.json").read_text()
