@@ -4,6 +4,7 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/pretraining.py --data-root DATA                          # one GPU: both parts
     python benchmarks/pretraining.py --data-root DATA --part throughput        # the throughput table only
+    python benchmarks/pretraining.py --data-root DATA --part translation       # Multi30k BLEU: random init vs BART / MASS
     python benchmarks/pretraining.py --quick --device cpu --data-root DATA     # smoke run: quick recipes, a few steps
 
 Every measurement is a run of a recipe on the one run path (``attnkit.runs.run``), as the CLI runs it,
@@ -24,6 +25,10 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part),
   then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
   task-adaptive stage) for every seed of ``--seeds``; dev accuracy per seed and the mean are reported.
+* **translation**: the ``multi30k-de-en`` recipe from random initialisation, and ``multi30k-de-en-bart`` /
+  ``multi30k-de-en-mass`` (the same translation run after denoising the Multi30k training sentences of both
+  languages with that Transformer, ``bart-multi30k`` / ``mass-multi30k``): test BLEU (cased and lowercased)
+  of each, with the same fine-tuning steps. Reads ``DATA/multi30k/``.
 
 Results go to ``benchmarks/results/pretraining-<device>-<date>.json``.
 """
@@ -159,11 +164,31 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
     return result
 
 
+def translation(tmp: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Multi30k de-en from random initialisation and after BART / MASS denoising: test BLEU of each."""
+    from attnkit import recipes, runs
+    from attnkit.runs.path import run_stages
+
+    out: dict[str, Any] = {}
+    for name in ("multi30k-de-en", "multi30k-de-en-bart", "multi30k-de-en-mass"):
+        recipe = recipes.get(name)
+        job = runs.job("translate")
+        where = tmp / name
+        assignments = [f"train.device={device}"]
+        fed = run_stages(recipe, where, quick=args.quick, root=args.data_root, progress=False, log=lambda s: None, assignments=assignments)
+        cfgs = runs.resolve_configs(job, recipe=recipe, quick=args.quick, root=args.data_root, cuda=device.type == "cuda",
+                                    assignments=[*fed, *assignments])
+        report = runs.run(job, cfgs, where, progress=False, recipe=name, log=lambda s: None)
+        out[name] = {k: report.final.get(k) for k in ("test_bleu", "test_bleu_lc", "valid_loss", "seconds")}
+        print(f"{name:22s} test BLEU {report.final.get('test_bleu')} (lowercased {report.final.get('test_bleu_lc')})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=Path("data"), help="holds tinyshakespeare/ and sst2/")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when present)")
-    p.add_argument("--part", choices=("all", "throughput", "electra-vs-mlm"), default="all")
+    p.add_argument("--part", choices=("all", "throughput", "electra-vs-mlm", "translation"), default="all")
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES))
     p.add_argument("--steps", type=int, default=200, help="training steps per objective for the throughput (default 200)")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining wall time of masked LM and of ELECTRA (default 5)")
@@ -177,10 +202,13 @@ def main(argv: list[str] | None = None) -> Path:
     if args.part == "electra-vs-mlm":
         names = ["mlm", "electra"]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {name: throughput(name, Path(tmp), args, device) for name in names}
-        payload["throughput"] = list(rows.values())
-        if args.part in ("all", "electra-vs-mlm") and {"mlm", "electra"} <= set(rows):
-            payload["electra_vs_mlm"] = electra_vs_mlm(rows, Path(tmp), args, device)
+        if args.part != "translation":
+            rows = {name: throughput(name, Path(tmp), args, device) for name in names}
+            payload["throughput"] = list(rows.values())
+            if args.part in ("all", "electra-vs-mlm") and {"mlm", "electra"} <= set(rows):
+                payload["electra_vs_mlm"] = electra_vs_mlm(rows, Path(tmp), args, device)
+        if args.part in ("all", "translation"):
+            payload["translation"] = translation(Path(tmp), args, device)
     path = common.write_json("pretraining", payload, args.out_dir, suffix="-quick" if args.quick else "")
     print(f"wrote {path}")
     return path
