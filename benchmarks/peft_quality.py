@@ -105,7 +105,8 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     elif method == "prompt":
         cfg = peft.PromptTuningConfig(num_virtual_tokens=N_VIRTUAL, task_type="SEQ_CLS")
     else:
-        cfg = peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, task_type="SEQ_CLS")
+        cfg = peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, encoder_reparameterization_type="LSTM",
+                                       task_type="SEQ_CLS")
     return peft.get_peft_model(base, cfg).to(device) if method != "qlora" else peft.get_peft_model(base, cfg)
 
 

@@ -59,7 +59,8 @@ class PromptEncoder(nn.Module):
     Args:
         n_virtual: number of virtual tokens.
         d_model: embedding width.
-        encoder: ``none``, ``lstm`` (bi-LSTM then Linear-ReLU-Linear) or ``mlp`` (Linear-ReLU-Linear-ReLU-Linear).
+        encoder: ``none``, ``lstm`` (a 2-layer bi-LSTM, then Linear-ReLU-Linear of width ``2 hidden``) or
+            ``mlp`` (Linear-ReLU-Linear-ReLU-Linear of width ``hidden``); the sizes of peft's prompt encoder.
         hidden: the encoder's hidden width.
         init: ``(n, d)`` initial embeddings (default N(0, 0.02)).
     """
@@ -72,7 +73,7 @@ class PromptEncoder(nn.Module):
         self.mlp: nn.Sequential | None = None
         if encoder == "lstm":
             self.lstm = nn.LSTM(d_model, hidden, num_layers=2, bidirectional=True, batch_first=True)
-            self.mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, d_model))
+            self.mlp = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, d_model))
         elif encoder == "mlp":
             self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                      nn.Linear(hidden, d_model))
