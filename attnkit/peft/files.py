@@ -226,8 +226,9 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, *, base: str | os.Pa
 
 def attach_saving(model: nn.Module, base: str | os.PathLike) -> nn.Module:
     """Make ``model.save_pretrained`` write an adapter directory naming ``base`` (the Trainer's saves then
-    write adapters; a checkpoint also keeps the whole state, for an exact resume)."""
-    base = str(base)
+    write adapters; a checkpoint also keeps the whole state, for an exact resume). ``base`` is recorded
+    as an absolute path, so the adapter loads from any working directory."""
+    base = str(Path(base).resolve())
 
     def save_pretrained(self: nn.Module, path: str | os.PathLike, *, tokenizer: Any = None, extra_files: Any = None,
                         fill_more: Callable[[Path], None] | None = None) -> Path:
