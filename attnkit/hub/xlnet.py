@@ -1,4 +1,4 @@
-"""Hugging Face ``XLNetLMHeadModel`` -> :class:`attnkit.models.xlnet.XLNetLM` (weights and config).
+"""Hugging Face ``XLNetLMHeadModel`` <-> :class:`attnkit.models.xlnet.XLNetLM` (weights and config).
 
 XLNet keeps its attention projections as ``(d_model, n_heads, d_head)`` tensors used in einsums; here
 they are ``nn.Linear`` layers: ``q``, ``k``, ``v``, ``r`` become ``W.reshape(d_model, -1).T`` and ``o``
@@ -7,6 +7,7 @@ they are ``nn.Linear`` layers: ``q``, ``k``, ``v``, ``r`` become ``W.reshape(d_m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,3 +74,51 @@ def xlnet_from_hf(hf_model: Any) -> XLNetLM:
         raise CheckpointError(f"no source for {', '.join(missing[:5])}")
     model.load_state_dict({**target, "lm_head.weight": target["embed.weight"]})
     return model
+
+
+def save_hf_xlnet(model: XLNetLM, path: str | Path, tokenizer: str | Path | None = None) -> Path:
+    """Write ``model`` as a Hugging Face directory that ``transformers.XLNetLMHeadModel.from_pretrained`` loads.
+
+    Args:
+        model: the attnkit XLNet.
+        path: the directory to write (atomically).
+        tokenizer: a ``tokenizer.json`` to copy beside the weights.
+
+    Returns:
+        The directory.
+    """
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from attnkit.io import atomic_directory
+
+    c = model.config
+    config = {"model_type": "xlnet", "architectures": ["XLNetLMHeadModel"], "vocab_size": c.vocab_size, "d_model": c.d_model,
+              "n_layer": c.n_layers, "n_head": c.n_heads, "d_head": c.d_model // c.n_heads, "d_inner": c.d_ff,
+              "ff_activation": c.activation, "untie_r": True, "attn_type": "bi", "initializer_range": c.init_std,
+              "layer_norm_eps": c.norm_eps, "dropout": c.dropout, "mem_len": None, "reuse_len": None, "bi_data": False,
+              "clamp_len": -1, "same_length": False, "pad_token_id": c.pad_id, "tie_word_embeddings": True}
+    own = model.state_dict()
+    d = c.d_model
+    state = {"transformer.word_embedding.weight": own["embed.weight"], "transformer.mask_emb": own["mask_emb"],
+             "lm_loss.weight": own["embed.weight"], "lm_loss.bias": own["lm_head.bias"]}
+    for i in range(c.n_layers):
+        for ours, (theirs, how) in LAYER.items():
+            w = own[f"layers.{i}.{ours}"]
+            if how == "in":
+                w = w.T.reshape(d, c.n_heads, d // c.n_heads)
+            elif how == "out":
+                w = w.reshape(d, c.n_heads, d // c.n_heads)
+            state[f"transformer.layer.{i}.{theirs}"] = w
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+    def fill(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+
+    atomic_directory(Path(path), fill)
+    return Path(path)

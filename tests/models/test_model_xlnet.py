@@ -68,3 +68,17 @@ def test_a_query_never_sees_its_own_token(pair):
         a = ours(ids, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
         b = ours(changed, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
     torch.testing.assert_close(a, b)
+
+
+def test_export_loads_in_transformers_with_the_same_logits(pair, tmp_path):
+    from attnkit.hub.xlnet import save_hf_xlnet
+
+    _, ours = pair
+    save_hf_xlnet(ours, tmp_path / "hf")
+    back = transformers.XLNetLMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(6, 80, (2, 10))
+    perm_mask, mapping = permutation_inputs(2, 10, 3, seed=3)
+    with torch.no_grad():
+        ref = back(ids, perm_mask=perm_mask, target_mapping=mapping).logits
+        got = ours(ids, perm_mask=perm_mask, target_mapping=mapping).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
