@@ -2,7 +2,8 @@
 
 Tasks: reverse, sort, copy (synthetic string transduction, encoder-decoder), translate (a
 parallel corpus), lm (a GPT on a text file), mlm (BERT pretraining), listops (Long Range Arena
-ListOps with any attention kernel). Every task runs the same way:
+ListOps with any attention kernel), and the pretraining objectives t5, bart, mass (denoising,
+encoder-decoder), electra, unilm and xlnet (see docs/pretraining.md). Every task runs the same way:
 
   attnkit train TASK [--recipe NAME [--quick]] [flags] [--set KEY=VALUE ...] --out DIR
   attnkit train TASK --resume --out DIR
@@ -57,7 +58,7 @@ lr 1e-3, cosine decay to lr/10 after 100 warm-up steps, 5,000 steps of 64)."""
 def add_parser(sub: Any) -> None:
     from attnkit.cli import train_denoise, train_electra, train_listops, train_mlm, train_unilm, train_xlnet
 
-    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops)", description=__doc__,
+    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops, t5, bart, mass, electra, unilm, xlnet)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
