@@ -92,7 +92,9 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     kw: dict[str, Any] = {"num_labels": 2}
     if method == "qlora":
         kw["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=["classifier"])  # the head trains in full, as attnkit's QLoRA keeps it
+        kw["device_map"] = {"": device.index or 0}
     base = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), **kw)
     if method == "full":
         return base.to(device)
