@@ -153,7 +153,7 @@ class LoRALinear(nn.Module):
                 base = F.linear(xd, w[a:b])
             lora = F.linear(h[..., i * self.r : (i + 1) * self.r], self.lora_B[name].to(x.dtype)) * self.scaling
             parts.append((a, b, (scale - 1) * base + scale * lora))
-        y = y.clone() if len(parts) > 1 else y
+        y = y.clone()  # the base product is saved for the backward of (scale - 1) * base: add into a copy
         for a, b, d in parts:
             y[..., a:b] += d
         return y
