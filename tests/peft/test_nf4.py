@@ -72,3 +72,19 @@ def test_nf4_linear_and_qlora() -> None:
     with pytest.raises(ConfigError, match="NF4 base"):
         merge(model)
     assert (merge_and_unload(model)(x) - out).abs().max() < 1e-5  # dequantized + merged in fp32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bytes_identical_to_bitsandbytes_cuda_and_compiled_dequantization() -> None:
+    """On the GPU, bitsandbytes's kernel quantizes the constants too: every byte must agree; the
+    compiled dequantize-and-matmul must equal the eager one."""
+    w = torch.randn(1024, 768, generator=torch.Generator().manual_seed(0)).cuda().bfloat16()
+    packed, state = bnb.quantize_4bit(w, quant_type="nf4", blocksize=64, compress_statistics=True)
+    q = quantize_nf4(w)
+    assert torch.equal(q.packed, packed) and torch.equal(q.absmax, state.absmax)
+    assert torch.equal(q.absmax2, state.state2.absmax) and torch.equal(q.offset, state.offset)
+    assert torch.equal(dequantize_nf4(q), bnb.dequantize_4bit(packed, state))
+    layer = NF4Linear(nn.Linear(768, 1024).cuda())
+    x = torch.randn(8, 768, device="cuda", dtype=torch.bfloat16)
+    torch.testing.assert_close(torch.compile(layer)(x), layer(x), atol=1e-2, rtol=1e-2)
