@@ -43,7 +43,10 @@ class SwitchTask:
             self.varying_lengths = task.varying_lengths
 
     def __getattr__(self, name: str) -> Any:  # input_tokens, epoch helpers, ...: the wrapped task's
-        return getattr(self.__dict__["task"], name)
+        task = self.__dict__.get("task")
+        if task is None:  # not yet initialised (copy, pickle)
+            raise AttributeError(name)
+        return getattr(task, name)
 
     def batches(self, epoch: int, seed: int) -> Iterator[Any]:
         return self.task.batches(epoch, seed)
