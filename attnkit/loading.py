@@ -25,6 +25,8 @@ from torch import nn
 from attnkit.hub.bert import is_hf_bert, load_hf_bert
 from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
 from attnkit.hub.llama import is_hf_llama, load_hf_llama
+from attnkit.errors import CheckpointError, ConfigError
+from attnkit.models.base import check_fits
 from attnkit.models.base import load as load_native
 
 
@@ -49,32 +51,12 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama)):
         if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
             model = load_hf(path)
-            check_fits(model, map_location, str(path))
+            try:
+                check_fits(model, map_location, f"{path}: the model", fix="load it where more memory is free (another --device)")
+            except ConfigError as e:
+                raise CheckpointError(str(e)) from None
             return model.to(map_location)
     return load_native(path, map_location=map_location)  # checks the CPU and map_location before building
-
-
-def check_fits(model: nn.Module, device: str | torch.device, source: str) -> None:
-    """Refuse to move ``model`` (on the CPU) to an accelerator whose free memory cannot hold its weights.
-
-    Args:
-        model: the model, on the CPU.
-        device: where it is to go; the CPU needs no check (the model is already there).
-        source: the directory it came from, for the message.
-
-    Raises:
-        CheckpointError: the weights are larger than the device's free memory.
-    """
-    from attnkit.errors import CheckpointError
-    from attnkit.models.base import available_memory, human_bytes, model_bytes
-
-    if torch.device(device).type == "cpu":
-        return
-    need = model_bytes(model)
-    avail, where = available_memory(device)
-    if need > avail:
-        raise CheckpointError(f"{source}: the model's weights take {human_bytes(need)}, more than the {human_bytes(avail)} {where}; "
-                              "use another device (--device cpu) or free memory on it")
 
 
 def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None, *,
@@ -87,8 +69,8 @@ def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str |
         map_location: device to place the model on (its free memory is checked first).
 
     Returns:
-        ``(model, tokenizer)``; the tokenizer's vocabulary matches the encoder's embedding table
-        and its length limit is the encoder's position limit.
+        ``(model, tokenizer)``; the tokenizer's vocabulary fits the encoder's embedding table, its
+        [PAD] is the encoder's ``pad_id``, and its length limit is the encoder's position limit.
 
     Raises:
         CheckpointError: the directory holds no BERT-family model, or the vocabularies differ.
@@ -100,7 +82,10 @@ def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str |
     enc = encoder_of(model)
     tok = WordPieceTokenizer.from_file(tokenizer_path or model_dir, max_len=enc.config.max_len)
     tok.check_model(enc.config.vocab_size)
+    if tok.pad_id != enc.config.pad_id:  # padding would be read as a word (and RoBERTa's positions shifted)
+        raise CheckpointError(f"the tokenizer's [PAD] is id {tok.pad_id} but the model's pad_id is {enc.config.pad_id} "
+                              f"({tokenizer_path or model_dir}); they were not made for each other")
     return model, tok
 
 
-__all__ = ["check_fits", "load", "load_model_and_tokenizer"]
+__all__ = ["load", "load_model_and_tokenizer"]

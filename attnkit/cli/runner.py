@@ -30,7 +30,8 @@ def add_run_arguments(p: argparse.ArgumentParser, task: str, *, out: str) -> Non
                    "that holds no other run")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint, with its saved settings")
     g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a setting, e.g. --set train.optim.lr=3e-4 (repeatable; values parsed as JSON; order does not matter)")
+                   help="override a setting, e.g. --set train.optim.lr=3e-4 (repeatable; values parsed as JSON; applied together, so "
+                   "the order of different keys does not matter; a key given twice takes its last value)")
     g.add_argument("--config", type=Path, metavar="FILE",
                    help='a JSON file of settings by config, e.g. {"train": {"optim": {"lr": 3e-4}}}, applied with --set')
     g.add_argument("--show-config", action="store_true", help="print every setting (after --recipe, flags and --set) with its "

@@ -68,6 +68,9 @@ from dataclasses import dataclass  # noqa: E402
 from attnkit.config import Config, check  # noqa: E402
 
 
+MAX_CHARACTERS = 10**9  # digits of all generated strings together (n_train + n_valid + n_test) x max_len: a typo of 10^10 would fill the RAM
+
+
 @dataclass(frozen=True, kw_only=True)
 class SyntheticConfig(Config):
     """Which synthetic task to generate and how much of it.
@@ -89,6 +92,10 @@ class SyntheticConfig(Config):
         check(self.n_valid >= 1, "n_valid", self.n_valid, "must be >= 1")
         check(self.n_test >= 0, "n_test", self.n_test, "must be >= 0")
         check(1 <= self.min_len <= self.max_len, "min_len", self.min_len, f"must be in [1, max_len={self.max_len}]")
+        strings = self.n_train + self.n_valid + self.n_test
+        key, value = ("max_len", self.max_len) if self.max_len > 10_000 else ("n_train", self.n_train)
+        check(strings * self.max_len <= MAX_CHARACTERS, key, value,
+              f"makes {strings:,} strings of up to {self.max_len:,} digits, above the limit of {MAX_CHARACTERS:,} digits in memory")
 
     def build(self) -> tuple[PairDataset, list[str], list[str], Tokenizer, tuple[list[str], list[str]]]:
         """``(train, validation inputs, validation answers, tokenizer, (test inputs, test answers))``."""

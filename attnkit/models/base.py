@@ -375,6 +375,29 @@ def check_size(cls: type[nn.Module], config: Any, device: str | torch.device = "
     return meta
 
 
+def check_fits(model: nn.Module, device: str | torch.device, what: str, *, copies: int = 1,
+               fix: str = "choose a smaller model or another device") -> None:
+    """Refuse to move ``model`` to an accelerator whose free memory cannot hold ``copies`` times its weights.
+
+    Args:
+        model: the model, built on the CPU.
+        device: where it is to go; the CPU needs no check (the model is already there).
+        what: names the model in the message (its directory, or ``"the model"``).
+        copies: tensors of each parameter's size that will live there (training with Adam: 4).
+        fix: what the message tells the user to do.
+
+    Raises:
+        ConfigError: the device's free memory is smaller.
+    """
+    if torch.device(device).type == "cpu":
+        return
+    need = model_bytes(model) * copies
+    avail, where = available_memory(device)
+    if need > avail:
+        raise ConfigError(f"{what} takes {human_bytes(need)}{' (weights, gradients, Adam moments)' if copies > 1 else ''}, "
+                          f"more than the {human_bytes(avail)} {where}; {fix}")
+
+
 def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, dtype) of every tensor in a safetensors file, from its header only (no data is read)."""
     if not path.is_file():

@@ -56,7 +56,7 @@ from torch import nn
 
 from attnkit.errors import CheckpointError, ConfigError, DivergedError
 from attnkit.io import json_lines
-from attnkit.models.base import PretrainedModel, load_state_strict, load_weights
+from attnkit.models.base import PretrainedModel, check_fits, load_state_strict, load_weights
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
 from attnkit.training.config import DEVICE_FORMS, TrainConfig, is_device_name
 from attnkit.training.distributed import Parallel, apply_activation_checkpointing
@@ -159,6 +159,7 @@ class Trainer:
         self._board: Any = None  # a torch.utils.tensorboard SummaryWriter while fit() runs, with config.tensorboard
         _check_rdrop(task, config.reg.rdrop)
         self.device = pick_device(config.device, what="train.device")
+        check_fits(self.model, self.device, "the model", copies=1 if config.execution.parallel == "fsdp" else 4, fix="choose a smaller model or another train.device")
         self.model.to(self.device)
         if config.execution.checkpointing:
             apply_activation_checkpointing(model)

@@ -69,6 +69,15 @@ def corrupt_trainer_states(w: Path) -> None:
         state.write_bytes(b"not a torch file")
 
 
+def encoder_pad_id(rel: str, pad_id: int) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        data = json.loads((w / rel).read_text())
+        data["encoder"]["pad_id"] = pad_id
+        (w / rel).write_text(json.dumps(data))
+
+    return setup
+
+
 def corpus(de: str, en: str) -> Callable[[Path], None]:
     return both(put("c/test.de", de), put("c/test.en", en))
 
@@ -156,8 +165,8 @@ CASES = [
          setup=corpus("0123\n", "3210\n")),
     # -- --set and --config ----------------------------------------------------------------------------------------
     case("set-unknown-key", f"{TINY_LM} --set train.bogus=1 --out o", "unknown config key 'train.bogus'"),
-    case("set-without-equals", f"{TINY_LM} --set train.steps --out o", "--set expects key=value"),
-    case("set-wrong-type", f"{TINY_LM} --set train.steps=abc --out o", "train.steps='abc' must be an integer"),
+    case("set-without-equals", f"{TINY_LM} --set train.log_every --out o", "--set expects key=value"),
+    case("set-wrong-type", f"{TINY_LM} --set train.log_every=abc --out o", "train.log_every='abc' must be an integer"),
     case("set-bad-literal", f"{TINY_LM} --set train.schedule.kind=bogus --out o", "train.schedule.kind='bogus'", "'cosine'"),
     case("set-tuple-length", f"{TINY_LM} --set train.optim.betas=[0.9] --out o", "betas=[0.9] must have 2 elements"),
     case("set-seed-too-large", f"{TINY_LM} --set train.seed={2**64} --out o", f"train.seed={2**64}", "2^63 - 1"),
@@ -174,6 +183,8 @@ CASES = [
     case("text-shorter-than-context", f"{TINY_LM.replace('text.txt', 't.txt')} --out o", "shorter than one window", setup=put("t.txt", "ab")),
     case("out-is-a-model", f"{TINY_LM} --out lm/model", "--out lm/model holds a saved model"),
     case("out-is-checkpoints", f"{TINY_LM} --out lm/checkpoints", "is a run's checkpoints directory"),
+    case("synthetic-data-beyond-memory", "train reverse --set data.n_train=10000000000 --no-progress --out o", "data.n_train=10000000000",
+         "limit of 1,000,000,000 digits"),
     case("preset-misspelt", f"{TINY_LM} --preset gpt3 --out o", "unknown GPT preset 'gpt3'"),
     case("recipe-misspelt", "train lm --recipe shakespear-char --out o", "unknown recipe 'shakespear-char'"),
     case("recipe-of-another-task", "train lm --recipe multi30k-de-en --out o", "trains the 'translate' task"),
@@ -197,6 +208,8 @@ CASES = [
          setup=edit("clf/config.json", labels=["a", "a"])),
     case("predict-labels-count", "predict --model clf text.txt", "must name num_labels=2 labels",
          setup=edit("clf/config.json", labels=["a", "b", "c"])),
+    case("predict-tokenizer-pad-differs", "predict --model clf text.txt", "[PAD] is id 0 but the model's pad_id is 3",
+         setup=encoder_pad_id("clf/config.json", 3)),
     case("predict-batch-size-zero", "predict --model clf --batch-size 0 text.txt", "--batch-size=0 must be >= 1"),
     case("eval-ner-unseen-tag", "eval ner --model tag --data d.conll", "'B-ZZ'", setup=put("d.conll", "the\tB-ZZ\n\n")),
     case("finetune-dev-unseen-label", "finetune classify --model bert --train tr.tsv --dev dv.tsv --no-progress --set train.steps=1 --out o",
@@ -256,11 +269,12 @@ def test_overwrite_replaces_an_output_file(work: Path) -> None:
     (work / "out.txt").write_text("mine\n")
     out = run_cli(f"{TR} --output out.txt --overwrite 0123 4567", work)
     assert out.code == 0, out.stderr
-    assert len((work / "out.txt").read_text().splitlines()) == 2
+    printed = run_cli(f"{TR} 0123 4567", work)
+    assert (work / "out.txt").read_text() == printed.stdout and len(printed.stdout.splitlines()) == 2
     assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
 
 
-def test_tokenizer_overwrite_is_atomic(work: Path) -> None:
+def test_tokenizer_overwrite_replaces_the_file(work: Path) -> None:
     from tokenizers import Tokenizer
 
     (work / "t.json").write_text("mine\n")
@@ -275,7 +289,7 @@ def test_resume_at_the_runs_own_steps_still_finishes(work: Path) -> None:
 
 
 def test_resume_after_a_kill_mid_way_through_a_metrics_line(work: Path) -> None:
-    """A kill while a record was appended leaves half a line in metrics.jsonl; the resumed run drops it (it was a traceback)."""
+    """A kill while a record was appended leaves half a line in metrics.jsonl; the resumed run drops it and goes on."""
     with open(work / "lm" / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "lo')
     out = run_cli("train lm --resume --out lm --no-progress --set train.steps=6", work)
@@ -284,8 +298,16 @@ def test_resume_after_a_kill_mid_way_through_a_metrics_line(work: Path) -> None:
     assert [r["step"] for r in records if "loss" in r][-1] == 6
 
 
+def test_a_key_given_twice_takes_its_last_value(work: Path) -> None:
+    """``--set`` after a flag or an earlier ``--set`` of the same key overrides it (a script's defaults, then the change)."""
+    out = run_cli(f"{TINY_LM} --set train.seed=1 --set train.seed=2 --set data.text=other.txt --show-config --out o", work)
+    assert out.code == 0, out.stderr
+    shown = dict(line.split(" = ", 1) for line in out.stdout.splitlines() if " = " in line)
+    assert shown["train.seed"] == "2" and shown["data.text"].split("  ")[0] == '"other.txt"'
+
+
 def test_unicode_output_directory(work: Path) -> None:
-    out = run_cli(f"{TINY_LM} --set train.steps=1 --out daten/läufe-€", work)
+    out = run_cli(f"{TINY_LM} --out daten/läufe-€", work)
     assert out.code == 0, out.stderr
     assert (work / "daten" / "läufe-€" / "model" / "model.safetensors").is_file()
 
@@ -377,7 +399,7 @@ def test_hf_load_checks_the_target_device(tmp_path: Path, small_cuda) -> None:
     from attnkit.models import GPT, GPTConfig
 
     save_hf_gpt2(GPT(GPTConfig(vocab_size=100_000, context=8, d_model=16, n_heads=2, n_layers=1)), tmp_path / "hf")
-    with pytest.raises(CheckpointError, match=r"weights take 6\.\d MB, more than the 1\.0 MB free on cuda:0"):
+    with pytest.raises(CheckpointError, match=r"hf: the model takes 6\.\d MB, more than the 1\.0 MB free on cuda:0"):
         attnkit.load(tmp_path / "hf", map_location="cuda:0")
 
 
@@ -387,6 +409,28 @@ def test_commands_check_the_device_they_use(bwork: Path, small_cuda, monkeypatch
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 80 * 10**9))
     assert_user_error(f"{command} --device cuda:0", bwork, "1.0 KB free on cuda:0")
     assert run_cli(f"{command} --device cpu", bwork).code == 0
+
+
+def test_trainer_checks_the_training_device(tmp_path: Path, small_cuda) -> None:
+    """Training keeps weights, gradients and two Adam moments on the device: four times the weights must fit in its free memory."""
+    from attnkit.errors import ConfigError
+    from attnkit.models import GPT, GPTConfig
+    from attnkit.models.base import model_bytes
+    from attnkit.training.config import TrainConfig
+    from attnkit.training.loop import Trainer
+
+    model = GPT(GPTConfig(vocab_size=5000, context=8, d_model=16, n_heads=2, n_layers=1))
+    assert 10**6 / 4 < model_bytes(model) < 10**6  # fits once in the 1 MB free, not four times
+    with pytest.raises(ConfigError, match=r"the model takes .* \(weights, gradients, Adam moments\), more than the 1\.0 MB free on cuda:0"):
+        Trainer(model, None, TrainConfig(device="cuda:0"), tmp_path)  # type: ignore[arg-type]
+
+
+def test_finetune_checks_the_training_device(bwork: Path, small_cuda, monkeypatch) -> None:
+    """Fine-tuning loads its source on the CPU; the run refuses a training device too small before moving anything there."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 80 * 10**9))
+    (bwork / "tr.tsv").write_text(PAIR)
+    assert_user_error("finetune classify --model bert --train tr.tsv --no-progress --set train.steps=1 --set train.device=cuda:0 --out o",
+                      bwork, "1.0 KB free on cuda:0", "train.device")
 
 
 # -- predict decodes in batches of --batch-size ------------------------------------------------------------------
