@@ -63,6 +63,10 @@ def test_lora_run_learns_saves_an_adapter_and_predicts(root: Path, capsys: pytes
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert stdout.split() == ["positive", "negative"]
+    code = main(["eval", "classify", "--model", str(out / "model"), "--data", str(root / "dev.tsv"), "--device", "cpu", "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)  # the adapter as the run kept it
 
 
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
