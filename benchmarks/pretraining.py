@@ -20,7 +20,9 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   experts in every FFN (the same active parameters per token). MFU is ``6 * N * tokens/s`` over the
   card's dense bf16 peak, with ``N`` the non-embedding parameters that process each token (ELECTRA:
   generator plus discriminator; Switch: one expert per layer); attention scores are not counted, so it
-  is a lower bound.
+  is a lower bound. One evaluation after the last step gives each objective's held-out scores
+  (``final_eval``; for the Switch GPT also ``moe_load_cv``, the coefficient of variation of the expert
+  load, and ``moe_dropped``), so the dense and Switch GPTs compare on validation loss at equal steps.
 * **electra-vs-mlm**: masked LM and ELECTRA, both on the same ELECTRA-Small encoder, pretrain from
   scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part),
   then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
@@ -121,16 +123,19 @@ def throughput(name: str, tmp: Path, args: argparse.Namespace, device: torch.dev
     every = 2 if args.quick else max(steps // 8, 1)
     out = tmp / name
     report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
-                        assignments=[f"train.steps={steps}", f"train.log_every={every}", "train.eval.every=0", "train.save_every=0"])
+                        assignments=[f"train.steps={steps}", f"train.log_every={every}", f"train.eval.every={steps}", "train.save_every=0"])
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in logs if "tokens_per_s" in r][1:] or [r["tokens_per_s"] for r in logs if "tokens_per_s" in r]
     tok_s = statistics.median(rates)
+    evals = [r for r in logs if any(k.startswith("eval/") for k in r)]
+    final_eval = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
     model = attnkit.load(report.model_dir)
     n = active_parameters(model)
     peak = peak_flops(device)
     row = {"objective": name, "task": OBJECTIVES[name][0], "recipe": OBJECTIVES[name][1], "steps": steps,
            "batch_size": report.configs["train"].batch_size, "tokens_per_s": tok_s, "steps_per_s": tok_s / max(_tokens_per_step(logs, every), 1),
-           "active_parameters": n, "mfu": 6 * n * tok_s / peak if peak else None, "seconds": report.final.get("seconds")}
+           "active_parameters": n, "mfu": 6 * n * tok_s / peak if peak else None, "seconds": report.final.get("seconds"),
+           "final_eval": final_eval}
     mfu = "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}"
     print(f"{name:11s} {tok_s:12,.0f} tokens/s  {n / 1e6:6.2f}M active  MFU {mfu}")
     return row
