@@ -52,6 +52,9 @@ ATTENTION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+MAX_TOKENS = 2 * 10**9  # tokens of all generated sequences together (train + valid + test sizes) x max_len
+
+
 @dataclass(frozen=True, kw_only=True)
 class ListOpsDataConfig(Config):
     """The task's data (defaults: LRA's sizes) and how it is batched.
@@ -81,6 +84,10 @@ class ListOpsDataConfig(Config):
         check(self.max_depth >= 1, "max_depth", self.max_depth, "must be >= 1")
         check(self.max_args >= 2, "max_args", self.max_args, "must be >= 2")
         check(4 <= self.min_len <= self.max_len, "min_len", self.min_len, f"need 4 <= min_len <= max_len={self.max_len}")
+        rows = self.train_size + self.valid_size + self.test_size
+        key, value = ("max_len", self.max_len) if self.max_len > 100_000 else ("train_size", self.train_size)
+        check(rows * self.max_len <= MAX_TOKENS, key, value,
+              f"makes {rows:,} sequences of up to {self.max_len:,} tokens, above the limit of {MAX_TOKENS:,} tokens in memory")
 
     def generator(self) -> ListOpsConfig:
         return ListOpsConfig(max_depth=self.max_depth, max_args=self.max_args, min_len=self.min_len, max_len=self.max_len)

@@ -185,6 +185,8 @@ CASES = [
     case("out-is-checkpoints", f"{TINY_LM} --out lm/checkpoints", "is a run's checkpoints directory"),
     case("synthetic-data-beyond-memory", "train reverse --set data.n_train=10000000000 --no-progress --out o", "data.n_train=10000000000",
          "limit of 1,000,000,000 digits"),
+    case("listops-data-beyond-memory", "train listops --set data.train_size=100000000000 --no-progress --out o",
+         "data.train_size=100000000000", "limit of 2,000,000,000 tokens"),
     case("preset-misspelt", f"{TINY_LM} --preset gpt3 --out o", "unknown GPT preset 'gpt3'"),
     case("recipe-misspelt", "train lm --recipe shakespear-char --out o", "unknown recipe 'shakespear-char'"),
     case("recipe-of-another-task", "train lm --recipe multi30k-de-en --out o", "trains the 'translate' task"),
