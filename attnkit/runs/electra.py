@@ -81,7 +81,8 @@ class ElectraJob(MLMJob):
         from attnkit.models.electra import ElectraPretraining, ElectraPretrainingConfig
         from attnkit.training.electra import ElectraTask
 
-        base = super().prepare(configs, out, resume=resume, log=log)  # text, tokenizer, sequences (and a BERT left unused)
+        # the text, tokenizer and sequences of masked LM; its BERT is left unused, so its size is not reported
+        base = super().prepare(configs, out, resume=resume, log=lambda line: None if line.startswith("model: ") else log(line))
         m, t, e = base.configs["model"], base.configs["train"], configs["electra"]
         old = base.task
         task = ElectraTask(old.docs, old.train_ids, old.valid_ids, tokenizer=old.tok, max_seq_len=old.max_seq_len, batch_size=old.batch_size,

@@ -55,7 +55,8 @@ class XLNetJob(MLMJob):
         from attnkit.models.xlnet import XLNetConfig, XLNetLM
         from attnkit.training.xlnet import XLNetTask
 
-        base = super().prepare(configs, out, resume=resume, log=log)  # text, tokenizer, sequences (and a BERT left unused)
+        # the text, tokenizer and sequences of masked LM; its BERT is left unused, so its size is not reported
+        base = super().prepare(configs, out, resume=resume, log=lambda line: None if line.startswith("model: ") else log(line))
         m, t, old = base.configs["model"], base.configs["train"], base.task
         task = XLNetTask(old.docs, old.train_ids, old.valid_ids, tokenizer=old.tok, max_seq_len=old.max_seq_len, batch_size=old.batch_size,
                          pair_task="none", masking=old.masking, short_seq_prob=old.short_seq_prob, max_eval_pairs=len(old.valid_pairs),
