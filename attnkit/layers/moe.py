@@ -3,6 +3,10 @@
 A router ``W_r`` gives each token ``x`` a distribution over ``N`` experts, ``p(x) = softmax(W_r x)``
 (eq. 1); the token goes to its one best expert ``i = argmax p(x)`` and the layer's output is that
 expert's FFN scaled by its gate, ``y = p_i(x) E_i(x)`` (eq. 2), so the router learns through the gate.
+With ``top_k=2`` (GShard, Lepikhin et al. 2021, algorithm 1) the token goes to its two best experts,
+``y = g_1 E_1(x) + g_2 E_2(x)`` with the two probabilities renormalised to sum to 1, and every first
+choice takes its place in an expert's queue before any second choice; the auxiliary losses count the
+first choice.
 Each expert takes at most ``capacity = ceil(capacity_factor * tokens / N)`` tokens (eq. 3); tokens past
 that, in the order of the batch, are *dropped*: the layer outputs 0 for them, so they pass to the next
 layer through the residual connection only. The router runs in float32 (section 2.4, selective
@@ -34,12 +38,14 @@ from attnkit.layers.ffn import FeedForward
 class MoEConfig(Config):
     """The Switch layer's settings (section 2; appendix: alpha 0.01; ST-MoE: z-loss 1e-3).
 
-    ``n_experts`` experts, each an FFN of the model's ``d_ff``; ``capacity_factor`` of the even share of
-    tokens per expert (1.25 in most of the paper's runs); ``aux_loss`` alpha of the load-balancing loss;
+    ``n_experts`` experts, each an FFN of the model's ``d_ff``; ``top_k`` experts per token (1: Switch; 2:
+    GShard's top-2, Lepikhin et al. 2021); ``capacity_factor`` of the even share of tokens per expert (1.25
+    in most of the Switch paper's runs); ``aux_loss`` alpha of the load-balancing loss;
     ``z_loss`` the router z-loss coefficient; ``jitter`` the router's input noise while training (0: none).
     """
 
     n_experts: int = 8
+    top_k: int = 1
     capacity_factor: float = 1.25
     aux_loss: float = 0.01
     z_loss: float = 1e-3
@@ -47,6 +53,7 @@ class MoEConfig(Config):
 
     def validate(self) -> None:
         check(self.n_experts >= 1, "moe.n_experts", self.n_experts, "must be at least 1")
+        check(self.top_k in (1, 2) and self.top_k <= self.n_experts, "moe.top_k", self.top_k, "must be 1 or 2, at most n_experts")
         check(self.capacity_factor > 0, "moe.capacity_factor", self.capacity_factor, "must be positive")
         check(self.aux_loss >= 0, "moe.aux_loss", self.aux_loss, "must be >= 0")
         check(self.z_loss >= 0, "moe.z_loss", self.z_loss, "must be >= 0")
@@ -78,8 +85,8 @@ class SwitchFFN(nn.Module):
         self.register_buffer("dropped", torch.zeros(c.n_experts), persistent=False)
 
     def capacity(self, n_tokens: int) -> int:
-        """Tokens each expert takes: ``ceil(capacity_factor * n_tokens / n_experts)`` (eq. 3)."""
-        return math.ceil(self.capacity_factor * n_tokens / len(self.experts))
+        """Tokens each expert takes: ``ceil(capacity_factor * top_k * n_tokens / n_experts)`` (eq. 3)."""
+        return math.ceil(self.capacity_factor * self.config.top_k * n_tokens / len(self.experts))
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (B, T, d_model)`` -> ``(B, T, d_model)``; dropped and padding tokens give 0."""
@@ -91,29 +98,33 @@ class SwitchFFN(nn.Module):
         logits = F.linear(h, self.router.weight.float())  # (B, T, N) in float32
         self.router_logits, self.keep_used = logits, keep
         probs = torch.softmax(logits, dim=-1)
-        gate, expert = probs.max(dim=-1)  # (B, T)
+        top_p, top_e = probs.topk(self.config.top_k, dim=-1)  # (B, T, k)
+        gates = top_p if self.config.top_k == 1 else top_p / top_p.sum(-1, keepdim=True)  # top-2: the two gates renormalised
         flat_x, flat_keep = x.reshape(-1, x.shape[-1]), keep.reshape(-1)  # (M, d), (M,)
-        routed = F.one_hot(expert.reshape(-1), n) * flat_keep[:, None]  # (M, N): real tokens only
         if x.is_cuda and torch.cuda.is_current_stream_capturing():
             raise ConfigError("Switch layers read the number of tokens on the host at every step, which a CUDA graph cannot "
                               "record; set train.execution.cuda_graphs=false")
-        position = torch.cumsum(routed, dim=0) * routed  # 1-based place in its expert's queue
         capacity = self.capacity(int(flat_keep.sum()))
-        accepted = (position > 0) & (position <= capacity)  # (M, N)
         out = torch.zeros_like(flat_x)
-        scale = gate.reshape(-1, 1).to(x.dtype)  # (M, 1)
-        for i, ffn in enumerate(self.experts):
-            rows = accepted[:, i].nonzero().squeeze(1)
-            if rows.numel():
-                out = out.index_add(0, rows, ffn(flat_x[rows]) * scale[rows])
-        if self.training:
-            with torch.no_grad():
-                self.load += routed.sum(0).float()
-                self.dropped += (routed.bool() & ~accepted).sum(0).float()
+        filled = torch.zeros(n, dtype=torch.long, device=x.device)  # places taken in each expert so far
+        for c in range(self.config.top_k):  # first choices queue before second choices (GShard)
+            routed = F.one_hot(top_e[..., c].reshape(-1), n) * flat_keep[:, None]  # (M, N): real tokens only
+            position = (torch.cumsum(routed, dim=0) + filled) * routed  # 1-based place in its expert's queue
+            accepted = (position > 0) & (position <= capacity)  # (M, N)
+            filled = filled + accepted.sum(0)
+            scale = gates[..., c].reshape(-1, 1).to(x.dtype)  # (M, 1)
+            for i, ffn in enumerate(self.experts):
+                rows = accepted[:, i].nonzero().squeeze(1)
+                if rows.numel():
+                    out = out.index_add(0, rows, ffn(flat_x[rows]) * scale[rows])
+            if self.training:
+                with torch.no_grad():
+                    self.load += routed.sum(0).float()
+                    self.dropped += (routed.bool() & ~accepted).sum(0).float()
         return out.reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return f"experts={len(self.experts)}, capacity_factor={self.capacity_factor}"
+        return f"experts={len(self.experts)}, top_k={self.config.top_k}, capacity_factor={self.capacity_factor}"
 
 
 def switch_layers(model: nn.Module) -> list[SwitchFFN]:

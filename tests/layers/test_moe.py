@@ -108,3 +108,33 @@ def test_models_take_switch_ffn_from_config_and_mark_padding(tmp_path):
     t5(src, tgt)
     assert torch.equal(t5.encoder.layers[0].ffn.keep_used, src != 0)
     assert torch.equal(t5.decoder.layers[0].ffn.keep_used, tgt != 0)
+
+
+def test_top2_is_the_renormalised_mix_of_the_two_best_experts():
+    """GShard's top-2 against a loop over tokens; with room for one token per expert, first choices win the places."""
+    torch.manual_seed(3)
+    layer = SwitchFFN(8, 12, config=MoEConfig(n_experts=4, top_k=2, capacity_factor=10.0)).eval()
+    x = torch.randn(1, 6, 8)
+    with torch.no_grad():
+        got = layer(x)
+        want = torch.zeros_like(x)
+        for t in range(6):
+            p = torch.softmax(layer.router(x[0, t]), -1)
+            top = p.topk(2)
+            for g, e in zip(top.values / top.values.sum(), top.indices.tolist()):
+                want[0, t] += g * layer.experts[e](x[0, t])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    layer.capacity_factor = 4 / (2 * 6)  # capacity 1: one place per expert
+    with torch.no_grad():
+        got = layer(x)
+        want = torch.zeros_like(x)
+        probs = torch.softmax(layer.router(x[0]), -1)
+        top = probs.topk(2)
+        gates = top.values / top.values.sum(-1, keepdim=True)
+        for e in range(4):  # the place goes to the first token choosing e first, else to the first choosing it second
+            firsts = [t for t in range(6) if top.indices[t, 0] == e]
+            seconds = [t for t in range(6) if top.indices[t, 1] == e]
+            t, c = (firsts[0], 0) if firsts else (seconds[0], 1) if seconds else (None, None)
+            if t is not None:
+                want[0, t] += gates[t, c] * layer.experts[e](x[0, t])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
