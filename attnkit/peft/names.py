@@ -6,7 +6,7 @@ is its weight key translated back (``bert.layers.0.ffn.w1.weight`` ->
 ``bert.encoder.layer.0.intermediate.dense.weight``); a slice of the fused Q/K/V projection is the
 separate ``query``/``key``/``value`` layer the :class:`~attnkit.hub.keymap.Fuse` rule joined.
 GPT-2's ``c_attn`` is itself fused, so only the whole ``qkv_proj`` has a name there (slices are
-written as one exactly equivalent adapter of the whole layer, :func:`attnkit.peft.files.fuse_slices`).
+written as one exactly equivalent adapter of the whole layer, :func:`attnkit.peft.peft_format.fuse_slices`).
 """
 
 from __future__ import annotations
