@@ -181,8 +181,8 @@ def main() -> None:
     t_start = time.perf_counter()
     hf, ours = build_models(args.quick, args.seed)
     vocab = hf.config.vocab_size
-    if args.seq + 1 > ours.config.context:
-        raise SystemExit(f"error: --seq {args.seq} + 1 exceeds the model's context {ours.config.context}")
+    if args.seq > ours.config.context:
+        raise SystemExit(f"error: --seq {args.seq} exceeds the model's context {ours.config.context}")
     hf.to(device).train()
     ours.to(device).train()
     diff = parity(hf, ours, device, vocab)
