@@ -32,7 +32,7 @@ reported twice: ``peak_step_bytes``, the step's allocation above what existed be
 (activations and gradients, measured after a first step so the optimizer state exists), and
 ``held_bytes``, the weights plus a gradient and two AdamW moments per trainable parameter.
 Results go to
-``benchmarks/results/peft-speed-<device>-<date>.json``.
+``benchmarks/results/peft-speed-<device>-<date>.json`` (``peft-speed-<parts>-...`` for a subset of ``--parts``).
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     env.update(transformers=transformers.__version__, peft=peft.__version__)
-    path = common.write_json("peft-speed", {"environment": env, "quick": args.quick, "results": results}, args.out_dir,
+    name = "peft-speed" if set(parts) == set(PARTS) else "peft-speed-" + "-".join(p for p in PARTS if p in parts)
+    path = common.write_json(name, {"environment": env, "quick": args.quick, "results": results}, args.out_dir,
                              suffix="-quick" if args.quick else "")
     print(f"wrote {path}")
 
