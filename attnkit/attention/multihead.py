@@ -139,7 +139,10 @@ class MultiHeadAttention(nn.Module):
                 return k, v
 
         else:
-            q, k, v = self._split(self.qkv_proj(x), 3)  # (B, H, T, d_k), 2 x (B, G, T, d_k)
+            extend = getattr(cache, "extend", None)  # Transformer-XL memory (attnkit.attention.memory): k, v over [memory; x]
+            q, k, v = self._split(self.qkv_proj(x if extend is None else extend(x)), 3)  # (B, H, M+T, d_k), 2 x (B, G, M+T, d_k)
+            if extend is not None:
+                q = q[:, :, -tq:]  # (B, H, T, d_k): the memory's positions are keys only
             if self.position is not None:  # rotated q/k, or the kernel adding a positional score bias
                 q, k, kernel = self.position(kernel, q, k, cache, positions)
 

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.linear import LinearAttention, RecurrentCache
+from attnkit.attention.memory import XLMemory, new_memories
 from attnkit.config import Config, check, pick_preset
 from attnkit.layers.blocks import Encoder, LayerSpec
 from attnkit.layers.moe import MoEConfig
@@ -279,3 +280,20 @@ class GPT(PretrainedModel):
         if self.recurrent:
             return [RecurrentCache() for _ in range(self.config.n_layers)]
         return [KVCache(max_len or self.config.context) for _ in range(self.config.n_layers)]  # (B, n_kv_heads, T, d_k) once filled
+
+    def new_memories(self, mem_len: int) -> list[XLMemory]:
+        """Empty Transformer-XL memories (:mod:`attnkit.attention.memory`), one per layer, each keeping the
+        last ``mem_len`` inputs of its layer; pass them as ``caches`` to successive segments of a stream.
+        A segment of T tokens then attends to at most ``mem_len + T`` keys, which must fit ``context``.
+
+        Raises:
+            ConfigError: positions that do not follow the memory (learned absolute or rotary ones);
+                the memory needs a relative score bias such as ``xl_relative``.
+        """
+        from attnkit.errors import ConfigError
+
+        position = self.config.attention.position
+        if not position.adds_bias:
+            raise ConfigError(f"Transformer-XL memory needs relative positions inside attention (e.g. "
+                              f"model.attention.position.kind=xl_relative), not {position.kind!r}")
+        return new_memories(self.config.n_layers, mem_len)
