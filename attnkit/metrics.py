@@ -230,3 +230,39 @@ def bleu_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
         out[key] = metric.corpus_score(hypotheses, [references]).score
         out[f"{key}_signature"] = str(metric.get_signature())
     return out
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[str], *, buckets: int = 3) -> list[dict[str, Any]]:
+    """Corpus sacreBLEU of the sentences grouped by source length, shortest group first.
+
+    The sentences are sorted by their source's length in whitespace-separated words (ties keep
+    the corpus order) and cut into ``buckets`` groups of equal count (the first groups take one
+    more where the count does not divide); each group is scored as its own corpus with
+    :func:`bleu_scores`. Exposure bias shows where the gap between the shortest and the longest
+    group widens.
+
+    Args:
+        sources: the source sentences, which decide the groups.
+        hypotheses: one translation per source.
+        references: one reference per source.
+        buckets: the number of groups (3: thirds).
+
+    Returns:
+        One dict per group: ``{"bucket", "sentences", "min_words", "max_words", "bleu", "bleu_lc"}``.
+    """
+    if not len(sources) == len(hypotheses) == len(references):
+        raise ValueError(f"{len(sources)} sources, {len(hypotheses)} hypotheses and {len(references)} references differ in count")
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i].split()))
+    size, extra = divmod(len(order), buckets)
+    out: list[dict[str, Any]] = []
+    start = 0
+    for b in range(buckets):
+        idx = order[start : start + size + (b < extra)]
+        start += len(idx)
+        if not idx:
+            continue
+        lengths = [len(sources[i].split()) for i in idx]
+        scores = bleu_scores([hypotheses[i] for i in idx], [references[i] for i in idx])
+        out.append({"bucket": b, "sentences": len(idx), "min_words": min(lengths), "max_words": max(lengths),
+                    "bleu": scores["bleu"], "bleu_lc": scores["bleu_lc"]})
+    return out

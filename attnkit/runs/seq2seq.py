@@ -76,7 +76,7 @@ class SyntheticJob(Job):
         task = Seq2SeqTask(
             train_ds, batch_size=t.batch_size, label_smoothing=t.reg.label_smoothing,  # type: ignore[attr-defined]
             valid=PairDataset([(tok.encode(a).ids, tok.encode(b).ids) for a, b in zip(valid_in, valid_out)], name="validation set"),
-            heldout=(valid_in, valid_out), tokenizer=tok, device=device,
+            heldout=(valid_in, valid_out), tokenizer=tok, device=device, exposure=t.exposure,  # type: ignore[attr-defined]
         )
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights are part of a reproducible run
         model = Transformer(configs["model"])  # type: ignore[arg-type]
@@ -106,7 +106,9 @@ class TranslateJob(Job):
     tokens of sentences of similar length. After training the last ``data.average_last``
     checkpoints are averaged into ``OUT/model`` (section 6.1), which is evaluated on the
     validation split and, with ``data.test_split``, translated with beam search and scored
-    with sacreBLEU on that split (``test_bleu``, ``test_bleu_lc``).
+    with sacreBLEU on that split (``test_bleu``, ``test_bleu_lc``, and by thirds of source length
+    ``test_bleu_by_length``). ``train.exposure`` picks what the decoder reads in training
+    (:mod:`attnkit.training.exposure`).
     """
 
     task = "translate"
@@ -172,7 +174,7 @@ class TranslateJob(Job):
         task = TranslationTask(
             train_ds, valid=valid_ds, tokenizer=tok, label_smoothing=t.reg.label_smoothing,  # type: ignore[attr-defined]
             bleu_sources=valid_corpus.src[:n], bleu_references=valid_corpus.tgt[:n],
-            beam_size=d.beam_size, length_penalty=d.length_penalty, device=device,  # type: ignore[attr-defined]
+            beam_size=d.beam_size, length_penalty=d.length_penalty, device=device, exposure=t.exposure,  # type: ignore[attr-defined]
         )
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = Transformer(m)
@@ -187,7 +189,7 @@ class TranslateJob(Job):
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         from attnkit.training.averaging import save_averaged
         from attnkit.training.checkpoint import list_checkpoints
-        from attnkit.metrics import bleu_scores
+        from attnkit.metrics import bleu_by_length, bleu_scores
         from attnkit.training.translation import save_translation_info, translate_lines
 
         t, d = prepared.configs["train"], prepared.configs["data"]
@@ -206,6 +208,7 @@ class TranslateJob(Job):
                                           length_penalty=d.length_penalty, device=device)  # type: ignore[attr-defined]
             scores = bleu_scores(hyps, test.tgt)
             final.update(test_bleu=scores["bleu"], test_bleu_lc=scores["bleu_lc"], test_bleu_signature=scores["bleu_signature"])
+            final["test_bleu_by_length"] = bleu_by_length(test.src, hyps, test.tgt)
             (out / "model" / f"{d.test_split}.hyp.{d.tgt}").write_text("\n".join(hyps) + "\n", encoding="utf-8")  # type: ignore[attr-defined]
         final["averaged"] = [p.name for p in averaged]
         return final

@@ -5,7 +5,8 @@ optimizer (:class:`OptimConfig`), the learning-rate schedule (:class:`ScheduleCo
 steps execute (:class:`ExecutionConfig`), evaluation (:class:`EvalConfig`) and regularisation
 (:class:`RegularizationConfig`) each have their own group, reached as ``train.optim.lr``,
 ``train.schedule.warmup``, ``train.execution.cuda_graphs``, ``train.eval.every``,
-``train.reg.label_smoothing``. A key of the former flat layout (``train.lr``) is refused with
+``train.reg.label_smoothing``; ``train.exposure.kind`` picks a remedy for exposure bias
+(:mod:`attnkit.training.exposure`). A key of the former flat layout (``train.lr``) is refused with
 an error naming its new place (``TrainConfig.moved``).
 """
 
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
+from attnkit.training.exposure import ExposureConfig
 
 T = TypeVar("T", bound="TrainConfig")
 
@@ -189,7 +191,7 @@ class TrainConfig(Config):
     (Wortsman et al. 2022; ``attnkit average``). Every ``log_every`` steps a record goes to
     ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard event files with ``tensorboard``, which
     needs the ``tensorboard`` extra); every ``save_every`` steps a checkpoint, the newest
-    ``keep_checkpoints`` kept. The groups: ``optim``, ``schedule``, ``execution``, ``eval``, ``reg``.
+    ``keep_checkpoints`` kept. The groups: ``optim``, ``schedule``, ``execution``, ``eval``, ``reg``, ``exposure``.
     """
 
     moved: ClassVar[dict[str, str]] = {
@@ -232,6 +234,7 @@ class TrainConfig(Config):
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     reg: RegularizationConfig = field(default_factory=RegularizationConfig)
+    exposure: ExposureConfig = field(default_factory=ExposureConfig)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum"):
@@ -252,10 +255,14 @@ class TrainConfig(Config):
               "excludes execution.compile=true (execution.compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
         check(not (self.execution.parallel == "fsdp" and self.reg.ema_decay > 0), "reg.ema_decay", self.reg.ema_decay,
               "is not supported with execution.parallel=fsdp (the average would be sharded too); use parallel=ddp or ema_decay=0")
+        check(self.exposure.kind == "none" or not self.execution.cuda_graphs, "exposure.kind", self.exposure.kind,
+              "changes the decoder's inputs at every step, which a recorded step cannot; set train.execution.cuda_graphs=false")
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
         """As :meth:`Config.from_dict`; the former flat ``schedule="noam"`` names its new key."""
         if isinstance(data, dict) and isinstance(data.get("schedule"), str):
             raise ConfigError(f"config key {prefix + 'schedule'!r} is a group now: write {prefix}schedule.kind={data['schedule']}")
+        if isinstance(data, dict) and isinstance(data.get("exposure"), str):
+            raise ConfigError(f"config key {prefix + 'exposure'!r} is a group: write {prefix}exposure.kind={data['exposure']}")
         return super().from_dict(data, prefix=prefix)

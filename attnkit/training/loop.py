@@ -60,6 +60,7 @@ from attnkit.models.base import PretrainedModel, check_fits, load_state_strict, 
 from attnkit.training.checkpoint import latest_checkpoint, load_trainer_state, remove_orphans, save_checkpoint
 from attnkit.training.config import DEVICE_FORMS, TrainConfig, is_device_name
 from attnkit.training.distributed import Parallel, apply_activation_checkpointing
+from attnkit.training.exposure import check_exposure
 from attnkit.training.graphs import GraphedSteps
 from attnkit.training.optim import build_optimizer, device_lrs, scheduled_lr
 from attnkit.training.schedules import build_scheduler
@@ -158,6 +159,7 @@ class Trainer:
         self._csv_keys: list[str] = []
         self._board: Any = None  # a torch.utils.tensorboard SummaryWriter while fit() runs, with config.tensorboard
         _check_rdrop(task, config.reg.rdrop)
+        check_exposure(task, config.exposure)
         self.device = pick_device(config.device, what="train.device")
         check_fits(self.model, self.device, "the model", copies=1 if config.execution.parallel == "fsdp" else 4, fix="choose a smaller model or another train.device")
         self.model.to(self.device)
@@ -317,6 +319,8 @@ class Trainer:
         while self.step < c.steps:
             # 1-2. forward/backward over grad_accum micro-batches, clip, Adam
             lr = scheduled_lr(self.scheduler)  # this step's (layer_decay scales lower groups down)
+            if hasattr(self.task, "set_step"):  # a task whose loss follows the step (scheduled sampling)
+                self.task.set_step(self.step)
             # of the step's grad_accum x P micro-batches, process r takes r, r + P, ...
             micro = [next(data) for _ in range(c.grad_accum * self.parallel.size)][self.parallel.rank :: self.parallel.size]
             inputs = self._input_tokens(micro)

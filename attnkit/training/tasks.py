@@ -8,6 +8,8 @@ A task is any object with
 * ``evaluate(model) -> dict[str, float]`` (the model is in eval mode, gradients off);
 * optionally ``input_tokens(batch) -> int | Tensor``: the tokens the batch feeds the model,
   padding excluded, for the Trainer's tokens per second (without it the loss's count is used).
+* optionally ``set_step(step)``: called by the Trainer before each optimizer step with the
+  number of steps done (a loss that follows a schedule, as scheduled sampling, reads it).
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ class Seq2SeqTask:
         heldout: tuple[list[str], list[str]] | None = None,
         tokenizer: Any = None,
         device: torch.device | str = "cpu",
+        exposure: Any = None,
     ) -> None:
+        from attnkit.training.exposure import ExposureConfig
+
         self.train, self.valid, self.heldout, self.tokenizer = train, valid, heldout, tokenizer
         self.batch_size, self.label_smoothing = batch_size, label_smoothing
         self.device = torch.device(device)
+        self.exposure: ExposureConfig = exposure if exposure is not None else ExposureConfig()
+        self.step = 0  # the optimizer step, set by the Trainer (the scheduled-sampling decay reads it)
+
+    def set_step(self, step: int) -> None:
+        self.step = step
 
     def train_batches(self, epoch: int, seed: int) -> Iterator[Seq2SeqBatch]:
         """The training batches of one epoch, on the CPU (subclasses batch differently)."""
@@ -78,9 +88,21 @@ class Seq2SeqTask:
         return (batch.src != PAD_ID).sum() + (batch.tgt_in != PAD_ID).sum()
 
     def loss(self, model: nn.Module, batch: Seq2SeqBatch, epsilon: float | None = None) -> tuple[Tensor, Tensor]:
-        logits = model(batch.src, batch.tgt_in).logits  # (B, Tt, V)
+        """Label-smoothed cross-entropy of the gold targets; in training mode the decoder reads the
+        inputs ``exposure`` chooses (:mod:`attnkit.training.exposure`), in eval mode the gold ones."""
+        from attnkit.training import exposure as xb
+
         eps = self.label_smoothing if epsilon is None else epsilon
-        return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=model.config.pad_id)
+        pad_id = model.config.pad_id
+        kind = self.exposure.kind if model.training else "none"
+        if kind == "adversarial":
+            return xb.adversarial_loss(model, batch.src, batch.tgt_in,
+                                       lambda logits: seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=pad_id), self.exposure.epsilon)
+        tgt_in = batch.tgt_in
+        if kind in ("scheduled", "self_feed"):
+            tgt_in = xb.two_pass_inputs(model, batch.src, tgt_in, xb.gold_probability(self.exposure, self.step), pad_id)
+        logits = model(batch.src, tgt_in).logits  # (B, Tt, V)
+        return seq2seq_loss(logits, batch.tgt_out, epsilon=eps, pad_id=pad_id)
 
     def validation_loss(self, model: nn.Module) -> float:
         """Cross-entropy per target token on the validation set, without label smoothing."""

@@ -90,6 +90,7 @@ class TranslationTask(Seq2SeqTask):
         valid: validation pairs (batched by tokens, in a fixed order), or ``None``.
         tokenizer: the joint tokenizer, to translate ``bleu_sources`` and detokenize.
         bleu_sources, bleu_references: validation sentences whose translations give ``bleu``.
+        exposure: what the decoder reads in training (:class:`~attnkit.training.exposure.ExposureConfig`).
     """
 
     def __init__(
@@ -104,8 +105,10 @@ class TranslationTask(Seq2SeqTask):
         beam_size: int = 4,
         length_penalty: float = 0.6,
         device: torch.device | str = "cpu",
+        exposure: Any = None,
     ) -> None:
-        super().__init__(train, batch_size=0, label_smoothing=label_smoothing, valid=valid, tokenizer=tokenizer, device=device)
+        super().__init__(train, batch_size=0, label_smoothing=label_smoothing, valid=valid, tokenizer=tokenizer, device=device,
+                         exposure=exposure)
         self.bleu_sources, self.bleu_references = bleu_sources or [], bleu_references or []
         self.beam_size, self.length_penalty = beam_size, length_penalty
 
