@@ -64,6 +64,34 @@ class StreamSegments:
             yield Segment(self.rows[:, s * t : s * t + t + 1], first=s == 0)  # (B, T + 1)
 
 
+def check_memory(model: Any, train: Any, data: Any) -> None:
+    """Refuse a segment and memory a GPT config cannot serve, before anything is built.
+
+    Args:
+        model: the :class:`~attnkit.models.gpt.GPTConfig`.
+        train: the training config (a step recorded as a CUDA graph cannot carry the memory).
+        data: the text data config (``segment``, ``mem_len``, ``eval_mem_len``, ``model``, ``tokens``).
+
+    Raises:
+        ConfigError: positions that do not follow the memory, keys past the context, or a data source
+            other than a text file.
+    """
+    from attnkit.errors import ConfigError
+
+    if data.model or data.tokens:
+        raise ConfigError("data.segment trains a new GPT on data.text; it does not read data.model or data.tokens")
+    if (data.mem_len or data.eval_mem_len) and not model.attention.position.adds_bias:
+        raise ConfigError(f"data.mem_len needs relative positions inside attention (e.g. --set model.attention.position.kind="
+                          f"xl_relative), not model.attention.position.kind={model.attention.position.kind!r}")
+    longest = max(data.mem_len, data.eval_mem_len or 0) + data.segment
+    if longest > model.context:
+        raise ConfigError(f"data.mem_len={data.mem_len} (data.eval_mem_len={data.eval_mem_len}) plus data.segment={data.segment} "
+                          f"is {longest} keys, more than model.context={model.context}; raise model.context or shorten them")
+    if train.execution.cuda_graphs:
+        raise ConfigError("data.segment carries a memory from step to step, which a step recorded as a CUDA graph cannot "
+                          "replay; set train.execution.cuda_graphs=false")
+
+
 class XLLMTask:
     """Next-token prediction over consecutive segments, with a memory of ``mem_len`` positions per layer.
 
@@ -71,7 +99,9 @@ class XLLMTask:
     ``(seed + epoch) * 7919 % segment`` tokens in, so segments' edges move between epochs, and
     resets the memory. ``evaluate`` reads the validation part the same way and reports ``loss``
     with a memory of ``eval_mem_len`` positions and ``loss_no_memory`` of the same segments
-    without one (every segment then sees only itself).
+    without one (every segment then sees only itself). The validation stream is cut into as many
+    rows (at least ``batch_size``) as keep each row to ``max_eval_steps`` segments; the first
+    segment of each row has no memory.
 
     Args:
         train: training tokens, 1-D.
@@ -83,18 +113,21 @@ class XLLMTask:
         device: where batches go.
         sample: ``model -> text`` run after each evaluation; its text goes to ``log``.
         log: where to print.
+        max_eval_steps: segments per validation row at most.
     """
 
     def __init__(self, train: Tensor, valid: Tensor, *, segment: int, mem_len: int, batch_size: int,
                  eval_mem_len: int | None = None, device: torch.device | str = "cpu",
-                 sample: Callable[[nn.Module], str] | None = None, log: Callable[[str], None] = print) -> None:
+                 sample: Callable[[nn.Module], str] | None = None, log: Callable[[str], None] = print,
+                 max_eval_steps: int = 64) -> None:
         self.device = torch.device(device)
         self.train, self.valid = train.to(self.device), valid.to(self.device)
         self.segment, self.mem_len, self.batch_size = segment, mem_len, batch_size
         self.eval_mem_len = mem_len if eval_mem_len is None else eval_mem_len
         self.sample, self.log = sample, log
         self.memories: list[Any] | None = None
-        self.eval_rows = max(1, min(batch_size, (len(self.valid) - 1) // (segment + 1)))
+        wide = -(-len(self.valid) // (segment * max_eval_steps))  # rows keeping each to max_eval_steps segments
+        self.eval_rows = max(1, min(max(batch_size, wide), (len(self.valid) - 1) // (segment + 1)))
         StreamSegments(self.train, batch_size, segment)  # refuse too little data now
         StreamSegments(self.valid, self.eval_rows, segment)
 
@@ -116,18 +149,19 @@ class XLLMTask:
         return loss, batch.tokens[:, 1:].numel()
 
     @torch.no_grad()
-    def stream_loss(self, model: nn.Module, mem_len: int) -> float:
+    def stream_loss(self, model: nn.Module, mem_len: int, rows: int | None = None) -> float:
         """Mean next-token loss over the validation segments with a memory of ``mem_len`` (0: none).
 
         Args:
             model: a GPT whose positions follow the memory.
             mem_len: memory positions carried from segment to segment.
+            rows: rows the validation stream is cut into (default ``eval_rows``; 1: one stream).
         """
         was_training = model.training
         model.eval()
         memories = model.new_memories(mem_len)  # type: ignore[operator]
         total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
-        for batch in StreamSegments(self.valid, self.eval_rows, self.segment):
+        for batch in StreamSegments(self.valid, rows or self.eval_rows, self.segment):
             logits = model(batch.tokens[:, :-1], caches=memories).logits  # (b, T, V)
             loss, _ = causal_lm_loss(logits.float(), batch.tokens[:, 1:])
             n = batch.tokens[:, 1:].numel()

@@ -38,6 +38,8 @@ def _load() -> None:
         from attnkit.recipes import electra  # noqa: F401
         from attnkit.recipes import unilm  # noqa: F401
         from attnkit.recipes import xlnet  # noqa: F401
+        from attnkit.recipes import fewshot  # noqa: F401
+        from attnkit.recipes import longctx  # noqa: F401
 
 
 def get(name: str, task: str | None = None) -> Recipe:

@@ -39,6 +39,13 @@ class TextDataConfig(Config):
     (:mod:`attnkit.data.stream`): the model trains on random windows read from it as needed, so
     the corpus may exceed the memory; its tokenizer is the one the file names (``tokenizer`` and
     ``vocab_size`` are then unused), and its last ``1 - train_fraction`` validates.
+
+    ``segment`` > 0 trains on consecutive segments of that many tokens, the batch of each step
+    continuing the rows of the one before, with Transformer-XL memory (Dai et al. 2019) of
+    ``mem_len`` positions per layer carried between them (:mod:`attnkit.data.segments`; 0: none);
+    ``mem_len + segment`` keys must fit ``model.context``. Evaluation reads the validation part
+    the same way: ``loss`` with a memory of ``eval_mem_len`` (null: ``mem_len``), ``loss_no_memory``
+    without one.
     """
 
     text: str = ""
@@ -48,11 +55,17 @@ class TextDataConfig(Config):
     vocab_size: int = 4096
     train_fraction: float = 0.9
     sample_tokens: int = 200
+    segment: int = 0
+    mem_len: int = 0
+    eval_mem_len: int | None = None
 
     def validate(self) -> None:
         check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260 (256 bytes plus specials)")
         check(0.0 < self.train_fraction < 1.0, "train_fraction", self.train_fraction, "must be in (0, 1)")
         check(self.sample_tokens >= 0, "sample_tokens", self.sample_tokens, "must be >= 0 (0: no samples)")
+        check(self.segment >= 0 and self.mem_len >= 0, "mem_len", self.mem_len, "and segment must be >= 0")
+        check(self.segment > 0 or (self.mem_len == 0 and self.eval_mem_len is None), "segment", self.segment,
+              "must be positive for a memory (data.mem_len, data.eval_mem_len)")
 
 
 def make_sampler(tok: Any, n_tokens: int, context: int) -> Any:
@@ -111,6 +124,10 @@ class LMJob(Job):
                               "CUDA graph cannot replay; set train.execution.cuda_graphs=false")
         if d.tokens and (d.model or configs["peft"].enabled):  # type: ignore[attr-defined]
             raise ConfigError("data.tokens trains a new GPT on the token file; continuing a model (data.model, --peft) reads --text")
+        if d.segment:  # type: ignore[attr-defined]
+            from attnkit.data.segments import check_memory
+
+            check_memory(configs["model"], configs["train"], d)  # type: ignore[arg-type]
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         from attnkit.data.lm import LMTask
@@ -136,6 +153,11 @@ class LMJob(Job):
         check_size(GPT, m, device, copies=4)  # before any weight is allocated
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
         task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
+        if d.segment:  # type: ignore[attr-defined]  # Transformer-XL: consecutive segments with memory
+            from attnkit.data.segments import XLLMTask
+
+            task = XLLMTask(train, valid, segment=d.segment, mem_len=d.mem_len, eval_mem_len=d.eval_mem_len,  # type: ignore[attr-defined,assignment]
+                            batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights are part of a reproducible run
         model = GPT(m)
         log(f"{len(train):,} training and {len(valid):,} validation tokens; vocabulary {tok.get_vocab_size()} ({d.tokenizer}); "  # type: ignore[attr-defined]

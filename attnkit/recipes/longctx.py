@@ -1,0 +1,37 @@
+"""Long texts beyond one window: Transformer-XL's segment-level recurrence (Dai et al. 2019) on tiny Shakespeare.
+
+``shakespeare-xl`` is the char-shakespeare GPT with Transformer-XL's relative attention, trained on consecutive
+segments of 128 characters with a memory of 128 positions per layer (``data.segment``, ``data.mem_len``), so each
+query attends to up to 256 keys while 128 tokens are fed per row and step. ``--set data.mem_len=0`` trains the
+same model on the same segments without memory (the comparison of ``benchmarks/long_context.py``).
+"""
+
+from __future__ import annotations
+
+from attnkit.models.gpt import gpt_preset
+from attnkit.models.transformer import AttentionConfig
+from attnkit.positions.config import PositionConfig
+from attnkit.recipes import register
+from attnkit.recipes.base import Recipe
+from attnkit.runs.lm import TextDataConfig
+from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
+
+XL_ATTENTION = AttentionConfig(dropout=0.2, position=PositionConfig(kind="xl_relative"))
+
+register(Recipe(
+    name="shakespeare-xl",
+    task="lm",
+    summary="tiny Shakespeare, characters: the char-shakespeare GPT with Transformer-XL relative attention, consecutive "
+            "segments of 128 with a memory of 128 per layer (data.mem_len), AdamW, cosine to lr/10 over 2,500 steps",
+    model=gpt_preset("char-shakespeare", attention=XL_ATTENTION),
+    train=TrainConfig(
+        steps=2500, batch_size=64, log_every=500,
+        optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
+        schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
+        eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
+    ),
+    data=TextDataConfig(text="tinyshakespeare/input.txt", tokenizer="char", sample_tokens=0, segment=128, mem_len=128),
+    files=("data.text",),
+    quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "data.segment=16", "data.mem_len=16",
+           "train.steps=20", "train.batch_size=8", "train.schedule.warmup=2", "train.eval.every=20", "train.log_every=10"),
+))
