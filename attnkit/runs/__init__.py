@@ -19,7 +19,7 @@ from attnkit.runs.path import RUN_CONFIG, SAFE_ON_RESUME, check_out, read_run_co
 
 
 def _jobs() -> dict[str, Callable[[], Job]]:
-    from attnkit.runs import denoising, electra, finetune, listops, mlm, qa, unilm, xlnet
+    from attnkit.runs import denoising, electra, fewshot, finetune, listops, mlm, qa, unilm, xlnet
     from attnkit.runs.lm import LMJob
     from attnkit.runs.seq2seq import SyntheticJob, TranslateJob
 
@@ -37,6 +37,7 @@ def _jobs() -> dict[str, Callable[[], Job]]:
         **electra.JOBS,
         **unilm.JOBS,
         **xlnet.JOBS,
+        **fewshot.JOBS,
     }
 
 

@@ -1,0 +1,48 @@
+"""Few-shot recipes: PET on SST-2 and RTE with 16 examples per class, 5 seeds (the LM-BFF protocol).
+
+all-MiniLM-L6-v2 was trained as a sentence encoder and ships without a masked-LM head, so each
+recipe first runs the task-adaptive masked-LM stage of its fine-tuning recipe (``sst2-tapt``,
+``rte-tapt``: 1,000 steps on the task's unlabelled training sentences), which trains one; its
+model is the masked LM the patterns query. Patterns and verbalisers are LM-BFF's manual ones
+(Gao et al. 2021, table 1: SST-2 ``<S> It was [MASK] .`` with great / terrible; RTE
+``<S1> ? [MASK] , <S2>`` with yes / no) plus PET-style variants (Schick & Schütze 2021, section 4).
+The K-shot sets are drawn from the training file; the original dev file is the test set.
+``--set data.method=finetune`` runs the fine-tuning baseline on the same sets, ``--set
+peft.method=ptuning`` P-tuning's prompts, and every PET run reports zero-shot accuracies.
+"""
+
+from __future__ import annotations
+
+from attnkit.recipes import register
+from attnkit.recipes.base import Recipe, Stage
+from attnkit.runs.fewshot import FewshotDataConfig, fewshot_train
+
+QUICK = ("data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
+         "train.steps=2", "train.eval.every=1", "train.batch_size=4", "train.log_every=1")
+
+register(Recipe(
+    name="sst2-pet",
+    task="fewshot",
+    summary="SST-2, 16 shots per class, 5 seeds: PET with 3 patterns (great / terrible) on all-MiniLM-L6-v2 after the sst2-tapt "
+            "stage, ensemble distilled into a classifier; lr 1e-5, 1,000 steps of 8 per model",
+    train=fewshot_train(),
+    data=FewshotDataConfig(model="all-MiniLM-L6-v2", train="sst2/train.tsv", test="sst2/dev.tsv", verbalizer="0=terrible,1=great",
+                           patterns=("{a} It was [MASK].", "{a} All in all, it was [MASK].", "Just [MASK]! {a}"), max_len=128),
+    files=("data.train", "data.test"),
+    before=(Stage("sst2-tapt", "data.model"),),
+    quick=QUICK,
+))
+
+register(Recipe(
+    name="rte-pet",
+    task="fewshot",
+    summary="RTE, 16 shots per class, 5 seeds: PET with 2 patterns (yes / no) on all-MiniLM-L6-v2 after the rte-tapt stage, "
+            "ensemble distilled into a classifier; lr 1e-5, 1,000 steps of 8 per model",
+    train=fewshot_train(),
+    data=FewshotDataConfig(model="all-MiniLM-L6-v2", train="rte/train.tsv", test="rte/dev.tsv",
+                           verbalizer="entailment=yes,not_entailment=no",
+                           patterns=("{a} ? [MASK] , {b}", '"{b}" ? [MASK] , "{a}"'), max_len=256),
+    files=("data.train", "data.test"),
+    before=(Stage("rte-tapt", "data.model"),),
+    quick=QUICK,
+))
