@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from attnkit.attention.adaptive_span import span_penalty, spans
 from attnkit.objectives.causal_lm import causal_lm_loss
 from attnkit.training.dev import dev_pass
 
@@ -59,6 +60,11 @@ class LMTask:
         return batch[:, :-1].numel()
 
     def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+        loss, n = self.lm_loss(model, batch)
+        return loss + span_penalty(model), n  # adaptive attention span's L1 term (0 without such kernels)
+
+    def lm_loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+        """The mean next-token loss of a batch and its target count."""
         logits = model(batch[:, :-1]).logits  # (B, T, V)
         loss, _ = causal_lm_loss(logits, batch[:, 1:])
         return loss, batch[:, 1:].numel()  # every target counts; a Python int needs no device sync
@@ -67,7 +73,8 @@ class LMTask:
         n = min((len(self.valid) - 1) // self.context, self.max_eval_windows)
         starts = torch.arange(n, device=self.device) * self.context  # (n,)
         windows = (self.valid[starts[i : i + self.batch_size, None] + self.offsets] for i in range(0, n, self.batch_size))  # (b, T+1)
-        out = {"loss": dev_pass(lambda w: self.loss(model, w), windows).loss}  # the Trainer prints it
+        out = {"loss": dev_pass(lambda w: self.lm_loss(model, w), windows).loss}  # the Trainer prints it
+        out.update({k: v for k, v in spans(model).items() if k != "spans"})  # learned spans (adaptive_span kernels)
         if self.sample is not None:
             self.log(self.sample(model))
         return out

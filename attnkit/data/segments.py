@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from attnkit.attention.adaptive_span import span_penalty, spans
 from attnkit.errors import DataError
 from attnkit.objectives.causal_lm import causal_lm_loss
 
@@ -146,7 +147,7 @@ class XLLMTask:
             self.memories = model.new_memories(self.mem_len)  # type: ignore[operator]
         logits = model(batch.tokens[:, :-1], caches=self.memories).logits  # (B, T, V)
         loss, _ = causal_lm_loss(logits, batch.tokens[:, 1:])
-        return loss, batch.tokens[:, 1:].numel()
+        return loss + span_penalty(model), batch.tokens[:, 1:].numel()  # adaptive span's L1 term (0 without it)
 
     @torch.no_grad()
     def stream_loss(self, model: nn.Module, mem_len: int, rows: int | None = None) -> float:
@@ -172,6 +173,7 @@ class XLLMTask:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         out = {"loss": self.stream_loss(model, self.eval_mem_len), "loss_no_memory": self.stream_loss(model, 0)}
+        out.update({k: v for k, v in spans(model).items() if k != "spans"})  # learned spans (adaptive_span kernels)
         if self.sample is not None:
             self.log(self.sample(model))
         return out

@@ -4,6 +4,10 @@
 segments of 128 characters with a memory of 128 positions per layer (``data.segment``, ``data.mem_len``), so each
 query attends to up to 256 keys while 128 tokens are fed per row and step. ``--set data.mem_len=0`` trains the
 same model on the same segments without memory (the comparison of ``benchmarks/long_context.py``).
+
+``shakespeare-adaptive-span`` is ``shakespeare-xl`` with a memory of 256 and the adaptive attention span of
+Sukhbaatar et al. 2019 (``model.attention.kind=adaptive_span``): each head learns how far back it looks, at most 384
+positions, under an L1 penalty; ``eval.json`` reports the spans, and keys beyond every head's span are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from attnkit.runs.lm import TextDataConfig
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 
 XL_ATTENTION = AttentionConfig(dropout=0.2, position=PositionConfig(kind="xl_relative"))
+SPAN_ATTENTION = AttentionConfig(kind="adaptive_span", dropout=0.2, position=PositionConfig(kind="xl_relative"),
+                                 params={"max_span": 384, "ramp": 32, "init": 0.0, "span_loss": 2e-6})
 
 register(Recipe(
     name="shakespeare-xl",
@@ -34,4 +40,23 @@ register(Recipe(
     files=("data.text",),
     quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "data.segment=16", "data.mem_len=16",
            "train.steps=20", "train.batch_size=8", "train.schedule.warmup=2", "train.eval.every=20", "train.log_every=10"),
+))
+
+register(Recipe(
+    name="shakespeare-adaptive-span",
+    task="lm",
+    summary="tiny Shakespeare, characters: shakespeare-xl with a memory of 256 and an adaptive attention span per head "
+            "(at most 384, ramp 32, L1 penalty 2e-6); eval.json reports the learned spans",
+    model=gpt_preset("char-shakespeare", context=384, attention=SPAN_ATTENTION),
+    train=TrainConfig(
+        steps=2500, batch_size=64, log_every=500,
+        optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
+        schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
+        eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
+    ),
+    data=TextDataConfig(text="tinyshakespeare/input.txt", tokenizer="char", sample_tokens=0, segment=128, mem_len=256),
+    files=("data.text",),
+    quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=48", "data.segment=16", "data.mem_len=32",
+           "model.attention.params.max_span=48", "model.attention.params.ramp=4", "train.steps=20", "train.batch_size=8",
+           "train.schedule.warmup=2", "train.eval.every=20", "train.log_every=10"),
 ))

@@ -201,7 +201,9 @@ class LMJob(Job):
         return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok, state=state)
 
     def finish(self, prepared: Prepared, trainer: Any, result: Any, out: Path, log: Log) -> dict[str, Any]:
-        return {**super().finish(prepared, trainer, result, out, log), **prepared.state.get("peft", {})}
+        from attnkit.attention.adaptive_span import spans
+
+        return {**super().finish(prepared, trainer, result, out, log), **prepared.state.get("peft", {}), **spans(prepared.model)}
 
     def _prepare_stream(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         """``data.tokens``: the memory-mapped token file and the tokenizer it was written with."""
