@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, data, finetune, predict, peft, viz):
+    from attnkit.cli import chat
+
+    for module in (demo, recipes, train, generate, convert, average, info, bench, translate, evaluate, tokenizer, data, finetune, predict, peft, viz, chat):
         module.add_parser(sub)
     return parser
 

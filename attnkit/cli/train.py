@@ -58,7 +58,7 @@ lr 1e-3, cosine decay to lr/10 after 100 warm-up steps, 5,000 steps of 64)."""
 def add_parser(sub: Any) -> None:
     from attnkit.cli import train_denoise, train_electra, train_listops, train_mlm, train_unilm, train_xlnet
 
-    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops, t5, bart, mass, electra, unilm, xlnet)", description=__doc__,
+    p = sub.add_parser("train", help="train a model (TASK: reverse, sort, copy, translate, lm, mlm, listops, t5, bart, mass, electra, unilm, xlnet, dialogue)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
@@ -98,6 +98,9 @@ def add_parser(sub: Any) -> None:
     train_electra.add_parser(tasks)
     train_unilm.add_parser(tasks)
     train_xlnet.add_parser(tasks)
+    from attnkit.cli import train_dialogue
+
+    train_dialogue.add_parser(tasks)
 
 
 def flag_assignments(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:

@@ -210,7 +210,12 @@ def choose(logits: Tensor, temperature: float, top_k: int | None, top_p: float |
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to pick tokens. ``temperature=0`` is greedy; ``top_p`` must be in (0, 1]."""
+    """How to pick tokens. ``temperature=0`` is greedy; ``top_p`` must be in (0, 1].
+
+    ``repetition_penalty`` (> 1 discourages tokens already in the prompt or output) and
+    ``no_repeat_ngram_size`` (n > 0 forbids repeating an n-gram) adjust the logits first
+    (:mod:`attnkit.generation.processors`); they read the tokens on the host at every step.
+    """
 
     max_new_tokens: int = 100
     temperature: float = 1.0
@@ -219,6 +224,8 @@ class SamplingConfig:
     seed: int | None = None
     eos_id: int | None = None
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         """Refuse values no sampler can use (a :class:`~attnkit.errors.ConfigError`, a ``ValueError``, naming the field)."""
@@ -230,6 +237,15 @@ class SamplingConfig:
             raise ConfigError(f"top_k={self.top_k} must be >= 1")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:  # also refuses nan
             raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise ConfigError(f"repetition_penalty={self.repetition_penalty} must be a positive number (1 = none)")
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"no_repeat_ngram_size={self.no_repeat_ngram_size} must be >= 0 (0 = none)")
+
+    @property
+    def adjusts(self) -> bool:
+        """True when the logits are adjusted against repetition (:mod:`attnkit.generation.processors`)."""
+        return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
 
 
 @dataclass
@@ -307,7 +323,7 @@ def generate(
         else:
             caches = static_caches(model, b, longest + n_new)
         mode = compile if isinstance(compile, str) else "reduce-overhead"
-        greedy = bool(compile) and config.temperature == 0  # the argmax runs inside the compiled step
+        greedy = bool(compile) and config.temperature == 0 and not config.adjusts  # the argmax runs inside the compiled step
         step_fn = compiled_decode_one_token(mode, greedy=greedy) if compile else decode_one_token
         slots = torch.arange(longest, longest + n_new, device=device)  # (n_new,) cache slot of each new token
 
@@ -318,14 +334,26 @@ def generate(
             return step_fn(model, token[:, None], slots[step : step + 1], pad, caches)
     # Without EOS, stop strings or a callback nothing needs the tokens on the host before the end,
     # so the host never waits for the device and queues decode steps ahead of it.
-    per_step = on_token is not None or config.eos_id is not None or bool(config.stop)
+    per_step = on_token is not None or config.eos_id is not None or bool(config.stop) or config.adjusts
+    seen = [list(p) for p in prompts]  # each row's tokens so far, for the repetition adjustments
+
+    def pick(logits: Tensor) -> Tensor:
+        if config.adjusts:
+            from attnkit.generation.processors import no_repeat_ngram, repetition_penalty
+
+            logits = no_repeat_ngram(repetition_penalty(logits, seen, config.repetition_penalty), seen, config.no_repeat_ngram_size)
+        token = choose(logits, config.temperature, config.top_k, config.top_p, generator)
+        if config.adjusts:
+            for row, t in zip(seen, token.tolist()):
+                row.append(t)
+        return token
     out: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
     queued: list[Tensor] = []
     try:
         # The caches hold the weights' dtype; autocast would hand the kernel bf16 queries against them.
         with torch.autocast(device.type, enabled=False):
-            token = choose(first(), config.temperature, config.top_k, config.top_p, generator)  # (B,)
+            token = pick(first())  # (B,)
             if greedy and not per_step and block > 1:
                 out = _greedy_blocks(model, token, slots, pad, caches, n_new, block, mode, step_fn)
             else:
@@ -342,7 +370,7 @@ def generate(
                         break
                     nxt = advance(token, step)
                     # A CUDA-graph step returns its output buffer, which the next replay overwrites: copy it.
-                    token = nxt[:, 0].clone() if greedy else choose(nxt, config.temperature, config.top_k, config.top_p, generator)
+                    token = nxt[:, 0].clone() if greedy else pick(nxt)
         if queued:
             out = torch.stack(queued, dim=1).tolist()  # (B, n_new): the one host sync
     finally:

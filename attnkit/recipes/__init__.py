@@ -30,6 +30,7 @@ def _load() -> None:
         from attnkit.recipes import positions  # noqa: F401
         from attnkit.recipes import norms  # noqa: F401
         from attnkit.recipes import exposure  # noqa: F401
+        from attnkit.recipes import dialogue  # noqa: F401
         from attnkit.recipes import pretraining  # noqa: F401
         from attnkit.recipes import bert  # noqa: F401
         from attnkit.recipes import listops  # noqa: F401

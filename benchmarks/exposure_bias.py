@@ -1,0 +1,116 @@
+"""Multi30k German -> English: each exposure-bias remedy against teacher forcing, same steps.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/exposure_bias.py --data ../shared/data/multi30k --seeds 0 1 2      # one GPU
+    python benchmarks/exposure_bias.py --data ../shared/data/multi30k --quick            # tiny CPU smoke run
+
+For every seed, the ``multi30k-de-en`` recipe (teacher forcing) and ``multi30k-de-en-scheduled``,
+``-self-feed`` and ``-adversarial`` (:mod:`attnkit.training.exposure`) are run through
+:func:`attnkit.runs.run`, as ``attnkit train translate --recipe NAME`` runs them: the same model,
+data, steps, checkpoint averaging and beam search; only ``train.exposure`` differs (and the
+teacher-forced recipe's steps are replayed as CUDA graphs on a GPU, which changes the speed, not
+what is computed). Each averaged model translates ``test_2016_flickr`` (``val`` with ``--quick``)
+and is scored with sacreBLEU, cased and lowercased, over the whole split and over its thirds by
+source length (:func:`attnkit.metrics.bleu_by_length`): exposure bias is expected to cost most on
+the longest third. The JSON under ``benchmarks/results/`` holds every run's scores, the mean over
+seeds of each recipe and its difference from teacher forcing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from attnkit import recipes, runs  # noqa: E402
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+BASE = "multi30k-de-en"
+REMEDIES = ("scheduled", "self-feed", "adversarial")
+
+
+def one_run(name: str, seed: int, args: argparse.Namespace, device: Any, work: Path) -> dict[str, Any]:
+    """Train and score the recipe ``name`` with ``train.seed=seed``; its final scores and wall time."""
+    cfgs = runs.resolve_configs(
+        runs.job("translate"), recipe=recipes.get(name, "translate"), quick=args.quick, cuda=device.type == "cuda",
+        assignments=[f"data.data={json.dumps(str(args.data))}", f"train.device={device}", f"train.seed={seed}", *args.set],
+    )
+    t0 = time.perf_counter()
+    report = runs.run(runs.job("translate"), cfgs, work, progress=False, recipe=name)
+    seconds = time.perf_counter() - t0
+    final = report.final
+    thirds = final["test_bleu_by_length"]
+    return {
+        "recipe": name, "seed": seed, "seconds": seconds, "steps": cfgs["train"].steps,
+        "exposure": cfgs["train"].exposure.to_dict(),
+        "bleu": final["test_bleu"], "bleu_lc": final["test_bleu_lc"], "bleu_signature": final["test_bleu_signature"],
+        "longest_third_bleu": thirds[-1]["bleu"], "longest_third_bleu_lc": thirds[-1]["bleu_lc"], "by_length": thirds,
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean (and spread) over seeds per recipe, and the difference of each mean from teacher forcing."""
+    keys = ("bleu", "bleu_lc", "longest_third_bleu", "longest_third_bleu_lc")
+    out: list[dict[str, Any]] = []
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == name]
+        entry: dict[str, Any] = {"recipe": name, "seeds": [r["seed"] for r in mine]}
+        for k in keys:
+            values = [r[k] for r in mine]
+            entry[k] = statistics.fmean(values)
+            entry[f"{k}_stdev"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    base = next((e for e in out if e["recipe"] == BASE), None)
+    for e in out:
+        for k in keys:
+            e[f"{k}_vs_teacher_forcing"] = e[k] - base[k] if base is not None else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the Multi30k directory ({train,val,test_2016_flickr}.{de,en}.gz)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=REMEDIES)
+    p.add_argument("--quick", action="store_true", help="the recipes' quick variants (a CPU smoke run; scores mean nothing)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when present)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override applied to every recipe")
+    p.add_argument("--out-dir", type=Path, default=None)
+    args = p.parse_args(argv)
+    device = common.pick_device(args.device)
+    env = common.environment(device)
+    names = [BASE, *(f"{BASE}-{r}" for r in args.remedies)]
+    rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {"environment": env, "quick": args.quick, "seeds": args.seeds, "runs": rows}
+    suffix = "-quick" if args.quick else ""
+    with tempfile.TemporaryDirectory(prefix="exposure-") as tmp:
+        for seed in args.seeds:
+            for name in names:
+                row = one_run(name, seed, args, device, Path(tmp) / f"{name}-{seed}")
+                rows.append(row)
+                print(f"{name} seed {seed}: BLEU {row['bleu']:.2f} (lc {row['bleu_lc']:.2f}), "
+                      f"longest third {row['longest_third_bleu']:.2f}, {row['seconds']:.0f} s", flush=True)
+                payload["summary"] = summarise(rows)
+                common.write_json("exposure-bias", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
+    header = ["recipe", "BLEU", "vs TF", "longest third", "vs TF"]
+    table = [[e["recipe"], f"{e['bleu']:.2f}", f"{e['bleu_vs_teacher_forcing']:+.2f}", f"{e['longest_third_bleu']:.2f}",
+              f"{e['longest_third_bleu_vs_teacher_forcing']:+.2f}"] for e in payload["summary"]]
+    print(common.markdown_table(header, table))
+    print(f"wrote {common.write_json('exposure-bias', payload, args.out_dir, suffix=suffix)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
