@@ -1,0 +1,211 @@
+"""Long texts beyond one window: Transformer-XL memory and adaptive attention span on tiny Shakespeare.
+
+    python benchmarks/long_context.py --data-root ../shared/data             # GPU: segments of 128, memory 128
+    python benchmarks/long_context.py --data-root ../shared/data --quick     # CPU smoke: the recipes' quick variants
+
+1. ``shakespeare-xl`` (Dai et al. 2019) is trained through the one run path twice on the same consecutive
+   segments: with its memory (``data.mem_len``) and without (``data.mem_len=0``). Each saved model is scored on
+   the validation stream cut into ``--rows`` long rows at the same segment length, with memories of 0, 1x and 2x
+   the training memory (the model rebuilt with a longer context, same weights): validation loss and bits per
+   character (loss / ln 2). The first segment of each row has no memory.
+2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens with memory, against
+   recomputing a sliding window of ``mem_len + segment`` tokens for every position (one forward per target,
+   batched); both losses and the speed-up.
+3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
+   the validation loss, and training-step tokens/s with the learned spans against the same model with every
+   span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
+
+Writes ``benchmarks/results/long-context-<device>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import attnkit  # noqa: E402
+from attnkit import recipes, runs  # noqa: E402
+from attnkit.attention.adaptive_span import span_kernels, spans  # noqa: E402
+from attnkit.data.segments import StreamSegments, XLLMTask  # noqa: E402
+from attnkit.data.text import encode, read_text, split_tokens  # noqa: E402
+from attnkit.data.tokenizer import load_tokenizer  # noqa: E402
+from attnkit.models.gpt import GPT  # noqa: E402
+from attnkit.objectives.causal_lm import causal_lm_loss  # noqa: E402
+from attnkit.runs.path import resolve_configs, run  # noqa: E402
+from benchmarks.common import environment, pick_device, synchronize, write_json  # noqa: E402
+
+LN2 = math.log(2)
+
+
+def train(name: str, out: Path, root: str, quick: bool, device: torch.device, extra: list[str]) -> Path:
+    """Train recipe ``name`` into ``out`` (a finished run is reused); return the run directory."""
+    if not (out / "eval.json").exists():
+        recipe = recipes.get(name)
+        job = runs.job(recipe.task)
+        configs = resolve_configs(job, recipe=recipe, assignments=[f"train.device={device}", *extra], quick=quick,
+                                  cuda=device.type == "cuda", root=root)
+        run(job, configs, out, recipe=name, progress=False, resume=(out / "run_config.json").exists())
+    return out
+
+
+def load_run(out: Path, device: torch.device) -> tuple[GPT, dict[str, Any], torch.Tensor]:
+    """The saved model, its run config and the validation tokens it was scored on."""
+    import json
+
+    cfg = json.loads((out / "run_config.json").read_text())
+    model = attnkit.load(out / "model").to(device).eval()
+    tok = load_tokenizer(out / "tokenizer.json")
+    d = cfg["data"]
+    _, valid = split_tokens(encode(tok, read_text(d["text"])), model.config.context, d["train_fraction"])
+    return model, cfg, valid.to(device)
+
+
+def with_context(model: GPT, context: int) -> GPT:
+    """``model`` rebuilt with a longer ``context`` and the same weights (the attention carries the positions)."""
+    if context <= model.config.context:
+        return model
+    bigger = GPT(model.config.replace(context=context)).to(next(model.parameters()).device)
+    bigger.load_state_dict(model.state_dict())
+    return bigger.eval()
+
+
+def stream_scores(model: GPT, valid: torch.Tensor, segment: int, mems: list[int], rows: int) -> dict[str, Any]:
+    """Validation loss and bits per character with each memory length, same segments."""
+    out = {}
+    for m in mems:
+        task = XLLMTask(valid, valid, segment=segment, mem_len=m, batch_size=rows, device=valid.device)
+        loss = task.stream_loss(with_context(model, m + segment), m, rows=rows)
+        out[str(m)] = {"loss": round(loss, 5), "bpc": round(loss / LN2, 5)}
+    return out
+
+
+@torch.no_grad()
+def eval_speed(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, n_tokens: int, batch: int) -> dict[str, Any]:
+    """XL evaluation with memory against a sliding window recomputed for every position, on the same targets."""
+    device = valid.device
+    length = mem_len + segment
+    tokens = valid[: n_tokens + 1]
+    synchronize(device)
+    t0 = time.perf_counter()
+    memories = model.new_memories(mem_len)
+    total, count = 0.0, 0
+    for s in StreamSegments(tokens, 1, segment):
+        loss, _ = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits.float(), s.tokens[:, 1:])
+        total, count = total + float(loss) * segment, count + segment
+    synchronize(device)
+    xl_s, xl_loss = time.perf_counter() - t0, total / count
+    # sliding window: target t (t >= 1) predicted from the (up to) `length` tokens before it, one forward each
+    targets = range(1, count + 1)
+    t0 = time.perf_counter()
+    total = 0.0
+    starts = [max(0, t - length) for t in targets]
+    for i in range(0, len(starts), batch):
+        chunk = list(targets)[i : i + batch]
+        full = [t for t in chunk if t >= length]
+        short = [t for t in chunk if t < length]
+        if full:
+            idx = torch.tensor(full, device=device)[:, None] - length + torch.arange(length, device=device)  # (b, L)
+            logits = model(tokens[idx]).logits[:, -1].float()  # (b, V)
+            total += float(torch.nn.functional.cross_entropy(logits, tokens[torch.tensor(full, device=device)], reduction="sum"))
+        for t in short:  # the first positions: the text so far
+            logits = model(tokens[None, :t]).logits[:, -1].float()
+            total += float(torch.nn.functional.cross_entropy(logits, tokens[t : t + 1], reduction="sum"))
+    synchronize(device)
+    slide_s, slide_loss = time.perf_counter() - t0, total / count
+    return {"tokens": count, "xl_seconds": round(xl_s, 4), "xl_bpc": round(xl_loss / LN2, 5),
+            "sliding_seconds": round(slide_s, 4), "sliding_bpc": round(slide_loss / LN2, 5),
+            "speedup": round(slide_s / max(xl_s, 1e-9), 2), "window": length}
+
+
+def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, rows: int, steps: int) -> float:
+    """Training-step throughput (forward + backward over consecutive segments with memory), tokens/s."""
+    device = valid.device
+    model.train()
+    memories = model.new_memories(mem_len)
+    times = []
+    for i, s in enumerate(StreamSegments(valid, rows, segment)):
+        if i == steps + 3:
+            break
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss, _ = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits, s.tokens[:, 1:])
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        synchronize(device)
+        if i >= 3:  # warm-up
+            times.append(time.perf_counter() - t0)
+    model.eval()
+    return rows * segment / statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", default="../shared/data", help="holds tinyshakespeare/input.txt")
+    p.add_argument("--runs", default="runs/long-context", help="where the trained runs go (reused when finished)")
+    p.add_argument("--quick", action="store_true", help="the recipes' quick variants (CPU, seconds)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--rows", type=int, default=8, help="rows the validation stream is cut into for scoring")
+    p.add_argument("--speed-tokens", type=int, default=8192, help="validation tokens of the evaluation-speed comparison")
+    p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    root = Path(args.runs) / ("quick" if args.quick else "full")
+    speed_tokens = min(args.speed_tokens, 256) if args.quick else args.speed_tokens
+
+    xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, [])
+    model, cfg, valid = load_run(xl_dir, device)
+    seg, mem = cfg["data"]["segment"], cfg["data"]["mem_len"]
+    nomem_dir = train("shakespeare-xl", root / "xl-no-memory", args.data_root, args.quick, device, ["data.mem_len=0"])
+    nomem, _, _ = load_run(nomem_dir, device)
+    xl = {
+        "segment": seg, "mem_len": mem,
+        "trained_with_memory": stream_scores(model, valid, seg, [0, mem, 2 * mem], args.rows),
+        "trained_without_memory": stream_scores(nomem, valid, seg, [0, mem], args.rows),
+        "eval_speed": eval_speed(model, valid, seg, mem, speed_tokens, batch=64 if args.quick else 512),
+    }
+    print(f"XL: {xl}")
+
+    span_dir = train("shakespeare-adaptive-span", root / "adaptive-span", args.data_root, args.quick, device, [])
+    smodel, scfg, _ = load_run(span_dir, device)
+    sseg, smem = scfg["data"]["segment"], scfg["data"]["mem_len"]
+    learned = spans(smodel)
+    rows = 8 if args.quick else 64
+    steps = 5 if args.quick else 30
+    tps_learned = step_tokens_per_s(smodel, valid, sseg, smem, rows, steps)
+    kernels = span_kernels(smodel)
+    saved = [k.span_param.detach().clone() for k in kernels]
+    with torch.no_grad():
+        for k in kernels:
+            k.span_param.fill_(1.0)  # every head at the largest span
+    tps_max = step_tokens_per_s(smodel, valid, sseg, smem, rows, steps)
+    with torch.no_grad():
+        for k, s in zip(kernels, saved):
+            k.span_param.copy_(s)
+    import json
+
+    span_eval = json.loads((span_dir / "eval.json").read_text())
+    adaptive = {
+        "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "segment": sseg, "mem_len": smem, **learned,
+        "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
+        "loss": span_eval.get("loss"), "bpc": round(span_eval["loss"] / LN2, 5) if "loss" in span_eval else None,
+        "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
+    }
+    print(f"adaptive span: {adaptive}")
+    payload = {"benchmark": "long_context", "quick": args.quick, "xl": xl, "adaptive_span": adaptive,
+               "environment": environment(device)}
+    path = write_json("long-context" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
