@@ -241,3 +241,23 @@ class BertModel(PretrainedModel):
                 states.append(x)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, d_model)
         return BertOutput(last_hidden=x, pooled=pooled, hidden_states=states, attentions=weights if need_weights else None)
+
+
+def unshare_layers(model: BertModel) -> BertModel:
+    """ALBERT's one shared layer (Lan et al. 2020, section 3.1, cross-layer parameter sharing) copied
+    into ``n_layers`` independent layers: the same function until the first update, after which
+    each depth trains its own weights (the un-shared fine-tuning of ALBERT checkpoints).
+
+    Args:
+        model: an encoder with ``share_layers=True`` (one without is returned as is).
+
+    Returns:
+        A new :class:`BertModel` with ``share_layers=False``, in the same training mode, device and dtype.
+    """
+    if not model.config.share_layers:
+        return model
+    p = next(model.parameters())
+    unshared = BertModel(model.config.replace(share_layers=False))
+    # the shared model's state holds the one layer's tensors under every depth's keys (layers.0 ... layers.N-1)
+    unshared.load_state_dict(model.state_dict())
+    return unshared.to(device=p.device, dtype=p.dtype).train(model.training)

@@ -113,6 +113,19 @@ class FinetuneSource(Config):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointModelConfig(Config):
+    """Changes to the architecture of the checkpoint being fine-tuned (``model.*``).
+
+    ``share_layers=false`` on an ALBERT checkpoint copies its one shared layer into independent
+    layers at load (:func:`~attnkit.models.bert.unshare_layers`): the same outputs before the
+    first update, separate weights after. Null keeps the checkpoint's choice, so a shared
+    checkpoint stays shared unless asked; ``true`` on a checkpoint with separate layers is refused.
+    """
+
+    share_layers: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
     """What ``classify`` and ``ner`` fine-tune, on which files, and for how long.
 
@@ -212,11 +225,12 @@ class FinetuneJob(Job):
         self.task = task
         self.summary = ("sentence or sentence-pair classification (GLUE .tsv)" if task == "classify"
                         else "token classification, named entities (CoNLL)")
-        self.config_types = {"train": TrainConfig, "data": FinetuneDataConfig, "peft": PEFTConfig}
+        self.config_types = {"model": CheckpointModelConfig, "train": TrainConfig, "data": FinetuneDataConfig, "peft": PEFTConfig}
         self.metrics = ("loss", "accuracy") if task == "classify" else ("loss", "precision", "recall", "f1")
 
     def defaults(self) -> dict[str, Config]:
-        return {"train": finetune_train("accuracy" if self.task == "classify" else "f1"), "data": FinetuneDataConfig(), "peft": PEFTConfig()}
+        return {"model": CheckpointModelConfig(), "train": finetune_train("accuracy" if self.task == "classify" else "f1"),
+                "data": FinetuneDataConfig(), "peft": PEFTConfig()}
 
     def check(self, configs: dict[str, Config]) -> None:
         t, d = configs["train"], configs["data"]
@@ -233,6 +247,7 @@ class FinetuneJob(Job):
         d: FinetuneDataConfig = configs["data"]  # type: ignore[assignment]
         source_dir = model_dir(d.model)
         source, tok = load_model_and_tokenizer(source_dir, d.tokenizer or None)
+        source = set_layer_sharing(source, configs.get("model", CheckpointModelConfig()), log)  # type: ignore[arg-type]
         train_data, dev_data, labels = read_labelled(self.task, d)
         if not resume:  # a resumed run keeps the schedule it was given
             t = epoch_schedule(t, d, len(train_data), evaluate=dev_data is not None)
@@ -314,6 +329,25 @@ class FinetuneJob(Job):
             raise DataError(f"{d.test} holds no examples")
         logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=d.eval_batch_size, device=device)
         return {**labelled_scores(self.task, logits, data, enc, labels), "examples": len(enc), "truncated": enc.truncated}
+
+
+def set_layer_sharing(source: Any, m: CheckpointModelConfig, log: Log) -> Any:
+    """The loaded checkpoint with ``model.share_layers`` applied to its encoder (see :class:`CheckpointModelConfig`)."""
+    from attnkit.models.bert import unshare_layers
+    from attnkit.training import finetune as ft
+
+    if m.share_layers is None:
+        return source
+    enc = ft.encoder_of(source)
+    if m.share_layers and not enc.config.share_layers:
+        raise ConfigError("model.share_layers=true: the checkpoint has separate layers, which cannot be made one; leave it unset")
+    if not m.share_layers and enc.config.share_layers:
+        unshared = unshare_layers(enc)
+        log(f"model.share_layers=false: the checkpoint's shared layer copied into {enc.config.n_layers} independent layers")
+        if enc is source:
+            return unshared
+        source.bert = unshared
+    return source
 
 
 def adapt(model: Any, p: PEFTConfig, base: Path, tok: Any, log: Log) -> dict[str, Any]:
