@@ -61,7 +61,7 @@ FLAGS = {"peft": "peft.method", "model": "data.model", "tokenizer": "data.tokeni
 
 
 def add_parser(sub: Any) -> None:
-    from attnkit.cli import finetune_fewshot, finetune_qa
+    from attnkit.cli import finetune_fewshot, finetune_mlm_qa, finetune_qa
 
     p = sub.add_parser("finetune", help="fine-tune a BERT-family model (classify, ner, qa)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +75,7 @@ def add_parser(sub: Any) -> None:
         t.set_defaults(run=run, task=name)
     finetune_qa.add_parser(tasks)
     finetune_fewshot.add_parser(tasks)
+    finetune_mlm_qa.add_parser(tasks)
 
 
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:

@@ -14,7 +14,7 @@ Run one with its task's command, e.g.
   attnkit train translate --recipe multi30k-de-en --data-root DATA --out runs/multi30k
 and add --quick for its seconds-long CPU variant."""
 
-COMMANDS = {"classify": "finetune classify", "ner": "finetune ner", "qa": "finetune qa", "fewshot": "finetune fewshot"}
+COMMANDS = {"classify": "finetune classify", "ner": "finetune ner", "qa": "finetune qa", "fewshot": "finetune fewshot", "mlm-qa": "finetune mlm-qa"}
 
 
 def command_of(task: str) -> str:

@@ -1,4 +1,4 @@
-"""Few-shot recipes: PET on SST-2 and RTE with 16 examples per class, 5 seeds (the LM-BFF protocol).
+"""Few-shot and MLM reading-comprehension recipes: PET on SST-2 and RTE with 16 examples per class, 5 seeds (the LM-BFF protocol).
 
 all-MiniLM-L6-v2 was trained as a sentence encoder and ships without a masked-LM head, so each
 recipe first runs the task-adaptive masked-LM stage of its fine-tuning recipe (``sst2-tapt``,
@@ -16,6 +16,8 @@ from __future__ import annotations
 from attnkit.recipes import register
 from attnkit.recipes.base import Recipe, Stage
 from attnkit.runs.fewshot import FewshotDataConfig, fewshot_train
+from attnkit.runs.finetune import finetune_train
+from attnkit.runs.mlm_qa import MLMQADataConfig
 
 QUICK = ("data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
          "train.steps=2", "train.eval.every=1", "train.batch_size=4", "train.log_every=1")
@@ -45,4 +47,17 @@ register(Recipe(
     files=("data.train", "data.test"),
     before=(Stage("rte-tapt", "data.model"),),
     quick=QUICK,
+))
+
+register(Recipe(
+    name="xquad-mlm-qa",
+    task="mlm-qa",
+    summary="XQuAD-en reading comprehension with a masked LM: all-MiniLM-L6-v2 (a fresh masked-LM head) predicts 16 answer "
+            "tokens in one pass; 40 articles train, the last 8 evaluate; 15 epochs, lr 1e-4 (as xquad-minilm)",
+    train=finetune_train("f1", log_every=10).replace(optim=finetune_train("f1").optim.replace(lr=1e-4)),
+    data=MLMQADataConfig(model="all-MiniLM-L6-v2", data="squad/xquad.en.json", split_articles=8, epochs=15.0, max_len=384,
+                         answer_len=16),
+    files=("data.data",),
+    quick=("data.limit=24", "data.eval_limit=12", "data.max_len=128", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+           "train.steps=3", "train.eval.every=3", "train.batch_size=8", "train.log_every=1"),
 ))

@@ -19,7 +19,7 @@ from attnkit.runs.path import RUN_CONFIG, SAFE_ON_RESUME, check_out, read_run_co
 
 
 def _jobs() -> dict[str, Callable[[], Job]]:
-    from attnkit.runs import denoising, electra, fewshot, finetune, listops, mlm, qa, unilm, xlnet
+    from attnkit.runs import denoising, electra, fewshot, finetune, listops, mlm, mlm_qa, qa, unilm, xlnet
     from attnkit.runs.dialogue import JOBS as DIALOGUE_JOBS
     from attnkit.runs.lm import LMJob
     from attnkit.runs.seq2seq import SyntheticJob, TranslateJob
@@ -40,6 +40,7 @@ def _jobs() -> dict[str, Callable[[], Job]]:
         **xlnet.JOBS,
         **DIALOGUE_JOBS,
         **fewshot.JOBS,
+        **mlm_qa.JOBS,
     }
 
 

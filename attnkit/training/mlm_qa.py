@@ -1,0 +1,200 @@
+"""Reading comprehension with a masked LM, non-autoregressively: the answer's tokens in one pass.
+
+The input is ``[CLS] passage [SEP] question [SEP] [MASK] x k`` (segment 0 for the passage, 1 for
+the question and the masks). The masked LM predicts the token at every mask at once; training
+is its cross-entropy at the ``k`` answer positions against the answer's WordPiece tokens, then
+``[SEP]`` (the end of the answer) and ``[PAD]`` for the positions left. The answer is read off
+the predictions from the first mask up to, not including, the first ``[SEP]`` or ``[PAD]``
+(:func:`read_answer`); its tokens are joined as WordPiece decodes them. An answer longer than
+``k`` tokens is cut to ``k`` (and counted); one of exactly ``k`` has no end marker.
+
+One forward pass answers a question, where a left-to-right decoder needs ``k``; the price is
+that the ``k`` tokens are predicted independently of each other (each sees the input, not the
+other predictions). The passage is cut to fit ``max_len``: from its start, or, for a training
+question whose answer lies beyond, around the answer (so that every training answer is in the
+text the model reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.data.batching import bucketed_batches, pad, sorted_batches
+from attnkit.data.squad import QAExample
+from attnkit.data.transfer import TensorBatch
+from attnkit.metrics import squad_scores
+from attnkit.objectives.classification import classification_loss
+from attnkit.training.dev import dev_pass
+
+IGNORE = -100
+
+
+def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int, pad_id: int) -> tuple[list[int], bool]:
+    """The ``k`` targets of the answer positions: the answer's tokens, ``[SEP]``, then ``[PAD]``; and whether it was cut.
+
+    Args:
+        answer_ids: the answer's WordPiece ids.
+        k: answer positions.
+        sep_id, pad_id: the end marker and the filler.
+
+    Returns:
+        ``(targets, cut)``: ``cut`` is True when the answer has more than ``k`` tokens (an answer of exactly
+        ``k`` fills the positions without ``[SEP]``).
+    """
+    ids = list(answer_ids)
+    if len(ids) >= k:  # no room for the end marker: reading stops at the last position
+        return ids[:k], len(ids) > k
+    return ids + [sep_id] + [pad_id] * (k - len(ids) - 1), False
+
+
+def read_answer(predicted: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The answer's ids: the predictions up to, not including, the first stop token (``[SEP]`` or ``[PAD]``)."""
+    out = []
+    for t in predicted:
+        if t in stops:
+            break
+        out.append(int(t))
+    return out
+
+
+@dataclass
+class MLMQARows:
+    """Encoded questions: ``ids[i]``, ``segments[i]``, where the answer positions start, and their targets (IGNORE when unknown)."""
+
+    ids: list[list[int]]
+    segments: list[list[int]]
+    answer_start: list[int]
+    targets: list[list[int]]
+    truncated_passages: int = 0
+    cut_answers: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> list[int]:
+        return [len(r) for r in self.ids]
+
+
+def encode_mlm_qa(tok, examples: Sequence[QAExample], *, k: int, max_len: int, max_question_len: int = 64,
+                  train: bool = False) -> MLMQARows:
+    """``[CLS] passage [SEP] question [SEP] [MASK] x k`` per question, with the first gold answer's targets.
+
+    Args:
+        tok: a :class:`~attnkit.data.wordpiece.WordPieceTokenizer` (with [MASK]).
+        examples: the questions.
+        k: answer positions.
+        max_len: the longest row; the passage gets what the question and the masks leave.
+        max_question_len: longer questions lose their end.
+        train: cut the passage around the answer when the answer lies beyond the passage's first tokens.
+    """
+    enc = tok.tokenizer.encode
+    rows = MLMQARows([], [], [], [])
+    for e in examples:
+        q = enc(e.question, add_special_tokens=False).ids[:max_question_len]
+        budget = max_len - (3 + len(q) + k)
+        if budget < 1:
+            raise ValueError(f"max_len={max_len} leaves no room for the passage with a question of {len(q)} tokens and k={k}")
+        c = enc(e.context, add_special_tokens=False)
+        start = 0
+        text, char = e.answers[0] if e.answers else ("", 0)
+        if len(c.ids) > budget:
+            rows.truncated_passages += 1
+            if train and text:
+                first = next((i for i, (s, t) in enumerate(c.offsets) if t > char), 0)
+                start = max(0, min(first - budget // 2, len(c.ids) - budget))
+        passage = c.ids[start : start + budget]
+        ids = [tok.cls_id, *passage, tok.sep_id, *q, tok.sep_id]
+        rows.answer_start.append(len(ids))
+        ids += [tok.mask_id] * k
+        rows.ids.append(ids)
+        rows.segments.append([0] * (len(passage) + 2) + [1] * (len(q) + 1 + k))
+        if text:
+            targets, cut = answer_targets(enc(text, add_special_tokens=False).ids, k, tok.sep_id, tok.pad_id)
+            rows.cut_answers += cut
+        else:
+            targets = [IGNORE] * k
+        rows.targets.append(targets)
+    return rows
+
+
+@dataclass
+class MLMQABatch(TensorBatch):
+    ids: Tensor  # (B, T)
+    segment_ids: Tensor  # (B, T)
+    attention_mask: Tensor  # (B, T)
+    targets: Tensor  # (B, T): IGNORE outside the answer positions
+    index: list[int]
+
+
+def collate(rows: MLMQARows, index: Sequence[int], pad_id: int) -> MLMQABatch:
+    """Pad the chosen rows; the targets sit at each row's answer positions."""
+    ids, mask = pad([rows.ids[i] for i in index], pad_id, return_mask=True)  # (B, T)
+    seg = pad([rows.segments[i] for i in index], 0)
+    targets = torch.full_like(ids, IGNORE)
+    for n, i in enumerate(index):
+        s = rows.answer_start[i]
+        targets[n, s : s + len(rows.targets[i])] = torch.tensor(rows.targets[i])
+    return MLMQABatch(ids, seg, mask.long(), targets, list(index))
+
+
+def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_size: int = 64,
+                    device: torch.device | str = "cpu") -> tuple[float, list[str]]:
+    """The dev loss over the known answer positions and, per question, the answer read off one forward pass."""
+    index_batches = sorted_batches(rows.lengths(), batch_size)
+    stops = (tok.sep_id, tok.pad_id)
+
+    def step(index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        b = collate(rows, index, tok.pad_id).to(torch.device(device))
+        logits = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits  # (B, T, V)
+        loss, n = classification_loss(logits, b.targets, ignore_index=IGNORE)
+        starts = torch.tensor([rows.answer_start[i] for i in index], device=logits.device)
+        pos = starts[:, None] + torch.arange(k, device=logits.device)  # (B, k)
+        best = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)  # (B, k)
+        return loss, n, best.cpu()
+
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        result = dev_pass(step, index_batches)
+    model.train(was)
+    answers = [""] * len(rows)
+    for index, best in zip(index_batches, result.outputs):
+        for n, i in enumerate(index):
+            answers[i] = tok.decode(read_answer(best[n].tolist(), stops)).strip()
+    return result.loss, answers
+
+
+class MLMQATask:
+    """Train the masked LM at the answer positions; evaluate dev loss, exact match and F1 (SQuAD's definitions)."""
+
+    varying_lengths = True
+
+    def __init__(self, train: MLMQARows, dev: MLMQARows | None, dev_examples: Sequence[QAExample], tok, *, k: int, batch_size: int,
+                 eval_batch_size: int = 64, device: torch.device | str = "cpu") -> None:
+        self.train, self.dev, self.dev_examples, self.tok, self.k = train, dev, list(dev_examples), tok, k
+        self.batch_size, self.eval_batch_size, self.device = batch_size, eval_batch_size, torch.device(device)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[MLMQABatch]:
+        for index in bucketed_batches(self.train.lengths(), self.batch_size, bucket_size=50, seed=seed, epoch=epoch):
+            yield collate(self.train, index, self.tok.pad_id).to(self.device)
+
+    def input_tokens(self, batch: MLMQABatch) -> Tensor:
+        return batch.attention_mask.sum()
+
+    def loss(self, model: nn.Module, batch: MLMQABatch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids).logits  # (B, T, V)
+        return classification_loss(logits, batch.targets, ignore_index=IGNORE)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None:
+            return {}
+        loss, answers = predict_answers(model, self.dev, self.tok, k=self.k, batch_size=self.eval_batch_size, device=self.device)
+        s = squad_scores({e.id: a for e, a in zip(self.dev_examples, answers)}, {e.id: e.answer_texts for e in self.dev_examples})
+        return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
+
+
+__all__ = ["MLMQARows", "MLMQATask", "answer_targets", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]

@@ -1,0 +1,109 @@
+"""MLM reading comprehension: answer read-off and training targets on hand-built cases, the row layout against the
+tokenizer, a model's predictions read off one pass, and ``attnkit finetune mlm-qa`` learning a tiny set end to end."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from attnkit.cli.main import main
+from attnkit.data.squad import QAExample
+from attnkit.data.wordpiece import WordPieceTokenizer
+from attnkit.training import mlm_qa
+from attnkit.training.mlm_qa import IGNORE
+
+SEP, PAD = 3, 0
+
+
+def test_read_answer_stops_at_the_first_sep_or_pad():
+    stops = (SEP, PAD)
+    assert mlm_qa.read_answer([11, 12, SEP, 13, PAD], stops) == [11, 12]
+    assert mlm_qa.read_answer([11, PAD, 12, SEP], stops) == [11]
+    assert mlm_qa.read_answer([SEP, 11, 12], stops) == []
+    assert mlm_qa.read_answer([PAD, PAD, PAD], stops) == []
+    assert mlm_qa.read_answer([11, 12, 13], stops) == [11, 12, 13]  # no stop: every position
+
+
+def test_answer_targets_end_marker_padding_and_cut():
+    assert mlm_qa.answer_targets([7, 8, 9], 5, SEP, PAD) == ([7, 8, 9, SEP, PAD], False)
+    assert mlm_qa.answer_targets([7, 8, 9, 10], 5, SEP, PAD) == ([7, 8, 9, 10, SEP], False)
+    assert mlm_qa.answer_targets([7, 8, 9, 10, 11], 5, SEP, PAD) == ([7, 8, 9, 10, 11], False)  # exactly k: no room for [SEP]
+    assert mlm_qa.answer_targets([7, 8, 9, 10, 11, 12], 5, SEP, PAD) == ([7, 8, 9, 10, 11], True)
+    assert mlm_qa.answer_targets([], 3, SEP, PAD) == ([SEP, PAD, PAD], False)
+
+
+def test_rows_and_targets_are_the_layout_by_hand(tiny_mlm):
+    tok = WordPieceTokenizer.from_file(tiny_mlm / "mlm")
+    ids = lambda s: tok.tokenizer.encode(s, add_special_tokens=False).ids  # noqa: E731
+    e = QAExample("q1", "was it good ?", "the film was very good . the plot was bad .", [("very good", 13)])
+    rows = mlm_qa.encode_mlm_qa(tok, [e], k=4, max_len=64)
+    expected = [tok.cls_id, *ids(e.context), tok.sep_id, *ids(e.question), tok.sep_id, *[tok.mask_id] * 4]
+    assert rows.ids[0] == expected
+    assert rows.segments[0] == [0] * (len(ids(e.context)) + 2) + [1] * (len(ids(e.question)) + 1 + 4)
+    assert rows.answer_start[0] == len(expected) - 4
+    assert rows.targets[0] == [*ids("very good"), tok.sep_id, tok.pad_id]
+    batch = mlm_qa.collate(rows, [0], tok.pad_id)
+    want = torch.full((1, len(expected)), IGNORE)
+    want[0, -4:] = torch.tensor(rows.targets[0])
+    assert torch.equal(batch.targets, want)
+    # a training passage too long for the row is cut around its answer, so the answer stays readable
+    long = QAExample("q2", "plot ?", " ".join(["w1"] * 40) + " the plot was bad", [("bad", len(" ".join(["w1"] * 40)) + 14)])
+    cut = mlm_qa.encode_mlm_qa(tok, [long], k=3, max_len=24, train=True)
+    assert cut.truncated_passages == 1 and ids("bad")[0] in cut.ids[0][: cut.answer_start[0]]
+    front = mlm_qa.encode_mlm_qa(tok, [long], k=3, max_len=24)
+    assert ids("bad")[0] not in front.ids[0][: front.answer_start[0]]  # evaluation reads the passage from its start
+
+
+class Oracle(torch.nn.Module):
+    """Logits that put one chosen token first at each answer position (every row of the batch the same answer)."""
+
+    def __init__(self, vocab: int, answer: list[int], k: int) -> None:
+        super().__init__()
+        self.vocab, self.answer, self.k = vocab, answer, k
+
+    def forward(self, ids, attention_mask=None, segment_ids=None):
+        logits = torch.zeros(*ids.shape, self.vocab)
+        for b in range(ids.shape[0]):
+            start = int(attention_mask[b].sum()) - self.k
+            for j, t in enumerate(self.answer):
+                logits[b, start + j, t] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_answers_are_read_off_one_pass(tiny_mlm):
+    tok = WordPieceTokenizer.from_file(tiny_mlm / "mlm")
+    ids = lambda s: tok.tokenizer.encode(s, add_special_tokens=False).ids  # noqa: E731
+    examples = [QAExample("a", "q ?", "the plot was bad", [("bad", 13)]), QAExample("b", "what was it ?", "it was very good", [("x", 0)])]
+    rows = mlm_qa.encode_mlm_qa(tok, examples, k=5, max_len=32)
+    oracle = Oracle(tok.vocab_size, [*ids("very good"), tok.sep_id, *ids("bad")], 5)
+    _, answers = mlm_qa.predict_answers(oracle, rows, tok, k=5, batch_size=2)
+    assert answers == ["very good", "very good"]  # stopped at [SEP], not running on to "bad"
+
+
+def squad_file(path, n: int) -> None:
+    """``n`` questions whose answer is the one sentiment word of the passage."""
+    paragraphs = []
+    for i in range(n):
+        word = ["good", "bad", "great", "terrible"][i % 4]
+        context = f"w{i} w{i + 1} the film was {word} . w{i + 2}"
+        paragraphs.append({"context": context, "qas": [{"id": f"q{i}", "question": "how was the film ?",
+                                                        "answers": [{"text": word, "answer_start": context.index(word)}]}]})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+
+
+def test_finetune_mlm_qa_learns_a_tiny_set(tiny_mlm, tmp_path, capsys):
+    squad_file(tmp_path / "qa.json", 8)
+    out = tmp_path / "run"
+    code = main([str(a) for a in ("finetune", "mlm-qa", "--model", tiny_mlm / "mlm", "--train", tmp_path / "qa.json", "--dev",
+                                  tmp_path / "qa.json", "--answer-len", "3", "--max-len", "32", "--out", out, "--no-progress",
+                                  "--set", "train.device=cpu", "--set", "train.steps=300", "--set", "train.eval.every=300",
+                                  "--set", "train.batch_size=8", "--set", "train.optim.lr=3e-3", "--set", "train.schedule.warmup=0",
+                                  "--set", "train.log_every=20")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    final = json.loads((out / "eval.json").read_text())
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert set(predictions) == {f"q{i}" for i in range(8)}
+    assert final["exact_match"] == 100.0 and final["f1"] == 100.0, predictions
+    assert final["answers_per_s"] > 0
