@@ -1,0 +1,152 @@
+"""Classification of documents longer than the encoder's positions, by chunks.
+
+A document's tokens are cut into chunks of ``chunk_len`` tokens, each read as ``[CLS] chunk [SEP]``
+by the same BERT-family classifier. Three ways to turn the chunks into one prediction:
+
+* ``truncate``: the first chunk only (what a position limit does to a long document);
+* ``average``: the mean of the chunks' logits (each chunk classified alone);
+* ``memory``: memory tokens in the style of the Recurrent Memory Transformer (Bulatov et al. 2022,
+  section 3): ``m`` memory vectors are put before each chunk's token embeddings, the encoder's
+  output states at those positions become the memory of the next chunk, and the last chunk's
+  classifier output is the document's. The first chunk's memory is learned (the paper's memory
+  token embeddings). Gradients flow through every chunk (back-propagation through time over the
+  chunks, as the paper trains). The memory positions take no position embedding (the chunk's
+  tokens keep positions 0, 1, ...), and every token attends to them.
+
+A document that fits one chunk gives the encoder's classifier output in ``truncate`` and
+``average``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.config import Config, check
+from attnkit.layers.pooling import mean_pool
+from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
+
+LongMode = Literal["truncate", "average", "memory"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkedConfig(Config):
+    """A classifier over chunks: the per-chunk ``head``, the ``long`` mode, ``memory_tokens`` m, ``chunk_len``
+    tokens per chunk (without ``[CLS]``/``[SEP]``) and at most ``max_chunks`` chunks per document."""
+
+    head: BertTaskConfig = field(default_factory=BertTaskConfig)
+    long: LongMode = "memory"
+    memory_tokens: int = 4
+    chunk_len: int = 126
+    max_chunks: int = 8
+
+    def validate(self) -> None:
+        check(self.memory_tokens > 0, "memory_tokens", self.memory_tokens, "must be positive")
+        check(self.chunk_len > 0, "chunk_len", self.chunk_len, "must be positive")
+        check(self.max_chunks > 0, "max_chunks", self.max_chunks, "must be positive")
+
+
+def head_logits(head: BertClassifier, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """The classifier's logits ``(B, L)`` from final token states ``hidden: (B, T, H)`` (as :class:`BertClassifier` pools them)."""
+    c = head.config
+    if c.classifier == "pooler":
+        x = torch.tanh(head.bert.pooler(hidden[:, 0]))  # type: ignore[misc]
+    elif c.classifier == "mean":
+        x = mean_pool(hidden, attention_mask)
+    else:
+        act = torch.tanh if c.classifier == "cls_tanh" else nn.functional.gelu
+        x = act(head.dense(head.drop(hidden[:, 0])))  # type: ignore[misc]
+    return head.out(head.drop(x))  # (B, L)
+
+
+@register_model("bert-chunked-classifier")
+class ChunkedClassifier(PretrainedModel):
+    """A BERT-family classifier applied chunk by chunk (see the module docstring)."""
+
+    config_class = ChunkedConfig
+
+    def __init__(self, config: ChunkedConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head = BertClassifier(config.head)
+        d = config.head.encoder.d_model
+        self.memory = nn.Parameter(torch.randn(config.memory_tokens, d) * config.head.encoder.init_std)  # the first chunk's memory
+
+    @classmethod
+    def wrap(cls, head: BertClassifier, long: LongMode, *, memory_tokens: int, chunk_len: int, max_chunks: int) -> "ChunkedClassifier":
+        """A chunked classifier around a built ``head`` (its weights kept)."""
+        model = cls(ChunkedConfig(head=head.config, long=long, memory_tokens=memory_tokens, chunk_len=chunk_len, max_chunks=max_chunks))
+        model.head.load_state_dict(head.state_dict())
+        return model
+
+    def forward(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
+        """Document logits ``(B, L)``.
+
+        Args:
+            ids: ``(B, C, T)`` each chunk as ``[CLS] tokens [SEP]``, padded.
+            attention_mask: ``(B, C, T)`` 1 for real tokens.
+            chunks: ``(B,)`` the number of real chunks of each document (at least 1).
+        """
+        b, c, t = ids.shape
+        mode = self.config.long
+        if mode == "truncate":
+            return self.head(ids[:, 0], attention_mask=attention_mask[:, 0]).logits
+        if mode == "average":
+            logits = self.head(ids.reshape(b * c, t), attention_mask=attention_mask.reshape(b * c, t)).logits.view(b, c, -1)
+            real = (torch.arange(c, device=ids.device)[None, :] < chunks[:, None]).to(logits.dtype)  # (B, C)
+            return (logits * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # (B, L)
+        return self._recurrent(ids, attention_mask, chunks)
+
+    def _recurrent(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
+        b, c, t = ids.shape
+        bert, m = self.head.bert, self.config.memory_tokens
+        mem = self.memory.to(bert.embed.tokens.weight.dtype).expand(b, -1, -1)  # (B, m, d)
+        out: Tensor | None = None
+        keep_m = torch.ones(b, m, dtype=torch.bool, device=ids.device)
+        for i in range(c):
+            x = torch.cat([mem, bert.embed(ids[:, i])], dim=1)  # (B, m + T, d)
+            keep = torch.cat([keep_m, attention_mask[:, i].bool()], dim=1)  # (B, m + T)
+            mask = keep[:, None, None, :]  # (B, 1, 1, m + T)
+            for layer in bert.layers:
+                x, _ = layer(x, mask)
+            logits = head_logits(self.head, x[:, m:], attention_mask[:, i])  # (B, L)
+            live = (i < chunks)[:, None]  # (B, 1): documents that have chunk i
+            out = logits if out is None else torch.where(live, logits, out)
+            mem = torch.where(live[..., None], x[:, :m], mem)  # (B, m, d): the next chunk's memory
+        assert out is not None
+        return out
+
+
+def chunk_ids(ids: list[int], cls_id: int, sep_id: int, chunk_len: int, max_chunks: int) -> list[list[int]]:
+    """``[CLS] x [SEP]`` (one encoded document) as chunks ``[CLS] piece [SEP]`` of ``chunk_len`` tokens; the first
+    ``max_chunks`` are kept.
+
+    Args:
+        ids: the document as the tokenizer encodes it, ``[CLS]`` first and ``[SEP]`` last.
+        cls_id: the ``[CLS]`` id.
+        sep_id: the ``[SEP]`` id.
+        chunk_len: tokens per chunk, without the two specials.
+        max_chunks: chunks kept.
+    """
+    body = ids[1:-1]
+    pieces = [body[i : i + chunk_len] for i in range(0, max(len(body), 1), chunk_len)][:max_chunks]
+    return [[cls_id, *p, sep_id] for p in pieces]
+
+
+def collate_chunks(docs: list[list[list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Pad documents of chunks to ``(B, C, T)`` ids and mask, and their chunk counts ``(B,)``."""
+    c = max(len(d) for d in docs)
+    t = max(len(ch) for d in docs for ch in d)
+    ids = torch.full((len(docs), c, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(docs), c, t), dtype=torch.long)
+    for i, d in enumerate(docs):
+        for j, ch in enumerate(d):
+            ids[i, j, : len(ch)] = torch.tensor(ch)
+            mask[i, j, : len(ch)] = 1
+    # a missing chunk still needs one visible key: its [CLS] slot (its output is never used)
+    mask[:, :, 0] = 1
+    return ids, mask, torch.tensor([len(d) for d in docs])
