@@ -125,7 +125,7 @@ def test_adversarial_loss_against_autograd():
     assert not model.tgt_embed._forward_hooks  # the hook is gone after the loss
 
 
-def test_config_errors_and_refusals():
+def test_config_errors_and_refusals(tmp_path):
     with pytest.raises(ConfigError, match="write train.exposure.kind=scheduled"):
         TrainConfig().with_overrides(["exposure=scheduled"], prefix="train.")
     with pytest.raises(ConfigError, match="must be in \\(0, 1\\)"):
@@ -141,7 +141,7 @@ def test_config_errors_and_refusals():
             return iter(())
 
     with pytest.raises(ConfigError, match="needs an encoder-decoder task"):
-        Trainer(tiny(0.0), NotSeq2Seq(), cfg, "unused", progress=False)
+        Trainer(tiny(0.0), NotSeq2Seq(), cfg, tmp_path, progress=False)
 
 
 def test_trainer_tells_the_task_its_step(tmp_path):
