@@ -57,7 +57,7 @@ the epochs. More settings (--show-config lists them all):
 DESCRIPTIONS = {"classify": CLASSIFY_DESCRIPTION, "ner": NER_DESCRIPTION}
 HELP = {"classify": "sentence or sentence-pair classification (GLUE .tsv)", "ner": "token classification, named entities (CoNLL)"}
 FLAGS = {"peft": "peft.method", "model": "data.model", "tokenizer": "data.tokenizer", "train": "data.train", "dev": "data.dev", "test": "data.test",
-         "epochs": "data.epochs", "max_len": "data.max_len"}
+         "epochs": "data.epochs", "max_len": "data.max_len", "features": "data.features"}
 
 
 def add_parser(sub: Any) -> None:
@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
                    "(sets peft.method; peft.r, peft.alpha, peft.targets, peft.n_virtual ... with --set; OUT/model is the adapter)")
     g.add_argument("--max-len", type=int, metavar="N", help="tokens per row, specials included, capped at the model's positions "
                    "(sets data.max_len; default 128)")
+    g.add_argument("--features", choices=("last", "last4", "weighted"), help="feature-based: the encoder stays frozen and its last "
+                   "layer, last four layers concatenated, or ELMo's learned weighted sum of all layers feed a small task model "
+                   "(a BiLSTM tagger for ner, a linear layer for classify; sets data.features)")
 
 
 def schedule_flags(args: argparse.Namespace, flags: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -136,6 +136,9 @@ class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
     """
 
     test: str = ""
+    # feature-based (Devlin et al. 2019, section 5.3): a frozen encoder's last / last four / ELMo-weighted layers feed a
+    # small task model (attnkit.models.features); "none" fine-tunes every weight
+    features: Literal["none", "last", "last4", "weighted"] = "none"
 
     def validate(self) -> None:
         FinetuneConfig.validate(self)
@@ -282,7 +285,16 @@ class FinetuneJob(Job):
             classifier = "mean"  # the pooling a sentence-embedding checkpoint was trained with
             log("classifier: mean pooling (the checkpoint's sentence-transformers pooling; data.classifier=pooler to change)")
         torch.manual_seed(t.init_seed)  # the fresh head's weights: fixed by train.init_seed, whatever train.seed
-        model = ft.build_head(source, self.task, labels, d.classifier_dropout, classifier)
+        if d.features != "none":
+            if p.enabled:
+                raise ConfigError(f"data.features={d.features} freezes the encoder already; leave out peft.method={p.method}")
+            from attnkit.models.features import feature_model
+
+            model = feature_model(source, self.task, labels, d.features)
+            log(f"feature-based: frozen encoder, {d.features} features; {sum(x.numel() for x in model.parameters() if x.requires_grad):,} "
+                "trainable parameters")
+        else:
+            model = ft.build_head(source, self.task, labels, d.classifier_dropout, classifier)
         state: dict[str, Any] = {"device": device, "labels": labels}
         if p.enabled:
             state["peft"] = adapt(model, p, source_dir, tok, log)
