@@ -1,4 +1,4 @@
-"""Few-shot and MLM reading-comprehension recipes: PET on SST-2 and RTE with 16 examples per class, 5 seeds (the LM-BFF protocol).
+"""Transfer beyond plain fine-tuning: few-shot PET on SST-2 and RTE with 16 examples per class, 5 seeds (the LM-BFF protocol).
 
 all-MiniLM-L6-v2 was trained as a sentence encoder and ships without a masked-LM head, so each
 recipe first runs the task-adaptive masked-LM stage of its fine-tuning recipe (``sst2-tapt``,
@@ -16,7 +16,8 @@ from __future__ import annotations
 from attnkit.recipes import register
 from attnkit.recipes.base import Recipe, Stage
 from attnkit.runs.fewshot import FewshotDataConfig, fewshot_train
-from attnkit.runs.finetune import finetune_train
+from attnkit.recipes.bert import MINILM, _quick, _train
+from attnkit.runs.finetune import FinetuneDataConfig, finetune_train
 from attnkit.runs.mlm_qa import MLMQADataConfig
 
 QUICK = ("data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
@@ -60,4 +61,27 @@ register(Recipe(
     files=("data.data",),
     quick=("data.limit=24", "data.eval_limit=12", "data.max_len=128", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
            "train.steps=3", "train.eval.every=3", "train.batch_size=8", "train.log_every=1"),
+))
+
+register(Recipe(
+    name="sst2-minilm-features",
+    task="classify",
+    summary="SST-2 feature-based: all-MiniLM-L6-v2 frozen, its last four layers concatenated and mean-pooled into a linear "
+            "classifier; 3 epochs of 32, lr 1e-3",
+    train=_train("accuracy", lr=1e-3, batch_size=32),
+    data=FinetuneDataConfig(model=MINILM, train="sst2/train.tsv", dev="sst2/dev.tsv", epochs=3.0, max_len=66, features="last4"),
+    files=("data.train", "data.dev"),
+    quick=_quick(),
+))
+
+register(Recipe(
+    name="wnut17-minilm-features",
+    task="ner",
+    summary="WNUT-17 feature-based: all-MiniLM-L6-v2 frozen, its last four layers concatenated into a two-layer BiLSTM "
+            "(384 per direction) and a linear tagger; 5 epochs of 32, lr 1e-3",
+    train=_train("f1", lr=1e-3, batch_size=32),
+    data=FinetuneDataConfig(model=MINILM, train="wnut17/wnut17train.conll", dev="wnut17/emerging.dev.conll",
+                            test="wnut17/emerging.test.annotated", epochs=5.0, max_len=128, features="last4"),
+    files=("data.train", "data.dev", "data.test"),
+    quick=_quick(limit=300),
 ))
