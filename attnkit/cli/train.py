@@ -42,7 +42,10 @@ BPE (or unigram) vocabulary is learned on the training split, batches hold about
 data.max_tokens tokens of sentences of similar length, the validation loss (and BLEU on
 data.bleu_sentences sentences) is measured every train.eval.every steps, the last
 data.average_last checkpoints are averaged into OUT/model, and data.test_split, if set, is
-translated with beam search (data.beam_size, data.length_penalty) and scored with sacreBLEU."""
+translated with beam search (data.beam_size, data.length_penalty) and scored with sacreBLEU,
+overall and by thirds of source length. train.exposure.kind=scheduled, self_feed or adversarial
+trains with a remedy for exposure bias (scheduled sampling, own predictions as inputs, perturbed
+decoder embeddings; recipes multi30k-de-en-scheduled, -self-feed, -adversarial)."""
 LM_DESCRIPTION = """Train a GPT language model on a text file.
 
   attnkit train lm --recipe shakespeare-char --data-root DATA --out runs/shakespeare
