@@ -76,6 +76,11 @@ class ChunkedClassifier(PretrainedModel):
         d = config.head.encoder.d_model
         self.memory = nn.Parameter(torch.randn(config.memory_tokens, d) * config.head.encoder.init_std)  # the first chunk's memory
 
+    @property
+    def bert(self) -> nn.Module:
+        """The encoder (what fine-tuning and loading look for)."""
+        return self.head.bert
+
     @classmethod
     def wrap(cls, head: BertClassifier, long: LongMode, *, memory_tokens: int, chunk_len: int, max_chunks: int) -> "ChunkedClassifier":
         """A chunked classifier around a built ``head`` (its weights kept)."""

@@ -136,6 +136,11 @@ class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
     """
 
     test: str = ""
+    # long documents (classify; attnkit.training.long_documents): truncate at max_len, or chunks that fit the positions
+    # (at most max_chunks) whose logits are averaged or which carry memory_tokens memory tokens from chunk to chunk
+    long: Literal["truncate", "average", "memory"] = "truncate"
+    memory_tokens: int = 4
+    max_chunks: int = 8
     # feature-based (Devlin et al. 2019, section 5.3): a frozen encoder's last / last four / ELMo-weighted layers feed a
     # small task model (attnkit.models.features); "none" fine-tunes every weight
     features: Literal["none", "last", "last4", "weighted"] = "none"
@@ -143,6 +148,7 @@ class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
     def validate(self) -> None:
         FinetuneConfig.validate(self)
         FinetuneSource.validate(self)
+        check(self.memory_tokens > 0 and self.max_chunks > 0, "max_chunks", self.max_chunks, "and memory_tokens must be positive")
 
 
 # train.steps until the epochs are counted (data.steps_from_epochs): large, so that a warm-up or an
@@ -239,6 +245,8 @@ class FinetuneJob(Job):
         t, d = configs["train"], configs["data"]
         if not d.model or not d.train:  # type: ignore[attr-defined]
             raise ConfigError(f"attnkit finetune {self.task} needs --model DIR and --train FILE, or --recipe NAME with --data-root")
+        if d.long != "truncate" and (self.task != "classify" or configs["peft"].enabled):  # type: ignore[attr-defined]
+            raise ConfigError(f"data.long={d.long} reads documents in chunks for finetune classify without --peft")  # type: ignore[attr-defined]
         if not d.dev and not d.eval_per_epoch and t.eval.every:  # type: ignore[attr-defined]
             raise ConfigError(f"train.eval.every={t.eval.every} needs a dev file (data.dev) to evaluate on")  # type: ignore[attr-defined]
 
@@ -295,6 +303,10 @@ class FinetuneJob(Job):
                 "trainable parameters")
         else:
             model = ft.build_head(source, self.task, labels, d.classifier_dropout, classifier)
+        if d.long != "truncate":  # long documents in chunks (average of chunk logits, or carried memory tokens)
+            from attnkit.training.long_documents import prepare_long
+
+            model, task = prepare_long(model, tok, train_data, dev_data, labels, d, t, device, max_len, log)
         state: dict[str, Any] = {"device": device, "labels": labels}
         if p.enabled:
             state["peft"] = adapt(model, p, source_dir, tok, log)
@@ -308,7 +320,12 @@ class FinetuneJob(Job):
         final.update(prepared.state.get("peft", {}))
         d: FinetuneDataConfig = prepared.configs["data"]  # type: ignore[assignment]
         if d.test:
-            test = self.score_test(out / "model", d, prepared.state["device"])
+            if d.long != "truncate":
+                from attnkit.training.long_documents import score_long_test
+
+                test = score_long_test(out / "model", d, prepared.state["device"])
+            else:
+                test = self.score_test(out / "model", d, prepared.state["device"])
             log(f"test ({d.test}): " + ", ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
             final.update({f"test_{k}": v for k, v in test.items()})
         return final
