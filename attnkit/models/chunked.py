@@ -28,9 +28,17 @@ from torch import Tensor, nn
 from attnkit.config import Config, check
 from attnkit.layers.pooling import mean_pool
 from attnkit.models.base import PretrainedModel, register_model
+from attnkit.models.bert import BertConfig
 from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
 
 LongMode = Literal["truncate", "average", "memory"]
+
+
+@dataclass
+class ChunkedOutput:
+    """What :class:`ChunkedClassifier` returns."""
+
+    logits: Tensor  # (B, num_labels)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +51,11 @@ class ChunkedConfig(Config):
     memory_tokens: int = 4
     chunk_len: int = 126
     max_chunks: int = 8
+
+    @property
+    def encoder(self) -> BertConfig:
+        """The encoder's config."""
+        return self.head.encoder
 
     def validate(self) -> None:
         check(self.memory_tokens > 0, "memory_tokens", self.memory_tokens, "must be positive")
@@ -88,14 +101,25 @@ class ChunkedClassifier(PretrainedModel):
         model.head.load_state_dict(head.state_dict())
         return model
 
-    def forward(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, chunks: Tensor | None = None) -> ChunkedOutput:
         """Document logits ``(B, L)``.
 
         Args:
-            ids: ``(B, C, T)`` each chunk as ``[CLS] tokens [SEP]``, padded.
-            attention_mask: ``(B, C, T)`` 1 for real tokens.
-            chunks: ``(B,)`` the number of real chunks of each document (at least 1).
+            ids: ``(B, C, T)`` each chunk as ``[CLS] tokens [SEP]``, padded (``(B, T)``: one chunk each).
+            attention_mask: ``(B, C, T)`` 1 for real tokens (default: all).
+            chunks: ``(B,)`` the number of real chunks of each document (default: ``C``).
         """
+        if ids.dim() == 2:
+            ids = ids[:, None]
+            attention_mask = None if attention_mask is None else attention_mask[:, None]
+        b, c, t = ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(ids)
+        if chunks is None:
+            chunks = torch.full((b,), c, device=ids.device)
+        return ChunkedOutput(self._logits(ids, attention_mask, chunks))
+
+    def _logits(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
         b, c, t = ids.shape
         mode = self.config.long
         if mode == "truncate":

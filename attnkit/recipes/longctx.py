@@ -8,6 +8,11 @@ same model on the same segments without memory (the comparison of ``benchmarks/l
 ``shakespeare-adaptive-span`` is ``shakespeare-xl`` with a memory of 256 and the adaptive attention span of
 Sukhbaatar et al. 2019 (``model.attention.kind=adaptive_span``): each head learns how far back it looks, at most 384
 positions, under an L1 penalty; ``eval.json`` reports the spans, and keys beyond every head's span are skipped.
+
+``sst2-minilm-chunks`` makes SST-2 sentences longer than the encoder's window by giving all-MiniLM-L6-v2 a window of
+16 positions (``data.max_len``): each sentence is read in chunks of 14 word pieces with 4 memory tokens carried from
+chunk to chunk (Bulatov et al. 2022); ``--set data.long=truncate`` (the first 14 word pieces) and ``data.long=average``
+(the mean of the chunks' logits) are the baselines.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from attnkit.models.transformer import AttentionConfig
 from attnkit.positions.config import PositionConfig
 from attnkit.recipes import register
 from attnkit.recipes.base import Recipe
+from attnkit.recipes.bert import MINILM, _quick, _train
+from attnkit.runs.finetune import FinetuneDataConfig
 from attnkit.runs.lm import TextDataConfig
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 
@@ -59,4 +66,16 @@ register(Recipe(
     quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=48", "data.segment=16", "data.mem_len=32",
            "model.attention.params.max_span=48", "model.attention.params.ramp=4", "train.steps=20", "train.batch_size=8",
            "train.schedule.warmup=2", "train.eval.every=20", "train.log_every=10"),
+))
+
+register(Recipe(
+    name="sst2-minilm-chunks",
+    task="classify",
+    summary="SST-2 sentiment read through a window of 16 positions: all-MiniLM-L6-v2 on chunks of 14 word pieces with 4 "
+            "memory tokens carried across chunks (data.long=memory; truncate and average are the baselines), 3 epochs",
+    train=_train("accuracy", lr=1.2e-4, batch_size=32, eval_every=500),
+    data=FinetuneDataConfig(model=MINILM, train="sst2/train.tsv", dev="sst2/dev.tsv", epochs=3.0, max_len=16, eval_per_epoch=False,
+                            long="memory", memory_tokens=4, max_chunks=8),
+    files=("data.train", "data.dev"),
+    quick=_quick(max_len=12),
 ))

@@ -70,7 +70,7 @@ class ChunkedClassificationTask:
         return batch.attention_mask.sum()
 
     def loss(self, model: nn.Module, batch: ChunkBatch) -> tuple[Tensor, Tensor]:
-        logits = model(batch.ids, batch.attention_mask, batch.chunks)  # (B, L)
+        logits = model(batch.ids, batch.attention_mask, batch.chunks).logits  # (B, L)
         n = (batch.targets != IGNORE).sum()
         return nn.functional.cross_entropy(logits.float(), batch.targets, ignore_index=IGNORE), n
 
@@ -82,7 +82,7 @@ class ChunkedClassificationTask:
         loss, right, count = 0.0, 0, 0
         for i in range(0, len(docs), self.eval_batch_size):
             b = self._batch(docs, targets, range(i, min(i + self.eval_batch_size, len(docs))))
-            logits = model(b.ids, b.attention_mask, b.chunks).float()
+            logits = model(b.ids, b.attention_mask, b.chunks).logits.float()
             keep = b.targets != IGNORE
             loss += float(nn.functional.cross_entropy(logits[keep], b.targets[keep], reduction="sum"))
             right += int((logits.argmax(-1)[keep] == b.targets[keep]).sum())

@@ -33,12 +33,12 @@ def test_short_document_equals_the_unchunked_model() -> None:
         for mode in ("truncate", "average"):
             model = ChunkedClassifier.wrap(h, mode, memory_tokens=2, chunk_len=8, max_chunks=4).eval()
             ids, mask, n = collate_chunks([chunk_ids(doc, CLS, SEP, 8, 4)], PAD)
-            torch.testing.assert_close(model(ids, mask, n), want)
+            torch.testing.assert_close(model(ids, mask, n).logits, want)
         # averaging a two-chunk document: the mean of the two chunks' logits
         model = ChunkedClassifier.wrap(h, "average", memory_tokens=2, chunk_len=2, max_chunks=4).eval()
         ids, mask, n = collate_chunks([chunk_ids(doc, CLS, SEP, 2, 4), chunk_ids([CLS, 5, SEP], CLS, SEP, 2, 4)], PAD)
         first = (h(torch.tensor([[CLS, 5, 6, SEP]])).logits + h(torch.tensor([[CLS, 7, SEP]])).logits) / 2
-        torch.testing.assert_close(model(ids, mask, n), torch.cat([first, h(torch.tensor([[CLS, 5, SEP]])).logits]))
+        torch.testing.assert_close(model(ids, mask, n).logits, torch.cat([first, h(torch.tensor([[CLS, 5, SEP]])).logits]))
 
 
 def end_documents(n: int, length: int, gen: torch.Generator) -> tuple[list[list[int]], torch.Tensor]:
@@ -59,7 +59,7 @@ def accuracy_after_training(mode: str, steps: int) -> float:
     for _ in range(steps):
         docs, y = end_documents(32, 12, gen)  # 2 chunks of 6: f in the first, l in the last
         ids, mask, n = collate_chunks([chunk_ids(d, CLS, SEP, 6, 4) for d in docs], PAD)
-        loss = torch.nn.functional.cross_entropy(model(ids, mask, n), y)
+        loss = torch.nn.functional.cross_entropy(model(ids, mask, n).logits, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -67,7 +67,7 @@ def accuracy_after_training(mode: str, steps: int) -> float:
     docs, y = end_documents(256, 12, torch.Generator().manual_seed(99))
     ids, mask, n = collate_chunks([chunk_ids(d, CLS, SEP, 6, 4) for d in docs], PAD)
     with torch.no_grad():
-        return float((model(ids, mask, n).argmax(-1) == y).float().mean())
+        return float((model(ids, mask, n).logits.argmax(-1) == y).float().mean())
 
 
 def test_memory_beats_truncation() -> None:
