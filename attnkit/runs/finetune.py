@@ -235,6 +235,7 @@ class FinetuneJob(Job):
         self.summary = ("sentence or sentence-pair classification (GLUE .tsv)" if task == "classify"
                         else "token classification, named entities (CoNLL)")
         self.config_types = {"model": CheckpointModelConfig, "train": TrainConfig, "data": FinetuneDataConfig, "peft": PEFTConfig}
+        self.optional_on_resume = ("model",)  # runs saved before the section existed resume with its defaults
         self.metrics = ("loss", "accuracy") if task == "classify" else ("loss", "precision", "recall", "f1")
 
     def defaults(self) -> dict[str, Config]:

@@ -39,6 +39,8 @@ SAFE_ON_RESUME = (
     # checks that grad_accum times the processes, the global batch, stays the same)
     "train.execution.parallel", "train.execution.checkpointing", "train.grad_accum",
 )
+# sections whose defaults switch a feature off: a run saved without one trained without it, so it resumes at the defaults
+OPTIONAL_ON_RESUME = ("peft",)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,6 +132,9 @@ def _resumed_configs(job: Job, out: Path, recipe: Any, assignments: list[str], l
     cfgs: dict[str, Config] = {}
     for name, cls in job.config_types.items():
         if name not in saved:
+            if name in OPTIONAL_ON_RESUME or name in getattr(job, "optional_on_resume", ()):
+                cfgs[name] = job.defaults()[name]
+                continue
             raise CheckpointError(f"{out / RUN_CONFIG} has no {name!r} config; it was not written by this version of attnkit")
         try:
             cfgs[name] = cls.from_dict(saved[name], prefix=f"{name}.")

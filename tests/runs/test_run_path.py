@@ -143,3 +143,21 @@ def test_resume_before_the_first_checkpoint_starts_again(capsys, tmp_path):
     assert code == 0, err
     assert "holds no checkpoint yet" in stdout and "trained 2 steps" in stdout
     assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("task,missing", [("classify", ("peft", "model")), ("lm", ("peft",))])
+def test_resume_of_a_run_saved_without_a_later_section_takes_its_defaults(tmp_path, task, missing):
+    """A section whose defaults switch a feature off (``peft``; fine-tuning's ``model``) may be absent from an older
+    run's settings: the run trained without the feature, so it resumes at the defaults; a core section may not be."""
+    from attnkit.errors import CheckpointError
+    from attnkit.runs import RUN_CONFIG, job, resolve_configs
+
+    j = job(task)
+    saved = {name: cfg.to_dict() for name, cfg in j.defaults().items() if name not in missing}
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"task": task, **saved}))
+    cfgs = resolve_configs(j, out=tmp_path, resume=True, log=lambda *_: None)
+    assert {name: cfgs[name] for name in missing} == {name: j.defaults()[name] for name in missing}
+    del saved["train"]
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"task": task, **saved}))
+    with pytest.raises(CheckpointError, match="has no 'train' config"):
+        resolve_configs(j, out=tmp_path, resume=True, log=lambda *_: None)
