@@ -23,6 +23,8 @@ the test accuracy over the seeds. The methods run the ``sst2-pet`` / ``rte-pet``
   training file's other rows (Schick & Schütze 2021); the ensemble's accuracy is recorded too;
 * ``ptuning``: P-tuning's prompt encoder (20 virtual tokens, an LSTM) before the first pattern
   on the frozen masked LM, learning rate ``PTUNING_LR`` (Liu et al. 2021);
+* ``autoprompt``: one pattern whose 3 trigger tokens AutoPrompt finds on each seed's training set
+  (Shin et al. 2020), then fine-tuned as a PET pattern;
 * ``zero-shot``: the patterns' untrained scores, recorded by the PET run (no training).
 
 The goal the figures are checked against: prompt-based (PET) at least 10 points above standard
@@ -46,7 +48,7 @@ try:
 except ImportError:  # another installed package is called "benchmarks": use the file beside this one
     import common  # type: ignore[no-redef]  # noqa: E402
 
-METHODS = ("finetune", "pet", "ptuning", "zero-shot")
+METHODS = ("finetune", "pet", "ptuning", "autoprompt", "zero-shot")
 GOAL = {"sst2": 10.0, "rte": 5.0}  # points PET must gain over standard fine-tuning
 PTUNING_LR = 3e-3
 QUICK = ["data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
@@ -59,6 +61,8 @@ def method_assignments(method: str) -> list[str]:
         return ["data.method=\"finetune\""]
     if method == "ptuning":
         return ["peft.method=\"ptuning\"", "peft.n_virtual=20", "data.distill=false", f"train.optim.lr={PTUNING_LR}"]
+    if method == "autoprompt":
+        return ["data.patterns=[\"auto\"]", "data.distill=false"]
     return []
 
 
@@ -89,6 +93,8 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
         row: dict[str, Any] = {"accuracy_mean": 100 * f["accuracy_mean"], "accuracy_std": 100 * f["accuracy_std"],
                                "per_seed": [100 * s["accuracy"] for s in seeds_file], "wall_s": round(time.perf_counter() - t0, 1),
                                "lr": cfgs["train"].optim.lr, "steps": cfgs["train"].steps}  # type: ignore[attr-defined]
+        if method == "autoprompt":
+            row["triggers"] = [s.get("autoprompt_triggers") for s in seeds_file]
         if method == "pet":
             row["ensemble_mean"] = 100 * f["ensemble_accuracy_mean"]
             row["ensemble_std"] = 100 * f["ensemble_accuracy_std"]

@@ -17,6 +17,7 @@ DESCRIPTION = """Few-shot classification with a masked LM's cloze questions (PET
       --verbalizer negative=terrible,positive=great --shots 16 --seeds 5 --out runs/pet
   attnkit finetune fewshot ... --peft ptuning          # a P-tuning prompt before each pattern
   attnkit finetune fewshot ... --method finetune       # the baseline: a classifier on the same K-shot sets
+  attnkit finetune fewshot ... --patterns auto         # AutoPrompt: trigger tokens found by gradient-guided search
 
 The files are GLUE .tsv. For each of --seeds seeds, --shots examples per class and a dev set of
 as many are drawn from --train (the LM-BFF protocol, Gao et al. 2021); every model is chosen on
@@ -45,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train", type=Path, metavar="FILE", help="labelled pool the K-shot sets are drawn from, GLUE .tsv (sets data.train)")
     g.add_argument("--test", type=Path, metavar="FILE", help="labelled file every model is scored on, GLUE .tsv (sets data.test)")
     g.add_argument("--unlabeled", type=Path, metavar="FILE", help="rows for distillation, GLUE .tsv, labels ignored (sets data.unlabeled)")
-    g.add_argument("--patterns", nargs="+", metavar="PATTERN", help='cloze patterns, e.g. "{a} It was [MASK]." (sets data.patterns)')
+    g.add_argument("--patterns", nargs="+", metavar="PATTERN", help='cloze patterns, e.g. "{a} It was [MASK]." (sets data.patterns); '
+                   "auto: AutoPrompt's trigger tokens, searched on each seed's training set (data.auto_template, data.auto_triggers)")
     g.add_argument("--verbalizer", metavar="LABEL=WORD,...", help="one vocabulary token per label (sets data.verbalizer)")
     g.add_argument("--shots", type=int, metavar="K", help="training examples per class, and as many dev examples (sets data.shots; default 16)")
     g.add_argument("--seeds", type=int, metavar="N", help="samples of the K-shot sets, seeds 0 .. N-1 (sets data.seeds; default 5)")

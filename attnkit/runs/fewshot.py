@@ -79,8 +79,16 @@ class FewshotDataConfig(Config):
     classifier: Literal["auto", "pooler", "cls_tanh", "cls_gelu", "mean"] = "auto"
     limit: int = 0
     eval_limit: int = 0
+    # patterns=["auto"]: AutoPrompt (attnkit.training.autoprompt) finds auto_triggers tokens for the {t} slot of
+    # auto_template on each seed's training set ("": "{a} {t} [MASK]." for sentences, "{a} [MASK] {t} {b}" for pairs)
+    auto_template: str = ""
+    auto_triggers: int = 3
+    auto_iters: int = 20
+    auto_candidates: int = 10
 
     def validate(self) -> None:
+        for name in ("auto_triggers", "auto_iters", "auto_candidates"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         check(self.shots >= 1, "shots", self.shots, "must be >= 1")
         check(self.seeds >= 1, "seeds", self.seeds, "must be >= 1")
         check(len(self.patterns) >= 1, "patterns", self.patterns, "must name at least one pattern")
@@ -141,7 +149,8 @@ class FewshotJob(Job):
         state: dict[str, Any] = {"runs": run, "device": run.device}
         if d.method == "pet":
             state["zero_shot"] = run.zero_shot()
-            log("zero-shot test accuracy: " + ", ".join(f"{k}={v:.4f}" for k, v in state["zero_shot"].items()))
+            if state["zero_shot"]:
+                log("zero-shot test accuracy: " + ", ".join(f"{k}={v:.4f}" for k, v in state["zero_shot"].items()))
         model, task, train = run.seed(0, main=True)
         return Prepared(model=model, task=task, configs={**configs, "train": train}, tokenizer=tok, state=state)
 
@@ -181,16 +190,16 @@ class SeedRuns:
         self.device = pick_device(self.train_cfg.device)
         limit = encoder_of(source).config.max_len
         self.max_len = min(self.d.max_len, limit)
-        self.patterns = [pet.Pattern(t) for t in self.d.patterns]
+        self.auto = tuple(self.d.patterns) == ("auto",)
+        self.patterns = [] if self.auto else [pet.Pattern(t) for t in self.d.patterns]
         self.scores: dict[int, dict[str, Any]] = {}
         self.pending: dict[str, Any] = {}
         if self.d.method == "pet":
             self.mlm = pet.mlm_of(source)
             words = pet.parse_verbalizer(self.d.verbalizer, labels)
             self.label_ids = pet.verbalizer_ids(tok, words)
-            prompt = self.p.n_virtual if self.p.enabled else 0
+            self.prompt_len = self.p.n_virtual if self.p.enabled else 0
             self.test_cloze = [pet.encode_cloze(tok, test, pat, labels, self.max_len) for pat in self.patterns]
-            self.prompt_len = prompt
 
     # -- pieces ------------------------------------------------------------------------------------
     def _cloze(self, data: Any, pattern: Any) -> Any:
@@ -215,9 +224,13 @@ class SeedRuns:
         return cloze_scores(model, data, pad_id=self.tok.pad_id, batch_size=self.d.eval_batch_size, device=self.device)[1]
 
     def zero_shot(self) -> dict[str, float]:
-        """Each pattern's test accuracy with the untrained masked LM, and that of their uniform ensemble."""
+        """Each pattern's test accuracy with the untrained masked LM, and that of their uniform ensemble
+        (AutoPrompt's patterns: each seed's, in its scores)."""
         from attnkit.metrics import accuracy
         from attnkit.training.pet import PETModel, ensemble_scores
+
+        if self.auto:
+            return {}
 
         model = PETModel(self.mlm, self.label_ids)
         scores = [self._scores(model, c) for c in self.test_cloze]
@@ -255,6 +268,8 @@ class SeedRuns:
                                    device=self.device)
             units.append(("classifier", model, task, cfg))
             return self._run_units(s, units, where, main, lambda m: self._score_classifier(m, scores, "accuracy"))
+        if self.auto:
+            self._autoprompt(train, scores, s)
         pattern_models: list[Any] = []
         priors: list[float] = []
         for i, pattern in enumerate(self.patterns):
@@ -287,6 +302,24 @@ class SeedRuns:
         lazy = _LazyDistill(self, pattern_models, scores, rows, dev, dcfg)
         units.append(("distilled", clf, lazy, dcfg))
         return self._run_units(s, units, where, main, lambda m: self._score_classifier(m, scores, "accuracy"))
+
+    def _autoprompt(self, train: Any, scores: dict[str, Any], s: int) -> None:
+        """AutoPrompt's trigger search on this seed's training set; the found pattern becomes the seed's one pattern."""
+        from attnkit.metrics import accuracy
+        from attnkit.training import pet
+        from attnkit.training.autoprompt import search_triggers
+
+        template = self.d.auto_template or ("{a} [MASK] {t} {b}" if self.pool.pairs is not None else "{a} {t} [MASK].")
+        pattern, history = search_triggers(self.mlm, self.tok, train, self.labels, self.label_ids, template,
+                                           n_triggers=self.d.auto_triggers, iters=self.d.auto_iters, k=self.d.auto_candidates,
+                                           batch_size=len(train), max_len=self.max_len - self.prompt_len, seed=s, device=self.device)
+        self.patterns = [pattern]
+        self.test_cloze = [pet.encode_cloze(self.tok, self.test, pattern, self.labels, self.max_len)]
+        untrained = self._scores(pet.PETModel(self.mlm, self.label_ids), self.test_cloze[0])
+        scores["autoprompt_triggers"] = [self.tok.tokenizer.id_to_token(t) for t in pattern.triggers]
+        scores["autoprompt_loss"] = history
+        scores["zero_shot_accuracy"] = accuracy(self.test_cloze[0].targets, untrained.argmax(-1).tolist())
+        self.log(f"seed {s}: AutoPrompt triggers {scores['autoprompt_triggers']} (training loss {history[0]:.4f} -> {history[-1]:.4f})")
 
     def _classifier(self) -> str:
         from attnkit.training.finetune import checkpoint_pooling

@@ -42,21 +42,28 @@ from attnkit.objectives.classification import classification_loss
 from attnkit.training.dev import dev_pass
 
 MASK = "[MASK]"
-_SLOT = re.compile(r"(\{a\}|\{b\}|\[MASK\])")
+_SLOT = re.compile(r"(\{a\}|\{b\}|\{t\}|\[MASK\])")
 
 
 # -- patterns and verbalisers --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Pattern:
-    """A cloze pattern: literal text, the slots ``{a}`` / ``{b}`` (first / second sentence) and one ``[MASK]``."""
+    """A cloze pattern: literal text, the slots ``{a}`` / ``{b}`` (first / second sentence) and one ``[MASK]``.
+
+    A ``{t}`` slot holds ``triggers``, token ids given as ids (AutoPrompt's trigger tokens,
+    :mod:`attnkit.training.autoprompt`), never cut by truncation.
+    """
 
     text: str
+    triggers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.text.count(MASK) != 1:
             raise ConfigError(f"pattern {self.text!r} must hold exactly one {MASK}")
         if "{a}" not in self.text:
             raise ConfigError(f"pattern {self.text!r} has no {{a}} slot for the input sentence")
+        if ("{t}" in self.text) != bool(self.triggers):
+            raise ConfigError(f"pattern {self.text!r}: a {{t}} slot and trigger tokens go together")
 
     @property
     def pairs(self) -> bool:
@@ -137,14 +144,15 @@ def encode_cloze(tok, data: ClassificationData, pattern: Pattern, labels: Sequen
         raise ConfigError("the tokenizer has no [MASK] token; cloze patterns need one")
     enc = tok.tokenizer.encode
     pieces = pattern.pieces()
-    literal = {p: enc(p, add_special_tokens=False).ids for p in pieces if p not in ("{a}", "{b}", MASK)}
+    literal = {p: enc(p, add_special_tokens=False).ids for p in pieces if p not in ("{a}", "{b}", "{t}", MASK)}
+    literal["{t}"] = list(pattern.triggers)
     index = {name: i for i, name in enumerate(labels)}
     rows, masks, truncated = [], [], 0
     for n in range(len(data)):
         slots = {"{a}": enc(data.texts[n], add_special_tokens=False).ids}
         if pattern.pairs:
             slots["{b}"] = enc(data.pairs[n], add_special_tokens=False).ids  # type: ignore[index]
-        fixed = 2 + 1 + sum(len(literal[p]) for p in pieces if p in literal)
+        fixed = 2 + 1 + sum(len(literal[p]) for p in pieces if p in literal)  # specials, the mask, text and triggers
         over = fixed + sum(len(v) for v in slots.values()) - max_len
         if over > 0:
             truncated += 1
