@@ -14,6 +14,8 @@
 3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
    the validation loss, and training-step tokens/s with the learned spans against the same model with every
    span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
+4. Long documents: ``sst2-minilm-chunks`` (SST-2 through a 16-position window of all-MiniLM-L6-v2) trained with
+   ``data.long`` = ``truncate``, ``average`` and ``memory``: dev accuracy of each (``--skip-chunks`` leaves it out).
 
 Writes ``benchmarks/results/long-context-<device>-<date>.json``.
 """
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=8, help="rows the validation stream is cut into for scoring")
     p.add_argument("--speed-tokens", type=int, default=8192, help="validation tokens of the evaluation-speed comparison")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--skip-chunks", action="store_true", help="leave out the long-document classification runs")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     root = Path(args.runs) / ("quick" if args.quick else "full")
@@ -200,7 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
     }
     print(f"adaptive span: {adaptive}")
-    payload = {"benchmark": "long_context", "quick": args.quick, "xl": xl, "adaptive_span": adaptive,
+    chunks: dict[str, Any] = {}
+    if not args.skip_chunks:
+        for mode in ("truncate", "average", "memory"):
+            cdir = train("sst2-minilm-chunks", root / f"chunks-{mode}", args.data_root, args.quick, device,
+                         [f"data.long={mode}"])
+            final = json.loads((cdir / "eval.json").read_text())
+            chunks[mode] = {"dev_accuracy": final.get("accuracy"), "best_step": final.get("best_step"),
+                            "seconds": final.get("seconds")}
+        print(f"long documents: {chunks}")
+    payload = {"benchmark": "long_context", "quick": args.quick, "xl": xl, "adaptive_span": adaptive, "long_documents": chunks,
                "environment": environment(device)}
     path = write_json("long-context" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
     print(f"wrote {path}")
