@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.adaptive_span import span_penalty, spans
 from attnkit.objectives.causal_lm import causal_lm_loss
+from attnkit.objectives.chunked_ce import head_loss
 from attnkit.training.dev import dev_pass
 
 
@@ -28,6 +29,8 @@ class LMTask:
     Args:
         sample: ``model -> text`` run after each evaluation; its text is passed to ``log``.
         max_eval_windows: evaluate on at most this many validation windows.
+        loss_chunk: > 0: the output layer and loss run that many tokens at a time, the full logits
+            never materialised (:func:`~attnkit.objectives.chunked_ce.head_loss`); 0: plain.
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class LMTask:
         sample: Callable[[nn.Module], str] | None = None,
         log: Callable[[str], None] = print,
         max_eval_windows: int = 4096,
+        loss_chunk: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        self.loss_chunk = loss_chunk
         self.train, self.valid = train.to(self.device), valid.to(self.device)
         self.context, self.batch_size = context, batch_size
         self.sample, self.log, self.max_eval_windows = sample, log, max_eval_windows
@@ -65,6 +70,9 @@ class LMTask:
 
     def lm_loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
         """The mean next-token loss of a batch and its target count."""
+        if self.loss_chunk:
+            loss, _ = head_loss(model, batch[:, :-1], batch[:, 1:], chunk=self.loss_chunk)
+            return loss, batch[:, 1:].numel()
         logits = model(batch[:, :-1]).logits  # (B, T, V)
         loss, _ = causal_lm_loss(logits, batch[:, 1:])
         return loss, batch[:, 1:].numel()  # every target counts; a Python int needs no device sync

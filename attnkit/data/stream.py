@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from attnkit.errors import DataError
 from attnkit.io import atomic_write, atomic_write_text
 from attnkit.objectives.causal_lm import causal_lm_loss
+from attnkit.objectives.chunked_ce import head_loss
 from attnkit.training.dev import dev_pass
 
 FORMAT = "attnkit-tokens"
@@ -183,6 +184,8 @@ class StreamLMTask:
 
     Args:
         sample: ``model -> text`` run after each evaluation; its text is passed to ``log``.
+        loss_chunk: > 0: the output layer and loss run that many tokens at a time
+            (:func:`~attnkit.objectives.chunked_ce.head_loss`); 0: plain.
     """
 
     def __init__(
@@ -196,8 +199,10 @@ class StreamLMTask:
         sample: Callable[[nn.Module], str] | None = None,
         log: Callable[[str], None] = print,
         max_eval_windows: int = 4096,
+        loss_chunk: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        self.loss_chunk = loss_chunk
         self.split = int(len(file) * train_fraction)
         self.train = TokenWindows(file, context=context, batch_size=batch_size, limit=self.split)
         if len(file) - self.split < context + 1:
@@ -214,8 +219,14 @@ class StreamLMTask:
 
     def loss(self, model: nn.Module, starts: Tensor) -> tuple[Tensor, int]:
         batch = self.train.batch(starts).to(self.device, non_blocking=True)  # (B, T+1)
-        logits = model(batch[:, :-1]).logits  # (B, T, V)
-        loss, _ = causal_lm_loss(logits, batch[:, 1:])
+        return self._loss(model, batch)
+
+    def _loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+        """The mean next-token loss of windows ``(B, T+1)`` and their target count."""
+        if self.loss_chunk:
+            loss, _ = head_loss(model, batch[:, :-1], batch[:, 1:], chunk=self.loss_chunk)
+        else:
+            loss, _ = causal_lm_loss(model(batch[:, :-1]).logits, batch[:, 1:])  # logits (B, T, V)
         return loss, batch[:, 1:].numel()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -226,11 +237,7 @@ class StreamLMTask:
             for i in range(0, n, self.batch_size):
                 yield self.file.windows(starts[i : i + self.batch_size], self.context + 1).to(self.device)  # (b, T+1)
 
-        def loss(w: Tensor) -> tuple[Tensor, int]:
-            out, _ = causal_lm_loss(model(w[:, :-1]).logits, w[:, 1:])
-            return out, w[:, 1:].numel()
-
-        result = {"loss": dev_pass(loss, windows()).loss}
+        result = {"loss": dev_pass(lambda w: self._loss(model, w), windows()).loss}
         if self.sample is not None:
             self.log(self.sample(model))
         return result

@@ -46,6 +46,9 @@ class TextDataConfig(Config):
     ``mem_len + segment`` keys must fit ``model.context``. Evaluation reads the validation part
     the same way: ``loss`` with a memory of ``eval_mem_len`` (null: ``mem_len``), ``loss_no_memory``
     without one.
+
+    ``unknown``: what becomes of characters a continued model's character-level vocabulary lacks:
+    ``error`` names them, ``unk`` reads each as ``<unk>``.
     """
 
     text: str = ""
@@ -58,6 +61,7 @@ class TextDataConfig(Config):
     segment: int = 0
     mem_len: int = 0
     eval_mem_len: int | None = None
+    unknown: Literal["error", "unk"] = "error"
 
     def validate(self) -> None:
         check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260 (256 bytes plus specials)")
@@ -82,6 +86,12 @@ def make_sampler(tok: Any, n_tokens: int, context: int) -> Any:
         return "--- sample ---\n" + (out.texts[0] if out.texts else "") + "\n--------------"
 
     return sample
+
+
+def loss_chunk(train: Config) -> int:
+    """Tokens per chunk of the chunked output layer and loss (``train.execution.chunked_loss``), 0 for the plain loss."""
+    ex = train.execution  # type: ignore[attr-defined]
+    return ex.loss_chunk if ex.chunked_loss else 0
 
 
 class LMJob(Job):
@@ -124,6 +134,9 @@ class LMJob(Job):
                               "CUDA graph cannot replay; set train.execution.cuda_graphs=false")
         if d.tokens and (d.model or configs["peft"].enabled):  # type: ignore[attr-defined]
             raise ConfigError("data.tokens trains a new GPT on the token file; continuing a model (data.model, --peft) reads --text")
+        if configs["train"].execution.chunked_loss and (d.segment or configs["peft"].enabled):  # type: ignore[attr-defined]
+            raise ConfigError("train.execution.chunked_loss applies to a GPT's own output layer on plain windows; "
+                              "it excludes data.segment and --peft")
         if d.segment:  # type: ignore[attr-defined]
             from attnkit.data.segments import check_memory
 
@@ -152,7 +165,8 @@ class LMJob(Job):
         device = pick_device(t.device)  # type: ignore[attr-defined]
         check_size(GPT, m, device, copies=4)  # before any weight is allocated
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
-        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
+        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log,  # type: ignore[attr-defined]
+                      loss_chunk=loss_chunk(t))
         if d.segment:  # type: ignore[attr-defined]  # Transformer-XL: consecutive segments with memory
             from attnkit.data.segments import XLLMTask
 
@@ -184,13 +198,14 @@ class LMJob(Job):
             out.mkdir(parents=True, exist_ok=True)
             tok.save(str(out / "tokenizer.json"))
         m = model.config
-        train, valid = split_tokens(encode(tok, text), m.context, d.train_fraction)  # type: ignore[attr-defined]
+        train, valid = split_tokens(encode(tok, text, unknown=d.unknown), m.context, d.train_fraction)  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
         if p.method in ("prompt", "ptuning") and sample is not None:  # type: ignore[attr-defined]
             log("samples off: soft prompts do not support cached decoding")
             sample = None
-        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log)  # type: ignore[attr-defined]
+        task = LMTask(train, valid, context=m.context, batch_size=t.batch_size, device=device, sample=sample, log=log,  # type: ignore[attr-defined]
+                      loss_chunk=loss_chunk(t))
         state: dict[str, Any] = {}
         if p.enabled:  # type: ignore[attr-defined]
             from attnkit.runs.finetune import adapt
@@ -198,12 +213,20 @@ class LMJob(Job):
             state["peft"] = adapt(model, p, source, tok, log)  # type: ignore[arg-type]
         log(f"{len(train):,} training and {len(valid):,} validation tokens; continuing {source} "
             f"({model.num_parameters() / 1e6:.2f}M parameters) on {device}")
-        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok, state=state)
+        from attnkit.runs.mlm import _start_eval
+
+        # the continued model's validation loss on the new text before any step: OUT/start_eval.json, start_loss in eval.json
+        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok, state=state,
+                        before_fit=None if resume else _start_eval(model, task, out, log))
 
     def finish(self, prepared: Prepared, trainer: Any, result: Any, out: Path, log: Log) -> dict[str, Any]:
+        import json
+
         from attnkit.attention.adaptive_span import spans
 
-        return {**super().finish(prepared, trainer, result, out, log), **prepared.state.get("peft", {}), **spans(prepared.model)}
+        start = json.loads((out / "start_eval.json").read_text()) if (out / "start_eval.json").is_file() else {}
+        return {**super().finish(prepared, trainer, result, out, log), **prepared.state.get("peft", {}), **spans(prepared.model),
+                **({"start_loss": start["loss"]} if "loss" in start else {})}
 
     def _prepare_stream(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         """``data.tokens``: the memory-mapped token file and the tokenizer it was written with."""
@@ -227,7 +250,7 @@ class LMJob(Job):
         check_size(GPT, m, device, copies=4)
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
         task = StreamLMTask(file, context=m.context, batch_size=t.batch_size, train_fraction=d.train_fraction,  # type: ignore[attr-defined]
-                            device=device, sample=sample, log=log)
+                            device=device, sample=sample, log=log, loss_chunk=loss_chunk(t))
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = GPT(m)
         log(f"{task.split:,} training and {len(file) - task.split:,} validation tokens in {file.path}; vocabulary "

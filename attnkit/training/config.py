@@ -98,7 +98,10 @@ class ExecutionConfig(Config):
     gradients divided by it before the update, and a step whose gradients overflow is skipped
     and the scale halved. ``checkpointing`` recomputes each layer's activations in the backward
     pass instead of storing them (Chen et al. 2016, Training Deep Nets with Sublinear Memory
-    Cost; :func:`~attnkit.training.distributed.apply_activation_checkpointing`). ``parallel``
+    Cost; :func:`~attnkit.training.distributed.apply_activation_checkpointing`). ``chunked_loss``
+    computes a language model's output layer and cross-entropy ``loss_chunk`` tokens at a time,
+    each chunk recomputed in the backward pass, so the logits over the vocabulary are never whole
+    (:mod:`attnkit.objectives.chunked_ce`; ``train lm``). ``parallel``
     is how the processes ``torchrun`` starts share the work
     (:mod:`attnkit.training.distributed`): ``ddp`` replicates the model and averages gradients
     (DistributedDataParallel), ``fsdp`` shards parameters, gradients and optimizer state
@@ -118,9 +121,12 @@ class ExecutionConfig(Config):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cuda_graphs: bool = False
     checkpointing: bool = False
+    chunked_loss: bool = False
+    loss_chunk: int = 4096
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
 
     def validate(self) -> None:
+        check(self.loss_chunk >= 1, "loss_chunk", self.loss_chunk, "must be >= 1 (tokens per chunk of the chunked loss)")
         check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
         check(not (self.cuda_graphs and self.precision == "fp16"), "precision", self.precision,
               "fp16's loss scaling reads the gradients on the host at every step, which a step recorded as a CUDA graph cannot; "
