@@ -90,6 +90,15 @@ class AdaptiveSpan(AttentionKernel):
             if start:
                 k, v, tk = k[..., start:, :], v[..., start:, :], tk - start
                 bias = bias[..., start:] if bias is not None and bias.shape[-1] > 1 else bias
+        span_bias = self.span_bias(q, tk, mask, causal)  # (B or 1, H, Tq, Tk)
+        return self.attend(q, k, v, mask=mask, bias=span_bias if bias is None else bias + span_bias, causal=causal,
+                               need_weights=need_weights)
+
+    def span_bias(self, q: Tensor, tk: int, mask: Tensor | None, causal: bool) -> Tensor:
+        """log m_z(x) for each query of ``q: (B, H, Tq, D)`` and each of ``tk`` keys: ``(B or 1, H, Tq, Tk)``.
+
+        A query's position is its last visible key (see the module docstring)."""
+        tq = q.shape[-2]
         allowed = combine(mask, causal, tq, tk, q.device)
         keys = torch.arange(tk, device=q.device)
         if allowed is None:
@@ -98,11 +107,16 @@ class AdaptiveSpan(AttentionKernel):
             pos = torch.where(allowed, keys, -1).amax(-1, keepdim=True)  # (..., Tq, 1): the last visible key
         x = (pos - keys).to(q.dtype if q.is_floating_point() else torch.float32)  # (..., Tq, Tk)
         x = x.squeeze(-3) if x.dim() == 4 and x.shape[-3] == 1 else x  # a mask shared by the heads
-        span_bias = self.log_mask(x).to(q.dtype)  # (B or 1, H, Tq, Tk)
-        if span_bias.dim() == 5:  # a per-head mask: (B, H, H', Tq, Tk) -> its own head
-            span_bias = span_bias.diagonal(dim1=1, dim2=2).permute(0, 3, 1, 2)
-        return self.attend(q, k, v, mask=mask, bias=span_bias if bias is None else bias + span_bias, causal=causal,
-                               need_weights=need_weights)
+        out = self.log_mask(x).to(q.dtype)
+        if out.dim() == 5:  # a per-head mask: (B, H, H', Tq, Tk) -> its own head
+            out = out.diagonal(dim1=1, dim2=2).permute(0, 3, 1, 2)
+        return out
+
+    def weights(self, q: Tensor, k: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+        """Dense attention weights ``(B, H, Tq, Tk)`` of eq. 3 (the reference path)."""
+        span_bias = self.span_bias(q, k.shape[-2], mask, causal)
+        return self.attend.weights(q, k, mask=mask, bias=span_bias if bias is None else bias + span_bias, causal=causal)
 
     def extra_repr(self) -> str:
         return f"max_span={self.max_span}, ramp={self.ramp}, span_loss={self.span_loss}"

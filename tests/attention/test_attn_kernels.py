@@ -129,6 +129,7 @@ PARAMS: dict[str, dict] = {
     "routing": dict(n_clusters=3, chunk=4),
     "performer": dict(n_features=16, chunk=4),
     "linformer": dict(max_len=8, k=3),
+    "adaptive_span": dict(max_span=4, ramp=2, init=0.5),
 }
 PATTERN_PREDICATES: dict[str, Callable[..., bool]] = {
     "sliding_window": sref.sliding,
@@ -211,6 +212,25 @@ def ref_routing(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None,
     return softmax_weights(s if bias is None else s + bias, same if allowed is None else same & allowed)
 
 
+def ref_adaptive_span(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Sukhbaatar et al. 2019, eq. 3: m_z(x) exp(s) renormalised over the allowed keys, m_z(x) = clamp((R + z - x)/R, 0, 1),
+    x = (the query's last allowed key, or Tk - Tq + i without a mask) - j; entry by entry."""
+    b, h, tq, tk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    z = kernel.span.detach().double()
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    s = s if bias is None else s + bias
+    m = torch.zeros(b, h, tq, tk, dtype=torch.float64)
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(tq):
+                seen = [j for j in range(tk) if allowed is None or allowed[bi, hi, i, j]]
+                pos = (tk - tq + i) if allowed is None else (max(seen) if seen else -1)
+                for j in range(tk):
+                    m[bi, hi, i, j] = min(1.0, max(0.0, (kernel.ramp + float(z[hi]) - (pos - j)) / kernel.ramp))
+    keep = m > 0 if allowed is None else (m > 0) & allowed
+    return softmax_weights(s + torch.where(m > 0, m, torch.ones_like(m)).log(), keep)
+
+
 REFERENCES: dict[str, Callable[..., Tensor]] = {
     "scaled_dot": ref_scaled_dot,
     "dot": ref_scaled_dot,
@@ -219,6 +239,7 @@ REFERENCES: dict[str, Callable[..., Tensor]] = {
     "linear": ref_linear,
     "lsh": ref_lsh,
     "routing": ref_routing,
+    "adaptive_span": ref_adaptive_span,
     "performer": ref_performer,
     "linformer": ref_linformer,
     **{kind: ref_pattern for kind in PATTERN_PREDICATES},
