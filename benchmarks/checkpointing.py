@@ -7,14 +7,17 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
 Method (see BENCHMARKS.md):
 
-* ``checkpointing``: two copies of the ``gpt2`` preset (124M parameters, same weights) in one
-  process, one with :func:`attnkit.training.distributed.apply_activation_checkpointing`; one
-  optimizer step each (forward, cross-entropy on float32 logits, backward, fused AdamW) with
-  fp32 weights under bf16 autocast, timed interleaved with
-  :func:`benchmarks.common.time_interleaved`. Peak memory is
+* ``checkpointing``: three copies of the ``gpt2`` preset (124M parameters, same weights) in one
+  process: ``plain``; ``checkpointed``, with
+  :func:`attnkit.training.distributed.apply_activation_checkpointing`; and ``checkpointed+chunked``,
+  which also computes the output layer and cross-entropy ``--loss-chunk`` tokens at a time
+  (:func:`attnkit.objectives.chunked_ce.head_loss`, what ``train.execution.chunked_loss=true``
+  runs), so the float32 logits over the vocabulary are never whole. One optimizer step each
+  (forward, cross-entropy on float32 logits, backward, fused AdamW) with fp32 weights under bf16
+  autocast, timed interleaved with :func:`benchmarks.common.time_interleaved`. Peak memory is
   :func:`benchmarks.common.step_peak_memory`: the bytes allocated at the peak of one step above
   what the weights and optimizer state hold before it (activations, gradients, workspace).
-  Before timing, one batch's loss and gradients are compared between the two copies.
+  Before timing, one batch's loss and gradients are compared between the plain copy and each other.
 * ``reader``: a token file of random ids (``--reader-tokens``) is written with
   :func:`attnkit.data.stream.write_token_file`; the windows of training batches are read
   through :class:`attnkit.data.stream.TokenWindows` (memory map, then the copy to the device)
@@ -44,28 +47,38 @@ from common import environment, markdown_table, pick_device, step_peak_memory, s
 
 from attnkit.data.stream import TokenFile, TokenWindows, write_token_file  # noqa: E402
 from attnkit.models.gpt import GPT, gpt_preset  # noqa: E402
+from attnkit.objectives.chunked_ce import head_loss  # noqa: E402
 from attnkit.training import build_optimizer  # noqa: E402
 from attnkit.training.distributed import apply_activation_checkpointing  # noqa: E402
 
 
-def build(size: str, context: int, device: torch.device, quick: bool) -> tuple[GPT, GPT]:
-    """The plain model and a checkpointed copy with the same weights."""
+VARIANTS = ("plain", "checkpointed", "checkpointed+chunked")
+
+
+def build(size: str, context: int, device: torch.device, quick: bool) -> dict[str, GPT]:
+    """The plain model and two checkpointed copies with the same weights, by variant name."""
     overrides: dict[str, Any] = {"context": context}
     if quick:
         overrides.update(n_layers=2, d_model=64, n_heads=4, vocab_size=512)
     cfg = gpt_preset(size, **overrides)
     torch.manual_seed(0)
     plain = GPT(cfg).to(device)
-    ckpt = GPT(cfg).to(device)
-    ckpt.load_state_dict(plain.state_dict())
-    return plain, apply_activation_checkpointing(ckpt)
+    models = {"plain": plain}
+    for name in VARIANTS[1:]:
+        copy = GPT(cfg).to(device)
+        copy.load_state_dict(plain.state_dict())
+        models[name] = apply_activation_checkpointing(copy)
+    return models
 
 
-def make_step(model: GPT, batches: list[torch.Tensor], device: torch.device, bf16: bool) -> Any:
+def make_step(model: GPT, batches: list[torch.Tensor], device: torch.device, bf16: bool, chunk: int = 0) -> Any:
+    """``(step, loss_of)``; ``chunk`` > 0: the output layer and loss that many tokens at a time."""
     opt = build_optimizer(model, "adamw", 1e-4, (0.9, 0.999), 1e-8, 0.01)  # fused on CUDA
 
     def loss_of(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if chunk:
+                return head_loss(model, batch[:, :-1], batch[:, 1:], chunk=chunk)[0]  # float32 per chunk
             logits = model(batch[:, :-1]).logits  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
@@ -90,27 +103,30 @@ def check_equal(plain: GPT, ckpt: GPT, loss_plain: Any, loss_ckpt: Any, batch: t
 
 
 def bench_checkpointing(args: argparse.Namespace, device: torch.device, context: int, batch: int) -> dict[str, Any]:
-    plain, ckpt = build(args.size, context, device, args.quick)
+    models = build(args.size, context, device, args.quick)
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, plain.config.vocab_size, (batch, context + 1), generator=g).to(device) for _ in range(4)]
+    batches = [torch.randint(0, models["plain"].config.vocab_size, (batch, context + 1), generator=g).to(device) for _ in range(4)]
     bf16 = device.type == "cuda" or args.bf16_cpu
-    step_plain, loss_plain = make_step(plain, batches, device, bf16)
-    step_ckpt, loss_ckpt = make_step(ckpt, batches, device, bf16)
-    check = check_equal(plain, ckpt, loss_plain, loss_ckpt, batches[0])
-    step_plain(0), step_ckpt(0)  # optimizer state allocated before the memory is measured
-    mem = {"plain": step_peak_memory(step_plain, device), "checkpointed": step_peak_memory(step_ckpt, device)}
-    times = time_interleaved({"plain": step_plain, "checkpointed": step_ckpt}, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+    made = {name: make_step(m, batches, device, bf16, chunk=args.loss_chunk if name.endswith("chunked") else 0) for name, m in models.items()}
+    steps = {name: step for name, (step, _) in made.items()}
+    check = {name: check_equal(models["plain"], models[name], made["plain"][1], made[name][1], batches[0]) for name in VARIANTS[1:]}
+    for step in steps.values():
+        step(0)  # optimizer state allocated before the memory is measured
+    mem = {name: step_peak_memory(step, device) for name, step in steps.items()}
+    times = time_interleaved(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
     tokens = batch * context
-    out: dict[str, Any] = {"context": context, "batch": batch, "tokens_per_step": tokens, "check": check, "timing": {}}
-    for name in ("plain", "checkpointed"):
+    out: dict[str, Any] = {"context": context, "batch": batch, "tokens_per_step": tokens, "loss_chunk": args.loss_chunk, "check": check,
+                           "timing": {}, "tokens_per_s_change": {}, "memory_change": {}, "goal_met": {}}
+    for name in VARIANTS:
         t = times[name]
         out["timing"][name] = {"median_ms": t.median_ms, "round_medians_ms": t.round_medians_ms, "tokens_per_s": tokens / (t.median_ms / 1e3),
                                "peak_step_bytes": mem[name]}
-    tp, tc = out["timing"]["plain"], out["timing"]["checkpointed"]
-    out["tokens_per_s_change"] = tc["tokens_per_s"] / tp["tokens_per_s"] - 1.0
-    if mem["plain"]:
-        out["memory_change"] = mem["checkpointed"] / mem["plain"] - 1.0
-        out["goal_met"] = out["memory_change"] <= -0.40 and out["tokens_per_s_change"] >= -0.25  # the issue's goal
+    tp = out["timing"]["plain"]
+    for name in VARIANTS[1:]:  # against plain
+        out["tokens_per_s_change"][name] = out["timing"][name]["tokens_per_s"] / tp["tokens_per_s"] - 1.0
+        if mem["plain"]:
+            out["memory_change"][name] = mem[name] / mem["plain"] - 1.0
+            out["goal_met"][name] = out["memory_change"][name] <= -0.40 and out["tokens_per_s_change"][name] >= -0.25  # the issue's goal
     return out
 
 
@@ -158,13 +174,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reader-tokens", type=int, default=100_000_000, help="tokens in the reader's file (default: 100M, 200 MB)")
     ap.add_argument("--reader-iters", type=int, default=50)
+    ap.add_argument("--loss-chunk", type=int, default=4096, help="tokens per chunk of the chunked loss (default: 4096)")
     ap.add_argument("--bf16-cpu", action="store_true", help="bf16 autocast on the CPU too")
-    ap.add_argument("--quick", action="store_true", help="tiny model, contexts 64 and 128, a small file: a smoke test")
+    ap.add_argument("--quick", action="store_true", help="tiny model, contexts 64 and 128, chunks of 100 tokens, a small file: a smoke test")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
     if args.quick:
         args.contexts, args.tokens_per_step, args.warmup, args.iters, args.rounds = [64, 128], 256, 1, 2, 2
         args.reader_tokens, args.reader_iters = 200_000, 5
+        args.loss_chunk = min(args.loss_chunk, 100)  # several chunks per batch
     device = pick_device(args.device)
     runs = [bench_checkpointing(args, device, t, max(1, args.tokens_per_step // t)) for t in args.contexts]
     first = runs[0]
@@ -175,14 +193,15 @@ def main() -> None:
     path = write_json("checkpointing", payload, args.out_dir, suffix="-quick" if args.quick else "")
     rows = []
     for r in runs:
-        for name in ("plain", "checkpointed"):
+        for name in VARIANTS:
             t = r["timing"][name]
             mem = f"{t['peak_step_bytes'] / 2**30:.2f}" if t["peak_step_bytes"] else "-"
             rows.append([str(r["context"]), str(r["batch"]), name, f"{t['tokens_per_s']:,.0f}", mem])
     print(markdown_table(["context", "batch", "model", "tokens/s", "peak step GiB"], rows))
     for r in runs:
-        change = f"{r['memory_change']:+.1%}" if "memory_change" in r else "n/a (CPU)"
-        print(f"context {r['context']}: memory {change}, tokens/s {r['tokens_per_s_change']:+.1%}; check {r['check']}")
+        for name in VARIANTS[1:]:
+            change = f"{r['memory_change'][name]:+.1%}" if name in r["memory_change"] else "n/a (CPU)"
+            print(f"context {r['context']} {name}: memory {change}, tokens/s {r['tokens_per_s_change'][name]:+.1%}; check {r['check'][name]}")
     print(f"reader: memmap {reader['tokens_per_s']['memmap']:,.0f} tokens/s, in memory {reader['tokens_per_s']['in_memory']:,.0f}; "
           f"{reader['memmap_over_training_pace']:.1f}x the training step's pace")
     print(f"wrote {path}")
