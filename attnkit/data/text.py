@@ -27,8 +27,13 @@ TokenizerKind = Literal["char", "bpe"]
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The UTF-8 text of ``path``; missing, empty or non-UTF-8 files raise :class:`DataError`."""
-    text = read_utf8(path)
+    """The UTF-8 text of ``path`` (gzipped where it ends in ``.gz``); missing, empty or non-UTF-8 files raise :class:`DataError`."""
+    if str(path).endswith(".gz"):
+        from attnkit.data.parallel import read_lines
+
+        text = "".join(line + "\n" for line in read_lines(path))
+    else:
+        text = read_utf8(path)
     if not text.strip():
         raise DataError(f"{path} is empty; language-model training needs text")
     return text
@@ -66,15 +71,21 @@ def is_char_level(tok: Tokenizer) -> bool:
     return isinstance(tok.model, models.WordLevel)
 
 
-def encode(tok: Tokenizer, text: str, *, what: str = "text") -> list[int]:
-    """Token ids of ``text``; characters outside a character-level vocabulary raise :class:`DataError` naming them."""
+def encode(tok: Tokenizer, text: str, *, what: str = "text", unknown: Literal["error", "unk"] = "error") -> list[int]:
+    """Token ids of ``text``.
+
+    Characters outside a character-level vocabulary raise :class:`DataError` naming them, or with
+    ``unknown="unk"`` become ``<unk>`` (the id every attnkit tokenizer reserves for it).
+    """
     if is_char_level(tok):
         vocab = tok.get_vocab()
-        unknown = sorted({ch for ch in text if ch not in vocab})
-        if unknown:
-            shown = ", ".join(repr(ch) for ch in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise DataError(f"the {what} has {len(unknown)} character(s) outside the model's vocabulary: {shown}; remove them")
-        return [vocab[ch] for ch in text]
+        unseen = sorted({ch for ch in text if ch not in vocab})
+        if unseen and unknown != "unk":
+            shown = ", ".join(repr(ch) for ch in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+            raise DataError(f"the {what} has {len(unseen)} character(s) outside the model's vocabulary: {shown}; remove them, "
+                            "or map them to <unk> with --set data.unknown=unk")
+        unk = vocab.get(SPECIALS[3], 3)
+        return [vocab.get(ch, unk) for ch in text]
     return tok.encode(text).ids
 
 
