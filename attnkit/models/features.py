@@ -125,9 +125,11 @@ def feature_model(source: nn.Module, task: str, labels: list[str], features: str
                   dropout: float = 0.1) -> FeatureModel:
     """A :class:`FeatureModel` on ``source``'s encoder weights; ``lstm_hidden=None`` takes the BERT paper's
     choice: a BiLSTM for tagging (the encoder's width per direction), none for classification."""
-    from attnkit.training.finetune import encoder_of
+    enc = source if isinstance(source, BertModel) else getattr(source, "bert", None)
+    if not isinstance(enc, BertModel):
+        from attnkit.errors import CheckpointError
 
-    enc = encoder_of(source)
+        raise CheckpointError(f"the model is a {type(source).__name__}, not a BERT-family encoder or head; features need one")
     hidden = (enc.config.d_model if task == "ner" else 0) if lstm_hidden is None else lstm_hidden
     cfg = FeatureConfig(encoder=enc.config, task=task, features=features, num_labels=len(labels), labels=tuple(labels),  # type: ignore[arg-type]
                         lstm_hidden=hidden, dropout=dropout)
