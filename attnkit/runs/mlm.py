@@ -64,9 +64,15 @@ class MLMDataConfig(PretrainingDataConfig):
     ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp`` or ``sop``. ``max_documents``: read
     at most this many documents (0: all). ``warmup_fraction``: continuing from ``model`` with
     ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``.
+
+    ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
+    WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
+    ``[CLS] window [SEP]`` rows of ``max_seq_len`` read from it as needed, so the corpus may exceed
+    the memory; the tokenizer is the one the file names, and its last ``valid_fraction`` validates.
     """
 
     text: tuple[str, ...] = ()
+    tokens: str = ""
     model: str | None = None
     tokenizer: str | None = None
     vocab_size: int | None = None
@@ -262,9 +268,15 @@ class MLMJob(Job):
 
     def check(self, configs: dict[str, Config]) -> None:
         m, d = configs["model"], configs["data"]
-        if not d.text:  # type: ignore[attr-defined]
+        if d.tokens:  # type: ignore[attr-defined]
+            if d.pair_task != "none":  # type: ignore[attr-defined]
+                raise ConfigError(f"data.tokens trains masked LM alone on windows of the token file; --{d.pair_task} needs "  # type: ignore[attr-defined]
+                                  "sentence pairs from --text (or set data.pair_task=none)")
+            if d.model is not None:  # type: ignore[attr-defined]
+                raise ConfigError("data.tokens trains a new model on the token file; continuing a model (--model) reads --text")
+        elif not d.text:  # type: ignore[attr-defined]
             raise ConfigError("attnkit train mlm needs --text FILE [FILE ...] (UTF-8 text, a GLUE .tsv or a CoNLL file), "
-                              "or --recipe with --data-root")
+                              "or --recipe with --data-root, or --set data.tokens=FILE (attnkit data prepare)")
         if d.model is not None:  # type: ignore[attr-defined]
             given = [f"--{k.replace('_', '-')}" for k in ("vocab_size", "cased") if getattr(d, k) not in (None, False)]
             if given:
@@ -279,6 +291,8 @@ class MLMJob(Job):
         from attnkit.training.mlm import PretrainingTask
 
         m, t, d = configs["model"], configs["train"], configs["data"]
+        if d.tokens:  # type: ignore[attr-defined]
+            return self._prepare_stream(configs, out, resume=resume, log=log)
         texts = read_text(d)  # type: ignore[arg-type]  # an empty or missing file is reported before anything is learned
         source = encoder = src_dir = None
         if d.model is not None and not resume:  # type: ignore[attr-defined]
@@ -348,6 +362,44 @@ class MLMJob(Job):
             log(f"initialised from {d.model}: encoder loaded; " + "; ".join(parts))  # type: ignore[attr-defined]
             before_fit = _start_eval(model, task, out, log)
         return Prepared(model=model, task=task, configs={**configs, "model": m, "train": t}, tokenizer=tok, before_fit=before_fit)
+
+    def _prepare_stream(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
+        """``data.tokens``: masked LM on windows of the memory-mapped token file, with the tokenizer it was written with."""
+        import shutil
+
+        from attnkit.data.stream import TokenFile
+        from attnkit.data.stream_mlm import StreamMLMTask
+        from attnkit.data.wordpiece import WordPieceTokenizer
+        from attnkit.models.bert_pretraining import BertPretraining, BertPretrainingConfig
+
+        m, t, d = configs["model"], configs["train"], configs["data"]
+        file = TokenFile(d.tokens)  # type: ignore[attr-defined]
+        source = out / "tokenizer.json" if resume else Path(file.header["tokenizer"])
+        file.check_tokenizer(source)
+        tok = WordPieceTokenizer.from_file(source, max_len=m.max_len)  # type: ignore[attr-defined]
+        if tok.mask_id is None:
+            raise DataError(f"{source} has no [MASK] token; masked-LM pretraining needs one")
+        default = self.defaults()["model"]
+        if not resume and m.vocab_size == default.vocab_size:  # type: ignore[attr-defined]
+            m = m.replace(vocab_size=tok.vocab_size)
+        if not resume and m.pad_id == default.pad_id and tok.pad_id < m.vocab_size:  # type: ignore[attr-defined]
+            m = m.replace(pad_id=tok.pad_id)
+        if m.vocab_size != tok.vocab_size or m.pad_id != tok.pad_id:  # type: ignore[attr-defined]
+            raise ConfigError(f"the tokenizer has {tok.vocab_size} tokens and [PAD] {tok.pad_id}, the model vocab_size "  # type: ignore[attr-defined]
+                              f"{m.vocab_size} and pad_id {m.pad_id}; they must be equal")  # type: ignore[attr-defined]
+        _check_model(m, d, "the model config")
+        device = pick_device(t.device)  # type: ignore[attr-defined]
+        check_size(BertModel, m, device, copies=4)
+        task = StreamMLMTask(file, tokenizer=tok, max_seq_len=d.max_seq_len, batch_size=t.batch_size, masking=configs["masking"],  # type: ignore[attr-defined,arg-type]
+                             valid_fraction=d.valid_fraction, max_eval_windows=d.max_eval_pairs, device=device, log=log)  # type: ignore[attr-defined]
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and source.resolve() != (out / "tokenizer.json").resolve():
+            shutil.copyfile(source, out / "tokenizer.json")  # the same bytes: a resumed run passes the file's check
+        torch.manual_seed(t.seed)  # type: ignore[attr-defined]
+        model = BertPretraining(BertPretrainingConfig(encoder=m, pair_task="none"))  # type: ignore[arg-type]
+        log(f"{task.split:,} training and {len(file) - task.split:,} held-out tokens in {file.path}; vocabulary {tok.vocab_size:,}; "
+            f"rows of {d.max_seq_len}; {model.num_parameters() / 1e6:.2f}M parameters on {device}")  # type: ignore[attr-defined]
+        return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)
 
     def finish(self, prepared: Prepared, trainer: Trainer, result: TrainResult, out: Path, log: Log) -> dict[str, Any]:
         final = super().finish(prepared, trainer, result, out, log)
