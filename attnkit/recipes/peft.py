@@ -17,8 +17,8 @@ adapter goes on the released checkpoint). The settings are the papers':
   model of this size (the paper's 2e-4 is for 7B and larger).
 * Prefix tuning (Li & Liang 2021): 20 virtual keys and values per layer through the MLP
   reparameterisation (width 512); lr 5e-3, the range P-tuning v2 reports for prefixes on GLUE.
-* P-tuning v2 (Liu et al. 2022): the same deep prompts trained directly; lr 1e-2 (the paper's
-  grid tops at 1e-2 for classification with 20 virtual tokens).
+* P-tuning v2 (Liu et al. 2022): the same deep prompts trained directly, 20 per layer (the
+  length the paper finds enough for simple classification); lr 1e-2, within its searched range.
 * Prompt tuning (Lester et al. 2021): 20 virtual input tokens initialised from embeddings of
   sampled vocabulary entries (section 3.2, better than random); lr 3e-2: a prompt alone needs
   a far larger step than weights (the paper uses 0.3 with Adafactor).
