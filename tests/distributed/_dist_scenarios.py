@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.models.gpt import GPT, GPTConfig
+from attnkit.objectives.chunked_ce import head_loss
 from attnkit.training import ExecutionConfig, OptimConfig, ScheduleConfig, TrainConfig, Trainer
 
 VOCAB, CONTEXT, BATCH = 31, 8, 3
@@ -28,8 +29,8 @@ class RaggedLM:
     """Next-token prediction on random rows of 2 to ``CONTEXT + 1`` tokens, padded: every
     micro-batch has its own target count."""
 
-    def __init__(self, n_batches: int = 16) -> None:
-        self.n_batches = n_batches
+    def __init__(self, n_batches: int = 16, chunk: int = 0) -> None:
+        self.n_batches, self.chunk = n_batches, chunk  # chunk > 0: the chunked output layer and loss
 
     def batches(self, epoch: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -40,8 +41,10 @@ class RaggedLM:
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, keep = batch
-        logits = model(x[:, :-1]).logits  # (B, T, V)
         targets = x[:, 1:].masked_fill(~keep[:, 1:], -100)  # (B, T)
+        if self.chunk:
+            return head_loss(model, x[:, :-1], targets, chunk=self.chunk)
+        logits = model(x[:, :-1]).logits  # (B, T, V)
         n = (targets != -100).sum()
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum") / n, n
 
@@ -49,9 +52,9 @@ class RaggedLM:
         return {"loss": 0.0}
 
 
-def tiny_gpt() -> GPT:
+def tiny_gpt(tie: bool = True) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=VOCAB, context=CONTEXT, d_model=16, n_heads=2, n_layers=2, dropout=0.0))
+    return GPT(GPTConfig(vocab_size=VOCAB, context=CONTEXT, d_model=16, n_heads=2, n_layers=2, dropout=0.0, tie_embeddings=tie))
 
 
 def config(*, steps: int = STEPS, grad_accum: int = 1, parallel: str = "auto", save_every: int = 0, **execution: Any) -> TrainConfig:
@@ -65,9 +68,10 @@ def config(*, steps: int = STEPS, grad_accum: int = 1, parallel: str = "auto", s
     )
 
 
-def train(out: Path, cfg: TrainConfig, *, resume: bool = False, hooks: list[Any] | None = None) -> dict[str, Tensor]:
+def train(out: Path, cfg: TrainConfig, *, resume: bool = False, hooks: list[Any] | None = None, tie: bool = True,
+          chunk: int = 0) -> dict[str, Tensor]:
     """Train the tiny GPT; returns its parameters (full tensors, gathered under FSDP)."""
-    trainer = Trainer(tiny_gpt(), RaggedLM(), cfg, out, progress=False, hooks=hooks)
+    trainer = Trainer(tiny_gpt(tie), RaggedLM(chunk=chunk), cfg, out, progress=False, hooks=hooks)
     trainer.fit(resume=resume)
     model = trainer.parallel.consolidated(trainer.model)
     return {k: v.detach().clone() for k, v in model.state_dict().items()} if model is not None else {}
@@ -105,6 +109,9 @@ def worker(rank: int, world: int, tmp: str, port: int) -> None:
     results["ddp_accum"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     results["all_reduces"] = per_step
     results["fsdp_accum"] = train(root / "fsdp_accum", config(grad_accum=2, parallel="fsdp", save_every=STEPS // 2))
+    # the chunked loss uses the head's weight inside the model's forward: DDP with an untied head, FSDP with a tied one
+    results["ddp_chunked_untied"] = train(root / "ddp_chunked", config(grad_accum=2, parallel="ddp", checkpointing=True), tie=False, chunk=5)
+    results["fsdp_chunked"] = train(root / "fsdp_chunked", config(grad_accum=2, parallel="fsdp"), chunk=5)
     if rank == 0:
         torch.save(results, root / "results.pt")
     dist.barrier()

@@ -63,6 +63,12 @@ def test_fsdp_with_accumulation_equals_one_process(two_processes, tmp_path):
     _assert_close(results["fsdp_accum"], train(tmp_path, config(grad_accum=4, parallel="none")), _start())
 
 
+@pytest.mark.parametrize("run,tie", [("ddp_chunked_untied", False), ("fsdp_chunked", True)])
+def test_chunked_loss_on_two_processes_equals_the_plain_loss_on_one(two_processes, tmp_path, run, tie):
+    _, results = two_processes
+    _assert_close(results[run], train(tmp_path, config(grad_accum=4, parallel="none"), tie=tie))
+
+
 def test_one_all_reduce_per_optimizer_step(two_processes):
     """2 micro-batches a step: the first runs under no_sync, so the hook sees one bucket a step (not two)."""
     _, results = two_processes
