@@ -244,6 +244,13 @@ class PETModel(nn.Module):
         """Saving a PET model saves its masked LM (the verbaliser is the run's setting)."""
         return self.mlm.save_pretrained(path, **kw)
 
+    def state_dict(self, *args, **kw):
+        """The masked LM's tensors under its own names, as saved (so checkpoints resume into a PET model)."""
+        return self.mlm.state_dict(*args, **kw)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.mlm.load_state_dict(state_dict, strict=strict, assign=assign)
+
 
 # -- the Trainer's tasks ---------------------------------------------------------------------------
 class BestSnapshot:
