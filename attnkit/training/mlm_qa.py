@@ -121,12 +121,30 @@ def encode_mlm_qa(tok, examples: Sequence[QAExample], *, k: int, max_len: int, m
     return rows
 
 
+def answer_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor, segment_ids: Tensor, starts: Tensor, k: int) -> Tensor:
+    """``(B, k, V)``: the masked LM's logits at each row's ``k`` answer positions, ``starts: (B,)`` their first.
+
+    A :class:`~attnkit.models.bert_heads.BertMLM` runs its head (transform, LayerNorm, the tied decoder) on those
+    positions only, the same numbers as its full output there without the ``T x V`` product elsewhere; another
+    model's full logits are gathered.
+    """
+    pos = starts[:, None] + torch.arange(k, device=ids.device)  # (B, k)
+    head = all(hasattr(model, n) for n in ("bert", "transform", "act", "norm", "decoder"))
+    if head:
+        h = model.bert(ids, attention_mask=attention_mask, segment_ids=segment_ids).last_hidden  # (B, T, H)
+        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, k, H)
+        return model.decoder(model.norm(model.act(model.transform(h))))  # (B, k, V)
+    logits = model(ids, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T, V)
+    return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))  # (B, k, V)
+
+
 @dataclass
 class MLMQABatch(TensorBatch):
     ids: Tensor  # (B, T)
     segment_ids: Tensor  # (B, T)
     attention_mask: Tensor  # (B, T)
     targets: Tensor  # (B, T): IGNORE outside the answer positions
+    starts: Tensor  # (B,): each row's first answer position
     index: list[int]
 
 
@@ -138,7 +156,14 @@ def collate(rows: MLMQARows, index: Sequence[int], pad_id: int) -> MLMQABatch:
     for n, i in enumerate(index):
         s = rows.answer_start[i]
         targets[n, s : s + len(rows.targets[i])] = torch.tensor(rows.targets[i])
-    return MLMQABatch(ids, seg, mask.long(), targets, list(index))
+    starts = torch.tensor([rows.answer_start[i] for i in index])
+    return MLMQABatch(ids, seg, mask.long(), targets, starts, list(index))
+
+
+def _answer_targets(b: MLMQABatch, k: int) -> Tensor:
+    """``(B, k)``: the targets at the answer positions."""
+    pos = b.starts[:, None] + torch.arange(k, device=b.ids.device)
+    return b.targets.gather(1, pos)
 
 
 def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_size: int = 64,
@@ -149,12 +174,9 @@ def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_siz
 
     def step(index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         b = collate(rows, index, tok.pad_id).to(torch.device(device))
-        logits = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits  # (B, T, V)
-        loss, n = classification_loss(logits, b.targets, ignore_index=IGNORE)
-        starts = torch.tensor([rows.answer_start[i] for i in index], device=logits.device)
-        pos = starts[:, None] + torch.arange(k, device=logits.device)  # (B, k)
-        best = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)  # (B, k)
-        return loss, n, best.cpu()
+        logits = answer_logits(model, b.ids, b.attention_mask, b.segment_ids, b.starts, k)  # (B, k, V)
+        loss, n = classification_loss(logits, _answer_targets(b, k), ignore_index=IGNORE)
+        return loss, n, logits.argmax(-1).cpu()  # (B, k)
 
     was = model.training
     model.eval()
@@ -186,8 +208,8 @@ class MLMQATask:
         return batch.attention_mask.sum()
 
     def loss(self, model: nn.Module, batch: MLMQABatch) -> tuple[Tensor, Tensor]:
-        logits = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids).logits  # (B, T, V)
-        return classification_loss(logits, batch.targets, ignore_index=IGNORE)
+        logits = answer_logits(model, batch.ids, batch.attention_mask, batch.segment_ids, batch.starts, self.k)  # (B, k, V)
+        return classification_loss(logits, _answer_targets(batch, self.k), ignore_index=IGNORE)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
@@ -197,4 +219,4 @@ class MLMQATask:
         return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
 
 
-__all__ = ["MLMQARows", "MLMQATask", "answer_targets", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]
+__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]

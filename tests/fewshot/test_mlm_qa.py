@@ -107,3 +107,18 @@ def test_finetune_mlm_qa_learns_a_tiny_set(tiny_mlm, tmp_path, capsys):
     assert set(predictions) == {f"q{i}" for i in range(8)}
     assert final["exact_match"] == 100.0 and final["f1"] == 100.0, predictions
     assert final["answers_per_s"] > 0
+
+
+def test_answer_logits_equal_the_full_masked_lm_output_there(tiny_mlm):
+    import attnkit
+
+    tok = WordPieceTokenizer.from_file(tiny_mlm / "mlm")
+    model = attnkit.load(tiny_mlm / "mlm").eval()
+    examples = [QAExample("a", "q ?", "the plot was bad", [("bad", 13)]), QAExample("b", "what was it ?", "it was very good ,", [("good", 12)])]
+    b = mlm_qa.collate(mlm_qa.encode_mlm_qa(tok, examples, k=4, max_len=32), [0, 1], tok.pad_id)
+    with torch.no_grad():
+        fast = mlm_qa.answer_logits(model, b.ids, b.attention_mask, b.segment_ids, b.starts, 4)
+        full = model(b.ids, attention_mask=b.attention_mask, segment_ids=b.segment_ids).logits
+    for n in range(2):
+        s = int(b.starts[n])
+        assert torch.allclose(fast[n], full[n, s : s + 4], atol=1e-5)

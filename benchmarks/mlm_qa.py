@@ -1,0 +1,115 @@
+"""XQuAD-en: reading comprehension with a masked LM in one pass against extractive QA, EM/F1 and answers per second.
+
+Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
+
+    python benchmarks/mlm_qa.py --data DATA                          # one GPU: both recipes, then the timing
+    python benchmarks/mlm_qa.py --data DATA --quick --device cpu      # smoke run: the recipes' quick variants
+
+Both models train through the one run path on the same split (40 articles to train, the last 8
+to evaluate) and schedule: ``xquad-minilm`` (a span head, Devlin et al. 2019, section 4.2) and
+``xquad-mlm-qa`` (``[CLS] passage [SEP] question [SEP] [MASK] x 16``, the answer read off one
+pass). Exact match and F1 are each run's final scores (SQuAD's definitions). Answers per second:
+each saved model answers every evaluation question ``--repeats`` times in fp32 batches of 64,
+after one warm-up pass, from token ids to answer strings (the extractive model over all windows
+of a question, with its n-best span search; the MLM model over its one row per question).
+Results go to ``benchmarks/results/mlm-qa-<device>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+try:
+    from benchmarks import common  # noqa: E402
+except ImportError:  # another installed package is called "benchmarks": use the file beside this one
+    import common  # type: ignore[no-redef]  # noqa: E402
+
+RECIPES = {"extractive": ("qa", "xquad-minilm"), "mlm": ("mlm-qa", "xquad-mlm-qa")}
+
+
+def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[dict[str, Any], Any]:
+    from attnkit import recipes
+    from attnkit.runs import job
+    from attnkit.runs.path import resolve_configs, run
+
+    task, name = RECIPES[kind]
+    j = job(task)
+    cfgs = resolve_configs(j, recipe=recipes.get(name), quick=quick, root=data, assignments=[f"train.device={json.dumps(device)}"],
+                           log=lambda s: None)
+    t0 = time.perf_counter()
+    report = run(j, cfgs, work / kind, progress=False, recipe=name, log=lambda s: None)
+    return {"exact_match": report.final["exact_match"], "f1": report.final["f1"], "train_s": round(time.perf_counter() - t0, 1),
+            "steps": report.result.step}, report
+
+
+def answers_per_second(kind: str, report: Any, device: torch.device, repeats: int) -> float:
+    import attnkit
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.runs.qa import load_questions
+
+    d = report.configs["data"]
+    _, dev = load_questions(d)
+    model = attnkit.load(report.model_dir, map_location=device).eval()
+    tok = WordPieceTokenizer.from_file(report.model_dir)
+    if kind == "extractive":
+        from attnkit.data.squad import make_windows
+        from attnkit.training.qa import extract_answers, window_logits
+
+        def answer() -> None:
+            w = make_windows(tok, dev.examples, max_len=d.max_len, doc_stride=d.doc_stride, max_question_len=d.max_question_len)
+            extract_answers(dev.examples, w, window_logits(model, w, tok.pad_id, batch_size=64, device=device), n_best=d.n_best,
+                            max_answer_len=d.max_answer_len)
+    else:
+        from attnkit.training.mlm_qa import encode_mlm_qa, predict_answers
+
+        def answer() -> None:
+            rows = encode_mlm_qa(tok, dev.examples, k=d.answer_len, max_len=d.max_len, max_question_len=d.max_question_len)
+            predict_answers(model, rows, tok, k=d.answer_len, batch_size=64, device=device)
+
+    with torch.no_grad():
+        answer()  # warm-up
+        times = []
+        for _ in range(repeats):
+            common.synchronize(device)
+            t0 = time.perf_counter()
+            answer()
+            common.synchronize(device)
+            times.append(time.perf_counter() - t0)
+    return len(dev.examples) / statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="data root holding squad/xquad.en.json")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--repeats", type=int, default=5, help="timed answering passes over the evaluation questions")
+    ap.add_argument("--quick", action="store_true", help="the recipes' quick variants")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = common.pick_device(args.device)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in RECIPES:
+            row, report = train(kind, args.data, Path(tmp), str(device), args.quick)
+            row["answers_per_s"] = answers_per_second(kind, report, device, 1 if args.quick else args.repeats)
+            results[kind] = row
+            print(f"{kind:10} EM {row['exact_match']:.2f} F1 {row['f1']:.2f}, {row['answers_per_s']:.1f} answers/s", flush=True)
+    payload = {"environment": common.environment(device), "quick": args.quick, "recipes": {k: v[1] for k, v in RECIPES.items()},
+               "command": " ".join(["python", "benchmarks/mlm_qa.py", *(argv or sys.argv[1:])]), "results": results}
+    path = common.write_json("mlm-qa", payload, args.out_dir, suffix="-quick" if args.quick else "")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
