@@ -92,3 +92,11 @@ def test_finetune_with_features_end_to_end(four_layers, tmp_path, capsys):
             assert torch.equal(saved.bert.state_dict()[k], v), k
         final = json.loads((out / "eval.json").read_text())
         assert ("test_accuracy" if task == "classify" else "test_f1") in final
+        capsys.readouterr()
+        (tmp_path / "in.txt").write_text("w3 good film\n" if task == "classify" else "paris is nice\n")
+        assert main(["predict", "--model", str(out / "model"), str(tmp_path / "in.txt"), "--device", "cpu"]) == 0
+        printed = capsys.readouterr().out.split()
+        if task == "ner":  # word<TAB>tag lines
+            assert printed[0::2] == ["paris", "is", "nice"]
+            printed = printed[1::2]
+        assert printed and set(printed) <= (set(LABELS) if task == "classify" else {"B-LOC", "O"})
