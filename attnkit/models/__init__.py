@@ -9,7 +9,6 @@ from attnkit.models.unilm import UnilmMLM  # noqa: F401  (registers unilm-mlm)
 from attnkit.models.xlnet import XLNetConfig, XLNetLM  # noqa: F401  (registers xlnet-lm)
 from attnkit.models.chunked import ChunkedClassifier  # noqa: F401  (registers bert-chunked-classifier)
 from attnkit.models.features import FeatureModel  # noqa: F401  (registers bert-features)
-from attnkit.models.chunked import ChunkedClassifier  # noqa: F401  (registers bert-chunked-classifier)
 from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset
 from attnkit.models.transformer import PRESETS, AttentionConfig, Seq2SeqOutput, Transformer, TransformerConfig, preset
 from attnkit.models.encoder_classifier import CLASSIFIER_PRESETS, ClassifierOutput, EncoderClassifier, EncoderClassifierConfig, classifier_preset
