@@ -17,7 +17,7 @@ def trained(root, tmp_path_factory) -> dict[str, Path]:  # noqa: F811
     assert main(["finetune", "classify", "--model", str(root / "tiny"), "--train", str(root / "train.tsv"), "--dev", str(root / "dev.tsv"),
                  "--out", str(out / "clf"), "--epochs", "3", *FAST, "--set", "train.optim.lr=2e-3", "--set", "train.batch_size=16"]) == 0
     assert main(["finetune", "ner", "--model", str(root / "tiny"), "--train", str(root / "train.conll"), "--dev", str(root / "dev.conll"),
-                 "--out", str(out / "ner"), "--epochs", "2", *FAST, "--set", "train.optim.lr=3e-3", "--set", "train.batch_size=16"]) == 0
+                 "--out", str(out / "ner"), "--epochs", "4", *FAST, "--set", "train.optim.lr=3e-3", "--set", "train.batch_size=16"]) == 0
     return {"clf": out / "clf" / "model", "ner": out / "ner" / "model"}
 
 
@@ -49,7 +49,7 @@ def test_ner_scores_match_seqeval(root, trained, capsys):  # noqa: F811
     assert record["f1"] == pytest.approx(seqeval.f1_score(gold, pred), abs=1e-9)
     assert record["precision"] == pytest.approx(seqeval.precision_score(gold, pred), abs=1e-9)
     assert record["recall"] == pytest.approx(seqeval.recall_score(gold, pred), abs=1e-9)
-    assert record["f1"] > 0.0 and record["entities"] > 0  # two epochs: a partly trained tagger (0 < F1 < 1 when written)
+    assert record["f1"] > 0.0 and record["entities"] > 0  # four epochs: a tagger that finds entities
 
 
 def test_eval_errors_are_one_line(root, trained, capsys, tmp_path):  # noqa: F811
