@@ -20,7 +20,7 @@ from attnkit.recipes.bert import MINILM, _quick, _train
 from attnkit.runs.finetune import FinetuneDataConfig, finetune_train
 from attnkit.runs.mlm_qa import MLMQADataConfig
 
-QUICK = ("data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
+QUICK = ("data.shots=4", "data.seeds=1", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
          "train.steps=2", "train.eval.every=1", "train.batch_size=4", "train.log_every=1")
 
 register(Recipe(
