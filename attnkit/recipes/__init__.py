@@ -36,9 +36,7 @@ def _load() -> None:
         from attnkit.recipes import listops  # noqa: F401
         from attnkit.recipes import peft  # noqa: F401
         from attnkit.recipes import denoising  # noqa: F401
-        from attnkit.recipes import electra  # noqa: F401
-        from attnkit.recipes import unilm  # noqa: F401
-        from attnkit.recipes import xlnet  # noqa: F401
+        from attnkit.recipes import scratch  # noqa: F401
         from attnkit.recipes import fewshot  # noqa: F401
         from attnkit.recipes import longctx  # noqa: F401
 
