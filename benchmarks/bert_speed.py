@@ -170,8 +170,6 @@ def fixed_shape_part(part: str, models: dict[str, tuple[torch.nn.Module, bool]],
              torch.randint(0, 2, (batch,), generator=g).to(device)) for _ in range(4)]
     mask = torch.ones(batch, args.seq, dtype=torch.long, device=device) if args.with_mask else None
     steps: dict[str, Callable[[int], None]] = {}
-    first_call_s: dict[str, float] = {}
-    failed: dict[str, str] = {}
     for name, (model, is_hf) in models.items():
         base = model._orig_mod if hasattr(model, "_orig_mod") else model
         base.train(part == "train")
@@ -182,28 +180,14 @@ def fixed_shape_part(part: str, models: dict[str, tuple[torch.nn.Module, bool]],
         else:
             run_i = infer_step(fn, device, dtype)
             steps[name] = lambda i, run_i=run_i: run_i(sets[i % 4][0], mask)
-        common.synchronize(device)
-        t0 = time.perf_counter()
-        try:
-            steps[name](0)  # compiles, for the compiled modes
-        except Exception as e:  # noqa: BLE001 (a compiler failure costs one mode, not the run)
-            if "compiled" not in name:
-                raise
-            failed[name] = f"{type(e).__name__}: {str(e)[:500]}"
-            print(f"   {part} {name}: FAILED, left out ({failed[name][:200]})", flush=True)
-            del steps[name]
+    rows = common.time_modes(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds, label=f"{part} ")
+    for row in rows.values():
+        if "median_ms" not in row:
             continue
-        common.synchronize(device)
-        first_call_s[name] = time.perf_counter() - t0
-        print(f"   {part} {name}: first call {first_call_s[name]:.1f}s", flush=True)
-    timings = common.time_interleaved(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
-    rows: dict[str, dict[str, Any]] = {name: {"failed": why} for name, why in failed.items()}
-    for name, t in timings.items():
-        rows[name] = {**t.to_dict(), "first_call_s": first_call_s[name]}
         if part == "infer":
-            rows[name]["sequences_per_s"] = batch / (t.median_ms / 1e3)
+            row["sequences_per_s"] = batch / (row["median_ms"] / 1e3)
         if part == "train":
-            rows[name]["steps_per_s"] = 1e3 / t.median_ms
+            row["steps_per_s"] = 1e3 / row["median_ms"]
     return {"batch": batch, "seq": args.seq, "mask": bool(args.with_mask), "modes": rows, "ratios": ratios(rows, "median_ms")}
 
 

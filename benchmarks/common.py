@@ -216,6 +216,39 @@ def time_interleaved(
 
 
 # -- memory ---------------------------------------------------------------------------------
+def time_modes(
+    steps: dict[str, Step], device: torch.device, *, warmup: int, iters: int, rounds: int, label: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Each mode's first call (compilation, for the compiled modes) timed alone, then every mode interleaved.
+
+    A mode whose name contains ``compiled`` and whose first call raises is left out with the reason
+    (a compiler failure costs one mode, not the run); any other failure is raised.
+
+    Returns:
+        ``{mode: Timing.to_dict() + first_call_s}`` for the timed modes, ``{mode: {"failed": why}}`` for the others.
+    """
+    first_call_s: dict[str, float] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for name in list(steps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        try:
+            steps[name](0)
+        except Exception as e:  # noqa: BLE001
+            if "compiled" not in name:
+                raise
+            rows[name] = {"failed": f"{type(e).__name__}: {str(e)[:500]}"}
+            print(f"   {label}{name}: FAILED, left out ({rows[name]['failed'][:200]})", flush=True)
+            del steps[name]
+            continue
+        synchronize(device)
+        first_call_s[name] = time.perf_counter() - t0
+        print(f"   {label}{name}: first call {first_call_s[name]:.1f}s", flush=True)
+    for name, t in time_interleaved(steps, device, warmup=warmup, iters=iters, rounds=rounds).items():
+        rows[name] = {**t.to_dict(), "first_call_s": first_call_s[name]}
+    return rows
+
+
 def step_peak_memory(step: Step, device: torch.device) -> int | None:
     """Bytes allocated at the peak of one step above what was allocated when it began.
 

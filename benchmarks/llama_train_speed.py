@@ -115,33 +115,17 @@ def time_modes(models: dict[str, tuple[torch.nn.Module, bool, bool]], opts: dict
     g = torch.Generator().manual_seed(2)
     sets = [torch.randint(0, vocab, (args.batch, args.seq + 1), generator=g).to(device) for _ in range(4)]
     steps: dict[str, Callable[[int], None]] = {}
-    first_call_s: dict[str, float] = {}
-    failed: dict[str, str] = {}
     for name, (model, is_hf, compiled) in models.items():
         loss = loss_fn(logits_fn(model, is_hf))
         if compiled:
             loss = torch.compile(loss, **({} if args.compile_mode == "default" else {"mode": args.compile_mode}))
         run = train_step(loss, opts["hf" if is_hf else "attnkit"], device, dtype)
         steps[name] = lambda i, run=run: run(sets[i % 4])
-        common.synchronize(device)
-        t0 = time.perf_counter()
-        try:
-            steps[name](0)  # compiles, for the compiled modes
-        except Exception as e:  # noqa: BLE001 (a compiler failure costs one mode, not the run)
-            if "compiled" not in name:
-                raise
-            failed[name] = f"{type(e).__name__}: {str(e)[:500]}"
-            print(f"   {name}: FAILED, left out ({failed[name][:200]})", flush=True)
-            del steps[name]
-            continue
-        common.synchronize(device)
-        first_call_s[name] = time.perf_counter() - t0
-        print(f"   {name}: first call {first_call_s[name]:.1f}s", flush=True)
-    timings = common.time_interleaved(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
-    rows: dict[str, dict[str, Any]] = {name: {"failed": why} for name, why in failed.items()}
+    rows = common.time_modes(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
     tokens = args.batch * args.seq
-    for name, t in timings.items():
-        rows[name] = {**t.to_dict(), "first_call_s": first_call_s[name], "tokens_per_s": tokens / (t.median_ms / 1e3)}
+    for row in rows.values():
+        if "median_ms" in row:
+            row["tokens_per_s"] = tokens / (row["median_ms"] / 1e3)
     return {"batch": args.batch, "seq": args.seq, "tokens_per_step": tokens, "modes": rows, "ratios": ratios(rows)}
 
 
