@@ -23,6 +23,16 @@ from attnkit.objectives.chunked_ce import head_loss
 from attnkit.training.dev import dev_pass
 
 
+def window_loss(model: nn.Module, batch: Tensor, loss_chunk: int = 0) -> tuple[Tensor, int]:
+    """The mean next-token loss of windows ``batch: (B, T+1)`` (inputs ``[:, :-1]``, targets ``[:, 1:]``) and the
+    target count; with ``loss_chunk`` the output layer and loss run chunk by chunk (:func:`head_loss`)."""
+    if loss_chunk:
+        loss, _ = head_loss(model, batch[:, :-1], batch[:, 1:], chunk=loss_chunk)
+    else:
+        loss, _ = causal_lm_loss(model(batch[:, :-1]).logits, batch[:, 1:])  # logits (B, T, V)
+    return loss, batch[:, 1:].numel()  # every target counts; a Python int needs no device sync
+
+
 class LMTask:
     """Next-token prediction on ``train``/``valid`` token tensors (1-D, int64).
 
@@ -70,12 +80,7 @@ class LMTask:
 
     def lm_loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
         """The mean next-token loss of a batch and its target count."""
-        if self.loss_chunk:
-            loss, _ = head_loss(model, batch[:, :-1], batch[:, 1:], chunk=self.loss_chunk)
-            return loss, batch[:, 1:].numel()
-        logits = model(batch[:, :-1]).logits  # (B, T, V)
-        loss, _ = causal_lm_loss(logits, batch[:, 1:])
-        return loss, batch[:, 1:].numel()  # every target counts; a Python int needs no device sync
+        return window_loss(model, batch, self.loss_chunk)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         n = min((len(self.valid) - 1) // self.context, self.max_eval_windows)

@@ -31,8 +31,7 @@ from torch import Tensor, nn
 
 from attnkit.errors import DataError
 from attnkit.io import atomic_write, atomic_write_text
-from attnkit.objectives.causal_lm import causal_lm_loss
-from attnkit.objectives.chunked_ce import head_loss
+from attnkit.data.lm import window_loss
 from attnkit.training.dev import dev_pass
 
 FORMAT = "attnkit-tokens"
@@ -219,15 +218,7 @@ class StreamLMTask:
 
     def loss(self, model: nn.Module, starts: Tensor) -> tuple[Tensor, int]:
         batch = self.train.batch(starts).to(self.device, non_blocking=True)  # (B, T+1)
-        return self._loss(model, batch)
-
-    def _loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
-        """The mean next-token loss of windows ``(B, T+1)`` and their target count."""
-        if self.loss_chunk:
-            loss, _ = head_loss(model, batch[:, :-1], batch[:, 1:], chunk=self.loss_chunk)
-        else:
-            loss, _ = causal_lm_loss(model(batch[:, :-1]).logits, batch[:, 1:])  # logits (B, T, V)
-        return loss, batch[:, 1:].numel()
+        return window_loss(model, batch, self.loss_chunk)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         n = min((len(self.file) - self.split - 1) // self.context, self.max_eval_windows)
@@ -237,7 +228,7 @@ class StreamLMTask:
             for i in range(0, n, self.batch_size):
                 yield self.file.windows(starts[i : i + self.batch_size], self.context + 1).to(self.device)  # (b, T+1)
 
-        result = {"loss": dev_pass(lambda w: self._loss(model, w), windows()).loss}
+        result = {"loss": dev_pass(lambda w: window_loss(model, w, self.loss_chunk), windows()).loss}
         if self.sample is not None:
             self.log(self.sample(model))
         return result
