@@ -143,6 +143,27 @@ def _ratio(res: dict[str, Any], slow: str, fast: str) -> float | None:
     return res[slow]["median_ms"] / res[fast]["median_ms"]
 
 
+def _lora_and_full(hf_lora: torch.nn.Module, ak_lora: torch.nn.Module, hf_full: torch.nn.Module, ak_full: torch.nn.Module,
+                   batches: list[dict[str, torch.Tensor]], losses: tuple[Callable, Callable], device: torch.device, quick: bool,
+                   compile_: bool) -> dict[str, Any]:
+    """Time LoRA (peft and attnkit, both from B = 0 as LoRA trains) against full fine-tuning of each, same batches."""
+    hf_loss, ak_loss = losses
+    with torch.no_grad():
+        for model in (hf_lora, ak_lora):
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.zero_()
+    modes = {
+        "hf+peft lora": _step(hf_lora, batches, hf_loss, device),
+        "attnkit lora": _step(ak_lora, batches, ak_loss, device),
+        "hf full": _step(hf_full, batches, hf_loss, device),
+        "attnkit full": _step(ak_full, batches, ak_loss, device),
+    }
+    if compile_:
+        modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, ak_loss, device)
+    return _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
+
+
 def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
     import peft
     import transformers
@@ -164,24 +185,9 @@ def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, An
     ids = batches[0]["ids"]
     diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
     print(f"bert: parity {diff:.2e}; {trainable_parameters(ak_lora)}")
-    with torch.no_grad():  # training starts from B = 0 in both, as LoRA does
-        for n, p in hf_lora.named_parameters():
-            if "lora_B" in n:
-                p.zero_()
-        for n, p in ak_lora.named_parameters():
-            if "lora_B" in n:
-                p.zero_()
     hf_full = transformers.BertForSequenceClassification.from_pretrained(hf_dir).to(device)
-    ak_full = attnkit.load(hf_dir).to(device)
-    modes = {
-        "hf+peft lora": _step(hf_lora, batches, _hf_cls_loss, device),
-        "attnkit lora": _step(ak_lora, batches, _ak_cls_loss, device),
-        "hf full": _step(hf_full, batches, _hf_cls_loss, device),
-        "attnkit full": _step(ak_full, batches, _ak_cls_loss, device),
-    }
-    if compile_:
-        modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, _ak_cls_loss, device)
-    res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
+    res = _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_cls_loss, _ak_cls_loss), device,
+                         quick, compile_)
     return {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)), "modes": res,
             "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"],
             "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
@@ -206,22 +212,9 @@ def part_gpt2(device: torch.device, quick: bool, compile_: bool) -> dict[str, An
     ids = batches[0]["ids"][:1, :128]
     diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
     print(f"gpt2: parity {diff:.2e}")
-    for model in (hf_lora, ak_lora):
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.zero_()
     hf_full = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).to(device)
-    ak_full = attnkit.load(hf_dir).to(device)
-    modes = {
-        "hf+peft lora": _step(hf_lora, batches, _hf_lm_loss, device),
-        "attnkit lora": _step(ak_lora, batches, _ak_lm_loss, device),
-        "hf full": _step(hf_full, batches, _hf_lm_loss, device),
-        "attnkit full": _step(ak_full, batches, _ak_lm_loss, device),
-    }
-    if compile_:
-        modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, _ak_lm_loss, device)
-    res = _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
+    res = _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_lm_loss, _ak_lm_loss), device,
+                         quick, compile_)
     for name in ("hf+peft lora", "attnkit lora", "attnkit lora compiled"):
         if "median_ms" in res.get(name, {}):
             res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
