@@ -97,6 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     train_seconds: dict[str, float] = {}
     context = 0
+
+    def save() -> None:
+        """Write the JSON and the plot of the kinds evaluated so far (a long run keeps what it finished)."""
+        lengths = [f * context for f in FACTORS]
+        payload = {
+            "benchmark": "length-extrapolation",
+            "environment": environment(device),
+            "command": " ".join([sys.executable, *sys.argv]),
+            "quick": args.quick,
+            "train_context": context,
+            "lengths": lengths,
+            "validation_loss": rows,
+            "train_seconds": {k: round(v, 1) for k, v in train_seconds.items()},
+        }
+        path = write_json("length-extrapolation" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
+        plot(rows, lengths, context, path.with_suffix(".png"))
+        print(f"wrote {path} and {path.with_suffix('.png')}")
+
     for kind in args.kinds:
         name = f"length-extrapolation-{kind}"
         start = time.perf_counter()
@@ -121,20 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss, windows = (float("nan"), 0) if m is None else window_loss(m, valid, length, device, args.batch_tokens)
                 rows[label][str(length)] = None if math.isnan(loss) else round(loss, 4)
                 print(f"{label:>14} @ {length:>5}: {'-' if m is None else f'{loss:.4f}'} ({windows} windows)", flush=True)
-    lengths = [f * context for f in FACTORS]
-    payload = {
-        "benchmark": "length-extrapolation",
-        "environment": environment(device),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "quick": args.quick,
-        "train_context": context,
-        "lengths": lengths,
-        "validation_loss": rows,
-        "train_seconds": {k: round(v, 1) for k, v in train_seconds.items()},
-    }
-    path = write_json("length-extrapolation" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
-    plot(rows, lengths, context, path.with_suffix(".png"))
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+        save()
     return 0
 
 
