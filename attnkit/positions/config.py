@@ -12,7 +12,7 @@ PositionKind = Literal["none", "rotary", "alibi", "t5_bias", "relative_key", "re
 BIAS_KINDS = ("alibi", "t5_bias", "relative_key", "relative_key_query", "xl_relative")
 # Kernels without a softmax over positions to add a score bias to: (kernelised) linear attention and
 # Performer have no score matrix, Linformer scores projected keys, LSH attends within hash buckets.
-NO_BIAS_KERNELS = ("linear", "performer", "linformer", "lsh")
+NO_BIAS_KERNELS = ("linear", "performer", "linformer", "lsh", "hierarchical")
 
 
 @dataclass(frozen=True, kw_only=True)
