@@ -15,7 +15,7 @@ from torch import nn
 from attnkit.peft.files import adapter_state_dict, attach_saving, is_adapter_dir, load_adapted, load_adapter_into, save_adapter
 from attnkit.peft.lora import LoRAConfig, LoRALinear, apply_lora, merge, merge_and_unload, unmerge
 from attnkit.peft.method import METHODS, PEFTConfig, apply_method, apply_peft
-from attnkit.peft.nf4 import NF4Linear, dequantize_nf4, quantize_nf4
+from attnkit.peft.nf4 import NF4Embedding, NF4Linear, NF4TiedLinear, dequantize_nf4, quantize_nf4
 from attnkit.peft.prefix import PrefixConfig, apply_prefix
 from attnkit.peft.prompt import PromptConfig, apply_prompt
 
@@ -48,10 +48,14 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
     for m in model.modules():
         if isinstance(m, NF4Linear):
             total += m.in_features * m.out_features + (m.bias.numel() if m.bias is not None else 0)
+        elif isinstance(m, NF4Embedding):
+            total += m.num_embeddings * m.embedding_dim  # a tied NF4 output layer reads this table: counted once
+        elif isinstance(m, NF4TiedLinear) and m.bias is not None:
+            total += m.bias.numel()
     return ParameterCount(trainable, total)
 
 
-__all__ = ["LoRAConfig", "LoRALinear", "METHODS", "NF4Linear", "PEFTConfig", "ParameterCount", "PrefixConfig", "PromptConfig",
+__all__ = ["LoRAConfig", "LoRALinear", "METHODS", "NF4Embedding", "NF4Linear", "NF4TiedLinear", "PEFTConfig", "ParameterCount", "PrefixConfig", "PromptConfig",
            "adapter_state_dict", "apply_lora", "apply_method", "apply_peft", "apply_prefix", "apply_prompt", "attach_saving",
            "dequantize_nf4", "is_adapter_dir", "load_adapted", "load_adapter_into", "merge", "merge_and_unload", "quantize_nf4",
            "save_adapter", "trainable_parameters", "unmerge"]

@@ -21,6 +21,16 @@ Merging (section 4.1, "No additional inference latency") adds ``s B A`` into the
 (DoRA: replaces them by ``W'``); unmerging subtracts it again, exactly up to fp32 rounding. A base
 stored in NF4 (QLoRA) is not merged in place: re-quantizing would change the outputs; use
 :func:`merge_and_unload`, which writes a full-precision layer.
+
+QLoRA (Dettmers et al. 2023, section 3) quantizes the linear layers of the base; the token
+embedding table stays in 16 bits, as in the paper, bitsandbytes and peft. ``quantize_embeddings``
+stores it in NF4 too (:class:`~attnkit.peft.nf4.NF4Embedding`, the same blocksize and double
+quantization), with an output layer tied to it reading the same quantized state
+(:class:`~attnkit.peft.nf4.NF4TiedLinear`). It stays frozen and takes no adapter: it is base
+weight, so adapter files do not contain it, and ``merge_and_unload`` writes it back as a
+full-precision table (re-tied to the output layer). Its rows must be whole blocks (width a
+multiple of ``blocksize``); otherwise :func:`apply_lora` refuses with a :class:`ConfigError`
+naming the option rather than silently keeping the table in 16 bits.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from torch.nn import functional as F
 
 from attnkit.config import Config, check
 from attnkit.errors import ConfigError
-from attnkit.peft.nf4 import NF4Linear, quantize_linears
+from attnkit.peft.nf4 import NF4Embedding, NF4Linear, NF4TiedLinear, quantize_linears
 from attnkit.peft.targets import Target, select
 
 
@@ -46,7 +56,9 @@ class LoRAConfig(Config):
     ``targets`` are name patterns (:mod:`attnkit.peft.targets`; ``q``, ``v`` are the fused
     projection's slices). ``modules_to_save`` are trained in full and saved with the adapter
     (default ``None``: the task head of the model, if it has one). ``quantize="nf4"`` stores every
-    other linear layer of the base in NF4 first (QLoRA).
+    other linear layer of the base in NF4 first (QLoRA); ``quantize_embeddings=True`` (with
+    ``quantize="nf4"``; default off, as in the paper) stores the token embedding table in NF4 too,
+    and the output layer tied to it computes through its dequantized rows.
     """
 
     r: int = 8
@@ -57,12 +69,15 @@ class LoRAConfig(Config):
     dora: bool = False
     modules_to_save: tuple[str, ...] | None = None
     quantize: Literal["none", "nf4"] = "none"
+    quantize_embeddings: bool = False
     blocksize: int = 64
 
     def validate(self) -> None:
         check(self.r > 0, "r", self.r, "must be a positive rank")
         check(self.alpha > 0, "alpha", self.alpha, "must be positive")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        check(not self.quantize_embeddings or self.quantize == "nf4", "quantize_embeddings", self.quantize_embeddings,
+              "needs quantize='nf4' (QLoRA)")
         check(self.blocksize in (32, 64, 128, 256, 512, 1024, 2048, 4096), "blocksize", self.blocksize, "must be a power of two in 32..4096")
 
     @property
@@ -107,11 +122,11 @@ class LoRALinear(nn.Module):
 
     @property
     def quantized(self) -> bool:
-        return isinstance(self.base, NF4Linear)
+        return isinstance(self.base, (NF4Linear, NF4TiedLinear))
 
     def base_weight(self, dtype: torch.dtype | None = None) -> Tensor:
         """The frozen weight ``(d_out, d_in)`` (dequantized from NF4 when stored so)."""
-        if isinstance(self.base, NF4Linear):
+        if isinstance(self.base, (NF4Linear, NF4TiedLinear)):
             return self.base.dequantized(dtype)
         w = self.base.weight
         return w if dtype is None else w.to(dtype)
@@ -234,6 +249,43 @@ def _tied(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m.weight) in shared}
 
 
+TOKEN_EMBEDDINGS = ("bert.embed.tokens", "embed.tokens", "tok_embed")  # attnkit's BERT family, GPT and classifiers
+
+
+def quantize_token_embedding(model: nn.Module, blocksize: int = 64) -> None:
+    """Store the frozen token embedding table of ``model`` in NF4 (:class:`NF4Embedding`) and turn
+    each linear layer tied to it into an :class:`NF4TiedLinear` reading the same quantized state.
+
+    Raises:
+        ConfigError: no token embedding, one that trains, or a width that is not whole blocks
+            (each naming ``quantize_embeddings``).
+    """
+    name = next((n for n in TOKEN_EMBEDDINGS if isinstance(_find(model, n), nn.Embedding)), None)
+    if name is None:
+        raise ConfigError(f"quantize_embeddings=true: {type(model).__name__} has no token embedding "
+                          f"({' or '.join(TOKEN_EMBEDDINGS)}); set quantize_embeddings=false")
+    emb: nn.Embedding = model.get_submodule(name)  # type: ignore[assignment]
+    if emb.weight.requires_grad:
+        raise ConfigError(f"quantize_embeddings=true: the token embedding {name} trains (it is, or is tied to, a module "
+                          "in modules_to_save); an NF4 table is frozen")
+    if emb.embedding_dim % blocksize:
+        raise ConfigError(f"quantize_embeddings=true: the token embedding {name} is {emb.embedding_dim} wide, not a "
+                          f"multiple of the NF4 blocksize {blocksize}, so its rows are not whole blocks; "
+                          "set quantize_embeddings=false (or a blocksize that divides the width)")
+    tied = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight is emb.weight]
+    q = NF4Embedding(emb, blocksize)
+    _replace(model, name, q)
+    for n, m in tied:
+        _replace(model, n, NF4TiedLinear(q, m.bias))
+
+
+def _find(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 def freeze(model: nn.Module, keep: tuple[str, ...] = ()) -> None:
     """Freeze every parameter except those of the modules ``keep``."""
     for p in model.parameters():
@@ -261,6 +313,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
     keep = config.modules_to_save if config.modules_to_save is not None else head_modules(model)
     targets: list[Target] = select(model, config.targets, exclude=keep)
     freeze(model, keep)
+    if config.quantize_embeddings:
+        quantize_token_embedding(model, config.blocksize)
     if config.quantize == "nf4":
         skip = _tied(model)
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip
@@ -291,8 +345,10 @@ def unmerge(model: nn.Module) -> None:
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Replace every LoRA layer by a plain ``nn.Linear`` with the update folded in, and every
-    remaining NF4 layer by its dequantized ``nn.Linear``; return ``model`` (all parameters trainable again)."""
+    """Replace every LoRA layer by a plain ``nn.Linear`` with the update folded in, every
+    remaining NF4 layer by its dequantized ``nn.Linear`` and an NF4 token embedding by its
+    dequantized ``nn.Embedding`` (fp32, tied again to its output layer); return ``model`` (all
+    parameters trainable again)."""
     for name, m in lora_layers(model).items():
         _replace(model, name, m.merged_linear())
     for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, NF4Linear)]:
@@ -302,9 +358,28 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             if m.bias is not None:
                 lin.bias.copy_(m.bias)
         _replace(model, name, lin)
+    tables: dict[int, nn.Embedding] = {}
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, NF4Embedding)]:
+        emb = nn.Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx, device=m.packed.device)
+        with torch.no_grad():
+            emb.weight.copy_(m.dequantized(torch.float32))
+        tables[id(m)] = emb
+        _replace(model, name, emb)
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, NF4TiedLinear)]:
+        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.embedding.packed.device)
+        if id(m.embedding) in tables:
+            lin.weight = tables[id(m.embedding)].weight  # tied again
+        else:  # its table was replaced by other code: an untied copy
+            with torch.no_grad():
+                lin.weight.copy_(m.dequantized(torch.float32))
+        if m.bias is not None:
+            with torch.no_grad():
+                lin.bias.copy_(m.bias)
+        _replace(model, name, lin)
     for p in model.parameters():
         p.requires_grad_(True)
     return model
 
 
-__all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "freeze", "head_modules", "lora_layers", "merge", "merge_and_unload", "unmerge"]
+__all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "freeze", "head_modules", "lora_layers", "merge", "merge_and_unload",
+           "quantize_token_embedding", "unmerge"]

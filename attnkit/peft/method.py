@@ -30,7 +30,9 @@ class PEFTConfig(Config):
     LoRA family: ``r``, ``alpha``, ``dropout``, ``targets``, ``rslora``, ``dora``. Prefix and prompts:
     ``n_virtual``, ``hidden`` (the width of prefix tuning's MLP, default 512, or of P-tuning's encoder, default 128), ``encoder`` (P-tuning:
     ``lstm`` or ``mlp``), ``init`` and ``init_text`` (prompt tuning). ``modules_to_save``: layers
-    trained in full beside the adapter (default: the task head).
+    trained in full beside the adapter (default: the task head). ``quantize_embeddings`` (QLoRA
+    only, default off as in the paper): store the token embedding table in NF4 too (see
+    :mod:`attnkit.peft.lora`).
     """
 
     method: Method = "none"
@@ -46,6 +48,7 @@ class PEFTConfig(Config):
     init: Literal["random", "vocab", "text"] = "random"
     init_text: str = ""
     modules_to_save: tuple[str, ...] | None = None
+    quantize_embeddings: bool = False
 
     def validate(self) -> None:
         check(self.r > 0, "r", self.r, "must be a positive rank")
@@ -53,6 +56,8 @@ class PEFTConfig(Config):
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
         check(self.n_virtual > 0, "n_virtual", self.n_virtual, "must be positive")
         check(self.hidden is None or self.hidden > 0, "hidden", self.hidden, "must be positive or null (the method's default)")
+        check(not self.quantize_embeddings or self.method in ("none", "qlora"), "quantize_embeddings", self.quantize_embeddings,
+              "applies to the qlora method only (an NF4 base)")
         check(self.init != "text" or bool(self.init_text), "init_text", self.init_text, "must be a text when init='text'")
 
     @property
@@ -64,7 +69,8 @@ class PEFTConfig(Config):
         m = self.method
         if m in ("lora", "qlora"):
             return LoRAConfig(r=self.r, alpha=self.alpha, dropout=self.dropout, targets=self.targets, rslora=self.rslora,
-                              dora=self.dora, modules_to_save=self.modules_to_save, quantize="nf4" if m == "qlora" else "none")
+                              dora=self.dora, modules_to_save=self.modules_to_save, quantize="nf4" if m == "qlora" else "none",
+                              quantize_embeddings=self.quantize_embeddings)
         if m in ("prefix", "ptuning-v2"):
             return PrefixConfig(n_virtual=self.n_virtual, reparam=m == "prefix", hidden=self.hidden or 512, modules_to_save=self.modules_to_save)
         return PromptConfig(n_virtual=self.n_virtual, encoder="none" if m == "prompt" else self.encoder,

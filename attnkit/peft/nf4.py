@@ -21,6 +21,14 @@ byte-identical, and so are the 8-bit constants except where bitsandbytes's CPU k
 constant lying next to a midpoint to the farther code value (here: always the nearest).
 Dequantization is plain tensor indexing and multiplication: ``torch.compile`` turns
 :func:`dequantize_nf4` followed by the matmul into fused kernels on a GPU.
+
+The token embedding table can be stored the same way (:class:`NF4Embedding`, as bitsandbytes's
+``Embedding4bit``; the paper quantizes the linear layers only). When the row width ``d`` is a
+multiple of the blocksize, every row is a whole number of blocks, so a lookup gathers the packed
+bytes and the 8-bit constants of the requested rows only and dequantizes those
+(:func:`dequantize_nf4_rows`), with the same operations as the full table and so the same values.
+An output layer tied to the table (:class:`NF4TiedLinear`) computes ``x @ dequant(E)^T`` from the
+table's own quantized state, so no dense copy of ``E`` is kept between calls.
 """
 
 from __future__ import annotations
@@ -176,6 +184,34 @@ def dequantize_nf4(q: NF4Weight, dtype: torch.dtype | None = None, codes: tuple[
     return (vals * absmax).view(q.shape).to(dtype or q.dtype)
 
 
+def dequantize_nf4_rows(q: NF4Weight, rows: Tensor, dtype: torch.dtype | None = None,
+                        codes: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Rows ``rows`` of a 2-D NF4 weight, dequantized without touching the other rows: equal to
+    ``dequantize_nf4(q)[rows]`` (the same elementwise operations on the same values).
+
+    Args:
+        q: a quantized ``(V, d)`` table whose row width ``d`` is a multiple of ``q.blocksize``.
+        rows: integer row indices, any shape ``S``.
+        dtype: the result's dtype (default the original).
+        codes: ``(nf4_code, dynamic_code)`` already on the device.
+
+    Returns:
+        ``(*S, d)``.
+    """
+    v, d = q.shape
+    if d % q.blocksize:
+        raise ValueError(f"row width {d} is not a multiple of the NF4 blocksize {q.blocksize}")
+    nb = d // q.blocksize  # blocks per row
+    code4, code8 = codes if codes is not None else (nf4_code().to(q.packed.device), dynamic_code().to(q.packed.device))
+    rows = rows.long()
+    packed = q.packed.view(v, d // 2)[rows]  # (*S, d/2)
+    idx = torch.stack([packed >> 4, packed & 0x0F], dim=-1).flatten(-2).long()  # (*S, d), high nibble first
+    blocks = rows[..., None] * nb + torch.arange(nb, device=rows.device)  # (*S, nb): the rows' block numbers
+    absmax = code8[q.absmax[blocks].long()] * q.absmax2[blocks // q.blocksize2] + q.offset  # (*S, nb), equation 6
+    vals = code4[idx].unflatten(-1, (nb, q.blocksize)) * absmax[..., None]  # (*S, nb, blocksize)
+    return vals.flatten(-2).to(dtype or q.dtype)
+
+
 class NF4Linear(nn.Module):
     """A frozen linear layer whose weight is stored in NF4 (QLoRA's base layer, section 3, equation 5).
 
@@ -223,6 +259,102 @@ class NF4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nf4 blocksize={self.blocksize}"
 
 
+class NF4Embedding(nn.Module):
+    """A frozen token embedding table stored in NF4 with double quantization (section 3's data type
+    applied to the embedding, as bitsandbytes's ``Embedding4bit``).
+
+    ``forward(ids) = dequant(E)[ids]``: only the gathered rows are dequantized
+    (:func:`dequantize_nf4_rows`), in the table's original dtype. The quantized tensors are buffers.
+
+    Args:
+        embedding: the table to quantize; its width must be a multiple of ``blocksize`` so that
+            each row is whole blocks.
+        blocksize: values per quantization constant.
+
+    Raises:
+        ValueError: the width is not a multiple of ``blocksize``.
+    """
+
+    def __init__(self, embedding: nn.Embedding, blocksize: int = 64) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+        if self.embedding_dim % blocksize:
+            raise ValueError(f"embedding width {self.embedding_dim} is not a multiple of the NF4 blocksize {blocksize}")
+        self.padding_idx = embedding.padding_idx
+        q = quantize_nf4(embedding.weight, blocksize)
+        self.shape, self.orig_dtype, self.blocksize, self.blocksize2 = q.shape, q.dtype, q.blocksize, q.blocksize2
+        self.register_buffer("packed", q.packed)
+        self.register_buffer("absmax", q.absmax)
+        self.register_buffer("absmax2", q.absmax2)
+        self.register_buffer("offset", q.offset.reshape(()))
+        self.register_buffer("code4", nf4_code().to(q.packed.device), persistent=False)
+        self.register_buffer("code8", dynamic_code().to(q.packed.device), persistent=False)
+
+    def quantized(self) -> NF4Weight:
+        return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
+
+    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The whole table ``(V, d)`` (a new tensor each time)."""
+        return dequantize_nf4(self.quantized(), dtype, (self.code4, self.code8))
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized table (a new tensor each time)."""
+        return self.dequantized()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return dequantize_nf4_rows(self.quantized(), ids, None, (self.code4, self.code8))  # (*ids.shape, d)
+
+    def nbytes(self) -> int:
+        return self.quantized().nbytes()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, nf4 blocksize={self.blocksize}"
+
+
+class NF4TiedLinear(nn.Module):
+    """An output layer tied to an :class:`NF4Embedding` (``W = E``, Press & Wolf 2017):
+    ``forward(x) = x @ dequant(E)^T + b`` in the input's dtype.
+
+    The table is referenced, not registered, so its buffers live (and move between devices) in one
+    place and appear once in the state dict; the dense weight exists only during a call (and, when
+    autograd needs it for the input's gradient, until the backward pass).
+
+    Args:
+        embedding: the quantized table.
+        bias: the layer's bias (kept as a frozen buffer), or None.
+    """
+
+    def __init__(self, embedding: NF4Embedding, bias: Tensor | None = None) -> None:
+        super().__init__()
+        self._tied = (embedding,)  # a plain attribute: not a submodule
+        self.in_features, self.out_features = embedding.embedding_dim, embedding.num_embeddings
+        if bias is not None:
+            self.register_buffer("bias", bias.detach().clone())
+        else:
+            self.bias = None
+
+    @property
+    def embedding(self) -> NF4Embedding:
+        return self._tied[0]
+
+    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
+        return self.embedding.dequantized(dtype)
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized table ``(V, d)`` (a new tensor each time)."""
+        return self.dequantized()
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.embedding.dequantized(x.dtype)  # (V, d), transient
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, w, b)  # (..., V)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, tied to an NF4 embedding"
+
+
 def quantize_linears(model: nn.Module, names: list[str], blocksize: int = 64) -> None:
     """Replace the ``nn.Linear`` modules ``names`` of ``model`` by :class:`NF4Linear` in place."""
     for name in names:
@@ -231,4 +363,4 @@ def quantize_linears(model: nn.Module, names: list[str], blocksize: int = 64) ->
         setattr(owner, child, NF4Linear(getattr(owner, child), blocksize))
 
 
-__all__ = ["NF4Linear", "NF4Weight", "dequantize_nf4", "dynamic_code", "nf4_code", "nf4_quantiles", "quantize_linears", "quantize_nf4"]
+__all__ = ["NF4Embedding", "NF4Linear", "NF4TiedLinear", "NF4Weight", "dequantize_nf4", "dequantize_nf4_rows", "dynamic_code", "nf4_code", "nf4_quantiles", "quantize_linears", "quantize_nf4"]
