@@ -18,9 +18,11 @@ Three parts (``--parts``, default all):
   ``qkv_proj``, and full fine-tuning of each (and attnkit's LoRA compiled).
 * ``qlora``: an attnkit GPT with GPT-2 large's sizes (36 layers, d 1280, 774M parameters, random
   weights), batch ``4 x 1024``: LoRA (r=8 on ``qkv_proj``) on a bf16 base against QLoRA (the same
-  LoRA on an NF4 base with double quantization, compute in bf16). Reported: the bytes of the
-  frozen weights of each (all of them, and the linear layers alone: the embeddings stay in bf16,
-  as in the paper), step times, and the NF4 model's step with ``torch.compile`` (which
+  LoRA on an NF4 base with double quantization, compute in bf16) and against QLoRA with
+  ``quantize_embeddings`` (the tied token embedding table in NF4 too; the paper keeps it in
+  bf16). Reported: the bytes of the frozen weights of each and their ratio to bf16
+  (``weight_ratio`` with the table in bf16, ``weight_ratio_quantized_embeddings`` with it in NF4),
+  the linear layers alone, step times, and the NF4 models' steps with ``torch.compile`` (which
   fuses the dequantization into the matmul's producer).
 
 One training step is forward, loss, backward and a fused AdamW step over the trainable
@@ -258,28 +260,40 @@ def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, A
     g = torch.Generator().manual_seed(0)
     batches = [{"ids": torch.randint(0, 50257, (batch, seq), generator=g).to(device)} for _ in range(2)]
     models = {}
-    for name, quantize in (("bf16 lora", "none"), ("qlora nf4", "nf4")):
+    variants = (("bf16 lora", "none", False), ("qlora nf4", "nf4", False), ("qlora nf4+emb", "nf4", True))
+    for name, quantize, embeddings in variants:
         torch.manual_seed(0)
         model = GPT(cfg).to(device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-        models[name] = apply_lora(model, LoRAConfig(r=8, alpha=16, targets=("qkv",), quantize=quantize))
+        models[name] = apply_lora(model, LoRAConfig(r=8, alpha=16, targets=("qkv",), quantize=quantize, quantize_embeddings=embeddings))
     weights = {name: _weight_bytes(m) for name, m in models.items()}
     linear = {name: _linear_bytes(m) for name, m in models.items()}
     x = batches[0]["ids"][:1, :32]
     with torch.no_grad():
-        err = (models["bf16 lora"](x).logits.float() - models["qlora nf4"](x).logits.float()).abs().max().item()
-    print(f"qlora: weights {weights['qlora nf4'] / 2**20:.0f} MiB NF4 vs {weights['bf16 lora'] / 2**20:.0f} MiB bf16 "
-          f"({weights['qlora nf4'] / weights['bf16 lora']:.3f}x; linear layers alone {linear['qlora nf4'] / linear['bf16 lora']:.3f}x); max |logit| change from quantization {err:.3f}; "
-          f"{trainable_parameters(models['qlora nf4'])}")
+        ref = models["bf16 lora"](x).logits.float()
+        err = {name: (ref - models[name](x).logits.float()).abs().max().item() for name in ("qlora nf4", "qlora nf4+emb")}
+    ratio = {name: weights[name] / weights["bf16 lora"] for name in ("qlora nf4", "qlora nf4+emb")}
+    print(f"qlora: {trainable_parameters(models['qlora nf4'])}; linear layers alone {linear['qlora nf4'] / linear['bf16 lora']:.3f}x of bf16")
+    print(f"  {'frozen weights':<24} {'MiB':>8} {'x bf16':>8} {'max |logit change|':>20}")
+    for name in models:
+        change = f"{err[name]:20.3f}" if name in err else f"{'-':>20}"
+        print(f"  {name:<24} {weights[name] / 2**20:8.0f} {weights[name] / weights['bf16 lora']:8.3f} {change}")
     modes = {name: _step(m, batches, _ak_lm_loss, device) for name, m in models.items()}
     if compile_:
-        modes["qlora nf4 compiled"] = _step(torch.compile(models["qlora nf4"]), batches, _ak_lm_loss, device)
+        for name in ("qlora nf4", "qlora nf4+emb"):
+            modes[f"{name} compiled"] = _step(torch.compile(models[name]), batches, _ak_lm_loss, device)
     res = _time(modes, device, quick)
-    return {"batch": batch, "seq": seq, "weight_bytes": weights, "weight_ratio": weights["qlora nf4"] / weights["bf16 lora"],
+
+    def step_ratio(name: str) -> float | None:
+        return _ratio(res, name, "bf16 lora")
+
+    return {"batch": batch, "seq": seq, "weight_bytes": weights,
+            "weight_ratio": ratio["qlora nf4"], "weight_ratio_quantized_embeddings": ratio["qlora nf4+emb"],
             "linear_bytes": linear, "linear_ratio": linear["qlora nf4"] / linear["bf16 lora"],
-            "quantization_logit_change": err, "modes": res,
-            "step_ratio": res["qlora nf4"]["median_ms"] / res["bf16 lora"]["median_ms"],
-            "step_ratio_compiled": (res["qlora nf4 compiled"]["median_ms"] / res["bf16 lora"]["median_ms"]
-                                    if "median_ms" in res.get("qlora nf4 compiled", {}) else None)}
+            "quantization_logit_change": err["qlora nf4"], "quantization_logit_change_quantized_embeddings": err["qlora nf4+emb"],
+            "modes": res,
+            "step_ratio": step_ratio("qlora nf4"), "step_ratio_compiled": step_ratio("qlora nf4 compiled"),
+            "step_ratio_quantized_embeddings": step_ratio("qlora nf4+emb"),
+            "step_ratio_quantized_embeddings_compiled": step_ratio("qlora nf4+emb compiled")}
 
 
 def main(argv: list[str] | None = None) -> None:
