@@ -59,6 +59,8 @@ class LMTask:
         self.device = torch.device(device)
         self.loss_chunk = loss_chunk
         self.train, self.valid = train.to(self.device), valid.to(self.device)
+        self.host_train = train.cpu()  # what DataLoader workers cut windows from (a worker cannot read CUDA memory)
+        self._epoch_starts: tuple[tuple[int, int], list[Tensor]] | None = None
         self.context, self.batch_size = context, batch_size
         self.sample, self.log, self.max_eval_windows = sample, log, max_eval_windows
         self.offsets = torch.arange(context + 1, device=self.device)  # (T+1,)
@@ -69,6 +71,28 @@ class LMTask:
         for _ in range(per_epoch):
             starts = torch.randint(0, len(self.train) - self.context, (self.batch_size,), generator=g)  # (B,)
             yield self.train[starts.to(self.device)[:, None] + self.offsets]  # (B, T+1)
+
+    # DataLoader workers (attnkit.data.workers): batch k of batches(), cut on the CPU
+    def _starts(self, epoch: int, seed: int) -> list[Tensor]:
+        """The window offsets of every batch of the epoch, drawn as :meth:`batches` draws them (kept for the last epoch)."""
+        if self._epoch_starts is None or self._epoch_starts[0] != (epoch, seed):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            n = self.batch_count(epoch, seed)
+            self._epoch_starts = (epoch, seed), [torch.randint(0, len(self.train) - self.context, (self.batch_size,), generator=g)
+                                                 for _ in range(n)]
+        return self._epoch_starts[1]
+
+    def batch_count(self, epoch: int, seed: int) -> int:
+        return max(1, len(self.train) // (self.batch_size * self.context))
+
+    def make_batch(self, epoch: int, seed: int, index: int) -> Tensor:
+        """The windows of batch ``index`` of :meth:`batches`: ``(B, T+1)`` on the CPU. The offsets of an
+        epoch come from one generator seeded by ``(seed, epoch)``, replayed up to the batch (cheap beside the step)."""
+        starts = self._starts(epoch, seed)[index]  # (B,)
+        return self.host_train[starts[:, None] + torch.arange(self.context + 1)]  # (B, T+1)
+
+    def on_device(self, batch: Tensor) -> Tensor:
+        return batch.to(self.device, non_blocking=True)
 
     def input_tokens(self, batch: Tensor) -> int:
         """The context tokens fed to the model: ``B * T`` of the ``(B, T + 1)`` windows."""

@@ -213,11 +213,23 @@ class StreamLMTask:
         for i in range(self.train.batches_per_epoch()):
             yield self.train.starts(seed, epoch, i)  # (B,) offsets; read in loss()
 
+    # DataLoader workers (attnkit.data.workers) read a batch's windows before the step; loss() takes them as they are
+    def batch_count(self, epoch: int, seed: int) -> int:
+        return self.train.batches_per_epoch()
+
+    def make_batch(self, epoch: int, seed: int, index: int) -> Tensor:
+        """The windows of batch ``index`` of :meth:`batches`: ``(B, T+1)`` on the CPU."""
+        return self.train.batch(self.train.starts(seed, epoch, index))
+
+    def on_device(self, windows: Tensor) -> Tensor:
+        return windows.to(self.device, non_blocking=True)
+
     def input_tokens(self, starts: Tensor) -> int:
-        return len(starts) * self.context
+        return len(starts) * self.context  # (B,) offsets or (B, T+1) windows: B rows of T inputs
 
     def loss(self, model: nn.Module, starts: Tensor) -> tuple[Tensor, int]:
-        batch = self.train.batch(starts).to(self.device, non_blocking=True)  # (B, T+1)
+        # (B,) offsets, read here; or (B, T+1) windows a worker read
+        batch = self.train.batch(starts).to(self.device, non_blocking=True) if starts.dim() == 1 else starts  # (B, T+1)
         return window_loss(model, batch, self.loss_chunk)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:

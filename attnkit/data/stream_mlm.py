@@ -120,11 +120,21 @@ class StreamMLMTask(PretrainingTask):
         starts, mask_seed = item
         return self.masked(starts, torch.Generator().manual_seed(mask_seed)).to(self.device)
 
+    # DataLoader workers (attnkit.data.workers) read and mask a batch before the step; loss() takes it as it is
+    def batch_count(self, epoch: int, seed: int) -> int:
+        return self.train.batches_per_epoch()
+
+    def make_batch(self, epoch: int, seed: int, index: int) -> PretrainingBatch:  # type: ignore[override]
+        """Batch ``index`` of :meth:`batches`, read and masked (on the CPU), as :meth:`loss` would."""
+        starts = self.train.starts(seed, epoch, index)
+        return self.masked(starts, torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + index))
+
     def input_tokens(self, item: Any) -> int:  # type: ignore[override]
-        return len(item[0]) * self.max_seq_len
+        rows = item.ids.shape[0] if isinstance(item, PretrainingBatch) else len(item[0])
+        return rows * self.max_seq_len
 
     def loss(self, model: Any, item: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        return super().loss(model, self._read(item))
+        return super().loss(model, item if isinstance(item, PretrainingBatch) else self._read(item))
 
     def evaluate(self, model: Any) -> dict[str, float]:
         if self._eval_batches is None:

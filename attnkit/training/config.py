@@ -25,6 +25,7 @@ T = TypeVar("T", bound="TrainConfig")
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 MAX_BATCH = 1 << 20  # rows of one optimizer step (batch_size x grad_accum); a typo of 10^11 would exhaust memory building it
+MAX_WORKERS = 256  # data-loading processes per training process; a typo of 10^4 would fork the machine to a halt
 
 
 def is_device_name(name: str) -> bool:
@@ -113,7 +114,11 @@ class ExecutionConfig(Config):
     whole optimizer step (forward, backward, clipping, Adam) as one CUDA graph per batch shape
     and replays it (:mod:`attnkit.training.graphs`): for steps limited by the host on a GPU, with
     tasks whose step reads no device value on the host. It needs a CUDA device and excludes
-    ``compile``.
+    ``compile``. ``workers > 0`` builds the training batches of a task that tokenises or masks
+    them on the fly (masked-LM pretraining, ``train lm``) in that many ``DataLoader`` worker
+    processes per training process, with prefetching (:mod:`attnkit.data.workers`); each batch's
+    random draws are seeded by ``(seed, epoch, batch index)``, so the batches are those of
+    ``workers=0``, which builds them in the training process.
     """
 
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -124,8 +129,11 @@ class ExecutionConfig(Config):
     chunked_loss: bool = False
     loss_chunk: int = 4096
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    workers: int = 0
 
     def validate(self) -> None:
+        check(0 <= self.workers <= MAX_WORKERS, "workers", self.workers,
+              f"must be in 0 ... {MAX_WORKERS} (DataLoader worker processes; 0 builds batches in the training process)")
         check(self.loss_chunk >= 1, "loss_chunk", self.loss_chunk, "must be >= 1 (tokens per chunk of the chunked loss)")
         check(self.compile or self.compile_mode == "default", "compile_mode", self.compile_mode, "needs compile=true")
         check(not (self.cuda_graphs and self.precision == "fp16"), "precision", self.precision,

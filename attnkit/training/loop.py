@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from attnkit.data.workers import check_worker_task
 from attnkit.errors import CheckpointError, ConfigError, DivergedError
 from attnkit.io import json_lines
 from attnkit.models.base import PretrainedModel, check_fits, load_state_strict, load_weights
@@ -159,6 +160,7 @@ class Trainer:
         self._csv_keys: list[str] = []
         self._board: Any = None  # a torch.utils.tensorboard SummaryWriter while fit() runs, with config.tensorboard
         _check_rdrop(task, config.reg.rdrop)
+        check_worker_task(task, config.execution.workers)
         check_exposure(task, config.exposure)
         self.device = pick_device(config.device, what="train.device")
         check_fits(self.model, self.device, "the model", copies=1 if config.execution.parallel == "fsdp" else 4, fix="choose a smaller model or another train.device")
@@ -278,7 +280,18 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[Any]:
-        """Endless micro-batches from the saved position, epoch after epoch."""
+        """Endless micro-batches from the saved position, epoch after epoch. With ``execution.workers``
+        this process's batches come from DataLoader workers and the other processes' positions are
+        None (:func:`~attnkit.data.workers.worker_batches`)."""
+        if self.config.execution.workers:
+            from attnkit.data.workers import worker_batches
+
+            for self.epoch, self.batch_index, batch in worker_batches(
+                self.task, seed=self.config.seed, epoch=self.epoch, index=self.batch_index,  # type: ignore[arg-type]
+                rank=self.parallel.rank, world=self.parallel.size, workers=self.config.execution.workers,
+            ):
+                yield batch
+            return
         while True:
             produced = False
             for i, batch in enumerate(self.task.batches(self.epoch, self.config.seed)):
@@ -360,6 +373,7 @@ class Trainer:
                 window_paused += time.perf_counter() - paused
             if result.stopped_early:
                 break
+        data.close()  # with execution.workers: stops the worker processes
         self._flush(pending, result)
         bar.close()
         if self._board is not None:

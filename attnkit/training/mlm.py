@@ -96,6 +96,27 @@ class PretrainingTask:
             g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + k)
             yield self._batch(pairs[k * bs : (k + 1) * bs], g).to(self.device)
 
+    # -- batches built in DataLoader workers (attnkit.data.workers): batch k of batches(), alone --------
+    def _cached_pairs(self, epoch: int, seed: int) -> list[Pair]:
+        """:meth:`epoch_pairs`, kept for the epoch last asked (each worker process keeps its own)."""
+        if getattr(self, "_pairs_key", None) != (epoch, seed):
+            self._pairs_key, self._pairs = (epoch, seed), self.epoch_pairs(epoch, seed)
+        return self._pairs
+
+    def batch_count(self, epoch: int, seed: int) -> int:
+        """The number of batches :meth:`batches` yields for ``(epoch, seed)``."""
+        pairs = self._cached_pairs(epoch, seed)
+        return len(pairs) // self.batch_size or (1 if pairs else 0)
+
+    def make_batch(self, epoch: int, seed: int, index: int) -> PretrainingBatch:
+        """Batch ``index`` of :meth:`batches`, on the CPU: its masks drawn from a generator seeded by ``(seed, epoch, index)``."""
+        bs = self.batch_size
+        g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + index)
+        return self._batch(self._cached_pairs(epoch, seed)[index * bs : (index + 1) * bs], g)
+
+    def on_device(self, batch: PretrainingBatch) -> PretrainingBatch:
+        return batch.to(self.device)
+
     # -- loss and evaluation ------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
         out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
