@@ -130,3 +130,21 @@ def test_adapter_files_and_merging_leave_the_table_as_base_weight(tmp_path: Path
     plain = merge_and_unload(loaded)
     assert isinstance(plain.tok_embed, nn.Embedding) and plain.lm_head.weight is plain.tok_embed.weight
     torch.testing.assert_close(plain(ids).logits, out, atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_table_on_cuda_matches_bitsandbytes_and_compiles() -> None:
+    """On the GPU bitsandbytes quantizes the constants too: every byte and the gathered rows agree;
+    the compiled model equals the eager one."""
+    emb = _table(1000, 256, torch.bfloat16).cuda()
+    packed, state = bnb.quantize_4bit(emb.weight, quant_type="nf4", blocksize=64, compress_statistics=True)
+    q = NF4Embedding(emb)
+    assert torch.equal(q.packed, packed) and torch.equal(q.absmax, state.absmax)
+    assert torch.equal(q.absmax2, state.state2.absmax) and torch.equal(q.offset, state.offset)
+    ids = torch.randint(0, 1000, (4, 16), device="cuda")
+    assert torch.equal(q(ids), bnb.dequantize_4bit(packed, state)[ids])
+    model = _gpt().cuda()
+    apply_lora(model, QLORA)
+    x = torch.randint(0, 97, (2, 9), device="cuda")
+    torch.testing.assert_close(torch.compile(model)(x).logits, model(x).logits, atol=1e-4, rtol=1e-4)
