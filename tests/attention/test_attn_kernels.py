@@ -130,6 +130,7 @@ PARAMS: dict[str, dict] = {
     "performer": dict(n_features=16, chunk=4),
     "linformer": dict(max_len=8, k=3),
     "adaptive_span": dict(max_span=4, ramp=2, init=0.5),
+    "hierarchical": dict(block=3),
 }
 PATTERN_PREDICATES: dict[str, Callable[..., bool]] = {
     "sliding_window": sref.sliding,
@@ -212,6 +213,36 @@ def ref_routing(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None,
     return softmax_weights(s if bias is None else s + bias, same if allowed is None else same & allowed)
 
 
+def ref_hierarchical(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
+    """Exact weights on the query's own block, one weight per other block's summary (the mean of the keys of that
+    block the query sees) spread over those keys (Zhu & Soricut 2021); query i at key i (Tq == Tk), else at its last
+    visible key, or at key Tk - Tq + i without a mask."""
+    b, h, tq, d = q.shape
+    tk, n = k.shape[-2], kernel.block
+    no_mask = allowed is None  # then query i sits at key tk - tq + i
+    allowed = torch.ones(b, h, tq, tk, dtype=torch.bool) if allowed is None else allowed.expand(b, h, tq, tk)
+    w = torch.zeros(b, h, tq, tk, dtype=q.dtype) + 0 * (q.sum() + k.sum())  # in the graph even when no row sees a key
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(tq):
+                seen = [j for j in range(tk) if allowed[bi, hi, i, j]]
+                if not seen:
+                    continue
+                p = i if tq == tk else tk - tq + i if no_mask else seen[-1]
+                own = [j for j in seen if j // n == p // n]
+                groups = [[j for j in seen if j // n == e] for e in range(-(-tk // n)) if e != p // n]
+                groups = [g for g in groups if g]
+                scores = [q[bi, hi, i] @ k[bi, hi, j] / math.sqrt(d) for j in own]
+                scores += [q[bi, hi, i] @ k[bi, hi, g].mean(0) / math.sqrt(d) for g in groups]
+                a = torch.stack(scores).softmax(0)
+                for x, j in enumerate(own):
+                    w[bi, hi, i, j] = w[bi, hi, i, j] + a[x]
+                for y, g in enumerate(groups):
+                    for j in g:
+                        w[bi, hi, i, j] = w[bi, hi, i, j] + a[len(own) + y] / len(g)
+    return w
+
+
 def ref_adaptive_span(kernel: nn.Module, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None) -> Tensor:
     """Sukhbaatar et al. 2019, eq. 3: m_z(x) exp(s) renormalised over the allowed keys, m_z(x) = clamp((R + z - x)/R, 0, 1),
     x = (the query's last allowed key, or Tk - Tq + i without a mask) - j; entry by entry."""
@@ -240,6 +271,7 @@ REFERENCES: dict[str, Callable[..., Tensor]] = {
     "lsh": ref_lsh,
     "routing": ref_routing,
     "adaptive_span": ref_adaptive_span,
+    "hierarchical": ref_hierarchical,
     "performer": ref_performer,
     "linformer": ref_linformer,
     **{kind: ref_pattern for kind in PATTERN_PREDICATES},
@@ -299,7 +331,7 @@ def test_kernel_matches_reference(kind: str, mask_kind: str, dtype: torch.dtype,
 
     if (
         (kind in BIDIRECTIONAL_ONLY and (causal or tq > tk))
-        or (kind in ("linear", "performer") and bias is not None)
+        or (kind in ("linear", "performer", "hierarchical") and bias is not None)
         or (kind == "lsh" and tq != tk)
         or (kind == "linformer" and (causal or bias is not None or (mask_kind == "random" and (h, tq) != (1, 1))))
     ):
