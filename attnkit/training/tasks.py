@@ -10,6 +10,8 @@ A task is any object with
   padding excluded, for the Trainer's tokens per second (without it the loss's count is used).
 * optionally ``set_step(step)``: called by the Trainer before each optimizer step with the
   number of steps done (a loss that follows a schedule, as scheduled sampling, reads it).
+* optionally ``batch_count``, ``make_batch`` and ``on_device``: batch ``index`` of an epoch built
+  alone, so that ``train.execution.workers`` processes can build it (:mod:`attnkit.data.workers`).
 """
 
 from __future__ import annotations
