@@ -38,6 +38,7 @@ SAFE_ON_RESUME = (
     # where and how the steps run: a run may resume on another number of processes (the Trainer
     # checks that grad_accum times the processes, the global batch, stays the same)
     "train.execution.parallel", "train.execution.checkpointing", "train.grad_accum",
+    "train.execution.workers",  # the batches are those built in process (attnkit.data.workers)
 )
 # sections whose defaults switch a feature off: a run saved without one trained without it, so it resumes at the defaults
 OPTIONAL_ON_RESUME = ("peft",)
