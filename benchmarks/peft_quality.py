@@ -206,6 +206,18 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     results: dict[str, Any] = {}
+
+    def save() -> Path:
+        """Write the rows finished so far (a long run keeps what it finished)."""
+        env = common.environment(device)
+        import peft
+        import transformers
+
+        env.update(transformers=transformers.__version__, peft=peft.__version__)
+        payload = {"environment": env, "quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "lr": LR,
+                   "results": results}
+        return common.write_json("peft-quality", payload, args.out_dir, suffix="-quick" if args.quick else "")
+
     for task in args.tasks.split(","):
         for method in methods:
             row = {}
@@ -220,15 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             results[f"{task}/{method}"] = row
             fmt = lambda r: f"{r['accuracy']:.4f} ({r['trainable_percent']}%, {r['wall_s']}s)" if "accuracy" in r else f"error: {r['error'][:80]}"  # noqa: E731
             print(f"{task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
-    env = common.environment(device)
-    import peft
-    import transformers
-
-    env.update(transformers=transformers.__version__, peft=peft.__version__)
-    payload = {"environment": env, "quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "lr": LR,
-               "results": results}
-    path = common.write_json("peft-quality", payload, args.out_dir, suffix="-quick" if args.quick else "")
-    print(f"wrote {path}")
+            save()
+    print(f"wrote {save()}")
 
 
 if __name__ == "__main__":
