@@ -99,7 +99,9 @@ class BiasedKernel:
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
                  causal: bool = False, need_weights: bool = False) -> Any:
-        if self.offset is not None and not need_weights and bias is None and q.is_cuda:
+        trains_in_flex = getattr(self.position, "trains_in_flex", None)
+        flex_ok = trains_in_flex is None or trains_in_flex()
+        if self.offset is not None and not need_weights and bias is None and q.is_cuda and flex_ok:
             score_mod = self.position.score_mod(self.offset, causal=causal)
             if score_mod is not None:
                 from attnkit.attention import flex  # the attention package imports this module

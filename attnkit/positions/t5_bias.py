@@ -64,6 +64,14 @@ class T5RelativeBias(ScoreBias):
         self._buckets: dict[tuple, Tensor] = {}
         self._bias: tuple[tuple, Tensor] | None = None
 
+    def trains_in_flex(self) -> bool:
+        """False while autograd tracks the table: its gradient would leave FlexAttention's backward pass as an
+        atomic add of every score's gradient into its (bucket, head) cell, B·H·Tq·Tk additions into
+        n_buckets·H addresses, which serialise. The hook then builds the bias densely and hands it to the
+        kernel, whose backward returns the bias gradient as one tensor that the table lookup reduces;
+        evaluation, decoding and a frozen table keep the ``score_mod``."""
+        return not (self.table.weight.requires_grad and torch.is_grad_enabled())
+
     def buckets(self, q_pos: Tensor, tk: int, causal: bool, q_offset: int | None = None) -> Tensor:
         """Bucket ids ``(..., Tq, Tk)``; kept per shape when the queries are ``q_offset + arange(Tq)``
         (integer tensors, no gradient: the table lookup stays in every layer's graph)."""
@@ -95,6 +103,7 @@ class T5RelativeBias(ScoreBias):
         return bias
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
+        """The bias as a FlexAttention ``score_mod`` (its backward also gives the table's gradient)."""
         table = self.table.weight  # (n_buckets, H)
         bidirectional = (not causal) if self.bidirectional is None else self.bidirectional
         n_buckets, max_distance = self.n_buckets, self.max_distance

@@ -58,3 +58,12 @@ def test_without_autograd_the_bias_is_computed_once_for_the_stack_and_follows_th
         torch.testing.assert_close(mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0), a + 1.0)
     b = mine.bias(q, k, torch.arange(4), causal=True, scale=1.0, q_offset=0)
     assert b.requires_grad and b is not a  # under autograd: each layer's own lookup in the graph
+
+
+def test_a_trained_table_leaves_flexattention_for_the_dense_bias() -> None:
+    mod = T5RelativeBias(4)
+    assert not mod.trains_in_flex()
+    with torch.no_grad():
+        assert mod.trains_in_flex()
+    mod.table.weight.requires_grad_(False)
+    assert mod.trains_in_flex()
