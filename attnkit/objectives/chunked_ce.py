@@ -1,19 +1,31 @@
 """Cross-entropy through the output projection without the full logits (chunked LM head and loss).
 
-The causal LM loss (Radford et al. 2018, eq. (1)) over ``N`` target tokens,
+The causal LM loss (Radford et al. 2018, eq. (1)) over the ``N`` counted target tokens,
 
-    L = -1/N sum_i log softmax(W h_i + b)_{y_i},
+    L = -1/N sum_i log softmax(z_i)_{y_i},    z_i = W h_i + b,
 
-needs the logits ``W h_i + b`` of every token: ``N x V`` floats, and as many again for their
-gradient. With a vocabulary of 50,257 and 16 x 1024 tokens that is 3.3 GB in float32, kept from
-the forward pass to the backward pass whether or not the layers below are checkpointed. The sum
-over ``i`` splits over chunks of ``C`` tokens: each chunk's logits are computed, its summed loss
-taken and the logits dropped; in the backward pass ``torch.utils.checkpoint`` (non-reentrant)
-recomputes one chunk's logits from its hidden states and the weight, back-propagates through
-them and drops them again (Chen et al. 2016, Training Deep Nets with Sublinear Memory Cost,
-applied to the output layer). At most one chunk's ``C x V`` logits and their gradient exist at
-a time; the loss and every gradient are those of the plain loss up to float rounding, for one
-more ``C x d x V`` matrix product per chunk.
+needs the logits ``z_i`` of every token: ``N x V`` floats, and as many again for their gradient.
+With a vocabulary of 50,257 and 16 x 1024 tokens that is 3.3 GB in float32, kept from the forward
+pass to the backward pass whether or not the layers below are checkpointed. The sum over ``i``
+splits over chunks of ``C`` tokens, and so do the gradients, because the gradient of the
+cross-entropy with respect to the logits has a closed form (the softmax minus the target
+distribution, Bridle 1990; Goodfellow et al. 2016, section 6.2.2.3):
+
+    dL/dz_i = (softmax(z_i) - q_i) / N,    q_i = (1 - eps) onehot(y_i) + eps / V,
+
+with ``eps`` the label smoothing (Szegedy et al. 2016, section 7; ``eps = 0``: one-hot) and
+``dL/dz_i = 0`` for an ignored target. The chain rule through ``z = W h + b`` then gives
+
+    dL/dh_i = dL/dz_i W,    dL/dW = sum_i dL/dz_i^T h_i,    dL/db = sum_i dL/dz_i.
+
+:class:`LinearCrossEntropy` therefore does all the work in the forward pass: for each chunk it
+computes the logits, the chunk's summed loss and ``dL/dz`` from the same logits, then at once the
+chunk's rows of ``dL/dh`` (kept, ``N x d`` in all) and its terms of ``dL/dW`` and ``dL/db``
+(accumulated in float32), and drops the logits. The backward pass only multiplies the kept
+gradients by the incoming scalar gradient. At most one chunk's ``C x V`` logits and their
+gradient exist at a time, each chunk's logits are computed once, and nothing is recomputed; the
+loss and every gradient are those of the plain loss up to float rounding (the per-chunk
+accumulation of ``dL/dW`` differs from one full product only in summation order).
 
 :func:`head_loss` runs a model whose ``lm_head`` is an ``nn.Linear`` (GPT) with that head
 replaced, for the one call, by the chunked loss: the loss is computed inside the model's
@@ -23,22 +35,125 @@ forward, so DistributedDataParallel and FSDP see the head's weight used in their
 
 from __future__ import annotations
 
-import functools
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 DEFAULT_CHUNK = 4096
+_LOW = (torch.float16, torch.bfloat16)
 
 
-def _chunk_loss(h: Tensor, weight: Tensor, bias: Tensor | None, y: Tensor, *, ignore_index: int, label_smoothing: float) -> Tensor:
-    """Summed float32 cross-entropy of one chunk: ``h: (C, d)``, ``y: (C,)``."""
-    logits = F.linear(h, weight, bias).float()  # (C, V): this chunk's only
-    return F.cross_entropy(logits, y, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="sum")
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs ``F.linear`` in on this device type, or None where autocast is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+    """As autocast casts an input of a lower-precision op: floating tensors other than float64, to ``dtype``."""
+    if t is None or dtype is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float32, or float64 for float64: the dtype of the softmax, the loss and the accumulated gradients."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _chunks(
+    h: Tensor, weight: Tensor, bias: Tensor | None, y: Tensor, n: Tensor, *, chunk: int, ignore_index: int,
+    label_smoothing: float, amp: torch.dtype | None, need: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The summed loss and, where ``need`` says, ``(dL/dh, dL/dW, dL/db)`` of the mean loss, chunk by chunk.
+
+    Args:
+        h: ``(N, d)`` hidden states.
+        weight: ``(V, d)``.
+        bias: ``(V,)`` or None.
+        y: ``(N,)`` targets.
+        n: the number of counted targets (a 0-d tensor).
+        chunk: tokens per chunk.
+        ignore_index: the target that does not count.
+        label_smoothing: ``eps``.
+        amp: the autocast dtype of the caller, or None.
+        need: whether the gradients of ``h``, ``weight`` and ``bias`` are wanted.
+
+    Returns:
+        ``(summed loss, dL/dh in h's dtype, dL/dW and dL/db in float32 or wider)``; None where not wanted.
+    """
+    need_h, need_w, need_b = need[0], need[1], need[2] and bias is not None
+    w, b = _cast(weight, amp), _cast(bias, amp)  # once for all chunks, as autocast's weight cache
+    vocab, eps = weight.shape[0], label_smoothing
+    total: Tensor | None = None
+    grad_h = torch.empty_like(h) if need_h else None
+    grad_w = torch.zeros(weight.shape, dtype=_wide(weight.dtype), device=weight.device) if need_w else None
+    grad_b = torch.zeros(bias.shape, dtype=_wide(bias.dtype), device=bias.device) if need_b and bias is not None else None
+    with torch.autocast(h.device.type, enabled=False):  # the casts above are autocast's
+        for s in range(0, len(y), chunk):
+            hc, yc = _cast(h[s : s + chunk], amp), y[s : s + chunk]  # (C, d), (C,)
+            logits = F.linear(hc, w, b)  # (C, V) in the autocast dtype
+            z = logits.to(_wide(logits.dtype))  # (C, V): the softmax and loss in float32
+            del logits
+            counted = yc != ignore_index
+            y_safe = yc.masked_fill(~counted, 0)
+            lse = torch.logsumexp(z, dim=-1)  # (C,)
+            row = lse - z.gather(1, y_safe[:, None]).squeeze(1)  # -log p(y_i)
+            if eps:
+                row = (1.0 - eps) * row + eps * (lse - z.mean(dim=-1))  # + eps * (-1/V sum_j log p_j)
+            part = torch.where(counted, row, 0.0).sum()
+            total = part if total is None else total + part
+            if not (need_h or need_w or need_b):
+                continue
+            r = counted.to(z.dtype) / n.clamp(min=1)  # (C,): 1/N per counted row, 0 per ignored one
+            g = z.sub_(lse[:, None]).exp_().mul_(r[:, None])  # softmax(z_i) / N, in place of the logits
+            g.scatter_add_(1, y_safe[:, None], (-(1.0 - eps) * r)[:, None])  # - (1 - eps) onehot(y_i) / N
+            if eps:
+                g.sub_((eps / vocab) * r[:, None])  # - eps / (V N)
+            if grad_b is not None:
+                grad_b += g.sum(dim=0)
+            gc = g.to(hc.dtype)  # the products' dtype (the autocast one), as F.linear's backward
+            del g
+            if grad_h is not None:
+                grad_h[s : s + chunk] = gc @ w  # (C, d), as F.linear's backward
+            if grad_w is not None:
+                grad_w += gc.t() @ hc  # (V, d), added in float32
+            del z, gc
+    if total is None:  # no tokens
+        total = h.new_zeros((), dtype=_wide(h.dtype))
+    return total, grad_h, grad_w, grad_b
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``F.linear(h, weight, bias)`` with its gradients computed in the forward pass.
+
+    ``apply(h, weight, bias, y, n, chunk, ignore_index, label_smoothing, amp)`` with ``h: (N, d)``,
+    ``y: (N,)`` and ``n`` the counted targets; see the module docstring for the mechanism. The
+    gradients are kept with ``save_for_backward``, so the node behaves as any autograd node: a
+    second backward through it needs ``retain_graph=True`` on the first (else autograd raises), and
+    a loss used several times gets the sum of the incoming gradients. Second derivatives are not
+    available (``create_graph=True`` then differentiating again raises).
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, h: Tensor, weight: Tensor, bias: Tensor | None, y: Tensor, n: Tensor, chunk: int,
+                ignore_index: int, label_smoothing: float, amp: torch.dtype | None) -> Tensor:
+        need = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        total, grad_h, grad_w, grad_b = _chunks(h, weight, bias, y, n, chunk=chunk, ignore_index=ignore_index,
+                                                label_smoothing=label_smoothing, amp=amp, need=need)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)  # type: ignore[attr-defined]
+        return total / n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        kept = ctx.saved_tensors  # type: ignore[attr-defined]
+        grads = tuple(None if g is None else (g * grad_out).to(dt) for g, dt in zip(kept, ctx.dtypes))  # type: ignore[attr-defined]
+        return (*grads, None, None, None, None, None, None)
 
 
 def chunked_cross_entropy(
@@ -55,9 +170,10 @@ def chunked_cross_entropy(
 
     Equals ``F.cross_entropy(F.linear(hidden, weight, bias).flatten(0, -2).float(),
     targets.flatten(), ignore_index=..., label_smoothing=...)`` (mean over the counted targets;
-    NaN where none counts, as there), with the logits of at most ``chunk`` tokens in memory. With
-    gradients on, each chunk runs under non-reentrant ``torch.utils.checkpoint``, which replays
-    the autocast state of the forward pass when it recomputes.
+    NaN where none counts, as there, with zero gradients), with the logits of at most ``chunk``
+    tokens in memory. Under autocast the matrix products run in the autocast dtype as
+    ``F.linear`` would, the softmax and loss in float32. With gradients on, they are computed
+    here (:class:`LinearCrossEntropy`); otherwise only the loss is.
 
     Args:
         hidden: ``(..., d)`` final hidden states.
@@ -69,21 +185,22 @@ def chunked_cross_entropy(
         label_smoothing: the smoothing mass (Szegedy et al. 2016, section 7), as ``F.cross_entropy``.
 
     Returns:
-        ``(mean loss in float32, number of counted target tokens)``.
+        ``(mean loss in float32 (float64 for float64 inputs), number of counted target tokens)``.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     y = targets.reshape(-1)  # (N,)
-    fn = functools.partial(_chunk_loss, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
-    total = h.new_zeros((), dtype=torch.float32)
-    for s in range(0, len(y), chunk):
-        part = (checkpoint(fn, h[s : s + chunk], weight, bias, y[s : s + chunk], use_reentrant=False) if grads
-                else fn(h[s : s + chunk], weight, bias, y[s : s + chunk]))
-        total = total + part
     n = (y != ignore_index).sum()
-    return total / n, n
+    amp = _autocast_dtype(h.device.type)
+    params = (h, weight) if bias is None else (h, weight, bias)
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        loss = LinearCrossEntropy.apply(h, weight, bias, y, n, chunk, ignore_index, label_smoothing, amp)
+    else:
+        total = _chunks(h, weight, bias, y, n, chunk=chunk, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                        amp=amp, need=(False, False, False))[0]
+        loss = total / n
+    return loss, n
 
 
 @contextmanager
