@@ -7,12 +7,13 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
 Method (see BENCHMARKS.md):
 
-* ``checkpointing``: three copies of the ``gpt2`` preset (124M parameters, same weights) in one
+* ``checkpointing``: four copies of the ``gpt2`` preset (124M parameters, same weights) in one
   process: ``plain``; ``checkpointed``, with
-  :func:`attnkit.training.distributed.apply_activation_checkpointing`; and ``checkpointed+chunked``,
-  which also computes the output layer and cross-entropy ``--loss-chunk`` tokens at a time
+  :func:`attnkit.training.distributed.apply_activation_checkpointing`; ``chunked``, which computes
+  the output layer and cross-entropy ``--loss-chunk`` tokens at a time
   (:func:`attnkit.objectives.chunked_ce.head_loss`, what ``train.execution.chunked_loss=true``
-  runs), so the float32 logits over the vocabulary are never whole. One optimizer step each
+  runs), so the float32 logits over the vocabulary are never whole; and ``checkpointed+chunked``,
+  both. One optimizer step each
   (forward, cross-entropy on float32 logits, backward, fused AdamW) with fp32 weights under bf16
   autocast, timed interleaved with :func:`benchmarks.common.time_interleaved`. Peak memory is
   :func:`benchmarks.common.step_peak_memory`: the bytes allocated at the peak of one step above
@@ -52,11 +53,11 @@ from attnkit.training import build_optimizer  # noqa: E402
 from attnkit.training.distributed import apply_activation_checkpointing  # noqa: E402
 
 
-VARIANTS = ("plain", "checkpointed", "checkpointed+chunked")
+VARIANTS = ("plain", "checkpointed", "chunked", "checkpointed+chunked")
 
 
 def build(size: str, context: int, device: torch.device, quick: bool) -> dict[str, GPT]:
-    """The plain model and two checkpointed copies with the same weights, by variant name."""
+    """The plain model and its copies with the same weights (checkpointed where the name says), by variant name."""
     overrides: dict[str, Any] = {"context": context}
     if quick:
         overrides.update(n_layers=2, d_model=64, n_heads=4, vocab_size=512)
@@ -67,7 +68,7 @@ def build(size: str, context: int, device: torch.device, quick: bool) -> dict[st
     for name in VARIANTS[1:]:
         copy = GPT(cfg).to(device)
         copy.load_state_dict(plain.state_dict())
-        models[name] = apply_activation_checkpointing(copy)
+        models[name] = apply_activation_checkpointing(copy) if name.startswith("checkpointed") else copy
     return models
 
 
