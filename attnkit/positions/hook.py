@@ -79,15 +79,11 @@ class PositionalHook(nn.Module):
         """
         tq = q.shape[-2]
         slots = getattr(cache, "slots", None)
-        offset: int | None = None
-        if slots is not None:
-            q_pos = slots
-        else:
-            offset = 0 if cache is None else int(cache.length)
-            q_pos = torch.arange(offset, offset + tq, device=q.device)
-        if isinstance(self.module, RotaryEmbedding):
-            q, k = self.module(q, k, q_pos if positions is None else positions)
+        offset: int | None = None if slots is not None else 0 if cache is None else int(cache.length)
+        if isinstance(self.module, RotaryEmbedding):  # a contiguous range is a slice of the shared tables
+            q, k = self.module(q, k, positions if positions is not None else slots if offset is None else offset)
             return q, k, kernel
+        q_pos = slots if offset is None else torch.arange(offset, offset + tq, device=q.device)
         return q, k, BiasedKernel(kernel, self.module, q_pos, offset)  # type: ignore[arg-type]
 
 

@@ -36,7 +36,8 @@ Context scaling (evaluating past the training length ``original_max_len``, by ``
 from __future__ import annotations
 
 import math
-from typing import Literal
+import weakref
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -84,8 +85,78 @@ def inverse_frequencies(
     return theta.float(), mscale
 
 
+_TABLES: dict[tuple, tuple[int, Tensor, Tensor, Tensor]] = {}
+"""Contiguous-position tables shared by every :class:`RotaryEmbedding` with the same frequencies:
+key -> (length, cos, sin, -sin), each ``(length, D)``."""
+
+_EXPLICIT: list = []
+"""The tables of the last explicit positions tensor: ``[(weakref, version, key, cos, sin, -sin)]`` (at most one),
+so the layers of one forward pass share them."""
+
+
+def _expand(cos: Tensor, sin: Tensor, head_dim: int, layout: Layout) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-feature tables ``(..., D)`` from ``cos, sin: (..., d_rot/2)``: ``C`` (1 past ``d_rot``), the signed
+    ``S`` (0 past ``d_rot``) and ``-S``, so that eq. (34) reads ``x * C + swap(x) * S``."""
+    if layout == "half":
+        c, s = torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)  # feature i pairs with i +- d_rot/2
+    else:
+        c, s = cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)  # 2i pairs with 2i+1
+    rest = head_dim - c.shape[-1]
+    if rest:
+        c = torch.cat((c, c.new_ones(*c.shape[:-1], rest)), dim=-1)
+        s = torch.cat((s, s.new_zeros(*s.shape[:-1], rest)), dim=-1)
+    return c, s, -s
+
+
+def _swap(x: Tensor, rotary_dim: int, layout: Layout) -> Tensor:
+    """Each rotated feature replaced by its partner (``x_{i + d_rot/2}`` <-> ``x_i`` or ``x_{2i+1}`` <-> ``x_{2i}``),
+    the rest unchanged."""
+    r, xr = rotary_dim // 2, x[..., :rotary_dim]
+    if layout == "half":
+        swapped = torch.cat((xr[..., r:], xr[..., :r]), dim=-1)
+    else:
+        swapped = xr.unflatten(-1, (r, 2)).flip(-1).flatten(-2)
+    return swapped if rotary_dim == x.shape[-1] else torch.cat((swapped, x[..., rotary_dim:]), dim=-1)
+
+
+def _rotate_into(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int, layout: Layout) -> Tensor:
+    """``x * C + swap(x) * S`` as one multiply and two in-place multiply-adds on the halves (the pairs' partners)."""
+    out = x * cos  # (B, H, T, D); the features past d_rot are multiplied by 1
+    r = rotary_dim // 2
+    if layout == "half":
+        first, second = slice(0, r), slice(r, rotary_dim)
+    else:
+        first, second = slice(0, rotary_dim, 2), slice(1, rotary_dim, 2)
+    out[..., first].addcmul_(x[..., second], sin[..., first])
+    out[..., second].addcmul_(x[..., first], sin[..., second])
+    return out
+
+
+class _Rotation(torch.autograd.Function):
+    """Eq. (34) with its backward as the inverse rotation: R_m is orthogonal, so the gradient is
+    R_m^T g = R_{-m} g (``S`` replaced by ``-S``), the same three passes instead of autograd's slices and sums."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor, neg_sin: Tensor, rotary_dim: int, layout: Layout) -> Tensor:
+        ctx.save_for_backward(cos, neg_sin)
+        ctx.rotary_dim, ctx.layout = rotary_dim, layout
+        return _rotate_into(x, cos, sin, rotary_dim, layout)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        cos, neg_sin = ctx.saved_tensors
+        return _rotate_into(grad, cos, neg_sin, ctx.rotary_dim, ctx.layout), None, None, None, None, None
+
+
 class RotaryEmbedding(nn.Module):
     """Rotates queries and keys ``(B, H, T, D)`` by their positions (RoFormer, eq. (34)).
+
+    The rotation is computed in eq. (34)'s elementwise form, ``x * C + swap(x) * S``, in ``x``'s dtype
+    with the tables cast to it (as Hugging Face's Llama does), where ``C_j = cos(m theta_i)`` and
+    ``S_j = -+sin(m theta_i)`` for the pair i that feature j belongs to (``C = 1``, ``S = 0`` past ``d_rot``).
+    The tables of positions ``0 .. L-1`` are computed once per frequencies, device and dtype and shared by
+    every layer; a contiguous range of positions (a cache offset) is a slice of them, explicit positions
+    are computed for that tensor and shared by the layers that receive the same tensor.
 
     Args:
         head_dim: features per head D.
@@ -118,6 +189,14 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.rotary_dim, self.layout, self.scaling, self.factor = head_dim, rd, layout, scaling, factor
         theta, self.attention_factor = inverse_frequencies(rd, base, scaling, factor, original_max_len, beta_fast, beta_slow)
         self.register_buffer("theta", theta, persistent=False)  # (d_rot/2,)
+        self._frequencies: tuple[int, tuple[float, ...]] = (-1, ())  # (theta._version, theta's values) of the cache key
+
+    def table_key(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        """What the tables depend on: the frequencies (scaling included), the multiplier, the layout and widths."""
+        version = self.theta._version
+        if self._frequencies[0] != version or len(self._frequencies[1]) != self.theta.numel():
+            self._frequencies = (version, tuple(self.theta.tolist()))
+        return (self._frequencies[1], self.attention_factor, self.head_dim, self.rotary_dim, self.layout, str(device), dtype)
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos and sin of m theta_i for ``positions: (T,)`` or ``(B, T)``: each ``(1 or B, 1, T, d_rot/2)``."""
@@ -125,31 +204,65 @@ class RotaryEmbedding(nn.Module):
         angle = pos[:, None, :, None].to(torch.float32) * self.theta.to(pos.device)  # (B, 1, T, d_rot/2)
         return (angle.cos() * self.attention_factor).to(dtype), (angle.sin() * self.attention_factor).to(dtype)
 
-    def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """``x: (B, H, T, D)`` rotated by ``cos, sin`` of :meth:`cos_sin`."""
-        rd, rest = self.rotary_dim, x[..., self.rotary_dim :]
-        if self.layout == "half":
-            x1, x2 = x[..., : rd // 2], x[..., rd // 2 : rd]  # pairs (x_i, x_{i + d_rot/2})
-            out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, H, T, d_rot)
-        else:
-            x1, x2 = x[..., 0:rd:2], x[..., 1:rd:2]  # pairs (x_{2i}, x_{2i+1})
-            out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)  # (B, H, T, d_rot)
-        return out if rest.shape[-1] == 0 else torch.cat((out, rest), dim=-1)
+    def tables(self, positions: Tensor | int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(C, S, -S)`` of :meth:`rotate`, ``(T, D)`` for the positions ``offset .. offset + length - 1`` when
+        ``positions`` is the int offset, else ``(1 or B, 1, T, D)`` for the explicit ``positions: (T,)`` or ``(B, T)``."""
+        if torch.compiler.is_compiling():  # no Python-side cache inside a compiled graph
+            pos = torch.arange(positions, positions + length, device=device) if isinstance(positions, int) else positions
+            return _expand(*self.cos_sin(pos.to(device), dtype), self.head_dim, self.layout)  # type: ignore[arg-type]
+        with torch.inference_mode(False):  # tables made under inference mode are also saved for a later backward
+            return self._cached_tables(positions, length, device, dtype)
 
-    def forward(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def _cached_tables(self, positions: Tensor | int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        key = self.table_key(device, dtype)
+        if isinstance(positions, int):
+            end = positions + length
+            entry = _TABLES.get(key)
+            if entry is None or entry[0] < end:
+                n = max(end, 2 * entry[0]) if entry is not None else end
+                if len(_TABLES) >= 32:
+                    _TABLES.clear()
+                entry = (n, *_expand(*self.cos_sin(torch.arange(n, device=device), dtype), self.head_dim, self.layout))
+                entry = (n, entry[1][0, 0], entry[2][0, 0], entry[3][0, 0])  # (n, D) each
+                _TABLES[key] = entry
+            return entry[1][positions:end], entry[2][positions:end], entry[3][positions:end]
+        last = _EXPLICIT[0] if _EXPLICIT else None
+        if last is not None and last[0]() is positions and last[1] == positions._version and last[2] == key:
+            return last[3], last[4], last[5]
+        tables = _expand(*self.cos_sin(positions.to(device), dtype), self.head_dim, self.layout)
+        _EXPLICIT[:] = [(weakref.ref(positions), positions._version, key, *tables)]
+        return tables
+
+    def rotate(self, x: Tensor, cos: Tensor, sin: Tensor, neg_sin: Tensor | None = None) -> Tensor:
+        """``x: (B, H, T, D)`` rotated by the tables ``(C, S, -S)`` of :meth:`tables`: ``x * C + swap(x) * S``.
+
+        Args:
+            x: queries or keys.
+            cos, sin: ``C`` and ``S`` broadcastable to ``x``.
+            neg_sin: ``-S`` (the backward's inverse rotation); computed when omitted.
+
+        Returns:
+            The rotated ``x``, same shape and dtype.
+        """
+        if torch.compiler.is_compiling():  # one elementwise expression for the compiler to fuse
+            return x * cos + _swap(x, self.rotary_dim, self.layout) * sin
+        return _Rotation.apply(x, cos, sin, -sin if neg_sin is None else neg_sin, self.rotary_dim, self.layout)
+
+    def forward(self, q: Tensor, k: Tensor, positions: Tensor | int = 0) -> tuple[Tensor, Tensor]:
         """Rotate ``q: (B, H, T, D)`` and ``k: (B, H_kv, T, D)`` (any number of key heads).
 
         Args:
             q: queries of this step.
             k: keys of this step (rotated before they are cached).
-            positions: integer positions ``(T,)`` (the same for every row, e.g. ``offset + arange(T)``
-                in cached decoding) or ``(B, T)`` (per row, e.g. counted past left padding).
+            positions: the int offset of a contiguous range ``offset .. offset + T - 1`` (e.g. a cache's
+                length), or integer positions ``(T,)`` (the same for every row) or ``(B, T)`` (per row,
+                e.g. counted past left padding).
 
         Returns:
             The rotated ``(q, k)``, same shapes and dtype.
         """
-        cos, sin = self.cos_sin(positions, q.dtype)
-        return self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        cos, sin, neg_sin = self.tables(positions, q.shape[-2], q.device, q.dtype)
+        return self.rotate(q, cos, sin, neg_sin), self.rotate(k, cos, sin, neg_sin)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, rotary_dim={self.rotary_dim}, layout={self.layout!r}, scaling={self.scaling}, factor={self.factor}"
