@@ -9,9 +9,14 @@ and renormalised (eq. 3): a_tr = m_z(t - r) exp(s_tr) / sum_q m_z(t - q) exp(s_t
 softmax of the scores plus log m_z(x), which is how it is computed here: the scaled dot-product
 kernel takes it as a score bias (SDPA on CPU and GPU); log m = -inf where m = 0, and the
 gradient of z flows through the keys on the ramp (0 < m < 1) exactly as through eq. 3.
-z_h = S * clamp(p_h, 0, 1) with a parameter p_h per head, as in the paper. The span's L1 penalty
-(section 3, lambda / M sum_i z_i over the M heads of the model) is :func:`span_penalty`, added to a
-task's loss.
+z_h = S * clamp(p_h, 0, 1) with a parameter p_h per head, as in the paper. The clamp alone would
+stop learning for good: once an update (the penalty's, or the loss's early on) takes p_h below 0, the
+clamp's gradient there is 0 and z_h stays at 0 for the rest of training. So p_h is projected back onto
+[0, 1] before each training forward (projected gradient descent, which is how the paper's span is kept
+in range): at the boundary the clamp passes the gradient, and a span at 0 grows again when the loss
+asks for it. The span's L1 penalty (section 3) is :func:`span_penalty`, lambda sum_i z_i over every
+head i of the model, added to the task's per-token mean loss (lambda = 2e-6 in the paper's
+character-level runs).
 
 Positions: a query's position is the last key it may see (causal self-attention, from the
 bottom-right aligned causal mask, a Transformer-XL memory, or the mask of a cache's slots); with
@@ -68,6 +73,13 @@ class AdaptiveSpan(AttentionKernel):
         """z: ``(H,)`` the spans in positions."""
         return self.max_span * self.span_param.clamp(0.0, 1.0)
 
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Projects p onto [0, 1] in place, so that the clamp of :attr:`span` passes p's gradient.
+
+        The tensor's data is changed without a version bump: no graph saves p itself."""
+        self.span_param.data.clamp_(0.0, 1.0)
+
     def soft_mask(self, x: Tensor) -> Tensor:
         """m_z(x) = clamp((R + z - x) / R, 0, 1) for distances ``x: (..., Tq, Tk)``: ``(..., H, Tq, Tk)``."""
         z = self.span[:, None, None]  # (H, 1, 1)
@@ -83,6 +95,8 @@ class AdaptiveSpan(AttentionKernel):
                 causal: bool = False, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         if mask is not None and mask.dtype != torch.bool:
             raise TypeError(f"attention mask must be boolean (True = may attend), got {mask.dtype}")
+        if self.training:
+            self.project_()
         tq, tk = q.shape[-2], k.shape[-2]
         if mask is None and not need_weights:
             # keys before the first query's span and ramp: no query reaches them
@@ -128,7 +142,10 @@ def span_kernels(model: nn.Module) -> list[AdaptiveSpan]:
 
 
 def span_penalty(model: nn.Module) -> Tensor | float:
-    """lambda / M sum_i z_i over the M heads of the model's adaptive-span kernels (0.0 without any).
+    """The L1 span term lambda sum_i z_i, summed over every head i of the model's adaptive-span kernels.
+
+    Each kernel contributes its own ``span_loss`` (lambda) times the sum of its heads' spans in positions;
+    the term is added to the per-token mean loss. 0.0 without any such kernel.
 
     Args:
         model: any model.
@@ -136,8 +153,7 @@ def span_penalty(model: nn.Module) -> Tensor | float:
     kernels = span_kernels(model)
     if not kernels:
         return 0.0
-    heads = sum(k.span_param.numel() for k in kernels)
-    return sum(k.span_loss * k.span.sum() for k in kernels) / heads  # type: ignore[return-value]
+    return sum(k.span_loss * k.span.sum() for k in kernels)  # type: ignore[return-value]
 
 
 def spans(model: nn.Module) -> dict[str, float | list[list[float]]]:
@@ -149,6 +165,6 @@ def spans(model: nn.Module) -> dict[str, float | list[list[float]]]:
     kernels = span_kernels(model)
     if not kernels:
         return {}
-    per = [[round(float(z), 2) for z in k.span.detach().cpu()] for k in kernels]
-    flat = [z for layer in per for z in layer]
-    return {"span_mean": sum(flat) / len(flat), "span_max": max(flat), "spans": per}
+    z = [k.span.detach().float().cpu() for k in kernels]  # S clamp(p, 0, 1): the spans the next forward applies
+    flat = torch.cat(z)
+    return {"span_mean": float(flat.mean()), "span_max": float(flat.max()), "spans": [[round(float(v), 2) for v in h] for h in z]}

@@ -7,7 +7,8 @@ same model on the same segments without memory (the comparison of ``benchmarks/l
 
 ``shakespeare-adaptive-span`` is ``shakespeare-xl`` with a memory of 256 and the adaptive attention span of
 Sukhbaatar et al. 2019 (``model.attention.kind=adaptive_span``): each head learns how far back it looks, at most 384
-positions, under an L1 penalty; ``eval.json`` reports the spans, and keys beyond every head's span are skipped.
+positions, under an L1 penalty; the spans start at the maximum (the model starts as ``shakespeare-xl`` with that
+memory) and shrink where the loss allows; ``eval.json`` reports them, and keys beyond every head's span are skipped.
 
 ``sst2-minilm-chunks`` makes SST-2 sentences longer than the encoder's window by giving all-MiniLM-L6-v2 a window of
 16 positions (``data.max_len``): each sentence is read in chunks of 14 word pieces with 4 memory tokens carried from
@@ -34,7 +35,7 @@ from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfi
 XL_ATTENTION = AttentionConfig(dropout=0.2, position=PositionConfig(kind="xl_relative"))
 HIERARCHICAL_ATTENTION = AttentionConfig(kind="hierarchical", dropout=0.2, params={"block": 64})
 SPAN_ATTENTION = AttentionConfig(kind="adaptive_span", dropout=0.2, position=PositionConfig(kind="xl_relative"),
-                                 params={"max_span": 384, "ramp": 32, "init": 0.0, "span_loss": 2e-6})
+                                 params={"max_span": 384, "ramp": 32, "init": 1.0, "span_loss": 2e-6})
 
 register(Recipe(
     name="shakespeare-xl",

@@ -72,7 +72,7 @@ def test_penalty_and_report() -> None:
                                                                                                    "init": 0.5, "span_loss": 0.1}))
     model = GPT(cfg)
     z = [m.span for m in model.modules() if hasattr(m, "span_param")]
-    assert math.isclose(float(span_penalty(model).detach()), 0.1 * float(torch.cat(z).detach().sum()) / 8, rel_tol=1e-6)  # lambda / M sum z
+    assert math.isclose(float(span_penalty(model).detach()), 0.1 * float(torch.cat(z).detach().sum()), rel_tol=1e-6)  # lambda sum z
     report = spans(model)
     assert report["span_mean"] == 16.0 and len(report["spans"]) == 2 and len(report["spans"][0]) == 4
     stream = torch.randint(0, 96, (400,))
