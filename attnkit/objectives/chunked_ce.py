@@ -96,32 +96,32 @@ def _chunks(
         for s in range(0, len(y), chunk):
             hc, yc = _cast(h[s : s + chunk], amp), y[s : s + chunk]  # (C, d), (C,)
             logits = F.linear(hc, w, b)  # (C, V) in the autocast dtype
-            z = logits.to(_wide(logits.dtype))  # (C, V): the softmax and loss in float32
+            logp = torch.log_softmax(logits, dim=-1, dtype=_wide(logits.dtype))  # (C, V): log p_ij in float32
             del logits
             counted = yc != ignore_index
             y_safe = yc.masked_fill(~counted, 0)
-            lse = torch.logsumexp(z, dim=-1)  # (C,)
-            row = lse - z.gather(1, y_safe[:, None]).squeeze(1)  # -log p(y_i)
+            row = -logp.gather(1, y_safe[:, None]).squeeze(1)  # -log p(y_i)
             if eps:
-                row = (1.0 - eps) * row + eps * (lse - z.mean(dim=-1))  # + eps * (-1/V sum_j log p_j)
+                row = (1.0 - eps) * row - eps * logp.mean(dim=-1)  # + eps * (-1/V sum_j log p_ij)
             part = torch.where(counted, row, 0.0).sum()
             total = part if total is None else total + part
             if not (need_h or need_w or need_b):
                 continue
-            r = counted.to(z.dtype) / n.clamp(min=1)  # (C,): 1/N per counted row, 0 per ignored one
-            g = z.sub_(lse[:, None]).exp_().mul_(r[:, None])  # softmax(z_i) / N, in place of the logits
-            g.scatter_add_(1, y_safe[:, None], (-(1.0 - eps) * r)[:, None])  # - (1 - eps) onehot(y_i) / N
+            r = counted.to(logp.dtype) / n.clamp(min=1)  # (C,): 1/N per counted row, 0 per ignored one
+            g = logp.exp_()  # softmax(z_i), in place of the log-probabilities
+            g.scatter_add_(1, y_safe[:, None], g.new_full((len(yc), 1), -(1.0 - eps)))  # - (1 - eps) onehot(y_i)
             if eps:
-                g.sub_((eps / vocab) * r[:, None])  # - eps / (V N)
+                g.sub_(eps / vocab)  # - eps / V
             if grad_b is not None:
-                grad_b += g.sum(dim=0)
-            gc = g.to(hc.dtype)  # the products' dtype (the autocast one), as F.linear's backward
-            del g
+                grad_b += g.t() @ r  # (V,): sum_i r_i (softmax(z_i) - q_i)
+            # dL/dz = r_i (softmax(z_i) - q_i), written in the products' dtype (the autocast one), as F.linear's backward
+            gc = g.mul_(r[:, None]) if g.dtype == hc.dtype else torch.mul(g, r[:, None], out=torch.empty_like(g, dtype=hc.dtype))
+            del g, logp
             if grad_h is not None:
                 grad_h[s : s + chunk] = gc @ w  # (C, d), as F.linear's backward
             if grad_w is not None:
                 grad_w += gc.t() @ hc  # (V, d), added in float32
-            del z, gc
+            del gc
     if total is None:  # no tokens
         total = h.new_zeros((), dtype=_wide(h.dtype))
     return total, grad_h, grad_w, grad_b
