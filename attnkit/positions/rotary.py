@@ -120,9 +120,13 @@ def _swap(x: Tensor, rotary_dim: int, layout: Layout) -> Tensor:
 
 
 def _rotate_into(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int, layout: Layout) -> Tensor:
-    """``x * C + swap(x) * S`` as one multiply and two in-place multiply-adds on the halves (the pairs' partners)."""
+    """``x * C + swap(x) * S`` as one multiply and two in-place multiply-adds on the halves (the pairs' partners);
+    on CPU in reduced precision, whose strided multiply-adds are not vectorised, one swap copy and one multiply-add."""
     out = x * cos  # (B, H, T, D); the features past d_rot are multiplied by 1
     r = rotary_dim // 2
+    if not x.is_cuda and x.dtype != torch.float32:
+        out[..., :rotary_dim].addcmul_(_swap(x[..., :rotary_dim], rotary_dim, layout), sin[..., :rotary_dim])
+        return out
     if layout == "half":
         first, second = slice(0, r), slice(r, rotary_dim)
     else:

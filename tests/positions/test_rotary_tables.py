@@ -102,3 +102,20 @@ def test_compiled_expression_matches_eager(layout: str, monkeypatch: pytest.Monk
     assert len(rotary._TABLES) == n_tables  # no cache touched
     for got, want in zip(traced, eager):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_bf16_forward_and_backward_stay_near_the_fp32_rotation(layout: str) -> None:
+    torch.manual_seed(3)
+    rope = RotaryEmbedding(D, rotary_dim=D // 2, layout=layout)  # type: ignore[arg-type]
+    q = torch.randn(B, H, T, D)
+    qb = q.bfloat16().requires_grad_()
+    got = rope(qb, qb.detach(), 2)[0]
+    want = by_pairs(qb.detach().float(), torch.arange(2, 2 + T), rope.theta, D // 2, layout)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=2e-2)
+    g = torch.randn(B, H, T, D)
+    got.backward(g.bfloat16())
+    x = qb.detach().float().requires_grad_()
+    by_pairs(x, torch.arange(2, 2 + T), rope.theta, D // 2, layout).backward(g)
+    torch.testing.assert_close(qb.grad.float(), x.grad, atol=3e-2, rtol=2e-2)
