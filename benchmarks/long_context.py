@@ -17,7 +17,9 @@
 4. Long documents: ``sst2-minilm-chunks`` (SST-2 through a 16-position window of all-MiniLM-L6-v2) trained with
    ``data.long`` = ``truncate``, ``average`` and ``memory``: dev accuracy of each (``--skip-chunks`` leaves it out).
 
-Writes ``benchmarks/results/long-context-<device>-<date>.json``.
+``--parts`` (``xl``, ``speed``, ``span``, ``chunks``; default all) picks the parts; ``speed`` is part 2, ``span`` part 3.
+Writes ``benchmarks/results/long-context-<device>-<date>.json`` after each finished part; a file of that device and
+date is read first and only the keys of the parts run are replaced, so parts may run in separate calls.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from attnkit.data.tokenizer import load_tokenizer  # noqa: E402
 from attnkit.models.gpt import GPT  # noqa: E402
 from attnkit.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from attnkit.runs.path import resolve_configs, run  # noqa: E402
-from benchmarks.common import environment, pick_device, synchronize, write_json  # noqa: E402
+from benchmarks.common import RESULTS_DIR, environment, pick_device, synchronize, write_json  # noqa: E402
 
 LN2 = math.log(2)
 
@@ -149,7 +151,26 @@ def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: in
     return rows * segment / statistics.median(times)
 
 
+PARTS = ("xl", "speed", "span", "chunks")
+
+
+def parse_parts(text: str) -> list[str]:
+    """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: every part), in the order given."""
+    names = list(PARTS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in PARTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}; choose from {', '.join(PARTS)} or all")
+    return names
+
+
+def results_path(name: str, env: dict[str, Any], out_dir: Path | None) -> Path:
+    """The JSON that :func:`benchmarks.common.write_json` writes for ``name`` on this device and date."""
+    return (Path(out_dir) if out_dir is not None else RESULTS_DIR) / f"{name}-{env['device_slug']}-{env['date'][:10]}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import json
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default="../shared/data", help="holds tinyshakespeare/input.txt")
     p.add_argument("--runs", default="runs/long-context", help="where the trained runs go (reused when finished)")
@@ -158,64 +179,93 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=8, help="rows the validation stream is cut into for scoring")
     p.add_argument("--speed-tokens", type=int, default=8192, help="validation tokens of the evaluation-speed comparison")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--parts", type=parse_parts, default=list(PARTS),
+                   help="comma-separated parts to run: xl (XL with and without memory), speed (evaluation with memory "
+                        "against a sliding window), span (adaptive span), chunks (long documents); default all. The "
+                        "results of the parts run are merged into the JSON of this device and date if there is one")
     p.add_argument("--skip-chunks", action="store_true", help="leave out the long-document classification runs")
     args = p.parse_args(argv)
+    parts = [x for x in args.parts if not (x == "chunks" and args.skip_chunks)]
     device = pick_device(args.device)
     root = Path(args.runs) / ("quick" if args.quick else "full")
     speed_tokens = min(args.speed_tokens, 256) if args.quick else args.speed_tokens
+    name = "long-context" + ("-quick" if args.quick else "")
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    env = environment(device)
+    path = results_path(name, env, out_dir)
+    payload: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    payload.update({"benchmark": "long_context", "quick": args.quick, "environment": env,
+                    "command": " ".join([sys.executable, *sys.argv])})
+    payload.setdefault("xl", {})
+    payload.setdefault("adaptive_span", {})
+    payload.setdefault("long_documents", {})
+    payload.setdefault("commands", {})
 
-    xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, [])
-    model, cfg, valid = load_run(xl_dir, device)
-    seg, mem = cfg["data"]["segment"], cfg["data"]["mem_len"]
-    nomem_dir = train("shakespeare-xl", root / "xl-no-memory", args.data_root, args.quick, device, ["data.mem_len=0"])
-    nomem, _, _ = load_run(nomem_dir, device)
-    xl = {
-        "segment": seg, "mem_len": mem,
-        "trained_with_memory": stream_scores(model, valid, seg, [0, mem, 2 * mem], args.rows),
-        "trained_without_memory": stream_scores(nomem, valid, seg, [0, mem], args.rows),
-        "eval_speed": eval_speed(model, valid, seg, mem, speed_tokens, batch=64 if args.quick else 512),
-    }
-    print(f"XL: {xl}")
+    def save(part: str) -> None:
+        """Write the JSON with ``part`` finished (the parts of earlier calls that day are kept)."""
+        payload["commands"][part] = payload["command"]
+        payload["parts_done"] = sorted(set(payload.get("parts_done", [])) | {part}, key=PARTS.index)
+        written = write_json(name, payload, out_dir)
+        print(f"wrote {written} ({part})")
 
-    span_dir = train("shakespeare-adaptive-span", root / "adaptive-span", args.data_root, args.quick, device, [])
-    smodel, scfg, _ = load_run(span_dir, device)
-    sseg, smem = scfg["data"]["segment"], scfg["data"]["mem_len"]
-    learned = spans(smodel)
-    rows = 8 if args.quick else 64
-    steps = 5 if args.quick else 30
-    tps_learned = step_tokens_per_s(smodel, valid, sseg, smem, rows, steps)
-    kernels = span_kernels(smodel)
-    saved = [k.span_param.detach().clone() for k in kernels]
-    with torch.no_grad():
-        for k in kernels:
-            k.span_param.fill_(1.0)  # every head at the largest span
-    tps_max = step_tokens_per_s(smodel, valid, sseg, smem, rows, steps)
-    with torch.no_grad():
-        for k, s in zip(kernels, saved):
-            k.span_param.copy_(s)
-    import json
+    if "xl" in parts or "speed" in parts:
+        xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, [])
+        model, cfg, valid = load_run(xl_dir, device)
+        seg, mem = cfg["data"]["segment"], cfg["data"]["mem_len"]
+    if "xl" in parts:
+        nomem_dir = train("shakespeare-xl", root / "xl-no-memory", args.data_root, args.quick, device, ["data.mem_len=0"])
+        nomem, _, _ = load_run(nomem_dir, device)
+        payload["xl"].update({
+            "segment": seg, "mem_len": mem,
+            "trained_with_memory": stream_scores(model, valid, seg, [0, mem, 2 * mem], args.rows),
+            "trained_without_memory": stream_scores(nomem, valid, seg, [0, mem], args.rows),
+        })
+        print(f"XL: {payload['xl']}")
+        save("xl")
+    if "speed" in parts:
+        payload["xl"].update({"segment": seg, "mem_len": mem,
+                              "eval_speed": eval_speed(model, valid, seg, mem, speed_tokens, batch=64 if args.quick else 512)})
+        print(f"XL evaluation speed: {payload['xl']['eval_speed']}")
+        save("speed")
 
-    span_eval = json.loads((span_dir / "eval.json").read_text())
-    adaptive = {
-        "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "segment": sseg, "mem_len": smem, **learned,
-        "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
-        "loss": span_eval.get("loss"), "bpc": round(span_eval["loss"] / LN2, 5) if "loss" in span_eval else None,
-        "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
-    }
-    print(f"adaptive span: {adaptive}")
-    chunks: dict[str, Any] = {}
-    if not args.skip_chunks:
+    if "span" in parts:
+        span_dir = train("shakespeare-adaptive-span", root / "adaptive-span", args.data_root, args.quick, device, [])
+        smodel, scfg, svalid = load_run(span_dir, device)
+        sseg, smem = scfg["data"]["segment"], scfg["data"]["mem_len"]
+        learned = spans(smodel)
+        rows = 8 if args.quick else 64
+        steps = 5 if args.quick else 30
+        tps_learned = step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps)
+        kernels = span_kernels(smodel)
+        saved = [k.span_param.detach().clone() for k in kernels]
+        with torch.no_grad():
+            for k in kernels:
+                k.span_param.fill_(1.0)  # every head at the largest span
+        tps_max = step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps)
+        with torch.no_grad():
+            for k, saved_p in zip(kernels, saved):
+                k.span_param.copy_(saved_p)
+        span_eval = json.loads((span_dir / "eval.json").read_text())
+        payload["adaptive_span"] = {
+            "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "segment": sseg, "mem_len": smem, **learned,
+            "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
+            "loss": span_eval.get("loss"), "bpc": round(span_eval["loss"] / LN2, 5) if "loss" in span_eval else None,
+            "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
+        }
+        print(f"adaptive span: {payload['adaptive_span']}")
+        save("span")
+
+    if "chunks" in parts:
+        chunks: dict[str, Any] = {}
         for mode in ("truncate", "average", "memory"):
             cdir = train("sst2-minilm-chunks", root / f"chunks-{mode}", args.data_root, args.quick, device,
                          [f"data.long={mode}"])
             final = json.loads((cdir / "eval.json").read_text())
             chunks[mode] = {"dev_accuracy": final.get("accuracy"), "best_step": final.get("best_step"),
                             "seconds": final.get("seconds")}
+        payload["long_documents"] = chunks
         print(f"long documents: {chunks}")
-    payload = {"benchmark": "long_context", "quick": args.quick, "xl": xl, "adaptive_span": adaptive, "long_documents": chunks,
-               "environment": environment(device)}
-    path = write_json("long-context" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
-    print(f"wrote {path}")
+        save("chunks")
     return 0
 
 
