@@ -8,9 +8,9 @@
    the validation stream cut into ``--rows`` long rows at the same segment length, with memories of 0, 1x and 2x
    the training memory (the model rebuilt with a longer context, same weights): validation loss and bits per
    character (loss / ln 2). The first segment of each row has no memory.
-2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens with memory, against
-   recomputing a sliding window of ``mem_len + segment`` tokens for every position (one forward per target,
-   batched); both losses and the speed-up.
+2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens, cut into ``--speed-rows``
+   rows read side by side, with memory, against recomputing a sliding window of ``mem_len + segment`` tokens of
+   the row for every position (one forward per target, batched); both losses and the speed-up.
 3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
    the validation loss, and training-step tokens/s with the learned spans against the same model with every
    span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
@@ -93,40 +93,46 @@ def stream_scores(model: GPT, valid: torch.Tensor, segment: int, mems: list[int]
 
 
 @torch.no_grad()
-def eval_speed(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, n_tokens: int, batch: int) -> dict[str, Any]:
-    """XL evaluation with memory against a sliding window recomputed for every position, on the same targets."""
+def eval_speed(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, n_tokens: int, batch: int, rows: int) -> dict[str, Any]:
+    """XL evaluation with memory against a sliding window recomputed for every position, on the same targets.
+
+    The first ``n_tokens`` validation tokens are cut into ``rows`` contiguous rows (as :class:`StreamSegments` cuts
+    them) scored side by side: XL reads each row a segment at a time with its memory; the sliding window predicts
+    every target of a row from the (up to) ``mem_len + segment`` tokens of that row before it, ``batch`` windows
+    per forward. Both count the same targets; the losses stay on the device until the end.
+    """
     device = valid.device
     length = mem_len + segment
-    tokens = valid[: n_tokens + 1]
+    segments = StreamSegments(valid[: n_tokens + 1], rows, segment)
     synchronize(device)
     t0 = time.perf_counter()
     memories = model.new_memories(mem_len)
-    total, count = 0.0, 0
-    for s in StreamSegments(tokens, 1, segment):
-        loss, _ = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits.float(), s.tokens[:, 1:])
-        total, count = total + float(loss) * segment, count + segment
+    total_xl, count = torch.zeros((), device=device), 0
+    for s in segments:
+        loss, n = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits.float(), s.tokens[:, 1:])
+        total_xl, count = total_xl + loss * n, count + int(s.tokens[:, 1:].numel())
     synchronize(device)
-    xl_s, xl_loss = time.perf_counter() - t0, total / count
-    # sliding window: target t (t >= 1) predicted from the (up to) `length` tokens before it, one forward each
-    targets = range(1, count + 1)
+    xl_s, xl_loss = time.perf_counter() - t0, float(total_xl) / count
+    # sliding window, row by row over the same targets: row position t (1 <= t <= steps * segment)
+    per_row = len(segments) * segment
     t0 = time.perf_counter()
-    total = 0.0
-    starts = [max(0, t - length) for t in targets]
-    for i in range(0, len(starts), batch):
-        chunk = list(targets)[i : i + batch]
-        full = [t for t in chunk if t >= length]
-        short = [t for t in chunk if t < length]
-        if full:
-            idx = torch.tensor(full, device=device)[:, None] - length + torch.arange(length, device=device)  # (b, L)
-            logits = model(tokens[idx]).logits[:, -1].float()  # (b, V)
-            total += float(torch.nn.functional.cross_entropy(logits, tokens[torch.tensor(full, device=device)], reduction="sum"))
-        for t in short:  # the first positions: the text so far
-            logits = model(tokens[None, :t]).logits[:, -1].float()
-            total += float(torch.nn.functional.cross_entropy(logits, tokens[t : t + 1], reduction="sum"))
+    total = torch.zeros((), device=device)
+    for r in range(rows):
+        row = segments.rows[r, : per_row + 1]
+        full = torch.arange(length, per_row + 1, device=device)
+        for i in range(0, len(full), batch):
+            t = full[i : i + batch]
+            idx = t[:, None] - length + torch.arange(length, device=device)  # (b, L)
+            logits = model(row[idx]).logits[:, -1].float()  # (b, V)
+            total = total + torch.nn.functional.cross_entropy(logits, row[t], reduction="sum")
+        for t in range(1, min(length, per_row + 1)):  # the first positions of the row: its text so far
+            logits = model(row[None, :t]).logits[:, -1].float()
+            total = total + torch.nn.functional.cross_entropy(logits, row[t : t + 1], reduction="sum")
     synchronize(device)
-    slide_s, slide_loss = time.perf_counter() - t0, total / count
-    return {"tokens": count, "xl_seconds": round(xl_s, 4), "xl_bpc": round(xl_loss / LN2, 5),
+    slide_s, slide_loss = time.perf_counter() - t0, float(total) / count
+    return {"tokens": count, "rows": rows, "xl_seconds": round(xl_s, 4), "xl_bpc": round(xl_loss / LN2, 5),
             "sliding_seconds": round(slide_s, 4), "sliding_bpc": round(slide_loss / LN2, 5),
+            "bpc_difference": round(abs(xl_loss - slide_loss) / LN2, 5),
             "speedup": round(slide_s / max(xl_s, 1e-9), 2), "window": length}
 
 
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants (CPU, seconds)")
     p.add_argument("--device", default=None)
     p.add_argument("--rows", type=int, default=8, help="rows the validation stream is cut into for scoring")
-    p.add_argument("--speed-tokens", type=int, default=8192, help="validation tokens of the evaluation-speed comparison")
+    p.add_argument("--speed-rows", type=int, default=8, help="rows scored side by side in the evaluation-speed comparison")
+    p.add_argument("--speed-tokens", type=int, default=32768, help="validation tokens of the evaluation-speed comparison")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--parts", type=parse_parts, default=list(PARTS),
                    help="comma-separated parts to run: xl (XL with and without memory), speed (evaluation with memory "
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     root = Path(args.runs) / ("quick" if args.quick else "full")
     speed_tokens = min(args.speed_tokens, 256) if args.quick else args.speed_tokens
+    speed_rows = min(args.speed_rows, 2) if args.quick else args.speed_rows
     name = "long-context" + ("-quick" if args.quick else "")
     out_dir = Path(args.out_dir) if args.out_dir else None
     env = environment(device)
@@ -224,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         save("xl")
     if "speed" in parts:
         payload["xl"].update({"segment": seg, "mem_len": mem,
-                              "eval_speed": eval_speed(model, valid, seg, mem, speed_tokens, batch=64 if args.quick else 512)})
+                              "eval_speed": eval_speed(model, valid, seg, mem, max(speed_tokens, 4 * speed_rows * (seg + 1)), batch=64 if args.quick else 512,
+                                                    rows=speed_rows)})
         print(f"XL evaluation speed: {payload['xl']['eval_speed']}")
         save("speed")
 
