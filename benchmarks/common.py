@@ -178,7 +178,8 @@ def _time_steps(step: Step, device: torch.device, iters: int, first: int) -> lis
 
 
 def time_interleaved(
-    steps: dict[str, Step], device: torch.device, *, warmup: int, iters: int, rounds: int
+    steps: dict[str, Step], device: torch.device, *, warmup: int, iters: int, rounds: int,
+    on_round: Callable[[dict[str, Timing]], None] | None = None,
 ) -> dict[str, Timing]:
     """Warm every step up, then time ``rounds`` rounds of ``iters`` steps each, alternating.
 
@@ -187,6 +188,8 @@ def time_interleaved(
         warmup: untimed steps per implementation first (allocator, cuBLAS handles, autotuning).
         iters: timed steps per implementation and round.
         rounds: rounds; implementations take turns within each round.
+        on_round: called after each round with the timings over the rounds finished so far
+            (a script writes its results there, so a run cut short keeps the rounds it timed).
 
     Returns:
         name -> :class:`Timing` over all ``rounds * iters`` timed steps.
@@ -202,13 +205,19 @@ def time_interleaved(
             ms = _time_steps(step, device, iters, first=r * iters)
             samples[name] += ms
             medians[name].append(statistics.median(ms))
+        if on_round is not None:
+            on_round(_timings(samples, medians))
+    return _timings(samples, medians)
+
+
+def _timings(samples: dict[str, list[float]], medians: dict[str, list[float]]) -> dict[str, Timing]:
     return {
         name: Timing(
             median_ms=statistics.median(s),
             mean_ms=statistics.fmean(s),
             min_ms=min(s),
             max_ms=max(s),
-            round_medians_ms=medians[name],
+            round_medians_ms=list(medians[name]),
             n=len(s),
         )
         for name, s in samples.items()
@@ -308,13 +317,43 @@ def profile_top(step: Step, device: torch.device, *, steps: int = 3, top: int = 
 
 
 # -- results --------------------------------------------------------------------------------
-def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> Path:
-    """Write ``<out_dir>/<name>-<device-slug>-<YYYY-MM-DD><suffix>.json`` and return its path."""
-    env = payload["environment"]
+def results_path(name: str, env: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> Path:
+    """``<out_dir>/<name>-<device-slug>-<YYYY-MM-DD><suffix>.json``: the file :func:`write_json` writes for ``env``."""
     out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}-{env['device_slug']}-{env['date'][:10]}{suffix}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return out_dir / f"{name}-{env['device_slug']}-{env['date'][:10]}{suffix}.json"
+
+
+def read_day_json(name: str, env: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> dict[str, Any]:
+    """The JSON this benchmark wrote earlier on this device and date, or ``{}`` when there is none.
+
+    Scripts that run in parts start from it, replace the keys of what they finish and write it back
+    with :func:`write_json`, so parts run in separate calls end up in one file. A file that does not
+    parse is moved aside to ``<file>.unreadable`` (never overwritten) and ``{}`` is returned.
+    """
+    path = results_path(name, env, out_dir, suffix=suffix)
+    if not path.is_file():
+        return {}
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        print(f"warning: {path} does not parse ({e}); moved to {aside}, starting a new file", file=sys.stderr)
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> Path:
+    """Write ``<out_dir>/<name>-<device-slug>-<YYYY-MM-DD><suffix>.json`` atomically and return its path.
+
+    The text goes to a temporary file beside it, which then replaces the file in one rename, so a run
+    killed while writing leaves the previous version whole.
+    """
+    path = results_path(name, payload["environment"], out_dir, suffix=suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 

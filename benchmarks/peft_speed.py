@@ -34,7 +34,11 @@ reported twice: ``peak_step_bytes``, the step's allocation above what existed be
 (activations and gradients, measured after a first step so the optimizer state exists), and
 ``held_bytes``, the weights plus a gradient and two AdamW moments per trainable parameter.
 Results go to
-``benchmarks/results/peft-speed-<device>-<date>.json`` (``peft-speed-<parts>-...`` for a subset of ``--parts``).
+``benchmarks/results/peft-speed-<device>-<date>.json`` (``peft-speed-<parts>-...`` for a subset of ``--parts``),
+written as each piece finishes: the QLoRA part's weight figures before any timing, every part's parity
+check before its timing, each mode's first step (``first_call_s``) and memory as it is measured, and the
+interleaved timings after each round. A file of that name, device and date is read first and only the
+parts run are replaced, so a call cut short keeps what it measured and later calls add to it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,24 +122,49 @@ def _held_bytes(model: torch.nn.Module) -> int:
     return held + sum(3 * p.numel() * 4 for p in params if p.requires_grad)
 
 
+Report = Callable[[dict[str, Any]], None]
+
+
 def _time(modes: dict[str, Callable[[int], None]], device: torch.device, quick: bool,
-          models: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+          models: dict[str, torch.nn.Module] | None = None, report: Report | None = None) -> dict[str, Any]:
+    """Each mode's first step and step memory, then every mode timed in interleaved rounds.
+
+    ``report`` gets the rows so far after each mode's first step and memory, and after each timing round.
+    """
     out: dict[str, Any] = {}
+
+    def publish() -> None:
+        if report is not None:
+            report(out)
+
     for name, step in list(modes.items()):
+        common.synchronize(device)
+        t0 = time.perf_counter()
         try:
             step(0)  # the optimizer's state exists before memory is measured (a compiled mode compiles here)
         except Exception as e:  # noqa: BLE001 - a mode that fails (a compiler error) is recorded, the others go on
             out[name] = {"error": str(e).splitlines()[0][:300]}
-            print(f"  {name:<24} failed: {out[name]['error']}")
+            print(f"  {name:<24} failed: {out[name]['error']}", flush=True)
             del modes[name]
-    mem = {name: common.step_peak_memory(step, device) for name, step in modes.items()}
-    timings = common.time_interleaved(modes, device, warmup=2 if quick else 10, iters=2 if quick else 20, rounds=1 if quick else 3)
-    for name, t in timings.items():
-        out[name] = {**t.to_dict(), "peak_step_bytes": mem[name]}
+            publish()
+            continue
+        common.synchronize(device)
+        out[name] = {"first_call_s": time.perf_counter() - t0, "peak_step_bytes": common.step_peak_memory(step, device)}
         if models and name in models:
             out[name]["held_bytes"] = _held_bytes(models[name])
-        peak = f", step peak {mem[name] / 2**30:.2f} GiB" if mem[name] is not None else ""
-        print(f"  {name:<24} {t.median_ms:8.2f} ms/step (spread {t.spread_ms:.2f}){peak}")
+        publish()
+
+    def on_round(timings: dict[str, common.Timing]) -> None:
+        for name, t in timings.items():
+            out[name].update(t.to_dict())
+        publish()
+
+    timings = common.time_interleaved(modes, device, warmup=2 if quick else 10, iters=2 if quick else 20, rounds=1 if quick else 3,
+                                      on_round=on_round)
+    for name, t in timings.items():
+        mem = out[name]["peak_step_bytes"]
+        peak = f", step peak {mem / 2**30:.2f} GiB" if mem is not None else ""
+        print(f"  {name:<24} {t.median_ms:8.2f} ms/step (spread {t.spread_ms:.2f}){peak}", flush=True)
     return out
 
 
@@ -147,7 +177,7 @@ def _ratio(res: dict[str, Any], slow: str, fast: str) -> float | None:
 
 def _lora_and_full(hf_lora: torch.nn.Module, ak_lora: torch.nn.Module, hf_full: torch.nn.Module, ak_full: torch.nn.Module,
                    batches: list[dict[str, torch.Tensor]], losses: tuple[Callable, Callable], device: torch.device, quick: bool,
-                   compile_: bool) -> dict[str, Any]:
+                   compile_: bool, report: Report | None = None) -> dict[str, Any]:
     """Time LoRA (peft and attnkit, both from B = 0 as LoRA trains) against full fine-tuning of each, same batches."""
     hf_loss, ak_loss = losses
     with torch.no_grad():
@@ -163,10 +193,17 @@ def _lora_and_full(hf_lora: torch.nn.Module, ak_lora: torch.nn.Module, hf_full: 
     }
     if compile_:
         modes["attnkit lora compiled"] = _step(torch.compile(ak_lora), batches, ak_loss, device)
-    return _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full})
+    return _time(modes, device, quick, {"hf+peft lora": hf_lora, "attnkit lora": ak_lora, "hf full": hf_full, "attnkit full": ak_full},
+                 report)
 
 
-def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
+def _speedups(res: dict[str, Any]) -> dict[str, float | None]:
+    """peft's LoRA step time over attnkit's, eager and compiled (None for a mode not timed yet)."""
+    return {"lora_speedup": _ratio(res, "hf+peft lora", "attnkit lora"),
+            "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
+
+
+def part_bert(device: torch.device, quick: bool, compile_: bool, save: Report) -> dict[str, Any]:
     import peft
     import transformers
 
@@ -187,15 +224,21 @@ def part_bert(device: torch.device, quick: bool, compile_: bool) -> dict[str, An
     ids = batches[0]["ids"]
     diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
     print(f"bert: parity {diff:.2e}; {trainable_parameters(ak_lora)}")
+    row: dict[str, Any] = {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)),
+                           "modes": {}}
+    save(row)
+
+    def report(res: dict[str, Any]) -> None:
+        row.update(modes=res, **_speedups(res))
+        save(row)
+
     hf_full = transformers.BertForSequenceClassification.from_pretrained(hf_dir).to(device)
-    res = _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_cls_loss, _ak_cls_loss), device,
-                         quick, compile_)
-    return {"batch": batch, "seq": seq, "parity_max_abs": diff, "trainable": str(trainable_parameters(ak_lora)), "modes": res,
-            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"],
-            "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
+    _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_cls_loss, _ak_cls_loss), device,
+                   quick, compile_, report)
+    return row
 
 
-def part_gpt2(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
+def part_gpt2(device: torch.device, quick: bool, compile_: bool, save: Report) -> dict[str, Any]:
     import peft
     import transformers
 
@@ -214,15 +257,20 @@ def part_gpt2(device: torch.device, quick: bool, compile_: bool) -> dict[str, An
     ids = batches[0]["ids"][:1, :128]
     diff = _parity(hf_lora, hf_dir, ak_lora, ids, lambda: hf_lora(input_ids=ids).logits, lambda m: m(ids).logits)
     print(f"gpt2: parity {diff:.2e}")
+    row: dict[str, Any] = {"batch": batch, "seq": seq, "parity_max_abs": diff, "modes": {}}
+    save(row)
+
+    def report(res: dict[str, Any]) -> None:
+        for name in ("hf+peft lora", "attnkit lora", "attnkit lora compiled"):
+            if "median_ms" in res.get(name, {}):
+                res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
+        row.update(modes=res, **_speedups(res))
+        save(row)
+
     hf_full = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).to(device)
-    res = _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_lm_loss, _ak_lm_loss), device,
-                         quick, compile_)
-    for name in ("hf+peft lora", "attnkit lora", "attnkit lora compiled"):
-        if "median_ms" in res.get(name, {}):
-            res[name]["tokens_per_s"] = batch * seq / (res[name]["median_ms"] / 1e3)
-    return {"batch": batch, "seq": seq, "parity_max_abs": diff, "modes": res,
-            "lora_speedup": res["hf+peft lora"]["median_ms"] / res["attnkit lora"]["median_ms"],
-            "lora_speedup_compiled": _ratio(res, "hf+peft lora", "attnkit lora compiled")}
+    _lora_and_full(hf_lora, ak_lora, hf_full, attnkit.load(hf_dir).to(device), batches, (_hf_lm_loss, _ak_lm_loss), device,
+                   quick, compile_, report)
+    return row
 
 
 def _weight_bytes(model: torch.nn.Module) -> int:
@@ -250,7 +298,7 @@ def _linear_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, Any]:
+def part_qlora(device: torch.device, quick: bool, compile_: bool, save: Report) -> dict[str, Any]:
     from attnkit.models.gpt import GPT, GPTConfig
     from attnkit.peft import LoRAConfig, apply_lora, trainable_parameters
 
@@ -277,23 +325,28 @@ def part_qlora(device: torch.device, quick: bool, compile_: bool) -> dict[str, A
     for name in models:
         change = f"{err[name]:20.3f}" if name in err else f"{'-':>20}"
         print(f"  {name:<24} {weights[name] / 2**20:8.0f} {weights[name] / weights['bf16 lora']:8.3f} {change}")
+    row: dict[str, Any] = {
+        "batch": batch, "seq": seq, "weight_bytes": weights,
+        "weight_ratio": ratio["qlora nf4"], "weight_ratio_quantized_embeddings": ratio["qlora nf4+emb"],
+        "linear_bytes": linear, "linear_ratio": linear["qlora nf4"] / linear["bf16 lora"],
+        "quantization_logit_change": err["qlora nf4"], "quantization_logit_change_quantized_embeddings": err["qlora nf4+emb"],
+        "modes": {},
+    }
+    save(row)  # the weight figures, before any timing
+
+    def report(res: dict[str, Any]) -> None:
+        row.update(modes=res, **{key: _ratio(res, mode, "bf16 lora") for key, mode in (
+            ("step_ratio", "qlora nf4"), ("step_ratio_compiled", "qlora nf4 compiled"),
+            ("step_ratio_quantized_embeddings", "qlora nf4+emb"),
+            ("step_ratio_quantized_embeddings_compiled", "qlora nf4+emb compiled"))})
+        save(row)
+
     modes = {name: _step(m, batches, _ak_lm_loss, device) for name, m in models.items()}
     if compile_:
         for name in ("qlora nf4", "qlora nf4+emb"):
             modes[f"{name} compiled"] = _step(torch.compile(models[name]), batches, _ak_lm_loss, device)
-    res = _time(modes, device, quick)
-
-    def step_ratio(name: str) -> float | None:
-        return _ratio(res, name, "bf16 lora")
-
-    return {"batch": batch, "seq": seq, "weight_bytes": weights,
-            "weight_ratio": ratio["qlora nf4"], "weight_ratio_quantized_embeddings": ratio["qlora nf4+emb"],
-            "linear_bytes": linear, "linear_ratio": linear["qlora nf4"] / linear["bf16 lora"],
-            "quantization_logit_change": err["qlora nf4"], "quantization_logit_change_quantized_embeddings": err["qlora nf4+emb"],
-            "modes": res,
-            "step_ratio": step_ratio("qlora nf4"), "step_ratio_compiled": step_ratio("qlora nf4 compiled"),
-            "step_ratio_quantized_embeddings": step_ratio("qlora nf4+emb"),
-            "step_ratio_quantized_embeddings_compiled": step_ratio("qlora nf4+emb compiled")}
+    _time(modes, device, quick, report=report)
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -311,22 +364,29 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
     compile_ = (args.compile or ("on" if device.type == "cuda" else "off")) == "on"
-    results: dict[str, Any] = {}
-    if "bert" in parts:
-        results["bert"] = part_bert(device, args.quick, compile_)
-    if "gpt2" in parts:
-        results["gpt2"] = part_gpt2(device, args.quick, compile_)
-    if "qlora" in parts:
-        results["qlora"] = part_qlora(device, args.quick, compile_)
-    env = common.environment(device)
     import peft
     import transformers
 
+    env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
     name = "peft-speed" if set(parts) == set(PARTS) else "peft-speed-" + "-".join(p for p in PARTS if p in parts)
-    path = common.write_json(name, {"environment": env, "quick": args.quick, "results": results}, args.out_dir,
-                             suffix="-quick" if args.quick else "")
-    print(f"wrote {path}")
+    suffix = "-quick" if args.quick else ""
+    payload = common.read_day_json(name, env, args.out_dir, suffix=suffix)  # parts of earlier calls that day are kept
+    payload.update(environment=env, quick=args.quick)
+    results: dict[str, Any] = payload.setdefault("results", {})
+    commands: dict[str, str] = payload.setdefault("commands", {})
+
+    def saver(part: str) -> Report:
+        def save(row: dict[str, Any]) -> None:
+            results[part] = row
+            commands[part] = env["command"]
+            common.write_json(name, payload, args.out_dir, suffix=suffix)
+        return save
+
+    for part, run_part in (("bert", part_bert), ("gpt2", part_gpt2), ("qlora", part_qlora)):
+        if part in parts:
+            run_part(device, args.quick, compile_, saver(part))
+            print(f"wrote {common.results_path(name, env, args.out_dir, suffix=suffix)} ({part} finished)", flush=True)
 
 
 if __name__ == "__main__":
