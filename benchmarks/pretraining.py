@@ -2,9 +2,9 @@
 
 Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
-    python benchmarks/pretraining.py --data-root DATA                          # one GPU: both parts
-    python benchmarks/pretraining.py --data-root DATA --part throughput        # the throughput table only
-    python benchmarks/pretraining.py --data-root DATA --part translation       # Multi30k BLEU: random init vs BART / MASS
+    python benchmarks/pretraining.py --data-root DATA                          # one GPU: every part
+    python benchmarks/pretraining.py --data-root DATA --parts throughput       # the throughput table only
+    python benchmarks/pretraining.py --data-root DATA --parts translation      # Multi30k BLEU: random init vs BART / MASS
     python benchmarks/pretraining.py --quick --device cpu --data-root DATA     # smoke run: quick recipes, a few steps
 
 Every measurement is a run of a recipe on the one run path (``attnkit.runs.run``), as the CLI runs it,
@@ -32,7 +32,11 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   languages with that Transformer, ``bart-multi30k`` / ``mass-multi30k``): test BLEU (cased and lowercased)
   of each, with the same fine-tuning steps. Reads ``DATA/multi30k/``.
 
-Results go to ``benchmarks/results/pretraining-<device>-<date>.json``.
+Results go to ``benchmarks/results/pretraining-<device>-<date>.json``, written after each objective's
+throughput, each SST-2 seed and each translation run. A file of that device and date is read first and
+only what this call finishes is replaced, so parts run in separate calls end up in one file; the
+electra-vs-mlm part takes masked LM's and ELECTRA's steps per second from the throughput rows there
+when both are present, and measures them first otherwise.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -147,8 +151,12 @@ def _tokens_per_step(logs: list[dict[str, Any]], every: int) -> float:
     return statistics.mean(counts) / every if counts else 1.0
 
 
-def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Pretrain masked LM and ELECTRA for the same wall time, then fine-tune each on SST-2 for every seed."""
+def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Namespace, device: torch.device,
+                   save: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
+    """Pretrain masked LM and ELECTRA for the same wall time, then fine-tune each on SST-2 for every seed.
+
+    ``save`` gets the result so far after each pretraining and each fine-tuned seed.
+    """
     from attnkit import recipes, runs
 
     result: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "objectives": {}}
@@ -157,20 +165,25 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         out = tmp / f"pretrain-{name}"
         run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
                    assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}", "train.eval.every=0"])
-        accs = []
+        accs: list[float] = []
+        entry: dict[str, Any] = {"pretrain_steps": steps, "sst2_dev_accuracy": accs, "mean": None}
+        result["objectives"][name] = entry
+        save(result)
         for seed in args.seeds:
             job = runs.job("classify")
             cfgs = runs.resolve_configs(job, recipe=recipes.get("sst2-minilm"), quick=args.quick, root=args.data_root,
                                         assignments=[f"data.model={out / 'model'}", f"train.seed={seed}", f"train.device={device}"])
             report = runs.run(job, cfgs, tmp / f"sst2-{name}-{seed}", progress=False, log=lambda s: None)
             accs.append(float(report.final.get("accuracy", report.final.get("test_accuracy", float("nan")))))
-        result["objectives"][name] = {"pretrain_steps": steps, "sst2_dev_accuracy": accs, "mean": statistics.mean(accs)}
+            entry["mean"] = statistics.mean(accs)
+            save(result)
         print(f"{name:8s} {steps:6d} pretraining steps; SST-2 dev accuracy {', '.join(f'{a:.4f}' for a in accs)} (mean {statistics.mean(accs):.4f})")
     return result
 
 
-def translation(tmp: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Multi30k de-en from random initialisation and after BART / MASS denoising: test BLEU of each."""
+def translation(tmp: Path, args: argparse.Namespace, device: torch.device,
+                save: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
+    """Multi30k de-en from random initialisation and after BART / MASS denoising: test BLEU of each (``save`` gets them after each run)."""
     from attnkit import recipes, runs
     from attnkit.runs.path import run_stages
 
@@ -185,15 +198,30 @@ def translation(tmp: Path, args: argparse.Namespace, device: torch.device) -> di
                                     assignments=[*fed, *assignments])
         report = runs.run(job, cfgs, where, progress=False, recipe=name, log=lambda s: None)
         out[name] = {k: report.final.get(k) for k in ("test_bleu", "test_bleu_lc", "valid_loss", "seconds")}
+        save(out)
         print(f"{name:22s} test BLEU {report.final.get('test_bleu')} (lowercased {report.final.get('test_bleu_lc')})")
     return out
 
 
+PARTS = ("throughput", "electra-vs-mlm", "translation")
+
+
+def parse_parts(text: str) -> list[str]:
+    """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: every part)."""
+    names = list(PARTS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in PARTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}; choose from {', '.join(PARTS)} or all")
+    return names
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=Path("data"), help="holds tinyshakespeare/ and sst2/")
+    p.add_argument("--data-root", type=Path, default=Path("data"), help="holds tinyshakespeare/, sst2/ and multi30k/")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when present)")
-    p.add_argument("--part", choices=("all", "throughput", "electra-vs-mlm", "translation"), default="all")
+    p.add_argument("--parts", "--part", type=parse_parts, default=list(PARTS),
+                   help="comma-separated parts: throughput, electra-vs-mlm, translation; default all. What they finish is "
+                        "merged into the JSON of this device and date if there is one")
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES))
     p.add_argument("--steps", type=int, default=200, help="training steps per objective for the throughput (default 200)")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining wall time of masked LM and of ELECTRA (default 5)")
@@ -202,19 +230,37 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = p.parse_args(argv)
     device = common.pick_device(args.device)
-    payload: dict[str, Any] = {"environment": common.environment(device), "quick": args.quick}
-    names = list(args.objectives)
-    if args.part == "electra-vs-mlm":
-        names = ["mlm", "electra"]
+    env = common.environment(device)
+    suffix = "-quick" if args.quick else ""
+    payload = common.read_day_json("pretraining", env, args.out_dir, suffix=suffix)
+    payload.update(environment=env, quick=args.quick)
+    commands: dict[str, str] = payload.setdefault("commands", {})
+    done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", []) if isinstance(r, dict) and "objective" in r}
+
+    def save(part: str, key: str, value: Any) -> Path:
+        """Write the JSON with ``payload[key] = value`` (what earlier calls that day wrote elsewhere is kept)."""
+        payload[key] = value
+        commands[part] = env["command"]
+        return common.write_json("pretraining", payload, args.out_dir, suffix=suffix)
+
+    def save_row(row: dict[str, Any]) -> None:
+        done[row["objective"]] = row
+        save("throughput", "throughput", [done[n] for n in OBJECTIVES if n in done])
+
     with tempfile.TemporaryDirectory() as tmp:
-        if args.part != "translation":
-            rows = {name: throughput(name, Path(tmp), args, device) for name in names}
-            payload["throughput"] = list(rows.values())
-            if args.part in ("all", "electra-vs-mlm") and {"mlm", "electra"} <= set(rows):
-                payload["electra_vs_mlm"] = electra_vs_mlm(rows, Path(tmp), args, device)
-        if args.part in ("all", "translation"):
-            payload["translation"] = translation(Path(tmp), args, device)
-    path = common.write_json("pretraining", payload, args.out_dir, suffix="-quick" if args.quick else "")
+        if "throughput" in args.parts:
+            for name in args.objectives:
+                save_row(throughput(name, Path(tmp), args, device))
+        if "electra-vs-mlm" in args.parts:
+            for name in ("mlm", "electra"):
+                if name in done and "steps_per_s" in done[name]:
+                    print(f"{name}: {done[name]['steps_per_s']:.2f} steps/s from the throughput rows of this date")
+                else:
+                    save_row(throughput(name, Path(tmp), args, device))
+            electra_vs_mlm(done, Path(tmp), args, device, lambda r: save("electra-vs-mlm", "electra_vs_mlm", r))
+        if "translation" in args.parts:
+            translation(Path(tmp), args, device, lambda r: save("translation", "translation", r))
+    path = common.results_path("pretraining", env, args.out_dir, suffix=suffix)
     print(f"wrote {path}")
     return path
 
