@@ -6,16 +6,20 @@
 >>> save_hf_bert(model, "out", family="bert")     # loads with BertModel.from_pretrained (or the head's class)
 >>> model = attnkit.load("hf-llama-dir")         # Llama / Mistral / Qwen2, detected
 >>> save_hf_llama(model, "out")                   # the family its options express
+>>> model = attnkit.load("hf-t5-dir")            # T5ForConditionalGeneration (1.0 and v1.1), detected
+>>> save_hf_t5(model, "out")                      # a T5-shaped Transformer, loads with T5ForConditionalGeneration
 """
 
 from attnkit.hub.bert import is_hf_bert, load_hf_bert, save_hf_bert
 from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2, load_hf_gpt2, save_hf_gpt2
 from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
 from attnkit.hub.llama import is_hf_llama, load_hf_llama, save_hf_llama
+from attnkit.hub.t5 import is_hf_t5, load_hf_t5, save_hf_t5, t5_from_hf
 
 __all__ = [
     "GPT2_KEYS", "TRANSFORMS", "Fuse", "KeyMap", "Rule",
     "is_hf_bert", "load_hf_bert", "save_hf_bert",
     "config_from_hf", "config_to_hf", "is_hf_gpt2", "load_hf_gpt2", "save_hf_gpt2",
     "is_hf_llama", "load_hf_llama", "save_hf_llama",
+    "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_from_hf",
 ]

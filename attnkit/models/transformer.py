@@ -57,7 +57,7 @@ class TransformerConfig(Config):
     n_decoder_layers: int = 6
     dropout: float = 0.1
     activation_dropout: float = 0.0
-    activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid"] = "relu"
+    activation: Literal["relu", "gelu", "gelu_tanh", "gelu_sigmoid", "silu"] = "relu"
     norm_position: Literal["post", "pre"] = "post"
     norm_eps: float = 1e-5
     norm: Literal["layer", "rms", "batch"] = "layer"
@@ -70,8 +70,12 @@ class TransformerConfig(Config):
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
-    ffn: Literal["mlp", "switch"] = "mlp"
+    ffn: Literal["mlp", "switch", "gated"] = "mlp"  # gated: GEGLU/SwiGLU (Shazeer 2020), T5 v1.1's gated-gelu
     moe: MoEConfig = field(default_factory=MoEConfig)  # ffn="switch": the Switch layer (attnkit.layers.moe)
+    # T5 (Raffel et al. 2020, section 2.1): no biases in any linear layer, and with embeddings tied to the
+    # output layer the decoder's final state scaled by d_model**-0.5 before it (``output_scale``).
+    bias: bool = True  # biases of the attention projections and the FFN
+    output_scale: float = 1.0  # factor on the decoder's final hidden state before the output layer
 
     def validate(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
@@ -82,6 +86,7 @@ class TransformerConfig(Config):
         for name in ("dropout", "activation_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "must be in [0, 1)")
         check(self.norm_eps > 0, "norm_eps", self.norm_eps, "must be positive")
+        check(self.output_scale > 0, "output_scale", self.output_scale, "must be positive")
         if self.share_embeddings:
             check(
                 self.src_vocab_size == self.tgt_vocab_size,
@@ -98,7 +103,7 @@ class TransformerConfig(Config):
         return self.d_model // self.n_heads
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec.from_config(self, d_ff=self.d_ff, norm_position=self.norm_position, norm=self.norm)
+        return LayerSpec.from_config(self, d_ff=self.d_ff, norm_position=self.norm_position, norm=self.norm, bias=self.bias)
 
 
 PRESETS: dict[str, TransformerConfig] = {
@@ -151,8 +156,10 @@ class Transformer(PretrainedModel):
         super().__init__()
         self.config = c = config
         spec = c.layer_spec()
-        src_tok = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
-        tgt_tok = src_tok if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
+        # The pad row is frozen at zero, unless the decoder starts from the pad id (T5: decoder_start = pad), whose row is a token's.
+        pad_row = None if c.bos_id == c.pad_id else c.pad_id
+        src_tok = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=pad_row)
+        tgt_tok = src_tok if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=pad_row)
         positional = c.positional if c.attention.position.kind == "none" else "none"  # positions in the attention replace them
         self.src_embed = TokenEmbedding(src_tok, build_positions(positional, c.d_model, c.max_len), c.dropout, c.scale_embeddings)
         tgt_pos = self.src_embed.positions if positional == "learned" and c.share_embeddings else build_positions(positional, c.d_model, c.max_len)
@@ -163,9 +170,10 @@ class Transformer(PretrainedModel):
         init_weights(self, c.d_model)
         if c.tie_output:
             self.lm_head.weight = tgt_tok.weight
-        with torch.no_grad():
-            src_tok.weight[c.pad_id].zero_()
-            tgt_tok.weight[c.pad_id].zero_()
+        if pad_row is not None:
+            with torch.no_grad():
+                src_tok.weight[c.pad_id].zero_()
+                tgt_tok.weight[c.pad_id].zero_()
 
     # -- the two halves ------------------------------------------------------------------
     def source_mask(self, src: Tensor) -> Tensor:
@@ -222,7 +230,7 @@ class Transformer(PretrainedModel):
             self.tgt_embed(tgt, offset), memory, memory_mask=None if src_bias is not None else src_mask, memory_bias=src_bias,
             caches=caches, need_weights=need_weights,
         )
-        return self.lm_head(h), h, weights
+        return self.lm_head(h if self.config.output_scale == 1.0 else h * self.config.output_scale), h, weights
 
     def forward(self, src: Tensor, tgt_in: Tensor, *, need_weights: bool = False) -> Seq2SeqOutput:
         """Teacher-forced pass. ``src: (B, Ts)``, ``tgt_in: (B, Tt)`` (BOS + target[:-1]).
