@@ -8,7 +8,8 @@ option of :class:`~attnkit.models.transformer.TransformerConfig`:
   stack: ``norm="rms"``, ``norm_position="pre"``;
 * no biases in any linear layer: ``bias=False``;
 * attention logits ``q k^T`` without the 1/sqrt(d_k) factor (Mesh TensorFlow folds it into the
-  initialisation of the queries): the kernel's ``scale=1.0``;
+  initialisation of the queries): the kernel's ``scale=1.0`` on import; on export another scale is
+  folded into the query weights (:func:`fold_query_scale`);
 * no position embeddings; instead a learned scalar per (bucket of j - i, head) added to the logits,
   one table per stack shared by its layers, bidirectional in the encoder, causal in the decoder's
   self-attention and absent from cross-attention: ``attention.position.kind="t5_bias"``;
@@ -241,8 +242,8 @@ def t5_config_to_hf(c: TransformerConfig) -> dict[str, Any]:
             raise ConfigError(f"{name} is not T5-shaped; a T5 checkpoint needs {allowed}")
 
     need("attention.position.kind", pos.kind == "t5_bias" and pos.bidirectional is None, "t5_bias (bidirectional: null)")
-    need("attention.kind", c.attention.kind == "scaled_dot" and dict(c.attention.params) == {"scale": 1.0},
-         "scaled_dot with params {'scale': 1.0} (unscaled logits)")
+    need("attention.kind", c.attention.kind == "scaled_dot" and set(c.attention.params) <= {"scale"},
+         "scaled_dot (its scale is folded into the query weights)")
     need("norm", c.norm == "rms" and c.norm_position == "pre", "norm=rms and norm_position=pre")
     need("bias", not c.bias, "bias=false")
     need("share_embeddings", c.share_embeddings and not c.scale_embeddings, "share_embeddings=true and scale_embeddings=false")
@@ -276,6 +277,21 @@ def t5_config_to_hf(c: TransformerConfig) -> dict[str, Any]:
     }
 
 
+def fold_query_scale(state: dict[str, Tensor], c: TransformerConfig) -> None:
+    """Multiply the query projections in ``state`` by the kernel's logit scale, so that T5's unscaled
+    ``(s W_q x)^T (W_k y)`` equals ``s (W_q x)^T (W_k y)`` (the 1/sqrt(d_k) of Vaswani et al. 2017, eq. 1,
+    moved into the weights as T5 does); new tensors replace the entries, the model is untouched."""
+    scale = float(c.attention.params.get("scale", c.head_dim**-0.5))
+    if scale == 1.0:
+        return
+    for key in list(state):
+        if key.endswith("self_attn.qkv_proj.weight"):
+            q, kv = state[key].split([c.d_model, 2 * c.d_model], dim=0)  # rows: q, then k and v
+            state[key] = torch.cat([q * scale, kv], dim=0)
+        elif key.endswith("cross_attn.q_proj.weight"):
+            state[key] = state[key] * scale
+
+
 def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
     """Write ``model`` as a directory that ``T5ForConditionalGeneration.from_pretrained`` loads.
 
@@ -295,6 +311,7 @@ def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.
     state = unique_state_dict(model)  # the tied target embeddings, bias tables and output layer once
     if not hf_config["scale_decoder_outputs"] and c.tie_output:  # unscaled T5 has its own output layer
         state["lm_head.weight"] = state["src_embed.embedding.weight"].clone()
+    fold_query_scale(state, c)
     hf_state = {k: v.contiguous() for k, v in t5_keys(c.ffn == "gated").from_attnkit(state).items()}
 
     def fill(tmp: Path) -> None:
@@ -307,4 +324,4 @@ def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.
     return Path(path)
 
 
-__all__ = ["MODEL_TYPES", "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_config_from_hf", "t5_config_to_hf", "t5_from_hf", "t5_keys"]
+__all__ = ["MODEL_TYPES", "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_config_from_hf", "t5_config_to_hf", "t5_from_hf", "t5_keys", "fold_query_scale"]

@@ -31,6 +31,25 @@ for _name, _what in WHAT.items():
     ))
 
 
+# T5 span corruption on T5's own layer (Raffel et al. 2020, section 2.1): RMS norm before each sublayer, no biases,
+# the bucketed relative position bias in place of position embeddings, unscaled embeddings, the decoder output
+# scaled by d_model**-0.5 before the tied output layer; its checkpoint exports with attnkit.hub.save_hf_t5.
+register(Recipe(
+    name="t5-shakespeare-t5layer",
+    task="t5",
+    summary=f"tiny Shakespeare: a 3+3-layer T5-shaped Transformer (d_model 256; RMS pre-norm, no biases, T5 relative "
+            f"position bias, tied and scaled output) pretrained by {WHAT['t5']}; exports as T5ForConditionalGeneration; "
+            "BPE 8k learned from the text; AdamW lr 5e-4, 2,000 steps of 32 examples of 128 tokens",
+    model=preset("transformer-small", norm_position="pre", max_len=512, norm="rms", norm_eps=1e-6, bias=False,
+                 scale_embeddings=False, output_scale=256**-0.5,
+                 attention={"position": {"kind": "t5_bias", "n_buckets": 32, "max_distance": 128}}),
+    train=default_train(),
+    data=DenoisingDataConfig(text=("tinyshakespeare/input.txt",), vocab_size=8000, max_src_len=128),
+    files=("data.text",),
+    quick=(*QUICK, "model.output_scale=0.1767766952966369"),  # d_model 32 in the quick run
+))
+
+
 def _multi30k_pretraining(objective: str) -> Recipe:
     """Denoising on both monolingual sides of Multi30k's training split, with the multi30k-de-en Transformer."""
     from attnkit.recipes import get

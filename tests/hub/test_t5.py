@@ -83,13 +83,15 @@ def test_export_reloads_in_transformers(tmp_path, proj: str, tie: bool) -> None:
         assert torch.equal(v, theirs[k]), k
 
 
-def test_fresh_t5_shaped_model_exports(tmp_path) -> None:
-    """A Transformer built in attnkit (not imported) with T5's options equals its Hugging Face export."""
+@pytest.mark.parametrize("params", [{"scale": 1.0}, {}])
+def test_fresh_t5_shaped_model_exports(tmp_path, params: dict) -> None:
+    """A Transformer built in attnkit (not imported) with T5's options equals its Hugging Face export; a scaled
+    kernel (``{}``: 1/sqrt(d_k)) is exported with the scale folded into the query weights."""
     config = TransformerConfig(
         src_vocab_size=V, tgt_vocab_size=V, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=2, n_decoder_layers=2,
         dropout=0.0, norm="rms", norm_position="pre", norm_eps=1e-6, bias=False, scale_embeddings=False,
         output_scale=16**-0.5, pad_id=PAD, bos_id=PAD, eos_id=EOS,
-        attention={"params": {"scale": 1.0}, "position": {"kind": "t5_bias", "n_buckets": 8, "max_distance": 12}},
+        attention={"params": params, "position": {"kind": "t5_bias", "n_buckets": 8, "max_distance": 12}},
     )
     torch.manual_seed(3)
     model = Transformer(config).eval()
@@ -137,3 +139,23 @@ def test_missing_weight_is_named(tmp_path) -> None:
     state = {k: v for k, v in hf.state_dict().items() if k != "decoder.block.1.layer.1.EncDecAttention.q.weight"}
     with pytest.raises(CheckpointError, match="cross_attn.q_proj"):
         t5_from_hf(hf.config.to_dict(), state)
+
+
+def test_t5_layer_recipe_checkpoint_exports(tmp_path) -> None:
+    """The quick T5-shaped span-corruption run saves a checkpoint that Hugging Face's T5 reproduces."""
+    from pathlib import Path
+
+    from attnkit.cli.main import main
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "tinyshakespeare").is_dir():
+        pytest.skip(f"no tiny Shakespeare under {data}")
+    assert main(["train", "t5", "--recipe", "t5-shakespeare-t5layer", "--quick", "--data-root", str(data),
+                 "--out", str(tmp_path / "run")]) == 0
+    model = attnkit.load(tmp_path / "run" / "model").eval()
+    save_hf_t5(model, tmp_path / "hf")
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    src, tgt = batch()
+    with torch.no_grad():
+        ours = model(src, tgt).logits
+    torch.testing.assert_close(ours, hf_logits(hf, src, tgt), atol=1e-5, rtol=0)
