@@ -3,7 +3,7 @@
 Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/peft_quality.py --data DATA                         # one GPU: SST-2, every method, both libraries
-    python benchmarks/peft_quality.py --data DATA --tasks sst2,rte --steps 600
+    python benchmarks/peft_quality.py --data DATA --tasks sst2,rte --seeds 0 1 2 3 4   # mean and spread over 5 seeds
     python benchmarks/peft_quality.py --data DATA --quick --device cpu     # smoke run: a few dozen rows, 4 steps each
 
 ``DATA/sst2/{train,dev}.tsv`` and ``DATA/rte/{train,dev}.tsv`` are GLUE files (as the recipes
@@ -26,14 +26,23 @@ model loading, training and evaluation. A method that a library cannot run is re
 one-line error (peft's prefix tuning needs a model that accepts past keys and values, which
 ``transformers`` 5's BERT does not). Results go to ``benchmarks/results/peft-quality-<device>-<date>.json``.
 
-Expected duration on one H100: about 10-20 s per method and library at the default 400 steps of
-32 on SST-2 (16 runs: 3-5 minutes); ``--tasks sst2,rte`` doubles it.
+Seeds (``--seeds 0 1 2 3 4``): every task, method and library runs once per seed; the JSON keeps
+every run and a summary per task and method: each library's mean and standard deviation over
+the seeds (dev accuracy in points), the difference of means attnkit - peft with its standard error
+``sqrt(s_a^2/n_a + s_p^2/n_p)``, and per task LoRA's mean minus full fine-tuning's in each library.
+Runs already in that day's file with the same steps, batch, length and learning rate are kept, so
+seeds or tasks run in separate calls add up to one summary.
+
+Expected duration on one H100: about 10-25 s per method and library at the default 400 steps of
+32 (31 runs per task and seed, peft's QLoRA needing bitsandbytes: about 3.5 minutes for SST-2 and
+3 for RTE); five seeds of both tasks take about 30 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import tempfile
@@ -52,7 +61,7 @@ except ImportError:  # another installed package is called "benchmarks": use the
     import common  # type: ignore[no-redef]  # noqa: E402
 
 METHODS = ("full", "lora", "dora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
-LR = {"full": 5e-5, "lora": 5e-4, "dora": 5e-4, "qlora": 5e-4, "prefix": 5e-3, "ptuning-v2": 5e-3, "prompt": 3e-2, "ptuning": 3e-3}
+LR = {"full": 5e-5, "lora": 5e-4, "dora": 5e-4, "qlora": 5e-4, "prefix": 1e-3, "ptuning-v2": 5e-3, "prompt": 3e-2, "ptuning": 3e-3}
 N_VIRTUAL = 20
 
 
@@ -186,6 +195,63 @@ def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
+def _stats(xs: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (``None`` for one value) of accuracies in points, with the count."""
+    n = len(xs)
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+    return {"n": n, "mean": round(mean, 3), "std": None if std is None else round(std, 3)}
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``mean(a) - mean(b)`` with its standard error ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (independent runs; ``None`` below two each)."""
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"]) if a["std"] is not None and b["std"] is not None else None
+    return {"diff": round(a["mean"] - b["mean"], 3), "se": None if se is None else round(se, 3)}
+
+
+def summarize(runs: dict[str, Any]) -> dict[str, Any]:
+    """Per ``task/method``: each library's mean and standard deviation over seeds (dev accuracy in points), attnkit - peft
+    with its standard error; per task: LoRA's mean minus full fine-tuning's in each library."""
+    acc: dict[tuple[str, str, str], list[float]] = {}
+    for row in runs.values():
+        for lib in ("attnkit", "peft"):
+            if row[lib].get("accuracy") is not None:
+                acc.setdefault((row["task"], row["method"], lib), []).append(100 * row[lib]["accuracy"])
+    stats = {k: _stats(v) for k, v in acc.items()}
+    methods: dict[str, Any] = {}
+    for task, method in sorted({(t, m) for t, m, _ in stats}, key=lambda tm: (tm[0], METHODS.index(tm[1]))):
+        a, b = stats.get((task, method, "attnkit")), stats.get((task, method, "peft"))
+        methods[f"{task}/{method}"] = {"attnkit": a, "peft": b, "attnkit_minus_peft": _difference(a, b) if a and b else None}
+    lora_vs_full: dict[str, Any] = {}
+    for task in sorted({t for t, _, _ in stats}):
+        per = {lib: _difference(stats[(task, "lora", lib)], stats[(task, "full", lib)]) for lib in ("attnkit", "peft")
+               if (task, "lora", lib) in stats and (task, "full", lib) in stats}
+        if per:
+            lora_vs_full[task] = per
+    return {"methods": methods, "lora_minus_full": lora_vs_full}
+
+
+def _fmt_stats(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["std"] is not None else "") + f" (n={s['n']})"
+
+
+def _fmt_diff(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    return f"{d['diff']:+.2f}" + (f" ± {d['se']:.2f}" if d["se"] is not None else "")
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The summary as a table: mean ± std per library, attnkit - peft ± its standard error."""
+    print(f"{'task/method':18} {'attnkit':>22} {'peft':>22} {'attnkit - peft':>16}")
+    for key, s in summary["methods"].items():
+        print(f"{key:18} {_fmt_stats(s['attnkit']):>22} {_fmt_stats(s['peft']):>22} {_fmt_diff(s['attnkit_minus_peft']):>16}")
+    for task, per in summary["lora_minus_full"].items():
+        print(f"{task} lora - full: " + ", ".join(f"{lib} {_fmt_diff(d)}" for lib, d in per.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
@@ -194,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: every task, method and library runs once per seed (default 0)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--quick", action="store_true", help="64 training and 32 dev rows, 4 steps: a smoke run")
     ap.add_argument("--out-dir", type=Path, default=None)
@@ -205,35 +271,44 @@ def main(argv: list[str] | None = None) -> None:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
-    results: dict[str, Any] = {}
+    import peft
+    import transformers
+
+    env = common.environment(device)
+    env.update(transformers=transformers.__version__, peft=peft.__version__)
+    suffix = "-quick" if args.quick else ""
+    settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len}
+    # runs of earlier calls on this device and date with the same settings and learning rates are kept, so seeds or tasks
+    # run in separate calls end up in one file and one summary
+    earlier = common.read_day_json("peft-quality", env, args.out_dir, suffix=suffix)
+    same = earlier and all(earlier.get(k) == v for k, v in settings.items())
+    runs: dict[str, Any] = {k: r for k, r in earlier.get("runs", {}).items() if r.get("lr") == LR.get(r.get("method", ""))} if same else {}
 
     def save() -> Path:
-        """Write the rows finished so far (a long run keeps what it finished)."""
-        env = common.environment(device)
-        import peft
-        import transformers
+        """Write the runs finished so far (a long run keeps what it finished) and their summary."""
+        payload = {"environment": env, **settings, "seeds": sorted({r["seed"] for r in runs.values()}), "lr": LR,
+                   "summary": summarize(runs), "runs": runs}
+        return common.write_json("peft-quality", payload, args.out_dir, suffix=suffix)
 
-        env.update(transformers=transformers.__version__, peft=peft.__version__)
-        payload = {"environment": env, "quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "lr": LR,
-                   "results": results}
-        return common.write_json("peft-quality", payload, args.out_dir, suffix="-quick" if args.quick else "")
-
-    for task in args.tasks.split(","):
-        for method in methods:
-            row = {}
-            try:
-                row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), args.seed)
-            except Exception as e:  # noqa: BLE001 - record and go on with the other methods
-                row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
-            if method == "qlora" and device.type != "cuda":
-                row["peft"] = {"error": "bitsandbytes 4-bit layers train on CUDA only"}
-            else:
-                row["peft"] = run_peft(task, method, args.data, steps, args.batch, args.max_len, args.quick, device, args.seed)
-            results[f"{task}/{method}"] = row
-            fmt = lambda r: f"{r['accuracy']:.4f} ({r['trainable_percent']}%, {r['wall_s']}s)" if "accuracy" in r else f"error: {r['error'][:80]}"  # noqa: E731
-            print(f"{task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
-            save()
-    print(f"wrote {save()}")
+    fmt = lambda r: f"{r['accuracy']:.4f} ({r['trainable_percent']}%, {r['wall_s']}s)" if "accuracy" in r else f"error: {r['error'][:80]}"  # noqa: E731
+    for seed in args.seeds:  # seeds outermost: a run stopped early holds whole seeds of every method
+        for task in args.tasks.split(","):
+            for method in methods:
+                row: dict[str, Any] = {"task": task, "method": method, "seed": seed, "lr": LR[method]}
+                try:
+                    row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), seed)
+                except Exception as e:  # noqa: BLE001 - record and go on with the other methods
+                    row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
+                if method == "qlora" and device.type != "cuda":
+                    row["peft"] = {"error": "bitsandbytes 4-bit layers train on CUDA only"}
+                else:
+                    row["peft"] = run_peft(task, method, args.data, steps, args.batch, args.max_len, args.quick, device, seed)
+                runs[f"{task}/{method}/{seed}"] = row
+                print(f"seed {seed} {task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
+                save()
+    path = save()
+    print_summary(summarize(runs))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ adapter goes on the released checkpoint). The settings are the papers':
   rank 64, alpha 16, dropout 0.1 (the paper's values for models up to 13B); lr 5e-4, LoRA's for a
   model of this size (the paper's 2e-4 is for 7B and larger).
 * Prefix tuning (Li & Liang 2021): 20 virtual keys and values per layer through the MLP
-  reparameterisation (width 512); lr 5e-3, the range P-tuning v2 reports for prefixes on GLUE.
+  reparameterisation (width 512); lr 1e-3. Under Adam every weight of the MLP moves by about the
+  learning rate at each step, so each prefix entry, a sum over the 512 hidden units, can move by
+  up to 512 times that: far faster than a table trained directly. At P-tuning v2's rates
+  (5e-3..1e-2) the prefix drives the model to one constant prediction; the paper trains the
+  MLP with Adam at 5e-5 over many more steps (appendix A), and 1e-3 still learns in a few hundred.
 * P-tuning v2 (Liu et al. 2022): the same deep prompts trained directly, 20 per layer (the
   length the paper finds enough for simple classification); lr 1e-2, within its searched range.
 * Prompt tuning (Lester et al. 2021): 20 virtual input tokens initialised from embeddings of
@@ -55,7 +59,7 @@ METHODS: dict[str, tuple[PEFTConfig, float, str]] = {
     "dora": (LORA.replace(dora=True), 5e-4, "DoRA r=8 on q and v"),
     "qlora": (PEFTConfig(method="qlora", r=64, alpha=16.0, dropout=0.1, targets=ALL_LINEAR), 5e-4,
               "QLoRA r=64 on every linear layer of an NF4 base"),
-    "prefix": (PEFTConfig(method="prefix", n_virtual=20, hidden=512), 5e-3, "prefix tuning, 20 virtual keys/values per layer via an MLP"),
+    "prefix": (PEFTConfig(method="prefix", n_virtual=20, hidden=512), 1e-3, "prefix tuning, 20 virtual keys/values per layer via an MLP"),
     "ptuning-v2": (PEFTConfig(method="ptuning-v2", n_virtual=20), 1e-2, "P-tuning v2, 20 deep prompts per layer"),
     "prompt": (PEFTConfig(method="prompt", n_virtual=20, init="vocab"), 3e-2, "prompt tuning, 20 soft tokens from vocabulary embeddings"),
     "ptuning": (PEFTConfig(method="ptuning", n_virtual=20, encoder="lstm", hidden=128), 1e-2, "P-tuning, 20 soft tokens from an LSTM encoder"),
