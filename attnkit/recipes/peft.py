@@ -20,7 +20,7 @@ adapter goes on the released checkpoint). The settings are the papers':
   learning rate at each step, so each prefix entry, a sum over the 512 hidden units, can move by
   up to 512 times that: far faster than a table trained directly. At P-tuning v2's rates
   (5e-3..1e-2) under bf16 autocast the prefix drives the model to one constant prediction; the paper trains the
-  MLP with Adam at 5e-5 over many more steps (appendix A), and 1e-3 still learns in a few hundred.
+  MLP at rates of the order of 5e-5 over many epochs, and 1e-3 still learns within a few hundred steps.
 * P-tuning v2 (Liu et al. 2022): the same deep prompts trained directly, 20 per layer (the
   length the paper finds enough for simple classification); lr 1e-2, within its searched range.
 * Prompt tuning (Lester et al. 2021): 20 virtual input tokens initialised from embeddings of
