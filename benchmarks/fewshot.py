@@ -28,7 +28,10 @@ the test accuracy over the seeds. The methods run the ``sst2-pet`` / ``rte-pet``
 * ``zero-shot``: the patterns' untrained scores, recorded by the PET run (no training).
 
 The goal the figures are checked against: prompt-based (PET) at least 10 points above standard
-fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``.
+fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``,
+written after each task's adaptation and each method's run (every seed of it); a file of that device and
+date is read first and only the methods run are replaced, with the PET-minus-fine-tuning comparison
+recomputed over what the file then holds, so tasks and methods may run in separate calls.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -66,8 +69,29 @@ def method_assignments(method: str) -> list[str]:
     return []
 
 
+def compare(out: dict[str, Any], task: str) -> dict[str, Any]:
+    """Set PET's gain over standard fine-tuning and whether it meets :data:`GOAL` when both are in ``out``."""
+    for key in ("pet_minus_finetune", "goal_points", "goal_met"):
+        out.pop(key, None)
+    if "pet" in out and "finetune" in out:
+        gain = out["pet"]["accuracy_mean"] - out["finetune"]["accuracy_mean"]
+        out["pet_minus_finetune"] = gain
+        out["goal_points"] = GOAL[task]
+        out["goal_met"] = gain >= GOAL[task]
+    return out
+
+
 def run_task(task: str, methods: list[str], data: Path, work: Path, device: str, quick: bool, shots: int, seeds: int,
-             log: Any) -> dict[str, Any]:
+             log: Any, out: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Adapt the encoder to ``task``, then run each method on every seed.
+
+    Args:
+        out: the task's results so far (an earlier call's, from the day's JSON); updated in place.
+        save: called after the adaptation and after each method's run.
+
+    Returns:
+        ``out``: per method the mean, spread and per-seed test accuracy, and the comparison of :func:`compare`.
+    """
     from attnkit import recipes
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run, run_stages
@@ -76,7 +100,9 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
     common_sets = [f"train.device={json.dumps(device)}", *(QUICK if quick else [f"data.shots={shots}", f"data.seeds={seeds}"])]
     t0 = time.perf_counter()
     fed = run_stages(recipe, work / task, quick=quick, root=data, progress=False, log=log, assignments=common_sets)
-    out: dict[str, Any] = {"adaptation_s": round(time.perf_counter() - t0, 1), "adapted_model": fed[0].split("=", 1)[1]}
+    out = {} if out is None else out
+    out.update(adaptation_s=round(time.perf_counter() - t0, 1), adapted_model=fed[0].split("=", 1)[1])
+    save()
     trained = [m for m in methods if m != "zero-shot"] or ["pet"]  # zero-shot is read from the PET run
     if "zero-shot" in methods and "pet" not in trained:
         trained.append("pet")
@@ -103,12 +129,9 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
                                     "per_pattern": [100 * f[k] for k in sorted(f) if k.startswith("zero_shot_pattern")]}
         if method in methods:
             out[method] = row
+        compare(out, task)
+        save()
         log(f"{task} {method}: {row['accuracy_mean']:.2f} +- {row['accuracy_std']:.2f}")
-    if "pet" in out and "finetune" in out:
-        gain = out["pet"]["accuracy_mean"] - out["finetune"]["accuracy_mean"]
-        out["pet_minus_finetune"] = gain
-        out["goal_points"] = GOAL[task]
-        out["goal_met"] = gain >= GOAL[task]
     return out
 
 
@@ -129,16 +152,24 @@ def main(argv: list[str] | None = None) -> None:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
-    results: dict[str, Any] = {}
+    env = common.environment(device)
+    suffix = "-quick" if args.quick else ""
+    payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)  # tasks and methods of earlier calls are kept
+    payload.update(environment=env, quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds,
+                   command=" ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])]))
+    results: dict[str, Any] = payload.setdefault("results", {})
+
+    def save() -> None:
+        common.write_json("fewshot", payload, args.out_dir, suffix=suffix)
+
+    tasks = [t for t in args.tasks.split(",") if t]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        for task in args.tasks.split(","):
-            results[task] = run_task(task, methods, args.data, work, str(device), args.quick, args.shots, args.seeds,
-                                     lambda s: print(s, flush=True) if s.startswith(("sst2 ", "rte ", "stage")) else None)
-    payload = {"environment": common.environment(device), "quick": args.quick, "shots": 4 if args.quick else args.shots,
-               "seeds": 2 if args.quick else args.seeds, "command": " ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])]),
-               "results": results}
-    path = common.write_json("fewshot", payload, args.out_dir, suffix="-quick" if args.quick else "")
+        for task in tasks:
+            results[task] = compare(results.get(task, {}), task)
+            run_task(task, methods, args.data, work, str(device), args.quick, args.shots, args.seeds,
+                     lambda s: print(s, flush=True) if s.startswith(("sst2 ", "rte ", "stage")) else None, results[task], save)
+    path = common.results_path("fewshot", env, args.out_dir, suffix=suffix)
     for task, r in results.items():
         line = ", ".join(f"{m} {r[m]['accuracy_mean']:.2f} +- {r[m]['accuracy_std']:.2f}" for m in METHODS if m in r)
         print(f"{task}: {line}" + (f"; PET - fine-tuning {r['pet_minus_finetune']:+.2f} (goal +{r['goal_points']})" if "goal_met" in r else ""))
