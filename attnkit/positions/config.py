@@ -24,7 +24,13 @@ class PositionConfig(Config):
     attention carries positions adds no absolute position embeddings.
 
     Rotary: ``rotary_dim`` (None: all of the head), ``base``, ``layout``, ``scaling`` with ``factor`` and
-    ``original_max_len``. T5: ``n_buckets``, ``max_distance``, ``bidirectional`` (None: unless causal).
+    ``original_max_len``. T5: ``n_buckets``, ``max_distance``, ``bidirectional`` (None: unless causal), and
+    ``t5_train_path``, how a trained table reaches the scores (:mod:`attnkit.positions.t5_bias`): ``distance``
+    (default) looks the table up once per distance j - i and expands that vector to the bias with a strided copy
+    whose backward sums diagonals, on every device and kernel; ``flex_distance`` reads the same vector inside
+    FlexAttention's ``score_mod`` on CUDA (no ``(Tq, Tk)`` bias is built; elsewhere it runs as ``distance``), the
+    candidate for GPU speed; ``dense`` gathers the table at every (i, j), the reference. Evaluation, decoding and
+    a frozen table use the bucket ``score_mod`` on CUDA whatever the choice.
     BERT's relative kinds: ``max_distance`` (the clipping distance, BERT's ``max_position_embeddings``).
     """
 
@@ -38,6 +44,7 @@ class PositionConfig(Config):
     n_buckets: int = 32
     max_distance: int = 128
     bidirectional: bool | None = None
+    t5_train_path: Literal["dense", "distance", "flex_distance"] = "distance"
 
     def validate(self) -> None:
         check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0), "position.rotary_dim",

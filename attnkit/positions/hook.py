@@ -52,7 +52,7 @@ def build_position(config: PositionConfig, *, d_model: int, n_heads: int, head_d
     elif c.kind == "alibi":
         module = ALiBi(n_heads)
     elif c.kind == "t5_bias":
-        module = T5RelativeBias(n_heads, c.n_buckets, c.max_distance, c.bidirectional)
+        module = T5RelativeBias(n_heads, c.n_buckets, c.max_distance, c.bidirectional, c.t5_train_path)
     elif c.kind in ("relative_key", "relative_key_query"):
         module = RelativeKey(head_dim, c.max_distance, query=c.kind == "relative_key_query")
     else:
@@ -95,13 +95,15 @@ class BiasedKernel:
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
                  causal: bool = False, need_weights: bool = False) -> Any:
+        from attnkit.attention import flex  # the attention package imports this module
+
         trains_in_flex = getattr(self.position, "trains_in_flex", None)
         flex_ok = trains_in_flex is None or trains_in_flex()
-        if self.offset is not None and not need_weights and bias is None and q.is_cuda and flex_ok:
-            score_mod = self.position.score_mod(self.offset, causal=causal)
+        if self.offset is not None and not need_weights and bias is None and flex.available(q) and flex_ok:
+            flex_score_mod = getattr(self.position, "flex_score_mod", None)  # T5: the per-distance score_mod in training
+            score_mod = (self.position.score_mod(self.offset, causal=causal) if flex_score_mod is None
+                         else flex_score_mod(self.offset, q.shape[-2], k.shape[-2], causal=causal))
             if score_mod is not None:
-                from attnkit.attention import flex  # the attention package imports this module
-
                 out = flex.positional(self.kernel, q, k, v, mask=mask, causal=causal, score_mod=score_mod)
                 if out is not None:
                     return out

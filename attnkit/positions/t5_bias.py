@@ -7,16 +7,34 @@ shares the last bucket. Bidirectional attention (the encoder) gives each directi
 causal attention (the decoder) uses all of them for the past. As in T5, one table serves every layer
 of a stack (:func:`attnkit.positions.hook.share_positions` ties the layers to the first one); the
 bucket ids are computed once per shape, and without autograd the bias once per step for all layers.
+
+The bias depends on i and j only through j - i, so the ``(Tq, Tk)`` bias of every head is a Toeplitz
+matrix of the ``Tq + Tk - 1`` distances that occur. The ``distance`` paths look the table up once per
+distance, ``d[h, m] = table[bucket(m - (Tq - 1) - q_offset), h]`` for ``m = j - i + Tq - 1``, which
+the table's gradient then reaches through ``Tq + Tk - 1`` lookups instead of ``Tq·Tk``:
+
+* ``distance`` expands ``d`` to the bias with one strided copy (:func:`toeplitz`), whose backward sums
+  the incoming gradient over the batch and along each diagonal (a skew of the rows turns diagonals
+  into columns; one sum, no scatter);
+* ``flex_distance`` hands ``d`` to FlexAttention, whose ``score_mod`` reads ``d[h, j - i + Tq - 1]``,
+  so the kernel's backward accumulates the captured tensor's gradient over ``(Tq + Tk - 1)·H`` cells
+  rather than ``n_buckets·H``;
+* ``dense`` gathers the table at the ``(Tq, Tk)`` bucket ids (the reference).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.positions.base import ScoreBias, ScoreMod, distances
+
+TrainPath = Literal["dense", "distance", "flex_distance"]
+TRAIN_PATHS: tuple[str, ...] = ("dense", "distance", "flex_distance")
 
 
 def relative_position_bucket(relative: Tensor, *, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> Tensor:
@@ -44,6 +62,55 @@ def relative_position_bucket(relative: Tensor, *, bidirectional: bool, n_buckets
     return side + torch.where(dist < exact, dist, far)
 
 
+class _Toeplitz(torch.autograd.Function):
+    """``bias[0, h, i, j] = d[h, j - i + Tq - 1]`` and its adjoint (see :func:`toeplitz`)."""
+
+    @staticmethod
+    def forward(ctx: Any, d: Tensor, tq: int, tk: int, dtype: torch.dtype) -> Tensor:  # type: ignore[override]
+        ctx.tq, ctx.tk, ctx.d_dtype = tq, tk, d.dtype
+        # Window w of unfold holds d[h, w : w + Tk]; row i of the bias is window Tq - 1 - i (selected in one
+        # row-major copy; flip would lay the result out by the view's tied strides).
+        windows = d.to(dtype).contiguous().unfold(-1, tk, 1)  # (H, Tq, Tk) view
+        return windows.index_select(-2, torch.arange(tq - 1, -1, -1, device=d.device))[None]  # (1, H, Tq, Tk)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+        return toeplitz_adjoint(grad, ctx.tq, ctx.tk).to(ctx.d_dtype), None, None, None
+
+
+def toeplitz(d: Tensor, tq: int, tk: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Per-distance values ``d: (H, Tq + Tk - 1)`` as the bias ``(1, H, Tq, Tk)``, ``bias[i, j] = d[j - i + Tq - 1]``.
+
+    Args:
+        d: one value per head and distance, index ``m = j - i + Tq - 1``.
+        tq: queries.
+        tk: keys.
+        dtype: the bias's dtype (``d``'s if None); the gradient returns in ``d``'s.
+
+    Returns:
+        ``(1, H, Tq, Tk)``; its backward is :func:`toeplitz_adjoint`.
+    """
+    if d.shape[-1] != tq + tk - 1:
+        raise ValueError(f"d has {d.shape[-1]} distances; Tq={tq} and Tk={tk} need {tq + tk - 1}")
+    return _Toeplitz.apply(d, tq, tk, d.dtype if dtype is None else dtype)
+
+
+def toeplitz_adjoint(grad: Tensor, tq: int, tk: int) -> Tensor:
+    """Sum of ``grad: (..., H, Tq, Tk)`` over the leading dims and along each diagonal: ``(H, Tq + Tk - 1)`` in fp32
+    (or fp64 for fp64 input), entry ``m`` collecting every ``(i, j)`` with ``j - i + Tq - 1 = m``.
+
+    Row i is written into a zero buffer of rows of ``L = Tq + Tk - 1`` at column ``Tq - 1`` onwards; read
+    back as rows of ``L + 1``, row i has moved left by i, so entry (i, j) sits in column ``j - i + Tq - 1``
+    of row i and one sum over the rows gives every diagonal.
+    """
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    g = grad.reshape(-1, *grad.shape[-3:]).sum(0, dtype=acc) if grad.dim() > 3 else grad.to(acc)  # (H, Tq, Tk)
+    h, length = g.shape[0], tq + tk - 1
+    buf = g.new_zeros(h, tq * (length + 1))
+    buf[:, : tq * length].view(h, tq, length)[:, :, tq - 1:] = g
+    return buf.view(h, tq, length + 1).sum(1)[:, :length]  # (H, Tq + Tk - 1)
+
+
 class T5RelativeBias(ScoreBias):
     """One learned scalar per (bucket, head), looked up by the bucket of j - i.
 
@@ -52,40 +119,74 @@ class T5RelativeBias(ScoreBias):
         n_buckets: buckets (T5: 32).
         max_distance: the farthest offset with a bucket of its own range (T5: 128).
         bidirectional: ``None`` decides per call: bidirectional unless the attention is causal.
+        train_path: how a trained table reaches the scores (module docstring): ``distance`` (the Toeplitz
+            expansion of the per-distance lookup, on every device), ``flex_distance`` (the per-distance
+            lookup inside FlexAttention's ``score_mod`` on CUDA; elsewhere as ``distance``) or ``dense``.
+            Evaluation, decoding and a frozen table take the bucket ``score_mod`` on CUDA either way.
     """
 
-    def __init__(self, n_heads: int, n_buckets: int = 32, max_distance: int = 128, bidirectional: bool | None = None) -> None:
+    def __init__(self, n_heads: int, n_buckets: int = 32, max_distance: int = 128, bidirectional: bool | None = None,
+                 train_path: TrainPath = "distance") -> None:
         super().__init__()
         if n_buckets < 4 or max_distance <= n_buckets // 4:
             raise ValueError(f"n_buckets={n_buckets} must be at least 4 and max_distance={max_distance} above n_buckets/4")
+        if train_path not in TRAIN_PATHS:
+            raise ValueError(f"train_path={train_path!r} is not one of {TRAIN_PATHS}")
         self.n_buckets, self.max_distance, self.bidirectional = n_buckets, max_distance, bidirectional
+        self.train_path = train_path
         self.table = nn.Embedding(n_buckets, n_heads)  # T5's relative_attention_bias
         nn.init.normal_(self.table.weight, std=n_heads**-0.5)
         self._buckets: dict[tuple, Tensor] = {}
         self._bias: tuple[tuple, Tensor] | None = None
 
+    def _trains(self) -> bool:
+        return self.table.weight.requires_grad and torch.is_grad_enabled()
+
     def trains_in_flex(self) -> bool:
-        """False while autograd tracks the table: its gradient would leave FlexAttention's backward pass as an
-        atomic add of every score's gradient into its (bucket, head) cell, B·H·Tq·Tk additions into
-        n_buckets·H addresses, which serialise. The hook then builds the bias densely and hands it to the
-        kernel, whose backward returns the bias gradient as one tensor that the table lookup reduces;
-        evaluation, decoding and a frozen table keep the ``score_mod``."""
-        return not (self.table.weight.requires_grad and torch.is_grad_enabled())
+        """Whether FlexAttention takes this call. Under autograd, the bucket ``score_mod`` would leave FlexAttention's
+        backward pass adding every score's gradient into its (bucket, head) cell, B·H·Tq·Tk atomic additions into
+        n_buckets·H addresses, which serialise; only ``flex_distance`` then stays in FlexAttention (its
+        :meth:`flex_score_mod` spreads them over (Tq + Tk - 1)·H cells). The other paths build the bias and hand
+        it to the kernel, whose backward returns the bias gradient as one tensor that the lookup reduces."""
+        return not self._trains() or self.train_path == "flex_distance"
+
+    def _side(self, causal: bool) -> bool:
+        return (not causal) if self.bidirectional is None else self.bidirectional
 
     def buckets(self, q_pos: Tensor, tk: int, causal: bool, q_offset: int | None = None) -> Tensor:
         """Bucket ids ``(..., Tq, Tk)``; kept per shape when the queries are ``q_offset + arange(Tq)``
         (integer tensors, no gradient: the table lookup stays in every layer's graph)."""
-        bidirectional = (not causal) if self.bidirectional is None else self.bidirectional
+        bidirectional = self._side(causal)
         key = None if q_offset is None else (q_offset, q_pos.shape[-1], tk, bidirectional, str(q_pos.device))
         if key is not None and key in self._buckets:
             return self._buckets[key]
         ids = relative_position_bucket(-distances(q_pos, tk), bidirectional=bidirectional, n_buckets=self.n_buckets,
                                        max_distance=self.max_distance)
+        self._keep(key, ids)
+        return ids
+
+    def _keep(self, key: tuple | None, ids: Tensor) -> None:
         if key is not None and not torch.compiler.is_compiling():
             if len(self._buckets) > 16:
                 self._buckets.clear()
             self._buckets[key] = ids
+
+    def distance_buckets(self, q_offset: int, tq: int, tk: int, causal: bool, device: torch.device) -> Tensor:
+        """Bucket ids ``(Tq + Tk - 1,)`` of the distances ``j - i`` for queries at ``q_offset + i``, index ``j - i + Tq - 1``
+        (kept per shape)."""
+        bidirectional = self._side(causal)
+        key = ("distance", q_offset, tq, tk, bidirectional, str(device))
+        if key in self._buckets:
+            return self._buckets[key]
+        relative = torch.arange(tq + tk - 1, device=device) - (tq - 1 + q_offset)  # j - (q_offset + i)
+        ids = relative_position_bucket(relative, bidirectional=bidirectional, n_buckets=self.n_buckets,
+                                       max_distance=self.max_distance)
+        self._keep(key, ids)
         return ids
+
+    def distance_values(self, q_offset: int, tq: int, tk: int, causal: bool) -> Tensor:
+        """``d: (H, Tq + Tk - 1)``, ``d[h, j - i + Tq - 1]`` the bias of query ``q_offset + i`` on key j (with autograd)."""
+        return self.table(self.distance_buckets(q_offset, tq, tk, causal, self.table.weight.device)).t()
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, *, causal: bool, scale: float, q_offset: int | None = None) -> Tensor:
         # Without autograd (evaluation, decoding) the bias itself is kept for the next layers of the stack,
@@ -95,17 +196,21 @@ class T5RelativeBias(ScoreBias):
             key = (q_offset, q_pos.shape[-1], k.shape[-2], causal, q.dtype, str(q.device), self.table.weight._version)
             if self._bias is not None and self._bias[0] == key:
                 return self._bias[1]
-        values = self.table(self.buckets(q_pos, k.shape[-2], causal, q_offset))  # (..., Tq, Tk, H)
-        bias = values.movedim(-1, -3)  # (..., H, Tq, Tk)
-        bias = (bias if bias.dim() == 4 else bias[None]).to(q.dtype)
+        tq, tk = q_pos.shape[-1], k.shape[-2]
+        if q_offset is not None and self.train_path != "dense":
+            bias = toeplitz(self.distance_values(q_offset, tq, tk, causal), tq, tk, q.dtype)  # (1, H, Tq, Tk)
+        else:
+            values = self.table(self.buckets(q_pos, tk, causal, q_offset))  # (..., Tq, Tk, H)
+            bias = values.movedim(-1, -3)  # (..., H, Tq, Tk)
+            bias = (bias if bias.dim() == 4 else bias[None]).to(q.dtype)
         if key is not None:
             self._bias = (key, bias)
         return bias
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
-        """The bias as a FlexAttention ``score_mod`` (its backward also gives the table's gradient)."""
+        """The bias as a FlexAttention ``score_mod`` reading the bucket table (its backward also gives the table's gradient)."""
         table = self.table.weight  # (n_buckets, H)
-        bidirectional = (not causal) if self.bidirectional is None else self.bidirectional
+        bidirectional = self._side(causal)
         n_buckets, max_distance = self.n_buckets, self.max_distance
 
         def t5_bias(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -114,3 +219,21 @@ class T5RelativeBias(ScoreBias):
             return score + table[bucket, h]
 
         return t5_bias
+
+    def distance_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod:
+        """The bias as a ``score_mod`` reading the per-distance values ``d[h, kv - q + Tq - 1]`` (:meth:`distance_values`,
+        looked up with autograd outside the kernel, so the table's gradient follows from ``d``'s)."""
+        d = self.distance_values(q_offset, tq, tk, causal)  # (H, Tq + Tk - 1)
+        shift = tq - 1
+
+        def t5_distance_bias(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return score + d[h, kv_idx - q_idx + shift]
+
+        return t5_distance_bias
+
+    def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
+        """The ``score_mod`` FlexAttention takes for this call: :meth:`distance_score_mod` while ``flex_distance`` trains the
+        table, else :meth:`score_mod`."""
+        if self.train_path == "flex_distance" and self._trains():
+            return self.distance_score_mod(q_offset, tq, tk, causal=causal)
+        return self.score_mod(q_offset, causal=causal)

@@ -1,0 +1,143 @@
+"""The trained-table paths of T5's bias (dense gather, per-distance Toeplitz expansion, per-distance score_mod)
+against the plain gather ``table[bucket(j - i), h]``: the bias, its table gradient, the FlexAttention path run
+eagerly on the CPU, and a GPT trained through each path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.attention import flex
+from attnkit.errors import ConfigError
+from attnkit.models.gpt import GPT, gpt_preset
+from attnkit.models.transformer import AttentionConfig
+from attnkit.positions.config import PositionConfig
+from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket, toeplitz, toeplitz_adjoint
+
+PATHS = ["dense", "distance", "flex_distance"]
+
+
+def gather_reference(table: torch.Tensor, tq: int, tk: int, offset: int, bidirectional: bool) -> torch.Tensor:
+    """``(1, H, Tq, Tk)``: table[bucket(j - (offset + i)), h], looked up cell by cell."""
+    rel = torch.arange(tk)[None, :] - (offset + torch.arange(tq))[:, None]
+    ids = relative_position_bucket(rel, bidirectional=bidirectional, n_buckets=table.shape[0], max_distance=20)
+    return table[ids].permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("tq,tk", [(5, 11), (7, 3), (1, 9), (6, 6)])
+def test_toeplitz_and_its_adjoint_equal_the_index_gather(tq: int, tk: int) -> None:
+    torch.manual_seed(tq * 10 + tk)
+    d = torch.randn(3, tq + tk - 1, dtype=torch.float64, requires_grad=True)
+    i, j = torch.arange(tq)[:, None], torch.arange(tk)[None, :]
+    want = d[:, j - i + tq - 1][None]  # bias[h, i, j] = d[h, j - i + Tq - 1], by advanced indexing
+    got = toeplitz(d, tq, tk)
+    assert got.shape == (1, 3, tq, tk) and got.is_contiguous()
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    g = torch.randn(4, 3, tq, tk, dtype=torch.float64)  # a batch of upstream gradients, summed by the adjoint
+    (g_want,) = torch.autograd.grad(want.expand(4, -1, -1, -1), d, g)
+    (g_got,) = torch.autograd.grad(got.expand(4, -1, -1, -1), d, g)
+    torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(toeplitz_adjoint(g, tq, tk), g_want, atol=1e-12, rtol=0)
+
+
+def test_toeplitz_casts_forward_and_returns_the_gradient_in_the_input_dtype() -> None:
+    d = torch.randn(2, 8, requires_grad=True)
+    b = toeplitz(d, 3, 6, torch.bfloat16)
+    assert b.dtype == torch.bfloat16
+    (g,) = torch.autograd.grad(b.float().sum(), d)
+    assert g.dtype == torch.float32
+    counts = torch.tensor([1, 2, 3, 3, 3, 3, 2, 1], dtype=torch.float32)  # cells on each diagonal of a 3 x 6 matrix
+    torch.testing.assert_close(g, counts.expand(2, -1))
+    with pytest.raises(ValueError, match="need 9"):
+        toeplitz(d, 4, 6)
+
+
+@pytest.mark.parametrize("path", ["distance", "flex_distance"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("tq,tk,offset", [(5, 13, 8), (9, 9, 0), (4, 30, 26), (3, 40, 5)])
+def test_distance_bias_and_table_gradient_equal_the_gather(path: str, causal: bool, tq: int, tk: int, offset: int) -> None:
+    torch.manual_seed(offset + tq)
+    mine = T5RelativeBias(4, n_buckets=8, max_distance=20, train_path=path).double()  # type: ignore[arg-type]
+    torch.nn.init.normal_(mine.table.weight)
+    q, k = torch.zeros(2, 4, tq, 8, dtype=torch.float64), torch.zeros(2, 4, tk, 8, dtype=torch.float64)
+    got = mine.bias(q, k, torch.arange(offset, offset + tq), causal=causal, scale=1.0, q_offset=offset)
+    want = gather_reference(mine.table.weight, tq, tk, offset, bidirectional=not causal)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    g = torch.randn(2, 4, tq, tk, dtype=torch.float64)
+    (g_got,) = torch.autograd.grad(got.expand(2, -1, -1, -1), mine.table.weight, g)
+    (g_want,) = torch.autograd.grad(want.expand(2, -1, -1, -1), mine.table.weight, g)
+    torch.testing.assert_close(g_got, g_want, atol=1e-11, rtol=0)
+
+
+def test_the_bias_per_row_positions_keeps_the_gather() -> None:
+    mine = T5RelativeBias(2, train_path="distance")
+    q, k = torch.zeros(2, 2, 3, 4), torch.zeros(2, 2, 5, 4)
+    pos = torch.tensor([[2, 3, 4], [0, 1, 2]])  # (B, Tq): no single offset
+    got = mine.bias(q, k, pos, causal=True, scale=1.0)
+    assert got.shape == (2, 2, 3, 5)
+    torch.testing.assert_close(got[0:1], gather_reference(mine.table.weight, 3, 5, 2, False).detach().squeeze(0)[None])
+
+
+def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_mask=None, score_mod=None,  # type: ignore[no-untyped-def]
+                      scale: float, enable_gqa: bool = False) -> torch.Tensor:
+    """FlexAttention's definition with autograd on the CPU (eager flex_attention has no CPU backward): the
+    score_mod and the block mask's mask_mod evaluated on broadcast index tensors over the full score matrix."""
+    b, h, tq, tk = (torch.arange(n).view(*[-1 if a == i else 1 for a in range(4)]) for i, n in
+                    enumerate((q.shape[0], q.shape[1], q.shape[2], k.shape[2])))
+    s = score_mod(q @ k.transpose(-1, -2) * scale, b, h, tq, tk)
+    if block_mask is not None:
+        s = s.masked_fill(~block_mask.mask_mod(b, h, tq, tk), -float("inf"))
+    return s.softmax(-1) @ v
+
+
+@pytest.fixture
+def eager_flex(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """FlexAttention's path on the CPU: the hook's device check passes, :func:`flex_by_broadcast` stands in for
+    compiled flex_attention; returns one entry per call of ``flex.positional``, True where it answered."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    fa = flex_by_broadcast
+    calls: list[bool] = []
+    positional = flex.positional
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = positional(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(flex, "available", lambda q: True)
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False: fa)
+    monkeypatch.setattr(flex, "MIN_QUERIES", 1)
+    monkeypatch.setattr(flex, "positional", counted)
+    return calls
+
+
+def gpt_loss_and_grads(path: str, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    position = PositionConfig(kind="t5_bias", n_buckets=8, max_distance=12, t5_train_path=path)  # type: ignore[arg-type]
+    model = GPT(gpt_preset("gpt-tiny", d_model=32, attention=AttentionConfig(position=position))).double()
+    logits = model(ids[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_a_gpt_trains_the_same_through_every_path(eager_flex: list[bool]) -> None:
+    ids = torch.randint(0, 96, (2, 25), generator=torch.Generator().manual_seed(1))
+    loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
+    assert not any(eager_flex)  # the dense path builds the bias under autograd
+    assert any("table" in n for n in grads_ref)
+    for path in ("distance", "flex_distance"):
+        eager_flex.clear()
+        loss, grads = gpt_loss_and_grads(path, ids)
+        assert eager_flex and all(eager_flex) if path == "flex_distance" else not any(eager_flex)
+        torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
+        assert grads.keys() == grads_ref.keys()
+        for name, g in grads.items():
+            torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=f"{path}: {name}")
+
+
+def test_an_unknown_path_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="t5_train_path"):
+        gpt_preset("gpt-tiny").with_overrides(["attention.position.kind=t5_bias", "attention.position.t5_train_path=fused"])
+    with pytest.raises(ValueError, match="train_path"):
+        T5RelativeBias(2, train_path="fused")  # type: ignore[arg-type]
