@@ -12,7 +12,9 @@ pass). Exact match and F1 are each run's final scores (SQuAD's definitions). Ans
 each saved model answers every evaluation question ``--repeats`` times in fp32 batches of 64,
 after one warm-up pass, from token ids to answer strings (the extractive model over all windows
 of a question, with its n-best span search; the MLM model over its one row per question).
-Results go to ``benchmarks/results/mlm-qa-<device>-<date>.json``.
+Results go to ``benchmarks/results/mlm-qa-<device>-<date>.json``, written after each recipe's scores and
+again after its timing; a file of that device and date is read first and only the recipes run are
+replaced (``--recipes`` picks them), so they may run in separate calls.
 """
 
 from __future__ import annotations
@@ -95,19 +97,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--repeats", type=int, default=5, help="timed answering passes over the evaluation questions")
     ap.add_argument("--quick", action="store_true", help="the recipes' quick variants")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated: {', '.join(RECIPES)} (default both)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)
-    results: dict[str, Any] = {}
+    kinds = [k for k in args.recipes.split(",") if k]
+    bad = [k for k in kinds if k not in RECIPES]
+    if bad or not kinds:
+        raise SystemExit(f"unknown recipe {bad[0] if bad else args.recipes!r}; choose from {', '.join(RECIPES)}")
+    env = common.environment(device)
+    suffix = "-quick" if args.quick else ""
+    payload = common.read_day_json("mlm-qa", env, args.out_dir, suffix=suffix)  # recipes of earlier calls that day are kept
+    payload.update(environment=env, quick=args.quick, recipes={k: v[1] for k, v in RECIPES.items()},
+                   command=" ".join(["python", "benchmarks/mlm_qa.py", *(argv or sys.argv[1:])]))
+    results: dict[str, Any] = payload.setdefault("results", {})
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in RECIPES:
+        for kind in kinds:
             row, report = train(kind, args.data, Path(tmp), str(device), args.quick)
-            row["answers_per_s"] = answers_per_second(kind, report, device, 1 if args.quick else args.repeats)
             results[kind] = row
+            common.write_json("mlm-qa", payload, args.out_dir, suffix=suffix)  # the scores, before the timing
+            row["answers_per_s"] = answers_per_second(kind, report, device, 1 if args.quick else args.repeats)
+            path = common.write_json("mlm-qa", payload, args.out_dir, suffix=suffix)
             print(f"{kind:10} EM {row['exact_match']:.2f} F1 {row['f1']:.2f}, {row['answers_per_s']:.1f} answers/s", flush=True)
-    payload = {"environment": common.environment(device), "quick": args.quick, "recipes": {k: v[1] for k, v in RECIPES.items()},
-               "command": " ".join(["python", "benchmarks/mlm_qa.py", *(argv or sys.argv[1:])]), "results": results}
-    path = common.write_json("mlm-qa", payload, args.out_dir, suffix="-quick" if args.quick else "")
     print(f"wrote {path}")
 
 
