@@ -7,6 +7,7 @@
 * a Hugging Face BERT, RoBERTa, ALBERT or ELECTRA directory, converted by ``attnkit.hub.bert``;
 * a Hugging Face Llama, Mistral or Qwen2 directory, converted by ``attnkit.hub.llama``;
 * a Hugging Face T5 directory (``T5ForConditionalGeneration``), converted by ``attnkit.hub.t5``;
+* a Hugging Face BART directory (``BartForConditionalGeneration``), converted by ``attnkit.hub.bart``;
 * an attnkit directory (``config.json`` + ``model.safetensors``), rebuilt by
   ``attnkit.models.base.load``.
 
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnkit.hub.bart import is_hf_bart, load_hf_bart
 from attnkit.hub.bert import is_hf_bert, load_hf_bert
 from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
 from attnkit.hub.llama import is_hf_llama, load_hf_llama
@@ -51,7 +53,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
 
         return load_adapted(path, map_location=map_location)
     for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama),
-                            (is_hf_t5, load_hf_t5)):
+                            (is_hf_t5, load_hf_t5), (is_hf_bart, load_hf_bart)):
         if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
             model = load_hf(path)
             try:

@@ -8,8 +8,11 @@
 >>> save_hf_llama(model, "out")                   # the family its options express
 >>> model = attnkit.load("hf-t5-dir")            # T5ForConditionalGeneration (1.0 and v1.1), detected
 >>> save_hf_t5(model, "out")                      # a T5-shaped Transformer, loads with T5ForConditionalGeneration
+>>> model = attnkit.load("hf-bart-dir")          # BartForConditionalGeneration, detected
+>>> save_hf_bart(model, "out")                    # a BART-shaped Transformer, loads with BartForConditionalGeneration
 """
 
+from attnkit.hub.bart import bart_from_hf, is_hf_bart, load_hf_bart, save_hf_bart
 from attnkit.hub.bert import is_hf_bert, load_hf_bert, save_hf_bert
 from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2, load_hf_gpt2, save_hf_gpt2
 from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
@@ -22,4 +25,5 @@ __all__ = [
     "config_from_hf", "config_to_hf", "is_hf_gpt2", "load_hf_gpt2", "save_hf_gpt2",
     "is_hf_llama", "load_hf_llama", "save_hf_llama",
     "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_from_hf",
+    "bart_from_hf", "is_hf_bart", "load_hf_bart", "save_hf_bart",
 ]

@@ -122,16 +122,23 @@ def build_positions(kind: str, d_model: int, max_len: int) -> nn.Module:
 
 
 class TokenEmbedding(nn.Module):
-    """Token embedding scaled by sqrt(d_model) (section 3.4), plus positions and dropout (section 5.4)."""
+    """Token embedding scaled by sqrt(d_model) (section 3.4), plus positions and dropout (section 5.4).
 
-    def __init__(self, embedding: nn.Embedding, positions: nn.Module, dropout: float, scale: bool = True) -> None:
+    ``norm``: a normalisation of the sum before dropout (BART's ``layernorm_embedding``, Lewis et al. 2020,
+    as BERT's embedding LayerNorm); None: none."""
+
+    def __init__(self, embedding: nn.Embedding, positions: nn.Module, dropout: float, scale: bool = True,
+                 norm: nn.Module | None = None) -> None:
         super().__init__()
         self.embedding = embedding
         self.positions = positions
         self.scale = math.sqrt(embedding.embedding_dim) if scale else 1.0
+        self.norm = norm
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """``ids: (B, T)`` -> ``(B, T, d_model)``; ``offset`` is the first position (cached decoding)."""
         x = self.embedding(ids) * self.scale + self.positions.span(offset, ids.shape[1])  # (B, T, d_model)
+        if self.norm is not None:
+            x = self.norm(x)
         return self.dropout(x) if self.training else x

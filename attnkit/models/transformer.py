@@ -22,6 +22,7 @@ from attnkit.config import Config, check, pick_preset
 from attnkit.layers.batchnorm import token_mask
 from attnkit.layers.blocks import Decoder, Encoder, LayerSpec
 from attnkit.layers.moe import MoEConfig
+from attnkit.layers.norm import build_norm
 from attnkit.layers.positional import TokenEmbedding, build_positions, check_ids
 from attnkit.models.base import MAX_LAYERS, PretrainedModel, register_model
 from attnkit.positions.config import PositionConfig, check_kernel
@@ -76,6 +77,13 @@ class TransformerConfig(Config):
     # output layer the decoder's final state scaled by d_model**-0.5 before it (``output_scale``).
     bias: bool = True  # biases of the attention projections and the FFN
     output_scale: float = 1.0  # factor on the decoder's final hidden state before the output layer
+    # BART (Lewis et al. 2020, section 2.1: the post-norm Transformer with GELU; its released code adds the rest):
+    # a LayerNorm over embeddings + positions in both stacks (``embedding_norm``), learned positions of its own per
+    # stack (``share_positions=False``; by default learned positions are one table when the embeddings are shared),
+    # and a bias on the output layer (``output_bias``, Hugging Face's ``final_logits_bias``).
+    embedding_norm: bool = False  # a norm (``norm``) after token embedding + position, before dropout
+    share_positions: bool = True  # learned positions with shared embeddings: one table for both stacks
+    output_bias: bool = False  # a bias vector on the output layer
 
     def validate(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
@@ -87,6 +95,7 @@ class TransformerConfig(Config):
             check(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "must be in [0, 1)")
         check(self.norm_eps > 0, "norm_eps", self.norm_eps, "must be positive")
         check(self.output_scale > 0, "output_scale", self.output_scale, "must be positive")
+        check(not self.embedding_norm or self.norm != "batch", "embedding_norm", True, "needs norm=layer or norm=rms")
         if self.share_embeddings:
             check(
                 self.src_vocab_size == self.tgt_vocab_size,
@@ -161,13 +170,18 @@ class Transformer(PretrainedModel):
         src_tok = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=pad_row)
         tgt_tok = src_tok if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=pad_row)
         positional = c.positional if c.attention.position.kind == "none" else "none"  # positions in the attention replace them
-        self.src_embed = TokenEmbedding(src_tok, build_positions(positional, c.d_model, c.max_len), c.dropout, c.scale_embeddings)
-        tgt_pos = self.src_embed.positions if positional == "learned" and c.share_embeddings else build_positions(positional, c.d_model, c.max_len)
-        self.tgt_embed = TokenEmbedding(tgt_tok, tgt_pos, c.dropout, c.scale_embeddings)
+        self.src_embed = TokenEmbedding(src_tok, build_positions(positional, c.d_model, c.max_len), c.dropout, c.scale_embeddings,
+                                        norm=build_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None)
+        share_pos = positional == "learned" and c.share_embeddings and c.share_positions
+        tgt_pos = self.src_embed.positions if share_pos else build_positions(positional, c.d_model, c.max_len)
+        self.tgt_embed = TokenEmbedding(tgt_tok, tgt_pos, c.dropout, c.scale_embeddings,
+                                        norm=build_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None)
         self.encoder = Encoder(spec, c.n_encoder_layers)
         self.decoder = Decoder(spec, c.n_decoder_layers)
-        self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         init_weights(self, c.d_model)
+        if c.output_bias:
+            nn.init.zeros_(self.lm_head.bias)
         if c.tie_output:
             self.lm_head.weight = tgt_tok.weight
         if pad_row is not None:
