@@ -2,6 +2,7 @@
 
     python benchmarks/positions_speed.py                 # GPU: B=4, H=12, d=64, T=2048, bf16, 12 layers
     python benchmarks/positions_speed.py --quick         # CPU smoke: tiny sizes
+    python benchmarks/positions_speed.py --kinds learned t5_bias:dense t5_bias:distance t5_bias:flex_distance
 
 One process, the same GPT (``d_model = H * d``) and the same batches for every row; each row is one
 ``model.attention.position.kind``, ``learned`` the model's learned absolute positions (the baseline, whose
@@ -10,7 +11,12 @@ autocast on CUDA. Rows are timed interleaved (:func:`benchmarks.common.time_inte
 the baseline's median step time over the row's (>= 0.9 is the goal). A second table times one attention
 layer alone (``MultiHeadAttention``, forward + backward), where ALiBi and T5 take FlexAttention with a
 ``score_mod`` on CUDA. Before timing, each kind's fast path is checked against its dense reference path
-(``need_weights=True``) on the same inputs. Writes ``benchmarks/results/positions-speed-<device>-<date>.json``.
+(``need_weights=True``) on the same inputs. A kind ``t5_bias:<path>`` is T5's bias with
+``position.t5_train_path=<path>`` (``t5_bias`` alone: the default path); each such row is also checked under
+autograd against ``t5_bias:dense`` with the same weights (the output, the input's and the table's gradients in
+the layer table; the loss and the table's gradient in the model table), and a row whose check raises is
+recorded with its error and not timed. Writes ``benchmarks/results/positions-speed-<device>-<date>.json``
+(after the checks and after each table).
 """
 
 from __future__ import annotations
@@ -31,49 +37,121 @@ from attnkit.models.transformer import AttentionConfig  # noqa: E402
 from attnkit.positions.config import PositionConfig  # noqa: E402
 from benchmarks.common import environment, pick_device, time_interleaved, write_json  # noqa: E402
 
-KINDS = ["learned", "rotary", "alibi", "t5_bias", "relative_key", "relative_key_query", "xl_relative"]
+T5_PATHS = ["dense", "distance", "flex_distance"]
+KINDS = ["learned", "rotary", "alibi", *(f"t5_bias:{p}" for p in T5_PATHS), "relative_key", "relative_key_query", "xl_relative"]
+CHOICES = [*KINDS, "t5_bias"]
 
 
 def position(kind: str) -> PositionConfig:
-    return PositionConfig(kind="none" if kind == "learned" else kind)  # type: ignore[arg-type]
+    """The position config of a row: ``learned`` (none in attention), a kind, or ``t5_bias:<t5_train_path>``."""
+    if kind == "learned":
+        return PositionConfig(kind="none")
+    name, _, path = kind.partition(":")
+    return PositionConfig(kind=name, **({"t5_train_path": path} if path else {}))  # type: ignore[arg-type]
 
 
-def model_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[int], None]]:
-    """One GPT per kind, same initial weights where shared, and one step function each."""
+def is_t5(kind: str) -> bool:
+    return kind.split(":")[0] == "t5_bias"
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (fp32)."""
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+def table_grad(model: torch.nn.Module) -> torch.Tensor:
+    """The gradient of the (shared) T5 table."""
+    return next(p.grad for n, p in model.named_parameters() if n.endswith("table.weight"))
+
+
+def model_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Callable[[int], None]], dict[str, Any]]:
+    """One GPT per kind, same initial weights where shared, and one step function each; for the T5 rows, the first
+    step's loss and table gradient against ``t5_bias:dense`` (or the error that stopped the row)."""
     ids = [torch.randint(0, args.vocab, (args.batch, args.length + 1), device=device) for _ in range(4)]
-    steps = {}
-    for kind in args.kinds:
+
+    def build(kind: str) -> GPT:
         torch.manual_seed(0)
         config = GPTConfig(vocab_size=args.vocab, context=args.length, d_model=args.heads * args.head_dim, n_heads=args.heads,
                            n_layers=args.layers, attention=AttentionConfig(position=position(kind)))
-        model = GPT(config).to(device)
+        return GPT(config).to(device)
+
+    def loss_of(fn: Callable[..., Any], x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = fn(x[:, :-1]).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+
+    reference: tuple[float, torch.Tensor] | None = None
+    if any(is_t5(k) for k in args.kinds):
+        ref = build("t5_bias:dense")
+        loss = loss_of(ref, ids[0])
+        loss.backward()
+        reference = (loss.item(), table_grad(ref).clone())
+        del ref
+    steps, checks = {}, {}
+    for kind in args.kinds:
+        model = build(kind)
         fn: Callable[..., Any] = torch.compile(model) if args.compile else model
+        if reference is not None and is_t5(kind):
+            try:
+                loss = loss_of(fn, ids[0])
+                loss.backward()
+                checks[kind] = {"loss_vs_dense_abs": abs(loss.item() - reference[0]),
+                                "table_grad_vs_dense_rel": max_rel(table_grad(model), reference[1])}
+            except Exception as e:  # noqa: BLE001 - a path that fails here is reported, the others still timed
+                checks[kind] = {"error": f"{type(e).__name__}: {e}"[:500]}
+                print(f"model {kind}: check failed: {checks[kind]['error']}")
+                continue
+            model.zero_grad(set_to_none=True)
 
         def step(i: int, model: GPT = model, fn: Callable[..., Any] = fn) -> None:
-            x = ids[i % len(ids)]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = fn(x[:, :-1]).logits
-            F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+            loss_of(fn, ids[i % len(ids)]).backward()
             for p in model.parameters():
                 p.grad = None
 
         steps[kind] = step
-    return steps
+    return steps, checks
 
 
-def layer_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Callable[[int], None]], dict[str, float]]:
-    """One attention layer per kind (learned: no positional hook), and each fast path's largest difference
-    from the dense reference path."""
+def layer_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Callable[[int], None]], dict[str, Any]]:
+    """One attention layer per kind (learned: no positional hook), and each fast path's difference from the dense
+    reference path (without autograd: ``need_weights=True``; the T5 rows also under autograd against
+    ``t5_bias:dense``), or the error that stopped the row."""
     d_model = args.heads * args.head_dim
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     xs = [torch.randn(args.batch, args.length, d_model, device=device, dtype=dtype, requires_grad=True) for _ in range(2)]
+    def build(kind: str) -> MultiHeadAttention:
+        torch.manual_seed(0)
+        return MultiHeadAttention(d_model, args.heads, position=None if kind == "learned" else position(kind)).to(device, dtype)
+
+    def grads(m: MultiHeadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output, input gradient and table gradient of one training call."""
+        x = x.detach().requires_grad_(True)
+        out = m(x, causal=True)[0]
+        out.float().square().mean().backward()
+        g = (out.detach(), x.grad, table_grad(m).clone())
+        m.zero_grad(set_to_none=True)
+        return g
+
+    x_check = xs[0][:, : min(args.length, 512)]
+    reference = grads(build("t5_bias:dense"), x_check) if any(is_t5(k) for k in args.kinds) else None
     steps, errors = {}, {}
     for kind in args.kinds:
-        torch.manual_seed(0)
-        m = MultiHeadAttention(d_model, args.heads, position=None if kind == "learned" else position(kind)).to(device, dtype)
-        with torch.no_grad():
-            x = xs[0][:, : min(args.length, 512)]
-            errors[kind] = (m(x, causal=True)[0].float() - m(x, causal=True, need_weights=True)[0].float()).abs().max().item()
+        m = build(kind)
+        try:
+            with torch.no_grad():
+                x = x_check
+                err: dict[str, Any] = {"inference_fast_vs_dense_max_abs":
+                                       (m(x, causal=True)[0].float() - m(x, causal=True, need_weights=True)[0].float()).abs().max().item()}
+            if reference is not None and is_t5(kind):
+                got = grads(m, x_check)
+                err.update({f"train_{name}_vs_dense_rel": max_rel(a, b)
+                            for name, a, b in zip(("out", "x_grad", "table_grad"), got, reference)})
+        except Exception as e:  # noqa: BLE001 - a path that fails here is reported, the others still timed
+            errors[kind] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            print(f"layer {kind}: check failed: {errors[kind]['error']}")
+            continue
+        errors[kind] = err
 
         def step(i: int, m: MultiHeadAttention = m) -> None:
             x = xs[i % len(xs)]
@@ -96,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=2048)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--vocab", type=int, default=8192)
-    p.add_argument("--kinds", nargs="*", default=KINDS, choices=KINDS)
+    p.add_argument("--kinds", nargs="*", default=KINDS, choices=CHOICES,
+                   help="rows; t5_bias:<path> is T5's bias with position.t5_train_path=<path>")
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
@@ -111,18 +190,20 @@ def main(argv: list[str] | None = None) -> int:
                               "command": " ".join([sys.executable, *sys.argv]),
                               "shape": {k: getattr(args, k) for k in ("batch", "heads", "head_dim", "length", "layers", "vocab")},
                               "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32", "compile": args.compile}
-    for table, (steps, errors) in (("layer", layer_steps(args, device)), ("model", (model_steps(args, device), None))):
+    name, out_dir = "positions-speed" + ("-quick" if args.quick else ""), Path(args.out_dir) if args.out_dir else None
+    for table, build in (("layer", layer_steps), ("model", model_steps)):
+        steps, checks = build(args, device)
+        result[table] = {kind: {"check": c} for kind, c in checks.items()}
+        write_json(name, result, out_dir)
         timings = time_interleaved(steps, device, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
         base = timings["learned"].median_ms if "learned" in timings else None
-        rows = {}
         for kind, t in timings.items():
-            rows[kind] = {"median_ms": round(t.median_ms, 4), "round_medians_ms": [round(x, 4) for x in t.round_medians_ms],
-                          "ratio_vs_learned": None if base is None else round(base / t.median_ms, 3)}
-            if errors is not None:
-                rows[kind]["fast_vs_dense_max_abs"] = errors[kind]
-            print(f"{table:>5} {kind:>18}: {t.median_ms:9.3f} ms" + ("" if base is None else f"  x{base / t.median_ms:.2f} of learned"))
-        result[table] = rows
-    path = write_json("positions-speed" + ("-quick" if args.quick else ""), result, Path(args.out_dir) if args.out_dir else None)
+            result[table].setdefault(kind, {}).update(
+                {"median_ms": round(t.median_ms, 4), "round_medians_ms": [round(x, 4) for x in t.round_medians_ms],
+                 "ratio_vs_learned": None if base is None else round(base / t.median_ms, 3)})
+            print(f"{table:>5} {kind:>22}: {t.median_ms:9.3f} ms" + ("" if base is None else f"  x{base / t.median_ms:.2f} of learned")
+                  + "".join(f"  {k}={v:.2e}" for k, v in result[table][kind].get("check", {}).items() if isinstance(v, float)))
+        path = write_json(name, result, out_dir)
     print(f"wrote {path}")
     return 0
 
