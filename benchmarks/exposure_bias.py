@@ -14,7 +14,9 @@ what is computed). Each averaged model translates ``test_2016_flickr`` (``val`` 
 and is scored with sacreBLEU, cased and lowercased, over the whole split and over its thirds by
 source length (:func:`attnkit.metrics.bleu_by_length`): exposure bias is expected to cost most on
 the longest third. The JSON under ``benchmarks/results/`` holds every run's scores, the mean over
-seeds of each recipe and its difference from teacher forcing.
+seeds of each recipe and its difference from teacher forcing. It is written after each run; a file of
+that device and date is read first, a run of the same recipe and seed replaces its row there and the
+means are taken over every row the file then holds, so seeds and remedies may run in separate calls.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("bleu", "bleu_lc", "longest_third_bleu", "longest_third_bleu_lc")
     out: list[dict[str, Any]] = []
     for name in dict.fromkeys(r["recipe"] for r in rows):
-        mine = [r for r in rows if r["recipe"] == name]
+        mine = sorted((r for r in rows if r["recipe"] == name), key=lambda r: r["seed"])
         entry: dict[str, Any] = {"recipe": name, "seeds": [r["seed"] for r in mine]}
         for k in keys:
             values = [r[k] for r in mine]
@@ -92,23 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     device = common.pick_device(args.device)
     env = common.environment(device)
     names = [BASE, *(f"{BASE}-{r}" for r in args.remedies)]
-    rows: list[dict[str, Any]] = []
-    payload: dict[str, Any] = {"environment": env, "quick": args.quick, "seeds": args.seeds, "runs": rows}
     suffix = "-quick" if args.quick else ""
+    payload = common.read_day_json("exposure-bias", env, args.out_dir, suffix=suffix)  # the runs of earlier calls that day
+    rows: list[dict[str, Any]] = payload.get("runs", [])
+    payload.update(environment=env, quick=args.quick, runs=rows)
     with tempfile.TemporaryDirectory(prefix="exposure-") as tmp:
         for seed in args.seeds:
             for name in names:
                 row = one_run(name, seed, args, device, Path(tmp) / f"{name}-{seed}")
-                rows.append(row)
+                rows[:] = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
                 print(f"{name} seed {seed}: BLEU {row['bleu']:.2f} (lc {row['bleu_lc']:.2f}), "
                       f"longest third {row['longest_third_bleu']:.2f}, {row['seconds']:.0f} s", flush=True)
+                payload["seeds"] = sorted({r["seed"] for r in rows})
                 payload["summary"] = summarise(rows)
                 common.write_json("exposure-bias", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
     header = ["recipe", "BLEU", "vs TF", "longest third", "vs TF"]
-    table = [[e["recipe"], f"{e['bleu']:.2f}", f"{e['bleu_vs_teacher_forcing']:+.2f}", f"{e['longest_third_bleu']:.2f}",
-              f"{e['longest_third_bleu_vs_teacher_forcing']:+.2f}"] for e in payload["summary"]]
+    diff = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731 (no teacher-forced run to compare with)
+    table = [[e["recipe"], f"{e['bleu']:.2f}", diff(e["bleu_vs_teacher_forcing"]), f"{e['longest_third_bleu']:.2f}",
+              diff(e["longest_third_bleu_vs_teacher_forcing"])] for e in payload["summary"]]
     print(common.markdown_table(header, table))
-    print(f"wrote {common.write_json('exposure-bias', payload, args.out_dir, suffix=suffix)}")
+    print(f"wrote {common.results_path('exposure-bias', env, args.out_dir, suffix=suffix)}")
     return 0
 
 
