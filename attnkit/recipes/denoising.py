@@ -50,22 +50,23 @@ register(Recipe(
 ))
 
 
-# BART text infilling on BART's own layer (Lewis et al. 2020, section 2.1, as its released code builds it): post-norm
-# layers with GELU and biases, learned positions (one table per stack), a LayerNorm over embeddings + positions,
-# unscaled embeddings, a tied output layer with a bias; its checkpoint exports with attnkit.hub.save_hf_bart.
-register(Recipe(
-    name="bart-shakespeare-bartlayer",
-    task="bart",
-    summary=f"tiny Shakespeare: a 3+3-layer BART-shaped Transformer (d_model 256; post-norm, GELU, learned positions per "
-            f"stack, embedding LayerNorm, unscaled embeddings, output bias) pretrained by {WHAT['bart']}; exports as "
-            "BartForConditionalGeneration; BPE 8k learned from the text; AdamW lr 5e-4, 2,000 steps of 32 examples of 128 tokens",
-    model=preset("transformer-small", max_len=512, positional="learned", share_positions=False, embedding_norm=True,
-                 scale_embeddings=False, activation="gelu", output_bias=True),
-    train=default_train(),
-    data=DenoisingDataConfig(text=("tinyshakespeare/input.txt",), vocab_size=8000, max_src_len=128),
-    files=("data.text",),
-    quick=QUICK,
-))
+# BART text infilling (and MASS) on BART's own layer (Lewis et al. 2020, section 2.1, as its released code builds it):
+# post-norm layers with GELU and biases, learned positions (one table per stack), a LayerNorm over embeddings +
+# positions, unscaled embeddings, a tied output layer with a bias; the checkpoint exports with attnkit.hub.save_hf_bart.
+for _name in ("bart", "mass"):
+    register(Recipe(
+        name=f"{_name}-shakespeare-bartlayer",
+        task=_name,
+        summary=f"tiny Shakespeare: a 3+3-layer BART-shaped Transformer (d_model 256; post-norm, GELU, learned positions per "
+                f"stack, embedding LayerNorm, unscaled embeddings, output bias) pretrained by {WHAT[_name]}; exports as "
+                "BartForConditionalGeneration; BPE 8k learned from the text; AdamW lr 5e-4, 2,000 steps of 32 examples of 128 tokens",
+        model=preset("transformer-small", max_len=512, positional="learned", share_positions=False, embedding_norm=True,
+                     scale_embeddings=False, activation="gelu", output_bias=True),
+        train=default_train(),
+        data=DenoisingDataConfig(text=("tinyshakespeare/input.txt",), vocab_size=8000, max_src_len=128),
+        files=("data.text",),
+        quick=QUICK,
+    ))
 
 
 def _multi30k_pretraining(objective: str) -> Recipe:

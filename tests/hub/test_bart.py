@@ -165,14 +165,15 @@ def test_missing_and_misshapen_weights_are_named() -> None:
         bart_from_hf(hf.config.to_dict(), state)
 
 
-def test_bart_layer_recipe_checkpoint_exports(tmp_path) -> None:
-    """The quick BART-shaped text-infilling run saves a checkpoint that Hugging Face's BART reproduces."""
+@pytest.mark.parametrize("objective", ["bart", "mass"])
+def test_bart_layer_recipe_checkpoint_exports(tmp_path, objective: str) -> None:
+    """The quick BART-shaped text-infilling (and MASS) run saves a checkpoint that Hugging Face's BART reproduces."""
     from attnkit.cli.main import main
 
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     if not (data / "tinyshakespeare").is_dir():
         pytest.skip(f"no tiny Shakespeare under {data}")
-    assert main(["train", "bart", "--recipe", "bart-shakespeare-bartlayer", "--quick", "--data-root", str(data),
+    assert main(["train", objective, "--recipe", f"{objective}-shakespeare-bartlayer", "--quick", "--data-root", str(data),
                  "--out", str(tmp_path / "run")]) == 0
     model = attnkit.load(tmp_path / "run" / "model").eval()
     assert model.config.embedding_norm and model.lm_head.bias.abs().max() > 0  # the output bias was trained
