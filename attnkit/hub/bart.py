@@ -17,6 +17,8 @@ ReLU; its released code (which ``transformers`` follows) fixes the rest. Each pa
   ``scale_embeddings``;
 * one embedding table for the encoder, the decoder and (with ``tie_word_embeddings``) the output layer, and a
   bias on the logits (the ``final_logits_bias`` buffer): ``share_embeddings``, ``tie_output``, ``output_bias=True``;
+  without ``tie_word_embeddings`` transformers 5 gives each stack its own table (``encoder.embed_tokens``,
+  ``decoder.embed_tokens``; ``shared`` is then unread): ``share_embeddings=False`` where the two differ;
 * the decoder starts from ``decoder_start_token_id`` (the EOS id, 2, in the released models; BOS 0, pad 1):
   ``bos_id`` is the decoder's start token.
 
