@@ -104,10 +104,14 @@ def toeplitz_adjoint(grad: Tensor, tq: int, tk: int) -> Tensor:
     of row i and one sum over the rows gives every diagonal.
     """
     acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-    g = grad.reshape(-1, *grad.shape[-3:]).sum(0, dtype=acc) if grad.dim() > 3 else grad.to(acc)  # (H, Tq, Tk)
+    g = grad.reshape(-1, *grad.shape[-3:])
+    g = g[0] if g.shape[0] == 1 else g.sum(0, dtype=acc)  # (H, Tq, Tk), cast below where it is copied
     h, length = g.shape[0], tq + tk - 1
-    buf = g.new_zeros(h, tq * (length + 1))
-    buf[:, : tq * length].view(h, tq, length)[:, :, tq - 1:] = g
+    buf = torch.empty(h, tq * (length + 1), dtype=acc, device=grad.device)
+    rows = buf[:, : tq * length].view(h, tq, length)
+    rows[:, :, : tq - 1].zero_()
+    rows[:, :, tq - 1:] = g
+    buf[:, tq * length:].zero_()
     return buf.view(h, tq, length + 1).sum(1)[:, :length]  # (H, Tq + Tk - 1)
 
 
