@@ -45,7 +45,7 @@ from attnkit.data.tokenizer import load_tokenizer  # noqa: E402
 from attnkit.models.gpt import GPT  # noqa: E402
 from attnkit.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from attnkit.runs.path import resolve_configs, run  # noqa: E402
-from benchmarks.common import RESULTS_DIR, environment, pick_device, synchronize, write_json  # noqa: E402
+from benchmarks.common import environment, pick_device, read_day_json, synchronize, write_json  # noqa: E402
 
 LN2 = math.log(2)
 
@@ -169,11 +169,6 @@ def parse_parts(text: str) -> list[str]:
     return names
 
 
-def results_path(name: str, env: dict[str, Any], out_dir: Path | None) -> Path:
-    """The JSON that :func:`benchmarks.common.write_json` writes for ``name`` on this device and date."""
-    return (Path(out_dir) if out_dir is not None else RESULTS_DIR) / f"{name}-{env['device_slug']}-{env['date'][:10]}.json"
-
-
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -200,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "long-context" + ("-quick" if args.quick else "")
     out_dir = Path(args.out_dir) if args.out_dir else None
     env = environment(device)
-    path = results_path(name, env, out_dir)
-    payload: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    payload = read_day_json(name, env, out_dir)
     payload.update({"benchmark": "long_context", "quick": args.quick, "environment": env,
                     "command": " ".join([sys.executable, *sys.argv])})
     payload.setdefault("xl", {})
