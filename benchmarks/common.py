@@ -16,6 +16,7 @@ Every benchmark script in this folder follows the same recipe (see BENCHMARKS.md
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -362,6 +363,26 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def parse_parts(text: str, parts: tuple[str, ...]) -> list[str]:
+    """A ``--parts`` value: a comma-separated subset of ``parts`` (``all``: every part), in the order given.
+
+    Args:
+        text: the option's value.
+        parts: the benchmark's part names.
+
+    Returns:
+        The chosen names.
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown name, or none.
+    """
+    names = list(parts) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in parts]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}; choose from {', '.join(parts)} or all")
+    return names
 
 
 # -- the command line, as a user runs it ------------------------------------------------------

@@ -46,6 +46,7 @@ from attnkit.models.gpt import GPT  # noqa: E402
 from attnkit.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from attnkit.runs.path import resolve_configs, run  # noqa: E402
 from benchmarks.common import environment, pick_device, read_day_json, synchronize, write_json  # noqa: E402
+from benchmarks.common import parse_parts as common_parse_parts  # noqa: E402
 
 LN2 = math.log(2)
 
@@ -162,11 +163,7 @@ PARTS = ("xl", "speed", "span", "chunks")
 
 def parse_parts(text: str) -> list[str]:
     """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: every part), in the order given."""
-    names = list(PARTS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in PARTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}; choose from {', '.join(PARTS)} or all")
-    return names
+    return common_parse_parts(text, PARTS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,12 +207,8 @@ PARTS = ("throughput", "electra-vs-mlm", "translation")
 
 
 def parse_parts(text: str) -> list[str]:
-    """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: every part)."""
-    names = list(PARTS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in PARTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}; choose from {', '.join(PARTS)} or all")
-    return names
+    """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: every part), in the order given."""
+    return common.parse_parts(text, PARTS)
 
 
 def main(argv: list[str] | None = None) -> Path:
