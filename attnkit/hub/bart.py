@@ -32,20 +32,17 @@ Layer dropout (``encoder_layerdrop``) acts only in training and is not carried o
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
-from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, check_size, unique_state_dict
+from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config
+from attnkit.hub.seq2seq import checked_config, load_converted, read_source, write_hf_directory
+from attnkit.models.base import CONFIG_NAME, unique_state_dict
 from attnkit.models.transformer import Transformer, TransformerConfig
 
 MODEL_TYPE = "bart"
@@ -209,24 +206,13 @@ def bart_from_hf(config: dict[str, Any] | str | os.PathLike, state: dict[str, Te
     Raises:
         CheckpointError: an unsupported variant, or a missing, surplus or misshapen key.
     """
-    if isinstance(config, dict):
-        if state is None:
-            raise CheckpointError("bart_from_hf: a config dict needs its state dict")
-        data, cfg_source, weights_source = config, "config", "state dict"
-    else:
-        data, cfg_path = read_hf_config(config)
-        state, weights_path = read_hf_weights(config)
-        cfg_source, weights_source = str(cfg_path), str(weights_path)
+    data, state, cfg_source, weights_source = read_source("bart_from_hf", config, state)
     state = strip_prefix(state)
     table = state.get("shared.weight")
     stacks = [state.get(f"{s}.embed_tokens.weight") for s in ("encoder", "decoder")]
     # Untied (transformers 5): each stack reads its own table, which may have moved away from shared.weight.
     shared = tied(data) or all(t is None or (table is not None and torch.equal(t, table)) for t in stacks)
-    try:
-        c = bart_config_from_hf(data, shared=shared, source=cfg_source)
-        expected = check_size(Transformer, c, prefix=f"{cfg_source}: ").state_dict()
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
+    c, expected = checked_config(lambda: bart_config_from_hf(data, shared=shared, source=cfg_source), cfg_source)
     if c.tie_output:
         state.pop("lm_head.weight", None)  # Hugging Face ties it to the shared table whatever the file holds
     for stack in ("encoder", "decoder"):
@@ -242,11 +228,7 @@ def bart_from_hf(config: dict[str, Any] | str | os.PathLike, state: dict[str, Te
     else:  # Hugging Face creates it as zeros when absent
         state["final_logits_bias"] = torch.zeros(c.tgt_vocab_size)
     optional = ({"tgt_embed.embedding.weight"} if c.share_embeddings else set()) | ({"lm_head.weight"} if c.tie_output else set())
-    converted = bart_keys(c.share_embeddings).to_attnkit(state, expected, weights_source, optional=optional)
-    model = Transformer(c)
-    missing, _ = model.load_state_dict(converted, strict=False)
-    assert set(missing) <= optional, missing  # the tied copies follow their originals
-    return model
+    return load_converted(c, bart_keys(c.share_embeddings), state, expected, weights_source, optional)
 
 
 def load_hf_bart(path: str | os.PathLike) -> Transformer:
@@ -344,15 +326,7 @@ def save_hf_bart(model: Transformer, path: str | os.PathLike, tokenizer: str | o
     """
     hf_config = bart_config_to_hf(model.config)
     hf_state = bart_state_to_hf(model)
-
-    def fill(tmp: Path) -> None:
-        (tmp / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        save_file(hf_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        if tokenizer is not None:
-            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
-
-    atomic_directory(Path(path), fill)
-    return Path(path)
+    return write_hf_directory(path, hf_config, hf_state, tokenizer)
 
 
 __all__ = ["MODEL_TYPE", "bart_config_from_hf", "bart_config_to_hf", "bart_from_hf", "bart_keys", "bart_state_to_hf",

@@ -31,21 +31,18 @@ norm; attnkit does not, which matters only in training.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from attnkit.errors import CheckpointError, ConfigError
-from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config, read_hf_config, read_hf_weights
-from attnkit.io import atomic_directory
-from attnkit.models.base import CONFIG_NAME, WEIGHTS_NAME, check_size, unique_state_dict
+from attnkit.errors import ConfigError
+from attnkit.hub.keymap import Fuse, KeyMap, Rule, peek_config
+from attnkit.hub.seq2seq import checked_config, load_converted, read_source, write_hf_directory
+from attnkit.models.base import CONFIG_NAME, unique_state_dict
 from attnkit.models.transformer import Transformer, TransformerConfig
 
 MODEL_TYPES = ("t5", "mt5")
@@ -190,14 +187,7 @@ def t5_from_hf(config: dict[str, Any] | str | os.PathLike, state: dict[str, Tens
     Raises:
         CheckpointError: an unsupported variant, or a missing, surplus or misshapen key.
     """
-    if isinstance(config, dict):
-        if state is None:
-            raise CheckpointError("t5_from_hf: a config dict needs its state dict")
-        data, cfg_source, weights_source = config, "config", "state dict"
-    else:
-        data, cfg_path = read_hf_config(config)
-        state, weights_path = read_hf_weights(config)
-        cfg_source, weights_source = str(cfg_path), str(weights_path)
+    data, state, cfg_source, weights_source = read_source("t5_from_hf", config, state)
     state = dict(state)
     shared = state.get("shared.weight")
     head = state.get("lm_head.weight")
@@ -208,20 +198,12 @@ def t5_from_hf(config: dict[str, Any] | str | os.PathLike, state: dict[str, Tens
             state["lm_head.weight"] = shared
     elif tied:
         state.pop("lm_head.weight", None)
-    try:
-        c = t5_config_from_hf(data, tie_output=tied, source=cfg_source)
-        expected = check_size(Transformer, c, prefix=f"{cfg_source}: ").state_dict()
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
+    c, expected = checked_config(lambda: t5_config_from_hf(data, tie_output=tied, source=cfg_source), cfg_source)
     # Tied copies: the target embeddings, the later layers' shared bias tables, a tied output layer.
     optional = {k for k in expected if k.startswith("tgt_embed.") or (".position." in k and ".layers.0." not in k)}
     if c.tie_output:
         optional.add("lm_head.weight")
-    converted = t5_keys(c.ffn == "gated").to_attnkit(state, expected, weights_source, optional=optional)
-    model = Transformer(c)
-    missing, _ = model.load_state_dict(converted, strict=False)
-    assert set(missing) <= optional, missing  # the tied copies follow their originals
-    return model
+    return load_converted(c, t5_keys(c.ffn == "gated"), state, expected, weights_source, optional)
 
 
 def load_hf_t5(path: str | os.PathLike) -> Transformer:
@@ -313,15 +295,7 @@ def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.
         state["lm_head.weight"] = state["src_embed.embedding.weight"].clone()
     fold_query_scale(state, c)
     hf_state = {k: v.contiguous() for k, v in t5_keys(c.ffn == "gated").from_attnkit(state).items()}
-
-    def fill(tmp: Path) -> None:
-        (tmp / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        save_file(hf_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        if tokenizer is not None:
-            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
-
-    atomic_directory(Path(path), fill)
-    return Path(path)
+    return write_hf_directory(path, hf_config, hf_state, tokenizer)
 
 
 __all__ = ["MODEL_TYPES", "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_config_from_hf", "t5_config_to_hf", "t5_from_hf", "t5_keys", "fold_query_scale"]
