@@ -212,7 +212,36 @@ def dequantize_nf4_rows(q: NF4Weight, rows: Tensor, dtype: torch.dtype | None = 
     return vals.flatten(-2).to(dtype or q.dtype)
 
 
-class NF4Linear(nn.Module):
+class _NF4Stored(nn.Module):
+    """A module holding one frozen matrix in NF4 with double quantization (section 3, equation 6) as
+    buffers: the packed 4-bit codes, the 8-bit block constants with their second-level constants and
+    offset, and the two code books (not saved: they are fixed)."""
+
+    def _store(self, q: NF4Weight) -> None:
+        """Register the tensors of ``q`` as buffers."""
+        self.shape, self.orig_dtype, self.blocksize, self.blocksize2 = q.shape, q.dtype, q.blocksize, q.blocksize2
+        self.register_buffer("packed", q.packed)
+        self.register_buffer("absmax", q.absmax)
+        self.register_buffer("absmax2", q.absmax2)
+        self.register_buffer("offset", q.offset.reshape(()))
+        self.register_buffer("code4", nf4_code().to(q.packed.device), persistent=False)
+        self.register_buffer("code8", dynamic_code().to(q.packed.device), persistent=False)
+
+    def quantized(self) -> NF4Weight:
+        """The stored matrix as an :class:`NF4Weight` (the buffers themselves, not copies)."""
+        return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
+
+    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The whole matrix in ``dtype`` (default: the original dtype), a new tensor each time."""
+        return dequantize_nf4(self.quantized(), dtype, (self.code4, self.code8))
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized matrix (a new tensor each time)."""
+        return self.dequantized()
+
+
+class NF4Linear(_NF4Stored):
     """A frozen linear layer whose weight is stored in NF4 (QLoRA's base layer, section 3, equation 5).
 
     ``forward(x) = x @ dequant(W)^T + b``, computed in the input's dtype (bf16 in QLoRA). The
@@ -226,29 +255,11 @@ class NF4Linear(nn.Module):
     def __init__(self, linear: nn.Linear, blocksize: int = 64) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        q = quantize_nf4(linear.weight, blocksize)
-        self.shape, self.orig_dtype, self.blocksize, self.blocksize2 = q.shape, q.dtype, q.blocksize, q.blocksize2
-        self.register_buffer("packed", q.packed)
-        self.register_buffer("absmax", q.absmax)
-        self.register_buffer("absmax2", q.absmax2)
-        self.register_buffer("offset", q.offset.reshape(()))
-        self.register_buffer("code4", nf4_code().to(q.packed.device), persistent=False)
-        self.register_buffer("code8", dynamic_code().to(q.packed.device), persistent=False)
+        self._store(quantize_nf4(linear.weight, blocksize))
         if linear.bias is not None:
             self.register_buffer("bias", linear.bias.detach().clone())
         else:
             self.bias = None
-
-    def quantized(self) -> NF4Weight:
-        return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
-
-    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
-        return dequantize_nf4(self.quantized(), dtype, (self.code4, self.code8))
-
-    @property
-    def weight(self) -> Tensor:
-        """The dequantized weight (a new tensor each time)."""
-        return self.dequantized()
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.dequantized(x.dtype)  # (out, in)
@@ -259,7 +270,7 @@ class NF4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nf4 blocksize={self.blocksize}"
 
 
-class NF4Embedding(nn.Module):
+class NF4Embedding(_NF4Stored):
     """A frozen token embedding table stored in NF4 with double quantization (section 3's data type
     applied to the embedding, as bitsandbytes's ``Embedding4bit``).
 
@@ -281,26 +292,7 @@ class NF4Embedding(nn.Module):
         if self.embedding_dim % blocksize:
             raise ValueError(f"embedding width {self.embedding_dim} is not a multiple of the NF4 blocksize {blocksize}")
         self.padding_idx = embedding.padding_idx
-        q = quantize_nf4(embedding.weight, blocksize)
-        self.shape, self.orig_dtype, self.blocksize, self.blocksize2 = q.shape, q.dtype, q.blocksize, q.blocksize2
-        self.register_buffer("packed", q.packed)
-        self.register_buffer("absmax", q.absmax)
-        self.register_buffer("absmax2", q.absmax2)
-        self.register_buffer("offset", q.offset.reshape(()))
-        self.register_buffer("code4", nf4_code().to(q.packed.device), persistent=False)
-        self.register_buffer("code8", dynamic_code().to(q.packed.device), persistent=False)
-
-    def quantized(self) -> NF4Weight:
-        return NF4Weight(self.packed, self.absmax, self.absmax2, self.offset, self.shape, self.orig_dtype, self.blocksize, self.blocksize2)
-
-    def dequantized(self, dtype: torch.dtype | None = None) -> Tensor:
-        """The whole table ``(V, d)`` (a new tensor each time)."""
-        return dequantize_nf4(self.quantized(), dtype, (self.code4, self.code8))
-
-    @property
-    def weight(self) -> Tensor:
-        """The dequantized table (a new tensor each time)."""
-        return self.dequantized()
+        self._store(quantize_nf4(embedding.weight, blocksize))
 
     def forward(self, ids: Tensor) -> Tensor:
         return dequantize_nf4_rows(self.quantized(), ids, None, (self.code4, self.code8))  # (*ids.shape, d)
