@@ -15,6 +15,8 @@ from attnkit.errors import CheckpointError, ConfigError  # noqa: E402
 from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.bart import bart_config_from_hf, bart_from_hf, save_hf_bart  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
+from seq2seq_batch import padded_batch  # noqa: E402
 
 V, BOS, PAD, EOS = 40, 0, 1, 2  # BART's ids; the decoder starts from EOS
 
@@ -39,20 +41,11 @@ def hf_bart(tie: bool = True, seed: int = 0, decoder_layers: int = 3, scale: boo
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """A right-padded source batch and decoder inputs (start token, then tokens, right-padded)."""
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(3, V, (3, 20), generator=g)  # (B, Ts), no pad or EOS inside
-    src[1, 14:] = PAD
-    src[2, 5:] = PAD
-    tgt = torch.randint(3, V, (3, 18), generator=g)  # (B, Tt)
-    tgt[:, 0] = EOS
-    tgt[2, 10:] = PAD
-    return src, tgt
+    return padded_batch(V, PAD, start=EOS, low=3)
 
 
 def hf_logits(model, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt).logits
+    return seq2seq_hf_logits(model, src, tgt, PAD)
 
 
 @pytest.mark.parametrize("tie,scale", [(True, False), (False, True)])

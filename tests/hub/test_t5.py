@@ -14,6 +14,8 @@ from attnkit.errors import CheckpointError, ConfigError  # noqa: E402
 from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.t5 import save_hf_t5, t5_config_from_hf, t5_from_hf  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
+from seq2seq_batch import padded_batch  # noqa: E402
 
 V, PAD, EOS = 40, 0, 1
 PROJS = [("relu", True), ("gated-gelu", False)]  # T5 1.0 (tied, scaled output) and v1.1 (own lm_head, unscaled)
@@ -37,20 +39,11 @@ def hf_t5(proj: str, tie: bool, seed: int = 0, decoder_layers: int = 3) -> "tran
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """A right-padded source batch and decoder inputs (start token, then tokens, right-padded)."""
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(2, V, (3, 20), generator=g)  # (B, Ts), no pad or EOS inside
-    src[1, 14:] = PAD
-    src[2, 5:] = PAD
-    tgt = torch.randint(2, V, (3, 18), generator=g)  # (B, Tt)
-    tgt[:, 0] = PAD
-    tgt[2, 10:] = PAD
-    return src, tgt
+    return padded_batch(V, PAD, start=PAD, low=2)
 
 
 def hf_logits(model, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt).logits
+    return seq2seq_hf_logits(model, src, tgt, PAD)
 
 
 @pytest.mark.parametrize("proj,tie", PROJS)
