@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -31,3 +33,14 @@ def hf_logits(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad:
     """The logits ``(B, Tt, V)`` of a transformers encoder-decoder, the source's padding masked."""
     with torch.no_grad():
         return model(input_ids=src, attention_mask=(src != pad).long(), decoder_input_ids=tgt).logits
+
+
+def assert_reloads_exactly(path: str | os.PathLike[str], model: torch.nn.Module) -> None:
+    """``attnkit.load(path)`` recognises the exported directory and gives back ``model``'s config and state dict exactly."""
+    import attnkit
+    from attnkit.models.transformer import Transformer
+
+    again = attnkit.load(path)
+    assert isinstance(again, Transformer) and again.config == model.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k

@@ -16,7 +16,7 @@ from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.bart import bart_config_from_hf, bart_from_hf, save_hf_bart  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
-from seq2seq_batch import padded_batch  # noqa: E402
+from seq2seq_batch import assert_reloads_exactly, padded_batch  # noqa: E402
 
 V, BOS, PAD, EOS = 40, 0, 1, 2  # BART's ids; the decoder starts from EOS
 
@@ -75,10 +75,7 @@ def test_export_reloads_in_transformers(tmp_path, tie: bool) -> None:
     src, tgt = batch()
     torch.testing.assert_close(hf_logits(back, src, tgt), hf_logits(hf, src, tgt), atol=1e-5, rtol=0)
     # attnkit.load recognises the directory, and the state dicts survive the round trip exactly ...
-    again = attnkit.load(tmp_path / "bart")
-    assert isinstance(again, Transformer) and again.config == model.config
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k
+    assert_reloads_exactly(tmp_path / "bart", model)
     # ... except the two leading rows of each position table, which BART never reads (attnkit drops them), and
     # in an untied model shared.weight, which transformers 5 does not read (attnkit writes the encoder's table).
     theirs = hf.state_dict()

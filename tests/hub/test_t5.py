@@ -15,7 +15,7 @@ from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.t5 import save_hf_t5, t5_config_from_hf, t5_from_hf  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
-from seq2seq_batch import padded_batch  # noqa: E402
+from seq2seq_batch import assert_reloads_exactly, padded_batch  # noqa: E402
 
 V, PAD, EOS = 40, 0, 1
 PROJS = [("relu", True), ("gated-gelu", False)]  # T5 1.0 (tied, scaled output) and v1.1 (own lm_head, unscaled)
@@ -67,10 +67,7 @@ def test_export_reloads_in_transformers(tmp_path, proj: str, tie: bool) -> None:
     src, tgt = batch()
     torch.testing.assert_close(hf_logits(back, src, tgt), hf_logits(hf, src, tgt), atol=1e-5, rtol=0)
     # attnkit.load recognises the directory, and the state dicts survive the round trip exactly.
-    again = attnkit.load(tmp_path / "t5")
-    assert isinstance(again, Transformer) and again.config == model.config
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k
+    assert_reloads_exactly(tmp_path / "t5", model)
     theirs = hf.state_dict()
     for k, v in back.state_dict().items():
         assert torch.equal(v, theirs[k]), k
