@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.runner import add_run_arguments
+from attnkit.cli.common import add_task_parser, run_job
 
 DESCRIPTION = """Few-shot classification with a masked LM's cloze questions (PET, Schick & Schuetze 2021).
 
@@ -58,21 +58,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.runner import run_command
     from attnkit.cli.train import flag_assignments
-    from attnkit.runs import job
 
     flags = flag_assignments(args, FLAGS)
     if args.patterns:
         flags.append(f"data.patterns={json.dumps(list(args.patterns))}")
-    run_command(args, job("fewshot"), flags)
-    return 0
+    return run_job(args, "fewshot", flags)
 
 
 def add_parser(finetune_subparsers: Any) -> None:
     """Add fewshot to the subcommands of attnkit finetune."""
-    p = finetune_subparsers.add_parser("fewshot", help="few-shot classification: PET cloze patterns, P-tuning prompts (GLUE .tsv)",
-                                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    add_run_arguments(p, "fewshot", out="runs/fewshot")
-    p.set_defaults(run=run, task="fewshot")
+    add_task_parser(finetune_subparsers, "fewshot", help="few-shot classification: PET cloze patterns, P-tuning prompts (GLUE .tsv)",
+                    description=DESCRIPTION, epilog=EPILOG, add_arguments=add_arguments, run=run, set_task=True)

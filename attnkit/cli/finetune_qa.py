@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.runner import add_run_arguments
+from attnkit.cli.common import add_squad_arguments, add_task_parser, finetune_flags, run_job
 
 DESCRIPTION = """Fine-tune a BERT-family model for extractive question answering (Devlin et al. 2019, section 4.2).
 
@@ -39,10 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("qa")
     g.add_argument("--model", type=Path, metavar="DIR", help="attnkit or Hugging Face BERT-family directory, or all-MiniLM-L6-v2 (sets data.model)")
     g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (default: the one in --model; sets data.tokenizer)")
-    g.add_argument("--train", type=Path, metavar="FILE", help="SQuAD v1.1 JSON to train on (sets data.train)")
-    g.add_argument("--dev", type=Path, metavar="FILE", help="SQuAD v1.1 JSON to evaluate on (sets data.dev)")
-    g.add_argument("--data", type=Path, metavar="FILE", help="one SQuAD v1.1 JSON to split by article, with --split-articles (sets data.data)")
-    g.add_argument("--split-articles", type=int, metavar="N", help="evaluate on the last N articles of --data (sets data.split_articles)")
+    add_squad_arguments(g, data_help="one SQuAD v1.1 JSON to split by article, with --split-articles (sets data.data)")
     g.add_argument("--epochs", type=float, metavar="N", help="passes over the training windows (sets data.epochs; default 3)")
     g.add_argument("--peft", choices=("lora", "qlora", "prefix", "prompt", "ptuning", "ptuning-v2"), metavar="METHOD",
                    help="train an adapter instead of every weight (sets peft.method; --set peft.r=8 ...; OUT/model is the adapter)")
@@ -55,19 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.finetune import schedule_flags
-    from attnkit.cli.runner import run_command
-    from attnkit.cli.train import flag_assignments
-    from attnkit.runs import job
-
-    run_command(args, job("qa"), schedule_flags(args, flag_assignments(args, FLAGS)))
-    return 0
+    return run_job(args, "qa", finetune_flags(args, FLAGS))
 
 
 def add_parser(finetune_subparsers: Any) -> None:
     """Add qa to the subcommands of attnkit finetune."""
-    p = finetune_subparsers.add_parser("qa", help="extractive question answering (SQuAD v1.1 JSON)", description=DESCRIPTION,
-                                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    add_run_arguments(p, "qa", out="runs/qa")
-    p.set_defaults(run=run, task="qa")
+    add_task_parser(finetune_subparsers, "qa", help="extractive question answering (SQuAD v1.1 JSON)", description=DESCRIPTION,
+                    epilog=EPILOG, add_arguments=add_arguments, run=run, set_task=True)
