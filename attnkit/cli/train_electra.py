@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-from attnkit.cli.runner import add_run_arguments, run_command
+from attnkit.cli.common import add_sequence_arguments, add_task_parser, add_text_arguments, run_job, text_flags
 
 DESCRIPTION = """Pretrain ELECTRA (Clark et al. 2020) from scratch on your own text.
 
@@ -31,34 +29,26 @@ FLAGS = {"tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "cased"
          "documents": "data.documents", "sentences": "data.sentences", "generator_fraction": "electra.generator_fraction"}
 
 
-def add_parser(tasks: Any) -> None:
-    """Register ``electra`` among the tasks of ``attnkit train``."""
-    p = tasks.add_parser("electra", help="pretrain an ELECTRA discriminator and generator (replaced-token detection) on text",
-                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("electra")
-    g.add_argument("--text", type=Path, nargs="+", metavar="FILE", help="UTF-8 text file(s) to pretrain on (sets data.text)")
-    g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer; default: "
-                   "WordPiece learned from the text)")
-    g.add_argument("--vocab-size", type=int, help="size of the learned WordPiece vocabulary (sets data.vocab_size; default 8000)")
+    add_text_arguments(g, tokenizer_help="tokenizer.json or vocab.txt (sets data.tokenizer; default: WordPiece learned from the text)")
     g.add_argument("--cased", action="store_const", const=True, help="the learned vocabulary keeps case (sets data.cased)")
     g.add_argument("--preset", help="discriminator preset (default: electra-small-discriminator)")
     g.add_argument("--generator-fraction", type=float, help="generator width / discriminator width (sets electra.generator_fraction; "
                    "default 0.25)")
-    g.add_argument("--max-seq-len", type=int, help="tokens per sequence, specials included (sets data.max_seq_len; default 128)")
-    g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents)")
-    g.add_argument("--sentences", choices=("lines", "punct"), help="what a sentence is (sets data.sentences)")
-    add_run_arguments(p, "electra", out="runs/electra")
-    p.set_defaults(run=run)
+    add_sequence_arguments(g)
+
+
+def add_parser(tasks: Any) -> None:
+    """Register ``electra`` among the tasks of ``attnkit train``."""
+    add_task_parser(tasks, "electra", help="pretrain an ELECTRA discriminator and generator (replaced-token detection) on text",
+                    description=DESCRIPTION, add_arguments=add_arguments, run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.train import flag_assignments
     from attnkit.errors import ConfigError
-    from attnkit.runs import job
 
-    flags = flag_assignments(args, FLAGS)
-    if args.text is not None:
-        flags.append(f"data.text={json.dumps([str(t) for t in args.text])}")
+    flags = text_flags(args, FLAGS)
     base = None
     if args.preset is not None:
         from attnkit.models.bert import bert_preset
@@ -67,5 +57,4 @@ def run(args: argparse.Namespace) -> int:
             base = {"model": bert_preset(args.preset, pooler=False)}
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    run_command(args, job("electra"), flags, base=base)
-    return 0
+    return run_job(args, "electra", flags, base=base)
