@@ -8,6 +8,13 @@ table directly is unstable, so the paper reparameterises it (section 4.3): a sma
 after training only the table is kept. P-tuning v2 (Liu et al. 2022, section 3.2) is the same
 deep prompt without the reparameterisation, for classification and tagging with a trained head.
 
+Initialisation: ``P'`` is a table of free input vectors, one per prefix position, drawn from
+N(0, 1) as an embedding table is (the paper's released code and peft hold it as an embedding);
+the MLP's layers keep ``nn.Linear``'s default. Inputs of unit scale make the ``P`` rows of the
+MLP's output differ from one another from the start: with inputs near zero every row is close
+to the MLP's output biases and the prefix begins as ``P`` copies of one key and value. The
+directly trained table of P-tuning v2 is drawn from N(0, 1) likewise.
+
 The table has peft's layout, ``(P, n_layers * 2 * d_model)``: per virtual token, layer 0's key,
 layer 0's value, layer 1's key, ...; each ``d_model`` vector splits into heads as the layer's
 own keys do. Keys and values enter the layer through its attention kernel
@@ -53,7 +60,7 @@ class PrefixTable(nn.Module):
         n_virtual: prefix length P.
         n_layers: attention layers that get a prefix.
         d_model: the width of one key (all heads).
-        reparam: compute the table as ``MLP(P')`` (section 4.3).
+        reparam: compute the table as ``MLP(P')`` (section 4.3), ``P'`` drawn from N(0, 1).
         hidden: the MLP's hidden width.
     """
 
@@ -62,13 +69,13 @@ class PrefixTable(nn.Module):
         self.n_virtual, self.n_layers, self.d_model = n_virtual, n_layers, d_model
         width = n_layers * 2 * d_model
         if reparam:
-            self.embedding = nn.Parameter(torch.randn(n_virtual, d_model) * 0.02)  # P'
+            self.embedding = nn.Parameter(torch.randn(n_virtual, d_model))  # P' ~ N(0, 1)
             self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, width))
             self.table = None
         else:
             self.embedding = None
             self.mlp = None
-            self.table = nn.Parameter(torch.randn(n_virtual, width) * 0.02)
+            self.table = nn.Parameter(torch.randn(n_virtual, width))  # N(0, 1)
 
     def full(self) -> Tensor:
         """``(P, n_layers * 2 * d_model)``: the table (through the MLP when reparameterised)."""

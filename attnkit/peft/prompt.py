@@ -1,13 +1,16 @@
 """Soft prompts at the input: prompt tuning (Lester et al. 2021) and P-tuning (Liu et al. 2021).
 
 Prompt tuning (Lester et al. 2021, section 2): the frozen model reads ``n`` trainable *virtual
-token* embeddings before the embeddings of the real tokens. They are initialised randomly, from
-the embeddings of sampled vocabulary tokens, or from the embeddings of a text's tokens (section
-3.2, "class label" and text initialisation), repeated to length ``n``.
+token* embeddings before the embeddings of the real tokens. They are initialised randomly
+(uniformly in [-0.5, 0.5], section 3.2), from the embeddings of sampled vocabulary tokens, or
+from the embeddings of a text's tokens (section 3.2, "class label" and text initialisation),
+repeated to length ``n``.
 
 P-tuning (Liu et al. 2021, section 3.2): the virtual embeddings are produced by a *prompt
 encoder* from ``n`` free vectors, a bidirectional LSTM followed by a two-layer ReLU MLP (or an
 MLP alone), which ties the prompts to each other; after training only the embeddings are kept.
+The encoder's ``n`` input vectors are an embedding table, N(0, 1) (the paper's released code and
+peft hold them as one); the LSTM and linear layers keep PyTorch's default initialisation.
 The paper places prompt tokens at template positions; here, as in peft, they all go first.
 
 The virtual tokens go through the model's embedding layer like real ones: they get positions
@@ -62,13 +65,16 @@ class PromptEncoder(nn.Module):
         encoder: ``none``, ``lstm`` (a 2-layer bi-LSTM, then Linear-ReLU-Linear of width ``2 hidden``) or
             ``mlp`` (Linear-ReLU-Linear-ReLU-Linear of width ``hidden``); the sizes of peft's prompt encoder.
         hidden: the encoder's hidden width.
-        init: ``(n, d)`` initial embeddings (default N(0, 0.02)).
+        init: ``(n, d)`` initial embeddings; by default uniform in [-0.5, 0.5] for prompt tuning
+            (Lester et al. 2021, section 3.2) and N(0, 1) for the input of P-tuning's encoder.
     """
 
     def __init__(self, n_virtual: int, d_model: int, encoder: str = "none", hidden: int = 128, init: Tensor | None = None) -> None:
         super().__init__()
         self.n_virtual, self.kind = n_virtual, encoder
-        self.embedding = nn.Parameter(init.clone() if init is not None else torch.randn(n_virtual, d_model) * 0.02)
+        if init is None:
+            init = torch.empty(n_virtual, d_model).uniform_(-0.5, 0.5) if encoder == "none" else torch.randn(n_virtual, d_model)
+        self.embedding = nn.Parameter(init.clone())
         self.lstm: nn.LSTM | None = None
         self.mlp: nn.Sequential | None = None
         if encoder == "lstm":

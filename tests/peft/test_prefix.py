@@ -97,3 +97,29 @@ def test_activation_checkpointing_gives_the_same_adapter_gradients(method: str) 
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_input_and_deep_prompts_start_from_a_unit_normal() -> None:
+    """P' (the MLP's input) and P-tuning v2's table are drawn from N(0, 1), as an embedding table is."""
+    torch.manual_seed(0)
+    reparam = PrefixTable(20, 2, 384, reparam=True, hidden=64)
+    direct = PrefixTable(20, 2, 64)
+    for t in (reparam.embedding, direct.table):
+        assert abs(t.mean().item()) < 0.05 and abs(t.std().item() - 1.0) < 0.05
+    reference = torch.nn.Embedding(20, 384).weight  # torch's embedding initialisation, the reference distribution
+    assert abs(reparam.embedding.std().item() - reference.std().item()) < 0.05
+    rows = reparam.full().detach()  # (P, width): the initial prefixes differ from one another, not P copies of the biases
+    spread = (rows - rows.mean(0)).norm(dim=1).mean() / rows.norm(dim=1).mean()
+    assert spread > 0.3
+
+
+def test_prompt_tuning_starts_uniform_and_the_ptuning_encoder_input_unit_normal() -> None:
+    """Prompt tuning's random init is uniform in [-0.5, 0.5] (Lester et al. 2021, 3.2); P-tuning's encoder input is N(0, 1)."""
+    from attnkit.peft.prompt import PromptEncoder
+
+    torch.manual_seed(0)
+    prompt = PromptEncoder(20, 384).embedding
+    assert prompt.abs().max() <= 0.5 and abs(prompt.std().item() - 1 / math.sqrt(12)) < 0.02
+    for kind in ("lstm", "mlp"):
+        x = PromptEncoder(20, 384, kind, 32).embedding
+        assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1.0) < 0.05
