@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.runner import add_run_arguments, run_command
+from attnkit.cli.common import add_task_parser, run_job, text_flags
 
 OBJECTIVES = {
     "t5": ("T5 span corruption (Raffel et al. 2020)",
@@ -39,29 +39,26 @@ warm-up steps then linear decay, 2,000 steps of 32 examples."""
 FLAGS = {"vocab_size": "data.vocab_size", "max_src_len": "data.max_src_len", "documents": "data.documents"}
 
 
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """The options of the ``name`` objective (t5, bart or mass), in a group of that name."""
+    g = p.add_argument_group(name)
+    g.add_argument("--text", type=Path, nargs="+", metavar="FILE", help="UTF-8 text file(s) to pretrain on (sets data.text)")
+    g.add_argument("--vocab-size", type=int, help="learned subword vocabulary, before the added tokens (sets data.vocab_size; "
+                   "default 8000)")
+    g.add_argument("--max-src-len", type=int, help="encoder tokens per example (sets data.max_src_len; default 128)")
+    g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents)")
+    g.add_argument("--preset", help="Transformer preset to start from (default: transformer-small, pre-norm)")
+
+
 def add_parser(tasks: Any) -> None:
     """Register ``t5``, ``bart`` and ``mass`` among the tasks of ``attnkit train``."""
     for name, (title, text) in OBJECTIVES.items():
-        p = tasks.add_parser(name, help=f"pretrain an encoder-decoder by denoising: {title}",
-                             description=f"Pretrain an encoder-decoder Transformer with {title}.\n" + COMMON.format(name=name)
-                             + "\n\n" + text, formatter_class=argparse.RawDescriptionHelpFormatter)
-        g = p.add_argument_group(name)
-        g.add_argument("--text", type=Path, nargs="+", metavar="FILE", help="UTF-8 text file(s) to pretrain on (sets data.text)")
-        g.add_argument("--vocab-size", type=int, help="learned subword vocabulary, before the added tokens (sets data.vocab_size; "
-                       "default 8000)")
-        g.add_argument("--max-src-len", type=int, help="encoder tokens per example (sets data.max_src_len; default 128)")
-        g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents)")
-        g.add_argument("--preset", help="Transformer preset to start from (default: transformer-small, pre-norm)")
-        add_run_arguments(p, name, out=f"runs/{name}")
-        p.set_defaults(run=run, task=name)
+        add_task_parser(tasks, name, help=f"pretrain an encoder-decoder by denoising: {title}",
+                        description=f"Pretrain an encoder-decoder Transformer with {title}.\n" + COMMON.format(name=name) + "\n\n" + text,
+                        add_arguments=partial(add_arguments, name=name), run=run, set_task=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.train import flag_assignments, model_preset
-    from attnkit.runs import job
+    from attnkit.cli.train import model_preset
 
-    flags = flag_assignments(args, FLAGS)
-    if args.text is not None:
-        flags.append(f"data.text={json.dumps([str(t) for t in args.text])}")
-    run_command(args, job(args.task), flags, base=model_preset(args.task, args.preset))
-    return 0
+    return run_job(args, args.task, text_flags(args, FLAGS), base=model_preset(args.task, args.preset))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.runner import add_run_arguments, run_command
+from attnkit.cli.common import add_sequence_arguments, add_task_parser, run_job, text_flags
 
 DESCRIPTION = """Pretrain a BERT as a unified language model, UniLM (Dong et al. 2019).
 
@@ -28,33 +27,28 @@ FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "da
          "documents": "data.documents", "sentences": "data.sentences"}
 
 
-def add_parser(tasks: Any) -> None:
-    """Register ``unilm`` among the tasks of ``attnkit train``."""
-    p = tasks.add_parser("unilm", help="pretrain a BERT as UniLM (masked LM under bidirectional, causal and seq2seq masks)",
-                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("unilm")
     g.add_argument("--text", type=Path, nargs="+", metavar="FILE", help="UTF-8 text file(s) to pretrain on (sets data.text)")
     g.add_argument("--model", type=Path, metavar="DIR", help="continue from this BERT-family directory (sets data.model)")
     g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer)")
     g.add_argument("--vocab-size", type=int, help="size of the learned WordPiece vocabulary (sets data.vocab_size; default 8000)")
     g.add_argument("--preset", help="BERT preset to start from (default: bert-tiny; not with --model)")
-    g.add_argument("--max-seq-len", type=int, help="tokens per sequence, specials included (sets data.max_seq_len; default 128)")
-    g.add_argument("--documents", choices=("paragraphs", "files"), help="what a document is (sets data.documents)")
-    g.add_argument("--sentences", choices=("lines", "punct"), help="what a sentence is (sets data.sentences)")
-    add_run_arguments(p, "unilm", out="runs/unilm")
-    p.set_defaults(run=run)
+    add_sequence_arguments(g)
+
+
+def add_parser(tasks: Any) -> None:
+    """Register ``unilm`` among the tasks of ``attnkit train``."""
+    add_task_parser(tasks, "unilm", help="pretrain a BERT as UniLM (masked LM under bidirectional, causal and seq2seq masks)",
+                    description=DESCRIPTION, add_arguments=add_arguments, run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.cli.train import flag_assignments
     from attnkit.errors import ConfigError
-    from attnkit.runs import job
 
     if args.model is not None and args.preset is not None:
         raise ConfigError(f"--model takes the architecture from {args.model}; leave out --preset")
-    flags = flag_assignments(args, FLAGS)
-    if args.text is not None:
-        flags.append(f"data.text={json.dumps([str(t) for t in args.text])}")
+    flags = text_flags(args, FLAGS)
     base: dict[str, Any] | None = None
     if args.model is not None and args.recipe is None and not args.resume:
         from attnkit.runs.mlm import continued_train
@@ -67,5 +61,4 @@ def run(args: argparse.Namespace) -> int:
             base = {"model": bert_preset(args.preset)}
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    run_command(args, job("unilm"), flags, base=base)
-    return 0
+    return run_job(args, "unilm", flags, base=base)
