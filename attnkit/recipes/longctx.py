@@ -37,18 +37,21 @@ HIERARCHICAL_ATTENTION = AttentionConfig(kind="hierarchical", dropout=0.2, param
 SPAN_ATTENTION = AttentionConfig(kind="adaptive_span", dropout=0.2, position=PositionConfig(kind="xl_relative"),
                                  params={"max_span": 384, "ramp": 32, "init": 1.0, "span_loss": 2e-6})
 
+# the char-shakespeare schedule shared by the character-level recipes here: AdamW, 100 warm-up steps, cosine to lr/10
+CHAR_TRAIN = TrainConfig(
+    steps=2500, batch_size=64, log_every=500,
+    optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
+    schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
+    eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
+)
+
 register(Recipe(
     name="shakespeare-xl",
     task="lm",
     summary="tiny Shakespeare, characters: the char-shakespeare GPT with Transformer-XL relative attention, consecutive "
             "segments of 128 with a memory of 128 per layer (data.mem_len), AdamW, cosine to lr/10 over 2,500 steps",
     model=gpt_preset("char-shakespeare", attention=XL_ATTENTION),
-    train=TrainConfig(
-        steps=2500, batch_size=64, log_every=500,
-        optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
-        schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
-        eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
-    ),
+    train=CHAR_TRAIN,
     data=TextDataConfig(text="tinyshakespeare/input.txt", tokenizer="char", sample_tokens=0, segment=128, mem_len=128),
     files=("data.text",),
     quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "data.segment=16", "data.mem_len=16",
@@ -61,12 +64,7 @@ register(Recipe(
     summary="tiny Shakespeare, characters: shakespeare-xl with a memory of 256 and an adaptive attention span per head "
             "(at most 384, ramp 32, L1 penalty 2e-6); eval.json reports the learned spans",
     model=gpt_preset("char-shakespeare", context=384, attention=SPAN_ATTENTION),
-    train=TrainConfig(
-        steps=2500, batch_size=64, log_every=500,
-        optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
-        schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
-        eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
-    ),
+    train=CHAR_TRAIN,
     data=TextDataConfig(text="tinyshakespeare/input.txt", tokenizer="char", sample_tokens=0, segment=128, mem_len=256),
     files=("data.text",),
     quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=48", "data.segment=16", "data.mem_len=32",
@@ -80,12 +78,7 @@ register(Recipe(
     summary="tiny Shakespeare, characters: the char-shakespeare GPT with hierarchical attention (exact inside blocks of "
             "64, the earlier blocks' mean keys and values across them), AdamW, cosine to lr/10 over 2,500 steps",
     model=gpt_preset("char-shakespeare", attention=HIERARCHICAL_ATTENTION),
-    train=TrainConfig(
-        steps=2500, batch_size=64, log_every=500,
-        optim=OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, clip_norm=1.0),
-        schedule=ScheduleConfig(kind="cosine", warmup=100, min_lr_ratio=0.1),
-        eval=EvalConfig(every=250), reg=RegularizationConfig(label_smoothing=0.0),
-    ),
+    train=CHAR_TRAIN,
     data=TextDataConfig(text="tinyshakespeare/input.txt", tokenizer="char", sample_tokens=0),
     files=("data.text",),
     quick=("model.n_layers=1", "model.n_heads=2", "model.d_model=32", "model.context=32", "model.attention.params.block=8",
