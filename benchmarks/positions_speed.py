@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                               "command": " ".join([sys.executable, *sys.argv]),
                               "shape": {k: getattr(args, k) for k in ("batch", "heads", "head_dim", "length", "layers", "vocab")},
                               "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32", "compile": args.compile}
-    name, out_dir = "positions-speed" + ("-quick" if args.quick else ""), Path(args.out_dir) if args.out_dir else None
+    name = "positions-speed" + ("-compiled" if args.compile else "") + ("-quick" if args.quick else "")
+    out_dir = Path(args.out_dir) if args.out_dir else None
     for table, build in (("layer", layer_steps), ("model", model_steps)):
         steps, checks = build(args, device)
         result[table] = {kind: {"check": c} for kind, c in checks.items()}
