@@ -103,8 +103,8 @@ def active_parameters(model: torch.nn.Module) -> int:
         total += p.numel()
     for m in model.modules():
         if isinstance(m, SwitchFFN):
-            per_expert = sum(p.numel() for p in m.experts[0].parameters())
-            total -= per_expert * (len(m.experts) - 1)
+            per_expert = sum(p[0].numel() for p in (*m.w1.parameters(), *m.w2.parameters()))  # one slice of the stacked experts
+            total -= per_expert * (m.n_experts - 1)
     return total
 
 

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.config import Config, check
-from attnkit.errors import ConfigError
-from attnkit.layers.ffn import FeedForward
+from attnkit.layers.ffn import activation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,8 +59,55 @@ class MoEConfig(Config):
         check(0.0 <= self.jitter < 1.0, "moe.jitter", self.jitter, "must be in [0, 1)")
 
 
+class ExpertLinear(nn.Module):
+    """``n_experts`` linear maps ``d_in -> d_out`` stacked in one tensor, applied to each expert's slots at once.
+
+    ``weight`` is ``(n_experts, d_in, d_out)`` and ``bias`` ``(n_experts, d_out)``, so expert ``i`` maps ``x`` to
+    ``x @ weight[i] + bias[i]``: ``weight[i]`` is the transposed weight of an ``nn.Linear(d_in, d_out)``, and it
+    starts as that layer does (uniform in ``+-1/sqrt(d_in)``); model initialisers treat each slice as one Linear.
+
+    Args:
+        n_experts: number of experts.
+        d_in: input width.
+        d_out: output width.
+        bias: whether each expert has a bias.
+    """
+
+    def __init__(self, n_experts: int, d_in: int, d_out: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = d_in, d_out
+        self.weight = nn.Parameter(torch.empty(n_experts, d_in, d_out))
+        self.bias = nn.Parameter(torch.empty(n_experts, d_out)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.in_features) if self.in_features else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (n_experts, C, d_in)`` -> ``(n_experts, C, d_out)``, slot rows of expert i through expert i's map."""
+        if self.bias is None:
+            return torch.bmm(x, self.weight)  # (N, C, d_out)
+        return torch.baddbmm(self.bias[:, None, :].to(x.dtype), x, self.weight)  # (N, C, d_out)
+
+    def extra_repr(self) -> str:
+        return f"experts={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 class SwitchFFN(nn.Module):
-    """Top-1 mixture of ``n_experts`` position-wise FFNs with a capacity limit (Switch Transformer, eq. 1-3).
+    """Top-1 (or top-2) mixture of ``n_experts`` position-wise FFNs with a capacity limit (Switch Transformer, eq. 1-3).
+
+    The experts are one FFN with stacked weights (``w1``: ``(N, d_model, d_ff)``, ``w2``: ``(N, d_ff, d_model)``,
+    :class:`ExpertLinear`). Dispatch has fixed shapes: each routed token's 1-based place in its expert's queue is a
+    cumulative sum over the one-hot choices (every first choice in token order, then every second choice);
+    accepted tokens are copied into an ``(N, C + 1, d_model)`` buffer (``C`` the capacity for a batch without
+    padding; the last slot of each expert collects the dropped tokens and is never read back), the experts run
+    as two batched matrix products, and each token sums its accepted slots' outputs times their gates.
+    Nothing is read on the host, so the layer runs under ``torch.compile`` and CUDA graphs.
+
+    State dicts holding one ``FeedForward`` per expert (``experts.{i}.w1.weight`` ...) load into the stacked weights.
 
     Args:
         d_model: model width.
@@ -76,21 +122,39 @@ class SwitchFFN(nn.Module):
                  config: MoEConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or MoEConfig()
+        self.n_experts = c.n_experts
         self.capacity_factor = c.capacity_factor
         self.router = nn.Linear(d_model, c.n_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(d_model, d_ff, activation_name, dropout, bias) for _ in range(c.n_experts))
+        self.w1 = ExpertLinear(c.n_experts, d_model, d_ff, bias)
+        self.w2 = ExpertLinear(c.n_experts, d_ff, d_model, bias)
+        self.activation_name = activation_name
+        self.act = activation(activation_name)
+        self.dropout = nn.Dropout(dropout)
         self.keep: Tensor | None = None  # (B, T) True = a real token; set by mark_padding's hooks
         self.router_logits: Tensor | None = None  # (B, T, N) of the last forward
         self.register_buffer("load", torch.zeros(c.n_experts), persistent=False)
         self.register_buffer("dropped", torch.zeros(c.n_experts), persistent=False)
+        self.register_load_state_dict_pre_hook(_stack_expert_keys)
 
     def capacity(self, n_tokens: int) -> int:
         """Tokens each expert takes: ``ceil(capacity_factor * top_k * n_tokens / n_experts)`` (eq. 3)."""
-        return math.ceil(self.capacity_factor * self.config.top_k * n_tokens / len(self.experts))
+        return math.ceil(self.capacity_factor * self.config.top_k * n_tokens / self.n_experts)
+
+    def run_experts(self, h: Tensor) -> Tensor:
+        """Every expert's FFN on its slots: ``h: (N, C, d_model)`` -> ``(N, C, d_model)``."""
+        h = self.act(self.w1(h))  # (N, C, d_ff)
+        return self.w2(self.dropout(h) if self.training else h)  # (N, C, d_model)
+
+    def expert(self, i: int, x: Tensor) -> Tensor:
+        """Expert ``i``'s FFN alone on ``x: (..., d_model)`` (a reference for tests and inspection)."""
+        w1, w2 = self.w1, self.w2
+        h = self.act(F.linear(x, w1.weight[i].t(), None if w1.bias is None else w1.bias[i]))  # (..., d_ff)
+        h = self.dropout(h) if self.training else h
+        return F.linear(h, w2.weight[i].t(), None if w2.bias is None else w2.bias[i])  # (..., d_model)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (B, T, d_model)`` -> ``(B, T, d_model)``; dropped and padding tokens give 0."""
-        n = len(self.experts)
+        n, k = self.n_experts, self.config.top_k
         keep = self.keep if self.keep is not None and self.keep.shape == x.shape[:-1] else torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
         h = x.float()
         if self.training and self.config.jitter > 0:
@@ -98,33 +162,41 @@ class SwitchFFN(nn.Module):
         logits = F.linear(h, self.router.weight.float())  # (B, T, N) in float32
         self.router_logits, self.keep_used = logits, keep
         probs = torch.softmax(logits, dim=-1)
-        top_p, top_e = probs.topk(self.config.top_k, dim=-1)  # (B, T, k)
-        gates = top_p if self.config.top_k == 1 else top_p / top_p.sum(-1, keepdim=True)  # top-2: the two gates renormalised
-        flat_x, flat_keep = x.reshape(-1, x.shape[-1]), keep.reshape(-1)  # (M, d), (M,)
-        if x.is_cuda and torch.cuda.is_current_stream_capturing():
-            raise ConfigError("Switch layers read the number of tokens on the host at every step, which a CUDA graph cannot "
-                              "record; set train.execution.cuda_graphs=false")
-        capacity = self.capacity(int(flat_keep.sum()))
-        out = torch.zeros_like(flat_x)
-        filled = torch.zeros(n, dtype=torch.long, device=x.device)  # places taken in each expert so far
-        for c in range(self.config.top_k):  # first choices queue before second choices (GShard)
-            routed = F.one_hot(top_e[..., c].reshape(-1), n) * flat_keep[:, None]  # (M, N): real tokens only
-            position = (torch.cumsum(routed, dim=0) + filled) * routed  # 1-based place in its expert's queue
-            accepted = (position > 0) & (position <= capacity)  # (M, N)
-            filled = filled + accepted.sum(0)
-            scale = gates[..., c].reshape(-1, 1).to(x.dtype)  # (M, 1)
-            for i, ffn in enumerate(self.experts):
-                rows = accepted[:, i].nonzero().squeeze(1)
-                if rows.numel():
-                    out = out.index_add(0, rows, ffn(flat_x[rows]) * scale[rows])
-            if self.training:
-                with torch.no_grad():
-                    self.load += routed.sum(0).float()
-                    self.dropped += (routed.bool() & ~accepted).sum(0).float()
-        return out.reshape(x.shape)
+        top_p, top_e = probs.topk(k, dim=-1)  # (B, T, k)
+        gates = top_p if k == 1 else top_p / top_p.sum(-1, keepdim=True)  # top-2: the two gates renormalised
+        m, d = keep.numel(), x.shape[-1]
+        flat_x = x.reshape(m, d)  # (M, d)
+        # choice-major order: every token's first choice, in token order, then every second choice (GShard)
+        expert = top_e.reshape(m, k).t().reshape(k * m)  # (kM,)
+        routed = F.one_hot(expert, n) * keep.reshape(1, m).expand(k, m).reshape(k * m, 1)  # (kM, N): real tokens only
+        position = (torch.cumsum(routed, dim=0) * routed).sum(-1)  # (kM,) 1-based place in its expert's queue, 0: padding
+        n_real = keep.sum().to(torch.float64)  # on the device: no host read
+        capacity = torch.ceil(n_real * (self.capacity_factor * k) / n)  # eq. 3 on the real tokens
+        accepted = (position > 0) & (position <= capacity)  # (kM,)
+        slots = min(self.capacity(m), m)  # the buffer's places per expert: the capacity of a batch without padding
+        slot = expert * (slots + 1) + torch.where(accepted, position - 1, slots)  # (kM,) the last place: dropped
+        buffer = flat_x.new_zeros(n * (slots + 1), d).index_copy(0, slot, flat_x if k == 1 else flat_x.repeat(k, 1))  # (N (C+1), d)
+        y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
+        scale = gates.reshape(m, k).t().reshape(k * m, 1).to(x.dtype)  # (kM, 1)
+        out = torch.where(accepted[:, None], y.index_select(0, slot) * scale, 0.0)  # (kM, d)
+        if self.training:
+            with torch.no_grad():
+                self.load += routed.sum(0).float()
+                self.dropped += (routed * ~accepted[:, None]).sum(0).float()
+        return out.view(k, m, d).sum(0).reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return f"experts={len(self.experts)}, top_k={self.config.top_k}, capacity_factor={self.capacity_factor}"
+        return f"experts={self.n_experts}, top_k={self.config.top_k}, capacity_factor={self.capacity_factor}, activation={self.activation_name}"
+
+
+def _stack_expert_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Rewrite ``experts.{i}.w{1,2}.{weight,bias}`` (one FeedForward per expert) as the stacked ``w{1,2}.{weight,bias}``."""
+    n = getattr(module, "n_experts", 0)
+    for name in ("w1.weight", "w1.bias", "w2.weight", "w2.bias"):
+        keys = [f"{prefix}experts.{i}.{name}" for i in range(n)]
+        if keys and all(key in state_dict for key in keys):
+            tensors = [state_dict.pop(key) for key in keys]
+            state_dict[prefix + name] = torch.stack([t.t() if t.dim() == 2 else t for t in tensors])  # Linear's (out, in) -> (in, out)
 
 
 def switch_layers(model: nn.Module) -> list[SwitchFFN]:

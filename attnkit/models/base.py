@@ -209,10 +209,12 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
 def init_normal(module: nn.Module, std: float, *, skip: tuple[str, ...] = ()) -> None:
     """N(0, std) for every Linear and Embedding weight, zero biases, LayerNorm weight 1 and bias 0
     (BERT's and GPT-2's initialisation); submodules named in ``skip`` (and theirs) keep their own."""
+    from attnkit.layers.moe import ExpertLinear  # stacked expert weights: each expert's slice as one Linear
+
     for name, m in module.named_modules():
         if any(name == s or name.startswith(s + ".") for s in skip):
             continue
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        if isinstance(m, (nn.Linear, nn.Embedding, ExpertLinear)):
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)

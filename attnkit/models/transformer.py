@@ -152,7 +152,8 @@ def init_weights(module: nn.Module, d_model: int) -> None:
             if "embedding" in name:
                 nn.init.normal_(p, mean=0.0, std=d_model**-0.5)
             else:
-                nn.init.xavier_uniform_(p)
+                for w in p.unbind(0) if p.dim() == 3 else (p,):  # stacked Switch experts: each its own fans
+                    nn.init.xavier_uniform_(w)
 
 
 @register_model("transformer")

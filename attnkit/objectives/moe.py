@@ -32,14 +32,12 @@ def load_balancing_loss(router_logits: Tensor, keep: Tensor | None = None) -> Te
         The scalar loss in float32 (0 when no token is kept).
     """
     logits = router_logits.float().reshape(-1, router_logits.shape[-1])  # (T, N)
-    if keep is not None:
-        logits = logits[keep.reshape(-1)]
     n_experts = logits.shape[-1]
-    if logits.shape[0] == 0:
-        return logits.sum() * 0.0
-    probs = torch.softmax(logits, dim=-1)  # (T, N)
-    routed = F.one_hot(probs.argmax(-1), n_experts).float()  # (T, N)
-    return n_experts * (routed.mean(0) * probs.mean(0)).sum()
+    weight = torch.ones_like(logits[:, 0]) if keep is None else keep.reshape(-1).float()  # (T,) 1 for a real token
+    probs = torch.softmax(logits, dim=-1) * weight[:, None]  # (T, N), padding rows zeroed
+    routed = F.one_hot(probs.argmax(-1), n_experts).float() * weight[:, None]  # (T, N)
+    n = weight.sum().clamp(min=1.0)  # no host read: an all-padding batch gives 0
+    return n_experts * ((routed.sum(0) / n) * (probs.sum(0) / n)).sum()
 
 
 def router_z_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -53,6 +51,5 @@ def router_z_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
         The scalar loss in float32 (0 when no token is kept).
     """
     z = torch.logsumexp(router_logits.float(), dim=-1)  # (...)
-    if keep is not None:
-        z = z[keep]
-    return (z**2).mean() if z.numel() else z.sum() * 0.0
+    weight = torch.ones_like(z) if keep is None else keep.float()  # 1 for a real token
+    return (z**2 * weight).sum() / weight.sum().clamp(min=1.0)

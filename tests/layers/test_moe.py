@@ -51,9 +51,9 @@ def switch_pair(capacity: int, tokens: int, n_experts: int = 4, d: int = 16, d_f
     ours.capacity_factor = factor
     with torch.no_grad():
         ours.router.weight.copy_(hf.router.classifier.weight)
-        for i, e in enumerate(ours.experts):
-            e.w1.weight.copy_(hf.experts[f"expert_{i}"].wi.weight)
-            e.w2.weight.copy_(hf.experts[f"expert_{i}"].wo.weight)
+        for i in range(n_experts):  # Linear's (out, in) weights into the stacked (in, out) slices
+            ours.w1.weight[i].copy_(hf.experts[f"expert_{i}"].wi.weight.t())
+            ours.w2.weight[i].copy_(hf.experts[f"expert_{i}"].wo.weight.t())
     return ours, hf
 
 
@@ -122,7 +122,7 @@ def test_top2_is_the_renormalised_mix_of_the_two_best_experts():
             p = torch.softmax(layer.router(x[0, t]), -1)
             top = p.topk(2)
             for g, e in zip(top.values / top.values.sum(), top.indices.tolist()):
-                want[0, t] += g * layer.experts[e](x[0, t])
+                want[0, t] += g * layer.expert(e, x[0, t])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     layer.capacity_factor = 4 / (2 * 6)  # capacity 1: one place per expert
     with torch.no_grad():
@@ -136,5 +136,5 @@ def test_top2_is_the_renormalised_mix_of_the_two_best_experts():
             seconds = [t for t in range(6) if top.indices[t, 1] == e]
             t, c = (firsts[0], 0) if firsts else (seconds[0], 1) if seconds else (None, None)
             if t is not None:
-                want[0, t] += gates[t, c] * layer.experts[e](x[0, t])
+                want[0, t] += gates[t, c] * layer.expert(e, x[0, t])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
