@@ -14,8 +14,13 @@
 3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
    the validation loss, and training-step tokens/s with the learned spans against the same model with every
    span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
-4. Long documents: ``sst2-minilm-chunks`` (SST-2 through a 16-position window of all-MiniLM-L6-v2) trained with
-   ``data.long`` = ``truncate``, ``average`` and ``memory``: dev accuracy of each (``--skip-chunks`` leaves it out).
+4. Long documents: ``sst2-minilm-chunks`` trained with ``data.long`` = ``truncate``, ``average`` and ``memory``
+   for the same ``--chunk-steps`` optimizer steps on the same training examples (``data.limit`` = steps x batch: one
+   pass while that fits the training set), scored once on the dev set after the last step: dev accuracy, training and wall seconds of each. The long
+   documents are simulated: the encoder has 512 positions and the recipe reads SST-2 through a window of 16
+   (chunks of 14 word pieces); the header and the JSON give the share of documents longer than one window.
+   Each variant is written to the JSON when it finishes; a finished run in ``--runs`` is reused
+   (``--skip-chunks`` leaves the part out).
 
 ``--parts`` (``xl``, ``speed``, ``span``, ``chunks``; default all) picks the parts; ``speed`` is part 2, ``span`` part 3.
 Writes ``benchmarks/results/long-context-<device>-<date>.json`` after each finished part; a file of that device and
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -56,9 +62,12 @@ def train(name: str, out: Path, root: str, quick: bool, device: torch.device, ex
     if not (out / "eval.json").exists():
         recipe = recipes.get(name)
         job = runs.job(recipe.task)
+        resume = (out / "checkpoints" / "latest").exists()
+        if (out / "run_config.json").exists() and not resume:  # a run cut before its first checkpoint: start again
+            shutil.rmtree(out)
         configs = resolve_configs(job, recipe=recipe, assignments=[f"train.device={device}", *extra], quick=quick,
                                   cuda=device.type == "cuda", root=root)
-        run(job, configs, out, recipe=name, progress=False, resume=(out / "run_config.json").exists())
+        run(job, configs, out, recipe=name, progress=False, resume=resume)
     return out
 
 
@@ -158,6 +167,139 @@ def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: in
     return rows * segment / statistics.median(times)
 
 
+CHUNK_RECIPE = "sst2-minilm-chunks"
+LONG_MODES = ("truncate", "average", "memory")
+CHUNK_STEPS, CHUNK_STEPS_QUICK = 2000, 2
+
+
+def chunk_assignments(mode: str, steps: int, batch_size: int) -> list[str]:
+    """The ``--set`` assignments of one long-document variant: ``steps`` optimizer steps over the first
+    ``steps * batch_size`` training examples, the dev set scored once after the last step.
+
+    Every variant gets the same assignments but ``data.long``, so each trains on the same examples for the same steps.
+    """
+    return [f"data.long={mode}", f"train.steps={steps}", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+            f"train.eval.every={steps}", f"train.log_every={min(steps, 500)}", f"data.limit={steps * batch_size}"]
+
+
+def window_stats(lengths: list[int], chunk_len: int, max_chunks: int, positions: int) -> dict[str, Any]:
+    """How far documents of ``lengths`` word pieces (without ``[CLS]``/``[SEP]``) exceed a window of ``chunk_len``.
+
+    Args:
+        lengths: word pieces of each document.
+        chunk_len: word pieces per chunk (the window less its two specials).
+        max_chunks: chunks a document is cut to.
+        positions: the encoder's own position limit.
+
+    Returns:
+        Documents, mean and largest length, the share longer than one chunk, the mean chunks read (at most
+        ``max_chunks``), the documents cut past ``max_chunks`` and those longer than the encoder's own positions.
+    """
+    chunks = [min(max(math.ceil(n / chunk_len), 1), max_chunks) for n in lengths]
+    n = max(len(lengths), 1)
+    return {"documents": len(lengths), "mean_tokens": round(sum(lengths) / n, 2), "max_tokens": max(lengths, default=0),
+            "longer_than_one_chunk": round(sum(x > chunk_len for x in lengths) / n, 4),
+            "mean_chunks": round(sum(chunks) / n, 3), "cut_past_max_chunks": sum(x > chunk_len * max_chunks for x in lengths),
+            "longer_than_encoder_positions": sum(x + 2 > positions for x in lengths)}
+
+
+def document_window(configs: dict[str, Any], cache: Path) -> dict[str, Any]:
+    """The window the chunk recipe reads its documents through, against the encoder's positions and the documents'
+    lengths (training examples within ``data.limit``, dev within ``data.eval_limit``); kept in ``cache``."""
+    import json
+
+    from attnkit.loading import load_model_and_tokenizer
+    from attnkit.runs.base import model_dir
+    from attnkit.runs.finetune import read_labelled
+    from attnkit.training.finetune import encode_classification, encoder_of
+    from attnkit.training.long_documents import UNLIMITED
+
+    d = configs["data"]
+    key = {"model": d.model, "train": d.train, "dev": d.dev, "limit": d.limit, "eval_limit": d.eval_limit,
+           "max_len": d.max_len, "max_chunks": d.max_chunks}
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved["window"]
+    model, tok = load_model_and_tokenizer(model_dir(d.model))
+    positions = encoder_of(model).config.max_len
+    window = min(d.max_len, positions)
+    train_data, dev_data, labels = read_labelled("classify", d)
+    out: dict[str, Any] = {"simulated": window < positions, "encoder_positions": positions, "window": window,
+                           "chunk_len": window - 2, "max_chunks": d.max_chunks}
+    for split, data in (("train", train_data), ("dev", dev_data)):
+        if data is not None:
+            lengths = [len(ids) - 2 for ids in encode_classification(tok, data, labels, UNLIMITED).ids]
+            out[split] = window_stats(lengths, window - 2, d.max_chunks, positions)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "window": out}, indent=1) + "\n")
+    return out
+
+
+def window_line(w: dict[str, Any]) -> str:
+    """The header line that says whether the documents exceed the encoder's positions or only a simulated window."""
+    share = ", ".join(f"{100 * w[s]['longer_than_one_chunk']:.1f}% of {s} documents (mean {w[s]['mean_tokens']:.1f} word pieces, "
+                      f"{w[s]['mean_chunks']:.2f} chunks)" for s in ("train", "dev") if s in w)
+    beyond = sum(w[s]["longer_than_encoder_positions"] for s in ("train", "dev") if s in w)
+    if w["simulated"]:
+        return (f"SIMULATED long documents: the encoder has {w['encoder_positions']} positions, the recipe reads through a window "
+                f"of {w['window']} (chunks of {w['chunk_len']} word pieces); longer than one window: {share}; "
+                f"{beyond} documents exceed the encoder's own {w['encoder_positions']} positions")
+    return f"window of {w['window']} positions (the encoder's limit); longer than one window: {share}"
+
+
+def long_documents(args: argparse.Namespace, root: Path, device: torch.device, write: Any) -> dict[str, Any]:
+    """Part 4: the chunk recipe with each ``data.long`` mode, same steps and examples; ``write(result)`` after each variant."""
+    import json
+
+    steps = args.chunk_steps or (CHUNK_STEPS_QUICK if args.quick else CHUNK_STEPS)
+    recipe = recipes.get(CHUNK_RECIPE)
+    job = runs.job(recipe.task)
+    cuda = device.type == "cuda"
+    if steps < 1:
+        raise SystemExit(f"--chunk-steps={steps} must be positive")
+    batch = resolve_configs(job, recipe=recipe, quick=args.quick, cuda=cuda, root=args.data_root)["train"].batch_size
+    configs = resolve_configs(job, recipe=recipe, assignments=chunk_assignments(LONG_MODES[0], steps, batch), quick=args.quick,
+                              cuda=cuda, root=args.data_root)
+    window = document_window(configs, root / "chunks-documents.json")
+    examples = window["train"]["documents"]
+    result: dict[str, Any] = {
+        "recipe": CHUNK_RECIPE, "steps_per_variant": steps, "batch_size": batch, "train_examples": examples,
+        "epochs": round(steps * batch / max(examples, 1), 3), "dev_examples": window.get("dev", {}).get("documents"),
+        "evaluation": "dev set scored once, after the last step (no selection on dev)",
+        "batch_order": "truncate: length-bucketed batches (the plain classify path); average, memory: shuffled documents",
+        "window": window, "variants": {}, "variants_done": [],
+    }
+    print(f"long documents: {CHUNK_RECIPE}, {steps} steps x {batch} per variant ({examples} training examples, "
+          f"{result['epochs']} epochs), the same for {', '.join(LONG_MODES)}; dev accuracy after the last step")
+    print(window_line(window))
+    for mode in LONG_MODES:
+        cdir = root / f"chunks-{mode}-{steps}steps"
+        reused = (cdir / "eval.json").exists()
+        t0 = time.perf_counter()
+        train(CHUNK_RECIPE, cdir, args.data_root, args.quick, device, chunk_assignments(mode, steps, batch))
+        wall_file = cdir / "benchmark_wall.json"
+        if not reused:
+            wall_file.write_text(json.dumps({"wall_seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+        wall = json.loads(wall_file.read_text())["wall_seconds"] if wall_file.is_file() else None
+        final = json.loads((cdir / "eval.json").read_text())
+        ran = json.loads((cdir / "run_config.json").read_text())["train"]["steps"]
+        if ran != steps:
+            raise SystemExit(f"{cdir} holds a run of {ran} steps, not {steps}; remove it or pick another --runs")
+        name = "dev_accuracy_final" if final.get("best_step") == steps else "dev_accuracy_best_on_dev"
+        seconds = final.get("seconds")
+        result["variants"][mode] = {
+            name: final.get("accuracy"), "dev_loss": final.get("loss"), "evaluated_at_step": final.get("best_step"),
+            "steps": steps, "train_seconds": seconds, "steps_per_s": round(steps / seconds, 2) if seconds else None,
+            "wall_seconds": wall, "reused": reused,
+        }
+        result["variants_done"].append(mode)
+        print(f"  {mode:8s} dev accuracy {final.get('accuracy'):.4f} ({name}, step {final.get('best_step')}); training "
+              f"{seconds} s ({result['variants'][mode]['steps_per_s']} steps/s); wall {wall} s" + (" (reused run)" if reused else ""))
+        write(result)
+    return result
+
+
 PARTS = ("xl", "speed", "span", "chunks")
 
 
@@ -183,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                         "against a sliding window), span (adaptive span), chunks (long documents); default all. The "
                         "results of the parts run are merged into the JSON of this device and date if there is one")
     p.add_argument("--skip-chunks", action="store_true", help="leave out the long-document classification runs")
+    p.add_argument("--chunk-steps", type=int, default=None,
+                   help=f"optimizer steps of each long-document variant, on steps x batch training examples "
+                        f"(default {CHUNK_STEPS}; {CHUNK_STEPS_QUICK} with --quick)")
     args = p.parse_args(argv)
     parts = [x for x in args.parts if not (x == "chunks" and args.skip_chunks)]
     device = pick_device(args.device)
@@ -256,15 +401,13 @@ def main(argv: list[str] | None = None) -> int:
         save("span")
 
     if "chunks" in parts:
-        chunks: dict[str, Any] = {}
-        for mode in ("truncate", "average", "memory"):
-            cdir = train("sst2-minilm-chunks", root / f"chunks-{mode}", args.data_root, args.quick, device,
-                         [f"data.long={mode}"])
-            final = json.loads((cdir / "eval.json").read_text())
-            chunks[mode] = {"dev_accuracy": final.get("accuracy"), "best_step": final.get("best_step"),
-                            "seconds": final.get("seconds")}
-        payload["long_documents"] = chunks
-        print(f"long documents: {chunks}")
+        def write_variant(result: dict[str, Any]) -> None:
+            """Write the JSON with the variants finished so far (the part counts as done only when all are)."""
+            payload["long_documents"] = result
+            payload["commands"]["chunks"] = payload["command"]
+            print(f"wrote {write_json(name, payload, out_dir)} (chunks: {', '.join(result['variants_done'])})")
+
+        long_documents(args, root, device, write_variant)
         save("chunks")
     return 0
 
