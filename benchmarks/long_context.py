@@ -15,12 +15,12 @@
    the validation loss, and training-step tokens/s with the learned spans against the same model with every
    span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
 4. Long documents: ``sst2-minilm-chunks`` trained with ``data.long`` = ``truncate``, ``average`` and ``memory``
-   for the same ``--chunk-steps`` optimizer steps on the same training examples (``data.limit`` = steps x batch: one
-   pass while that fits the training set), scored once on the dev set after the last step: dev accuracy, training and wall seconds of each. The long
-   documents are simulated: the encoder has 512 positions and the recipe reads SST-2 through a window of 16
-   (chunks of 14 word pieces); the header and the JSON give the share of documents longer than one window.
-   Each variant is written to the JSON when it finishes; a finished run in ``--runs`` is reused
-   (``--skip-chunks`` leaves the part out).
+   for the same ``--chunk-steps`` optimizer steps on the same training examples (``data.limit`` = steps x batch:
+   one pass while that fits the training set), scored once on the dev set after the last step: dev accuracy,
+   training and wall seconds of each. The long documents are simulated: the encoder has 512 positions and the
+   recipe reads SST-2 through a window of 16 (chunks of 14 word pieces); the header and the JSON give the share of
+   documents longer than one window. Each variant is written to the JSON when it finishes; a finished run in
+   ``--runs`` is reused (``--skip-chunks`` leaves the part out).
 
 ``--parts`` (``xl``, ``speed``, ``span``, ``chunks``; default all) picks the parts; ``speed`` is part 2, ``span`` part 3.
 Writes ``benchmarks/results/long-context-<device>-<date>.json`` after each finished part; a file of that device and
