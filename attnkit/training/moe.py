@@ -1,9 +1,11 @@
 """Training a model with Switch layers: the auxiliary router losses added to any task's loss, and the expert load in its metrics.
 
 :class:`SwitchTask` wraps a task (:class:`~attnkit.training.tasks.Task`): its loss is the task's plus, for
-the Switch layers of the forward just run, ``aux_loss * mean load-balancing loss + z_loss * mean router
-z-loss`` over the layers (the coefficients of :class:`~attnkit.layers.moe.MoEConfig`; the mean over layers
-as Hugging Face's Switch Transformers takes it), each over the real tokens only
+the Switch layers of the forward just run, ``aux_loss * sum of the load-balancing losses + z_loss * sum of the
+router z-losses`` over the layers (the coefficients of :class:`~attnkit.layers.moe.MoEConfig`). Each Switch layer
+carries its own auxiliary loss, as in Fedus et al. (2021, section 2.2) and their Mesh TensorFlow code; Hugging
+Face's Switch Transformers averages over the layers instead, which is ``aux_loss / L`` here. Each loss counts
+the real tokens only
 (:mod:`attnkit.objectives.moe`). Its evaluation adds the expert load of the training steps since the
 last one (:func:`~attnkit.layers.moe.expert_load`) and the held-out router losses.
 """
@@ -22,7 +24,8 @@ def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
     """The weighted auxiliary loss of the last forward's Switch layers, and its two means (None without Switch layers).
 
     Returns:
-        ``(aux_loss * balance + z_loss * z, balance, z)``, the means taken over the layers.
+        ``(aux_loss * L * balance + z_loss * L * z, balance, z)``: the weighted sum over the L layers, then the
+        means over the layers (for the metrics).
     """
     layers = [m for m in switch_layers(model) if m.router_logits is not None]
     if not layers:
@@ -30,7 +33,8 @@ def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
     balance = sum(load_balancing_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
     z = sum(router_z_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
     c = layers[0].config
-    return c.aux_loss * balance + c.z_loss * z, balance, z  # type: ignore[return-value]
+    n = len(layers)
+    return n * (c.aux_loss * balance + c.z_loss * z), balance, z  # type: ignore[return-value]
 
 
 class SwitchTask:

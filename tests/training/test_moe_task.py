@@ -30,7 +30,7 @@ class LMTask:
         return {"loss": float(self.loss(model, self.ids)[0].detach())}
 
 
-def test_loss_adds_the_weighted_mean_router_losses():
+def test_loss_adds_the_router_losses_of_every_layer():
     torch.manual_seed(0)
     moe = MoEConfig(n_experts=4, aux_loss=0.5, z_loss=0.25)
     model = GPT(GPTConfig(vocab_size=40, context=8, n_layers=2, n_heads=2, d_model=16, ffn="switch", moe=moe))
@@ -42,7 +42,7 @@ def test_loss_adds_the_weighted_mean_router_losses():
     layers = [layer.ffn for layer in model.decoder.layers]
     balance = sum(load_balancing_loss(m.router_logits) for m in layers) / 2
     z = sum(router_z_loss(m.router_logits) for m in layers) / 2
-    torch.testing.assert_close(loss, plain + 0.5 * balance + 0.25 * z)
+    torch.testing.assert_close(loss, plain + 2 * (0.5 * balance + 0.25 * z))  # Switch: one aux loss per layer
     assert {"moe_load_cv", "moe_dropped", "moe_balance_loss", "moe_z_loss"} <= set(task.evaluate(model))
 
 
