@@ -13,7 +13,9 @@
    the row for every position (one forward per target, batched); both losses and the speed-up.
 3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
    the validation loss, and training-step tokens/s with the learned spans against the same model with every
-   span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work).
+   span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work), and the evaluation
+   forward the same way, each with the SDPA and the FlexAttention implementation (whose per-head block mask skips the
+   key blocks beyond a head's span), after checking FlexAttention's logits and span gradients against SDPA's.
 4. Long documents: ``sst2-minilm-chunks`` trained with ``data.long`` = ``truncate``, ``average`` and ``memory``
    for the same ``--chunk-steps`` optimizer steps on the same training examples (``data.limit`` = steps x batch:
    one pass while that fits the training set), scored once on the dev set after the last step: dev accuracy,
@@ -146,10 +148,12 @@ def eval_speed(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, n_to
             "speedup": round(slide_s / max(xl_s, 1e-9), 2), "window": length}
 
 
-def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, rows: int, steps: int) -> float:
-    """Training-step throughput (forward + backward over consecutive segments with memory), tokens/s."""
+def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, rows: int, steps: int,
+                      train: bool = True) -> float:
+    """Training-step throughput (forward + backward over consecutive segments with memory), tokens/s;
+    ``train=False``: the evaluation forward alone (no dropout, no gradient)."""
     device = valid.device
-    model.train()
+    model.train(train)
     memories = model.new_memories(mem_len)
     times = []
     for i, s in enumerate(StreamSegments(valid, rows, segment)):
@@ -157,14 +161,47 @@ def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: in
             break
         synchronize(device)
         t0 = time.perf_counter()
-        loss, _ = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits, s.tokens[:, 1:])
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(train):
+            loss, _ = causal_lm_loss(model(s.tokens[:, :-1], caches=memories).logits, s.tokens[:, 1:])
+        if train:
+            loss.backward()
+            model.zero_grad(set_to_none=True)
         synchronize(device)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
     model.eval()
     return rows * segment / statistics.median(times)
+
+
+def span_flex_check(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, rows: int) -> dict[str, float]:
+    """The adaptive-span model's FlexAttention path against its SDPA path on two segments with memory (evaluation
+    mode): largest logit difference, and on CUDA the largest difference of the span parameters' gradients."""
+    kernels, grads, logits = span_kernels(model), {}, {}
+    model.eval()
+    for impl in ("sdpa", "flex"):
+        for k in kernels:
+            k.implementation = impl
+        memories = model.new_memories(mem_len)
+        with torch.set_grad_enabled(valid.is_cuda):  # FlexAttention's backward runs on CUDA only
+            for _, s in zip(range(2), StreamSegments(valid, rows, segment)):
+                out = model(s.tokens[:, :-1], caches=memories).logits.float()
+            if valid.is_cuda:
+                try:
+                    causal_lm_loss(out, s.tokens[:, 1:])[0].backward()
+                    grads[impl] = torch.cat([k.span_param.grad.clone() for k in kernels])
+                except Exception as e:  # reported in the JSON; the timings still run
+                    grads["error"] = f"{impl} backward: {type(e).__name__}: {e}"[:500]  # type: ignore[assignment]
+                model.zero_grad(set_to_none=True)
+        logits[impl] = out.detach()
+    for k in kernels:
+        k.implementation = "auto"
+    check = {"max_abs_logit_diff": float((logits["flex"] - logits["sdpa"]).abs().max())}
+    if "error" in grads:
+        check["span_grad_error"] = grads["error"]  # type: ignore[assignment]
+    elif grads:
+        check["max_abs_span_grad_diff"] = float((grads["flex"] - grads["sdpa"]).abs().max())
+        check["max_abs_span_grad"] = float(grads["sdpa"].abs().max())
+    return check
 
 
 CHUNK_RECIPE = "sst2-minilm-chunks"
@@ -380,22 +417,33 @@ def main(argv: list[str] | None = None) -> int:
         learned = spans(smodel)
         rows = 8 if args.quick else 64
         steps = 5 if args.quick else 30
-        tps_learned = step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps)
         kernels = span_kernels(smodel)
+        flex_check = span_flex_check(smodel, svalid, sseg, smem, rows)
+        print(f"adaptive span, FlexAttention against SDPA: {flex_check}")
         saved = [k.span_param.detach().clone() for k in kernels]
-        with torch.no_grad():
+        speed: dict[str, float] = {}
+        for impl in ("sdpa", "flex"):  # training steps with attention dropout take SDPA under either setting
             for k in kernels:
-                k.span_param.fill_(1.0)  # every head at the largest span
-        tps_max = step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps)
+                k.implementation = impl
+            for which in ("learned", "max"):
+                with torch.no_grad():
+                    for k, saved_p in zip(kernels, saved):
+                        k.span_param.copy_(saved_p) if which == "learned" else k.span_param.fill_(1.0)  # max: every head at S
+                if impl == "sdpa" or device.type == "cuda":
+                    speed[f"train_step_{impl}_{which}"] = round(step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps), 1)
+                speed[f"eval_forward_{impl}_{which}"] = round(step_tokens_per_s(smodel, svalid, sseg, smem, rows, steps, train=False), 1)
         with torch.no_grad():
             for k, saved_p in zip(kernels, saved):
                 k.span_param.copy_(saved_p)
+                k.implementation = "auto"
+        tps_learned, tps_max = speed["train_step_sdpa_learned"], speed["train_step_sdpa_max"]
         span_eval = json.loads((span_dir / "eval.json").read_text())
         payload["adaptive_span"] = {
             "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "segment": sseg, "mem_len": smem, **learned,
             "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
             "loss": span_eval.get("loss"), "bpc": round(span_eval["loss"] / LN2, 5) if "loss" in span_eval else None,
             "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
+            "tokens_per_s": speed, "flex_against_sdpa": flex_check,
         }
         print(f"adaptive span: {payload['adaptive_span']}")
         save("span")
