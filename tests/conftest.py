@@ -51,3 +51,43 @@ def multi30k_sample(tmp_path_factory) -> Path:
             with gzip.open(out / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
                 f.writelines(lines)
     return out
+
+
+class QuickRun:
+    """One recipe's quick variant run once through the command line: exit code, printed text and output directory."""
+
+    def __init__(self, code: int, out: str, err: str, path: Path) -> None:
+        self.code, self.out, self.err, self.path = code, out, err, path
+
+
+@pytest.fixture(scope="session")
+def quick_recipe_run(tmp_path_factory):
+    """``run(name, data_root)``: ``attnkit <command> --recipe name --quick`` run once per session and shared.
+
+    The recipe tests and the command-line tests check the same quick runs from different sides;
+    tests that change a run (``--resume``) copy its directory first.
+    """
+    import contextlib
+    import io
+
+    from attnkit import recipes
+    from attnkit.cli.main import main
+    from attnkit.cli.recipes import command_of
+
+    done: dict[str, QuickRun] = {}
+
+    def run(name: str, data_root: Path) -> QuickRun:
+        if name not in done:
+            recipe = recipes.get(name)
+            path = tmp_path_factory.mktemp(f"quick-{name}") / "run"
+            argv = [*command_of(recipe.task).split(), "--recipe", name, "--quick", "--data-root", str(data_root), "--out", str(path),
+                    "--no-progress"]
+            if recipe.task in ("reverse", "translate", "lm", "mlm", "listops"):
+                argv += ["--set", "train.device=cpu"]
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(argv)
+            done[name] = QuickRun(code, out.getvalue(), err.getvalue(), path)
+        return done[name]
+
+    return run

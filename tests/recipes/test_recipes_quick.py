@@ -17,7 +17,6 @@ import torch
 import attnkit
 from attnkit import recipes
 from attnkit.cli.main import main
-from attnkit.cli.recipes import command_of
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -61,19 +60,15 @@ def predict(model_dir: Path, capsys) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", recipes.names())
-def test_quick_variant_trains_saves_loads_and_predicts(name, tmp_path, capsys):
+def test_quick_variant_trains_saves_loads_and_predicts(name, capsys, quick_recipe_run):
     recipe = recipes.get(name)
     reason = needs(recipe)
     if reason:
         pytest.skip(reason)
-    out = tmp_path / "run"
-    argv = [*command_of(recipe.task).split(), "--recipe", name, "--quick", "--data-root", str(DATA), "--out", str(out), "--no-progress"]
-    if recipe.task in ("reverse", "translate", "lm", "mlm", "listops"):
-        argv += ["--set", "train.device=cpu"]
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert f"model saved to {out / 'model'}" in captured.out
+    run = quick_recipe_run(name, DATA)
+    out = run.path
+    assert run.code == 0, run.err
+    assert f"model saved to {out / 'model'}" in run.out
     record = json.loads((out / "run_config.json").read_text())
     assert record["recipe"] == name and record["task"] == recipe.task
     summary = json.loads((out / "eval.json").read_text())
