@@ -123,8 +123,8 @@ class AdaptiveSpan(AttentionKernel):
         scale: overrides 1/sqrt(d_k).
         backend: SDPA's kernel on CUDA.
         implementation: ``auto`` (FlexAttention with the span block mask where it applies, else SDPA),
-            ``sdpa`` (the dense-bias reference) or ``flex`` (FlexAttention wherever the call allows it;
-            compiled on CUDA, eager elsewhere). See the module docstring.
+            ``sdpa`` (the dense-bias reference) or ``flex`` (FlexAttention wherever the call allows it: no mask,
+            no weights, no dropout in training; compiled on CUDA, eager elsewhere). See the module docstring.
         flex_tiles: FlexAttention's (query, key) block size; a smaller key block lets a short span skip more.
     """
 
@@ -192,9 +192,11 @@ class AdaptiveSpan(AttentionKernel):
     def _flex_applies(self, q: Tensor, mask: Tensor | None, need_weights: bool) -> bool:
         if self.implementation == "sdpa" or mask is not None or need_weights or flex.flex_attention is None:
             return False
+        if self.training and self.attend.dropout:  # FlexAttention has no attention dropout
+            return False
         if self.implementation == "flex":
             return True
-        return flex.available(q) and q.shape[-2] >= flex.MIN_QUERIES and not (self.training and self.attend.dropout)
+        return flex.available(q) and q.shape[-2] >= flex.MIN_QUERIES
 
     def block_mask(self, h: int, tq: int, tk: int, causal: bool, device: torch.device) -> object:
         """The FlexAttention block mask of the spans (:func:`span_blocks`): rebuilt on the device at every

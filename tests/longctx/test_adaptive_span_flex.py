@@ -99,5 +99,7 @@ def test_path_choice() -> None:
     assert forced._flex_applies(q, None, False)
     assert not forced._flex_applies(q, torch.ones(1, 1, 1, 128, dtype=torch.bool), False)  # a mask: SDPA
     assert not forced._flex_applies(q, None, True)  # weights asked for: SDPA
+    dropped = A.build("adaptive_span", head_dim=16, n_heads=4, params={"implementation": "flex", "dropout": 0.1})
+    assert not dropped.train()._flex_applies(q, None, False) and dropped.eval()._flex_applies(q, None, False)
     with pytest.raises(ValueError, match="implementation"):
         A.build("adaptive_span", head_dim=16, n_heads=4, params={"implementation": "triton"})
