@@ -29,6 +29,11 @@ def _train(tmp_path, out, *launcher, extra=()):
 def test_train_lm_under_torchrun_equals_one_process(tmp_path):
     stdout, two = _train(tmp_path, tmp_path / "two", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     assert stdout.count("trained 4 steps") == 1  # process 0 prints for the run
-    _, one = _train(tmp_path, tmp_path / "one", extra=["train.grad_accum=2"])
+    # the reference in this process (one torch thread, as the conftest sets): the same command, no second interpreter to start
+    from attnkit.cli.main import main
+
+    sets = [a for s in [*SETTINGS, "train.grad_accum=2"] for a in ("--set", s)]
+    assert main(["train", "lm", "--text", str(tmp_path / "text.txt"), "--out", str(tmp_path / "one"), "--no-progress", *sets]) == 0
+    one = json.loads((tmp_path / "one" / "eval.json").read_text())
     assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["latest", "step-00000002", "step-00000004"]
