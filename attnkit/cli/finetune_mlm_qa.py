@@ -15,9 +15,10 @@ DESCRIPTION = """Answer questions about a passage with a masked LM, non-autoregr
   attnkit finetune mlm-qa --model DIR --train train.json --dev dev.json --out runs/mlm-qa
 
 The input is [CLS] passage [SEP] question [SEP] followed by --answer-len [MASK] tokens; the
-masked LM predicts every answer token in one forward pass, and the answer is its predictions
-up to the first [SEP] or [PAD]. Training is the masked-LM cross-entropy at the answer positions
-against the answer's tokens, [SEP], then [PAD]. The passage is cut to fit --max-len (training
+masked LM predicts every answer token in one forward pass; the answer is the most probable
+non-empty one under those independent predictions, its length set by where [SEP] is predicted.
+Training is the masked-LM cross-entropy at the answer's tokens and the [SEP] after them (the
+positions after [SEP] carry no target). The passage is cut to fit --max-len (training
 questions keep their answer inside). The files are SQuAD v1.1 JSON; exact match and F1 are
 SQuAD's, measured on the dev questions once an epoch; the best model goes to OUT/model, its
 answers to OUT/predictions.json, its scores and answers per second to OUT/eval.json. A model

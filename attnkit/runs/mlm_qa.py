@@ -1,8 +1,9 @@
 """The MLM reading-comprehension job: ``attnkit finetune mlm-qa`` (SQuAD v1.1 files).
 
 A masked LM answers ``[CLS] passage [SEP] question [SEP] [MASK] x k`` in one forward pass
-(:mod:`attnkit.training.mlm_qa`): trained with the masked-LM loss at the ``k`` answer positions,
-read off up to the first predicted ``[SEP]`` or ``[PAD]``. Questions come from ``--train`` /
+(:mod:`attnkit.training.mlm_qa`): trained with the masked-LM loss at the answer's tokens and the
+``[SEP]`` that ends it, read off as the most probable non-empty answer under the ``k`` per-position
+distributions (:func:`attnkit.training.mlm_qa.best_answers`). Questions come from ``--train`` /
 ``--dev`` or one file split by article, exactly as for extractive QA
 (:func:`attnkit.runs.qa.load_questions`); exact match and F1 are SQuAD's. The length of the run
 is counted in epochs of training questions (:func:`attnkit.runs.finetune.epoch_schedule`).

@@ -2,11 +2,16 @@
 
 The input is ``[CLS] passage [SEP] question [SEP] [MASK] x k`` (segment 0 for the passage, 1 for
 the question and the masks). The masked LM predicts the token at every mask at once; training
-is its cross-entropy at the ``k`` answer positions against the answer's WordPiece tokens, then
-``[SEP]`` (the end of the answer) and ``[PAD]`` for the positions left. The answer is read off
-the predictions from the first mask up to, not including, the first ``[SEP]`` or ``[PAD]``
-(:func:`read_answer`); its tokens are joined as WordPiece decodes them. An answer longer than
-``k`` tokens is cut to ``k`` (and counted); one of exactly ``k`` has no end marker.
+is its cross-entropy at the answer positions against the answer's WordPiece tokens, then
+``[SEP]`` (the end of the answer); the positions after the end marker carry no target, so the
+loss is that of the answer and its length alone. An answer longer than ``k`` tokens is cut to
+``k`` (and counted); one of exactly ``k`` has no end marker.
+
+The answer is read off the ``k`` distributions at once (:func:`best_answers`): with the positions
+independent given the input, the most probable answer of length ``n`` takes the best token other
+than ``[SEP]`` / ``[PAD]`` at each of its positions, and its probability is the product of theirs
+and of ``[SEP]`` at position ``n``; the length with the highest product wins (``1 <= n <= k``: a
+SQuAD answer is never empty). Its tokens are joined as WordPiece decodes them.
 
 One forward pass answers a question, where a left-to-right decoder needs ``k``; the price is
 that the ``k`` tokens are predicted independently of each other (each sees the input, not the
@@ -33,13 +38,13 @@ from attnkit.training.dev import dev_pass
 IGNORE = -100
 
 
-def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int, pad_id: int) -> tuple[list[int], bool]:
-    """The ``k`` targets of the answer positions: the answer's tokens, ``[SEP]``, then ``[PAD]``; and whether it was cut.
+def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int) -> tuple[list[int], bool]:
+    """The ``k`` targets of the answer positions: the answer's tokens, ``[SEP]``, then IGNORE; and whether it was cut.
 
     Args:
         answer_ids: the answer's WordPiece ids.
         k: answer positions.
-        sep_id, pad_id: the end marker and the filler.
+        sep_id: the end marker.
 
     Returns:
         ``(targets, cut)``: ``cut`` is True when the answer has more than ``k`` tokens (an answer of exactly
@@ -48,7 +53,7 @@ def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int, pad_id: int) 
     ids = list(answer_ids)
     if len(ids) >= k:  # no room for the end marker: reading stops at the last position
         return ids[:k], len(ids) > k
-    return ids + [sep_id] + [pad_id] * (k - len(ids) - 1), False
+    return ids + [sep_id] + [IGNORE] * (k - len(ids) - 1), False
 
 
 def read_answer(predicted: Sequence[int], stops: Sequence[int]) -> list[int]:
@@ -59,6 +64,32 @@ def read_answer(predicted: Sequence[int], stops: Sequence[int]) -> list[int]:
             break
         out.append(int(t))
     return out
+
+
+def best_answers(logits: Tensor, sep_id: int, stops: Sequence[int]) -> list[list[int]]:
+    """The most probable non-empty answer of each row under the independent per-position distributions.
+
+    The answer of length ``n`` scores ``sum_{j<n} max_{t not in stops} log p_j(t) + log p_n([SEP])`` (no end term
+    for ``n = k``); the best ``n`` is taken and its tokens are each position's best non-stop token.
+
+    Args:
+        logits: ``(B, k, V)`` at the answer positions.
+        sep_id: the end marker.
+        stops: tokens that never belong to an answer (``[SEP]``, ``[PAD]``).
+
+    Returns:
+        Per row, the answer's ids (1 to ``k`` of them).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, k, V)
+    end = logp[..., sep_id]  # (B, k)
+    words = logp.clone()
+    words[..., list(stops)] = float("-inf")
+    best, ids = words.max(-1)  # (B, k)
+    k = logits.shape[1]
+    score = best.cumsum(-1)  # (B, k): the first n = j + 1 tokens
+    score[:, : k - 1] += end[:, 1:]  # [SEP] right after them
+    n = score.argmax(-1) + 1  # (B,)
+    return [ids[b, : int(n[b])].tolist() for b in range(logits.shape[0])]
 
 
 @dataclass
@@ -113,7 +144,7 @@ def encode_mlm_qa(tok, examples: Sequence[QAExample], *, k: int, max_len: int, m
         rows.ids.append(ids)
         rows.segments.append([0] * (len(passage) + 2) + [1] * (len(q) + 1 + k))
         if text:
-            targets, cut = answer_targets(enc(text, add_special_tokens=False).ids, k, tok.sep_id, tok.pad_id)
+            targets, cut = answer_targets(enc(text, add_special_tokens=False).ids, k, tok.sep_id)
             rows.cut_answers += cut
         else:
             targets = [IGNORE] * k
@@ -168,15 +199,15 @@ def _answer_targets(b: MLMQABatch, k: int) -> Tensor:
 
 def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_size: int = 64,
                     device: torch.device | str = "cpu") -> tuple[float, list[str]]:
-    """The dev loss over the known answer positions and, per question, the answer read off one forward pass."""
+    """The dev loss over the known answer positions and, per question, the answer read off one forward pass (:func:`best_answers`)."""
     index_batches = sorted_batches(rows.lengths(), batch_size)
     stops = (tok.sep_id, tok.pad_id)
 
-    def step(index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    def step(index: list[int]) -> tuple[Tensor, Tensor, list[list[int]]]:
         b = collate(rows, index, tok.pad_id).to(torch.device(device))
         logits = answer_logits(model, b.ids, b.attention_mask, b.segment_ids, b.starts, k)  # (B, k, V)
         loss, n = classification_loss(logits, _answer_targets(b, k), ignore_index=IGNORE)
-        return loss, n, logits.argmax(-1).cpu()  # (B, k)
+        return loss, n, best_answers(logits, tok.sep_id, stops)
 
     was = model.training
     model.eval()
@@ -186,7 +217,7 @@ def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_siz
     answers = [""] * len(rows)
     for index, best in zip(index_batches, result.outputs):
         for n, i in enumerate(index):
-            answers[i] = tok.decode(read_answer(best[n].tolist(), stops)).strip()
+            answers[i] = tok.decode(best[n]).strip()
     return result.loss, answers
 
 
@@ -219,4 +250,4 @@ class MLMQATask:
         return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
 
 
-__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]
+__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]

@@ -25,12 +25,44 @@ def test_read_answer_stops_at_the_first_sep_or_pad():
     assert mlm_qa.read_answer([11, 12, 13], stops) == [11, 12, 13]  # no stop: every position
 
 
-def test_answer_targets_end_marker_padding_and_cut():
-    assert mlm_qa.answer_targets([7, 8, 9], 5, SEP, PAD) == ([7, 8, 9, SEP, PAD], False)
-    assert mlm_qa.answer_targets([7, 8, 9, 10], 5, SEP, PAD) == ([7, 8, 9, 10, SEP], False)
-    assert mlm_qa.answer_targets([7, 8, 9, 10, 11], 5, SEP, PAD) == ([7, 8, 9, 10, 11], False)  # exactly k: no room for [SEP]
-    assert mlm_qa.answer_targets([7, 8, 9, 10, 11, 12], 5, SEP, PAD) == ([7, 8, 9, 10, 11], True)
-    assert mlm_qa.answer_targets([], 3, SEP, PAD) == ([SEP, PAD, PAD], False)
+def test_answer_targets_end_marker_then_no_target_and_cut():
+    X = IGNORE
+    assert mlm_qa.answer_targets([7, 8, 9], 5, SEP) == ([7, 8, 9, SEP, X], False)
+    assert mlm_qa.answer_targets([7, 8, 9, 10], 5, SEP) == ([7, 8, 9, 10, SEP], False)
+    assert mlm_qa.answer_targets([7, 8, 9, 10, 11], 5, SEP) == ([7, 8, 9, 10, 11], False)  # exactly k: no room for [SEP]
+    assert mlm_qa.answer_targets([7, 8, 9, 10, 11, 12], 5, SEP) == ([7, 8, 9, 10, 11], True)
+    assert mlm_qa.answer_targets([], 3, SEP) == ([SEP, X, X], False)
+
+
+def _brute_force_best(logits, sep, stops):
+    """Every answer of every length enumerated, scored by the product of its positions' probabilities."""
+    import itertools
+
+    p = torch.softmax(logits.double(), -1)  # (k, V)
+    k, V = p.shape
+    words = [t for t in range(V) if t not in stops]
+    best, arg = -1.0, None
+    for n in range(1, k + 1):
+        for seq in itertools.product(words, repeat=n):
+            prob = float(torch.prod(torch.stack([p[j, t] for j, t in enumerate(seq)])))
+            prob *= float(p[n, sep]) if n < k else 1.0
+            if prob > best:
+                best, arg = prob, list(seq)
+    return arg
+
+
+def test_best_answers_is_the_most_probable_answer_by_enumeration():
+    g = torch.Generator().manual_seed(0)
+    V, k = 6, 3  # tokens 0 (PAD) and 3 (SEP) are stops
+    logits = 3 * torch.randn(40, k, V, generator=g)
+    logits[:10, 0, PAD] = 20.0  # [PAD] first: the answer is still not empty
+    logits[10:20, 0, SEP] = 20.0  # [SEP] first, likewise
+    got = mlm_qa.best_answers(logits, SEP, (SEP, PAD))
+    assert all(got[b] == _brute_force_best(logits[b], SEP, (SEP, PAD)) for b in range(40))
+    # a known case: "11 12" then the end marker, read as two tokens although [PAD] tops the later positions
+    known = torch.full((1, 4, 16), -5.0)
+    known[0, 0, 11] = known[0, 1, 12] = known[0, 2, SEP] = known[0, 3, PAD] = 5.0
+    assert mlm_qa.best_answers(known, SEP, (SEP, PAD)) == [[11, 12]]
 
 
 def test_rows_and_targets_are_the_layout_by_hand(tiny_mlm):
@@ -42,7 +74,7 @@ def test_rows_and_targets_are_the_layout_by_hand(tiny_mlm):
     assert rows.ids[0] == expected
     assert rows.segments[0] == [0] * (len(ids(e.context)) + 2) + [1] * (len(ids(e.question)) + 1 + 4)
     assert rows.answer_start[0] == len(expected) - 4
-    assert rows.targets[0] == [*ids("very good"), tok.sep_id, tok.pad_id]
+    assert rows.targets[0] == [*ids("very good"), tok.sep_id, IGNORE]
     batch = mlm_qa.collate(rows, [0], tok.pad_id)
     want = torch.full((1, len(expected)), IGNORE)
     want[0, -4:] = torch.tensor(rows.targets[0])
@@ -67,7 +99,7 @@ class Oracle(torch.nn.Module):
         for b in range(ids.shape[0]):
             start = int(attention_mask[b].sum()) - self.k
             for j, t in enumerate(self.answer):
-                logits[b, start + j, t] = 1.0
+                logits[b, start + j, t] = 5.0
         return type("Out", (), {"logits": logits})()
 
 
@@ -76,9 +108,9 @@ def test_answers_are_read_off_one_pass(tiny_mlm):
     ids = lambda s: tok.tokenizer.encode(s, add_special_tokens=False).ids  # noqa: E731
     examples = [QAExample("a", "q ?", "the plot was bad", [("bad", 13)]), QAExample("b", "what was it ?", "it was very good", [("x", 0)])]
     rows = mlm_qa.encode_mlm_qa(tok, examples, k=5, max_len=32)
-    oracle = Oracle(tok.vocab_size, [*ids("very good"), tok.sep_id, *ids("bad")], 5)
+    oracle = Oracle(tok.vocab_size, [*ids("very good"), tok.sep_id, tok.pad_id, tok.pad_id], 5)
     _, answers = mlm_qa.predict_answers(oracle, rows, tok, k=5, batch_size=2)
-    assert answers == ["very good", "very good"]  # stopped at [SEP], not running on to "bad"
+    assert answers == ["very good", "very good"]  # the answer ends where [SEP] is predicted
 
 
 def squad_file(path, n: int) -> None:
