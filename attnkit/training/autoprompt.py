@@ -2,7 +2,7 @@
 
 The pattern holds ``n`` trigger tokens in a ``{t}`` slot (``"{a} {t} [MASK]."``), all ``[MASK]``
 at the start (section 2.2). The masked LM stays frozen and the verbaliser is fixed; the search
-minimises the cross-entropy of the verbaliser scores (:func:`~attnkit.training.pet.verbalizer_scores`)
+minimises the cross-entropy of the verbaliser scores (:func:`~attnkit.training.pet.mask_scores`)
 on the training examples. Each iteration:
 
 1. the gradient ``g`` of the loss with respect to the input embedding at a trigger position,
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnkit.training.pet import Cloze, Pattern, collate_cloze, encode_cloze, verbalizer_scores
+from attnkit.training.pet import Cloze, Pattern, collate_cloze, encode_cloze, mask_scores
 
 
 def _slot_start(pattern: Pattern, tok: Any, data: Any, labels: Sequence[str], max_len: int) -> list[int]:
@@ -43,8 +43,8 @@ def _slot_start(pattern: Pattern, tok: Any, data: Any, labels: Sequence[str], ma
 def batch_loss(model: nn.Module, rows: Cloze, index: Sequence[int], pad_id: int, label_ids: Tensor, device: torch.device) -> Tensor:
     """Mean cross-entropy of the verbaliser scores of the rows ``index``."""
     b = collate_cloze(rows, index, pad_id).to(device)
-    logits = model(b.ids, attention_mask=b.attention_mask).logits  # (B, T, V)
-    return nn.functional.cross_entropy(verbalizer_scores(logits, b.mask_pos, label_ids).float(), b.targets)
+    scores = mask_scores(model, b.ids, b.attention_mask, b.mask_pos, label_ids)  # (B, C)
+    return nn.functional.cross_entropy(scores.float(), b.targets)
 
 
 def candidate_scores(model: nn.Module, rows: Cloze, index: Sequence[int], starts: Sequence[int], slot: int, pad_id: int,

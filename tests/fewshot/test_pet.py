@@ -43,6 +43,46 @@ def test_verbalizer_scores_equal_bert_for_masked_lm_logits_at_the_mask(tiny_mlm)
     assert not torch.allclose(scores[:, 0], scores[:, 1])
 
 
+@pytest.mark.parametrize("method", ["none", "prompt", "ptuning", "prefix", "lora", "wrapped-decoder"])
+def test_scores_at_the_mask_equal_the_full_vocabulary_logits_selected(tiny_mlm, method):
+    """PETModel runs the head at the masks and the decoder for the label tokens only; the reference computes
+    every position's logit over the whole vocabulary and selects (float64, with a soft prompt or another adapter)."""
+    from attnkit.peft import PEFTConfig, apply_peft
+
+    tok = WordPieceTokenizer.from_file(tiny_mlm / "mlm")
+    data = read_classification_tsv(tiny_mlm / "test.tsv")
+    cloze = pet.encode_cloze(tok, data, pet.Pattern("{a} it was [MASK] ."), LABELS, 64)
+    label_ids = pet.verbalizer_ids(tok, {"negative": "terrible", "positive": "great"})
+    mlm = pet.mlm_of(attnkit.load(tiny_mlm / "mlm"))
+    torch.manual_seed(0)
+    if method == "wrapped-decoder":  # a decoder that is not a plain nn.Linear computes every logit, then selects
+        mlm.decoder = torch.nn.Sequential(mlm.decoder)
+    else:
+        apply_peft(mlm, PEFTConfig(method=method, n_virtual=3))
+    for name, p in mlm.named_parameters():  # LoRA starts as the identity; make it count
+        if "lora_B" in name:
+            with torch.no_grad():
+                p.add_(0.1 * torch.randn_like(p))
+    dtype, tol = torch.float64, 1e-10
+    mlm = mlm.to(dtype).eval()
+    model = pet.PETModel(mlm, label_ids)
+    b = pet.collate_cloze(cloze, range(8), tok.pad_id)
+    assert b.attention_mask.min() == 0  # padded rows among them
+    scores = model(b.ids, b.attention_mask, b.mask_pos)  # (B, C)
+    logits = mlm(b.ids, attention_mask=b.attention_mask).logits  # (B, T, V): every position, every token
+    expected = logits[torch.arange(8), b.mask_pos][:, label_ids]  # (B, C)
+    assert scores.shape == (8, 2) and scores.dtype == dtype
+    assert torch.allclose(scores, expected, rtol=0, atol=tol)
+    trainable = [p for p in mlm.parameters() if p.requires_grad]
+    got = torch.autograd.grad(scores.square().sum(), trainable, allow_unused=True)
+    ref = torch.autograd.grad(expected.square().sum(), trainable, allow_unused=True)
+    for g, r in zip(got, ref):
+        assert (g is None and r is None) or torch.allclose(g, r, rtol=0, atol=tol * 10)
+    if method in ("prompt", "ptuning"):  # the prompt changes the scores: the reference would notice it left out
+        plain = pet.mlm_of(attnkit.load(tiny_mlm / "mlm")).to(dtype).eval()
+        assert not torch.allclose(scores, pet.PETModel(plain, label_ids)(b.ids, b.attention_mask, b.mask_pos), atol=1e-3)
+
+
 def test_pair_patterns_and_truncation_keep_the_mask(tiny_mlm):
     tok = WordPieceTokenizer.from_file(tiny_mlm / "mlm")
     data = ClassificationData(texts=["good " * 30], pairs=["bad movie"], labels=["positive"])
