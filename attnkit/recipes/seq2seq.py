@@ -44,8 +44,8 @@ register(Recipe(
     files=("data.data",),
     # the whole step recorded once per batch shape and replayed as a CUDA graph
     on_cuda=("train.execution.cuda_graphs=true",),
-    quick=("model.d_model=64", "model.n_heads=4", "model.d_ff=128", "model.n_encoder_layers=2", "model.n_decoder_layers=2",
-           "model.dropout=0.1", "model.max_len=128", "train.steps=40", "train.schedule.warmup=20", "train.optim.lr=0.3",
-           "train.eval.every=20", "train.save_every=20", "train.log_every=20", "data.vocab_size=500", "data.max_tokens=1500",
-           "data.max_pairs=1500", "data.average_last=2", "data.test_split=val"),
+    quick=("model.d_model=32", "model.n_heads=4", "model.d_ff=64", "model.n_encoder_layers=2", "model.n_decoder_layers=2",
+           "model.dropout=0.1", "model.max_len=64", "train.steps=12", "train.schedule.warmup=6", "train.optim.lr=0.05",
+           "train.eval.every=6", "train.save_every=6", "train.log_every=6", "data.vocab_size=500", "data.max_tokens=1000",
+           "data.max_pairs=400", "data.average_last=2", "data.beam_size=2", "data.test_split=val"),
 ))
