@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for name in names:
                 row = one_run(name, seed, args, device, Path(tmp) / f"{name}-{seed}")
+                row["command"] = env["command"]  # rows of separate calls merge into one file: each keeps the call that made it
                 rows[:] = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
                 print(f"{name} seed {seed}: BLEU {row['bleu']:.2f} (lc {row['bleu_lc']:.2f}), "
                       f"longest third {row['longest_third_bleu']:.2f}, {row['seconds']:.0f} s", flush=True)

@@ -101,7 +101,7 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
     t0 = time.perf_counter()
     fed = run_stages(recipe, work / task, quick=quick, root=data, progress=False, log=log, assignments=common_sets)
     out = {} if out is None else out
-    out.update(adaptation_s=round(time.perf_counter() - t0, 1), adapted_model=fed[0].split("=", 1)[1])
+    out.update(adaptation_s=round(time.perf_counter() - t0, 1), adapted_model=fed[0].split("=", 1)[1].strip("\""))
     save()
     trained = [m for m in methods if m != "zero-shot"] or ["pet"]  # zero-shot is read from the PET run
     if "zero-shot" in methods and "pet" not in trained:

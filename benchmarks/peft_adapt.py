@@ -17,7 +17,8 @@ evaluation), the trainable parameters and the wall time of the adaptation.
 Checks: the LoRA run's trainable count equals ``r * (d_in + d_out)`` summed over the adapted
 layers of the base (counted from the base's own weight shapes), the base weights inside the LoRA
 adapter equal the base's, and both runs start from the same validation loss. Results go to
-``benchmarks/results/peft-adapt-<device>-<date>.json``.
+``benchmarks/results/peft-adapt-<device>-<date>.json``, written after the base and after each
+adaptation, so a run cut short keeps what it finished.
 
 Expected duration on one H100: about 1 minute for the base (2,500 steps) and well under a
 minute for each adaptation (1,000 steps of 64 windows of 256 characters).
@@ -100,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base: shakespeare-char validation loss {base_eval.get('loss'):.4f} ({base_s:.1f} s)")
 
     rows: dict[str, Any] = {}
+    suffix = "-quick" if args.quick else ""
+    payload: dict[str, Any] = {
+        "benchmark": "peft_adapt",
+        "command": " ".join(["python", "benchmarks/peft_adapt.py", *(argv if argv is not None else sys.argv[1:])]),
+        "environment": common.environment(device),
+        "quick": args.quick,
+        "base": {"recipe": "shakespeare-char", "loss": base_eval.get("loss"), "steps": base_eval.get("steps"), "wall_s": round(base_s, 2)},
+        "text": "multi30k/train.en.gz (English captions; unseen characters as <unk>)",
+        "runs": rows,
+    }
+    common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
     for name in ADAPTATIONS:
         recipe = recipes.get(f"shakespeare-multi30k-{name}")
         cfgs = resolve_configs(lm, recipe=recipe, quick=args.quick, root=args.data, assignments=[*fed, *sets], log=lambda s: None)
@@ -113,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                       "steps": f.get("steps"), "trainable_params": f.get("trainable_params"),
                       "trainable_percent": f.get("trainable_percent"), "lr": cfgs["train"].optim.lr, "wall_s": round(wall, 2)}
         print(f"{name}: validation loss {f.get('start_loss'):.4f} -> {f.get('loss'):.4f}, {f.get('trainable_params'):,} trainable, {wall:.1f} s")
+        common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
 
     peft_cfg = recipes.get("shakespeare-multi30k-lora").peft
     checks = {
@@ -121,17 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "same_start_loss": abs(rows["lora"]["start_loss"] - rows["full"]["start_loss"]) < 1e-4,
     }
     print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))
-    payload = {
-        "benchmark": "peft_adapt",
-        "command": " ".join(["python", "benchmarks/peft_adapt.py", *(argv if argv is not None else sys.argv[1:])]),
-        "environment": common.environment(device),
-        "quick": args.quick,
-        "base": {"recipe": "shakespeare-char", "loss": base_eval.get("loss"), "steps": base_eval.get("steps"), "wall_s": round(base_s, 2)},
-        "text": "multi30k/train.en.gz (English captions; unseen characters as <unk>)",
-        "runs": rows,
-        "checks": checks,
-    }
-    path = common.write_json("peft-adapt", payload, args.out_dir, suffix="-quick" if args.quick else "")
+    payload["checks"] = checks
+    path = common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)
     print(common.markdown_table(["run", "trainable", "val loss before", "val loss after", "wall s"],
                                 [[k, f"{v['trainable_params']:,} ({v['trainable_percent']:.2f}%)", f"{v['start_loss']:.4f}",
                                   f"{v['loss']:.4f}", f"{v['wall_s']:.1f}"] for k, v in rows.items()]))
