@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if f.get("trainable_params") is None:  # full fine-tuning: every parameter trains
             f.update(trainable_params=sum(q.numel() for q in base.parameters()), trainable_percent=100.0)
         rows[name] = {"start_loss": f.get("start_loss"), "loss": f.get("loss"), "best_step": f.get("best_step"),
-                      "steps": f.get("steps"), "trainable_params": f.get("trainable_params"),
+                      "steps": cfgs["train"].steps, "trainable_params": f.get("trainable_params"),
                       "trainable_percent": f.get("trainable_percent"), "lr": cfgs["train"].optim.lr, "wall_s": round(wall, 2)}
         print(f"{name}: validation loss {f.get('start_loss'):.4f} -> {f.get('loss'):.4f}, {f.get('trainable_params'):,} trainable, {wall:.1f} s")
         common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
