@@ -103,10 +103,18 @@ class BertMLM(_Head):
         nn.init.zeros_(self.decoder.bias)
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
-                output_hidden_states: bool = False) -> HeadOutput:
+                output_hidden_states: bool = False, positions: Tensor | None = None) -> HeadOutput:
+        """Logits ``(B, T, V)``, or ``(B, P, V)`` at ``positions: (B, P)`` only.
+
+        With ``positions`` the head (transform, LayerNorm, decoder) runs on those rows of the encoder's output
+        alone: the same numbers as the full output there, without the ``T x V`` product elsewhere (a cloze
+        reads one mask, an answer a few)."""
         out = self.encode(ids, attention_mask, segment_ids, output_hidden_states)
-        h = self.norm(self.act(self.transform(out.last_hidden)))  # (B, T, E)
-        return HeadOutput(logits=self.decoder(h), encoder=out)  # (B, T, V)
+        h = out.last_hidden  # (B, T, H)
+        if positions is not None:
+            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
+        h = self.norm(self.act(self.transform(h)))  # (B, T or P, E)
+        return HeadOutput(logits=self.decoder(h), encoder=out)  # (B, T or P, V)
 
 
 class _TaskHead(_Head):

@@ -19,7 +19,8 @@ class UnilmMLM(BertMLM):
     """Masked LM over the shared encoder with a per-batch self-attention mask (UniLM, eq. 2)."""
 
     def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
-                output_hidden_states: bool = False, self_attention_mask: Tensor | None = None) -> HeadOutput:
+                output_hidden_states: bool = False, self_attention_mask: Tensor | None = None,
+                positions: Tensor | None = None) -> HeadOutput:
         """``self_attention_mask: (B, T, T)`` bool, True where query i may attend to key j; without it, BERT's padding mask.
 
         Args:
@@ -28,13 +29,16 @@ class UnilmMLM(BertMLM):
             segment_ids: ``(B, T)`` segment ids.
             output_hidden_states: ignored with a ``self_attention_mask``.
             self_attention_mask: the UniLM mask.
+            positions: ``(B, P)`` rows to run the head on (:meth:`BertMLM.forward`).
         """
         if self_attention_mask is None:
-            return super().forward(ids, attention_mask=attention_mask, segment_ids=segment_ids, output_hidden_states=output_hidden_states)
+            return super().forward(ids, attention_mask=attention_mask, segment_ids=segment_ids,
+                                   output_hidden_states=output_hidden_states, positions=positions)
         bert = self.bert
         x = bert.embed(ids, segment_ids)  # (B, T, d_model)
         mask = self_attention_mask[:, None]  # (B, 1, T, T): one mask for every head
         for layer in bert.layers:
             x, _ = layer(x, mask)
-        h = self.norm(self.act(self.transform(x)))  # (B, T, E)
+        h = x if positions is None else x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))  # (B, T or P, H)
+        h = self.norm(self.act(self.transform(h)))  # (B, T or P, E)
         return HeadOutput(logits=self.decoder(h), encoder=BertOutput(last_hidden=x, pooled=None))

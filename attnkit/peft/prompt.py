@@ -130,12 +130,15 @@ def _prompted_forward(self: nn.Module, ids: Tensor, *args: Any, attention_mask: 
         attention_mask = torch.cat([attention_mask.new_ones(b, n), attention_mask], dim=1)
     if segment_ids is not None:
         kw["segment_ids"] = torch.cat([segment_ids.new_zeros(b, n), segment_ids], dim=1)
+    positions = kw.get("positions")  # rows asked of a per-token head, counted in the real tokens
+    if positions is not None:
+        kw["positions"] = positions + n
     enc.active = True
     try:
         out = type(self).forward(self, ids, *args, attention_mask=attention_mask, **kw)
     finally:
         enc.active = False
-    if out.logits.dim() == 3:  # per-token outputs: the real tokens' only
+    if out.logits.dim() == 3 and positions is None:  # per-token outputs: the real tokens' only
         out.logits = out.logits[:, n:]
         if hasattr(out, "hidden"):
             out.hidden = out.hidden[:, n:]

@@ -155,18 +155,11 @@ def encode_mlm_qa(tok, examples: Sequence[QAExample], *, k: int, max_len: int, m
 def answer_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor, segment_ids: Tensor, starts: Tensor, k: int) -> Tensor:
     """``(B, k, V)``: the masked LM's logits at each row's ``k`` answer positions, ``starts: (B,)`` their first.
 
-    A :class:`~attnkit.models.bert_heads.BertMLM` runs its head (transform, LayerNorm, the tied decoder) on those
-    positions only, the same numbers as its full output there without the ``T x V`` product elsewhere; another
-    model's full logits are gathered.
+    The head runs on those positions only (``positions`` of :meth:`~attnkit.models.bert_heads.BertMLM.forward`),
+    the same numbers as its full output there without the ``T x V`` product elsewhere.
     """
     pos = starts[:, None] + torch.arange(k, device=ids.device)  # (B, k)
-    head = all(hasattr(model, n) for n in ("bert", "transform", "act", "norm", "decoder"))
-    if head:
-        h = model.bert(ids, attention_mask=attention_mask, segment_ids=segment_ids).last_hidden  # (B, T, H)
-        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, k, H)
-        return model.decoder(model.norm(model.act(model.transform(h))))  # (B, k, V)
-    logits = model(ids, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T, V)
-    return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))  # (B, k, V)
+    return model(ids, attention_mask=attention_mask, segment_ids=segment_ids, positions=pos).logits  # (B, k, V)
 
 
 @dataclass

@@ -206,35 +206,11 @@ def verbalizer_scores(mlm_logits: Tensor, mask_pos: Tensor, label_ids: Tensor) -
     return at_mask[:, label_ids]  # (B, C)
 
 
-def label_logits(decoder: nn.Module, h: Tensor, label_ids: Tensor) -> Tensor:
-    """The decoder's outputs for the verbaliser's tokens only: ``h W[v(l)]^T + b[v(l)]``.
-
-    A plain linear decoder (tied or not) computes just the label rows of its weight and bias,
-    which equals computing every vocabulary logit and selecting the label tokens; any other
-    decoder (an adapter around it, a quantised tied output layer) computes every logit first.
-
-    Args:
-        decoder: the MLM head's output layer, ``E -> V``.
-        h: ``(B, E)`` transformed states at the masks.
-        label_ids: ``(C,)`` the token of each label.
-
-    Returns:
-        ``(B, C)`` scores.
-    """
-    if type(decoder) is nn.Linear:  # exactly nn.Linear: a subclass or wrapper may add to its output
-        bias = decoder.bias[label_ids] if decoder.bias is not None else None  # (C,)
-        return nn.functional.linear(h, decoder.weight[label_ids], bias)  # (B, C)
-    return decoder(h)[:, label_ids]  # (B, V) -> (B, C)
-
-
 def mask_scores(mlm: nn.Module, ids: Tensor, attention_mask: Tensor | None, mask_pos: Tensor, label_ids: Tensor) -> Tensor:
-    """``s_p(l | x)`` (PET, eq. 1) with the MLM head run at the masks only, and its decoder for the label tokens only.
-
-    The masked LM's own forward runs, so whatever wraps it applies (a soft prompt's virtual tokens,
-    :mod:`attnkit.peft.prompt`); a forward pre-hook on the head's first layer keeps the encoder's
-    states and hands the head none, so the head computes nothing per token. The mask rows' states
-    then go through the head's transform (dense -> activation -> LayerNorm) and
-    :func:`label_logits`. Equal to :func:`verbalizer_scores` of the full ``(B, T, V)`` logits.
+    """``s_p(l | x)`` (PET, eq. 1) with the MLM head run at the masks only (``positions`` of
+    :meth:`~attnkit.models.bert_heads.BertMLM.forward`): equal to :func:`verbalizer_scores` of the full
+    ``(B, T, V)`` logits. The masked LM's own forward runs, so whatever wraps it applies (a soft prompt's
+    virtual tokens, :mod:`attnkit.peft.prompt`).
 
     Args:
         mlm: a :class:`~attnkit.models.bert_heads.BertMLM`, possibly adapted.
@@ -246,22 +222,8 @@ def mask_scores(mlm: nn.Module, ids: Tensor, attention_mask: Tensor | None, mask
     Returns:
         ``(B, C)`` scores.
     """
-    kept: list[Tensor] = []
-
-    def keep(_module: nn.Module, args: tuple) -> tuple:
-        kept.append(args[0])  # (B, n + T, H)
-        return (args[0][:, :0], *args[1:])  # no positions for the head
-
-    handle = mlm.transform.register_forward_pre_hook(keep)
-    try:
-        mlm(ids, attention_mask=attention_mask)
-    finally:
-        handle.remove()
-    states = kept[0]  # (B, n + T, H): virtual tokens, if any, come first
-    at = mask_pos + (states.shape[1] - ids.shape[1])  # (B,)
-    h = states[torch.arange(ids.shape[0], device=states.device), at]  # (B, H)
-    h = mlm.norm(mlm.act(mlm.transform(h)))  # (B, E)
-    return label_logits(mlm.decoder, h, label_ids)  # (B, C)
+    logits = mlm(ids, attention_mask=attention_mask, positions=mask_pos[:, None]).logits[:, 0]  # (B, V)
+    return logits[:, label_ids]  # (B, C)
 
 
 @dataclass
@@ -282,7 +244,7 @@ def collate_cloze(data: Cloze, index: Sequence[int], pad_id: int, soft: Tensor |
 
 class PETModel(nn.Module):
     """A masked LM read as a classifier through a verbaliser: ``forward`` returns ``(B, C)`` scores
-    (:func:`mask_scores`: the head runs at the masks only, the decoder for the label tokens only).
+    (:func:`mask_scores`: the head runs at the masks only).
 
     Args:
         mlm: a :class:`~attnkit.models.bert_heads.BertMLM` (possibly with a soft prompt, :mod:`attnkit.peft.prompt`).
@@ -489,5 +451,5 @@ def subset(data: ClassificationData, index: Sequence[int], *, keep_labels: bool 
 
 
 __all__ = ["Cloze", "ClozeTask", "DistillTask", "PETModel", "Pattern", "cloze_scores", "encode_cloze", "ensemble_scores",
-           "label_logits", "lmbff_sample", "mask_scores", "mlm_of", "parse_verbalizer", "soft_cross_entropy", "soft_labels",
+           "lmbff_sample", "mask_scores", "mlm_of", "parse_verbalizer", "soft_cross_entropy", "soft_labels",
            "subset", "verbalizer_ids", "verbalizer_scores"]

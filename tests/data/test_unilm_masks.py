@@ -91,3 +91,17 @@ def test_mixture_and_segments():
     for row, real in zip(seg.tolist(), REAL.tolist()):
         cut = row.index(1)
         assert cut >= 2 and all(v == 1 for v, r in zip(row[cut:], real[cut:]) if r) and row[:cut] == [0] * cut
+
+
+def test_head_at_positions_equals_the_full_output_gathered():
+    """``positions`` runs the head on a few rows only: the same logits as the full output there (BERT and UniLM)."""
+    torch.manual_seed(0)
+    cfg = bert_preset("bert-test", dropout=0.0, pooler=False)
+    model = UnilmMLM(cfg).eval()
+    pos = torch.tensor([[1, 3], [0, 2]])  # (B, 2)
+    rows = torch.arange(2)[:, None]
+    with torch.no_grad():
+        for kw in ({"attention_mask": REAL}, {"self_attention_mask": unilm_mask("left_to_right", REAL)}):
+            full = model(IDS, **kw).logits  # (B, T, V)
+            some = model(IDS, positions=pos, **kw).logits  # (B, 2, V)
+            torch.testing.assert_close(some, full[rows, pos], atol=1e-6, rtol=1e-6)

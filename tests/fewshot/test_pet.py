@@ -45,7 +45,7 @@ def test_verbalizer_scores_equal_bert_for_masked_lm_logits_at_the_mask(tiny_mlm)
 
 @pytest.mark.parametrize("method", ["none", "prompt", "ptuning", "prefix", "lora", "wrapped-decoder"])
 def test_scores_at_the_mask_equal_the_full_vocabulary_logits_selected(tiny_mlm, method):
-    """PETModel runs the head at the masks and the decoder for the label tokens only; the reference computes
+    """PETModel runs the head at the masks only; the reference computes
     every position's logit over the whole vocabulary and selects (float64, with a soft prompt or another adapter)."""
     from attnkit.peft import PEFTConfig, apply_peft
 
@@ -55,7 +55,7 @@ def test_scores_at_the_mask_equal_the_full_vocabulary_logits_selected(tiny_mlm, 
     label_ids = pet.verbalizer_ids(tok, {"negative": "terrible", "positive": "great"})
     mlm = pet.mlm_of(attnkit.load(tiny_mlm / "mlm"))
     torch.manual_seed(0)
-    if method == "wrapped-decoder":  # a decoder that is not a plain nn.Linear computes every logit, then selects
+    if method == "wrapped-decoder":  # a decoder wrapped in another module
         mlm.decoder = torch.nn.Sequential(mlm.decoder)
     else:
         apply_peft(mlm, PEFTConfig(method=method, n_virtual=3))
