@@ -56,16 +56,6 @@ def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int) -> tuple[list
     return ids + [sep_id] + [IGNORE] * (k - len(ids) - 1), False
 
 
-def read_answer(predicted: Sequence[int], stops: Sequence[int]) -> list[int]:
-    """The answer's ids: the predictions up to, not including, the first stop token (``[SEP]`` or ``[PAD]``)."""
-    out = []
-    for t in predicted:
-        if t in stops:
-            break
-        out.append(int(t))
-    return out
-
-
 def best_answers(logits: Tensor, sep_id: int, stops: Sequence[int]) -> list[list[int]]:
     """The most probable non-empty answer of each row under the independent per-position distributions.
 
@@ -243,4 +233,4 @@ class MLMQATask:
         return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
 
 
-__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "predict_answers", "read_answer"]
+__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "predict_answers"]

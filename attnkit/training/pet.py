@@ -191,25 +191,10 @@ def mlm_of(model: nn.Module) -> nn.Module:
                       "(adapt an encoder first with attnkit train mlm, e.g. --recipe sst2-tapt)")
 
 
-def verbalizer_scores(mlm_logits: Tensor, mask_pos: Tensor, label_ids: Tensor) -> Tensor:
-    """``s_p(l | x)``: the MLM logits at each row's mask, restricted to the verbaliser's tokens (PET, eq. 1).
-
-    Args:
-        mlm_logits: ``(B, T, V)``.
-        mask_pos: ``(B,)`` the mask's position in each row.
-        label_ids: ``(C,)`` the token of each label.
-
-    Returns:
-        ``(B, C)`` scores.
-    """
-    at_mask = mlm_logits[torch.arange(mlm_logits.shape[0], device=mlm_logits.device), mask_pos]  # (B, V)
-    return at_mask[:, label_ids]  # (B, C)
-
-
 def mask_scores(mlm: nn.Module, ids: Tensor, attention_mask: Tensor | None, mask_pos: Tensor, label_ids: Tensor) -> Tensor:
-    """``s_p(l | x)`` (PET, eq. 1) with the MLM head run at the masks only (``positions`` of
-    :meth:`~attnkit.models.bert_heads.BertMLM.forward`): equal to :func:`verbalizer_scores` of the full
-    ``(B, T, V)`` logits. The masked LM's own forward runs, so whatever wraps it applies (a soft prompt's
+    """``s_p(l | x)`` (PET, eq. 1): the MLM logits at each row's mask, restricted to the verbaliser's tokens,
+    with the head run at the masks only (``positions`` of :meth:`~attnkit.models.bert_heads.BertMLM.forward`).
+    The masked LM's own forward runs, so whatever wraps it applies (a soft prompt's
     virtual tokens, :mod:`attnkit.peft.prompt`).
 
     Args:
@@ -452,4 +437,4 @@ def subset(data: ClassificationData, index: Sequence[int], *, keep_labels: bool 
 
 __all__ = ["Cloze", "ClozeTask", "DistillTask", "PETModel", "Pattern", "cloze_scores", "encode_cloze", "ensemble_scores",
            "lmbff_sample", "mask_scores", "mlm_of", "parse_verbalizer", "soft_cross_entropy", "soft_labels",
-           "subset", "verbalizer_ids", "verbalizer_scores"]
+           "subset", "verbalizer_ids"]

@@ -16,15 +16,6 @@ from attnkit.training.mlm_qa import IGNORE
 SEP, PAD = 3, 0
 
 
-def test_read_answer_stops_at_the_first_sep_or_pad():
-    stops = (SEP, PAD)
-    assert mlm_qa.read_answer([11, 12, SEP, 13, PAD], stops) == [11, 12]
-    assert mlm_qa.read_answer([11, PAD, 12, SEP], stops) == [11]
-    assert mlm_qa.read_answer([SEP, 11, 12], stops) == []
-    assert mlm_qa.read_answer([PAD, PAD, PAD], stops) == []
-    assert mlm_qa.read_answer([11, 12, 13], stops) == [11, 12, 13]  # no stop: every position
-
-
 def test_answer_targets_end_marker_then_no_target_and_cut():
     X = IGNORE
     assert mlm_qa.answer_targets([7, 8, 9], 5, SEP) == ([7, 8, 9, SEP, X], False)
