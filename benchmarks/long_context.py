@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import statistics
 import sys
 import time
@@ -65,8 +64,8 @@ def train(name: str, out: Path, root: str, quick: bool, device: torch.device, ex
         recipe = recipes.get(name)
         job = runs.job(recipe.task)
         resume = (out / "checkpoints" / "latest").exists()
-        if (out / "run_config.json").exists() and not resume:  # a run cut before its first checkpoint: start again
-            shutil.rmtree(out)
+        if (out / "run_config.json").exists() and not resume:  # a run cut before its first checkpoint
+            raise SystemExit(f"{out} holds a run stopped before its first checkpoint; delete that folder to train it again")
         configs = resolve_configs(job, recipe=recipe, assignments=[f"train.device={device}", *extra], quick=quick,
                                   cuda=device.type == "cuda", root=root)
         run(job, configs, out, recipe=name, progress=False, resume=resume)
