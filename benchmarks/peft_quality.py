@@ -31,7 +31,9 @@ every run and a summary per task and method: each library's mean and standard de
 the seeds (dev accuracy in points), the difference of means attnkit - peft with its standard error
 ``sqrt(s_a^2/n_a + s_p^2/n_p)``, and per task LoRA's mean minus full fine-tuning's in each library.
 Runs already in that day's file with the same steps, batch, length and learning rate are kept, so
-seeds or tasks run in separate calls add up to one summary.
+seeds or tasks run in separate calls add up to one summary. ``--tag NAME`` writes
+``peft-quality-<device>-<date>-NAME.json`` instead, for runs with other settings (LoRA against full
+fine-tuning over a longer run: ``--tasks sst2 --methods full,lora --steps 2000 --tag 2000steps``).
 
 Expected duration on one H100: about 10-25 s per method and library at the default 400 steps of
 32 (31 runs per task and seed, peft's QLoRA needing bitsandbytes: about 3.5 minutes for SST-2 and
@@ -263,8 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: every task, method and library runs once per seed (default 0)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--quick", action="store_true", help="64 training and 32 dev rows, 4 steps: a smoke run")
+    ap.add_argument("--tag", default="", help="a name added to the JSON's file name, for runs with other settings kept apart "
+                    "(e.g. --tag 2000steps with --steps 2000)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
+        raise SystemExit(f"--tag={args.tag!r}: use letters, digits, '-', '_' and '.' only")
     device = common.pick_device(args.device)
     steps = 4 if args.quick else args.steps
     methods = [m for m in args.methods.split(",") if m]
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
 
     env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len}
     # runs of earlier calls on this device and date with the same settings and learning rates are kept, so seeds or tasks
     # run in separate calls end up in one file and one summary
