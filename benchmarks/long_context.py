@@ -373,6 +373,10 @@ def long_documents(args: argparse.Namespace, root: Path, device: torch.device, w
     print(f"long documents: {CHUNK_RECIPE}, {steps} steps x {batch} per variant ({examples} training examples, "
           f"{result['epochs']} epochs), the same for {', '.join(LONG_MODES)}; dev accuracy after the last step")
     print(window_line(window))
+    where = documents["evidence_at"].get("dev", {})
+    print(f"majority documents: {documents['train_documents']} training / {documents['dev_documents']} dev, at least "
+          f"{documents['words']} words, the majority won by {documents['evidence']} sentences in one stretch (dev: it starts "
+          f"after {where.get('mean')} of the words on average, quartiles {where.get('quartiles')})")
     for mode in LONG_MODES:
         cdir = root / f"chunks-{mode}-{steps}steps"
         reused = (cdir / "eval.json").exists()
