@@ -9,6 +9,8 @@ same model on the same segments without memory (the comparison of ``benchmarks/l
 Sukhbaatar et al. 2019 (``model.attention.kind=adaptive_span``): each head learns how far back it looks, at most 384
 positions, under an L1 penalty; the spans start at the maximum (the model starts as ``shakespeare-xl`` with that
 memory) and shrink where the loss allows; ``eval.json`` reports them, and keys beyond every head's span are skipped.
+``--set model.attention.params.span_loss=0`` keeps every span at 384, beyond every distance among its 384 keys: the
+same model with attention no span restricts (the baseline of ``benchmarks/long_context.py``).
 
 ``sst2-minilm-chunks`` makes SST-2 sentences longer than the encoder's window by giving all-MiniLM-L6-v2 a window of
 16 positions (``data.max_len``): each sentence is read in chunks of 14 word pieces with 4 memory tokens carried from
