@@ -126,7 +126,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "config.json").read_text())
     position = {"kind": "none", "rotary_dim": None, "base": 10000.0, "layout": "half", "scaling": "none", "factor": 1.0,
                 "original_max_len": 2048, "n_buckets": 32, "max_distance": 128, "bidirectional": None,
-                "t5_train_path": "distance"}
+                "t5_train_path": "distance", "t5_lr_scale": 1.0}
     assert data["attention"] == {"kind": "dot", "dropout": 0.1, "params": {}, "position": position}
     assert TransformerConfig.load(tmp_path / "config.json") == cfg
     outer = Outer(betas=(0.5, 0.6), sizes=(3,), limit=7, inner=Inner(window=9, mode="b"))

@@ -29,8 +29,12 @@ class PositionConfig(Config):
     (default) looks the table up once per distance j - i and expands that vector to the bias with a strided copy
     whose backward sums diagonals, on every device and kernel; ``flex_distance`` reads the same vector inside
     FlexAttention's ``score_mod`` on CUDA (no ``(Tq, Tk)`` bias is built; elsewhere it runs as ``distance``), the
-    candidate for GPU speed; ``dense`` gathers the table at every (i, j), the reference. Evaluation, decoding and
-    a frozen table use the bucket ``score_mod`` on CUDA whatever the choice.
+    candidate for GPU speed; ``flex_bucket`` computes the bucket of j - i inside FlexAttention's ``score_mod`` on
+    CUDA and reads the ``(n_buckets, H)`` table there, its gradient accumulated by FlexAttention's backward
+    (elsewhere it runs as ``distance``); ``dense`` gathers the table at every (i, j), the reference. Evaluation,
+    decoding and a frozen table use the bucket ``score_mod`` on CUDA whatever the choice. ``t5_lr_scale``: the
+    table's learning rate over the optimizer's (the table is never weight-decayed; see
+    :class:`~attnkit.positions.t5_bias.T5RelativeBias`).
     BERT's relative kinds: ``max_distance`` (the clipping distance, BERT's ``max_position_embeddings``).
     """
 
@@ -44,7 +48,8 @@ class PositionConfig(Config):
     n_buckets: int = 32
     max_distance: int = 128
     bidirectional: bool | None = None
-    t5_train_path: Literal["dense", "distance", "flex_distance"] = "distance"
+    t5_train_path: Literal["dense", "distance", "flex_distance", "flex_bucket"] = "distance"
+    t5_lr_scale: float = 1.0
 
     def validate(self) -> None:
         check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0), "position.rotary_dim",
@@ -54,6 +59,7 @@ class PositionConfig(Config):
         check(self.original_max_len > 0, "position.original_max_len", self.original_max_len, "must be positive")
         check(self.n_buckets >= 4, "position.n_buckets", self.n_buckets, "must be at least 4")
         check(self.max_distance > 0, "position.max_distance", self.max_distance, "must be positive")
+        check(self.t5_lr_scale > 0, "position.t5_lr_scale", self.t5_lr_scale, "must be positive")
         if self.kind == "t5_bias":
             check(self.max_distance > self.n_buckets // 4, "position.max_distance", self.max_distance,
                   f"must exceed n_buckets / 4 = {self.n_buckets // 4}")

@@ -52,7 +52,7 @@ def build_position(config: PositionConfig, *, d_model: int, n_heads: int, head_d
     elif c.kind == "alibi":
         module = ALiBi(n_heads)
     elif c.kind == "t5_bias":
-        module = T5RelativeBias(n_heads, c.n_buckets, c.max_distance, c.bidirectional, c.t5_train_path)
+        module = T5RelativeBias(n_heads, c.n_buckets, c.max_distance, c.bidirectional, c.t5_train_path, c.t5_lr_scale)
     elif c.kind in ("relative_key", "relative_key_query"):
         module = RelativeKey(head_dim, c.max_distance, query=c.kind == "relative_key_query")
     else:

@@ -16,12 +16,15 @@ from attnkit.recipes import get, register
 from attnkit.recipes.base import Recipe
 
 BASE = "shakespeare-char"
-# recipe suffix -> position; the relative kinds clip at the training context (BERT's) or use T5's buckets
+# recipe suffix -> position; the relative kinds clip at the training context (BERT's) or use T5's buckets.
+# T5's table trains at 30 times the learning rate (3e-2 at the peak): past the training length every key beyond
+# max_distance shares the last bucket, which must reach a strongly negative bias to keep attention local, and Adam
+# moves a weight by about the learning rate per step (attnkit.positions.t5_bias.T5RelativeBias, lr_scale).
 KINDS: dict[str, PositionConfig] = {
     "learned": PositionConfig(kind="none"),
     "rotary": PositionConfig(kind="rotary"),
     "alibi": PositionConfig(kind="alibi"),
-    "t5-bias": PositionConfig(kind="t5_bias", n_buckets=32, max_distance=128),
+    "t5-bias": PositionConfig(kind="t5_bias", n_buckets=32, max_distance=128, t5_lr_scale=30.0),
     "relative-key": PositionConfig(kind="relative_key", max_distance=256),
     "xl-relative": PositionConfig(kind="xl_relative"),
 }

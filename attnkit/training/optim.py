@@ -9,6 +9,11 @@ with ``ndim >= 2`` (weight matrices and embedding tables) are decayed, those wit
 ``ndim < 2`` (biases, LayerNorm gains and shifts) are not. For ``"adam"`` the decay
 is torch's coupled L2 term (added to the gradient); for ``"adamw"`` it is decoupled.
 
+A module can mark its own parameters: ``p.no_weight_decay = True`` keeps a table of biases
+out of the decay (T5's relative bias table, :mod:`attnkit.positions.t5_bias`), and
+``p.lr_scale = c`` trains ``p`` at ``c`` times the learning rate (a group with that
+``lr_scale``, combined with layer-wise decay below).
+
 Layer-wise learning-rate decay (Clark et al. 2020, "ELECTRA: Pre-training Text Encoders as
 Discriminators Rather Than Generators", appendix, fine-tuning details): with ``layer_decay``
 ``xi < 1`` and ``L`` layers, encoder layer ``i`` (0-based) trains at ``lr * xi^(L - i)``, the
@@ -93,8 +98,9 @@ def layer_depths(model: nn.Module) -> tuple[dict[str, int], int]:
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict[str, Any]]:
-    """Split the trainable parameters into decayed (ndim >= 2) and not decayed (ndim < 2),
-    and with ``layer_decay < 1`` also by depth (:func:`layer_depths`).
+    """Split the trainable parameters into decayed (ndim >= 2) and not decayed (ndim < 2 or marked
+    ``no_weight_decay``), and with ``layer_decay < 1`` or a parameter's own ``lr_scale`` also by
+    learning rate (module docstring; :func:`layer_depths`).
 
     Args:
         model: the module whose ``requires_grad`` parameters are optimised (tied
@@ -105,24 +111,26 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
     Returns:
         Param-group dicts for a torch optimizer, empty groups left out. With ``layer_decay < 1``
-        one group per (``lr_scale``, weight decay), in the order of the parameters, each
-        holding ``lr_scale = layer_decay ** (L + 1 - depth)``.
+        (or a parameter with ``lr_scale``) one group per (``lr_scale``, weight decay), in the order
+        of the parameters, each holding ``lr_scale = layer_decay ** (L + 1 - depth)`` times the
+        parameter's own ``lr_scale``.
     """
-    if layer_decay == 1.0:
+    hinted = any(getattr(p, "lr_scale", 1.0) != 1.0 for p in model.parameters())
+    if layer_decay == 1.0 and not hinted:
         params = [p for p in model.parameters() if p.requires_grad]
         if weight_decay == 0.0:
             return [{"params": params, "weight_decay": 0.0}]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
+        decay = [p for p in params if p.ndim >= 2 and not getattr(p, "no_weight_decay", False)]
+        no_decay = [p for p in params if p.ndim < 2 or getattr(p, "no_weight_decay", False)]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]]
-    depths, n_layers = layer_depths(model)
+    depths, n_layers = layer_depths(model) if layer_decay != 1.0 else ({}, 0)
     by_key: dict[tuple[float, float], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scale = layer_decay ** (n_layers + 1 - depths[name])
-        decay = weight_decay if p.ndim >= 2 else 0.0
+        scale = (layer_decay ** (n_layers + 1 - depths[name]) if depths else 1.0) * getattr(p, "lr_scale", 1.0)
+        decay = weight_decay if p.ndim >= 2 and not getattr(p, "no_weight_decay", False) else 0.0
         by_key.setdefault((scale, decay), {"params": [], "weight_decay": decay, "lr_scale": scale})["params"].append(p)
     return list(by_key.values())
 

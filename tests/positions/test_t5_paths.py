@@ -1,8 +1,10 @@
-"""The trained-table paths of T5's bias (dense gather, per-distance Toeplitz expansion, per-distance score_mod)
-against the plain gather ``table[bucket(j - i), h]``: the bias, its table gradient, the FlexAttention path run
-eagerly on the CPU, and a GPT trained through each path."""
+"""The trained-table paths of T5's bias (dense gather, per-distance Toeplitz expansion, per-distance score_mod, bucket
+score_mod) against the plain gather ``table[bucket(j - i), h]``: the bias, its table gradient, the FlexAttention path
+run eagerly on the CPU, and a GPT trained through each path, also rebuilt past its training context."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from attnkit.models.transformer import AttentionConfig
 from attnkit.positions.config import PositionConfig
 from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket, toeplitz, toeplitz_adjoint
 
-PATHS = ["dense", "distance", "flex_distance"]
+PATHS = ["dense", "distance", "flex_distance", "flex_bucket"]
 
 
 def gather_reference(table: torch.Tensor, tq: int, tk: int, offset: int, bidirectional: bool) -> torch.Tensor:
@@ -52,7 +54,7 @@ def test_toeplitz_casts_forward_and_returns_the_gradient_in_the_input_dtype() ->
         toeplitz(d, 4, 6)
 
 
-@pytest.mark.parametrize("path", ["distance", "flex_distance"])
+@pytest.mark.parametrize("path", ["distance", "flex_distance", "flex_bucket"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("tq,tk,offset", [(5, 13, 8), (9, 9, 0), (4, 30, 26), (3, 40, 5)])
 def test_distance_bias_and_table_gradient_equal_the_gather(path: str, causal: bool, tq: int, tk: int, offset: int) -> None:
@@ -126,14 +128,54 @@ def test_a_gpt_trains_the_same_through_every_path(eager_flex: list[bool]) -> Non
     loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
     assert not any(eager_flex)  # the dense path builds the bias under autograd
     assert any("table" in n for n in grads_ref)
-    for path in ("distance", "flex_distance"):
+    for path in ("distance", "flex_distance", "flex_bucket"):
         eager_flex.clear()
         loss, grads = gpt_loss_and_grads(path, ids)
-        assert eager_flex and all(eager_flex) if path == "flex_distance" else not any(eager_flex)
+        assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
         torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
         assert grads.keys() == grads_ref.keys()
         for name, g in grads.items():
             torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=f"{path}: {name}")
+
+
+def test_a_gpt_rebuilt_past_its_context_and_max_distance_agrees_on_every_path(eager_flex: list[bool]) -> None:
+    """Trained at context 16 (max_distance 12), run at 61 tokens as the length-extrapolation benchmark rebuilds it:
+    every training path's loss and gradients, and the evaluation logits (FlexAttention's bucket score_mod), equal
+    the dense gather's."""
+    torch.manual_seed(0)
+    position = PositionConfig(kind="t5_bias", n_buckets=8, max_distance=12)
+    short = GPT(gpt_preset("gpt-tiny", d_model=32, context=16, attention=AttentionConfig(position=position))).double()
+    torch.nn.init.normal_(short.decoder.layers[0].self_attn.position.module.table.weight)  # a table with far biases
+    ids = torch.randint(0, 96, (2, 62), generator=torch.Generator().manual_seed(2))
+
+    def at(path: str) -> GPT:
+        c = short.config
+        attention = c.attention.replace(position=c.attention.position.replace(t5_train_path=path))
+        longer = GPT(dataclasses.replace(c, context=61, attention=attention)).double()
+        longer.load_state_dict(short.state_dict())
+        return longer
+
+    def loss_and_grads(model: GPT) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).logits.flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    dense = at("dense")
+    loss_ref, grads_ref = loss_and_grads(dense)
+    logits_ref = dense(ids[:, :-1]).logits.detach()  # under autograd: the dense path
+    assert not any(eager_flex)
+    for path in ("distance", "flex_distance", "flex_bucket"):
+        eager_flex.clear()
+        loss, grads = loss_and_grads(at(path))
+        assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
+        torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
+        for name, g in grads.items():
+            torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=f"{path}: {name}")
+    eager_flex.clear()
+    with torch.no_grad():
+        logits = at("distance")(ids[:, :-1]).logits
+    assert eager_flex and all(eager_flex)  # evaluation: the bucket score_mod in FlexAttention
+    torch.testing.assert_close(logits, logits_ref, atol=1e-10, rtol=0)
 
 
 def test_an_unknown_path_names_the_key() -> None:
