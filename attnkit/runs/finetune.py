@@ -376,7 +376,9 @@ def set_layer_sharing(source: Any, m: CheckpointModelConfig, log: Log) -> Any:
         log(f"model.share_layers=false: the checkpoint's shared layer copied into {enc.config.n_layers} independent layers")
         if enc is source:
             return unshared
-        source.bert = unshared
+        # replaced where it is a child module: BertPretraining's ``bert`` is a read-only view of ``mlm.bert``
+        parent, name = next((p, n) for p in source.modules() for n, c in p.named_children() if c is enc)
+        setattr(parent, name, unshared)
     return source
 
 

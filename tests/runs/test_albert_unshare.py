@@ -58,6 +58,21 @@ def test_set_layer_sharing_rules():
         set_layer_sharing(separate, CheckpointModelConfig(share_layers=True), print)
 
 
+
+def test_set_layer_sharing_unshares_the_encoder_of_a_pretraining_checkpoint():
+    """``attnkit train mlm`` saves a BertPretraining, whose ``bert`` is a read-only view of ``mlm.bert``."""
+    from attnkit.models.bert_pretraining import BertPretraining, BertPretrainingConfig
+    from attnkit.training.finetune import encoder_of
+
+    torch.manual_seed(0)
+    source = BertPretraining(BertPretrainingConfig(encoder=albert().config, pair_task="sop")).eval()
+    shared = source.bert
+    out = set_layer_sharing(source, CheckpointModelConfig(share_layers=False), print)
+    enc = encoder_of(out)
+    assert enc is not shared and enc.config.share_layers is False and len({id(layer) for layer in enc.layers}) == 3
+    ids = torch.randint(4, 60, (2, 9))
+    assert torch.equal(enc(ids).last_hidden, shared(ids).last_hidden)
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("albert")
