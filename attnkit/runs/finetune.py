@@ -118,7 +118,8 @@ class CheckpointModelConfig(Config):
 
     ``share_layers=false`` on an ALBERT checkpoint copies its one shared layer into independent
     layers at load (:func:`~attnkit.models.bert.unshare_layers`): the same outputs before the
-    first update, separate weights after. Null keeps the checkpoint's choice, so a shared
+    first update (the fresh head too, built before the copy, so the same ``train.init_seed`` gives
+    the shared run's head), separate weights after. Null keeps the checkpoint's choice, so a shared
     checkpoint stays shared unless asked; ``true`` on a checkpoint with separate layers is refused.
     """
 
@@ -259,7 +260,9 @@ class FinetuneJob(Job):
         d: FinetuneDataConfig = configs["data"]  # type: ignore[assignment]
         source_dir = model_dir(d.model)
         source, tok = load_model_and_tokenizer(source_dir, d.tokenizer or None)
-        source = set_layer_sharing(source, configs.get("model", CheckpointModelConfig()), log)  # type: ignore[arg-type]
+        sharing: CheckpointModelConfig = configs.get("model", CheckpointModelConfig())  # type: ignore[assignment]
+        if d.features != "none":  # a frozen encoder: un-shared before the feature model copies it
+            source = set_layer_sharing(source, sharing, log)
         train_data, dev_data, labels = read_labelled(self.task, d)
         if not resume:  # a resumed run keeps the schedule it was given
             t = epoch_schedule(t, d, len(train_data), evaluate=dev_data is not None)
@@ -304,6 +307,9 @@ class FinetuneJob(Job):
                 "trainable parameters")
         else:
             model = ft.build_head(source, self.task, labels, d.classifier_dropout, classifier)
+            # un-shared once the head is built, so the fresh head is the shared run's for the same init_seed
+            # (building an encoder of separate layers first would draw other random numbers before the head's)
+            model = set_layer_sharing(model, sharing, log)
         if d.long != "truncate":  # long documents in chunks (average of chunk logits, or carried memory tokens)
             from attnkit.training.long_documents import prepare_long
 
@@ -372,13 +378,16 @@ def set_layer_sharing(source: Any, m: CheckpointModelConfig, log: Log) -> Any:
     if m.share_layers and not enc.config.share_layers:
         raise ConfigError("model.share_layers=true: the checkpoint has separate layers, which cannot be made one; leave it unset")
     if not m.share_layers and enc.config.share_layers:
-        unshared = unshare_layers(enc)
+        with torch.random.fork_rng(devices=[]):  # the copies' throw-away initialisation leaves the run's generator alone
+            unshared = unshare_layers(enc)
         log(f"model.share_layers=false: the checkpoint's shared layer copied into {enc.config.n_layers} independent layers")
         if enc is source:
             return unshared
         # replaced where it is a child module: BertPretraining's ``bert`` is a read-only view of ``mlm.bert``
         parent, name = next((p, n) for p in source.modules() for n, c in p.named_children() if c is enc)
         setattr(parent, name, unshared)
+        if getattr(getattr(parent, "config", None), "encoder", None) == enc.config:  # a head saves its encoder's config
+            parent.config = parent.config.replace(encoder=unshared.config)
     return source
 
 

@@ -107,6 +107,17 @@ def test_finetune_unshares_only_when_asked(data, tmp_path, capsys):
     assert len({id(layer) for layer in shared.bert.layers}) == 1
 
 
+def test_unshared_run_starts_from_the_shared_runs_function(data, tmp_path):
+    """Same seeds: the same fresh head and the same first loss; the second step's loss differs once the copies moved apart."""
+    for name, extra in (("s", ()), ("u", ("--set", "model.share_layers=false"))):
+        assert finetune(data, tmp_path / name, "--set", "train.log_every=1", *extra) == 0
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / n / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+              for n in "su"]
+    assert losses[0][0] == losses[1][0] and losses[0][1] != losses[1][1]
+    heads = [attnkit.load(tmp_path / n / "model").bert.config.share_layers for n in "su"]
+    assert heads == [True, False]
+
+
 def test_unshared_hugging_face_albert_matches_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
