@@ -33,6 +33,7 @@ def _load() -> None:
         from attnkit.recipes import dialogue  # noqa: F401
         from attnkit.recipes import pretraining  # noqa: F401
         from attnkit.recipes import bert  # noqa: F401
+        from attnkit.recipes import albert  # noqa: F401
         from attnkit.recipes import listops  # noqa: F401
         from attnkit.recipes import peft  # noqa: F401
         from attnkit.recipes import denoising  # noqa: F401
