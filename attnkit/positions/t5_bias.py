@@ -19,14 +19,7 @@ the table's gradient then reaches through ``Tq + Tk - 1`` lookups instead of ``T
 * ``flex_distance`` hands ``d`` to FlexAttention, whose ``score_mod`` reads ``d[h, j - i + Tq - 1]``,
   so the kernel's backward accumulates the captured tensor's gradient over ``(Tq + Tk - 1)·H`` cells
   rather than ``n_buckets·H``;
-* ``dense`` gathers the table at the ``(Tq, Tk)`` bucket ids (the reference);
-* ``flex_bucket`` trains through the bucket ``score_mod`` (:meth:`T5RelativeBias.score_mod`), which computes the
-  bucket of ``kv_idx - q_idx`` in the kernel and reads the ``(n_buckets, H)`` table itself; FlexAttention's
-  backward adds each score's gradient into its (bucket, head) cell (atomic additions on CUDA).
-
-In a ``score_mod`` the bucket comes from integer comparisons against :func:`bucket_bounds`, the smallest distance of
-each logarithmic bucket found by :func:`relative_position_bucket` itself, so the kernel's bucket equals T5's for every
-distance (no floating-point logarithm inside the kernel to round differently at a bucket's edge).
+* ``dense`` gathers the table at the ``(Tq, Tk)`` bucket ids (the reference).
 """
 
 from __future__ import annotations
@@ -40,8 +33,8 @@ from torch import Tensor, nn
 
 from attnkit.positions.base import ScoreBias, ScoreMod, distances
 
-TrainPath = Literal["dense", "distance", "flex_distance", "flex_bucket"]
-TRAIN_PATHS: tuple[str, ...] = ("dense", "distance", "flex_distance", "flex_bucket")
+TrainPath = Literal["dense", "distance", "flex_distance"]
+TRAIN_PATHS: tuple[str, ...] = ("dense", "distance", "flex_distance")
 
 
 def relative_position_bucket(relative: Tensor, *, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> Tensor:
@@ -66,43 +59,6 @@ def relative_position_bucket(relative: Tensor, *, bidirectional: bool, n_buckets
     exact = n // 2
     far = exact + (torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (n - exact)).long()
     far = far.clamp(max=n - 1)  # (relative's shape)
-    return side + torch.where(dist < exact, dist, far)
-
-
-def bucket_bounds(*, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> tuple[int, tuple[int, ...]] | None:
-    """The exact buckets of one direction and the smallest distance of each logarithmic bucket after the first.
-
-    A direction has ``n`` buckets (``n_buckets``, half of them if bidirectional): distances ``0 .. n/2 - 1`` are
-    their own buckets, and distance ``d >= n/2`` falls in bucket ``n/2 + #{b : d >= bounds[b]}``. The bounds are
-    read off :func:`relative_position_bucket` (monotone in the distance once ``max_distance > n/2``) over
-    ``0 .. 2 max_distance``: every bucket is reached by ``max_distance``, the last by its clipping, up to a
-    rounding of the logarithm there.
-
-    Returns:
-        ``(n/2, bounds)``, ``len(bounds) = n - n/2 - 1``; None where ``max_distance`` is within the exact buckets
-        (``<= n/2``), where T5's formula is not monotone and has no such bounds.
-    """
-    n = n_buckets // 2 if bidirectional else n_buckets
-    exact = n // 2
-    if max_distance <= exact:
-        return None
-    dist = torch.arange(2 * max_distance + 1, device="cpu")  # also where modules are built on the meta device
-    ids = relative_position_bucket(-dist, bidirectional=False, n_buckets=n, max_distance=max_distance)  # past side
-    return exact, tuple(int(dist[ids >= b][0]) for b in range(exact + 1, n))
-
-
-def bucket_by_bounds(relative: Tensor, *, bidirectional: bool, exact: int, bounds: tuple[int, ...]) -> Tensor:
-    """:func:`relative_position_bucket` of ``relative = j - i`` by integer comparisons (:func:`bucket_bounds`), for
-    a FlexAttention ``score_mod``: ``exact`` and ``bounds`` are Python ints, constants of the compiled kernel."""
-    if bidirectional:
-        side = (relative > 0).to(torch.int64) * (exact + len(bounds) + 1)  # the future's buckets after the past's
-        dist = relative.abs()
-    else:
-        side = 0
-        dist = (-relative).clamp(min=0)
-    far = torch.full_like(dist, exact)
-    for bound in bounds:
-        far = far + (dist >= bound).to(dist.dtype)
     return side + torch.where(dist < exact, dist, far)
 
 
@@ -169,8 +125,7 @@ class T5RelativeBias(ScoreBias):
         bidirectional: ``None`` decides per call: bidirectional unless the attention is causal.
         train_path: how a trained table reaches the scores (module docstring): ``distance`` (the Toeplitz
             expansion of the per-distance lookup, on every device), ``flex_distance`` (the per-distance
-            lookup inside FlexAttention's ``score_mod`` on CUDA; elsewhere as ``distance``), ``flex_bucket``
-            (the bucket ``score_mod`` on the table itself on CUDA; elsewhere as ``distance``) or ``dense``.
+            lookup inside FlexAttention's ``score_mod`` on CUDA; elsewhere as ``distance``) or ``dense``.
             Evaluation, decoding and a frozen table take the bucket ``score_mod`` on CUDA either way.
         lr_scale: the table's learning rate over the optimizer's (:mod:`attnkit.training.optim`). Adam moves a
             weight by about the learning rate per step, so in a short run at a small learning rate the table cannot
@@ -196,8 +151,6 @@ class T5RelativeBias(ScoreBias):
         self.table.weight.no_weight_decay = True  # type: ignore[attr-defined]
         if lr_scale != 1.0:
             self.table.weight.lr_scale = float(lr_scale)  # type: ignore[attr-defined]
-        self._bounds = {side: bucket_bounds(bidirectional=side, n_buckets=n_buckets, max_distance=max_distance)
-                        for side in (False, True)}  # the score_mod's integer buckets, per direction setting
         self._buckets: dict[tuple, Tensor] = {}
         self._bias: tuple[tuple, Tensor] | None = None
 
@@ -205,12 +158,12 @@ class T5RelativeBias(ScoreBias):
         return self.table.weight.requires_grad and torch.is_grad_enabled()
 
     def trains_in_flex(self) -> bool:
-        """Whether FlexAttention takes this call. Under autograd only the ``flex_*`` paths do: with ``flex_bucket``
-        FlexAttention's backward adds every score's gradient into its (bucket, head) cell, B·H·Tq·Tk atomic
-        additions into n_buckets·H addresses; ``flex_distance`` spreads them over (Tq + Tk - 1)·H cells. The other
-        paths build the bias and hand it to the kernel, whose backward returns the bias gradient as one tensor
-        that the lookup reduces."""
-        return not self._trains() or self.train_path in ("flex_distance", "flex_bucket")
+        """Whether FlexAttention takes this call. Under autograd, the bucket ``score_mod`` would leave FlexAttention's
+        backward pass adding every score's gradient into its (bucket, head) cell, B·H·Tq·Tk atomic additions into
+        n_buckets·H addresses, which serialise; only ``flex_distance`` then stays in FlexAttention (its
+        :meth:`flex_score_mod` spreads them over (Tq + Tk - 1)·H cells). The other paths build the bias and hand
+        it to the kernel, whose backward returns the bias gradient as one tensor that the lookup reduces."""
+        return not self._trains() or self.train_path == "flex_distance"
 
     def _side(self, causal: bool) -> bool:
         return (not causal) if self.bidirectional is None else self.bidirectional
@@ -270,21 +223,14 @@ class T5RelativeBias(ScoreBias):
         return bias
 
     def score_mod(self, q_offset: int, *, causal: bool) -> ScoreMod | None:
-        """The bias as a FlexAttention ``score_mod``: the bucket of ``j - i`` computed in the kernel
-        (:func:`bucket_by_bounds`), then ``table[bucket, h]`` read from the ``(n_buckets, H)`` table; FlexAttention's
-        backward also gives the table's gradient (the ``flex_bucket`` path)."""
+        """The bias as a FlexAttention ``score_mod`` reading the bucket table (its backward also gives the table's gradient)."""
         table = self.table.weight  # (n_buckets, H)
         bidirectional = self._side(causal)
-        found = self._bounds[bidirectional]  # Python ints: constants of the compiled kernel
         n_buckets, max_distance = self.n_buckets, self.max_distance
 
         def t5_bias(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-            relative = kv_idx - q_idx - q_offset
-            if found is None:  # a max_distance within the exact buckets: T5's formula is not monotone there
-                bucket = relative_position_bucket(relative, bidirectional=bidirectional, n_buckets=n_buckets,
-                                                  max_distance=max_distance)
-            else:
-                bucket = bucket_by_bounds(relative, bidirectional=bidirectional, exact=found[0], bounds=found[1])
+            bucket = relative_position_bucket(kv_idx - q_idx - q_offset, bidirectional=bidirectional, n_buckets=n_buckets,
+                                              max_distance=max_distance)
             return score + table[bucket, h]
 
         return t5_bias
@@ -302,7 +248,7 @@ class T5RelativeBias(ScoreBias):
 
     def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
         """The ``score_mod`` FlexAttention takes for this call: :meth:`distance_score_mod` while ``flex_distance`` trains the
-        table, else :meth:`score_mod` (evaluation, decoding, a frozen table, and ``flex_bucket`` training)."""
+        table, else :meth:`score_mod`."""
         if self.train_path == "flex_distance" and self._trains():
             return self.distance_score_mod(q_offset, tq, tk, causal=causal)
         return self.score_mod(q_offset, causal=causal)

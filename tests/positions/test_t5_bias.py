@@ -10,7 +10,7 @@ import torch
 from transformers import T5Config
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from attnkit.positions.t5_bias import T5RelativeBias, bucket_bounds, bucket_by_bounds, relative_position_bucket
+from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -64,7 +64,7 @@ def test_without_autograd_the_bias_is_computed_once_for_the_stack_and_follows_th
     assert b.requires_grad and b is not a  # under autograd: each layer's own lookup in the graph
 
 
-@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance", "flex_bucket"])
+@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance"])
 def test_a_trained_table_leaves_flexattention_unless_a_flex_path(path: str) -> None:
     mod = T5RelativeBias(4, train_path=path)  # type: ignore[arg-type]
     assert mod.trains_in_flex() == path.startswith("flex")
@@ -72,17 +72,6 @@ def test_a_trained_table_leaves_flexattention_unless_a_flex_path(path: str) -> N
         assert mod.trains_in_flex()
     mod.table.weight.requires_grad_(False)
     assert mod.trains_in_flex()
-
-
-@pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("n_buckets,max_distance", [(32, 128), (16, 40), (8, 20), (32, 64)])
-def test_integer_buckets_of_the_score_mod_match_hf(bidirectional: bool, n_buckets: int, max_distance: int) -> None:
-    rel = torch.arange(-5000, 5000, dtype=torch.int32)  # FlexAttention's index dtype, far past max_distance
-    want = T5Attention._relative_position_bucket(rel.long(), bidirectional=bidirectional, num_buckets=n_buckets,
-                                                 max_distance=max_distance)
-    exact, bounds = bucket_bounds(bidirectional=bidirectional, n_buckets=n_buckets, max_distance=max_distance)
-    got = bucket_by_bounds(rel, bidirectional=bidirectional, exact=exact, bounds=bounds)
-    assert torch.equal(got.long(), want)
 
 
 def hf_attention(theirs: T5Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
@@ -95,7 +84,7 @@ def hf_attention(theirs: T5Attention, q: torch.Tensor, k: torch.Tensor, v: torch
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
-@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance", "flex_bucket", "eval"])
+@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance", "eval"])
 @pytest.mark.parametrize("tq,past", [(300, 0), (4, 400)])
 def test_every_path_matches_hf_decoder_attention_beyond_max_distance(path: str, tq: int, past: int) -> None:
     """Causal T5 attention over 300 and 404 keys (max_distance 128; attnkit's GPT test models train at 64 or

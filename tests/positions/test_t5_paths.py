@@ -16,7 +16,7 @@ from attnkit.models.transformer import AttentionConfig
 from attnkit.positions.config import PositionConfig
 from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket, toeplitz, toeplitz_adjoint
 
-PATHS = ["dense", "distance", "flex_distance", "flex_bucket"]
+PATHS = ["dense", "distance", "flex_distance"]
 
 
 def gather_reference(table: torch.Tensor, tq: int, tk: int, offset: int, bidirectional: bool) -> torch.Tensor:
@@ -54,7 +54,7 @@ def test_toeplitz_casts_forward_and_returns_the_gradient_in_the_input_dtype() ->
         toeplitz(d, 4, 6)
 
 
-@pytest.mark.parametrize("path", ["distance", "flex_distance", "flex_bucket"])
+@pytest.mark.parametrize("path", ["distance", "flex_distance"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("tq,tk,offset", [(5, 13, 8), (9, 9, 0), (4, 30, 26), (3, 40, 5)])
 def test_distance_bias_and_table_gradient_equal_the_gather(path: str, causal: bool, tq: int, tk: int, offset: int) -> None:
@@ -128,7 +128,7 @@ def test_a_gpt_trains_the_same_through_every_path(eager_flex: list[bool]) -> Non
     loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
     assert not any(eager_flex)  # the dense path builds the bias under autograd
     assert any("table" in n for n in grads_ref)
-    for path in ("distance", "flex_distance", "flex_bucket"):
+    for path in ("distance", "flex_distance"):
         eager_flex.clear()
         loss, grads = gpt_loss_and_grads(path, ids)
         assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
@@ -164,7 +164,7 @@ def test_a_gpt_rebuilt_past_its_context_and_max_distance_agrees_on_every_path(ea
     loss_ref, grads_ref = loss_and_grads(dense)
     logits_ref = dense(ids[:, :-1]).logits.detach()  # under autograd: the dense path
     assert not any(eager_flex)
-    for path in ("distance", "flex_distance", "flex_bucket"):
+    for path in ("distance", "flex_distance"):
         eager_flex.clear()
         loss, grads = loss_and_grads(at(path))
         assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
