@@ -6,16 +6,19 @@ mask depends only on the pattern and the shape, so it is built once per
 ``(pattern, Tq, Tk, heads, device)`` and kept. Imports are guarded: on CPU-only builds, or
 where FlexAttention is missing, :func:`available` is False and callers use the chunked path.
 
-Caveat: the compiled function is specialised to each shape and pattern. PyTorch allows a
-limited number of recompilations per function (``torch._dynamo.config.recompile_limit``, 8
-by default) before it falls back to eager FlexAttention, which materialises the full score
-matrix. Workloads with many distinct lengths should pad lengths to a few buckets or raise
-that limit (``benchmarks/attention.py`` raises it to 256).
+Compilation: dynamo specialises the compiled function to each shape, pattern, ``score_mod`` constant
+and grad mode, one variant each, and past ``torch._dynamo.config.recompile_limit`` (8 by default) it
+would run eager FlexAttention, which materialises the full score matrix. :class:`CompiledFlex` keeps
+one compiled function per grad mode, each on its own code object (where dynamo stores its variants and
+counts them), allows each :data:`RECOMPILE_LIMIT` variants (or the global limit, if higher), and compiles
+with ``fullgraph=True``, so that a call past the limit raises an error naming the limit instead of
+falling back. Workloads with many distinct lengths should pad lengths to a few buckets.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import FunctionType
 from typing import Any, Callable
 
 import torch
@@ -28,9 +31,14 @@ try:  # PyTorch >= 2.5
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - old PyTorch
     create_block_mask = flex_attention = None  # type: ignore[assignment]
+try:
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+except ImportError:  # pragma: no cover - old PyTorch
+    FailOnRecompileLimitHit = RuntimeError  # type: ignore[assignment,misc]
 
 MIN_QUERIES = 128  # fewer queries (decoding steps) fill less than one tile: the chunked path is better
-_COMPILED: dict[bool, Callable[..., Any]] = {}
+RECOMPILE_LIMIT = 64  # variants each compiled FlexAttention function may hold (see CompiledFlex)
+_COMPILED: dict[bool, "CompiledFlex"] = {}
 _MASKS: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_MASKS = 32
 
@@ -72,14 +80,68 @@ def cached(key: tuple, tq: int, tk: int, device: torch.device, build: Callable[[
     return bm
 
 
-def compiled(autotune: bool = False) -> Callable[..., Any]:
-    """``flex_attention`` compiled once per process and setting.
+def _flex_call(*args: Any, **kwargs: Any) -> Any:
+    return flex_attention(*args, **kwargs)
+
+
+def _own_code(name: str) -> Callable[..., Any]:
+    """``flex_attention`` behind a function with a code object of its own, named ``name``: dynamo keeps the
+    compiled variants of a function, and counts them against its recompile limit, on the code object."""
+    fn = FunctionType(_flex_call.__code__.replace(co_name=name), _flex_call.__globals__, name)
+    fn.__qualname__ = name
+    return fn
+
+
+class CompiledFlex:
+    """``flex_attention`` compiled, one compiled function per grad mode, each allowed :data:`RECOMPILE_LIMIT` variants.
+
+    Training steps (grad enabled) and evaluation (``no_grad``) compile different variants of the same
+    shapes, and each distinct ``(Tq, Tk)``, block mask layout or ``score_mod`` constant adds one more.
+    Each grad mode has its own code object, so the two do not share dynamo's per-function limit, and a
+    call raises that limit to ``max(recompile_limit, RECOMPILE_LIMIT)`` while it runs. ``fullgraph=True``
+    turns a call past the limit, which dynamo would otherwise run as unfused eager FlexAttention, into
+    a ``RuntimeError``. Inside a compiled model the call is left to the enclosing graph.
+
+    Args:
+        autotune: compile with max-autotune (without CUDA graphs).
+    """
+
+    def __init__(self, autotune: bool = False) -> None:
+        mode = "max-autotune-no-cudagraphs" if autotune else None
+        tag = "_autotune" if autotune else ""
+        self.autotune = autotune
+        self.functions = {grad: torch.compile(_own_code(f"flex_attention{tag}_{'grad' if grad else 'no_grad'}"),
+                                              fullgraph=True, dynamic=False, mode=mode)
+                          for grad in (True, False)}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return flex_attention(*args, **kwargs)
+        grad = torch.is_grad_enabled()
+        config = torch._dynamo.config
+        limit = config.recompile_limit
+        if limit < RECOMPILE_LIMIT:
+            config.recompile_limit = RECOMPILE_LIMIT
+        try:
+            return self.functions[grad](*args, **kwargs)
+        except FailOnRecompileLimitHit as e:
+            raise RuntimeError(
+                f"compiled FlexAttention ({'grad enabled' if grad else 'no grad'}) reached its limit of "
+                f"{max(limit, RECOMPILE_LIMIT)} compiled variants (shapes, masks, score_mod constants); raise "
+                "attnkit.attention.flex.RECOMPILE_LIMIT or pad lengths to fewer distinct values") from e
+        finally:
+            if limit < RECOMPILE_LIMIT:
+                config.recompile_limit = limit
+
+
+def compiled(autotune: bool = False) -> CompiledFlex:
+    """The process's :class:`CompiledFlex` of this setting.
 
     ``autotune``: with max-autotune (without CUDA graphs), which also searches the tile
     configurations that a key block of 64 needs in the backward pass.
     """
     if autotune not in _COMPILED:
-        _COMPILED[autotune] = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs" if autotune else None)
+        _COMPILED[autotune] = CompiledFlex(autotune)
     return _COMPILED[autotune]
 
 

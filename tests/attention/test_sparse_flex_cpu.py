@@ -54,13 +54,16 @@ def test_bigbird_flex_tiles_are_checked() -> None:
 
 
 def test_compiled_flex_modes_are_kept_apart(monkeypatch) -> None:
-    """One compiled FlexAttention per autotune setting, each with its torch.compile mode."""
-    modes = []
+    """One compiled FlexAttention per autotune setting and grad mode, each with its torch.compile mode and
+    its own code object (where dynamo keeps and counts its variants), compiled whole."""
+    calls = []
     monkeypatch.setattr(flex, "_COMPILED", {})
-    monkeypatch.setattr(torch, "compile", lambda fn, dynamic, mode: modes.append(mode) or (lambda *a, **k: mode))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append((fn.__code__, kw)) or (lambda *a, **k: kw["mode"]))
     assert flex.compiled() is flex.compiled()
     flex.compiled(autotune=True)
-    assert modes == [None, "max-autotune-no-cudagraphs"]
+    assert [kw["mode"] for _, kw in calls] == [None, None, "max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs"]
+    assert all(kw["fullgraph"] is True and kw["dynamic"] is False for _, kw in calls)
+    assert len({id(code) for code, _ in calls}) == 4
     with pytest.raises(ValueError, match="cuda_graphs"):
         A.get("bigbird", cuda_graphs="yes")
     with pytest.raises(ValueError, match="cuda_graphs"):
