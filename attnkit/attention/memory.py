@@ -63,7 +63,7 @@ class XLMemory:
             raise ValueError(f"memory of shape {tuple(self.memory.shape)} does not continue inputs of shape {tuple(x.shape)}; "
                              "reset the memory when the batch changes")
         full = x if self.memory is None else torch.cat((self.memory.to(x.dtype), x), dim=1)  # (B, M + T, d_model)
-        keep = full[:, full.shape[1] - self.mem_len :] if self.mem_len else None
+        keep = full[:, max(0, full.shape[1] - self.mem_len) :] if self.mem_len else None  # the last mem_len, or all
         self._next = None if keep is None else keep.detach()  # SG: no gradient into an earlier segment
         return full
 

@@ -50,6 +50,22 @@ def test_memory_forward_equals_joined_forward(mem_len: int) -> None:
     assert mems[1].length == min(mem_len, 8 + mem_len)
 
 
+@pytest.mark.parametrize("mem_len,segment", [(48, 16), (200, 128), (20, 8), (8, 8)])
+def test_memory_keeps_the_last_mem_len_inputs_of_the_stream(mem_len: int, segment: int) -> None:
+    """Segment after segment, the keys' inputs are [memory; segment] and the memory the last
+    min(mem_len, inputs so far) positions of the stream, also while it is filling up."""
+    from attnkit.attention.memory import XLMemory
+
+    mem = XLMemory(mem_len)
+    stream = torch.randn(1, 6 * segment, 4)
+    for s in range(6):
+        x = stream[:, s * segment : (s + 1) * segment]
+        torch.testing.assert_close(mem.extend(x), stream[:, max(0, s * segment - mem_len) : (s + 1) * segment])
+        mem.update(lambda q, k, v: None, x, lambda: (None, None))
+        seen = (s + 1) * segment
+        torch.testing.assert_close(mem.memory, stream[:, max(0, seen - mem_len) : seen])
+
+
 def test_memory_stops_gradient() -> None:
     model = xl_gpt().float().train()
     ids = torch.randint(0, 96, (2, 16))
