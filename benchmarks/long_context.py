@@ -160,13 +160,18 @@ def eval_speed(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, n_to
 def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: int, rows: int, steps: int,
                       train: bool = True) -> float:
     """Training-step throughput (forward + backward over consecutive segments with memory), tokens/s;
-    ``train=False``: the evaluation forward alone (no dropout, no gradient)."""
+    ``train=False``: the evaluation forward alone (no dropout, no gradient).
+
+    The memory grows by a segment per step until it holds ``mem_len`` positions, and each key length is a
+    variant that compiled FlexAttention compiles on its first call; the untimed warm-up steps run until the
+    memory is full, so every variant the timed steps use is compiled before the timing starts."""
     device = valid.device
     model.train(train)
     memories = model.new_memories(mem_len)
+    warm = max(3, 1 + -(-mem_len // segment))  # steps 0 .. ceil(mem_len / segment) see every key length
     times = []
     for i, s in enumerate(StreamSegments(valid, rows, segment)):
-        if i == steps + 3:
+        if i == steps + warm:
             break
         synchronize(device)
         t0 = time.perf_counter()
@@ -176,7 +181,7 @@ def step_tokens_per_s(model: GPT, valid: torch.Tensor, segment: int, mem_len: in
             loss.backward()
             model.zero_grad(set_to_none=True)
         synchronize(device)
-        if i >= 3:  # warm-up
+        if i >= warm:
             times.append(time.perf_counter() - t0)
     model.eval()
     return rows * segment / statistics.median(times)

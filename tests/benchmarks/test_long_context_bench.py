@@ -96,3 +96,29 @@ def test_full_span_baseline_refuses_spans_that_restrict(bench):
         c = resolve_configs(runs.job("lm"), recipe=recipe, assignments=[*bench.SPAN_FULL, extra], root="/data")
         with pytest.raises(SystemExit, match="full-span baseline"):
             bench.check_full_span(c)
+
+
+def test_span_timing_warms_up_every_key_length(bench):
+    """Each key length (a variant compiled FlexAttention compiles on its first call) is seen in the untimed
+    warm-up steps before any timed step uses it, with a memory three segments long."""
+    import torch
+
+    from attnkit import recipes, runs
+    from attnkit.attention.adaptive_span import span_kernels
+    from attnkit.models.gpt import GPT
+    from attnkit.runs.path import resolve_configs
+
+    c = resolve_configs(runs.job("lm"), recipe=recipes.get(bench.SPAN_RECIPE), quick=True, root="/data",
+                        assignments=["model.context=64", "data.mem_len=48"])
+    seg, mem, steps = c["data"].segment, c["data"].mem_len, 4
+    assert mem == 3 * seg
+    torch.manual_seed(0)
+    model = GPT(c["model"])
+    keys: list[int] = []
+    kernel = span_kernels(model)[0]
+    kernel.register_forward_pre_hook(lambda m, args, kwargs: keys.append(args[1].shape[-2]), with_kwargs=True)
+    valid = torch.randint(0, c["model"].vocab_size, (2 * (steps + 8) * seg + 1,))
+    bench.step_tokens_per_s(model, valid, seg, mem, rows=2, steps=steps, train=False)
+    warm, timed = keys[:-steps], keys[-steps:]
+    assert sorted(set(keys)) == [seg, 2 * seg, 3 * seg, 4 * seg]
+    assert set(timed) <= set(warm)
