@@ -10,18 +10,20 @@ first choice.
 Each expert takes at most ``capacity = ceil(capacity_factor * tokens / N)`` tokens (eq. 3); tokens past
 that, in the order of the batch, are *dropped*: the layer outputs 0 for them, so they pass to the next
 layer through the residual connection only. The router runs in float32 (section 2.4, selective
-precision) and may multiply its input by uniform noise in ``[1 - jitter, 1 + jitter]`` while training.
+precision; autocast is off for it) and may multiply its input by uniform noise in ``[1 - jitter, 1 + jitter]``
+while training.
 
 Padding: the model marks the real tokens (:func:`mark_padding`), which are the only ones routed,
 counted for capacity and counted in the auxiliary losses (:mod:`attnkit.objectives.moe`); padding
 positions output 0. Each forward keeps its router logits for those losses (``router_logits``,
-``keep``) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
+``keep_used``, None when every token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
 and ``dropped`` (read and reset by :func:`expert_load`).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +103,11 @@ class SwitchFFN(nn.Module):
 
     The experts are one FFN with stacked weights (``w1``: ``(N, d_model, d_ff)``, ``w2``: ``(N, d_ff, d_model)``,
     :class:`ExpertLinear`). Dispatch has fixed shapes: each routed token's 1-based place in its expert's queue is a
-    cumulative sum over the one-hot choices (every first choice in token order, then every second choice);
-    accepted tokens are copied into an ``(N, C + 1, d_model)`` buffer (``C`` the capacity for a batch without
-    padding; the last slot of each expert collects the dropped tokens and is never read back), the experts run
-    as two batched matrix products, and each token sums its accepted slots' outputs times their gates.
+    cumulative sum over the one-hot choices (every first choice in token order, then every second choice;
+    :func:`queue_places`); accepted tokens are copied into an ``(N, C + 1, d_model)`` buffer (``C`` the capacity
+    for a batch without padding; the last slot of each expert collects the dropped tokens and is never read back;
+    under autocast the buffer has the autocast dtype that the experts' matrix products use), the experts run as
+    two batched matrix products, and each token sums its accepted slots' outputs times their gates.
     Nothing is read on the host, so the layer runs under ``torch.compile`` and CUDA graphs.
 
     State dicts holding one ``FeedForward`` per expert (``experts.{i}.w1.weight`` ...) load into the stacked weights.
@@ -155,38 +158,76 @@ class SwitchFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x: (B, T, d_model)`` -> ``(B, T, d_model)``; dropped and padding tokens give 0."""
         n, k = self.n_experts, self.config.top_k
-        keep = self.keep if self.keep is not None and self.keep.shape == x.shape[:-1] else torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
-        h = x.float()
-        if self.training and self.config.jitter > 0:
-            h = h * torch.empty_like(h).uniform_(1 - self.config.jitter, 1 + self.config.jitter)
-        logits = F.linear(h, self.router.weight.float())  # (B, T, N) in float32
+        keep = self.keep if self.keep is not None and self.keep.shape == x.shape[:-1] else None  # None: every token is real
+        logits = self.route(x)  # (B, T, N) in float32
         self.router_logits, self.keep_used = logits, keep
-        probs = torch.softmax(logits, dim=-1)
-        top_p, top_e = probs.topk(k, dim=-1)  # (B, T, k)
+        top_p, top_e = torch.softmax(logits, dim=-1).topk(k, dim=-1)  # (B, T, k)
         gates = top_p if k == 1 else top_p / top_p.sum(-1, keepdim=True)  # top-2: the two gates renormalised
-        m, d = keep.numel(), x.shape[-1]
-        flat_x = x.reshape(m, d)  # (M, d)
+        m, d = x.shape[:-1].numel(), x.shape[-1]
         # choice-major order: every token's first choice, in token order, then every second choice (GShard)
         expert = top_e.reshape(m, k).t().reshape(k * m)  # (kM,)
-        routed = F.one_hot(expert, n) * keep.reshape(1, m).expand(k, m).reshape(k * m, 1)  # (kM, N): real tokens only
-        position = (torch.cumsum(routed, dim=0) * routed).sum(-1)  # (kM,) 1-based place in its expert's queue, 0: padding
-        n_real = keep.sum().to(torch.float64)  # on the device: no host read
-        capacity = torch.ceil(n_real * (self.capacity_factor * k) / n)  # eq. 3 on the real tokens
-        accepted = (position > 0) & (position <= capacity)  # (kM,)
         slots = min(self.capacity(m), m)  # the buffer's places per expert: the capacity of a batch without padding
-        slot = expert * (slots + 1) + torch.where(accepted, position - 1, slots)  # (kM,) the last place: dropped
-        buffer = flat_x.new_zeros(n * (slots + 1), d).index_copy(0, slot, flat_x if k == 1 else flat_x.repeat(k, 1))  # (N (C+1), d)
+        real: Tensor | None = None
+        capacity: Tensor | int = slots
+        if keep is not None:
+            real = keep.reshape(m) if k == 1 else keep.reshape(m).repeat(k)  # (kM,)
+            n_real = keep.sum().to(torch.float64)  # on the device: no host read
+            capacity = torch.ceil(n_real * (self.capacity_factor * k) / n).clamp(max=slots)  # eq. 3 on the real tokens
+        place, routed = queue_places(expert, n, real)  # (kM,) 1-based place in its expert's queue; (N,) choices per expert
+        accepted = place <= capacity if real is None else real & (place <= capacity)  # (kM,)
+        slot = expert * (slots + 1) + torch.where(accepted, place - 1, slots)  # (kM,) the last place: dropped
+        tokens = x.reshape(m, d) if k == 1 else x.reshape(m, d).repeat(k, 1)  # (kM, d)
+        kind = x.device.type
+        if tokens.dtype == torch.float32 and torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+            tokens = tokens.to(torch.get_autocast_dtype(kind))  # the dtype the experts' matmuls cast to
+        buffer = tokens.new_zeros(n * (slots + 1), d).index_copy(0, slot, tokens)  # (N (C+1), d)
         y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
-        scale = gates.reshape(m, k).t().reshape(k * m, 1).to(x.dtype)  # (kM, 1)
-        out = torch.where(accepted[:, None], y.index_select(0, slot) * scale, 0.0)  # (kM, d)
+        scale = torch.where(accepted, gates.reshape(m, k).t().reshape(k * m), 0.0)  # (kM,) dropped and padding: 0
+        out = y.index_select(0, slot) * scale[:, None].to(x.dtype)  # (kM, d)
         if self.training:
             with torch.no_grad():
-                self.load += routed.sum(0).float()
-                self.dropped += (routed * ~accepted[:, None]).sum(0).float()
-        return out.view(k, m, d).sum(0).reshape(x.shape)
+                self.load += routed
+                self.dropped += (routed - capacity).clamp(min=0)  # places run 1..routed; those past capacity drop
+        out = out if k == 1 else out.view(k, m, d).sum(0)  # (M, d)
+        return out.reshape(x.shape)
+
+    def route(self, x: Tensor) -> Tensor:
+        """The router's logits ``W_r x`` in float32 (section 2.4), with the input jitter while training: ``(..., N)``."""
+        kind = x.device.type
+        with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext():  # not in bf16/fp16
+            h = x.float()
+            if self.training and self.config.jitter > 0:
+                h = h * torch.empty_like(h).uniform_(1 - self.config.jitter, 1 + self.config.jitter)
+            return F.linear(h, self.router.weight.float())  # (..., N)
 
     def extra_repr(self) -> str:
         return f"experts={self.n_experts}, top_k={self.config.top_k}, capacity_factor={self.capacity_factor}, activation={self.activation_name}"
+
+
+def queue_places(expert: Tensor, n_experts: int, real: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Each choice's 1-based place in its expert's queue, in the order given, and the number of choices per expert.
+
+    The one-hot choices are laid out expert-major, ``(N, K)`` for ``K`` choices, and counted by one cumulative
+    sum over the flattened ``N K`` values; a choice's place is the count up to it in its expert's row less the
+    count of the rows before. On a GPU a one-dimensional scan runs in parallel, whereas a cumulative sum down the
+    ``K`` rows of a ``(K, N)`` one-hot runs as ``N`` threads each looping over ``K`` rows in turn.
+
+    Args:
+        expert: ``(K,)`` the chosen expert of each choice.
+        n_experts: ``N``.
+        real: ``(K,)`` True for the choices that queue (a real token's), None for all; the others take no place.
+
+    Returns:
+        ``(K,)`` int32 places (meaningless where ``real`` is False) and ``(N,)`` int32 queued choices per expert.
+    """
+    chosen = torch.arange(n_experts, device=expert.device)[:, None] == expert[None, :]  # (N, K)
+    if real is not None:
+        chosen = chosen & real[None, :]
+    count = torch.cumsum(chosen.view(-1), 0, dtype=torch.int32).view(chosen.shape)  # (N, K): one scan over the flat array
+    routed = chosen.sum(-1, dtype=torch.int32)  # (N,)
+    before = count[:, -1] - routed  # (N,) choices queued at experts 0..i-1
+    place = (count - before[:, None]).gather(0, expert[None, :])[0]  # (K,)
+    return place, routed
 
 
 def _stack_expert_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

@@ -33,10 +33,14 @@ def load_balancing_loss(router_logits: Tensor, keep: Tensor | None = None) -> Te
     """
     logits = router_logits.float().reshape(-1, router_logits.shape[-1])  # (T, N)
     n_experts = logits.shape[-1]
-    weight = torch.ones_like(logits[:, 0]) if keep is None else keep.reshape(-1).float()  # (T,) 1 for a real token
-    probs = torch.softmax(logits, dim=-1) * weight[:, None]  # (T, N), padding rows zeroed
-    routed = F.one_hot(probs.argmax(-1), n_experts).float() * weight[:, None]  # (T, N)
-    n = weight.sum().clamp(min=1.0)  # no host read: an all-padding batch gives 0
+    probs = torch.softmax(logits, dim=-1)  # (T, N)
+    routed = F.one_hot(probs.argmax(-1), n_experts).float()  # (T, N)
+    if keep is None:
+        n: Tensor | float = float(max(logits.shape[0], 1))
+    else:
+        weight = keep.reshape(-1).float()  # (T,) 1 for a real token
+        probs, routed = probs * weight[:, None], routed * weight[:, None]  # padding rows zeroed
+        n = weight.sum().clamp(min=1.0)  # no host read: an all-padding batch gives 0
     return n_experts * ((routed.sum(0) / n) * (probs.sum(0) / n)).sum()
 
 
@@ -51,5 +55,7 @@ def router_z_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
         The scalar loss in float32 (0 when no token is kept).
     """
     z = torch.logsumexp(router_logits.float(), dim=-1)  # (...)
-    weight = torch.ones_like(z) if keep is None else keep.float()  # 1 for a real token
+    if keep is None:
+        return (z**2).sum() / max(z.numel(), 1)
+    weight = keep.float()  # 1 for a real token
     return (z**2 * weight).sum() / weight.sum().clamp(min=1.0)

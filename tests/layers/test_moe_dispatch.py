@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnkit.layers.ffn import FeedForward
-from attnkit.layers.moe import MoEConfig, SwitchFFN
+from attnkit.layers.moe import MoEConfig, SwitchFFN, queue_places
 
 
 def naive_switch(layer: SwitchFFN, x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,17 +81,89 @@ def test_a_state_dict_with_one_ffn_per_expert_loads_into_the_stacked_weights():
         torch.testing.assert_close(layer.expert(i, x), experts[i](x))
 
 
-def test_the_forward_traces_as_one_graph():
-    """No host read or data-dependent shape: dynamo captures the whole forward without a break."""
-    layer = SwitchFFN(8, 16, config=MoEConfig(n_experts=4, top_k=2)).train()
-    layer.keep = torch.tensor([[True] * 6 + [False] * 2])
-    x = torch.randn(1, 8, 8)
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_queue_places_count_each_experts_choices_in_order(with_padding):
+    torch.manual_seed(4)
+    expert = torch.randint(0, 5, (200,))
+    real = torch.rand(200) > 0.3 if with_padding else None
+    place, routed = queue_places(expert, 5, real)
+    taken = [0] * 5
+    for j, e in enumerate(expert.tolist()):
+        if real is None or real[j]:
+            taken[e] += 1
+            assert place[j] == taken[e]
+    assert routed.tolist() == taken
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("padded", [False, True])
+def test_forward_and_backward_trace_as_one_graph(top_k, padded):
+    """No host read or data-dependent shape: dynamo captures the forward, AOTAutograd the backward, without a break."""
+    torch.manual_seed(top_k)
+    layer = SwitchFFN(8, 16, config=MoEConfig(n_experts=4, top_k=top_k, capacity_factor=0.75)).train()
+    layer.keep = torch.tensor([[True] * 6 + [False] * 2, [True] * 8]) if padded else None
+    x = torch.randn(2, 8, 8, requires_grad=True)
     torch._dynamo.reset()
-    compiled = torch.compile(layer, backend="eager", fullgraph=True)
-    torch.manual_seed(0)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     got = compiled(x)
-    load = layer.load.clone()
+    load, dropped = layer.load.clone(), layer.dropped.clone()
     layer.load.zero_()
+    layer.dropped.zero_()
     want = layer(x)
+    assert torch.equal(got, want) and dropped.sum() > 0
+    assert torch.equal(load, layer.load) and torch.equal(dropped, layer.dropped) and load.sum() == top_k * (14 if padded else 16)
+    params = [x, *layer.parameters()]
+    for a, b in zip(torch.autograd.grad(got.sum(), params), torch.autograd.grad(want.sum(), params)):
+        assert torch.equal(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the float32 router and the experts' input cast trace too
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(layer, backend="eager", fullgraph=True)(x), layer(x))
+
+
+def test_the_router_runs_in_float32_under_autocast():
+    """Switch section 2.4: the router's logits in float32 even when the experts run in bfloat16."""
+    torch.manual_seed(6)
+    layer = SwitchFFN(8, 16, config=MoEConfig(n_experts=4)).train()
+    x = torch.randn(2, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
+    assert layer.router_logits.dtype == torch.float32
+    want = (x.double() @ layer.router.weight.double().t()).float()
+    torch.testing.assert_close(layer.router_logits, want, atol=1e-6, rtol=1e-6)  # a bfloat16 linear map is off by ~1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_training_step_records_as_a_cuda_graph_without_host_syncs():
+    """Forward and backward of a padded top-2 layer under bf16 autocast: no synchronising call, and the replay equals eager."""
+    torch.manual_seed(7)
+    layer = SwitchFFN(32, 64, config=MoEConfig(n_experts=4, top_k=2, capacity_factor=0.75)).cuda().train()
+    layer.keep = (torch.arange(64, device="cuda") < 50).view(2, 32)
+    x = torch.randn(2, 32, 32, device="cuda", requires_grad=True)
+
+    def step() -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = layer(x)
+        y.float().square().sum().backward()
+        return y
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    torch.cuda.set_sync_debug_mode("error")  # a synchronising call (.item(), a device-to-host copy, nonzero) raises
+    try:
+        with torch.cuda.stream(side):
+            want = step()  # eager, on a side stream as before a capture
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.current_stream().wait_stream(side)
+    grads = [p.grad.clone() for p in (x, *layer.parameters())]
+    for p in (x, *layer.parameters()):
+        p.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        got = step()
+    graph.replay()
+    torch.cuda.synchronize()
     torch.testing.assert_close(got, want)
-    assert torch.equal(load, layer.load) and load.sum() == 12
+    for p, g in zip((x, *layer.parameters()), grads):
+        torch.testing.assert_close(p.grad, g)
