@@ -41,7 +41,10 @@ Two implementations compute the same eq. 3 (``implementation``):
   training (FlexAttention has none).
 
 Both implementations take the ramp's log from :func:`log_ramp`, so they agree on the one-sided gradient
-where a distance lands exactly on z or on z + R.
+where a distance lands exactly on z or on z + R. Both compute the ramp from integer distances and z in float32
+whatever the autocast or score dtype (bfloat16 holds integers exactly only up to 256), and only the resulting
+bias is cast to the scores' dtype: a span reaching every key (z >= the largest distance) has m = 1 on all of them
+and no gradient.
 """
 
 from __future__ import annotations
@@ -150,8 +153,9 @@ class AdaptiveSpan(AttentionKernel):
 
     @property
     def span(self) -> Tensor:
-        """z: ``(H,)`` the spans in positions."""
-        return self.max_span * self.span_param.clamp(0.0, 1.0)
+        """z: ``(H,)`` the spans in positions, in float32 at least (float64 for a float64 parameter)."""
+        p = self.span_param
+        return self.max_span * p.to(torch.promote_types(p.dtype, torch.float32)).clamp(0.0, 1.0)
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -160,15 +164,24 @@ class AdaptiveSpan(AttentionKernel):
         The tensor's data is changed without a version bump: no graph saves p itself."""
         self.span_param.data.clamp_(0.0, 1.0)
 
+    def ramp_value(self, x: Tensor) -> Tensor:
+        """r = (R + z - x) / R for distances ``x: (..., Tq, Tk)`` (integers, or floats): ``(..., H, Tq, Tk)``.
+
+        Computed in float32 at least (float64 with a float64 span or ``x``), whatever autocast or the scores'
+        dtype: the mask is a function of integer distances, which bfloat16 holds exactly only up to 256 (it
+        has steps of 2 from 256 to 512, where 383 rounds to 384). Distances rounded so would shift mask values
+        by up to 1/R, and a span at S = 384 would see r = 1 at x = 383 and get a gradient from that key."""
+        z = self.span  # (H,)
+        dt = torch.promote_types(z.dtype, x.dtype if x.is_floating_point() else torch.float32)
+        return (self.ramp + z.to(dt)[:, None, None] - x.to(dt)[..., None, :, :]) / self.ramp
+
     def soft_mask(self, x: Tensor) -> Tensor:
         """m_z(x) = clamp((R + z - x) / R, 0, 1) for distances ``x: (..., Tq, Tk)``: ``(..., H, Tq, Tk)``."""
-        z = self.span[:, None, None]  # (H, 1, 1)
-        return ((self.ramp + z - x[..., None, :, :]) / self.ramp).clamp(0.0, 1.0)
+        return self.ramp_value(x).clamp(0.0, 1.0)
 
     def log_mask(self, x: Tensor) -> Tensor:
         """log m_z(x) (-inf where m = 0; no NaN in the gradient there): :func:`log_ramp` of (R + z - x) / R."""
-        z = self.span[:, None, None]  # (H, 1, 1)
-        return log_ramp((self.ramp + z - x[..., None, :, :]) / self.ramp)
+        return log_ramp(self.ramp_value(x))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
                 causal: bool = False, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -258,9 +271,9 @@ class AdaptiveSpan(AttentionKernel):
             pos = (tk - tq + torch.arange(tq, device=q.device))[:, None]  # (Tq, 1)
         else:
             pos = torch.where(allowed, keys, -1).amax(-1, keepdim=True)  # (..., Tq, 1): the last visible key
-        x = (pos - keys).to(q.dtype if q.is_floating_point() else torch.float32)  # (..., Tq, Tk)
+        x = pos - keys  # (..., Tq, Tk) integer distances; the ramp is taken in float32 (:meth:`ramp_value`)
         x = x.squeeze(-3) if x.dim() == 4 and x.shape[-3] == 1 else x  # a mask shared by the heads
-        out = self.log_mask(x).to(q.dtype)
+        out = self.log_mask(x).to(q.dtype)  # the bias in the scores' dtype, as SDPA takes it
         if out.dim() == 5:  # a per-head mask: (B, H, H', Tq, Tk) -> its own head
             out = out.diagonal(dim1=1, dim2=2).permute(0, 3, 1, 2)
         return out

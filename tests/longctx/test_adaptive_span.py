@@ -81,3 +81,53 @@ def test_penalty_and_report() -> None:
     loss.backward()
     assert all(m.span_param.grad is not None and m.span_param.grad.abs().sum() > 0 for m in model.modules() if hasattr(m, "span_param"))
     assert "span_mean" in task.evaluate(model)
+
+
+def autocast_inputs(h: int, tq: int, tk: int, d: int = 8) -> tuple[torch.Tensor, ...]:
+    """q, k, v from a linear map under bfloat16 autocast (as a model's projections give them) and the map."""
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(d, d)
+    xs = torch.randn(1, h, tk, d)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, key, v = proj(xs[:, :, tk - tq:]), proj(2 * xs), proj(-xs)
+    assert q.dtype == torch.bfloat16
+    return q, key, v
+
+
+def float64_log_mask(z: torch.Tensor, ramp: int, pos: torch.Tensor, tk: int) -> torch.Tensor:
+    """log clamp((R + z - x) / R, 0, 1) in float64 for queries at ``pos`` and keys 0..tk-1: ``(H, Tq, Tk)``."""
+    x = pos.double()[:, None] - torch.arange(tk, dtype=torch.float64)[None, :]
+    return ((ramp + z.double()[:, None, None] - x) / ramp).clamp(0, 1).log()
+
+
+def test_bf16_autocast_span_at_max_gets_no_gradient() -> None:
+    # S = 384, R = 32, 128 queries after a memory of 256: distances 0..383, every r >= 33/32 > 1, so m = 1 on every
+    # key and the span has no gradient (eq. 2); 383 rounded to 384 in bfloat16 would give r = 1 and a gradient
+    k = A.build("adaptive_span", head_dim=8, n_heads=2, params={"max_span": 384, "ramp": 32, "init": 1.0,
+                                                                "implementation": "sdpa"}).train()
+    q, key, v = autocast_inputs(2, 128, 384)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = k(q, key, v, causal=True)
+        bias = k.span_bias(q, 384, None, True)  # (H, 128, 384)
+    (grad,) = torch.autograd.grad(out.float().square().sum(), k.span_param)
+    assert torch.equal(grad, torch.zeros(2))
+    want = float64_log_mask(k.span.detach(), 32, torch.arange(256, 384), 384).to(torch.bfloat16)
+    assert torch.equal(bias, want) and torch.equal(want, torch.zeros_like(want))
+
+
+def test_bf16_autocast_mask_near_the_largest_distances_against_float32_formula() -> None:
+    k = A.build("adaptive_span", head_dim=8, n_heads=2, params={"max_span": 384, "ramp": 32, "implementation": "sdpa"})
+    with torch.no_grad():
+        k.span_param.copy_(torch.tensor([340.0, 371.5]) / 384)
+    q, key, v = autocast_inputs(2, 4, 420)  # queries at 416..419: distances up to 419
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bias = k.span_bias(q, 420, None, True).float()  # (H, 4, 420): a causal mask shared by the batch
+    want = float64_log_mask(k.span.detach(), 32, torch.arange(416, 420), 420)
+    assert torch.equal(torch.isinf(bias), torch.isinf(want))  # m = 0 from x >= z + R on, in both
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(bias[finite], want[finite].float(), rtol=2 ** -8, atol=0)  # bfloat16 rounding of the bias
+    for h, z in enumerate([340.0, 371.5]):
+        for x in (301, 349, 355, 371, 383, 395, 402):  # query 419 at distance x: key 419 - x
+            m = min(1.0, max(0.0, (32 + z - x) / 32))
+            got = float(bias[h, 3, 419 - x].exp())
+            assert (got == 0.0) if m == 0 else math.isclose(got, m, rel_tol=2 ** -7), (h, x, got, m)

@@ -103,3 +103,36 @@ def test_path_choice() -> None:
     assert not dropped.train()._flex_applies(q, None, False) and dropped.eval()._flex_applies(q, None, False)
     with pytest.raises(ValueError, match="implementation"):
         A.build("adaptive_span", head_dim=16, n_heads=4, params={"implementation": "triton"})
+
+
+def test_bf16_autocast_flex_span_at_max_gets_no_gradient_and_equals_sdpa(cpu_backward: None) -> None:
+    # S = 384, R = 32, 128 queries after a memory of 256: every distance 0..383 has r >= 33/32 > 1 (m = 1), so the
+    # score_mod's float32 ramp passes no gradient to the span; the output is the SDPA path's under the same autocast
+    torch._dynamo.reset()  # eager flex_attention traces its op through dynamo: a recompile after the float32 tests above
+    # marks the shapes dynamic, and this PyTorch's fake-tensor pass of the bfloat16 op then fails (unbacked symbol)
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(16, 16)
+    xs = torch.randn(1, 2, 384, 16)
+    outs = []
+    for impl in ("flex", "sdpa"):
+        k = A.build("adaptive_span", head_dim=16, n_heads=2, params={"max_span": 384, "ramp": 32, "init": 1.0,
+                                                                     "implementation": impl, "flex_tiles": (64, 64)})
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = k(proj(xs[:, :, 256:]), proj(2 * xs), proj(-xs), causal=True)
+        (grad,) = torch.autograd.grad(out.float().square().sum(), k.span_param)
+        assert torch.equal(grad, torch.zeros(2)), impl
+        outs.append(out.float())
+    torch.testing.assert_close(outs[0], outs[1], atol=2e-2, rtol=2e-2)
+
+
+def test_bf16_autocast_block_mask_from_spans_against_float64_reach() -> None:
+    k = A.build("adaptive_span", head_dim=16, n_heads=3, params={"max_span": 384, "ramp": 32, "implementation": "flex",
+                                                                 "flex_tiles": (16, 16)}).eval()
+    with torch.no_grad():
+        k.span_param.copy_(torch.tensor([340.0, 351.5, 384.0]) / 384)  # reach z + R = 372, 383.5, 416
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bm = k.block_mask(3, 32, 416, True, torch.device("cpu"))
+    needed, full = span_blocks(k.span.detach().double() + 32, 32, 416, True, (16, 16))
+    dense = bm.to_dense()[0].bool()  # (H, nq, nk): the blocks computed, partial or full
+    assert torch.equal(dense, needed)
+    assert [int(bm.full_kv_num_blocks[0, h].sum()) for h in range(3)] == [int(full[h].sum()) for h in range(3)]
