@@ -15,7 +15,10 @@ direction: ``W' = m * (W_0 + s B A) / ||W_0 + s B A||_c``, the norm taken per ou
 projection of attnkit's attention takes separate ``A``/``B`` pairs for Q, K and V (the paper's
 default adapts W_q and W_v only, section 7.1). The base product runs once on the frozen weight
 (autograd computes no weight gradient for it); the low-rank path is one small matmul into all
-slices' ranks (``x A^T``, ``(..., n_slices * r)``) and one per slice into its rows.
+slices' ranks (``x A^T``, ``(..., n_slices * r)``) and one matmul-add back into the layer's output
+through every slice's ``B`` placed in its rows (:meth:`LoRALinear.placed_B`), so a fused Q/K/V
+projection costs two matmuls whatever the number of slices, and no copy of the output. Under
+autocast the input is cast once and shared by the base product and the adapter.
 
 Merging (section 4.1, "No additional inference latency") adds ``s B A`` into the rows of ``W_0``
 (DoRA: replaces them by ``W'``); unmerging subtracts it again, exactly up to fp32 rounding. A base
@@ -141,20 +144,46 @@ class LoRALinear(nn.Module):
         return self.magnitude[name] / norm
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
+            # the cast autocast makes inside each matmul, made once: the base and the adapter read the same copy
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         y = self.base(x)  # (..., d_out): the frozen product; no weight gradient
         if self.merged:
             return y
         xd = self.dropout(x) if self.dropout is not None else x
-        names = [n for n, _, _ in self.parts]
-        A = self.lora_A[names[0]] if len(names) == 1 else torch.cat([self.lora_A[n] for n in names])  # (n * r, d_in)
-        h = F.linear(xd, A.to(x.dtype))  # (..., n * r)
+        h = F.linear(xd, self.stacked_A().to(x.dtype))  # (..., n * r): x A^T for every slice at once
         if self.use_dora:
             return self._dora(x, xd, y, h)
-        if len(self.parts) == 1 and self.parts[0][1:] == (0, self.out_features):
-            return y + F.linear(h, self.lora_B[names[0]].to(x.dtype)) * self.scaling
+        # y + s h B^T in one matmul: every slice's B placed in its rows and rank columns of one (d_out, n * r) matrix
+        out = torch.addmm(y.reshape(-1, self.out_features), h.reshape(-1, h.shape[-1]), self.placed_B().to(y.dtype).t(),
+                          alpha=self.scaling)  # (N, d_out)
+        return out.view(y.shape)
+
+    def stacked_A(self) -> Tensor:
+        """Every slice's ``A`` stacked by rows: ``(n_slices * r, d_in)``."""
+        names = [n for n, _, _ in self.parts]
+        return self.lora_A[names[0]] if len(names) == 1 else torch.cat([self.lora_A[n] for n in names])
+
+    def placed_B(self) -> Tensor:
+        """Every slice's ``B`` in its rows and its ``A``'s rank columns, zero elsewhere: ``(d_out, n_slices * r)``.
+
+        ``placed_B() @ stacked_A()`` is the update of the whole layer, so ``h placed_B()^T`` (``h = x
+        stacked_A()^T``) adds each slice's ``B A x`` to its rows in one matmul, and nothing to rows no
+        slice covers.
+        """
+        n, r = len(self.parts), self.r
+        if n == 1 and self.parts[0][1:] == (0, self.out_features):
+            return self.lora_B[self.parts[0][0]]
+        rows, end = [], 0
         for i, (name, a, b) in enumerate(self.parts):
-            y[..., a:b] += F.linear(h[..., i * self.r : (i + 1) * self.r], self.lora_B[name].to(x.dtype)) * self.scaling
-        return y
+            B = self.lora_B[name]
+            if a > end:  # rows no slice adapts
+                rows.append(B.new_zeros(a - end, n * r))
+            rows.append(F.pad(B, (i * r, (n - 1 - i) * r)))  # (b - a, n * r)
+            end = b
+        if end < self.out_features:
+            rows.append(rows[-1].new_zeros(self.out_features - end, n * r))
+        return torch.cat(rows)  # (d_out, n * r)
 
     def _dora(self, x: Tensor, xd: Tensor, y: Tensor, h: Tensor) -> Tensor:
         w = self.base_weight(x.dtype)

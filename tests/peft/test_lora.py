@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnkit.errors import ConfigError
 from attnkit.models.bert import BertModel, bert_preset
@@ -40,6 +41,96 @@ def test_slices_match_the_equation_by_hand() -> None:
     for part, rows in (("q", slice(0, d)), ("v", slice(2 * d, 3 * d))):
         expected[..., rows] += (8 / 4) * x @ layer.lora_A[part].T @ layer.lora_B[part].T  # h += (alpha/r) B A x
     torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def _dense_reference(layer: LoRALinear, parts: dict[str, slice]) -> tuple[nn.Linear, dict[str, Tensor]]:
+    """Independent leaf copies of ``A`` and ``B``, and the frozen layer, for ``x (W_0 + s B A)^T + b`` built row block by row block."""
+    ab = {f"{k}{n}": getattr(layer, f"lora_{k}")[n].detach().clone().requires_grad_() for n in parts for k in "AB"}
+    return layer.base, ab
+
+
+def _dense_forward(x: Tensor, base: nn.Linear, ab: dict[str, Tensor], parts: dict[str, slice], s: float) -> Tensor:
+    rows = []
+    for i in range(base.out_features):  # the update's rows, zero where no slice adapts (Hu et al. eq. 3 per slice)
+        hit = [n for n, r in parts.items() if r.start <= i < r.stop]
+        rows.append(s * (ab[f"B{hit[0]}"][i - parts[hit[0]].start] @ ab[f"A{hit[0]}"]) if hit else torch.zeros(base.in_features))
+    w = base.weight.detach() + torch.stack(rows)  # (d_out, d_in)
+    return x @ w.T + base.bias.detach()
+
+
+def test_fused_slices_forward_and_gradients_match_the_dense_update() -> None:
+    """q and v slices with k's rows between them left alone: output and every gradient against the dense
+    weight ``W_0 + s B A`` built row by row, in training mode (dropout 0)."""
+    torch.manual_seed(0)
+    parts = {"q": slice(0, 16), "v": slice(32, 48)}
+    layer = LoRALinear(nn.Linear(16, 48), [(n, r.start, r.stop) for n, r in parts.items()], LoRAConfig(r=2, alpha=6)).train()
+    with torch.no_grad():
+        for p in layer.lora_B.values():
+            p.normal_()
+    base, ab = _dense_reference(layer, parts)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    xr = x.detach().clone().requires_grad_()
+    out, ref = layer(x), _dense_forward(xr, base, ab, parts, 3.0)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-5, rtol=1e-5)
+    for n in parts:
+        torch.testing.assert_close(layer.lora_A[n].grad, ab[f"A{n}"].grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer.lora_B[n].grad, ab[f"B{n}"].grad, atol=1e-5, rtol=1e-5)
+    assert base.weight.grad is None and base.bias.grad is None
+    dense = _dense_forward(torch.eye(16), base, ab, parts, 3.0) - base.bias.detach()  # rows of W', as columns
+    torch.testing.assert_close(layer.scaling * layer.placed_B() @ layer.stacked_A(), (dense.T - base.weight).detach(),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_under_bf16_autocast_the_output_matches_the_dense_update() -> None:
+    torch.manual_seed(0)
+    parts = {"q": slice(0, 16), "k": slice(16, 32), "v": slice(32, 48)}
+    layer = LoRALinear(nn.Linear(16, 48), [(n, r.start, r.stop) for n, r in parts.items()], LoRAConfig(r=2, alpha=6))
+    with torch.no_grad():
+        for p in layer.lora_B.values():
+            p.normal_()
+    base, ab = _dense_reference(layer, parts)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), _dense_forward(x, base, ab, parts, 3.0).detach(), atol=0.1, rtol=0.02)
+
+
+class _Ops(TorchDispatchMode):
+    """The ATen ops run inside, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_adapter_matmuls_do_not_grow_with_the_slices_and_copy_no_output(autocast: bool) -> None:
+    """A training step of a fused Q/K/V layer: the matmuls of one slice and of three are the same
+    (forward x A^T and h B^T added into the base product; backward two for B, two for A and x), and no
+    op copies the output or writes into a slice of it (an in-place add into a slice clones its gradient)."""
+    counts = {}
+    for parts in ([("q", 0, 16)], [("q", 0, 16), ("k", 16, 32), ("v", 32, 48)]):
+        layer = LoRALinear(nn.Linear(16, 48), parts, LoRAConfig(r=2, alpha=4, dropout=0.1)).train()
+        x = torch.randn(2, 3, 16, requires_grad=True)
+        with _Ops() as seen:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = layer(x)
+            out.float().sum().backward()
+        counts[len(parts)] = sum(op in ("mm", "addmm", "bmm", "linear", "matmul") for op in seen.ops)
+        assert not {"clone", "copy_", "slice_backward", "as_strided_scatter", "slice_scatter", "index_put_"} & set(seen.ops)
+    plain = nn.Linear(16, 48)
+    with _Ops() as seen:
+        plain(torch.randn(2, 3, 16, requires_grad=True)).sum().backward()
+    assert counts[1] == counts[3] == sum(op in ("mm", "addmm") for op in seen.ops) + 5  # base: forward, input gradient
 
 
 def test_rslora_and_dora_equations() -> None:
