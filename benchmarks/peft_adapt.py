@@ -4,6 +4,7 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/peft_adapt.py --data DATA                        # one GPU: the base, then both adaptations
     python benchmarks/peft_adapt.py --data DATA --steps 2000
+    python benchmarks/peft_adapt.py --data DATA --set train.execution.cuda_graphs=true   # both steps replayed as CUDA graphs
     python benchmarks/peft_adapt.py --data DATA --quick --device cpu    # smoke run: tiny base, 6 steps each
 
 The base is the ``shakespeare-char`` recipe (``DATA/tinyshakespeare/input.txt``), trained once;
@@ -12,7 +13,17 @@ blocks, lr 1e-3) and ``shakespeare-multi30k-full`` (every weight, lr 3e-4) then 
 the English captions of Multi30k (``DATA/multi30k/train.en.gz``; characters Shakespeare lacks
 read as ``<unk>``) for the same number of steps, through the one run path. Each row gives the
 validation loss on the held-out 10% of the captions before adaptation and after it (the best
-evaluation), the trainable parameters and the wall time of the adaptation.
+evaluation), the trainable parameters and the time of the adaptation, in three measures:
+
+* ``step_ms``: the mean time of one optimizer step (forward, backward, clipping, AdamW) over the
+  steps after the first logging window (so without the first steps' warm-up), from the Trainer's
+  logging windows, which leave out evaluations and checkpoints (the host waits for the device
+  at each window's end). The speed comparison of the two adaptations.
+* ``train_s``: the same windows summed over every step: the training loop without evaluations
+  (each with a 200-character sample, ``data.sample_tokens``) and checkpoints.
+* ``wall_s``: the whole run around the one run path: loading the base, applying the adapter, the
+  evaluation before the first step, the training loop, the evaluations (every 100 steps) with their samples,
+  saving the best model, the final checkpoint and the loss plot.
 
 Checks: the LoRA run's trainable count equals ``r * (d_in + d_out)`` summed over the adapted
 layers of the base (counted from the base's own weight shapes), the base weights inside the LoRA
@@ -68,12 +79,33 @@ def base_weights_kept(base: torch.nn.Module, adapted_dir: Path) -> bool:
     return all(key in adapted and torch.equal(adapted[key].float().cpu(), value.float().cpu()) for key, value in base.state_dict().items())
 
 
+def step_times(run_dir: Path, steps: int) -> dict[str, float | None]:
+    """``train_s`` and ``step_ms`` (see the module) from the Trainer's logging windows in ``run_dir/metrics.jsonl``.
+
+    Each training record covers the steps since the one before; its seconds are ``tokens / tokens_per_s``
+    (the Trainer's window time, evaluations and checkpoints left out). ``step_ms`` is None with one window only.
+    """
+    windows, last = [], 0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("tokens_per_s"):
+            windows.append((record["step"] - last, record["tokens"] / record["tokens_per_s"]))
+            last = record["step"]
+    if sum(n for n, _ in windows) != steps:
+        raise RuntimeError(f"{run_dir / 'metrics.jsonl'}: logging windows cover {sum(n for n, _ in windows)} steps, not {steps}")
+    later = windows[1:]
+    return {"train_s": round(sum(t for _, t in windows), 3),
+            "step_ms": round(1e3 * sum(t for _, t in later) / sum(n for n, _ in later), 3) if later else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="the data root (tinyshakespeare/, multi30k/)")
     p.add_argument("--steps", type=int, default=0, help="adaptation steps of both runs (0: the recipes' 1,000)")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants (tiny base, a few steps)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="an assignment for both adaptations (not the base), e.g. train.execution.cuda_graphs=true; repeatable")
     p.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary directory)")
     p.add_argument("--out-dir", type=Path, default=None)
     args = p.parse_args(argv)
@@ -109,22 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "base": {"recipe": "shakespeare-char", "loss": base_eval.get("loss"), "steps": base_eval.get("steps"), "wall_s": round(base_s, 2)},
         "text": "multi30k/train.en.gz (English captions; unseen characters as <unk>)",
+        "times": {"step_ms": "mean optimizer step (forward, backward, clipping, AdamW) after the first logging window; "
+                             "evaluations and checkpoints excluded",
+                  "train_s": "the training loop over every step, evaluations (with their samples) and checkpoints excluded",
+                  "wall_s": "the whole run: loading the base, the adapter, the evaluation before step 1, the training loop, "
+                            "every evaluation with its sample, the saved models and checkpoints, the loss plot"},
         "runs": rows,
     }
     common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
     for name in ADAPTATIONS:
         recipe = recipes.get(f"shakespeare-multi30k-{name}")
-        cfgs = resolve_configs(lm, recipe=recipe, quick=args.quick, root=args.data, assignments=[*fed, *sets], log=lambda s: None)
+        cfgs = resolve_configs(lm, recipe=recipe, quick=args.quick, root=args.data, assignments=[*fed, *sets, *args.sets], log=lambda s: None)
         t0 = time.perf_counter()
         report = run(lm, cfgs, work / name, progress=False, recipe=recipe.name, log=lambda s: None)
         wall = time.perf_counter() - t0
         f = dict(report.final)
         if f.get("trainable_params") is None:  # full fine-tuning: every parameter trains
             f.update(trainable_params=sum(q.numel() for q in base.parameters()), trainable_percent=100.0)
+        times = step_times(work / name, report.result.step)
         rows[name] = {"start_loss": f.get("start_loss"), "loss": f.get("loss"), "best_step": f.get("best_step"),
                       "steps": cfgs["train"].steps, "trainable_params": f.get("trainable_params"),
-                      "trainable_percent": f.get("trainable_percent"), "lr": cfgs["train"].optim.lr, "wall_s": round(wall, 2)}
-        print(f"{name}: validation loss {f.get('start_loss'):.4f} -> {f.get('loss'):.4f}, {f.get('trainable_params'):,} trainable, {wall:.1f} s")
+                      "trainable_percent": f.get("trainable_percent"), "lr": cfgs["train"].optim.lr,
+                      **times, "wall_s": round(wall, 2)}
+        print(f"{name}: validation loss {f.get('start_loss'):.4f} -> {f.get('loss'):.4f}, {f.get('trainable_params'):,} trainable, "
+              f"{times['step_ms']} ms per step, training loop {times['train_s']:.1f} s, whole run {wall:.1f} s")
         common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
 
     peft_cfg = recipes.get("shakespeare-multi30k-lora").peft
@@ -136,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))
     payload["checks"] = checks
     path = common.write_json("peft-adapt", payload, args.out_dir, suffix=suffix)
-    print(common.markdown_table(["run", "trainable", "val loss before", "val loss after", "wall s"],
+    print(common.markdown_table(["run", "trainable", "val loss before", "val loss after", "ms per step", "training loop s", "whole run s"],
                                 [[k, f"{v['trainable_params']:,} ({v['trainable_percent']:.2f}%)", f"{v['start_loss']:.4f}",
-                                  f"{v['loss']:.4f}", f"{v['wall_s']:.1f}"] for k, v in rows.items()]))
+                                  f"{v['loss']:.4f}", f"{v['step_ms']}", f"{v['train_s']:.1f}", f"{v['wall_s']:.1f}"]
+                                 for k, v in rows.items()]))
     print(f"wrote {path}")
     if tmp is not None:
         tmp.cleanup()
