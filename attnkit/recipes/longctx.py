@@ -9,6 +9,7 @@ same model on the same segments without memory (the comparison of ``benchmarks/l
 Sukhbaatar et al. 2019 (``model.attention.kind=adaptive_span``): each head learns how far back it looks, at most 384
 positions, under an L1 penalty; the spans start at the maximum (the model starts as ``shakespeare-xl`` with that
 memory) and shrink where the loss allows; ``eval.json`` reports them, and keys beyond every head's span are skipped.
+Its attention has no dropout, so training on CUDA takes the FlexAttention implementation and its per-head block mask.
 ``--set model.attention.params.span_loss=0`` keeps every span at 384, beyond every distance among its 384 keys: the
 same model with attention no span restricts (the baseline of ``benchmarks/long_context.py``).
 
@@ -43,7 +44,9 @@ from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfi
 
 XL_ATTENTION = AttentionConfig(dropout=0.2, position=PositionConfig(kind="xl_relative"))
 HIERARCHICAL_ATTENTION = AttentionConfig(kind="hierarchical", dropout=0.2, params={"block": 64})
-SPAN_ATTENTION = AttentionConfig(kind="adaptive_span", dropout=0.2, position=PositionConfig(kind="xl_relative"),
+# no attention dropout: FlexAttention has none, and without it training takes the FlexAttention path on CUDA, whose
+# per-head block mask skips the keys beyond each span (residual and embedding dropout stay)
+SPAN_ATTENTION = AttentionConfig(kind="adaptive_span", dropout=0.0, position=PositionConfig(kind="xl_relative"),
                                  params={"max_span": 384, "ramp": 32, "init": 1.0, "span_loss": 2e-6})
 
 # the char-shakespeare schedule shared by the character-level recipes here: AdamW, 100 warm-up steps, cosine to lr/10
