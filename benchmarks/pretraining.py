@@ -130,7 +130,8 @@ def throughput(name: str, tmp: Path, args: argparse.Namespace, device: torch.dev
     out = tmp / name
     t0 = time.perf_counter()
     report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
-                        assignments=[f"train.steps={steps}", f"train.log_every={every}", f"train.eval.every={steps}", "train.save_every=0"])
+                        assignments=[f"train.steps={steps}", f"train.log_every={every}", f"train.eval.every={steps}", "train.save_every=0",
+                                     *args.set])
     wall = time.perf_counter() - t0
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in logs if "tokens_per_s" in r][1:] or [r["tokens_per_s"] for r in logs if "tokens_per_s" in r]
@@ -143,7 +144,7 @@ def throughput(name: str, tmp: Path, args: argparse.Namespace, device: torch.dev
     row = {"objective": name, "task": OBJECTIVES[name][0], "recipe": OBJECTIVES[name][1], "steps": steps,
            "batch_size": report.configs["train"].batch_size, "tokens_per_s": tok_s, "steps_per_s": tok_s / max(_tokens_per_step(logs, every), 1),
            "active_parameters": n, "mfu": 6 * n * tok_s / peak if peak else None, "seconds": round(wall, 2),
-           "final_eval": final_eval}
+           "final_eval": final_eval, "overrides": list(args.set)}
     mfu = "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}"
     print(f"{name:11s} {tok_s:12,.0f} tokens/s  {n / 1e6:6.2f}M active  MFU {mfu}")
     return row
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--finetune-epochs", type=float, default=None,
                    help="SST-2 fine-tuning epochs of each pretrained encoder (default: the sst2-minilm recipe's 3)")
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants, a few steps: checks the script, not speed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an assignment added to every recipe of the throughput part, recorded in its rows (repeatable; e.g. "
+                        "--set train.execution.cuda_graphs=true to time the dense and Switch GPTs replayed as CUDA graphs)")
     p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = p.parse_args(argv)
     device = common.pick_device(args.device)

@@ -26,3 +26,19 @@ def test_a_switch_gpt_counts_one_expert_per_layer(bench):
 def test_peak_is_unknown_on_the_cpu(bench):
     assert bench.peak_flops(torch.device("cpu")) is None
     assert set(bench.OBJECTIVES) >= {"mlm", "electra", "unilm", "t5", "bart", "mass", "gpt-dense", "gpt-switch"}
+
+
+def test_set_reaches_the_throughput_recipes_and_is_recorded(bench, tmp_path):
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    if not (root / "tinyshakespeare" / "input.txt").exists():
+        pytest.skip("../shared/data/tinyshakespeare is not here")
+    rows = {}
+    for extra in ([], ["--set", "model.n_layers=2"]):
+        path = bench.main(["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "throughput",
+                           "--objectives", "gpt-dense", "--out-dir", str(tmp_path / str(len(extra))), *extra])
+        rows[len(extra)] = json.loads(Path(path).read_text())["throughput"][0]
+    assert rows[0]["overrides"] == [] and rows[2]["overrides"] == ["model.n_layers=2"]
+    assert rows[2]["active_parameters"] != rows[0]["active_parameters"]
