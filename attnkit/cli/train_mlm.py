@@ -20,9 +20,12 @@ Documents are the blank-line-separated paragraphs of the text (--documents files
 per file) and sentences its non-empty lines (--sentences punct: lines also cut after . ! ?).
 A GLUE .tsv file (both sentences of each row) or a CoNLL file (a sentence's words) is read as
 one sentence a line, a new document every 50 sentences: the unlabelled text of a task's training
-set. Sentences are packed in document order into [CLS] A [SEP] B [SEP] sequences of at most
---max-seq-len tokens. --nsp adds BERT's next-sentence prediction (50% IsNext, 50% NotNext from
-another document), --sop ALBERT's sentence-order prediction (50% swapped); without either the
+set. A .json file is a SQuAD v1.1 file: one document per paragraph, its context's sentences then
+its questions (--set data.squad_questions=false: the contexts alone), less the last
+data.squad_heldout_articles articles (those a --split-articles run evaluates on). Sentences are
+packed in document order into [CLS] A [SEP] B [SEP] sequences of at most --max-seq-len tokens.
+--nsp adds BERT's next-sentence prediction (50% IsNext, 50% NotNext from another document),
+--sop ALBERT's sentence-order prediction (50% swapped); without either the
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
 words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
@@ -69,7 +72,7 @@ def add_parser(tasks: Any) -> None:
                          description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("mlm")
     g.add_argument("--text", type=Path, nargs="+", metavar="FILE",
-                   help="UTF-8 text file(s) to pretrain on, or a task's .tsv / .conll training file (sets data.text)")
+                   help="UTF-8 text file(s) to pretrain on, or a task's .tsv / .conll / SQuAD .json training file (sets data.text)")
     g.add_argument("--model", type=Path, metavar="DIR", help="continue pretraining this attnkit or Hugging Face BERT-family directory, "
                    "or all-MiniLM-L6-v2 (sets data.model; default: a fresh --preset)")
     g.add_argument("--tokenizer", type=Path, metavar="FILE", help="tokenizer.json or vocab.txt (sets data.tokenizer; default: the one "

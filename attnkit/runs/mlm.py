@@ -23,7 +23,11 @@ pooling is copied into ``OUT/model`` so that fine-tuning pools as the source was
 
 A text file ending in ``.tsv`` (a GLUE file: both sentences of each row) or ``.conll`` (the words
 of each sentence joined by spaces) is read as one sentence a line with a document break after
-every :data:`TASK_DOC_SENTENCES` sentences: the unlabelled text of a task's training file.
+every :data:`TASK_DOC_SENTENCES` sentences: the unlabelled text of a task's training file. A
+``.json`` file is a SQuAD v1.1 file (:mod:`attnkit.data.squad_text`): one document per paragraph,
+its context's sentences then its questions (``data.squad_questions``), without the last
+``data.squad_heldout_articles`` articles, those a reading-comprehension recipe with
+``split_articles`` of that many evaluates on.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from attnkit.training.loop import TrainResult, Trainer, pick_device
 DEFAULT_PRESET, DEFAULT_VOCAB_SIZE = "bert-tiny", 8000
 ADJUSTABLE = ("dropout", "attention.dropout")  # the model keys that may change when continuing from data.model
 TASK_SUFFIXES = (".tsv", ".conll")  # task files: read as one sentence a line
+SQUAD_SUFFIX = ".json"  # a SQuAD v1.1 file: its passages and questions (attnkit.data.squad_text)
 TASK_DOC_SENTENCES = 50  # sentences per document of a task file
 
 
@@ -58,12 +63,14 @@ class MLMDataConfig(PretrainingDataConfig):
 
     ``text``: UTF-8 text files (documents are blank-line-separated paragraphs, or whole files with
     ``documents="files"``; sentences are lines, or lines cut after ``.!?`` with ``sentences="punct"``),
-    or task files (``.tsv``, ``.conll``). ``model``: continue pretraining this model directory or
-    packaged model (None: a fresh model). ``tokenizer``: a ``tokenizer.json`` or ``vocab.txt`` (default:
-    the model's, else a WordPiece of ``vocab_size`` tokens learned from the text, lower-cased unless
-    ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp`` or ``sop``. ``max_documents``: read
+    or task files (``.tsv``, ``.conll``; ``.json``: SQuAD v1.1, its contexts and, with ``squad_questions``,
+    its questions, less its last ``squad_heldout_articles`` articles). ``model``: continue pretraining
+    this model directory or packaged model (None: a fresh model). ``tokenizer``: a ``tokenizer.json``
+    or ``vocab.txt`` (default: the model's, else a WordPiece of ``vocab_size`` tokens learned from the
+    text, lower-cased unless ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp`` or ``sop``. ``max_documents``: read
     at most this many documents (0: all). ``warmup_fraction``: continuing from ``model`` with
-    ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``.
+    ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``. ``squad_questions``
+    / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`.
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
     WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
@@ -80,9 +87,13 @@ class MLMDataConfig(PretrainingDataConfig):
     pair_task: PairTask = "none"
     max_documents: int = 0
     warmup_fraction: float = 0.06
+    squad_questions: bool = True
+    squad_heldout_articles: int = 0
 
     def validate(self) -> None:
         super().validate()
+        check(self.squad_heldout_articles >= 0, "squad_heldout_articles", self.squad_heldout_articles,
+              "must be >= 0 (the last articles of a SQuAD .json text file left out)")
         check(self.vocab_size is None or self.vocab_size > 5, "vocab_size", self.vocab_size,
               "must exceed the 5 special tokens (or be null: 8000)")
         check(self.max_documents >= 0, "max_documents", self.max_documents, "must be >= 0 (0: every document)")
@@ -129,9 +140,13 @@ def read_text(d: MLMDataConfig) -> list[list[str]]:
         DataError: a file is missing, not UTF-8, or holds no text.
     """
     from attnkit.data.pretraining import read_documents, split_sentences
+    from attnkit.data.squad_text import squad_documents
 
     docs: list[list[str]] = []
     for path in map(Path, d.text):
+        if path.suffix == SQUAD_SUFFIX:
+            docs.extend(squad_documents(path, questions=d.squad_questions, heldout_articles=d.squad_heldout_articles))
+            continue
         if path.suffix not in TASK_SUFFIXES:
             docs.extend(read_documents([path], documents=d.documents, sentences=d.sentences))
             continue

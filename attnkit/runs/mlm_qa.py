@@ -8,7 +8,9 @@ distributions (:func:`attnkit.training.mlm_qa.best_answers`). Questions come fro
 (:func:`attnkit.runs.qa.load_questions`); exact match and F1 are SQuAD's. The length of the run
 is counted in epochs of training questions (:func:`attnkit.runs.finetune.epoch_schedule`).
 After training the saved model answers the dev questions once more: the answers go to
-``OUT/predictions.json``, the scores and the answers per second to ``OUT/eval.json``.
+``OUT/predictions.json``, the scores and the answers per second to ``OUT/eval.json``. A model
+from ``attnkit train mlm`` on this run's SQuAD file is refused unless that stage left out the
+articles this run evaluates on (:func:`check_no_leak`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class MLMQAJob(Job):
         t: TrainConfig = configs["train"]  # type: ignore[assignment]
         d: MLMQADataConfig = configs["data"]  # type: ignore[assignment]
         train_q, dev_q = load_questions(d)  # type: ignore[arg-type]
+        check_no_leak(d, model_dir(d.model))
         source, tok = load_model_and_tokenizer(model_dir(d.model), d.tokenizer or None)
         model = masked_lm(source, log)
         if tok.mask_id is None:
@@ -132,6 +135,38 @@ class MLMQAJob(Job):
                 "answers_per_s": len(examples) / max(seconds, 1e-9), "answer_len": d.answer_len,
                 "cut_answers": {"train": s["train_rows"].cut_answers, "dev": s["dev_rows"].cut_answers},
                 "truncated_passages": {"train": s["train_rows"].truncated_passages, "dev": s["dev_rows"].truncated_passages}}
+
+
+def check_no_leak(d: MLMQADataConfig, model: Path) -> None:
+    """Refuse a model whose masked-LM stage read the passages this run evaluates on.
+
+    ``model`` trained by ``attnkit train mlm`` (its run's ``run_config.json`` one directory up)
+    on a SQuAD ``.json`` file that is this run's ``data`` must have left out at least its last
+    ``split_articles`` articles (``data.squad_heldout_articles``); one that read this run's
+    ``dev`` file read every evaluation passage.
+
+    Raises:
+        ConfigError: the stage read evaluation articles.
+    """
+    from attnkit.runs.path import RUN_CONFIG
+
+    saved = Path(model).parent / RUN_CONFIG
+    if not saved.is_file():
+        return
+    try:
+        stage = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    if not isinstance(stage, dict) or stage.get("task") != "mlm":
+        return
+    sd = stage.get("data", {})
+    read = {Path(t).resolve() for t in sd.get("text", ()) if isinstance(t, str) and t.endswith(".json")}
+    held = int(sd.get("squad_heldout_articles", 0) or 0)
+    if d.data and Path(d.data).resolve() in read and held < d.split_articles:
+        raise ConfigError(f"data.model {model} was pretrained on {d.data} holding out its last {held} articles, but this run "
+                          f"evaluates on the last {d.split_articles}; pretrain it with data.squad_heldout_articles={d.split_articles}")
+    if d.dev and Path(d.dev).resolve() in read:
+        raise ConfigError(f"data.model {model} was pretrained on {d.dev}, the evaluation file; pretrain it on the training file")
 
 
 def masked_lm(source: Any, log: Log) -> Any:
