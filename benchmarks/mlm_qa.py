@@ -2,7 +2,7 @@
 
 Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
-    python benchmarks/mlm_qa.py --data DATA                          # one GPU: both recipes, then the timing (3-4 minutes on an H100)
+    python benchmarks/mlm_qa.py --data DATA                          # one GPU: both recipes (the MLM-QA one with its stage), then the timing
     python benchmarks/mlm_qa.py --data DATA --quick --device cpu      # smoke run: the recipes' quick variants
 
 Both models train through the one run path on the same split (40 articles to train, the last 8
