@@ -2,7 +2,7 @@
 
     python benchmarks/positions_speed.py                 # GPU: B=4, H=12, d=64, T=2048, bf16, 12 layers
     python benchmarks/positions_speed.py --quick         # CPU smoke: tiny sizes
-    python benchmarks/positions_speed.py --kinds learned t5_bias:distance t5_bias:flex_distance
+    python benchmarks/positions_speed.py --kinds learned t5_bias:distance t5_bias:flex_band
 
 One process, the same GPT (``d_model = H * d``) and the same batches for every row; each row is one
 ``model.attention.position.kind``, ``learned`` the model's learned absolute positions (the baseline, whose
@@ -37,7 +37,7 @@ from attnkit.models.transformer import AttentionConfig  # noqa: E402
 from attnkit.positions.config import PositionConfig  # noqa: E402
 from benchmarks.common import environment, pick_device, time_interleaved, write_json  # noqa: E402
 
-T5_PATHS = ["dense", "distance", "flex_distance"]
+T5_PATHS = ["dense", "distance", "flex_band"]
 KINDS = ["learned", "rotary", "alibi", *(f"t5_bias:{p}" for p in T5_PATHS), "relative_key", "relative_key_query", "xl_relative"]
 CHOICES = [*KINDS, "t5_bias"]
 

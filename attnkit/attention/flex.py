@@ -31,6 +31,10 @@ try:  # PyTorch >= 2.5
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - old PyTorch
     create_block_mask = flex_attention = None  # type: ignore[assignment]
+try:  # PyTorch >= 2.9
+    from torch.nn.attention.flex_attention import AuxRequest
+except ImportError:  # pragma: no cover - old PyTorch
+    AuxRequest = None  # type: ignore[assignment,misc]
 try:
     from torch._dynamo.exc import FailOnRecompileLimitHit
 except ImportError:  # pragma: no cover - old PyTorch
@@ -225,4 +229,14 @@ def positional(
         s = score_mod(score, b, h, q_idx, kv_idx)
         return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
 
-    return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    gqa = q.shape[1] != k.shape[1]
+    band = getattr(score_mod, "band_values", None)  # T5's band (attnkit.positions.t5_band): its gradient comes after
+    if band is not None and not (causal and isinstance(kernel, ScaledDotProduct)):
+        return None  # the band's gradient assumes every earlier key visible
+    if band is None:
+        return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
+    from attnkit.positions.t5_band import with_band_gradient
+
+    lse_request = {"return_aux": AuxRequest(lse=True)} if AuxRequest is not None else {"return_lse": True}
+    out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
+    return with_band_gradient(out, aux if AuxRequest is None else aux.lse, band, q, k, v, scale, key_keep)

@@ -27,9 +27,10 @@ class PositionConfig(Config):
     ``original_max_len``. T5: ``n_buckets``, ``max_distance``, ``bidirectional`` (None: unless causal), and
     ``t5_train_path``, how a trained table reaches the scores (:mod:`attnkit.positions.t5_bias`): ``distance``
     (default) looks the table up once per distance j - i and expands that vector to the bias with a strided copy
-    whose backward sums diagonals, on every device and kernel; ``flex_distance`` reads the same vector inside
-    FlexAttention's ``score_mod`` on CUDA (no ``(Tq, Tk)`` bias is built; elsewhere it runs as ``distance``), the
-    candidate for GPU speed; ``dense`` gathers the table at every (i, j), the reference. Evaluation,
+    whose backward sums diagonals, on every device and kernel; ``flex_band`` keeps causal self-attention in
+    FlexAttention on CUDA, the kernel reading the band of distinct values without autograd and their gradient
+    computed outside it (:mod:`attnkit.positions.t5_band`; other calls and devices run as ``distance``);
+    ``dense`` gathers the table at every (i, j), the reference. Evaluation,
     decoding and a frozen table use the bucket ``score_mod`` on CUDA whatever the choice. ``t5_lr_scale``: the
     table's learning rate over the optimizer's (the table is never weight-decayed; see
     :class:`~attnkit.positions.t5_bias.T5RelativeBias`).
@@ -46,7 +47,7 @@ class PositionConfig(Config):
     n_buckets: int = 32
     max_distance: int = 128
     bidirectional: bool | None = None
-    t5_train_path: Literal["dense", "distance", "flex_distance"] = "distance"
+    t5_train_path: Literal["dense", "distance", "flex_band"] = "distance"
     t5_lr_scale: float = 1.0
 
     def validate(self) -> None:

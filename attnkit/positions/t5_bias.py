@@ -16,9 +16,9 @@ the table's gradient then reaches through ``Tq + Tk - 1`` lookups instead of ``T
 * ``distance`` expands ``d`` to the bias with one strided copy (:func:`toeplitz`), whose backward sums
   the incoming gradient over the batch and along each diagonal (a skew of the rows turns diagonals
   into columns; one sum, no scatter);
-* ``flex_distance`` hands ``d`` to FlexAttention, whose ``score_mod`` reads ``d[h, j - i + Tq - 1]``,
-  so the kernel's backward accumulates the captured tensor's gradient over ``(Tq + Tk - 1)·H`` cells
-  rather than ``n_buckets·H``;
+* ``flex_band`` (causal self-attention on CUDA) hands FlexAttention the ``D + 1`` distinct values of a row,
+  ``D`` the first distance of the farthest bucket, without autograd, and computes their gradient outside
+  the kernel on the band of distances below ``D`` (:mod:`attnkit.positions.t5_band`);
 * ``dense`` gathers the table at the ``(Tq, Tk)`` bucket ids (the reference).
 """
 
@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.positions.base import ScoreBias, ScoreMod, distances
+from attnkit.positions.t5_band import band_score_mod
 
-TrainPath = Literal["dense", "distance", "flex_distance"]
-TRAIN_PATHS: tuple[str, ...] = ("dense", "distance", "flex_distance")
+TrainPath = Literal["dense", "distance", "flex_band"]
+TRAIN_PATHS: tuple[str, ...] = ("dense", "distance", "flex_band")
 
 
 def relative_position_bucket(relative: Tensor, *, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> Tensor:
@@ -124,8 +125,8 @@ class T5RelativeBias(ScoreBias):
         max_distance: the farthest offset with a bucket of its own range (T5: 128).
         bidirectional: ``None`` decides per call: bidirectional unless the attention is causal.
         train_path: how a trained table reaches the scores (module docstring): ``distance`` (the Toeplitz
-            expansion of the per-distance lookup, on every device), ``flex_distance`` (the per-distance
-            lookup inside FlexAttention's ``score_mod`` on CUDA; elsewhere as ``distance``) or ``dense``.
+            expansion of the per-distance lookup, on every device), ``flex_band`` (causal self-attention in
+            FlexAttention on CUDA, the band's gradient outside the kernel; elsewhere as ``distance``) or ``dense``.
             Evaluation, decoding and a frozen table take the bucket ``score_mod`` on CUDA either way.
         lr_scale: the table's learning rate over the optimizer's (:mod:`attnkit.training.optim`). Adam moves a
             weight by about the learning rate per step, so in a short run at a small learning rate the table cannot
@@ -160,10 +161,11 @@ class T5RelativeBias(ScoreBias):
     def trains_in_flex(self) -> bool:
         """Whether FlexAttention takes this call. Under autograd, the bucket ``score_mod`` would leave FlexAttention's
         backward pass adding every score's gradient into its (bucket, head) cell, B·H·Tq·Tk atomic additions into
-        n_buckets·H addresses, which serialise; only ``flex_distance`` then stays in FlexAttention (its
-        :meth:`flex_score_mod` spreads them over (Tq + Tk - 1)·H cells). The other paths build the bias and hand
-        it to the kernel, whose backward returns the bias gradient as one tensor that the lookup reduces."""
-        return not self._trains() or self.train_path == "flex_distance"
+        n_buckets·H addresses, which serialise; only ``flex_band`` then stays in FlexAttention (its
+        :meth:`flex_score_mod` reads the band without autograd, :mod:`attnkit.positions.t5_band`). The other paths
+        build the bias and hand it to the kernel, whose backward returns the bias gradient as one tensor that the
+        lookup reduces."""
+        return not self._trains() or self.train_path == "flex_band"
 
     def _side(self, causal: bool) -> bool:
         return (not causal) if self.bidirectional is None else self.bidirectional
@@ -235,20 +237,32 @@ class T5RelativeBias(ScoreBias):
 
         return t5_bias
 
-    def distance_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod:
-        """The bias as a ``score_mod`` reading the per-distance values ``d[h, kv - q + Tq - 1]`` (:meth:`distance_values`,
-        looked up with autograd outside the kernel, so the table's gradient follows from ``d``'s)."""
-        d = self.distance_values(q_offset, tq, tk, causal)  # (H, Tq + Tk - 1)
-        shift = tq - 1
-
-        def t5_distance_bias(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-            return score + d[h, kv_idx - q_idx + shift]
-
-        return t5_distance_bias
+    def band_values(self) -> Tensor:
+        """``e: (H, D + 1)`` with autograd: ``e[h, m]`` the causal bias at distance ``m = i - j``, ``e[h, D]`` that of every
+        distance from ``D`` on, ``D`` the first distance in the farthest bucket."""
+        device = self.table.weight.device
+        key = ("band", str(device))
+        ids = self._buckets.get(key)
+        if ids is None:
+            ids = relative_position_bucket(-torch.arange(self.max_distance + 1, device=device), bidirectional=False,
+                                           n_buckets=self.n_buckets, max_distance=self.max_distance)
+            ids = ids[: int((ids == self.n_buckets - 1).nonzero()[0]) + 1]  # up to the first distance of the last bucket
+            self._keep(key, ids)
+        return self.table(ids).t()
 
     def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
-        """The ``score_mod`` FlexAttention takes for this call: :meth:`distance_score_mod` while ``flex_distance`` trains the
-        table, else :meth:`score_mod`."""
-        if self.train_path == "flex_distance" and self._trains():
-            return self.distance_score_mod(q_offset, tq, tk, causal=causal)
-        return self.score_mod(q_offset, causal=causal)
+        """The ``score_mod`` FlexAttention takes for this call, or None where the bias goes to the kernel instead.
+
+        Without autograd on the table: :meth:`score_mod`. While ``flex_band`` trains it: for causal self-attention
+        (``q_offset`` 0, ``Tq == Tk``) the band's ``score_mod`` (:func:`~attnkit.positions.t5_band.band_score_mod`),
+        carrying the band values as ``band_values`` for :func:`attnkit.attention.flex.positional` to take their
+        gradient; otherwise None.
+        """
+        if not self._trains():
+            return self.score_mod(q_offset, causal=causal)
+        if self.train_path != "flex_band" or not causal or self._side(causal) or q_offset != 0 or tq != tk:
+            return None
+        e = self.band_values()
+        mod = band_score_mod(e.detach())
+        mod.band_values = e  # type: ignore[attr-defined]
+        return mod

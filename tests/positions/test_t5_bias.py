@@ -10,6 +10,7 @@ import torch
 from transformers import T5Config
 from transformers.models.t5.modeling_t5 import T5Attention
 
+from attnkit.positions.t5_band import with_band_gradient
 from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket
 
 
@@ -64,7 +65,7 @@ def test_without_autograd_the_bias_is_computed_once_for_the_stack_and_follows_th
     assert b.requires_grad and b is not a  # under autograd: each layer's own lookup in the graph
 
 
-@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance"])
+@pytest.mark.parametrize("path", ["dense", "distance", "flex_band"])
 def test_a_trained_table_leaves_flexattention_unless_a_flex_path(path: str) -> None:
     mod = T5RelativeBias(4, train_path=path)  # type: ignore[arg-type]
     assert mod.trains_in_flex() == path.startswith("flex")
@@ -84,13 +85,14 @@ def hf_attention(theirs: T5Attention, q: torch.Tensor, k: torch.Tensor, v: torch
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
-@pytest.mark.parametrize("path", ["dense", "distance", "flex_distance", "eval"])
+@pytest.mark.parametrize("path", ["dense", "distance", "flex_band", "eval"])
 @pytest.mark.parametrize("tq,past", [(300, 0), (4, 400)])
 def test_every_path_matches_hf_decoder_attention_beyond_max_distance(path: str, tq: int, past: int) -> None:
     """Causal T5 attention over 300 and 404 keys (max_distance 128; attnkit's GPT test models train at 64 or
     fewer): the output, and for the training paths the table's gradient, against HF's compute_bias. The
     ``flex_*`` paths and evaluation run their FlexAttention ``score_mod`` in eager flex_attention."""
-    flex_attention = pytest.importorskip("torch.nn.attention.flex_attention").flex_attention
+    flex_module = pytest.importorskip("torch.nn.attention.flex_attention")
+    flex_attention, AuxRequest = flex_module.flex_attention, flex_module.AuxRequest
     torch.manual_seed(tq + past)
     h, d = 2, 8
     config = T5Config(d_model=16, d_kv=d, num_heads=h, relative_attention_num_buckets=32, relative_attention_max_distance=128,
@@ -104,17 +106,22 @@ def test_every_path_matches_hf_decoder_attention_beyond_max_distance(path: str, 
     want = hf_attention(theirs, q, k, v, past)
     (g_want,) = torch.autograd.grad(want.square().sum(), theirs.relative_attention_bias.weight)
     with torch.set_grad_enabled(path != "eval"):
-        if path.startswith("flex") or path == "eval":
-            assert mine.trains_in_flex()
-            inner = mine.flex_score_mod(past, tq, tk, causal=True)
-            assert inner is not None
+        assert mine.trains_in_flex() == (path in ("flex_band", "eval"))
+        inner = mine.flex_score_mod(past, tq, tk, causal=True) if mine.trains_in_flex() else None
+        if path == "flex_band" and past:
+            assert inner is None  # queries after a cache: the bias goes to the kernel (as ``distance``)
+        if inner is not None:
 
             def causal_mod(s, b, hh, qi, ki):  # type: ignore[no-untyped-def]  # the block mask's causal rule
                 return torch.where(ki <= qi + past, inner(s, b, hh, qi, ki), -float("inf"))
 
-            got = flex_attention(q, k, v, score_mod=causal_mod)
+            band = getattr(inner, "band_values", None)
+            if band is None:
+                got = flex_attention(q, k, v, score_mod=causal_mod)
+            else:  # the kernel reads the band without autograd; its gradient joins after the kernel
+                got, aux = flex_attention(q, k, v, score_mod=causal_mod, return_aux=AuxRequest(lse=True))
+                got = with_band_gradient(got, aux.lse, band, q, k, v, 1 / math.sqrt(d))
         else:
-            assert not mine.trains_in_flex()
             bias = mine.bias(q, k, torch.arange(past, tk), causal=True, scale=1 / math.sqrt(d), q_offset=past)
             s = q @ k.transpose(-1, -2) / math.sqrt(d) + bias
             got = s.masked_fill(torch.arange(tk)[None, :] > torch.arange(past, tk)[:, None], -float("inf")).softmax(-1) @ v

@@ -5,6 +5,7 @@ run eagerly on the CPU, and a GPT trained through each path, also rebuilt past i
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from attnkit.models.transformer import AttentionConfig
 from attnkit.positions.config import PositionConfig
 from attnkit.positions.t5_bias import T5RelativeBias, relative_position_bucket, toeplitz, toeplitz_adjoint
 
-PATHS = ["dense", "distance", "flex_distance"]
+PATHS = ["dense", "distance", "flex_band"]
 
 
 def gather_reference(table: torch.Tensor, tq: int, tk: int, offset: int, bidirectional: bool) -> torch.Tensor:
@@ -54,7 +55,7 @@ def test_toeplitz_casts_forward_and_returns_the_gradient_in_the_input_dtype() ->
         toeplitz(d, 4, 6)
 
 
-@pytest.mark.parametrize("path", ["distance", "flex_distance"])
+@pytest.mark.parametrize("path", ["distance", "flex_band"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("tq,tk,offset", [(5, 13, 8), (9, 9, 0), (4, 30, 26), (3, 40, 5)])
 def test_distance_bias_and_table_gradient_equal_the_gather(path: str, causal: bool, tq: int, tk: int, offset: int) -> None:
@@ -81,15 +82,17 @@ def test_the_bias_per_row_positions_keeps_the_gather() -> None:
 
 
 def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_mask=None, score_mod=None,  # type: ignore[no-untyped-def]
-                      scale: float, enable_gqa: bool = False) -> torch.Tensor:
+                      scale: float, enable_gqa: bool = False, return_aux=None):
     """FlexAttention's definition with autograd on the CPU (eager flex_attention has no CPU backward): the
-    score_mod and the block mask's mask_mod evaluated on broadcast index tensors over the full score matrix."""
+    score_mod and the block mask's mask_mod evaluated on broadcast index tensors over the full score matrix;
+    with ``return_aux``, also the log-sum-exp of each row (as ``aux.lse``)."""
     b, h, tq, tk = (torch.arange(n).view(*[-1 if a == i else 1 for a in range(4)]) for i, n in
                     enumerate((q.shape[0], q.shape[1], q.shape[2], k.shape[2])))
     s = score_mod(q @ k.transpose(-1, -2) * scale, b, h, tq, tk)
     if block_mask is not None:
         s = s.masked_fill(~block_mask.mask_mod(b, h, tq, tk), -float("inf"))
-    return s.softmax(-1) @ v
+    out = s.softmax(-1) @ v
+    return out if return_aux is None else (out, SimpleNamespace(lse=torch.logsumexp(s, -1)))
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ def test_a_gpt_trains_the_same_through_every_path(eager_flex: list[bool]) -> Non
     loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
     assert not any(eager_flex)  # the dense path builds the bias under autograd
     assert any("table" in n for n in grads_ref)
-    for path in ("distance", "flex_distance"):
+    for path in ("distance", "flex_band"):
         eager_flex.clear()
         loss, grads = gpt_loss_and_grads(path, ids)
         assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
@@ -164,7 +167,7 @@ def test_a_gpt_rebuilt_past_its_context_and_max_distance_agrees_on_every_path(ea
     loss_ref, grads_ref = loss_and_grads(dense)
     logits_ref = dense(ids[:, :-1]).logits.detach()  # under autograd: the dense path
     assert not any(eager_flex)
-    for path in ("distance", "flex_distance"):
+    for path in ("distance", "flex_band"):
         eager_flex.clear()
         loss, grads = loss_and_grads(at(path))
         assert eager_flex and all(eager_flex) if path.startswith("flex") else not any(eager_flex)
