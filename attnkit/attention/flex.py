@@ -235,7 +235,9 @@ def positional(
         return None  # the band's gradient assumes every earlier key visible
     if band is None:
         return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
-    from attnkit.positions.t5_band import with_band_gradient
+    from attnkit.positions.t5_band import band_score_mod, with_band_gradient
+
+    score_mod = band_score_mod(band.detach().to(q.dtype))  # in the queries' dtype, as the dense path adds the bias
 
     lse_request = {"return_aux": AuxRequest(lse=True)} if AuxRequest is not None else {"return_lse": True}
     out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)

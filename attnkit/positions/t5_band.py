@@ -29,7 +29,8 @@ from attnkit.positions.base import ScoreMod, repeat_kv
 
 
 def band_score_mod(e: Tensor) -> ScoreMod:
-    """The causal bias ``e[h, min(i - j, D)]`` as a FlexAttention ``score_mod`` (``e: (H, D + 1)``, no autograd)."""
+    """The causal bias ``e[h, min(i - j, D)]`` as a FlexAttention ``score_mod`` (``e: (H, D + 1)``, no autograd; the
+    kernel is given it in the queries' dtype)."""
     last = e.shape[-1] - 1
 
     def t5_band_bias(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -114,7 +115,7 @@ class _BandGrad(torch.autograd.Function):
     def forward(ctx: Any, out: Tensor, e: Tensor, q: Tensor, k: Tensor, v: Tensor, lse: Tensor, scale: float,  # type: ignore[override]
                 key_keep: Tensor | None) -> Tensor:
         ctx.scale, ctx.e_dtype = scale, e.dtype
-        ctx.save_for_backward(q, k, v, out, lse, e.detach(), key_keep)
+        ctx.save_for_backward(q, k, v, out, lse, e.detach().to(q.dtype), key_keep)  # the values the kernel read
         return out.view_as(out)
 
     @staticmethod
