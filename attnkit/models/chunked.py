@@ -7,11 +7,14 @@ by the same BERT-family classifier. Three ways to turn the chunks into one predi
 * ``average``: the mean of the chunks' logits (each chunk classified alone);
 * ``memory``: memory tokens in the style of the Recurrent Memory Transformer (Bulatov et al. 2022,
   section 3): ``m`` memory vectors are put before each chunk's token embeddings, the encoder's
-  output states at those positions become the memory of the next chunk, and the last chunk's
-  classifier output is the document's. The first chunk's memory is learned (the paper's memory
-  token embeddings). Gradients flow through every chunk (back-propagation through time over the
-  chunks, as the paper trains). The memory positions take no position embedding (the chunk's
-  tokens keep positions 0, 1, ...), and every token attends to them.
+  output states at those positions become the memory of the next chunk, and the memory states
+  after the last chunk are the document's representation: the classifier reads them as it reads a
+  chunk's tokens (their mean, or the first one where it reads ``[CLS]``). The first chunk's memory
+  is learned (the paper's memory token embeddings), starting from the encoder's embedding of
+  ``[CLS]`` where :meth:`ChunkedClassifier.wrap` is given its id, so that the pretrained layers
+  treat the memory as a summary token from the first step. Gradients flow through every chunk
+  (back-propagation through time over the chunks, as the paper trains). The memory positions take
+  no position embedding (the chunk's tokens keep positions 0, 1, ...), and every token attends to them.
 
 A document that fits one chunk gives the encoder's classifier output in ``truncate`` and
 ``average``.
@@ -95,10 +98,20 @@ class ChunkedClassifier(PretrainedModel):
         return self.head.bert
 
     @classmethod
-    def wrap(cls, head: BertClassifier, long: LongMode, *, memory_tokens: int, chunk_len: int, max_chunks: int) -> "ChunkedClassifier":
-        """A chunked classifier around a built ``head`` (its weights kept)."""
+    def wrap(cls, head: BertClassifier, long: LongMode, *, memory_tokens: int, chunk_len: int, max_chunks: int,
+             cls_id: int | None = None) -> "ChunkedClassifier":
+        """A chunked classifier around a built ``head`` (its weights kept); with ``cls_id``, every memory token starts
+        as the encoder's embedding of that token at position 0, plus the memory's random initialisation."""
         model = cls(ChunkedConfig(head=head.config, long=long, memory_tokens=memory_tokens, chunk_len=chunk_len, max_chunks=max_chunks))
         model.head.load_state_dict(head.state_dict())
+        if cls_id is not None:
+            device = model.memory.device
+            with torch.no_grad():
+                embed = model.head.bert.embed
+                training = embed.training
+                first = embed.eval()(torch.tensor([[cls_id]], device=device))[0, 0]  # (d,)
+                embed.train(training)
+                model.memory.add_(first.to(model.memory.dtype))
         return model
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, chunks: Tensor | None = None) -> ChunkedOutput:
@@ -134,7 +147,6 @@ class ChunkedClassifier(PretrainedModel):
         b, c, t = ids.shape
         bert, m = self.head.bert, self.config.memory_tokens
         mem = self.memory.to(bert.embed.tokens.weight.dtype).expand(b, -1, -1)  # (B, m, d)
-        out: Tensor | None = None
         keep_m = torch.ones(b, m, dtype=torch.bool, device=ids.device)
         for i in range(c):
             x = torch.cat([mem, bert.embed(ids[:, i])], dim=1)  # (B, m + T, d)
@@ -142,12 +154,9 @@ class ChunkedClassifier(PretrainedModel):
             mask = keep[:, None, None, :]  # (B, 1, 1, m + T)
             for layer in bert.layers:
                 x, _ = layer(x, mask)
-            logits = head_logits(self.head, x[:, m:], attention_mask[:, i])  # (B, L)
             live = (i < chunks)[:, None]  # (B, 1): documents that have chunk i
-            out = logits if out is None else torch.where(live, logits, out)
             mem = torch.where(live[..., None], x[:, :m], mem)  # (B, m, d): the next chunk's memory
-        assert out is not None
-        return out
+        return head_logits(self.head, mem, keep_m.long())  # (B, L): the memory after each document's last chunk
 
 
 def chunk_ids(ids: list[int], cls_id: int, sep_id: int, chunk_len: int, max_chunks: int) -> list[list[int]]:

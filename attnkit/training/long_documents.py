@@ -120,7 +120,8 @@ def prepare_long(head: nn.Module, tok: Any, train_data: Any, dev_data: Any, labe
     n_chunks = [len(doc) for doc in train[0]]
     log(f"long documents ({d.long}): chunks of {chunk_len} tokens, {sum(n_chunks) / len(n_chunks):.2f} per training document "
         f"(at most {d.max_chunks}; {train[2]} documents cut)" + (f", memory of {d.memory_tokens} tokens" if d.long == "memory" else ""))
-    model = ChunkedClassifier.wrap(head, d.long, memory_tokens=d.memory_tokens, chunk_len=chunk_len, max_chunks=d.max_chunks)  # type: ignore[arg-type]
+    model = ChunkedClassifier.wrap(head, d.long, memory_tokens=d.memory_tokens, chunk_len=chunk_len, max_chunks=d.max_chunks,  # type: ignore[arg-type]
+                                   cls_id=getattr(tok, "cls_id", None))
     task = ChunkedClassificationTask(train[:2], dev[:2] if dev is not None else None, batch_size=t.batch_size,
                                      eval_batch_size=d.eval_batch_size, pad_id=tok.pad_id, device=device)
     return model, task

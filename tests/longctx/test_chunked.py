@@ -75,3 +75,24 @@ def test_memory_beats_truncation() -> None:
     truncate = accuracy_after_training("truncate", steps=40)
     assert truncate < 0.82, truncate  # the first chunk alone: at best 3/4 (right whenever f = B)
     assert memory > 0.95, memory
+
+
+def test_the_memory_starts_as_the_cls_embedding_and_the_document_is_read_from_it() -> None:
+    h = head(classifier="mean").eval()
+    torch.manual_seed(3)
+    plain = ChunkedClassifier.wrap(h, "memory", memory_tokens=2, chunk_len=3, max_chunks=4)
+    torch.manual_seed(3)
+    model = ChunkedClassifier.wrap(h, "memory", memory_tokens=2, chunk_len=3, max_chunks=4, cls_id=CLS).eval()
+    first = h.bert.embed(torch.tensor([[CLS]]))[0, 0]
+    torch.testing.assert_close(model.memory, plain.memory + first)
+    # the reference: chunk by chunk by hand, the classifier on the mean of the memory states after the last chunk
+    doc = [CLS, 5, 6, 7, 8, SEP]
+    ids, mask, n = collate_chunks([chunk_ids(doc, CLS, SEP, 3, 4)], PAD)
+    mem = model.memory[None]
+    for chunk in ([CLS, 5, 6, 7, SEP], [CLS, 8, SEP]):
+        x = torch.cat([mem, h.bert.embed(torch.tensor([chunk]))], dim=1)
+        for layer in h.bert.layers:
+            x, _ = layer(x, None)
+        mem = x[:, :2]
+    want = h.out(mem.mean(1))
+    torch.testing.assert_close(model(ids, mask, n).logits, want)
