@@ -231,14 +231,39 @@ def positional(
 
     gqa = q.shape[1] != k.shape[1]
     band = getattr(score_mod, "band_values", None)  # T5's band (attnkit.positions.t5_band): its gradient comes after
-    if band is not None and not (causal and isinstance(kernel, ScaledDotProduct)):
-        return None  # the band's gradient assumes every earlier key visible
     if band is None:
         return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
+    if not (causal and isinstance(kernel, ScaledDotProduct)) or _BAND_FAILED:
+        return None  # the band's gradient assumes every earlier key visible
+    return _band_call(fn, q, k, v, bm, band, key_keep, scale, gqa)
+
+
+_BAND_FAILED: list[str] = []  # the error that stopped the band path in this process, if any
+
+
+def _band_call(fn: CompiledFlex, q: Tensor, k: Tensor, v: Tensor, bm: Any, band: Tensor, key_keep: Tensor | None,
+               scale: float, gqa: bool) -> Tensor | None:
+    """T5's causal band in FlexAttention with the log-sum-exp, joined to the band's gradient
+    (:mod:`attnkit.positions.t5_band`). Where the kernel cannot be compiled for this card and shape, a warning
+    names the error and this process's T5 calls go to the kernel's ``bias=`` path (None)."""
+    import warnings
+
     from attnkit.positions.t5_band import band_score_mod, with_band_gradient
 
-    score_mod = band_score_mod(band.detach().to(q.dtype))  # in the queries' dtype, as the dense path adds the bias
+    read = band_score_mod(band.detach().to(q.dtype))  # in the queries' dtype, as the dense path adds the bias
+
+    def mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        s = read(score, b, h, q_idx, kv_idx)
+        return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
 
     lse_request = {"return_aux": AuxRequest(lse=True)} if AuxRequest is not None else {"return_lse": True}
-    out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
+    try:
+        out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
+    except Exception as e:  # noqa: BLE001 - a kernel this card cannot compile: the bias path still trains correctly
+        if torch.compiler.is_compiling():
+            raise
+        _BAND_FAILED.append(f"{type(e).__name__}: {e}".splitlines()[0][:300])
+        warnings.warn(f"T5 bias: FlexAttention with the band did not compile ({_BAND_FAILED[0]}); T5's trained bias goes "
+                      "to the kernel's bias argument (t5_train_path=distance) in this process", RuntimeWarning, stacklevel=2)
+        return None
     return with_band_gradient(out, aux if AuxRequest is None else aux.lse, band, q, k, v, scale, key_keep)

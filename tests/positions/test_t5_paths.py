@@ -186,3 +186,26 @@ def test_an_unknown_path_names_the_key() -> None:
         gpt_preset("gpt-tiny").with_overrides(["attention.position.kind=t5_bias", "attention.position.t5_train_path=fused"])
     with pytest.raises(ValueError, match="train_path"):
         T5RelativeBias(2, train_path="fused")  # type: ignore[arg-type]
+
+
+def test_a_band_kernel_that_does_not_compile_warns_and_trains_through_the_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled kernel with the band raising (as Triton does where a card lacks the shared memory): one warning
+    naming the error, then the same loss and gradients as the dense gather through the kernel's bias argument."""
+    monkeypatch.setattr(flex, "available", lambda q: True)
+    monkeypatch.setattr(flex, "MIN_QUERIES", 1)
+    monkeypatch.setattr(flex, "_BAND_FAILED", [])
+
+    def no_band(*args, return_aux=None, **kwargs):  # type: ignore[no-untyped-def]
+        if return_aux is not None:
+            raise RuntimeError("out of resource: shared memory, Required: 245760 Hardware limit: 232448")
+        return flex_by_broadcast(*args, **kwargs)
+
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False: no_band)
+    ids = torch.randint(0, 96, (2, 25), generator=torch.Generator().manual_seed(1))
+    loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
+    with pytest.warns(RuntimeWarning, match="out of resource"):
+        loss, grads = gpt_loss_and_grads("flex_band", ids)
+    assert flex._BAND_FAILED and "245760" in flex._BAND_FAILED[0]
+    torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=name)
