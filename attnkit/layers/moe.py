@@ -15,8 +15,9 @@ while training.
 
 Padding: the model marks the real tokens (:func:`mark_padding`), which are the only ones routed,
 counted for capacity and counted in the auxiliary losses (:mod:`attnkit.objectives.moe`); padding
-positions output 0. Each forward keeps its router logits for those losses (``router_logits``,
-``keep_used``, None when every token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
+positions output 0. Each forward keeps its router logits for those losses (``router_logits``, their softmax
+``router_probs``, the first choices per expert ``first_choices`` of a top-1 layer, and ``keep_used``, None when every
+token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
 and ``dropped`` (read and reset by :func:`expert_load`).
 """
 
@@ -135,6 +136,8 @@ class SwitchFFN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.keep: Tensor | None = None  # (B, T) True = a real token; set by mark_padding's hooks
         self.router_logits: Tensor | None = None  # (B, T, N) of the last forward
+        self.router_probs: Tensor | None = None  # (B, T, N) their softmax
+        self.first_choices: Tensor | None = None  # (N,) first choices per expert (top-1 layers)
         self.register_buffer("load", torch.zeros(c.n_experts), persistent=False)
         self.register_buffer("dropped", torch.zeros(c.n_experts), persistent=False)
         self.register_load_state_dict_pre_hook(_stack_expert_keys)
@@ -160,8 +163,9 @@ class SwitchFFN(nn.Module):
         n, k = self.n_experts, self.config.top_k
         keep = self.keep if self.keep is not None and self.keep.shape == x.shape[:-1] else None  # None: every token is real
         logits = self.route(x)  # (B, T, N) in float32
-        self.router_logits, self.keep_used = logits, keep
-        top_p, top_e = torch.softmax(logits, dim=-1).topk(k, dim=-1)  # (B, T, k)
+        probs = torch.softmax(logits, dim=-1)  # (B, T, N)
+        self.router_logits, self.router_probs, self.keep_used = logits, probs, keep
+        top_p, top_e = probs.topk(k, dim=-1)  # (B, T, k)
         gates = top_p if k == 1 else top_p / top_p.sum(-1, keepdim=True)  # top-2: the two gates renormalised
         m, d = x.shape[:-1].numel(), x.shape[-1]
         # choice-major order: every token's first choice, in token order, then every second choice (GShard)
@@ -174,6 +178,7 @@ class SwitchFFN(nn.Module):
             n_real = keep.sum().to(torch.float64)  # on the device: no host read
             capacity = torch.ceil(n_real * (self.capacity_factor * k) / n).clamp(max=slots)  # eq. 3 on the real tokens
         place, routed = queue_places(expert, n, real)  # (kM,) 1-based place in its expert's queue; (N,) choices per expert
+        self.first_choices = routed if k == 1 else None  # (N,) real tokens whose first choice each expert is
         accepted = place <= capacity if real is None else real & (place <= capacity)  # (kM,)
         slot = expert * (slots + 1) + torch.where(accepted, place - 1, slots)  # (kM,) the last place: dropped
         tokens = x.reshape(m, d) if k == 1 else x.reshape(m, d).repeat(k, 1)  # (kM, d)

@@ -59,3 +59,32 @@ def router_z_loss(router_logits: Tensor, keep: Tensor | None = None) -> Tensor:
         return (z**2).sum() / max(z.numel(), 1)
     weight = keep.float()  # 1 for a real token
     return (z**2 * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def router_losses(router_logits: Tensor, probs: Tensor, first_choices: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`load_balancing_loss` and :func:`router_z_loss` of one forward, from what the layer already computed.
+
+    The layer's softmax ``probs`` gives ``P_i`` and its per-expert count of first choices gives ``f_i``, so neither
+    the softmax nor the argmax is computed again (fewer kernels per layer and step; the same values and gradients).
+
+    Args:
+        router_logits: ``(..., N)`` float32 logits.
+        probs: ``(..., N)`` their softmax, as the layer computed it (in the graph of the gates).
+        first_choices: ``(N,)`` the kept tokens whose first choice each expert is.
+        keep: ``(...)`` True for real tokens (None: all).
+
+    Returns:
+        ``(balance, z)``, each a float32 scalar.
+    """
+    n_experts = probs.shape[-1]
+    p = probs.reshape(-1, n_experts)  # (T, N)
+    z = torch.logsumexp(router_logits.reshape(-1, n_experts), dim=-1)  # (T,)
+    if keep is None:
+        n: Tensor | float = float(max(p.shape[0], 1))
+        p_sum, z_sum = p.sum(0), (z * z).sum()
+    else:
+        weight = keep.reshape(-1).to(p.dtype)  # (T,) 1 for a real token
+        n = weight.sum().clamp(min=1.0)
+        p_sum, z_sum = weight @ p, (z * z) @ weight  # padding rows left out
+    balance = n_experts * (first_choices.to(p.dtype) * p_sum).sum() / (n * n)
+    return balance, z_sum / n

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from torch import Tensor, nn
 
 from attnkit.layers.moe import expert_load, mark_padding, switch_layers
-from attnkit.objectives.moe import load_balancing_loss, router_z_loss
+from attnkit.objectives.moe import load_balancing_loss, router_losses, router_z_loss
 
 
 def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -30,8 +30,12 @@ def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
     layers = [m for m in switch_layers(model) if m.router_logits is not None]
     if not layers:
         return None
-    balance = sum(load_balancing_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
-    z = sum(router_z_loss(m.router_logits, m.keep_used) for m in layers) / len(layers)  # type: ignore[arg-type]
+    pairs = [router_losses(m.router_logits, m.router_probs, m.first_choices, m.keep_used)  # type: ignore[arg-type]
+             if m.first_choices is not None and m.router_probs is not None
+             else (load_balancing_loss(m.router_logits, m.keep_used), router_z_loss(m.router_logits, m.keep_used))  # type: ignore[arg-type]
+             for m in layers]
+    balance = sum(b for b, _ in pairs) / len(layers)
+    z = sum(z for _, z in pairs) / len(layers)
     c = layers[0].config
     n = len(layers)
     return n * (c.aux_loss * balance + c.z_loss * z), balance, z  # type: ignore[return-value]

@@ -138,3 +138,29 @@ def test_top2_is_the_renormalised_mix_of_the_two_best_experts():
             if t is not None:
                 want[0, t] += gates[t, c] * layer.expert(e, x[0, t])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_layer_s_router_losses_equal_the_reference_losses_and_gradients(padded: bool) -> None:
+    """``router_losses`` from a forward's softmax and first-choice counts against :func:`load_balancing_loss` and
+    :func:`router_z_loss` (themselves checked against transformers above): values and the router's gradient."""
+    from attnkit.objectives.moe import router_losses
+
+    torch.manual_seed(4)
+    layer = SwitchFFN(16, 32, config=MoEConfig(n_experts=4, capacity_factor=1.0))
+    x = torch.randn(3, 10, 16)
+    keep = None
+    if padded:
+        keep = torch.ones(3, 10, dtype=torch.bool)
+        keep[1, 6:] = False
+        keep[2, 2:] = False
+        layer.keep = keep
+    layer(x)
+    got = router_losses(layer.router_logits, layer.router_probs, layer.first_choices, layer.keep_used)
+    g_got = torch.autograd.grad(got[0] + 0.3 * got[1], layer.router.weight, retain_graph=True)[0]
+    want = load_balancing_loss(layer.router_logits, keep), router_z_loss(layer.router_logits, keep)
+    g_want = torch.autograd.grad(want[0] + 0.3 * want[1], layer.router.weight)[0]
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    torch.testing.assert_close(g_got, g_want)
+    assert g_want.abs().sum() > 0
