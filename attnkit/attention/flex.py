@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - old PyTorch
 
 MIN_QUERIES = 128  # fewer queries (decoding steps) fill less than one tile: the chunked path is better
 RECOMPILE_LIMIT = 64  # variants each compiled FlexAttention function may hold (see CompiledFlex)
-_COMPILED: dict[bool, "CompiledFlex"] = {}
+_COMPILED: dict[tuple[bool, str], "CompiledFlex"] = {}
 _MASKS: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_MASKS = 32
 
@@ -108,11 +108,12 @@ class CompiledFlex:
 
     Args:
         autotune: compile with max-autotune (without CUDA graphs).
+        name: a suffix of the code objects' names, so that callers given their own functions keep their own variants.
     """
 
-    def __init__(self, autotune: bool = False) -> None:
+    def __init__(self, autotune: bool = False, name: str = "") -> None:
         mode = "max-autotune-no-cudagraphs" if autotune else None
-        tag = "_autotune" if autotune else ""
+        tag = ("_autotune" if autotune else "") + (f"_{name}" if name else "")
         self.autotune = autotune
         self.functions = {grad: torch.compile(_own_code(f"flex_attention{tag}_{'grad' if grad else 'no_grad'}"),
                                               fullgraph=True, dynamic=False, mode=mode)
@@ -138,15 +139,15 @@ class CompiledFlex:
                 config.recompile_limit = limit
 
 
-def compiled(autotune: bool = False) -> CompiledFlex:
+def compiled(autotune: bool = False, name: str = "") -> CompiledFlex:
     """The process's :class:`CompiledFlex` of this setting.
 
     ``autotune``: with max-autotune (without CUDA graphs), which also searches the tile
     configurations that a key block of 64 needs in the backward pass.
     """
-    if autotune not in _COMPILED:
-        _COMPILED[autotune] = CompiledFlex(autotune)
-    return _COMPILED[autotune]
+    if (autotune, name) not in _COMPILED:
+        _COMPILED[(autotune, name)] = CompiledFlex(autotune, name)
+    return _COMPILED[(autotune, name)]
 
 
 def key_padding(mask: Tensor | None, batch: int, tk: int) -> Tensor | None:
@@ -235,7 +236,7 @@ def positional(
         return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
     if not (causal and isinstance(kernel, ScaledDotProduct)) or _BAND_FAILED:
         return None  # the band's gradient assumes every earlier key visible
-    return _band_call(fn, q, k, v, bm, band, key_keep, scale, gqa)
+    return _band_call(compiled(name="t5_band"), q, k, v, bm, band, key_keep, scale, gqa)
 
 
 _BAND_FAILED: list[str] = []  # the error that stopped the band path in this process, if any

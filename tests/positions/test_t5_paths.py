@@ -110,7 +110,7 @@ def eager_flex(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return out
 
     monkeypatch.setattr(flex, "available", lambda q: True)
-    monkeypatch.setattr(flex, "compiled", lambda autotune=False: fa)
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False, name="": fa)
     monkeypatch.setattr(flex, "MIN_QUERIES", 1)
     monkeypatch.setattr(flex, "positional", counted)
     return calls
@@ -200,7 +200,7 @@ def test_a_band_kernel_that_does_not_compile_warns_and_trains_through_the_bias(m
             raise RuntimeError("out of resource: shared memory, Required: 245760 Hardware limit: 232448")
         return flex_by_broadcast(*args, **kwargs)
 
-    monkeypatch.setattr(flex, "compiled", lambda autotune=False: no_band)
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False, name="": no_band)
     ids = torch.randint(0, 96, (2, 25), generator=torch.Generator().manual_seed(1))
     loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
     with pytest.warns(RuntimeWarning, match="out of resource"):
