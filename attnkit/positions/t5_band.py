@@ -19,7 +19,8 @@ rows sum to minus the band's.
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,18 @@ def band_gradient(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, gra
 _COMPILED: list[Any] = []
 
 
+@contextmanager
+def _tf32(on: bool) -> Iterator[None]:
+    """TF32 matrix products while ``on``: exact here, since bf16 and fp16 values fit TF32's 10-bit mantissa and the
+    products accumulate in fp32."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = old or on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def _band_gradient_for(device: torch.device) -> Any:
     """:func:`band_gradient`, compiled once on CUDA (its elementwise steps fuse), eager elsewhere."""
     if device.type != "cuda":
@@ -123,7 +136,8 @@ class _BandGrad(torch.autograd.Function):
         q, k, v, out, lse, e, key_keep = ctx.saved_tensors
         grad_e = None
         if ctx.needs_input_grad[1]:
-            grad_e = _band_gradient_for(q.device)(q, k, v, out, lse, grad_out, ctx.scale, e, key_keep)
+            with _tf32(q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and grad_out.dtype == q.dtype):
+                grad_e = _band_gradient_for(q.device)(q, k, v, out, lse, grad_out, ctx.scale, e, key_keep)
         return grad_out, None if grad_e is None else grad_e.to(ctx.e_dtype), None, None, None, None, None, None
 
 
