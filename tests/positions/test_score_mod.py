@@ -1,6 +1,6 @@
-"""The FlexAttention score_mods of ALiBi and T5 (the bucket table's and, for training, the per-distance one) against
-their dense biases, in eager FlexAttention on the CPU (the GPU path compiles the same functions), outputs and the
-T5 table's gradient."""
+"""The FlexAttention score_mods of ALiBi and T5 (the bucket table's) against their dense biases, in eager
+FlexAttention on the CPU (the GPU path compiles the same functions), outputs and the T5 table's gradient. T5's
+training band is tested in ``test_t5_band.py`` and ``test_t5_bias.py``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ TQ, TK, OFF, D = 6, 9, 3, 8
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 
-@pytest.mark.parametrize("kind", ["alibi", "t5_bias", "t5_distance"])
+@pytest.mark.parametrize("kind", ["alibi", "t5_bias"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_score_mod_equals_the_dense_bias(kind: str, causal: bool) -> None:
     torch.manual_seed(0)
@@ -26,10 +26,7 @@ def test_score_mod_equals_the_dense_bias(kind: str, causal: bool) -> None:
     if isinstance(mod, T5RelativeBias):
         torch.nn.init.normal_(mod.table.weight)
     q, k, v = torch.randn(2, 4, TQ, D), torch.randn(2, 4, TK, D), torch.randn(2, 4, TK, D)
-    if isinstance(mod, T5RelativeBias) and kind == "t5_distance":  # the reference below stays the dense gather
-        inner = mod.distance_score_mod(OFF, TQ, TK, causal=causal)
-    else:
-        inner = mod.score_mod(OFF, causal=causal)
+    inner = mod.score_mod(OFF, causal=causal)
     assert inner is not None
 
     def score_mod(s, b, h, qi, ki):  # the causal mask as the block mask would apply it
