@@ -103,13 +103,22 @@ _COMPILED: list[Any] = []
 @contextmanager
 def _tf32(on: bool) -> Iterator[None]:
     """TF32 matrix products while ``on``: exact here, since bf16 and fp16 values fit TF32's 10-bit mantissa and the
-    products accumulate in fp32."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = old or on
+    products accumulate in fp32. The setting is read and restored through ``fp32_precision`` where PyTorch has it:
+    its legacy ``allow_tf32`` raises on reading once a program has set the precision through the new settings."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        old: Any = matmul.fp32_precision  # PyTorch >= 2.9
+        name, value = "fp32_precision", "tf32"
+    except AttributeError:  # pragma: no cover - old PyTorch
+        old, name, value = matmul.allow_tf32, "allow_tf32", True
+    if not on or old == value:
+        yield
+        return
+    setattr(matmul, name, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+        setattr(matmul, name, old)
 
 
 def _band_gradient_for(device: torch.device) -> Any:

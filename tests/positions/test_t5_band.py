@@ -55,6 +55,45 @@ def test_with_band_gradient_passes_the_output_gradient_and_adds_the_band_s() -> 
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+@pytest.fixture
+def matmul_precision():  # type: ignore[no-untyped-def]
+    """Restores PyTorch's fp32 matmul precision settings (new and legacy) after a test that sets them."""
+    if not hasattr(torch.backends, "fp32_precision"):
+        pytest.skip("PyTorch without the fp32_precision settings")
+    matmul = torch.backends.cuda.matmul
+    saved = torch.backends.fp32_precision, matmul.fp32_precision
+    yield matmul
+    torch.backends.fp32_precision, matmul.fp32_precision = saved
+
+
+@pytest.mark.parametrize("setting", ["torch.backends.fp32_precision = 'tf32'", "matmul.fp32_precision = 'tf32'",
+                                     "matmul.fp32_precision = 'ieee'", "matmul.allow_tf32 = False"])
+def test_the_band_gradient_runs_under_every_way_of_setting_the_matmul_precision(matmul_precision, setting: str) -> None:  # type: ignore[no-untyped-def]
+    """A program that sets TF32 through PyTorch's fp32_precision settings (where reading the legacy allow_tf32
+    raises): the backward pass gives autograd's gradients, and the band's TF32 switch leaves the setting as it was."""
+    from attnkit.positions.t5_band import _tf32
+
+    matmul = matmul_precision
+    exec(setting, {"torch": torch, "matmul": matmul})
+    before = matmul.fp32_precision
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 12, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    e = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    i, j = torch.arange(12)[:, None], torch.arange(12)[None, :]
+    want, lse = dense_attention(q, k, v, e[:, (i - j).clamp(0, 4)], 0.5)
+    out, _ = dense_attention(q, k, v, e.detach()[:, (i - j).clamp(0, 4)], 0.5)
+    grad = torch.randn_like(want)
+    g_want = torch.autograd.grad(want, (q, k, v, e), grad)
+    g_got = torch.autograd.grad(with_band_gradient(out, lse.detach(), e, q, k, v, 0.5), (q, k, v, e), grad)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    with _tf32(True):
+        assert matmul.fp32_precision == "tf32"
+    with _tf32(False):
+        assert matmul.fp32_precision == before
+    assert matmul.fp32_precision == before
+
+
 @pytest.mark.parametrize("n_buckets,max_distance", [(32, 128), (8, 12), (16, 40)])
 def test_the_band_values_are_the_causal_bucket_gather_up_to_the_last_bucket(n_buckets: int, max_distance: int) -> None:
     mod = T5RelativeBias(3, n_buckets, max_distance, train_path="flex_band")
