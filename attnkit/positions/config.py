@@ -59,9 +59,11 @@ class PositionConfig(Config):
         check(self.n_buckets >= 4, "position.n_buckets", self.n_buckets, "must be at least 4")
         check(self.max_distance > 0, "position.max_distance", self.max_distance, "must be positive")
         check(self.t5_lr_scale > 0, "position.t5_lr_scale", self.t5_lr_scale, "must be positive")
-        if self.kind == "t5_bias":
-            check(self.max_distance > self.n_buckets // 4, "position.max_distance", self.max_distance,
-                  f"must exceed n_buckets / 4 = {self.n_buckets // 4}")
+        if self.kind == "t5_bias":  # the exact buckets end at n/4 per direction (bidirectional), n/2 (causal)
+            least = self.n_buckets // (4 if self.bidirectional else 2)
+            check(self.max_distance > least, "position.max_distance", self.max_distance,
+                  f"must exceed the exact buckets' {least} (n_buckets / {4 if self.bidirectional else 2}"
+                  f"{'' if self.bidirectional else ', as causal attention uses them'})")
 
     @property
     def adds_bias(self) -> bool:

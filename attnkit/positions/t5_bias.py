@@ -138,8 +138,10 @@ class T5RelativeBias(ScoreBias):
     def __init__(self, n_heads: int, n_buckets: int = 32, max_distance: int = 128, bidirectional: bool | None = None,
                  train_path: TrainPath = "distance", lr_scale: float = 1.0) -> None:
         super().__init__()
-        if n_buckets < 4 or max_distance <= n_buckets // 4:
-            raise ValueError(f"n_buckets={n_buckets} must be at least 4 and max_distance={max_distance} above n_buckets/4")
+        least = n_buckets // (4 if bidirectional else 2)  # the exact buckets of one direction (causal: n/2)
+        if n_buckets < 4 or max_distance <= least:
+            raise ValueError(f"n_buckets={n_buckets} must be at least 4 and max_distance={max_distance} above {least} "
+                             f"(n_buckets/{4 if bidirectional else 2}: the exact buckets{'' if bidirectional else ' of causal attention'})")
         if train_path not in TRAIN_PATHS:
             raise ValueError(f"train_path={train_path!r} is not one of {TRAIN_PATHS}")
         if not lr_scale > 0:

@@ -209,3 +209,16 @@ def test_a_band_kernel_that_does_not_compile_warns_and_trains_through_the_bias(m
     torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
     for name, g in grads.items():
         torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_causal_buckets_need_max_distance_past_their_exact_half() -> None:
+    """Causal T5 buckets hold the exact offsets 0 .. n/2 - 1; a max_distance at or below n/2 would give bucket ids past
+    the table (HF's formula, which these follow, indexes out of range there too)."""
+    with pytest.raises(ConfigError, match="position.max_distance"):
+        gpt_preset("gpt-tiny").with_overrides(["attention.position.kind=t5_bias", "attention.position.n_buckets=32",
+                                               "attention.position.max_distance=12"])
+    with pytest.raises(ValueError, match="max_distance=16"):
+        T5RelativeBias(2, n_buckets=32, max_distance=16)
+    T5RelativeBias(2, n_buckets=32, max_distance=12, bidirectional=True)  # an encoder's 8 exact buckets per side
+    ids = relative_position_bucket(-torch.arange(2000), bidirectional=False, n_buckets=32, max_distance=17)
+    assert int(ids.min()) == 0 and int(ids.max()) == 31  # just past n/2: every id in the table
