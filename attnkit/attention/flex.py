@@ -224,19 +224,19 @@ def positional(
     else:
         return None
     bm = None if pattern is None else block_mask(pattern, key, tq, tk, q.device, tiles)
-    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
+    gqa = q.shape[1] != k.shape[1]
+    band = getattr(score_mod, "band_values", None)  # T5's band (attnkit.positions.t5_band): its gradient comes after
+    if band is not None:
+        if not (causal and isinstance(kernel, ScaledDotProduct)) or _BAND_FAILED:
+            return None  # the band's gradient assumes every earlier key visible
+        return _band_call(compiled(name="t5_band"), q, k, v, bm, band, key_keep, scale, gqa)
 
     def mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         s = score_mod(score, b, h, q_idx, kv_idx)
         return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
 
-    gqa = q.shape[1] != k.shape[1]
-    band = getattr(score_mod, "band_values", None)  # T5's band (attnkit.positions.t5_band): its gradient comes after
-    if band is None:
-        return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
-    if not (causal and isinstance(kernel, ScaledDotProduct)) or _BAND_FAILED:
-        return None  # the band's gradient assumes every earlier key visible
-    return _band_call(compiled(name="t5_band"), q, k, v, bm, band, key_keep, scale, gqa)
+    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
+    return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
 
 
 _BAND_FAILED: list[str] = []  # the error that stopped the band path in this process, if any

@@ -115,23 +115,14 @@ def test_flex_band_leaves_every_call_but_causal_self_attention_to_the_kernel_bia
 
 
 @pytest.mark.gpu
-def test_flex_band_in_compiled_flexattention_matches_the_dense_path_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flex_band_in_compiled_flexattention_matches_the_dense_path_on_cuda(flex_answers: list[bool]) -> None:
     """A GPT with T5's bias (evaluation mode: no dropout) run forward and backward through compiled FlexAttention
     (``flex_band``) and through the dense gather: the same loss and gradients (float32)."""
-    from attnkit.attention import flex
     from attnkit.models.gpt import GPT, gpt_preset
     from attnkit.models.transformer import AttentionConfig
     from attnkit.positions.config import PositionConfig
 
-    answered: list[bool] = []
-    positional = flex.positional
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = positional(*args, **kwargs)
-        answered.append(out is not None)
-        return out
-
-    monkeypatch.setattr(flex, "positional", counted)
+    answered = flex_answers
     ids = torch.randint(0, 96, (2, 257), generator=torch.Generator().manual_seed(0)).cuda()
     results = {}
     for path in ("dense", "flex_band"):

@@ -96,24 +96,14 @@ def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bloc
 
 
 @pytest.fixture
-def eager_flex(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def eager_flex(monkeypatch: pytest.MonkeyPatch, flex_answers: list[bool]) -> list[bool]:
     """FlexAttention's path on the CPU: the hook's device check passes, :func:`flex_by_broadcast` stands in for
     compiled flex_attention; returns one entry per call of ``flex.positional``, True where it answered."""
     pytest.importorskip("torch.nn.attention.flex_attention")
-    fa = flex_by_broadcast
-    calls: list[bool] = []
-    positional = flex.positional
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = positional(*args, **kwargs)
-        calls.append(out is not None)
-        return out
-
     monkeypatch.setattr(flex, "available", lambda q: True)
-    monkeypatch.setattr(flex, "compiled", lambda autotune=False, name="": fa)
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False, name="": flex_by_broadcast)
     monkeypatch.setattr(flex, "MIN_QUERIES", 1)
-    monkeypatch.setattr(flex, "positional", counted)
-    return calls
+    return flex_answers
 
 
 def gpt_loss_and_grads(path: str, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
