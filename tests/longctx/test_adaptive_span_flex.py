@@ -15,7 +15,10 @@ from attnkit.attention.adaptive_span import span_blocks
 @pytest.fixture
 def cpu_backward(monkeypatch: pytest.MonkeyPatch) -> None:
     """The public flex_attention refuses backward on CPU; its eager higher-order op (whose joint graph of the
-    score_mod the GPU kernels are generated from) computes it, so the check is lifted for these tests."""
+    score_mod the GPU kernels are generated from) computes it, so the check is lifted for these tests. Eager
+    flex_attention traces its op through dynamo, whose variants left by earlier tests in the process would make
+    the shapes dynamic: they are cleared first."""
+    torch._dynamo.reset()
     monkeypatch.setattr(flex_api, "_validate_device", lambda *a: None)
 
 
