@@ -28,7 +28,8 @@
    their sentences, the deciding surplus of 16 sentences in one stretch anywhere in the document; training
    documents from SST-2's training sentences, dev documents from its dev sentences). all-MiniLM-L6-v2 reads them
    through its own window of 512 positions (up to 4 chunks of 510 word pieces), trained with ``data.long`` =
-   ``truncate`` (the first 510 word pieces), ``average`` and ``memory`` for the same ``--chunk-steps`` optimizer
+   ``truncate`` (the first 510 word pieces), ``average``, ``memory`` (4 memory tokens) and ``xl`` (Transformer-XL
+   memory of every earlier chunk) for the same ``--chunk-steps`` optimizer
    steps on the same training documents (``data.limit`` = steps x batch), scored once on the dev documents after the
    last step: dev accuracy, training and wall seconds of each. The header and the JSON give the documents' lengths
    against the window and where their evidence sits. Each variant is written to the JSON when it finishes; a
@@ -233,7 +234,7 @@ def check_full_span(configs: dict[str, Any]) -> None:
 
 
 CHUNK_RECIPE = "sst2long-minilm-chunks"
-LONG_MODES = ("truncate", "average", "memory")
+LONG_MODES = ("truncate", "average", "memory", "xl")
 CHUNK_STEPS, CHUNK_STEPS_QUICK = 500, 2
 # the majority documents of part 4: (training, dev) documents; the quick variant reads only a few of each
 CHUNK_DOCUMENTS, CHUNK_DOCUMENTS_QUICK = (4000, 500), (16, 8)

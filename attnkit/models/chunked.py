@@ -15,6 +15,13 @@ by the same BERT-family classifier. Three ways to turn the chunks into one predi
   treat the memory as a summary token from the first step. Gradients flow through every chunk
   (back-propagation through time over the chunks, as the paper trains). The memory positions take
   no position embedding (the chunk's tokens keep positions 0, 1, ...), and every token attends to them.
+* ``xl``: Transformer-XL's segment-level recurrence (Dai et al. 2019, section 3.2) over the chunks: in every
+  layer a chunk's keys and values also come from that layer's inputs at the last ``memory_len`` token
+  positions of the earlier chunks (all of them where ``memory_len`` is 0), with the gradient stopped
+  (:class:`attnkit.attention.memory.XLMemory`); the classifier reads the document's last chunk, whose
+  tokens have seen the earlier ones in every layer. Each chunk keeps its own positions 0, 1, ...
+  With every earlier chunk kept this is one pass over the whole document in which a chunk's tokens see
+  their own chunk and the chunks before it.
 
 A document that fits one chunk gives the encoder's classifier output in ``truncate`` and
 ``average``.
@@ -34,7 +41,7 @@ from attnkit.models.base import PretrainedModel, register_model
 from attnkit.models.bert import BertConfig
 from attnkit.models.bert_heads import BertClassifier, BertTaskConfig
 
-LongMode = Literal["truncate", "average", "memory"]
+LongMode = Literal["truncate", "average", "memory", "xl"]
 
 
 @dataclass
@@ -47,13 +54,15 @@ class ChunkedOutput:
 @dataclass(frozen=True, kw_only=True)
 class ChunkedConfig(Config):
     """A classifier over chunks: the per-chunk ``head``, the ``long`` mode, ``memory_tokens`` m, ``chunk_len``
-    tokens per chunk (without ``[CLS]``/``[SEP]``) and at most ``max_chunks`` chunks per document."""
+    tokens per chunk (without ``[CLS]``/``[SEP]``), at most ``max_chunks`` chunks per document, and ``memory_len``
+    token positions of earlier chunks that ``xl`` keeps (0: all)."""
 
     head: BertTaskConfig = field(default_factory=BertTaskConfig)
     long: LongMode = "memory"
     memory_tokens: int = 4
     chunk_len: int = 126
     max_chunks: int = 8
+    memory_len: int = 0
 
     @property
     def encoder(self) -> BertConfig:
@@ -64,6 +73,7 @@ class ChunkedConfig(Config):
         check(self.memory_tokens > 0, "memory_tokens", self.memory_tokens, "must be positive")
         check(self.chunk_len > 0, "chunk_len", self.chunk_len, "must be positive")
         check(self.max_chunks > 0, "max_chunks", self.max_chunks, "must be positive")
+        check(self.memory_len >= 0, "memory_len", self.memory_len, "must be >= 0 (0: every earlier chunk)")
 
 
 def head_logits(head: BertClassifier, hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -99,10 +109,11 @@ class ChunkedClassifier(PretrainedModel):
 
     @classmethod
     def wrap(cls, head: BertClassifier, long: LongMode, *, memory_tokens: int, chunk_len: int, max_chunks: int,
-             cls_id: int | None = None) -> "ChunkedClassifier":
+             cls_id: int | None = None, memory_len: int = 0) -> "ChunkedClassifier":
         """A chunked classifier around a built ``head`` (its weights kept); with ``cls_id``, every memory token starts
         as the encoder's embedding of that token at position 0, plus the memory's random initialisation."""
-        model = cls(ChunkedConfig(head=head.config, long=long, memory_tokens=memory_tokens, chunk_len=chunk_len, max_chunks=max_chunks))
+        model = cls(ChunkedConfig(head=head.config, long=long, memory_tokens=memory_tokens, chunk_len=chunk_len, max_chunks=max_chunks,
+                                  memory_len=memory_len))
         model.head.load_state_dict(head.state_dict())
         if cls_id is not None:
             device = model.memory.device
@@ -141,7 +152,32 @@ class ChunkedClassifier(PretrainedModel):
             logits = self.head(ids.reshape(b * c, t), attention_mask=attention_mask.reshape(b * c, t)).logits.view(b, c, -1)
             real = (torch.arange(c, device=ids.device)[None, :] < chunks[:, None]).to(logits.dtype)  # (B, C)
             return (logits * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # (B, L)
+        if mode == "xl":
+            return self._xl(ids, attention_mask, chunks)
         return self._recurrent(ids, attention_mask, chunks)
+
+    def _xl(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
+        from attnkit.attention.memory import new_memories
+
+        b, c, t = ids.shape
+        bert = self.head.bert
+        mem_len = self.config.memory_len or (c - 1) * t  # 0: every earlier chunk
+        memories = new_memories(len(bert.layers), mem_len)
+        mem_keep = attention_mask.new_zeros(b, 0, dtype=torch.bool)  # (B, M): real tokens among the memory positions
+        last, last_mask = None, attention_mask[:, 0]
+        for i in range(c):
+            keep = attention_mask[:, i].bool()  # (B, T)
+            mask = torch.cat([mem_keep, keep], dim=1)[:, None, None, :]  # (B, 1, 1, M + T)
+            x = bert.embed(ids[:, i])
+            for layer, memory in zip(bert.layers, memories):
+                x, _ = layer(x, mask, cache=memory)
+            live = (i < chunks)[:, None]  # (B, 1): documents that have chunk i
+            mem_keep = torch.cat([mem_keep, keep & live], dim=1)[:, -mem_len:] if mem_len else mem_keep
+            at_last = (chunks - 1 == i)[:, None]  # (B, 1)
+            last = x if last is None else torch.where(at_last[..., None], x, last)
+            last_mask = torch.where(at_last, attention_mask[:, i], last_mask)
+        assert last is not None
+        return head_logits(self.head, last, last_mask)  # (B, L): the last chunk, having seen the earlier ones
 
     def _recurrent(self, ids: Tensor, attention_mask: Tensor, chunks: Tensor) -> Tensor:
         b, c, t = ids.shape

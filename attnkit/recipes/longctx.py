@@ -16,14 +16,16 @@ same model with attention no span restricts (the baseline of ``benchmarks/long_c
 ``sst2-minilm-chunks`` makes SST-2 sentences longer than the encoder's window by giving all-MiniLM-L6-v2 a window of
 16 positions (``data.max_len``): each sentence is read in chunks of 14 word pieces with 4 memory tokens carried from
 chunk to chunk (Bulatov et al. 2022); ``--set data.long=truncate`` (the first 14 word pieces) and ``data.long=average``
-(the mean of the chunks' logits) are the baselines.
+(the mean of the chunks' logits) are the baselines, and ``data.long=xl`` reads each chunk with Transformer-XL memory of
+the earlier chunks (``data.memory_len`` positions of them; 0, the default, keeps them all).
 
 ``sst2long-minilm-chunks`` classifies documents longer than the encoder's 512 positions: majority documents of about
 1,800 word pieces made of SST-2 sentences (:mod:`attnkit.data.majority_documents`; ``attnkit data majority-documents
 --data-root DATA`` writes ``DATA/sst2-long``), whose label is the majority sentiment of their sentences, decided by a
 stretch of 16 sentences that may sit anywhere. all-MiniLM-L6-v2 reads them through its own window of 512 in at most 4
-chunks of 510 word pieces with 4 memory tokens carried across chunks (``data.long=memory``); ``data.long=truncate``
-(the first 510 word pieces) and ``data.long=average`` are the baselines.
+chunks of 510 word pieces with 4 memory tokens carried across chunks (``data.long=memory``) or with Transformer-XL
+memory of the earlier chunks (``data.long=xl``); ``data.long=truncate`` (the first 510 word pieces) and
+``data.long=average`` are the baselines.
 
 ``shakespeare-hierarchical`` is the char-shakespeare GPT with two-level hierarchical attention (after Zhu & Soricut
 2021, ``model.attention.kind=hierarchical``, blocks of 64): each character attends exactly to the earlier ones of its

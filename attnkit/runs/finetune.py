@@ -138,10 +138,12 @@ class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
 
     test: str = ""
     # long documents (classify; attnkit.training.long_documents): truncate at max_len, or chunks that fit the positions
-    # (at most max_chunks) whose logits are averaged or which carry memory_tokens memory tokens from chunk to chunk
-    long: Literal["truncate", "average", "memory"] = "truncate"
+    # (at most max_chunks) whose logits are averaged, which carry memory_tokens memory tokens from chunk to chunk, or
+    # whose layers also attend to the earlier chunks' last memory_len token positions (xl; 0: all of them)
+    long: Literal["truncate", "average", "memory", "xl"] = "truncate"
     memory_tokens: int = 4
     max_chunks: int = 8
+    memory_len: int = 0
     # feature-based (Devlin et al. 2019, section 5.3): a frozen encoder's last / last four / ELMo-weighted layers feed a
     # small task model (attnkit.models.features); "none" fine-tunes every weight
     features: Literal["none", "last", "last4", "weighted"] = "none"
@@ -150,6 +152,7 @@ class FinetuneDataConfig(FinetuneConfig, FinetuneSource):
         FinetuneConfig.validate(self)
         FinetuneSource.validate(self)
         check(self.memory_tokens > 0 and self.max_chunks > 0, "max_chunks", self.max_chunks, "and memory_tokens must be positive")
+        check(self.memory_len >= 0, "memory_len", self.memory_len, "must be >= 0 (0: every earlier chunk)")
 
 
 # train.steps until the epochs are counted (data.steps_from_epochs): large, so that a warm-up or an

@@ -1,7 +1,7 @@
 """Fine-tuning a classifier on documents longer than its positions, chunk by chunk (``finetune classify --set data.long=...``).
 
-:mod:`attnkit.models.chunked` holds the model (``average`` of chunk logits, or ``memory`` tokens carried from
-chunk to chunk as in the Recurrent Memory Transformer); this module encodes the documents into chunks,
+:mod:`attnkit.models.chunked` holds the model (``average`` of chunk logits, ``memory`` tokens carried from
+chunk to chunk as in the Recurrent Memory Transformer, or Transformer-XL memory over the earlier chunks, ``xl``); this module encodes the documents into chunks,
 batches them for :class:`attnkit.training.Trainer`, and scores a test file with a saved model.
 ``data.long=truncate`` is the ordinary path (each document cut at ``data.max_len``), the baseline.
 """
@@ -96,14 +96,14 @@ class ChunkedClassificationTask:
 
 def prepare_long(head: nn.Module, tok: Any, train_data: Any, dev_data: Any, labels: Sequence[str], d: Any, t: Any,
                  device: torch.device, max_len: int, log: Any) -> tuple[ChunkedClassifier, ChunkedClassificationTask]:
-    """The chunked model around ``head`` and its task, for ``d.long`` in ``average`` / ``memory``.
+    """The chunked model around ``head`` and its task, for ``d.long`` in ``average`` / ``memory`` / ``xl``.
 
     Args:
         head: the fresh classifier on the pretrained encoder.
         tok: the tokenizer.
         train_data: training documents; ``dev_data`` the dev ones (or None).
         labels: label names.
-        d: the data config (``long``, ``memory_tokens``, ``max_chunks``, ``eval_batch_size``).
+        d: the data config (``long``, ``memory_tokens``, ``memory_len``, ``max_chunks``, ``eval_batch_size``).
         t: the train config (``batch_size``).
         device: where batches go.
         max_len: the encoder's usable positions (a chunk and its two specials fit them).
@@ -119,9 +119,10 @@ def prepare_long(head: nn.Module, tok: Any, train_data: Any, dev_data: Any, labe
     dev = encode_documents(tok, dev_data, labels, chunk_len, d.max_chunks) if dev_data is not None else None
     n_chunks = [len(doc) for doc in train[0]]
     log(f"long documents ({d.long}): chunks of {chunk_len} tokens, {sum(n_chunks) / len(n_chunks):.2f} per training document "
-        f"(at most {d.max_chunks}; {train[2]} documents cut)" + (f", memory of {d.memory_tokens} tokens" if d.long == "memory" else ""))
+        f"(at most {d.max_chunks}; {train[2]} documents cut)" + (f", memory of {d.memory_tokens} tokens" if d.long == "memory" else "")
+        + (f", Transformer-XL memory of {d.memory_len or 'every earlier chunk'}{' positions' if d.memory_len else ''}" if d.long == "xl" else ""))
     model = ChunkedClassifier.wrap(head, d.long, memory_tokens=d.memory_tokens, chunk_len=chunk_len, max_chunks=d.max_chunks,  # type: ignore[arg-type]
-                                   cls_id=getattr(tok, "cls_id", None))
+                                   cls_id=getattr(tok, "cls_id", None), memory_len=d.memory_len)
     task = ChunkedClassificationTask(train[:2], dev[:2] if dev is not None else None, batch_size=t.batch_size,
                                      eval_batch_size=d.eval_batch_size, pad_id=tok.pad_id, device=device)
     return model, task

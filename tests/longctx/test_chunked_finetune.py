@@ -36,7 +36,7 @@ def long_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("mode", ["memory", "average"])
+@pytest.mark.parametrize("mode", ["memory", "average", "xl"])
 def test_finetune_classify_long_documents(mode: str, long_docs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / mode
     code = main(["finetune", "classify", "--model", str(long_docs / "bert"), "--train", str(long_docs / "train.tsv"),
