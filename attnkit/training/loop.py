@@ -432,7 +432,9 @@ class Trainer:
             with self.parallel.micro_step(self.model, last=i == len(micro) - 1):
                 with self.autocast():
                     loss, n = self.task.loss(self.forward_model, batch)
-                n = torch.as_tensor(n, device=self.device, dtype=torch.float32)  # a tensor: no host sync
+                if not isinstance(n, torch.Tensor):  # a count read off the batch's shape (a recorded step holds one shape):
+                    n = torch.full((), float(n), device=self.device)  # filled on the device, no host-to-device copy
+                n = n.to(device=self.device, dtype=torch.float32)
                 if c.execution.precision == "fp16":
                     self._scaler_for(n).scale(loss * n).backward()
                 else:

@@ -152,8 +152,6 @@ def test_a_switch_training_step_moves_nothing_between_host_and_device(device, to
     assert traffic(device, step) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="Trainer._step_body makes the task's Python token count a tensor with torch.as_tensor(n, device=...), "
-                   "which builds it on the host and copies it to the device (attnkit/training/loop.py); dense GPTs share it")
 def test_the_trainers_step_body_brings_no_host_data_into_a_switch_step(tmp_path):
     """The whole recorded body but the optimizer's update: its CPU implementation keeps its step counts on the host,
     where the capturable fused Adam of a recorded step keeps them on the device (attnkit.training.optim)."""
