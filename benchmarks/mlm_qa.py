@@ -8,14 +8,16 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 Both models train through the one run path on the same split (40 articles to train, the last 8
 to evaluate) and schedule: ``xquad-minilm`` (a span head, Devlin et al. 2019, section 4.2) and
 ``xquad-mlm-qa`` (``[CLS] passage [SEP] question [SEP] [MASK] x 16``, the answer read off one
-pass) after its stage, ``xquad-mlm`` (all-MiniLM-L6-v2 ships no masked-LM head: 2,000 steps of
-masked LM on the training articles' passages and questions train one), which runs first through
+pass as the best passage span; ``read_off`` in its row names the rule) after its stage,
+``xquad-mlm`` (all-MiniLM-L6-v2 ships no masked-LM head: 2,000 steps of masked LM on the training
+articles' passages and questions train one), which runs first through
 :func:`attnkit.runs.path.run_stages` as ``attnkit finetune mlm-qa --recipe xquad-mlm-qa`` runs it;
 ``stage_s`` is its time, ``train_s`` the fine-tuning run's. Exact match and F1 are each run's
 final scores (SQuAD's definitions). Answers per second:
 each saved model answers every evaluation question ``--repeats`` times in fp32 batches of 64,
 after one warm-up pass, from token ids to answer strings (the extractive model over all windows
-of a question, with its n-best span search; the MLM model over its one row per question).
+of a question, with its n-best span search; the MLM model over its one row per question, with
+its passage-span search).
 Results go to ``benchmarks/results/mlm-qa-<device>-<date>.json``, written after each recipe's scores and
 again after its timing; a file of that device and date is read first and only the recipes run are
 replaced (``--recipes`` picks them), so they may run in separate calls.
@@ -57,8 +59,11 @@ def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[
     t1 = time.perf_counter()
     cfgs = resolve_configs(j, recipe=recipe, quick=quick, root=data, assignments=[*fed, *on], log=lambda s: None)
     report = run(j, cfgs, work / kind, progress=False, recipe=name, log=lambda s: None)
-    return {"exact_match": report.final["exact_match"], "f1": report.final["f1"], "stage_s": round(t1 - t0, 1),
-            "train_s": round(time.perf_counter() - t1, 1), "steps": report.result.step}, report
+    row = {"exact_match": report.final["exact_match"], "f1": report.final["f1"], "stage_s": round(t1 - t0, 1),
+           "train_s": round(time.perf_counter() - t1, 1), "steps": report.result.step}
+    if kind == "mlm":
+        row["read_off"] = cfgs["data"].read_off  # the rule that read the answers off the k distributions
+    return row, report
 
 
 def answers_per_second(kind: str, report: Any, device: torch.device, repeats: int) -> float:
@@ -83,7 +88,7 @@ def answers_per_second(kind: str, report: Any, device: torch.device, repeats: in
 
         def answer() -> None:
             rows = encode_mlm_qa(tok, dev.examples, k=d.answer_len, max_len=d.max_len, max_question_len=d.max_question_len)
-            predict_answers(model, rows, tok, k=d.answer_len, batch_size=64, device=device)
+            predict_answers(model, rows, tok, k=d.answer_len, batch_size=64, device=device, read_off=d.read_off)
 
     with torch.no_grad():
         answer()  # warm-up

@@ -15,8 +15,10 @@ DESCRIPTION = """Answer questions about a passage with a masked LM, non-autoregr
   attnkit finetune mlm-qa --model DIR --train train.json --dev dev.json --out runs/mlm-qa
 
 The input is [CLS] passage [SEP] question [SEP] followed by --answer-len [MASK] tokens; the
-masked LM predicts every answer token in one forward pass; the answer is the most probable
-non-empty one under those independent predictions, its length set by where [SEP] is predicted.
+masked LM predicts every answer token in one forward pass; the answer is the passage span most
+probable under those independent predictions (its tokens at the first masks, then [SEP]), in
+the passage's own text; --set data.read_off=free takes the best token at each mask up to the
+best end instead, wherever those tokens come from.
 Training is the masked-LM cross-entropy at the answer's tokens and the [SEP] after them (the
 positions after [SEP] carry no target). The passage is cut to fit --max-len (training
 questions keep their answer inside). The files are SQuAD v1.1 JSON; exact match and F1 are

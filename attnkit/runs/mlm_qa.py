@@ -2,9 +2,10 @@
 
 A masked LM answers ``[CLS] passage [SEP] question [SEP] [MASK] x k`` in one forward pass
 (:mod:`attnkit.training.mlm_qa`): trained with the masked-LM loss at the answer's tokens and the
-``[SEP]`` that ends it, read off as the most probable non-empty answer under the ``k`` per-position
-distributions (:func:`attnkit.training.mlm_qa.best_answers`). Questions come from ``--train`` /
-``--dev`` or one file split by article, exactly as for extractive QA
+``[SEP]`` that ends it, read off as the passage span most probable under the ``k`` per-position
+distributions (:func:`attnkit.training.mlm_qa.passage_spans`), or with ``data.read_off=free`` as
+the most probable tokens wherever they come from (:func:`attnkit.training.mlm_qa.best_answers`).
+Questions come from ``--train`` / ``--dev`` or one file split by article, exactly as for extractive QA
 (:func:`attnkit.runs.qa.load_questions`); exact match and F1 are SQuAD's. The length of the run
 is counted in epochs of training questions (:func:`attnkit.runs.finetune.epoch_schedule`).
 After training the saved model answers the dev questions once more: the answers go to
@@ -19,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -41,7 +42,10 @@ class MLMQADataConfig(FinetuneSource):
     ``split_articles`` articles evaluate. ``answer_len`` is k, the number of [MASK] positions;
     ``max_len`` (capped at the model's positions) bounds the row, the passage taking what the
     question (at most ``max_question_len`` tokens) and the masks leave. ``limit`` / ``eval_limit``
-    keep that many training / dev questions (0: all).
+    keep that many training / dev questions (0: all). ``read_off`` is the rule that reads the answer off
+    the ``k`` distributions: ``passage``, the best span of the passage (its tokens, then ``[SEP]``;
+    needs ``answer_len >= 2``), or ``free``, the best token at each position up to the best end
+    (:mod:`attnkit.training.mlm_qa`).
     """
 
     data: str = ""
@@ -53,6 +57,7 @@ class MLMQADataConfig(FinetuneSource):
     warmup_ratio: float = 0.1
     limit: int = 0
     eval_batch_size: int = 64
+    read_off: Literal["passage", "free"] = "passage"
 
     def validate(self) -> None:
         super().validate()
@@ -64,6 +69,8 @@ class MLMQADataConfig(FinetuneSource):
         check(self.split_articles >= 0, "split_articles", self.split_articles, "must be >= 0")
         check(self.limit >= 0, "limit", self.limit, "must be >= 0")
         check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
+        check(self.read_off == "free" or self.answer_len >= 2, "answer_len", self.answer_len,
+              "must be >= 2 with read_off='passage' (the answer's tokens, then [SEP]); or set data.read_off=free")
 
 
 class MLMQAJob(Job):
@@ -107,7 +114,7 @@ class MLMQAJob(Job):
             t = epoch_schedule(t, d, len(train_rows))
         device = pick_device(t.device)
         task = MLMQATask(train_rows, dev_rows, dev_q.examples, tok, k=d.answer_len, batch_size=t.batch_size,
-                         eval_batch_size=d.eval_batch_size, device=device)
+                         eval_batch_size=d.eval_batch_size, device=device, read_off=d.read_off)
         return Prepared(model=model, task=task, configs={**configs, "train": t}, tokenizer=tok,
                         state={"device": device, "dev": dev_q, "dev_rows": dev_rows, "train_q": train_q, "train_rows": train_rows})
 
@@ -121,7 +128,7 @@ class MLMQAJob(Job):
         best = attnkit.load(out / "model", map_location=s["device"]).eval()
         start = time.perf_counter()
         _, answers = predict_answers(best, s["dev_rows"], prepared.tokenizer, k=d.answer_len, batch_size=d.eval_batch_size,
-                                     device=s["device"])
+                                     device=s["device"], read_off=d.read_off)
         if s["device"].type == "cuda":
             torch.cuda.synchronize(s["device"])
         seconds = time.perf_counter() - start
@@ -132,7 +139,7 @@ class MLMQAJob(Job):
         log(f"dev exact match {scores['exact_match']:.2f}, F1 {scores['f1']:.2f} ({len(examples)} questions, "
             f"{len(examples) / max(seconds, 1e-9):.1f} answers/s)")
         return {"exact_match": scores["exact_match"], "f1": scores["f1"], "best_step": result.best_step, "questions": len(examples),
-                "answers_per_s": len(examples) / max(seconds, 1e-9), "answer_len": d.answer_len,
+                "answers_per_s": len(examples) / max(seconds, 1e-9), "answer_len": d.answer_len, "read_off": d.read_off,
                 "cut_answers": {"train": s["train_rows"].cut_answers, "dev": s["dev_rows"].cut_answers},
                 "truncated_passages": {"train": s["train_rows"].truncated_passages, "dev": s["dev_rows"].truncated_passages}}
 

