@@ -7,7 +7,10 @@
    segments: with its memory (``data.mem_len``) and without (``data.mem_len=0``). Each saved model is scored on
    the validation stream cut into ``--rows`` long rows at the same segment length, with memories of 0, 1x and 2x
    the training memory (the model rebuilt with a longer context, same weights): validation loss and bits per
-   character (loss / ln 2). The first segment of each row has no memory.
+   character (loss / ln 2). The first segment of each row has no memory. The same recipe is also trained with
+   longer memories (``--xl-mem-factors``: 2x and 4x the recipe's, 256 and 512), each scored with its own memory, and
+   as a plain model of the same attention length: segments of ``segment + mem_len`` (256) without memory, scored on
+   segments of that length.
 2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens, cut into ``--speed-rows``
    rows read side by side, with memory, against recomputing a sliding window of ``mem_len + segment`` tokens of
    the row for every position (one forward per target, batched); both losses and the speed-up.
@@ -429,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=8, help="rows the validation stream is cut into for scoring")
     p.add_argument("--speed-rows", type=int, default=8, help="rows scored side by side in the evaluation-speed comparison")
     p.add_argument("--speed-tokens", type=int, default=32768, help="validation tokens of the evaluation-speed comparison")
+    p.add_argument("--xl-mem-factors", type=int, nargs="*", default=[2, 4],
+                   help="part 1 also trains the XL recipe with these multiples of its memory (default 2 4; none: only the recipe's)")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--parts", type=parse_parts, default=list(PARTS),
                    help="comma-separated parts to run: xl (XL with and without memory), speed (evaluation with memory "
@@ -473,6 +478,21 @@ def main(argv: list[str] | None = None) -> int:
             "segment": seg, "mem_len": mem,
             "trained_with_memory": stream_scores(model, valid, seg, [0, mem, 2 * mem], args.rows),
             "trained_without_memory": stream_scores(nomem, valid, seg, [0, mem], args.rows),
+        })
+        base_context = cfg["model"]["context"]
+        longer = {}
+        for factor in args.xl_mem_factors:
+            m = factor * mem
+            run_dir = train("shakespeare-xl", root / f"xl-memory-{m}", args.data_root, args.quick, device,
+                            [f"data.mem_len={m}", f"model.context={max(base_context, seg + m)}"])
+            longer[str(m)] = stream_scores(load_run(run_dir, device)[0], valid, seg, [m], args.rows)[str(m)]
+        plain_len = seg + mem  # the keys a query of the XL model reaches at most
+        plain_dir = train("shakespeare-xl", root / f"plain-{plain_len}", args.data_root, args.quick, device,
+                          ["data.mem_len=0", f"data.segment={plain_len}", f"model.context={max(base_context, plain_len)}"])
+        payload["xl"].update({
+            "trained_with_longer_memory": longer,  # memory length -> scores with that memory at evaluation
+            "plain_same_attention_length": {"segment": plain_len,
+                                            **stream_scores(load_run(plain_dir, device)[0], valid, plain_len, [0], args.rows)["0"]},
         })
         print(f"XL: {payload['xl']}")
         save("xl")
