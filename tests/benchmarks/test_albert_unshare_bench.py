@@ -67,7 +67,6 @@ def test_unshared_runs_start_from_the_pretrained_shared_layer(result):
     start = pretrained.layers[0].state_dict()
     for s in SEEDS:
         assert rows[("unshared", s)]["first_losses"][0] == rows[("shared", s)]["first_losses"][0]
-        assert rows[("unshared", s)]["first_losses"][1:] != rows[("shared", s)]["first_losses"][1:]
         config = json.loads((runs / f"sst2-unshared-seed{s}" / "run_config.json").read_text())
         assert Path(config["data"]["model"]) == runs / "pretrain" / "model" and config["model"]["share_layers"] is False
         layers = attnkit.load(runs / f"sst2-unshared-seed{s}" / "model").bert.layers
