@@ -1,7 +1,7 @@
 """Classification of documents longer than the encoder's positions, by chunks.
 
 A document's tokens are cut into chunks of ``chunk_len`` tokens, each read as ``[CLS] chunk [SEP]``
-by the same BERT-family classifier. Three ways to turn the chunks into one prediction:
+by the same BERT-family classifier. Four ways to turn the chunks into one prediction:
 
 * ``truncate``: the first chunk only (what a position limit does to a long document);
 * ``average``: the mean of the chunks' logits (each chunk classified alone);

@@ -1,8 +1,9 @@
 """Fine-tuning a classifier on documents longer than its positions, chunk by chunk (``finetune classify --set data.long=...``).
 
 :mod:`attnkit.models.chunked` holds the model (``average`` of chunk logits, ``memory`` tokens carried from
-chunk to chunk as in the Recurrent Memory Transformer, or Transformer-XL memory over the earlier chunks, ``xl``); this module encodes the documents into chunks,
-batches them for :class:`attnkit.training.Trainer`, and scores a test file with a saved model.
+chunk to chunk as in the Recurrent Memory Transformer, or Transformer-XL memory over the earlier chunks, ``xl``);
+this module encodes the documents into chunks, batches them for :class:`attnkit.training.Trainer`, and scores a
+test file with a saved model.
 ``data.long=truncate`` is the ordinary path (each document cut at ``data.max_len``), the baseline.
 """
 
@@ -94,6 +95,15 @@ class ChunkedClassificationTask:
         return {} if self.dev is None else self.scores(model, *self.dev)
 
 
+def _memory_note(d: Any) -> str:
+    """What a chunk carries to the next, for the log line of :func:`prepare_long`."""
+    if d.long == "memory":
+        return f", memory of {d.memory_tokens} tokens"
+    if d.long == "xl":
+        return f", Transformer-XL memory of {f'{d.memory_len} positions' if d.memory_len else 'every earlier chunk'}"
+    return ""
+
+
 def prepare_long(head: nn.Module, tok: Any, train_data: Any, dev_data: Any, labels: Sequence[str], d: Any, t: Any,
                  device: torch.device, max_len: int, log: Any) -> tuple[ChunkedClassifier, ChunkedClassificationTask]:
     """The chunked model around ``head`` and its task, for ``d.long`` in ``average`` / ``memory`` / ``xl``.
@@ -119,8 +129,7 @@ def prepare_long(head: nn.Module, tok: Any, train_data: Any, dev_data: Any, labe
     dev = encode_documents(tok, dev_data, labels, chunk_len, d.max_chunks) if dev_data is not None else None
     n_chunks = [len(doc) for doc in train[0]]
     log(f"long documents ({d.long}): chunks of {chunk_len} tokens, {sum(n_chunks) / len(n_chunks):.2f} per training document "
-        f"(at most {d.max_chunks}; {train[2]} documents cut)" + (f", memory of {d.memory_tokens} tokens" if d.long == "memory" else "")
-        + (f", Transformer-XL memory of {d.memory_len or 'every earlier chunk'}{' positions' if d.memory_len else ''}" if d.long == "xl" else ""))
+        f"(at most {d.max_chunks}; {train[2]} documents cut)" + _memory_note(d))
     model = ChunkedClassifier.wrap(head, d.long, memory_tokens=d.memory_tokens, chunk_len=chunk_len, max_chunks=d.max_chunks,  # type: ignore[arg-type]
                                    cls_id=getattr(tok, "cls_id", None), memory_len=d.memory_len)
     task = ChunkedClassificationTask(train[:2], dev[:2] if dev is not None else None, batch_size=t.batch_size,
