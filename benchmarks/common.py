@@ -17,7 +17,9 @@ Every benchmark script in this folder follows the same recipe (see BENCHMARKS.md
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -327,8 +330,8 @@ def results_path(name: str, env: dict[str, Any], out_dir: Path | None = None, *,
 def read_day_json(name: str, env: dict[str, Any], out_dir: Path | None = None, *, suffix: str = "") -> dict[str, Any]:
     """The JSON this benchmark wrote earlier on this device and date, or ``{}`` when there is none.
 
-    Scripts that run in parts start from it, replace the keys of what they finish and write it back
-    with :func:`write_json`, so parts run in separate calls end up in one file. A file that does not
+    Scripts that run in parts start from it and write what they finish back with :func:`update_day_json`,
+    so parts run in separate (or concurrent) calls end up in one file. A file that does not
     parse is moved aside to ``<file>.unreadable`` (never overwritten) and ``{}`` is returned.
     """
     path = results_path(name, env, out_dir, suffix=suffix)
@@ -356,6 +359,35 @@ def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None, 
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _day_json_lock(path: Path):
+    """Hold an exclusive ``flock`` for ``path`` (the lock file lives in the temporary folder, not beside the results)."""
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"attnkit-results-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_day_json(name: str, env: dict[str, Any], update: Callable[[dict[str, Any]], None],
+                    out_dir: Path | None = None, *, suffix: str = "") -> Path:
+    """Read this device and date's JSON, apply ``update`` to it in place, and write it back, under a file lock.
+
+    The read happens inside the lock, just before the write, so calls running at the same time (two seeds,
+    two parts of one script) each add what they finished without undoing what the other wrote since it
+    started: ``update`` should set only the keys (or rows) its own call produced.
+    """
+    path = results_path(name, env, out_dir, suffix=suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _day_json_lock(path):
+        payload = read_day_json(name, env, out_dir, suffix=suffix)
+        payload["environment"] = env  # this call's: the same device and date, its own command and commit
+        update(payload)
+        return write_json(name, payload, out_dir, suffix=suffix)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -95,24 +95,31 @@ def main(argv: list[str] | None = None) -> int:
     env = common.environment(device)
     names = [BASE, *(f"{BASE}-{r}" for r in args.remedies)]
     suffix = "-quick" if args.quick else ""
-    payload = common.read_day_json("exposure-bias", env, args.out_dir, suffix=suffix)  # the runs of earlier calls that day
-    rows: list[dict[str, Any]] = payload.get("runs", [])
-    payload.update(environment=env, quick=args.quick, runs=rows)
+    payload: dict[str, Any] = {}
+
+    def add(row: dict[str, Any]) -> None:
+        """Put ``row`` into the day's file, keeping the runs other calls (earlier or concurrent) wrote there."""
+        def update(disk: dict[str, Any]) -> None:
+            rows = [r for r in disk.get("runs", []) if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])] + [row]
+            disk.update(environment=env, quick=args.quick, runs=rows, seeds=sorted({r["seed"] for r in rows}),
+                        summary=summarise(rows))
+            payload.clear()
+            payload.update(disk)
+
+        common.update_day_json("exposure-bias", env, update, args.out_dir, suffix=suffix)
+
     with tempfile.TemporaryDirectory(prefix="exposure-") as tmp:
         for seed in args.seeds:
             for name in names:
                 row = one_run(name, seed, args, device, Path(tmp) / f"{name}-{seed}")
                 row["command"] = env["command"]  # rows of separate calls merge into one file: each keeps the call that made it
-                rows[:] = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
                 print(f"{name} seed {seed}: BLEU {row['bleu']:.2f} (lc {row['bleu_lc']:.2f}), "
                       f"longest third {row['longest_third_bleu']:.2f}, {row['seconds']:.0f} s", flush=True)
-                payload["seeds"] = sorted({r["seed"] for r in rows})
-                payload["summary"] = summarise(rows)
-                common.write_json("exposure-bias", payload, args.out_dir, suffix=suffix)  # kept if a later run is cut short
+                add(row)  # kept if a later run is cut short
     header = ["recipe", "BLEU", "vs TF", "longest third", "vs TF"]
     diff = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731 (no teacher-forced run to compare with)
     table = [[e["recipe"], f"{e['bleu']:.2f}", diff(e["bleu_vs_teacher_forcing"]), f"{e['longest_third_bleu']:.2f}",
-              diff(e["longest_third_bleu_vs_teacher_forcing"])] for e in payload["summary"]]
+              diff(e["longest_third_bleu_vs_teacher_forcing"])] for e in payload.get("summary", [])]
     print(common.markdown_table(header, table))
     print(f"wrote {common.results_path('exposure-bias', env, args.out_dir, suffix=suffix)}")
     return 0

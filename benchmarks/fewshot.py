@@ -155,14 +155,22 @@ def main(argv: list[str] | None = None) -> None:
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
     payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)  # tasks and methods of earlier calls are kept
-    payload.update(environment=env, quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds,
-                   command=" ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])]))
+    settings = dict(quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds)
+    command = " ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])])
     results: dict[str, Any] = payload.setdefault("results", {})
+    tasks = [t for t in args.tasks.split(",") if t]
 
     def save() -> None:
-        common.write_json("fewshot", payload, args.out_dir, suffix=suffix)
+        """Write this call's tasks into the day's file (tasks that other calls, also concurrent ones, wrote are kept)."""
+        def update(disk: dict[str, Any]) -> None:
+            disk.update(settings, command=command)
+            for task in tasks:
+                if task in results:
+                    disk.setdefault("results", {})[task] = results[task]
+                    disk.setdefault("commands", {})[task] = command
 
-    tasks = [t for t in args.tasks.split(",") if t]
+        common.update_day_json("fewshot", env, update, args.out_dir, suffix=suffix)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for task in tasks:

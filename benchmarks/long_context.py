@@ -66,7 +66,7 @@ from attnkit.data.tokenizer import load_tokenizer  # noqa: E402
 from attnkit.models.gpt import GPT  # noqa: E402
 from attnkit.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from attnkit.runs.path import resolve_configs, run  # noqa: E402
-from benchmarks.common import environment, pick_device, read_day_json, synchronize, write_json  # noqa: E402
+from benchmarks.common import environment, pick_device, read_day_json, synchronize, update_day_json  # noqa: E402
 from benchmarks.common import parse_parts as common_parse_parts  # noqa: E402
 
 LN2 = math.log(2)
@@ -414,6 +414,8 @@ def long_documents(args: argparse.Namespace, root: Path, device: torch.device, w
 
 
 PARTS = ("xl", "speed", "span", "chunks")
+# the key of the JSON each part writes; "xl" and "speed" share one, so run those two in one call, not concurrently
+PART_KEYS = {"xl": "xl", "speed": "xl", "span": "adaptive_span", "chunks": "long_documents"}
 
 
 def parse_parts(text: str) -> list[str]:
@@ -460,12 +462,21 @@ def main(argv: list[str] | None = None) -> int:
     payload.setdefault("long_documents", {})
     payload.setdefault("commands", {})
 
+    def write(part: str, done: bool) -> Path:
+        """Write ``part``'s key of the JSON (the keys of other calls that day, also concurrent ones, are kept)."""
+        def update(disk: dict[str, Any]) -> None:
+            for k in ("benchmark", "quick", "environment", "command"):
+                disk[k] = payload[k]
+            disk[PART_KEYS[part]] = payload[PART_KEYS[part]]
+            disk.setdefault("commands", {})[part] = payload["command"]
+            if done:
+                disk["parts_done"] = sorted(set(disk.get("parts_done", [])) | {part}, key=PARTS.index)
+
+        return update_day_json(name, env, update, out_dir)
+
     def save(part: str) -> None:
-        """Write the JSON with ``part`` finished (the parts of earlier calls that day are kept)."""
-        payload["commands"][part] = payload["command"]
-        payload["parts_done"] = sorted(set(payload.get("parts_done", [])) | {part}, key=PARTS.index)
-        written = write_json(name, payload, out_dir)
-        print(f"wrote {written} ({part})")
+        """Write the JSON with ``part`` finished."""
+        print(f"wrote {write(part, True)} ({part})")
 
     if "xl" in parts or "speed" in parts:
         xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, [])
@@ -569,8 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         def write_variant(result: dict[str, Any]) -> None:
             """Write the JSON with the variants finished so far (the part counts as done only when all are)."""
             payload["long_documents"] = result
-            payload["commands"]["chunks"] = payload["command"]
-            print(f"wrote {write_json(name, payload, out_dir)} (chunks: {', '.join(result['variants_done'])})")
+            print(f"wrote {write('chunks', False)} (chunks: {', '.join(result['variants_done'])})")
 
         long_documents(args, root, device, write_variant)
         save("chunks")

@@ -247,19 +247,25 @@ def main(argv: list[str] | None = None) -> Path:
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
     payload = common.read_day_json("pretraining", env, args.out_dir, suffix=suffix)
-    payload.update(environment=env, quick=args.quick)
-    commands: dict[str, str] = payload.setdefault("commands", {})
     done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", []) if isinstance(r, dict) and "objective" in r}
 
     def save(part: str, key: str, value: Any) -> Path:
-        """Write the JSON with ``payload[key] = value`` (what earlier calls that day wrote elsewhere is kept)."""
-        payload[key] = value
-        commands[part] = env["command"]
-        return common.write_json("pretraining", payload, args.out_dir, suffix=suffix)
+        """Write the JSON with ``key`` set to ``value`` (what other calls that day wrote, also concurrently, is kept)."""
+        def update(disk: dict[str, Any]) -> None:
+            disk.update(environment=env, quick=args.quick)
+            disk.setdefault("commands", {})[part] = env["command"]
+            if key == "throughput":  # rows by objective: this call's rows replace those of the same objective
+                rows = {r["objective"]: r for r in disk.get("throughput", []) if isinstance(r, dict) and "objective" in r}
+                rows.update(value)
+                disk[key] = [rows[n] for n in OBJECTIVES if n in rows]
+            else:
+                disk[key] = value
+
+        return common.update_day_json("pretraining", env, update, args.out_dir, suffix=suffix)
 
     def save_row(row: dict[str, Any]) -> None:
         done[row["objective"]] = row
-        save("throughput", "throughput", [done[n] for n in OBJECTIVES if n in done])
+        save("throughput", "throughput", {row["objective"]: row})
 
     with tempfile.TemporaryDirectory() as tmp:
         if "throughput" in args.parts:

@@ -30,6 +30,39 @@ def test_a_later_call_reads_the_day_file_and_replaces_it_whole(common, env, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left beside it
 
 
+def _add_keys(out_dir: str, prefix: str, n: int) -> None:
+    """A writer process: ``n`` locked read-modify-writes of the day file, each adding one key of its own."""
+    import sys
+    import time
+    from pathlib import Path as P
+
+    sys.path.insert(0, str(P(__file__).resolve().parents[2]))
+    from benchmarks import common as c
+
+    def add(payload: dict, key: str) -> None:
+        payload.setdefault("keys", {})[key] = 1
+        time.sleep(0.01)  # between the read and the write: without the lock the other writer's updates get lost here
+
+    env = c.environment(torch.device("cpu"))
+    for i in range(n):
+        c.update_day_json("x", env, lambda d, k=f"{prefix}{i}": add(d, k), P(out_dir))
+
+
+def test_concurrent_calls_each_keep_what_the_other_wrote(common, env, tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    writers = [ctx.Process(target=_add_keys, args=(str(tmp_path), p, 40)) for p in "ab"]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    keys = common.read_day_json("x", env, tmp_path)["keys"]
+    assert sorted(keys) == sorted(f"{p}{i}" for p in "ab" for i in range(40))  # no update lost to the other writer
+    assert [p.name for p in tmp_path.iterdir()] == [common.results_path("x", env, tmp_path).name]
+
+
 def test_an_unreadable_day_file_is_moved_aside_not_overwritten(common, env, tmp_path):
     path = common.results_path("x", env, tmp_path)
     path.write_text('{"results": {"a": 1')  # cut off mid-write by an older writer
