@@ -235,11 +235,25 @@ def positional(
         s = score_mod(score, b, h, q_idx, kv_idx)
         return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
 
+    name = getattr(score_mod, "__name__", "score_mod")
+    if name in _MOD_FAILED:
+        return None
     fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
-    return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
+    try:
+        return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
+    except Exception as e:  # noqa: BLE001 - a kernel this card cannot compile: the kernel's bias path computes the same
+        if torch.compiler.is_compiling():
+            raise
+        _MOD_FAILED[name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        import warnings
+
+        warnings.warn(f"FlexAttention with the positional score_mod {name!r} did not compile ({_MOD_FAILED[name]}); its "
+                      "calls take the kernel's bias argument in this process", RuntimeWarning, stacklevel=2)
+        return None
 
 
 _BAND_FAILED: list[str] = []  # the error that stopped the band path in this process, if any
+_MOD_FAILED: dict[str, str] = {}  # score_mod name -> the error that stopped it in this process
 
 
 def _band_call(fn: CompiledFlex, q: Tensor, k: Tensor, v: Tensor, bm: Any, band: Tensor, key_keep: Tensor | None,

@@ -255,14 +255,23 @@ class T5RelativeBias(ScoreBias):
     def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
         """The ``score_mod`` FlexAttention takes for this call, or None where the bias goes to the kernel instead.
 
-        Without autograd on the table: :meth:`score_mod`. While ``flex_band`` trains it: for causal self-attention
-        (``q_offset`` 0, ``Tq == Tk``) the band's ``score_mod`` (:func:`~attnkit.positions.t5_band.band_score_mod`),
-        carrying the band values as ``band_values`` for :func:`attnkit.attention.flex.positional` to take their
-        gradient; otherwise None.
+        For causal self-attention (``q_offset`` 0, ``Tq == Tk``) the band's ``score_mod``
+        (:func:`~attnkit.positions.t5_band.band_score_mod`), carrying the band values as ``band_values`` for
+        :func:`attnkit.attention.flex.positional`: without autograd on the table always (the same values as the bucket
+        formula, read from ``H·(D + 1)`` numbers in the queries' dtype; the formula over the float32 table asks a GPT's
+        kernel for more shared memory than the card has), while training only on the ``flex_band`` path, which also
+        takes their gradient. Other calls: :meth:`score_mod` without autograd, else None (the bias goes to the kernel).
         """
+        causal_self = causal and not self._side(causal) and q_offset == 0 and tq == tk
         if not self._trains():
-            return self.score_mod(q_offset, causal=causal)
-        if self.train_path != "flex_band" or not causal or self._side(causal) or q_offset != 0 or tq != tk:
+            if not causal_self:
+                return self.score_mod(q_offset, causal=causal)
+            with torch.no_grad():
+                e = self.band_values()
+            mod = band_score_mod(e)
+            mod.band_values = e  # type: ignore[attr-defined]
+            return mod
+        if self.train_path != "flex_band" or not causal_self:
             return None
         e = self.band_values()
         mod = band_score_mod(e.detach())

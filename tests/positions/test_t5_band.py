@@ -110,8 +110,28 @@ def test_flex_band_leaves_every_call_but_causal_self_attention_to_the_kernel_bia
     assert getattr(mod.flex_score_mod(0, 16, 16, causal=True), "band_values", None) is not None
     assert mod.flex_score_mod(0, 16, 16, causal=False) is None  # bidirectional buckets
     assert mod.flex_score_mod(4, 16, 20, causal=True) is None  # queries after a cache
-    with torch.no_grad():  # evaluation: the bucket score_mod, no band
-        assert getattr(mod.flex_score_mod(0, 16, 16, causal=True), "band_values", None) is None
+    with torch.no_grad():  # evaluation: the band for causal self-attention, the bucket score_mod elsewhere
+        assert getattr(mod.flex_score_mod(0, 16, 16, causal=True), "band_values", None) is not None
+        assert getattr(mod.flex_score_mod(4, 16, 20, causal=True), "band_values", "none") == "none"
+        assert getattr(mod.flex_score_mod(0, 16, 16, causal=False), "band_values", "none") == "none"
+
+
+@pytest.mark.parametrize("train_path", ["dense", "distance", "flex_band"])
+def test_the_evaluation_band_gives_every_score_the_bucket_formulas_bias(train_path: str) -> None:
+    """Without autograd, causal self-attention reads the band on every train path; each (query, key) cell of the
+    causal triangle gets what T5's bucket formula over the table gives (the bucket score_mod, evaluated eagerly)."""
+    mod = T5RelativeBias(3, n_buckets=16, max_distance=40, train_path=train_path)  # type: ignore[arg-type]
+    torch.nn.init.normal_(mod.table.weight)
+    t = 150
+    with torch.no_grad():
+        band = mod.flex_score_mod(0, t, t, causal=True)
+        buckets = mod.score_mod(0, causal=True)
+    assert band is not None and buckets is not None and not band.band_values.requires_grad
+    i, j = torch.tril_indices(t, t)
+    zero, b = torch.zeros(i.numel(), dtype=torch.float64), torch.zeros_like(i)
+    for h in range(3):
+        hh = torch.full_like(i, h)
+        torch.testing.assert_close(band(zero, b, hh, i, j).double(), buckets(zero, b, hh, i, j).double(), atol=0, rtol=0)
 
 
 @pytest.mark.gpu
@@ -138,3 +158,25 @@ def test_flex_band_in_compiled_flexattention_matches_the_dense_path_on_cuda(flex
     torch.testing.assert_close(results["flex_band"][0], results["dense"][0], atol=1e-4, rtol=1e-4)
     for name, g in results["dense"][1].items():
         torch.testing.assert_close(results["flex_band"][1][name], g, atol=2e-4, rtol=2e-3, msg=name)
+
+
+@pytest.mark.gpu
+def test_evaluation_of_the_length_extrapolation_gpt_compiles_on_cuda(flex_answers: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``length-extrapolation-t5-bias`` model's shape (6 layers, 6 heads of 64, context 256) evaluated under bf16
+    autocast: FlexAttention answers every layer (its bucket score_mod over the float32 table did not compile there:
+    245,760 bytes of shared memory asked) and the logits match the dense gather's."""
+    from attnkit.attention import flex
+    from attnkit.models.gpt import GPT, gpt_preset
+    from attnkit.models.transformer import AttentionConfig
+    from attnkit.positions.config import PositionConfig
+
+    model = GPT(gpt_preset("gpt-tiny", vocab_size=96, n_layers=6, d_model=384, n_heads=6, context=256,
+                           attention=AttentionConfig(position=PositionConfig(kind="t5_bias")))).cuda().eval()
+    ids = torch.randint(0, 96, (4, 256), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(ids).logits.float()
+    assert len(flex_answers) == 6 and all(flex_answers)
+    monkeypatch.setattr(flex, "available", lambda q: False)  # the dense gather through the kernel's bias argument
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        reference = model(ids).logits.float()
+    torch.testing.assert_close(logits, reference, atol=5e-2, rtol=5e-2)

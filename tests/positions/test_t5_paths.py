@@ -167,8 +167,34 @@ def test_a_gpt_rebuilt_past_its_context_and_max_distance_agrees_on_every_path(ea
     eager_flex.clear()
     with torch.no_grad():
         logits = at("distance")(ids[:, :-1]).logits
-    assert eager_flex and all(eager_flex)  # evaluation: the bucket score_mod in FlexAttention
+    assert eager_flex and all(eager_flex)  # evaluation: the band in FlexAttention
     torch.testing.assert_close(logits, logits_ref, atol=1e-10, rtol=0)
+
+
+def test_a_score_mod_that_does_not_compile_warns_and_the_bias_path_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FlexAttention raising for a positional score_mod (Triton out of shared memory) in evaluation: one warning naming
+    the error and the score_mod, then the kernel's bias path: the logits of the dense gather."""
+    monkeypatch.setattr(flex, "available", lambda q: True)
+    monkeypatch.setattr(flex, "MIN_QUERIES", 1)
+    monkeypatch.setattr(flex, "_MOD_FAILED", {})
+    calls: list[str] = []
+
+    def no_kernel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["score_mod"].__name__)
+        raise RuntimeError("No valid triton configs. OutOfMemoryError: out of resource: Required: 245760 Hardware limit:232448")
+
+    monkeypatch.setattr(flex, "compiled", lambda autotune=False, name="": no_kernel)
+    position = PositionConfig(kind="t5_bias", bidirectional=True)  # bidirectional buckets: the bucket score_mod
+    model = GPT(gpt_preset("gpt-tiny", d_model=32, context=24, attention=AttentionConfig(position=position))).double().eval()
+    torch.nn.init.normal_(model.decoder.layers[0].self_attn.position.module.table.weight)
+    ids = torch.randint(0, 96, (2, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="'t5_bias' did not compile.*245760"):
+        logits = model(ids).logits
+    assert calls == ["mod"]  # tried once: the later layers skip it
+    assert "t5_bias" in flex._MOD_FAILED
+    monkeypatch.setattr(flex, "available", lambda q: False)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(ids).logits, atol=1e-12, rtol=0)
 
 
 def test_an_unknown_path_names_the_key() -> None:
