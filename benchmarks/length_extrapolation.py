@@ -10,7 +10,9 @@ of that length, every token of a window counted (the paper's non-overlapping eva
 attention carries positions is rebuilt with the longer context and the same weights; learned absolute
 positions have no rows past the training context, so their longer lengths are left empty. The rotary model
 is also evaluated with NTK-aware and YaRN scaling by the length ratio (no retraining). Writes
-``benchmarks/results/length-extrapolation-<device>-<date>.json`` and a PNG plot beside it.
+``benchmarks/results/length-extrapolation-<device>-<date>.json`` and a PNG plot beside it; a file of that
+device and date is read first and only the kinds run are replaced, so kinds may run in separate (or concurrent)
+calls, each ``--kinds`` a few.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from attnkit.data.tokenizer import load_tokenizer  # noqa: E402
 from attnkit.models.gpt import GPT  # noqa: E402
 from attnkit.recipes.positions import KINDS  # noqa: E402
 from attnkit.runs.path import resolve_configs, run  # noqa: E402
-from benchmarks.common import environment, pick_device, write_json  # noqa: E402
+from benchmarks.common import environment, pick_device, update_day_json  # noqa: E402
 
 FACTORS = (1, 2, 4, 8, 16)
 
@@ -96,23 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.runs) / ("quick" if args.quick else "full")
     rows: dict[str, dict[str, Any]] = {}
     train_seconds: dict[str, float] = {}
+    merged: dict[str, dict[str, Any]] = {}  # every row of the day's file after the last write (this call's and others')
     context = 0
 
-    def save() -> None:
-        """Write the JSON and the plot of the kinds evaluated so far (a long run keeps what it finished)."""
+    def save(labels: list[str], kind: str) -> None:
+        """Write this kind's rows into the day's JSON (kinds that other calls wrote, also concurrently, are kept), then
+        the plot of every row the file holds."""
         lengths = [f * context for f in FACTORS]
-        payload = {
-            "benchmark": "length-extrapolation",
-            "environment": environment(device),
-            "command": " ".join([sys.executable, *sys.argv]),
-            "quick": args.quick,
-            "train_context": context,
-            "lengths": lengths,
-            "validation_loss": rows,
-            "train_seconds": {k: round(v, 1) for k, v in train_seconds.items()},
-        }
-        path = write_json("length-extrapolation" + ("-quick" if args.quick else ""), payload, Path(args.out_dir) if args.out_dir else None)
-        plot(rows, lengths, context, path.with_suffix(".png"))
+
+        def update(disk: dict[str, Any]) -> None:
+            if disk.get("train_context", context) != context or disk.get("quick", args.quick) != args.quick:
+                disk.clear()  # another setting's rows do not belong in one table
+            disk.update({"benchmark": "length-extrapolation", "environment": environment(device), "quick": args.quick,
+                         "train_context": context, "lengths": lengths})
+            disk.setdefault("validation_loss", {}).update({label: rows[label] for label in labels})
+            disk.setdefault("train_seconds", {})[kind] = round(train_seconds[kind], 1)
+            disk.setdefault("commands", {})[kind] = " ".join([sys.executable, *sys.argv])
+            merged.clear()
+            merged.update(disk["validation_loss"])
+
+        name = "length-extrapolation" + ("-quick" if args.quick else "")
+        path = update_day_json(name, environment(device), update, Path(args.out_dir) if args.out_dir else None)
+        plot(merged, lengths, context, path.with_suffix(".png"))
         print(f"wrote {path} and {path.with_suffix('.png')}")
 
     for kind in args.kinds:
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss, windows = (float("nan"), 0) if m is None else window_loss(m, valid, length, device, args.batch_tokens)
                 rows[label][str(length)] = None if math.isnan(loss) else round(loss, 4)
                 print(f"{label:>14} @ {length:>5}: {'-' if m is None else f'{loss:.4f}'} ({windows} windows)", flush=True)
-        save()
+        save(list(variants), kind)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Run from the repository root (attnkit need not be installed):
 
-    PYTHONPATH=. python benchmarks/listops.py                      # GPU: 5 kernels x 1.2 min + speed table, about 8 minutes in all
+    PYTHONPATH=. python benchmarks/listops.py                      # GPU: each kernel under the time budget, then the speed table
     python benchmarks/listops.py --quick --device cpu --results /tmp/lq  # the recipe's quick variant: a smoke test
 
 Accuracy: the ``listops-small`` recipe (``attnkit recipes``: 4 layers, d_model 128, 4 heads,

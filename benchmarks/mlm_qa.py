@@ -4,6 +4,8 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/mlm_qa.py --data DATA                          # one GPU: both recipes (the MLM-QA one with its stage), then the timing
     python benchmarks/mlm_qa.py --data DATA --quick --device cpu      # smoke run: the recipes' quick variants
+    python benchmarks/mlm_qa.py --data DATA --parts train --work RUNS  # the runs and scores (may share the card)...
+    python benchmarks/mlm_qa.py --data DATA --parts timing --work RUNS # ...then answers per second, alone on the card
 
 Both models train through the one run path on the same split (40 articles to train, the last 8
 to evaluate) and schedule: ``xquad-minilm`` (a span head, Devlin et al. 2019, section 4.2) and
@@ -20,7 +22,8 @@ of a question, with its n-best span search; the MLM model over its one row per q
 its passage-span search).
 Results go to ``benchmarks/results/mlm-qa-<device>-<date>.json``, written after each recipe's scores and
 again after its timing; a file of that device and date is read first and only the recipes run are
-replaced (``--recipes`` picks them), so they may run in separate calls.
+replaced (``--recipes`` picks them), so they may run in separate calls. ``--parts timing`` adds the
+answers per second of the runs kept in ``--work`` by an earlier ``--parts train`` call to its scores.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ except ImportError:  # another installed package is called "benchmarks": use the
     import common  # type: ignore[no-redef]  # noqa: E402
 
 RECIPES = {"extractive": ("qa", "xquad-minilm"), "mlm": ("mlm-qa", "xquad-mlm-qa")}
+PARTS = ("train", "timing")
+
+
+def parse_parts(text: str) -> list[str]:
+    """``--parts``: a comma-separated subset of :data:`PARTS` (``all``: both), in the order given."""
+    return common.parse_parts(text, PARTS)
 
 
 def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[dict[str, Any], Any]:
@@ -66,15 +75,31 @@ def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[
     return row, report
 
 
-def answers_per_second(kind: str, report: Any, device: torch.device, repeats: int) -> float:
+def saved_run(kind: str, work: Path) -> tuple[Any, Path]:
+    """The data config and model directory of ``kind``'s finished run in ``work`` (from its ``run_config.json``)."""
+    from attnkit.errors import CheckpointError
+    from attnkit.runs import job
+    from attnkit.runs.path import read_run_config
+
+    out = work / kind
+    try:
+        saved = read_run_config(out)
+    except CheckpointError:
+        raise SystemExit(f"--parts timing: {out} holds no finished {RECIPES[kind][1]} run; train it first with --parts train --work {work}")
+    if not (out / "model").is_dir():
+        raise SystemExit(f"--parts timing: {out / 'model'} does not exist; the {RECIPES[kind][1]} run did not finish")
+    return job(RECIPES[kind][0]).config_types["data"].from_dict(saved["data"], prefix="data."), out / "model"
+
+
+def answers_per_second(kind: str, d: Any, model_dir: Path, device: torch.device, repeats: int) -> float:
+    """Questions answered per second by the saved model in ``model_dir`` (``d``: its run's data config)."""
     import attnkit
     from attnkit.data.wordpiece import WordPieceTokenizer
     from attnkit.runs.qa import load_questions
 
-    d = report.configs["data"]
     _, dev = load_questions(d)
-    model = attnkit.load(report.model_dir, map_location=device).eval()
-    tok = WordPieceTokenizer.from_file(report.model_dir)
+    model = attnkit.load(model_dir, map_location=device).eval()
+    tok = WordPieceTokenizer.from_file(model_dir)
     if kind == "extractive":
         from attnkit.data.squad import make_windows
         from attnkit.training.qa import extract_answers, window_logits
@@ -109,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed answering passes over the evaluation questions")
     ap.add_argument("--quick", action="store_true", help="the recipes' quick variants")
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated: {', '.join(RECIPES)} (default both)")
+    ap.add_argument("--parts", type=parse_parts, default=list(PARTS),
+                    help="comma-separated: train (the runs and their scores), timing (answers per second of the saved models); "
+                         "default both. Timing alone reads the runs of an earlier --parts train call from --work")
+    ap.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary directory, removed)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)
@@ -116,20 +145,40 @@ def main(argv: list[str] | None = None) -> None:
     bad = [k for k in kinds if k not in RECIPES]
     if bad or not kinds:
         raise SystemExit(f"unknown recipe {bad[0] if bad else args.recipes!r}; choose from {', '.join(RECIPES)}")
+    if "train" not in args.parts and args.work is None:
+        raise SystemExit("--parts timing without train needs --work, the folder of the earlier --parts train call")
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
-    payload = common.read_day_json("mlm-qa", env, args.out_dir, suffix=suffix)  # recipes of earlier calls that day are kept
-    payload.update(environment=env, quick=args.quick, recipes={k: v[1] for k, v in RECIPES.items()},
-                   command=" ".join(["python", "benchmarks/mlm_qa.py", *(argv or sys.argv[1:])]))
-    results: dict[str, Any] = payload.setdefault("results", {})
+    command = " ".join(["python", "benchmarks/mlm_qa.py", *(argv or sys.argv[1:])])
+
+    def save(kind: str, row: dict[str, Any]) -> Path:
+        """Merge ``row`` into ``kind``'s results in the day's JSON (other recipes and calls, also concurrent ones, are kept)."""
+        def update(disk: dict[str, Any]) -> None:
+            disk.update(quick=args.quick, recipes={k: v[1] for k, v in RECIPES.items()}, command=command)
+            if "train" in args.parts:
+                disk.setdefault("results", {})[kind] = dict(row)
+            else:
+                if kind not in disk.get("results", {}):
+                    raise SystemExit(f"--parts timing: the day's JSON has no {kind} scores; run --parts train first")
+                disk["results"][kind].update(row)
+            disk.setdefault("commands", {})[kind] = command
+
+        return common.update_day_json("mlm-qa", env, update, args.out_dir, suffix=suffix)
+
+    path = common.results_path("mlm-qa", env, args.out_dir, suffix=suffix)
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
         for kind in kinds:
-            row, report = train(kind, args.data, Path(tmp), str(device), args.quick)
-            results[kind] = row
-            common.write_json("mlm-qa", payload, args.out_dir, suffix=suffix)  # the scores, before the timing
-            row["answers_per_s"] = answers_per_second(kind, report, device, 1 if args.quick else args.repeats)
-            path = common.write_json("mlm-qa", payload, args.out_dir, suffix=suffix)
-            print(f"{kind:10} EM {row['exact_match']:.2f} F1 {row['f1']:.2f}, {row['answers_per_s']:.1f} answers/s", flush=True)
+            row: dict[str, Any] = {}
+            if "train" in args.parts:
+                row, _ = train(kind, args.data, work, str(device), args.quick)
+                path = save(kind, row)  # the scores, before the timing
+                print(f"{kind:10} EM {row['exact_match']:.2f} F1 {row['f1']:.2f}", flush=True)
+            if "timing" in args.parts:
+                d, model_dir = saved_run(kind, work)
+                row["answers_per_s"] = answers_per_second(kind, d, model_dir, device, 1 if args.quick else args.repeats)
+                path = save(kind, row if "train" in args.parts else {"answers_per_s": row["answers_per_s"]})
+                print(f"{kind:10} {row['answers_per_s']:.1f} answers/s", flush=True)
     print(f"wrote {path}")
 
 

@@ -30,9 +30,6 @@ layers of the base (counted from the base's own weight shapes), the base weights
 adapter equal the base's, and both runs start from the same validation loss. Results go to
 ``benchmarks/results/peft-adapt-<device>-<date>.json``, written after the base and after each
 adaptation, so a run cut short keeps what it finished.
-
-Expected duration on one H100: about 1 minute for the base (2,500 steps) and well under a
-minute for each adaptation (1,000 steps of 64 windows of 256 characters).
 """
 
 from __future__ import annotations

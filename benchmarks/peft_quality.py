@@ -41,10 +41,6 @@ Runs already in that day's file with the same steps, batch, length and learning 
 seeds or tasks run in separate calls add up to one summary. ``--tag NAME`` writes
 ``peft-quality-<device>-<date>-NAME.json`` instead, for runs with other settings (LoRA against full
 fine-tuning over a longer run: ``--tasks sst2 --methods full,lora,lora-all --steps 2000 --tag 2000steps``).
-
-Expected duration on one H100: about 10-25 s per method and library at the default 400 steps of
-32 (31 runs per task and seed, peft's QLoRA needing bitsandbytes: about 3.5 minutes for SST-2 and
-3 for RTE); five seeds of both tasks take about 30 minutes.
 """
 
 from __future__ import annotations

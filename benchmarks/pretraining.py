@@ -35,7 +35,8 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
 
 Results go to ``benchmarks/results/pretraining-<device>-<date>.json``, written after each objective's
 throughput, each SST-2 seed and each translation run. A file of that device and date is read first and
-only what this call finishes is replaced, so parts run in separate calls end up in one file; the
+only what this call finishes is replaced, under a file lock, so parts run in separate or concurrent calls
+end up in one file (``--compare`` and ``--translations`` split a part's runs between calls); the
 electra-vs-mlm part takes masked LM's and ELECTRA's steps per second from the throughput rows there
 when both are present, and measures them first otherwise.
 """
@@ -166,7 +167,7 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
 
     result: dict[str, Any] = {"minutes": args.minutes, "seeds": args.seeds, "finetune_epochs": args.finetune_epochs or "recipe",
                               "objectives": {}}
-    for name in ("mlm", "electra"):
+    for name in args.compare:
         steps = 6 if args.quick else max(int(args.minutes * 60 * rows[name]["steps_per_s"]), 1)
         out = tmp / f"pretrain-{name}"
         t0 = time.perf_counter()
@@ -199,7 +200,7 @@ def translation(tmp: Path, args: argparse.Namespace, device: torch.device,
     from attnkit.runs.path import run_stages
 
     out: dict[str, Any] = {}
-    for name in ("multi30k-de-en", "multi30k-de-en-bart", "multi30k-de-en-mass"):
+    for name in args.translations:
         recipe = recipes.get(name)
         job = runs.job("translate")
         where = tmp / name
@@ -217,6 +218,7 @@ def translation(tmp: Path, args: argparse.Namespace, device: torch.device,
 
 
 PARTS = ("throughput", "electra-vs-mlm", "translation")
+TRANSLATIONS = ("multi30k-de-en", "multi30k-de-en-bart", "multi30k-de-en-mass")
 
 
 def parse_parts(text: str) -> list[str]:
@@ -235,6 +237,10 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--steps", type=int, default=200, help="training steps per objective for the throughput (default 200)")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining wall time of masked LM and of ELECTRA (default 5)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SST-2 fine-tuning seeds (default 0 1 2)")
+    p.add_argument("--compare", nargs="+", choices=["mlm", "electra"], default=["mlm", "electra"],
+                   help="the objectives electra-vs-mlm pretrains and fine-tunes (default both; one each in concurrent calls)")
+    p.add_argument("--translations", nargs="+", choices=list(TRANSLATIONS), default=list(TRANSLATIONS),
+                   help="the translation part's runs (default all three; a few each in concurrent calls)")
     p.add_argument("--finetune-epochs", type=float, default=None,
                    help="SST-2 fine-tuning epochs of each pretrained encoder (default: the sst2-minilm recipe's 3)")
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants, a few steps: checks the script, not speed")
@@ -258,6 +264,12 @@ def main(argv: list[str] | None = None) -> Path:
                 rows = {r["objective"]: r for r in disk.get("throughput", []) if isinstance(r, dict) and "objective" in r}
                 rows.update(value)
                 disk[key] = [rows[n] for n in OBJECTIVES if n in rows]
+            elif key == "translation":  # per recipe: other calls' recipes are kept
+                disk[key] = {**disk.get(key, {}), **value}
+            elif key == "electra_vs_mlm":  # per objective, as long as the settings agree
+                earlier = disk.get(key, {})
+                same = all(earlier.get(k) == value[k] for k in ("minutes", "seeds", "finetune_epochs"))
+                disk[key] = {**value, "objectives": {**(earlier.get("objectives", {}) if same else {}), **value["objectives"]}}
             else:
                 disk[key] = value
 
@@ -272,7 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
             for name in args.objectives:
                 save_row(throughput(name, Path(tmp), args, device))
         if "electra-vs-mlm" in args.parts:
-            for name in ("mlm", "electra"):
+            for name in args.compare:
                 if name in done and "steps_per_s" in done[name]:
                     print(f"{name}: {done[name]['steps_per_s']:.2f} steps/s from the throughput rows of this date")
                 else:

@@ -42,3 +42,38 @@ def test_set_reaches_the_throughput_recipes_and_is_recorded(bench, tmp_path):
         rows[len(extra)] = json.loads(Path(path).read_text())["throughput"][0]
     assert rows[0]["overrides"] == [] and rows[2]["overrides"] == ["model.n_layers=2"]
     assert rows[2]["active_parameters"] != rows[0]["active_parameters"]
+
+
+def test_translation_runs_of_separate_calls_end_up_in_one_part(bench, tmp_path):
+    """``--translations`` splits the part between calls (concurrent ones too): each call's runs are merged, none lost."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    if not (root / "multi30k" / "train.de.gz").exists():
+        pytest.skip("../shared/data/multi30k is not here")
+    common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "translation", "--out-dir", str(tmp_path)]
+    bench.main([*common, "--translations", "multi30k-de-en"])
+    path = bench.main([*common, "--translations", "multi30k-de-en-bart"])
+    part = json.loads(Path(path).read_text())["translation"]
+    assert set(part) == {"multi30k-de-en", "multi30k-de-en-bart"}
+    assert all("test_bleu" in r for r in part.values())
+
+
+def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_path):
+    """``--compare`` splits electra-vs-mlm between calls: each objective's pretraining and fine-tuning is kept."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    if not (root / "tinyshakespeare" / "input.txt").exists() or not (root / "sst2" / "train.tsv").exists():
+        pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
+    common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
+              "--out-dir", str(tmp_path)]
+    bench.main([*common, "--compare", "mlm"])
+    path = bench.main([*common, "--compare", "electra"])
+    payload = json.loads(Path(path).read_text())
+    part = payload["electra_vs_mlm"]
+    assert set(part["objectives"]) == {"mlm", "electra"} and part["seeds"] == [0]
+    assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part["objectives"].values())
+    assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
