@@ -22,10 +22,19 @@ def bench_args(**kw) -> argparse.Namespace:
 
 @pytest.mark.parametrize("task, recipe, kind, metric", [("sst2", "sst2-minilm", "classify", "accuracy"),
                                                         ("rte", "rte-minilm", "classify", "accuracy"),
-                                                        ("wnut17", "wnut17-minilm", "ner", "f1"), ("xquad", "xquad-minilm", "qa", "f1")])
+                                                        ("wnut17", "wnut17-minilm", "ner", "f1"), ("xquad", "xquad-minilm", "qa", "f1"),
+                                                        ("sst2-features", "sst2-minilm-features", "classify", "accuracy"),
+                                                        ("wnut17-features", "wnut17-minilm-features", "ner", "f1")])
 def test_each_task_runs_its_recipe(bench, task, recipe, kind, metric):
     r = bench.recipe_of(task)
     assert (r.name, r.task, bench.metric_name(task)) == (recipe, kind, metric)
+
+
+def test_the_feature_based_tasks_freeze_the_encoder_their_fine_tuned_twins_train(bench):
+    for task in ("sst2", "wnut17"):
+        assert bench.recipe_of(task).data.features == "none"  # type: ignore[attr-defined]
+        assert bench.recipe_of(f"{task}-features").data.features == "last4"  # type: ignore[attr-defined]
+    assert "sst2-features" not in bench.DEFAULT_TASKS
 
 
 def test_recorded_command_is_one_attnkit_parses(bench):
