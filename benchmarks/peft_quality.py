@@ -23,8 +23,10 @@ method (peft: ``modules_to_save``), on the pooled [CLS] state in both libraries;
 stays frozen in both and takes no adapter.
 
 Both libraries get the same examples tokenized once by attnkit's WordPiece tokenizer (at most
-``--max-len`` tokens), the same seed, batch size, number of steps, AdamW (weight decay 0.01),
-learning rate per method (``LR``), linear decay after 10% warm-up and bf16 autocast on CUDA.
+``--max-len`` tokens), the same seed, batch size, number of steps, batches drawn at random,
+AdamW (eps 1e-6, weight decay 0.01 on the weight matrices, none on biases and LayerNorm parameters),
+learning rate per method (``LR``), gradient clipping at norm 1, linear decay after 10% warm-up and
+bf16 autocast on CUDA.
 attnkit trains through the one run path (the ``sst2-minilm-lora`` / ``rte-minilm-lora`` recipes
 with ``peft.method`` set), peft with a plain loop over ``transformers``'
 ``BertForSequenceClassification``. Dev accuracy is measured once at the end; wall time covers
@@ -75,6 +77,8 @@ N_VIRTUAL = 20
 # matches the attention output). The pooler (bert.pooler.dense / bert.pooler) is left out of both: it stays frozen, as
 # in every method.
 LORA_ALL = {"r": 16, "alpha": 32.0, "dropout": 0.05}
+ADAM_EPS = 1e-6  # the lora recipes' AdamW epsilon, given to both libraries
+WEIGHT_DECAY = 0.01  # the lora recipes' decay of the weight matrices
 HF_ALL_LINEAR = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
@@ -93,6 +97,17 @@ def attnkit_peft_sets(method: str) -> list[str]:
     return sets
 
 
+def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, device: str, quick: bool) -> list[str]:
+    """Every ``--set`` assignment of an attnkit run over the ``<task>-minilm-lora`` recipe: the method, the schedule and
+    optimizer the peft loop uses too, and batches drawn at random (``data.bucket_size=1``), as the peft loop draws them."""
+    sets = [*attnkit_peft_sets(method), "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
+            "data.warmup_from_ratio=false", f"train.steps={steps}", f"train.schedule.warmup={steps // 10}", f"train.eval.every={steps}",
+            f"train.batch_size={batch}", f"train.optim.lr={LR[method]}", f"data.max_len={max_len}", f"train.seed={seed}",
+            f"train.device={json.dumps(device)}", "train.optim.layer_decay=1.0", f"train.log_every={max(1, steps // 4)}",
+            f"train.optim.eps={ADAM_EPS}", f"train.optim.weight_decay={WEIGHT_DECAY}", "data.bucket_size=1"]
+    return sets + (["data.limit=64", "data.eval_limit=32"] if quick else [])
+
+
 def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int,
                  expect_trainable: int | None = None) -> dict[str, Any]:
     """One attnkit run through the run path; with ``expect_trainable``, raise :class:`TrainableMismatch` before the first
@@ -101,12 +116,7 @@ def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run
 
-    sets = [*attnkit_peft_sets(method), "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
-            "data.warmup_from_ratio=false", f"train.steps={steps}", f"train.schedule.warmup={steps // 10}", f"train.eval.every={steps}",
-            f"train.batch_size={batch}", f"train.optim.lr={LR[method]}", f"data.max_len={max_len}", f"train.seed={seed}",
-            f"train.device={json.dumps(device)}", "train.optim.layer_decay=1.0", f"train.log_every={max(1, steps // 4)}"]
-    if quick:
-        sets += ["data.limit=64", "data.eval_limit=32"]
+    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick)
     j = job("classify")
     if expect_trainable is not None:  # the job's prepare() builds and adapts the model; the Trainer starts after it
         prepare = j.prepare
@@ -197,6 +207,14 @@ def _batches(enc: Any, order: list[int], batch: int, pad: int, device: torch.dev
     return out
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
+    """The peft loop's optimizer, set as attnkit's Trainer sets it for the recipe: AdamW with eps ``ADAM_EPS``, weight decay
+    0.01 on the matrices and none on biases and LayerNorm parameters (``ndim < 2``)."""
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=ADAM_EPS)
+
+
 def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
              seed: int) -> dict[str, Any]:
     from attnkit.data.glue import read_classification_tsv
@@ -217,7 +235,7 @@ def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len
     except Exception as e:  # noqa: BLE001 - a method peft cannot build here is a result
         return {"error": str(e).splitlines()[0][:300]}
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR[method], weight_decay=0.01)
+    opt = adamw(params, LR[method])
     warm = steps // 10
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (steps - s) / max(steps - warm, 1)))
     rng = random.Random(seed)
@@ -345,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
     suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
-    settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len}
+    settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
+                "weight_decay": WEIGHT_DECAY, "batch_order": "random"}  # runs of other loop settings are not merged with these
     # runs of earlier calls on this device and date with the same settings and learning rates are kept, so seeds or tasks
     # run in separate calls end up in one file and one summary
     earlier = common.read_day_json("peft-quality", env, args.out_dir, suffix=suffix)

@@ -97,3 +97,36 @@ def test_a_trainable_count_unlike_peft_stops_the_run_before_training(bench, monk
     monkeypatch.setattr(Trainer, "fit", no_fit)
     with pytest.raises(bench.TrainableMismatch, match="attnkit trains 664,322 parameters, peft 1"):
         bench.run_attnkit("sst2", "lora-all", DATA, 4, 8, 32, True, "cpu", 0, expect_trainable=1)
+
+
+def test_the_peft_loop_optimises_as_the_recipe_does(bench, hf_bert_dir: str) -> None:
+    """The peft loop's AdamW takes the recipe's epsilon and weight decay, and decays exactly the parameters attnkit's
+    optimizer decays on the same model (the matrices; not biases or LayerNorm parameters)."""
+    from attnkit.training.optim import param_groups
+
+    optim = recipes.get("sst2-minilm-lora").train.optim  # type: ignore[attr-defined]
+    assert (bench.ADAM_EPS, bench.WEIGHT_DECAY) == (optim.eps, optim.weight_decay)
+    model = peft.get_peft_model(transformers.BertForSequenceClassification.from_pretrained(hf_bert_dir), bench.peft_config("lora-all"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = bench.adamw(params, 1e-3)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(g["eps"] == optim.eps and g["lr"] == 1e-3 for g in opt.param_groups)
+    reference = {id(p) for g in param_groups(model, optim.weight_decay) if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == reference and {id(p) for p in params} - decayed  # the classifier's bias, for one, is not decayed
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
+
+
+def test_the_attnkit_runs_draw_their_batches_at_random(bench, tmp_path: Path) -> None:
+    """The attnkit runs' settings: the peft loop's optimizer and schedule, and ``data.bucket_size=1``: each batch drawn alone
+    (no length sorting across batches), like the peft loop's."""
+    from attnkit.data.batching import bucketed_batches
+
+    sets = bench.attnkit_sets("lora-all", 2000, 32, 128, 0, "cpu", False)
+    cfgs = resolve_configs(job("classify"), recipe=recipes.get("sst2-minilm-lora"), root=tmp_path, log=lambda s: None, assignments=sets)
+    optim = cfgs["train"].optim
+    assert cfgs["data"].bucket_size == 1 and (optim.eps, optim.weight_decay, optim.clip_norm) == (bench.ADAM_EPS, bench.WEIGHT_DECAY, 1.0)
+    assert (cfgs["train"].steps, cfgs["train"].schedule.warmup, cfgs["train"].batch_size) == (2000, 200, 32)
+    lengths = list(range(1, 65))
+    batches = list(bucketed_batches(lengths, 8, bucket_size=1, seed=0, epoch=0))
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert sum(spans) / len(spans) > 20  # random batches of 1..64 span most of the range; bucketed ones would not
