@@ -10,7 +10,8 @@
    character (loss / ln 2). The first segment of each row has no memory. The same recipe is also trained with
    longer memories (``--xl-mem-factors``: 2x and 4x the recipe's, 256 and 512), each scored with its own memory, and
    as a plain model of the same attention length: segments of ``segment + mem_len`` (256) without memory, scored on
-   segments of that length.
+   segments of that length. ``--train-only RUN ...`` trains some of these runs and exits, so they can train in
+   concurrent calls sharing ``--runs``; the ``--parts xl`` call after them reuses the finished runs and scores them.
 2. Evaluation speed: the XL model scores the first ``--speed-tokens`` validation tokens, cut into ``--speed-rows``
    rows read side by side, with memory, against recomputing a sliding window of ``mem_len + segment`` tokens of
    the row for every position (one forward per target, batched); both losses and the speed-up.
@@ -83,6 +84,20 @@ def train(name: str, out: Path, root: str, quick: bool, device: torch.device, ex
         configs = resolve_configs(job, recipe=recipe, assignments=[f"train.device={device}", *extra], quick=quick,
                                   cuda=device.type == "cuda", root=root)
         run(job, configs, out, recipe=name, progress=False, resume=resume)
+    return out
+
+
+def xl_runs(args: argparse.Namespace, device: torch.device) -> dict[str, list[str]]:
+    """Part 1's trainings of the ``shakespeare-xl`` recipe: run folder -> its assignments (the recipe itself, without
+    memory, with each longer memory of ``--xl-mem-factors``, and the plain model of the same attention length)."""
+    cfg = resolve_configs(runs.job("lm"), recipe=recipes.get("shakespeare-xl"), quick=args.quick, cuda=device.type == "cuda",
+                          root=args.data_root, log=lambda s: None)
+    seg, mem, context = cfg["data"].segment, cfg["data"].mem_len, cfg["model"].context  # type: ignore[attr-defined]
+    out: dict[str, list[str]] = {"xl": [], "xl-no-memory": ["data.mem_len=0"]}
+    for factor in args.xl_mem_factors:
+        out[f"xl-memory-{factor * mem}"] = [f"data.mem_len={factor * mem}", f"model.context={max(context, seg + factor * mem)}"]
+    plain = seg + mem  # the keys a query of the XL model reaches at most
+    out[f"plain-{plain}"] = ["data.mem_len=0", f"data.segment={plain}", f"model.context={max(context, plain)}"]
     return out
 
 
@@ -436,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-tokens", type=int, default=32768, help="validation tokens of the evaluation-speed comparison")
     p.add_argument("--xl-mem-factors", type=int, nargs="*", default=[2, 4],
                    help="part 1 also trains the XL recipe with these multiples of its memory (default 2 4; none: only the recipe's)")
+    p.add_argument("--train-only", nargs="+", default=[], metavar="RUN",
+                   help="only train these runs of part 1 into --runs and exit (xl, xl-no-memory, xl-memory-M, plain-L), so they "
+                        "can train in concurrent calls; a later --parts xl reuses them")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--parts", type=parse_parts, default=list(PARTS),
                    help="comma-separated parts to run: xl (XL with and without memory), speed (evaluation with memory "
@@ -478,28 +496,33 @@ def main(argv: list[str] | None = None) -> int:
         """Write the JSON with ``part`` finished."""
         print(f"wrote {write(part, True)} ({part})")
 
+    trainings = xl_runs(args, device) if args.train_only or "xl" in parts or "speed" in parts else {}
+    if args.train_only:
+        unknown = [n for n in args.train_only if n not in trainings]
+        if unknown:
+            raise SystemExit(f"--train-only {unknown[0]}: part 1 trains {', '.join(trainings)}")
+        for name in args.train_only:
+            print(f"trained {train('shakespeare-xl', root / name, args.data_root, args.quick, device, trainings[name])}")
+        return 0
     if "xl" in parts or "speed" in parts:
-        xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, [])
+        xl_dir = train("shakespeare-xl", root / "xl", args.data_root, args.quick, device, trainings["xl"])
         model, cfg, valid = load_run(xl_dir, device)
         seg, mem = cfg["data"]["segment"], cfg["data"]["mem_len"]
     if "xl" in parts:
-        nomem_dir = train("shakespeare-xl", root / "xl-no-memory", args.data_root, args.quick, device, ["data.mem_len=0"])
+        nomem_dir = train("shakespeare-xl", root / "xl-no-memory", args.data_root, args.quick, device, trainings["xl-no-memory"])
         nomem, _, _ = load_run(nomem_dir, device)
         payload["xl"].update({
             "segment": seg, "mem_len": mem,
             "trained_with_memory": stream_scores(model, valid, seg, [0, mem, 2 * mem], args.rows),
             "trained_without_memory": stream_scores(nomem, valid, seg, [0, mem], args.rows),
         })
-        base_context = cfg["model"]["context"]
         longer = {}
         for factor in args.xl_mem_factors:
             m = factor * mem
-            run_dir = train("shakespeare-xl", root / f"xl-memory-{m}", args.data_root, args.quick, device,
-                            [f"data.mem_len={m}", f"model.context={max(base_context, seg + m)}"])
+            run_dir = train("shakespeare-xl", root / f"xl-memory-{m}", args.data_root, args.quick, device, trainings[f"xl-memory-{m}"])
             longer[str(m)] = stream_scores(load_run(run_dir, device)[0], valid, seg, [m], args.rows)[str(m)]
         plain_len = seg + mem  # the keys a query of the XL model reaches at most
-        plain_dir = train("shakespeare-xl", root / f"plain-{plain_len}", args.data_root, args.quick, device,
-                          ["data.mem_len=0", f"data.segment={plain_len}", f"model.context={max(base_context, plain_len)}"])
+        plain_dir = train("shakespeare-xl", root / f"plain-{plain_len}", args.data_root, args.quick, device, trainings[f"plain-{plain_len}"])
         payload["xl"].update({
             "trained_with_longer_memory": longer,  # memory length -> scores with that memory at evaluation
             "plain_same_attention_length": {"segment": plain_len,

@@ -122,3 +122,29 @@ def test_span_timing_warms_up_every_key_length(bench):
     warm, timed = keys[:-steps], keys[-steps:]
     assert sorted(set(keys)) == [seg, 2 * seg, 3 * seg, 4 * seg]
     assert set(timed) <= set(warm)
+
+
+def test_train_only_trains_the_named_runs_of_part_one_as_the_xl_part_would(bench, tmp_path):
+    """``--train-only``: the named runs of part 1 train into ``--runs`` with the assignments part 1 gives them (its
+    later call reuses them), nothing is written to the results, and an unknown name lists the runs there are."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import torch
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "tinyshakespeare" / "input.txt").is_file():
+        pytest.skip(f"tiny Shakespeare not found under {data}")
+    args = argparse.Namespace(quick=True, data_root=str(data), xl_mem_factors=[2, 4])
+    trainings = bench.xl_runs(args, torch.device("cpu"))  # quick recipe: segment 16, memory 16, context 32
+    assert trainings == {"xl": [], "xl-no-memory": ["data.mem_len=0"],
+                         "xl-memory-32": ["data.mem_len=32", "model.context=48"], "xl-memory-64": ["data.mem_len=64", "model.context=80"],
+                         "plain-32": ["data.mem_len=0", "data.segment=32", "model.context=32"]}
+    common = ["--data-root", str(data), "--quick", "--device", "cpu", "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "r")]
+    assert bench.main([*common, "--train-only", "plain-32"]) == 0
+    saved = json.loads((tmp_path / "runs" / "quick" / "plain-32" / "run_config.json").read_text())
+    assert (saved["data"]["mem_len"], saved["data"]["segment"], saved["model"]["context"]) == (0, 32, 32)
+    assert (tmp_path / "runs" / "quick" / "plain-32" / "eval.json").is_file() and not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit, match="part 1 trains xl, xl-no-memory"):
+        bench.main([*common, "--train-only", "plain-64"])
