@@ -522,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = train("shakespeare-xl", root / f"xl-memory-{m}", args.data_root, args.quick, device, trainings[f"xl-memory-{m}"])
             longer[str(m)] = stream_scores(load_run(run_dir, device)[0], valid, seg, [m], args.rows)[str(m)]
         plain_len = seg + mem  # the keys a query of the XL model reaches at most
-        plain_dir = train("shakespeare-xl", root / f"plain-{plain_len}", args.data_root, args.quick, device, trainings[f"plain-{plain_len}"])
+        plain_dir = train("shakespeare-xl", root / f"plain-{plain_len}", args.data_root, args.quick, device,
+                          trainings[f"plain-{plain_len}"])
         payload["xl"].update({
             "trained_with_longer_memory": longer,  # memory length -> scores with that memory at evaluation
             "plain_same_attention_length": {"segment": plain_len,

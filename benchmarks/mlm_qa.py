@@ -55,7 +55,7 @@ def parse_parts(text: str) -> list[str]:
     return common.parse_parts(text, PARTS)
 
 
-def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[dict[str, Any], Any]:
+def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> dict[str, Any]:
     from attnkit import recipes
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run, run_stages
@@ -72,7 +72,7 @@ def train(kind: str, data: Path, work: Path, device: str, quick: bool) -> tuple[
            "train_s": round(time.perf_counter() - t1, 1), "steps": report.result.step}
     if kind == "mlm":
         row["read_off"] = cfgs["data"].read_off  # the rule that read the answers off the k distributions
-    return row, report
+    return row
 
 
 def saved_run(kind: str, work: Path) -> tuple[Any, Path]:
@@ -85,7 +85,8 @@ def saved_run(kind: str, work: Path) -> tuple[Any, Path]:
     try:
         saved = read_run_config(out)
     except CheckpointError:
-        raise SystemExit(f"--parts timing: {out} holds no finished {RECIPES[kind][1]} run; train it first with --parts train --work {work}")
+        raise SystemExit(f"--parts timing: {out} holds no finished {RECIPES[kind][1]} run; "
+                         f"train it first with --parts train --work {work}") from None
     if not (out / "model").is_dir():
         raise SystemExit(f"--parts timing: {out / 'model'} does not exist; the {RECIPES[kind][1]} run did not finish")
     return job(RECIPES[kind][0]).config_types["data"].from_dict(saved["data"], prefix="data."), out / "model"
@@ -171,13 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         for kind in kinds:
             row: dict[str, Any] = {}
             if "train" in args.parts:
-                row, _ = train(kind, args.data, work, str(device), args.quick)
+                row = train(kind, args.data, work, str(device), args.quick)
                 path = save(kind, row)  # the scores, before the timing
                 print(f"{kind:10} EM {row['exact_match']:.2f} F1 {row['f1']:.2f}", flush=True)
             if "timing" in args.parts:
                 d, model_dir = saved_run(kind, work)
                 row["answers_per_s"] = answers_per_second(kind, d, model_dir, device, 1 if args.quick else args.repeats)
-                path = save(kind, row if "train" in args.parts else {"answers_per_s": row["answers_per_s"]})
+                path = save(kind, row)  # with --parts timing alone, row holds only the speed
                 print(f"{kind:10} {row['answers_per_s']:.1f} answers/s", flush=True)
     print(f"wrote {path}")
 
