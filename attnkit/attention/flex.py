@@ -17,6 +17,7 @@ falling back. Workloads with many distinct lengths should pad lengths to a few b
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from types import FunctionType
 from typing import Any, Callable
@@ -227,58 +228,56 @@ def positional(
     gqa = q.shape[1] != k.shape[1]
     band = getattr(score_mod, "band_values", None)  # T5's band (attnkit.positions.t5_band): its gradient comes after
     if band is not None:
-        if not (causal and isinstance(kernel, ScaledDotProduct)) or _BAND_FAILED:
+        if not (causal and isinstance(kernel, ScaledDotProduct)):
             return None  # the band's gradient assumes every earlier key visible
-        return _band_call(compiled(name="t5_band"), q, k, v, bm, band, key_keep, scale, gqa)
+        return _unless_failed("the T5 band", "T5's bias goes to the kernel's bias argument (t5_train_path=distance)",
+                              lambda: _band_call(compiled(name="t5_band"), q, k, v, bm, band, key_keep, scale, gqa))
 
+    mod = _with_padding(score_mod, key_keep)
+    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
+    name = f"the score_mod {getattr(score_mod, '__name__', 'score_mod')!r}"
+    return _unless_failed(name, "its calls take the kernel's bias argument",
+                          lambda: fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa))
+
+
+def _with_padding(score_mod: Callable[..., Tensor], key_keep: Tensor | None) -> Callable[..., Tensor]:
+    """``score_mod`` with the padding keys (``key_keep[b, j]`` False) at -inf (the compiled function always sees this
+    one wrapper)."""
     def mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         s = score_mod(score, b, h, q_idx, kv_idx)
         return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
 
-    name = getattr(score_mod, "__name__", "score_mod")
-    if name in _MOD_FAILED:
+    return mod
+
+
+_FAILED: dict[str, str] = {}  # what did not compile in this process (``_unless_failed``'s names) -> its error
+
+
+def _unless_failed(name: str, instead: str, call: Callable[[], Tensor | None]) -> Tensor | None:
+    """``call()`` (a compiled FlexAttention call), or None, the caller's cue to take the kernel's bias path: where
+    ``name`` failed to compile earlier in this process, or fails now (Triton out of shared memory on this card, say),
+    which warns once with the error and ``instead``."""
+    if name in _FAILED:
         return None
-    fn = compiled(autotune=tiles is not None and tuple(tiles) != (128, 128))
     try:
-        return fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa)
-    except Exception as e:  # noqa: BLE001 - a kernel this card cannot compile: the kernel's bias path computes the same
+        return call()
+    except Exception as e:  # noqa: BLE001 - a kernel this card cannot compile: the bias path computes the same
         if torch.compiler.is_compiling():
             raise
-        _MOD_FAILED[name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        import warnings
-
-        warnings.warn(f"FlexAttention with the positional score_mod {name!r} did not compile ({_MOD_FAILED[name]}); its "
-                      "calls take the kernel's bias argument in this process", RuntimeWarning, stacklevel=2)
+        _FAILED[name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        warnings.warn(f"FlexAttention with {name} did not compile ({_FAILED[name]}); {instead} in this process", RuntimeWarning,
+                      stacklevel=3)
         return None
-
-
-_BAND_FAILED: list[str] = []  # the error that stopped the band path in this process, if any
-_MOD_FAILED: dict[str, str] = {}  # score_mod name -> the error that stopped it in this process
 
 
 def _band_call(fn: CompiledFlex, q: Tensor, k: Tensor, v: Tensor, bm: Any, band: Tensor, key_keep: Tensor | None,
-               scale: float, gqa: bool) -> Tensor | None:
+               scale: float, gqa: bool) -> Tensor:
     """T5's causal band in FlexAttention with the log-sum-exp, joined to the band's gradient
-    (:mod:`attnkit.positions.t5_band`). Where the kernel cannot be compiled for this card and shape, a warning
-    names the error and this process's T5 calls go to the kernel's ``bias=`` path (None)."""
-    import warnings
-
+    (:mod:`attnkit.positions.t5_band`); :func:`_unless_failed` turns a kernel that does not compile into the bias path."""
     from attnkit.positions.t5_band import band_score_mod, with_band_gradient
 
     read = band_score_mod(band.detach().to(q.dtype))  # in the queries' dtype, as the dense path adds the bias
-
-    def mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        s = read(score, b, h, q_idx, kv_idx)
-        return s if key_keep is None else torch.where(key_keep[b, kv_idx], s, -float("inf"))
-
+    mod = _with_padding(read, key_keep)
     lse_request = {"return_aux": AuxRequest(lse=True)} if AuxRequest is not None else {"return_lse": True}
-    try:
-        out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
-    except Exception as e:  # noqa: BLE001 - a kernel this card cannot compile: the bias path still trains correctly
-        if torch.compiler.is_compiling():
-            raise
-        _BAND_FAILED.append(f"{type(e).__name__}: {e}".splitlines()[0][:300])
-        warnings.warn(f"T5 bias: FlexAttention with the band did not compile ({_BAND_FAILED[0]}); T5's trained bias goes "
-                      "to the kernel's bias argument (t5_train_path=distance) in this process", RuntimeWarning, stacklevel=2)
-        return None
+    out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
     return with_band_gradient(out, aux if AuxRequest is None else aux.lse, band, q, k, v, scale, key_keep)

@@ -176,7 +176,7 @@ def test_a_score_mod_that_does_not_compile_warns_and_the_bias_path_answers(monke
     the error and the score_mod, then the kernel's bias path: the logits of the dense gather."""
     monkeypatch.setattr(flex, "available", lambda q: True)
     monkeypatch.setattr(flex, "MIN_QUERIES", 1)
-    monkeypatch.setattr(flex, "_MOD_FAILED", {})
+    monkeypatch.setattr(flex, "_FAILED", {})
     calls: list[str] = []
 
     def no_kernel(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -191,7 +191,7 @@ def test_a_score_mod_that_does_not_compile_warns_and_the_bias_path_answers(monke
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="'t5_bias' did not compile.*245760"):
         logits = model(ids).logits
     assert calls == ["mod"]  # tried once: the later layers skip it
-    assert "t5_bias" in flex._MOD_FAILED
+    assert list(flex._FAILED) == ["the score_mod 't5_bias'"] and "245760" in flex._FAILED["the score_mod 't5_bias'"]
     monkeypatch.setattr(flex, "available", lambda q: False)
     with torch.no_grad():
         torch.testing.assert_close(logits, model(ids).logits, atol=1e-12, rtol=0)
@@ -209,7 +209,7 @@ def test_a_band_kernel_that_does_not_compile_warns_and_trains_through_the_bias(m
     naming the error, then the same loss and gradients as the dense gather through the kernel's bias argument."""
     monkeypatch.setattr(flex, "available", lambda q: True)
     monkeypatch.setattr(flex, "MIN_QUERIES", 1)
-    monkeypatch.setattr(flex, "_BAND_FAILED", [])
+    monkeypatch.setattr(flex, "_FAILED", {})
 
     def no_band(*args, return_aux=None, **kwargs):  # type: ignore[no-untyped-def]
         if return_aux is not None:
@@ -221,7 +221,7 @@ def test_a_band_kernel_that_does_not_compile_warns_and_trains_through_the_bias(m
     loss_ref, grads_ref = gpt_loss_and_grads("dense", ids)
     with pytest.warns(RuntimeWarning, match="out of resource"):
         loss, grads = gpt_loss_and_grads("flex_band", ids)
-    assert flex._BAND_FAILED and "245760" in flex._BAND_FAILED[0]
+    assert "245760" in flex._FAILED["the T5 band"]
     torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
     for name, g in grads.items():
         torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=name)
