@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         """Put ``row`` into the day's file, keeping the runs other calls (earlier or concurrent) wrote there."""
         def update(disk: dict[str, Any]) -> None:
             rows = [r for r in disk.get("runs", []) if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])] + [row]
-            disk.update(environment=env, quick=args.quick, runs=rows, seeds=sorted({r["seed"] for r in rows}),
+            disk.update(quick=args.quick, runs=rows, seeds=sorted({r["seed"] for r in rows}),
                         summary=summarise(rows))
             payload.clear()
             payload.update(disk)

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
+    env = environment(device)
     root = Path(args.runs) / ("quick" if args.quick else "full")
     rows: dict[str, dict[str, Any]] = {}
     train_seconds: dict[str, float] = {}
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         def update(disk: dict[str, Any]) -> None:
             if disk.get("train_context", context) != context or disk.get("quick", args.quick) != args.quick:
                 disk.clear()  # another setting's rows do not belong in one table
-            disk.update({"benchmark": "length-extrapolation", "environment": environment(device), "quick": args.quick,
-                         "train_context": context, "lengths": lengths})
+            disk.update({"benchmark": "length-extrapolation", "quick": args.quick, "train_context": context, "lengths": lengths})
             disk.setdefault("validation_loss", {}).update({label: rows[label] for label in labels})
             disk.setdefault("train_seconds", {})[kind] = round(train_seconds[kind], 1)
             disk.setdefault("commands", {})[kind] = " ".join([sys.executable, *sys.argv])
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             merged.update(disk["validation_loss"])
 
         name = "length-extrapolation" + ("-quick" if args.quick else "")
-        path = update_day_json(name, environment(device), update, Path(args.out_dir) if args.out_dir else None)
+        path = update_day_json(name, env, update, Path(args.out_dir) if args.out_dir else None)
         plot(merged, lengths, context, path.with_suffix(".png"))
         print(f"wrote {path} and {path.with_suffix('.png')}")
 

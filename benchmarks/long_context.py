@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     def write(part: str, done: bool) -> Path:
         """Write ``part``'s key of the JSON (the keys of other calls that day, also concurrent ones, are kept)."""
         def update(disk: dict[str, Any]) -> None:
-            for k in ("benchmark", "quick", "environment", "command"):
+            for k in ("benchmark", "quick", "command"):
                 disk[k] = payload[k]
             disk[PART_KEYS[part]] = payload[PART_KEYS[part]]
             disk.setdefault("commands", {})[part] = payload["command"]

@@ -255,29 +255,34 @@ def main(argv: list[str] | None = None) -> Path:
     payload = common.read_day_json("pretraining", env, args.out_dir, suffix=suffix)
     done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", []) if isinstance(r, dict) and "objective" in r}
 
-    def save(part: str, key: str, value: Any) -> Path:
-        """Write the JSON with ``key`` set to ``value`` (what other calls that day wrote, also concurrently, is kept)."""
+    def save(part: str, key: str, merge: Callable[[Any], Any]) -> Path:
+        """Write the JSON with ``key`` set to ``merge(what the file holds there)``, re-read under the lock, so what other
+        calls that day wrote, also concurrently, is kept."""
         def update(disk: dict[str, Any]) -> None:
-            disk.update(environment=env, quick=args.quick)
+            disk["quick"] = args.quick
             disk.setdefault("commands", {})[part] = env["command"]
-            if key == "throughput":  # rows by objective: this call's rows replace those of the same objective
-                rows = {r["objective"]: r for r in disk.get("throughput", []) if isinstance(r, dict) and "objective" in r}
-                rows.update(value)
-                disk[key] = [rows[n] for n in OBJECTIVES if n in rows]
-            elif key == "translation":  # per recipe: other calls' recipes are kept
-                disk[key] = {**disk.get(key, {}), **value}
-            elif key == "electra_vs_mlm":  # per objective, as long as the settings agree
-                earlier = disk.get(key, {})
-                same = all(earlier.get(k) == value[k] for k in ("minutes", "seeds", "finetune_epochs"))
-                disk[key] = {**value, "objectives": {**(earlier.get("objectives", {}) if same else {}), **value["objectives"]}}
-            else:
-                disk[key] = value
+            disk[key] = merge(disk.get(key))
 
         return common.update_day_json("pretraining", env, update, args.out_dir, suffix=suffix)
 
     def save_row(row: dict[str, Any]) -> None:
+        """One objective's throughput row, replacing that objective's row of an earlier call."""
         done[row["objective"]] = row
-        save("throughput", "throughput", {row["objective"]: row})
+
+        def merge(old: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+            rows = {r["objective"]: r for r in old or [] if isinstance(r, dict) and "objective" in r}
+            rows[row["objective"]] = row
+            return [rows[n] for n in OBJECTIVES if n in rows]
+
+        save("throughput", "throughput", merge)
+
+    def merge_comparison(new: dict[str, Any]) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+        """electra-vs-mlm per objective: other calls' objectives are kept while the settings agree."""
+        def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+            old = old or {}
+            same = all(old.get(k) == new[k] for k in ("minutes", "seeds", "finetune_epochs"))
+            return {**new, "objectives": {**(old.get("objectives", {}) if same else {}), **new["objectives"]}}
+        return merge
 
     with tempfile.TemporaryDirectory() as tmp:
         if "throughput" in args.parts:
@@ -289,9 +294,9 @@ def main(argv: list[str] | None = None) -> Path:
                     print(f"{name}: {done[name]['steps_per_s']:.2f} steps/s from the throughput rows of this date")
                 else:
                     save_row(throughput(name, Path(tmp), args, device))
-            electra_vs_mlm(done, Path(tmp), args, device, lambda r: save("electra-vs-mlm", "electra_vs_mlm", r))
-        if "translation" in args.parts:
-            translation(Path(tmp), args, device, lambda r: save("translation", "translation", r))
+            electra_vs_mlm(done, Path(tmp), args, device, lambda r: save("electra-vs-mlm", "electra_vs_mlm", merge_comparison(r)))
+        if "translation" in args.parts:  # per recipe: other calls' recipes are kept
+            translation(Path(tmp), args, device, lambda r: save("translation", "translation", lambda old: {**(old or {}), **r}))
     path = common.results_path("pretraining", env, args.out_dir, suffix=suffix)
     print(f"wrote {path}")
     return path

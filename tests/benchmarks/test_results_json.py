@@ -58,7 +58,9 @@ def test_concurrent_calls_each_keep_what_the_other_wrote(common, env, tmp_path):
     for w in writers:
         w.join(120)
         assert w.exitcode == 0
-    keys = common.read_day_json("x", env, tmp_path)["keys"]
+    payload = common.read_day_json("x", env, tmp_path)
+    keys = payload["keys"]
+    assert payload["environment"]["date"][:10] == env["date"][:10]  # the writer's environment, set for every update
     assert sorted(keys) == sorted(f"{p}{i}" for p in "ab" for i in range(40))  # no update lost to the other writer
     assert [p.name for p in tmp_path.iterdir()] == [common.results_path("x", env, tmp_path).name]
 
