@@ -40,7 +40,8 @@ the seeds (dev accuracy in points), the difference of means attnkit - peft with 
 ``sqrt(s_a^2/n_a + s_p^2/n_p)``, and per task the mean of LoRA and of ``lora-all`` minus full
 fine-tuning's in each library.
 Runs already in that day's file with the same steps, batch, length and learning rate are kept, so
-seeds or tasks run in separate calls add up to one summary. ``--tag NAME`` writes
+seeds, tasks or methods run in separate calls, one after another or at the same time, add up to one summary
+(each call merges its rows under the file's lock). ``--tag NAME`` writes
 ``peft-quality-<device>-<date>-NAME.json`` instead, for runs with other settings (LoRA against full
 fine-tuning over a longer run: ``--tasks sst2 --methods full,lora,lora-all --steps 2000 --tag 2000steps``).
 """
@@ -365,17 +366,22 @@ def main(argv: list[str] | None = None) -> None:
     suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
                 "weight_decay": WEIGHT_DECAY, "batch_order": "random"}  # runs of other loop settings are not merged with these
-    # runs of earlier calls on this device and date with the same settings and learning rates are kept, so seeds or tasks
-    # run in separate calls end up in one file and one summary
-    earlier = common.read_day_json("peft-quality", env, args.out_dir, suffix=suffix)
-    same = earlier and all(earlier.get(k) == v for k, v in settings.items())
-    runs: dict[str, Any] = {k: r for k, r in earlier.get("runs", {}).items() if r.get("lr") == LR.get(r.get("method", ""))} if same else {}
+    runs: dict[str, Any] = {}  # this call's
+    summary: dict[str, Any] = {}
 
     def save() -> Path:
-        """Write the runs finished so far (a long run keeps what it finished) and their summary."""
-        payload = {"environment": env, **settings, "seeds": sorted({r["seed"] for r in runs.values()}), "lr": LR,
-                   "summary": summarize(runs), "runs": runs}
-        return common.write_json("peft-quality", payload, args.out_dir, suffix=suffix)
+        """Merge the runs finished so far into this device and date's file, under its lock (a long run keeps what it
+        finished; calls running at the same time, other seeds or methods, each add their own rows). Rows of earlier
+        calls stay where their settings and learning rate are this call's; a file of other loop settings is replaced."""
+        def update(payload: dict[str, Any]) -> None:
+            same = all(payload.get(k) == v for k, v in settings.items())
+            merged = {k: r for k, r in payload.get("runs", {}).items() if same and r.get("lr") == LR.get(r.get("method", ""))}
+            merged.update(runs)
+            summary.clear()
+            summary.update(summarize(merged))
+            payload.update(settings, seeds=sorted({r["seed"] for r in merged.values()}), lr=LR, summary=dict(summary), runs=merged)
+
+        return common.update_day_json("peft-quality", env, update, args.out_dir, suffix=suffix)
 
     fmt = lambda r: f"{r['accuracy']:.4f} ({r['trainable_percent']}%, {r['wall_s']}s)" if "accuracy" in r else f"error: {r['error'][:80]}"  # noqa: E731
     for seed in args.seeds:  # seeds outermost: a run stopped early holds whole seeds of every method
@@ -399,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"seed {seed} {task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
                 save()
     path = save()
-    print_summary(summarize(runs))
+    print_summary(summary)
     print(f"wrote {path}")
 
 

@@ -16,13 +16,14 @@ layer alone (``MultiHeadAttention``, forward + backward), where ALiBi and T5 tak
 autograd against ``t5_bias:dense`` with the same weights (the output, the input's and the table's gradients in
 the layer table; the loss and the table's gradient in the model table), and a row whose check raises is
 recorded with its error and not timed. Writes ``benchmarks/results/positions-speed-<device>-<date>.json``
-(after the checks and after each table).
+(after the checks and after each table); ``--profile N`` adds each row's top kernels by device time over N steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ from attnkit.attention import MultiHeadAttention, flex  # noqa: E402
 from attnkit.models.gpt import GPT, GPTConfig  # noqa: E402
 from attnkit.models.transformer import AttentionConfig  # noqa: E402
 from attnkit.positions.config import PositionConfig  # noqa: E402
-from benchmarks.common import environment, pick_device, time_interleaved, write_json  # noqa: E402
+from benchmarks.common import environment, pick_device, synchronize, time_interleaved, write_json  # noqa: E402
 
 T5_PATHS = ["dense", "distance", "flex_band"]
 KINDS = ["learned", "rotary", "alibi", *(f"t5_bias:{p}" for p in T5_PATHS), "relative_key", "relative_key_query", "xl_relative"]
@@ -58,6 +59,34 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (fp32)."""
     a, b = a.float(), b.float()
     return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+def band_failure() -> str | None:
+    """Why T5's band did not compile in this process (its rows then ran on the ``distance`` path), or None."""
+    return flex._FAILED.get("the T5 band")
+
+
+def profile(step: Callable[[int], None], device: torch.device, n: int, top: int = 15) -> list[dict[str, Any]]:
+    """The ``top`` operators and kernels by time on the device (the CPU without CUDA) over ``n`` steps of ``step``:
+    name, milliseconds and calls per step (``torch.profiler``; where a row's time goes beyond its total)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    step(0)
+    synchronize(device)
+    with warnings.catch_warnings(), torch_profile(activities=activities) as prof:
+        warnings.simplefilter("ignore")  # the profiler's notes about its own setup
+        for i in range(n):
+            step(i)
+        synchronize(device)
+    rows = []
+    for e in prof.key_averages():
+        us = e.self_device_time_total if on_cuda else e.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": e.key, "ms_per_step": round(us / 1000 / n, 4), "calls_per_step": round(e.count / n, 2)})
+    return sorted(rows, key=lambda r: -r["ms_per_step"])[:top]
 
 
 def table_grad(model: torch.nn.Module) -> torch.Tensor:
@@ -98,9 +127,9 @@ def model_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[st
                 loss.backward()
                 checks[kind] = {"loss_vs_dense_abs": abs(loss.item() - reference[0]),
                                 "table_grad_vs_dense_rel": max_rel(table_grad(model), reference[1])}
-                if kind.endswith("flex_band") and flex._BAND_FAILED:  # the band did not compile: the row runs as distance
-                    checks[kind]["band_fell_back_to_distance"] = flex._BAND_FAILED[0]
-                    print(f"model {kind}: the band did not compile, timed as distance: {flex._BAND_FAILED[0]}")
+                if kind.endswith("flex_band") and band_failure():  # the band did not compile: the row runs as distance
+                    checks[kind]["band_fell_back_to_distance"] = band_failure()
+                    print(f"model {kind}: the band did not compile, timed as distance: {band_failure()}")
             except Exception as e:  # noqa: BLE001 - a path that fails here is reported, the others still timed
                 checks[kind] = {"error": f"{type(e).__name__}: {e}"[:500]}
                 print(f"model {kind}: check failed: {checks[kind]['error']}")
@@ -183,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile N steps of each row: its top kernels by device time go into the JSON")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
     if args.quick:
@@ -207,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                  "ratio_vs_learned": None if base is None else round(base / t.median_ms, 3)})
             print(f"{table:>5} {kind:>22}: {t.median_ms:9.3f} ms" + ("" if base is None else f"  x{base / t.median_ms:.2f} of learned")
                   + "".join(f"  {k}={v:.2e}" for k, v in result[table][kind].get("check", {}).items() if isinstance(v, float)))
-        if flex._BAND_FAILED:  # from here on t5_bias:flex_band rows ran as distance
-            result[table]["t5_band_fell_back_to_distance"] = flex._BAND_FAILED[0]
-            print(f"{table}: T5's band did not compile, flex_band timed as distance: {flex._BAND_FAILED[0]}")
+        if band_failure():  # from here on t5_bias:flex_band rows ran as distance
+            result[table]["t5_band_fell_back_to_distance"] = band_failure()
+            print(f"{table}: T5's band did not compile, flex_band timed as distance: {band_failure()}")
+        if args.profile:
+            for kind, step in steps.items():
+                result[table][kind]["profile"] = profile(step, device, args.profile)
+                print(f"{table} {kind}: " + ", ".join(f"{r['name'][:40]} {r['ms_per_step']:.3f}" for r in result[table][kind]["profile"][:6]))
         path = write_json(name, result, out_dir)
     print(f"wrote {path}")
     return 0

@@ -130,3 +130,27 @@ def test_the_attnkit_runs_draw_their_batches_at_random(bench, tmp_path: Path) ->
     batches = list(bucketed_batches(lengths, 8, bucket_size=1, seed=0, epoch=0))
     spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
     assert sum(spans) / len(spans) > 20  # random batches of 1..64 span most of the range; bucketed ones would not
+
+
+def test_calls_merge_their_rows_into_one_file(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two calls (other seeds, other methods) add up in the day's file; a file of other loop settings is replaced."""
+    def fake(task, method, data, steps, batch, max_len, quick, device, seed, **kw):
+        return {"accuracy": 0.5 + seed / 100, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
+
+    monkeypatch.setattr(bench, "run_attnkit", fake)
+    monkeypatch.setattr(bench, "run_peft", lambda task, method, data, steps, batch, max_len, quick, device, seed: fake(
+        task, method, data, steps, batch, max_len, quick, device, seed))
+    monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
+    base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path)]
+    bench.main([*base, "--methods", "full", "--seeds", "0"])
+    bench.main([*base, "--methods", "full,lora", "--seeds", "1"])
+    (path,) = tmp_path.glob("peft-quality-*.json")
+    import json
+
+    got = json.loads(path.read_text())
+    assert set(got["runs"]) == {"sst2/full/0", "sst2/full/1", "sst2/lora/1"} and got["seeds"] == [0, 1]
+    assert got["summary"]["methods"]["sst2/full"]["attnkit"]["n"] == 2
+    got["adam_eps"] = 1e-8  # a file from another loop: the next call starts it over
+    path.write_text(json.dumps(got))
+    bench.main([*base, "--methods", "lora", "--seeds", "2"])
+    assert set(json.loads(path.read_text())["runs"]) == {"sst2/lora/2"}
