@@ -250,6 +250,9 @@ def _with_padding(score_mod: Callable[..., Tensor], key_keep: Tensor | None) -> 
     return mod
 
 
+# The forward tiles of the T5 band's kernel: its score_mod reads a table entry per score, which the default 128-wide
+# tiles of the forward pass wait on; 64 x 64 tiles hide it (benchmarks/positions_speed.py --profile shows the kernels).
+BAND_TILES = {"BLOCK_M": 64, "BLOCK_N": 64}
 _FAILED: dict[str, str] = {}  # what did not compile in this process (``_unless_failed``'s names) -> its error
 
 
@@ -279,5 +282,5 @@ def _band_call(fn: CompiledFlex, q: Tensor, k: Tensor, v: Tensor, bm: Any, band:
     read = band_score_mod(band.detach().to(q.dtype))  # in the queries' dtype, as the dense path adds the bias
     mod = _with_padding(read, key_keep)
     lse_request = {"return_aux": AuxRequest(lse=True)} if AuxRequest is not None else {"return_lse": True}
-    out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, **lse_request)
+    out, aux = fn(q, k, v, block_mask=bm, score_mod=mod, scale=scale, enable_gqa=gqa, kernel_options=BAND_TILES, **lse_request)
     return with_band_gradient(out, aux if AuxRequest is None else aux.lse, band, q, k, v, scale, key_keep)

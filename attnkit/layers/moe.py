@@ -183,7 +183,7 @@ class SwitchFFN(nn.Module):
         slot = expert * (slots + 1) + torch.where(accepted, place - 1, slots)  # (kM,) the last place: dropped
         tokens = x.reshape(m, d) if k == 1 else x.reshape(m, d).repeat(k, 1)  # (kM, d)
         kind = x.device.type
-        if tokens.dtype == torch.float32 and torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        if tokens.dtype == torch.float32 and autocast_available(kind) and torch.is_autocast_enabled(kind):
             tokens = tokens.to(torch.get_autocast_dtype(kind))  # the dtype the experts' matmuls cast to
         buffer = tokens.new_zeros(n * (slots + 1), d).index_copy(0, slot, tokens)  # (N (C+1), d)
         y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
@@ -199,7 +199,7 @@ class SwitchFFN(nn.Module):
     def route(self, x: Tensor) -> Tensor:
         """The router's logits ``W_r x`` in float32 (section 2.4), with the input jitter while training: ``(..., N)``."""
         kind = x.device.type
-        with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext():  # not in bf16/fp16
+        with torch.autocast(kind, enabled=False) if autocast_available(kind) else nullcontext():  # not in bf16/fp16
             h = x.float()
             if self.training and self.config.jitter > 0:
                 h = h * torch.empty_like(h).uniform_(1 - self.config.jitter, 1 + self.config.jitter)
@@ -207,6 +207,13 @@ class SwitchFFN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"experts={self.n_experts}, top_k={self.config.top_k}, capacity_factor={self.capacity_factor}, activation={self.activation_name}"
+
+
+@torch.compiler.assume_constant_result
+def autocast_available(device_type: str) -> bool:
+    """Whether autocast exists for ``device_type``; a constant to ``torch.compile``, which cannot trace the builtin
+    behind ``torch.amp.is_autocast_available`` in every PyTorch release (a graph break in each Switch layer)."""
+    return torch.amp.is_autocast_available(device_type)
 
 
 def queue_places(expert: Tensor, n_experts: int, real: Tensor | None = None) -> tuple[Tensor, Tensor]:

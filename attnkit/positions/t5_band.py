@@ -10,8 +10,8 @@ on the bias only through the scores it recomputes) and adds nothing into ``e``, 
 addition per score into ``(D + 1) H`` cells. ``e``'s gradient is the sum, over the cells at each distance, of
 the softmax backward ``dS_ij = P_ij (dP_ij - Delta_i)`` with ``dP_ij = dO_i . v_j`` and ``Delta_i = dO_i . O_i``
 (Dao 2023, FlashAttention-2, algorithm 2). :func:`band_gradient` recomputes it on the band ``0 <= i - j < D``
-alone, from q, k, v, the output and the kernel's log-sum-exp ``P_ij = exp(S_ij - lse_i)``, in blocks of ``D``
-queries against the ``2D`` keys before them. The farthest value's gradient needs no far cell: each row of
+alone, from q, k, v, the output and the kernel's log-sum-exp ``P_ij = exp(S_ij - lse_i)``, in blocks of
+``S >= D`` queries against their own block of keys and the block before. The farthest value's gradient needs no far cell: each row of
 ``dS`` sums to zero (softmax does not change when a row's scores all move together), so the far cells of all
 rows sum to minus the band's.
 """
@@ -19,8 +19,7 @@ rows sum to minus the band's.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +44,24 @@ def _blocks(x: Tensor, size: int, n: int) -> Tensor:
     return F.pad(x, (0, 0, 0, n * size - x.shape[-2])).unflatten(-2, (n, size))
 
 
+_BMM_TO_FLOAT32 = hasattr(torch.ops.aten.bmm, "dtype")  # torch.bmm(..., out_dtype=): half-precision in, float32 out
+
+
+def _products(x: Tensor, y: Tensor, acc: torch.dtype) -> Tensor:
+    """``x @ y^T`` over the last two dimensions in ``acc``. Half-precision inputs on CUDA multiply as they are, with a
+    float32 accumulator and result (the products the kernel formed); elsewhere the inputs are converted first."""
+    if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and _BMM_TO_FLOAT32 and acc == torch.float32:
+        got = torch.bmm(x.flatten(0, -3), y.flatten(0, -3).transpose(-1, -2), out_dtype=torch.float32)
+        return got.view(*x.shape[:-1], y.shape[-2])
+    return x.to(acc) @ y.to(acc).transpose(-1, -2)
+
+
 def band_gradient(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor, scale: float, e: Tensor,
                   key_keep: Tensor | None = None) -> Tensor:
     """The gradient of causal attention's loss with respect to the band values ``e: (H, D + 1)``.
+
+    The queries are cut into blocks of ``S >= D`` (a multiple of 16), so the band of a block's queries lies in the
+    same block of keys and the one before: two products of ``S x S`` tiles per block, each for q k^T and dO v^T.
 
     Args:
         q: ``(B, H, T, d)`` queries.
@@ -66,59 +80,44 @@ def band_gradient(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, gra
     h, t = q.shape[1], q.shape[-2]
     d = e.shape[-1] - 1
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    size, n = d, math.ceil(t / d)
-    k, v = repeat_kv(k, h), repeat_kv(v, h)
-    qb, ob, gb = (_blocks(x.to(acc), size, n) for x in (q, out, grad_out))  # (B, H, n, D, .)
-
-    def before_and_own(x: Tensor) -> Tensor:  # block c-1 then block c of the keys (zeros before the first)
-        xb = _blocks(x.to(acc), size, n)
-        return torch.cat([F.pad(xb, (0, 0, 0, 0, 1, 0))[:, :, :-1], xb], dim=-2)  # (B, H, n, 2D, .)
-
-    kb, vb = before_and_own(k), before_and_own(v)
-    a = torch.arange(size, device=q.device)
-    c = torch.arange(2 * size, device=q.device)
-    m = size + a[:, None] - c[None, :]  # (D, 2D): i - j of query a against key c of the window
-    block = torch.arange(n, device=q.device)[:, None, None]
-    i, j = block * size + a[:, None], (block - 1) * size + c[None, :]  # (n, D, 2D) positions
-    band = (m >= 0) & (m < d) & (j >= 0) & (i < t)  # (n, D, 2D)
-    scores = qb @ kb.transpose(-1, -2) * scale + e.to(acc)[:, m.clamp(0, d - 1)][:, None]  # (B, H, n, D, 2D)
-    keep = band  # (n, D, 2D)
-    if key_keep is not None:  # the window's keys: j + D runs over [c D, c D + 2D) of key_keep padded by D in front
-        window = F.pad(key_keep.to(acc), (size, n * size - t)).unfold(-1, 2 * size, size) > 0  # (B, n, 2D)
-        keep = band & window[:, None, :, None, :]  # (B, 1, n, D, 2D)
-    lse_b = F.pad(lse.to(acc), (0, n * size - t)).unflatten(-1, (n, size))  # (B, H, n, D)
-    p = torch.where(keep, torch.exp(scores - lse_b[..., None]), 0.0)  # (B, H, n, D, 2D)
-    delta = (gb * ob).sum(-1, keepdim=True)  # (B, H, n, D, 1)
-    ds = p * (gb @ vb.transpose(-1, -2) - delta)  # (B, H, n, D, 2D)
-    per_cell = ds.sum((0, 2))  # (H, D, 2D)
     grad = torch.zeros(h, d + 1, dtype=acc, device=q.device)
-    grad[:, :d].index_add_(1, m.clamp(0, d - 1).flatten(), per_cell.flatten(1))  # cells off the band hold 0
+    if d == 0:  # one value for every distance: softmax ignores it
+        return grad
+    size = -(-d // 16) * 16
+    n = math.ceil(t / size)
+    k, v = repeat_kv(k, h), repeat_kv(v, h)
+    qb, kb, vb, gb = (_blocks(x, size, n) for x in (q, k, v, grad_out))  # (B, H, n, S, .)
+    lse_b = F.pad(lse.to(acc), (0, n * size - t)).unflatten(-1, (n, size))  # (B, H, n, S)
+    delta = F.pad((grad_out.to(acc) * out.to(acc)).sum(-1), (0, n * size - t)).unflatten(-1, (n, size))  # (B, H, n, S)
+    query_real = (torch.arange(n * size, device=q.device) < t).view(n, size, 1)  # padding queries: no cell
+    keys_b = None if key_keep is None else F.pad(key_keep.to(torch.uint8), (0, n * size - t)).bool().view(-1, 1, n, 1, size)
+    a = torch.arange(size, device=q.device)
+    e = e.to(acc)
+
+    def cells(q_: Tensor, k_: Tensor, v_: Tensor, g_: Tensor, rows: slice, m: Tensor, keep: Tensor) -> Tensor:
+        """The sum over batches and blocks of dS on the tiles of ``rows`` (query blocks) against keys ``k_, v_``:
+        ``(H, S, S)``, zero off the band (``m``: i - j of each cell, ``keep``: (blocks, S, S) cells on the band)."""
+        scores = _products(q_, k_, acc) * scale + e[:, m.clamp(0, d - 1)][:, None]  # (B, H, blocks, S, S)
+        p = torch.where(keep, torch.exp(scores - lse_b[:, :, rows, :, None]), 0.0)
+        return (p * (_products(g_, v_, acc) - delta[:, :, rows, :, None])).sum((0, 2))
+
+    own = a[:, None] - a[None, :]  # (S, S): i - j of query a and key c of the same block
+    keep_own = (own >= 0) & (own < d) & query_real
+    if keys_b is not None:
+        keep_own = keep_own & keys_b  # (B, 1, n, S, S)
+    grad[:, :d].index_add_(1, own.clamp(0, d - 1).flatten(), cells(qb, kb, vb, gb, slice(None), own, keep_own).flatten(1))
+    if n > 1:  # each block's queries against the block of keys before
+        before = own + size
+        keep_before = (before < d) & query_real[1:]
+        if keys_b is not None:
+            keep_before = keep_before & keys_b[:, :, :-1]
+        got = cells(qb[:, :, 1:], kb[:, :, :-1], vb[:, :, :-1], gb[:, :, 1:], slice(1, None), before, keep_before)
+        grad[:, :d].index_add_(1, before.clamp(0, d - 1).flatten(), got.flatten(1))
     grad[:, d] = -grad[:, :d].sum(-1)  # each row of dS sums to zero
     return grad
 
 
 _COMPILED: list[Any] = []
-
-
-@contextmanager
-def _tf32(on: bool) -> Iterator[None]:
-    """TF32 matrix products while ``on``: exact here, since bf16 and fp16 values fit TF32's 10-bit mantissa and the
-    products accumulate in fp32. The setting is read and restored through ``fp32_precision`` where PyTorch has it:
-    its legacy ``allow_tf32`` raises on reading once a program has set the precision through the new settings."""
-    matmul = torch.backends.cuda.matmul
-    try:
-        old: Any = matmul.fp32_precision  # PyTorch >= 2.9
-        name, value = "fp32_precision", "tf32"
-    except AttributeError:  # pragma: no cover - old PyTorch
-        old, name, value = matmul.allow_tf32, "allow_tf32", True
-    if not on or old == value:
-        yield
-        return
-    setattr(matmul, name, value)
-    try:
-        yield
-    finally:
-        setattr(matmul, name, old)
 
 
 def _band_gradient_for(device: torch.device) -> Any:
@@ -145,8 +144,7 @@ class _BandGrad(torch.autograd.Function):
         q, k, v, out, lse, e, key_keep = ctx.saved_tensors
         grad_e = None
         if ctx.needs_input_grad[1]:
-            with _tf32(q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and grad_out.dtype == q.dtype):
-                grad_e = _band_gradient_for(q.device)(q, k, v, out, lse, grad_out, ctx.scale, e, key_keep)
+            grad_e = _band_gradient_for(q.device)(q, k, v, out, lse, grad_out, ctx.scale, e, key_keep)
         return grad_out, None if grad_e is None else grad_e.to(ctx.e_dtype), None, None, None, None, None, None
 
 

@@ -22,7 +22,8 @@ def dense_attention(q, k, v, bias, scale, key_keep=None):  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("b,h,g,t,d,padding", [(2, 4, 2, 37, 5, False), (1, 2, 2, 10, 10, True), (2, 2, 1, 23, 4, True),
-                                               (1, 1, 1, 3, 7, False), (2, 3, 3, 64, 16, False)])
+                                               (1, 1, 1, 3, 7, False), (2, 3, 3, 64, 16, False), (1, 2, 1, 70, 17, True),
+                                               (1, 2, 2, 50, 32, False), (2, 1, 1, 9, 0, False)])
 def test_the_band_gradient_equals_autograd_through_the_dense_bias(b: int, h: int, g: int, t: int, d: int, padding: bool) -> None:
     torch.manual_seed(t * 7 + d)
     q, k, v = torch.randn(b, h, t, 8).double(), torch.randn(b, g, t, 8).double(), torch.randn(b, g, t, 6).double()
@@ -34,7 +35,7 @@ def test_the_band_gradient_equals_autograd_through_the_dense_bias(b: int, h: int
     (want,) = torch.autograd.grad(out, e, grad_out)
     got = band_gradient(q, k, v, out.detach(), lse, grad_out, 0.3, e.detach(), key_keep)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
-    assert want[:, d].abs().sum() > 0 or t <= d  # the far value's gradient, from the band alone
+    assert want[:, d].abs().sum() > 1e-9 or t <= d or d == 0  # the far value's gradient, from the band alone
 
 
 def test_with_band_gradient_passes_the_output_gradient_and_adds_the_band_s() -> None:
@@ -53,45 +54,6 @@ def test_with_band_gradient_passes_the_output_gradient_and_adds_the_band_s() -> 
     g_got = torch.autograd.grad(got, (q, k, v, e), grad)
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-
-
-@pytest.fixture
-def matmul_precision():  # type: ignore[no-untyped-def]
-    """Restores PyTorch's fp32 matmul precision settings (new and legacy) after a test that sets them."""
-    if not hasattr(torch.backends, "fp32_precision"):
-        pytest.skip("PyTorch without the fp32_precision settings")
-    matmul = torch.backends.cuda.matmul
-    saved = torch.backends.fp32_precision, matmul.fp32_precision
-    yield matmul
-    torch.backends.fp32_precision, matmul.fp32_precision = saved
-
-
-@pytest.mark.parametrize("setting", ["torch.backends.fp32_precision = 'tf32'", "matmul.fp32_precision = 'tf32'",
-                                     "matmul.fp32_precision = 'ieee'", "matmul.allow_tf32 = False"])
-def test_the_band_gradient_runs_under_every_way_of_setting_the_matmul_precision(matmul_precision, setting: str) -> None:  # type: ignore[no-untyped-def]
-    """A program that sets TF32 through PyTorch's fp32_precision settings (where reading the legacy allow_tf32
-    raises): the backward pass gives autograd's gradients, and the band's TF32 switch leaves the setting as it was."""
-    from attnkit.positions.t5_band import _tf32
-
-    matmul = matmul_precision
-    exec(setting, {"torch": torch, "matmul": matmul})
-    before = matmul.fp32_precision
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 12, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    e = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    i, j = torch.arange(12)[:, None], torch.arange(12)[None, :]
-    want, lse = dense_attention(q, k, v, e[:, (i - j).clamp(0, 4)], 0.5)
-    out, _ = dense_attention(q, k, v, e.detach()[:, (i - j).clamp(0, 4)], 0.5)
-    grad = torch.randn_like(want)
-    g_want = torch.autograd.grad(want, (q, k, v, e), grad)
-    g_got = torch.autograd.grad(with_band_gradient(out, lse.detach(), e, q, k, v, 0.5), (q, k, v, e), grad)
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    with _tf32(True):
-        assert matmul.fp32_precision == "tf32"
-    with _tf32(False):
-        assert matmul.fp32_precision == before
-    assert matmul.fp32_precision == before
 
 
 @pytest.mark.parametrize("n_buckets,max_distance", [(32, 128), (8, 12), (16, 40)])

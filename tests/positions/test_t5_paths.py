@@ -82,10 +82,10 @@ def test_the_bias_per_row_positions_keeps_the_gather() -> None:
 
 
 def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_mask=None, score_mod=None,  # type: ignore[no-untyped-def]
-                      scale: float, enable_gqa: bool = False, return_aux=None):
+                      scale: float, enable_gqa: bool = False, return_aux=None, kernel_options=None):
     """FlexAttention's definition with autograd on the CPU (eager flex_attention has no CPU backward): the
     score_mod and the block mask's mask_mod evaluated on broadcast index tensors over the full score matrix;
-    with ``return_aux``, also the log-sum-exp of each row (as ``aux.lse``)."""
+    with ``return_aux``, also the log-sum-exp of each row (as ``aux.lse``); ``kernel_options`` (tiles) change nothing."""
     b, h, tq, tk = (torch.arange(n).view(*[-1 if a == i else 1 for a in range(4)]) for i, n in
                     enumerate((q.shape[0], q.shape[1], q.shape[2], k.shape[2])))
     s = score_mod(q @ k.transpose(-1, -2) * scale, b, h, tq, tk)
