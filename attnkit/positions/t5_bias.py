@@ -156,6 +156,13 @@ class T5RelativeBias(ScoreBias):
             self.table.weight.lr_scale = float(lr_scale)  # type: ignore[attr-defined]
         self._buckets: dict[tuple, Tensor] = {}
         self._bias: tuple[tuple, Tensor] | None = None
+        # the causal buckets of distances 0..D, D the first distance of the farthest bucket (band_values), found here
+        # once: a data-dependent length inside a compiled step would not trace. A bidirectional table (never causal)
+        # may not reach its last bucket in one direction; it has no band.
+        ids = relative_position_bucket(-torch.arange(max_distance + 1, device="cpu"), bidirectional=False, n_buckets=n_buckets,
+                                       max_distance=max_distance).tolist()
+        band = ids[: ids.index(n_buckets - 1) + 1] if n_buckets - 1 in ids else []
+        self.register_buffer("band_ids", torch.tensor(band, dtype=torch.long), persistent=False)  # on the default device
 
     def _trains(self) -> bool:
         return self.table.weight.requires_grad and torch.is_grad_enabled()
@@ -242,15 +249,7 @@ class T5RelativeBias(ScoreBias):
     def band_values(self) -> Tensor:
         """``e: (H, D + 1)`` with autograd: ``e[h, m]`` the causal bias at distance ``m = i - j``, ``e[h, D]`` that of every
         distance from ``D`` on, ``D`` the first distance in the farthest bucket."""
-        device = self.table.weight.device
-        key = ("band", str(device))
-        ids = self._buckets.get(key)
-        if ids is None:
-            ids = relative_position_bucket(-torch.arange(self.max_distance + 1, device=device), bidirectional=False,
-                                           n_buckets=self.n_buckets, max_distance=self.max_distance)
-            ids = ids[: int((ids == self.n_buckets - 1).nonzero()[0]) + 1]  # up to the first distance of the last bucket
-            self._keep(key, ids)
-        return self.table(ids).t()
+        return self.table(self.band_ids).t()
 
     def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
         """The ``score_mod`` FlexAttention takes for this call, or None where the bias goes to the kernel instead.

@@ -5,7 +5,7 @@ run eagerly on the CPU, and a GPT trained through each path, also rebuilt past i
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
+from collections import namedtuple
 
 import pytest
 import torch
@@ -81,6 +81,9 @@ def test_the_bias_per_row_positions_keeps_the_gather() -> None:
     torch.testing.assert_close(got[0:1], gather_reference(mine.table.weight, 3, 5, 2, False).detach().squeeze(0)[None])
 
 
+Aux = namedtuple("Aux", "lse")  # FlexAttention's AuxOutput, as far as the band reads it
+
+
 def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_mask=None, score_mod=None,  # type: ignore[no-untyped-def]
                       scale: float, enable_gqa: bool = False, return_aux=None, kernel_options=None):
     """FlexAttention's definition with autograd on the CPU (eager flex_attention has no CPU backward): the
@@ -92,7 +95,7 @@ def flex_by_broadcast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bloc
     if block_mask is not None:
         s = s.masked_fill(~block_mask.mask_mod(b, h, tq, tk), -float("inf"))
     out = s.softmax(-1) @ v
-    return out if return_aux is None else (out, SimpleNamespace(lse=torch.logsumexp(s, -1)))
+    return out if return_aux is None else (out, Aux(lse=torch.logsumexp(s, -1)))
 
 
 @pytest.fixture
@@ -106,11 +109,12 @@ def eager_flex(monkeypatch: pytest.MonkeyPatch, flex_answers: list[bool]) -> lis
     return flex_answers
 
 
-def gpt_loss_and_grads(path: str, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def gpt_loss_and_grads(path: str, ids: torch.Tensor, compile: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     position = PositionConfig(kind="t5_bias", n_buckets=8, max_distance=12, t5_train_path=path)  # type: ignore[arg-type]
     model = GPT(gpt_preset("gpt-tiny", d_model=32, attention=AttentionConfig(position=position))).double()
-    logits = model(ids[:, :-1]).logits
+    fn = torch.compile(model, backend="aot_eager", fullgraph=True) if compile else model
+    logits = fn(ids[:, :-1]).logits
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -129,6 +133,20 @@ def test_a_gpt_trains_the_same_through_every_path(eager_flex: list[bool]) -> Non
         assert grads.keys() == grads_ref.keys()
         for name, g in grads.items():
             torch.testing.assert_close(g, grads_ref[name], atol=1e-10, rtol=1e-8, msg=f"{path}: {name}")
+
+
+def test_flex_band_traces_as_one_graph_with_the_model(eager_flex: list[bool]) -> None:
+    """The whole GPT compiled (``fullgraph``: no break, as ``train.execution.compile`` runs it), its flex_band steps
+    included: the same loss and gradients as the eager model's."""
+    ids = torch.randint(0, 96, (2, 25), generator=torch.Generator().manual_seed(3))
+    torch._dynamo.reset()
+    loss_ref, grads_ref = gpt_loss_and_grads("flex_band", ids)
+    loss, grads = gpt_loss_and_grads("flex_band", ids, compile=True)
+    assert eager_flex and all(eager_flex)
+    torch.testing.assert_close(loss, loss_ref, atol=1e-12, rtol=0)
+    assert grads.keys() == grads_ref.keys() and any("table" in n for n in grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, grads_ref[name], atol=1e-12, rtol=1e-10, msg=name)
 
 
 def test_a_gpt_rebuilt_past_its_context_and_max_distance_agrees_on_every_path(eager_flex: list[bool]) -> None:
