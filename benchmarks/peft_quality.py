@@ -13,26 +13,42 @@ Methods (``--methods``, default all): ``full`` (every weight), ``lora`` (r=8, al
 0.05 on query and value), ``lora-all`` (r=16, alpha 32, dropout 0.05 on every linear layer of the
 encoder blocks: query, key, value, the attention output and both FFN layers, as QLoRA's section 4
 adapts all of them to match full fine-tuning; attnkit's ``peft.targets`` ``q,k,v,o,w1,w2``, peft's
-``query``, ``key``, ``value``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``;
-the two libraries' trainable parameter counts must be equal, checked before the first step),
-``dora``, ``qlora`` (NF4 base with double quantization; peft through
+``query``, ``key``, ``value``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``),
+``dora`` (LoRA's settings with the magnitude vectors), ``qlora`` (NF4 base with double quantization; peft through
 bitsandbytes' 4-bit layers, on CUDA only), ``prefix`` (20 virtual keys/values per layer through
-the reparameterisation MLP), ``ptuning-v2`` (the same without it), ``prompt`` (20 virtual
-tokens) and ``ptuning`` (20 virtual tokens from an LSTM encoder). The classifier trains in every
-method (peft: ``modules_to_save``), on the pooled [CLS] state in both libraries; the pooler
-stays frozen in both and takes no adapter.
+the reparameterisation MLP of width 512), ``ptuning-v2`` (the same without it), ``prompt`` (20 virtual
+tokens) and ``ptuning`` (20 virtual tokens from the paper's LSTM encoder, hidden width 128, no dropout;
+peft's default encoder is the MLP). The classifier trains in every method (peft: ``modules_to_save``),
+on the pooled [CLS] state in both libraries (with soft prompts, the first virtual token's); the pooler
+stays frozen in both and takes no adapter. For every method but ``full`` the two libraries' trainable
+parameter counts must be equal, checked before the first step (``qlora`` against peft's LoRA of the same
+layers, built on the CPU).
+
+Both sides start the virtual tokens from the same distributions: prefix tuning's free vectors, the deep
+prompts of P-tuning v2 and P-tuning's encoder input N(0, 1) (``nn.Embedding``'s default, which peft keeps),
+the encoders' layers PyTorch's defaults. Two settings of peft are changed so that both train the same
+function, each for a reason attnkit's docstrings give:
+
+* prompt tuning: peft's ``PromptTuningInit.RANDOM`` keeps ``nn.Embedding``'s N(0, 1); attnkit draws the
+  paper's U(-0.5, 0.5) (Lester et al. 2021, section 3.2), which the peft side draws too.
+* prefix and P-tuning v2: transformers' BERT reads peft's prefix as a key/value cache and numbers the
+  real tokens from 20; attnkit keeps them at 0 .. T-1 (Li & Liang 2021, equation 2 changes keys and
+  values only), which the peft side is given too (position ids 0 .. T-1 into BERT's embeddings).
+  peft 0.21 refuses prefix tuning on transformers releases whose BERT takes the cache as ``cache``
+  rather than ``past_key_values`` (5.25 does): run those methods with a transformers that still
+  accepts ``past_key_values`` (5.17).
 
 Both libraries get the same examples tokenized once by attnkit's WordPiece tokenizer (at most
 ``--max-len`` tokens), the same seed, batch size, number of steps, batches drawn at random,
-AdamW (eps 1e-6, weight decay 0.01 on the weight matrices, none on biases and LayerNorm parameters),
+AdamW (eps 1e-6, weight decay 0.01 on the weight matrices and virtual-token tables, none on biases and LayerNorm parameters),
 learning rate per method (``LR``), gradient clipping at norm 1, linear decay after 10% warm-up and
 bf16 autocast on CUDA.
 attnkit trains through the one run path (the ``sst2-minilm-lora`` / ``rte-minilm-lora`` recipes
 with ``peft.method`` set), peft with a plain loop over ``transformers``'
 ``BertForSequenceClassification``. Dev accuracy is measured once at the end; wall time covers
 model loading, training and evaluation. A method that a library cannot run is recorded with its
-one-line error (peft's prefix tuning needs a model that accepts past keys and values, which
-``transformers`` 5's BERT does not). Results go to ``benchmarks/results/peft-quality-<device>-<date>.json``.
+one-line error (peft's prefix tuning needs a BERT that accepts ``past_key_values``, see above).
+Results go to ``benchmarks/results/peft-quality-<device>-<date>.json``.
 
 Seeds (``--seeds 0 1 2 3 4``): every task, method and library runs once per seed; the JSON keeps
 every run and a summary per task and method: each library's mean and standard deviation over
@@ -84,7 +100,7 @@ HF_ALL_LINEAR = ["query", "key", "value", "attention.output.dense", "intermediat
 
 
 class TrainableMismatch(RuntimeError):
-    """attnkit and peft would train different numbers of parameters: the method compares nothing."""
+    """attnkit and peft would train different numbers of parameters: the method compares two different adapters."""
 
 
 def attnkit_peft_sets(method: str) -> list[str]:
@@ -126,7 +142,7 @@ def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_
             prepared = prepare(*args, **kwargs)
             n = prepared.state["peft"]["trainable_params"]
             if n != expect_trainable:
-                raise TrainableMismatch(f"{method}: attnkit trains {n:,} parameters, peft {expect_trainable:,}; the target layers differ")
+                raise TrainableMismatch(f"{method}: attnkit trains {n:,} parameters, peft {expect_trainable:,}; the adapters differ")
             print(f"{task} {method}: trainable parameters attnkit {n:,}, peft {expect_trainable:,} (equal)", flush=True)
             return prepared
 
@@ -165,12 +181,34 @@ def peft_config(method: str) -> Any:
                                     task_type="SEQ_CLS")
 
 
-def peft_trainable(method: str) -> int:
-    """How many parameters peft trains for ``method`` on all-MiniLM-L6-v2 with a two-label classifier (built on the CPU)."""
-    from attnkit.runs.base import model_dir
+def peft_trainable(method: str, model_dir: Path | None = None) -> int:
+    """How many parameters peft trains for ``method`` on ``model_dir`` (default all-MiniLM-L6-v2) with a two-label classifier,
+    built on the CPU; ``qlora`` counts peft's LoRA of the same layers (its 4-bit base builds on CUDA only and trains no more)."""
+    from attnkit.runs import base
 
-    model = _peft_model(method, model_dir("all-MiniLM-L6-v2"), torch.device("cpu"))
+    root = model_dir if model_dir is not None else base.model_dir("all-MiniLM-L6-v2")
+    model = _peft_model("lora" if method == "qlora" else method, root, torch.device("cpu"))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _positions_from_zero(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """BERT embeddings' forward pre-hook: the real tokens at positions 0 .. T-1, not after the prefix read as a cache."""
+    ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else (args[0] if args else None)
+    t = ids.shape[1] if ids is not None else kwargs["inputs_embeds"].shape[1]
+    kwargs["position_ids"] = torch.arange(t, device=module.position_ids.device)[None]  # (1, T)
+    return args, kwargs
+
+
+def align_peft(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """The two changes to peft's defaults (module docstring) that make it train what attnkit trains: prompt tuning's virtual
+    tokens drawn from U(-0.5, 0.5) (Lester et al. 2021, section 3.2), and under a prefix the real tokens at positions
+    0 .. T-1. Other methods are returned as they are."""
+    if method == "prompt":
+        with torch.no_grad():
+            model.prompt_encoder["default"].embedding.weight.uniform_(-0.5, 0.5)
+    elif method in ("prefix", "ptuning-v2"):
+        model.get_base_model().bert.embeddings.register_forward_pre_hook(_positions_from_zero, with_kwargs=True)
+    return model
 
 
 def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.Module:
@@ -187,7 +225,8 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     if method == "full":
         return base.to(device)
     cfg = peft_config(method)
-    return peft.get_peft_model(base, cfg).to(device) if method != "qlora" else peft.get_peft_model(base, cfg)
+    model = align_peft(peft.get_peft_model(base, cfg), method)
+    return model.to(device) if method != "qlora" else model
 
 
 def _batches(enc: Any, order: list[int], batch: int, pad: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
@@ -365,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     env.update(transformers=transformers.__version__, peft=peft.__version__)
     suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
-                "weight_decay": WEIGHT_DECAY, "batch_order": "random"}  # runs of other loop settings are not merged with these
+                "weight_decay": WEIGHT_DECAY, "batch_order": "random",  # runs of other loop settings are not merged with these
+                "peft_prompt_init": "uniform", "peft_prefix_positions": "from 0"}  # align_peft's two changes
     runs: dict[str, Any] = {}  # this call's
     summary: dict[str, Any] = {}
 
@@ -388,8 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks.split(","):
             for method in methods:
                 row: dict[str, Any] = {"task": task, "method": method, "seed": seed, "lr": LR[method]}
-                # lora-all compares the same target layers in both libraries: their trainable counts must agree before training
-                expect = peft_trainable(method) if method == "lora-all" else None
+                # every adapter trains as many parameters in both libraries: the counts must agree before training
+                expect = peft_trainable(method) if method != "full" else None
                 try:
                     row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), seed,
                                                  expect_trainable=expect)

@@ -1,4 +1,4 @@
-"""benchmarks/peft_quality.py: lora-all adapts the same layers in attnkit and peft, and a mismatch stops the run before training."""
+"""benchmarks/peft_quality.py: every adapter trains the same parameters in attnkit and peft (count, initial distribution, function), and a count mismatch stops the run before training."""
 
 from __future__ import annotations
 
@@ -154,3 +154,138 @@ def test_calls_merge_their_rows_into_one_file(bench, monkeypatch: pytest.MonkeyP
     path.write_text(json.dumps(got))
     bench.main([*base, "--methods", "lora", "--seeds", "2"])
     assert set(json.loads(path.read_text())["runs"]) == {"sst2/lora/2"}
+
+
+ADAPTERS = ("lora", "lora-all", "dora", "qlora", "prefix", "ptuning-v2", "prompt", "ptuning")
+
+
+def _attnkit_side(bench, method: str, hf_bert_dir: str, tmp_path: Path) -> torch.nn.Module:
+    """attnkit's model for ``method`` with the benchmark's ``peft`` section, resolved on the recipe it runs."""
+    cfgs = resolve_configs(job("classify"), recipe=recipes.get("sst2-minilm-lora"), assignments=bench.attnkit_peft_sets(method),
+                           root=tmp_path, log=lambda s: None)
+    torch.manual_seed(0)
+    return apply_peft(load_hf_bert(hf_bert_dir), cfgs["peft"])
+
+
+def _expected_trainable(method: str) -> int:
+    """The reference count on the tiny BERT (d 32, 2 layers, d_ff 37, 2 labels), from each paper's parameter shapes."""
+    d, n_layers, d_ff, p = 32, 2, 37, 20
+    head = d * 2 + 2  # the classifier, trained in full
+    if method in ("lora", "qlora", "dora"):  # r=8 on query and value; DoRA adds a magnitude per output row
+        return n_layers * 2 * (8 * (d + d) + (d if method == "dora" else 0)) + head
+    if method == "lora-all":  # r=16 on q, k, v, the attention output and both FFN layers
+        return n_layers * (4 * 16 * (d + d) + 2 * 16 * (d + d_ff)) + head
+    if method == "prefix":  # P' (P x d), then Linear(d, 512), tanh, Linear(512, 2 L d)
+        return p * d + (d * 512 + 512) + (512 * 2 * n_layers * d + 2 * n_layers * d) + head
+    if method == "ptuning-v2":  # the (P, 2 L d) table itself
+        return p * 2 * n_layers * d + head
+    if method == "prompt":
+        return p * d + head
+    h = 128  # ptuning: P x d inputs, a 2-layer bidirectional LSTM of width h, Linear(2h, 2h), ReLU, Linear(2h, d)
+    lstm = 2 * (4 * h * d + 4 * h * h + 8 * h) + 2 * (4 * h * 2 * h + 4 * h * h + 8 * h)
+    return p * d + lstm + (2 * h * 2 * h + 2 * h) + (2 * h * d + d) + head
+
+
+@pytest.mark.parametrize("method", ADAPTERS)
+def test_every_adapter_trains_as_many_parameters_in_attnkit_and_peft(bench, hf_bert_dir: str, tmp_path: Path, method: str) -> None:
+    """The count the run checks before training (``peft_trainable``) equals attnkit's and the papers' shapes; both optimizers
+    decay the same amount of it."""
+    from attnkit.training.optim import param_groups
+
+    ours = _attnkit_side(bench, method, hf_bert_dir, tmp_path)
+    expected = _expected_trainable(method)
+    assert trainable_parameters(ours).trainable == expected
+    assert bench.peft_trainable(method, Path(hf_bert_dir)) == expected
+    assert not any(x.requires_grad for x in ours.bert.pooler.parameters())  # the pooler stays frozen
+    if method == "qlora":
+        return  # peft's 4-bit model builds on CUDA only
+    theirs = bench._peft_model(method, Path(hf_bert_dir), torch.device("cpu"))
+    assert not any(x.requires_grad for n, x in theirs.named_parameters() if ".pooler." in n)
+    decayed_ours = sum(x.numel() for g in param_groups(ours, bench.WEIGHT_DECAY) if g["weight_decay"] > 0 for x in g["params"])
+    opt = bench.adamw([x for x in theirs.parameters() if x.requires_grad], bench.LR[method])
+    assert decayed_ours == sum(x.numel() for g in opt.param_groups if g["weight_decay"] > 0 for x in g["params"])
+
+
+def _adapter_params(model: torch.nn.Module, method: str) -> list[tuple[str, torch.nn.Parameter]]:
+    """The virtual-token parameters in their order of construction (attnkit's and peft's orders agree)."""
+    if isinstance(model, peft.PeftModel):
+        root = model.prompt_encoder["default"]
+    else:  # attnkit
+        root = model.prefix_table if method in ("prefix", "ptuning-v2") else model.prompt_encoder
+    return [(n, x) for n, x in root.named_parameters()]
+
+
+@pytest.mark.parametrize("method", ["prefix", "ptuning-v2", "prompt", "ptuning"])
+def test_virtual_tokens_start_from_the_same_distributions(bench, hf_bert_dir: str, tmp_path: Path, method: str) -> None:
+    """Every virtual-token parameter has the same shape and scale in both libraries: prompt tuning's table U(-0.5, 0.5)
+    (std 1/sqrt(12)), the other tables N(0, 1), the encoders' layers PyTorch's defaults."""
+    ours = _adapter_params(_attnkit_side(bench, method, hf_bert_dir, tmp_path), method)
+    torch.manual_seed(1)
+    theirs = _adapter_params(bench._peft_model(method, Path(hf_bert_dir), torch.device("cpu")), method)
+    assert [tuple(x.shape) for _, x in ours] == [tuple(x.shape) for _, x in theirs]
+    table_std = 12 ** -0.5 if method == "prompt" else 1.0
+    for (name, a), (_, b) in zip(ours, theirs):
+        if a.numel() < 500:
+            continue  # too few values for a spread
+        if name in ("embedding", "table"):
+            for x in (a, b):
+                assert float(x.detach().std()) == pytest.approx(table_std, rel=0.1), name
+                assert method != "prompt" or float(x.abs().max()) <= 0.5
+        else:
+            assert float(a.detach().std()) == pytest.approx(float(b.detach().std()), rel=0.15), name
+
+
+def _peft_logits(theirs: torch.nn.Module, method: str, ids: torch.Tensor, mask: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    try:
+        return theirs(input_ids=ids, attention_mask=mask, token_type_ids=seg).logits
+    except ValueError as e:  # peft's signature check fails where BERT names the cache ``cache``: its own fallback path, written out
+        if method not in ("prefix", "ptuning-v2") or "past key values" not in str(e):
+            raise
+    hf = theirs.get_base_model()
+    full_mask = torch.cat([mask.new_ones(ids.shape[0], 20), mask], dim=1)
+    out = hf.bert(input_ids=ids, attention_mask=full_mask, token_type_ids=seg, past_key_values=theirs.get_prompt(ids.shape[0]))
+    return hf.classifier(hf.dropout(out[1]))
+
+
+@pytest.mark.parametrize("method", ["prefix", "ptuning-v2", "prompt", "ptuning"])
+def test_both_sides_compute_the_same_function(bench, hf_bert_dir: str, tmp_path: Path, method: str) -> None:
+    """With peft's virtual-token weights copied into attnkit's, the two models give the same logits: the same prefix layout,
+    reparameterisation, encoder, positions (real tokens from 0 under a prefix, after the prompt otherwise), segments,
+    padding and classifier."""
+    ours = _attnkit_side(bench, method, hf_bert_dir, tmp_path)
+    theirs = bench._peft_model(method, Path(hf_bert_dir), torch.device("cpu"))
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(_adapter_params(ours, method), _adapter_params(theirs, method), strict=True):
+            a.copy_(b)
+    ours.eval(), theirs.eval()
+    torch.manual_seed(2)
+    ids = torch.randint(1, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    seg = torch.zeros_like(ids)
+    seg[:, 5:] = 1
+    with torch.no_grad():
+        got = ours(ids, attention_mask=mask, segment_ids=seg).logits
+        want = _peft_logits(theirs, method, ids, mask, seg)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    if method in ("prefix", "ptuning-v2"):  # without the benchmark's positions the real tokens would start at 20
+        plain = peft.get_peft_model(transformers.BertForSequenceClassification.from_pretrained(hf_bert_dir), bench.peft_config(method))
+        plain.load_state_dict(theirs.state_dict())
+        plain.eval()
+        with torch.no_grad():
+            assert (_peft_logits(plain, method, ids, mask, seg) - got).abs().max() > 1e-4
+
+
+def test_every_adapter_is_counted_before_training(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """main() hands peft's count to every adapter's attnkit run (not to full fine-tuning), so a mismatch stops it before training."""
+    seen: dict[str, int | None] = {}
+
+    def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None):
+        seen[method] = expect_trainable
+        return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
+
+    monkeypatch.setattr(bench, "run_attnkit", fake)
+    monkeypatch.setattr(bench, "run_peft", lambda *a: {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0})
+    monkeypatch.setattr(bench, "peft_trainable", lambda method: 1000 + bench.METHODS.index(method))
+    bench.main(["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert seen == {m: None if m == "full" else 1000 + bench.METHODS.index(m) for m in bench.METHODS}
