@@ -289,3 +289,42 @@ def test_every_adapter_is_counted_before_training(bench, monkeypatch: pytest.Mon
     monkeypatch.setattr(bench, "peft_trainable", lambda method: 1000 + bench.METHODS.index(method))
     bench.main(["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert seen == {m: None if m == "full" else 1000 + bench.METHODS.index(m) for m in bench.METHODS}
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_lora_and_dora_compute_the_same_function_and_magnitude_gradient(bench, hf_bert_dir: str, tmp_path: Path, method: str) -> None:
+    """peft's query/value adapters (B drawn at random, so the update is not zero) copied into attnkit's q and v slices: equal
+    logits, and for DoRA the same starting magnitudes (||W_0|| per row) and the same magnitude gradients (the norm detached
+    in both, DoRA section 4.3)."""
+    ours = _attnkit_side(bench, method, hf_bert_dir, tmp_path)
+    theirs = bench._peft_model(method, Path(hf_bert_dir), torch.device("cpu"))
+    layers = lora_layers(ours)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for i in range(2):
+            qkv = layers[f"bert.layers.{i}.self_attn.qkv_proj"]
+            for part, hf_name in (("q", "query"), ("v", "value")):
+                m = theirs.get_submodule(f"base_model.model.bert.encoder.layer.{i}.attention.self.{hf_name}")
+                m.lora_B["default"].weight.normal_(0, 0.1)
+                qkv.lora_A[part].copy_(m.lora_A["default"].weight)
+                qkv.lora_B[part].copy_(m.lora_B["default"].weight)
+                if method == "dora":
+                    magnitude = m.lora_magnitude_vector["default"].weight
+                    torch.testing.assert_close(qkv.magnitude[part], magnitude)
+                    assert torch.equal(magnitude, m.base_layer.weight.norm(dim=1))  # m = ||W_0||_c
+    ours.eval(), theirs.eval()
+    ids = torch.randint(1, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    got = ours(ids, attention_mask=mask, segment_ids=torch.zeros_like(ids)).logits
+    want = theirs(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    if method == "dora":
+        got.square().sum().backward()
+        want.square().sum().backward()
+        for i in range(2):
+            qkv = layers[f"bert.layers.{i}.self_attn.qkv_proj"]
+            for part, hf_name in (("q", "query"), ("v", "value")):
+                m = theirs.get_submodule(f"base_model.model.bert.encoder.layer.{i}.attention.self.{hf_name}")
+                torch.testing.assert_close(qkv.magnitude[part].grad, m.lora_magnitude_vector["default"].weight.grad, atol=1e-5, rtol=1e-3)
+                torch.testing.assert_close(qkv.lora_A[part].grad, m.lora_A["default"].weight.grad, atol=1e-5, rtol=1e-3)
