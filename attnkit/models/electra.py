@@ -17,6 +17,7 @@ the discriminator alone (``model.discriminator``; ``model.bert`` is its encoder)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +81,25 @@ class ElectraPretraining(PretrainedModel):
         shared, own = self.discriminator.bert.embed, self.generator.bert.embed
         own.tokens, own.segments, own.positions, own.norm = shared.tokens, shared.segments, shared.positions, shared.norm
         self.generator.decoder.weight = shared.tokens.weight
+
+    def init_replaced_prior(self, replaced: float) -> None:
+        """Set the discriminator's output bias to the log-odds of ``replaced``, the share of tokens the generator replaces.
+
+        Only a small share of tokens is replaced (about the masking rate, 15%, while the generator is
+        untrained), so the first thing replaced-token detection learns is that prior, ``log(p / (1 - p))``
+        (about -1.7) at every token. From a zero bias, which Adam moves by about the learning rate per
+        step, the fastest way to that constant is to make every position's state the same: the
+        discriminator's stack collapses to one vector, whose per-token gradients then vanish, and it
+        stays at "original" everywhere. Starting the bias at the prior (the prior initialisation of Lin
+        et al. 2017, "Focal Loss for Dense Object Detection", section 4.1) leaves the encoder nothing
+        constant to learn. A deviation from ELECTRA's released code, which starts the bias at zero.
+
+        Args:
+            replaced: the expected share of replaced tokens, in (0, 1).
+        """
+        check(0.0 < replaced < 1.0, "replaced", replaced, "must be in (0, 1)")
+        with torch.no_grad():
+            self.discriminator.out.bias.fill_(math.log(replaced / (1.0 - replaced)))
 
     @property
     def bert(self) -> BertModel:

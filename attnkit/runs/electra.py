@@ -91,6 +91,7 @@ class ElectraJob(MLMJob):
                            disc_weight=e.disc_weight, temperature=e.temperature)  # type: ignore[attr-defined]
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = ElectraPretraining(ElectraPretrainingConfig(discriminator=m, generator_fraction=e.generator_fraction))  # type: ignore[arg-type, attr-defined]
+        model.init_replaced_prior(old.masking.select_prob)  # an untrained generator replaces almost every masked token
         g = model.config.generator
         log(f"ELECTRA: discriminator {model.discriminator.num_parameters() / 1e6:.2f}M parameters (d_model {m.d_model}), "  # type: ignore[attr-defined]
             f"generator d_model {g.d_model} with {g.n_heads} head(s); embeddings shared; discriminator loss x {e.disc_weight:g}")  # type: ignore[attr-defined]
