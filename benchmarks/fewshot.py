@@ -31,7 +31,9 @@ The goal the figures are checked against: prompt-based (PET) at least 10 points 
 fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``,
 written after each task's adaptation and each method's run (every seed of it); a file of that device and
 date is read first and only the methods run are replaced, with the PET-minus-fine-tuning comparison
-recomputed over what the file then holds, so tasks and methods may run in separate calls.
+recomputed over what the file then holds, so tasks and methods may run in separate calls. Each task
+records its settings (shots, seeds, quick); a task's earlier methods are kept only under this call's
+settings, so concurrent calls with other ``--shots`` keep their tasks apart.
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ def compare(out: dict[str, Any], task: str) -> dict[str, Any]:
         out["goal_points"] = GOAL[task]
         out["goal_met"] = gain >= GOAL[task]
     return out
+
+
+def with_settings(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with each task's settings (quick, shots, seeds) inside its results, where a file written with one
+    set of settings for the whole file keeps them at the top level; returns ``payload``, changed in place."""
+    top = {k: payload.pop(k) for k in ("quick", "shots", "seeds") if k in payload}
+    payload.pop("command", None)
+    for result in payload.get("results", {}).values():
+        result.setdefault("settings", top)
+    return payload
 
 
 def run_task(task: str, methods: list[str], data: Path, work: Path, device: str, quick: bool, shots: int, seeds: int,
@@ -154,16 +166,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
-    payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)  # tasks and methods of earlier calls are kept
+    payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)
     settings = dict(quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds)
     command = " ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])])
-    results: dict[str, Any] = payload.setdefault("results", {})
     tasks = [t for t in args.tasks.split(",") if t]
+    # each task's methods of earlier calls are kept where those calls had this call's settings
+    results: dict[str, Any] = {t: r for t, r in with_settings(payload).get("results", {}).items() if r.get("settings") == settings}
 
     def save() -> None:
-        """Write this call's tasks into the day's file (tasks that other calls, also concurrent ones, wrote are kept)."""
+        """Write this call's tasks, each with its settings, into the day's file (tasks that other calls, also
+        concurrent ones with other settings, wrote are kept with theirs)."""
         def update(disk: dict[str, Any]) -> None:
-            disk.update(settings, command=command)
+            with_settings(disk)
             for task in tasks:
                 if task in results:
                     disk.setdefault("results", {})[task] = results[task]
@@ -175,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         work = args.work or Path(tmp)
         for task in tasks:
             results[task] = compare(results.get(task, {}), task)
+            results[task]["settings"] = settings
             run_task(task, methods, args.data, work, str(device), args.quick, args.shots, args.seeds,
                      lambda s: print(s, flush=True) if s.startswith(("sst2 ", "rte ", "stage")) else None, results[task], save)
     path = common.results_path("fewshot", env, args.out_dir, suffix=suffix)

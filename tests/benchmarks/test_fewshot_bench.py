@@ -28,3 +28,36 @@ def test_each_method_is_the_recipe_with_its_assignments(bench, task):
     assert got["autoprompt"]["data"].patterns == ("auto",) and not got["autoprompt"]["data"].distill
     for cfgs in got.values():  # the protocol is the same for every method
         assert (cfgs["data"].shots, cfgs["data"].seeds, cfgs["train"].steps) == (16, 5, 1000)
+
+
+def test_each_task_keeps_its_own_settings_across_calls(bench, monkeypatch, tmp_path):
+    """Calls with other shots write their tasks with their own settings; a task's methods merge only with an
+    earlier call's of the same settings; a file with one set of settings at the top gives it to each task."""
+    import json
+
+    def fake_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+        for m in methods:
+            out[m] = {"accuracy_mean": float(shots), "accuracy_std": 0.0}
+            bench.compare(out, task)  # as run_task does after each method
+            save()
+        return out
+
+    monkeypatch.setattr(bench, "run_task", fake_run)
+    base = ["--data", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path)]
+    bench.main([*base, "--tasks", "sst2", "--methods", "finetune"])
+    (path,) = tmp_path.glob("fewshot-*.json")
+    legacy = json.loads(path.read_text())  # the older layout: one set of settings for the file
+    legacy["results"]["sst2"].pop("settings")
+    legacy.update(quick=False, shots=16, seeds=5, command="python benchmarks/fewshot.py")
+    path.write_text(json.dumps(legacy))
+    bench.main([*base, "--tasks", "rte", "--methods", "finetune", "--shots", "8"])
+    bench.main([*base, "--tasks", "sst2", "--methods", "pet"])  # 16 shots: merges with the first call's
+    got = json.loads(path.read_text())
+    assert "shots" not in got and "command" not in got
+    sst2, rte = got["results"]["sst2"], got["results"]["rte"]
+    assert sst2["settings"] == {"quick": False, "shots": 16, "seeds": 5} and set(sst2) >= {"finetune", "pet"}
+    assert rte["settings"]["shots"] == 8 and rte["finetune"]["accuracy_mean"] == 8.0
+    assert sst2["pet_minus_finetune"] == 0.0
+    bench.main([*base, "--tasks", "sst2", "--methods", "pet", "--shots", "4"])  # other settings: sst2 starts over
+    sst2 = json.loads(path.read_text())["results"]["sst2"]
+    assert sst2["settings"]["shots"] == 4 and "finetune" not in sst2
