@@ -164,6 +164,14 @@ class T5RelativeBias(ScoreBias):
         band = ids[: ids.index(n_buckets - 1) + 1] if n_buckets - 1 in ids else []
         self.register_buffer("band_ids", torch.tensor(band, dtype=torch.long), persistent=False)  # on the default device
 
+    def lookup(self, ids: Tensor) -> Tensor:
+        """The table's rows ``(L, H)`` for bucket ids ``(L,)``, as a sum over one-hot columns: the same values as the
+        embedding lookup, but its backward is a product and a sum, where the embedding's backward on CUDA reads a count
+        back to the host, a synchronisation in every layer of every training step."""
+        w = self.table.weight  # (n_buckets, H)
+        one_hot = ids[:, None] == torch.arange(self.n_buckets, device=ids.device)  # (L, n_buckets)
+        return (one_hot[:, :, None] * w).sum(1)  # exact: one nonzero term per row
+
     def _trains(self) -> bool:
         return self.table.weight.requires_grad and torch.is_grad_enabled()
 
@@ -212,7 +220,7 @@ class T5RelativeBias(ScoreBias):
 
     def distance_values(self, q_offset: int, tq: int, tk: int, causal: bool) -> Tensor:
         """``d: (H, Tq + Tk - 1)``, ``d[h, j - i + Tq - 1]`` the bias of query ``q_offset + i`` on key j (with autograd)."""
-        return self.table(self.distance_buckets(q_offset, tq, tk, causal, self.table.weight.device)).t()
+        return self.lookup(self.distance_buckets(q_offset, tq, tk, causal, self.table.weight.device)).t()
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, *, causal: bool, scale: float, q_offset: int | None = None) -> Tensor:
         # Without autograd (evaluation, decoding) the bias itself is kept for the next layers of the stack,
@@ -249,7 +257,7 @@ class T5RelativeBias(ScoreBias):
     def band_values(self) -> Tensor:
         """``e: (H, D + 1)`` with autograd: ``e[h, m]`` the causal bias at distance ``m = i - j``, ``e[h, D]`` that of every
         distance from ``D`` on, ``D`` the first distance in the farthest bucket."""
-        return self.table(self.band_ids).t()
+        return self.lookup(self.band_ids).t()
 
     def flex_score_mod(self, q_offset: int, tq: int, tk: int, *, causal: bool) -> ScoreMod | None:
         """The ``score_mod`` FlexAttention takes for this call, or None where the bias goes to the kernel instead.

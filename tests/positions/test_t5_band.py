@@ -142,3 +142,25 @@ def test_evaluation_of_the_length_extrapolation_gpt_compiles_on_cuda(flex_answer
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         reference = model(ids).logits.float()
     torch.testing.assert_close(logits, reference, atol=5e-2, rtol=5e-2)
+
+
+def test_the_lookup_is_the_embeddings_without_its_backward() -> None:
+    """``lookup``: nn.Embedding's rows and table gradient, exactly, through a backward without ``EmbeddingBackward``
+    (whose CUDA kernel reads a count back to the host in every layer of a training step)."""
+    mod = T5RelativeBias(4, n_buckets=16, max_distance=40).double()
+    torch.nn.init.normal_(mod.table.weight)
+    ids = torch.randint(0, 16, (300,), generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(300, 4, dtype=torch.float64)
+    got = mod.lookup(ids)
+    (g_got,) = torch.autograd.grad(got, mod.table.weight, grad)
+    want = mod.table(ids)
+    (g_want,) = torch.autograd.grad(want, mod.table.weight, grad)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    torch.testing.assert_close(g_got, g_want, atol=1e-13, rtol=0)
+    names, todo = set(), [mod.band_values().grad_fn, mod.distance_values(0, 9, 9, True).grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None:
+            names.add(type(fn).__name__)
+            todo += [f for f, _ in fn.next_functions]
+    assert names and not any("Embedding" in n for n in names)
