@@ -17,7 +17,8 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   XLNet has no embedding projection and runs two streams);
   the encoder-decoders (T5, BART, MASS) the denoising recipes' 3+3-layer pre-norm Transformer (d_model
   256); the decoders the ``shakespeare-char`` GPT (6 layers, d_model 384) dense and with 8 Switch
-  experts in every FFN (the same active parameters per token). MFU is ``6 * N * tokens/s`` over the
+  experts in every FFN (the same active parameters per token), the latter also with the grouped
+  dispatch (``gpt-switch-grouped``: ``model.moe.dispatch=grouped``). MFU is ``6 * N * tokens/s`` over the
   card's dense bf16 peak, with ``N`` the non-embedding parameters that process each token (ELECTRA:
   generator plus discriminator; Switch: one expert per layer); attention scores are not counted, so it
   is a lower bound. One evaluation after the last step gives each objective's held-out scores
@@ -75,6 +76,8 @@ OBJECTIVES: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "mass": ("mass", "mass-shakespeare", None, ()),
     "gpt-dense": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0")),
     "gpt-switch": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0", *SWITCH)),
+    "gpt-switch-grouped": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0", *SWITCH,
+                                                          "model.moe.dispatch=grouped")),
 }
 
 

@@ -19,6 +19,14 @@ positions output 0. Each forward keeps its router logits for those losses (``rou
 ``router_probs``, the first choices per expert ``first_choices`` of a top-1 layer, and ``keep_used``, None when every
 token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
 and ``dropped`` (read and reset by :func:`expert_load`).
+
+Dispatch (``MoEConfig.dispatch``): ``capacity`` copies each accepted choice into its expert's row of an
+``(N, C + 1, d)`` buffer and runs the experts as batched products over every row, padding included;
+``grouped`` sorts the choices by expert and runs each expert on its own rows only, as one grouped matrix
+product per linear map (``torch._grouped_mm``), over all routed choices, the dropped ones too, whose outputs
+the zero gate then removes: the same outputs and gradients with ``k M`` rows of work instead of
+``N (C + 1)``. It applies to bfloat16 experts' inputs (autocast's) where the grouped product runs (probed once
+per device type) and both widths are multiples of 8; elsewhere the layer takes the buffer.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ class MoEConfig(Config):
     ``n_experts`` experts, each an FFN of the model's ``d_ff``; ``top_k`` experts per token (1: Switch; 2:
     GShard's top-2, Lepikhin et al. 2021); ``capacity_factor`` of the even share of tokens per expert (1.25
     in most of the Switch paper's runs); ``aux_loss`` alpha of the load-balancing loss;
-    ``z_loss`` the router z-loss coefficient; ``jitter`` the router's input noise while training (0: none).
+    ``z_loss`` the router z-loss coefficient; ``jitter`` the router's input noise while training (0: none);
+    ``dispatch`` how the choices reach their experts (``capacity`` or ``grouped``; module docstring).
     """
 
     n_experts: int = 8
@@ -52,6 +61,7 @@ class MoEConfig(Config):
     aux_loss: float = 0.01
     z_loss: float = 1e-3
     jitter: float = 0.0
+    dispatch: str = "capacity"
 
     def validate(self) -> None:
         check(self.n_experts >= 1, "moe.n_experts", self.n_experts, "must be at least 1")
@@ -60,6 +70,7 @@ class MoEConfig(Config):
         check(self.aux_loss >= 0, "moe.aux_loss", self.aux_loss, "must be >= 0")
         check(self.z_loss >= 0, "moe.z_loss", self.z_loss, "must be >= 0")
         check(0.0 <= self.jitter < 1.0, "moe.jitter", self.jitter, "must be in [0, 1)")
+        check(self.dispatch in ("capacity", "grouped"), "moe.dispatch", self.dispatch, "must be capacity or grouped")
 
 
 class ExpertLinear(nn.Module):
@@ -94,6 +105,16 @@ class ExpertLinear(nn.Module):
         if self.bias is None:
             return torch.bmm(x, self.weight)  # (N, C, d_out)
         return torch.baddbmm(self.bias[:, None, :].to(x.dtype), x, self.weight)  # (N, C, d_out)
+
+    def grouped(self, x: Tensor, offsets: Tensor, expert: Tensor) -> Tensor:
+        """``x: (M, d_in)`` rows sorted by expert, ``offsets: (N,)`` int32 end of each expert's rows, ``expert: (M,)``
+        each row's expert -> ``(M, d_out)``: one grouped product; the bias added through a one-hot product, whose
+        backward sums each expert's rows without atomic additions into N rows."""
+        y = torch._grouped_mm(x, self.weight.to(x.dtype), offs=offsets)  # (M, d_out)
+        if self.bias is None:
+            return y
+        one_hot = (expert[:, None] == torch.arange(self.weight.shape[0], device=x.device)).to(y.dtype)  # (M, N)
+        return y + one_hot @ self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"experts={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -151,6 +172,23 @@ class SwitchFFN(nn.Module):
         h = self.act(self.w1(h))  # (N, C, d_ff)
         return self.w2(self.dropout(h) if self.training else h)  # (N, C, d_model)
 
+    def _groups(self, tokens: Tensor) -> bool:
+        """Whether the grouped dispatch runs for ``tokens``: bfloat16 (the grouped product's dtype; under autocast the
+        experts' inputs are), the product present on their device, and rows of both widths multiples of 16 bytes."""
+        widths = tokens.shape[-1] % 8 == 0 and self.w1.out_features % 8 == 0
+        return tokens.dtype == torch.bfloat16 and widths and grouped_mm_runs(tokens.device.type, tokens.dtype)
+
+    def run_grouped(self, tokens: Tensor, expert: Tensor) -> Tensor:
+        """Every choice through its expert's FFN, ``tokens: (kM, d)`` with ``expert: (kM,)`` -> ``(kM, d)``: the choices
+        sorted by expert (stable), each expert's rows through one grouped product per linear map, the rows put back."""
+        order = torch.argsort(expert, stable=True)  # (kM,)
+        chosen = expert[None, :] == torch.arange(self.n_experts, device=expert.device)[:, None]  # (N, kM)
+        offsets = torch.cumsum(chosen.sum(-1), 0).to(torch.int32)  # (N,) end of each expert's rows
+        sorted_expert = expert.index_select(0, order)
+        h = self.act(self.w1.grouped(tokens.index_select(0, order), offsets, sorted_expert))  # (kM, d_ff)
+        y = self.w2.grouped(self.dropout(h) if self.training else h, offsets, sorted_expert)  # (kM, d)
+        return torch.empty_like(y).index_copy(0, order, y)  # choice order; its backward gathers
+
     def expert(self, i: int, x: Tensor) -> Tensor:
         """Expert ``i``'s FFN alone on ``x: (..., d_model)`` (a reference for tests and inspection)."""
         w1, w2 = self.w1, self.w2
@@ -185,10 +223,13 @@ class SwitchFFN(nn.Module):
         kind = x.device.type
         if tokens.dtype == torch.float32 and autocast_available(kind) and torch.is_autocast_enabled(kind):
             tokens = tokens.to(torch.get_autocast_dtype(kind))  # the dtype the experts' matmuls cast to
-        buffer = tokens.new_zeros(n * (slots + 1), d).index_copy(0, slot, tokens)  # (N (C+1), d)
-        y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
         scale = torch.where(accepted, gates.reshape(m, k).t().reshape(k * m), 0.0)  # (kM,) dropped and padding: 0
-        out = y.index_select(0, slot) * scale[:, None].to(x.dtype)  # (kM, d)
+        if self.config.dispatch == "grouped" and self._groups(tokens):
+            out = self.run_grouped(tokens, expert) * scale[:, None].to(x.dtype)  # (kM, d)
+        else:
+            buffer = tokens.new_zeros(n * (slots + 1), d).index_copy(0, slot, tokens)  # (N (C+1), d)
+            y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
+            out = y.index_select(0, slot) * scale[:, None].to(x.dtype)  # (kM, d)
         if self.training:
             with torch.no_grad():
                 self.load += routed
@@ -214,6 +255,30 @@ def autocast_available(device_type: str) -> bool:
     """Whether autocast exists for ``device_type``; a constant to ``torch.compile``, which cannot trace the builtin
     behind ``torch.amp.is_autocast_available`` in every PyTorch release (a graph break in each Switch layer)."""
     return torch.amp.is_autocast_available(device_type)
+
+
+_GROUPED_MM: dict[tuple[str, torch.dtype], bool] = {}
+
+
+@torch.compiler.assume_constant_result
+def grouped_mm_runs(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether ``torch._grouped_mm`` runs on this device type and dtype, with its backward (one small trial, once per
+    pair; older PyTorch, other cards and dtypes do not have it)."""
+    key = (device_type, dtype)
+    if key not in _GROUPED_MM:
+        ok = hasattr(torch, "_grouped_mm")
+        if ok:
+            try:
+                with torch.enable_grad(), torch.autocast(device_type, enabled=False) if autocast_available(device_type) else nullcontext():
+                    x = torch.ones(4, 8, device=device_type, dtype=dtype, requires_grad=True)
+                    w = torch.ones(2, 8, 8, device=device_type, dtype=dtype, requires_grad=True)
+                    y = torch._grouped_mm(x, w, offs=torch.tensor([1, 4], device=device_type, dtype=torch.int32))
+                    y.backward(torch.ones_like(y))
+                    ok = bool((y == 8).all()) and x.grad is not None and w.grad is not None
+            except (RuntimeError, TypeError, NotImplementedError):
+                ok = False
+        _GROUPED_MM[key] = ok
+    return _GROUPED_MM[key]
 
 
 def queue_places(expert: Tensor, n_experts: int, real: Tensor | None = None) -> tuple[Tensor, Tensor]:

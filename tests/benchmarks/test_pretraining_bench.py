@@ -25,7 +25,7 @@ def test_a_switch_gpt_counts_one_expert_per_layer(bench):
 
 def test_peak_is_unknown_on_the_cpu(bench):
     assert bench.peak_flops(torch.device("cpu")) is None
-    assert set(bench.OBJECTIVES) >= {"mlm", "electra", "unilm", "t5", "bart", "mass", "gpt-dense", "gpt-switch"}
+    assert set(bench.OBJECTIVES) >= {"mlm", "electra", "unilm", "t5", "bart", "mass", "gpt-dense", "gpt-switch", "gpt-switch-grouped"}
 
 
 def test_set_reaches_the_throughput_recipes_and_is_recorded(bench, tmp_path):
