@@ -269,7 +269,8 @@ def grouped_mm_runs(device_type: str, dtype: torch.dtype) -> bool:
         ok = hasattr(torch, "_grouped_mm")
         if ok:
             try:
-                with torch.enable_grad(), torch.autocast(device_type, enabled=False) if autocast_available(device_type) else nullcontext():
+                with torch.inference_mode(False), torch.enable_grad(), (
+                        torch.autocast(device_type, enabled=False) if autocast_available(device_type) else nullcontext()):
                     x = torch.ones(4, 8, device=device_type, dtype=dtype, requires_grad=True)
                     w = torch.ones(2, 8, 8, device=device_type, dtype=dtype, requires_grad=True)
                     y = torch._grouped_mm(x, w, offs=torch.tensor([1, 4], device=device_type, dtype=torch.int32))

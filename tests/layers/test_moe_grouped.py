@@ -80,3 +80,10 @@ def test_without_the_grouped_product_the_layer_takes_the_buffer(monkeypatch: pyt
 def test_a_dispatch_that_does_not_exist_is_named() -> None:
     with pytest.raises(ConfigError, match="moe.dispatch"):
         MoEConfig(dispatch="sorted")
+
+
+def test_the_probe_answers_the_same_under_inference_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first forward in evaluation (inference mode) must not record the grouped product as missing."""
+    monkeypatch.setattr(moe, "_GROUPED_MM", {})
+    with torch.inference_mode():
+        assert moe.grouped_mm_runs("cpu", torch.bfloat16)
