@@ -11,9 +11,9 @@ addition per score into ``(D + 1) H`` cells. ``e``'s gradient is the sum, over t
 the softmax backward ``dS_ij = P_ij (dP_ij - Delta_i)`` with ``dP_ij = dO_i . v_j`` and ``Delta_i = dO_i . O_i``
 (Dao 2023, FlashAttention-2, algorithm 2). :func:`band_gradient` recomputes it on the band ``0 <= i - j < D``
 alone, from q, k, v, the output and the kernel's log-sum-exp ``P_ij = exp(S_ij - lse_i)``, in blocks of
-``S >= D`` queries against their own block of keys and the block before. The farthest value's gradient needs no far cell: each row of
-``dS`` sums to zero (softmax does not change when a row's scores all move together), so the far cells of all
-rows sum to minus the band's.
+``S >= D`` queries against their own block of keys and the block before. The farthest value's gradient needs no far
+cell: each row of ``dS`` sums to zero (softmax does not change when a row's scores all move together), so the
+far cells of all rows sum to minus the band's.
 """
 
 from __future__ import annotations
