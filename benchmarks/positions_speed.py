@@ -16,7 +16,8 @@ layer alone (``MultiHeadAttention``, forward + backward), where ALiBi and T5 tak
 autograd against ``t5_bias:dense`` with the same weights (the output, the input's and the table's gradients in
 the layer table; the loss and the table's gradient in the model table), and a row whose check raises is
 recorded with its error and not timed. Writes ``benchmarks/results/positions-speed-<device>-<date>.json``
-(after the checks and after each table); ``--profile N`` adds each row's top kernels by device time over N steps.
+(after the checks and after each table); ``--profile N`` adds, for each row over N steps, the wall and device-busy
+time per step and the top kernels by device time.
 """
 
 from __future__ import annotations
@@ -137,9 +138,10 @@ def model_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[st
                 loss.backward()
                 checks[kind] = {"loss_vs_dense_abs": abs(loss.item() - reference[0]),
                                 "table_grad_vs_dense_rel": max_rel(table_grad(model), reference[1])}
-                if kind.endswith("flex_band") and band_failure():  # the band did not compile: the row runs as distance
-                    checks[kind]["band_fell_back_to_distance"] = band_failure()
-                    print(f"model {kind}: the band did not compile, timed as distance: {band_failure()}")
+                failure = band_failure()
+                if kind.endswith("flex_band") and failure:  # the band did not compile: the row runs as distance
+                    checks[kind]["band_fell_back_to_distance"] = failure
+                    print(f"model {kind}: the band did not compile, timed as distance: {failure}")
             except Exception as e:  # noqa: BLE001 - a path that fails here is reported, the others still timed
                 checks[kind] = {"error": f"{type(e).__name__}: {e}"[:500]}
                 print(f"model {kind}: check failed: {checks[kind]['error']}")
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="after timing, profile N steps of each row: its top kernels by device time go into the JSON")
+                   help="after timing, profile N steps of each row: wall and device-busy time per step and the top kernels go into the JSON")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
     if args.quick:
@@ -248,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                  "ratio_vs_learned": None if base is None else round(base / t.median_ms, 3)})
             print(f"{table:>5} {kind:>22}: {t.median_ms:9.3f} ms" + ("" if base is None else f"  x{base / t.median_ms:.2f} of learned")
                   + "".join(f"  {k}={v:.2e}" for k, v in result[table][kind].get("check", {}).items() if isinstance(v, float)))
-        if band_failure():  # from here on t5_bias:flex_band rows ran as distance
-            result[table]["t5_band_fell_back_to_distance"] = band_failure()
-            print(f"{table}: T5's band did not compile, flex_band timed as distance: {band_failure()}")
+        failure = band_failure()
+        if failure:  # from here on t5_bias:flex_band rows ran as distance
+            result[table]["t5_band_fell_back_to_distance"] = failure
+            print(f"{table}: T5's band did not compile, flex_band timed as distance: {failure}")
         if args.profile:
             for kind, step in steps.items():
-                result[table][kind]["profile"] = profile(step, device, args.profile)
-                got = result[table][kind]["profile"]
+                got = result[table][kind]["profile"] = profile(step, device, args.profile)
                 print(f"{table} {kind}: {got['wall_ms_per_step']:.3f} ms per step profiled, device busy {got['device_busy_ms_per_step']} ms; "
                       + ", ".join(f"{r['name'][:40]} {r['ms_per_step']:.3f}" for r in got["top"][:6]))
         path = write_json(name, result, out_dir)
