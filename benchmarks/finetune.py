@@ -38,8 +38,10 @@ evaluation, saving); a stage's time is reported beside it.
 averages their weights with :func:`attnkit.training.averaging.save_averaged` (what ``attnkit
 average`` does) into ``<--out>/<task>/model`` (a uniform model soup, Wortsman et al. 2022) and
 reports the soup's score, the seeds' rows under ``ingredients``. Results go to
-``benchmarks/results/finetune-<device>-<date>.json`` with the recipe, the overrides, the
-equivalent command line, the device and the software versions.
+``benchmarks/results/finetune-<device>-<date>[-tag].json`` with the recipe, the overrides, the
+equivalent command line, the device and the software versions. A file of that device, date and tag
+is read first and only the tasks run are replaced, so the tasks of one comparison may run as
+separate, concurrent calls.
 """
 
 from __future__ import annotations
@@ -272,6 +274,23 @@ def table_row(r: dict[str, Any]) -> list[str]:
     return [r["task"], r.get("metric", f"failed (exit {r.get('exit_code')})"), value, target, f"{r.get('wall_s', 0):.0f}"]
 
 
+def merge_rows(payload: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Put this call's task rows into the day's file: a task run again replaces its row, other tasks' rows stay.
+
+    Rows written under other overrides or another ``--quick`` are dropped, so one file never mixes settings;
+    ``commands`` keeps the command line each task's row came from, so tasks may run as separate (concurrent) calls.
+    """
+    if payload.get("overrides", args.set) != args.set or payload.get("quick", args.quick) != args.quick:
+        for key in ("rows", "recipes", "commands"):
+            payload.pop(key, None)
+    mine = {r["task"] for r in rows}
+    payload.update(benchmark="finetune", quick=args.quick, overrides=args.set)
+    payload["rows"] = [r for r in payload.get("rows", []) if r.get("task") not in mine] + rows
+    payload["recipes"] = {**payload.get("recipes", {}), **{t: TASKS[t][0] for t in mine}}
+    payload["commands"] = {**payload.get("commands", {}), **{t: " ".join(sys.argv) for t in mine}}
+    payload.pop("argv", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data"),
@@ -303,10 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.soup and args.seeds:
         raise SystemExit("error: --soup N takes seeds 0..N-1; give --soup or --seeds, not both")
     rows = [run_task(n, args, args.out) for n in names]
-    payload = {"benchmark": "finetune", "recipes": {n: TASKS[n][0] for n in names}, "quick": args.quick, "overrides": args.set,
-               "rows": rows, "environment": common.environment(device), "argv": sys.argv}
     suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
-    path = common.write_json("finetune", payload, args.out_dir, suffix=suffix)
+    path = common.update_day_json("finetune", common.environment(device), lambda payload: merge_rows(payload, rows, args),
+                                  args.out_dir, suffix=suffix)
     print(common.markdown_table(["task", "metric", "value", "target", "wall s"], [table_row(r) for r in rows]))
     print(f"wrote {path}")
     return 0

@@ -108,3 +108,16 @@ def test_soup_runs_one_stage_for_every_seed(bench, fake, tmp_path, monkeypatch):
     assert [r[1]["train"].seed for r in fake.runs] == [0, 1, 2]
     assert soups == [([tmp_path / f"sst2-seed{i}" / "model" for i in range(3)], tmp_path / "sst2" / "model")]
     assert row["value"] == 0.75 and row["ingredients_mean"] == pytest.approx(0.6)
+
+
+def test_tasks_run_as_separate_calls_share_one_file(bench, fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.common, "pick_device", lambda _: __import__("torch").device("cpu"))
+    common = ["--data", "d", "--seeds", "0", "1", "--tag", "features", "--out-dir", str(tmp_path / "res"), "--device", "cpu"]
+    for tasks in ("sst2", "sst2-features", "sst2"):
+        assert bench.main(["--tasks", tasks, "--out", str(tmp_path / f"runs-{len(fake.runs)}"), *common]) == 0
+    (path,) = (tmp_path / "res").glob("finetune-*-features.json")
+    payload = json.loads(path.read_text())
+    assert [r["task"] for r in payload["rows"]] == ["sst2-features", "sst2"]  # sst2 run again: its row replaced, not doubled
+    assert set(payload["commands"]) == {"sst2", "sst2-features"} and payload["recipes"]["sst2-features"] == "sst2-minilm-features"
+    assert bench.main(["--tasks", "sst2", "--set", "train.steps=3", "--out", str(tmp_path / "runs-x"), *common]) == 0
+    assert [r["task"] for r in json.loads(path.read_text())["rows"]] == ["sst2"]  # other overrides: the old rows are not mixed in
