@@ -16,7 +16,8 @@ source length (:func:`attnkit.metrics.bleu_by_length`): exposure bias is expecte
 the longest third. The JSON under ``benchmarks/results/`` holds every run's scores, the mean over
 seeds of each recipe and its difference from teacher forcing. It is written after each run; a file of
 that device and date is read first, a run of the same recipe and seed replaces its row there and the
-means are taken over every row the file then holds, so seeds and remedies may run in separate calls.
+means are taken over every row the file then holds, so seeds and remedies may run in separate calls
+(``--no-teacher-forcing`` leaves out the teacher-forced run that an earlier call of the day already made).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="the Multi30k directory ({train,val,test_2016_flickr}.{de,en}.gz)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=REMEDIES)
+    p.add_argument("--no-teacher-forcing", action="store_true",
+                   help="run only the remedies: the teacher-forced rows of these seeds come from the day's file (an earlier call)")
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants (a CPU smoke run; scores mean nothing)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when present)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override applied to every recipe")
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = common.pick_device(args.device)
     env = common.environment(device)
-    names = [BASE, *(f"{BASE}-{r}" for r in args.remedies)]
+    names = [*([] if args.no_teacher_forcing else [BASE]), *(f"{BASE}-{r}" for r in args.remedies)]
     suffix = "-quick" if args.quick else ""
     payload: dict[str, Any] = {}
 

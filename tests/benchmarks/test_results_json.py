@@ -119,6 +119,25 @@ def test_exposure_bias_means_run_over_every_seed_in_the_file(load_benchmark):
     assert summary[1]["bleu_vs_teacher_forcing"] == 2.0
 
 
+def test_exposure_bias_without_teacher_forcing_keeps_the_days_teacher_forced_rows(load_benchmark, tmp_path, monkeypatch):
+    bench = load_benchmark("exposure_bias")
+    made = []
+
+    def one_run(name, seed, args, device, out):
+        made.append((name, seed))
+        b = 30.0 + len(made)
+        return {"recipe": name, "seed": seed, "seconds": 1.0, "bleu": b, "bleu_lc": b, "longest_third_bleu": b, "longest_third_bleu_lc": b}
+
+    monkeypatch.setattr(bench, "one_run", one_run)
+    base = ["--data", "d", "--device", "cpu", "--out-dir", str(tmp_path), "--seeds", "1"]
+    bench.main([*base, "--remedies", "scheduled"])
+    bench.main([*base, "--remedies", "self-feed", "--no-teacher-forcing"])
+    assert made == [("multi30k-de-en", 1), ("multi30k-de-en-scheduled", 1), ("multi30k-de-en-self-feed", 1)]
+    (path,) = tmp_path.glob("exposure-bias-*.json")
+    summary = {e["recipe"]: e for e in json.loads(path.read_text())["summary"]}
+    assert summary["multi30k-de-en-self-feed"]["bleu_vs_teacher_forcing"] == 2.0  # 33 against the first call's 31
+
+
 def test_pretraining_parts(load_benchmark):
     bench = load_benchmark("pretraining")
     assert bench.parse_parts("all") == list(bench.PARTS)
