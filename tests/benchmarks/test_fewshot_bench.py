@@ -61,3 +61,34 @@ def test_each_task_keeps_its_own_settings_across_calls(bench, monkeypatch, tmp_p
     bench.main([*base, "--tasks", "sst2", "--methods", "pet", "--shots", "4"])  # other settings: sst2 starts over
     sst2 = json.loads(path.read_text())["results"]["sst2"]
     assert sst2["settings"]["shots"] == 4 and "finetune" not in sst2
+
+
+def test_concurrent_calls_on_one_task_keep_each_others_methods(bench, monkeypatch, tmp_path):
+    """Two calls on one task with the same settings, interleaved as concurrent calls are: each writes only what it ran,
+    so the second's last write does not drop the method the first wrote in between."""
+    import json
+
+    base = ["--data", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path), "--tasks", "sst2"]
+
+    def inner_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+        out[methods[0]] = {"accuracy_mean": 70.0, "accuracy_std": 0.0}
+        bench.compare(out, task)
+        save()
+        return out
+
+    def outer_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+        out.update(adaptation_s=1.0)
+        save()  # written before the other call finishes
+        monkeypatch.setattr(bench, "run_task", inner_run)
+        bench.main([*base, "--methods", "finetune"])  # the other call runs and writes meanwhile
+        out["pet"] = {"accuracy_mean": 75.0, "accuracy_std": 0.0}
+        bench.compare(out, task)
+        save()
+        return out
+
+    monkeypatch.setattr(bench, "run_task", outer_run)
+    bench.main([*base, "--methods", "pet"])
+    (path,) = tmp_path.glob("fewshot-*.json")
+    sst2 = json.loads(path.read_text())["results"]["sst2"]
+    assert sst2["finetune"]["accuracy_mean"] == 70.0 and sst2["pet"]["accuracy_mean"] == 75.0
+    assert sst2["pet_minus_finetune"] == 5.0
