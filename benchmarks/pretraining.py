@@ -28,7 +28,8 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part),
   then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
   task-adaptive stage; ``--finetune-epochs`` replaces its 3 epochs) for every seed of ``--seeds``; dev accuracy
-  per seed and the mean are reported.
+  per seed and the mean are reported, with each pretraining's scores after its last step (``pretrain_final``;
+  ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original').
 * **translation**: the ``multi30k-de-en`` recipe from random initialisation, and ``multi30k-de-en-bart`` /
   ``multi30k-de-en-mass`` (the same translation run after denoising the Multi30k training sentences of both
   languages with that Transformer, ``bart-multi30k`` / ``mass-multi30k``): test BLEU (cased and lowercased)
@@ -160,6 +161,16 @@ def _tokens_per_step(logs: list[dict[str, Any]], every: int) -> float:
     return statistics.mean(counts) / every if counts else 1.0
 
 
+def pretrain_final(final: dict[str, Any]) -> dict[str, Any]:
+    """The pretraining run's final scores; for ELECTRA also ``disc_over_constant``, the discriminator's accuracy less
+    that of always answering 'original' (``1 - replaced_fraction``): near zero, the discriminator has learned nothing
+    a fine-tuned classifier could use."""
+    out = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    if "disc_accuracy" in out and "replaced_fraction" in out:
+        out["disc_over_constant"] = out["disc_accuracy"] - (1.0 - out["replaced_fraction"])
+    return out
+
+
 def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Namespace, device: torch.device,
                    save: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
     """Pretrain masked LM and ELECTRA for the same wall time, then fine-tune each on SST-2 for every seed.
@@ -174,11 +185,13 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         steps = 6 if args.quick else max(int(args.minutes * 60 * rows[name]["steps_per_s"]), 1)
         out = tmp / f"pretrain-{name}"
         t0 = time.perf_counter()
-        run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
-                   assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}", "train.eval.every=0"])
+        report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
+                            assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}",
+                                          f"train.eval.every={steps}"])  # one evaluation, after the last step
         accs: list[float] = []
         entry: dict[str, Any] = {"pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
-                                 "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
+                                 "pretrain_final": pretrain_final(report.final), "sst2_dev_accuracy": accs, "mean": None,
+                                 "finetune_wall_s": []}
         result["objectives"][name] = entry
         save(result)
         for seed in args.seeds:

@@ -76,4 +76,11 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
     part = payload["electra_vs_mlm"]
     assert set(part["objectives"]) == {"mlm", "electra"} and part["seeds"] == [0]
     assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part["objectives"].values())
+    assert "disc_over_constant" in part["objectives"]["electra"]["pretrain_final"]
     assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
+
+
+def test_the_comparison_records_how_far_the_discriminator_is_from_the_constant_answer(bench):
+    final = bench.pretrain_final({"disc_accuracy": 0.9, "replaced_fraction": 0.15, "mlm_loss": 6.0, "discriminator": "dir"})
+    assert final["disc_over_constant"] == pytest.approx(0.05) and "discriminator" not in final
+    assert "disc_over_constant" not in bench.pretrain_final({"mlm_loss": 6.0})
