@@ -277,14 +277,16 @@ def table_row(r: dict[str, Any]) -> list[str]:
 def merge_rows(payload: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Put this call's task rows into the day's file: a task run again replaces its row, other tasks' rows stay.
 
-    Rows written under other overrides or another ``--quick`` are dropped, so one file never mixes settings;
-    ``commands`` keeps the command line each task's row came from, so tasks may run as separate (concurrent) calls.
+    Rows written under other overrides, another ``--quick`` or another ``--no-stages`` are dropped, so one file never
+    mixes settings; ``commands`` keeps the command line each task's row came from, so tasks may run as separate
+    (concurrent) calls.
     """
-    if payload.get("overrides", args.set) != args.set or payload.get("quick", args.quick) != args.quick:
+    settings = {"quick": args.quick, "overrides": args.set, "no_stages": args.no_stages}
+    if any(payload.get(k, v) != v for k, v in settings.items()):
         for key in ("rows", "recipes", "commands"):
             payload.pop(key, None)
     mine = {r["task"] for r in rows}
-    payload.update(benchmark="finetune", quick=args.quick, overrides=args.set)
+    payload.update(benchmark="finetune", **settings)
     payload["rows"] = [r for r in payload.get("rows", []) if r.get("task") not in mine] + rows
     payload["recipes"] = {**payload.get("recipes", {}), **{t: TASKS[t][0] for t in mine}}
     payload["commands"] = {**payload.get("commands", {}), **{t: " ".join(sys.argv) for t in mine}}

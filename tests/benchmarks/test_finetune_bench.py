@@ -121,3 +121,13 @@ def test_tasks_run_as_separate_calls_share_one_file(bench, fake, tmp_path, monke
     assert set(payload["commands"]) == {"sst2", "sst2-features"} and payload["recipes"]["sst2-features"] == "sst2-minilm-features"
     assert bench.main(["--tasks", "sst2", "--set", "train.steps=3", "--out", str(tmp_path / "runs-x"), *common]) == 0
     assert [r["task"] for r in json.loads(path.read_text())["rows"]] == ["sst2"]  # other overrides: the old rows are not mixed in
+
+
+def test_a_call_with_the_stages_does_not_join_rows_without_them(bench, fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.common, "pick_device", lambda _: __import__("torch").device("cpu"))
+    common = ["--data", "d", "--seeds", "0", "--tag", "features", "--out-dir", str(tmp_path / "res"), "--device", "cpu"]
+    assert bench.main(["--tasks", "sst2-features", "--no-stages", "--out", str(tmp_path / "a"), *common]) == 0
+    assert bench.main(["--tasks", "sst2", "--out", str(tmp_path / "b"), *common]) == 0
+    (path,) = (tmp_path / "res").glob("finetune-*-features.json")
+    payload = json.loads(path.read_text())
+    assert [r["task"] for r in payload["rows"]] == ["sst2"] and payload["no_stages"] is False
