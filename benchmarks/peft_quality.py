@@ -65,6 +65,7 @@ fine-tuning over a longer run: ``--tasks sst2 --methods full,lora,lora-all --ste
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -181,6 +182,7 @@ def peft_config(method: str) -> Any:
                                     task_type="SEQ_CLS")
 
 
+@functools.lru_cache(maxsize=None)  # one CPU build per method and model, not per seed and task
 def peft_trainable(method: str, model_dir: Path | None = None) -> int:
     """How many parameters peft trains for ``method`` on ``model_dir`` (default all-MiniLM-L6-v2) with a two-label classifier,
     built on the CPU; ``qlora`` counts peft's LoRA of the same layers (its 4-bit base builds on CUDA only and trains no more)."""

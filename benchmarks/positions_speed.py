@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -72,8 +73,6 @@ def profile(step: Callable[[int], None], device: torch.device, n: int, top: int 
     the time per step the device spent in kernels (CUDA; below the wall time when the host does not keep it fed), and
     the ``top`` operators and kernels by time on the device (the CPU without CUDA): name, milliseconds and calls per
     step (an operator's row repeats the time of the kernels it launched)."""
-    import time
-
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -89,15 +88,16 @@ def profile(step: Callable[[int], None], device: torch.device, n: int, top: int 
             step(i)
         synchronize(device)
         wall = time.perf_counter() - start
-    rows, busy = [], 0.0
+    rows: dict[str, dict[str, Any]] = {}
+    busy = 0.0
     for e in prof.key_averages():
         us = e.self_device_time_total if on_cuda else e.self_cpu_time_total
         if on_cuda and e.device_type == DeviceType.CUDA:
             busy += e.self_device_time_total
-        if us > 0:
-            rows.append({"name": e.key, "ms_per_step": round(us / 1000 / n, 4), "calls_per_step": round(e.count / n, 2)})
+        if us > 0 and e.key not in rows:  # a Triton kernel's launching op carries the kernel's name and time: listed once
+            rows[e.key] = {"name": e.key, "ms_per_step": round(us / 1000 / n, 4), "calls_per_step": round(e.count / n, 2)}
     return {"wall_ms_per_step": round(wall * 1000 / n, 4), "device_busy_ms_per_step": round(busy / 1000 / n, 4) if on_cuda else None,
-            "top": sorted(rows, key=lambda r: -r["ms_per_step"])[:top]}
+            "top": sorted(rows.values(), key=lambda r: -r["ms_per_step"])[:top]}
 
 
 def table_grad(model: torch.nn.Module) -> torch.Tensor:

@@ -21,4 +21,5 @@ def test_quick_run_checks_times_and_profiles(load_benchmark, tmp_path):
             assert got["wall_ms_per_step"] > 0 and got["device_busy_ms_per_step"] is None  # no CUDA: no device time
             assert top and all(r["ms_per_step"] > 0 and r["calls_per_step"] > 0 for r in top)
             assert [r["ms_per_step"] for r in top] == sorted((r["ms_per_step"] for r in top), reverse=True)
+            assert len({r["name"] for r in top}) == len(top)  # each name once
     assert result["model"]["t5_bias:distance"]["check"]["table_grad_vs_dense_rel"] < 1e-5
