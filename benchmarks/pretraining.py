@@ -30,6 +30,8 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   task-adaptive stage; ``--finetune-epochs`` replaces its 3 epochs) for every seed of ``--seeds``; dev accuracy
   per seed and the mean are reported, with each pretraining's scores after its last step (``pretrain_final``;
   ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original').
+  ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count;
+  such an entry is named with its assignments (``electra [train.optim.lr=2e-4]``) and kept beside the recipe's.
 * **translation**: the ``multi30k-de-en`` recipe from random initialisation, and ``multi30k-de-en-bart`` /
   ``multi30k-de-en-mass`` (the same translation run after denoising the Multi30k training sentences of both
   languages with that Transformer, ``bart-multi30k`` / ``mass-multi30k``): test BLEU (cased and lowercased)
@@ -37,10 +39,11 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
 
 Results go to ``benchmarks/results/pretraining-<device>-<date>.json``, written after each objective's
 throughput, each SST-2 seed and each translation run. A file of that device and date is read first and
-only what this call finishes is replaced, under a file lock, so parts run in separate or concurrent calls
+only what this call finishes is replaced (a throughput row is one objective with one set of ``--set``
+assignments), under a file lock, so parts run in separate or concurrent calls
 end up in one file (``--compare`` and ``--translations`` split a part's runs between calls); the
 electra-vs-mlm part takes masked LM's and ELECTRA's steps per second from the throughput rows there
-when both are present, and measures them first otherwise.
+when both are present without assignments, and measures them first otherwise.
 """
 
 from __future__ import annotations
@@ -155,6 +158,21 @@ def throughput(name: str, tmp: Path, args: argparse.Namespace, device: torch.dev
     return row
 
 
+def overrides_key(overrides: list[str]) -> str:
+    """Assignments as a suffix of a row's or entry's name: `` [a, b]``, empty for none."""
+    return f" [{', '.join(overrides)}]" if overrides else ""
+
+
+def comparison_key(name: str, pretrain_set: list[str]) -> str:
+    """electra-vs-mlm's entry name: the objective, with the pretraining assignments of its call (``--pretrain-set``)."""
+    return name + overrides_key(pretrain_set)
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """A throughput row's identity: its objective and the assignments it ran with, so rows of other settings stay."""
+    return row["objective"] + overrides_key(list(row.get("overrides", [])))
+
+
 def _tokens_per_step(logs: list[dict[str, Any]], every: int) -> float:
     """Mean input tokens per optimizer step, from the logged token counts."""
     counts = [r["tokens"] for r in logs if "tokens" in r]
@@ -187,12 +205,12 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         t0 = time.perf_counter()
         report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
                             assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}",
-                                          f"train.eval.every={steps}"])  # one evaluation, after the last step
+                                         f"train.eval.every={steps}", *args.pretrain_set])  # one evaluation, after the last step
         accs: list[float] = []
         entry: dict[str, Any] = {"pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
-                                 "pretrain_final": pretrain_final(report.final), "sst2_dev_accuracy": accs, "mean": None,
-                                 "finetune_wall_s": []}
-        result["objectives"][name] = entry
+                                 "pretrain_overrides": list(args.pretrain_set), "pretrain_final": pretrain_final(report.final),
+                                 "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
+        result["objectives"][comparison_key(name, args.pretrain_set)] = entry
         save(result)
         for seed in args.seeds:
             job = runs.job("classify")
@@ -263,13 +281,18 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an assignment added to every recipe of the throughput part, recorded in its rows (repeatable; e.g. "
                         "--set train.execution.cuda_graphs=true to time the dense and Switch GPTs replayed as CUDA graphs)")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an assignment added to electra-vs-mlm's pretraining of the compared objectives (repeatable); their entries "
+                        "are named with it, e.g. 'electra [train.optim.lr=2e-4]', beside the recipe's own")
     p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = p.parse_args(argv)
     device = common.pick_device(args.device)
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
     payload = common.read_day_json("pretraining", env, args.out_dir, suffix=suffix)
-    done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", []) if isinstance(r, dict) and "objective" in r}
+    # this date's rows without assignments: their steps/s set electra-vs-mlm's pretraining steps
+    done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", [])
+                                       if isinstance(r, dict) and "objective" in r and not r.get("overrides")}
 
     def save(part: str, key: str, merge: Callable[[Any], Any]) -> Path:
         """Write the JSON with ``key`` set to ``merge(what the file holds there)``, re-read under the lock, so what other
@@ -282,13 +305,15 @@ def main(argv: list[str] | None = None) -> Path:
         return common.update_day_json("pretraining", env, update, args.out_dir, suffix=suffix)
 
     def save_row(row: dict[str, Any]) -> None:
-        """One objective's throughput row, replacing that objective's row of an earlier call."""
-        done[row["objective"]] = row
+        """One objective's throughput row, replacing the row of an earlier call with the same objective and assignments."""
+        if not row["overrides"]:
+            done[row["objective"]] = row
 
         def merge(old: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-            rows = {r["objective"]: r for r in old or [] if isinstance(r, dict) and "objective" in r}
-            rows[row["objective"]] = row
-            return [rows[n] for n in OBJECTIVES if n in rows]
+            rows = {row_key(r): r for r in old or [] if isinstance(r, dict) and "objective" in r}
+            rows[row_key(row)] = row
+            order = {n: i for i, n in enumerate(OBJECTIVES)}
+            return sorted(rows.values(), key=lambda r: (order.get(r["objective"], len(order)), row_key(r)))
 
         save("throughput", "throughput", merge)
 

@@ -35,13 +35,12 @@ def test_set_reaches_the_throughput_recipes_and_is_recorded(bench, tmp_path):
     root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
     if not (root / "tinyshakespeare" / "input.txt").exists():
         pytest.skip("../shared/data/tinyshakespeare is not here")
-    rows = {}
-    for extra in ([], ["--set", "model.n_layers=2"]):
+    for extra in ([], ["--set", "model.n_layers=2"]):  # one file: a row per objective and set of assignments
         path = bench.main(["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "throughput",
-                           "--objectives", "gpt-dense", "--out-dir", str(tmp_path / str(len(extra))), *extra])
-        rows[len(extra)] = json.loads(Path(path).read_text())["throughput"][0]
-    assert rows[0]["overrides"] == [] and rows[2]["overrides"] == ["model.n_layers=2"]
-    assert rows[2]["active_parameters"] != rows[0]["active_parameters"]
+                           "--objectives", "gpt-dense", "--out-dir", str(tmp_path), *extra])
+    rows = {len(r["overrides"]): r for r in json.loads(Path(path).read_text())["throughput"]}
+    assert sorted(rows) == [0, 1] and rows[1]["overrides"] == ["model.n_layers=2"]
+    assert rows[1]["active_parameters"] != rows[0]["active_parameters"]
 
 
 def test_translation_runs_of_separate_calls_end_up_in_one_part(bench, tmp_path):
@@ -70,11 +69,12 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
         pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
     common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
               "--out-dir", str(tmp_path)]
-    bench.main([*common, "--compare", "mlm"])
+    bench.main([*common, "--compare", "mlm", "--pretrain-set", "train.optim.lr=1e-4"])
     path = bench.main([*common, "--compare", "electra"])
     payload = json.loads(Path(path).read_text())
     part = payload["electra_vs_mlm"]
-    assert set(part["objectives"]) == {"mlm", "electra"} and part["seeds"] == [0]
+    assert set(part["objectives"]) == {"mlm [train.optim.lr=1e-4]", "electra"} and part["seeds"] == [0]
+    assert part["objectives"]["mlm [train.optim.lr=1e-4]"]["pretrain_overrides"] == ["train.optim.lr=1e-4"]
     assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part["objectives"].values())
     assert "disc_over_constant" in part["objectives"]["electra"]["pretrain_final"]
     assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
