@@ -60,12 +60,27 @@ seeds, tasks or methods run in separate calls, one after another or at the same 
 (each call merges its rows under the file's lock). ``--tag NAME`` writes
 ``peft-quality-<device>-<date>-NAME.json`` instead, for runs with other settings (LoRA against full
 fine-tuning over a longer run: ``--tasks sst2 --methods full,lora,lora-all --steps 2000 --tag 2000steps``).
+
+Paired runs (``--paired``) take the seed's noise out of the comparison: for each task, method and seed
+the peft side is built first and its adapter and classifier, before any step, are saved in peft's format
+(``save_pretrained``: ``adapter_config.json`` + ``adapter_model.safetensors``, the head as
+``modules_to_save``); the attnkit run starts its adapter and head from that directory
+(``peft.init_from``, :func:`attnkit.peft.files.init_adapter_from`), and the peft loop draws the
+batches attnkit's Trainer draws for the seed (``bucketed_batches`` with ``bucket_size=1``, epoch after
+epoch), so both train from the same function on the same examples in the same order; dropout and
+the bf16 kernels still differ. ``lora``, ``lora-all``, ``dora``, ``qlora``, ``ptuning-v2`` and
+``prompt`` pair; ``full`` has no adapter file, so it shares the batches only (each library's head
+from its own generator); ``prefix`` and ``ptuning`` are refused, since peft's file holds the table
+their MLP or LSTM computes, not the weights they train. Paired runs go to
+``peft-quality-<device>-<date>-paired[-NAME].json`` and record ``"paired": true``; they are never
+merged with unpaired rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import random
@@ -73,7 +88,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +113,8 @@ LORA_ALL = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 ADAM_EPS = 1e-6  # the lora recipes' AdamW epsilon, given to both libraries
 WEIGHT_DECAY = 0.01  # the lora recipes' decay of the weight matrices
 HF_ALL_LINEAR = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+# --paired: methods whose start cannot come from peft's file (it holds the table the MLP or LSTM computes, not their weights)
+UNPAIRED = {"prefix": "its reparameterisation MLP", "ptuning": "its LSTM prompt encoder"}
 
 
 class TrainableMismatch(RuntimeError):
@@ -115,26 +132,31 @@ def attnkit_peft_sets(method: str) -> list[str]:
     return sets
 
 
-def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, device: str, quick: bool) -> list[str]:
+def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, device: str, quick: bool,
+                 init_from: Path | None = None) -> list[str]:
     """Every ``--set`` assignment of an attnkit run over the ``<task>-minilm-lora`` recipe: the method, the schedule and
-    optimizer the peft loop uses too, and batches drawn at random (``data.bucket_size=1``), as the peft loop draws them."""
+    optimizer the peft loop uses too, and batches drawn at random (``data.bucket_size=1``), as the peft loop draws them;
+    with ``init_from`` (``--paired``), the adapter and head start from that peft directory."""
     sets = [*attnkit_peft_sets(method), "data.classifier=\"pooler\"", "data.steps_from_epochs=false", "data.eval_per_epoch=false",
             "data.warmup_from_ratio=false", f"train.steps={steps}", f"train.schedule.warmup={steps // 10}", f"train.eval.every={steps}",
             f"train.batch_size={batch}", f"train.optim.lr={LR[method]}", f"data.max_len={max_len}", f"train.seed={seed}",
             f"train.device={json.dumps(device)}", "train.optim.layer_decay=1.0", f"train.log_every={max(1, steps // 4)}",
             f"train.optim.eps={ADAM_EPS}", f"train.optim.weight_decay={WEIGHT_DECAY}", "data.bucket_size=1"]
+    if init_from is not None:
+        sets.append(f"peft.init_from={json.dumps(str(init_from))}")
     return sets + (["data.limit=64", "data.eval_limit=32"] if quick else [])
 
 
 def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int,
-                 expect_trainable: int | None = None) -> dict[str, Any]:
+                 expect_trainable: int | None = None, init_from: Path | None = None) -> dict[str, Any]:
     """One attnkit run through the run path; with ``expect_trainable``, raise :class:`TrainableMismatch` before the first
-    step unless the adapted model trains exactly that many parameters."""
+    step unless the adapted model trains exactly that many parameters; with ``init_from``, the adapter and head start
+    from that peft directory (``peft.init_from``)."""
     from attnkit import recipes
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run
 
-    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick)
+    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick, init_from)
     j = job("classify")
     if expect_trainable is not None:  # the job's prepare() builds and adapts the model; the Trainer starts after it
         prepare = j.prepare
@@ -231,22 +253,39 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     return model.to(device) if method != "qlora" else model
 
 
+def _batch(enc: Any, rows: list[int], pad: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Examples ``rows`` of ``enc`` padded to the longest among them."""
+    t = max(len(enc.ids[r]) for r in rows)
+    ids = torch.full((len(rows), t), pad)  # (B, T)
+    seg = torch.zeros((len(rows), t), dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), t), dtype=torch.long)  # (B, T)
+    for j, r in enumerate(rows):
+        n = len(enc.ids[r])
+        ids[j, :n] = torch.tensor(enc.ids[r])
+        seg[j, :n] = torch.tensor(enc.segments[r])
+        mask[j, :n] = 1
+    return {"input_ids": ids.to(device), "token_type_ids": seg.to(device), "attention_mask": mask.to(device),
+            "labels": torch.tensor([enc.targets[r] for r in rows]).to(device)}
+
+
 def _batches(enc: Any, order: list[int], batch: int, pad: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    out = []
-    for i in range(0, len(order), batch):
-        rows = order[i : i + batch]
-        t = max(len(enc.ids[r]) for r in rows)
-        ids = torch.full((len(rows), t), pad)
-        seg = torch.zeros((len(rows), t), dtype=torch.long)
-        mask = torch.zeros((len(rows), t), dtype=torch.long)
-        for j, r in enumerate(rows):
-            n = len(enc.ids[r])
-            ids[j, :n] = torch.tensor(enc.ids[r])
-            seg[j, :n] = torch.tensor(enc.segments[r])
-            mask[j, :n] = 1
-        out.append({"input_ids": ids.to(device), "token_type_ids": seg.to(device), "attention_mask": mask.to(device),
-                    "labels": torch.tensor([enc.targets[r] for r in rows]).to(device)})
-    return out
+    return [_batch(enc, order[i : i + batch], pad, device) for i in range(0, len(order), batch)]
+
+
+def batch_order(lengths: list[int], batch: int, seed: int, paired: bool) -> Iterator[list[int]]:
+    """The peft loop's training batches, endless, as lists of example indices. Unpaired: every epoch a fresh shuffle from
+    ``random.Random(seed)``, cut into consecutive batches. Paired: the batches attnkit's Trainer draws for the recipe
+    with ``data.bucket_size=1`` and ``train.seed=seed`` (:func:`attnkit.data.batching.bucketed_batches`, epoch 0, 1, ...)."""
+    if paired:
+        from attnkit.data.batching import bucketed_batches
+
+        for epoch in itertools.count():
+            yield from bucketed_batches(lengths, batch, bucket_size=1, seed=seed, epoch=epoch)
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        yield from (order[i : i + batch] for i in range(0, len(order), batch))
 
 
 def adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
@@ -257,39 +296,51 @@ def adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=ADAM_EPS)
 
 
-def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
-             seed: int) -> dict[str, Any]:
+def encode_task(task: str, data: Path, max_len: int, quick: bool) -> tuple[Any, Any, Any]:
+    """The tokenizer and the encoded training and dev examples of ``task``, as the recipe reads them."""
     from attnkit.data.glue import read_classification_tsv
     from attnkit.data.wordpiece import WordPieceTokenizer
     from attnkit.runs.base import model_dir
     from attnkit.training.finetune import encode_classification
 
-    t0 = time.perf_counter()
-    root = model_dir("all-MiniLM-L6-v2")
-    tok = WordPieceTokenizer.from_file(root, max_len=512)
+    tok = WordPieceTokenizer.from_file(model_dir("all-MiniLM-L6-v2"), max_len=512)
     train = read_classification_tsv(data / task / "train.tsv", limit=64 if quick else None)
     dev = read_classification_tsv(data / task / "dev.tsv", limit=32 if quick else None)
     labels = list(train.label_names())
-    tr, dv = encode_classification(tok, train, labels, max_len), encode_classification(tok, dev, labels, max_len)
+    return tok, encode_classification(tok, train, labels, max_len), encode_classification(tok, dev, labels, max_len)
+
+
+def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, start: Path | None = None) -> torch.nn.Module:
+    """peft's model for ``method`` drawn after ``torch.manual_seed(seed)``; with ``start``, its adapter and classifier
+    (``modules_to_save``) saved there in peft's format before any step, for the paired attnkit run to start from."""
     torch.manual_seed(seed)
+    model = _peft_model(method, model_dir, device)
+    if start is not None:
+        model.save_pretrained(str(start))
+    return model
+
+
+def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
+             seed: int, paired: bool = False, start: Path | None = None) -> dict[str, Any]:
+    """One peft run; ``paired``: the batches attnkit's Trainer draws (:func:`batch_order`), and with ``start`` the
+    initial adapter and head saved there (:func:`peft_start`)."""
+    from attnkit.runs.base import model_dir
+
+    t0 = time.perf_counter()
+    tok, tr, dv = encode_task(task, data, max_len, quick)
     try:
-        model = _peft_model(method, root, device)
+        model = peft_start(method, model_dir("all-MiniLM-L6-v2"), device, seed, start)
     except Exception as e:  # noqa: BLE001 - a method peft cannot build here is a result
         return {"error": str(e).splitlines()[0][:300]}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = adamw(params, LR[method])
     warm = steps // 10
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (steps - s) / max(steps - warm, 1)))
-    rng = random.Random(seed)
-    done, model_batches = 0, []
+    draw = batch_order(tr.lengths(), batch, seed, paired)
     model.train()
     try:
-        while done < steps:
-            if not model_batches:
-                order = list(range(len(tr)))
-                rng.shuffle(order)
-                model_batches = _batches(tr, order, batch, tok.pad_id, device)
-            b = model_batches.pop(0)
+        for _ in range(steps):
+            b = _batch(tr, next(draw), tok.pad_id, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 out = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
             F.cross_entropy(out.logits.float(), b["labels"]).backward()
@@ -297,7 +348,6 @@ def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            done += 1
     except Exception as e:  # noqa: BLE001 - e.g. prefix tuning on a model without past keys and values
         return {"error": str(e).splitlines()[0][:300]}
     model.eval()
@@ -375,12 +425,23 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"{task} {lora} - full: " + ", ".join(f"{lib} {_fmt_diff(d)}" for lib, d in per.items()))
 
 
+def peft_side(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
+              seed: int, paired: bool, start: Path | None) -> dict[str, Any]:
+    """:func:`run_peft`, or the reason it cannot run here (``qlora`` off CUDA)."""
+    if method == "qlora" and device.type != "cuda":
+        return {"error": "bitsandbytes 4-bit layers train on CUDA only"}
+    if not paired:
+        return run_peft(task, method, data, steps, batch, max_len, quick, device, seed)
+    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=True, start=start)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
     ap.add_argument("--tasks", default="sst2", help="comma-separated: sst2, rte")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, default all: {', '.join(METHODS)} "
-                    "(lora: r=8 on query and value; lora-all: r=16 on every linear layer of the encoder blocks)")
+    ap.add_argument("--methods", default=None, help=f"comma-separated, default all: {', '.join(METHODS)} "
+                    "(lora: r=8 on query and value; lora-all: r=16 on every linear layer of the encoder blocks; "
+                    f"with --paired all but {', '.join(UNPAIRED)})")
     ap.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
@@ -389,25 +450,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="64 training and 32 dev rows, 4 steps: a smoke run")
     ap.add_argument("--tag", default="", help="a name added to the JSON's file name, for runs with other settings kept apart "
                     "(e.g. --tag 2000steps with --steps 2000)")
+    ap.add_argument("--paired", action="store_true", help="both libraries start from peft's initial adapter and head and "
+                    "draw the same batches (see the module's docstring)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
         raise SystemExit(f"--tag={args.tag!r}: use letters, digits, '-', '_' and '.' only")
     device = common.pick_device(args.device)
     steps = 4 if args.quick else args.steps
-    methods = [m for m in args.methods.split(",") if m]
+    if args.methods is None:
+        methods = [m for m in METHODS if not (args.paired and m in UNPAIRED)]
+    else:
+        methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    refused = [m for m in methods if args.paired and m in UNPAIRED]
+    if refused:
+        print(f"error: --paired cannot start {refused[0]} from peft's file (it holds the table {UNPAIRED[refused[0]]} computes, "
+              f"not its weights); leave {refused[0]} out of --methods or run it without --paired", file=sys.stderr)
+        raise SystemExit(2)
     import peft
     import transformers
 
     env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
-    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    suffix = ("-quick" if args.quick else "") + ("-paired" if args.paired else "") + (f"-{args.tag}" if args.tag else "")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
                 "weight_decay": WEIGHT_DECAY, "batch_order": "random",  # runs of other loop settings are not merged with these
-                "peft_prompt_init": "uniform", "peft_prefix_positions": "from 0"}  # align_peft's two changes
+                "peft_prompt_init": "uniform", "peft_prefix_positions": "from 0",  # align_peft's two changes
+                "paired": args.paired}
     runs: dict[str, Any] = {}  # this call's
     summary: dict[str, Any] = {}
 
@@ -416,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         finished; calls running at the same time, other seeds or methods, each add their own rows). Rows of earlier
         calls stay where their settings and learning rate are this call's; a file of other loop settings is replaced."""
         def update(payload: dict[str, Any]) -> None:
-            same = all(payload.get(k) == v for k, v in settings.items())
+            same = all(payload.get(k, False if k == "paired" else None) == v for k, v in settings.items())  # no key: unpaired
             merged = {k: r for k, r in payload.get("runs", {}).items() if same and r.get("lr") == LR.get(r.get("method", ""))}
             merged.update(runs)
             summary.clear()
@@ -430,19 +502,26 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks.split(","):
             for method in methods:
                 row: dict[str, Any] = {"task": task, "method": method, "seed": seed, "lr": LR[method]}
+                sizes = (args.data, steps, args.batch, args.max_len, args.quick)
                 # every adapter trains as many parameters in both libraries: the counts must agree before training
                 expect = peft_trainable(method) if method != "full" else None
-                try:
-                    row["attnkit"] = run_attnkit(task, method, args.data, steps, args.batch, args.max_len, args.quick, str(device), seed,
-                                                 expect_trainable=expect)
-                except TrainableMismatch as e:
-                    raise SystemExit(f"error: {e}") from None
-                except Exception as e:  # noqa: BLE001 - record and go on with the other methods
-                    row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
-                if method == "qlora" and device.type != "cuda":
-                    row["peft"] = {"error": "bitsandbytes 4-bit layers train on CUDA only"}
-                else:
-                    row["peft"] = run_peft(task, method, args.data, steps, args.batch, args.max_len, args.quick, device, seed)
+                with tempfile.TemporaryDirectory() as tmp:
+                    # --paired: peft first, its initial adapter and head saved for attnkit to start from (full: batches only)
+                    start = Path(tmp) / "start" if args.paired and method != "full" else None
+                    if args.paired:
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, True, start)
+                    try:
+                        if start is not None and not start.is_dir():
+                            row["attnkit"] = {"error": "paired: peft's side did not build, so there is no start to share"}
+                        else:
+                            row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect,
+                                                         **({"init_from": start} if start else {}))
+                    except TrainableMismatch as e:
+                        raise SystemExit(f"error: {e}") from None
+                    except Exception as e:  # noqa: BLE001 - record and go on with the other methods
+                        row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
+                    if not args.paired:
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, False, None)
                 runs[f"{task}/{method}/{seed}"] = row
                 print(f"seed {seed} {task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
                 save()

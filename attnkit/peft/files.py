@@ -33,7 +33,7 @@ from attnkit.errors import CheckpointError, ConfigError
 from attnkit.io import atomic_directory
 from attnkit.peft.lora import LoRAConfig, lora_layers
 from attnkit.peft.names import hf_kind
-from attnkit.peft.peft_format import config_from_peft, fuse_slices, keep_modules, peft_config, peft_names, sliced, split_fused
+from attnkit.peft.peft_format import PEFT_TYPES, config_from_peft, fuse_slices, keep_modules, peft_config, peft_names, sliced, split_fused
 from attnkit.peft.prefix import PrefixConfig
 from attnkit.peft.prompt import PromptConfig
 
@@ -204,6 +204,16 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, *, base: str | 
         apply_method(model, method, config)
     except ConfigError as e:
         raise CheckpointError(f"{source}: {e}") from None
+    load_adapter_state(model, _stored_state(model, path, config, kind, ak))
+    return model.eval()
+
+
+def _stored_state(model: nn.Module, path: Path, config: Any, kind: str | None, ak: dict[str, Any] | None) -> dict[str, Tensor]:
+    """The tensors of adapter directory ``path`` by attnkit name, each checked against the adapter of ``model``.
+
+    Raises:
+        CheckpointError: a surplus, missing or misshapen tensor.
+    """
     expected = adapter_state_dict(model)
     named_as_peft = (ak or {}).get("names", "peft" if kind else "attnkit") == "peft" and kind is not None
     fused = named_as_peft and kind == "gpt2" and bool(sliced(model))
@@ -229,8 +239,58 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, *, base: str | 
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: no tensor for {rename(missing[0])!r}; {len(missing)} missing")
-    load_adapter_state(model, split_fused(model, state) if fused else state)
-    return model.eval()
+    return split_fused(model, state) if fused else state
+
+
+def init_adapter_from(model: nn.Module, path: str | os.PathLike, *, base: str | os.PathLike | None = None) -> nn.Module:
+    """Start the adapter already applied to ``model`` (and the head trained beside it) from the weights of adapter
+    directory ``path``, one that peft or attnkit wrote before training, in place of its own initialisation.
+
+    The directory must hold the same adapter: its method, LoRA's ``r``, ``alpha``, DoRA and rsLoRA, the same adapted
+    layers and virtual tokens, and the head. Prefix tuning with its MLP and P-tuning with its encoder are refused: the
+    directory holds the table they compute, not the weights they train (load it as ``ptuning-v2`` or ``prompt``).
+
+    Args:
+        model: a model with an adapter applied (:func:`attnkit.peft.apply_peft`).
+        path: the adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``).
+        base: the base's directory (decides whether the file uses peft's names); default the one it names.
+
+    Returns:
+        ``model``, its training mode unchanged.
+
+    Raises:
+        ConfigError: ``path`` is no adapter directory or holds another adapter (one line, naming ``peft.init_from``).
+    """
+    method, config = model.peft_method  # type: ignore[attr-defined]
+    where = f"peft.init_from={str(path)!r}"
+    if not is_adapter_dir(path):
+        raise ConfigError(f"{where}: no {ADAPTER_CONFIG} there; give an adapter directory (peft's save_pretrained writes one)")
+    if isinstance(config, PrefixConfig) and config.reparam or isinstance(config, PromptConfig) and config.encoder != "none":
+        trains, instead = ("MLP", "ptuning-v2") if method == "prefix" else ("encoder", "prompt")
+        raise ConfigError(f"{where}: an adapter directory holds the table that peft.method={method!r} computes, not the "
+                          f"{trains} it trains; start {instead} from it")
+    try:
+        data = read_adapter_config(path)
+        _check_base(data, model, where)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    ptype = data.get("peft_type")
+    if ptype != PEFT_TYPES[method]:
+        raise ConfigError(f"{where} holds a {ptype} adapter; peft.method={method!r} is {PEFT_TYPES[method]}: "
+                          "give a directory of that method")
+    if isinstance(config, LoRAConfig):
+        theirs = {"r": data.get("r"), "alpha": data.get("lora_alpha"), "dora": bool(data.get("use_dora")),
+                  "rslora": bool(data.get("use_rslora"))}
+        for k, v in theirs.items():
+            if v != getattr(config, k):
+                raise ConfigError(f"{where} has {k}={v!r}, the peft section {k}={getattr(config, k)!r}: set peft.{k} to match")
+    base = base if base is not None else data.get("base_model_name_or_path")
+    try:
+        state = _stored_state(model, Path(path), config, hf_kind(base), data.get("attnkit"))
+    except CheckpointError as e:  # other layers (peft.targets), another number of virtual tokens, or no head
+        raise ConfigError(f"{where} holds another adapter than the peft section's ({e})") from None
+    load_adapter_state(model, state)
+    return model
 
 
 @torch.no_grad()
@@ -247,8 +307,8 @@ def load_adapter_state(model: nn.Module, state: dict[str, Tensor]) -> None:
             getattr(owner, param).copy_(t) if not isinstance(owner, nn.ParameterDict) else owner[param].copy_(t)
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "attach_saving", "is_adapter_dir", "load_adapter_into",
-           "load_adapter_state", "read_adapter_config", "save_adapter"]
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "attach_saving", "init_adapter_from", "is_adapter_dir",
+           "load_adapter_into", "load_adapter_state", "read_adapter_config", "save_adapter"]
 
 
 def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", base: str | os.PathLike | None = None) -> nn.Module:

@@ -32,7 +32,10 @@ class PEFTConfig(Config):
     ``lstm`` or ``mlp``), ``init`` and ``init_text`` (prompt tuning). ``modules_to_save``: layers
     trained in full beside the adapter (default: the task head). ``quantize_embeddings`` (QLoRA
     only, default off as in the paper): store the token embedding table in NF4 too (see
-    :mod:`attnkit.peft.lora`).
+    :mod:`attnkit.peft.lora`). ``init_from``: an adapter directory in peft's format (``adapter_config.json`` +
+    ``adapter_model.safetensors``, e.g. peft's ``save_pretrained`` before training) to start the adapter and the head from,
+    in place of their own initialisation; it must hold this section's adapter (method, targets, rank, virtual tokens and
+    head), else the run stops with a :class:`~attnkit.errors.ConfigError` (see :func:`attnkit.peft.files.init_adapter_from`).
     """
 
     method: Method = "none"
@@ -49,6 +52,7 @@ class PEFTConfig(Config):
     init_text: str = ""
     modules_to_save: tuple[str, ...] | None = None
     quantize_embeddings: bool = False
+    init_from: str | None = None
 
     def validate(self) -> None:
         check(self.r > 0, "r", self.r, "must be a positive rank")
@@ -59,6 +63,8 @@ class PEFTConfig(Config):
         check(not self.quantize_embeddings or self.method in ("none", "qlora"), "quantize_embeddings", self.quantize_embeddings,
               "applies to the qlora method only (an NF4 base)")
         check(self.init != "text" or bool(self.init_text), "init_text", self.init_text, "must be a text when init='text'")
+        check(self.init_from is None or self.method != "none", "init_from", self.init_from,
+              "starts an adapter: set peft.method too (full fine-tuning has no adapter to start)")
 
     @property
     def enabled(self) -> bool:

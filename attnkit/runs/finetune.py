@@ -402,6 +402,11 @@ def adapt(model: Any, p: PEFTConfig, base: Path, tok: Any, log: Log) -> dict[str
     if p.init == "text":  # a WordPiece tokenizer (BERT family) or a tokenizers.Tokenizer (GPT)
         ids = [tok.tokenizer.token_to_id(t) for t in tok.tokenize(p.init_text)] if hasattr(tok, "tokenize") else tok.encode(p.init_text).ids
     apply_peft(model, p, ids)
+    if p.init_from is not None:  # after the adapter is attached: its weights and the head's replace their initialisation
+        from attnkit.peft.files import init_adapter_from
+
+        init_adapter_from(model, p.init_from, base=base)
+        log(f"peft {p.method}: adapter and head start from {p.init_from}")
     attach_saving(model, base)
     count = trainable_parameters(model)
     log(f"peft {p.method}: {count}")
