@@ -29,3 +29,18 @@ def _load(name: str) -> ModuleType:
 def load_benchmark():
     """The loader above, as a fixture: ``load_benchmark("listops")``."""
     return _load
+
+
+@pytest.fixture(scope="module")
+def hf_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Hugging Face BertForSequenceClassification (with its pooler) saved to a directory; d_ff unlike
+    d_model so both FFN layers count apart."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    m = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64))
+    d = tmp_path_factory.mktemp("hf_bert_seq_cls")
+    m.save_pretrained(d)
+    return d
