@@ -281,6 +281,7 @@ def batch_order(lengths: list[int], batch: int, seed: int, paired: bool) -> Iter
 
         for epoch in itertools.count():
             yield from bucketed_batches(lengths, batch, bucket_size=1, seed=seed, epoch=epoch)
+        return
     rng = random.Random(seed)
     while True:
         order = list(range(len(lengths)))
@@ -430,9 +431,7 @@ def peft_side(task: str, method: str, data: Path, steps: int, batch: int, max_le
     """:func:`run_peft`, or the reason it cannot run here (``qlora`` off CUDA)."""
     if method == "qlora" and device.type != "cuda":
         return {"error": "bitsandbytes 4-bit layers train on CUDA only"}
-    if not paired:
-        return run_peft(task, method, data, steps, batch, max_len, quick, device, seed)
-    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=True, start=start)
+    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=paired, start=start)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -514,8 +513,7 @@ def main(argv: list[str] | None = None) -> None:
                         if start is not None and not start.is_dir():
                             row["attnkit"] = {"error": "paired: peft's side did not build, so there is no start to share"}
                         else:
-                            row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect,
-                                                         **({"init_from": start} if start else {}))
+                            row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect, init_from=start)
                     except TrainableMismatch as e:
                         raise SystemExit(f"error: {e}") from None
                     except Exception as e:  # noqa: BLE001 - record and go on with the other methods

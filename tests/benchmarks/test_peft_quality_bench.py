@@ -133,7 +133,7 @@ def test_calls_merge_their_rows_into_one_file(bench, monkeypatch: pytest.MonkeyP
         return {"accuracy": 0.5 + seed / 100, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
     monkeypatch.setattr(bench, "run_attnkit", fake)
-    monkeypatch.setattr(bench, "run_peft", lambda task, method, data, steps, batch, max_len, quick, device, seed: fake(
+    monkeypatch.setattr(bench, "run_peft", lambda task, method, data, steps, batch, max_len, quick, device, seed, **kw: fake(
         task, method, data, steps, batch, max_len, quick, device, seed))
     monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
     base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path)]
@@ -275,12 +275,12 @@ def test_every_adapter_is_counted_before_training(bench, monkeypatch: pytest.Mon
     """main() hands peft's count to every adapter's attnkit run (not to full fine-tuning), so a mismatch stops it before training."""
     seen: dict[str, int | None] = {}
 
-    def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None):
+    def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None):
         seen[method] = expect_trainable
         return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
     monkeypatch.setattr(bench, "run_attnkit", fake)
-    monkeypatch.setattr(bench, "run_peft", lambda *a: {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0})
+    monkeypatch.setattr(bench, "run_peft", lambda *a, **kw: {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0})
     monkeypatch.setattr(bench, "peft_trainable", lambda method: 1000 + bench.METHODS.index(method))
     bench.main(["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert seen == {m: None if m == "full" else 1000 + bench.METHODS.index(m) for m in bench.METHODS}
