@@ -40,5 +40,6 @@ RECIPES = (
 for name, task, preset, what, quick in RECIPES:
     train = scratch_train()
     train = train.replace(optim=train.optim.replace(lr=LR.get(name, train.optim.lr)))
-    register(Recipe(name=name, task=task, summary=f"tiny Shakespeare: {what}, WordPiece 8k; AdamW lr {train.optim.lr:.0e}, 2,000 steps of 32".replace("e-0", "e-"),
+    lr = f"{train.optim.lr:.0e}".replace("e-0", "e-")  # 2e-4
+    register(Recipe(name=name, task=task, summary=f"tiny Shakespeare: {what}, WordPiece 8k; AdamW lr {lr}, 2,000 steps of 32",
                     model=bert_preset(preset), train=train, data=DATA, files=("data.text",), quick=(*quick, *QUICK)))
