@@ -163,11 +163,6 @@ def overrides_key(overrides: list[str]) -> str:
     return f" [{', '.join(overrides)}]" if overrides else ""
 
 
-def comparison_key(name: str, pretrain_set: list[str]) -> str:
-    """electra-vs-mlm's entry name: the objective, with the pretraining assignments of its call (``--pretrain-set``)."""
-    return name + overrides_key(pretrain_set)
-
-
 def row_key(row: dict[str, Any]) -> str:
     """A throughput row's identity: its objective and the assignments it ran with, so rows of other settings stay."""
     return row["objective"] + overrides_key(list(row.get("overrides", [])))
@@ -210,7 +205,7 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         entry: dict[str, Any] = {"pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
                                  "pretrain_overrides": list(args.pretrain_set), "pretrain_final": pretrain_final(report.final),
                                  "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
-        result["objectives"][comparison_key(name, args.pretrain_set)] = entry
+        result["objectives"][name + overrides_key(args.pretrain_set)] = entry  # e.g. "electra [train.optim.lr=2e-4]"
         save(result)
         for seed in args.seeds:
             job = runs.job("classify")

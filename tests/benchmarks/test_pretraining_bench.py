@@ -69,12 +69,15 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
         pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
     common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
               "--out-dir", str(tmp_path)]
-    bench.main([*common, "--compare", "mlm", "--pretrain-set", "train.optim.lr=1e-4"])
+    bench.main([*common, "--compare", "mlm", "--pretrain-set", "train.steps=4"])
     path = bench.main([*common, "--compare", "electra"])
     payload = json.loads(Path(path).read_text())
     part = payload["electra_vs_mlm"]
-    assert set(part["objectives"]) == {"mlm [train.optim.lr=1e-4]", "electra"} and part["seeds"] == [0]
-    assert part["objectives"]["mlm [train.optim.lr=1e-4]"]["pretrain_overrides"] == ["train.optim.lr=1e-4"]
+    assert set(part["objectives"]) == {"mlm [train.steps=4]", "electra"} and part["seeds"] == [0]
+    short = part["objectives"]["mlm [train.steps=4]"]
+    assert short["pretrain_overrides"] == ["train.steps=4"] and part["objectives"]["electra"]["pretrain_overrides"] == []
+    # the assignment reached the pretraining: it stopped after 4 of the quick run's 6 steps
+    assert short["pretrain_final"]["best_step"] == 4 and part["objectives"]["electra"]["pretrain_final"]["best_step"] == 6
     assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part["objectives"].values())
     assert "disc_over_constant" in part["objectives"]["electra"]["pretrain_final"]
     assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
