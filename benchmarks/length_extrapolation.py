@@ -2,6 +2,7 @@
 
     python benchmarks/length_extrapolation.py --data-root ../shared/data             # GPU: context 256, eval to 4k
     python benchmarks/length_extrapolation.py --data-root ../shared/data --quick     # CPU smoke: context 32, eval to 128
+    python benchmarks/length_extrapolation.py --data-root ../shared/data --kinds rotary --yarn-finetune 200  # + YaRN fine-tune
 
 Each ``length-extrapolation-<kind>`` recipe (:mod:`attnkit.recipes.positions`) is trained through the one run
 path into ``--runs/<recipe>`` (a finished run is reused), then its saved model is evaluated on the validation
@@ -9,8 +10,19 @@ split at 1x, 2x, 4x, 8x and 16x the training context: the mean next-token loss o
 of that length, every token of a window counted (the paper's non-overlapping evaluation). A model whose
 attention carries positions is rebuilt with the longer context and the same weights; learned absolute
 positions have no rows past the training context, so their longer lengths are left empty. The rotary model
-is also evaluated with NTK-aware and YaRN scaling by the length ratio (no retraining). Writes
-``benchmarks/results/length-extrapolation-<device>-<date>.json`` and a PNG plot beside it; a file of that
+is also evaluated with NTK-aware and YaRN scaling by the length ratio (no retraining).
+
+``--yarn-finetune STEPS`` adds YaRN as its paper applies it (Peng et al. 2023, section 4): the trained rotary
+model is continued, through the same run path into a run directory of its own (``data.model`` with
+``data.adjust``; the rotary run is only read), with YaRN scale s = 16 (the longest evaluation over the
+training context, ``original_max_len`` the training context) at half the longest evaluation length, 8x the
+training context, for STEPS optimizer steps. The batch holds the pretraining's tokens per step (batch size
+/ 8), the learning rate is the one the pretraining ended at (its peak times ``min_lr_ratio``), and the
+warm-up is a twentieth of the steps, as the paper's 20 of 400. That model is evaluated at every length with
+its own scaling (s = 16 throughout) as the row ``rotary-yarn-ft``; the JSON's ``yarn_finetune`` records its
+steps, context, factor, batch and learning rate, and its training tokens as a fraction of the pretraining's.
+
+Writes ``benchmarks/results/length-extrapolation-<device>-<date>.json`` and a PNG plot beside it; a file of that
 device and date is read first and only the kinds run are replaced, so kinds may run in separate (or concurrent)
 calls, each ``--kinds`` a few.
 """
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -40,6 +53,8 @@ from attnkit.runs.path import resolve_configs, run  # noqa: E402
 from benchmarks.common import environment, pick_device, update_day_json  # noqa: E402
 
 FACTORS = (1, 2, 4, 8, 16)
+FINETUNE_LENGTH = 8  # the YaRN fine-tune's context over the training context: half the longest evaluation (Peng et al. 2023, section 4)
+ADJUST = ["context", "attention.position.scaling", "attention.position.factor", "attention.position.original_max_len"]
 
 
 def train(name: str, out: Path, root: str, quick: bool, device: torch.device, extra: list[str]) -> Path:
@@ -52,6 +67,44 @@ def train(name: str, out: Path, root: str, quick: bool, device: torch.device, ex
     configs = resolve_configs(job, recipe=recipe, assignments=assignments, quick=quick, cuda=device.type == "cuda", root=root)
     run(job, configs, out, recipe=name, progress=False, resume=(out / "run_config.json").exists())
     return out / "model"
+
+
+def yarn_finetune(source: Path, out: Path, root: str, quick: bool, device: torch.device, extra: list[str], steps: int
+                  ) -> tuple[Path, dict[str, Any]]:
+    """Continue the rotary run ``source`` into ``out`` with YaRN at :data:`FINETUNE_LENGTH` times its context (or reuse
+    a finished run); return the model directory and the fine-tune's settings, its tokens against the pretraining's."""
+    name = "length-extrapolation-rotary"
+    before = json.loads((source / "run_config.json").read_text())
+    t, context = before["train"], before["model"]["context"]
+    factor = float(FACTORS[-1])
+    batch = max(1, t["batch_size"] // FINETUNE_LENGTH)
+    lr = t["optim"]["lr"] * t["schedule"]["min_lr_ratio"]
+    if not (out / "eval.json").exists():
+        recipe = recipes.get(name)
+        job = runs.job(recipe.task)
+        assignments = [
+            f"train.device={device}", *extra, f"data.model={json.dumps(str(source / 'model'))}", f"data.adjust={json.dumps(ADJUST)}",
+            f"model.context={FINETUNE_LENGTH * context}", "model.attention.position.scaling=yarn",
+            f"model.attention.position.factor={factor}", f"model.attention.position.original_max_len={context}",
+            f"train.steps={steps}", f"train.batch_size={batch}", f"train.optim.lr={lr}",
+            f"train.schedule.warmup={max(1, steps // 20)}",
+        ]
+        configs = resolve_configs(job, recipe=recipe, assignments=assignments, quick=quick, cuda=device.type == "cuda", root=root)
+        run(job, configs, out, recipe=name, progress=False, resume=(out / "run_config.json").exists())
+    after = json.loads((out / "run_config.json").read_text())
+
+    def tokens(run_dir: Path, cfg: dict[str, Any]) -> int:
+        done = json.loads((run_dir / "eval.json").read_text())["steps"]
+        return done * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] * cfg["model"]["context"]
+
+    pre, ft = tokens(source, before), tokens(out, after)
+    position = after["model"]["attention"]["position"]
+    return out / "model", {
+        "steps": json.loads((out / "eval.json").read_text())["steps"], "context": after["model"]["context"],
+        "scaling": position["scaling"], "factor": position["factor"], "original_max_len": position["original_max_len"],
+        "batch_size": after["train"]["batch_size"], "lr": after["train"]["optim"]["lr"], "run": out.name,
+        "tokens": ft, "pretrain_tokens": pre, "token_fraction": round(ft / pre, 4),
+    }
 
 
 def at_length(model: GPT, length: int, position: dict[str, Any] | None = None) -> GPT | None:
@@ -93,13 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="assignments", action="append", default=[], help="extra key=value for every recipe")
     p.add_argument("--batch-tokens", type=int, default=32768, help="tokens per evaluation batch")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--yarn-finetune", type=int, default=0, metavar="STEPS",
+                   help="with rotary: continue it this many steps with YaRN (s=16) at 8x its context, row rotary-yarn-ft "
+                        "(0: off; 200 on the GPU)")
     args = p.parse_args(argv)
+    if args.yarn_finetune < 0:
+        p.error(f"--yarn-finetune {args.yarn_finetune}: give a number of steps >= 0 (0: off)")
+    if args.yarn_finetune and "rotary" not in args.kinds:
+        p.error("--yarn-finetune continues the rotary model; add rotary to --kinds")
     device = pick_device(args.device)
     env = environment(device)
     root = Path(args.runs) / ("quick" if args.quick else "full")
     rows: dict[str, dict[str, Any]] = {}
     train_seconds: dict[str, float] = {}
     merged: dict[str, dict[str, Any]] = {}  # every row of the day's file after the last write (this call's and others')
+    finetunes: dict[str, dict[str, Any]] = {}  # row -> the fine-tune behind it
     context = 0
 
     def save(labels: list[str], kind: str) -> None:
@@ -112,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                 disk.clear()  # another setting's rows do not belong in one table
             disk.update({"benchmark": "length-extrapolation", "quick": args.quick, "train_context": context, "lengths": lengths})
             disk.setdefault("validation_loss", {}).update({label: rows[label] for label in labels})
-            disk.setdefault("train_seconds", {})[kind] = round(train_seconds[kind], 1)
+            disk.setdefault("train_seconds", {}).update({k: round(train_seconds[k], 1) for k in (kind, *labels) if k in train_seconds})
+            for label in labels:
+                if label in finetunes:
+                    disk.setdefault("yarn_finetune", {})[label] = finetunes[label]
             disk.setdefault("commands", {})[kind] = " ".join([sys.executable, *sys.argv])
             merged.clear()
             merged.update(disk["validation_loss"])
@@ -134,15 +198,26 @@ def main(argv: list[str] | None = None) -> int:
         text = read_text(str(Path(args.data_root) / data.text))
         _, valid = split_tokens(encode(tok, text), context, data.train_fraction)
         variants: dict[str, dict[str, Any] | None] = {kind: None}
+        models = {kind: model}
         if kind == "rotary":
             variants["rotary-ntk"] = {"scaling": "ntk"}
             variants["rotary-yarn"] = {"scaling": "yarn", "original_max_len": context}
+            if args.yarn_finetune:
+                label = "rotary-yarn-ft"
+                start = time.perf_counter()
+                ft_dir, finetunes[label] = yarn_finetune(root / name, root / f"{name}-yarn-ft{args.yarn_finetune}", args.data_root,
+                                                         args.quick, device, args.assignments, args.yarn_finetune)
+                train_seconds[label] = time.perf_counter() - start
+                models[label] = attnkit.load(ft_dir).to(device).eval()
+                variants[label] = None  # its own scaling (YaRN, s=16) at every length
+                print(f"{label}: {finetunes[label]['steps']} steps at context {finetunes[label]['context']}, YaRN s="
+                      f"{finetunes[label]['factor']:g}; {finetunes[label]['token_fraction']:.1%} of the pretraining tokens", flush=True)
         for label, scaling in variants.items():
             rows[label] = {}
             for f in FACTORS:
                 length = f * context
                 extra = None if scaling is None else ({**scaling, "factor": float(f)} if f > 1 else None)
-                m = at_length(model, length, extra)
+                m = at_length(models.get(label, model), length, extra)
                 loss, windows = (float("nan"), 0) if m is None else window_loss(m, valid, length, device, args.batch_tokens)
                 rows[label][str(length)] = None if math.isnan(loss) else round(loss, 4)
                 print(f"{label:>14} @ {length:>5}: {'-' if m is None else f'{loss:.4f}'} ({windows} windows)", flush=True)

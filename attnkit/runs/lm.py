@@ -21,6 +21,10 @@ from attnkit.runs.base import Job, Log, Prepared
 from attnkit.training.config import EvalConfig, OptimConfig, RegularizationConfig, ScheduleConfig, TrainConfig
 from attnkit.training.loop import pick_device
 
+# the model keys a run continuing data.model may take from its own model config (data.adjust): none changes a weight
+ADJUSTABLE = ("context", "dropout", "attention.dropout", "attention.position.scaling", "attention.position.factor",
+              "attention.position.original_max_len")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TextDataConfig(Config):
@@ -34,6 +38,10 @@ class TextDataConfig(Config):
     ``model``, when given, is a GPT directory (attnkit, or Hugging Face GPT-2 with its
     ``tokenizer.json``) to go on training on ``text`` with its own architecture and tokenizer
     (the ``model`` config and ``tokenizer`` are then unused); with a ``peft`` method only an adapter trains.
+    ``adjust`` names keys of the ``model`` config (of :data:`ADJUSTABLE`, none of which changes a weight)
+    that replace the continued model's own: ``context`` trains it on longer windows, and
+    ``attention.position.scaling``, ``factor`` and ``original_max_len`` rescale its rotary positions,
+    as YaRN is fine-tuned at a longer context (Peng et al. 2023, section 4).
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare``
     (:mod:`attnkit.data.stream`): the model trains on random windows read from it as needed, so
@@ -62,6 +70,7 @@ class TextDataConfig(Config):
     mem_len: int = 0
     eval_mem_len: int | None = None
     unknown: Literal["error", "unk"] = "error"
+    adjust: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260 (256 bytes plus specials)")
@@ -70,6 +79,36 @@ class TextDataConfig(Config):
         check(self.segment >= 0 and self.mem_len >= 0, "mem_len", self.mem_len, "and segment must be >= 0")
         check(self.segment > 0 or (self.mem_len == 0 and self.eval_mem_len is None), "segment", self.segment,
               "must be positive for a memory (data.mem_len, data.eval_mem_len)")
+        for key in self.adjust:
+            check(key in ADJUSTABLE, "adjust", list(self.adjust), f"may name only {', '.join(ADJUSTABLE)} (got {key!r})")
+        check(not self.adjust or bool(self.model), "adjust", list(self.adjust), "applies to a continued model; set data.model")
+
+
+def adjusted(config: Any, asked: Any, keys: tuple[str, ...], source: str) -> Any:
+    """The continued model's ``config`` with the ``keys`` (dotted, of :data:`ADJUSTABLE`) of ``asked``, the run's model config.
+
+    Raises:
+        ConfigError: ``context`` changes on a model with learned positions (their table has ``context`` rows).
+    """
+    data, wanted = config.to_dict(), asked.to_dict()
+    for key in keys:
+        *path, last = key.split(".")
+        into, take = data, wanted
+        for part in path:
+            into, take = into[part], take[part]
+        into[last] = take[last]
+    out = type(config).from_dict(data, prefix="model.")
+    if config.learned_positions and out.context != config.context:
+        raise ConfigError(f"data.adjust names context, but {source} has learned positions ({config.context} rows); "
+                          "its context cannot change")
+    return out
+
+
+def _get(config: Any, key: str) -> Any:
+    """The value at a dotted ``key`` of ``config``."""
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def make_sampler(tok: Any, n_tokens: int, context: int) -> Any:
@@ -184,6 +223,7 @@ class LMJob(Job):
         from attnkit.data.text import encode, split_tokens
         from attnkit.data.tokenizer import check_against_model, load_tokenizer
         from attnkit.loading import load
+        from attnkit.models.base import load_state_strict
         from attnkit.models.gpt import GPT
         from attnkit.runs.base import model_dir
 
@@ -198,6 +238,13 @@ class LMJob(Job):
             out.mkdir(parents=True, exist_ok=True)
             tok.save(str(out / "tokenizer.json"))
         m = model.config
+        if d.adjust:  # type: ignore[attr-defined]  # the same weights in a model of the adjusted settings
+            m = adjusted(model.config, configs["model"], d.adjust, str(source))  # type: ignore[attr-defined]
+            if m != model.config:
+                changed = GPT(m)
+                load_state_strict(changed, model.state_dict(), str(source))
+                model = changed
+                log("adjusted: " + ", ".join(f"model.{k}={_get(m, k)!r}" for k in d.adjust))  # type: ignore[attr-defined]
         train, valid = split_tokens(encode(tok, text, unknown=d.unknown), m.context, d.train_fraction)  # type: ignore[attr-defined]
         device = pick_device(t.device)  # type: ignore[attr-defined]
         sample = make_sampler(tok, d.sample_tokens, m.context) if d.sample_tokens > 0 else None  # type: ignore[attr-defined]
