@@ -6,9 +6,7 @@
 
 All read full-sentence sequences of 128 WordPiece tokens (vocabulary 8k) and train 2,000 steps of 32 with AdamW
 at lr 5e-4 (:func:`~attnkit.runs.mlm.scratch_train`), ELECTRA at 2e-4: ELECTRA-Small's 5e-4 (Clark et al. 2020,
-appendix A) goes with batches of 128 and 10,000 warm-up steps; with small batches and a short warm-up the
-discriminator first learns and then drifts back to the constant "original" answer (its held-out accuracy no better
-than that answer's, the gradient into its layers shrinking), which a lower peak rate avoids.
+appendix A) goes with batches of 128 and 10,000 warm-up steps, not with batches of 32 and a short warm-up.
 """
 
 from __future__ import annotations
