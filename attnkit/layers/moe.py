@@ -20,13 +20,15 @@ positions output 0. Each forward keeps its router logits for those losses (``rou
 token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
 and ``dropped`` (read and reset by :func:`expert_load`).
 
-Dispatch (``MoEConfig.dispatch``): ``capacity`` copies each accepted choice into its expert's row of an
-``(N, C + 1, d)`` buffer and runs the experts as batched products over every row, padding included;
+Dispatch (``MoEConfig.dispatch``): ``capacity`` gathers each accepted choice into its expert's row of an
+``(N, C, d)`` buffer (rows no choice fills hold zeros) and runs the experts as batched products over every row;
 ``grouped`` sorts the choices by expert and runs each expert on its own rows only, as one grouped matrix
 product per linear map (``torch._grouped_mm``), over all routed choices, the dropped ones too, whose outputs
 the zero gate then removes: the same outputs and gradients with ``k M`` rows of work instead of
-``N (C + 1)``. It applies to bfloat16 experts' inputs (autocast's) where the grouped product runs (probed once
-per device type) and both widths are multiples of 8; elsewhere the layer takes the buffer.
+``N C``. It applies to bfloat16 experts' inputs (autocast's) where the grouped product runs (probed once
+per device type) and both widths are multiples of 8; elsewhere the layer takes the buffer. Every move of rows
+between token order and expert order is a gather both ways (:class:`Route`): no row receives two, so the
+backward pass gathers the gradient back instead of adding it into place.
 """
 
 from __future__ import annotations
@@ -120,16 +122,44 @@ class ExpertLinear(nn.Module):
         return f"experts={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Route(torch.autograd.Function):
+    """Rows moved by a partial permutation, as gathers in both directions.
+
+    ``forward(x, to, back)``: output row ``r`` is ``x[to[r]]``, or zeros where ``to[r] == len(x)``. When no row of
+    ``x`` reaches two output rows, the gradient of ``x``'s row ``i`` is the output gradient's row ``back[i]`` (zeros
+    where ``back[i]`` is the number of output rows: the row went nowhere). A gather's own backward would add the
+    output gradient into ``x``'s rows with atomic additions; this one reads each row once.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, to: Tensor, back: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(back)
+        return torch.cat([x, x.new_zeros(1, x.shape[-1])]).index_select(0, to)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (back,) = ctx.saved_tensors
+        return torch.cat([grad, grad.new_zeros(1, grad.shape[-1])]).index_select(0, back), None, None
+
+
+def inverse_rows(rows: Tensor, n_out: int) -> Tensor:
+    """For ``rows: (K,)`` distinct targets in ``[0, n_out)`` (``n_out``: none), the source of each of the ``n_out`` targets,
+    ``K`` where no row goes (the index :class:`Route` reads as zeros)."""
+    k = rows.shape[0]
+    source = torch.full((n_out + 1,), k, dtype=rows.dtype, device=rows.device)
+    return source.scatter_(0, rows, torch.arange(k, dtype=rows.dtype, device=rows.device))[:n_out]  # target n_out: dropped
+
+
 class SwitchFFN(nn.Module):
     """Top-1 (or top-2) mixture of ``n_experts`` position-wise FFNs with a capacity limit (Switch Transformer, eq. 1-3).
 
     The experts are one FFN with stacked weights (``w1``: ``(N, d_model, d_ff)``, ``w2``: ``(N, d_ff, d_model)``,
     :class:`ExpertLinear`). Dispatch has fixed shapes: each routed token's 1-based place in its expert's queue is a
     cumulative sum over the one-hot choices (every first choice in token order, then every second choice;
-    :func:`queue_places`); accepted tokens are copied into an ``(N, C + 1, d_model)`` buffer (``C`` the capacity
-    for a batch without padding; the last slot of each expert collects the dropped tokens and is never read back;
-    under autocast the buffer has the autocast dtype that the experts' matrix products use), the experts run as
-    two batched matrix products, and each token sums its accepted slots' outputs times their gates.
+    :func:`queue_places`); accepted tokens are gathered into an ``(N, C, d_model)`` buffer (``C`` the capacity
+    for a batch without padding; dropped tokens take no slot; under autocast the buffer has the autocast dtype that
+    the experts' matrix products use), the experts run as two batched matrix products, and each token sums its
+    accepted slots' outputs times their gates.
     Nothing is read on the host, so the layer runs under ``torch.compile`` and CUDA graphs.
 
     State dicts holding one ``FeedForward`` per expert (``experts.{i}.w1.weight`` ...) load into the stacked weights.
@@ -181,13 +211,14 @@ class SwitchFFN(nn.Module):
     def run_grouped(self, tokens: Tensor, expert: Tensor) -> Tensor:
         """Every choice through its expert's FFN, ``tokens: (kM, d)`` with ``expert: (kM,)`` -> ``(kM, d)``: the choices
         sorted by expert (stable), each expert's rows through one grouped product per linear map, the rows put back."""
-        order = torch.argsort(expert, stable=True)  # (kM,)
+        order = torch.argsort(expert, stable=True)  # (kM,) the choice in each sorted row
+        place = inverse_rows(order, order.shape[0])  # (kM,) each choice's sorted row
         chosen = expert[None, :] == torch.arange(self.n_experts, device=expert.device)[:, None]  # (N, kM)
         offsets = torch.cumsum(chosen.sum(-1), 0).to(torch.int32)  # (N,) end of each expert's rows
         sorted_expert = expert.index_select(0, order)
-        h = self.act(self.w1.grouped(tokens.index_select(0, order), offsets, sorted_expert))  # (kM, d_ff)
+        h = self.act(self.w1.grouped(Route.apply(tokens, order, place), offsets, sorted_expert))  # (kM, d_ff)
         y = self.w2.grouped(self.dropout(h) if self.training else h, offsets, sorted_expert)  # (kM, d)
-        return torch.empty_like(y).index_copy(0, order, y)  # choice order; its backward gathers
+        return Route.apply(y, place, order)  # choice order
 
     def expert(self, i: int, x: Tensor) -> Tensor:
         """Expert ``i``'s FFN alone on ``x: (..., d_model)`` (a reference for tests and inspection)."""
@@ -218,7 +249,6 @@ class SwitchFFN(nn.Module):
         place, routed = queue_places(expert, n, real)  # (kM,) 1-based place in its expert's queue; (N,) choices per expert
         self.first_choices = routed if k == 1 else None  # (N,) real tokens whose first choice each expert is
         accepted = place <= capacity if real is None else real & (place <= capacity)  # (kM,)
-        slot = expert * (slots + 1) + torch.where(accepted, place - 1, slots)  # (kM,) the last place: dropped
         tokens = x.reshape(m, d) if k == 1 else x.reshape(m, d).repeat(k, 1)  # (kM, d)
         kind = x.device.type
         if tokens.dtype == torch.float32 and autocast_available(kind) and torch.is_autocast_enabled(kind):
@@ -227,9 +257,12 @@ class SwitchFFN(nn.Module):
         if self.config.dispatch == "grouped" and self._groups(tokens):
             out = self.run_grouped(tokens, expert) * scale[:, None].to(x.dtype)  # (kM, d)
         else:
-            buffer = tokens.new_zeros(n * (slots + 1), d).index_copy(0, slot, tokens)  # (N (C+1), d)
-            y = self.run_experts(buffer.view(n, slots + 1, d)).reshape(n * (slots + 1), d)  # (N (C+1), d)
-            out = y.index_select(0, slot) * scale[:, None].to(x.dtype)  # (kM, d)
+            # each accepted choice's row of the (N C, d) buffer; the others take none (row N C: nowhere)
+            row = torch.where(accepted, expert * slots + place.long() - 1, n * slots)  # (kM,)
+            source = inverse_rows(row, n * slots)  # (N C,) the choice in each row, kM where none
+            buffer = Route.apply(tokens, source, row)  # (N C, d), empty rows zero
+            y = self.run_experts(buffer.view(n, slots, d)).reshape(n * slots, d)  # (N C, d)
+            out = Route.apply(y, row, source) * scale[:, None].to(x.dtype)  # (kM, d); dropped and padding rows zero
         if self.training:
             with torch.no_grad():
                 self.load += routed
