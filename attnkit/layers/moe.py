@@ -103,10 +103,13 @@ class ExpertLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x: (n_experts, C, d_in)`` -> ``(n_experts, C, d_out)``, slot rows of expert i through expert i's map."""
-        if self.bias is None:
-            return torch.bmm(x, self.weight)  # (N, C, d_out)
-        return torch.baddbmm(self.bias[:, None, :].to(x.dtype), x, self.weight)  # (N, C, d_out)
+        """``x: (n_experts, C, d_in)`` -> ``(n_experts, C, d_out)``, slot rows of expert i through expert i's map.
+
+        The bias is added after the product, not as ``baddbmm``'s input: that one is broadcast to the whole output
+        first, a copy as large as the output, where a separate addition fuses into the next elementwise kernel
+        under ``torch.compile`` (the activation after ``w1``)."""
+        y = torch.bmm(x, self.weight)  # (N, C, d_out)
+        return y if self.bias is None else y + self.bias[:, None, :].to(y.dtype)
 
     def grouped(self, x: Tensor, offsets: Tensor, expert: Tensor) -> Tensor:
         """``x: (M, d_in)`` rows sorted by expert, ``offsets: (N,)`` int32 end of each expert's rows, ``expert: (M,)``
