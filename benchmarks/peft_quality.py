@@ -68,10 +68,14 @@ the peft side is built first and its adapter and classifier, before any step, ar
 (``peft.init_from``, :func:`attnkit.peft.files.init_adapter_from`), and the peft loop draws the
 batches attnkit's Trainer draws for the seed (``bucketed_batches`` with ``bucket_size=1``, epoch after
 epoch), so both train from the same function on the same examples in the same order; dropout and
-the bf16 kernels still differ. ``lora``, ``lora-all``, ``dora``, ``qlora``, ``ptuning-v2`` and
-``prompt`` pair; ``full`` has no adapter file, so it shares the batches only (each library's head
-from its own generator); ``prefix`` and ``ptuning`` are refused, since peft's file holds the table
-their MLP or LSTM computes, not the weights they train. Paired runs go to
+the bf16 kernels still differ. Every adapter pairs. peft's file holds the table that prefix tuning's
+MLP and P-tuning's LSTM encoder compute, not the weights they train, so for ``prefix`` and ``ptuning``
+the weights of peft's ``PrefixEncoder`` / ``PromptEncoder`` are saved beside it as
+``prompt_encoder.safetensors`` (:func:`attnkit.peft.files.save_peft_encoder`), and attnkit's MLP or
+encoder starts from them: the same layers in the same shapes (prefix: Linear(384, 512), tanh,
+Linear(512, 2 x 6 x 384); P-tuning: a 2-layer bi-LSTM of width 128 without dropout, Linear(256, 256), ReLU,
+Linear(256, 384)), which peft's config here sets explicitly (``ENCODERS``). ``full`` has no adapter
+file, so it shares the batches only (each library's head from its own generator). Paired runs go to
 ``peft-quality-<device>-<date>-paired[-NAME].json`` and record ``"paired": true``; they are never
 merged with unpaired rows.
 """
@@ -113,8 +117,11 @@ LORA_ALL = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 ADAM_EPS = 1e-6  # the lora recipes' AdamW epsilon, given to both libraries
 WEIGHT_DECAY = 0.01  # the lora recipes' decay of the weight matrices
 HF_ALL_LINEAR = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
-# --paired: methods whose start cannot come from peft's file (it holds the table the MLP or LSTM computes, not their weights)
-UNPAIRED = {"prefix": "its reparameterisation MLP", "ptuning": "its LSTM prompt encoder"}
+# prefix tuning's MLP and P-tuning's encoder, set alike in both libraries (attnkit's peft.hidden, peft.encoder; peft's
+# encoder options, each given explicitly): --paired starts attnkit's from peft's weights (prompt_encoder.safetensors)
+ENCODERS = {"prefix": {"prefix_projection": True, "encoder_hidden_size": 512},
+            "ptuning": {"encoder_reparameterization_type": "LSTM", "encoder_hidden_size": 128, "encoder_num_layers": 2,
+                        "encoder_dropout": 0.0}}
 
 
 class TrainableMismatch(RuntimeError):
@@ -125,6 +132,11 @@ def attnkit_peft_sets(method: str) -> list[str]:
     """The ``--set`` assignments of ``method``'s ``peft`` section, over the ``<task>-minilm-lora`` recipe's (r=8, alpha 16 on q, v)."""
     peft_method = {"full": "none", "dora": "lora", "lora-all": "lora"}.get(method, method)
     sets = [f"peft.method={json.dumps(peft_method)}", f"peft.dora={'true' if method == 'dora' else 'false'}", f"peft.n_virtual={N_VIRTUAL}"]
+    if method in ENCODERS:  # the width (and P-tuning's encoder) of peft's, ENCODERS
+        enc = ENCODERS[method]
+        sets.append(f"peft.hidden={enc['encoder_hidden_size']}")
+        if method == "ptuning":
+            sets.append(f"peft.encoder={json.dumps(enc['encoder_reparameterization_type'].lower())}")
     if method == "lora-all":
         from attnkit.recipes.peft import ALL_LINEAR
 
@@ -195,13 +207,13 @@ def peft_config(method: str) -> Any:
     if method == "lora-all":
         return peft.LoraConfig(r=LORA_ALL["r"], lora_alpha=LORA_ALL["alpha"], lora_dropout=LORA_ALL["dropout"],
                                target_modules=HF_ALL_LINEAR, task_type="SEQ_CLS")
-    if method in ("prefix", "ptuning-v2"):
-        return peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, prefix_projection=method == "prefix", encoder_hidden_size=512,
-                                       task_type="SEQ_CLS")
+    if method == "prefix":
+        return peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, **ENCODERS["prefix"], task_type="SEQ_CLS")
+    if method == "ptuning-v2":
+        return peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, prefix_projection=False, task_type="SEQ_CLS")
     if method == "prompt":
         return peft.PromptTuningConfig(num_virtual_tokens=N_VIRTUAL, task_type="SEQ_CLS")
-    return peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, encoder_hidden_size=128, encoder_reparameterization_type="LSTM",
-                                    task_type="SEQ_CLS")
+    return peft.PromptEncoderConfig(num_virtual_tokens=N_VIRTUAL, **ENCODERS["ptuning"], task_type="SEQ_CLS")
 
 
 @functools.lru_cache(maxsize=None)  # one CPU build per method and model, not per seed and task
@@ -313,11 +325,16 @@ def encode_task(task: str, data: Path, max_len: int, quick: bool) -> tuple[Any, 
 
 def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, start: Path | None = None) -> torch.nn.Module:
     """peft's model for ``method`` drawn after ``torch.manual_seed(seed)``; with ``start``, its adapter and classifier
-    (``modules_to_save``) saved there in peft's format before any step, for the paired attnkit run to start from."""
+    (``modules_to_save``) saved there in peft's format before any step, for the paired attnkit run to start from, and for
+    ``prefix`` and ``ptuning`` its encoder's weights beside them (``prompt_encoder.safetensors``)."""
+    from attnkit.peft.files import save_peft_encoder
+
     torch.manual_seed(seed)
     model = _peft_model(method, model_dir, device)
     if start is not None:
         model.save_pretrained(str(start))
+        if method in ENCODERS:
+            save_peft_encoder(model, start)
     return model
 
 
@@ -439,8 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
     ap.add_argument("--tasks", default="sst2", help="comma-separated: sst2, rte")
     ap.add_argument("--methods", default=None, help=f"comma-separated, default all: {', '.join(METHODS)} "
-                    "(lora: r=8 on query and value; lora-all: r=16 on every linear layer of the encoder blocks; "
-                    f"with --paired all but {', '.join(UNPAIRED)})")
+                    "(lora: r=8 on query and value; lora-all: r=16 on every linear layer of the encoder blocks)")
     ap.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
@@ -457,18 +473,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--tag={args.tag!r}: use letters, digits, '-', '_' and '.' only")
     device = common.pick_device(args.device)
     steps = 4 if args.quick else args.steps
-    if args.methods is None:
-        methods = [m for m in METHODS if not (args.paired and m in UNPAIRED)]
-    else:
-        methods = [m for m in args.methods.split(",") if m]
+    methods = list(METHODS) if args.methods is None else [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
-    refused = [m for m in methods if args.paired and m in UNPAIRED]
-    if refused:
-        print(f"error: --paired cannot start {refused[0]} from peft's file (it holds the table {UNPAIRED[refused[0]]} computes, "
-              f"not its weights); leave {refused[0]} out of --methods or run it without --paired", file=sys.stderr)
-        raise SystemExit(2)
     import peft
     import transformers
 

@@ -14,6 +14,13 @@ names (``base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weigh
 loads the directory onto the Hugging Face model, and peft's own adapters load here. Otherwise
 the names are attnkit's module names. The conversion to and from peft's names and config is in
 :mod:`attnkit.peft.peft_format`.
+
+Prefix tuning's MLP and P-tuning's prompt encoder train weights that the directory does not keep.
+To start them from another library's, a directory may hold ``prompt_encoder.safetensors`` beside
+the adapter (:data:`ENCODER_WEIGHTS`): the state dict of peft's ``PrefixEncoder`` or
+``PromptEncoder`` under peft's module-local names (``embedding.weight``, ``transform.0.weight``;
+``lstm_head.weight_ih_l0``, ``mlp_head.0.weight``), as :func:`save_peft_encoder` writes it from a
+``PeftModel``. Only :func:`init_adapter_from` reads it; loading a trained adapter needs only the table.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ from attnkit.peft.prompt import PromptConfig
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ATTNKIT_SIDE = "attnkit_adapter.json"  # attnkit's own record, beside peft's config (peft warns about unknown keys)
+ENCODER_WEIGHTS = "prompt_encoder.safetensors"  # the weights of peft's PrefixEncoder / PromptEncoder (module docstring)
+# peft's encoder (module-local name prefix) -> attnkit's (relative to model.prefix_table or model.prompt_encoder.encoder);
+# the layers are the same modules in the same order: peft's PrefixEncoder is embedding + transform (Linear, Tanh, Linear),
+# its PromptEncoder embedding + lstm_head (bi-LSTM) + mlp_head, as attnkit's PrefixTable and PromptEncoder build them
+ENCODER_NAMES = {"prefix": (("embedding.weight", "embedding"), ("transform.", "mlp.")),
+                 "ptuning": (("embedding.weight", "embedding"), ("lstm_head.", "lstm."), ("mlp_head.", "mlp."))}
 CONFIGS = {"lora": LoRAConfig, "qlora": LoRAConfig, "prefix": PrefixConfig, "ptuning-v2": PrefixConfig, "prompt": PromptConfig,
            "ptuning": PromptConfig}
 
@@ -247,12 +260,15 @@ def init_adapter_from(model: nn.Module, path: str | os.PathLike, *, base: str | 
     directory ``path``, one that peft or attnkit wrote before training, in place of its own initialisation.
 
     The directory must hold the same adapter: its method, LoRA's ``r``, ``alpha``, DoRA and rsLoRA, the same adapted
-    layers and virtual tokens, and the head. Prefix tuning with its MLP and P-tuning with its encoder are refused: the
-    directory holds the table they compute, not the weights they train (load it as ``ptuning-v2`` or ``prompt``).
+    layers and virtual tokens, and the head. Prefix tuning with its MLP and P-tuning with its encoder train weights the
+    adapter file does not hold (it holds the table they compute): they start from :data:`ENCODER_WEIGHTS` beside it
+    (peft's encoder state dict, :func:`save_peft_encoder`), whose layers must have the shapes of the peft section's
+    (``peft.hidden``, ``peft.encoder``), and whose table must be the adapter file's (so the two files hold one state).
 
     Args:
         model: a model with an adapter applied (:func:`attnkit.peft.apply_peft`).
-        path: the adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``).
+        path: the adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``, and for ``prefix`` and
+            ``ptuning`` ``prompt_encoder.safetensors``).
         base: the base's directory (decides whether the file uses peft's names); default the one it names.
 
     Returns:
@@ -265,10 +281,12 @@ def init_adapter_from(model: nn.Module, path: str | os.PathLike, *, base: str | 
     where = f"peft.init_from={str(path)!r}"
     if not is_adapter_dir(path):
         raise ConfigError(f"{where}: no {ADAPTER_CONFIG} there; give an adapter directory (peft's save_pretrained writes one)")
-    if isinstance(config, PrefixConfig) and config.reparam or isinstance(config, PromptConfig) and config.encoder != "none":
+    encoded = isinstance(config, PrefixConfig) and config.reparam or isinstance(config, PromptConfig) and config.encoder != "none"
+    if encoded and not (Path(path) / ENCODER_WEIGHTS).is_file():
         trains, instead = ("MLP", "ptuning-v2") if method == "prefix" else ("encoder", "prompt")
         raise ConfigError(f"{where}: an adapter directory holds the table that peft.method={method!r} computes, not the "
-                          f"{trains} it trains; start {instead} from it")
+                          f"{trains} it trains; put the {trains}'s weights beside it as {ENCODER_WEIGHTS} (save_peft_encoder) "
+                          f"or start {instead} from it")
     try:
         data = read_adapter_config(path)
         _check_base(data, model, where)
@@ -284,13 +302,89 @@ def init_adapter_from(model: nn.Module, path: str | os.PathLike, *, base: str | 
         for k, v in theirs.items():
             if v != getattr(config, k):
                 raise ConfigError(f"{where} has {k}={v!r}, the peft section {k}={getattr(config, k)!r}: set peft.{k} to match")
+    if encoded:
+        _check_encoder_config(data, method, config, where)
     base = base if base is not None else data.get("base_model_name_or_path")
     try:
         state = _stored_state(model, Path(path), config, hf_kind(base), data.get("attnkit"))
     except CheckpointError as e:  # other layers (peft.targets), another number of virtual tokens, or no head
         raise ConfigError(f"{where} holds another adapter than the peft section's ({e})") from None
+    if encoded:
+        table = state.pop("prefix_table" if method == "prefix" else "prompt_embeddings")
+        _init_encoder(model, method, Path(path) / ENCODER_WEIGHTS, table, where)
     load_adapter_state(model, state)
     return model
+
+
+def _check_encoder_config(data: dict[str, Any], method: str, config: Any, where: str) -> None:
+    """peft's encoder settings in ``adapter_config.json`` against the peft section's (where peft recorded them)."""
+    if method == "prefix" and data.get("prefix_projection") is False:
+        raise ConfigError(f"{where} holds prefix tuning without its MLP (prefix_projection=false): start ptuning-v2 from it")
+    hidden = data.get("encoder_hidden_size")
+    if hidden is not None and hidden != config.hidden:
+        raise ConfigError(f"{where} has encoder_hidden_size={hidden!r}, the peft section hidden={config.hidden!r}: "
+                          "set peft.hidden to match")
+    if method == "ptuning":
+        kind = str(data.get("encoder_reparameterization_type", config.encoder)).lower()
+        if kind != config.encoder:
+            raise ConfigError(f"{where} has encoder_reparameterization_type={kind.upper()!r}, the peft section "
+                              f"encoder={config.encoder!r}: set peft.encoder to match")
+        layers = data.get("encoder_num_layers", 2)
+        if kind == "lstm" and layers != 2:
+            raise ConfigError(f"{where} has encoder_num_layers={layers!r}; attnkit's P-tuning LSTM has 2 layers (as peft's default)")
+
+
+@torch.no_grad()
+def _init_encoder(model: nn.Module, method: str, file: Path, table: Tensor, where: str) -> None:
+    """Copy peft's encoder weights in ``file`` into ``model``'s MLP or prompt encoder (every tensor used, every shape
+    equal), then check that they compute ``table``, the adapter file's table.
+
+    Raises:
+        ConfigError: the file cannot be read, a surplus, missing or misshapen tensor, or another table.
+    """
+    encoder = model.prefix_table if method == "prefix" else model.prompt_encoder.encoder
+    try:
+        stored = load_file(str(file))
+    except Exception as e:  # noqa: BLE001 - a corrupt file is the user's to replace
+        raise ConfigError(f"{where}: {file.name} cannot be read ({str(e).splitlines()[0][:200]})") from None
+    ours = dict(encoder.named_parameters())
+    names = ENCODER_NAMES[method]
+    done: set[str] = set()
+    for key, t in stored.items():
+        name = next((ak + key[len(pk):] for pk, ak in names if key == pk or pk.endswith(".") and key.startswith(pk)), None)
+        if name not in ours:
+            raise ConfigError(f"{where}: {file.name} holds {key!r}, which peft.method={method!r}'s encoder does not have")
+        if tuple(t.shape) != tuple(ours[name].shape):
+            raise ConfigError(f"{where}: {file.name} has {key!r} of shape {tuple(t.shape)}, the peft section's encoder "
+                              f"{tuple(ours[name].shape)} (peft.hidden={model.peft_method[1].hidden})")
+        ours[name].copy_(t)
+        done.add(name)
+    missing = sorted(set(ours) - done)
+    if missing:
+        raise ConfigError(f"{where}: {file.name} has no tensor for attnkit's {missing[0]!r}; {len(missing)} missing")
+    computed = (encoder.full() if method == "prefix" else encoder()).float().cpu()  # (P, width)
+    scale = max(1.0, float(table.abs().max()))
+    diff = float((computed - table.float()).abs().max())
+    if diff > 1e-2 * scale:  # rounding only (TF32 cuDNN LSTMs where peft ran on a GPU); another encoder differs at the table's scale
+        raise ConfigError(f"{where}: {file.name} computes another table than {ADAPTER_WEIGHTS} holds (max difference {diff:.3g}): "
+                          "the two files come from different states or encoders")
+
+
+def save_peft_encoder(peft_model: nn.Module, path: str | os.PathLike, adapter_name: str = "default") -> Path:
+    """Write the weights of a peft ``PeftModel``'s prefix or prompt encoder (``peft_model.prompt_encoder[adapter_name]``)
+    as ``path/prompt_encoder.safetensors``, beside the directory its ``save_pretrained`` wrote, for
+    :func:`init_adapter_from` to start attnkit's MLP or LSTM prompt encoder from.
+
+    Returns:
+        The file written.
+    """
+    encoders = getattr(peft_model, "prompt_encoder", None)
+    if encoders is None or adapter_name not in encoders:
+        raise ConfigError(f"{type(peft_model).__name__} has no prompt encoder {adapter_name!r} (a peft prompt-learning model has one)")
+    state = {k: v.detach().float().cpu().contiguous() for k, v in encoders[adapter_name].state_dict().items()}
+    out = Path(path) / ENCODER_WEIGHTS
+    save_file(state, str(out), metadata={"format": "pt"})
+    return out
 
 
 @torch.no_grad()
@@ -307,8 +401,8 @@ def load_adapter_state(model: nn.Module, state: dict[str, Tensor]) -> None:
             getattr(owner, param).copy_(t) if not isinstance(owner, nn.ParameterDict) else owner[param].copy_(t)
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "attach_saving", "init_adapter_from", "is_adapter_dir",
-           "load_adapter_into", "load_adapter_state", "read_adapter_config", "save_adapter"]
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "ENCODER_WEIGHTS", "adapter_state_dict", "attach_saving", "init_adapter_from",
+           "is_adapter_dir", "load_adapter_into", "load_adapter_state", "read_adapter_config", "save_adapter", "save_peft_encoder"]
 
 
 def load_adapted(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", base: str | os.PathLike | None = None) -> nn.Module:

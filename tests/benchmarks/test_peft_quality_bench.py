@@ -1,6 +1,7 @@
 """benchmarks/peft_quality.py: every adapter trains the same parameters in attnkit and peft (count, initial distribution, function), and a count
-mismatch stops the run before training; with --paired, attnkit starts from peft's saved initial adapter and head (``peft.init_from``) and the
-peft loop draws attnkit's batches, each checked against peft's own model and attnkit's own Trainer."""
+mismatch stops the run before training; with --paired, attnkit starts from peft's saved initial adapter and head (``peft.init_from``; prefix
+tuning's MLP and P-tuning's encoder from peft's encoder weights saved beside them) and the peft loop draws attnkit's batches, each checked
+against peft's own model and attnkit's own Trainer."""
 
 from __future__ import annotations
 
@@ -353,14 +354,16 @@ def bench_n_virtual(theirs: torch.nn.Module) -> int:
     return theirs.peft_config["default"].num_virtual_tokens
 
 
-@pytest.mark.parametrize("method", ["lora", "lora-all", "dora", "prompt", "ptuning-v2"])
+@pytest.mark.parametrize("method", ["lora", "lora-all", "dora", "prompt", "ptuning-v2", "prefix", "ptuning"])
 def test_paired_start_gives_pefts_logits_before_any_step(bench, hf_bert_dir: Path, tmp_path: Path, method: str) -> None:
     """peft's model saved before training (``peft_start``) and attnkit's run started from that directory compute the same
     logits in fp32; for LoRA also the same gradients of A, B and the head (B starts at zero, so the logits alone do not see
-    A). Without the start file they differ."""
+    A); for prefix tuning's MLP and P-tuning's LSTM encoder (started from ``prompt_encoder.safetensors``) every weight
+    equals peft's and the same gradients reach it. Without the start directory they differ."""
     start = tmp_path / "start"
     theirs = bench.peft_start(method, hf_bert_dir, torch.device("cpu"), 0, start)
     assert (start / "adapter_config.json").is_file() and (start / "adapter_model.safetensors").is_file()
+    assert (start / "prompt_encoder.safetensors").is_file() == (method in ("prefix", "ptuning"))
     ours = _paired_side(bench, method, hf_bert_dir, start)
     ours.eval(), theirs.eval()
     ids, mask, seg = _inputs()
@@ -379,6 +382,15 @@ def test_paired_start_gives_pefts_logits_before_any_step(bench, hf_bert_dir: Pat
                 m = theirs.get_submodule(f"base_model.model.bert.encoder.layer.{i}.attention.self.{hf_name}")
                 torch.testing.assert_close(qkv.lora_B[part].grad, m.lora_B["default"].weight.grad, atol=1e-5, rtol=1e-4)
                 torch.testing.assert_close(qkv.lora_A[part].detach(), m.lora_A["default"].weight.detach())
+    if method in ("prefix", "ptuning"):  # the encoder trains: its weights, not only the table they compute, are peft's
+        got.square().sum().backward()
+        want.square().sum().backward()
+        ours_enc = dict(_adapter_params(ours, method))
+        theirs_enc = dict(_adapter_params(theirs, method))
+        assert len(ours_enc) == len(theirs_enc) == (5 if method == "prefix" else 21)  # 2-layer bi-LSTM: 16 tensors
+        for (name, a), (hf_name, b) in zip(ours_enc.items(), theirs_enc.items(), strict=True):
+            assert torch.equal(a.detach(), b.detach()), (name, hf_name)
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
     unpaired = _paired_side(bench, method, hf_bert_dir, None).eval()
     with torch.no_grad():
         assert (unpaired(ids, attention_mask=mask, segment_ids=seg).logits - want).abs().max() > 1e-3
@@ -389,6 +401,10 @@ def test_paired_start_gives_pefts_logits_before_any_step(bench, hf_bert_dir: Pat
     ("lora", "lora", ('peft.targets=["q"]',), "holds another adapter than the peft section's"),
     ("prompt", "lora", (), "holds a PROMPT_TUNING adapter; peft.method='lora' is LORA"),
     ("ptuning-v2", "prefix", (), "not the MLP it trains"),
+    ("prompt", "ptuning", (), "not the encoder it trains"),
+    ("prefix", "prefix", ("peft.hidden=256",), "has encoder_hidden_size=512, the peft section hidden=256"),
+    ("ptuning", "ptuning", ('peft.encoder="mlp"',), "has encoder_reparameterization_type='LSTM', the peft section encoder='mlp'"),
+    ("ptuning", "prefix", (), "holds a P_TUNING adapter; peft.method='prefix' is PREFIX_TUNING"),
 ])
 def test_a_mismatched_start_is_a_one_line_config_error(bench, hf_bert_dir: Path, tmp_path: Path, saved: str, used: str,
                                                          extra: tuple[str, ...], message: str) -> None:
@@ -397,6 +413,28 @@ def test_a_mismatched_start_is_a_one_line_config_error(bench, hf_bert_dir: Path,
     with pytest.raises(ConfigError) as e:
         _paired_side(bench, used, hf_bert_dir, start, extra)
     assert message in str(e.value) and str(e.value).startswith(f"peft.init_from={str(start)!r}") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["prefix", "ptuning"])
+def test_an_encoder_file_of_another_state_or_shape_is_refused(bench, hf_bert_dir: Path, tmp_path: Path, method: str) -> None:
+    """``prompt_encoder.safetensors`` must compute the table of ``adapter_model.safetensors`` (a later or other encoder is
+    refused), hold every weight of attnkit's encoder and none other, each of its shape; each a one-line ConfigError."""
+    from safetensors.torch import load_file, save_file
+
+    start = tmp_path / "start"
+    bench.peft_start(method, hf_bert_dir, torch.device("cpu"), 0, start)
+    file = start / "prompt_encoder.safetensors"
+    good = load_file(str(file))
+    last = "transform.2.bias" if method == "prefix" else "mlp_head.2.bias"
+    cases = [({**good, last: good[last] + 0.5}, "computes another table than adapter_model.safetensors holds"),
+             ({k: v for k, v in good.items() if k != last}, "has no tensor for attnkit's 'mlp.2.bias'; 1 missing"),
+             ({**good, "extra.weight": torch.zeros(2)}, "holds 'extra.weight', which peft.method="),
+             ({**good, last: good[last][:-1]}, f"has {last!r} of shape")]
+    for state, message in cases:
+        save_file(state, str(file))
+        with pytest.raises(ConfigError) as e:
+            _paired_side(bench, method, hf_bert_dir, start)
+        assert message in str(e.value) and str(e.value).startswith(f"peft.init_from={str(start)!r}") and "\n" not in str(e.value)
 
 
 def test_init_from_needs_an_adapter(bench, hf_bert_dir: Path, tmp_path: Path) -> None:
@@ -447,10 +485,9 @@ def test_paired_runs_draw_the_batches_of_attnkits_trainer(bench, monkeypatch: py
     assert [next(unpaired) for _ in range(steps)] != ours
 
 
-def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """--paired: peft runs first and hands its start directory to attnkit (full: none), the rows go to their own file with
-    ``"paired": true``, an unpaired file of the same name is not merged; prefix and ptuning are refused with one line."""
+    ``"paired": true``, an unpaired file of the same name is not merged; by default every method pairs."""
     calls: list[tuple] = []
 
     def fake_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=False, start=None):
@@ -487,10 +524,8 @@ def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytes
     path.write_text(paired_path.read_text())  # paired rows under the unpaired name: replaced, not merged
     bench.main([*base, "--methods", "lora", "--seeds", "2"])
     assert set(json.loads(path.read_text())["runs"]) == {"sst2/lora/2"}
-    capsys.readouterr()
-    for method in ("prefix", "ptuning"):
-        with pytest.raises(SystemExit) as e:
-            bench.main([*base, "--methods", f"lora,{method}", "--paired"])
-        assert e.value.code == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"--paired cannot start {method}" in err
+    calls.clear()
+    bench.main([*base, "--paired"])
+    started = [(c[1], c[3] is not None) for c in calls if c[0] == "peft"]
+    assert started == [(m, m != "full") for m in bench.METHODS if m != "qlora"]  # qlora's peft side builds on CUDA only
+    assert [c[2] for c in calls if c[0] == "attnkit"] == [c[3] for c in calls if c[0] == "peft"]
