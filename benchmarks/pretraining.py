@@ -5,10 +5,11 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
     python benchmarks/pretraining.py --data-root DATA                          # one GPU: every part
     python benchmarks/pretraining.py --data-root DATA --parts throughput       # the throughput table only
     python benchmarks/pretraining.py --data-root DATA --parts translation      # Multi30k BLEU: random init vs BART / MASS
+    python benchmarks/pretraining.py --data-root DATA --parts electra-vs-mlm --corpus shakespeare  # on tiny Shakespeare alone
     python benchmarks/pretraining.py --quick --device cpu --data-root DATA     # smoke run: quick recipes, a few steps
 
 Every measurement is a run of a recipe on the one run path (``attnkit.runs.run``), as the CLI runs it,
-on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
+on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``) unless said otherwise:
 
 * **throughput**: each objective trains ``--steps`` steps (no evaluation) and the Trainer's logged
   tokens per second (input tokens, padding excluded) are read from ``metrics.jsonl``; the median over
@@ -25,13 +26,26 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``):
   (``final_eval``; for the Switch GPT also ``moe_load_cv``, the coefficient of variation of the expert
   load, and ``moe_dropped``), so the dense and Switch GPTs compare on validation loss at equal steps.
 * **electra-vs-mlm**: masked LM and ELECTRA, both on the same ELECTRA-Small encoder, pretrain from
-  scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part),
-  then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
+  scratch for ``--minutes`` each (the step count is set from the throughput measured in the first part,
+  on tiny Shakespeare, whose short speeches fill less of each sequence than the mixed corpus's documents do, so
+  a step on the mixed corpus can take longer; ``pretrain_wall_s`` records the time taken) on
+  the corpus ``--corpus`` names (:data:`CORPORA`, files under ``--data-root``, given to both objectives
+  as one ``data.text=[...]`` assignment): ``mixed`` (the default) is the English sentences of SST-2's
+  training split, Multi30k's English training captions, XQuAD's English passages and questions, RTE's
+  training pairs, WNUT-17's training tweets and tiny Shakespeare, about seven times tiny Shakespeare's
+  text, so the same steps read each sentence about a seventh as often; ``shakespeare`` is the recipes'
+  own tiny Shakespeare. Tiny Shakespeare comes last, so the held-out documents (the last
+  ``data.valid_fraction`` of them) are its last ones with either corpus and the held-out scores compare.
+  Then each encoder is fine-tuned on SST-2 with the ``sst2-minilm`` recipe's settings (without its
   task-adaptive stage; ``--finetune-epochs`` replaces its 3 epochs) for every seed of ``--seeds``; dev accuracy
   per seed and the mean are reported, with each pretraining's scores after its last step (``pretrain_final``;
-  ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original').
-  ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count;
-  such an entry is named with its assignments (``electra [train.optim.lr=2e-4]``) and kept beside the recipe's.
+  ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original',
+  ``disc_loss_constant`` the loss of always answering the replaced fraction, which ``disc_loss`` must get below).
+  ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count.
+  An entry is named by its objective, then its corpus in parentheses unless it is tiny Shakespeare, then its
+  assignments: ``electra``, ``mlm (mixed)``, ``electra (mixed) [train.optim.lr=2e-4]``; so entries of other
+  corpora and settings are kept beside each other. Each entry records ``corpus`` (its name) and
+  ``corpus_files`` (its files, relative to the data root); an entry without them pretrained on tiny Shakespeare.
 * **translation**: the ``multi30k-de-en`` recipe from random initialisation, and ``multi30k-de-en-bart`` /
   ``multi30k-de-en-mass`` (the same translation run after denoising the Multi30k training sentences of both
   languages with that Transformer, ``bart-multi30k`` / ``mass-multi30k``): test BLEU (cased and lowercased)
@@ -50,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -83,6 +98,14 @@ OBJECTIVES: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "gpt-switch-grouped": ("lm", "shakespeare-char", None, ("data.sample_tokens=0", "train.reg.ema_decay=0.0", *SWITCH,
                                                           "model.moe.dispatch=grouped")),
 }
+# electra-vs-mlm's pretraining text, files under --data-root; tiny Shakespeare last, so the held-out documents
+# (the last valid_fraction of them) are tiny Shakespeare's last ones whichever corpus trains
+CORPORA: dict[str, tuple[str, ...]] = {
+    "mixed": ("sst2/train.tsv", "multi30k/train.en.gz", "squad/xquad.en.json", "rte/train.tsv", "wnut17/wnut17train.conll",
+              "tinyshakespeare/input.txt"),
+    "shakespeare": ("tinyshakespeare/input.txt",),
+}
+RECIPE_CORPUS = "shakespeare"  # the recipes' own data.text: entries pretrained on it carry no corpus in their names
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -177,16 +200,29 @@ def _tokens_per_step(logs: list[dict[str, Any]], every: int) -> float:
 def pretrain_final(final: dict[str, Any]) -> dict[str, Any]:
     """The pretraining run's final scores; for ELECTRA also ``disc_over_constant``, the discriminator's accuracy less
     that of always answering 'original' (``1 - replaced_fraction``): near zero, the discriminator has learned nothing
-    a fine-tuned classifier could use."""
+    a fine-tuned classifier could use; and ``disc_loss_constant``, the binary cross-entropy (nats) of always giving
+    the replaced fraction as the probability, its binary entropy, which ``disc_loss`` must get below to beat the constant."""
     out = {k: v for k, v in final.items() if isinstance(v, (int, float))}
     if "disc_accuracy" in out and "replaced_fraction" in out:
         out["disc_over_constant"] = out["disc_accuracy"] - (1.0 - out["replaced_fraction"])
+        q = out["replaced_fraction"]
+        out["disc_loss_constant"] = -sum(x * math.log(x) for x in (q, 1.0 - q) if x > 0)
     return out
+
+
+def corpus_key(corpus: str) -> str:
+    """The corpus as part of an entry's name: `` (mixed)``, empty for the recipes' own tiny Shakespeare."""
+    return "" if corpus == RECIPE_CORPUS else f" ({corpus})"
+
+
+def corpus_assignment(corpus: str, root: Path) -> str:
+    """``data.text=[...]``: the corpus's files under the data root, for both objectives alike."""
+    return f"data.text={json.dumps([str(Path(root) / f) for f in CORPORA[corpus]])}"
 
 
 def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Namespace, device: torch.device,
                    save: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
-    """Pretrain masked LM and ELECTRA for the same wall time, then fine-tune each on SST-2 for every seed.
+    """Pretrain masked LM and ELECTRA for the same wall time on ``args.corpus``, then fine-tune each on SST-2 for every seed.
 
     ``save`` gets the result so far after each pretraining and each fine-tuned seed.
     """
@@ -200,12 +236,15 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         t0 = time.perf_counter()
         report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
                             assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}",
-                                         f"train.eval.every={steps}", *args.pretrain_set])  # one evaluation, after the last step
+                                         f"train.eval.every={steps}", corpus_assignment(args.corpus, args.data_root),
+                                         *args.pretrain_set])  # one evaluation, after the last step
         accs: list[float] = []
-        entry: dict[str, Any] = {"pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
+        entry: dict[str, Any] = {"corpus": args.corpus, "corpus_files": list(CORPORA[args.corpus]),
+                                 "pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
                                  "pretrain_overrides": list(args.pretrain_set), "pretrain_final": pretrain_final(report.final),
                                  "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
-        result["objectives"][name + overrides_key(args.pretrain_set)] = entry  # e.g. "electra [train.optim.lr=2e-4]"
+        key = name + corpus_key(args.corpus) + overrides_key(args.pretrain_set)  # e.g. "electra (mixed) [train.optim.lr=2e-4]"
+        result["objectives"][key] = entry
         save(result)
         for seed in args.seeds:
             job = runs.job("classify")
@@ -218,7 +257,7 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
             accs.append(float(report.final.get("accuracy", report.final.get("test_accuracy", float("nan")))))
             entry["mean"] = statistics.mean(accs)
             save(result)
-        print(f"{name:8s} {steps:6d} pretraining steps; SST-2 dev accuracy {', '.join(f'{a:.4f}' for a in accs)} (mean {statistics.mean(accs):.4f})")
+        print(f"{key:8s} {steps:6d} pretraining steps; SST-2 dev accuracy {', '.join(f'{a:.4f}' for a in accs)} (mean {statistics.mean(accs):.4f})")
     return result
 
 
@@ -266,6 +305,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--steps", type=int, default=200, help="training steps per objective for the throughput (default 200)")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining wall time of masked LM and of ELECTRA (default 5)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SST-2 fine-tuning seeds (default 0 1 2)")
+    p.add_argument("--corpus", choices=list(CORPORA), default="mixed",
+                   help="electra-vs-mlm's pretraining text under --data-root, the same for both objectives: mixed (default; "
+                        f"{', '.join(CORPORA['mixed'])}) or shakespeare (the recipes' own tinyshakespeare/input.txt)")
     p.add_argument("--compare", nargs="+", choices=["mlm", "electra"], default=["mlm", "electra"],
                    help="the objectives electra-vs-mlm pretrains and fine-tunes (default both; one each in concurrent calls)")
     p.add_argument("--translations", nargs="+", choices=list(TRANSLATIONS), default=list(TRANSLATIONS),
@@ -281,6 +323,8 @@ def main(argv: list[str] | None = None) -> Path:
                         "are named with it, e.g. 'electra [train.optim.lr=2e-4]', beside the recipe's own")
     p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = p.parse_args(argv)
+    if any(a.split("=", 1)[0].strip() == "data.text" for a in args.pretrain_set):
+        p.error("--pretrain-set data.text=... would replace the corpus the entry records; choose it with --corpus")
     device = common.pick_device(args.device)
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""

@@ -54,8 +54,8 @@ from torch import Tensor
 from attnkit.config import Config, check
 from attnkit.data.batching import pad
 from attnkit.data.transfer import TensorBatch
+from attnkit.data.text import read_text_file
 from attnkit.errors import DataError
-from attnkit.io import read_utf8
 
 PairTask = Literal["none", "nsp", "sop"]
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # sentences="punct": cut after . ! ? and the white space that follows
@@ -98,14 +98,14 @@ def read_documents(
     documents: Literal["paragraphs", "files"] = "paragraphs",
     sentences: Literal["lines", "punct"] = "lines",
 ) -> list[list[str]]:
-    """Read text files into documents, each a list of sentences.
+    """Read UTF-8 text files (gzipped where the name ends in ``.gz``) into documents, each a list of sentences.
 
     Raises:
-        DataError: a file is missing, not UTF-8, or no file holds any text.
+        DataError: a file is missing, not valid gzip, not UTF-8, or no file holds any text.
     """
     docs: list[list[str]] = []
     for p in map(Path, paths):
-        text = read_utf8(p)
+        text = read_text_file(p)
         parts = [text] if documents == "files" else re.split(r"\n[ \t\r\f\v]*\n", text)
         docs.extend(d for d in (split_sentences(part, sentences) for part in parts) if d)
     if not docs:

@@ -26,14 +26,22 @@ from attnkit.io import read_utf8
 TokenizerKind = Literal["char", "bpe"]
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The UTF-8 text of ``path`` (gzipped where it ends in ``.gz``); missing, empty or non-UTF-8 files raise :class:`DataError`."""
+def read_text_file(path: str | os.PathLike) -> str:
+    """The UTF-8 text of ``path``, gunzipped where its name ends in ``.gz``.
+
+    Raises:
+        DataError: the file is missing, not valid gzip or not UTF-8.
+    """
     if str(path).endswith(".gz"):
         from attnkit.data.parallel import read_lines
 
-        text = "".join(line + "\n" for line in read_lines(path))
-    else:
-        text = read_utf8(path)
+        return "".join(line + "\n" for line in read_lines(path))
+    return read_utf8(path)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The text of ``path`` (:func:`read_text_file`); missing, empty or non-UTF-8 files raise :class:`DataError`."""
+    text = read_text_file(path)
     if not text.strip():
         raise DataError(f"{path} is empty; language-model training needs text")
     return text

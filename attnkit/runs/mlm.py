@@ -61,8 +61,8 @@ TASK_DOC_SENTENCES = 50  # sentences per document of a task file
 class MLMDataConfig(PretrainingDataConfig):
     """The text, the tokenizer and the model a pretraining run starts from, and how documents become sequences.
 
-    ``text``: UTF-8 text files (documents are blank-line-separated paragraphs, or whole files with
-    ``documents="files"``; sentences are lines, or lines cut after ``.!?`` with ``sentences="punct"``),
+    ``text``: UTF-8 text files, gzipped where the name ends in ``.gz`` (documents are blank-line-separated
+    paragraphs, or whole files with ``documents="files"``; sentences are lines, or lines cut after ``.!?`` with ``sentences="punct"``),
     or task files (``.tsv``, ``.conll``; ``.json``: SQuAD v1.1, its contexts and, with ``squad_questions``,
     its questions, less its last ``squad_heldout_articles`` articles). ``model``: continue pretraining
     this model directory or packaged model (None: a fresh model). ``tokenizer``: a ``tokenizer.json``
@@ -290,7 +290,7 @@ class MLMJob(Job):
             if d.model is not None:  # type: ignore[attr-defined]
                 raise ConfigError("data.tokens trains a new model on the token file; continuing a model (--model) reads --text")
         elif not d.text:  # type: ignore[attr-defined]
-            raise ConfigError("attnkit train mlm needs --text FILE [FILE ...] (UTF-8 text, a GLUE .tsv or a CoNLL file), "
+            raise ConfigError("attnkit train mlm needs --text FILE [FILE ...] (UTF-8 text, plain or .gz, a GLUE .tsv or a CoNLL file), "
                               "or --recipe with --data-root, or --set data.tokens=FILE (attnkit data prepare)")
         if d.model is not None:  # type: ignore[attr-defined]
             given = [f"--{k.replace('_', '-')}" for k in ("vocab_size", "cased") if getattr(d, k) not in (None, False)]

@@ -60,7 +60,8 @@ def test_translation_runs_of_separate_calls_end_up_in_one_part(bench, tmp_path):
 
 
 def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_path):
-    """``--compare`` splits electra-vs-mlm between calls: each objective's pretraining and fine-tuning is kept."""
+    """``--compare`` splits electra-vs-mlm between calls: each objective's pretraining and fine-tuning is kept; on tiny
+    Shakespeare the entries are named as they were before corpora could be chosen (``mlm``, ``electra [KEY=VALUE]``)."""
     import json
     from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
     if not (root / "tinyshakespeare" / "input.txt").exists() or not (root / "sst2" / "train.tsv").exists():
         pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
     common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
-              "--out-dir", str(tmp_path)]
+              "--out-dir", str(tmp_path), "--corpus", "shakespeare"]
     bench.main([*common, "--compare", "mlm", "--pretrain-set", "train.steps=4"])
     path = bench.main([*common, "--compare", "electra"])
     payload = json.loads(Path(path).read_text())
@@ -80,10 +81,63 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
     assert short["pretrain_final"]["best_step"] == 4 and part["objectives"]["electra"]["pretrain_final"]["best_step"] == 6
     assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part["objectives"].values())
     assert "disc_over_constant" in part["objectives"]["electra"]["pretrain_final"]
+    assert all(o["corpus"] == "shakespeare" and o["corpus_files"] == ["tinyshakespeare/input.txt"] for o in part["objectives"].values())
     assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
+
+
+MIXED = ["sst2/train.tsv", "multi30k/train.en.gz", "squad/xquad.en.json", "rte/train.tsv", "wnut17/wnut17train.conll",
+         "tinyshakespeare/input.txt"]  # the issue's English corpus, tiny Shakespeare last (its tail is held out)
+
+
+def test_the_corpus_reaches_both_objectives_and_entries_of_each_corpus_are_kept(bench, tmp_path, monkeypatch):
+    """electra-vs-mlm pretrains both objectives on the mixed corpus unless ``--corpus`` says otherwise: the text each
+    pretraining read is the corpus's files under the data root, recorded by relative path in an entry named after the
+    corpus; a tiny Shakespeare call into the same file keeps the mixed entries and reads what the recipes read."""
+    import json
+    from pathlib import Path
+
+    from attnkit import recipes, runs
+
+    root = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    if not all((root / f).exists() for f in [*MIXED, "sst2/dev.tsv"]):
+        pytest.skip("../shared/data lacks a file of the mixed corpus")
+    read: dict[str, list[tuple[str, ...]]] = {}
+    real = bench.run_recipe
+
+    def spy(name, out, **kwargs):  # the text every pretraining of electra-vs-mlm was configured with
+        report = real(name, out, **kwargs)
+        if out.name.startswith("pretrain-"):
+            read.setdefault(name, []).append(tuple(report.configs["data"].text))
+        return report
+
+    monkeypatch.setattr(bench, "run_recipe", spy)
+    common = ["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
+              "--out-dir", str(tmp_path)]
+    bench.main(common)  # the default corpus
+    path = bench.main([*common, "--corpus", "shakespeare", "--compare", "electra"])
+    part = json.loads(Path(path).read_text())["electra_vs_mlm"]["objectives"]
+    assert set(part) == {"mlm (mixed)", "electra (mixed)", "electra"}
+    assert all(part[k]["corpus"] == "mixed" and part[k]["corpus_files"] == MIXED for k in ("mlm (mixed)", "electra (mixed)"))
+    assert part["electra"]["corpus"] == "shakespeare" and part["electra"]["corpus_files"] == ["tinyshakespeare/input.txt"]
+    assert all(len(o["sst2_dev_accuracy"]) == 1 for o in part.values())
+    mixed = tuple(str(root / f) for f in MIXED)
+    assert read["mlm"] == [mixed] and read["electra"][0] == mixed  # both objectives, the same files
+    own = runs.resolve_configs(runs.job("electra"), recipe=recipes.get("electra-shakespeare"), quick=True, root=root)
+    assert read["electra"][1] == tuple(own["data"].text) == (str(root / "tinyshakespeare" / "input.txt"),)
+
+
+def test_the_corpus_is_chosen_by_name_not_by_a_pretraining_assignment(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--parts", "electra-vs-mlm", "--pretrain-set", "data.text=[\"a.txt\"]", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "--corpus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--parts", "electra-vs-mlm", "--corpus", "wiki", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "invalid choice: 'wiki'" in capsys.readouterr().err
 
 
 def test_the_comparison_records_how_far_the_discriminator_is_from_the_constant_answer(bench):
     final = bench.pretrain_final({"disc_accuracy": 0.9, "replaced_fraction": 0.15, "mlm_loss": 6.0, "discriminator": "dir"})
     assert final["disc_over_constant"] == pytest.approx(0.05) and "discriminator" not in final
+    # always answering 'replaced' with probability 0.15: binary cross-entropy 0.15 ln(1/0.15) + 0.85 ln(1/0.85)
+    assert final["disc_loss_constant"] == pytest.approx(0.15 * 1.8971199849 + 0.85 * 0.1625189295)
     assert "disc_over_constant" not in bench.pretrain_final({"mlm_loss": 6.0})

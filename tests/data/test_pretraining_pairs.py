@@ -173,6 +173,31 @@ def test_read_documents(tmp_path):
         read_documents([tmp_path / "missing.txt"])
 
 
+def test_gzipped_text_reads_as_its_plain_copy(tmp_path):
+    """A ``.gz`` file (written by Python's gzip) gives the documents of the same text stored plain, also through
+    ``data.text`` of masked LM and ELECTRA (:func:`attnkit.runs.mlm.read_text`)."""
+    import gzip
+
+    from attnkit.runs.mlm import MLMDataConfig, read_text
+
+    text = "A man rides a horse.\r\nTwo dogs play.\n\nA new paragraph. Its second sentence.\n"
+    (tmp_path / "plain.en").write_text(text.replace("\r\n", "\n"), encoding="utf-8")
+    (tmp_path / "train.en.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    for how in ("lines", "punct"):
+        assert read_documents([tmp_path / "train.en.gz"], sentences=how) == read_documents([tmp_path / "plain.en"], sentences=how)
+    assert read_documents([tmp_path / "train.en.gz"]) == [["A man rides a horse.", "Two dogs play."], ["A new paragraph. Its second sentence."]]
+    assert read_text(MLMDataConfig(text=(str(tmp_path / "train.en.gz"),))) == read_documents([tmp_path / "plain.en"])
+    (tmp_path / "bad.gz").write_bytes(b"plain text named .gz")
+    with pytest.raises(DataError, match="cannot be read as gzip"):
+        read_documents([tmp_path / "bad.gz"])
+    (tmp_path / "latin1.gz").write_bytes(gzip.compress("caf\xe9".encode("latin-1")))
+    with pytest.raises(DataError, match="is not UTF-8"):
+        read_documents([tmp_path / "latin1.gz"])
+    (tmp_path / "blank.gz").write_bytes(gzip.compress(b"\n\n"))
+    with pytest.raises(DataError, match="is empty"):
+        read_documents([tmp_path / "blank.gz"])
+
+
 def test_split_documents_holds_out_the_last_ones():
     docs = synthetic_docs(40)
     out, train, valid = split_documents(docs, 0.1)
