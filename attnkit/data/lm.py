@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.attention.adaptive_span import span_penalty, spans
+from attnkit.data.transfer import to_device
 from attnkit.objectives.causal_lm import causal_lm_loss
 from attnkit.objectives.chunked_ce import head_loss
 from attnkit.training.dev import dev_pass
@@ -70,7 +71,8 @@ class LMTask:
         per_epoch = max(1, len(self.train) // (self.batch_size * self.context))
         for _ in range(per_epoch):
             starts = torch.randint(0, len(self.train) - self.context, (self.batch_size,), generator=g)  # (B,)
-            yield self.train[starts.to(self.device)[:, None] + self.offsets]  # (B, T+1)
+            # through pinned memory: a copy from pageable memory would wait for the steps queued on the GPU
+            yield self.train[to_device(starts, self.device)[:, None] + self.offsets]  # (B, T+1)
 
     # DataLoader workers (attnkit.data.workers): batch k of batches(), cut on the CPU
     def _starts(self, epoch: int, seed: int) -> list[Tensor]:
@@ -92,7 +94,7 @@ class LMTask:
         return self.host_train[starts[:, None] + torch.arange(self.context + 1)]  # (B, T+1)
 
     def on_device(self, batch: Tensor) -> Tensor:
-        return batch.to(self.device, non_blocking=True)
+        return to_device(batch, self.device)  # type: ignore[return-value]
 
     def input_tokens(self, batch: Tensor) -> int:
         """The context tokens fed to the model: ``B * T`` of the ``(B, T + 1)`` windows."""

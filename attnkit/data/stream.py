@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnkit.data.lm import window_loss
+from attnkit.data.transfer import to_device
 from attnkit.errors import DataError
 from attnkit.io import atomic_write, atomic_write_text
-from attnkit.data.lm import window_loss
 from attnkit.training.dev import dev_pass
 
 FORMAT = "attnkit-tokens"
@@ -222,14 +223,14 @@ class StreamLMTask:
         return self.train.batch(self.train.starts(seed, epoch, index))
 
     def on_device(self, windows: Tensor) -> Tensor:
-        return windows.to(self.device, non_blocking=True)
+        return to_device(windows, self.device)  # type: ignore[return-value]
 
     def input_tokens(self, starts: Tensor) -> int:
         return len(starts) * self.context  # (B,) offsets or (B, T+1) windows: B rows of T inputs
 
     def loss(self, model: nn.Module, starts: Tensor) -> tuple[Tensor, int]:
         # (B,) offsets, read here; or (B, T+1) windows a worker read
-        batch = self.train.batch(starts).to(self.device, non_blocking=True) if starts.dim() == 1 else starts  # (B, T+1)
+        batch = to_device(self.train.batch(starts), self.device) if starts.dim() == 1 else starts  # (B, T+1)
         return window_loss(model, batch, self.loss_chunk)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -238,7 +239,7 @@ class StreamLMTask:
 
         def windows() -> Iterator[Tensor]:
             for i in range(0, n, self.batch_size):
-                yield self.file.windows(starts[i : i + self.batch_size], self.context + 1).to(self.device)  # (b, T+1)
+                yield to_device(self.file.windows(starts[i : i + self.batch_size], self.context + 1), self.device)  # (b, T+1)
 
         result = {"loss": dev_pass(lambda w: window_loss(model, w, self.loss_chunk), windows()).loss}
         if self.sample is not None:
