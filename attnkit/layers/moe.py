@@ -17,7 +17,8 @@ Padding: the model marks the real tokens (:func:`mark_padding`), which are the o
 counted for capacity and counted in the auxiliary losses (:mod:`attnkit.objectives.moe`); padding
 positions output 0. Each forward keeps its router logits for those losses (``router_logits``, their softmax
 ``router_probs``, the first choices per expert ``first_choices`` of a top-1 layer, and ``keep_used``, None when every
-token is real) and, in training mode, adds the tokens routed to and dropped by each expert to ``load``
+token is real) and, in training mode, the losses themselves (``router_loss_values``: computed in the layer, they are
+part of its graph under ``torch.compile``) and adds the tokens routed to and dropped by each expert to ``load``
 and ``dropped`` (read and reset by :func:`expert_load`).
 
 Dispatch (``MoEConfig.dispatch``): ``capacity`` gathers each accepted choice into its expert's row of an
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from attnkit.config import Config, check
 from attnkit.layers.ffn import activation
+from attnkit.objectives.moe import load_balancing_loss, router_losses, router_z_loss
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +194,7 @@ class SwitchFFN(nn.Module):
         self.router_logits: Tensor | None = None  # (B, T, N) of the last forward
         self.router_probs: Tensor | None = None  # (B, T, N) their softmax
         self.first_choices: Tensor | None = None  # (N,) first choices per expert (top-1 layers)
+        self.router_loss_values: tuple[Tensor, Tensor] | None = None  # (balance, z) of the last training forward
         self.register_buffer("load", torch.zeros(c.n_experts), persistent=False)
         self.register_buffer("dropped", torch.zeros(c.n_experts), persistent=False)
         self.register_load_state_dict_pre_hook(_stack_expert_keys)
@@ -251,6 +254,11 @@ class SwitchFFN(nn.Module):
             capacity = torch.ceil(n_real * (self.capacity_factor * k) / n).clamp(max=slots)  # eq. 3 on the real tokens
         place, routed = queue_places(expert, n, real)  # (kM,) 1-based place in its expert's queue; (N,) choices per expert
         self.first_choices = routed if k == 1 else None  # (N,) real tokens whose first choice each expert is
+        # training: the router losses of this forward, computed here so that they join the layer's compiled graph
+        self.router_loss_values = None
+        if self.training and torch.is_grad_enabled():
+            self.router_loss_values = (router_losses(logits, probs, routed, keep) if k == 1
+                                       else (load_balancing_loss(logits, keep), router_z_loss(logits, keep)))
         accepted = place <= capacity if real is None else real & (place <= capacity)  # (kM,)
         tokens = x.reshape(m, d) if k == 1 else x.reshape(m, d).repeat(k, 1)  # (kM, d)
         kind = x.device.type

@@ -30,7 +30,8 @@ def switch_aux_loss(model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
     layers = [m for m in switch_layers(model) if m.router_logits is not None]
     if not layers:
         return None
-    pairs = [router_losses(m.router_logits, m.router_probs, m.first_choices, m.keep_used)  # type: ignore[arg-type]
+    pairs = [m.router_loss_values if m.router_loss_values is not None  # a training forward's, computed in the layer
+             else router_losses(m.router_logits, m.router_probs, m.first_choices, m.keep_used)  # type: ignore[arg-type]
              if m.first_choices is not None and m.router_probs is not None
              else (load_balancing_loss(m.router_logits, m.keep_used), router_z_loss(m.router_logits, m.keep_used))  # type: ignore[arg-type]
              for m in layers]

@@ -46,6 +46,40 @@ def test_loss_adds_the_router_losses_of_every_layer():
     assert {"moe_load_cv", "moe_dropped", "moe_balance_loss", "moe_z_loss"} <= set(task.evaluate(model))
 
 
+def test_router_losses_kept_by_a_training_forward_match_the_losses_of_its_logits_in_value_and_gradient():
+    """A training forward keeps its router losses (computed in the layer, so that they join a compiled graph); the
+    task's loss and every gradient equal those of the same losses recomputed from the kept logits, top-1 and top-2,
+    with padding; an evaluation forward keeps none and the losses come from the logits."""
+    for top_k in (1, 2):
+        torch.manual_seed(0)
+        moe = MoEConfig(n_experts=4, top_k=top_k, aux_loss=0.5, z_loss=0.25)
+        model = GPT(GPTConfig(vocab_size=40, context=8, n_layers=2, n_heads=2, d_model=16, ffn="switch", moe=moe))
+        inner = LMTask()
+        task = wrap_switch(model, inner)
+        layers = [layer.ffn for layer in model.decoder.layers]
+        for m in layers:  # the last three inputs of the first row are padding (what mark_padding sets from a pad id)
+            m.keep = torch.ones(2, 8, dtype=torch.bool)
+            m.keep[0, -3:] = False
+        loss, _ = task.loss(model, inner.ids)
+        assert all(m.router_loss_values is not None for m in layers)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        plain, _ = inner.loss(model, inner.ids)
+        keep = [m.keep_used for m in layers]
+        assert keep[0] is not None and not bool(keep[0].all())
+        balance = sum(load_balancing_loss(m.router_logits, k) for m, k in zip(layers, keep)) / 2
+        z = sum(router_z_loss(m.router_logits, k) for m, k in zip(layers, keep)) / 2
+        reference = plain + 2 * (0.5 * balance + 0.25 * z)
+        torch.testing.assert_close(loss, reference)
+        for g, r in zip(grads, torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)):
+            assert (g is None) == (r is None)
+            if g is not None:
+                torch.testing.assert_close(g, r)
+        model.eval()
+        with torch.no_grad():
+            model(inner.ids[:, :-1])
+        assert all(m.router_loss_values is None for m in layers)
+
+
 def test_switch_gpt_trains_from_the_cli_with_load_in_the_metrics(tmp_path):
     (tmp_path / "t.txt").write_text("To be, or not to be, that is the question.\n" * 40)
     out = tmp_path / "run"
