@@ -113,8 +113,10 @@ class ExecutionConfig(Config):
     per batch shape), for steps limited by the host, not the GPU. ``cuda_graphs`` records the
     whole optimizer step (forward, backward, clipping, Adam) as one CUDA graph per batch shape
     and replays it (:mod:`attnkit.training.graphs`): for steps limited by the host on a GPU, with
-    tasks whose step reads no device value on the host. It needs a CUDA device and excludes
-    ``compile``. ``workers > 0`` builds the training batches of a task that tokenises or masks
+    tasks whose step reads no device value on the host. It needs a CUDA device; with ``compile`` (``compile_mode``
+    ``default`` or ``max-autotune-no-cudagraphs``) the recorded step runs the compiled forward and backward, whose
+    kernels are fused, and no kernel is launched from the host between replays; the modes that record their own
+    graphs are refused beside it. ``workers > 0`` builds the training batches of a task that tokenises or masks
     them on the fly (masked-LM pretraining, ``train lm``) in that many ``DataLoader`` worker
     processes per training process, with prefetching (:mod:`attnkit.data.workers`); each batch's
     random draws are seeded by ``(seed, epoch, batch index)``, so the batches are those of
@@ -265,8 +267,10 @@ class TrainConfig(Config):
                   f"must be below steps={self.steps} for the {self.schedule.kind} schedule")
         if self.eval.stop_at is not None:
             check(self.eval.every > 0, "eval.stop_at", self.eval.stop_at, "needs eval.every > 0 (it is checked at evaluations)")
-        check(not (self.execution.cuda_graphs and self.execution.compile), "execution.cuda_graphs", self.execution.cuda_graphs,
-              "excludes execution.compile=true (execution.compile_mode=reduce-overhead is torch.compile's own CUDA graphs); choose one")
+        ex = self.execution
+        check(not (ex.cuda_graphs and ex.compile and ex.compile_mode in ("reduce-overhead", "max-autotune")), "execution.cuda_graphs",
+              ex.cuda_graphs, f"excludes execution.compile_mode={ex.compile_mode} (torch.compile's own CUDA graphs of the forward); "
+              "record the whole step with compile_mode=default, or set cuda_graphs=false")
         check(not (self.execution.parallel == "fsdp" and self.reg.ema_decay > 0), "reg.ema_decay", self.reg.ema_decay,
               "is not supported with execution.parallel=fsdp (the average would be sharded too); use parallel=ddp or ema_decay=0")
         check(self.exposure.kind == "none" or not self.execution.cuda_graphs, "exposure.kind", self.exposure.kind,

@@ -88,8 +88,11 @@ def test_device_lrs_are_filled_in_place_by_the_schedule() -> None:
 
 
 def test_cuda_graphs_configuration_errors(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="cuda_graphs"):
-        TrainConfig(execution=ExecutionConfig(cuda_graphs=True, compile=True))
+    for mode in ("reduce-overhead", "max-autotune"):  # torch.compile's own graphs inside the recorded step: refused
+        with pytest.raises(ConfigError, match=f"cuda_graphs=True is not allowed; excludes execution.compile_mode={mode}"):
+            TrainConfig(execution=ExecutionConfig(cuda_graphs=True, compile=True, compile_mode=mode))
+    for mode in ("default", "max-autotune-no-cudagraphs"):  # the compiled forward and backward inside the recorded step
+        assert TrainConfig(execution=ExecutionConfig(cuda_graphs=True, compile=True, compile_mode=mode)).execution.cuda_graphs
     with pytest.raises(ConfigError, match="capturable"):
         build_optimizer(nn.Linear(2, 2), "adam", 1e-3, capturable=True)
     train, _, _, tok = synthetic_task("copy", n_train=16, n_valid=4, min_len=2, max_len=5)
@@ -100,14 +103,15 @@ def test_cuda_graphs_configuration_errors(tmp_path) -> None:
 
 
 # -- GPU --------------------------------------------------------------------------------------
-def _train(tmp_path, name: str, steps: int, *, resume: bool = False, cuda_graphs: bool = False, **train: object) -> tuple[Trainer, list[float]]:
+def _train(tmp_path, name: str, steps: int, *, resume: bool = False, cuda_graphs: bool = False, compile: bool = False,
+           **train: object) -> tuple[Trainer, list[float]]:
     train_set, _, _, tok = synthetic_task("copy", n_train=96, n_valid=8, min_len=2, max_len=9, seed=1)
     v = tok.get_vocab_size()
     torch.manual_seed(0)
     cfg = attnkit.preset("transformer-tiny", src_vocab_size=v, tgt_vocab_size=v, dropout=0.0)
     model = attnkit.Transformer(cfg)
     tc = TrainConfig(steps=steps, batch_size=8, device="cuda", log_every=1, save_every=4, **train, schedule=ScheduleConfig(warmup=4),
-                     execution=ExecutionConfig(precision="fp32", cuda_graphs=cuda_graphs))
+                     execution=ExecutionConfig(precision="fp32", cuda_graphs=cuda_graphs, compile=compile))
     trainer = Trainer(model, Seq2SeqTask(train_set, batch_size=8, device="cuda"), tc, tmp_path / name, progress=False)
     return trainer, trainer.fit(resume=resume).losses
 
@@ -128,6 +132,18 @@ def test_trainer_graphed_steps_follow_eager_steps(tmp_path) -> None:
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "graphed" / "metrics.jsonl").read_text().splitlines() if "lr" in line]
     assert lrs == [json.loads(line)["lr"] for line in (tmp_path / "eager" / "metrics.jsonl").read_text().splitlines() if "lr" in line]
+
+
+@pytest.mark.gpu
+@cuda
+def test_trainer_records_compiled_steps(tmp_path) -> None:
+    """torch.compile's forward and backward inside the recorded step (compile_mode default): twelve steps over batches of
+    varying shapes follow the eager steps (a compiled kernel rounds differently: a looser tolerance than graphs alone)."""
+    kw = {"grad_accum": 2, "optim": OptimConfig(clip_norm=0.5)}
+    _, eager_losses = _train(tmp_path, "eager", 12, **kw)
+    both, both_losses = _train(tmp_path, "compiled-graphed", 12, cuda_graphs=True, compile=True, **kw)
+    assert both.graphed is not None and both.graphed.graphed_calls > 0 and not both.compiled_graphs
+    torch.testing.assert_close(torch.tensor(both_losses), torch.tensor(eager_losses), rtol=2e-3, atol=1e-4)
 
 
 @pytest.mark.gpu

@@ -83,7 +83,8 @@ def test_group_values_are_checked_and_named_in_full() -> None:
     (["train.schedule.kind=linear", "train.steps=100", "train.schedule.warmup=100"],
      r"^train\.schedule\.warmup=100 is not allowed; must be below steps=100 for the linear schedule$"),
     (["train.eval.stop_at=0.5"], r"^train\.eval\.stop_at=0\.5 is not allowed; needs eval\.every > 0"),
-    (["train.execution.cuda_graphs=true", "train.execution.compile=true"], r"^train\.execution\.cuda_graphs=True is not allowed; excludes"),
+    (["train.execution.cuda_graphs=true", "train.execution.compile=true", "train.execution.compile_mode=reduce-overhead"],
+     r"^train\.execution\.cuda_graphs=True is not allowed; excludes execution\.compile_mode=reduce-overhead"),
 ])
 def test_checks_across_groups_name_dotted_keys(sets: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
