@@ -61,8 +61,9 @@ def discriminator_loss(logits: Tensor, replaced: Tensor, attention_mask: Tensor)
     Returns:
         The scalar loss in float32.
     """
-    real = attention_mask.bool()
-    return F.binary_cross_entropy_with_logits(logits.float()[real], replaced[real].float())
+    real = attention_mask.to(torch.float32)  # a weight, not a boolean index: the shapes stay fixed and nothing is read on the host
+    per_token = F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none")  # (B, T)
+    return (per_token * real).sum() / real.sum().clamp(min=1.0)
 
 
 def electra_loss(gen_logits: Tensor, labels: Tensor, disc_logits: Tensor, replaced: Tensor, attention_mask: Tensor,

@@ -16,13 +16,10 @@ step, on the CPU.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any, Callable
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnkit.layers.moe import MoEConfig, switch_layers
 from attnkit.models.gpt import GPT, GPTConfig
@@ -30,52 +27,7 @@ from attnkit.objectives import causal_lm_loss
 from attnkit.training.config import TrainConfig
 from attnkit.training.loop import Trainer
 from attnkit.training.moe import SwitchTask
-
-
-class HostTraffic(TorchDispatchMode):
-    """Records every operator that reads a device value on the host or brings host data into the step.
-
-    On a device other than the CPU (``meta`` here): ``aten._local_scalar_dense`` and any operator with a CPU tensor
-    among its arguments. On the CPU: ``aten.lift_fresh``, the operator that takes in a tensor built from Python data.
-    The first one raises; its record names the operator and the innermost line outside torch that called it.
-    """
-
-    def __init__(self, device: str) -> None:
-        super().__init__()
-        self.device = device
-        self.found: list[str] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        kwargs = kwargs or {}
-        name = str(func)
-        hosted = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor) and a.device.type == "cpu"]
-        if self.device == "cpu":
-            bad = name.startswith("aten.lift_fresh")
-        else:
-            bad = name.startswith("aten._local_scalar_dense") or bool(hosted)
-        if bad:  # stop at the first: a meta tensor has no value to read nor mixes with a CPU one
-            self.found.append(f"{name} at {_caller()}")
-            raise AssertionError(f"host traffic: {self.found[-1]}")
-        return func(*args, **kwargs)
-
-
-def _caller() -> str:
-    """The innermost frame outside torch and this file: the line that issued the operator."""
-    for frame in reversed(traceback.extract_stack()):
-        if "/torch/" not in frame.filename and not frame.filename.endswith("test_moe_host_copies.py"):
-            return f"{frame.filename}:{frame.lineno} {frame.line}"
-    return "?"
-
-
-def traffic(device: str, fn: Callable[[], Any]) -> list[str]:
-    """What :class:`HostTraffic` finds while ``fn`` runs: the first host read or transfer, or nothing."""
-    spy = HostTraffic(device)
-    try:
-        with spy:
-            fn()
-    except AssertionError:
-        assert spy.found  # raised by the spy itself
-    return spy.found
+from tests.training.host_traffic import traffic
 
 
 BAD: dict[str, Callable[[torch.Tensor], Any]] = {
@@ -87,6 +39,7 @@ BAD: dict[str, Callable[[torch.Tensor], Any]] = {
     "torch.tensor of a number": lambda x: x * torch.tensor(2.0, device=x.device),
     "as_tensor of a number": lambda x: x * torch.as_tensor(3, device=x.device),
     "index with a list": lambda x: x[..., [0, 2]],
+    "index with a boolean mask": lambda x: x[x > 0].sum(),
 }
 GOOD: dict[str, Callable[[torch.Tensor], Any]] = {
     "python scalars": lambda x: torch.where(x > 0, x * 2.0, 0.0).clamp(max=3),
