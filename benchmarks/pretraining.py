@@ -42,8 +42,11 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``) unless said otherwise:
   ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original',
   ``disc_loss_constant`` the loss of always answering the replaced fraction, which ``disc_loss`` must get below).
   ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count.
+  ``--set KEY=VALUE`` (an execution setting such as ``train.execution.cuda_graphs=true``) applies to the
+  throughput rows and to the pretraining alike: the steps then come from the rows measured with the same
+  ``--set`` assignments, so both objectives get the minutes at the speed they run at under them.
   An entry is named by its objective, then its corpus in parentheses unless it is tiny Shakespeare, then its
-  assignments: ``electra``, ``mlm (mixed)``, ``electra (mixed) [train.optim.lr=2e-4]``; so entries of other
+  ``--set`` and ``--pretrain-set`` assignments: ``electra``, ``mlm (mixed)``, ``electra (mixed) [train.optim.lr=2e-4]``; so entries of other
   corpora and settings are kept beside each other. Each entry records ``corpus`` (its name) and
   ``corpus_files`` (its files, relative to the data root); an entry without them pretrained on tiny Shakespeare.
 * **translation**: the ``multi30k-de-en`` recipe from random initialisation, and ``multi30k-de-en-bart`` /
@@ -57,7 +60,7 @@ only what this call finishes is replaced (a throughput row is one objective with
 assignments), under a file lock, so parts run in separate or concurrent calls
 end up in one file (``--compare`` and ``--translations`` split a part's runs between calls); the
 electra-vs-mlm part takes masked LM's and ELECTRA's steps per second from the throughput rows there
-when both are present without assignments, and measures them first otherwise.
+with this call's ``--set`` assignments (none: rows without assignments), and measures them first otherwise.
 """
 
 from __future__ import annotations
@@ -237,13 +240,14 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         report = run_recipe(name, out, quick=args.quick, root=args.data_root, device=device,
                             assignments=[f"train.steps={steps}", f"train.schedule.warmup={max(steps // 20, 1)}",
                                          f"train.eval.every={steps}", corpus_assignment(args.corpus, args.data_root),
-                                         *args.pretrain_set])  # one evaluation, after the last step
+                                         *args.set, *args.pretrain_set])  # one evaluation, after the last step
         accs: list[float] = []
         entry: dict[str, Any] = {"corpus": args.corpus, "corpus_files": list(CORPORA[args.corpus]),
                                  "pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
-                                 "pretrain_overrides": list(args.pretrain_set), "pretrain_final": pretrain_final(report.final),
+                                 "pretrain_overrides": list(args.pretrain_set), "execution_overrides": list(args.set),
+                                 "pretrain_final": pretrain_final(report.final),
                                  "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
-        key = name + corpus_key(args.corpus) + overrides_key(args.pretrain_set)  # e.g. "electra (mixed) [train.optim.lr=2e-4]"
+        key = name + corpus_key(args.corpus) + overrides_key([*args.set, *args.pretrain_set])  # "electra (mixed) [train.optim.lr=2e-4]"
         result["objectives"][key] = entry
         save(result)
         for seed in args.seeds:
@@ -316,8 +320,9 @@ def main(argv: list[str] | None = None) -> Path:
                    help="SST-2 fine-tuning epochs of each pretrained encoder (default: the sst2-minilm recipe's 3)")
     p.add_argument("--quick", action="store_true", help="the recipes' quick variants, a few steps: checks the script, not speed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an assignment added to every recipe of the throughput part, recorded in its rows (repeatable; e.g. "
-                        "--set train.execution.cuda_graphs=true to time the dense and Switch GPTs replayed as CUDA graphs)")
+                   help="an assignment added to every recipe of the throughput part and to electra-vs-mlm's pretraining, "
+                        "recorded in the rows and entries (repeatable; e.g. --set train.execution.cuda_graphs=true to time "
+                        "and pretrain with steps replayed as CUDA graphs)")
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an assignment added to electra-vs-mlm's pretraining of the compared objectives (repeatable); their entries "
                         "are named with it, e.g. 'electra [train.optim.lr=2e-4]', beside the recipe's own")
@@ -329,9 +334,9 @@ def main(argv: list[str] | None = None) -> Path:
     env = common.environment(device)
     suffix = "-quick" if args.quick else ""
     payload = common.read_day_json("pretraining", env, args.out_dir, suffix=suffix)
-    # this date's rows without assignments: their steps/s set electra-vs-mlm's pretraining steps
+    # this date's rows with this call's --set assignments (often none): their steps/s set electra-vs-mlm's pretraining steps
     done: dict[str, dict[str, Any]] = {r["objective"]: r for r in payload.get("throughput", [])
-                                       if isinstance(r, dict) and "objective" in r and not r.get("overrides")}
+                                       if isinstance(r, dict) and "objective" in r and list(r.get("overrides", [])) == list(args.set)}
 
     def save(part: str, key: str, merge: Callable[[Any], Any]) -> Path:
         """Write the JSON with ``key`` set to ``merge(what the file holds there)``, re-read under the lock, so what other
@@ -345,7 +350,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     def save_row(row: dict[str, Any]) -> None:
         """One objective's throughput row, replacing the row of an earlier call with the same objective and assignments."""
-        if not row["overrides"]:
+        if list(row["overrides"]) == list(args.set):
             done[row["objective"]] = row
 
         def merge(old: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -85,6 +85,26 @@ def test_electra_and_mlm_of_separate_calls_end_up_in_one_comparison(bench, tmp_p
     assert {r["objective"] for r in payload["throughput"]} == {"mlm", "electra"}  # each measured by its own call
 
 
+def test_set_applies_to_the_comparison_and_picks_the_throughput_rows_measured_with_it(bench, tmp_path):
+    """``--set`` reaches electra-vs-mlm's pretraining and names its entry; the steps come from a throughput row with the
+    same assignments, measured first when the file has none (a row without assignments does not stand in for it)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    if not (root / "tinyshakespeare" / "input.txt").exists() or not (root / "sst2" / "train.tsv").exists():
+        pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
+    common = ["--quick", "--device", "cpu", "--data-root", str(root), "--seeds", "0", "--out-dir", str(tmp_path), "--corpus", "shakespeare"]
+    bench.main([*common, "--parts", "throughput", "--objectives", "mlm"])  # a row without assignments
+    path = bench.main([*common, "--parts", "electra-vs-mlm", "--compare", "mlm", "--set", "train.steps=4"])
+    payload = json.loads(Path(path).read_text())
+    rows = sorted((tuple(r["overrides"]) for r in payload["throughput"]))
+    assert rows == [(), ("train.steps=4",)]  # the comparison measured its own row
+    entry = payload["electra_vs_mlm"]["objectives"]["mlm [train.steps=4]"]
+    assert entry["execution_overrides"] == ["train.steps=4"] and entry["pretrain_overrides"] == []
+    assert entry["pretrain_final"]["best_step"] == 4  # the assignment reached the pretraining
+
+
 MIXED = ["sst2/train.tsv", "multi30k/train.en.gz", "squad/xquad.en.json", "rte/train.tsv", "wnut17/wnut17train.conll",
          "tinyshakespeare/input.txt"]  # the issue's English corpus, tiny Shakespeare last (its tail is held out)
 
