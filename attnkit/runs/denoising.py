@@ -74,23 +74,14 @@ def read_texts(paths: list[str], documents: str) -> list[list[str]]:
     Raises:
         DataError: a file is missing, not gzip or UTF-8, or no file holds text.
     """
-    import gzip
     import re
 
     from attnkit.data.pretraining import split_sentences
-    from attnkit.io import read_utf8
+    from attnkit.data.text import read_text_file
 
     docs: list[list[str]] = []
     for path in map(Path, paths):
-        if path.suffix == ".gz":
-            if not path.is_file():
-                raise DataError(f"text file {path} does not exist")
-            try:
-                text = gzip.decompress(path.read_bytes()).decode("utf-8")
-            except (OSError, EOFError, UnicodeDecodeError) as e:
-                raise DataError(f"{path} is not gzipped UTF-8 text ({e})") from None
-        else:
-            text = read_utf8(path)
+        text = read_text_file(path)
         if documents == "lines":
             docs.extend([line.strip()] for line in text.splitlines() if line.strip())
         else:
