@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from attnkit.errors import CheckpointError, ConfigError
-from attnkit.io import atomic_directory
+from attnkit.io import atomic_directory, atomic_write
 from attnkit.peft.lora import LoRAConfig, lora_layers
 from attnkit.peft.names import hf_kind
 from attnkit.peft.peft_format import PEFT_TYPES, config_from_peft, fuse_slices, keep_modules, peft_config, peft_names, sliced, split_fused
@@ -383,7 +383,7 @@ def save_peft_encoder(peft_model: nn.Module, path: str | os.PathLike, adapter_na
         raise ConfigError(f"{type(peft_model).__name__} has no prompt encoder {adapter_name!r} (a peft prompt-learning model has one)")
     state = {k: v.detach().float().cpu().contiguous() for k, v in encoders[adapter_name].state_dict().items()}
     out = Path(path) / ENCODER_WEIGHTS
-    save_file(state, str(out), metadata={"format": "pt"})
+    atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))  # a kill leaves no half-written file
     return out
 
 
