@@ -25,7 +25,7 @@ biases use the dense reference path, which builds the same visibility as ``(T, T
 On CUDA (``backend="auto"``) the chunked path runs under ``torch.compile``, which fuses each
 round's masking and softmax. Scores and softmax are float32 for half-precision inputs, the
 weights are cast back to the input dtype for the product with V (as fused attention kernels
-do), and the sorts backpropagate by gathering with the inverse permutation (:class:`Permute`).
+do), and the sorts backpropagate by gathering with the inverse permutation (:func:`~attnkit.attention.gather.gather_rows`).
 ``backend="flex"`` runs every round in one FlexAttention call
 over the sorted sequences, rounds stacked on the batch axis: a block mask fixed by the chunk
 size (own and previous chunk) built once per length, and a score modification that keeps keys
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.attention import flex
+from attnkit.attention.gather import gather_rows, inverse_index
 from attnkit.attention.base import AttentionKernel
 from attnkit.attention.registry import register
 
@@ -179,10 +180,10 @@ class LSHAttention(AttentionKernel):
         bks = self.buckets(k, rot)  # (R, B, H, T)
         orders = _sort_order(bks, pos, self.n_buckets)  # every round in one sort
         for bk, order in zip(bks, orders):  # (B, H, T) per round
-            undo = _inverse(order)
+            undo = inverse_index(order, order.shape[-1])
 
             def sort(x: Tensor) -> Tensor:  # (B, H, T, D) in sorted order, padded to N * C
-                return F.pad(Permute.apply(x, order, undo), (0, 0, 0, pad))
+                return F.pad(gather_rows(x, order, undo), (0, 0, 0, pad))
 
             sq, sk, sv = sort(q), sort(kn), sort(v)  # (B, H, N*C, D)
             sp = F.pad(order, (0, pad), value=-1)  # (B, H, N*C): position of each slot, -1 on padding
@@ -207,8 +208,8 @@ class LSHAttention(AttentionKernel):
                 p = F.dropout(p, self.dropout, True)
             # weights in the input's precision for the product with V, as fused attention kernels do
             o = torch.einsum("bhnck,bhnke->bhnce", p.to(vv.dtype), vv).reshape(b, h, n * c, -1)[:, :, :t]  # sorted order
-            outs.append(Permute.apply(o, undo, order))
-            lses.append(Permute.apply(lse.reshape(b, h, n * c, 1)[:, :, :t], undo, order))
+            outs.append(gather_rows(o, undo, order))
+            lses.append(gather_rows(lse.reshape(b, h, n * c, 1)[:, :, :t], undo, order))
         lse_all = torch.stack(lses)  # (R, B, H, T, 1)
         return (torch.stack(outs).to(ctype) * _round_weights(lse_all)).sum(0).to(v.dtype)
 
@@ -220,7 +221,7 @@ class LSHAttention(AttentionKernel):
         pad, scale = tp - t, self._scale(d)
         bk = self.buckets(k)  # (R, B, H, T)
         order = _sort_order(bk, torch.arange(t, device=q.device), self.n_buckets)  # sorted slot -> position
-        undo = _inverse(order)
+        undo = inverse_index(order, order.shape[-1])
 
         def sort(x: Tensor) -> Tensor:  # (B, H, T, D) -> (R * B, H, Tp, D) in each round's order
             y = x.unsqueeze(0).expand(r, -1, -1, -1, -1).gather(3, order[..., None].expand(-1, -1, -1, -1, x.shape[-1]))
@@ -277,30 +278,6 @@ def _sort_order(buckets: Tensor, pos: Tensor, n_buckets: int) -> Tensor:
     t = pos.shape[0]
     key = buckets * t + pos  # < n_buckets * t
     return torch.argsort(key.to(torch.int32) if n_buckets * t < 2**31 else key, dim=-1)
-
-
-def _inverse(order: Tensor) -> Tensor:
-    """The inverse permutation along the last axis (position -> sorted slot), by a scatter, not a second sort."""
-    slots = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, slots)
-
-
-class Permute(torch.autograd.Function):
-    """``x.gather(2, order)`` for a permutation ``order: (B, H, T)`` of axis 2 of ``x: (B, H, T, E)``.
-
-    Its gradient is the gather by the inverse permutation ``undo``, a plain read, where
-    autograd's gather backward scatter-adds into zeros with atomics.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, order: Tensor, undo: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(undo)
-        return x.gather(2, order[..., None].expand(-1, -1, -1, x.shape[-1]))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (undo,) = ctx.saved_tensors
-        return grad.gather(2, undo[..., None].expand(-1, -1, -1, grad.shape[-1])), None, None
 
 
 def _unit(k: Tensor) -> Tensor:

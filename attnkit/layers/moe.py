@@ -28,8 +28,8 @@ product per linear map (``torch._grouped_mm``), over all routed choices, the dro
 the zero gate then removes: the same outputs and gradients with ``k M`` rows of work instead of
 ``N C``. It applies to bfloat16 experts' inputs (autocast's) where the grouped product runs (probed once
 per device type) and both widths are multiples of 8; elsewhere the layer takes the buffer. Every move of rows
-between token order and expert order is a gather both ways (:class:`Route`): no row receives two, so the
-backward pass gathers the gradient back instead of adding it into place.
+between token order and expert order is a gather both ways (:func:`attnkit.attention.gather.gather_rows`): no row
+receives two, so the backward pass gathers the gradient back instead of adding it into place.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.attention.gather import gather_rows, inverse_index
 from attnkit.config import Config, check
 from attnkit.layers.ffn import activation
 from attnkit.objectives.moe import load_balancing_loss, router_losses, router_z_loss
@@ -127,34 +128,6 @@ class ExpertLinear(nn.Module):
         return f"experts={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class Route(torch.autograd.Function):
-    """Rows moved by a partial permutation, as gathers in both directions.
-
-    ``forward(x, to, back)``: output row ``r`` is ``x[to[r]]``, or zeros where ``to[r] == len(x)``. When no row of
-    ``x`` reaches two output rows, the gradient of ``x``'s row ``i`` is the output gradient's row ``back[i]`` (zeros
-    where ``back[i]`` is the number of output rows: the row went nowhere). A gather's own backward would add the
-    output gradient into ``x``'s rows with atomic additions; this one reads each row once.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, to: Tensor, back: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(back)
-        return torch.cat([x, x.new_zeros(1, x.shape[-1])]).index_select(0, to)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (back,) = ctx.saved_tensors
-        return torch.cat([grad, grad.new_zeros(1, grad.shape[-1])]).index_select(0, back), None, None
-
-
-def inverse_rows(rows: Tensor, n_out: int) -> Tensor:
-    """For ``rows: (K,)`` distinct targets in ``[0, n_out)`` (``n_out``: none), the source of each of the ``n_out`` targets,
-    ``K`` where no row goes (the index :class:`Route` reads as zeros)."""
-    k = rows.shape[0]
-    source = torch.full((n_out + 1,), k, dtype=rows.dtype, device=rows.device)
-    return source.scatter_(0, rows, torch.arange(k, dtype=rows.dtype, device=rows.device))[:n_out]  # target n_out: dropped
-
-
 class SwitchFFN(nn.Module):
     """Top-1 (or top-2) mixture of ``n_experts`` position-wise FFNs with a capacity limit (Switch Transformer, eq. 1-3).
 
@@ -218,13 +191,13 @@ class SwitchFFN(nn.Module):
         """Every choice through its expert's FFN, ``tokens: (kM, d)`` with ``expert: (kM,)`` -> ``(kM, d)``: the choices
         sorted by expert (stable), each expert's rows through one grouped product per linear map, the rows put back."""
         order = torch.argsort(expert, stable=True)  # (kM,) the choice in each sorted row
-        place = inverse_rows(order, order.shape[0])  # (kM,) each choice's sorted row
+        place = inverse_index(order, order.shape[0])  # (kM,) each choice's sorted row
         chosen = expert[None, :] == torch.arange(self.n_experts, device=expert.device)[:, None]  # (N, kM)
         offsets = torch.cumsum(chosen.sum(-1), 0).to(torch.int32)  # (N,) end of each expert's rows
         sorted_expert = expert.index_select(0, order)
-        h = self.act(self.w1.grouped(Route.apply(tokens, order, place), offsets, sorted_expert))  # (kM, d_ff)
+        h = self.act(self.w1.grouped(gather_rows(tokens, order, place), offsets, sorted_expert))  # (kM, d_ff)
         y = self.w2.grouped(self.dropout(h) if self.training else h, offsets, sorted_expert)  # (kM, d)
-        return Route.apply(y, place, order)  # choice order
+        return gather_rows(y, place, order)  # choice order
 
     def expert(self, i: int, x: Tensor) -> Tensor:
         """Expert ``i``'s FFN alone on ``x: (..., d_model)`` (a reference for tests and inspection)."""
@@ -270,10 +243,10 @@ class SwitchFFN(nn.Module):
         else:
             # each accepted choice's row of the (N C, d) buffer; the others take none (row N C: nowhere)
             row = torch.where(accepted, expert * slots + place.long() - 1, n * slots)  # (kM,)
-            source = inverse_rows(row, n * slots)  # (N C,) the choice in each row, kM where none
-            buffer = Route.apply(tokens, source, row)  # (N C, d), empty rows zero
+            source = inverse_index(row, n * slots)  # (N C,) the choice in each row, kM where none
+            buffer = gather_rows(tokens, source, row, True)  # (N C, d), empty rows zero
             y = self.run_experts(buffer.view(n, slots, d)).reshape(n * slots, d)  # (N C, d)
-            out = Route.apply(y, row, source) * scale[:, None].to(x.dtype)  # (kM, d); dropped and padding rows zero
+            out = gather_rows(y, row, source, True) * scale[:, None].to(x.dtype)  # (kM, d); dropped and padding rows zero
         if self.training:
             with torch.no_grad():
                 self.load += routed

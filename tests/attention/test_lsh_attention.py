@@ -122,19 +122,19 @@ def test_lsh_bad_input() -> None:
 
 
 def test_permute_gradient_is_the_inverse_gather() -> None:
-    """The sort's autograd Function against gather's own gradient (and gradcheck in float64)."""
-    from attnkit.attention.lsh import Permute, _inverse
+    """The sort's row gather (batched permutations) against gather's own gradient (and gradcheck in float64)."""
+    from attnkit.attention.gather import gather_rows, inverse_index
 
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 11, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     order = torch.stack([torch.randperm(11, generator=gen) for _ in range(6)]).reshape(2, 3, 11)
-    undo = _inverse(order)
+    undo = inverse_index(order, 11)
     want = x.gather(2, order[..., None].expand(-1, -1, -1, 4))
-    got = Permute.apply(x, order, undo)
+    got = gather_rows(x, order, undo)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     g = torch.randn_like(got)
     torch.testing.assert_close(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], rtol=0, atol=0)
-    assert torch.autograd.gradcheck(lambda y: Permute.apply(y, order, undo), (x,))
+    assert torch.autograd.gradcheck(lambda y: gather_rows(y, order, undo), (x,))
 
 
 def test_half_precision_follows_float32() -> None:

@@ -169,17 +169,17 @@ def test_a_training_step_records_as_a_cuda_graph_without_host_syncs():
         torch.testing.assert_close(p.grad, g)
 
 
-def test_route_matches_index_select_and_its_gradient():
-    """Route's gathers both ways against torch's index_select, whose backward adds the gradient into place: a partial
+def test_gather_rows_matches_index_select_and_its_gradient():
+    """gather_rows' gathers both ways against torch's index_select, whose backward adds the gradient into place: a partial
     permutation (rows 1 and 4 of x go nowhere, output rows 0 and 5 take none) gives the same values and gradients."""
-    from attnkit.layers.moe import Route, inverse_rows
+    from attnkit.attention.gather import gather_rows, inverse_index
 
     torch.manual_seed(0)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     back = torch.tensor([2, 7, 4, 1, 7, 3])  # x's row i goes to output row back[i]; 7 = the number of output rows: nowhere
-    to = inverse_rows(back, 7)  # output row r reads x[to[r]]; 6 = len(x): a zero row
+    to = inverse_index(back, 7)  # output row r reads x[to[r]]; 6 = len(x): a zero row
     assert to.tolist() == [6, 3, 0, 5, 2, 6, 6]
-    y = Route.apply(x, to, back)
+    y = gather_rows(x, to, back, True)
     ext = torch.cat([x, torch.zeros(1, 3, dtype=torch.float64)])
     ref = ext.index_select(0, to)
     g = torch.randn_like(ref)
@@ -188,4 +188,4 @@ def test_route_matches_index_select_and_its_gradient():
     (gref,) = torch.autograd.grad(ref, x, g)
     assert torch.equal(gx, gref)
     assert torch.equal(gx[1], torch.zeros(3, dtype=torch.float64))
-    torch.autograd.gradcheck(lambda t: Route.apply(t, to, back), (x,))
+    torch.autograd.gradcheck(lambda t: gather_rows(t, to, back, True), (x,))
