@@ -42,7 +42,8 @@ Both libraries get the same examples tokenized once by attnkit's WordPiece token
 ``--max-len`` tokens), the same seed, batch size, number of steps, batches drawn at random,
 AdamW (eps 1e-6, weight decay 0.01 on the weight matrices and virtual-token tables, none on biases and LayerNorm parameters),
 learning rate per method (``LR``), gradient clipping at norm 1, linear decay after 10% warm-up and
-bf16 autocast on CUDA.
+bf16 autocast on CUDA (``--precision fp32`` turns autocast off in both: attnkit's ``train.execution.precision=fp32``;
+such runs go to a file of their own, ``...-fp32.json``).
 attnkit trains through the one run path (the ``sst2-minilm-lora`` / ``rte-minilm-lora`` recipes
 with ``peft.method`` set), peft with a plain loop over ``transformers``'
 ``BertForSequenceClassification``. Dev accuracy is measured once at the end; wall time covers
@@ -145,7 +146,7 @@ def attnkit_peft_sets(method: str) -> list[str]:
 
 
 def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, device: str, quick: bool,
-                 init_from: Path | None = None) -> list[str]:
+                 init_from: Path | None = None, precision: str = "bf16") -> list[str]:
     """Every ``--set`` assignment of an attnkit run over the ``<task>-minilm-lora`` recipe: the method, the schedule and
     optimizer the peft loop uses too, and batches drawn at random (``data.bucket_size=1``), as the peft loop draws them;
     with ``init_from`` (``--paired``), the adapter and head start from that peft directory."""
@@ -156,11 +157,13 @@ def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, d
             f"train.optim.eps={ADAM_EPS}", f"train.optim.weight_decay={WEIGHT_DECAY}", "data.bucket_size=1"]
     if init_from is not None:
         sets.append(f"peft.init_from={json.dumps(str(init_from))}")
+    if precision == "fp32":
+        sets.append("train.execution.precision=\"fp32\"")
     return sets + (["data.limit=64", "data.eval_limit=32"] if quick else [])
 
 
 def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int,
-                 expect_trainable: int | None = None, init_from: Path | None = None) -> dict[str, Any]:
+                 expect_trainable: int | None = None, init_from: Path | None = None, precision: str = "bf16") -> dict[str, Any]:
     """One attnkit run through the run path; with ``expect_trainable``, raise :class:`TrainableMismatch` before the first
     step unless the adapted model trains exactly that many parameters; with ``init_from``, the adapter and head start
     from that peft directory (``peft.init_from``)."""
@@ -168,7 +171,7 @@ def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run
 
-    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick, init_from)
+    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick, init_from, precision)
     j = job("classify")
     if expect_trainable is not None:  # the job's prepare() builds and adapts the model; the Trainer starts after it
         prepare = j.prepare
@@ -339,7 +342,7 @@ def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, st
 
 
 def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
-             seed: int, paired: bool = False, start: Path | None = None) -> dict[str, Any]:
+             seed: int, paired: bool = False, start: Path | None = None, precision: str = "bf16") -> dict[str, Any]:
     """One peft run; ``paired``: the batches attnkit's Trainer draws (:func:`batch_order`), and with ``start`` the
     initial adapter and head saved there (:func:`peft_start`)."""
     from attnkit.runs.base import model_dir
@@ -355,11 +358,12 @@ def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len
     warm = steps // 10
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (steps - s) / max(steps - warm, 1)))
     draw = batch_order(tr.lengths(), batch, seed, paired)
+    bf16 = device.type == "cuda" and precision == "bf16"
     model.train()
     try:
         for _ in range(steps):
             b = _batch(tr, next(draw), tok.pad_id, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
             F.cross_entropy(out.logits.float(), b["labels"]).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -372,7 +376,7 @@ def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len
     correct = 0
     with torch.no_grad():
         for b in _batches(dv, list(range(len(dv))), 128, tok.pad_id, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"]).logits
             correct += int((logits.argmax(-1) == b["labels"]).sum())
     trainable = sum(p.numel() for p in params)
@@ -444,11 +448,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def peft_side(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
-              seed: int, paired: bool, start: Path | None) -> dict[str, Any]:
+              seed: int, paired: bool, start: Path | None, precision: str = "bf16") -> dict[str, Any]:
     """:func:`run_peft`, or the reason it cannot run here (``qlora`` off CUDA)."""
     if method == "qlora" and device.type != "cuda":
         return {"error": "bitsandbytes 4-bit layers train on CUDA only"}
-    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=paired, start=start)
+    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=paired, start=start, precision=precision)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -467,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(e.g. --tag 2000steps with --steps 2000)")
     ap.add_argument("--paired", action="store_true", help="both libraries start from peft's initial adapter and head and "
                     "draw the same batches (see the module's docstring)")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                    help="bf16: autocast on CUDA in both libraries (default); fp32: no autocast, rows in a ...-fp32.json of their own")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
@@ -482,11 +488,12 @@ def main(argv: list[str] | None = None) -> None:
 
     env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
-    suffix = ("-quick" if args.quick else "") + ("-paired" if args.paired else "") + (f"-{args.tag}" if args.tag else "")
+    suffix = ("-quick" if args.quick else "") + ("-paired" if args.paired else "") + (f"-{args.tag}" if args.tag else "") \
+        + ("-fp32" if args.precision == "fp32" else "")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
                 "weight_decay": WEIGHT_DECAY, "batch_order": "random",  # runs of other loop settings are not merged with these
                 "peft_prompt_init": "uniform", "peft_prefix_positions": "from 0",  # align_peft's two changes
-                "paired": args.paired}
+                "paired": args.paired, "precision": args.precision}
     runs: dict[str, Any] = {}  # this call's
     summary: dict[str, Any] = {}
 
@@ -495,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         finished; calls running at the same time, other seeds or methods, each add their own rows). Rows of earlier
         calls stay where their settings and learning rate are this call's; a file of other loop settings is replaced."""
         def update(payload: dict[str, Any]) -> None:
-            same = all(payload.get(k, False if k == "paired" else None) == v for k, v in settings.items())  # no key: unpaired
+            absent = {"paired": False, "precision": "bf16"}  # files written before these keys: unpaired, bf16
+            same = all(payload.get(k, absent.get(k)) == v for k, v in settings.items())
             merged = {k: r for k, r in payload.get("runs", {}).items() if same and r.get("lr") == LR.get(r.get("method", ""))}
             merged.update(runs)
             summary.clear()
@@ -516,18 +524,19 @@ def main(argv: list[str] | None = None) -> None:
                     # --paired: peft first, its initial adapter and head saved for attnkit to start from (full: batches only)
                     start = Path(tmp) / "start" if args.paired and method != "full" else None
                     if args.paired:
-                        row["peft"] = peft_side(task, method, *sizes, device, seed, True, start)
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, True, start, args.precision)
                     try:
                         if start is not None and not start.is_dir():
                             row["attnkit"] = {"error": "paired: peft's side did not build, so there is no start to share"}
                         else:
-                            row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect, init_from=start)
+                            row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect, init_from=start,
+                                                         precision=args.precision)
                     except TrainableMismatch as e:
                         raise SystemExit(f"error: {e}") from None
                     except Exception as e:  # noqa: BLE001 - record and go on with the other methods
                         row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
                     if not args.paired:
-                        row["peft"] = peft_side(task, method, *sizes, device, seed, False, None)
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, False, None, args.precision)
                 runs[f"{task}/{method}/{seed}"] = row
                 print(f"seed {seed} {task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
                 save()

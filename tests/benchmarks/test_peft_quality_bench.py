@@ -490,13 +490,14 @@ def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytes
     ``"paired": true``, an unpaired file of the same name is not merged; by default every method pairs."""
     calls: list[tuple] = []
 
-    def fake_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=False, start=None):
+    def fake_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=False, start=None, precision="bf16"):
         calls.append(("peft", method, paired, start))
         if start is not None:
             start.mkdir()
         return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
-    def fake_attnkit(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None):
+    def fake_attnkit(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None,
+                     precision="bf16"):
         calls.append(("attnkit", method, init_from))
         return {"accuracy": 0.6, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
@@ -529,3 +530,34 @@ def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytes
     started = [(c[1], c[3] is not None) for c in calls if c[0] == "peft"]
     assert started == [(m, m != "full") for m in bench.METHODS if m != "qlora"]  # qlora's peft side builds on CUDA only
     assert [c[2] for c in calls if c[0] == "attnkit"] == [c[3] for c in calls if c[0] == "peft"]
+
+
+def test_fp32_runs_turn_autocast_off_in_both_libraries_and_keep_their_own_file(bench, monkeypatch: pytest.MonkeyPatch,
+                                                                              tmp_path: Path) -> None:
+    """--precision fp32: attnkit's run sets ``train.execution.precision=fp32``, peft's loop gets the precision, and the rows go
+    to a ``-fp32`` file, so a bf16 file of the day (one written before the key existed included) keeps its rows."""
+    assert 'train.execution.precision="fp32"' in bench.attnkit_sets("prefix", 4, 8, 32, 0, "cuda", True, precision="fp32")
+    assert not any("precision" in s for s in bench.attnkit_sets("prefix", 4, 8, 32, 0, "cuda", True))
+    seen: list[tuple[str, str]] = []
+
+    def fake(lib):
+        def run(task, method, data, steps, batch, max_len, quick, device, seed, precision="bf16", **kw):
+            seen.append((lib, precision))
+            return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
+        return run
+
+    monkeypatch.setattr(bench, "run_peft", fake("peft"))
+    monkeypatch.setattr(bench, "run_attnkit", fake("attnkit"))
+    monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
+    base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path), "--methods", "lora"]
+    bench.main(base)
+    bf16 = next(tmp_path.glob("peft-quality-*-quick.json"))
+    old = json.loads(bf16.read_text())
+    del old["precision"]
+    bf16.write_text(json.dumps(old))
+    bench.main([*base, "--precision", "fp32"])
+    bench.main([*base, "--seeds", "1"])
+    assert seen == [("attnkit", "bf16"), ("peft", "bf16"), ("attnkit", "fp32"), ("peft", "fp32"), ("attnkit", "bf16"), ("peft", "bf16")]
+    fp32 = json.loads(next(tmp_path.glob("peft-quality-*-quick-fp32.json")).read_text())
+    assert fp32["precision"] == "fp32" and set(fp32["runs"]) == {"sst2/lora/0"}
+    assert set(json.loads(bf16.read_text())["runs"]) == {"sst2/lora/0", "sst2/lora/1"}
