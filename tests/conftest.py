@@ -65,29 +65,44 @@ def quick_recipe_run(tmp_path_factory):
     """``run(name, data_root)``: ``attnkit <command> --recipe name --quick`` run once per session and shared.
 
     The recipe tests and the command-line tests check the same quick runs from different sides;
-    tests that change a run (``--resume``) copy its directory first.
+    tests that change a run (``--resume``) copy its directory first. Under pytest-xdist the runs are
+    shared by the workers too: each run lives in the session's common temporary folder, and a file
+    lock makes a worker that needs a run another is making wait for it instead of making it again.
     """
     import contextlib
     import io
+    import json
+
+    from filelock import FileLock
 
     from attnkit import recipes
     from attnkit.cli.main import main
     from attnkit.cli.recipes import command_of
 
+    # the folder of this pytest session: above a worker's own (pytest-N/popen-gwK), else the session's own
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    root = root / "quick-recipe-runs"
+    root.mkdir(exist_ok=True)
     done: dict[str, QuickRun] = {}
 
     def run(name: str, data_root: Path) -> QuickRun:
         if name not in done:
-            recipe = recipes.get(name)
-            path = tmp_path_factory.mktemp(f"quick-{name}") / "run"
-            argv = [*command_of(recipe.task).split(), "--recipe", name, "--quick", "--data-root", str(data_root), "--out", str(path),
-                    "--no-progress"]
-            if recipe.task in ("reverse", "translate", "lm", "mlm", "listops"):
-                argv += ["--set", "train.device=cpu"]
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(argv)
-            done[name] = QuickRun(code, out.getvalue(), err.getvalue(), path)
+            path, record = root / name / "run", root / f"{name}.json"
+            with FileLock(str(root / f"{name}.lock")):
+                if not record.is_file():
+                    recipe = recipes.get(name)
+                    argv = [*command_of(recipe.task).split(), "--recipe", name, "--quick", "--data-root", str(data_root), "--out",
+                            str(path), "--no-progress"]
+                    if recipe.task in ("reverse", "translate", "lm", "mlm", "listops"):
+                        argv += ["--set", "train.device=cpu"]
+                    out, err = io.StringIO(), io.StringIO()
+                    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                        code = main(argv)
+                    record.write_text(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue()}))
+                kept = json.loads(record.read_text())
+            done[name] = QuickRun(kept["code"], kept["out"], kept["err"], path)
         return done[name]
 
     return run
