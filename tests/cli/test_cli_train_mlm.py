@@ -256,12 +256,17 @@ def test_help(cmd, capsys):
     assert "--nsp" in capsys.readouterr().out
 
 
-def test_bad_input_is_one_line(nsp_run, tmp_path, capsys):
+def test_bad_input_is_one_line(tmp_path, capsys):
+    from attnkit.data.wordpiece import WordPieceTokenizer
+
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "one.txt").write_text("a single paragraph\nof two lines\n")
     (tmp_path / "nomask.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]) + "\n")
-    text = str(nsp_run / "topics.txt")
-    tokenizer = str(nsp_run / "run" / "model" / "tokenizer.json")
+    (tmp_path / "topics.txt").write_text(topic_text(300))
+    write_vocab(tmp_path / "vocab.txt")
+    WordPieceTokenizer.from_file(tmp_path / "vocab.txt").save(tmp_path / "tokenizer.json")  # as a run saves it, no run needed
+    text = str(tmp_path / "topics.txt")
+    tokenizer = str(tmp_path / "tokenizer.json")
     cases = [
         (["--text", str(tmp_path / "empty.txt")], "is empty"),
         (["--text", str(tmp_path / "missing.txt")], "does not exist"),
