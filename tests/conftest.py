@@ -61,13 +61,26 @@ class QuickRun:
 
 
 @pytest.fixture(scope="session")
-def quick_recipe_run(tmp_path_factory):
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder of this pytest session that all its pytest-xdist workers share (above each worker's own
+    ``pytest-N/popen-gwK``; the session's own folder without xdist). Fixtures that build something
+    once for the session keep it here under a ``filelock.FileLock``, so a worker waits for what
+    another is building instead of building it again."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    root = root / "shared"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def quick_recipe_run(shared_tmp):
     """``run(name, data_root)``: ``attnkit <command> --recipe name --quick`` run once per session and shared.
 
     The recipe tests and the command-line tests check the same quick runs from different sides;
-    tests that change a run (``--resume``) copy its directory first. Under pytest-xdist the runs are
-    shared by the workers too: each run lives in the session's common temporary folder, and a file
-    lock makes a worker that needs a run another is making wait for it instead of making it again.
+    tests that change a run (``--resume``) copy its directory first. Under pytest-xdist the workers
+    share the runs too (``shared_tmp``, a file lock a recipe).
     """
     import contextlib
     import io
@@ -79,11 +92,7 @@ def quick_recipe_run(tmp_path_factory):
     from attnkit.cli.main import main
     from attnkit.cli.recipes import command_of
 
-    # the folder of this pytest session: above a worker's own (pytest-N/popen-gwK), else the session's own
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    root = root / "quick-recipe-runs"
+    root = shared_tmp / "quick-recipe-runs"
     root.mkdir(exist_ok=True)
     done: dict[str, QuickRun] = {}
 

@@ -51,17 +51,24 @@ def write_vocab(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def nsp_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mlm")
-    (root / "topics.txt").write_text(topic_text(300))
-    write_vocab(root / "vocab.txt")
-    threads = torch.get_num_threads()  # a module fixture runs before conftest's one-thread fixture
-    torch.set_num_threads(1)
-    code = main(["train", "mlm", "--text", str(root / "topics.txt"), "--tokenizer", str(root / "vocab.txt"), "--nsp",
-                 "--out", str(root / "run"), "--max-seq-len", "32", *SMALL, "--set", "train.steps=300", "--set", "train.optim.lr=5e-3",
-                 "--set", "train.eval.every=100", "--set", "data.valid_fraction=0.2"])
-    torch.set_num_threads(threads)
-    assert code == 0
+def nsp_run(shared_tmp) -> Path:
+    """The NSP pretraining run, made once for the session (its pytest-xdist workers share it; see ``shared_tmp``)."""
+    from filelock import FileLock
+
+    root = shared_tmp / "mlm-nsp"
+    with FileLock(str(shared_tmp / "mlm-nsp.lock")):
+        if not (root / "done").is_file():
+            root.mkdir(exist_ok=True)
+            (root / "topics.txt").write_text(topic_text(300))
+            write_vocab(root / "vocab.txt")
+            threads = torch.get_num_threads()  # a module fixture runs before conftest's one-thread fixture
+            torch.set_num_threads(1)
+            code = main(["train", "mlm", "--text", str(root / "topics.txt"), "--tokenizer", str(root / "vocab.txt"), "--nsp",
+                         "--out", str(root / "run"), "--max-seq-len", "32", *SMALL, "--set", "train.steps=300", "--set",
+                         "train.optim.lr=5e-3", "--set", "train.eval.every=100", "--set", "data.valid_fraction=0.2"])
+            torch.set_num_threads(threads)
+            assert code == 0
+            (root / "done").touch()
     return root
 
 
