@@ -276,7 +276,8 @@ def test_every_adapter_is_counted_before_training(bench, monkeypatch: pytest.Mon
     """main() hands peft's count to every adapter's attnkit run (not to full fine-tuning), so a mismatch stops it before training."""
     seen: dict[str, int | None] = {}
 
-    def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None):
+    def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None,
+             precision="bf16"):
         seen[method] = expect_trainable
         return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
