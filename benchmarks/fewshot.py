@@ -4,6 +4,7 @@ Run from the repository root (``PYTHONPATH=.`` where attnkit is not installed):
 
     python benchmarks/fewshot.py --data DATA                              # one GPU: SST-2 and RTE, every method
     python benchmarks/fewshot.py --data DATA --tasks rte --methods pet,finetune
+    python benchmarks/fewshot.py --data DATA --tasks sst2 --methods pet,finetune,zero-shot --tapt-set train.steps=4000
     python benchmarks/fewshot.py --data DATA --quick --device cpu          # smoke run: 4 shots, 2 seeds, 2 steps a model
 
 ``DATA/sst2/{train,dev}.tsv`` and ``DATA/rte/{train,dev}.tsv`` are the GLUE files the recipes
@@ -94,10 +95,12 @@ def with_settings(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_task(task: str, methods: list[str], data: Path, work: Path, device: str, quick: bool, shots: int, seeds: int,
-             log: Any, out: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None) -> dict[str, Any]:
+             log: Any, out: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None,
+             tapt_sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Adapt the encoder to ``task``, then run each method on every seed.
 
     Args:
+        tapt_sets: ``--set`` assignments of the adaptation stage (``--tapt-set``).
         out: the task's results so far (an earlier call's, from the day's JSON); updated in place.
         save: called after the adaptation and after each method's run.
 
@@ -111,7 +114,8 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
     recipe = recipes.get(f"{task}-pet")
     common_sets = [f"train.device={json.dumps(device)}", *(QUICK if quick else [f"data.shots={shots}", f"data.seeds={seeds}"])]
     t0 = time.perf_counter()
-    fed = run_stages(recipe, work / task, quick=quick, root=data, progress=False, log=log, assignments=common_sets)
+    fed = run_stages(recipe, work / task, quick=quick, root=data, progress=False, log=log, assignments=common_sets,
+                     stage_assignments=tapt_sets)
     out = {} if out is None else out
     out.update(adaptation_s=round(time.perf_counter() - t0, 1), adapted_model=fed[0].split("=", 1)[1].strip("\""))
     save()
@@ -157,17 +161,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary directory, removed)")
     ap.add_argument("--quick", action="store_true", help="4 shots, 2 seeds, 2 steps a model, the stages' quick variants")
+    ap.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an assignment of the task-adaptive stage, repeatable (e.g. train.steps=4000); the rows record it "
+                         "and go to a file of their own, fewshot-<device>-<date>-tapt-<assignments>.json")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
+    if any("=" not in a for a in args.tapt_set):
+        raise SystemExit(f"--tapt-set {next(a for a in args.tapt_set if '=' not in a)!r}: write KEY=VALUE, e.g. train.steps=4000")
     device = common.pick_device(args.device)
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     env = common.environment(device)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + ("-tapt-" + "_".join(
+        "".join(c if c.isalnum() or c in "-." else "-" for c in a) for a in args.tapt_set) if args.tapt_set else "")
     payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)
-    settings = dict(quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds)
+    settings: dict[str, Any] = dict(quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds)
+    if args.tapt_set:
+        settings["tapt_set"] = list(args.tapt_set)
     command = " ".join(["python", "benchmarks/fewshot.py", *(argv or sys.argv[1:])])
     tasks = [t for t in args.tasks.split(",") if t]
     # each task's methods of earlier calls are kept where those calls had this call's settings
@@ -197,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
             results[task] = compare(results.get(task, {}), task)
             results[task]["settings"] = settings
             run_task(task, methods, args.data, work, str(device), args.quick, args.shots, args.seeds,
-                     lambda s: print(s, flush=True) if s.startswith(("sst2 ", "rte ", "stage")) else None, results[task], save)
+                     lambda s: print(s, flush=True) if s.startswith(("sst2 ", "rte ", "stage")) else None, results[task], save,
+                     tapt_sets=args.tapt_set)
     path = common.results_path("fewshot", env, args.out_dir, suffix=suffix)
     for task, r in results.items():
         line = ", ".join(f"{m} {r[m]['accuracy_mean']:.2f} +- {r[m]['accuracy_std']:.2f}" for m in METHODS if m in r)

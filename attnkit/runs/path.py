@@ -266,14 +266,16 @@ STAGE_PASSTHROUGH = ("train.device",)
 
 
 def run_stages(recipe: Any, out: str | os.PathLike, *, quick: bool = False, root: str | os.PathLike | None = None,
-               progress: bool = True, log: Log = print, assignments: list[str] | tuple[str, ...] = ()) -> list[str]:
+               progress: bool = True, log: Log = print, assignments: list[str] | tuple[str, ...] = (),
+               stage_assignments: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Run the recipes ``recipe.before`` names, each in ``OUT/stages/NAME``; return the assignments that feed their models on.
 
     A stage whose directory already holds a finished model (``eval.json`` written) is not run again,
     so a resumed or repeated run reuses it. Of ``assignments`` (the later run's), those of
-    :data:`STAGE_PASSTHROUGH` keys apply to the stages too (the device).
+    :data:`STAGE_PASSTHROUGH` keys apply to the stages too (the device); ``stage_assignments`` apply to
+    the stages only (e.g. ``train.steps=4000`` for a longer task-adaptive stage).
     """
-    passed = [a for a in assignments if a.split("=", 1)[0].strip() in STAGE_PASSTHROUGH]
+    passed = [*(a for a in assignments if a.split("=", 1)[0].strip() in STAGE_PASSTHROUGH), *stage_assignments]
     from attnkit import recipes
     from attnkit.runs import job as job_of
 

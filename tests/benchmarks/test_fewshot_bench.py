@@ -35,7 +35,7 @@ def test_each_task_keeps_its_own_settings_across_calls(bench, monkeypatch, tmp_p
     earlier call's of the same settings; a file with one set of settings at the top gives it to each task."""
     import json
 
-    def fake_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+    def fake_run(task, methods, data, work, device, quick, shots, seeds, log, out, save, **kw):
         for m in methods:
             out[m] = {"accuracy_mean": float(shots), "accuracy_std": 0.0}
             bench.compare(out, task)  # as run_task does after each method
@@ -70,13 +70,13 @@ def test_concurrent_calls_on_one_task_keep_each_others_methods(bench, monkeypatc
 
     base = ["--data", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path), "--tasks", "sst2"]
 
-    def inner_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+    def inner_run(task, methods, data, work, device, quick, shots, seeds, log, out, save, **kw):
         out[methods[0]] = {"accuracy_mean": 70.0, "accuracy_std": 0.0}
         bench.compare(out, task)
         save()
         return out
 
-    def outer_run(task, methods, data, work, device, quick, shots, seeds, log, out, save):
+    def outer_run(task, methods, data, work, device, quick, shots, seeds, log, out, save, **kw):
         out.update(adaptation_s=1.0)
         save()  # written before the other call finishes
         monkeypatch.setattr(bench, "run_task", inner_run)
@@ -92,3 +92,40 @@ def test_concurrent_calls_on_one_task_keep_each_others_methods(bench, monkeypatc
     sst2 = json.loads(path.read_text())["results"]["sst2"]
     assert sst2["finetune"]["accuracy_mean"] == 70.0 and sst2["pet"]["accuracy_mean"] == 75.0
     assert sst2["pet_minus_finetune"] == 5.0
+
+
+def test_adaptation_assignments_reach_the_stage_and_keep_a_file_of_their_own(bench, monkeypatch, tmp_path):
+    """--tapt-set goes to the adaptation stage only (run_stages' stage_assignments), is recorded in the task's settings,
+    and its rows go to a ``-tapt-...`` file, so the default call's file of the day keeps its rows; a malformed one is refused."""
+    import json
+
+    from attnkit.runs import path
+
+    seen: list[tuple[str, list, list]] = []
+
+    def fake_stages(recipe, out, *, stage_assignments=(), assignments=(), **kw):
+        seen.append((recipe.name, list(stage_assignments), list(assignments)))
+        return ['data.model="m"']
+
+    class Report:
+        final = {"accuracy_mean": 0.5, "accuracy_std": 0.0}
+
+    def fake_run(job, cfgs, out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "seeds.json").write_text(json.dumps([{"accuracy": 0.5}]))
+        return Report()
+
+    monkeypatch.setattr(path, "run_stages", fake_stages)
+    monkeypatch.setattr(path, "run", fake_run)
+    monkeypatch.setattr(path, "resolve_configs", lambda *a, **kw: {"train": type("T", (), {"optim": type("O", (), {"lr": 1e-5}), "steps": 1})})
+    base = ["--data", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path), "--tasks", "sst2", "--methods", "finetune"]
+    bench.main(base)
+    bench.main([*base, "--tapt-set", "train.steps=4000"])
+    assert seen == [("sst2-pet", [], seen[0][2]), ("sst2-pet", ["train.steps=4000"], seen[0][2])]
+    assert not any("train.steps" in a for a in seen[0][2])  # the later runs' assignments do not carry it
+    default = json.loads(next(p for p in tmp_path.glob("fewshot-*.json") if "-tapt-" not in p.name).read_text())
+    tapt = json.loads(next(tmp_path.glob("fewshot-*-tapt-train.steps-4000.json")).read_text())
+    assert "tapt_set" not in default["results"]["sst2"]["settings"] and "finetune" in default["results"]["sst2"]
+    assert tapt["results"]["sst2"]["settings"]["tapt_set"] == ["train.steps=4000"]
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        bench.main([*base, "--tapt-set", "train.steps"])

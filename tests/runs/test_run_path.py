@@ -129,6 +129,10 @@ def test_stages_follow_the_runs_device_and_feed_their_model(tmp_path, monkeypatc
     assert stage["train"].device == "cpu"
     assert stage["train"].optim.lr == recipes.get("rte-tapt").train.optim.lr  # the later run's lr is not the stage's
     assert fed == [f'data.model={json.dumps(str(tmp_path / "stages" / "rte-tapt" / "model"))}']
+    seen.clear()
+    path.run_stages(recipes.get("rte-minilm"), tmp_path / "longer", root=tmp_path, assignments=["train.device=cpu"],
+                    stage_assignments=["train.steps=7"], log=lambda s: None)
+    assert seen["rte-tapt"]["train"].steps == 7 != recipes.get("rte-tapt").train.steps  # stage_assignments: the stages only
 
 
 def test_resume_before_the_first_checkpoint_starts_again(capsys, tmp_path):
