@@ -26,7 +26,8 @@ the test accuracy over the seeds. The methods run the ``sst2-pet`` / ``rte-pet``
   on the frozen masked LM, learning rate ``PTUNING_LR`` (Liu et al. 2021);
 * ``autoprompt``: one pattern whose 3 trigger tokens AutoPrompt finds on each seed's training set
   (Shin et al. 2020), then fine-tuned as a PET pattern;
-* ``zero-shot``: the patterns' untrained scores, recorded by every PET run (no training).
+* ``zero-shot``: the patterns' untrained scores, recorded by every PET run (no training), as they are and
+  calibrated by each label word's mean score over unlabelled rows (``calibrated_mean``; Zhao et al. 2021).
 
 The goal the figures are checked against: prompt-based (PET) at least 10 points above standard
 fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``,
@@ -143,6 +144,9 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
             # the PET run scores its patterns untrained on the way: zero-shot comes with it
             out["zero-shot"] = {"accuracy_mean": 100 * f["zero_shot_accuracy"], "accuracy_std": 0.0,
                                 "per_pattern": [100 * f[k] for k in sorted(f) if k.startswith("zero_shot_pattern")]}
+            if "zero_shot_calibrated_accuracy" in f:
+                out["zero-shot"].update(calibrated_mean=100 * f["zero_shot_calibrated_accuracy"], calibrated_per_pattern=[
+                    100 * f[k] for k in sorted(f) if k.startswith("zero_shot_calibrated_pattern")])
         if method in methods:
             out[method] = row
         compare(out, task)

@@ -225,18 +225,30 @@ class SeedRuns:
 
     def zero_shot(self) -> dict[str, float]:
         """Each pattern's test accuracy with the untrained masked LM, and that of their uniform ensemble
-        (AutoPrompt's patterns: each seed's, in its scores)."""
+        (AutoPrompt's patterns: each seed's, in its scores); the same calibrated (``zero_shot_calibrated_*``,
+        :func:`~attnkit.training.pet.calibrated`) by each pattern's mean scores over unlabelled rows:
+        ``data.unlabeled``, else the training pool's texts (their labels unread), at most ``data.unlabeled_limit``."""
+        import random
+
         from attnkit.metrics import accuracy
-        from attnkit.training.pet import PETModel, ensemble_scores
+        from attnkit.training import pet
 
         if self.auto:
             return {}
 
-        model = PETModel(self.mlm, self.label_ids)
-        scores = [self._scores(model, c) for c in self.test_cloze]
-        out = {f"zero_shot_pattern{i}_accuracy": accuracy(c.targets, s.argmax(-1).tolist())
-               for i, (c, s) in enumerate(zip(self.test_cloze, scores))}
-        out["zero_shot_accuracy"] = accuracy(self.test_cloze[0].targets, ensemble_scores(scores).argmax(-1).tolist())
+        model = pet.PETModel(self.mlm, self.label_ids)
+        rows = self.unlabeled if self.unlabeled is not None else self.pool
+        index = range(len(rows))
+        if self.d.unlabeled_limit and len(rows) > self.d.unlabeled_limit:
+            index = sorted(random.Random(0).sample(index, self.d.unlabeled_limit))
+        rows = pet.subset(rows, index, keep_labels=False)
+        raw = [self._scores(model, c) for c in self.test_cloze]
+        priors = [self._scores(model, pet.encode_cloze(self.tok, rows, pat, self.labels, self.max_len)) for pat in self.patterns]
+        targets = self.test_cloze[0].targets
+        out: dict[str, float] = {}
+        for name, scores in (("zero_shot", raw), ("zero_shot_calibrated", [pet.calibrated(s, p) for s, p in zip(raw, priors)])):
+            out.update({f"{name}_pattern{i}_accuracy": accuracy(targets, s.argmax(-1).tolist()) for i, s in enumerate(scores)})
+            out[f"{name}_accuracy"] = accuracy(targets, pet.ensemble_scores(scores).argmax(-1).tolist())
         return out
 
     def _fit(self, model: Any, task: Any, train: TrainConfig, where: Path) -> None:

@@ -344,6 +344,27 @@ def ensemble_scores(scores: Sequence[Tensor], weights: Sequence[float] | None = 
     return (w[:, None, None] * stacked).sum(0) / w.sum()  # (N, C)
 
 
+def calibrated(scores: Tensor, prior_scores: Tensor) -> Tensor:
+    """``s_p(l | x) - mean_u s_p(l | u)``: each label word's score less its mean over unlabelled rows ``u`` of the task.
+
+    The mean is the pattern's prior preference for each label word, whatever the input; an untrained head's
+    preference for one word can outweigh everything the input says, and the zero-shot prediction is then one
+    label for every row. Removing it is contextual calibration (Zhao et al. 2021, "Calibrate Before Use",
+    section 4: ``W = diag(p_cf)^-1`` on the probabilities, a subtraction on log-probabilities), with the prior
+    estimated from real unlabelled inputs rather than one content-free input. The scores are logits at the mask
+    restricted to the label words (:func:`mask_scores`); their log-softmax over the vocabulary differs from them
+    by a per-row constant, which changes no argmax.
+
+    Args:
+        scores: ``(N, C)`` the rows to classify.
+        prior_scores: ``(M, C)`` the same pattern's scores on unlabelled rows.
+
+    Returns:
+        ``(N, C)``.
+    """
+    return scores - prior_scores.mean(0, keepdim=True)
+
+
 def soft_labels(scores: Tensor, temperature: float = 2.0) -> Tensor:
     """The ensemble's soft labels ``softmax(s / T)`` that the final classifier learns (PET, section 3.2, ``T = 2``)."""
     return torch.softmax(scores.float() / temperature, dim=-1)

@@ -43,6 +43,7 @@ def test_pet_with_distillation_end_to_end(tiny_mlm, tmp_path, capsys):
     assert final["accuracy_mean"] == pytest.approx(statistics.fmean(s["accuracy"] for s in seeds))
     assert final["accuracy_std"] == pytest.approx(statistics.pstdev(s["accuracy"] for s in seeds))
     assert {"zero_shot_pattern0_accuracy", "zero_shot_pattern1_accuracy", "zero_shot_accuracy"} <= set(final)
+    assert {"zero_shot_calibrated_pattern0_accuracy", "zero_shot_calibrated_pattern1_accuracy", "zero_shot_calibrated_accuracy"} <= set(final)
     assert isinstance(attnkit.load(out / "model"), BertClassifier)  # the first seed's distilled classifier
     for name in ("pattern0", "pattern1", "distilled"):
         assert (out / "seeds" / "1" / name / "model").is_dir()

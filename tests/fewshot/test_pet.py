@@ -132,6 +132,22 @@ def test_ensemble_and_soft_labels_follow_the_formula():
         pet.ensemble_scores(scores, [0.0, 0.0, 0.0])
 
 
+def test_calibration_divides_out_the_label_words_prior_as_contextual_calibration_does():
+    """Zhao et al. 2021: p(l | x) / p_prior(l), renormalised over the label words, with p_prior the mean over unlabelled rows of
+    each word's full-vocabulary log-probability (the geometric mean), computed here from the whole vocabulary's logits."""
+    torch.manual_seed(0)
+    vocab, label_ids = 50, [7, 19]
+    full = torch.randn(40, vocab)  # logits at the mask over the vocabulary
+    full[:, 7] += 3.0  # a head that prefers word 7 whatever the input
+    test, unlabeled = full[:10], full[10:]
+    log_p = torch.log_softmax(test, -1)[:, label_ids]
+    log_prior = torch.log_softmax(unlabeled, -1)[:, label_ids].mean(0)
+    expected = torch.softmax(log_p - log_prior, -1)  # the calibrated distribution over the two labels
+    got = pet.calibrated(test[:, label_ids], unlabeled[:, label_ids])
+    assert torch.allclose(torch.softmax(got, -1), expected, atol=1e-5)
+    assert (test[:, label_ids].argmax(-1) == 0).all() and set(got.argmax(-1).tolist()) == {0, 1}
+
+
 def test_lmbff_sampling_k_per_class_disjoint_deterministic_and_seed_dependent():
     labels = ["a"] * 40 + ["b"] * 50 + ["c"] * 33
     k = 16
