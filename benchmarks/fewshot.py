@@ -101,9 +101,9 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
     """Adapt the encoder to ``task``, then run each method on every seed.
 
     Args:
-        tapt_sets: ``--set`` assignments of the adaptation stage (``--tapt-set``).
         out: the task's results so far (an earlier call's, from the day's JSON); updated in place.
         save: called after the adaptation and after each method's run.
+        tapt_sets: ``--set`` assignments of the adaptation stage (``--tapt-set``).
 
     Returns:
         ``out``: per method the mean, spread and per-seed test accuracy, and the comparison of :func:`compare`.
@@ -155,6 +155,12 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
     return out
 
 
+def tapt_suffix(assignments: list[str]) -> str:
+    """The file-name part of ``--tapt-set`` runs: ``-tapt-train.steps-4000`` (empty without assignments)."""
+    names = ("".join(c if c.isalnum() or c in "-." else "-" for c in a) for a in assignments)
+    return "-tapt-" + "_".join(names) if assignments else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="data root holding sst2/ and rte/")
@@ -178,8 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         raise SystemExit(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     env = common.environment(device)
-    suffix = ("-quick" if args.quick else "") + ("-tapt-" + "_".join(
-        "".join(c if c.isalnum() or c in "-." else "-" for c in a) for a in args.tapt_set) if args.tapt_set else "")
+    suffix = ("-quick" if args.quick else "") + tapt_suffix(args.tapt_set)
     payload = common.read_day_json("fewshot", env, args.out_dir, suffix=suffix)
     settings: dict[str, Any] = dict(quick=args.quick, shots=4 if args.quick else args.shots, seeds=2 if args.quick else args.seeds)
     if args.tapt_set:
