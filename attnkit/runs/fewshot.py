@@ -174,6 +174,9 @@ class FewshotJob(Job):
         return final
 
 
+CALIBRATION_ROWS = 1000  # unlabelled rows whose mean scores estimate each label word's prior for calibrated zero-shot
+
+
 class SeedRuns:
     """The models of every seed: which ones train, in what order, and their test scores."""
 
@@ -227,7 +230,8 @@ class SeedRuns:
         """Each pattern's test accuracy with the untrained masked LM, and that of their uniform ensemble
         (AutoPrompt's patterns: each seed's, in its scores); the same calibrated (``zero_shot_calibrated_*``,
         :func:`~attnkit.training.pet.calibrated`) by each pattern's mean scores over unlabelled rows:
-        ``data.unlabeled``, else the training pool's texts (their labels unread), at most ``data.unlabeled_limit``."""
+        ``data.unlabeled``, else the training pool's texts (their labels unread), at most :data:`CALIBRATION_ROWS`
+        (and ``data.unlabeled_limit``) drawn at random."""
         import random
 
         from attnkit.metrics import accuracy
@@ -239,8 +243,9 @@ class SeedRuns:
         model = pet.PETModel(self.mlm, self.label_ids)
         rows = self.unlabeled if self.unlabeled is not None else self.pool
         index = range(len(rows))
-        if self.d.unlabeled_limit and len(rows) > self.d.unlabeled_limit:
-            index = sorted(random.Random(0).sample(index, self.d.unlabeled_limit))
+        limit = min(CALIBRATION_ROWS, self.d.unlabeled_limit or CALIBRATION_ROWS)
+        if len(rows) > limit:
+            index = sorted(random.Random(0).sample(index, limit))
         rows = pet.subset(rows, index, keep_labels=False)
         raw = [self._scores(model, c) for c in self.test_cloze]
         priors = [self._scores(model, pet.encode_cloze(self.tok, rows, pat, self.labels, self.max_len)) for pat in self.patterns]
