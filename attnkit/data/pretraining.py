@@ -310,6 +310,8 @@ class PretrainingBatch(TensorBatch):
     word_index: Tensor  # (B, T) the word each token belongs to, numbered along the row
     pair_labels: Tensor | None  # (B,) or None for pair_task="none"
     mlm_labels: Tensor | None = None  # (B, T) after masking: original id at chosen positions, IGNORE elsewhere
+    mlm_positions: Tensor | None = None  # (B, P) the chosen positions, where the output layer runs (prediction_slots)
+    mlm_targets: Tensor | None = None  # (B, P) mlm_labels at mlm_positions, IGNORE in unused slots
 
 
 def collate(

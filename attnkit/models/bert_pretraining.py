@@ -43,7 +43,7 @@ class BertPretrainingConfig(Config):
 class PretrainingOutput:
     """What :class:`BertPretraining` returns."""
 
-    mlm_logits: Tensor  # (B, T, V)
+    mlm_logits: Tensor  # (B, T, V), or (B, P, V) at the positions asked for
     pair_logits: Tensor | None  # (B, 2); None for pair_task="none"
     encoder: BertOutput
 
@@ -67,8 +67,10 @@ class BertPretraining(PretrainedModel):
         """The encoder (what fine-tuning starts from)."""
         return self.mlm.bert
 
-    def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None) -> PretrainingOutput:
-        """``ids: (B, T)``; ``attention_mask`` 1 for real tokens; ``segment_ids`` 0 for A, 1 for B."""
-        out = self.mlm(ids, attention_mask=attention_mask, segment_ids=segment_ids)
+    def forward(self, ids: Tensor, *, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
+                positions: Tensor | None = None) -> PretrainingOutput:
+        """``ids: (B, T)``; ``attention_mask`` 1 for real tokens; ``segment_ids`` 0 for A, 1 for B; ``positions: (B, P)``
+        the rows the masked-LM head runs at (``mlm_logits`` ``(B, P, V)``; None: every row)."""
+        out = self.mlm(ids, attention_mask=attention_mask, segment_ids=segment_ids, positions=positions)
         pair = self.pair(out.encoder.pooled) if self.pair is not None else None  # (B, 2)
         return PretrainingOutput(mlm_logits=out.logits, pair_logits=pair, encoder=out.encoder)

@@ -61,7 +61,7 @@ class ElectraPretrainingConfig(Config):
 class ElectraOutput:
     """What :class:`ElectraPretraining` returns."""
 
-    gen_logits: Tensor  # (B, T, V) the generator's masked-LM logits
+    gen_logits: Tensor  # (B, T, V) the generator's masked-LM logits, or (B, P, V) at the positions asked for
     disc_logits: Tensor  # (B, T) replaced-token logits
     corrupted: Tensor  # (B, T) the discriminator's input
     replaced: Tensor  # (B, T) bool: the discriminator's targets
@@ -107,12 +107,15 @@ class ElectraPretraining(PretrainedModel):
         return self.discriminator.bert
 
     def forward(self, ids: Tensor, *, labels: Tensor | None = None, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,
-                temperature: float = 1.0, generator: torch.Generator | None = None) -> ElectraOutput:
+                positions: Tensor | None = None, temperature: float = 1.0, generator: torch.Generator | None = None) -> ElectraOutput:
         """``ids: (B, T)`` the masked input; ``labels`` the original tokens at masked positions (``IGNORE`` elsewhere).
 
         Args:
             ids: the masked input.
-            labels: the generator's targets (None: nothing masked, the discriminator reads ``ids``).
+            labels: the generator's targets (None: nothing masked, the discriminator reads ``ids``); ``(B, T)``, or
+                ``(B, P)`` at ``positions``.
+            positions: ``(B, P)`` the masked positions (:func:`~attnkit.objectives.mlm.prediction_slots`): the
+                generator's output layer and the sampling run there alone (None: at every position).
             attention_mask: 1 for real tokens.
             segment_ids: 0 for sentence A, 1 for B.
             temperature: of the generator's sampling.
@@ -120,8 +123,8 @@ class ElectraPretraining(PretrainedModel):
         """
         if labels is None:
             labels = torch.full_like(ids, IGNORE)
-        gen = self.generator(ids, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T, V)
-        corrupted, replaced = sample_replacements(gen, ids, labels, temperature=temperature, generator=generator)
+        gen = self.generator(ids, attention_mask=attention_mask, segment_ids=segment_ids, positions=positions).logits  # (B, T or P, V)
+        corrupted, replaced = sample_replacements(gen, ids, labels, positions=positions, temperature=temperature, generator=generator)
         disc = self.discriminator(corrupted, attention_mask=attention_mask, segment_ids=segment_ids).logits  # (B, T)
         if attention_mask is not None:
             replaced = replaced & attention_mask.bool()

@@ -25,17 +25,19 @@ DISC_WEIGHT = 50.0  # lambda of eq. 2
 
 
 @torch.no_grad()
-def sample_replacements(gen_logits: Tensor, inputs: Tensor, labels: Tensor, *, temperature: float = 1.0,
-                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_replacements(gen_logits: Tensor, inputs: Tensor, labels: Tensor, *, positions: Tensor | None = None,
+                        temperature: float = 1.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """The discriminator's input: a token sampled from the generator at every masked position, the input elsewhere.
 
     Sampling is the Gumbel-max trick, ``argmax(logits / temperature - log(-log u))`` with ``u ~ U(0, 1)``,
     which draws from ``softmax(logits / temperature)``.
 
     Args:
-        gen_logits: ``(B, T, V)`` the generator's logits.
+        gen_logits: ``(B, T, V)`` the generator's logits, or ``(B, P, V)`` at ``positions`` only.
         inputs: ``(B, T)`` the masked input the generator read.
-        labels: ``(B, T)`` the original token at masked positions, :data:`~attnkit.objectives.mlm.IGNORE` elsewhere.
+        labels: ``(B, T)`` the original token at masked positions, :data:`~attnkit.objectives.mlm.IGNORE` elsewhere;
+            with ``positions``, ``(B, P)``: the original token at each of them, ``IGNORE`` in unused slots.
+        positions: ``(B, P)`` where the logits were computed (:func:`~attnkit.objectives.mlm.prediction_slots`).
         temperature: of the sampling distribution.
         generator: for reproducible samples (on the logits' device).
 
@@ -44,9 +46,16 @@ def sample_replacements(gen_logits: Tensor, inputs: Tensor, labels: Tensor, *, t
     """
     masked = labels != IGNORE  # (B, T)
     u = torch.rand(gen_logits.shape, generator=generator, device=gen_logits.device).clamp_(1e-9, 1 - 1e-9)
-    sampled = (gen_logits.float() / temperature - torch.log(-torch.log(u))).argmax(-1)  # (B, T)
-    corrupted = torch.where(masked, sampled, inputs)
-    original = torch.where(masked, labels, inputs)
+    sampled = (gen_logits.float() / temperature - torch.log(-torch.log(u))).argmax(-1)  # (B, T) or (B, P)
+    if positions is None:
+        corrupted = torch.where(masked, sampled, inputs)
+        original = torch.where(masked, labels, inputs)
+        return corrupted, corrupted != original
+    T = inputs.shape[1]
+    slot = torch.where(masked, positions, torch.full_like(positions, T))  # unused slots write to a spare column
+    spare = F.pad(inputs, (0, 1))  # (B, T + 1)
+    corrupted = spare.scatter(1, slot, torch.where(masked, sampled, 0))[:, :T]
+    original = spare.scatter(1, slot, torch.where(masked, labels, 0))[:, :T]
     return corrupted, corrupted != original
 
 
@@ -71,8 +80,8 @@ def electra_loss(gen_logits: Tensor, labels: Tensor, disc_logits: Tensor, replac
     """ELECTRA's combined loss, eq. 2: the generator's masked-LM loss plus ``disc_weight`` times the discriminator's.
 
     Args:
-        gen_logits: ``(B, T, V)``.
-        labels: ``(B, T)`` original tokens at masked positions, ``IGNORE`` elsewhere.
+        gen_logits: ``(B, T, V)``, or ``(B, P, V)`` at the masked positions alone.
+        labels: ``(B, T)`` original tokens at masked positions, ``IGNORE`` elsewhere; or ``(B, P)`` matching ``gen_logits``.
         disc_logits: ``(B, T)``.
         replaced: ``(B, T)`` the discriminator's targets.
         attention_mask: ``(B, T)`` 1 for real tokens.

@@ -14,6 +14,7 @@ taken per piece, as in the released BERT code).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -114,6 +115,41 @@ def _word_structural(inputs: Tensor, labels: Tensor, maskable: Tensor, config: M
     from attnkit.objectives.structural import shuffle_trigrams
 
     return shuffle_trigrams(inputs, labels, maskable, share=config.word_structural, generator=generator)
+
+
+def prediction_slots(labels: Tensor, *, expected: float = 0.15, multiple: int = 8) -> tuple[Tensor, Tensor]:
+    """The chosen positions of each row gathered into ``P`` slots, so that the output layer runs at them alone.
+
+    BERT's and ELECTRA's released pretraining code gathers the masked positions
+    (``max_predictions_per_seq`` of them per row) before the vocabulary projection, instead of
+    projecting all ``T`` rows of a sequence when about 15% of them are predicted. Here ``P`` is
+    set per batch, never cutting a chosen position: the larger of twice the expected count,
+    ``2 * expected * T`` (so that batches of one length almost always share one ``P``, and one CUDA
+    graph), and the largest row's count, rounded up to ``multiple`` and at most ``T``.
+
+    Args:
+        labels: ``(B, T)`` the original id at chosen positions, :data:`IGNORE` elsewhere.
+        expected: the share of positions usually chosen (``MaskingConfig.select_prob``).
+        multiple: ``P`` is a multiple of this (or ``T``).
+
+    Returns:
+        ``(positions (B, P), targets (B, P))``: each row's chosen positions in order, then 0; the
+        original ids there, :data:`IGNORE` in the slots past a row's count.
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"labels must be (B, T), got shape {tuple(labels.shape)}")
+    check(multiple >= 1, "multiple", multiple, "must be at least 1")
+    chosen = labels != IGNORE  # (B, T)
+    T = labels.shape[1]
+    counts = chosen.sum(1)  # (B,)
+    most = int(counts.max()) if counts.numel() else 0
+    want = max(most, math.ceil(2 * expected * T), 1)
+    P = min(T, -(-want // multiple) * multiple)
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :P]  # chosen positions first, in order
+    valid = torch.arange(P, device=labels.device) < counts[:, None]  # (B, P)
+    positions = torch.where(valid, order, torch.zeros_like(order))
+    targets = torch.where(valid, labels.gather(1, order), torch.full_like(order, IGNORE))
+    return positions, targets
 
 
 def mlm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ from attnkit.data.pretraining import PretrainingBatch
 from attnkit.objectives.electra import DISC_WEIGHT, electra_loss
 from attnkit.objectives.mlm import IGNORE
 from attnkit.training.dev import dev_pass
-from attnkit.training.mlm import PretrainingTask
+from attnkit.training.mlm import PretrainingTask, prediction_targets
 
 
 class ElectraTask(PretrainingTask):
@@ -32,9 +32,10 @@ class ElectraTask(PretrainingTask):
         self.disc_weight, self.temperature = disc_weight, temperature
 
     def electra_forward(self, model: nn.Module, batch: PretrainingBatch, generator: torch.Generator | None = None) -> tuple[Any, ...]:
-        out = model(batch.ids, labels=batch.mlm_labels, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids,
-                    temperature=self.temperature, generator=generator)
-        total, gen, disc = electra_loss(out.gen_logits, batch.mlm_labels, out.disc_logits, out.replaced, batch.attention_mask,
+        labels = prediction_targets(batch)
+        out = model(batch.ids, labels=labels, positions=batch.mlm_positions, attention_mask=batch.attention_mask,
+                    segment_ids=batch.segment_ids, temperature=self.temperature, generator=generator)
+        total, gen, disc = electra_loss(out.gen_logits, labels, out.disc_logits, out.replaced, batch.attention_mask,
                                         self.disc_weight)
         return total, gen, disc, out
 
@@ -53,10 +54,11 @@ class ElectraTask(PretrainingTask):
 
         def step(b: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor]:
             _, gen, disc, out = self.electra_forward(model, b, sampler)
-            picked = b.mlm_labels != IGNORE
+            labels = prediction_targets(b)
+            picked = labels != IGNORE
             real = b.attention_mask.bool()
             n_real = real.sum()
-            hits = (out.gen_logits.argmax(-1)[picked] == b.mlm_labels[picked]).sum().float()
+            hits = (out.gen_logits.argmax(-1)[picked] == labels[picked]).sum().float()
             disc_hits = ((out.disc_logits > 0) == out.replaced)[real].sum().float()
             return gen, picked.sum(), torch.stack([hits, disc * n_real, disc_hits, out.replaced[real].sum().float(), n_real.float()])
 

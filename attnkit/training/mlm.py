@@ -22,9 +22,14 @@ from torch import Tensor, nn
 
 from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch, collate, make_pairs
 from attnkit.errors import DataError
-from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens
+from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens, prediction_slots
 from attnkit.objectives.pretraining import pretraining_loss
 from attnkit.training.dev import dev_pass
+
+
+def prediction_targets(batch: PretrainingBatch) -> Tensor:
+    """What the output layer's rows predict: ``mlm_targets`` (B, P) where the batch has prediction slots, else ``mlm_labels`` (B, T)."""
+    return batch.mlm_targets if batch.mlm_positions is not None else batch.mlm_labels  # type: ignore[return-value]
 
 
 class PretrainingTask:
@@ -38,6 +43,7 @@ class PretrainingTask:
     """
 
     varying_lengths = True  # batches padded to their longest row
+    gathers_predictions = True  # batches carry prediction_slots and the output layer runs at them alone
 
     def __init__(
         self,
@@ -86,6 +92,8 @@ class PretrainingTask:
                     with_labels=self.pair_task != "none")
         b.ids, b.mlm_labels = mask_tokens(b.ids, b.maskable, mask_id=t.mask_id, random_ids=self.random_ids, config=self.masking,
                                           word_ids=b.word_index, generator=generator)
+        if self.gathers_predictions:
+            b.mlm_positions, b.mlm_targets = prediction_slots(b.mlm_labels, expected=self.masking.select_prob)
         return b
 
     def batches(self, epoch: int, seed: int) -> Iterator[PretrainingBatch]:
@@ -119,8 +127,11 @@ class PretrainingTask:
 
     # -- loss and evaluation ------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
-        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids)
-        total, mlm, n = pretraining_loss(out.mlm_logits, batch.mlm_labels, out.pair_logits, batch.pair_labels)
+        """The loss terms and the model's output; its ``mlm_logits`` are ``(B, P, V)`` at the batch's
+        ``mlm_positions`` when it has them (:func:`prediction_targets`), else ``(B, T, V)``."""
+        kw = {"positions": batch.mlm_positions} if batch.mlm_positions is not None else {}
+        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids, **kw)
+        total, mlm, n = pretraining_loss(out.mlm_logits, prediction_targets(batch), out.pair_logits, batch.pair_labels)
         return total, mlm, n, out
 
     def input_tokens(self, batch: PretrainingBatch) -> Tensor:
@@ -141,8 +152,9 @@ class PretrainingTask:
 
         def step(b: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor]:
             _, mlm, n, out = self.forward(model, b)
-            picked = b.mlm_labels != IGNORE  # (B, T)
-            sums = [(out.mlm_logits.argmax(-1)[picked] == b.mlm_labels[picked]).sum().float()]  # MLM hits
+            labels = prediction_targets(b)
+            picked = labels != IGNORE  # (B, T) or (B, P)
+            sums = [(out.mlm_logits.argmax(-1)[picked] == labels[picked]).sum().float()]  # MLM hits
             if out.pair_logits is not None:  # pair loss sum, pair hits
                 sums += [F.cross_entropy(out.pair_logits.float(), b.pair_labels, reduction="sum"),
                          (out.pair_logits.argmax(-1) == b.pair_labels).sum().float()]

@@ -36,6 +36,8 @@ class UnilmBatch(PretrainingBatch):
 class UnilmTask(PretrainingTask):
     """Masked LM under a per-batch UniLM self-attention mask; ``mixture`` weights the four kinds."""
 
+    gathers_predictions = False  # the model's output layer runs at every position
+
     def __init__(self, *args: Any, mixture: dict[MaskKind, float] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mixture = dict(mixture or UNILM_MIXTURE)
