@@ -56,7 +56,9 @@ class FewshotDataConfig(Config):
     to one token, ``label=word,label=word``. ``ensemble``: ``uniform`` or ``prior`` (PET's weights,
     each pattern's training accuracy before training). ``temperature``: of the soft labels.
     ``distill_steps``: steps of the distillation (0: ``train.steps``). ``limit`` / ``eval_limit``
-    read at most that many pool / test rows (0: all).
+    read at most that many pool / test rows (0: all). ``lm_alpha``: the weight of PET's auxiliary
+    masked-LM loss on the unlabelled rows put through each pattern (section 3.1; the paper's 1e-4; 0: off),
+    with ``lm_ratio`` unlabelled rows per labelled one in a step (:mod:`attnkit.training.pet_aux`).
     """
 
     model: str = ""
@@ -79,6 +81,8 @@ class FewshotDataConfig(Config):
     classifier: Literal["auto", "pooler", "cls_tanh", "cls_gelu", "mean"] = "auto"
     limit: int = 0
     eval_limit: int = 0
+    lm_alpha: float = 0.0
+    lm_ratio: int = 3
     # patterns=["auto"]: AutoPrompt (attnkit.training.autoprompt) finds auto_triggers tokens for the {t} slot of
     # auto_template on each seed's training set ("": "{a} {t} [MASK]." for sentences, "{a} [MASK] {t} {b}" for pairs)
     auto_template: str = ""
@@ -97,6 +101,8 @@ class FewshotDataConfig(Config):
         for name in ("distill_steps", "unlabeled_limit", "limit", "eval_limit"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
+        check(0.0 <= self.lm_alpha < 1.0, "lm_alpha", self.lm_alpha, "must be in [0, 1) (PET's auxiliary LM: 1e-4; 0: off)")
+        check(self.lm_ratio >= 1, "lm_ratio", self.lm_ratio, "must be >= 1")
 
 
 def fewshot_train(**changes: Any) -> TrainConfig:
@@ -289,6 +295,7 @@ class SeedRuns:
             self._autoprompt(train, scores, s)
         pattern_models: list[Any] = []
         priors: list[float] = []
+        rows = self._unlabeled_rows(s, train_idx, dev_idx)
         for i, pattern in enumerate(self.patterns):
             tr, dv = self._cloze(train, pattern), self._cloze(dev, pattern)
             if self.d.ensemble == "prior":  # PET's w(p): the untrained model's accuracy on the training set
@@ -299,26 +306,42 @@ class SeedRuns:
             torch.manual_seed(cfg.init_seed)
             model = self._pet_model()
             task = pet.ClozeTask(tr, dv, batch_size=cfg.batch_size, pad_id=self.tok.pad_id, eval_batch_size=self.d.eval_batch_size,
-                                 device=self.device)
+                                 device=self.device, aux=self._auxiliary_lm(rows, pattern))
             units.append((f"pattern{i}", model, task, cfg))
             pattern_models.append(model)
         scores["ensemble_weights"] = priors if priors and sum(priors) > 0 else [1.0] * len(self.patterns)
         if not self.d.distill:
             return self._run_units(s, units, where, main, lambda m: self._score_patterns(pattern_models, scores, final=True))
-        # distillation: the ensemble labels unlabelled rows once every pattern model has trained
-        rows = self.unlabeled if self.unlabeled is not None else pet.subset(
-            self.pool, [i for i in range(len(self.pool)) if i not in set(train_idx) | set(dev_idx)], keep_labels=False)
-        if self.d.unlabeled_limit and len(rows) > self.d.unlabeled_limit:
-            import random
-
-            rows = pet.subset(rows, sorted(random.Random(s).sample(range(len(rows)), self.d.unlabeled_limit)), keep_labels=False)
-        rows = pet.subset(rows, range(len(rows)), keep_labels=False)
+        # distillation: the ensemble labels the unlabelled rows once every pattern model has trained
         torch.manual_seed(cfg.init_seed)
         clf = ft.build_head(self.source, "classify", self.labels, None, self._classifier())
         dcfg = cfg.replace(steps=self.d.distill_steps) if self.d.distill_steps else cfg
         lazy = _LazyDistill(self, pattern_models, scores, rows, dev, dcfg)
         units.append(("distilled", clf, lazy, dcfg))
         return self._run_units(s, units, where, main, lambda m: self._score_classifier(m, scores, "accuracy"))
+
+    def _unlabeled_rows(self, s: int, train_idx: list[int], dev_idx: list[int]) -> Any:
+        """Seed ``s``'s unlabelled rows (distillation, the auxiliary LM): ``data.unlabeled``, else the pool's rows
+        not drawn, labels dropped; at most ``data.unlabeled_limit`` of them, drawn at random."""
+        from attnkit.training import pet
+
+        drawn = set(train_idx) | set(dev_idx)
+        rows = self.unlabeled if self.unlabeled is not None else pet.subset(
+            self.pool, [i for i in range(len(self.pool)) if i not in drawn], keep_labels=False)
+        if self.d.unlabeled_limit and len(rows) > self.d.unlabeled_limit:
+            import random
+
+            rows = pet.subset(rows, sorted(random.Random(s).sample(range(len(rows)), self.d.unlabeled_limit)), keep_labels=False)
+        return pet.subset(rows, range(len(rows)), keep_labels=False)
+
+    def _auxiliary_lm(self, rows: Any, pattern: Any) -> Any:
+        """PET's auxiliary masked LM over ``rows`` put through ``pattern`` (``data.lm_alpha``), or None when off."""
+        if self.d.lm_alpha <= 0:
+            return None
+        from attnkit.training.pet_aux import AuxiliaryLM
+
+        return AuxiliaryLM(self._cloze(rows, pattern).ids, mask_id=self.tok.mask_id, random_ids=self.tok.random_ids(),
+                           special_ids=self.tok.special_ids, alpha=self.d.lm_alpha, ratio=self.d.lm_ratio)
 
     def _autoprompt(self, train: Any, scores: dict[str, Any], s: int) -> None:
         """AutoPrompt's trigger search on this seed's training set; the found pattern becomes the seed's one pattern."""

@@ -8,8 +8,8 @@ Natural Language Inference", section 3):
 * a *verbaliser* v maps each label l to one vocabulary token v(l) (``positive=great``);
 * the score of l is the MLM head's logit of v(l) at the mask, ``s_p(l | x) = M(v(l) | P(x))``
   (eq. 1), and ``q_p(l | x) = softmax_l s_p(l | x)`` (eq. 2);
-* each pattern's model is fine-tuned with cross-entropy between ``q_p`` and the label (eq. 3;
-  the auxiliary language-modelling loss of section 3.1 is left out);
+* each pattern's model is fine-tuned with cross-entropy between ``q_p`` and the label (eq. 3),
+  optionally alongside masked-LM training on unlabelled rows (section 3.1, :mod:`attnkit.training.pet_aux`);
 * the pattern models form an ensemble, ``s(l | x) = (1/Z) sum_p w(p) s_p(l | x)``, with ``w(p)``
   uniform or each model's accuracy on the training set before training (section 3.2); its
   soft labels ``softmax(s / T)``, ``T = 2``, label unlabelled examples on which a sequence
@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,11 @@ from attnkit.data.transfer import TensorBatch
 from attnkit.errors import ConfigError, DataError
 from attnkit.metrics import accuracy
 from attnkit.objectives.classification import classification_loss
+from attnkit.objectives.mlm import mlm_loss
 from attnkit.training.dev import dev_pass
+
+if TYPE_CHECKING:
+    from attnkit.training.pet_aux import AuxiliaryLM
 
 MASK = "[MASK]"
 _SLOT = re.compile(r"(\{a\}|\{b\}|\{t\}|\[MASK\])")
@@ -218,6 +222,10 @@ class ClozeBatch(TensorBatch):
     mask_pos: Tensor  # (B,)
     targets: Tensor  # (B,) label ids, or (B, C) soft labels
     index: list[int]
+    lm_ids: Tensor | None = None  # (R, T') masked unlabelled cloze rows (PET's auxiliary LM, pet_aux)
+    lm_mask: Tensor | None = None  # (R, T')
+    lm_positions: Tensor | None = None  # (R, P) the chosen positions
+    lm_targets: Tensor | None = None  # (R, P) their original ids, IGNORE in unused slots
 
 
 def collate_cloze(data: Cloze, index: Sequence[int], pad_id: int, soft: Tensor | None = None) -> ClozeBatch:
@@ -277,26 +285,39 @@ class BestSnapshot:
 
 class ClozeTask:
     """Fine-tune a :class:`PETModel` with cross-entropy over the verbaliser scores (PET, eq. 3), or, given
-    ``soft`` labels, any model returning ``(B, C)`` logits on cloze rows; evaluation: dev loss and accuracy."""
+    ``soft`` labels, any model returning ``(B, C)`` logits on cloze rows; evaluation: dev loss and accuracy.
+
+    With ``aux`` (:class:`~attnkit.training.pet_aux.AuxiliaryLM`), each batch also carries ``aux.ratio``
+    unlabelled rows per labelled one, masked afresh (fixed by ``(seed, epoch, batch)``), and the loss is
+    ``(1 - alpha) * L_CE + alpha * L_MLM`` (PET, section 3.1)."""
 
     varying_lengths = True
 
     def __init__(self, train: Cloze, dev: Cloze | None, *, batch_size: int, pad_id: int, eval_batch_size: int = 64,
-                 device: torch.device | str = "cpu") -> None:
-        self.train, self.dev = train, dev
+                 device: torch.device | str = "cpu", aux: "AuxiliaryLM | None" = None) -> None:
+        self.train, self.dev, self.aux = train, dev, aux
         self.batch_size, self.eval_batch_size, self.pad_id, self.device = batch_size, eval_batch_size, pad_id, torch.device(device)
         self.snapshot = BestSnapshot()
 
     def batches(self, epoch: int, seed: int) -> Iterator[ClozeBatch]:
-        for index in bucketed_batches(self.train.lengths(), self.batch_size, bucket_size=50, seed=seed, epoch=epoch):
-            yield collate_cloze(self.train, index, self.pad_id).to(self.device)
+        batches = bucketed_batches(self.train.lengths(), self.batch_size, bucket_size=50, seed=seed, epoch=epoch)
+        for k, index in enumerate(batches):
+            b = collate_cloze(self.train, index, self.pad_id)
+            if self.aux is not None:
+                g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + k)
+                b.lm_ids, b.lm_mask, b.lm_positions, b.lm_targets = self.aux.batch(len(index), self.pad_id, g)
+            yield b.to(self.device)
 
     def input_tokens(self, batch: ClozeBatch) -> Tensor:
         return batch.attention_mask.sum()
 
     def loss(self, model: nn.Module, batch: ClozeBatch) -> tuple[Tensor, Tensor]:
         scores = model(batch.ids, batch.attention_mask, batch.mask_pos)  # (B, C)
-        return classification_loss(scores, batch.targets, ignore_index=-100)
+        loss, n = classification_loss(scores, batch.targets, ignore_index=-100)
+        if self.aux is not None and batch.lm_ids is not None:
+            logits = model.mlm(batch.lm_ids, attention_mask=batch.lm_mask, positions=batch.lm_positions).logits  # (R, P, V)
+            loss = self.aux.combine(loss, mlm_loss(logits, batch.lm_targets)[0])
+        return loss, n
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
