@@ -22,6 +22,8 @@ the test accuracy over the seeds. The methods run the ``sst2-pet`` / ``rte-pet``
 * ``finetune``: a fresh classifier on the adapted encoder (``data.method=finetune``);
 * ``pet``: one masked LM per pattern, their ensemble distilled into a classifier on the
   training file's other rows (Schick & Schütze 2021); the ensemble's accuracy is recorded too;
+* ``pet-lm``: ``pet`` with the paper's auxiliary masked-LM loss on those rows (section 3.1,
+  ``data.lm_alpha=1e-4``, 3 unlabelled rows per labelled one);
 * ``ptuning``: P-tuning's prompt encoder (20 virtual tokens, an LSTM) before the first pattern
   on the frozen masked LM, learning rate ``PTUNING_LR`` (Liu et al. 2021);
 * ``autoprompt``: one pattern whose 3 trigger tokens AutoPrompt finds on each seed's training set
@@ -29,8 +31,8 @@ the test accuracy over the seeds. The methods run the ``sst2-pet`` / ``rte-pet``
 * ``zero-shot``: the patterns' untrained scores, recorded by every PET run (no training), as they are and
   calibrated by each label word's mean score over unlabelled rows (``calibrated_mean``; Zhao et al. 2021).
 
-The goal the figures are checked against: prompt-based (PET) at least 10 points above standard
-fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``,
+The goal the figures are checked against: prompt-based (PET, with or without the auxiliary loss) at least
+10 points above standard fine-tuning on SST-2 and 5 on RTE. Results go to ``benchmarks/results/fewshot-<device>-<date>.json``,
 written after each task's adaptation and each method's run (every seed of it); a file of that device and
 date is read first and only the methods run are replaced, with the PET-minus-fine-tuning comparison
 recomputed over what the file then holds, so tasks and methods may run in separate calls. Each task
@@ -55,7 +57,9 @@ try:
 except ImportError:  # another installed package is called "benchmarks": use the file beside this one
     import common  # type: ignore[no-redef]  # noqa: E402
 
-METHODS = ("finetune", "pet", "ptuning", "autoprompt", "zero-shot")
+METHODS = ("finetune", "pet", "pet-lm", "ptuning", "autoprompt", "zero-shot")
+PET_METHODS = ("pet", "pet-lm")  # the prompt-based methods the goal is checked on
+PET_LM_ALPHA = 1e-4  # PET, section 3.1
 GOAL = {"sst2": 10.0, "rte": 5.0}  # points PET must gain over standard fine-tuning
 PTUNING_LR = 3e-3
 QUICK = ["data.shots=4", "data.seeds=2", "data.limit=80", "data.eval_limit=16", "data.unlabeled_limit=16", "data.max_len=32",
@@ -70,18 +74,23 @@ def method_assignments(method: str) -> list[str]:
         return ["peft.method=\"ptuning\"", "peft.n_virtual=20", "data.distill=false", f"train.optim.lr={PTUNING_LR}"]
     if method == "autoprompt":
         return ["data.patterns=[\"auto\"]", "data.distill=false"]
+    if method == "pet-lm":
+        return [f"data.lm_alpha={PET_LM_ALPHA}"]
     return []
 
 
 def compare(out: dict[str, Any], task: str) -> dict[str, Any]:
-    """Set PET's gain over standard fine-tuning and whether it meets :data:`GOAL` when both are in ``out``."""
-    for key in ("pet_minus_finetune", "goal_points", "goal_met"):
+    """Set each PET method's gain over standard fine-tuning (``pet_minus_finetune``, ``pet-lm_minus_finetune``) and
+    whether the better one meets :data:`GOAL`, for the methods in ``out``."""
+    for key in ("goal_points", "goal_met", *(f"{m}_minus_finetune" for m in PET_METHODS)):
         out.pop(key, None)
-    if "pet" in out and "finetune" in out:
-        gain = out["pet"]["accuracy_mean"] - out["finetune"]["accuracy_mean"]
-        out["pet_minus_finetune"] = gain
+    gains = [out[m]["accuracy_mean"] - out["finetune"]["accuracy_mean"] for m in PET_METHODS if m in out and "finetune" in out]
+    for m in PET_METHODS:
+        if m in out and "finetune" in out:
+            out[f"{m}_minus_finetune"] = out[m]["accuracy_mean"] - out["finetune"]["accuracy_mean"]
+    if gains:
         out["goal_points"] = GOAL[task]
-        out["goal_met"] = gain >= GOAL[task]
+        out["goal_met"] = max(gains) >= GOAL[task]
     return out
 
 
@@ -138,9 +147,10 @@ def run_task(task: str, methods: list[str], data: Path, work: Path, device: str,
                                "lr": cfgs["train"].optim.lr, "steps": cfgs["train"].steps}  # type: ignore[attr-defined]
         if method == "autoprompt":
             row["triggers"] = [s.get("autoprompt_triggers") for s in seeds_file]
-        if method == "pet":
+        if method in PET_METHODS:
             row["ensemble_mean"] = 100 * f["ensemble_accuracy_mean"]
             row["ensemble_std"] = 100 * f["ensemble_accuracy_std"]
+        if method == "pet":
             # the PET run scores its patterns untrained on the way: zero-shot comes with it
             out["zero-shot"] = {"accuracy_mean": 100 * f["zero_shot_accuracy"], "accuracy_std": 0.0,
                                 "per_pattern": [100 * f[k] for k in sorted(f) if k.startswith("zero_shot_pattern")]}

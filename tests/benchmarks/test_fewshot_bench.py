@@ -18,7 +18,7 @@ def bench(load_benchmark):
 def test_each_method_is_the_recipe_with_its_assignments(bench, task):
     recipe = recipes.get(f"{task}-pet", "fewshot")
     got = {}
-    for method in ("finetune", "pet", "ptuning", "autoprompt"):
+    for method in ("finetune", "pet", "pet-lm", "ptuning", "autoprompt"):
         cfgs = resolve_configs(job("fewshot"), recipe=recipe, assignments=bench.method_assignments(method), log=lambda s: None)
         got[method] = cfgs
     assert got["finetune"]["data"].method == "finetune" and got["finetune"]["peft"].method == "none"
@@ -26,6 +26,8 @@ def test_each_method_is_the_recipe_with_its_assignments(bench, task):
     p = got["ptuning"]
     assert (p["peft"].method, p["peft"].n_virtual, p["data"].distill, p["train"].optim.lr) == ("ptuning", 20, False, bench.PTUNING_LR)
     assert got["autoprompt"]["data"].patterns == ("auto",) and not got["autoprompt"]["data"].distill
+    assert got["pet-lm"]["data"].lm_alpha == 1e-4 and got["pet"]["data"].lm_alpha == 0.0  # PET, section 3.1
+    assert got["pet-lm"]["data"].replace(lm_alpha=0.0) == got["pet"]["data"]
     for cfgs in got.values():  # the protocol is the same for every method
         assert (cfgs["data"].shots, cfgs["data"].seeds, cfgs["train"].steps) == (16, 5, 1000)
 
@@ -129,3 +131,12 @@ def test_adaptation_assignments_reach_the_stage_and_keep_a_file_of_their_own(ben
     assert tapt["results"]["sst2"]["settings"]["tapt_set"] == ["train.steps=4000"]
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         bench.main([*base, "--tapt-set", "train.steps"])
+
+
+def test_the_goal_is_checked_on_the_better_pet_method(bench):
+    out = {"finetune": {"accuracy_mean": 60.0}, "pet": {"accuracy_mean": 65.0}, "pet-lm": {"accuracy_mean": 71.0}}
+    bench.compare(out, "sst2")
+    assert (out["pet_minus_finetune"], out["pet-lm_minus_finetune"], out["goal_met"]) == (5.0, 11.0, True)
+    del out["pet-lm"]
+    bench.compare(out, "sst2")
+    assert "pet-lm_minus_finetune" not in out and out["goal_met"] is False
