@@ -1,4 +1,4 @@
-"""Evaluation metrics: accuracy, entity precision/recall/F1, SQuAD exact match and F1, and BLEU.
+"""Evaluation metrics: accuracy, ROC AUC, entity precision/recall/F1, SQuAD exact match and F1, and BLEU.
 
 Entity-level scores (:func:`entity_scores`) follow the CoNLL-2000 evaluation script ``conlleval`` (Tjong Kim Sang and
 Buchholz 2000), which ``seqeval`` reproduces in its default mode:
@@ -31,9 +31,12 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from attnkit.errors import DataError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import torch
 
 Entity = tuple[str, int, int]  # (type, first token, last token), positions over the joined sentences
 
@@ -144,6 +147,27 @@ def accuracy(gold: Sequence[object], pred: Sequence[object]) -> float:
 # -- SQuAD v1.1 ----------------------------------------------------------------------------------
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` (higher: more likely positive) for boolean ``labels``.
+
+    The Mann-Whitney form: the probability that a random positive scores above a random negative, ties
+    counting one half, ``(R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` with ``R_pos`` the positives' rank
+    sum and tied scores sharing their mean rank. NaN when either class is absent.
+    """
+    import torch
+
+    s, y = scores.detach().flatten().double(), labels.detach().flatten().bool()
+    n_pos = int(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)  # sorted distinct scores
+    ends = torch.cumsum(counts, 0).double()
+    mean_rank = ends - (counts.double() - 1) / 2  # 1-based mean rank of each distinct score
+    rank_sum = float(mean_rank[inverse][y].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def normalize_answer(text: str) -> str:

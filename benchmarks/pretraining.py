@@ -40,7 +40,8 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``) unless said otherwise:
   task-adaptive stage; ``--finetune-epochs`` replaces its 3 epochs) for every seed of ``--seeds``; dev accuracy
   per seed and the mean are reported, with each pretraining's scores after its last step (``pretrain_final``;
   ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original',
-  ``disc_loss_constant`` the loss of always answering the replaced fraction, which ``disc_loss`` must get below).
+  ``disc_loss_constant`` the loss of always answering the replaced fraction, which ``disc_loss`` must get below;
+  ``disc_auc`` the area under the discriminator's ROC curve on the held-out tokens, 0.5 for no signal).
   ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count.
   ``--set KEY=VALUE`` (an execution setting such as ``train.execution.cuda_graphs=true``) applies to the
   throughput rows and to the pretraining alike: the steps then come from the rows measured with the same

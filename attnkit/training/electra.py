@@ -6,8 +6,10 @@ sequences, dynamic masking per batch, fixed by ``(seed, epoch, batch)``); the ma
 :class:`~attnkit.models.electra.ElectraPretraining` and the loss eq. 2
 (:func:`~attnkit.objectives.electra.electra_loss`). Evaluation on the held-out sequences, with
 fixed masks and fixed samples, reports the generator's ``mlm_loss`` and ``mlm_accuracy``, the
-discriminator's ``disc_loss``, ``disc_accuracy`` over every real token and ``replaced_fraction``
-(the share of real tokens the generator changed), and ``loss`` = ``mlm_loss + disc_weight * disc_loss``.
+discriminator's ``disc_loss``, ``disc_accuracy`` over every real token, ``disc_auc`` (the area under
+its ROC curve there: 0.5 is no signal, and unlike the accuracy it shows what the discriminator has learned
+before its logits cross the decision threshold) and ``replaced_fraction`` (the share of real tokens the
+generator changed), and ``loss`` = ``mlm_loss + disc_weight * disc_loss``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.data.pretraining import PretrainingBatch
+from attnkit.metrics import roc_auc
 from attnkit.objectives.electra import DISC_WEIGHT, electra_loss
 from attnkit.objectives.mlm import IGNORE
 from attnkit.training.dev import dev_pass
@@ -51,6 +54,7 @@ class ElectraTask(PretrainingTask):
             self._eval_batches = [self._batch(self.valid_pairs[i : i + self.batch_size], g).to(self.device)
                                   for i in range(0, len(self.valid_pairs), self.batch_size)]
         sampler = torch.Generator(device=self.device).manual_seed(12345)  # the same samples at every evaluation
+        logits, targets = [], []  # the discriminator's logits and targets at the real tokens, for its AUC
 
         def step(b: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor]:
             _, gen, disc, out = self.electra_forward(model, b, sampler)
@@ -60,6 +64,8 @@ class ElectraTask(PretrainingTask):
             n_real = real.sum()
             hits = (out.gen_logits.argmax(-1)[picked] == labels[picked]).sum().float()
             disc_hits = ((out.disc_logits > 0) == out.replaced)[real].sum().float()
+            logits.append(out.disc_logits[real].float())
+            targets.append(out.replaced[real])
             return gen, picked.sum(), torch.stack([hits, disc * n_real, disc_hits, out.replaced[real].sum().float(), n_real.float()])
 
         result = dev_pass(step, self._eval_batches)
@@ -67,4 +73,5 @@ class ElectraTask(PretrainingTask):
         metrics = {"mlm_loss": result.loss, "mlm_accuracy": hits / max(result.count, 1), "disc_loss": disc_sum / max(n_real, 1),
                    "disc_accuracy": disc_hits / max(n_real, 1), "replaced_fraction": replaced / max(n_real, 1)}
         metrics["loss"] = metrics["mlm_loss"] + self.disc_weight * metrics["disc_loss"]
+        metrics["disc_auc"] = roc_auc(torch.cat(logits), torch.cat(targets)) if logits else float("nan")
         return metrics

@@ -23,7 +23,8 @@ def test_electra_trains_finetunes_and_exports(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "electra", "--text", str(tmp_path / "t.txt"), "--out", str(out), "--no-progress", *TINY]) == 0
     final = json.loads((out / "eval.json").read_text())
-    assert {"disc_loss", "disc_accuracy", "replaced_fraction", "mlm_loss"} <= set(final)
+    assert {"disc_loss", "disc_accuracy", "disc_auc", "replaced_fraction", "mlm_loss"} <= set(final)
+    assert 0.0 <= final["disc_auc"] <= 1.0
     assert abs(final["loss"] - (final["mlm_loss"] + 50 * final["disc_loss"])) < 1e-6
     assert type(attnkit.load(out / "model")).__name__ == "ElectraPretraining"
     # fine-tuning takes the discriminator's encoder
