@@ -90,6 +90,9 @@ def test_masking_statistics_match_the_in_memory_path(corpus):
             want.append((original, memory._batch(pairs, torch.Generator().manual_seed(epoch * 1000 + i))))
     a, b = _rates(got), _rates(want)
     assert a[3] == b[3] == 0  # [CLS], [SEP] and padding never chosen
+    for _, batch in got[:20]:  # the output layer's slots hold each row's chosen positions (prediction_slots)
+        chosen = batch.mlm_labels != IGNORE
+        assert torch.equal(batch.mlm_targets[batch.mlm_targets != IGNORE], batch.mlm_labels[chosen])
     assert torch.allclose(a[:3], torch.tensor([0.15, 0.8, 0.1]), atol=0.015), a
     assert torch.allclose(a[:3], b[:3], atol=0.02), (a, b)
 
