@@ -42,7 +42,9 @@ on tiny Shakespeare (``DATA/tinyshakespeare/input.txt``) unless said otherwise:
   ELECTRA's ``disc_over_constant`` is its discriminator's accuracy less that of always answering 'original',
   ``disc_loss_constant`` the loss of always answering the replaced fraction, which ``disc_loss`` must get below;
   ``disc_auc`` the area under the discriminator's ROC curve on the held-out tokens, 0.5 for no signal).
-  ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count.
+  ``--pretrain-set KEY=VALUE`` changes the pretraining (e.g. ``train.optim.lr=2e-4``) at the same step count;
+  ``--finetune-set KEY=VALUE`` changes the SST-2 fine-tuning of both (e.g. ELECTRA-Small's ``train.optim.lr=3e-4``
+  and ``train.optim.layer_decay=0.8``, Clark et al. 2020, appendix), named in the entry as ``finetune KEY=VALUE``.
   ``--set KEY=VALUE`` (an execution setting such as ``train.execution.cuda_graphs=true``) applies to the
   throughput rows and to the pretraining alike: the steps then come from the rows measured with the same
   ``--set`` assignments, so both objectives get the minutes at the speed they run at under them.
@@ -246,16 +248,19 @@ def electra_vs_mlm(rows: dict[str, dict[str, Any]], tmp: Path, args: argparse.Na
         entry: dict[str, Any] = {"corpus": args.corpus, "corpus_files": list(CORPORA[args.corpus]),
                                  "pretrain_steps": steps, "pretrain_wall_s": round(time.perf_counter() - t0, 2),
                                  "pretrain_overrides": list(args.pretrain_set), "execution_overrides": list(args.set),
+                                 "finetune_overrides": list(args.finetune_set),
                                  "pretrain_final": pretrain_final(report.final),
                                  "sst2_dev_accuracy": accs, "mean": None, "finetune_wall_s": []}
-        key = name + corpus_key(args.corpus) + overrides_key([*args.set, *args.pretrain_set])  # "electra (mixed) [train.optim.lr=2e-4]"
+        key = name + corpus_key(args.corpus) + overrides_key(  # "electra (mixed) [train.optim.lr=2e-4]"
+            [*args.set, *args.pretrain_set, *(f"finetune {a}" for a in args.finetune_set)])
         result["objectives"][key] = entry
         save(result)
         for seed in args.seeds:
             job = runs.job("classify")
             cfgs = runs.resolve_configs(job, recipe=recipes.get("sst2-minilm"), quick=args.quick, root=args.data_root,
                                         assignments=[f"data.model={out / 'model'}", f"train.seed={seed}", f"train.device={device}",
-                                                     *([f"data.epochs={args.finetune_epochs}"] if args.finetune_epochs else [])])
+                                                     *([f"data.epochs={args.finetune_epochs}"] if args.finetune_epochs else []),
+                                                     *args.finetune_set])
             t0 = time.perf_counter()
             report = runs.run(job, cfgs, tmp / f"sst2-{name}-{seed}", progress=False, log=lambda s: None)
             entry["finetune_wall_s"].append(round(time.perf_counter() - t0, 2))
@@ -327,8 +332,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an assignment added to electra-vs-mlm's pretraining of the compared objectives (repeatable); their entries "
                         "are named with it, e.g. 'electra [train.optim.lr=2e-4]', beside the recipe's own")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an assignment added to electra-vs-mlm's SST-2 fine-tuning of both objectives (repeatable); their entries "
+                        "are named with it, e.g. 'electra [finetune train.optim.lr=3e-4]'")
     p.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default benchmarks/results)")
     args = p.parse_args(argv)
+    bad = next((a for a in [*args.set, *args.pretrain_set, *args.finetune_set] if "=" not in a), None)
+    if bad is not None:
+        p.error(f"{bad!r}: write KEY=VALUE, e.g. train.optim.lr=3e-4")
     if any(a.split("=", 1)[0].strip() == "data.text" for a in args.pretrain_set):
         p.error("--pretrain-set data.text=... would replace the corpus the entry records; choose it with --corpus")
     device = common.pick_device(args.device)

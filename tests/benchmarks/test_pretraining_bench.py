@@ -161,3 +161,34 @@ def test_the_comparison_records_how_far_the_discriminator_is_from_the_constant_a
     # always answering 'replaced' with probability 0.15: binary cross-entropy 0.15 ln(1/0.15) + 0.85 ln(1/0.85)
     assert final["disc_loss_constant"] == pytest.approx(0.15 * 1.8971199849 + 0.85 * 0.1625189295)
     assert "disc_over_constant" not in bench.pretrain_final({"mlm_loss": 6.0})
+
+
+def test_finetune_assignments_reach_the_sst2_runs_of_both_and_name_the_entry(bench, tmp_path, monkeypatch, capsys):
+    import json
+    from pathlib import Path
+
+    from attnkit import runs
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    if not (root / "tinyshakespeare" / "input.txt").exists() or not (root / "sst2" / "train.tsv").exists():
+        pytest.skip("../shared/data/tinyshakespeare or sst2 is not here")
+    seen: list[tuple[float, float]] = []
+    real = runs.run
+
+    def spy(job, cfgs, out, **kwargs):  # the fine-tuning settings each SST-2 run got
+        if out.name.startswith("sst2-"):
+            seen.append((cfgs["train"].optim.lr, cfgs["train"].optim.layer_decay))
+        return real(job, cfgs, out, **kwargs)
+
+    monkeypatch.setattr(runs, "run", spy)
+    path = bench.main(["--quick", "--device", "cpu", "--data-root", str(root), "--parts", "electra-vs-mlm", "--seeds", "0",
+                       "--out-dir", str(tmp_path), "--corpus", "shakespeare", "--finetune-set", "train.optim.lr=3e-4",
+                       "--finetune-set", "train.optim.layer_decay=0.8"])
+    assert seen == [(3e-4, 0.8), (3e-4, 0.8)]  # masked LM's encoder and ELECTRA's, one seed each
+    part = json.loads(Path(path).read_text())["electra_vs_mlm"]["objectives"]
+    key = " [finetune train.optim.lr=3e-4, finetune train.optim.layer_decay=0.8]"
+    assert set(part) == {"mlm" + key, "electra" + key}
+    assert part["electra" + key]["finetune_overrides"] == ["train.optim.lr=3e-4", "train.optim.layer_decay=0.8"]
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--parts", "electra-vs-mlm", "--finetune-set", "lr", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
