@@ -79,6 +79,11 @@ Linear(256, 384)), which peft's config here sets explicitly (``ENCODERS``). ``fu
 file, so it shares the batches only (each library's head from its own generator). Paired runs go to
 ``peft-quality-<device>-<date>-paired[-NAME].json`` and record ``"paired": true``; they are never
 merged with unpaired rows.
+
+``--dropout off`` sets every dropout of both sides to 0 (the encoder's hidden and attention dropout, the
+classifier's, LoRA's): a paired run is then the same computation in both libraries, step for step, and
+what is left of the difference is the libraries' arithmetic (and the kernels' under bf16), not the
+noise of two libraries drawing different dropout masks. Such rows go to a ``...-nodropout.json`` of their own.
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ def attnkit_peft_sets(method: str) -> list[str]:
 
 
 def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, device: str, quick: bool,
-                 init_from: Path | None = None, precision: str = "bf16") -> list[str]:
+                 init_from: Path | None = None, precision: str = "bf16", dropout: bool = True) -> list[str]:
     """Every ``--set`` assignment of an attnkit run over the ``<task>-minilm-lora`` recipe: the method, the schedule and
     optimizer the peft loop uses too, and batches drawn at random (``data.bucket_size=1``), as the peft loop draws them;
     with ``init_from`` (``--paired``), the adapter and head start from that peft directory."""
@@ -159,25 +164,44 @@ def attnkit_sets(method: str, steps: int, batch: int, max_len: int, seed: int, d
         sets.append(f"peft.init_from={json.dumps(str(init_from))}")
     if precision == "fp32":
         sets.append("train.execution.precision=\"fp32\"")
+    if not dropout:
+        sets += ["peft.dropout=0.0", "data.classifier_dropout=0.0"]
     return sets + (["data.limit=64", "data.eval_limit=32"] if quick else [])
 
 
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every dropout at 0: its ``nn.Dropout`` layers and its attention kernels' dropout."""
+    from attnkit.attention.base import AttentionKernel
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        elif isinstance(m, AttentionKernel):
+            m.dropout = 0.0
+    return model
+
+
 def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: str, seed: int,
-                 expect_trainable: int | None = None, init_from: Path | None = None, precision: str = "bf16") -> dict[str, Any]:
+                 expect_trainable: int | None = None, init_from: Path | None = None, precision: str = "bf16",
+                 dropout: bool = True) -> dict[str, Any]:
     """One attnkit run through the run path; with ``expect_trainable``, raise :class:`TrainableMismatch` before the first
     step unless the adapted model trains exactly that many parameters; with ``init_from``, the adapter and head start
-    from that peft directory (``peft.init_from``)."""
+    from that peft directory (``peft.init_from``); without ``dropout``, every dropout of the built model is 0."""
     from attnkit import recipes
     from attnkit.runs import job
     from attnkit.runs.path import resolve_configs, run
 
-    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick, init_from, precision)
+    sets = attnkit_sets(method, steps, batch, max_len, seed, device, quick, init_from, precision, dropout)
     j = job("classify")
-    if expect_trainable is not None:  # the job's prepare() builds and adapts the model; the Trainer starts after it
+    if expect_trainable is not None or not dropout:  # the job's prepare() builds and adapts the model; the Trainer starts after it
         prepare = j.prepare
 
         def prepare_checked(*args: Any, **kwargs: Any) -> Any:
             prepared = prepare(*args, **kwargs)
+            if not dropout:
+                without_dropout(prepared.model)
+            if expect_trainable is None:
+                return prepared
             n = prepared.state["peft"]["trainable_params"]
             if n != expect_trainable:
                 raise TrainableMismatch(f"{method}: attnkit trains {n:,} parameters, peft {expect_trainable:,}; the adapters differ")
@@ -200,15 +224,15 @@ def run_attnkit(task: str, method: str, data: Path, steps: int, batch: int, max_
             "wall_s": round(wall, 2)}
 
 
-def peft_config(method: str) -> Any:
-    """peft's config for ``method`` (not ``full``)."""
+def peft_config(method: str, dropout: bool = True) -> Any:
+    """peft's config for ``method`` (not ``full``); without ``dropout``, LoRA's is 0."""
     import peft
 
     if method in ("lora", "dora", "qlora"):
-        return peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["query", "value"], use_dora=method == "dora",
-                               task_type="SEQ_CLS")
+        return peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05 if dropout else 0.0, target_modules=["query", "value"],
+                               use_dora=method == "dora", task_type="SEQ_CLS")
     if method == "lora-all":
-        return peft.LoraConfig(r=LORA_ALL["r"], lora_alpha=LORA_ALL["alpha"], lora_dropout=LORA_ALL["dropout"],
+        return peft.LoraConfig(r=LORA_ALL["r"], lora_alpha=LORA_ALL["alpha"], lora_dropout=LORA_ALL["dropout"] if dropout else 0.0,
                                target_modules=HF_ALL_LINEAR, task_type="SEQ_CLS")
     if method == "prefix":
         return peft.PrefixTuningConfig(num_virtual_tokens=N_VIRTUAL, **ENCODERS["prefix"], task_type="SEQ_CLS")
@@ -250,11 +274,13 @@ def align_peft(model: torch.nn.Module, method: str) -> torch.nn.Module:
     return model
 
 
-def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.Module:
+def _peft_model(method: str, model_dir: Path, device: torch.device, dropout: bool = True) -> torch.nn.Module:
     import peft
     import transformers
 
     kw: dict[str, Any] = {"num_labels": 2}
+    if not dropout:  # BERT's hidden and attention dropout; the classifier's follows the hidden one
+        kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     if method == "qlora":
         kw["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
@@ -263,7 +289,7 @@ def _peft_model(method: str, model_dir: Path, device: torch.device) -> torch.nn.
     base = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), **kw)
     if method == "full":
         return base.to(device)
-    cfg = peft_config(method)
+    cfg = peft_config(method, dropout)
     model = align_peft(peft.get_peft_model(base, cfg), method)
     return model.to(device) if method != "qlora" else model
 
@@ -326,14 +352,15 @@ def encode_task(task: str, data: Path, max_len: int, quick: bool) -> tuple[Any, 
     return tok, encode_classification(tok, train, labels, max_len), encode_classification(tok, dev, labels, max_len)
 
 
-def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, start: Path | None = None) -> torch.nn.Module:
+def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, start: Path | None = None,
+               dropout: bool = True) -> torch.nn.Module:
     """peft's model for ``method`` drawn after ``torch.manual_seed(seed)``; with ``start``, its adapter and classifier
     (``modules_to_save``) saved there in peft's format before any step, for the paired attnkit run to start from, and for
     ``prefix`` and ``ptuning`` its encoder's weights beside them (``prompt_encoder.safetensors``)."""
     from attnkit.peft.files import save_peft_encoder
 
     torch.manual_seed(seed)
-    model = _peft_model(method, model_dir, device)
+    model = _peft_model(method, model_dir, device, dropout)
     if start is not None:
         model.save_pretrained(str(start))
         if method in ENCODERS:
@@ -342,21 +369,25 @@ def peft_start(method: str, model_dir: Path, device: torch.device, seed: int, st
 
 
 def run_peft(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
-             seed: int, paired: bool = False, start: Path | None = None, precision: str = "bf16") -> dict[str, Any]:
+             seed: int, paired: bool = False, start: Path | None = None, precision: str = "bf16", dropout: bool = True) -> dict[str, Any]:
     """One peft run; ``paired``: the batches attnkit's Trainer draws (:func:`batch_order`), and with ``start`` the
-    initial adapter and head saved there (:func:`peft_start`)."""
+    initial adapter and head saved there (:func:`peft_start`); without ``dropout``, every dropout at 0."""
     from attnkit.runs.base import model_dir
 
     t0 = time.perf_counter()
     tok, tr, dv = encode_task(task, data, max_len, quick)
     try:
-        model = peft_start(method, model_dir("all-MiniLM-L6-v2"), device, seed, start)
+        model = peft_start(method, model_dir("all-MiniLM-L6-v2"), device, seed, start, dropout)
     except Exception as e:  # noqa: BLE001 - a method peft cannot build here is a result
         return {"error": str(e).splitlines()[0][:300]}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = adamw(params, LR[method])
     warm = steps // 10
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (steps - s) / max(steps - warm, 1)))
+
+    def multiplier(s: int) -> float:  # LambdaLR's s counts steps taken: step s + 1 comes next (attnkit's linear schedule)
+        return (s + 1) / max(warm, 1) if s + 1 <= warm else max(0.0, (steps - s - 1) / max(steps - warm, 1))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
     draw = batch_order(tr.lengths(), batch, seed, paired)
     bf16 = device.type == "cuda" and precision == "bf16"
     model.train()
@@ -448,11 +479,12 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def peft_side(task: str, method: str, data: Path, steps: int, batch: int, max_len: int, quick: bool, device: torch.device,
-              seed: int, paired: bool, start: Path | None, precision: str = "bf16") -> dict[str, Any]:
+              seed: int, paired: bool, start: Path | None, precision: str = "bf16", dropout: bool = True) -> dict[str, Any]:
     """:func:`run_peft`, or the reason it cannot run here (``qlora`` off CUDA)."""
     if method == "qlora" and device.type != "cuda":
         return {"error": "bitsandbytes 4-bit layers train on CUDA only"}
-    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=paired, start=start, precision=precision)
+    return run_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=paired, start=start, precision=precision,
+                    dropout=dropout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,8 +505,12 @@ def main(argv: list[str] | None = None) -> None:
                     "draw the same batches (see the module's docstring)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: autocast on CUDA in both libraries (default); fp32: no autocast, rows in a ...-fp32.json of their own")
+    ap.add_argument("--dropout", choices=("on", "off"), default="on",
+                    help="off: every dropout of both sides at 0, so that a paired run is the same computation in both; rows in a "
+                         "...-nodropout.json of their own")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
+    dropout = args.dropout == "on"
     if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
         raise SystemExit(f"--tag={args.tag!r}: use letters, digits, '-', '_' and '.' only")
     device = common.pick_device(args.device)
@@ -489,11 +525,11 @@ def main(argv: list[str] | None = None) -> None:
     env = common.environment(device)
     env.update(transformers=transformers.__version__, peft=peft.__version__)
     suffix = ("-quick" if args.quick else "") + ("-paired" if args.paired else "") + (f"-{args.tag}" if args.tag else "") \
-        + ("-fp32" if args.precision == "fp32" else "")
+        + ("-fp32" if args.precision == "fp32" else "") + ("" if dropout else "-nodropout")
     settings = {"quick": args.quick, "steps": steps, "batch": args.batch, "max_len": args.max_len, "adam_eps": ADAM_EPS,
                 "weight_decay": WEIGHT_DECAY, "batch_order": "random",  # runs of other loop settings are not merged with these
                 "peft_prompt_init": "uniform", "peft_prefix_positions": "from 0",  # align_peft's two changes
-                "paired": args.paired, "precision": args.precision}
+                "paired": args.paired, "precision": args.precision, "dropout": args.dropout}
     runs: dict[str, Any] = {}  # this call's
     summary: dict[str, Any] = {}
 
@@ -502,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         finished; calls running at the same time, other seeds or methods, each add their own rows). Rows of earlier
         calls stay where their settings and learning rate are this call's; a file of other loop settings is replaced."""
         def update(payload: dict[str, Any]) -> None:
-            absent = {"paired": False, "precision": "bf16"}  # files written before these keys: unpaired, bf16
+            absent = {"paired": False, "precision": "bf16", "dropout": "on"}  # files written before these keys: unpaired, bf16, dropout
             same = all(payload.get(k, absent.get(k)) == v for k, v in settings.items())
             merged = {k: r for k, r in payload.get("runs", {}).items() if same and r.get("lr") == LR.get(r.get("method", ""))}
             merged.update(runs)
@@ -524,19 +560,19 @@ def main(argv: list[str] | None = None) -> None:
                     # --paired: peft first, its initial adapter and head saved for attnkit to start from (full: batches only)
                     start = Path(tmp) / "start" if args.paired and method != "full" else None
                     if args.paired:
-                        row["peft"] = peft_side(task, method, *sizes, device, seed, True, start, args.precision)
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, True, start, args.precision, dropout)
                     try:
                         if start is not None and not start.is_dir():
                             row["attnkit"] = {"error": "paired: peft's side did not build, so there is no start to share"}
                         else:
                             row["attnkit"] = run_attnkit(task, method, *sizes, str(device), seed, expect_trainable=expect, init_from=start,
-                                                         precision=args.precision)
+                                                         precision=args.precision, dropout=dropout)
                     except TrainableMismatch as e:
                         raise SystemExit(f"error: {e}") from None
                     except Exception as e:  # noqa: BLE001 - record and go on with the other methods
                         row["attnkit"] = {"error": str(e).splitlines()[0][:300]}
                     if not args.paired:
-                        row["peft"] = peft_side(task, method, *sizes, device, seed, False, None, args.precision)
+                        row["peft"] = peft_side(task, method, *sizes, device, seed, False, None, args.precision, dropout)
                 runs[f"{task}/{method}/{seed}"] = row
                 print(f"seed {seed} {task:5} {method:11} attnkit {fmt(row['attnkit'])} | peft {fmt(row['peft'])}", flush=True)
                 save()

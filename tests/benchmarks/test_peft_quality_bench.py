@@ -277,7 +277,7 @@ def test_every_adapter_is_counted_before_training(bench, monkeypatch: pytest.Mon
     seen: dict[str, int | None] = {}
 
     def fake(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None,
-             precision="bf16"):
+             precision="bf16", **kw):
         seen[method] = expect_trainable
         return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
@@ -491,14 +491,14 @@ def test_paired_rows_are_kept_apart_from_unpaired_ones(bench, monkeypatch: pytes
     ``"paired": true``, an unpaired file of the same name is not merged; by default every method pairs."""
     calls: list[tuple] = []
 
-    def fake_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=False, start=None, precision="bf16"):
+    def fake_peft(task, method, data, steps, batch, max_len, quick, device, seed, paired=False, start=None, precision="bf16", **kw):
         calls.append(("peft", method, paired, start))
         if start is not None:
             start.mkdir()
         return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
     def fake_attnkit(task, method, data, steps, batch, max_len, quick, device, seed, expect_trainable=None, init_from=None,
-                     precision="bf16"):
+                     precision="bf16", **kw):
         calls.append(("attnkit", method, init_from))
         return {"accuracy": 0.6, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
 
@@ -562,3 +562,51 @@ def test_fp32_runs_turn_autocast_off_in_both_libraries_and_keep_their_own_file(b
     fp32 = json.loads(next(tmp_path.glob("peft-quality-*-quick-fp32.json")).read_text())
     assert fp32["precision"] == "fp32" and set(fp32["runs"]) == {"sst2/lora/0"}
     assert set(json.loads(bf16.read_text())["runs"]) == {"sst2/lora/0", "sst2/lora/1"}
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_without_dropout_a_paired_pair_trains_step_for_step_alike(bench, hf_bert_dir: Path, tmp_path: Path, method: str) -> None:
+    """--dropout off: peft's model built without dropout and attnkit's with every dropout at 0 (``without_dropout``), both in
+    training mode, from the paired start, take the same optimizer steps on the same batches: equal losses at every step.
+    With dropout on, two forwards of the same batch in training mode differ."""
+    assert {"peft.dropout=0.0", "data.classifier_dropout=0.0"} <= set(bench.attnkit_sets(method, 4, 8, 32, 0, "cpu", True, dropout=False))
+    start = tmp_path / "start"
+    theirs = bench.peft_start(method, hf_bert_dir, torch.device("cpu"), 0, start, dropout=False)
+    ours = bench.without_dropout(_paired_side(bench, method, hf_bert_dir, start, ("peft.dropout=0.0",)))
+    noisy = _paired_side(bench, method, hf_bert_dir, start)
+    ours.train(), theirs.train(), noisy.train()
+    ids, mask, seg = _inputs()
+    assert not torch.equal(noisy(ids, attention_mask=mask, segment_ids=seg).logits, noisy(ids, attention_mask=mask, segment_ids=seg).logits)
+    opts = [bench.adamw([p for p in m.parameters() if p.requires_grad], 1e-2) for m in (ours, theirs)]
+    g = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        ids = torch.randint(1, 99, (3, 9), generator=g)
+        labels = torch.randint(0, 2, (3,), generator=g)
+        a = torch.nn.functional.cross_entropy(ours(ids, attention_mask=mask, segment_ids=seg).logits, labels)
+        b = torch.nn.functional.cross_entropy(_peft_logits(theirs, method, ids, mask, seg), labels)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        for loss, opt in zip((a, b), opts):
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+
+def test_dropout_off_reaches_both_sides_and_keeps_its_own_file(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def fake(lib):
+        def run(task, method, data, steps, batch, max_len, quick, device, seed, dropout=True, **kw):
+            seen.append((lib, dropout))
+            return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
+        return run
+
+    monkeypatch.setattr(bench, "run_peft", fake("peft"))
+    monkeypatch.setattr(bench, "run_attnkit", fake("attnkit"))
+    monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
+    base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path), "--methods", "lora"]
+    bench.main(base)
+    bench.main([*base, "--dropout", "off"])
+    assert seen == [("attnkit", True), ("peft", True), ("attnkit", False), ("peft", False)]
+    off = json.loads(next(tmp_path.glob("peft-quality-*-quick-nodropout.json")).read_text())
+    assert off["dropout"] == "off" and set(off["runs"]) == {"sst2/lora/0"}
+    assert json.loads(next(tmp_path.glob("peft-quality-*-quick.json")).read_text())["dropout"] == "on"
