@@ -81,7 +81,7 @@ file, so it shares the batches only (each library's head from its own generator)
 merged with unpaired rows.
 
 ``--dropout off`` sets every dropout of both sides to 0 (the encoder's hidden and attention dropout, the
-classifier's, LoRA's): a paired run is then the same computation in both libraries, step for step, and
+classifier's, LoRA's): a paired run of an adapter is then the same computation in both libraries, step for step, and
 what is left of the difference is the libraries' arithmetic (and the kernels' under bf16), not the
 noise of two libraries drawing different dropout masks. Such rows go to a ``...-nodropout.json`` of their own.
 """
