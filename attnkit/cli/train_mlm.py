@@ -13,7 +13,7 @@ DESCRIPTION = """Pretrain a BERT on your own text, or continue pretraining one (
 
   attnkit train mlm --recipe bert-mlm-from-scratch --data-root DATA --out runs/mlm
   attnkit train mlm --recipe rte-tapt --data-root DATA --out runs/rte-tapt
-  attnkit train mlm --text FILE [FILE ...] [--nsp | --sop] [--whole-word] --out runs/mlm
+  attnkit train mlm --text FILE [FILE ...] [--nsp | --sop | --sentence-structural] [--whole-word] --out runs/mlm
   attnkit train mlm --model DIR --text FILE --out runs/tapt
 
 Documents are the blank-line-separated paragraphs of the text (--documents files: one document
@@ -25,7 +25,8 @@ its questions (--set data.squad_questions=false: the contexts alone), less the l
 data.squad_heldout_articles articles (those a --split-articles run evaluates on). Sentences are
 packed in document order into [CLS] A [SEP] B [SEP] sequences of at most --max-seq-len tokens.
 --nsp adds BERT's next-sentence prediction (50% IsNext, 50% NotNext from another document),
---sop ALBERT's sentence-order prediction (50% swapped); without either the
+--sop ALBERT's sentence-order prediction (50% swapped), --sentence-structural StructBERT's sentence
+structural objective (a third each: B follows A, precedes A, or comes from another document); without these the
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
 words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
@@ -87,6 +88,9 @@ def add_parser(tasks: Any) -> None:
                       help="add next-sentence prediction, BERT (sets data.pair_task=nsp)")
     pair.add_argument("--sop", action="store_const", dest="pair_task", const="sop",
                       help="add sentence-order prediction, ALBERT (sets data.pair_task=sop)")
+    pair.add_argument("--sentence-structural", action="store_const", dest="pair_task", const="sso",
+                      help="add StructBERT's sentence structural objective: B follows A, precedes it, or comes from another "
+                           "document, a third each (sets data.pair_task=sso)")
     g.add_argument("--whole-word", action="store_const", const=True, help="mask whole words (sets masking.whole_word)")
     g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "
                    "lengths clipped at 10 (sets masking.span)")

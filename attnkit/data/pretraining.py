@@ -19,6 +19,9 @@ Pairs (:func:`make_pairs`) follow the released BERT data generator (``create_ins
     unused sentences of the chunk go back to the document for the next chunk.
   - ``pair_task="sop"`` (ALBERT, Lan et al. 2020, section 4.1): B is the rest of the chunk
     and with probability 0.5 A and B swap places (label 1 = swapped, 0 = in order).
+  - ``pair_task="sso"`` (StructBERT's sentence structural objective, Wang et al. 2020, section
+    2.2): three classes of a third each, B follows A (0: NSP's IsNext), B precedes A (1: SOP's
+    swap), B from another document (2: NSP's NotNext, built as NSP builds it).
   - ``pair_task="none"``: the whole chunk is one segment (RoBERTa's FULL-SENTENCES within a
     document, Liu et al. 2019, section 4.2).
 
@@ -57,7 +60,7 @@ from attnkit.data.transfer import TensorBatch
 from attnkit.data.text import read_text_file
 from attnkit.errors import DataError
 
-PairTask = Literal["none", "nsp", "sop"]
+PairTask = Literal["none", "nsp", "sop", "sso"]
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # sentences="punct": cut after . ! ? and the white space that follows
 
 
@@ -179,7 +182,7 @@ class Pair:
     b: list[int]
     a_starts: list[bool]
     b_starts: list[bool]
-    label: int  # nsp: 0 IsNext, 1 NotNext; sop: 0 in order, 1 swapped; none: -1
+    label: int  # nsp: 0 IsNext, 1 NotNext; sop: 0 in order, 1 swapped; sso: 0 next, 1 previous, 2 random; none: -1
     a_span: tuple[int, int, int]
     b_span: tuple[int, int, int] | None
     b_truncated: bool = False
@@ -212,19 +215,20 @@ def make_pairs(
     Args:
         docs: tokenized documents whose sentences are at most ``(max_seq_len - 3) // 2``
             tokens (see :func:`cut_long_sentences`).
-        pair_task: ``"nsp"``, ``"sop"`` or ``"none"`` (see the module docstring).
+        pair_task: ``"nsp"``, ``"sop"``, ``"sso"`` or ``"none"`` (see the module docstring).
         rng: the source of every random choice (a fixed seed gives fixed pairs).
         random_pool: the documents a NotNext B may come from (default: ``doc_ids``); the
             current document is never used.
 
     Raises:
-        DataError: NSP with fewer than two documents in the pool.
+        DataError: NSP or SSO with fewer than two documents in the pool.
     """
     max_tokens = max_seq_len - 3  # [CLS] A [SEP] B [SEP]
     doc_ids = list(range(len(docs))) if doc_ids is None else list(doc_ids)
     pool = list(doc_ids) if random_pool is None else list(random_pool)
-    if pair_task == "nsp" and len(set(pool)) < 2:
-        raise DataError("next-sentence prediction needs at least two documents (blank-line-separated paragraphs); the text has one")
+    if pair_task in ("nsp", "sso") and len(set(pool)) < 2:
+        what = "next-sentence prediction" if pair_task == "nsp" else "the sentence structural objective"
+        raise DataError(f"{what} needs at least two documents (blank-line-separated paragraphs); the text has one")
     pairs: list[Pair] = []
     for d in doc_ids:
         doc = docs[d]
@@ -242,8 +246,18 @@ def make_pairs(
                 continue
             cut = rng.randint(i + 1, end - 1)  # A = doc[i:cut], B = doc[cut:end]
             a, a_starts = _join(doc, i, cut)
-            label = int(rng.random() < 0.5)
-            if pair_task == "sop":
+            label = int(rng.random() < 0.5) if pair_task != "sso" else min(int(rng.random() * 3), 2)
+            if pair_task == "sso" and label < 2:  # next or previous: SOP's two orders of the chunk's halves
+                b, b_starts = _join(doc, cut, end)
+                first, second = ((a, a_starts, (d, i, cut)), (b, b_starts, (d, cut, end)))[:: 1 if label == 0 else -1]
+                pairs.append(Pair(first[0], second[0], first[1], second[1], label, first[2], second[2]))
+                i = end
+            elif pair_task == "sso":  # random: NSP's NotNext
+                p = _random_next(docs, d, pool, a, a_starts, (d, i, cut), target, max_tokens, rng)
+                p.label = 2
+                pairs.append(p)
+                i = cut
+            elif pair_task == "sop":
                 b, b_starts = _join(doc, cut, end)
                 if label:  # swapped: the later segment first
                     pairs.append(Pair(b, a, b_starts, a_starts, 1, (d, cut, end), (d, i, cut)))

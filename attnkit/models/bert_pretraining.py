@@ -7,7 +7,9 @@ LayerNorm -> decoder tied to the token embeddings) with a linear classifier on t
 * next-sentence prediction (``pair_task="nsp"``, task #2: 0 = IsNext, 1 = NotNext, as the
   released code and Hugging Face number them), or
 * sentence-order prediction (``pair_task="sop"``, ALBERT, Lan et al. 2020, section 4.1:
-  0 = in order, 1 = swapped).
+  0 = in order, 1 = swapped), or
+* StructBERT's sentence structural objective (``pair_task="sso"``, Wang et al. 2020, section 2.2:
+  0 = B follows A, 1 = B precedes A, 2 = B from another document), a three-way classifier.
 
 With ``pair_task="none"`` there is no classifier (RoBERTa's recipe, Liu et al. 2019, section 4.2).
 The encoder for fine-tuning is ``model.mlm.bert``; the masked-LM model alone is ``model.mlm``.
@@ -32,7 +34,12 @@ class BertPretrainingConfig(Config):
     """An encoder and the sentence-pair task trained beside masked LM."""
 
     encoder: BertConfig = field(default_factory=BertConfig)
-    pair_task: Literal["none", "nsp", "sop"] = "nsp"
+    pair_task: Literal["none", "nsp", "sop", "sso"] = "nsp"
+
+    @property
+    def pair_classes(self) -> int:
+        """The sentence-pair classifier's classes: 3 for ``sso``, else 2 (0 without a pair task)."""
+        return {"none": 0, "sso": 3}.get(self.pair_task, 2)
 
     def validate(self) -> None:
         check(self.pair_task == "none" or self.encoder.pooler, "pair_task", self.pair_task,
@@ -44,7 +51,7 @@ class PretrainingOutput:
     """What :class:`BertPretraining` returns."""
 
     mlm_logits: Tensor  # (B, T, V), or (B, P, V) at the positions asked for
-    pair_logits: Tensor | None  # (B, 2); None for pair_task="none"
+    pair_logits: Tensor | None  # (B, 2), (B, 3) for sso; None for pair_task="none"
     encoder: BertOutput
 
 
@@ -58,7 +65,7 @@ class BertPretraining(PretrainedModel):
         super().__init__()
         self.config = config
         self.mlm = BertMLM(config.encoder)
-        self.pair = nn.Linear(config.encoder.d_model, 2) if config.pair_task != "none" else None
+        self.pair = nn.Linear(config.encoder.d_model, config.pair_classes) if config.pair_task != "none" else None
         if self.pair is not None:
             init_normal(self.pair, config.encoder.init_std)
 

@@ -67,7 +67,7 @@ class MLMDataConfig(PretrainingDataConfig):
     its questions, less its last ``squad_heldout_articles`` articles). ``model``: continue pretraining
     this model directory or packaged model (None: a fresh model). ``tokenizer``: a ``tokenizer.json``
     or ``vocab.txt`` (default: the model's, else a WordPiece of ``vocab_size`` tokens learned from the
-    text, lower-cased unless ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp`` or ``sop``. ``max_documents``: read
+    text, lower-cased unless ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp``, ``sop`` or ``sso`` (StructBERT's sentence structural objective). ``max_documents``: read
     at most this many documents (0: all). ``warmup_fraction``: continuing from ``model`` with
     ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``. ``squad_questions``
     / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`.
@@ -342,8 +342,9 @@ class MLMJob(Job):
             t = t.replace(schedule=t.schedule.replace(warmup=warmup))  # type: ignore[attr-defined]
             log(f"warm-up: {warmup} steps ({d.warmup_fraction:.0%} of {t.steps}; data.warmup_fraction)")  # type: ignore[attr-defined]
 
-        if d.pair_task == "nsp" and len(texts) < 2:  # type: ignore[attr-defined]
-            raise DataError("next-sentence prediction needs at least two documents; separate them by blank lines (or --documents files)")
+        if d.pair_task in ("nsp", "sso") and len(texts) < 2:  # type: ignore[attr-defined]
+            what = "next-sentence prediction" if d.pair_task == "nsp" else "the sentence structural objective"  # type: ignore[attr-defined]
+            raise DataError(f"{what} needs at least two documents; separate them by blank lines (or --documents files)")
         docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2) for doc in tokenize_documents(texts, tok)]  # type: ignore[attr-defined]
         if not docs:
             raise DataError("the text gives no tokens")

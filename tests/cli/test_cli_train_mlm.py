@@ -143,6 +143,21 @@ def test_sop_run_and_resume(tmp_path, capsys):
     assert attnkit_model(tmp_path / "r").config.pair_task == "sop"
 
 
+def test_sentence_structural_objective_trains_a_three_way_pair_classifier(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(topic_text(40, seed=4))
+    code, out, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "t.txt"), "--sentence-structural", "--out",
+                             str(tmp_path / "r"), "--vocab-size", "200", "--max-seq-len", "24", *SMALL, "--set", "train.steps=12",
+                             "--set", "train.eval.every=6", "--set", "train.batch_size=8")
+    assert code == 0, err
+    assert "sso_accuracy" in out and "eval/sso_loss" in evals(tmp_path / "r")[-1]
+    model = attnkit_model(tmp_path / "r")
+    assert model.config.pair_task == "sso" and model.pair.out_features == 3
+    (tmp_path / "one.txt").write_text("a b c\nd e f\n")  # one document: nothing to draw a random B from
+    code, _, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "one.txt"), "--sentence-structural", "--out",
+                           str(tmp_path / "bad"), *SMALL)
+    assert code == 2 and "sentence structural objective needs at least two documents" in err
+
+
 def attnkit_model(run: Path):
     import attnkit
 

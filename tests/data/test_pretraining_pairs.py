@@ -81,6 +81,26 @@ def test_sop_swaps_exactly_the_flagged_pairs(docs):
             assert p.a_span[2] == p.b_span[1]
 
 
+def test_sentence_structural_pairs_are_next_previous_or_random_a_third_each(docs):
+    """StructBERT (Wang et al. 2020, section 2.2): B follows A (0), B precedes A (1), B from another document (2)."""
+    pairs = make_pairs(docs, max_seq_len=64, pair_task="sso", rng=random.Random(4))
+    n = len(pairs)
+    assert n > 2000
+    for label in (0, 1, 2):
+        assert within(sum(p.label == label for p in pairs) / n, n, 1 / 3), label
+    for p in pairs:
+        assert p.a and p.b and len(p) <= 64 and p.a == joined(docs, p.a_span)[0]
+        if p.label == 0:  # next: B starts where A ends, in the same document
+            assert p.b_span[0] == p.a_span[0] and p.b_span[1] == p.a_span[2] and p.b == joined(docs, p.b_span)[0]
+        elif p.label == 1:  # previous: B ends where A starts
+            assert p.b_span[0] == p.a_span[0] and p.b_span[2] == p.a_span[1] and p.b == joined(docs, p.b_span)[0]
+        else:  # random: another document, as NSP's NotNext
+            assert p.label == 2 and p.b_span[0] != p.a_span[0]
+            assert p.b == joined(docs, p.b_span)[0][: len(p.b)]
+    with pytest.raises(DataError, match="sentence structural objective needs at least two documents"):
+        make_pairs(docs[:1], max_seq_len=64, pair_task="sso", rng=random.Random(0))
+
+
 def test_pairs_cover_documents_in_order_and_drop_nothing_but_lone_sentences(docs):
     """IsNext/SOP chunks tile each document; only one-sentence documents give no pair."""
     pairs = make_pairs(docs, max_seq_len=64, pair_task="sop", rng=random.Random(3))
