@@ -30,7 +30,8 @@ structural objective (a third each: B follows A, precedes A, or comes from anoth
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
 words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
-Geo(0.2) clipped at 10, the 80/10/10 decided per span); --word-structural adds StructBERT's word
+Geo(0.2) clipped at 10, the 80/10/10 decided per span), and --span-boundary adds SpanBERT's span boundary
+objective (each span token predicted again from the two tokens around its span); --word-structural adds StructBERT's word
 objective (Wang et al. 2020: 5% of the trigrams of unmasked tokens shuffled, their order restored).
 
 From scratch (no --model): without --tokenizer (a tokenizer.json or BERT vocab.txt) a WordPiece
@@ -64,7 +65,7 @@ fine-tunes that encoder. --resume --out DIR continues a run with the settings sa
 FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "cased": "data.cased",
          "pair_task": "data.pair_task", "max_seq_len": "data.max_seq_len", "documents": "data.documents",
          "sentences": "data.sentences", "whole_word": "masking.whole_word",
-         "span_masking": "masking.span", "word_structural": "masking.word_structural"}
+         "span_masking": "masking.span", "span_boundary": "masking.span_boundary", "word_structural": "masking.word_structural"}
 
 
 def add_parser(tasks: Any) -> None:
@@ -92,6 +93,8 @@ def add_parser(tasks: Any) -> None:
                       help="add StructBERT's sentence structural objective: B follows A, precedes it, or comes from another "
                            "document, a third each (sets data.pair_task=sso)")
     g.add_argument("--whole-word", action="store_const", const=True, help="mask whole words (sets masking.whole_word)")
+    g.add_argument("--span-boundary", action="store_const", const=True, help="SpanBERT's span boundary objective: predict each "
+                   "span token again from the span's boundary tokens (sets masking.span_boundary; needs --span-masking)")
     g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "
                    "lengths clipped at 10 (sets masking.span)")
     g.add_argument("--word-structural", type=float, nargs="?", const=0.05, metavar="SHARE", help="StructBERT's word objective: "

@@ -326,6 +326,10 @@ class PretrainingBatch(TensorBatch):
     mlm_labels: Tensor | None = None  # (B, T) after masking: original id at chosen positions, IGNORE elsewhere
     mlm_positions: Tensor | None = None  # (B, P) the chosen positions, where the output layer runs (prediction_slots)
     mlm_targets: Tensor | None = None  # (B, P) mlm_labels at mlm_positions, IGNORE in unused slots
+    sbo_left: Tensor | None = None  # (B, P) SpanBERT's span boundary objective at the slots: the span's left boundary,
+    sbo_right: Tensor | None = None  # (B, P) its right boundary,
+    sbo_offset: Tensor | None = None  # (B, P) the token's place in its span,
+    sbo_targets: Tensor | None = None  # (B, P) the original id of each span token, IGNORE elsewhere
 
 
 def collate(

@@ -26,8 +26,8 @@ from torch import Tensor
 from attnkit.data.pretraining import PretrainingBatch
 from attnkit.data.stream import TokenFile, TokenWindows
 from attnkit.errors import DataError
-from attnkit.objectives.mlm import MaskingConfig, mask_tokens, prediction_slots
-from attnkit.training.mlm import PretrainingTask
+from attnkit.objectives.mlm import MaskingConfig
+from attnkit.training.mlm import PretrainingTask, mask_batch
 
 CONTINUATION = "##"
 
@@ -107,12 +107,8 @@ class StreamMLMTask(PretrainingTask):
 
     def masked(self, starts: Tensor, generator: torch.Generator) -> PretrainingBatch:
         """:meth:`rows` with masked-LM masking drawn from ``generator``, and the prediction slots the output layer runs at."""
-        b = self.rows(starts)
-        b.ids, b.mlm_labels = mask_tokens(b.ids, b.maskable, mask_id=self.tok.mask_id, random_ids=self.random_ids, config=self.masking,
-                                          word_ids=b.word_index, generator=generator)
-        if self.gathers_predictions:
-            b.mlm_positions, b.mlm_targets = prediction_slots(b.mlm_labels, expected=self.masking.select_prob)
-        return b
+        return mask_batch(self.rows(starts), self.masking, mask_id=self.tok.mask_id, random_ids=self.random_ids, generator=generator,
+                          slots=self.gathers_predictions)
 
     def batches(self, epoch: int, seed: int) -> Iterator[tuple[Tensor, int]]:  # type: ignore[override]
         for i in range(self.train.batches_per_epoch()):

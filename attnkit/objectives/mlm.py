@@ -35,6 +35,7 @@ class MaskingConfig(Config):
     random_prob: float = 0.1
     whole_word: bool = False
     span: bool = False  # SpanBERT's span masking (attnkit.objectives.span_masking)
+    span_boundary: bool = False  # SpanBERT's span boundary objective on those spans (attnkit.objectives.span_boundary)
     word_structural: float = 0.0  # StructBERT: share of trigrams shuffled and restored (attnkit.objectives.structural)
 
     def validate(self) -> None:
@@ -44,6 +45,8 @@ class MaskingConfig(Config):
         check(self.mask_prob + self.random_prob <= 1.0, "random_prob", self.random_prob,
               f"mask_prob + random_prob must be at most 1 (mask_prob={self.mask_prob})")
         check(not (self.span and self.whole_word), "span", self.span, "masks spans of whole words already; leave whole_word off")
+        check(self.span or not self.span_boundary, "span_boundary", self.span_boundary,
+              "predicts the tokens of SpanBERT's spans; it needs span masking (span=true, --span-masking)")
         check(0.0 <= self.word_structural < 1.0, "word_structural", self.word_structural, "must be in [0, 1) (StructBERT: 0.05)")
 
 
@@ -56,7 +59,8 @@ def mask_tokens(
     config: MaskingConfig = MaskingConfig(),
     word_ids: Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+    return_spans: bool = False,
+) -> tuple[Tensor, ...]:
     """Choose and corrupt tokens for masked-LM training.
 
     Args:
@@ -69,6 +73,8 @@ def mask_tokens(
         word_ids: ``(B, T)`` index of the word each token belongs to (any value where not
             maskable); needed for whole-word masking.
         generator: for reproducible masks.
+        return_spans: with span masking, also return each chosen token's span (``span_index``, -1 elsewhere;
+            :func:`~attnkit.objectives.span_masking.span_mask_tokens`).
 
     Returns:
         ``(inputs (B, T), labels (B, T))``: the corrupted ids, and the original id at every
@@ -76,6 +82,8 @@ def mask_tokens(
     """
     if ids.shape != maskable.shape:
         raise ValueError(f"ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} must have the same shape")
+    if return_spans and not config.span:
+        raise ValueError("return_spans needs span masking (config.span)")
     maskable = maskable.bool()
     if config.span:
         from attnkit.objectives.span_masking import span_mask_tokens
@@ -83,8 +91,9 @@ def mask_tokens(
         if word_ids is None:
             raise ValueError("span masking needs word_ids")
         spans = span_mask_tokens(ids, maskable, word_ids, mask_id=mask_id, random_ids=random_ids, select_prob=config.select_prob,
-                                 mask_prob=config.mask_prob, random_prob=config.random_prob, generator=generator)
-        return _word_structural(*spans, maskable, config, generator)
+                                 mask_prob=config.mask_prob, random_prob=config.random_prob, generator=generator, return_spans=True)
+        masked = _word_structural(spans[0], spans[1], maskable, config, generator)
+        return (*masked, spans[2]) if return_spans else masked
 
     def uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=ids.device)

@@ -6,8 +6,8 @@ over 1..10, mean 3.8 words), a starting word is drawn uniformly, and the span is
 no span chosen before; this repeats until 15% of the row's maskable tokens are chosen, the last span
 cut short, word by word, where the budget is reached (the paper's code cuts it token by token). The 80/10/10 replacement is decided per *span*: all its tokens
 become [MASK], all become random tokens, or all stay. The targets are the original tokens at every
-chosen position, as in BERT's masked LM (:mod:`attnkit.objectives.mlm`). SpanBERT's span boundary
-objective is not implemented.
+chosen position, as in BERT's masked LM (:mod:`attnkit.objectives.mlm`). With ``return_spans`` the spans
+come back too, for the span boundary objective (:mod:`attnkit.objectives.span_boundary`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def span_mask_tokens(
     p: float = GEOMETRIC_P,
     max_span: int = MAX_SPAN,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+    return_spans: bool = False,
+) -> tuple[Tensor, ...]:
     """Choose spans of whole words per row until ``select_prob`` of its maskable tokens are chosen, and corrupt them.
 
     Args:
@@ -88,12 +89,15 @@ def span_mask_tokens(
         p: the geometric parameter of the span length in words.
         max_span: the longest span in words.
         generator: for reproducible masks (CPU).
+        return_spans: also return ``span_index (B, T)``: each chosen token's span, numbered from 0 along the row in
+            the order drawn, -1 elsewhere.
 
     Returns:
-        ``(inputs (B, T), labels (B, T))`` as :func:`attnkit.objectives.mlm.mask_tokens` returns them.
+        ``(inputs (B, T), labels (B, T))`` as :func:`attnkit.objectives.mlm.mask_tokens` returns them (and ``span_index``).
     """
     pmf = span_length_pmf(p, max_span)
     inputs, labels = ids.clone(), torch.full_like(ids, IGNORE)
+    span_index = torch.full_like(ids, -1)
     rows_ok, rows_word = maskable.bool().cpu(), word_ids.cpu()
     for b in range(ids.shape[0]):
         positions = rows_ok[b].nonzero().squeeze(1).tolist()
@@ -104,12 +108,13 @@ def span_mask_tokens(
             words.setdefault(int(rows_word[b, t]), []).append(t)
         order = list(words.values())  # each word's token positions, in row order
         budget = max(1, round(select_prob * len(positions)))
-        for span in choose_spans([len(w) for w in order], budget, pmf, generator):
+        for k, span in enumerate(choose_spans([len(w) for w in order], budget, pmf, generator)):
             action = float(torch.rand((), generator=generator))
             for t in (t for w in span for t in order[w]):
                 labels[b, t] = ids[b, t]
+                span_index[b, t] = k
                 if action < mask_prob:
                     inputs[b, t] = mask_id
                 elif action < mask_prob + random_prob:
                     inputs[b, t] = random_ids[int(torch.randint(len(random_ids), (1,), generator=generator))]
-    return inputs, labels
+    return (inputs, labels, span_index) if return_spans else (inputs, labels)

@@ -186,7 +186,7 @@ def load_encoder_source(path: Path) -> tuple[Any, Any]:
 
 def init_from(model: Any, source: Any, path: Path) -> list[str]:
     """Copy ``source``'s weights into the :class:`~attnkit.models.bert_pretraining.BertPretraining` ``model``:
-    its encoder always (strictly), its masked-LM head and NSP/SOP classifier where it has them.
+    its encoder always (strictly), its masked-LM head, sentence-pair classifier and span boundary head where it has them.
 
     Returns:
         The parts of ``model`` left as initialised (``"masked-LM head"``, ``"nsp classifier"``).
@@ -209,6 +209,12 @@ def init_from(model: Any, source: Any, path: Path) -> list[str]:
             load_state_strict(model.pair, pair.state_dict(), f"{path} (its {model.config.pair_task} classifier)")
         else:
             fresh.append(f"{model.config.pair_task} classifier")
+    if model.sbo is not None:
+        sbo = source.sbo if isinstance(source, BertPretraining) else None
+        if sbo is not None:
+            load_state_strict(model.sbo, sbo.state_dict(), f"{path} (its span boundary head)")
+        else:
+            fresh.append("span boundary head")
     return fresh
 
 
@@ -361,7 +367,8 @@ class MLMJob(Job):
         if not task.valid_pairs:
             raise DataError("the held-out documents give no sentence pairs; raise --set data.valid_fraction or add text")
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]  # the initial weights, too, follow train.seed
-        model = BertPretraining(BertPretrainingConfig(encoder=m, pair_task=d.pair_task))  # type: ignore[arg-type, attr-defined]
+        model = BertPretraining(BertPretrainingConfig(encoder=m, pair_task=d.pair_task,  # type: ignore[arg-type, attr-defined]
+                                                      span_boundary=configs["masking"].span_boundary))  # type: ignore[attr-defined]
         fresh = init_from(model, source, src_dir) if source is not None else []  # type: ignore[arg-type]
         del source, encoder
         out.mkdir(parents=True, exist_ok=True)
@@ -412,7 +419,8 @@ class MLMJob(Job):
         if not resume and source.resolve() != (out / "tokenizer.json").resolve():
             shutil.copyfile(source, out / "tokenizer.json")  # the same bytes: a resumed run passes the file's check
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
-        model = BertPretraining(BertPretrainingConfig(encoder=m, pair_task="none"))  # type: ignore[arg-type]
+        model = BertPretraining(BertPretrainingConfig(encoder=m, pair_task="none",  # type: ignore[arg-type]
+                                                      span_boundary=configs["masking"].span_boundary))  # type: ignore[attr-defined]
         log(f"{task.split:,} training and {len(file) - task.split:,} held-out tokens in {file.path}; vocabulary {tok.vocab_size:,}; "
             f"rows of {d.max_seq_len}; {model.num_parameters() / 1e6:.2f}M parameters on {device}")  # type: ignore[attr-defined]
         return Prepared(model=model, task=task, configs={**configs, "model": m}, tokenizer=tok)

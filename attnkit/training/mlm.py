@@ -23,8 +23,27 @@ from torch import Tensor, nn
 from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch, collate, make_pairs
 from attnkit.errors import DataError
 from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens, prediction_slots
+from attnkit.objectives.span_boundary import span_boundaries, span_boundary_loss
 from attnkit.objectives.pretraining import pretraining_loss
 from attnkit.training.dev import dev_pass
+
+
+def mask_batch(b: PretrainingBatch, masking: MaskingConfig, *, mask_id: int, random_ids: Tensor, generator: torch.Generator,
+               slots: bool = True) -> PretrainingBatch:
+    """Mask ``b`` (:func:`~attnkit.objectives.mlm.mask_tokens`); with ``slots``, add the prediction slots the output
+    layer runs at and, where ``masking.span_boundary`` asks for it, the span boundary objective's inputs there."""
+    out = mask_tokens(b.ids, b.maskable, mask_id=mask_id, random_ids=random_ids, config=masking, word_ids=b.word_index,
+                      generator=generator, return_spans=masking.span_boundary)
+    b.ids, b.mlm_labels = out[0], out[1]
+    if not slots:
+        return b
+    b.mlm_positions, b.mlm_targets = prediction_slots(b.mlm_labels, expected=masking.select_prob)
+    if masking.span_boundary:
+        span_index = out[2]
+        b.sbo_left, b.sbo_right, b.sbo_offset = (x.gather(1, b.mlm_positions) for x in span_boundaries(span_index))
+        in_span = span_index.gather(1, b.mlm_positions) >= 0
+        b.sbo_targets = torch.where(in_span, b.mlm_targets, torch.full_like(b.mlm_targets, IGNORE))
+    return b
 
 
 def prediction_targets(batch: PretrainingBatch) -> Tensor:
@@ -90,11 +109,8 @@ class PretrainingTask:
         t = self.tok
         b = collate(pairs, cls_id=t.cls_id, sep_id=t.sep_id, pad_id=t.pad_id, special_ids=self.special_ids,
                     with_labels=self.pair_task != "none")
-        b.ids, b.mlm_labels = mask_tokens(b.ids, b.maskable, mask_id=t.mask_id, random_ids=self.random_ids, config=self.masking,
-                                          word_ids=b.word_index, generator=generator)
-        if self.gathers_predictions:
-            b.mlm_positions, b.mlm_targets = prediction_slots(b.mlm_labels, expected=self.masking.select_prob)
-        return b
+        return mask_batch(b, self.masking, mask_id=t.mask_id, random_ids=self.random_ids, generator=generator,
+                          slots=self.gathers_predictions)
 
     def batches(self, epoch: int, seed: int) -> Iterator[PretrainingBatch]:
         pairs = self.epoch_pairs(epoch, seed)
@@ -129,9 +145,13 @@ class PretrainingTask:
     def forward(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
         """The loss terms and the model's output; its ``mlm_logits`` are ``(B, P, V)`` at the batch's
         ``mlm_positions`` when it has them (:func:`prediction_targets`), else ``(B, T, V)``."""
-        kw = {"positions": batch.mlm_positions} if batch.mlm_positions is not None else {}
+        kw: dict[str, Any] = {"positions": batch.mlm_positions} if batch.mlm_positions is not None else {}
+        if batch.sbo_left is not None:
+            kw["boundaries"] = (batch.sbo_left, batch.sbo_right, batch.sbo_offset)
         out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids, **kw)
         total, mlm, n = pretraining_loss(out.mlm_logits, prediction_targets(batch), out.pair_logits, batch.pair_labels)
+        if getattr(out, "sbo_logits", None) is not None:  # SpanBERT: L_MLM + L_SBO
+            total = total + span_boundary_loss(out.sbo_logits, batch.sbo_targets)
         return total, mlm, n, out
 
     def input_tokens(self, batch: PretrainingBatch) -> Tensor:
@@ -155,17 +175,25 @@ class PretrainingTask:
             labels = prediction_targets(b)
             picked = labels != IGNORE  # (B, T) or (B, P)
             sums = [(out.mlm_logits.argmax(-1)[picked] == labels[picked]).sum().float()]  # MLM hits
+            sbo = getattr(out, "sbo_logits", None)
+            if sbo is not None:  # SBO loss sum and its tokens
+                sbo_n = (b.sbo_targets != IGNORE).sum().float()
+                sums += [span_boundary_loss(sbo, b.sbo_targets) * sbo_n, sbo_n]
             if out.pair_logits is not None:  # pair loss sum, pair hits
                 sums += [F.cross_entropy(out.pair_logits.float(), b.pair_labels, reduction="sum"),
                          (out.pair_logits.argmax(-1) == b.pair_labels).sum().float()]
             return mlm, n, torch.stack(sums)
 
         result = dev_pass(step, self._eval_batches)
-        hits, *pair = torch.stack(result.outputs).sum(0).tolist()
-        pair_sum, pair_hits = pair if pair else (0.0, 0.0)
+        hits, *rest = torch.stack(result.outputs).sum(0).tolist()
+        sbo_sum, sbo_n = (rest.pop(0), rest.pop(0)) if self.masking.span_boundary else (0.0, 0.0)
+        pair_sum, pair_hits = rest if rest else (0.0, 0.0)
         rows = sum(b.ids.shape[0] for b in self._eval_batches)
         metrics = {"mlm_loss": result.loss, "mlm_accuracy": hits / max(result.count, 1)}
         loss = metrics["mlm_loss"]
+        if self.masking.span_boundary:
+            metrics["sbo_loss"] = sbo_sum / max(sbo_n, 1.0)
+            loss += metrics["sbo_loss"]
         if self.pair_task != "none":
             metrics[f"{self.pair_task}_loss"] = float(pair_sum) / rows
             metrics[f"{self.pair_task}_accuracy"] = float(pair_hits) / rows

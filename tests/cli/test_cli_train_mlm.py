@@ -158,6 +158,20 @@ def test_sentence_structural_objective_trains_a_three_way_pair_classifier(tmp_pa
     assert code == 2 and "sentence structural objective needs at least two documents" in err
 
 
+def test_span_boundary_objective_trains_beside_span_masking(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(topic_text(30, seed=5))
+    code, out, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "t.txt"), "--span-masking", "--span-boundary", "--out",
+                             str(tmp_path / "r"), "--vocab-size", "200", "--max-seq-len", "32", *SMALL, "--set", "train.steps=12",
+                             "--set", "train.eval.every=6", "--set", "train.batch_size=8")
+    assert code == 0, err
+    last = evals(tmp_path / "r")[-1]
+    assert last["eval/loss"] == pytest.approx(last["eval/mlm_loss"] + last["eval/sbo_loss"])
+    model = attnkit_model(tmp_path / "r")
+    assert model.config.span_boundary and model.sbo is not None
+    code, _, err = run_cli(capsys, "train", "mlm", "--text", str(tmp_path / "t.txt"), "--span-boundary", "--out", str(tmp_path / "bad"), *SMALL)
+    assert code == 2 and "span masking" in err and len(err.strip().splitlines()) == 1
+
+
 def attnkit_model(run: Path):
     import attnkit
 
