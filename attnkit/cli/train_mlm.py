@@ -29,7 +29,8 @@ packed in document order into [CLS] A [SEP] B [SEP] sequences of at most --max-s
 structural objective (a third each: B follows A, precedes A, or comes from another document); without these the
 model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BERT's (15% of
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
-words; --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
+words (--segmenter jieba: the words of Chinese text as the jieba segmenter finds them, Chinese
+BERT-wwm's whole-word masking); --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
 Geo(0.2) clipped at 10, the 80/10/10 decided per span), and --span-boundary adds SpanBERT's span boundary
 objective (each span token predicted again from the two tokens around its span); --word-structural adds StructBERT's word
 objective (Wang et al. 2020: 5% of the trigrams of unmasked tokens shuffled, their order restored).
@@ -65,7 +66,8 @@ fine-tunes that encoder. --resume --out DIR continues a run with the settings sa
 FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "cased": "data.cased",
          "pair_task": "data.pair_task", "max_seq_len": "data.max_seq_len", "documents": "data.documents",
          "sentences": "data.sentences", "whole_word": "masking.whole_word",
-         "span_masking": "masking.span", "span_boundary": "masking.span_boundary", "word_structural": "masking.word_structural"}
+         "span_masking": "masking.span", "span_boundary": "masking.span_boundary", "word_structural": "masking.word_structural",
+         "segmenter": "data.segmenter"}
 
 
 def add_parser(tasks: Any) -> None:
@@ -93,6 +95,9 @@ def add_parser(tasks: Any) -> None:
                       help="add StructBERT's sentence structural objective: B follows A, precedes it, or comes from another "
                            "document, a third each (sets data.pair_task=sso)")
     g.add_argument("--whole-word", action="store_const", const=True, help="mask whole words (sets masking.whole_word)")
+    g.add_argument("--segmenter", choices=("none", "jieba", "spaces"), help="where words begin in text without spaces, for "
+                   "--whole-word and --span-masking: jieba's words (Chinese whole-word masking), or white space in pre-segmented "
+                   "text (sets data.segmenter; default none: the tokenizer's words)")
     g.add_argument("--span-boundary", action="store_const", const=True, help="SpanBERT's span boundary objective: predict each "
                    "span token again from the span's boundary tokens (sets masking.span_boundary; needs --span-masking)")
     g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "

@@ -129,18 +129,27 @@ class Sentence:
 Document = list[Sentence]
 
 
-def tokenize_documents(docs: list[list[str]], tokenizer: Any) -> list[Document]:
-    """Tokenize every sentence once (``tokenizer`` is a :class:`~attnkit.data.wordpiece.WordPieceTokenizer`); empty ones are dropped."""
+def tokenize_documents(docs: list[list[str]], tokenizer: Any, segmenter: str = "none") -> list[Document]:
+    """Tokenize every sentence once (``tokenizer`` is a :class:`~attnkit.data.wordpiece.WordPieceTokenizer`); empty ones are dropped.
+
+    A token begins a word where the tokenizer's pre-tokenizer starts one, or with a ``segmenter`` other than
+    ``none``, where that segmenter's words begin (Chinese whole-word masking, :mod:`attnkit.data.segment`).
+    """
+    from attnkit.data.segment import starts_function
+
+    segmented = starts_function(segmenter)  # type: ignore[arg-type]
     flat = [s for d in docs for s in d]
     encodings = tokenizer.tokenizer.encode_batch(flat, add_special_tokens=False)  # the tokenizers library, in parallel
     out: list[Document] = []
     i = 0
     for d in docs:
         doc: Document = []
-        for enc in encodings[i : i + len(d)]:
+        for text, enc in zip(d, encodings[i : i + len(d)]):
             if enc.ids:
                 words = enc.word_ids
-                doc.append(Sentence(list(enc.ids), [t == 0 or words[t] != words[t - 1] for t in range(len(words))]))
+                starts = ([t == 0 or words[t] != words[t - 1] for t in range(len(words))] if segmented is None
+                          else segmented(text, enc.offsets))
+                doc.append(Sentence(list(enc.ids), starts))
         i += len(d)
         if doc:
             out.append(doc)

@@ -42,6 +42,7 @@ import torch
 
 from attnkit.config import Config, check
 from attnkit.data.pretraining import PairTask, PretrainingDataConfig
+from attnkit.data.segment import Segmenter
 from attnkit.errors import CheckpointError, ConfigError, DataError
 from attnkit.io import atomic_write_text
 from attnkit.models.base import check_size
@@ -70,7 +71,9 @@ class MLMDataConfig(PretrainingDataConfig):
     text, lower-cased unless ``cased``). ``pair_task``: ``none`` (masked LM alone), ``nsp``, ``sop`` or ``sso`` (StructBERT's sentence structural objective). ``max_documents``: read
     at most this many documents (0: all). ``warmup_fraction``: continuing from ``model`` with
     ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``. ``squad_questions``
-    / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`.
+    / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`. ``segmenter``: where words begin for
+    whole-word and span masking in text without spaces (``jieba``, or ``spaces`` for pre-segmented text; Chinese
+    whole-word masking, :mod:`attnkit.data.segment`); ``none``: the tokenizer's own words.
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
     WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
@@ -89,6 +92,7 @@ class MLMDataConfig(PretrainingDataConfig):
     warmup_fraction: float = 0.06
     squad_questions: bool = True
     squad_heldout_articles: int = 0
+    segmenter: Segmenter = "none"
 
     def validate(self) -> None:
         super().validate()
@@ -283,13 +287,18 @@ class MLMJob(Job):
         return {"model": bert_preset(DEFAULT_PRESET), "train": scratch_train(), "data": MLMDataConfig(), "masking": MaskingConfig()}
 
     def metric_names(self, configs: dict[str, Config]) -> tuple[str, ...]:
-        """What :class:`~attnkit.training.mlm.PretrainingTask` evaluates: masked-LM loss and accuracy, the pair task's, their sum."""
+        """What :class:`~attnkit.training.mlm.PretrainingTask` evaluates: masked-LM loss and accuracy, the span boundary
+        objective's loss, the pair task's, their sum."""
         pair = configs["data"].pair_task  # type: ignore[attr-defined]
-        return ("loss", "mlm_loss", "mlm_accuracy", *(() if pair == "none" else (f"{pair}_loss", f"{pair}_accuracy")))
+        sbo = ("sbo_loss",) if configs["masking"].span_boundary else ()  # type: ignore[attr-defined]
+        return ("loss", "mlm_loss", "mlm_accuracy", *sbo, *(() if pair == "none" else (f"{pair}_loss", f"{pair}_accuracy")))
 
     def check(self, configs: dict[str, Config]) -> None:
         m, d = configs["model"], configs["data"]
         if d.tokens:  # type: ignore[attr-defined]
+            if d.segmenter != "none":  # type: ignore[attr-defined]
+                raise ConfigError(f"data.segmenter={d.segmenter} segments --text; a token file's words are those "  # type: ignore[attr-defined]
+                                  "attnkit data prepare marked (leave data.segmenter=none with data.tokens)")
             if d.pair_task != "none":  # type: ignore[attr-defined]
                 raise ConfigError(f"data.tokens trains masked LM alone on windows of the token file; --{d.pair_task} needs "  # type: ignore[attr-defined]
                                   "sentence pairs from --text (or set data.pair_task=none)")
@@ -351,7 +360,8 @@ class MLMJob(Job):
         if d.pair_task in ("nsp", "sso") and len(texts) < 2:  # type: ignore[attr-defined]
             what = "next-sentence prediction" if d.pair_task == "nsp" else "the sentence structural objective"  # type: ignore[attr-defined]
             raise DataError(f"{what} needs at least two documents; separate them by blank lines (or --documents files)")
-        docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2) for doc in tokenize_documents(texts, tok)]  # type: ignore[attr-defined]
+        docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2)  # type: ignore[attr-defined]
+                for doc in tokenize_documents(texts, tok, d.segmenter)]  # type: ignore[attr-defined]
         if not docs:
             raise DataError("the text gives no tokens")
         docs, train_ids, valid_ids = split_documents(docs, d.valid_fraction)  # type: ignore[attr-defined]
