@@ -1,4 +1,4 @@
-"""``attnkit generate --model DIR --prompt TEXT``: continue text with a GPT model.
+"""``attnkit generate --model DIR --prompt TEXT``: continue text with a GPT model, or write a UniLM model's target.
 
 One prompt streams its continuation to the terminal token by token; several ``--prompt``
 are decoded together in left-padded batches of ``--batch-size`` and printed as each batch is done. ``--temperature 0``
@@ -9,6 +9,11 @@ Rows stop at the tokenizer's end-of-text token (``<|endoftext|>`` or ``</s>``) o
 
 Limits: a prompt longer than the model's context is an error; generation stops early when
 prompt + new tokens fill the context (no sliding window).
+
+A model trained by ``attnkit train unilm`` reads each prompt as the source of a sequence-to-sequence
+task and prints its target on a line of its own: UniLM's decoding (Dong et al. 2019), a [MASK] after
+the target so far predicted under the seq2seq self-attention mask, greedily, until [SEP]. Sampling
+options (``--top-k``, ``--top-p``, ``--seed``) do not apply to it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("generate", help="generate text with a GPT model", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True, help="model directory (attnkit or Hugging Face GPT-2) with tokenizer.json")
+    p = sub.add_parser("generate", help="generate text with a GPT model (or a UniLM model's target)", description=plain(__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="model directory (attnkit GPT or UniLM, or Hugging Face GPT-2) with "
+                   "tokenizer.json")
     p.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt (default: 200)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default: 0.8)")
@@ -74,8 +81,12 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     device = pick_device(args.device)
     model = load(args.model, map_location=device)  # refused before it is moved if the device's free memory cannot hold it
+    from attnkit.models.unilm import UnilmMLM
+
+    if isinstance(model, UnilmMLM):
+        return run_unilm(args, model)
     if not isinstance(model, GPT):
-        raise CheckpointError(f"{args.model} holds a {type(model).__name__}; generate needs a GPT language model")
+        raise CheckpointError(f"{args.model} holds a {type(model).__name__}; generate needs a GPT language model or a UniLM model")
     tok = load_tokenizer(args.model)
     check_against_model(tok, model.config, str(args.model / "tokenizer.json"))
     context = model.config.context
@@ -139,4 +150,31 @@ def run(args: argparse.Namespace) -> int:
             print(prompt + text)
             print("-" * 40)
         sys.stdout.flush()
+    return 0
+
+
+def run_unilm(args: argparse.Namespace, model: Any) -> int:
+    """Each prompt as a UniLM source, its greedy target printed on a line (:func:`attnkit.generation.unilm.unilm_generate`)."""
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.generation.unilm import unilm_generate
+
+    sampling = [name for name, given in (("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None),
+                                         ("--seed", args.seed is not None)) if given]
+    if sampling:
+        raise ConfigError(f"{args.model} is a UniLM model, which decodes greedily; drop {', '.join(sampling)}")
+    if not (args.model / "tokenizer.json").is_file():
+        raise CheckpointError(f"{args.model} has no tokenizer.json; a UniLM model directory holds the one it was trained with")
+    tok = WordPieceTokenizer.from_file(args.model)
+    model.eval()
+    for i, text in enumerate(args.prompt):
+        if not text:
+            raise DataError(f"--prompt number {i + 1} is empty; give the source text")
+        source = tok.tokenizer.encode(text, add_special_tokens=False).ids
+        room = model.config.max_len - len(source) - 3  # [CLS] S [SEP], and the [MASK] of the next step
+        if room < 1:
+            raise DataError(f"the prompt is {len(source)} tokens; with [CLS], [SEP] and one [MASK] it fills the model's "
+                            f"{model.config.max_len} positions; shorten it")
+        target = unilm_generate(model, source, cls_id=tok.cls_id, sep_id=tok.sep_id, mask_id=tok.mask_id,
+                                max_new_tokens=min(args.max_new_tokens, room + 1))
+        print(tok.tokenizer.decode(target), flush=True)
     return 0

@@ -14,13 +14,28 @@ TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "mode
         "--set", "data.max_eval_pairs=8", "--set", "data.valid_fraction=0.1"]
 
 
-def test_unilm_trains_and_finetunes(tmp_path):
+def test_unilm_trains_and_finetunes(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
     out = tmp_path / "run"
     assert main(["train", "unilm", "--text", str(tmp_path / "t.txt"), "--out", str(out), "--no-progress", *TINY,
                  "--set", "unilm.left_to_right=0", "--set", "unilm.right_to_left=0"]) == 0
     assert json.loads((out / "run_config.json").read_text())["unilm"]["left_to_right"] == 0
     assert type(attnkit.load(out / "model")).__name__ == "UnilmMLM"
+    # attnkit generate reads each prompt as a source and prints its greedy seq2seq target, as unilm_generate decodes it
+    from attnkit.data.wordpiece import WordPieceTokenizer
+    from attnkit.generation.unilm import unilm_generate
+
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out / "model"), "--prompt", "to be or not", "--prompt", "the question",
+                 "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tok, model = WordPieceTokenizer.from_file(out / "model"), attnkit.load(out / "model").eval()
+    for line, text in zip(lines, ["to be or not", "the question"], strict=True):
+        ids = unilm_generate(model, tok.tokenizer.encode(text, add_special_tokens=False).ids, cls_id=tok.cls_id, sep_id=tok.sep_id,
+                             mask_id=tok.mask_id, max_new_tokens=4)
+        assert line == tok.tokenizer.decode(ids)
+    assert main(["generate", "--model", str(out / "model"), "--prompt", "to be", "--top-k", "5", "--device", "cpu"]) == 2
+    assert "decodes greedily; drop --top-k" in capsys.readouterr().err
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"to be or not {i}\t{i % 2}\n" for i in range(16)))
     assert main(["finetune", "classify", "--model", str(out / "model"), "--train", str(tmp_path / "train.tsv"), "--dev",
                  str(tmp_path / "train.tsv"), "--out", str(tmp_path / "ft"), "--no-progress", "--set", "train.steps=2",
