@@ -129,11 +129,12 @@ class Sentence:
 Document = list[Sentence]
 
 
-def tokenize_documents(docs: list[list[str]], tokenizer: Any, segmenter: str = "none") -> list[Document]:
+def tokenize_documents(docs: list[list[str]], tokenizer: Any, segmenter: str = "none", phrases: Any = None) -> list[Document]:
     """Tokenize every sentence once (``tokenizer`` is a :class:`~attnkit.data.wordpiece.WordPieceTokenizer`); empty ones are dropped.
 
     A token begins a word where the tokenizer's pre-tokenizer starts one, or with a ``segmenter`` other than
-    ``none``, where that segmenter's words begin (Chinese whole-word masking, :mod:`attnkit.data.segment`).
+    ``none``, where that segmenter's words begin (Chinese whole-word masking, :mod:`attnkit.data.segment`);
+    ``phrases`` (a :class:`~attnkit.data.segment.PhraseLexicon`) makes each of its phrases one word (ERNIE).
     """
     from attnkit.data.segment import starts_function
 
@@ -149,6 +150,8 @@ def tokenize_documents(docs: list[list[str]], tokenizer: Any, segmenter: str = "
                 words = enc.word_ids
                 starts = ([t == 0 or words[t] != words[t - 1] for t in range(len(words))] if segmented is None
                           else segmented(text, enc.offsets))
+                if phrases is not None:
+                    starts = phrases.merge(text, enc.offsets, starts)
                 doc.append(Sentence(list(enc.ids), starts))
         i += len(d)
         if doc:

@@ -73,7 +73,8 @@ class MLMDataConfig(PretrainingDataConfig):
     ``train.schedule.warmup=0``, the warm-up is this fraction of ``train.steps``. ``squad_questions``
     / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`. ``segmenter``: where words begin for
     whole-word and span masking in text without spaces (``jieba``, or ``spaces`` for pre-segmented text; Chinese
-    whole-word masking, :mod:`attnkit.data.segment`); ``none``: the tokenizer's own words.
+    whole-word masking, :mod:`attnkit.data.segment`); ``none``: the tokenizer's own words. ``phrases``: a file of one
+    phrase or entity a line, each occurrence one unit for whole-word and span masking (ERNIE's phrase and entity masking).
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
     WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
@@ -93,6 +94,7 @@ class MLMDataConfig(PretrainingDataConfig):
     squad_questions: bool = True
     squad_heldout_articles: int = 0
     segmenter: Segmenter = "none"
+    phrases: str | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -296,9 +298,9 @@ class MLMJob(Job):
     def check(self, configs: dict[str, Config]) -> None:
         m, d = configs["model"], configs["data"]
         if d.tokens:  # type: ignore[attr-defined]
-            if d.segmenter != "none":  # type: ignore[attr-defined]
-                raise ConfigError(f"data.segmenter={d.segmenter} segments --text; a token file's words are those "  # type: ignore[attr-defined]
-                                  "attnkit data prepare marked (leave data.segmenter=none with data.tokens)")
+            if d.segmenter != "none" or d.phrases:  # type: ignore[attr-defined]
+                raise ConfigError("data.segmenter and data.phrases apply to --text; a token file's words are those "
+                                  "attnkit data prepare marked (leave them unset with data.tokens)")
             if d.pair_task != "none":  # type: ignore[attr-defined]
                 raise ConfigError(f"data.tokens trains masked LM alone on windows of the token file; --{d.pair_task} needs "  # type: ignore[attr-defined]
                                   "sentence pairs from --text (or set data.pair_task=none)")
@@ -360,8 +362,11 @@ class MLMJob(Job):
         if d.pair_task in ("nsp", "sso") and len(texts) < 2:  # type: ignore[attr-defined]
             what = "next-sentence prediction" if d.pair_task == "nsp" else "the sentence structural objective"  # type: ignore[attr-defined]
             raise DataError(f"{what} needs at least two documents; separate them by blank lines (or --documents files)")
+        from attnkit.data.segment import PhraseLexicon
+
+        lexicon = PhraseLexicon.from_file(d.phrases) if d.phrases else None  # type: ignore[attr-defined]
         docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2)  # type: ignore[attr-defined]
-                for doc in tokenize_documents(texts, tok, d.segmenter)]  # type: ignore[attr-defined]
+                for doc in tokenize_documents(texts, tok, d.segmenter, lexicon)]  # type: ignore[attr-defined]
         if not docs:
             raise DataError("the text gives no tokens")
         docs, train_ids, valid_ids = split_documents(docs, d.valid_fraction)  # type: ignore[attr-defined]

@@ -64,10 +64,33 @@ def test_the_segmenter_reaches_train_mlm(tmp_path, capsys):
     from attnkit.cli.main import main
 
     (tmp_path / "zh.txt").write_text("\n\n".join("\n".join(SENTENCES[i:] + SENTENCES[:i]) for i in range(3)) * 4 + "\n")
+    (tmp_path / "entities.txt").write_text("北京大学\n自然语言处理\n")
     code = main(["train", "mlm", "--text", str(tmp_path / "zh.txt"), "--whole-word", "--segmenter", "jieba", "--vocab-size", "120",
+                 "--phrases", str(tmp_path / "entities.txt"),
                  "--max-seq-len", "32", "--out", str(tmp_path / "r"), "--no-progress", "--set", "model.n_layers=1", "--set",
                  "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "train.steps=4", "--set",
                  "train.schedule.warmup=1", "--set", "train.eval.every=2", "--set", "train.batch_size=4"])
     _, err = capsys.readouterr()
     assert code == 0, err
-    assert json.loads((tmp_path / "r" / "run_config.json").read_text())["data"]["segmenter"] == "jieba"
+    data = json.loads((tmp_path / "r" / "run_config.json").read_text())["data"]
+    assert data["segmenter"] == "jieba" and data["phrases"] == str(tmp_path / "entities.txt")
+
+
+def test_phrase_lexicon_units_are_masked_whole(tmp_path):
+    """ERNIE's phrase and entity masking from a lexicon: each occurrence one unit, the longest first, at word edges only."""
+    from attnkit.data.segment import PhraseLexicon
+
+    lex = PhraseLexicon(["New York", "York", "machine learning", "北京大学"])
+    text = "I love new  york and Machine Learning, not newyork; 我们在北京大学学习"
+    assert [text[a:b] for a, b in lex.spans(text)] == ["new  york", "Machine Learning", "北京大学"]
+    words = ["i", "love", "new", "york", "and", "machine", "learning", "."]
+    (tmp_path / "v.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "##s"]) + "\n")
+    tok = WordPieceTokenizer.from_file(tmp_path / "v.txt")
+    sentence = "i love new york and machine learning ."
+    enc = tok.tokenizer.encode(sentence, add_special_tokens=False)
+    starts = lex.merge(sentence, enc.offsets, [True] * len(enc.ids))
+    assert starts == [True, True, True, False, True, True, False, True]  # "new york", "machine learning": one unit each
+    docs = tokenize_documents([[sentence, sentence]], tok, phrases=lex)
+    assert docs[0][0].starts == starts
+    with pytest.raises(Exception, match="does not exist"):
+        PhraseLexicon.from_file(tmp_path / "missing.txt")
