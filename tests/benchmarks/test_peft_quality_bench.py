@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -539,17 +540,7 @@ def test_fp32_runs_turn_autocast_off_in_both_libraries_and_keep_their_own_file(b
     to a ``-fp32`` file, so a bf16 file of the day (one written before the key existed included) keeps its rows."""
     assert 'train.execution.precision="fp32"' in bench.attnkit_sets("prefix", 4, 8, 32, 0, "cuda", True, precision="fp32")
     assert not any("precision" in s for s in bench.attnkit_sets("prefix", 4, 8, 32, 0, "cuda", True))
-    seen: list[tuple[str, str]] = []
-
-    def fake(lib):
-        def run(task, method, data, steps, batch, max_len, quick, device, seed, precision="bf16", **kw):
-            seen.append((lib, precision))
-            return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
-        return run
-
-    monkeypatch.setattr(bench, "run_peft", fake("peft"))
-    monkeypatch.setattr(bench, "run_attnkit", fake("attnkit"))
-    monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
+    seen = _record_runs(bench, monkeypatch, "precision", "bf16")
     base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path), "--methods", "lora"]
     bench.main(base)
     bf16 = next(tmp_path.glob("peft-quality-*-quick.json"))
@@ -591,18 +582,24 @@ def test_without_dropout_a_paired_pair_trains_step_for_step_alike(bench, hf_bert
             opt.zero_grad()
 
 
-def test_dropout_off_reaches_both_sides_and_keeps_its_own_file(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: list[tuple[str, bool]] = []
+def _record_runs(bench, monkeypatch: pytest.MonkeyPatch, key: str, default: Any) -> list[tuple[str, Any]]:
+    """Both libraries' runs replaced by fakes that record ``(library, the run's `key` argument)``; every adapter counts 1 parameter."""
+    seen: list[tuple[str, Any]] = []
 
     def fake(lib):
-        def run(task, method, data, steps, batch, max_len, quick, device, seed, dropout=True, **kw):
-            seen.append((lib, dropout))
+        def run(task, method, data, steps, batch, max_len, quick, device, seed, **kw):
+            seen.append((lib, kw.get(key, default)))
             return {"accuracy": 0.5, "trainable": 1, "trainable_percent": 1.0, "wall_s": 0.0}
         return run
 
     monkeypatch.setattr(bench, "run_peft", fake("peft"))
     monkeypatch.setattr(bench, "run_attnkit", fake("attnkit"))
     monkeypatch.setattr(bench, "peft_trainable", lambda method: 1)
+    return seen
+
+
+def test_dropout_off_reaches_both_sides_and_keeps_its_own_file(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen = _record_runs(bench, monkeypatch, "dropout", True)
     base = ["--data", str(tmp_path), "--quick", "--device", "cpu", "--out-dir", str(tmp_path), "--methods", "lora"]
     bench.main(base)
     bench.main([*base, "--dropout", "off"])
