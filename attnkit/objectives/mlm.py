@@ -78,7 +78,7 @@ def mask_tokens(
 
     Returns:
         ``(inputs (B, T), labels (B, T))``: the corrupted ids, and the original id at every
-        chosen position with :data:`IGNORE` elsewhere.
+        chosen position with :data:`IGNORE` elsewhere; with ``return_spans``, ``span_index (B, T)`` after them.
     """
     if ids.shape != maskable.shape:
         raise ValueError(f"ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} must have the same shape")

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from attnkit.data.pretraining import Document, Pair, PairTask, PretrainingBatch, collate, make_pairs
 from attnkit.errors import DataError
 from attnkit.objectives.mlm import IGNORE, MaskingConfig, mask_tokens, prediction_slots
-from attnkit.objectives.span_boundary import span_boundaries, span_boundary_loss
 from attnkit.objectives.pretraining import pretraining_loss
+from attnkit.objectives.span_boundary import span_boundaries, span_boundary_loss
 from attnkit.training.dev import dev_pass
 
 
