@@ -97,7 +97,7 @@ class PhraseLexicon:
         return [m.span() for m in self.regex.finditer(text)]
 
     def merge(self, text: str, offsets: Sequence[tuple[int, int]], starts: list[bool]) -> list[bool]:
-        """``starts`` with each phrase occurrence made one unit: a token that starts inside a phrase no longer starts a word."""
+        """``starts`` with each phrase occurrence made one unit: a token that starts inside a phrase continues it."""
         out = list(starts)
         for lo, hi in self.spans(text):
             for t, (start, _) in enumerate(offsets):
