@@ -292,7 +292,8 @@ class MLMJob(Job):
         """What :class:`~attnkit.training.mlm.PretrainingTask` evaluates: masked-LM loss and accuracy, the span boundary
         objective's loss, the pair task's, their sum."""
         pair = configs["data"].pair_task  # type: ignore[attr-defined]
-        sbo = ("sbo_loss",) if configs["masking"].span_boundary else ()  # type: ignore[attr-defined]
+        masking = configs.get("masking")
+        sbo = ("sbo_loss",) if masking is not None and masking.span_boundary else ()  # type: ignore[attr-defined]
         return ("loss", "mlm_loss", "mlm_accuracy", *sbo, *(() if pair == "none" else (f"{pair}_loss", f"{pair}_accuracy")))
 
     def check(self, configs: dict[str, Config]) -> None:

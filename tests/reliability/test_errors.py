@@ -191,6 +191,10 @@ def test_metric_names_of_each_job() -> None:
 
     assert job("mlm").metric_names({"data": MLMDataConfig()}) == ("loss", "mlm_loss", "mlm_accuracy")
     assert job("mlm").metric_names({"data": MLMDataConfig(pair_task="sop")})[-2:] == ("sop_loss", "sop_accuracy")
+    from attnkit.objectives.mlm import MaskingConfig
+
+    spanbert = {"data": MLMDataConfig(pair_task="sso"), "masking": MaskingConfig(span=True, span_boundary=True)}
+    assert job("mlm").metric_names(spanbert) == ("loss", "mlm_loss", "mlm_accuracy", "sbo_loss", "sso_loss", "sso_accuracy")
 
 
 def test_c11_unknown_preset(work: Path) -> None:
