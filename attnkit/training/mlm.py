@@ -46,6 +46,20 @@ def mask_batch(b: PretrainingBatch, masking: MaskingConfig, *, mask_id: int, ran
     return b
 
 
+def pretraining_forward(model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
+    """``(total loss, masked-LM loss, chosen tokens, the model's output)`` of one batch: masked LM, the sentence-pair
+    task and, with span boundaries in the batch, SpanBERT's ``L_MLM + L_SBO``. The ``mlm_logits`` are ``(B, P, V)`` at
+    the batch's ``mlm_positions`` when it has them (:func:`prediction_targets`), else ``(B, T, V)``."""
+    kw: dict[str, Any] = {"positions": batch.mlm_positions} if batch.mlm_positions is not None else {}
+    if batch.sbo_left is not None:
+        kw["boundaries"] = (batch.sbo_left, batch.sbo_right, batch.sbo_offset)
+    out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids, **kw)
+    total, mlm, n = pretraining_loss(out.mlm_logits, prediction_targets(batch), out.pair_logits, batch.pair_labels)
+    if getattr(out, "sbo_logits", None) is not None:
+        total = total + span_boundary_loss(out.sbo_logits, batch.sbo_targets)
+    return total, mlm, n, out
+
+
 def prediction_targets(batch: PretrainingBatch) -> Tensor:
     """What the output layer's rows predict: ``mlm_targets`` (B, P) where the batch has prediction slots, else ``mlm_labels`` (B, T)."""
     return batch.mlm_targets if batch.mlm_positions is not None else batch.mlm_labels  # type: ignore[return-value]
@@ -143,16 +157,8 @@ class PretrainingTask:
 
     # -- loss and evaluation ------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: PretrainingBatch) -> tuple[Tensor, Tensor, Tensor, Any]:
-        """The loss terms and the model's output; its ``mlm_logits`` are ``(B, P, V)`` at the batch's
-        ``mlm_positions`` when it has them (:func:`prediction_targets`), else ``(B, T, V)``."""
-        kw: dict[str, Any] = {"positions": batch.mlm_positions} if batch.mlm_positions is not None else {}
-        if batch.sbo_left is not None:
-            kw["boundaries"] = (batch.sbo_left, batch.sbo_right, batch.sbo_offset)
-        out = model(batch.ids, attention_mask=batch.attention_mask, segment_ids=batch.segment_ids, **kw)
-        total, mlm, n = pretraining_loss(out.mlm_logits, prediction_targets(batch), out.pair_logits, batch.pair_labels)
-        if getattr(out, "sbo_logits", None) is not None:  # SpanBERT: L_MLM + L_SBO
-            total = total + span_boundary_loss(out.sbo_logits, batch.sbo_targets)
-        return total, mlm, n, out
+        """The loss terms and the model's output (:func:`pretraining_forward`)."""
+        return pretraining_forward(model, batch)
 
     def input_tokens(self, batch: PretrainingBatch) -> Tensor:
         """The non-padding tokens of the pairs (all of them are read, not only the masked ones)."""

@@ -78,13 +78,13 @@ def test_sbo_logits_follow_equations_1_and_2_token_by_token():
 
 def test_the_loss_adds_the_sbo_term_to_the_masked_lm_term():
     from attnkit.data.pretraining import PretrainingBatch
-    from attnkit.training.mlm import PretrainingTask
+    from attnkit.training.mlm import pretraining_forward
 
     model = tiny_model()
     ids, maskable, word_ids, g = spans_batch(2)
     batch = mask_batch(PretrainingBatch(ids, torch.zeros_like(ids), maskable.long(), maskable, word_ids, None),
                        MaskingConfig(span=True, span_boundary=True), mask_id=4, random_ids=torch.arange(5, 90), generator=g)
-    total, mlm, n, out = PretrainingTask.forward(None, model, batch)  # type: ignore[arg-type]
+    total, mlm, n, out = pretraining_forward(model, batch)
     keep = batch.sbo_targets != IGNORE
     sbo = F.cross_entropy(out.sbo_logits[keep], batch.sbo_targets[keep])
     mlm_ref = F.cross_entropy(out.mlm_logits[batch.mlm_targets != IGNORE], batch.mlm_targets[batch.mlm_targets != IGNORE])
