@@ -13,7 +13,7 @@ from attnkit.cli.main import main
 from attnkit.data.glue import read_classification_tsv
 from attnkit.data.wordpiece import WordPieceTokenizer
 from attnkit.errors import ConfigError
-from attnkit.objectives.mlm import IGNORE
+from attnkit.objectives.mlm import IGNORE, MaskingConfig
 from attnkit.training import pet
 from attnkit.training.pet_aux import AuxiliaryLM
 
@@ -30,7 +30,7 @@ def setup(tiny_mlm, alpha=1e-4):
     cloze = pet.encode_cloze(tok, data, PATTERN, LABELS, 32)
     unlabelled = pet.encode_cloze(tok, pet.subset(data, range(len(data)), keep_labels=False), PATTERN, LABELS, 32)
     aux = AuxiliaryLM(unlabelled.ids, mask_id=tok.mask_id, random_ids=tok.random_ids(), special_ids=tok.special_ids,
-                      alpha=alpha, masking=attnkit.objectives.mlm.MaskingConfig(select_prob=0.3))
+                      alpha=alpha, masking=MaskingConfig(select_prob=0.3))
     task = pet.ClozeTask(cloze.subset(range(8)), None, batch_size=4, pad_id=tok.pad_id, aux=aux)
     return tok, task, aux
 
