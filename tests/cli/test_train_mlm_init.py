@@ -123,6 +123,12 @@ def test_init_from_copies_exactly(root):
     model = BertPretraining(BertPretrainingConfig(encoder=enc.config, pair_task="sop"))
     assert init_from(model, enc, root / "ak") == ["masked-LM head", "sop classifier"]
     assert_same(enc.state_dict(), model.bert.state_dict())
+    # SpanBERT's span boundary head: copied from a source that has one, fresh otherwise
+    spanbert = BertPretraining(BertPretrainingConfig(encoder=src.config, pair_task="none", span_boundary=True))
+    model = BertPretraining(BertPretrainingConfig(encoder=src.config, pair_task="none", span_boundary=True))
+    assert init_from(model, spanbert, root / "spanbert") == []
+    assert_same(spanbert.sbo.state_dict(), model.sbo.state_dict())
+    assert init_from(model, src, root / "hf") == ["span boundary head"]
 
 
 def test_continued_pretraining_lowers_the_loss_and_continues_again(root, capsys):
