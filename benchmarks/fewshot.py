@@ -84,13 +84,11 @@ def compare(out: dict[str, Any], task: str) -> dict[str, Any]:
     whether the better one meets :data:`GOAL`, for the methods in ``out``."""
     for key in ("goal_points", "goal_met", *(f"{m}_minus_finetune" for m in PET_METHODS)):
         out.pop(key, None)
-    gains = [out[m]["accuracy_mean"] - out["finetune"]["accuracy_mean"] for m in PET_METHODS if m in out and "finetune" in out]
-    for m in PET_METHODS:
-        if m in out and "finetune" in out:
-            out[f"{m}_minus_finetune"] = out[m]["accuracy_mean"] - out["finetune"]["accuracy_mean"]
+    gains = {m: out[m]["accuracy_mean"] - out["finetune"]["accuracy_mean"] for m in PET_METHODS if m in out and "finetune" in out}
+    out.update({f"{m}_minus_finetune": gain for m, gain in gains.items()})
     if gains:
         out["goal_points"] = GOAL[task]
-        out["goal_met"] = max(gains) >= GOAL[task]
+        out["goal_met"] = max(gains.values()) >= GOAL[task]
     return out
 
 
