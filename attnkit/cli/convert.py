@@ -1,13 +1,23 @@
 """``attnkit convert --to-hf SRC DST`` / ``--to-attnkit SRC DST``: change a checkpoint's format.
 
-``--to-hf`` writes a Hugging Face directory (config.json + model.safetensors): a GPT model
-as GPT-2 (``transformers.GPT2LMHeadModel.from_pretrained(DST)`` loads it), a GPT with rotary
-positions (the Llama family) as Llama, Mistral (with a sliding window) or Qwen2 (q/k/v biases only)
-(``LlamaForCausalLM`` and its siblings load it), a BERT-family
-model (encoder or head) as ``--family bert|roberta|albert|electra`` (default: bert; the
-matching ``transformers`` class, e.g. ``BertForSequenceClassification``, loads it).
+``--to-hf`` writes a Hugging Face directory (config.json + model.safetensors):
+
+* a GPT model as GPT-2 (``transformers.GPT2LMHeadModel.from_pretrained(DST)`` loads it), a GPT with
+  rotary positions (the Llama family) as Llama, Mistral (with a sliding window) or Qwen2 (q/k/v biases
+  only) (``LlamaForCausalLM`` and its siblings load it);
+* a BERT-family model (encoder or head) as ``--family bert|roberta|albert|electra`` (default: the family
+  its options point to; the matching ``transformers`` class, e.g. ``BertForSequenceClassification``,
+  loads it);
+* an encoder-decoder ``Transformer`` as ``--family t5|bart`` (default: the one its config fits):
+  T5's layer (relative position bias, RMS pre-norm, no biases; the ``t5-shakespeare-t5layer``
+  recipe) as ``T5ForConditionalGeneration``, BART's layer (post-norm, GELU, learned positions per
+  stack, embedding LayerNorm; the ``bart-shakespeare-bartlayer`` and ``mass-shakespeare-bartlayer``
+  recipes) as ``BartForConditionalGeneration``. Sinusoidal positions exist in neither and are refused;
+* an XLNet model as ``--family xlnet`` (the default), e.g. ``XLNetLM`` as ``XLNetLMHeadModel``.
+
 ``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one.
-``attnkit.load`` reads both formats, so SRC may be either.
+``attnkit.load`` reads both formats (Hugging Face GPT-2, Llama, Mistral, Qwen2, the BERT family,
+T5 and BART), so SRC may be either.
 
 DST is written beside its final place and renamed in when complete. A DST that exists and is
 not empty is refused, unless it is a model directory of the kind being written (config.json,
@@ -22,18 +32,26 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.cli.helptext import plain
-from attnkit.errors import CheckpointError
+from attnkit.errors import CheckpointError, ConfigError
 
 CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME = "config.json", "model.safetensors", "tokenizer.json"  # as attnkit.models.base names them
 
+# the --family choices of each kind of model (the default is the one its config fits: see family_of)
+FAMILIES = {"bert": ("bert", "roberta", "albert", "electra"), "seq2seq": ("t5", "bart"), "xlnet": ("xlnet",)}
+SEQ2SEQ_RECIPES = {"t5": "t5-shakespeare-t5layer", "bart": "bart-shakespeare-bartlayer or mass-shakespeare-bartlayer"}
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("convert", help="convert a GPT or BERT-family checkpoint to or from the Hugging Face format", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("convert", help="convert a GPT, BERT-family, T5/BART-shaped encoder-decoder or XLNet checkpoint to or "
+                                       "from the Hugging Face format", description=plain(__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     fmt = p.add_mutually_exclusive_group(required=True)
-    fmt.add_argument("--to-hf", action="store_true", help="write a Hugging Face directory (GPT-2, or the BERT family's --family)")
+    fmt.add_argument("--to-hf", action="store_true",
+                     help="write a Hugging Face directory (GPT-2 or the Llama family; for other models their --family)")
     fmt.add_argument("--to-attnkit", action="store_true", help="write an attnkit checkpoint directory")
-    p.add_argument("--family", choices=("bert", "roberta", "albert", "electra"), default=None,
-                   help="Hugging Face family of a BERT-family model (default: bert; roberta/albert/electra per its options)")
+    p.add_argument("--family", choices=tuple(f for fs in FAMILIES.values() for f in fs), default=None,
+                   help="Hugging Face family to write: bert/roberta/albert/electra for a BERT-family model, t5/bart for an "
+                        "encoder-decoder Transformer, xlnet for XLNet (default: the one the model's config fits)")
     p.add_argument("src", type=Path, help="checkpoint directory to read")
     p.add_argument("dst", type=Path, help="directory to write (new or empty; see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace a DST that holds a model directory of the kind being written")
@@ -41,36 +59,129 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnkit.hub.bert import HEADS, save_hf_bert
-    from attnkit.hub.gpt2 import save_hf_gpt2
-    from attnkit.hub.llama import family_of, save_hf_llama
     from attnkit.loading import load
-    from attnkit.models.gpt import GPT
 
     check_destination(args.src, args.dst, hf=args.to_hf, overwrite=args.overwrite)
     model = load(args.src)
-    is_bert = type(model) in HEADS.values()
-    if not isinstance(model, GPT) and not is_bert:
-        raise CheckpointError(f"{args.src} holds a {type(model).__name__}; only GPT and BERT-family models convert to the Hugging Face format")
-    if args.family is not None and not (args.to_hf and is_bert):
-        raise CheckpointError(f"--family {args.family} names a Hugging Face BERT family; {args.src} holds a {type(model).__name__}"
-                              f"{'' if args.to_hf else ' and --to-attnkit writes no family'}; leave out --family")
+    kind = kind_of(model)
+    name = type(model).__name__
+    if kind is None:
+        raise CheckpointError(f"{args.src} holds a {name}; only GPT, BERT-family, encoder-decoder Transformer and XLNet "
+                              "models convert to the Hugging Face format")
+    if args.family is not None and not args.to_hf:
+        raise CheckpointError(f"--to-attnkit writes no Hugging Face family; leave out --family {args.family}")
+    if args.family is not None and args.family not in FAMILIES.get(kind, ()):
+        fits = FAMILIES.get(kind)
+        fix = f"choose --family {'|'.join(fits)} or leave it out" if fits else "leave out --family (its config picks GPT-2 or the Llama family)"
+        raise CheckpointError(f"--family {args.family} does not fit {args.src}, which holds a {name}; {fix}")
     tokenizer = args.src / TOKENIZER_NAME if (args.src / TOKENIZER_NAME).is_file() else None
+    family = (args.family or family_of(model, kind, args.src)) if args.to_hf else None
     try:
-        if args.to_hf and is_bert:
-            save_hf_bert(model, args.dst, family=args.family or _family(model), tokenizer=tokenizer)
-        elif args.to_hf and not model.config.learned_positions:  # the Llama family
-            save_hf_llama(model, args.dst, tokenizer=tokenizer)
-        elif args.to_hf:
-            save_hf_gpt2(model, args.dst, tokenizer=tokenizer)
+        if args.to_hf:
+            fmt = f"Hugging Face {write(model, kind, family, args.dst, tokenizer)}"
         else:
             model.save_pretrained(args.dst, tokenizer=tokenizer)
+            fmt = "attnkit"
     except OSError as e:
         raise CheckpointError(f"cannot write {args.dst}: {e.strerror or e}; DST was left as it was") from None
-    gpt_family = family_of(model.config) if not is_bert and not model.config.learned_positions else "GPT-2"
-    fmt = f"Hugging Face {(args.family or _family(model)) if is_bert else gpt_family}" if args.to_hf else "attnkit"
+    except ConfigError as e:  # a field the family's exporter does not express (e.g. a --family the config does not fit)
+        target = f"Hugging Face {family}" if family else "the Hugging Face format"
+        raise CheckpointError(f"{args.src} does not convert to {target}: {e}{_seq2seq_fix(model, family)}") from None
     print(f"wrote {args.dst} ({fmt} format, {model.num_parameters():,} parameters)")
     return 0
+
+
+def kind_of(model: Any) -> str | None:
+    """``"gpt"``, ``"bert"``, ``"seq2seq"`` or ``"xlnet"``: which exporters ``model`` goes to; None for other models."""
+    from attnkit.hub.bert import HEADS
+    from attnkit.models.gpt import GPT
+    from attnkit.models.transformer import Transformer
+
+    if isinstance(model, GPT):
+        return "gpt"
+    if type(model) in HEADS.values():
+        return "bert"
+    if isinstance(model, Transformer):
+        return "seq2seq"
+    if type(model).__name__.startswith("XLNet"):  # XLNetLM and the heads attnkit.hub.xlnet exports
+        return "xlnet"
+    return None
+
+
+def family_of(model: Any, kind: str, src: Path) -> str | None:
+    """The Hugging Face family that ``model``'s config points to (None for a GPT: :func:`write` picks GPT-2 or the Llama family).
+
+    Raises:
+        CheckpointError: an encoder-decoder that neither T5 nor BART expresses, naming why and the recipes that fit.
+    """
+    if kind == "bert":
+        return _bert_family(model)
+    if kind == "xlnet":
+        return "xlnet"
+    if kind == "gpt":
+        return None
+    misfits = seq2seq_misfits(model.config)
+    fitting = [f for f in FAMILIES["seq2seq"] if misfits[f] is None]
+    if fitting:
+        return fitting[0]
+    c = model.config
+    if c.positional == "sinusoidal" and c.attention.position.kind == "none":
+        why = "its sinusoidal positions exist in neither T5 nor BART"
+    else:
+        why = f"neither T5 nor BART expresses its config (T5: {misfits['t5']}; BART: {misfits['bart']})"
+    raise CheckpointError(f"{src} holds a Transformer that converts to no Hugging Face class: {why}; train it with the "
+                          f"{SEQ2SEQ_RECIPES['t5']} recipe (T5) or the {SEQ2SEQ_RECIPES['bart']} recipe (BART)")
+
+
+def seq2seq_misfits(c: Any) -> dict[str, str | None]:
+    """For ``t5`` and ``bart``: the exporter's reason to refuse the :class:`TransformerConfig` ``c``, or None where it fits."""
+    from attnkit.hub.bart import bart_config_to_hf
+    from attnkit.hub.t5 import t5_config_to_hf
+
+    out: dict[str, str | None] = {}
+    for family, translate in (("t5", t5_config_to_hf), ("bart", bart_config_to_hf)):
+        try:
+            translate(c)
+            out[family] = None
+        except ConfigError as e:
+            out[family] = str(e)
+    return out
+
+
+def _seq2seq_fix(model: Any, family: str | None) -> str:
+    """The fix after an exporter refused an encoder-decoder as ``family``: the other family if it fits, else the recipe."""
+    if family not in SEQ2SEQ_RECIPES:
+        return ""
+    other = [f for f, why in seq2seq_misfits(model.config).items() if why is None and f != family]
+    return f"; choose --family {other[0]} or leave it out" if other else f"; train it with the {SEQ2SEQ_RECIPES[family]} recipe"
+
+
+def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path | None) -> str:
+    """Write ``model`` to ``dst`` as the Hugging Face ``family`` (a GPT: None); returns the family's name as the message gives it."""
+    if kind == "bert":
+        from attnkit.hub.bert import save_hf_bert
+
+        save_hf_bert(model, dst, family=family, tokenizer=tokenizer)
+        return family
+    if kind == "seq2seq":
+        from attnkit.hub.bart import save_hf_bart
+        from attnkit.hub.t5 import save_hf_t5
+
+        (save_hf_t5 if family == "t5" else save_hf_bart)(model, dst, tokenizer=tokenizer)
+        return {"t5": "T5", "bart": "BART"}[family]
+    if kind == "xlnet":
+        from attnkit.hub.xlnet import save_hf_xlnet
+
+        save_hf_xlnet(model, dst, tokenizer=tokenizer)
+        return "XLNet"
+    from attnkit.hub.gpt2 import save_hf_gpt2
+    from attnkit.hub.llama import family_of as llama_family, save_hf_llama
+
+    if model.config.learned_positions:
+        save_hf_gpt2(model, dst, tokenizer=tokenizer)
+        return "GPT-2"
+    save_hf_llama(model, dst, tokenizer=tokenizer)  # rotary positions: the Llama family
+    return llama_family(model.config)
 
 
 MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME})
@@ -119,17 +230,17 @@ def _kind(path: Path) -> str | None:
         return None
     if not isinstance(data, dict):
         return None
+    if "architectures" in data:  # transformers writes it, attnkit never; "bert" and "xlnet" are model types of both
+        return "Hugging Face"
     if data.get("model_type") in model_types():
         return "attnkit"
-    if data.get("model_type") in HF_TYPES or "architectures" in data:
-        return "Hugging Face"
-    return None
+    return "Hugging Face" if data.get("model_type") in HF_TYPES else None
 
 
-HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra", "llama", "mistral", "qwen2")
+HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra", "llama", "mistral", "qwen2", "t5", "bart", "xlnet")
 
 
-def _family(model: Any) -> str:
+def _bert_family(model: Any) -> str:
     """The Hugging Face family a BERT-family model's options point to."""
     c = getattr(model.config, "encoder", model.config)
     if c.share_layers:

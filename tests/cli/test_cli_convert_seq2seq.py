@@ -1,0 +1,123 @@
+"""``attnkit convert`` of encoder-decoder Transformers (to T5 and BART) and XLNet, checked against transformers' own classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import attnkit  # noqa: E402
+from attnkit.cli.main import main  # noqa: E402
+from attnkit.models.bert import BertModel  # noqa: E402
+from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from attnkit.models.xlnet import XLNetConfig, XLNetLM  # noqa: E402
+
+V = 40
+BASE = dict(src_vocab_size=V, tgt_vocab_size=V, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0)
+# T5's layer (the t5-shakespeare-t5layer recipe's options); ids: pad 0 (the decoder's start), EOS 1
+T5 = dict(norm="rms", norm_position="pre", norm_eps=1e-6, bias=False, scale_embeddings=False, output_scale=16**-0.5,
+          pad_id=0, bos_id=0, eos_id=1, attention={"position": {"kind": "t5_bias", "n_buckets": 8, "max_distance": 12}})
+# BART's layer (the *-shakespeare-bartlayer recipes' options); ids: pad 1, EOS 2 (the decoder's start)
+BART = dict(positional="learned", max_len=32, share_positions=False, embedding_norm=True, scale_embeddings=False,
+            activation="gelu", output_bias=True, pad_id=1, bos_id=2, eos_id=2)
+
+
+def saved_transformer(path: Path, **fields) -> Transformer:
+    """A tiny Transformer with weights moved off their initial values (unit norms, zero biases), saved as attnkit's ``path``."""
+    torch.manual_seed(3)
+    model = Transformer(TransformerConfig(**{**BASE, **fields})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(path)
+    return model
+
+
+def batch(c: TransformerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded sources (B, Ts) and decoder inputs (B, Tt) that start from the decoder's start id."""
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(3, V, (3, 20), generator=g)  # (B, Ts)
+    src[1, 14:] = c.pad_id
+    src[2, 5:] = c.pad_id
+    tgt = torch.randint(3, V, (3, 18), generator=g)  # (B, Tt)
+    tgt[:, 0] = c.bos_id
+    tgt[2, 10:] = c.pad_id
+    return src, tgt
+
+
+def refused(capsys, argv: list) -> str:
+    """Run ``attnkit argv``; it must exit 2 with one error line, which is returned."""
+    capsys.readouterr()  # what came before (e.g. transformers' progress bars)
+    assert main([str(a) for a in argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("attnkit: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("family, fields, hf_class", [("t5", T5, "T5ForConditionalGeneration"),
+                                                      ("bart", BART, "BartForConditionalGeneration")])
+def test_seq2seq_converts_to_its_family_and_back(tmp_path, capsys, family, fields, hf_class) -> None:
+    model = saved_transformer(tmp_path / "ak", **fields)
+    assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0  # the family from the config
+    assert f"Hugging Face {family.upper()} format" in capsys.readouterr().out
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == family
+    hf = getattr(transformers, hf_class).from_pretrained(tmp_path / "hf").eval()
+    src, tgt = batch(model.config)
+    with torch.no_grad():
+        ours = model(src, tgt).logits  # (B, Tt, V)
+        theirs = hf(input_ids=src, attention_mask=(src != model.config.pad_id).long(), decoder_input_ids=tgt).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    # --family named explicitly writes the same; an existing Hugging Face DST is replaced only with --overwrite
+    assert "--overwrite" in refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / "ak", tmp_path / "hf"])
+    assert main(["convert", "--to-hf", "--overwrite", "--family", family, str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0
+    # --to-attnkit reads the Hugging Face directory back into a model with the same logits (T5's import keeps the
+    # query scale folded into the weights: another config, the same function)
+    assert main(["convert", "--to-attnkit", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["model_type"] == "transformer"
+    back = attnkit.load(tmp_path / "back").eval()
+    assert isinstance(back, Transformer)
+    with torch.no_grad():
+        torch.testing.assert_close(back(src, tgt).logits, theirs, atol=1e-5, rtol=0)
+
+
+def test_sinusoidal_transformer_is_refused_in_one_line(tmp_path, capsys) -> None:
+    saved_transformer(tmp_path / "ak")  # sinusoidal positions: the default, and the translation recipes'
+    for family in ([], ["--family", "t5"], ["--family", "bart"]):
+        line = refused(capsys, ["convert", "--to-hf", *family, tmp_path / "ak", tmp_path / "hf"])
+        assert ("sinusoidal" in line) if not family else ("positional" in line or "position.kind" in line), line
+        assert "t5layer" in line or "bartlayer" in line, line
+    assert not (tmp_path / "hf").exists()
+
+
+def test_wrong_family_is_refused_naming_the_right_ones(tmp_path, capsys) -> None:
+    saved_transformer(tmp_path / "t5", **T5)
+    BertModel(attnkit.bert_preset("bert-test")).save_pretrained(tmp_path / "bert")
+    cases = [("bert", "t5", "t5|bart"), ("xlnet", "t5", "t5|bart"), ("t5", "bert", "bert|roberta|albert|electra"),
+             ("bart", "t5", "--family t5")]  # a T5-shaped model as BART: the family it fits
+    for family, src, names in cases:
+        line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / src, tmp_path / "hf"])
+        assert names in line, line
+    assert "leave out --family" in refused(capsys, ["convert", "--to-attnkit", "--family", "t5", tmp_path / "t5", tmp_path / "ak"])
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "ak").exists()
+
+
+def test_xlnet_converts_to_xlnet_lm_head_model(tmp_path, capsys) -> None:
+    torch.manual_seed(0)
+    model = XLNetLM(XLNetConfig(vocab_size=80, d_model=32, n_layers=2, n_heads=4, d_ff=48, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "ak")
+    assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0
+    assert "Hugging Face XLNet format" in capsys.readouterr().out
+    hf = transformers.XLNetLMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(6, 80, (2, 11), generator=torch.Generator().manual_seed(1))  # (B, T)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-5, rtol=0)  # the content stream
+    # the Hugging Face XLNet directory (model type "xlnet", also an attnkit type) is replaced only with --overwrite
+    assert "--overwrite" in refused(capsys, ["convert", "--to-hf", "--family", "xlnet", tmp_path / "ak", tmp_path / "hf"])
+    assert main(["convert", "--to-hf", "--overwrite", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0
