@@ -8,6 +8,7 @@
 * a Hugging Face Llama, Mistral or Qwen2 directory, converted by ``attnkit.hub.llama``;
 * a Hugging Face T5 directory (``T5ForConditionalGeneration``), converted by ``attnkit.hub.t5``;
 * a Hugging Face BART directory (``BartForConditionalGeneration``), converted by ``attnkit.hub.bart``;
+* a Hugging Face XLNet directory (LM head, sequence or token classification), converted by ``attnkit.hub.xlnet``;
 * an attnkit directory (``config.json`` + ``model.safetensors``), rebuilt by
   ``attnkit.models.base.load``.
 
@@ -29,6 +30,7 @@ from attnkit.hub.bert import is_hf_bert, load_hf_bert
 from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
 from attnkit.hub.llama import is_hf_llama, load_hf_llama
 from attnkit.hub.t5 import is_hf_t5, load_hf_t5
+from attnkit.hub.xlnet import is_hf_xlnet, load_hf_xlnet
 from attnkit.errors import CheckpointError, ConfigError
 from attnkit.models.base import check_fits
 from attnkit.models.base import load as load_native
@@ -53,7 +55,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
 
         return load_adapted(path, map_location=map_location)
     for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama),
-                            (is_hf_t5, load_hf_t5), (is_hf_bart, load_hf_bart)):
+                            (is_hf_t5, load_hf_t5), (is_hf_bart, load_hf_bart), (is_hf_xlnet, load_hf_xlnet)):
         if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
             model = load_hf(path)
             try:
@@ -66,10 +68,10 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
 
 def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None, *,
                              map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
-    """A BERT-family model and its WordPiece tokenizer, checked against each other.
+    """A BERT-family or XLNet model and its WordPiece tokenizer, checked against each other.
 
     Args:
-        model_dir: an attnkit or Hugging Face BERT-family directory (encoder or encoder + head).
+        model_dir: an attnkit or Hugging Face BERT-family or XLNet directory (encoder or encoder + head).
         tokenizer_path: ``tokenizer.json`` or ``vocab.txt``; default: the one in ``model_dir``.
         map_location: device to place the model on (its free memory is checked first).
 
@@ -78,13 +80,13 @@ def load_model_and_tokenizer(model_dir: str | os.PathLike, tokenizer_path: str |
         [PAD] is the encoder's ``pad_id``, and its length limit is the encoder's position limit.
 
     Raises:
-        CheckpointError: the directory holds no BERT-family model, or the vocabularies differ.
+        CheckpointError: the directory holds no BERT-family or XLNet model, or the vocabularies differ.
     """
     from attnkit.data.wordpiece import WordPieceTokenizer
-    from attnkit.training.finetune import encoder_of
+    from attnkit.training.finetune import backbone_of
 
     model = load(model_dir, map_location=map_location)
-    enc = encoder_of(model)
+    enc = backbone_of(model)
     tok = WordPieceTokenizer.from_file(tokenizer_path or model_dir, max_len=enc.config.max_len)
     tok.check_model(enc.config.vocab_size)
     if tok.pad_id != enc.config.pad_id:  # padding would be read as a word (and RoBERTa's positions shifted)

@@ -13,7 +13,8 @@
   recipe) as ``T5ForConditionalGeneration``, BART's layer (post-norm, GELU, learned positions per
   stack, embedding LayerNorm; the ``bart-shakespeare-bartlayer`` and ``mass-shakespeare-bartlayer``
   recipes) as ``BartForConditionalGeneration``. Sinusoidal positions exist in neither and are refused;
-* an XLNet model as ``--family xlnet`` (the default), e.g. ``XLNetLM`` as ``XLNetLMHeadModel``.
+* an XLNet model as ``--family xlnet`` (the default): ``XLNetLM`` as ``XLNetLMHeadModel``, ``XLNetClassifier`` and
+  ``XLNetTagger`` as ``XLNetForSequenceClassification`` and ``XLNetForTokenClassification``.
 
 ``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one.
 ``attnkit.load`` reads both formats (Hugging Face GPT-2, Llama, Mistral, Qwen2, the BERT family,

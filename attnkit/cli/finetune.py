@@ -1,4 +1,4 @@
-"""attnkit finetune TASK: fine-tune a BERT-family model on labelled text.
+"""attnkit finetune TASK: fine-tune a BERT-family or XLNet model on labelled text.
 
 Tasks: classify (sentences or sentence pairs, GLUE .tsv), ner (token classification, CoNLL),
 qa (extractive question answering, SQuAD v1.1 JSON). Every task runs the same way:
@@ -21,7 +21,7 @@ from typing import Any
 from attnkit.cli.runner import add_run_arguments, config_file_assignments, run_command
 from attnkit.cli.train import flag_assignments
 
-CLASSIFY_DESCRIPTION = """Fine-tune a BERT-family model to classify sentences or sentence pairs (Devlin et al. 2019).
+CLASSIFY_DESCRIPTION = """Fine-tune a BERT-family or XLNet model to classify sentences or sentence pairs (Devlin et al. 2019).
 
   attnkit finetune classify --recipe sst2-minilm --data-root DATA --out runs/sst2
   attnkit finetune classify --model DIR --train train.tsv --dev dev.tsv --out runs/clf
@@ -31,7 +31,7 @@ The files are GLUE .tsv: sentence<TAB>label (SST-2) or index<TAB>sentence1<TAB>s
 (RTE; a pair becomes [CLS] A [SEP] B [SEP]). The labels are those of the training file; a dev
 label training never had is an error. The dev set is evaluated once an epoch and the model with
 the best dev accuracy is kept; --test FILE is scored once with that model at the end."""
-NER_DESCRIPTION = """Fine-tune a BERT-family model to tag words, e.g. named entities (Devlin et al. 2019, section 5.3).
+NER_DESCRIPTION = """Fine-tune a BERT-family or XLNet model to tag words, e.g. named entities (Devlin et al. 2019, section 5.3).
 
   attnkit finetune ner --recipe wnut17-minilm --data-root DATA --out runs/wnut17
   attnkit finetune ner --model DIR --train train.conll --dev dev.conll --test test.conll --out runs/ner

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from attnkit.loading import load_model_and_tokenizer
     from attnkit.models.bert_heads import BertClassifier, BertTagger
+    from attnkit.models.xlnet_heads import XLNetClassifier, XLNetTagger
     from attnkit.training import finetune as ft
     from attnkit.training import pick_device
 
@@ -62,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
     model, tok = load_model_and_tokenizer(args.model, args.tokenizer, map_location=device)  # the device's free memory checked first
     from attnkit.models.features import FeatureModel
 
-    if not isinstance(model, (BertClassifier, BertTagger, FeatureModel)):
+    if not isinstance(model, (BertClassifier, BertTagger, XLNetClassifier, XLNetTagger, FeatureModel)):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; predict needs a classifier or tagger from attnkit finetune")
     labels = list(model.config.labels) or [str(i) for i in range(model.config.num_labels)]
     limit = model.config.encoder.max_len if args.max_len is None else min(args.max_len, model.config.encoder.max_len)
     model.eval()
-    if isinstance(model, BertClassifier) or isinstance(model, FeatureModel) and model.config.task == "classify":
+    if isinstance(model, (BertClassifier, XLNetClassifier)) or isinstance(model, FeatureModel) and model.config.task == "classify":
         if args.conll:
             raise DataError("--conll is for taggers; this model is a classifier")
         from attnkit.data.glue import ClassificationData, read_sentences

@@ -6,7 +6,8 @@ from attnkit.models.bert_heads import BertClassifier, BertMLM, BertQA, BertTagge
 from attnkit.models.bert_pretraining import BertPretraining, BertPretrainingConfig, PretrainingOutput
 from attnkit.models.electra import ElectraPretraining, ElectraPretrainingConfig  # noqa: F401  (registers electra-pretraining)
 from attnkit.models.unilm import UnilmMLM  # noqa: F401  (registers unilm-mlm)
-from attnkit.models.xlnet import XLNetConfig, XLNetLM  # noqa: F401  (registers xlnet-lm)
+from attnkit.models.xlnet import XLNetConfig, XLNetLM, XLNetModel  # noqa: F401  (registers xlnet, xlnet-lm)
+from attnkit.models.xlnet_heads import XLNetClassifier, XLNetTagger, XLNetTaskConfig  # noqa: F401  (registers the heads)
 from attnkit.models.chunked import ChunkedClassifier  # noqa: F401  (registers bert-chunked-classifier)
 from attnkit.models.features import FeatureModel  # noqa: F401  (registers bert-features)
 from attnkit.models.gpt import GPT, GPT_PRESETS, GPTConfig, LMOutput, gpt_preset

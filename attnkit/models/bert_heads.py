@@ -19,16 +19,16 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attnkit.config import Config, check
 from attnkit.errors import ConfigError
 from attnkit.layers.ffn import activation
 from attnkit.layers.pooling import mean_pool
 from attnkit.models.base import PretrainedModel, init_normal, register_model
 from attnkit.models.bert import BertConfig, BertModel, BertOutput
+from attnkit.models.task import LabelledTaskConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class BertTaskConfig(Config):
+class BertTaskConfig(LabelledTaskConfig):
     """An encoder plus the label set of a fine-tuning task.
 
     ``classifier`` picks how a sequence becomes one vector: ``"pooler"`` (BERT, ALBERT: the
@@ -40,21 +40,7 @@ class BertTaskConfig(Config):
     """
 
     encoder: BertConfig = field(default_factory=BertConfig)
-    num_labels: int = 2
-    labels: tuple[str, ...] = ()
     classifier: Literal["pooler", "cls_tanh", "cls_gelu", "mean"] = "pooler"
-    classifier_dropout: float | None = None
-
-    def validate(self) -> None:
-        check(self.num_labels > 0, "num_labels", self.num_labels, "must be positive")
-        check(not self.labels or len(self.labels) == self.num_labels, "labels", self.labels, f"must name num_labels={self.num_labels} labels")
-        check(len(set(self.labels)) == len(self.labels), "labels", self.labels, "must be distinct (a label named twice cannot be told apart)")
-        d = self.classifier_dropout
-        check(d is None or 0.0 <= d < 1.0, "classifier_dropout", d, "must be in [0, 1) or null")
-
-    @property
-    def head_dropout(self) -> float:
-        return self.classifier_dropout if self.classifier_dropout is not None else self.encoder.dropout
 
 
 @dataclass

@@ -40,7 +40,11 @@ from attnkit.models.base import PretrainedModel, init_normal, register_model
 
 @dataclass(frozen=True, kw_only=True)
 class XLNetConfig(Config):
-    """XLNet's sizes (defaults: XLNet-base, except the vocabulary)."""
+    """XLNet's sizes (defaults: XLNet-base, except the vocabulary).
+
+    ``max_len``: the longest input fine-tuning and prediction give it; the relative positions
+    themselves have no limit.
+    """
 
     vocab_size: int = 32000
     d_model: int = 768
@@ -52,6 +56,7 @@ class XLNetConfig(Config):
     norm_eps: float = 1e-12
     init_std: float = 0.02
     pad_id: int = 5
+    max_len: int = 512
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
@@ -59,6 +64,7 @@ class XLNetConfig(Config):
         check(self.d_model % self.n_heads == 0, "n_heads", self.n_heads, f"must divide d_model={self.d_model}")
         check(self.d_model % 2 == 0, "d_model", self.d_model, "must be even (sin and cos halves of the position encoding)")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        check(self.max_len > 0, "max_len", self.max_len, "must be positive")
 
 
 def relative_encoding(length: int, d_model: int, device: torch.device) -> Tensor:
@@ -152,9 +158,13 @@ class XLNetOutput:
     hidden: Tensor  # (B, P, d_model) or (B, T, d_model)
 
 
-@register_model("xlnet-lm")
-class XLNetLM(PretrainedModel):
-    """XLNet with its tied language-model head; ``forward(ids, perm_mask=, target_mapping=)``."""
+@register_model("xlnet")
+class XLNetModel(PretrainedModel):
+    """XLNet's two-stream stack without an output layer: the encoder that fine-tuning heads sit on.
+
+    ``forward(ids, ...)`` returns the last layer's states (after dropout): the query stream's at the
+    positions of ``target_mapping`` when it is given, else the content stream's ``(B, T, d_model)``.
+    """
 
     config_class = XLNetConfig
 
@@ -165,17 +175,15 @@ class XLNetLM(PretrainedModel):
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, c.d_model))  # w: where every query stream starts
         self.layers = nn.ModuleList(XLNetLayer(c) for _ in range(c.n_layers))
         self.drop = nn.Dropout(c.dropout)
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size)
         init_normal(self, c.init_std)
         for m in self.modules():
             if isinstance(m, TwoStreamAttention):
                 for p in (m.content_bias, m.position_bias, m.segment_bias, m.segment_embed):
                     nn.init.normal_(p, std=c.init_std)
         nn.init.normal_(self.mask_emb, std=c.init_std)
-        self.lm_head.weight = self.embed.weight
 
     def forward(self, ids: Tensor, *, perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
-                segment_ids: Tensor | None = None, attention_mask: Tensor | None = None) -> XLNetOutput:
+                segment_ids: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
         """Run both streams.
 
         Args:
@@ -199,5 +207,20 @@ class XLNetLM(PretrainedModel):
         r = self.drop(relative_encoding(T, self.config.d_model, ids.device).to(h.dtype))  # (2T, d_model)
         for layer in self.layers:
             h, g = layer(h, g, r, other, content_mask, query_mask, target_mapping)
-        out = self.drop(g if g is not None else h)
+        return self.drop(g if g is not None else h)
+
+
+@register_model("xlnet-lm")
+class XLNetLM(XLNetModel):
+    """XLNet with its tied language-model head; ``forward(ids, perm_mask=, target_mapping=)`` gives :class:`XLNetOutput`."""
+
+    def __init__(self, config: XLNetConfig) -> None:
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        nn.init.zeros_(self.lm_head.bias)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids: Tensor, **kw) -> XLNetOutput:  # type: ignore[override]
+        """:meth:`XLNetModel.forward`'s arguments; the logits of the states it returns."""
+        out = super().forward(ids, **kw)
         return XLNetOutput(logits=self.lm_head(out), hidden=out)

@@ -257,6 +257,7 @@ class FinetuneJob(Job):
 
     def prepare(self, configs: dict[str, Config], out: Path, *, resume: bool, log: Log) -> Prepared:
         from attnkit.loading import load_model_and_tokenizer
+        from attnkit.models.xlnet import XLNetModel
         from attnkit.training import finetune as ft
 
         t: TrainConfig = configs["train"]  # type: ignore[assignment]
@@ -264,6 +265,8 @@ class FinetuneJob(Job):
         source_dir = model_dir(d.model)
         source, tok = load_model_and_tokenizer(source_dir, d.tokenizer or None)
         sharing: CheckpointModelConfig = configs.get("model", CheckpointModelConfig())  # type: ignore[assignment]
+        if isinstance(ft.backbone_of(source), XLNetModel):
+            check_xlnet_options(d, configs.get("peft", PEFTConfig()), sharing)  # type: ignore[arg-type]
         if d.features != "none":  # a frozen encoder: un-shared before the feature model copies it
             source = set_layer_sharing(source, sharing, log)
         train_data, dev_data, labels = read_labelled(self.task, d)
@@ -271,8 +274,9 @@ class FinetuneJob(Job):
             t = epoch_schedule(t, d, len(train_data), evaluate=dev_data is not None)
         if dev_data is None and t.eval.every:
             raise ConfigError(f"train.eval.every={t.eval.every} needs a dev file (data.dev) to evaluate on")
-        limit = ft.encoder_of(source).config.max_len
+        limit = ft.backbone_of(source).config.max_len
         p: PEFTConfig = configs.get("peft", PEFTConfig())  # type: ignore[assignment]
+
         if p.method in ("prompt", "ptuning"):
             limit -= p.n_virtual  # the virtual tokens take the first positions
         max_len = min(d.max_len, limit)
@@ -349,7 +353,7 @@ class FinetuneJob(Job):
         model, tok = load_model_and_tokenizer(saved)
         model.to(device).eval()
         labels = list(model.config.labels)
-        max_len = ft.encoder_of(model).config.max_len
+        max_len = ft.backbone_of(model).config.max_len
         if self.task == "classify":
             from attnkit.data.glue import check_labels, read_classification_tsv
 
@@ -368,6 +372,18 @@ class FinetuneJob(Job):
             raise DataError(f"{d.test} holds no examples")
         logits = ft.predict_logits(model, enc, pad_id=tok.pad_id, batch_size=d.eval_batch_size, device=device)
         return {**labelled_scores(self.task, logits, data, enc, labels), "examples": len(enc), "truncated": enc.truncated}
+
+
+def check_xlnet_options(d: FinetuneDataConfig, p: PEFTConfig, sharing: CheckpointModelConfig) -> None:
+    """Refuse, in one line each, the options that are built for BERT-family encoders only."""
+    if d.features != "none":
+        raise ConfigError(f"data.features={d.features} reads a BERT-family encoder's layers; an XLNet model fine-tunes whole (leave it at none)")
+    if d.long != "truncate":
+        raise ConfigError(f"data.long={d.long} is for BERT-family encoders; an XLNet model reads truncated rows (leave it at truncate)")
+    if p.enabled:
+        raise ConfigError(f"peft.method={p.method} adapts BERT-family encoders; leave out --peft for an XLNet model")
+    if sharing.share_layers is not None:
+        raise ConfigError("model.share_layers is for ALBERT-style encoders; leave it unset for an XLNet model")
 
 
 def set_layer_sharing(source: Any, m: CheckpointModelConfig, log: Log) -> Any:

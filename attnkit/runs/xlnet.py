@@ -64,7 +64,7 @@ class XLNetJob(MLMJob):
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = XLNetLM(XLNetConfig(vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,  # type: ignore[attr-defined]
                                     d_ff=m.ffn_dim, activation=m.activation, dropout=m.dropout, norm_eps=m.norm_eps,  # type: ignore[attr-defined]
-                                    init_std=m.init_std, pad_id=m.pad_id))  # type: ignore[attr-defined]
+                                    init_std=m.init_std, pad_id=m.pad_id, max_len=m.max_len))  # type: ignore[attr-defined]
         log(f"XLNet: {model.num_parameters() / 1e6:.2f}M parameters; the last 1/{configs['xlnet'].k:g} of each order predicted")  # type: ignore[attr-defined]
         return Prepared(model=model, task=task, configs=base.configs, tokenizer=base.tokenizer)
 

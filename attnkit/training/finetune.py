@@ -286,6 +286,23 @@ def encoder_of(model: nn.Module) -> nn.Module:
     raise CheckpointError(f"the model is a {type(model).__name__}, not a BERT-family encoder or head; fine-tuning needs one")
 
 
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The encoder that fine-tuning reads: a BERT-family encoder (:func:`encoder_of`) or an
+    :class:`~attnkit.models.xlnet.XLNetModel` (itself, an ``XLNetLM``, or a head's ``xlnet``)."""
+    from attnkit.models.xlnet import XLNetModel
+
+    if isinstance(model, XLNetModel):
+        return model
+    xlnet = getattr(model, "xlnet", None)
+    if isinstance(xlnet, XLNetModel):
+        return xlnet
+    try:
+        return encoder_of(model)
+    except CheckpointError:
+        raise CheckpointError(f"the model is a {type(model).__name__}, not a BERT-family or XLNet encoder or head; "
+                              "fine-tuning needs one") from None
+
+
 def checkpoint_pooling(model_dir: Path | str) -> str | None:
     """The pooling a sentence-transformers checkpoint was trained with (``"mean"`` or ``"cls"``),
     read from its ``modules.json`` / ``*_Pooling/config.json``; ``None`` for other directories."""
@@ -310,22 +327,41 @@ def build_head(source: nn.Module, kind: str, labels: Sequence[str], classifier_d
                classifier: str = "auto") -> nn.Module:
     """A fresh classification (``kind="classify"``) or tagging (``"ner"``) head on ``source``'s encoder weights.
 
-    ``classifier="auto"`` uses the pooler when the encoder has one, else ``cls_tanh``.
+    ``classifier="auto"`` uses the pooler when the encoder has one, else ``cls_tanh``. An XLNet
+    source gets :class:`~attnkit.models.xlnet_heads.XLNetClassifier` / ``XLNetTagger``, its summary
+    at the first token for ``auto`` and ``cls_tanh``, the mean for ``mean``.
     """
     from attnkit.models.bert_heads import BertClassifier, BertTagger, BertTaskConfig
+    from attnkit.models.xlnet import XLNetModel
 
-    enc = encoder_of(source)
+    if kind not in ("classify", "ner"):
+        raise ConfigError(f"kind={kind!r} is not 'classify' or 'ner'")
+    enc = backbone_of(source)
+    if isinstance(enc, XLNetModel):
+        return _xlnet_head(enc, kind, labels, classifier_dropout, classifier)
     if classifier == "auto":
         classifier = "pooler" if enc.config.pooler else "cls_tanh"
     elif classifier == "pooler" and not enc.config.pooler:
         raise ConfigError("classifier='pooler' is not allowed: the encoder has no pooler; use 'cls_tanh' or 'cls_gelu'")
     cfg = BertTaskConfig(encoder=enc.config, num_labels=len(labels), labels=tuple(labels), classifier=classifier,
                          classifier_dropout=classifier_dropout)
-    if kind == "classify":
-        head: nn.Module = BertClassifier(cfg)
-    elif kind == "ner":
-        head = BertTagger(cfg)
-    else:
-        raise ConfigError(f"kind={kind!r} is not 'classify' or 'ner'")
+    head: nn.Module = BertClassifier(cfg) if kind == "classify" else BertTagger(cfg)
     head.bert.load_state_dict(enc.state_dict())
+    return head
+
+
+XLNET_SUMMARY = {"auto": "first", "cls_tanh": "first", "mean": "mean"}  # data.classifier -> XLNetTaskConfig.summary
+
+
+def _xlnet_head(enc: nn.Module, kind: str, labels: Sequence[str], classifier_dropout: float | None, classifier: str) -> nn.Module:
+    """A fresh XLNet classifier or tagger holding ``enc``'s weights."""
+    from attnkit.models.xlnet_heads import XLNetClassifier, XLNetTagger, XLNetTaskConfig
+
+    if classifier not in XLNET_SUMMARY:
+        raise ConfigError(f"classifier={classifier!r} is not available for XLNet; use one of {', '.join(XLNET_SUMMARY)}")
+    cfg = XLNetTaskConfig(encoder=enc.config, num_labels=len(labels), labels=tuple(labels), summary=XLNET_SUMMARY[classifier],
+                          classifier_dropout=classifier_dropout)
+    head: nn.Module = XLNetClassifier(cfg) if kind == "classify" else XLNetTagger(cfg)
+    own = {k: v for k, v in enc.state_dict().items() if not k.startswith("lm_head.")}  # an XLNetLM brings its output layer
+    head.xlnet.load_state_dict(own)
     return head
