@@ -15,8 +15,10 @@ DESCRIPTION = """Pretrain XLNet (Yang et al. 2019) from scratch on your own text
 Permutation language modelling: each sequence (those of attnkit train mlm, unmasked) draws a
 factorisation order, and the last 1/K of it (xlnet.k, 6) is predicted from the rest by the query
 stream of the two-stream attention, which knows the position it predicts but not its token. The
-model's sizes come from model.* (default bert-tiny's: 2 layers, d_model 128). The best model by
-held-out loss goes to OUT/model as an XLNetLM."""
+model's sizes come from model.* (default bert-tiny's: 2 layers, d_model 128). With --set
+xlnet.memory=true each sequence is two segments and the second attends to the first one's cached
+states as well (Transformer-XL's memory). The best model by held-out loss goes to OUT/model as an
+XLNetLM; attnkit finetune classify|ner fine-tunes it."""
 
 FLAGS = {"tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "max_seq_len": "data.max_seq_len",
          "documents": "data.documents", "sentences": "data.sentences"}

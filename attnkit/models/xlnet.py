@@ -20,8 +20,9 @@ to the word embeddings. Only the query stream's positions named by ``target_mapp
 prediction, section 2.3) are returned when it is given.
 
 As the reference implementation, masked scores get ``-1e30`` added rather than being removed, so a
-query that may see nothing attends uniformly. Memory (Transformer-XL's recurrence), bidirectional
-data and ``clamp_len`` are not implemented; per-layer biases ``u, v, b`` (``untie_r``) are.
+query that may see nothing attends uniformly. Transformer-XL's memory (section 2.3) is
+:meth:`XLNetModel.stream`'s ``mems``. Bidirectional data and ``clamp_len`` are not implemented;
+per-layer biases ``u, v, b`` (``untie_r``) are.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ class XLNetConfig(Config):
         check(self.max_len > 0, "max_len", self.max_len, "must be positive")
 
 
-def relative_encoding(length: int, d_model: int, device: torch.device) -> Tensor:
-    """Sinusoids of the distances ``length, length - 1, ..., -length + 1`` (Transformer-XL): ``(2 * length, d_model)``, sin half then cos half."""
+def relative_encoding(length: int, d_model: int, device: torch.device, keys: int | None = None) -> Tensor:
+    """Sinusoids of the distances ``keys, keys - 1, ..., -length + 1`` (Transformer-XL), sin half then cos half:
+    ``(keys + length, d_model)``; ``keys`` (memory plus segment) defaults to ``length``."""
+    keys = length if keys is None else keys
     inv_freq = 1.0 / 10000 ** (torch.arange(0, d_model, 2.0, device=device) / d_model)  # (d/2,)
-    distance = torch.arange(length, -length, -1.0, device=device)  # (2T,)
+    distance = torch.arange(keys, -length, -1.0, device=device)  # (K + T,)
     angle = distance[:, None] * inv_freq[None, :]
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
@@ -97,17 +100,19 @@ class TwoStreamAttention(nn.Module):
         return x.view(*x.shape[:-1], self.n_heads, self.d_head)  # (B, L, H, Dh)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, kr: Tensor, other_segment: Tensor | None, mask: Tensor | None) -> Tensor:
-        """``q: (B, Tq, H, Dh)`` over keys ``k, v: (B, T, H, Dh)``, ``kr: (2T, H, Dh)`` -> ``(B, Tq, H, Dh)``."""
-        T = k.shape[1]
-        content = torch.einsum("bihd,bjhd->bhij", q + self.content_bias, k)  # (B, H, T, T)
-        by_distance = torch.einsum("bihd,rhd->bhir", q + self.position_bias, kr)  # (B, H, T, 2T): every distance
-        i, j = torch.arange(T, device=q.device)[:, None], torch.arange(T, device=q.device)[None, :]
-        index = (T - i + j).expand(*by_distance.shape[:2], T, T)  # distance i - j sits at row T - (i - j) of kr
-        position = by_distance.gather(-1, index)  # (B, H, T, T)
+        """``q: (B, T, H, Dh)`` over keys ``k, v: (B, K, H, Dh)`` (``K - T`` memory positions, then the segment),
+        ``kr: (K + T, H, Dh)`` -> ``(B, T, H, Dh)``."""
+        T, K = q.shape[1], k.shape[1]
+        content = torch.einsum("bihd,bjhd->bhij", q + self.content_bias, k)  # (B, H, T, K)
+        by_distance = torch.einsum("bihd,rhd->bhir", q + self.position_bias, kr)  # (B, H, T, K + T): every distance
+        i, j = torch.arange(T, device=q.device)[:, None], torch.arange(K, device=q.device)[None, :]
+        # query i sits at K - T + i; its distance to key j is at row K - (K - T + i - j) = T - i + j of kr
+        index = (T - i + j).expand(*by_distance.shape[:2], T, K)
+        position = by_distance.gather(-1, index)  # (B, H, T, K)
         score = content + position
         if other_segment is not None:
             seg = torch.einsum("bihd,shd->bhis", q + self.segment_bias, self.segment_embed)  # (B, H, T, 2)
-            score = score + torch.where(other_segment[:, None], seg[..., 1:2], seg[..., 0:1])  # (B, H, T, T)
+            score = score + torch.where(other_segment[:, None], seg[..., 1:2], seg[..., 0:1])  # (B, H, T, K)
         score = score.float() / math.sqrt(self.d_head)
         if mask is not None:
             score = score - 1e30 * mask[:, None].float()  # the reference's masking: a fully masked row attends uniformly
@@ -134,9 +139,10 @@ class XLNetLayer(nn.Module):
         return self.ffn_norm(x + self.drop(self.w2(self.drop(self.act(self.w1(x))))))
 
     def forward(self, h: Tensor, g: Tensor | None, r: Tensor, other_segment: Tensor | None, content_mask: Tensor | None,
-                query_mask: Tensor | None, target_mapping: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                query_mask: Tensor | None, target_mapping: Tensor | None, mem: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         a = self.attn
-        k, v, kr = a.heads(a.k(h)), a.heads(a.v(h)), a.heads(a.r(r))  # keys and values come from the content stream
+        kv = h if mem is None else torch.cat([mem, h], dim=1)  # (B, K, d): the memory, then the segment
+        k, v, kr = a.heads(a.k(kv)), a.heads(a.v(kv)), a.heads(a.r(r))  # keys and values come from the content stream
         h_new = a.post(h, a.attend(a.heads(a.q(h)), k, v, kr, other_segment, content_mask))
         g_new = None
         if g is not None:
@@ -156,6 +162,7 @@ class XLNetOutput:
 
     logits: Tensor  # (B, P, V) or (B, T, V)
     hidden: Tensor  # (B, P, d_model) or (B, T, d_model)
+    mems: list[Tensor] | None = None  # with mem_len: each layer's memory for the next segment
 
 
 @register_model("xlnet")
@@ -184,7 +191,7 @@ class XLNetModel(PretrainedModel):
 
     def forward(self, ids: Tensor, *, perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
                 segment_ids: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
-        """Run both streams.
+        """Run both streams (without memory; :meth:`stream` takes and returns one).
 
         Args:
             ids: ``(B, T)`` tokens.
@@ -193,21 +200,54 @@ class XLNetModel(PretrainedModel):
             segment_ids: ``(B, T)``; tokens of different segments get the "other segment" encoding.
             attention_mask: ``(B, T)`` 1 for real tokens; padding keys are never seen.
         """
+        return self.stream(ids, perm_mask=perm_mask, target_mapping=target_mapping, segment_ids=segment_ids,
+                           attention_mask=attention_mask)[0]
+
+    def stream(self, ids: Tensor, *, perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
+               segment_ids: Tensor | None = None, attention_mask: Tensor | None = None, mems: list[Tensor] | None = None,
+               mem_len: int = 0, reuse_len: int | None = None) -> tuple[Tensor, list[Tensor] | None]:
+        """:meth:`forward` with Transformer-XL's segment-level recurrence (Yang et al. 2019, section 2.3, eq. after 5).
+
+        Each layer's keys and values come from ``[mems[l]; h]``: the cached content states of the segments
+        before (every one visible, segment id 0, at the distances before the first token) and the segment.
+
+        Args:
+            mems: per layer ``(B, M, d_model)``, the layer's inputs over the previous positions (or None).
+            mem_len: the positions kept for the next segment (0: no memory returned).
+            reuse_len: only the segment's first ``reuse_len`` positions go into the memory (None: all).
+
+        Returns:
+            ``(states, new_mems)``: :meth:`forward`'s states, and per layer the last ``mem_len`` positions of
+            ``[mems[l]; h_l[:, :reuse_len]]`` with the gradient stopped (None without ``mem_len``).
+        """
         B, T = ids.shape
+        M = mems[0].shape[1] if mems else 0
+        if mems is not None and len(mems) != len(self.layers):
+            raise ValueError(f"mems has {len(mems)} entries; the model has {len(self.layers)} layers")
         mask = perm_mask.float() if perm_mask is not None else None
         if attention_mask is not None:
             pad = (1 - attention_mask.float())[:, None, :].expand(B, T, T)
             mask = pad if mask is None else mask + pad
-        query_mask = mask > 0 if mask is not None else None
-        eye = torch.eye(T, dtype=torch.bool, device=ids.device)
-        content_mask = (query_mask & ~eye) if query_mask is not None else None  # the content stream sees itself
-        other = (segment_ids[:, :, None] != segment_ids[:, None, :]) if segment_ids is not None else None  # (B, T, T)
+        if mask is not None and M:
+            mask = torch.cat([mask.new_zeros(B, T, M), mask], dim=-1)  # the memory is always visible
+        query_mask = mask > 0 if mask is not None else None  # (B, T, M + T)
+        self_key = torch.arange(M + T, device=ids.device)[None, :] == torch.arange(M, M + T, device=ids.device)[:, None]  # key M + i is query i
+        content_mask = (query_mask & ~self_key) if query_mask is not None else None  # the content stream sees itself
+        other = None
+        if segment_ids is not None:  # (B, T, M + T); memory positions count as segment 0
+            keys = torch.cat([segment_ids.new_zeros(B, M), segment_ids], dim=1) if M else segment_ids
+            other = segment_ids[:, :, None] != keys[:, None, :]
         h = self.drop(self.embed(ids))  # (B, T, d_model)
         g = self.drop(self.mask_emb.expand(B, target_mapping.shape[1], -1)) if target_mapping is not None else None
-        r = self.drop(relative_encoding(T, self.config.d_model, ids.device).to(h.dtype))  # (2T, d_model)
-        for layer in self.layers:
-            h, g = layer(h, g, r, other, content_mask, query_mask, target_mapping)
-        return self.drop(g if g is not None else h)
+        r = self.drop(relative_encoding(T, self.config.d_model, ids.device, keys=M + T).to(h.dtype))  # (M + 2T, d_model)
+        new_mems: list[Tensor] | None = [] if mem_len > 0 else None
+        for n, layer in enumerate(self.layers):
+            mem = mems[n] if mems else None
+            if new_mems is not None:
+                kept = h if reuse_len is None else h[:, :reuse_len]
+                new_mems.append((kept if mem is None else torch.cat([mem, kept], dim=1))[:, -mem_len:].detach())
+            h, g = layer(h, g, r, other, content_mask, query_mask, target_mapping, mem)
+        return self.drop(g if g is not None else h), new_mems
 
 
 @register_model("xlnet-lm")
@@ -221,6 +261,6 @@ class XLNetLM(XLNetModel):
         self.lm_head.weight = self.embed.weight
 
     def forward(self, ids: Tensor, **kw) -> XLNetOutput:  # type: ignore[override]
-        """:meth:`XLNetModel.forward`'s arguments; the logits of the states it returns."""
-        out = super().forward(ids, **kw)
-        return XLNetOutput(logits=self.lm_head(out), hidden=out)
+        """:meth:`XLNetModel.stream`'s arguments; the logits of the states it returns, and the new memory."""
+        out, mems = self.stream(ids, **kw)
+        return XLNetOutput(logits=self.lm_head(out), hidden=out, mems=mems)

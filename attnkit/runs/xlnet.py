@@ -22,9 +22,14 @@ from attnkit.runs.mlm import MLMJob
 
 @dataclass(frozen=True, kw_only=True)
 class XLNetObjectiveConfig(Config):
-    """Partial prediction: the last ``1/k`` of each factorisation order is predicted (K = 6, section 3.1)."""
+    """Partial prediction: the last ``1/k`` of each factorisation order is predicted (K = 6, section 3.1).
+
+    ``memory``: each sequence is two segments, the second attending to the first one's cached content
+    states (Transformer-XL's recurrence, section 2.3).
+    """
 
     k: float = 6.0
+    memory: bool = False
 
     def validate(self) -> None:
         check(self.k >= 1.0, "k", self.k, "must be >= 1 (1: predict every token)")
@@ -60,7 +65,7 @@ class XLNetJob(MLMJob):
         m, t, old = base.configs["model"], base.configs["train"], base.task
         task = XLNetTask(old.docs, old.train_ids, old.valid_ids, tokenizer=old.tok, max_seq_len=old.max_seq_len, batch_size=old.batch_size,
                          pair_task="none", masking=old.masking, short_seq_prob=old.short_seq_prob, max_eval_pairs=len(old.valid_pairs),
-                         device=old.device, log=old.log, k=configs["xlnet"].k)  # type: ignore[attr-defined]
+                         device=old.device, log=old.log, k=configs["xlnet"].k, memory=configs["xlnet"].memory)  # type: ignore[attr-defined]
         torch.manual_seed(t.seed)  # type: ignore[attr-defined]
         model = XLNetLM(XLNetConfig(vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,  # type: ignore[attr-defined]
                                     d_ff=m.ffn_dim, activation=m.activation, dropout=m.dropout, norm_eps=m.norm_eps,  # type: ignore[attr-defined]

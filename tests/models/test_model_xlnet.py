@@ -82,3 +82,46 @@ def test_export_loads_in_transformers_with_the_same_logits(pair, tmp_path):
         ref = back(ids, perm_mask=perm_mask, target_mapping=mapping).logits
         got = ours(ids, perm_mask=perm_mask, target_mapping=mapping).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reuse_len", [None, 3])
+def test_memory_matches_transformers_over_three_segments(reuse_len):
+    """Transformer-XL's recurrence: each segment attends to the cached content states of the ones before."""
+    torch.manual_seed(7)
+    cfg = transformers.XLNetConfig(vocab_size=80, d_model=32, n_layer=2, n_head=4, d_inner=48, dropout=0.0, mem_len=5,
+                                   reuse_len=reuse_len)
+    hf = transformers.XLNetLMHeadModel(cfg).eval()
+    ours = xlnet_from_hf(hf).eval()
+    hf_mems = our_mems = None
+    for seg in range(3):
+        ids = torch.randint(6, 80, (2, 6))
+        types = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+        perm_mask, mapping = permutation_inputs(2, 6, 2, seed=10 + seg)
+        pad = torch.ones(2, 6)
+        pad[1, 5] = 0
+        with torch.no_grad():
+            ref = hf(ids, mems=hf_mems, perm_mask=perm_mask, target_mapping=mapping, token_type_ids=types, attention_mask=pad,
+                     use_mems=True)
+            got = ours(ids, mems=our_mems, perm_mask=perm_mask, target_mapping=mapping, segment_ids=types, attention_mask=pad,
+                       mem_len=5, reuse_len=reuse_len)
+        torch.testing.assert_close(got.logits, ref.logits, atol=1e-5, rtol=1e-5)
+        assert len(got.mems) == 2
+        for a, b in zip(got.mems, ref.mems):  # Hugging Face keeps memory time-first
+            torch.testing.assert_close(a, b.transpose(0, 1), atol=1e-5, rtol=1e-5)
+        hf_mems, our_mems = ref.mems, got.mems
+    assert our_mems[0].shape[1] == 5
+
+
+def test_memory_changes_the_output_and_content_stream_matches():
+    torch.manual_seed(8)
+    cfg = transformers.XLNetConfig(vocab_size=80, d_model=32, n_layer=2, n_head=4, d_inner=48, dropout=0.0, mem_len=4)
+    hf = transformers.XLNetLMHeadModel(cfg).eval()
+    ours = xlnet_from_hf(hf).eval()
+    first, second = torch.randint(6, 80, (1, 5)), torch.randint(6, 80, (1, 5))
+    with torch.no_grad():
+        mems = ours(first, mem_len=4).mems
+        with_memory = ours(second, mems=mems).logits
+        ref = hf(second, mems=hf(first, use_mems=True).mems).logits
+        alone = ours(second).logits
+    torch.testing.assert_close(with_memory, ref, atol=1e-5, rtol=1e-5)
+    assert (with_memory - alone).abs().max() > 1e-3
