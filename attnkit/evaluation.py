@@ -18,8 +18,8 @@ def labelled_logits(model: Any, tok: Any, task: str, path: Path, max_len: int, d
     """A saved classifier's or tagger's logits on the labelled file ``path``.
 
     Args:
-        model: a :class:`~attnkit.models.BertClassifier` (``classify``) or
-            :class:`~attnkit.models.BertTagger` (``ner``) whose config names its labels.
+        model: a :class:`~attnkit.models.BertClassifier` or ``XLNetClassifier`` (``classify``), or a
+            :class:`~attnkit.models.BertTagger` or ``XLNetTagger`` (``ner``), whose config names its labels.
         tok: the model's WordPiece tokenizer.
         task: ``classify`` (a TSV with a label column) or ``ner`` (a CoNLL file).
         path: the labelled file.

@@ -61,6 +61,7 @@ def add_parsers(tasks: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnkit.loading import load_model_and_tokenizer
     from attnkit.models.bert_heads import BertClassifier, BertTagger
+    from attnkit.models.xlnet_heads import XLNetClassifier, XLNetTagger
     from attnkit.training import pick_device
 
     if not args.data.is_file():
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size={args.batch_size} must be >= 1")
     device = pick_device(args.device)
     model, tok = load_model_and_tokenizer(args.model, None, map_location=device)  # the device's free memory checked first
-    kind = BertClassifier if args.task == "classify" else BertTagger
+    kind = (BertClassifier, XLNetClassifier) if args.task == "classify" else (BertTagger, XLNetTagger)
     if not isinstance(model, kind):
         raise CheckpointError(f"{args.model} holds a {type(model).__name__}; eval {args.task} needs a "
                               f"{'classifier' if args.task == 'classify' else 'tagger'} from 'attnkit finetune {args.task}'")

@@ -51,6 +51,9 @@ def test_classify_learns_and_the_saved_model_predicts(pretrained, tmp_path, caps
     assert isinstance(model, XLNetClassifier) and model.config.summary == "first" and model.config.labels == ("negative", "positive")
     source = attnkit.load(pretrained)
     assert model.config.encoder == source.config  # the encoder's sizes carried over
+    capsys.readouterr()
+    assert main(["eval", "classify", "--model", str(out / "model"), "--data", str(dev), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(best["accuracy"], abs=1e-6)  # eval.json's, recomputed
     rows = [line.split("\t") for line in dev.read_text().splitlines()[1:]]
     (tmp_path / "sentences.txt").write_text("".join(s + "\n" for s, _ in rows))
     capsys.readouterr()
@@ -81,3 +84,19 @@ def test_bert_only_options_are_refused_in_one_line(pretrained, tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o" / "model").exists()
+
+
+def test_ner_trains_a_tagger_that_eval_scores_alike(pretrained, tmp_path, capsys):
+    from tests.cli.test_cli_finetune import tagged, write_conll
+
+    rng = random.Random(3)
+    train = write_conll(tmp_path / "train.conll", tagged(rng, 120))
+    dev = write_conll(tmp_path / "dev.conll", tagged(rng, 40))
+    out = tmp_path / "ner"
+    assert main(["finetune", "ner", "--model", str(pretrained), "--train", str(train), "--dev", str(dev), "--out", str(out),
+                 "--epochs", "4", "--set", "train.optim.lr=2e-3", "--set", "train.batch_size=16", *FAST]) == 0
+    best = json.loads((out / "eval.json").read_text())
+    assert isinstance(attnkit.load(out / "model"), XLNetTagger)
+    capsys.readouterr()
+    assert main(["eval", "ner", "--model", str(out / "model"), "--data", str(dev), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(best["f1"], abs=1e-6)
