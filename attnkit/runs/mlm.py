@@ -74,7 +74,9 @@ class MLMDataConfig(PretrainingDataConfig):
     / ``squad_heldout_articles``: see :mod:`attnkit.data.squad_text`. ``segmenter``: where words begin for
     whole-word and span masking in text without spaces (``jieba``, or ``spaces`` for pre-segmented text; Chinese
     whole-word masking, :mod:`attnkit.data.segment`); ``none``: the tokenizer's own words. ``phrases``: a file of one
-    phrase or entity a line, each occurrence one unit for whole-word and span masking (ERNIE's phrase and entity masking).
+    phrase or entity a line, each occurrence one unit for whole-word and span masking (ERNIE's phrase and entity masking),
+    or ``auto``: the phrases that Mikolov et al.'s collocation score finds in the text above ``phrase_threshold``
+    (:mod:`attnkit.data.phrases`), written to ``OUT/phrases.txt``.
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
     WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
@@ -95,15 +97,36 @@ class MLMDataConfig(PretrainingDataConfig):
     squad_heldout_articles: int = 0
     segmenter: Segmenter = "none"
     phrases: str | None = None
+    phrase_threshold: float = 10.0
 
     def validate(self) -> None:
         super().validate()
+        check(self.phrase_threshold > 0, "phrase_threshold", self.phrase_threshold, "must be positive (times more often than chance)")
         check(self.squad_heldout_articles >= 0, "squad_heldout_articles", self.squad_heldout_articles,
               "must be >= 0 (the last articles of a SQuAD .json text file left out)")
         check(self.vocab_size is None or self.vocab_size > 5, "vocab_size", self.vocab_size,
               "must exceed the 5 special tokens (or be null: 8000)")
         check(self.max_documents >= 0, "max_documents", self.max_documents, "must be >= 0 (0: every document)")
         check(0.0 <= self.warmup_fraction < 1.0, "warmup_fraction", self.warmup_fraction, "must be in [0, 1)")
+
+
+def phrase_lexicon(d: MLMDataConfig, texts: list[list[str]], out: Path, log: Log) -> Any:
+    """The :class:`~attnkit.data.segment.PhraseLexicon` of ``data.phrases``: the file's, or for ``auto`` the text's
+    collocations (written to ``OUT/phrases.txt``, one a line, for a later stage's ``--phrases``)."""
+    from attnkit.data.phrases import collocation_phrases
+    from attnkit.data.segment import PhraseLexicon
+
+    if d.phrases != "auto":
+        return PhraseLexicon.from_file(d.phrases)  # type: ignore[arg-type]
+    found = collocation_phrases(("\n".join(doc) for doc in texts), threshold=d.phrase_threshold)
+    if not found:
+        raise DataError(f"data.phrases=auto found no phrase above data.phrase_threshold={d.phrase_threshold:g} in the text; "
+                        "lower the threshold or give a lexicon file")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "phrases.txt", "".join(p + "\n" for p in found))
+    log(f"phrases: {len(found)} found in the text ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}); "
+        f"written to {out / 'phrases.txt'}")
+    return PhraseLexicon(found)
 
 
 def scratch_train() -> TrainConfig:
@@ -365,7 +388,7 @@ class MLMJob(Job):
             raise DataError(f"{what} needs at least two documents; separate them by blank lines (or --documents files)")
         from attnkit.data.segment import PhraseLexicon
 
-        lexicon = PhraseLexicon.from_file(d.phrases) if d.phrases else None  # type: ignore[attr-defined]
+        lexicon = phrase_lexicon(d, texts, out, log) if d.phrases else None  # type: ignore[arg-type]
         docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2)  # type: ignore[attr-defined]
                 for doc in tokenize_documents(texts, tok, d.segmenter, lexicon)]  # type: ignore[attr-defined]
         if not docs:
