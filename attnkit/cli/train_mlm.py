@@ -31,7 +31,8 @@ model learns masked LM alone on full-sentence sequences (RoBERTa). Masking is BE
 tokens: 80% [MASK], 10% random, 10% kept), drawn anew for every batch; --whole-word masks whole
 words (--segmenter jieba: the words of Chinese text as the jieba segmenter finds them, Chinese
 BERT-wwm's whole-word masking; --phrases FILE: each phrase or entity of the file one unit, ERNIE's phrase
-and entity masking, or --phrases auto: the text's own collocations); --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
+and entity masking, or --phrases auto: the text's own collocations; --entities DIR: the entities a tagger from
+attnkit finetune ner finds); --span-masking masks SpanBERT's spans (Joshi et al. 2020: whole words, span lengths from
 Geo(0.2) clipped at 10, the 80/10/10 decided per span), and --span-boundary adds SpanBERT's span boundary
 objective (each span token predicted again from the two tokens around its span); --word-structural adds StructBERT's word
 objective (Wang et al. 2020: 5% of the trigrams of unmasked tokens shuffled, their order restored).
@@ -68,7 +69,7 @@ FLAGS = {"model": "data.model", "tokenizer": "data.tokenizer", "vocab_size": "da
          "pair_task": "data.pair_task", "max_seq_len": "data.max_seq_len", "documents": "data.documents",
          "sentences": "data.sentences", "whole_word": "masking.whole_word",
          "span_masking": "masking.span", "span_boundary": "masking.span_boundary", "word_structural": "masking.word_structural",
-         "segmenter": "data.segmenter", "phrases": "data.phrases"}
+         "segmenter": "data.segmenter", "phrases": "data.phrases", "entities": "data.entity_tagger"}
 
 
 def add_parser(tasks: Any) -> None:
@@ -102,6 +103,9 @@ def add_parser(tasks: Any) -> None:
     g.add_argument("--phrases", metavar="FILE|auto", help="ERNIE's phrase or entity masking: a file of one phrase or entity a line, "
                    "each occurrence masked as one unit by --whole-word or --span-masking; auto: the text's own collocations "
                    "(Mikolov et al. 2013; data.phrase_threshold, default 10), written to OUT/phrases.txt (sets data.phrases)")
+    g.add_argument("--entities", metavar="DIR", help="ERNIE's entity masking: each entity that this tagger (from attnkit finetune "
+                   "ner) finds in the text one unit for --whole-word or --span-masking, written to OUT/entities.txt "
+                   "(sets data.entity_tagger)")
     g.add_argument("--span-boundary", action="store_const", const=True, help="SpanBERT's span boundary objective: predict each "
                    "span token again from the span's boundary tokens (sets masking.span_boundary; needs --span-masking)")
     g.add_argument("--span-masking", action="store_const", const=True, help="SpanBERT: mask spans of whole words, Geo(0.2) "

@@ -14,8 +14,9 @@ Segmenters (``data.segmenter``):
 
 Phrase- and entity-level masking (ERNIE, Sun et al. 2019, section 3.2) masks whole phrases and named
 entities, each one unit of several words. ERNIE finds them with lexical analysis, chunking and entity
-recognition; here they come from a lexicon, a file of one phrase or entity a line, or the text's own
-collocations (:mod:`attnkit.data.phrases`) (:class:`PhraseLexicon`, ``data.phrases``): each occurrence in the text, longest first, becomes one
+recognition; here they come from a lexicon (:class:`PhraseLexicon`): a file of one phrase or entity a
+line, the text's own collocations (:mod:`attnkit.data.phrases`) or a tagger's entities
+(:mod:`attnkit.runs.lexicon`). Each occurrence in the text, longest first, becomes one
 unit, so whole-word masking (and span masking) takes it, every token of it, or none. ERNIE's stages
 (basic, then phrase, then entity masking) are runs that continue one another, each with its lexicon.
 """

@@ -76,7 +76,9 @@ class MLMDataConfig(PretrainingDataConfig):
     whole-word masking, :mod:`attnkit.data.segment`); ``none``: the tokenizer's own words. ``phrases``: a file of one
     phrase or entity a line, each occurrence one unit for whole-word and span masking (ERNIE's phrase and entity masking),
     or ``auto``: the phrases that Mikolov et al.'s collocation score finds in the text above ``phrase_threshold``
-    (:mod:`attnkit.data.phrases`), written to ``OUT/phrases.txt``.
+    (:mod:`attnkit.data.phrases`), written to ``OUT/phrases.txt``. ``entity_tagger``: a tagger from ``attnkit
+    finetune ner`` whose entities in the text become units as well (ERNIE's entity-level masking), written to
+    ``OUT/entities.txt`` (:mod:`attnkit.runs.lexicon`).
 
     ``tokens`` instead of ``text`` is a token file written by ``attnkit data prepare`` with a
     WordPiece ``tokenizer.json`` (:mod:`attnkit.data.stream_mlm`): masked LM alone on random
@@ -98,6 +100,7 @@ class MLMDataConfig(PretrainingDataConfig):
     segmenter: Segmenter = "none"
     phrases: str | None = None
     phrase_threshold: float = 10.0
+    entity_tagger: str | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -108,25 +111,6 @@ class MLMDataConfig(PretrainingDataConfig):
               "must exceed the 5 special tokens (or be null: 8000)")
         check(self.max_documents >= 0, "max_documents", self.max_documents, "must be >= 0 (0: every document)")
         check(0.0 <= self.warmup_fraction < 1.0, "warmup_fraction", self.warmup_fraction, "must be in [0, 1)")
-
-
-def phrase_lexicon(d: MLMDataConfig, texts: list[list[str]], out: Path, log: Log) -> Any:
-    """The :class:`~attnkit.data.segment.PhraseLexicon` of ``data.phrases``: the file's, or for ``auto`` the text's
-    collocations (written to ``OUT/phrases.txt``, one a line, for a later stage's ``--phrases``)."""
-    from attnkit.data.phrases import collocation_phrases
-    from attnkit.data.segment import PhraseLexicon
-
-    if d.phrases != "auto":
-        return PhraseLexicon.from_file(d.phrases)  # type: ignore[arg-type]
-    found = collocation_phrases(("\n".join(doc) for doc in texts), threshold=d.phrase_threshold)
-    if not found:
-        raise DataError(f"data.phrases=auto found no phrase above data.phrase_threshold={d.phrase_threshold:g} in the text; "
-                        "lower the threshold or give a lexicon file")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "phrases.txt", "".join(p + "\n" for p in found))
-    log(f"phrases: {len(found)} found in the text ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}); "
-        f"written to {out / 'phrases.txt'}")
-    return PhraseLexicon(found)
 
 
 def scratch_train() -> TrainConfig:
@@ -322,8 +306,8 @@ class MLMJob(Job):
     def check(self, configs: dict[str, Config]) -> None:
         m, d = configs["model"], configs["data"]
         if d.tokens:  # type: ignore[attr-defined]
-            if d.segmenter != "none" or d.phrases:  # type: ignore[attr-defined]
-                raise ConfigError("data.segmenter and data.phrases apply to --text; a token file's words are those "
+            if d.segmenter != "none" or d.phrases or d.entity_tagger:  # type: ignore[attr-defined]
+                raise ConfigError("data.segmenter, data.phrases and data.entity_tagger apply to --text; a token file's words are those "
                                   "attnkit data prepare marked (leave them unset with data.tokens)")
             if d.pair_task != "none":  # type: ignore[attr-defined]
                 raise ConfigError(f"data.tokens trains masked LM alone on windows of the token file; --{d.pair_task} needs "  # type: ignore[attr-defined]
@@ -386,9 +370,9 @@ class MLMJob(Job):
         if d.pair_task in ("nsp", "sso") and len(texts) < 2:  # type: ignore[attr-defined]
             what = "next-sentence prediction" if d.pair_task == "nsp" else "the sentence structural objective"  # type: ignore[attr-defined]
             raise DataError(f"{what} needs at least two documents; separate them by blank lines (or --documents files)")
-        from attnkit.data.segment import PhraseLexicon
+        from attnkit.runs.lexicon import unit_lexicon
 
-        lexicon = phrase_lexicon(d, texts, out, log) if d.phrases else None  # type: ignore[arg-type]
+        lexicon = unit_lexicon(d, texts, out, log, device=t.device)  # type: ignore[arg-type, attr-defined]
         docs = [cut_long_sentences(doc, (d.max_seq_len - 3) // 2)  # type: ignore[attr-defined]
                 for doc in tokenize_documents(texts, tok, d.segmenter, lexicon)]  # type: ignore[attr-defined]
         if not docs:
