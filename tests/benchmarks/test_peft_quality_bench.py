@@ -555,7 +555,7 @@ def test_fp32_runs_turn_autocast_off_in_both_libraries_and_keep_their_own_file(b
     assert set(json.loads(bf16.read_text())["runs"]) == {"sst2/lora/0", "sst2/lora/1"}
 
 
-@pytest.mark.parametrize("method", ["lora", "prefix"])
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt", "ptuning"])
 def test_without_dropout_a_paired_pair_trains_step_for_step_alike(bench, hf_bert_dir: Path, tmp_path: Path, method: str) -> None:
     """--dropout off: peft's model built without dropout and attnkit's with every dropout at 0 (``without_dropout``), both in
     training mode, from the paired start, take the same optimizer steps on the same batches: equal losses at every step.
