@@ -276,7 +276,6 @@ class FinetuneJob(Job):
             raise ConfigError(f"train.eval.every={t.eval.every} needs a dev file (data.dev) to evaluate on")
         limit = ft.backbone_of(source).config.max_len
         p: PEFTConfig = configs.get("peft", PEFTConfig())  # type: ignore[assignment]
-
         if p.method in ("prompt", "ptuning"):
             limit -= p.n_virtual  # the virtual tokens take the first positions
         max_len = min(d.max_len, limit)
