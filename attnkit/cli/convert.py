@@ -94,17 +94,17 @@ def run(args: argparse.Namespace) -> int:
 
 def kind_of(model: Any) -> str | None:
     """``"gpt"``, ``"bert"``, ``"seq2seq"`` or ``"xlnet"``: which exporters ``model`` goes to; None for other models."""
-    from attnkit.hub.bert import HEADS
+    from attnkit.hub import bert, xlnet
     from attnkit.models.gpt import GPT
     from attnkit.models.transformer import Transformer
 
     if isinstance(model, GPT):
         return "gpt"
-    if type(model) in HEADS.values():
+    if type(model) in bert.HEADS.values():
         return "bert"
     if isinstance(model, Transformer):
         return "seq2seq"
-    if type(model).__name__.startswith("XLNet"):  # XLNetLM and the heads attnkit.hub.xlnet exports
+    if type(model) in xlnet.HEADS.values():  # XLNetLM and its fine-tuning heads
         return "xlnet"
     return None
 

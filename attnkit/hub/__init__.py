@@ -10,6 +10,8 @@
 >>> save_hf_t5(model, "out")                      # a T5-shaped Transformer, loads with T5ForConditionalGeneration
 >>> model = attnkit.load("hf-bart-dir")          # BartForConditionalGeneration, detected
 >>> save_hf_bart(model, "out")                    # a BART-shaped Transformer, loads with BartForConditionalGeneration
+>>> model = attnkit.load("hf-xlnet-dir")         # XLNetLMHeadModel, XLNetFor{Sequence,Token}Classification, detected
+>>> save_hf_xlnet(model, "out")                   # an XLNetLM, XLNetClassifier or XLNetTagger
 """
 
 from attnkit.hub.bart import bart_from_hf, is_hf_bart, load_hf_bart, save_hf_bart
@@ -18,6 +20,7 @@ from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2
 from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
 from attnkit.hub.llama import is_hf_llama, load_hf_llama, save_hf_llama
 from attnkit.hub.t5 import is_hf_t5, load_hf_t5, save_hf_t5, t5_from_hf
+from attnkit.hub.xlnet import is_hf_xlnet, load_hf_xlnet, save_hf_xlnet, xlnet_from_hf
 
 __all__ = [
     "GPT2_KEYS", "TRANSFORMS", "Fuse", "KeyMap", "Rule",
@@ -26,4 +29,5 @@ __all__ = [
     "is_hf_llama", "load_hf_llama", "save_hf_llama",
     "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_from_hf",
     "bart_from_hf", "is_hf_bart", "load_hf_bart", "save_hf_bart",
+    "is_hf_xlnet", "load_hf_xlnet", "save_hf_xlnet", "xlnet_from_hf",
 ]
