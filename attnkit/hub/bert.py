@@ -225,7 +225,7 @@ def config_from_hf(data: dict[str, Any], family: str, *, pooler: bool = True, so
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _labels(data: dict[str, Any], source: str = CONFIG_NAME) -> tuple[str, ...]:
+def hf_labels(data: dict[str, Any], source: str = CONFIG_NAME) -> tuple[str, ...]:
     """The label names of a classifier or tagger, in id order, from ``id2label`` (keys ``"0"`` to ``"N-1"``).
 
     Raises:
@@ -249,7 +249,7 @@ def load_hf_bert(path: str | os.PathLike) -> nn.Module:
     data, cfg_path = read_hf_config(path)
     family = data["model_type"]
     head = head_from_architecture(family, data, str(cfg_path))
-    labels = _labels(data, str(cfg_path)) if head in ("ForSequenceClassification", "ForTokenClassification") else ()
+    labels = hf_labels(data, str(cfg_path)) if head in ("ForSequenceClassification", "ForTokenClassification") else ()
     state, weights_path = read_hf_weights(path)
     base = "" if head == "Model" else f"{family}."
     if head == "Model" and any(k.startswith(f"{family}.") for k in state):  # a head checkpoint's encoder, loaded bare

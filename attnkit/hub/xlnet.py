@@ -110,9 +110,9 @@ def _head_of(data: dict[str, Any], source: str) -> str:
 
 
 def _task_config(data: dict[str, Any], encoder: XLNetConfig, source: str) -> XLNetTaskConfig:
-    from attnkit.hub.bert import _labels
+    from attnkit.hub.bert import hf_labels
 
-    labels = _labels(data, source)
+    labels = hf_labels(data, source)
     summary = data.get("summary_type", "last")
     if summary not in SUMMARIES:
         raise ConfigError(f"{source}: summary_type={summary!r} is not supported; use one of {', '.join(SUMMARIES)}")
@@ -152,7 +152,7 @@ def xlnet_from_hf(hf_model: Any) -> nn.Module:
 
 def load_hf_xlnet(path: str | os.PathLike) -> nn.Module:
     """Build the attnkit model of a Hugging Face XLNet directory (``config.json`` + safetensors)."""
-    data, cfg_path = read_hf_config(path)
+    data, _ = read_hf_config(path)
     state, weights_path = read_hf_weights(path)
     if not isinstance(data.get("architectures"), list):
         data = {**data, "architectures": ["XLNetLMHeadModel"]}

@@ -231,8 +231,10 @@ class XLNetModel(PretrainedModel):
         if mask is not None and M:
             mask = torch.cat([mask.new_zeros(B, T, M), mask], dim=-1)  # the memory is always visible
         query_mask = mask > 0 if mask is not None else None  # (B, T, M + T)
-        self_key = torch.arange(M + T, device=ids.device)[None, :] == torch.arange(M, M + T, device=ids.device)[:, None]  # key M + i is query i
-        content_mask = (query_mask & ~self_key) if query_mask is not None else None  # the content stream sees itself
+        content_mask = None
+        if query_mask is not None:  # the content stream sees itself: query i's own key is M + i
+            self_key = torch.arange(M + T, device=ids.device)[None, :] == torch.arange(M, M + T, device=ids.device)[:, None]
+            content_mask = query_mask & ~self_key
         other = None
         if segment_ids is not None:  # (B, T, M + T); memory positions count as segment 0
             keys = torch.cat([segment_ids.new_zeros(B, M), segment_ids], dim=1) if M else segment_ids

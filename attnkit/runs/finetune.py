@@ -265,7 +265,8 @@ class FinetuneJob(Job):
         source_dir = model_dir(d.model)
         source, tok = load_model_and_tokenizer(source_dir, d.tokenizer or None)
         sharing: CheckpointModelConfig = configs.get("model", CheckpointModelConfig())  # type: ignore[assignment]
-        if isinstance(ft.backbone_of(source), XLNetModel):
+        backbone = ft.backbone_of(source)
+        if isinstance(backbone, XLNetModel):
             check_xlnet_options(d, configs.get("peft", PEFTConfig()), sharing)  # type: ignore[arg-type]
         if d.features != "none":  # a frozen encoder: un-shared before the feature model copies it
             source = set_layer_sharing(source, sharing, log)
@@ -274,7 +275,7 @@ class FinetuneJob(Job):
             t = epoch_schedule(t, d, len(train_data), evaluate=dev_data is not None)
         if dev_data is None and t.eval.every:
             raise ConfigError(f"train.eval.every={t.eval.every} needs a dev file (data.dev) to evaluate on")
-        limit = ft.backbone_of(source).config.max_len
+        limit = backbone.config.max_len
         p: PEFTConfig = configs.get("peft", PEFTConfig())  # type: ignore[assignment]
         if p.method in ("prompt", "ptuning"):
             limit -= p.n_virtual  # the virtual tokens take the first positions

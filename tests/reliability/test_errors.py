@@ -226,11 +226,11 @@ def test_hf_config_fields(work: Path, case: str, extra: dict, say: str) -> None:
 
 
 def test_hf_labels_in_python() -> None:
-    from attnkit.hub.bert import _labels
+    from attnkit.hub.bert import hf_labels
 
-    assert _labels({"id2label": {"1": "POS", "0": "NEG"}}) == ("NEG", "POS")
+    assert hf_labels({"id2label": {"1": "POS", "0": "NEG"}}) == ("NEG", "POS")
     with pytest.raises(CheckpointError, match="'x'"):
-        _labels({"id2label": {"x": "NEG"}})
+        hf_labels({"id2label": {"x": "NEG"}})
 
 
 # -- attention parameters --------------------------------------------------------------------------------------------
