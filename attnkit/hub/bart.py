@@ -48,10 +48,10 @@ from attnkit.models.transformer import Transformer, TransformerConfig
 MODEL_TYPE = "bart"
 POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding: position p is row p + 2
 HF_NORM_EPS = 1e-5  # nn.LayerNorm's default, which BART's layers use
-# BartConfig.activation_function values (ACT2FN names) and their attnkit names.
-_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu",
-                "swish": "silu"}
-_TO_HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new", "silu": "silu"}
+# BartConfig.activation_function values (ACT2FN names) and their attnkit names; MarianConfig's are the same.
+ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu",
+               "swish": "silu"}
+TO_HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new", "silu": "silu"}
 # Fields of older or related configs (fairseq conversions, mBART) whose non-default values BART's layer lacks.
 _REFUSED = {
     "normalize_before": (False, "BART's layers are post-norm (pre-norm with a final norm is mBART's layer)"),
@@ -143,8 +143,8 @@ def bart_config_from_hf(data: dict[str, Any], *, shared: bool = True, source: st
     if data.get("decoder_ffn_dim", 4096) != ffn:
         refuse("decoder_ffn_dim", f"attnkit's stacks share one FFN width (encoder_ffn_dim={ffn})")
     act = str(data.get("activation_function", "gelu"))
-    if act not in _ACTIVATIONS:
-        refuse("activation_function", f"use one of {', '.join(_ACTIVATIONS)}")
+    if act not in ACTIVATIONS:
+        refuse("activation_function", f"use one of {', '.join(ACTIVATIONS)}")
     pad, eos = data.get("pad_token_id", 1), data.get("eos_token_id", 2)
     if not isinstance(eos, int):
         refuse("eos_token_id", "attnkit stops at one EOS id")
@@ -161,7 +161,7 @@ def bart_config_from_hf(data: dict[str, Any], *, shared: bool = True, source: st
             n_decoder_layers=data.get("decoder_layers", 12),
             dropout=float(data.get("dropout", 0.1)),
             activation_dropout=float(data.get("activation_dropout", 0.0)),
-            activation=_ACTIVATIONS[act],  # type: ignore[arg-type]
+            activation=ACTIVATIONS[act],  # type: ignore[arg-type]
             norm_position="post",
             norm="layer",
             norm_eps=HF_NORM_EPS,
@@ -256,8 +256,8 @@ def bart_config_to_hf(c: TransformerConfig) -> dict[str, Any]:
     need("bias", c.bias, "bias=true")
     need("share_embeddings", c.share_embeddings or not c.tie_output,
          "share_embeddings=true, or tie_output=false (transformers 5 then reads a table per stack)")
-    need("activation", c.ffn == "mlp" and c.activation in _TO_HF_ACTIVATION,
-         f"ffn=mlp with {', '.join(_TO_HF_ACTIVATION)}")
+    need("activation", c.ffn == "mlp" and c.activation in TO_HF_ACTIVATION,
+         f"ffn=mlp with {', '.join(TO_HF_ACTIVATION)}")
     need("output_scale", c.output_scale == 1.0, "1.0")
     return {
         "model_type": MODEL_TYPE,
@@ -271,7 +271,7 @@ def bart_config_to_hf(c: TransformerConfig) -> dict[str, Any]:
         "decoder_attention_heads": c.n_heads,
         "encoder_ffn_dim": c.d_ff,
         "decoder_ffn_dim": c.d_ff,
-        "activation_function": _TO_HF_ACTIVATION[c.activation],
+        "activation_function": TO_HF_ACTIVATION[c.activation],
         "dropout": c.dropout,
         "attention_dropout": c.attention.dropout,
         "activation_dropout": c.activation_dropout,

@@ -1,4 +1,4 @@
-"""``attnkit convert`` of encoder-decoder Transformers (to T5 and BART) and XLNet, checked against transformers' own classes."""
+"""``attnkit convert`` of encoder-decoder Transformers (to T5, BART and Marian) and XLNet, checked against transformers' own classes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ T5 = dict(norm="rms", norm_position="pre", norm_eps=1e-6, bias=False, scale_embe
 # BART's layer (the *-shakespeare-bartlayer recipes' options); ids: pad 1, EOS 2 (the decoder's start)
 BART = dict(positional="learned", max_len=32, share_positions=False, embedding_norm=True, scale_embeddings=False,
             activation="gelu", output_bias=True, pad_id=1, bos_id=2, eos_id=2)
+# the layer of "Attention Is All You Need" (attnkit's defaults, the multi30k-de-en and demo recipes' options)
+MARIAN: dict = {}
+NAMES = {"t5": "T5", "bart": "BART", "marian": "Marian"}
 
 
 def saved_transformer(path: Path, **fields) -> Transformer:
@@ -59,11 +62,12 @@ def refused(capsys, argv: list) -> str:
 
 
 @pytest.mark.parametrize("family, fields, hf_class", [("t5", T5, "T5ForConditionalGeneration"),
-                                                      ("bart", BART, "BartForConditionalGeneration")])
+                                                      ("bart", BART, "BartForConditionalGeneration"),
+                                                      ("marian", MARIAN, "MarianMTModel")])
 def test_seq2seq_converts_to_its_family_and_back(tmp_path, capsys, family, fields, hf_class) -> None:
     model = saved_transformer(tmp_path / "ak", **fields)
     assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0  # the family from the config
-    assert f"Hugging Face {family.upper()} format" in capsys.readouterr().out
+    assert f"Hugging Face {NAMES[family]} format" in capsys.readouterr().out
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == family
     hf = getattr(transformers, hf_class).from_pretrained(tmp_path / "hf").eval()
     src, tgt = batch(model.config)
@@ -84,19 +88,45 @@ def test_seq2seq_converts_to_its_family_and_back(tmp_path, capsys, family, field
         torch.testing.assert_close(back(src, tgt).logits, theirs, atol=1e-5, rtol=0)
 
 
-def test_sinusoidal_transformer_is_refused_in_one_line(tmp_path, capsys) -> None:
-    saved_transformer(tmp_path / "ak")  # sinusoidal positions: the default, and the translation recipes'
-    for family in ([], ["--family", "t5"], ["--family", "bart"]):
-        line = refused(capsys, ["convert", "--to-hf", *family, tmp_path / "ak", tmp_path / "hf"])
-        assert ("sinusoidal" in line) if not family else ("positional" in line or "position.kind" in line), line
-        assert "t5layer" in line or "bartlayer" in line, line
+def test_pre_norm_sinusoidal_transformer_is_refused_in_one_line(tmp_path, capsys) -> None:
+    saved_transformer(tmp_path / "pre", norm_position="pre")  # the *-shakespeare recipes' layer: Marian's positions, not its norm
+    for family in ([], ["--family", "marian"]):
+        line = refused(capsys, ["convert", "--to-hf", *family, tmp_path / "pre", tmp_path / "hf"])
+        assert "norm_position='pre'" in line and "no pre-norm option" in line and "multi30k-de-en" in line, line
+    for family in ("t5", "bart"):
+        line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / "pre", tmp_path / "hf"])
+        assert ("positional" in line or "position.kind" in line) and f"{family}layer" in line, line
+    saved_transformer(tmp_path / "ak")  # post-norm: T5 and BART name the family that fits
+    for family in ("t5", "bart"):
+        assert "--family marian" in refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / "ak", tmp_path / "hf"])
     assert not (tmp_path / "hf").exists()
+
+
+def test_translation_transformer_exports_with_its_tokenizer(tmp_path, capsys) -> None:
+    """The exported Marian directory holds the tokenizer, so attnkit translates from it as from the original."""
+    from attnkit.data.tokenizer import char_tokenizer
+
+    tok = char_tokenizer("abcdefghij")  # 4 specials + 10 letters
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(**{**BASE, "src_vocab_size": 14, "tgt_vocab_size": 14}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(tmp_path / "ak", tokenizer=tok)
+    assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "ak" / "tokenizer.json").read_bytes()
+    outputs = []
+    for d in ("ak", "hf"):
+        capsys.readouterr()
+        assert main(["translate", "--model", str(tmp_path / d), "--device", "cpu", "--beam", "2", "abc", "jihgf"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 2
 
 
 def test_wrong_family_is_refused_naming_the_right_ones(tmp_path, capsys) -> None:
     saved_transformer(tmp_path / "t5", **T5)
     BertModel(attnkit.bert_preset("bert-test")).save_pretrained(tmp_path / "bert")
-    cases = [("bert", "t5", "t5|bart"), ("xlnet", "t5", "t5|bart"), ("t5", "bert", "bert|roberta|albert|electra"),
+    cases = [("bert", "t5", "t5|bart|marian"), ("xlnet", "t5", "t5|bart|marian"), ("t5", "bert", "bert|roberta|albert|electra"),
              ("bart", "t5", "--family t5")]  # a T5-shaped model as BART: the family it fits
     for family, src, names in cases:
         line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / src, tmp_path / "hf"])
