@@ -18,13 +18,14 @@
 * an XLNet model as ``--family xlnet`` (the default): ``XLNetLM`` as ``XLNetLMHeadModel``, ``XLNetClassifier`` and
   ``XLNetTagger`` as ``XLNetForSequenceClassification`` and ``XLNetForTokenClassification``.
 
-``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one.
+``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one, and so is an
+encoder-decoder's ``translation.json`` (the languages and decoding settings ``attnkit translate`` reads).
 ``attnkit.load`` reads both formats (Hugging Face GPT-2, Llama, Mistral, Qwen2, the BERT family,
 T5, BART, Marian and XLNet), so SRC may be either.
 
 DST is written beside its final place and renamed in when complete. A DST that exists and is
 not empty is refused, unless it is a model directory of the kind being written (config.json,
-model.safetensors and tokenizer.json, nothing else) and --overwrite is given; a DST that is
+model.safetensors, tokenizer.json and translation.json, nothing else) and --overwrite is given; a DST that is
 SRC, contains it or lies inside it is always refused.
 """
 
@@ -38,6 +39,7 @@ from attnkit.cli.helptext import plain
 from attnkit.errors import CheckpointError, ConfigError
 
 CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME = "config.json", "model.safetensors", "tokenizer.json"  # as attnkit.models.base names them
+TRANSLATION_NAME = "translation.json"  # as attnkit.training.translation names it
 
 # the --family choices of each kind of model (the default is the one its config fits: see family_of)
 FAMILIES = {"bert": ("bert", "roberta", "albert", "electra"), "seq2seq": ("t5", "bart", "marian"), "xlnet": ("xlnet",)}
@@ -81,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
         fix = f"choose --family {'|'.join(fits)} or leave it out" if fits else "leave out --family (its config picks GPT-2 or the Llama family)"
         raise CheckpointError(f"--family {args.family} does not fit {args.src}, which holds a {name}; {fix}")
     tokenizer = args.src / TOKENIZER_NAME if (args.src / TOKENIZER_NAME).is_file() else None
+    extras = translation_info(args.src) if kind == "seq2seq" else {}
     family = (args.family or family_of(model, kind, args.src)) if args.to_hf else None
     try:
         if args.to_hf:
-            fmt = f"Hugging Face {write(model, kind, family, args.dst, tokenizer)}"
+            fmt = f"Hugging Face {write(model, kind, family, args.dst, tokenizer, extras)}"
         else:
-            model.save_pretrained(args.dst, tokenizer=tokenizer)
+            model.save_pretrained(args.dst, tokenizer=tokenizer, extra_files=extras)
             fmt = "attnkit"
     except OSError as e:
         raise CheckpointError(f"cannot write {args.dst}: {e.strerror or e}; DST was left as it was") from None
@@ -165,8 +168,25 @@ def _seq2seq_fix(model: Any, family: str | None) -> str:
     return f"; choose --family {other[0]} or leave it out" if other else f"; train it with the {SEQ2SEQ_RECIPES[family]} recipe"
 
 
-def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path | None) -> str:
-    """Write ``model`` to ``dst`` as the Hugging Face ``family`` (a GPT: None); returns the family's name as the message gives it."""
+def translation_info(src: Path) -> dict[str, str]:
+    """``{"translation.json": its text}`` where ``src`` has one, else ``{}``.
+
+    Raises:
+        CheckpointError: the file exists but cannot be read as UTF-8 text.
+    """
+    path = src / TRANSLATION_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {TRANSLATION_NAME: path.read_text(encoding="utf-8")}
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path | None, extras: dict[str, str]) -> str:
+    """Write ``model`` to ``dst`` as the Hugging Face ``family`` (a GPT: None); returns the family's name as the message gives it.
+
+    ``extras`` (name -> text: an encoder-decoder's ``translation.json``) are written beside the weights."""
     if kind == "bert":
         from attnkit.hub.bert import save_hf_bert
 
@@ -177,7 +197,8 @@ def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path 
         from attnkit.hub.marian import save_hf_marian
         from attnkit.hub.t5 import save_hf_t5
 
-        {"t5": save_hf_t5, "bart": save_hf_bart, "marian": save_hf_marian}[family](model, dst, tokenizer=tokenizer)
+        {"t5": save_hf_t5, "bart": save_hf_bart, "marian": save_hf_marian}[family](model, dst, tokenizer=tokenizer,
+                                                                                    extra_files=extras)
         return SEQ2SEQ_NAMES[family]
     if kind == "xlnet":
         from attnkit.hub.xlnet import save_hf_xlnet
@@ -194,7 +215,7 @@ def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path 
     return llama_family(model.config)
 
 
-MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME})
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME, TRANSLATION_NAME})
 
 
 def check_destination(src: Path, dst: Path, *, hf: bool, overwrite: bool) -> None:

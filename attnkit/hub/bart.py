@@ -310,13 +310,15 @@ def bart_state_to_hf(model: Transformer) -> dict[str, Tensor]:
     return {(k if k in top else f"model.{k}"): v.contiguous() for k, v in hf.items()}
 
 
-def save_hf_bart(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
+def save_hf_bart(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                 extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a directory that ``BartForConditionalGeneration.from_pretrained`` loads.
 
     Args:
         model: a BART-shaped :class:`Transformer` (see :func:`bart_config_to_hf`).
         path: the directory to write (atomically).
         tokenizer: a ``tokenizer.json`` to copy in.
+        extra_files: name -> text of more files to place beside them (``translation.json``).
 
     Returns:
         ``path``.
@@ -326,7 +328,7 @@ def save_hf_bart(model: Transformer, path: str | os.PathLike, tokenizer: str | o
     """
     hf_config = bart_config_to_hf(model.config)
     hf_state = bart_state_to_hf(model)
-    return write_hf_directory(path, hf_config, hf_state, tokenizer)
+    return write_hf_directory(path, hf_config, hf_state, tokenizer, extra_files)
 
 
 __all__ = ["MODEL_TYPE", "bart_config_from_hf", "bart_config_to_hf", "bart_from_hf", "bart_keys", "bart_state_to_hf",

@@ -24,8 +24,8 @@ at 2i and the cosine of the same angle at 2i+1; ``MarianSinusoidalPositionalEmbe
 first half and the cosines in the second. transformers does not save that table, rebuilds it from the formula
 when a checkpoint lacks it, and reads it when a checkpoint has it, so a table in attnkit's layout would last
 only until the next ``save_pretrained``. Export therefore renumbers the features instead: every axis of
-length d_model that indexes the residual stream (token tables' columns, the columns of each projection out
-of the stream, the rows of each projection into it, LayerNorm gains and shifts) is permuted by
+length d_model that indexes the residual stream (token tables' columns, the input columns of each projection
+that reads the stream, the output rows of each that writes to it, LayerNorm gains and shifts) is permuted by
 :func:`marian_order`. Residual additions and LayerNorm statistics do not depend on the order of the features
 and every linear map sees its inputs and outputs renumbered alike, so the permuted model computes the same
 logits; its hidden states are the original ones permuted. Import applies the inverse permutation, and reads
@@ -334,13 +334,15 @@ def marian_state_to_hf(model: Transformer) -> dict[str, Tensor]:
     return {(k if k in top else f"model.{k}"): v.contiguous() for k, v in hf.items()}
 
 
-def save_hf_marian(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
+def save_hf_marian(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                   extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a directory that ``MarianMTModel.from_pretrained`` loads.
 
     Args:
         model: a Marian-shaped :class:`Transformer` (see :func:`marian_config_to_hf`).
         path: the directory to write (atomically).
         tokenizer: a ``tokenizer.json`` to copy in (``attnkit.load`` and ``attnkit translate`` read it there).
+        extra_files: name -> text of more files to place beside them (``translation.json``).
 
     Returns:
         ``path``.
@@ -350,7 +352,7 @@ def save_hf_marian(model: Transformer, path: str | os.PathLike, tokenizer: str |
     """
     hf_config = marian_config_to_hf(model.config)
     hf_state = marian_state_to_hf(model)
-    return write_hf_directory(path, hf_config, hf_state, tokenizer)
+    return write_hf_directory(path, hf_config, hf_state, tokenizer, extra_files)
 
 
 __all__ = ["MODEL_TYPE", "check_positions", "is_hf_marian", "load_hf_marian", "marian_config_from_hf", "marian_config_to_hf",

@@ -99,7 +99,8 @@ def load_converted(
 
 
 def write_hf_directory(
-    path: str | os.PathLike, hf_config: dict[str, Any], hf_state: dict[str, Tensor], tokenizer: str | os.PathLike | None = None
+    path: str | os.PathLike, hf_config: dict[str, Any], hf_state: dict[str, Tensor], tokenizer: str | os.PathLike | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and optionally ``tokenizer.json`` as the directory ``path``, atomically.
 
@@ -108,6 +109,7 @@ def write_hf_directory(
         hf_config: the Hugging Face config dict.
         hf_state: the Hugging Face state dict (contiguous tensors, no shared storage).
         tokenizer: a ``tokenizer.json`` to copy in.
+        extra_files: name -> text of more files (a translation model's ``translation.json``).
 
     Returns:
         ``path``.
@@ -118,6 +120,8 @@ def write_hf_directory(
         save_file(hf_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     atomic_directory(Path(path), fill)
     return Path(path)

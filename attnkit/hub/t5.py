@@ -274,13 +274,15 @@ def fold_query_scale(state: dict[str, Tensor], c: TransformerConfig) -> None:
             state[key] = state[key] * scale
 
 
-def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
+def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+               extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a directory that ``T5ForConditionalGeneration.from_pretrained`` loads.
 
     Args:
         model: a T5-shaped :class:`Transformer` (see :func:`t5_config_to_hf`).
         path: the directory to write (atomically).
         tokenizer: a ``tokenizer.json`` to copy in.
+        extra_files: name -> text of more files to place beside them (``translation.json``).
 
     Returns:
         ``path``.
@@ -295,7 +297,7 @@ def save_hf_t5(model: Transformer, path: str | os.PathLike, tokenizer: str | os.
         state["lm_head.weight"] = state["src_embed.embedding.weight"].clone()
     fold_query_scale(state, c)
     hf_state = {k: v.contiguous() for k, v in t5_keys(c.ffn == "gated").from_attnkit(state).items()}
-    return write_hf_directory(path, hf_config, hf_state, tokenizer)
+    return write_hf_directory(path, hf_config, hf_state, tokenizer, extra_files)
 
 
 __all__ = ["MODEL_TYPES", "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_config_from_hf", "t5_config_to_hf", "t5_from_hf", "t5_keys", "fold_query_scale"]

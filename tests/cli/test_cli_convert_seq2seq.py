@@ -103,7 +103,8 @@ def test_pre_norm_sinusoidal_transformer_is_refused_in_one_line(tmp_path, capsys
 
 
 def test_translation_transformer_exports_with_its_tokenizer(tmp_path, capsys) -> None:
-    """The exported Marian directory holds the tokenizer, so attnkit translates from it as from the original."""
+    """The exported Marian directory holds the tokenizer and translation.json, so attnkit translates from it (and from
+    its conversion back) as from the original, with the recorded decoding settings."""
     from attnkit.data.tokenizer import char_tokenizer
 
     tok = char_tokenizer("abcdefghij")  # 4 specials + 10 letters
@@ -112,15 +113,20 @@ def test_translation_transformer_exports_with_its_tokenizer(tmp_path, capsys) ->
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    model.save_pretrained(tmp_path / "ak", tokenizer=tok)
+    info = json.dumps({"src": "xx", "tgt": "yy", "beam_size": 1, "length_penalty": 0.0})
+    model.save_pretrained(tmp_path / "ak", tokenizer=tok, extra_files={"translation.json": info})
     assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0
-    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "ak" / "tokenizer.json").read_bytes()
+    assert main(["convert", "--to-hf", "--overwrite", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0  # translation.json is a model file
+    assert main(["convert", "--to-attnkit", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    for d in ("hf", "back"):
+        for name in ("tokenizer.json", "translation.json"):
+            assert (tmp_path / d / name).read_bytes() == (tmp_path / "ak" / name).read_bytes(), (d, name)
     outputs = []
-    for d in ("ak", "hf"):
+    for d in ("ak", "hf", "back"):
         capsys.readouterr()
-        assert main(["translate", "--model", str(tmp_path / d), "--device", "cpu", "--beam", "2", "abc", "jihgf"]) == 0
+        assert main(["translate", "--model", str(tmp_path / d), "--device", "cpu", "abc", "jihgf"]) == 0
         outputs.append(capsys.readouterr().out)
-    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 2
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0].splitlines()) == 2
 
 
 def test_wrong_family_is_refused_naming_the_right_ones(tmp_path, capsys) -> None:
