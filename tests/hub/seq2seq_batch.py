@@ -1,4 +1,4 @@
-"""The batch and the Hugging Face logits that the encoder-decoder interop tests (T5, BART) compare on."""
+"""The batch, the Hugging Face logits and the checks that the encoder-decoder interop tests (T5, BART, Marian, Pegasus) share."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def padded_batch(vocab: int, pad: int, start: int, low: int) -> tuple[torch.Tens
     return src, tgt
 
 
+def moved(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode with every weight moved off its initial value (unit norms, zero biases), seeded."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
 def hf_logits(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad: int) -> torch.Tensor:
     """The logits ``(B, Tt, V)`` of a transformers encoder-decoder, the source's padding masked."""
     with torch.no_grad():
@@ -44,3 +53,20 @@ def assert_reloads_exactly(path: str | os.PathLike[str], model: torch.nn.Module)
     assert isinstance(again, Transformer) and again.config == model.config
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+def assert_greedy_matches_generate(model: torch.nn.Module, hf: torch.nn.Module, src: torch.Tensor, pad: int, eos: int,
+                                   steps: int = 6) -> None:
+    """attnkit's greedy decoding of ``src`` gives the tokens of transformers' greedy ``generate`` up to its first EOS.
+
+    attnkit never generates the pad id, so Hugging Face is told the same (``suppress_tokens``); its start token is dropped.
+    """
+    from attnkit.generation.seq2seq import greedy_decode
+
+    ours = greedy_decode(model, src, max_len=steps)  # (B, <= steps): no start token, no EOS, pad after
+    theirs = hf.generate(input_ids=src, attention_mask=(src != pad).long(), max_new_tokens=steps, do_sample=False,
+                         num_beams=1, suppress_tokens=[pad])[:, 1:]  # (B, steps)
+    assert ours.shape[1] > 0
+    for row_ours, row_theirs in zip(ours.tolist(), theirs.tolist()):
+        expected = row_theirs[: row_theirs.index(eos)] if eos in row_theirs else row_theirs
+        assert [t for t in row_ours if t != pad] == expected

@@ -12,11 +12,10 @@ transformers = pytest.importorskip("transformers")
 
 import attnkit  # noqa: E402
 from attnkit.errors import CheckpointError, ConfigError  # noqa: E402
-from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.bart import bart_config_from_hf, bart_from_hf, save_hf_bart  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
-from seq2seq_batch import assert_reloads_exactly, padded_batch  # noqa: E402
+from seq2seq_batch import assert_greedy_matches_generate, assert_reloads_exactly, padded_batch  # noqa: E402
 
 V, BOS, PAD, EOS = 40, 0, 1, 2  # BART's ids; the decoder starts from EOS
 
@@ -117,16 +116,7 @@ def test_fresh_bart_shaped_model_exports(tmp_path, overrides: dict) -> None:
 def test_greedy_decode_matches_generate() -> None:
     hf = hf_bart(seed=5, decoder_layers=2)  # generate's cache assumes the decoder as deep as the encoder
     model = bart_from_hf(hf.config.to_dict(), hf.state_dict()).eval()
-    src, _ = batch()
-    steps = 6
-    ours = greedy_decode(model, src, max_len=steps)  # (B, <= steps): no start token, no EOS, pad after
-    # attnkit never generates the pad id; Hugging Face is told the same.
-    theirs = hf.generate(input_ids=src, attention_mask=(src != PAD).long(), max_new_tokens=steps, do_sample=False,
-                         num_beams=1, suppress_tokens=[PAD])[:, 1:]  # drop the start token
-    assert ours.shape[1] > 0
-    for row_ours, row_theirs in zip(ours.tolist(), theirs.tolist()):
-        expected = row_theirs[: row_theirs.index(EOS)] if EOS in row_theirs else row_theirs
-        assert [t for t in row_ours if t != PAD] == expected
+    assert_greedy_matches_generate(model, hf, batch()[0], PAD, EOS)
 
 
 def test_refuses_what_attnkit_does_not_express() -> None:

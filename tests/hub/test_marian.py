@@ -12,14 +12,14 @@ transformers = pytest.importorskip("transformers")
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding  # noqa: E402
 
 import attnkit  # noqa: E402
-import attnkit.hub.marian as marian  # noqa: E402
+import attnkit.hub.sinusoidal as sinusoidal  # noqa: E402
 from attnkit.errors import CheckpointError, ConfigError  # noqa: E402
-from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
-from attnkit.hub.marian import marian_config_from_hf, marian_from_hf, marian_order, save_hf_marian  # noqa: E402
+from attnkit.hub.marian import marian_config_from_hf, marian_from_hf, save_hf_marian  # noqa: E402
+from attnkit.hub.sinusoidal import halves_order  # noqa: E402
 from attnkit.layers.positional import sinusoid_table  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
-from seq2seq_batch import assert_reloads_exactly, padded_batch  # noqa: E402
+from seq2seq_batch import assert_greedy_matches_generate, assert_reloads_exactly, moved, padded_batch  # noqa: E402
 
 V, EOS, PAD = 40, 0, 39  # OPUS-MT's ids: EOS 0, the pad the last id and the decoder's start
 DECODER_V = 44  # the target vocabulary where the stacks have tables of their own
@@ -56,11 +56,11 @@ def hf_logits(model, src: torch.Tensor, tgt: torch.Tensor, pad: int = PAD) -> to
 
 
 @pytest.mark.parametrize("d_model", [16, 15])
-def test_marian_table_is_section_3_5_in_marian_order(d_model: int) -> None:
+def test_marian_table_is_section_3_5_in_halves_order(d_model: int) -> None:
     """transformers' own table (sines first, then cosines) is attnkit's interleaved one with its features renumbered."""
     theirs = MarianSinusoidalPositionalEmbedding(50, d_model).create_weight()  # (T, d_model)
     ours = sinusoid_table(50, d_model)
-    torch.testing.assert_close(ours[:, marian_order(d_model)], theirs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours[:, halves_order(d_model)], theirs, atol=1e-6, rtol=0)
     assert (ours - theirs).abs().max() > 0.5  # the two layouts differ
 
 
@@ -102,15 +102,6 @@ def marian_shaped(**overrides) -> TransformerConfig:
     return TransformerConfig(**{**fields, **overrides})
 
 
-def moved(model: Transformer) -> Transformer:
-    """``model`` with every weight moved off its initial value (unit norms, zero biases)."""
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
-
-
 @pytest.mark.parametrize("overrides", [{}, {"tie_output": False, "output_bias": True}, {"share_embeddings": False, "tgt_vocab_size": DECODER_V, "tie_output": False,
                                             "activation": "gelu", "output_bias": True, "scale_embeddings": False,
                                             "attention": {"params": {"backend": "efficient"}}}])
@@ -136,7 +127,7 @@ def test_fresh_transformer_exports(tmp_path, overrides: dict) -> None:
 def test_without_the_renumbering_the_logits_differ(tmp_path, monkeypatch) -> None:
     """The check can fail: written in attnkit's feature order, the weights meet Marian's table and the logits move."""
     model = moved(Transformer(marian_shaped()))
-    monkeypatch.setattr(marian, "marian_order", lambda d: torch.arange(d))
+    monkeypatch.setattr(sinusoidal, "halves_order", lambda d: torch.arange(d))
     save_hf_marian(model, tmp_path / "marian")
     hf = transformers.MarianMTModel.from_pretrained(tmp_path / "marian").eval()
     src, tgt = padded_batch(V, 0, start=1, low=3)
@@ -147,15 +138,7 @@ def test_without_the_renumbering_the_logits_differ(tmp_path, monkeypatch) -> Non
 def test_greedy_decode_matches_generate() -> None:
     hf = hf_marian(seed=5, decoder_layers=2)
     model = marian_from_hf(hf.config.to_dict(), hf.state_dict()).eval()
-    src, _ = batch()
-    steps = 6
-    ours = greedy_decode(model, src, max_len=steps)  # (B, <= steps): no start token, no EOS, pad after
-    theirs = hf.generate(input_ids=src, attention_mask=(src != PAD).long(), max_new_tokens=steps, do_sample=False,
-                         num_beams=1, suppress_tokens=[PAD])[:, 1:]  # attnkit never generates the pad id; drop the start
-    assert ours.shape[1] > 0
-    for row_ours, row_theirs in zip(ours.tolist(), theirs.tolist()):
-        expected = row_theirs[: row_theirs.index(EOS)] if EOS in row_theirs else row_theirs
-        assert [t for t in row_ours if t != PAD] == expected
+    assert_greedy_matches_generate(model, hf, batch()[0], PAD, EOS)
 
 
 def test_refuses_what_attnkit_does_not_express() -> None:

@@ -11,11 +11,10 @@ transformers = pytest.importorskip("transformers")
 
 import attnkit  # noqa: E402
 from attnkit.errors import CheckpointError, ConfigError  # noqa: E402
-from attnkit.generation.seq2seq import greedy_decode  # noqa: E402
 from attnkit.hub.t5 import save_hf_t5, t5_config_from_hf, t5_from_hf  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from seq2seq_batch import hf_logits as seq2seq_hf_logits  # noqa: E402
-from seq2seq_batch import assert_reloads_exactly, padded_batch  # noqa: E402
+from seq2seq_batch import assert_greedy_matches_generate, assert_reloads_exactly, padded_batch  # noqa: E402
 
 V, PAD, EOS = 40, 0, 1
 PROJS = [("relu", True), ("gated-gelu", False)]  # T5 1.0 (tied, scaled output) and v1.1 (own lm_head, unscaled)
@@ -99,15 +98,7 @@ def test_fresh_t5_shaped_model_exports(tmp_path, params: dict) -> None:
 def test_greedy_decode_matches_generate(proj: str, tie: bool) -> None:
     hf = hf_t5(proj, tie, seed=5, decoder_layers=2)  # generate's cache assumes the decoder as deep as the encoder
     model = t5_from_hf(hf.config.to_dict(), hf.state_dict()).eval()
-    src, _ = batch()
-    steps = 6
-    ours = greedy_decode(model, src, max_len=steps)  # (B, <= steps): no start token, no EOS, pad after
-    # attnkit never generates the pad id; Hugging Face is told the same.
-    theirs = hf.generate(input_ids=src, attention_mask=(src != PAD).long(), max_new_tokens=steps, do_sample=False,
-                         num_beams=1, suppress_tokens=[PAD])[:, 1:]  # drop the start token
-    for row_ours, row_theirs in zip(ours.tolist(), theirs.tolist()):
-        expected = row_theirs[: row_theirs.index(EOS)] if EOS in row_theirs else row_theirs
-        assert [t for t in row_ours if t != PAD] == expected
+    assert_greedy_matches_generate(model, hf, batch()[0], PAD, EOS)
 
 
 def test_refuses_what_attnkit_does_not_express() -> None:
