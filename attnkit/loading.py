@@ -9,6 +9,7 @@
 * a Hugging Face T5 directory (``T5ForConditionalGeneration``), converted by ``attnkit.hub.t5``;
 * a Hugging Face BART directory (``BartForConditionalGeneration``), converted by ``attnkit.hub.bart``;
 * a Hugging Face Marian directory (``MarianMTModel``), converted by ``attnkit.hub.marian``;
+* a Hugging Face Pegasus directory (``PegasusForConditionalGeneration``), converted by ``attnkit.hub.pegasus``;
 * a Hugging Face XLNet directory (LM head, sequence or token classification), converted by ``attnkit.hub.xlnet``;
 * an attnkit directory (``config.json`` + ``model.safetensors``), rebuilt by
   ``attnkit.models.base.load``.
@@ -31,6 +32,7 @@ from attnkit.hub.bert import is_hf_bert, load_hf_bert
 from attnkit.hub.gpt2 import is_hf_gpt2, load_hf_gpt2
 from attnkit.hub.llama import is_hf_llama, load_hf_llama
 from attnkit.hub.marian import is_hf_marian, load_hf_marian
+from attnkit.hub.pegasus import is_hf_pegasus, load_hf_pegasus
 from attnkit.hub.t5 import is_hf_t5, load_hf_t5
 from attnkit.hub.xlnet import is_hf_xlnet, load_hf_xlnet
 from attnkit.errors import CheckpointError, ConfigError
@@ -58,7 +60,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         return load_adapted(path, map_location=map_location)
     for is_hf, load_hf in ((is_hf_gpt2, load_hf_gpt2), (is_hf_bert, load_hf_bert), (is_hf_llama, load_hf_llama),
                             (is_hf_t5, load_hf_t5), (is_hf_bart, load_hf_bart), (is_hf_marian, load_hf_marian),
-                            (is_hf_xlnet, load_hf_xlnet)):
+                            (is_hf_pegasus, load_hf_pegasus), (is_hf_xlnet, load_hf_xlnet)):
         if is_hf(path):  # GPT-2; BERT, RoBERTa, ALBERT, ELECTRA; Llama, Mistral, Qwen2 (built and checked on the CPU)
             model = load_hf(path)
             try:

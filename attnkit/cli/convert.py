@@ -8,20 +8,22 @@
 * a BERT-family model (encoder or head) as ``--family bert|roberta|albert|electra`` (default: the family
   its options point to; the matching ``transformers`` class, e.g. ``BertForSequenceClassification``,
   loads it);
-* an encoder-decoder ``Transformer`` as ``--family t5|bart|marian`` (default: the one its config fits):
-  T5's layer (relative position bias, RMS pre-norm, no biases; the ``t5-shakespeare-t5layer``
+* an encoder-decoder ``Transformer`` as ``--family t5|bart|marian|pegasus`` (default: the one its config
+  fits): T5's layer (relative position bias, RMS pre-norm, no biases; the ``t5-shakespeare-t5layer``
   recipe) as ``T5ForConditionalGeneration``, BART's layer (post-norm, GELU, learned positions per
   stack, embedding LayerNorm; the ``bart-shakespeare-bartlayer`` and ``mass-shakespeare-bartlayer``
   recipes) as ``BartForConditionalGeneration``, the layer of "Attention Is All You Need" (sinusoidal
   positions, post-norm, scaled embeddings; the ``multi30k-de-en`` and ``demo`` recipes) as
-  ``MarianMTModel``. A pre-norm model with sinusoidal positions fits none of the three and is refused;
+  ``MarianMTModel``, the same with pre-norm layers and a LayerNorm after each stack (the
+  ``bart-shakespeare``, ``mass-shakespeare`` and ``t5-shakespeare`` recipes) as
+  ``PegasusForConditionalGeneration``. A model that none of the four expresses is refused, naming why;
 * an XLNet model as ``--family xlnet`` (the default): ``XLNetLM`` as ``XLNetLMHeadModel``, ``XLNetClassifier`` and
   ``XLNetTagger`` as ``XLNetForSequenceClassification`` and ``XLNetForTokenClassification``.
 
 ``--to-attnkit`` writes an attnkit directory. ``tokenizer.json`` is copied when SRC has one, and so is an
 encoder-decoder's ``translation.json`` (the languages and decoding settings ``attnkit translate`` reads).
 ``attnkit.load`` reads both formats (Hugging Face GPT-2, Llama, Mistral, Qwen2, the BERT family,
-T5, BART, Marian and XLNet), so SRC may be either.
+T5, BART, Marian, Pegasus and XLNet), so SRC may be either.
 
 DST is written beside its final place and renamed in when complete. A DST that exists and is
 not empty is refused, unless it is a model directory of the kind being written (config.json,
@@ -42,14 +44,16 @@ CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME = "config.json", "model.safetensors", 
 TRANSLATION_NAME = "translation.json"  # as attnkit.training.translation names it
 
 # the --family choices of each kind of model (the default is the one its config fits: see family_of)
-FAMILIES = {"bert": ("bert", "roberta", "albert", "electra"), "seq2seq": ("t5", "bart", "marian"), "xlnet": ("xlnet",)}
+FAMILIES = {"bert": ("bert", "roberta", "albert", "electra"), "seq2seq": ("t5", "bart", "marian", "pegasus"), "xlnet": ("xlnet",)}
 SEQ2SEQ_RECIPES = {"t5": "t5-shakespeare-t5layer", "bart": "bart-shakespeare-bartlayer or mass-shakespeare-bartlayer",
-                   "marian": "multi30k-de-en"}
-SEQ2SEQ_NAMES = {"t5": "T5", "bart": "BART", "marian": "Marian"}
+                   "marian": "multi30k-de-en", "pegasus": "bart-shakespeare, mass-shakespeare or t5-shakespeare"}
+SEQ2SEQ_NAMES = {"t5": "T5", "bart": "BART", "marian": "Marian", "pegasus": "Pegasus"}
+# the family of each norm position among those with sinusoidal positions
+SINUSOIDAL = {"post": "marian", "pre": "pegasus"}
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("convert", help="convert a GPT, BERT-family, T5/BART/Marian-shaped encoder-decoder or XLNet checkpoint "
+    p = sub.add_parser("convert", help="convert a GPT, BERT-family, T5/BART/Marian/Pegasus-shaped encoder-decoder or XLNet checkpoint "
                                        "to or from the Hugging Face format", description=plain(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     fmt = p.add_mutually_exclusive_group(required=True)
@@ -57,8 +61,8 @@ def add_parser(sub: Any) -> None:
                      help="write a Hugging Face directory (GPT-2 or the Llama family; for other models their --family)")
     fmt.add_argument("--to-attnkit", action="store_true", help="write an attnkit checkpoint directory")
     p.add_argument("--family", choices=tuple(f for fs in FAMILIES.values() for f in fs), default=None,
-                   help="Hugging Face family to write: bert/roberta/albert/electra for a BERT-family model, t5/bart/marian for an "
-                        "encoder-decoder Transformer (marian: sinusoidal positions, post-norm), xlnet for XLNet "
+                   help="Hugging Face family to write: bert/roberta/albert/electra for a BERT-family model, t5/bart/marian/pegasus "
+                        "for an encoder-decoder Transformer (sinusoidal positions: marian post-norm, pegasus pre-norm), xlnet for XLNet "
                         "(default: the one the model's config fits)")
     p.add_argument("src", type=Path, help="checkpoint directory to read")
     p.add_argument("dst", type=Path, help="directory to write (new or empty; see --overwrite)")
@@ -121,7 +125,7 @@ def family_of(model: Any, kind: str, src: Path) -> str | None:
     """The Hugging Face family that ``model``'s config points to (None for a GPT: :func:`write` picks GPT-2 or the Llama family).
 
     Raises:
-        CheckpointError: an encoder-decoder that none of T5, BART and Marian expresses, naming why and the recipes that fit.
+        CheckpointError: an encoder-decoder that none of T5, BART, Marian and Pegasus expresses, naming why and the recipes that fit.
     """
     if kind == "bert":
         return _bert_family(model)
@@ -134,10 +138,11 @@ def family_of(model: Any, kind: str, src: Path) -> str | None:
     if fitting:
         return fitting[0]
     c = model.config
-    if c.positional == "sinusoidal" and c.attention.position.kind == "none":  # of the three, only Marian has them
-        why = f"its sinusoidal positions exist only in Marian, and {misfits['marian']}"
+    if c.positional == "sinusoidal" and c.attention.position.kind == "none":
+        family = SINUSOIDAL[c.norm_position]  # of the four, only Marian and Pegasus have them, one per norm position
+        why = f"its sinusoidal positions exist only in Marian (post-norm) and Pegasus (pre-norm), and {misfits[family]}"
     else:
-        why = "none of T5, BART and Marian expresses its config (" + "; ".join(
+        why = "none of T5, BART, Marian and Pegasus expresses its config (" + "; ".join(
             f"{SEQ2SEQ_NAMES[f]}: {misfits[f]}" for f in FAMILIES["seq2seq"]) + ")"
     *rest, last = [f"the {SEQ2SEQ_RECIPES[f]} recipe ({SEQ2SEQ_NAMES[f]})" for f in FAMILIES["seq2seq"]]
     recipes = f"{', '.join(rest)} or {last}"
@@ -145,13 +150,15 @@ def family_of(model: Any, kind: str, src: Path) -> str | None:
 
 
 def seq2seq_misfits(c: Any) -> dict[str, str | None]:
-    """For ``t5``, ``bart`` and ``marian``: the exporter's reason to refuse the :class:`TransformerConfig` ``c``, or None where it fits."""
+    """For each encoder-decoder family: the exporter's reason to refuse the :class:`TransformerConfig` ``c``, or None where it fits."""
     from attnkit.hub.bart import bart_config_to_hf
     from attnkit.hub.marian import marian_config_to_hf
+    from attnkit.hub.pegasus import pegasus_config_to_hf
     from attnkit.hub.t5 import t5_config_to_hf
 
     out: dict[str, str | None] = {}
-    for family, translate in (("t5", t5_config_to_hf), ("bart", bart_config_to_hf), ("marian", marian_config_to_hf)):
+    for family, translate in (("t5", t5_config_to_hf), ("bart", bart_config_to_hf), ("marian", marian_config_to_hf),
+                              ("pegasus", pegasus_config_to_hf)):
         try:
             translate(c)
             out[family] = None
@@ -195,10 +202,11 @@ def write(model: Any, kind: str, family: str | None, dst: Path, tokenizer: Path 
     if kind == "seq2seq":
         from attnkit.hub.bart import save_hf_bart
         from attnkit.hub.marian import save_hf_marian
+        from attnkit.hub.pegasus import save_hf_pegasus
         from attnkit.hub.t5 import save_hf_t5
 
-        {"t5": save_hf_t5, "bart": save_hf_bart, "marian": save_hf_marian}[family](model, dst, tokenizer=tokenizer,
-                                                                                    extra_files=extras)
+        save = {"t5": save_hf_t5, "bart": save_hf_bart, "marian": save_hf_marian, "pegasus": save_hf_pegasus}[family]
+        save(model, dst, tokenizer=tokenizer, extra_files=extras)
         return SEQ2SEQ_NAMES[family]
     if kind == "xlnet":
         from attnkit.hub.xlnet import save_hf_xlnet
@@ -268,7 +276,8 @@ def _kind(path: Path) -> str | None:
     return "Hugging Face" if data.get("model_type") in HF_TYPES else None
 
 
-HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra", "llama", "mistral", "qwen2", "t5", "bart", "marian", "xlnet")
+HF_TYPES = ("gpt2", "bert", "roberta", "albert", "electra", "llama", "mistral", "qwen2", "t5", "bart", "marian", "pegasus",
+            "xlnet")
 
 
 def _bert_family(model: Any) -> str:

@@ -12,6 +12,8 @@
 >>> save_hf_bart(model, "out")                    # a BART-shaped Transformer, loads with BartForConditionalGeneration
 >>> model = attnkit.load("hf-marian-dir")        # MarianMTModel, detected
 >>> save_hf_marian(model, "out")                  # a Transformer of Vaswani et al. (sinusoids, post-norm), loads with MarianMTModel
+>>> model = attnkit.load("hf-pegasus-dir")       # PegasusForConditionalGeneration, detected
+>>> save_hf_pegasus(model, "out")                 # a pre-norm Transformer with sinusoids, loads with PegasusForConditionalGeneration
 >>> model = attnkit.load("hf-xlnet-dir")         # XLNetLMHeadModel, XLNetFor{Sequence,Token}Classification, detected
 >>> save_hf_xlnet(model, "out")                   # an XLNetLM, XLNetClassifier or XLNetTagger
 """
@@ -22,6 +24,7 @@ from attnkit.hub.gpt2 import GPT2_KEYS, config_from_hf, config_to_hf, is_hf_gpt2
 from attnkit.hub.keymap import TRANSFORMS, Fuse, KeyMap, Rule
 from attnkit.hub.llama import is_hf_llama, load_hf_llama, save_hf_llama
 from attnkit.hub.marian import is_hf_marian, load_hf_marian, marian_from_hf, save_hf_marian
+from attnkit.hub.pegasus import is_hf_pegasus, load_hf_pegasus, pegasus_from_hf, save_hf_pegasus
 from attnkit.hub.t5 import is_hf_t5, load_hf_t5, save_hf_t5, t5_from_hf
 from attnkit.hub.xlnet import is_hf_xlnet, load_hf_xlnet, save_hf_xlnet, xlnet_from_hf
 
@@ -33,5 +36,6 @@ __all__ = [
     "is_hf_t5", "load_hf_t5", "save_hf_t5", "t5_from_hf",
     "bart_from_hf", "is_hf_bart", "load_hf_bart", "save_hf_bart",
     "is_hf_marian", "load_hf_marian", "marian_from_hf", "save_hf_marian",
+    "is_hf_pegasus", "load_hf_pegasus", "pegasus_from_hf", "save_hf_pegasus",
     "is_hf_xlnet", "load_hf_xlnet", "save_hf_xlnet", "xlnet_from_hf",
 ]

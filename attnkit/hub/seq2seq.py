@@ -1,5 +1,7 @@
 """The steps that every Hugging Face encoder-decoder interchange (:mod:`attnkit.hub.t5`,
-:mod:`attnkit.hub.bart`, :mod:`attnkit.hub.marian`) shares around its own key map and config translation.
+:mod:`attnkit.hub.bart`, and through :mod:`attnkit.hub.sinusoidal` :mod:`attnkit.hub.marian` and
+:mod:`attnkit.hub.pegasus`) shares around its own key map and config translation; those of BART's layers share
+more in :mod:`attnkit.hub.bart`.
 
 Import: :func:`read_source` reads a directory's ``config.json`` and safetensors (or takes a config dict
 and its state dict), :func:`checked_config` turns the translated config into the model's expected

@@ -1,4 +1,4 @@
-"""``attnkit convert`` of encoder-decoder Transformers (to T5, BART and Marian) and XLNet, checked against transformers' own classes."""
+"""``attnkit convert`` of encoder-decoder Transformers (to T5, BART, Marian and Pegasus) and XLNet, checked against transformers' own classes."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ BART = dict(positional="learned", max_len=32, share_positions=False, embedding_n
             activation="gelu", output_bias=True, pad_id=1, bos_id=2, eos_id=2)
 # the layer of "Attention Is All You Need" (attnkit's defaults, the multi30k-de-en and demo recipes' options)
 MARIAN: dict = {}
-NAMES = {"t5": "T5", "bart": "BART", "marian": "Marian"}
+# the same with pre-norm layers (the bart-shakespeare, mass-shakespeare and t5-shakespeare recipes' options)
+PEGASUS = dict(norm_position="pre")
+NAMES = {"t5": "T5", "bart": "BART", "marian": "Marian", "pegasus": "Pegasus"}
 
 
 def saved_transformer(path: Path, **fields) -> Transformer:
@@ -63,7 +65,8 @@ def refused(capsys, argv: list) -> str:
 
 @pytest.mark.parametrize("family, fields, hf_class", [("t5", T5, "T5ForConditionalGeneration"),
                                                       ("bart", BART, "BartForConditionalGeneration"),
-                                                      ("marian", MARIAN, "MarianMTModel")])
+                                                      ("marian", MARIAN, "MarianMTModel"),
+                                                      ("pegasus", PEGASUS, "PegasusForConditionalGeneration")])
 def test_seq2seq_converts_to_its_family_and_back(tmp_path, capsys, family, fields, hf_class) -> None:
     model = saved_transformer(tmp_path / "ak", **fields)
     assert main(["convert", "--to-hf", str(tmp_path / "ak"), str(tmp_path / "hf")]) == 0  # the family from the config
@@ -88,17 +91,23 @@ def test_seq2seq_converts_to_its_family_and_back(tmp_path, capsys, family, field
         torch.testing.assert_close(back(src, tgt).logits, theirs, atol=1e-5, rtol=0)
 
 
-def test_pre_norm_sinusoidal_transformer_is_refused_in_one_line(tmp_path, capsys) -> None:
-    saved_transformer(tmp_path / "pre", norm_position="pre")  # the *-shakespeare recipes' layer: Marian's positions, not its norm
-    for family in ([], ["--family", "marian"]):
-        line = refused(capsys, ["convert", "--to-hf", *family, tmp_path / "pre", tmp_path / "hf"])
-        assert "norm_position='pre'" in line and "no pre-norm option" in line and "multi30k-de-en" in line, line
-    for family in ("t5", "bart"):
-        line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / "pre", tmp_path / "hf"])
-        assert ("positional" in line or "position.kind" in line) and f"{family}layer" in line, line
-    saved_transformer(tmp_path / "ak")  # post-norm: T5 and BART name the family that fits
-    for family in ("t5", "bart"):
-        assert "--family marian" in refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / "ak", tmp_path / "hf"])
+def test_sinusoidal_transformer_is_refused_in_one_line_by_the_families_that_do_not_fit(tmp_path, capsys) -> None:
+    saved_transformer(tmp_path / "pre", **PEGASUS)
+    line = refused(capsys, ["convert", "--to-hf", "--family", "marian", tmp_path / "pre", tmp_path / "hf"])
+    assert "norm_position='pre'" in line and "no pre-norm option" in line and "--family pegasus" in line, line
+    saved_transformer(tmp_path / "post", **MARIAN)
+    line = refused(capsys, ["convert", "--to-hf", "--family", "pegasus", tmp_path / "post", tmp_path / "hf"])
+    assert "norm_position='post'" in line and "no post-norm option" in line and "--family marian" in line, line
+    for family in ("t5", "bart"):  # each names the family that fits
+        for src, fits in (("pre", "pegasus"), ("post", "marian")):
+            line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / src, tmp_path / "hf"])
+            assert ("positional" in line or "position.kind" in line) and f"--family {fits}" in line, line
+    saved_transformer(tmp_path / "rms", **PEGASUS, norm="rms")  # sinusoids, but RMS norm: no family expresses it
+    line = refused(capsys, ["convert", "--to-hf", tmp_path / "rms", tmp_path / "hf"])
+    assert "only in Marian (post-norm) and Pegasus (pre-norm)" in line and "norm='rms' is not Pegasus-shaped" in line, line
+    assert "multi30k-de-en" in line and "t5-shakespeare recipe (Pegasus)" in line, line
+    line = refused(capsys, ["convert", "--to-hf", "--family", "pegasus", tmp_path / "rms", tmp_path / "hf"])
+    assert "norm='rms'" in line and "train it with the bart-shakespeare, mass-shakespeare or t5-shakespeare recipe" in line, line
     assert not (tmp_path / "hf").exists()
 
 
@@ -132,7 +141,7 @@ def test_translation_transformer_exports_with_its_tokenizer(tmp_path, capsys) ->
 def test_wrong_family_is_refused_naming_the_right_ones(tmp_path, capsys) -> None:
     saved_transformer(tmp_path / "t5", **T5)
     BertModel(attnkit.bert_preset("bert-test")).save_pretrained(tmp_path / "bert")
-    cases = [("bert", "t5", "t5|bart|marian"), ("xlnet", "t5", "t5|bart|marian"), ("t5", "bert", "bert|roberta|albert|electra"),
+    cases = [("bert", "t5", "t5|bart|marian|pegasus"), ("xlnet", "t5", "t5|bart|marian|pegasus"), ("t5", "bert", "bert|roberta|albert|electra"),
              ("bart", "t5", "--family t5")]  # a T5-shaped model as BART: the family it fits
     for family, src, names in cases:
         line = refused(capsys, ["convert", "--to-hf", "--family", family, tmp_path / src, tmp_path / "hf"])
