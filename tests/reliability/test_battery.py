@@ -137,7 +137,7 @@ CASES = [
     case("predict-with-lm", "predict --model lm/model text.txt", "GPT, not a BERT-family"),
     case("predict-with-bare-encoder", "predict --model bert text.txt", "predict needs a classifier or tagger"),
     case("eval-ner-on-classifier", "eval ner --model clf --data d.conll", "eval ner needs a tagger", setup=put("d.conll", "the\tO\n\n")),
-    case("convert-a-transformer", "convert --to-hf rev/model out", "converts to no Hugging Face class"),
+    case("convert-sinusoidal-as-t5", "convert --to-hf rev/model out --family t5", "does not convert to"),
     case("mlm-from-lm", "train mlm --text text.txt --model lm/model --no-progress --set train.steps=1 --out o", "lm/model holds a GPT"),
     # -- generate's numbers ----------------------------------------------------------------------------------------
     case("generate-top-p-above-one", f"{GEN} --prompt To --top-p 1.5", "--top-p 1.5 is outside (0, 1]"),
